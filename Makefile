@@ -1,0 +1,66 @@
+# eTSF - make targets.  Run as root on Debian 12.  `make help` lists them.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+VENV   := $(CURDIR)/.venv
+PY     := $(VENV)/bin/python
+export PATH := $(VENV)/bin:$(PATH)
+export PYTHONPATH := $(CURDIR)/src
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+export ANSIBLE_HOST_KEY_CHECKING := False
+LAB_HOSTS ?= 3
+
+.PHONY: help setup demo test test-py lint ansible-lint sanity molecule lab-up lab-down lab-status build collection bench-datapath changelog clean
+
+help: ## list targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+setup: ## install Debian and PyPI dependencies (idempotent)
+	@scripts/setup.sh
+
+demo: setup ## main job: boot the lab fleet and roll eTSF out to it
+	@scripts/demo.sh $(LAB_HOSTS)
+
+test: setup ## everything CI runs: pytest (unit, bpf, integration, lab), lint, sanity, molecule
+	$(MAKE) --no-print-directory test-py
+	$(MAKE) --no-print-directory lint
+	$(MAKE) --no-print-directory molecule
+
+test-py: ## pytest suites
+	$(PY) -m pytest -q -p no:cacheprovider tests
+
+lint: ansible-lint sanity ## ansible-lint (production profile) and ansible-test sanity
+
+ansible-lint:
+	ansible-lint --profile production --offline
+
+sanity: ## ansible-test sanity on a copy laid out as ansible_collections/etsf/sip
+	@scripts/sanity.sh
+
+molecule: ## Molecule scenarios on lab-booted hosts
+	cd $(CURDIR) && molecule test -s default
+
+lab-up: setup ## boot the lab fleet (LAB_HOSTS=3)
+	$(PY) -m lab up --hosts $(LAB_HOSTS)
+
+lab-down: ## remove every lab namespace, link, mount and process
+	$(PY) -m lab down
+
+lab-status:
+	$(PY) -m lab status
+
+build: ## compile the eBPF objects for this host into build/bpf
+	$(PY) -m etsf build --out $(CURDIR)/build/bpf
+
+collection: ## build etsf-sip-<version>.tar.gz
+	ansible-galaxy collection build --force --output-path $(CURDIR)/build
+
+bench-datapath: setup ## ns/packet microbenchmark via BPF_PROG_TEST_RUN
+	$(PY) bench/datapath.py
+
+changelog: ## lint changelog fragments
+	antsibull-changelog lint
+
+clean:
+	rm -rf build .pytest_cache tests/output

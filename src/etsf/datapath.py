@@ -1,0 +1,496 @@
+"""eTSF datapath orchestration (the paper's "eBPF Program Loader").
+
+Everything kernel-facing goes through :mod:`etsf.bpf`; this module decides
+what to load, where to pin it, how to replace it atomically and what to
+record in ``$ETSF_STATE_DIR/state.json``.
+
+Pins (``PIN_ROOT`` = ``$ETSF_PIN_ROOT`` or ``/sys/fs/bpf/etsf``)::
+
+    PIN_ROOT/maps/<map>            pinned by bpf.load_object (re-used on reload)
+    PIN_ROOT/progs/xdp_sip         last loaded XDP ingress program
+    PIN_ROOT/progs/tc_sip_egress   last loaded TC egress program
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from . import layout
+from . import policy as _policy
+
+XDP_OBJ = "xdp_sip.bpf.o"
+TC_OBJ = "tc_sip.bpf.o"
+XDP_PROG = "xdp_sip"
+TC_PROG = "tc_sip_egress"
+OUR_PROGS = (XDP_PROG, TC_PROG)
+MODES = ("native", "generic")
+
+MAP_CTL = "etsf_ctl"
+MAP_STATS = "etsf_stats"
+MAP_IFSTATS = "etsf_ifstats"
+
+
+class DatapathError(Exception):
+    """A user-facing datapath failure (one line)."""
+
+
+def _bpf():
+    from . import bpf
+    return bpf
+
+
+def pin_root() -> str:
+    return os.environ.get("ETSF_PIN_ROOT") or _bpf().PIN_ROOT
+
+
+def state_dir() -> str:
+    return os.environ.get("ETSF_STATE_DIR", "/var/lib/etsf")
+
+
+def default_build_dir() -> str:
+    return os.environ.get("ETSF_BUILD_DIR") or os.path.join(state_dir(), "build")
+
+
+def default_src_dir() -> str:
+    env = os.environ.get("ETSF_BPF_SRC")
+    if env:
+        return env
+    here = Path(__file__).resolve()
+    for cand in (here.parents[2] / "bpf", Path("/usr/share/etsf/bpf")):
+        if (cand / "etsf.h").exists():
+            return str(cand)
+    return str(here.parents[2] / "bpf")
+
+
+# ---------------------------------------------------------------------------
+# state.json
+# ---------------------------------------------------------------------------
+
+
+def _state_path() -> str:
+    return os.path.join(state_dir(), "state.json")
+
+
+def load_state() -> dict[str, Any]:
+    try:
+        with open(_state_path(), encoding="utf-8") as f:
+            st = json.load(f)
+        if isinstance(st, dict):
+            st.setdefault("interfaces", {})
+            return st
+    except (OSError, ValueError):
+        pass
+    return {"interfaces": {}}
+
+
+def save_state(st: dict[str, Any]) -> None:
+    d = state_dir()
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".state.json.")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(st, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, _state_path())
+
+
+# ---------------------------------------------------------------------------
+# build
+# ---------------------------------------------------------------------------
+
+
+def build(out_dir: str | None = None, force: bool = False, src_dir: str | None = None) -> dict:
+    from . import build as _build
+    out = out_dir or default_build_dir()
+    try:
+        res = _build.build(src_dir or default_src_dir(), out, force=force)
+    except _build.BuildError as e:
+        raise DatapathError(f"build failed: {str(e).splitlines()[0] if str(e) else e}") from None
+    res = dict(res)
+    res["out_dir"] = str(out)
+    res["objects"] = [str(o) for o in res.get("objects", [])]
+    st = load_state()
+    st["build"] = {"out_dir": str(out), "stamp": res.get("stamp"), "objects": res["objects"],
+                   "built_at": time.time()}
+    save_state(st)
+    return res
+
+
+def _object_path(build_dir: str | None, name: str) -> str:
+    d = build_dir or load_state().get("build", {}).get("out_dir") or default_build_dir()
+    p = os.path.join(d, name)
+    if not os.path.exists(p):
+        raise DatapathError(f"{p} not found (run 'etsfctl build' first)")
+    return p
+
+
+# ---------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------
+
+
+def ifindex(iface: str) -> int:
+    try:
+        return socket.if_nametoindex(iface)
+    except OSError:
+        raise DatapathError(f"interface {iface!r} does not exist") from None
+
+
+def _key0() -> bytes:
+    return (0).to_bytes(4, "little")
+
+
+def _open_map(name: str):
+    bpf = _bpf()
+    try:
+        return bpf.open_map(name, pin_root())
+    except (OSError, bpf.BpfError) as e:
+        raise DatapathError(f"map {name} not pinned under {pin_root()} "
+                            f"(run 'etsfctl attach' first): {e}") from None
+
+
+def _prog_name(prog_id: int) -> str | None:
+    if not prog_id:
+        return None
+    try:
+        return _bpf().prog_info(prog_id).get("name")
+    except Exception:  # noqa: BLE001 - program vanished meanwhile
+        return None
+
+
+def _repin(prog, path: str) -> None:
+    bpf = _bpf()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    if os.path.exists(path):
+        bpf.unpin(path)
+    bpf.pin_program(prog, path)
+
+
+def read_ctl():
+    m = _open_map(MAP_CTL)
+    try:
+        raw = m.lookup(_key0())
+        return layout.Ctl.from_buffer_copy(raw) if raw else layout.Ctl()
+    finally:
+        m.close()
+
+
+def _update_ctl(mutate) -> Any:
+    """Read-modify-write etsf_ctl under the shared policy/ctl lock."""
+    with _policy.lock():
+        m = _open_map(MAP_CTL)
+        try:
+            raw = m.lookup(_key0())
+            ctl = layout.Ctl.from_buffer_copy(raw) if raw else layout.Ctl()
+            mutate(ctl)
+            m.update(_key0(), bytes(ctl))
+            return ctl
+        finally:
+            m.close()
+
+
+def ctl_dict(ctl) -> dict[str, Any]:
+    now = _bpf().monotonic_ns()
+    hb = int(ctl.heartbeat_ns)
+    return {
+        "bypass": bool(ctl.bypass),
+        "overload_level": int(ctl.overload_level),
+        "active_slot": int(ctl.active_slot),
+        "flags": int(ctl.flags),
+        "generation": int(ctl.generation),
+        "deadman_ms": int(ctl.deadman_ns) // 1_000_000,
+        "heartbeat_age_ms": (now - hb) // 1_000_000 if hb else None,
+    }
+
+
+# ---------------------------------------------------------------------------
+# attach / detach
+# ---------------------------------------------------------------------------
+
+
+def attach(iface: str, mode: str = "native", build_dir: str | None = None,
+           force: bool = False) -> dict[str, Any]:
+    """Load (maps pinned & re-used), pin and attach XDP ingress + TC egress.
+
+    If our programs are already attached they are replaced atomically
+    (XDP: expected-prog replace; TC: same handle/priority replace); pinned
+    maps and their state (counters, rate-limit buckets, policy) survive.
+    A foreign XDP program is never replaced unless force=True.
+    """
+    if mode not in MODES:
+        raise DatapathError(f"--mode must be one of {', '.join(MODES)} (got {mode!r})")
+    bpf = _bpf()
+    idx = ifindex(iface)
+    xdp_obj = _object_path(build_dir, XDP_OBJ)
+    tc_obj = _object_path(build_dir, TC_OBJ)
+    root = pin_root()
+
+    cur = bpf.xdp_query(idx) or {}
+    cur_id = int(cur.get("prog_id") or 0)
+    cur_mode = cur.get("mode")
+    if cur_id:
+        name = _prog_name(cur_id)
+        if name != XDP_PROG and not force:
+            raise DatapathError(f"{iface} already has a foreign XDP program "
+                                f"(id {cur_id}, name {name!r}); detach it first")
+        if cur_mode and cur_mode != mode:
+            raise DatapathError(f"{iface} has XDP attached in {cur_mode} mode; "
+                                f"detach before switching to {mode}")
+
+    try:
+        bpf.ensure_bpffs()
+        os.makedirs(os.path.join(root, "maps"), exist_ok=True)
+        os.makedirs(os.path.join(root, "progs"), exist_ok=True)
+        xprogs = bpf.load_object(xdp_obj, root)
+        tprogs = bpf.load_object(tc_obj, root)
+    except bpf.BpfError as e:
+        first = str(e).splitlines()[0] if str(e) else repr(e)
+        raise DatapathError(f"loading programs failed: {first}") from None
+    if XDP_PROG not in xprogs or TC_PROG not in tprogs:
+        raise DatapathError(f"objects do not contain {XDP_PROG}/{TC_PROG}")
+    xprog, tprog = xprogs[XDP_PROG], tprogs[TC_PROG]
+    try:
+        _init_ctl()
+        try:
+            bpf.xdp_attach(idx, xprog.fd, mode=mode, replace_prog_id=cur_id or None)
+        except bpf.BpfError as e:
+            raise DatapathError(f"XDP attach ({mode}) on {iface} failed: "
+                                f"{str(e).splitlines()[0] if str(e) else e}") from None
+        try:
+            bpf.tc_attach(idx, tprog.fd, direction="egress")
+        except bpf.BpfError as e:
+            raise DatapathError(f"TC egress attach on {iface} failed: "
+                                f"{str(e).splitlines()[0] if str(e) else e}") from None
+        _repin(xprog, os.path.join(root, "progs", XDP_PROG))
+        _repin(tprog, os.path.join(root, "progs", TC_PROG))
+        xq = bpf.xdp_query(idx) or {}
+        info = {
+            "iface": iface, "ifindex": idx, "mode": mode,
+            "xdp_prog_id": int(xq.get("prog_id") or xprog.id),
+            "tc_prog_id": int(bpf.tc_query(idx, direction="egress") or tprog.id),
+            "replaced_prog_id": cur_id or None,
+            "attached_at": time.time(),
+        }
+    finally:
+        for p in list(xprogs.values()) + list(tprogs.values()):
+            with contextlib.suppress(Exception):
+                p.close()
+    st = load_state()
+    st["interfaces"][iface] = info
+    st["pin_root"] = root
+    save_state(st)
+    return {"changed": True, **info}
+
+
+def _init_ctl() -> None:
+    """First attach: make sure etsf_ctl has sane values (heartbeat = now)."""
+    def mut(ctl):
+        if not ctl.heartbeat_ns:
+            ctl.heartbeat_ns = _bpf().monotonic_ns()
+    _update_ctl(mut)
+
+
+def detach(iface: str) -> dict[str, Any]:
+    """Detach our XDP and TC programs from iface (maps and pins stay)."""
+    bpf = _bpf()
+    idx = ifindex(iface)
+    changed = False
+    cur = bpf.xdp_query(idx) or {}
+    cur_id = int(cur.get("prog_id") or 0)
+    if cur_id:
+        name = _prog_name(cur_id)
+        if name != XDP_PROG:
+            raise DatapathError(f"{iface} XDP program id {cur_id} ({name!r}) is not ours; not detaching")
+        bpf.xdp_detach(idx, mode=cur.get("mode") or "native", expected_prog_id=cur_id)
+        changed = True
+    tc_id = int(bpf.tc_query(idx, direction="egress") or 0)
+    if tc_id and _prog_name(tc_id) == TC_PROG:
+        bpf.tc_detach(idx, direction="egress")
+        changed = True
+    st = load_state()
+    st["interfaces"].pop(iface, None)
+    save_state(st)
+    return {"changed": changed, "iface": iface, "ifindex": idx, "xdp_prog_id": cur_id or None,
+            "tc_prog_id": tc_id or None}
+
+
+# ---------------------------------------------------------------------------
+# status / stats
+# ---------------------------------------------------------------------------
+
+
+def _pins() -> dict[str, list[str]]:
+    root = pin_root()
+    out = {}
+    for sub in ("maps", "progs"):
+        d = os.path.join(root, sub)
+        out[sub] = sorted(os.listdir(d)) if os.path.isdir(d) else []
+    return out
+
+
+def status() -> dict[str, Any]:
+    bpf = _bpf()
+    st = load_state()
+    ifaces = {}
+    for name, rec in sorted(st.get("interfaces", {}).items()):
+        row = {"ifindex": rec.get("ifindex"), "mode": rec.get("mode"), "present": True}
+        try:
+            idx = socket.if_nametoindex(name)
+        except OSError:
+            row["present"] = False
+            ifaces[name] = row
+            continue
+        q = bpf.xdp_query(idx) or {}
+        xid = int(q.get("prog_id") or 0)
+        tid = int(bpf.tc_query(idx, direction="egress") or 0)
+        row.update(ifindex=idx, xdp_prog_id=xid or None, xdp_prog_name=_prog_name(xid),
+                   xdp_mode=q.get("mode") if xid else None,
+                   tc_prog_id=tid or None, tc_prog_name=_prog_name(tid))
+        row["attached"] = bool(xid and row["xdp_prog_name"] == XDP_PROG)
+        ifaces[name] = row
+    out: dict[str, Any] = {"pin_root": pin_root(), "pins": _pins(), "interfaces": ifaces,
+                           "build": st.get("build")}
+    if _policy.maps_present(pin_root()):
+        ctl = read_ctl()
+        out["ctl"] = ctl_dict(ctl)
+        out["policy_generation"] = int(ctl.generation)
+        out["bypass"] = bool(ctl.bypass)
+        out["overload_level"] = int(ctl.overload_level)
+        out["heartbeat_age_ms"] = out["ctl"]["heartbeat_age_ms"]
+        try:
+            live = _policy.read_live(pin_root())
+        except _policy.PolicyError:
+            live = None
+        out["policy_applied"] = live is not None
+    else:
+        out.update(ctl=None, policy_generation=None, bypass=None, overload_level=None,
+                   heartbeat_age_ms=None, policy_applied=False)
+    return out
+
+
+def _enum_name(enum_cls, v: int) -> str:
+    try:
+        return enum_cls(v).name
+    except ValueError:
+        return str(v)
+
+
+def _stats_dims():
+    hooks = int(getattr(layout, "HOOKS", getattr(layout, "ETSF_HOOKS", 2)))
+    methods = int(getattr(layout, "METHODS", getattr(layout, "ETSF_METHODS", 17)))
+    verdicts = int(getattr(layout, "VERDICTS", getattr(layout, "ETSF_VERDICTS", 4)))
+    reasons = int(getattr(layout, "REASONS", getattr(layout, "ETSF_REASONS", 32)))
+    return hooks, methods, verdicts, reasons
+
+
+def _sum_counters(vals) -> tuple[int, int]:
+    pk = by = 0
+    for v in vals:
+        c = layout.Counter.from_buffer_copy(v[:__import__("ctypes").sizeof(layout.Counter)])
+        pk += c.packets
+        by += c.bytes
+    return pk, by
+
+
+def stats() -> dict[str, Any]:
+    """Per-CPU counters summed: nonzero (hook, method, verdict, reason) rows + per-interface."""
+    import ctypes
+    hooks, methods, verdicts, reasons = _stats_dims()
+    m = _open_map(MAP_STATS)
+    rows = []
+    try:
+        n = m.max_entries
+        for h in range(hooks):
+            for me in range(methods):
+                for v in range(verdicts):
+                    for r in range(reasons):
+                        idx = layout.stats_idx(h, me, v, r)
+                        if idx >= n:
+                            continue
+                        pk, by = _sum_counters(m.lookup_percpu(idx.to_bytes(4, "little")))
+                        if pk or by:
+                            rows.append({"hook": _enum_name(layout.Hook, h),
+                                         "method": _enum_name(layout.Method, me),
+                                         "verdict": _enum_name(layout.Verdict, v),
+                                         "reason": _enum_name(layout.Reason, r),
+                                         "packets": pk, "bytes": by})
+    finally:
+        m.close()
+    ifrows = {}
+    try:
+        im = _open_map(MAP_IFSTATS)
+    except DatapathError:
+        im = None
+    if im is not None:
+        try:
+            names = {}
+            for k in list(im.keys()):
+                idx = int.from_bytes(bytes(k)[:4], "little")
+                tot = {f: 0 for f, _ in layout.IfStat._fields_}
+                for v in im.lookup_percpu(k) or []:
+                    s = layout.IfStat.from_buffer_copy(v[:ctypes.sizeof(layout.IfStat)])
+                    for f in tot:
+                        tot[f] += getattr(s, f)
+                try:
+                    name = socket.if_indextoname(idx)
+                except OSError:
+                    name = f"ifindex{idx}"
+                names[name] = {"ifindex": idx, **{k2: v2 for k2, v2 in tot.items() if not k2.startswith("_")}}
+            ifrows = dict(sorted(names.items()))
+        finally:
+            im.close()
+    return {"counters": rows, "interfaces": ifrows}
+
+
+def method_totals(st: dict[str, Any], hook: str = "XDP") -> dict[str, dict[str, int]]:
+    """{method: {verdict: packets}} for one hook, from stats()."""
+    out: dict[str, dict[str, int]] = {}
+    for r in st["counters"]:
+        if r["hook"] != hook:
+            continue
+        d = out.setdefault(r["method"], {})
+        d[r["verdict"]] = d.get(r["verdict"], 0) + r["packets"]
+    return out
+
+
+# ---------------------------------------------------------------------------
+# run-time control
+# ---------------------------------------------------------------------------
+
+
+def set_overload(level: int) -> dict[str, Any]:
+    if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level <= 3:
+        raise DatapathError(f"overload level must be an integer in 0..3 (got {level!r})")
+    old = {}
+
+    def mut(ctl):
+        old["v"] = int(ctl.overload_level)
+        ctl.overload_level = level
+    _update_ctl(mut)
+    return {"changed": old["v"] != level, "overload_level": level, "previous": old["v"]}
+
+
+def set_bypass(on: bool) -> dict[str, Any]:
+    old = {}
+
+    def mut(ctl):
+        old["v"] = bool(ctl.bypass)
+        ctl.bypass = 1 if on else 0
+    _update_ctl(mut)
+    return {"changed": old["v"] != bool(on), "bypass": bool(on), "previous": old["v"]}
+
+
+def heartbeat() -> dict[str, Any]:
+    now = _bpf().monotonic_ns()
+
+    def mut(ctl):
+        ctl.heartbeat_ns = now
+    _update_ctl(mut)
+    return {"heartbeat_ns": now}
