@@ -127,6 +127,12 @@ def provision(name: str) -> None:
     (root / "etc/hosts").write_text(
         f"127.0.0.1\tlocalhost\n127.0.1.1\t{name}\n::1\tlocalhost ip6-localhost ip6-loopback\n")
     (root / "etc/machine-id").write_text(secrets.token_hex(16) + "\n")
+    # no DNS in the lab (no route out); an empty resolver config fails fast instead of
+    # timing out on the controller's nameserver. apt needs none: the proxy resolves.
+    resolv = root / "etc/resolv.conf"
+    if resolv.is_symlink() or resolv.exists():
+        resolv.unlink()
+    resolv.write_text("# etsf lab: no DNS (hosts have no route out; apt uses the lab proxy)\n")
     ssh_dir = root / "root/.ssh"
     ssh_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(ssh_dir, 0o700)
@@ -152,10 +158,29 @@ def provision(name: str) -> None:
 
 
 # ---------------------------------------------------------------- supervisor / nspawn
+# Runs nspawn inside the host's netns and a private mount namespace whose /sys is a fresh
+# sysfs of that netns (so /sys/class/net shows mgmt0/sip0, as on a real host), with the
+# machine's cgroup tree bound back under it (nspawn needs it).
+NSPAWN_WRAPPER = r"""
+set -e
+d=$(mktemp -d /tmp/etsf-lab-cg.XXXXXX)
+mount --rbind /sys/fs/cgroup "$d"
+mount -t sysfs -o nosuid,nodev,noexec sysfs /sys
+mount --rbind "$d" /sys/fs/cgroup
+umount -l "$d"
+rmdir "$d"
+exec "$@"
+"""
+
+
 def nspawn_argv(name: str) -> list[str]:
-    return ["systemd-nspawn", "--boot", "--register=no", "--keep-unit", "--capability=all",
+    ns = net.ns_of(name)
+    return ["nsenter", f"--net=/run/netns/{ns}", "--",
+            "unshare", "--mount", "--propagation", "slave", "--",
+            "sh", "-c", NSPAWN_WRAPPER, "etsf-lab-nspawn",
+            "systemd-nspawn", "--boot", "--register=no", "--keep-unit", "--capability=all",
             "--system-call-filter=bpf perf_event_open",
-            f"--network-namespace-path=/run/netns/{net.ns_of(name)}",
+            f"--network-namespace-path=/run/netns/{ns}",
             "--link-journal=no", "--console=passive", "--resolv-conf=off",
             "--timezone=off",
             f"--bind={APT_ARCHIVES}:/var/cache/apt/archives",
@@ -179,6 +204,7 @@ def start_supervisor(name: str) -> int:
                PYTHONPATH=str(REPO_ROOT))
     argv = [python_exe(), "-m", "lab.supervisor", "--name", name, "--log", str(logfile),
             "--pidfile", str(nspawn_pidfile(name)), "--stop-timeout", str(STOP_TIMEOUT),
+            "--netns", net.ns_of(name), "--ifaces", "mgmt0,sip0",
             "--", *nspawn_argv(name)]
     p = subprocess.Popen(argv, cwd=str(REPO_ROOT), env=env, stdin=subprocess.DEVNULL,
                          stdout=subprocess.DEVNULL, stderr=open(logfile, "ab"),  # noqa: SIM115

@@ -5,6 +5,7 @@ Nothing is created in the root network namespace.  Only 198.18.0.0/15 addresses 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 
@@ -21,8 +22,12 @@ def list_netns() -> list[str]:
     return [line.split()[0] for line in out.splitlines() if line.strip()]
 
 
+# netns names the lab creates: etsf-lab, etsf-<peer>, etsf-<prefix>sbcN (nothing else is touched)
+LAB_NETNS_RE = re.compile(rf"^{NAME_PREFIX}([a-z0-9-]*sbc\d+|lab|{'|'.join(PEERS)})$")
+
+
 def lab_netns() -> list[str]:
-    return [n for n in list_netns() if n.startswith(NAME_PREFIX)]
+    return [n for n in list_netns() if LAB_NETNS_RE.match(n)]
 
 
 def link_exists(ns: str, dev: str) -> bool:

@@ -100,6 +100,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_error(502, f"upstream error: {exc}")
             return
         try:
+            self.log_request(resp.status)
             self.send_response_only(resp.status, resp.reason)
             length = resp.getheader("Content-Length")
             for k, v in resp.getheaders():

@@ -21,12 +21,29 @@ MIN_UPTIME = 2.0         # faster consecutive exits than this count as a crash l
 MAX_FAST_EXITS = 5
 
 
+def reset_nics(netns: str, ifaces: list[str], note) -> None:
+    """A real reboot loses XDP/TC attachments; the host's netns outlives the container,
+    so detach them here to make a lab reboot as faithful as a real one."""
+    for dev in ifaces:
+        for cmd in (["ip", "-n", netns, "link", "set", "dev", dev, "xdpgeneric", "off"],
+                    ["ip", "-n", netns, "link", "set", "dev", dev, "xdpdrv", "off"],
+                    ["tc", "-n", netns, "qdisc", "del", "dev", dev, "clsact"]):
+            try:
+                subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, timeout=10, check=False)
+            except (OSError, subprocess.SubprocessError):
+                pass
+    note(f"reset XDP/TC state of {','.join(ifaces)} in {netns}")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m lab.supervisor")
     ap.add_argument("--name", required=True)
     ap.add_argument("--log", required=True)
     ap.add_argument("--pidfile", required=True, help="where the current nspawn pid is written")
     ap.add_argument("--stop-timeout", type=float, default=30.0)
+    ap.add_argument("--netns", help="host netns whose NIC state is reset between boots")
+    ap.add_argument("--ifaces", default="mgmt0,sip0")
     ap.add_argument("cmd", nargs=argparse.REMAINDER)
     args = ap.parse_args(argv)
     cmd = args.cmd[1:] if args.cmd and args.cmd[0] == "--" else args.cmd
@@ -57,6 +74,8 @@ def main(argv=None) -> int:
     for boot in range(1, MAX_BOOTS + 1):
         if stop["requested"]:
             break
+        if boot > 1 and args.netns:
+            reset_nics(args.netns, args.ifaces.split(","), note)
         note(f"boot #{boot}: {' '.join(cmd)}")
         started = time.monotonic()
         p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf)
