@@ -25,6 +25,11 @@ class BuildError(Exception):
 def _tool(name: str, env: str) -> str:
     path = os.environ.get(env) or shutil.which(name)
     if not path:
+        for d in ("/usr/sbin", "/usr/local/sbin", "/usr/bin", "/usr/local/bin"):
+            if os.access(os.path.join(d, name), os.X_OK):
+                path = os.path.join(d, name)
+                break
+    if not path:
         raise BuildError(f"{name} not found in PATH (set {env})")
     return path
 

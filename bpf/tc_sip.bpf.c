@@ -1,0 +1,136 @@
+// SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause
+/*
+ * tc_sip_egress - eTSF TC (clsact egress, direct action) SIP marker.
+ *
+ * Classifies locally generated SIP with the same parser as the XDP program
+ * and, when the active policy has ETSF_POL_F_MARK, sets skb->priority to
+ * policy.skb_priority and the DSCP to policy.dscp (IPv4: TOS byte with the
+ * header checksum fixed incrementally; IPv6: traffic class).  Always returns
+ * TC_ACT_OK: egress is never dropped.
+ *
+ * DSCP: the policy compiler's default is CS3 (24) for SIP signalling, per
+ * RFC 4594 (section 4.2, "Signaling" service class); EF (46) is for the media
+ * (RTP), not for SIP.  The kernel applies policy.dscp as given (0..63).
+ *
+ * Counted at ETSF_STATS_IDX(ETSF_HOOK_TC_EGRESS, method, verdict, reason):
+ * MARK/OK when marked, else PASS with the parse or policy reason.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "etsf.h"
+#include "etsf_maps.h"
+#include "sip_parse.h"
+#include "etsf_common.h"
+
+#define TC_ACT_OK_ 0
+
+static __always_inline int etsf_set_dscp(struct __sk_buff *skb, const struct etsf_pkt *p,
+					 __u8 dscp)
+{
+	__u32 l3 = p->l3off;
+
+	if (p->family == 4) {
+		__u8 hdr[2];     /* version/ihl, tos */
+		__u16 oldw, neww;
+
+		if (bpf_skb_load_bytes(skb, l3, hdr, 2))
+			return -1;
+		__builtin_memcpy(&oldw, hdr, 2);
+		hdr[1] = (__u8)((dscp << 2) | (hdr[1] & 0x3));
+		__builtin_memcpy(&neww, hdr, 2);
+		if (oldw == neww)
+			return 0;
+		if (bpf_l3_csum_replace(skb, l3 + 10, oldw, neww, 2))
+			return -1;
+		return bpf_skb_store_bytes(skb, l3 + 1, &hdr[1], 1, 0) ? -1 : 0;
+	}
+	if (p->family == 6) {
+		__u8 hdr[2];     /* version(4) tc(8) flow-label-high(4) */
+		__u8 tc;
+
+		if (bpf_skb_load_bytes(skb, l3, hdr, 2))
+			return -1;
+		tc = (__u8)(((hdr[0] & 0x0f) << 4) | (hdr[1] >> 4));
+		tc = (__u8)((dscp << 2) | (tc & 0x3));
+		hdr[0] = (__u8)(0x60 | (tc >> 4));
+		hdr[1] = (__u8)(((tc & 0x0f) << 4) | (hdr[1] & 0x0f));
+		return bpf_skb_store_bytes(skb, l3, hdr, 2, 0) ? -1 : 0;
+	}
+	return -1;
+}
+
+SEC("tc")
+int tc_sip_egress(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct etsf_pkt p = {};
+	struct sip_result r = {};
+	const struct etsf_policy *pol = NULL;
+	struct etsf_ifstat *ifs;
+	struct etsf_ctl *ctl;
+	__u32 zero = 0, slot, reason, verdict = ETSF_V_PASS, pc;
+	int valid = 0;
+
+	p.pkt_len = skb->len;
+	ctl = bpf_map_lookup_elem(&etsf_ctl, &zero);
+	if (!ctl) {
+		reason = ETSF_R_INTERNAL;
+		goto out;
+	}
+	reason = etsf_failsafe(ctl);
+	if (reason)
+		goto out;
+
+	slot = ctl->active_slot & 1;
+	pol = bpf_map_lookup_elem(&etsf_policy, &slot);
+	valid = pol && (pol->flags & ETSF_POL_F_VALID);
+
+	reason = etsf_parse_hdrs(data, data_end, &p);
+	if (reason != ETSF_R_OK)
+		goto out;
+	pc = etsf_port_class(pol, valid, p.sport, p.dport);
+	if (pc == ETSF_PORT_NONE) {
+		reason = ETSF_R_NOT_SIP_PORT;
+		goto out;
+	}
+	if (pc == ETSF_PORT_TLS) {
+		reason = ETSF_R_TLS;
+		goto out;
+	}
+	ETSF_PARSE_PAYLOAD(bpf_skb_load_bytes, skb, &p, &r);
+	if (p.l4proto == IPPROTO_TCP_ &&
+	    (r.reason == ETSF_R_NOT_SIP || r.reason == ETSF_R_SIP_TRUNC ||
+	     r.reason == ETSF_R_PARSE_LIMIT) &&
+	    r.method == ETSF_M_UNKNOWN)
+		r.reason = ETSF_R_TCP_CONT;
+	reason = r.reason;
+	if (reason != ETSF_R_OK)
+		goto out;
+	if (!valid || !pol) {
+		reason = ETSF_R_NO_POLICY;
+		goto out;
+	}
+	if (pol->flags & ETSF_POL_F_MARK) {
+		skb->priority = pol->skb_priority;
+		if (etsf_set_dscp(skb, &p, pol->dscp & 0x3f)) {
+			reason = ETSF_R_INTERNAL;
+			goto out;
+		}
+		verdict = ETSF_V_MARK;
+		ifs = etsf_ifstat_get(skb->ifindex);
+		if (ifs) {
+			ifs->tx_marked++;
+			ifs->tx_bytes += p.pkt_len;
+		}
+	}
+
+out:
+	etsf_count(ETSF_HOOK_TC_EGRESS, r.method, verdict, reason, p.pkt_len);
+	etsf_record(ctl, &r, &p, verdict, reason);
+	return TC_ACT_OK_;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

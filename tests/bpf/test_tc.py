@@ -1,0 +1,104 @@
+"""tc_sip_egress: marking of locally generated SIP (DSCP + skb->priority)."""
+from scapy.all import IP, UDP, Ether, IPv6
+
+from etsf import bpf
+from etsf import layout as L
+
+from .helpers import M, R, V, H, sip_request, sip_response, tcp4, udp4, udp6
+
+
+def tc_expect(env, pkt, verdict, method, reason, priority=0):
+    before = env.counter(H.TC_EGRESS, method, verdict, reason)
+    ret, out, skb = env.tc(pkt, priority)
+    after = env.counter(H.TC_EGRESS, method, verdict, reason)
+    assert ret == bpf.TC_ACT_OK
+    assert after - before == 1, (after - before, env.last())
+    return out, skb
+
+
+def test_mark_ipv4(env):
+    env.set_policy(flags=L.POL_F_VALID | L.POL_F_MARK, dscp=24, skb_priority=6)
+    pkt = udp4(sip_request("INVITE"), sport=5060, dport=5060)
+    out, skb = tc_expect(env, pkt, V.MARK, M.INVITE, R.OK)
+    ip = Ether(out)[IP]
+    assert ip.tos >> 2 == 24
+    assert skb.priority == 6
+    chk = ip.chksum
+    del ip.chksum
+    assert IP(bytes(ip)).chksum == chk          # header checksum still valid
+    assert out[14 + 20:] == pkt[14 + 20:]       # nothing else changed
+
+
+def test_mark_ipv4_keeps_ecn(env):
+    env.set_policy(flags=L.POL_F_VALID | L.POL_F_MARK, dscp=46, skb_priority=7)
+    raw = bytes(Ether() / IP(src="198.18.0.1", dst="198.18.1.1", tos=0x03)
+                / UDP(sport=5060, dport=5060) / sip_response(200))
+    out, skb = tc_expect(env, raw, V.MARK, M.RESPONSE, R.OK)
+    ip = Ether(out)[IP]
+    assert ip.tos == (46 << 2) | 0x03
+    chk = ip.chksum
+    del ip.chksum
+    assert IP(bytes(ip)).chksum == chk
+    assert skb.priority == 7
+
+
+def test_mark_ipv6(env):
+    env.set_policy(flags=L.POL_F_VALID | L.POL_F_MARK, dscp=24, skb_priority=5)
+    raw = bytes(Ether() / IPv6(src="2001:db8::1", dst="2001:db8::2", tc=0x01, fl=0xABCDE)
+                / UDP(sport=5060, dport=5060) / sip_request("OPTIONS"))
+    out, skb = tc_expect(env, raw, V.MARK, M.OPTIONS, R.OK)
+    ip6 = Ether(out)[IPv6]
+    assert ip6.tc == (24 << 2) | 0x01
+    assert ip6.fl == 0xABCDE
+    assert skb.priority == 5
+
+
+def test_mark_tcp(env):
+    env.set_policy(flags=L.POL_F_VALID | L.POL_F_MARK)
+    out, _ = tc_expect(env, tcp4(sip_request("REGISTER"), sport=40000, dport=5060), V.MARK,
+                       M.REGISTER, R.OK)
+    assert Ether(out)[IP].tos >> 2 == 24
+
+
+def test_no_mark_flag(env):
+    env.set_policy(flags=L.POL_F_VALID)
+    pkt = udp4(sip_request("INVITE"))
+    out, skb = tc_expect(env, pkt, V.PASS, M.INVITE, R.OK, priority=3)
+    assert out == pkt and skb.priority == 3
+
+
+def test_tc_no_policy(env):
+    pkt = udp4(sip_request("BYE"))
+    out, _ = tc_expect(env, pkt, V.PASS, M.BYE, R.NO_POLICY)
+    assert out == pkt
+
+
+def test_tc_bypass(env):
+    env.set_policy(flags=L.POL_F_VALID | L.POL_F_MARK)
+    env.set_ctl(bypass=1)
+    pkt = udp4(sip_request("INVITE"))
+    out, _ = tc_expect(env, pkt, V.PASS, M.UNKNOWN, R.BYPASS)
+    assert out == pkt
+
+
+def test_tc_non_sip_untouched(env):
+    env.set_policy(flags=L.POL_F_VALID | L.POL_F_MARK)
+    pkt = udp4(b"hello", sport=40000, dport=53)
+    out, _ = tc_expect(env, pkt, V.PASS, M.UNKNOWN, R.NOT_SIP_PORT)
+    assert out == pkt
+    pkt = udp4(b"\x00\x01junk")
+    out, _ = tc_expect(env, pkt, V.PASS, M.UNKNOWN, R.NOT_SIP)
+    assert out == pkt
+
+
+def test_tc_tls_counted(env):
+    env.set_policy(flags=L.POL_F_VALID | L.POL_F_MARK)
+    tc_expect(env, tcp4(b"\x17\x03\x03", sport=5061, dport=41000), V.PASS, M.UNKNOWN, R.TLS)
+
+
+def test_tc_records_parse(env):
+    env.set_policy(flags=L.POL_F_VALID | L.POL_F_MARK)
+    tc_expect(env, udp4(sip_request("CANCEL", callid="tc@x", cseq=5)), V.MARK, M.CANCEL, R.OK)
+    li = env.last()
+    assert (li.method, li.cseq, li.callid_hash, li.verdict) == (M.CANCEL, 5, L.fnv1a64(b"tc@x"),
+                                                                V.MARK)
