@@ -168,9 +168,18 @@ def _prog_name(prog_id: int) -> str | None:
 def _repin(prog, path: str) -> None:
     bpf = _bpf()
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    if os.path.exists(path):
-        bpf.unpin(path)
-    bpf.pin_program(prog, path)
+    try:
+        bpf.pin_program(prog, path)      # atomic rename over an existing pin
+        return
+    except bpf.BpfError as e:
+        if getattr(e, "errno", 0) != 1:  # EPERM: bpffs refuses the temporary name
+            raise
+    # fallback: bpffs rejects names containing '.', which pin_program's temporary
+    # name uses; replace the pin non-atomically (the program stays attached anyway)
+    bpf.unpin(path)
+    ret = bpf._lib_init().bpf_obj_pin(prog.fd, os.fsencode(path))  # noqa: SLF001
+    if ret < 0:
+        raise bpf.BpfError(f"pin {path}: {os.strerror(-ret)}")
 
 
 def read_ctl():
@@ -226,8 +235,8 @@ def attach(iface: str, mode: str = "native", build_dir: str | None = None,
     """
     if mode not in MODES:
         raise DatapathError(f"--mode must be one of {', '.join(MODES)} (got {mode!r})")
-    bpf = _bpf()
     idx = ifindex(iface)
+    bpf = _bpf()
     xdp_obj = _object_path(build_dir, XDP_OBJ)
     tc_obj = _object_path(build_dir, TC_OBJ)
     root = pin_root()
@@ -261,8 +270,9 @@ def attach(iface: str, mode: str = "native", build_dir: str | None = None,
         try:
             bpf.xdp_attach(idx, xprog.fd, mode=mode, replace_prog_id=cur_id or None)
         except bpf.BpfError as e:
+            hint = " (try --mode generic)" if mode == "native" else ""
             raise DatapathError(f"XDP attach ({mode}) on {iface} failed: "
-                                f"{str(e).splitlines()[0] if str(e) else e}") from None
+                                f"{str(e).splitlines()[0] if str(e) else e}{hint}") from None
         try:
             bpf.tc_attach(idx, tprog.fd, direction="egress")
         except bpf.BpfError as e:
@@ -299,8 +309,8 @@ def _init_ctl() -> None:
 
 def detach(iface: str) -> dict[str, Any]:
     """Detach our XDP and TC programs from iface (maps and pins stay)."""
-    bpf = _bpf()
     idx = ifindex(iface)
+    bpf = _bpf()
     changed = False
     cur = bpf.xdp_query(idx) or {}
     cur_id = int(cur.get("prog_id") or 0)
@@ -429,6 +439,7 @@ def stats() -> dict[str, Any]:
     except DatapathError:
         im = None
     if im is not None:
+        known = {int(r.get("ifindex") or 0): n for n, r in load_state().get("interfaces", {}).items()}
         try:
             names = {}
             for k in list(im.keys()):
@@ -438,10 +449,12 @@ def stats() -> dict[str, Any]:
                     s = layout.IfStat.from_buffer_copy(v[:ctypes.sizeof(layout.IfStat)])
                     for f in tot:
                         tot[f] += getattr(s, f)
-                try:
-                    name = socket.if_indextoname(idx)
-                except OSError:
-                    name = f"ifindex{idx}"
+                name = known.get(idx)
+                if name is None:             # attached elsewhere: best effort, this netns
+                    try:
+                        name = socket.if_indextoname(idx)
+                    except OSError:
+                        name = f"ifindex{idx}"
                 names[name] = {"ifindex": idx, **{k2: v2 for k2, v2 in tot.items() if not k2.startswith("_")}}
             ifrows = dict(sorted(names.items()))
         finally:

@@ -271,7 +271,7 @@ def _ports(v, path, max_n, min_n):
         raise PolicyError(path, f"at most {max_n} ports are supported (got {len(lst)})")
     out = []
     for i, p in enumerate(lst):
-        p = _int(p, f"{path}[{i}]", 1, 65535, what="a port number in 1..65535")
+        p = _int(p, f"{path}[{i}]", 1, 65535)
         if p in out:
             raise PolicyError(f"{path}[{i}]", f"duplicate port {p}")
         out.append(p)
@@ -290,20 +290,15 @@ def _cidrs(v, path):
             net = ipaddress.ip_network(c.strip(), strict=False)
         except ValueError:
             raise PolicyError(p, f"not a valid IPv4/IPv6 CIDR (got {_fmt(c)})") from None
-        if "/" in c and ipaddress.ip_network(c.strip(), strict=False) != _strict_or_none(c):
-            raise PolicyError(p, f"host bits set in {_fmt(c)} (did you mean '{net}'?)")
+        try:
+            ipaddress.ip_network(c.strip(), strict=True)
+        except ValueError:
+            raise PolicyError(p, f"host bits set in {_fmt(c)} (did you mean '{net}'?)") from None
         if net in seen:
             raise PolicyError(p, f"duplicate of {path}[{seen[net]}] ({net})")
         seen[net] = i
         out.append(net)
     return out
-
-
-def _strict_or_none(c):
-    try:
-        return ipaddress.ip_network(c.strip(), strict=True)
-    except ValueError:
-        return None
 
 
 def _prio(v, path):
@@ -597,6 +592,8 @@ def format_diff(changes: list[dict[str, Any]], live_exists: bool = True) -> str:
     for c in changes:
         if c["op"] == "add":
             lines.append(f"+ {c['path']}: {c['value']}")
+        elif c["op"] == "set":
+            lines.append(f"+ {c['path']}: {_fmt(c['new'])}")
         elif c["op"] == "remove":
             lines.append(f"- {c['path']}: {c['value']}")
         else:
@@ -635,7 +632,7 @@ class _Maps:
     def __init__(self, pin_root=None):
         from . import bpf
         self.bpf = bpf
-        self.pin_root = pin_root
+        self.pin_root = resolve_pin_root(pin_root)
         self._open = {}
 
     def __getitem__(self, name):
@@ -643,7 +640,7 @@ class _Maps:
             try:
                 self._open[name] = self.bpf.open_map(name, self.pin_root)
             except (OSError, self.bpf.BpfError) as e:
-                root = self.pin_root or self.bpf.PIN_ROOT
+                root = self.pin_root
                 raise PolicyError(ROOT, f"datapath maps not found under {root} "
                                         f"(run 'etsfctl attach' first): {e}") from None
         return self._open[name]
@@ -661,9 +658,18 @@ class _Maps:
         self.close()
 
 
-def maps_present(pin_root=None) -> bool:
+def resolve_pin_root(pin_root=None) -> str:
+    if pin_root:
+        return pin_root
+    env = os.environ.get("ETSF_PIN_ROOT")
+    if env:
+        return env
     from . import bpf
-    root = pin_root or bpf.PIN_ROOT
+    return bpf.PIN_ROOT
+
+
+def maps_present(pin_root=None) -> bool:
+    root = resolve_pin_root(pin_root)
     return os.path.exists(os.path.join(root, "maps", MAP_CTL))
 
 
@@ -738,7 +744,12 @@ def apply(p: Policy, *, pin_root=None, check=False, source_text=None, force=Fals
         changed = bool(ch) or live is None or force
         res = {"changed": changed, "check": check, "diff": ch, "live_exists": live is not None,
                "generation": ctl.generation, "slot": ctl.active_slot}
-        if check or not changed:
+        if check:
+            return res
+        if not changed:
+            if not os.path.exists(os.path.join(state_dir(), "policy.applied.yml")):
+                _write_state(source_text, p, {"generation": ctl.generation, "slot": ctl.active_slot,
+                                              "policy": new})
             return res
         active = ctl.active_slot if ctl.active_slot < POLICY_SLOTS else 0
         target = (active + 1) % POLICY_SLOTS

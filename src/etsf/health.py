@@ -1,0 +1,158 @@
+"""Health gate: is eTSF on this host attached, counting, and dropping only for policy reasons?
+
+Used by ``etsfctl health`` and the rollout's gate after each canary batch.  Three checks:
+
+1. every listed interface has ``xdp_sip`` attached (XDP) and ``tc_sip_egress`` (TC egress);
+2. counters move: the per-interface XDP receive counters or the TC egress counters grow during
+   the window.  An optional probe (one SIP OPTIONS over UDP to ``host:port``, sent from the host)
+   makes sure there is traffic to see even on a quiet segment: it leaves through TC egress and its
+   answer (or the ICMP error, or the ARP exchange before it) comes back through XDP;
+3. no drops for reasons other than the policy ones (deny, rate limit, overload) appeared during
+   the window, and nothing was counted as an internal failure.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import time
+import uuid
+
+from . import datapath
+
+POLICY_DROP_REASONS = ("DENY", "RATE_LIMIT", "OVERLOAD")
+MAX_WINDOW_S = 60.0
+MAX_PROBES = 5
+
+
+class HealthError(ValueError):
+    """Bad arguments (one line)."""
+
+
+def parse_probe(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host, port = text, "5060"
+    host = host.strip("[]")
+    try:
+        ipaddress.ip_address(host)
+        port_num = int(port)
+    except ValueError:
+        raise HealthError(f"probe: expected ADDRESS[:PORT] with a literal IP address (got {text!r})") from None
+    if not 0 < port_num < 65536:
+        raise HealthError(f"probe: port out of range (got {port_num})")
+    return host, port_num
+
+
+def options_request(host: str, port: int, local: tuple[str, int]) -> bytes:
+    """One SIP OPTIONS (RFC 3261 §11) from ``local`` to host:port."""
+    branch = "z9hG4bK-etsf-" + uuid.uuid4().hex[:16]
+    call_id = f"etsf-health-{uuid.uuid4().hex}"
+    lhost, lport = local
+    return (
+        f"OPTIONS sip:{host}:{port} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP {lhost}:{lport};branch={branch};rport\r\n"
+        "Max-Forwards: 70\r\n"
+        f"From: <sip:etsf-health@{lhost}>;tag={uuid.uuid4().hex[:8]}\r\n"
+        f"To: <sip:{host}:{port}>\r\n"
+        f"Call-ID: {call_id}\r\n"
+        "CSeq: 1 OPTIONS\r\n"
+        "Accept: application/sdp\r\n"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+
+
+def send_probe(host: str, port: int, iface: str | None = None) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        if iface:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, iface.encode())
+        sock.settimeout(0.2)
+        sock.connect((host, port))
+        local = sock.getsockname()[:2]
+        sock.send(options_request(host, port, local))
+        try:
+            sock.recv(4096)
+        except OSError:
+            pass  # no answer (or ICMP error): the packets crossed the hooks anyway
+
+
+def _snapshot() -> tuple[dict, dict]:
+    st = datapath.stats()
+    drops = {}
+    for row in st["counters"]:
+        if row["verdict"] == "DROP" or row["reason"] == "INTERNAL":
+            key = (row["hook"], row["reason"])
+            drops[key] = drops.get(key, 0) + row["packets"]
+    per_if = {name: (row.get("rx_packets", 0), row.get("tx_marked", 0)) for name, row in st["interfaces"].items()}
+    egress = sum(r["packets"] for r in st["counters"] if r["hook"] == "TC_EGRESS")
+    per_if["*tc_egress*"] = (0, egress)
+    return drops, per_if
+
+
+def check(interfaces: list[str], window: float = 2.0, probe: str | None = None,
+          allowed_drop_reasons=POLICY_DROP_REASONS, require_traffic: bool = True) -> dict:
+    if not interfaces:
+        raise HealthError("interfaces: at least one interface is required")
+    if not 0 < window <= MAX_WINDOW_S:
+        raise HealthError(f"window: must be in (0, {MAX_WINDOW_S:g}] seconds (got {window})")
+    target = parse_probe(probe) if probe else None
+    problems = []
+
+    status = datapath.interface_status(interfaces)
+    for iface in interfaces:
+        row = status.get(iface, {})
+        if not row.get("present", True):
+            problems.append(f"{iface}: interface missing")
+        elif not row.get("attached"):
+            problems.append(f"{iface}: xdp_sip not attached (XDP prog {row.get('xdp_prog_name')})")
+        elif row.get("tc_prog_name") != datapath.TC_PROG:
+            problems.append(f"{iface}: tc_sip_egress not attached on egress")
+
+    drops0, if0 = _snapshot()
+    deadline = time.monotonic() + window
+    probes = 0
+    while True:
+        if target and probes < MAX_PROBES:
+            for iface in interfaces:
+                try:
+                    send_probe(target[0], target[1], iface)
+                except OSError as exc:
+                    problems.append(f"probe to {probe} via {iface} failed: {exc.strerror or exc}")
+                    target = None
+                    break
+            probes += 1
+        time.sleep(min(0.25, max(0.0, deadline - time.monotonic())))
+        if time.monotonic() >= deadline:
+            break
+    drops1, if1 = _snapshot()
+
+    moved = {}
+    for iface in interfaces:
+        rx0, tx0 = if0.get(iface, (0, 0))
+        rx1, tx1 = if1.get(iface, (0, 0))
+        moved[iface] = {"rx_packets": rx1 - rx0, "tx_marked": tx1 - tx0}
+    egress_delta = if1["*tc_egress*"][1] - if0["*tc_egress*"][1]
+    if require_traffic:
+        for iface, delta in moved.items():
+            if delta["rx_packets"] <= 0 and egress_delta <= 0:
+                problems.append(f"{iface}: counters did not move in {window:g}s")
+
+    new_drops = {}
+    for key, value in drops1.items():
+        delta = value - drops0.get(key, 0)
+        if delta > 0:
+            new_drops[f"{key[0]}/{key[1]}"] = delta
+            if key[1] not in allowed_drop_reasons:
+                problems.append(f"{delta} packets dropped/failed for unexpected reason {key[1]} ({key[0]})")
+    return {
+        "ok": not problems,
+        "problems": problems,
+        "message": "healthy" if not problems else "; ".join(problems),
+        "window_s": window,
+        "probes_sent": probes if target else 0,
+        "counters_moved": moved,
+        "tc_egress_packets": egress_delta,
+        "drops": new_drops,
+        "interfaces": status,
+    }

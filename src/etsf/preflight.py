@@ -1,0 +1,266 @@
+"""Preflight: can this host run eTSF?  Read-only checks, every unmet requirement reported.
+
+Used by ``etsfctl preflight`` and (through ``plugins/module_utils/preflight.py``, a link
+to this file) by the ``etsf.sip.preflight`` Ansible module, which must work on a host
+where the agent is not installed yet: so this module imports only the standard library.
+
+Each check returns a dict ``{"name", "ok", "severity", "detail", ...}``; ``severity``
+is ``"error"`` (blocks a rollout) or ``"warning"`` (reported, does not block).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import subprocess
+
+DEFAULT_MIN_KERNEL = "5.18"  # bpf_loop (5.17) and bpf_xdp_load_bytes (5.18)
+
+# Kernel options eTSF needs.  "y" or "m" satisfies each.
+REQUIRED_KCONFIG = (
+    "CONFIG_BPF",
+    "CONFIG_BPF_SYSCALL",
+    "CONFIG_BPF_JIT",
+    "CONFIG_DEBUG_INFO_BTF",
+    "CONFIG_NET_CLS_BPF",
+    "CONFIG_NET_CLS_ACT",
+    "CONFIG_NET_SCH_INGRESS",
+)
+
+# What the programs use, as bpftool feature probe names them.
+REQUIRED_PROG_TYPES = ("xdp", "sched_cls")
+REQUIRED_MAP_TYPES = ("array", "percpu_array", "percpu_hash", "lru_hash", "lpm_trie")
+REQUIRED_HELPERS = {
+    "xdp": ("bpf_map_lookup_elem", "bpf_map_update_elem", "bpf_ktime_get_ns", "bpf_loop", "bpf_xdp_load_bytes"),
+    "sched_cls": ("bpf_map_lookup_elem", "bpf_ktime_get_ns", "bpf_loop", "bpf_skb_load_bytes",
+                  "bpf_skb_store_bytes", "bpf_l3_csum_replace"),
+}
+
+# Drivers with native (driver-mode) XDP.  Anything else gets generic (skb) mode.
+NATIVE_XDP_DRIVERS = frozenset({
+    "veth", "virtio_net", "tun", "mlx4_en", "mlx5_core", "i40e", "ice", "ixgbe", "ixgbevf", "igb", "igc",
+    "bnxt_en", "qede", "nfp", "ena", "sfc", "thunder-nic", "mvneta", "mvpp2", "stmmac", "netsec",
+    "hv_netvsc", "xen-netfront", "bond", "nicvf", "octeontx2-nicpf", "fec", "gve", "idpf",
+})
+
+OUR_PROGRAMS = ("xdp_sip", "tc_sip_egress")
+MIN_MEMLOCK_BYTES = 64 * 1024 * 1024
+
+
+def _parse_version(text: str) -> tuple[int, ...]:
+    match = re.match(r"(\d+)(?:\.(\d+))?(?:\.(\d+))?", text)
+    if not match:
+        raise ValueError(f"not a kernel version: {text!r}")
+    return tuple(int(part or 0) for part in match.groups())
+
+
+def _check(name: str, ok: bool, detail: str, severity: str = "error", **extra) -> dict:
+    return {"name": name, "ok": bool(ok), "severity": severity, "detail": detail, **extra}
+
+
+def check_kernel(min_version: str, release: str | None = None) -> dict:
+    release = release or platform.release()
+    ok = _parse_version(release) >= _parse_version(min_version)
+    return _check("kernel_version", ok, f"kernel {release} (minimum {min_version})",
+                  release=release, minimum=min_version)
+
+
+def check_btf(path: str = "/sys/kernel/btf/vmlinux") -> dict:
+    ok = os.path.isfile(path) and os.access(path, os.R_OK)
+    return _check("btf", ok, f"{path} {'readable' if ok else 'missing or unreadable'}", path=path)
+
+
+def read_mounts(path: str = "/proc/mounts") -> list[tuple[str, str]]:
+    with open(path, encoding="utf-8") as fh:
+        return [(parts[1], parts[2]) for parts in (line.split() for line in fh) if len(parts) >= 3]
+
+
+def check_bpffs(mountpoint: str = "/sys/fs/bpf", mounts: list[tuple[str, str]] | None = None) -> dict:
+    mounts = read_mounts() if mounts is None else mounts
+    ok = any(point == mountpoint and fstype == "bpf" for point, fstype in mounts)
+    return _check("bpffs", ok, f"bpffs {'mounted' if ok else 'not mounted'} at {mountpoint}", path=mountpoint)
+
+
+def check_jit(path: str = "/proc/sys/net/core/bpf_jit_enable") -> dict:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            value = fh.read().strip()
+    except OSError as exc:
+        return _check("bpf_jit", False, f"cannot read {path}: {exc.strerror}")
+    return _check("bpf_jit", value in ("1", "2"), f"net.core.bpf_jit_enable = {value}", value=value)
+
+
+def read_kconfig(release: str | None = None) -> tuple[dict[str, str], str | None]:
+    release = release or platform.release()
+    candidates = ["/proc/config.gz", f"/boot/config-{release}"]
+    for path in candidates:
+        try:
+            opener = gzip.open if path.endswith(".gz") else open
+            with opener(path, "rt", encoding="utf-8") as fh:
+                options = {}
+                for line in fh:
+                    if line.startswith("CONFIG_") and "=" in line:
+                        key, _sep, value = line.strip().partition("=")
+                        options[key] = value
+                return options, path
+        except OSError:
+            continue
+    return {}, None
+
+
+def check_kconfig(options: dict[str, str], source: str | None) -> dict:
+    if source is None:
+        return _check("kernel_config", True, "kernel config not readable (/proc/config.gz, /boot/config-*): not checked",
+                      severity="warning", missing=[])
+    missing = [opt for opt in REQUIRED_KCONFIG if options.get(opt) not in ("y", "m")]
+    detail = f"missing {', '.join(missing)} in {source}" if missing else f"all {len(REQUIRED_KCONFIG)} options set ({source})"
+    return _check("kernel_config", not missing, detail, missing=missing, source=source)
+
+
+def probe_features(bpftool: str | None = None) -> dict | None:
+    bpftool = bpftool or shutil.which("bpftool")
+    if not bpftool:
+        return None
+    try:
+        out = subprocess.run([bpftool, "-j", "feature", "probe", "kernel"], capture_output=True, text=True,
+                             timeout=60, check=True).stdout
+        return json.loads(out)
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
+
+
+def check_features(probe: dict | None) -> dict:
+    if probe is None:
+        return _check("bpf_features", True, "bpftool not installed yet: feature probe skipped (the datapath "
+                      "role installs it; loading proves the features)", severity="warning", missing=[])
+    missing = []
+    for prog in REQUIRED_PROG_TYPES:
+        if not probe.get("program_types", {}).get(f"have_{prog}_prog_type"):
+            missing.append(f"program type {prog}")
+    for mtype in REQUIRED_MAP_TYPES:
+        if not probe.get("map_types", {}).get(f"have_{mtype}_map_type"):
+            missing.append(f"map type {mtype}")
+    helpers = probe.get("helpers", {})
+    for prog, names in REQUIRED_HELPERS.items():
+        available = set(helpers.get(f"{prog}_available_helpers", []))
+        missing.extend(f"helper {name} for {prog}" for name in names if name not in available)
+    detail = "missing " + ", ".join(missing) if missing else "program types, map types and helpers available"
+    return _check("bpf_features", not missing, detail, missing=missing)
+
+
+def _ip_link(iface: str) -> dict | None:
+    try:
+        out = subprocess.run(["ip", "-j", "-d", "link", "show", "dev", iface], capture_output=True, text=True,
+                             timeout=10, check=True).stdout
+        links = json.loads(out)
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
+    return links[0] if links else None
+
+
+def _prog_name(prog_id: int) -> str:
+    bpftool = shutil.which("bpftool")
+    if bpftool:
+        try:
+            out = subprocess.run([bpftool, "-j", "prog", "show", "id", str(prog_id)], capture_output=True,
+                                 text=True, timeout=10, check=True).stdout
+            return json.loads(out).get("name", "?")
+        except (OSError, subprocess.SubprocessError, ValueError):
+            pass
+    return "?"
+
+
+def _tc_programs(iface: str) -> list[dict]:
+    found = []
+    for direction in ("ingress", "egress"):
+        try:
+            out = subprocess.run(["tc", "-j", "filter", "show", "dev", iface, direction], capture_output=True,
+                                 text=True, timeout=10, check=True).stdout
+            filters = json.loads(out) if out.strip() else []
+        except (OSError, subprocess.SubprocessError, ValueError):
+            continue
+        for flt in filters:
+            opts = flt.get("options", {})
+            if flt.get("kind") == "bpf" and opts.get("prog", {}).get("id"):
+                found.append({"direction": direction, "id": opts["prog"]["id"],
+                              "name": opts["prog"].get("name", "?")})
+    return found
+
+
+def check_interface(iface: str) -> dict:
+    link = _ip_link(iface)
+    if link is None:
+        return _check(f"interface:{iface}", False, f"interface {iface} does not exist", iface=iface)
+    driver = link.get("linkinfo", {}).get("info_kind") or ""
+    try:
+        driver = os.path.basename(os.readlink(f"/sys/class/net/{iface}/device/driver"))
+    except OSError:
+        pass
+    xdp_mode = "native" if driver in NATIVE_XDP_DRIVERS else "generic"
+    foreign = []
+    xdp = link.get("xdp") or {}
+    for prog in ([xdp.get("prog")] if xdp.get("prog") else []) + list(xdp.get("attached", [])):
+        prog_id = prog.get("id") if isinstance(prog, dict) else None
+        if prog_id:
+            name = prog.get("name") or _prog_name(prog_id)
+            if name not in OUR_PROGRAMS:
+                foreign.append({"hook": "xdp", "id": prog_id, "name": name})
+    for prog in _tc_programs(iface):
+        if prog["name"] not in OUR_PROGRAMS:
+            foreign.append({"hook": f"tc/{prog['direction']}", "id": prog["id"], "name": prog["name"]})
+    detail = f"{iface}: driver {driver or 'unknown'}, XDP {xdp_mode}"
+    if foreign:
+        detail += "; foreign programs attached: " + ", ".join(f"{f['hook']} {f['name']} (id {f['id']})" for f in foreign)
+    return _check(f"interface:{iface}", not foreign, detail, iface=iface, driver=driver, xdp_mode=xdp_mode,
+                  foreign_programs=foreign)
+
+
+def check_memlock(release: str | None = None) -> dict:
+    soft, _hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+    # Since 5.11 BPF memory is charged to the memory cgroup, not RLIMIT_MEMLOCK.
+    memcg = _parse_version(release or platform.release()) >= (5, 11)
+    unlimited = soft == resource.RLIM_INFINITY
+    ok = unlimited or soft >= MIN_MEMLOCK_BYTES or memcg
+    shown = "unlimited" if unlimited else f"{soft} bytes"
+    detail = f"RLIMIT_MEMLOCK {shown}" + (" (BPF memory is memcg-accounted on this kernel)" if memcg else "")
+    return _check("memlock", ok, detail, severity="error" if not memcg else "warning", memlock=None if unlimited else soft)
+
+
+def run(interfaces: list[str] | tuple[str, ...] = (), min_kernel: str = DEFAULT_MIN_KERNEL,
+        bpffs_path: str = "/sys/fs/bpf") -> dict:
+    """Run every check; return the report (never raises for an unmet requirement)."""
+    options, source = read_kconfig()
+    checks = [
+        check_kernel(min_kernel),
+        check_btf(),
+        check_bpffs(bpffs_path),
+        check_jit(),
+        check_kconfig(options, source),
+        check_features(probe_features()),
+        check_memlock(),
+    ]
+    checks.extend(check_interface(iface) for iface in interfaces)
+    failed = [c for c in checks if not c["ok"] and c["severity"] == "error"]
+    return {
+        "ok": not failed,
+        "kernel": platform.release(),
+        "interfaces": {c["iface"]: {"xdp_mode": c.get("xdp_mode"), "driver": c.get("driver"),
+                                    "foreign_programs": c.get("foreign_programs", [])}
+                       for c in checks if "iface" in c},
+        "checks": checks,
+        "failed": [c["name"] for c in failed],
+        "message": summary(checks),
+    }
+
+
+def summary(checks: list[dict]) -> str:
+    """ONE line listing every unmet requirement (or 'all requirements met')."""
+    unmet = [c["detail"] for c in checks if not c["ok"] and c["severity"] == "error"]
+    if not unmet:
+        return "all requirements met"
+    return f"{len(unmet)} unmet requirement(s): " + "; ".join(unmet)

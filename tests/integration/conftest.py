@@ -1,0 +1,178 @@
+"""Fixtures for integration tests on the real kernel.
+
+* ``build_dir``  (session): the BPF objects, built once with etsf.build into a tmp dir.
+* ``etsf_env``   (function): a unique ETSF_PIN_ROOT under /sys/fs/bpf plus private
+  state/run dirs; pins removed at teardown.
+* ``lab``        (module): two network namespaces ``etsf-it-c<N>`` (prefix: $ETSF_IT_NS_PREFIX) (SIP clients:
+  198.18.2.1 = UAC, 198.18.2.3 = attacker) and ``etsf-it-s<N>`` (UAS 198.18.2.2)
+  joined by one veth pair; deleted at teardown even on failure.
+Only 198.18.0.0/15 addresses are used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SRC = REPO / "src"
+SCENARIOS = Path(__file__).resolve().parent / "scenarios"
+
+UAC_IP = "198.18.2.1"
+UAS_IP = "198.18.2.2"
+ATK_IP = "198.18.2.3"
+PREFIX = 24
+
+
+def _need_root():
+    if os.geteuid() != 0:
+        pytest.skip("integration tests need root (BPF, netns)")
+
+
+@pytest.fixture(scope="session")
+def etsf_bpf():
+    _need_root()
+    try:
+        from etsf import bpf, build  # noqa: F401
+    except ImportError as e:
+        pytest.skip(f"etsf.bpf / etsf.build not available yet: {e}")
+    return bpf
+
+
+@pytest.fixture(scope="session")
+def build_dir(tmp_path_factory, etsf_bpf):
+    from etsf import build
+    out = tmp_path_factory.mktemp("etsf-build")
+    res = build.build(str(REPO / "bpf"), str(out))
+    objs = {Path(o).name for o in res["objects"]}
+    for need in ("xdp_sip.bpf.o", "tc_sip.bpf.o"):
+        assert need in objs, f"build did not produce {need}: {sorted(objs)}"
+    return str(out)
+
+
+@pytest.fixture
+def etsf_env(tmp_path, monkeypatch, build_dir, etsf_bpf):
+    pin_root = f"/sys/fs/bpf/etsf-it-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    env = {
+        "ETSF_PIN_ROOT": pin_root,
+        "ETSF_STATE_DIR": str(tmp_path / "state"),
+        "ETSF_RUN_DIR": str(tmp_path / "run"),
+        "ETSF_BUILD_DIR": build_dir,
+    }
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    etsf_bpf.ensure_bpffs()
+    yield env
+    shutil.rmtree(pin_root, ignore_errors=True)
+
+
+def etsfctl(*args, env=None, netns=None, timeout=60, check=True):
+    """Run the CLI as a user would (python -m etsf), optionally inside a netns.
+
+    nsenter --net only switches the network namespace, so /sys/fs/bpf pins stay visible
+    (``ip netns exec`` would remount /sys).
+    """
+    e = dict(os.environ)
+    e["PYTHONPATH"] = str(SRC)
+    e.update(env or {})
+    cmd = [sys.executable, "-m", "etsf", *args]
+    if netns:
+        cmd = ["nsenter", f"--net=/run/netns/{netns}", *cmd]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=e, timeout=timeout)
+    if check and r.returncode != 0:
+        raise AssertionError(f"etsfctl {' '.join(args)} failed ({r.returncode}): {r.stderr.strip()}")
+    return r
+
+
+def _ip(*args, check=True):
+    return subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30, check=check)
+
+
+# lab/cli.py's crash sweep (`lab down --all`) deletes every netns named etsf-*, killing
+# what runs inside; set ETSF_IT_NS_PREFIX to keep test namespaces out of its way.
+NS_PREFIX = os.environ.get("ETSF_IT_NS_PREFIX", "etsf-it-")
+
+
+class Lab:
+    def __init__(self, tag: str):
+        self.cli_ns = f"{NS_PREFIX}c{tag}"
+        self.srv_ns = f"{NS_PREFIX}s{tag}"
+        self.cli_if = f"etsfit{tag}c"
+        self.srv_if = f"etsfit{tag}s"
+        self.procs: list[subprocess.Popen] = []
+
+    def setup(self):
+        for ns in (self.cli_ns, self.srv_ns):
+            _ip("netns", "del", ns, check=False)
+            _ip("netns", "add", ns)
+        _ip("link", "add", self.cli_if, "netns", self.cli_ns, "type", "veth",
+            "peer", "name", self.srv_if, "netns", self.srv_ns)
+        for ns, ifname, addrs in ((self.cli_ns, self.cli_if, (UAC_IP, ATK_IP)),
+                                  (self.srv_ns, self.srv_if, (UAS_IP,))):
+            subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw",
+                            "net.ipv6.conf.all.disable_ipv6=1"], check=False, timeout=30)
+            for a in addrs:
+                _ip("-n", ns, "addr", "add", f"{a}/{PREFIX}", "dev", ifname)
+            _ip("-n", ns, "link", "set", "lo", "up")
+            _ip("-n", ns, "link", "set", ifname, "up")
+
+    def alive(self) -> bool:
+        out = _ip("netns", "list", check=False).stdout
+        return self.cli_ns in out and self.srv_ns in out
+
+    def popen(self, ns, args, cwd, log):
+        f = open(log, "w")  # noqa: SIM115 - closed with the process
+        p = subprocess.Popen(["ip", "netns", "exec", ns, *args], cwd=cwd, stdout=f,
+                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                             start_new_session=True)
+        p._etsf_log = f  # type: ignore[attr-defined]
+        self.procs.append(p)
+        return p
+
+    def stop(self, p, timeout=30):
+        try:
+            p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGTERM)
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(p.pid, signal.SIGKILL)
+                p.wait(timeout=10)
+        p._etsf_log.close()  # type: ignore[attr-defined]
+        return p.returncode
+
+    def teardown(self):
+        for p in self.procs:
+            if p.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(p.pid, signal.SIGKILL)
+                with contextlib.suppress(Exception):
+                    p.wait(timeout=10)
+            with contextlib.suppress(Exception):
+                p._etsf_log.close()  # type: ignore[attr-defined]
+        for ns in (self.cli_ns, self.srv_ns):
+            _ip("netns", "del", ns, check=False)
+
+
+@pytest.fixture(scope="module")
+def lab():
+    _need_root()
+    if not shutil.which("sipp"):
+        pytest.skip("sipp not installed")
+    lab = Lab(f"{os.getpid() % 100000}")
+    try:
+        lab.setup()
+        yield lab
+    finally:
+        lab.teardown()
