@@ -47,6 +47,8 @@ def render(records: list[dict]) -> str:
         f"        ansible_ssh_common_args: {_q(ssh_common_args_str())}",
         "        ansible_python_interpreter: /usr/bin/python3",
         "        etsf_lab_switch_netns: etsf-lab",
+        "        etsf_interfaces: [sip0]",
+        f"        etsf_health_probe: {SIP_NET}.{PEERS['uas']}:5060",
         "        etsf_lab_sip_peers:",
     ]
     for peer, octet in PEERS.items():

@@ -196,6 +196,44 @@ def cmd_heartbeat(args):
     _out(args, {"heartbeats": n}, f"{n} heartbeats")
 
 
+def cmd_preflight(args):
+    from . import preflight
+    res = preflight.run(args.iface or [], min_kernel=args.min_kernel)
+    if args.json:
+        _out(args, res)
+    else:
+        lines = [f"{'ok ' if c['ok'] else ('WARN' if c['severity'] == 'warning' else 'FAIL')} {c['name']}: {c['detail']}"
+                 for c in res["checks"]]
+        lines.append(res["message"])
+        print("\n".join(lines))
+    if not res["ok"]:
+        raise SystemExit(EXIT_ERROR)
+
+
+def cmd_health(args):
+    from . import health
+    res = health.check(args.iface, window=args.window, probe=args.probe,
+                       require_traffic=not args.no_traffic)
+    _out(args, res, res["message"])
+    if not res["ok"]:
+        raise SystemExit(EXIT_ERROR)
+
+
+def cmd_revert(args):
+    from . import datapath
+    res = datapath.revert(args.mode)
+    text = (f"reverted ({args.mode}): " + ("done" if res["changed"] else "already reverted")
+            if "detail" not in res else res["detail"])
+    _out(args, res, text)
+
+
+def cmd_restore(args):
+    from . import datapath
+    res = datapath.restore(args.config)
+    _out(args, res, "restored: " + ", ".join(f"{i} (xdp prog {p})" for i, p in res["attached"].items())
+         + f"; policy generation {res['policy_generation'] or 'none'}")
+
+
 # ---------------------------------------------------------------------------
 # parser
 # ---------------------------------------------------------------------------
@@ -258,6 +296,26 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--interval", type=float, metavar="S")
     s.add_argument("--count", type=int, metavar="N", help="with --interval: stop after N beats")
     s.set_defaults(func=cmd_heartbeat)
+
+    s = sub.add_parser("preflight", parents=[common], help="can this host run eTSF? (every unmet requirement)")
+    s.add_argument("--iface", action="append", metavar="IF", help="interface to check (repeatable)")
+    s.add_argument("--min-kernel", default="5.18", metavar="VER")
+    s.set_defaults(func=cmd_preflight)
+
+    s = sub.add_parser("health", parents=[common], help="health gate: attached, counters moving, no unexpected drops")
+    s.add_argument("--iface", action="append", required=True, metavar="IF")
+    s.add_argument("--window", type=float, default=2.0, metavar="S")
+    s.add_argument("--probe", metavar="ADDR[:PORT]", help="send bounded SIP OPTIONS probes here")
+    s.add_argument("--no-traffic", action="store_true", help="do not require the counters to move")
+    s.set_defaults(func=cmd_health)
+
+    s = sub.add_parser("revert", parents=[common], help="back to the normal stack: bypass (default) or detach")
+    s.add_argument("--mode", choices=("bypass", "detach"), default="bypass")
+    s.set_defaults(func=cmd_revert)
+
+    s = sub.add_parser("restore", parents=[common], help="boot-time restore of programs and policy")
+    s.add_argument("--config", default="/etc/etsf/datapath.yml", metavar="FILE")
+    s.set_defaults(func=cmd_restore)
     return p
 
 
@@ -267,6 +325,8 @@ def _user_errors():
     errs.append(PolicyError)
     from .datapath import DatapathError
     errs.append(DatapathError)
+    from .health import HealthError
+    errs.append(HealthError)
     try:
         from .bpf import BpfError
         errs.append(BpfError)

@@ -287,6 +287,7 @@ def attach(iface: str, mode: str = "native", build_dir: str | None = None,
             "tc_prog_id": int(bpf.tc_query(idx, direction="egress") or tprog.id),
             "replaced_prog_id": cur_id or None,
             "attached_at": time.time(),
+            "stamp": _object_stamp(xdp_obj),
         }
     finally:
         for p in list(xprogs.values()) + list(tprogs.values()):
@@ -297,6 +298,16 @@ def attach(iface: str, mode: str = "native", build_dir: str | None = None,
     st["pin_root"] = root
     save_state(st)
     return {"changed": True, **info}
+
+
+def _object_stamp(obj_path: str) -> str | None:
+    """Build stamp of the objects next to obj_path (None when built by hand)."""
+    from . import build as _build
+    try:
+        with open(os.path.join(os.path.dirname(obj_path), _build.STAMP_FILE), encoding="utf-8") as fh:
+            return fh.read().strip() or None
+    except OSError:
+        return None
 
 
 def _init_ctl() -> None:
@@ -345,12 +356,15 @@ def _pins() -> dict[str, list[str]]:
     return out
 
 
-def status() -> dict[str, Any]:
+def interface_status(names) -> dict[str, dict[str, Any]]:
+    """What is attached to each named interface (managed by eTSF or not)."""
     bpf = _bpf()
-    st = load_state()
+    managed = load_state().get("interfaces", {})
     ifaces = {}
-    for name, rec in sorted(st.get("interfaces", {}).items()):
-        row = {"ifindex": rec.get("ifindex"), "mode": rec.get("mode"), "present": True}
+    for name in sorted(set(names)):
+        rec = managed.get(name, {})
+        row = {"ifindex": rec.get("ifindex"), "mode": rec.get("mode"), "present": True,
+               "managed": name in managed, "stamp": rec.get("stamp"), "attached": False}
         try:
             idx = socket.if_nametoindex(name)
         except OSError:
@@ -365,6 +379,20 @@ def status() -> dict[str, Any]:
                    tc_prog_id=tid or None, tc_prog_name=_prog_name(tid))
         row["attached"] = bool(xid and row["xdp_prog_name"] == XDP_PROG)
         ifaces[name] = row
+    return ifaces
+
+
+def forget(iface: str) -> dict[str, Any]:
+    """Stop managing an interface that no longer carries our programs (or no longer exists)."""
+    st = load_state()
+    changed = st["interfaces"].pop(iface, None) is not None
+    save_state(st)
+    return {"changed": changed, "iface": iface}
+
+
+def status() -> dict[str, Any]:
+    st = load_state()
+    ifaces = interface_status(st.get("interfaces", {}))
     out: dict[str, Any] = {"pin_root": pin_root(), "pins": _pins(), "interfaces": ifaces,
                            "build": st.get("build")}
     if _policy.maps_present(pin_root()):
@@ -507,3 +535,68 @@ def heartbeat() -> dict[str, Any]:
         ctl.heartbeat_ns = now
     _update_ctl(mut)
     return {"heartbeat_ns": now}
+
+
+# ---------------------------------------------------------------------------
+# revert and restore (fleet revert, etsf-restore.service)
+# ---------------------------------------------------------------------------
+
+
+REVERT_MODES = ("bypass", "detach")
+
+
+def revert(mode: str = "bypass") -> dict[str, Any]:
+    """Send SIP back to the normal stack: bypass (instant, programs stay) or detach (all interfaces)."""
+    if mode not in REVERT_MODES:
+        raise DatapathError(f"--mode must be one of {', '.join(REVERT_MODES)} (got {mode!r})")
+    if mode == "bypass":
+        if not _policy.maps_present(pin_root()):
+            return {"changed": False, "mode": mode, "detail": "eTSF maps not loaded: nothing to bypass"}
+        res = set_bypass(True)
+        return {"changed": res["changed"], "mode": mode, "bypass": True}
+    detached = {}
+    for iface in sorted(load_state().get("interfaces", {})):
+        try:
+            detached[iface] = detach(iface)["changed"]
+        except (DatapathError, OSError) as exc:
+            if isinstance(exc, OSError) or "does not exist" in str(exc) or "no such" in str(exc).lower():
+                forget(iface)
+                detached[iface] = False
+            else:
+                raise
+    return {"changed": any(detached.values()), "mode": mode, "interfaces": detached}
+
+
+def _read_restore_config(path: str) -> dict[str, Any]:
+    import yaml
+    try:
+        with open(path, encoding="utf-8") as fh:
+            cfg = yaml.safe_load(fh) or {}
+    except OSError as exc:
+        raise DatapathError(f"{path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise DatapathError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(cfg, dict) or cfg.get("version") != 1:
+        raise DatapathError(f"{path}: version: expected 1")
+    ifaces = cfg.get("interfaces")
+    if not isinstance(ifaces, list) or not ifaces or not all(isinstance(i, str) for i in ifaces):
+        raise DatapathError(f"{path}: interfaces: expected a non-empty list of interface names")
+    if cfg.get("mode", "native") not in MODES:
+        raise DatapathError(f"{path}: mode: must be one of {', '.join(MODES)}")
+    return cfg
+
+
+def restore(config: str = "/etc/etsf/datapath.yml") -> dict[str, Any]:
+    """Boot-time restore: build if needed, (re)attach every configured interface, re-apply the policy."""
+    cfg = _read_restore_config(config)
+    built = build(out_dir=cfg.get("build_dir"), src_dir=cfg.get("src_dir"))
+    attached = {}
+    for iface in cfg["interfaces"]:
+        attached[iface] = attach(iface, mode=cfg.get("mode", "native"), build_dir=built["out_dir"])["xdp_prog_id"]
+    policy_file = cfg.get("policy")
+    applied = None
+    if policy_file and os.path.exists(policy_file):
+        pol, text = _policy.load_file(policy_file)
+        # after a reboot the maps are new: force the write even if an old decode matched
+        applied = _policy.apply(pol, source_text=text, force=True)["generation"]
+    return {"changed": True, "built": built["changed"], "attached": attached, "policy_generation": applied}

@@ -86,10 +86,16 @@ def check_bpffs(mountpoint: str = "/sys/fs/bpf", mounts: list[tuple[str, str]] |
     return _check("bpffs", ok, f"bpffs {'mounted' if ok else 'not mounted'} at {mountpoint}", path=mountpoint)
 
 
-def check_jit(path: str = "/proc/sys/net/core/bpf_jit_enable") -> dict:
+def check_jit(kconfig: dict[str, str], path: str = "/proc/sys/net/core/bpf_jit_enable") -> dict:
+    if kconfig.get("CONFIG_BPF_JIT_ALWAYS_ON") == "y":
+        return _check("bpf_jit", True, "BPF JIT always on (CONFIG_BPF_JIT_ALWAYS_ON=y)", value="always")
     try:
         with open(path, encoding="utf-8") as fh:
             value = fh.read().strip()
+    except FileNotFoundError:
+        # net.core.bpf_jit_enable exists only in the initial network namespace
+        return _check("bpf_jit", True, f"{path} not visible in this network namespace: JIT state unknown",
+                      severity="warning", value=None)
     except OSError as exc:
         return _check("bpf_jit", False, f"cannot read {path}: {exc.strerror}")
     return _check("bpf_jit", value in ("1", "2"), f"net.core.bpf_jit_enable = {value}", value=value)
@@ -239,7 +245,7 @@ def run(interfaces: list[str] | tuple[str, ...] = (), min_kernel: str = DEFAULT_
         check_kernel(min_kernel),
         check_btf(),
         check_bpffs(bpffs_path),
-        check_jit(),
+        check_jit(options),
         check_kconfig(options, source),
         check_features(probe_features()),
         check_memlock(),

@@ -68,3 +68,14 @@ def test_loopback_has_no_foreign_programs():
     check = pf.check_interface("lo")
     assert check["foreign_programs"] == []
     assert check["xdp_mode"] in ("native", "generic")
+
+
+def test_jit_always_on_from_kconfig_and_missing_sysctl(tmp_path):
+    assert pf.check_jit({"CONFIG_BPF_JIT_ALWAYS_ON": "y"}, path=str(tmp_path / "none"))["ok"]
+    missing = pf.check_jit({}, path=str(tmp_path / "none"))
+    assert missing["ok"] and missing["severity"] == "warning"
+    off = tmp_path / "jit"
+    off.write_text("0\n")
+    assert not pf.check_jit({}, path=str(off))["ok"]
+    off.write_text("1\n")
+    assert pf.check_jit({}, path=str(off))["ok"]

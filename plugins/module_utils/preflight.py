@@ -1,0 +1,1 @@
+../../src/etsf/preflight.py

@@ -1,0 +1,216 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: eTSF developers
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: datapath
+short_description: Build, attach, replace or detach the eTSF SIP eBPF programs on a host
+version_added: 0.1.0
+description:
+  - Compiles the eTSF objects against the host's own BTF (skipped when sources and BTF are
+    unchanged), then attaches the XDP ingress classifier and the TC egress marker to each of
+    O(interfaces). Programs already attached from an older build are replaced atomically; pinned
+    maps and their state (counters, rate-limit buckets, policy) are kept.
+  - With O(state=attached), interfaces that eTSF manages but that are no longer listed are detached.
+  - Check mode reports what would be built, attached, replaced and detached; diff mode shows the
+    per-interface programs before and after.
+author:
+  - eTSF developers (@etsf)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+options:
+  interfaces:
+    description: Interfaces to attach to (or detach from, with O(state=detached)).
+    type: list
+    elements: str
+    required: true
+  mode:
+    description: XDP attach mode.
+    type: str
+    choices: [native, generic]
+    default: native
+  state:
+    description: Whether the programs should be attached or detached.
+    type: str
+    choices: [attached, detached]
+    default: attached
+  src_dir:
+    description: eBPF sources on the host.
+    type: path
+    default: /usr/share/etsf/bpf
+  build_dir:
+    description: Where the objects are built.
+    type: path
+    default: /var/lib/etsf/build
+  btf:
+    description: Kernel BTF to build against.
+    type: path
+    default: /sys/kernel/btf/vmlinux
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+  platform:
+    platforms: posix
+requirements:
+  - etsf-agent (installed on the host by the C(etsf.sip.datapath) role)
+"""
+
+EXAMPLES = r"""
+- name: Attach eTSF to the signalling interface
+  etsf.sip.datapath:
+    interfaces: [sip0]
+    mode: native
+
+- name: Take eTSF off an interface
+  etsf.sip.datapath:
+    interfaces: [sip0]
+    state: detached
+"""
+
+RETURN = r"""
+actions:
+  description: Per interface, what was (or in check mode would be) done.
+  returned: success
+  type: dict
+  sample: {"sip0": "attach", "sip1": "unchanged"}
+built:
+  description: Whether the objects were (or would be) rebuilt.
+  returned: success
+  type: bool
+interfaces:
+  description: Per interface after the call, XDP and TC program ids, names and mode.
+  returned: success
+  type: dict
+"""
+
+import os
+import traceback
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+try:
+    from etsf import build as etsf_build
+    from etsf import datapath as etsf_datapath
+except ImportError:
+    ETSF_IMPORT_ERROR = traceback.format_exc()
+    etsf_datapath = None
+else:
+    ETSF_IMPORT_ERROR = None
+
+
+def _built_stamp(build_dir):
+    try:
+        with open(os.path.join(build_dir, etsf_build.STAMP_FILE), encoding="utf-8") as fh:
+            return fh.read().strip()
+    except OSError:
+        return None
+
+
+def _view(rows):
+    """The part of status() a diff shows, per interface."""
+    return {
+        name: {
+            "attached": bool(row.get("attached")),
+            "xdp_prog": row.get("xdp_prog_name"),
+            "xdp_mode": row.get("xdp_mode"),
+            "tc_egress_prog": row.get("tc_prog_name"),
+            "build": (row.get("stamp") or "")[:12] or None,
+        }
+        for name, row in sorted(rows.items())
+    }
+
+
+def plan(params, current, managed, new_stamp):
+    """What to do per interface: attach, replace, reattach, detach or unchanged."""
+    actions = {}
+    wanted = params["interfaces"]
+    if params["state"] == "attached":
+        for iface in wanted:
+            row = current.get(iface, {})
+            if not row.get("attached"):
+                actions[iface] = "attach"
+            elif row.get("xdp_mode") != params["mode"]:
+                actions[iface] = "reattach"
+            elif managed.get(iface, {}).get("stamp") != new_stamp:
+                actions[iface] = "replace"
+            else:
+                actions[iface] = "unchanged"
+        for iface in managed:
+            if iface not in wanted:
+                actions[iface] = "detach" if current.get(iface, {}).get("attached") else "forget"
+    else:
+        for iface in wanted:
+            actions[iface] = "detach" if current.get(iface, {}).get("attached") else "unchanged"
+    return actions
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            interfaces=dict(type="list", elements="str", required=True),
+            mode=dict(type="str", choices=["native", "generic"], default="native"),
+            state=dict(type="str", choices=["attached", "detached"], default="attached"),
+            src_dir=dict(type="path", default="/usr/share/etsf/bpf"),
+            build_dir=dict(type="path", default="/var/lib/etsf/build"),
+            btf=dict(type="path", default="/sys/kernel/btf/vmlinux"),
+        ),
+        supports_check_mode=True,
+    )
+    if etsf_datapath is None:
+        module.fail_json(msg=missing_required_lib("etsf-agent"), exception=ETSF_IMPORT_ERROR)
+    p = module.params
+    for iface in p["interfaces"]:
+        if not os.path.exists(f"/sys/class/net/{iface}"):
+            module.fail_json(msg=f"interfaces: {iface} does not exist on this host")
+    try:
+        new_stamp = etsf_build.compute_stamp(etsf_build.Path(p["src_dir"]), p["btf"])
+        need_build = p["state"] == "attached" and new_stamp != _built_stamp(p["build_dir"])
+        managed = etsf_datapath.load_state().get("interfaces", {})
+        current = {name: dict(row, stamp=managed.get(name, {}).get("stamp"))
+                   for name, row in etsf_datapath.interface_status(list(p["interfaces"]) + list(managed)).items()}
+        actions = plan(p, current, managed, new_stamp)
+        changed = need_build or any(a != "unchanged" for a in actions.values())
+        if changed and not module.check_mode:
+            if need_build:
+                etsf_datapath.build(out_dir=p["build_dir"], src_dir=p["src_dir"])
+            for iface, action in actions.items():
+                if action in ("detach", "reattach"):
+                    etsf_datapath.detach(iface)
+                if action in ("attach", "reattach", "replace"):
+                    etsf_datapath.attach(iface, mode=p["mode"], build_dir=p["build_dir"])
+                if action == "forget":
+                    etsf_datapath.forget(iface)
+        after_rows = etsf_datapath.interface_status(list(actions)) if not module.check_mode else None
+    except (etsf_datapath.DatapathError, etsf_build.BuildError) as exc:
+        module.fail_json(msg=str(exc).splitlines()[0])
+    except Exception as exc:  # pylint: disable=broad-except
+        module.fail_json(msg=f"datapath: {exc}", exception=traceback.format_exc())
+
+    before = _view({k: v for k, v in current.items() if k in actions})
+    if after_rows is None:
+        after = {}
+        for iface, action in actions.items():
+            if action in ("detach", "forget"):
+                after[iface] = dict(attached=False, xdp_prog=None, xdp_mode=None, tc_egress_prog=None, build=None)
+            elif action == "unchanged":
+                after[iface] = before[iface]
+            else:
+                after[iface] = dict(attached=True, xdp_prog=etsf_datapath.XDP_PROG, xdp_mode=p["mode"],
+                                    tc_egress_prog=etsf_datapath.TC_PROG, build=new_stamp[:12])
+    else:
+        state = etsf_datapath.load_state().get("interfaces", {})
+        after = _view({k: dict(v, stamp=state.get(k, {}).get("stamp")) for k, v in after_rows.items()})
+    result = dict(changed=changed, actions=actions, built=need_build, interfaces=after)
+    if module._diff:
+        result["diff"] = dict(before=before, after=after)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
