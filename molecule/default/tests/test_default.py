@@ -1,0 +1,79 @@
+"""Molecule `default` verify: eTSF is attached, pinned, policy maps equal the inventory, restore is
+enabled; after a real reboot (systemd boots again in the lab host) all of it is back."""
+import json
+import os
+import pathlib
+import subprocess
+
+import testinfra.utils.ansible_runner
+from etsf import policy
+
+INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
+testinfra_hosts = testinfra.utils.ansible_runner.AnsibleRunner(INVENTORY).get_hosts("all")
+REPO = pathlib.Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", pathlib.Path(__file__).parents[3]))
+
+
+def _json(host, cmd):
+    out = host.run(cmd)
+    assert out.rc == 0, f"{cmd}: {out.stderr}"
+    return json.loads(out.stdout)
+
+
+def _check_attached(host):
+    st = _json(host, "etsfctl status --json")
+    row = st["interfaces"]["sip0"]
+    assert row["attached"] and row["xdp_prog_name"] == "xdp_sip"
+    assert row["tc_prog_name"] == "tc_sip_egress"
+    # attached as the kernel sees it, by name (not just our state file)
+    link = _json(host, "ip -j -d link show dev sip0")[0]
+    prog_id = link["xdp"]["prog"]["id"]
+    assert _json(host, f"bpftool -j prog show id {prog_id}")["name"] == "xdp_sip"
+    return st
+
+
+def _check_pins(host):
+    for name in ("etsf_ctl", "etsf_policy", "etsf_acl_v4", "etsf_acl_v6", "etsf_rl", "etsf_stats"):
+        assert host.file(f"/sys/fs/bpf/etsf/maps/{name}").exists, name
+    for name in ("xdp_sip", "tc_sip_egress"):
+        assert host.file(f"/sys/fs/bpf/etsf/progs/{name}").exists, name
+
+
+def _check_policy(host):
+    want = policy.validate(host.ansible.get_variables()["etsf_policy"]).to_dict()
+    live = _json(host, "etsfctl policy show --json")
+    live.pop("active_slot", None)
+    # the running overload level is kept when the policy does not set one
+    want["overload"]["level"] = live["overload"]["level"]
+    assert live == want
+
+
+def test_programs_attached_by_name(host):
+    _check_attached(host)
+
+
+def test_pins_under_sys_fs_bpf_etsf(host):
+    _check_pins(host)
+
+
+def test_policy_maps_equal_inventory(host):
+    _check_policy(host)
+
+
+def test_restore_unit_enabled_and_preflight_report(host):
+    assert host.service("etsf-restore.service").is_enabled
+    report = json.loads(host.file("/var/lib/etsf/preflight.json").content_string)
+    assert report["ok"] and report["interfaces"]["sip0"]["xdp_mode"] == "native"
+
+
+def test_everything_back_after_reboot(host):
+    name = host.backend.get_hostname()
+    before = host.file("/proc/sys/kernel/random/boot_id").content_string.strip()
+    subprocess.run([str(REPO / ".venv/bin/python"), "-m", "lab", "reboot", name], cwd=REPO, check=True,
+                   timeout=240)
+    after = host.file("/proc/sys/kernel/random/boot_id").content_string.strip()
+    assert after != before, "the host did not boot again"
+    assert host.service("etsf-restore.service").is_running or \
+        host.run("systemctl show -p ActiveState --value etsf-restore.service").stdout.strip() == "active"
+    _check_attached(host)
+    _check_pins(host)
+    _check_policy(host)
