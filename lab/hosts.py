@@ -183,7 +183,6 @@ def nspawn_argv(name: str) -> list[str]:
             f"--network-namespace-path=/run/netns/{ns}",
             "--link-journal=no", "--console=passive", "--resolv-conf=off",
             "--timezone=off",
-            f"--bind={APT_ARCHIVES}:/var/cache/apt/archives",
             "-D", str(root_dir(name)), "-M", name]
 
 
@@ -387,7 +386,7 @@ def ensure_proxy(state: dict) -> None:
         kill(pid, signal.SIGKILL)
     RUN_DIR.mkdir(parents=True, exist_ok=True)
     p = subprocess.Popen([python_exe(), "-m", "lab.proxy", "--netns", SWITCH_NS,
-                          "--listen", f"{SWITCH_MGMT_ADDR}:{PROXY_PORT}"],
+                          "--listen", f"{SWITCH_MGMT_ADDR}:{PROXY_PORT}", "--cache", str(APT_ARCHIVES)],
                          cwd=str(REPO_ROOT), env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)),
                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                          stderr=open(PROXY_LOG, "ab"), start_new_session=True)  # noqa: SIM115
