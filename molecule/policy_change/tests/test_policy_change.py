@@ -17,7 +17,8 @@ OVERRIDE = pathlib.Path(__file__).with_name("override.yml")
 def _policy_playbook(*extra):
     cmd = [str(REPO / ".venv/bin/ansible-playbook"), "-i", INVENTORY, str(REPO / "playbooks/policy.yml"),
            "-e", f"@{OVERRIDE}", *extra]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False, env=env)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
     return res.stdout
 
