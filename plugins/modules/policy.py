@@ -22,9 +22,14 @@ extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
 options:
   src:
-    description: Policy file on the managed host.
+    description: Policy file on the managed host (used when O(content) is not given).
     type: path
     default: /etc/etsf/policy.yml
+  content:
+    description:
+      - The policy document as YAML text, instead of reading O(src). The role passes the rendered
+        template here so that check mode compares the new policy, not the file still on the host.
+    type: str
   pin_root:
     description: bpffs directory of the eTSF pins (maps under C(maps/)).
     type: path
@@ -97,6 +102,7 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             src=dict(type="path", default="/etc/etsf/policy.yml"),
+            content=dict(type="str"),
             pin_root=dict(type="path", default="/sys/fs/bpf/etsf"),
         ),
         supports_check_mode=True,
@@ -105,7 +111,11 @@ def main():
         module.fail_json(msg=missing_required_lib("etsf-agent"), exception=ETSF_IMPORT_ERROR)
     src, pin_root = module.params["src"], module.params["pin_root"]
     try:
-        new, text = etsf_policy.load_file(src)
+        if module.params["content"] is not None:
+            text = module.params["content"]
+            new = etsf_policy.load_text(text)
+        else:
+            new, text = etsf_policy.load_file(src)
         before = etsf_policy.read_live(pin_root) if etsf_policy.maps_present(pin_root) else None
         result = etsf_policy.apply(new, pin_root=pin_root, check=module.check_mode, source_text=text)
     except etsf_policy.PolicyError as exc:
