@@ -94,8 +94,16 @@ else:
 def _text(doc):
     if doc is None:
         return ""
-    doc = {k: v for k, v in doc.items() if k != "active_slot"}
+    doc = {k: v for k, v in doc.items() if k not in ("active_slot", "generation")}
     return yaml.safe_dump(doc, sort_keys=True, default_flow_style=False)
+
+
+def _after(new, before):
+    """The policy as it will be live: a policy without overload.level keeps the running level."""
+    doc = new.to_dict()
+    if doc["overload"]["level"] is None and before is not None:
+        doc["overload"]["level"] = before["overload"]["level"]
+    return doc
 
 
 def main():
@@ -129,8 +137,9 @@ def main():
         changes=result.get("diff", []),
     )
     if module._diff:
-        out["diff"] = dict(before=_text(before), after=_text(new.to_dict()),
-                           before_header="live policy (maps)", after_header=src)
+        out["diff"] = dict(before=_text(before), after=_text(_after(new, before)),
+                           before_header="live policy (maps)",
+                           after_header="new policy" if module.params["content"] is not None else src)
     module.exit_json(**out)
 
 
