@@ -38,8 +38,10 @@ ansible-lint:
 sanity: ## ansible-test sanity on a copy laid out as ansible_collections/etsf/sip
 	@scripts/sanity.sh
 
-molecule: ## Molecule scenarios on lab-booted hosts
-	cd $(CURDIR) && molecule test -s default
+MOLECULE_SCENARIOS ?= default fleet policy_change
+
+molecule: ## Molecule scenarios on lab-booted hosts (default, fleet, policy_change)
+	cd $(CURDIR) && for s in $(MOLECULE_SCENARIOS); do molecule test -s $$s || exit 1; done
 
 lab-up: setup ## boot the lab fleet (LAB_HOSTS=3)
 	$(PY) -m lab up --hosts $(LAB_HOSTS)

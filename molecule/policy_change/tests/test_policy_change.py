@@ -43,9 +43,8 @@ def test_check_diff_shows_exactly_the_change_then_apply_changes_only_maps(host):
 
     out = _policy_playbook("--check", "--diff")
     lines = _diff_lines(out)
-    assert lines == {"- rate: 20", "+ rate: 10"} or lines == {"-register:", "+register:"} or \
-        lines == {"- rate: 20", "+ rate: 10", "- register: {burst: 40, rate: 20}",
-                  "+ register: {burst: 40, rate: 10}"}, lines
+    # the file diff and the maps diff both show exactly the one changed field
+    assert lines == {"- rate: 20", "+ rate: 10"}, out[-3000:]
     assert re.search(r"changed=[1-9]", out)
     # check mode wrote nothing
     assert json.loads(host.check_output("etsfctl policy show --json")) == live_before
