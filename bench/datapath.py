@@ -82,8 +82,8 @@ def ok200() -> bytes:
 def measure(fd: int, pkt: bytes, repeat: int, rounds: int):
     runs = []
     ret = None
-    for _ in range(rounds):
-        ret, _, ns = bpf.test_run(fd, pkt, repeat=repeat)
+    for _unused in range(rounds):
+        ret, _unused, ns = bpf.test_run(fd, pkt, repeat=repeat)
         runs.append(ns)
     return ret, statistics.median(runs), runs
 

@@ -94,7 +94,7 @@ def ensure_overlay(name: str) -> None:
 
 def unmount_tree(path: Path) -> None:
     """Unmount `path` and anything below it (deepest first, bounded)."""
-    for _ in range(20):
+    for _unused in range(20):
         below = sorted((m for m in mounts() if m == str(path) or m.startswith(str(path) + "/")),
                        key=len, reverse=True)
         if not below:
@@ -391,7 +391,7 @@ def ensure_proxy(state: dict) -> None:
                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                          stderr=open(PROXY_LOG, "ab"), start_new_session=True)  # noqa: SIM115
     state["proxy_pid"] = p.pid
-    for _ in range(50):
+    for _unused in range(50):
         if proxy_answers():
             log(f"apt proxy listening on {SWITCH_MGMT_ADDR}:{PROXY_PORT} in netns {SWITCH_NS} "
                 f"(pid {p.pid})")

@@ -86,7 +86,7 @@ def etsfctl(*args, env=None, netns=None, timeout=60, check=True):
     cmd = [sys.executable, "-m", "etsf", *args]
     if netns:
         cmd = ["nsenter", f"--net=/run/netns/{netns}", *cmd]
-    r = subprocess.run(cmd, capture_output=True, text=True, env=e, timeout=timeout)
+    r = subprocess.run(cmd, capture_output=True, text=True, env=e, timeout=timeout, check=False)
     if check and r.returncode != 0:
         raise AssertionError(f"etsfctl {' '.join(args)} failed ({r.returncode}): {r.stderr.strip()}")
     return r

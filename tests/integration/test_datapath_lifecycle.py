@@ -182,7 +182,7 @@ def _egress_tos(lab, n=3):
     time.sleep(0.4)
     subprocess.run(["ip", "netns", "exec", lab.srv_ns, sys.executable, "-c",
                     _SEND_RESP.format(uac=UAC_IP, uas=UAS_IP, n=n)], check=True, timeout=30)
-    out, _ = recv.communicate(timeout=30)
+    out, _unused = recv.communicate(timeout=30)
     return [int(t) for t in out.split()]
 
 

@@ -18,7 +18,7 @@ def run(*args, env=None):
     e["PYTHONPATH"] = SRC
     e.update(env or {})
     return subprocess.run([sys.executable, "-m", "etsf", *args], capture_output=True, text=True,
-                          env=e, timeout=60)
+                          env=e, timeout=60, check=False)
 
 
 @pytest.fixture
