@@ -249,8 +249,217 @@ struct etsf_sip_info {
 	__u16 payload_len;      /* L4 payload bytes                           */
 };
 
+/* ---- telemetry: SIP transaction latency (bpf/telemetry.h) ------------------ */
+#define ETSF_TM_TXN_MAX     32768 /* outstanding transactions tracked (LRU)      */
+#define ETSF_TM_BUCKETS     32    /* log2 buckets: b counts latency < 2^b us     */
+#define ETSF_TM_CODE_MIN    100   /* response codes counted: 100..699           */
+#define ETSF_TM_CODES       600
+#define ETSF_TM_CODE_METHODS 2    /* per-code counters: 0 = INVITE, 1 = REGISTER */
+
+/* stage of a response relative to its request (histogram index) */
+enum etsf_tm_stage {
+	ETSF_TM_TRYING   = 0,  /* first 100 Trying                              */
+	ETSF_TM_RINGING  = 1,  /* first 180 / 183 (RFC 6076 SRD, post-dial delay) */
+	ETSF_TM_FINAL_2XX = 2, /* first final response, by class                */
+	ETSF_TM_FINAL_3XX = 3,
+	ETSF_TM_FINAL_4XX = 4,
+	ETSF_TM_FINAL_5XX = 5,
+	ETSF_TM_FINAL_6XX = 6,
+};
+#define ETSF_TM_STAGES 7
+
+/* where an interface sees requests (map etsf_tm_ifcfg; key 0 = default) */
+enum etsf_tm_dir {
+	ETSF_TM_TOWARD = 0,    /* requests at XDP ingress, responses at TC egress (default) */
+	ETSF_TM_FROM   = 1,    /* requests at TC egress, responses at XDP ingress */
+	ETSF_TM_OFF    = 2,    /* no latency tracking on this interface         */
+};
+
+/* Map etsf_tm_events: PERCPU_ARRAY, ETSF_TM_EVENTS entries of __u64 */
+enum etsf_tm_event {
+	ETSF_TM_EV_TXN_START    = 0, /* request began a tracked transaction    */
+	ETSF_TM_EV_REQ_RETRANS  = 1, /* request for a transaction already seen */
+	ETSF_TM_EV_RESP_MATCHED = 2, /* response recorded in a histogram       */
+	ETSF_TM_EV_RESP_RETRANS = 3, /* response for a stage already recorded  */
+	ETSF_TM_EV_RESP_NOMATCH = 4, /* response without a tracked request     */
+	ETSF_TM_EV_TXN_FULL     = 5, /* transaction insert failed              */
+	ETSF_TM_EVENTS          = 6,
+};
+
+/* Map etsf_tm_ifcfg: HASH ifindex(__u32, 0 = default) -> struct etsf_tm_ifcfg */
+struct etsf_tm_ifcfg {
+	__u32 dir;              /* enum etsf_tm_dir                            */
+	__u32 _pad;
+};
+
+/* Map etsf_tm_txn: LRU_HASH, ETSF_TM_TXN_MAX entries */
+struct etsf_tm_txn_key {
+	__u64 callid_hash;      /* FNV-1a 64 of the Call-ID                    */
+	__u32 cseq;             /* CSeq number                                 */
+	__u32 ifindex;          /* interface the request was seen on           */
+	__u8  method;           /* enum etsf_method of the request / CSeq      */
+	__u8  _pad[7];
+};
+
+struct etsf_tm_txn {
+	__u64 start_ns;         /* bpf_ktime_get_ns() of the first request copy */
+	__u32 seen;             /* bit per recorded stage / counted code       */
+	__u32 _pad;
+};
+
+/*
+ * Map etsf_tm_hist: PERCPU_ARRAY, ETSF_METHODS * ETSF_TM_STAGES entries,
+ * index method * ETSF_TM_STAGES + stage.  slot[b]: latencies in
+ * [2^(b-1), 2^b) microseconds (slot 0: < 1 us, last slot: everything above).
+ */
+struct etsf_tm_hist {
+	__u64 count;
+	__u64 sum_ns;
+	__u64 slot[ETSF_TM_BUCKETS];
+};
+
+/* Map etsf_tm_codes: PERCPU_ARRAY of __u64, ETSF_TM_CODE_METHODS * ETSF_TM_CODES,
+ * index m * ETSF_TM_CODES + (code - ETSF_TM_CODE_MIN) */
+
 /* FNV-1a 64-bit parameters for the Call-ID hash (host side uses the same) */
 #define ETSF_FNV64_OFFSET 0xcbf29ce484222325ULL
 #define ETSF_FNV64_PRIME  0x100000001b3ULL
+
+/* ---- fast path: in-kernel steering to local proxy backends (bpf/fastpath.h) -- */
+#define ETSF_FP_SVC_MAX      16    /* services (VIP:port:proto) per policy slot   */
+#define ETSF_FP_BACKENDS_MAX 256   /* backends, global ids (stable across slots)  */
+#define ETSF_FP_RING         4093  /* Maglev table size per service (prime)       */
+#define ETSF_FP_AFF_MAX      65536 /* Call-ID affinity LRU entries                */
+#define ETSF_FP_FLOW_MAX     65536 /* return-path / TCP flow LRU entries          */
+#define ETSF_FP_RETRIES      8     /* ring probes past a down backend             */
+#define ETSF_FP_NONE         0xffffu /* empty Maglev bucket                        */
+
+/* fast-path outcome; map etsf_fp_stats is indexed by this (packets + bytes) */
+enum etsf_fp_reason {
+	ETSF_FP_FWD          = 0,  /* redirected client -> backend                */
+	ETSF_FP_RET          = 1,  /* redirected backend -> client (source = VIP) */
+	ETSF_FP_NOT_SERVICE  = 2,  /* fallback: no service VIP:port, no flow      */
+	ETSF_FP_BYPASS       = 3,  /* fallback: global bypass flag                */
+	ETSF_FP_DEADMAN      = 4,  /* fallback: heartbeat dead-man expired        */
+	ETSF_FP_NOT_L4       = 5,  /* fallback: not IPv4/IPv6 UDP/TCP, truncated  */
+	ETSF_FP_FRAGMENT     = 6,  /* fallback: IP fragment                       */
+	ETSF_FP_NOT_SIP      = 7,  /* fallback: UDP payload not SIP / no Call-ID  */
+	ETSF_FP_NO_BACKEND   = 8,  /* fallback: empty ring or all probed down     */
+	ETSF_FP_FIB_FAIL     = 9,  /* fallback: next hop not resolvable           */
+	ETSF_FP_INTERNAL     = 10, /* fallback: helper / map failure              */
+	ETSF_FP_TCP_NO_FLOW  = 11, /* fallback: TCP segment of an unknown flow, not SYN */
+	ETSF_FP_REASONS      = 12,
+};
+#define ETSF_FP_STATS_SLOTS 16
+
+/* struct etsf_fp_backend.flags */
+#define ETSF_FP_B_PEER  0x1u   /* ifindex is the host end of a veth: redirect_peer */
+#define ETSF_FP_B_L2    0x2u   /* mac/smac valid (else FIB / redirect_neigh)       */
+/* 0x10 << slot: the backend belongs to the service set of policy slot 0 / 1
+ * affinity entries stay valid only while their backend is a member of the
+ * live slot */
+#define ETSF_FP_B_SLOT(s) (0x10u << ((s) & 1))
+
+/* struct etsf_fp_svc.flags */
+#define ETSF_FP_S_CALLID 0x1u  /* affinity: call-id                               */
+
+/*
+ * Map etsf_fp_svc: HASH.  The first byte is the policy slot: the agent writes
+ * the inactive slot's services + rings, then the etsf_ctl flip makes them
+ * live together with the rest of the policy.
+ */
+struct etsf_fp_svc_key {
+	__u8  slot;
+	__u8  family;           /* 4 or 6                                      */
+	__u8  proto;            /* IPPROTO_UDP / IPPROTO_TCP                   */
+	__u8  _pad;
+	__u16 port;             /* host order                                  */
+	__u16 _pad1;
+	__u8  addr[16];         /* VIP; IPv4 in the first 4 bytes              */
+};
+
+#define ETSF_FP_NAME_LEN 32
+
+struct etsf_fp_svc {
+	__u32 ring;             /* index into etsf_fp_ring (slot * SVC_MAX + n)  */
+	__u32 flags;            /* ETSF_FP_S_*                                 */
+	__u32 n_backends;
+	__u32 _pad;
+	char  name[ETSF_FP_NAME_LEN]; /* policy name (agent only), NUL padded */
+};
+
+/* Map etsf_fp_ring: ARRAY, ETSF_POLICY_SLOTS * ETSF_FP_SVC_MAX entries */
+struct etsf_fp_ring {
+	__u16 backend[ETSF_FP_RING];   /* backend id, ETSF_FP_NONE = empty     */
+	__u16 _pad[3];
+};
+
+/* Map etsf_fp_backends: ARRAY, ETSF_FP_BACKENDS_MAX entries, by backend id */
+struct etsf_fp_backend {
+	__u8  addr[16];         /* IPv4 in the first 4 bytes                   */
+	__u16 port;             /* host order                                  */
+	__u8  family;
+	__u8  flags;            /* ETSF_FP_B_*                                 */
+	__u32 ifindex;          /* egress (host end of the backend's veth)     */
+	__u8  mac[6];           /* backend MAC (destination)                   */
+	__u8  smac[6];          /* host-end MAC (source)                       */
+	__u32 up;               /* health: 1 up, 0 down (agent prober)         */
+	__u16 weight[ETSF_POLICY_SLOTS]; /* per slot (agent only: decode/diff)   */
+	__u8  svc[ETSF_POLICY_SLOTS];    /* service index per slot (agent only)  */
+	__u8  _pad[2];
+};
+
+/* Map etsf_fp_bstats: PERCPU_ARRAY, ETSF_FP_BACKENDS_MAX entries, by backend id */
+struct etsf_fp_bstat {
+	__u64 packets;          /* client -> backend redirected                */
+	__u64 bytes;
+	__u64 dialogs;          /* new affinity entries (first message of a Call-ID) */
+	__u64 ret_packets;      /* backend -> client redirected                */
+	__u64 ret_bytes;
+};
+
+/* Map etsf_fp_aff: LRU_HASH, Call-ID affinity (first message pins the backend) */
+struct etsf_fp_aff_key {
+	__u64 callid_hash;      /* FNV-1a 64 of the Call-ID                    */
+	__u8  vip[16];
+	__u16 vport;
+	__u8  family;
+	__u8  proto;
+	__u32 _pad;
+};
+
+struct etsf_fp_aff {
+	__u32 backend;          /* backend id                                  */
+	__u32 _pad;
+	__u64 generation;       /* policy generation that chose it (informational:
+	                         * validity = backend still a member of the live slot) */
+};
+
+/*
+ * Map etsf_fp_flow: LRU_HASH.  dir 1 (return): a = client, b = backend, value
+ * says which VIP to restore.  dir 0 (TCP forward): a = client, b = VIP, value
+ * says which backend the connection is pinned to.
+ */
+struct etsf_fp_flow_key {
+	__u8  a[16];
+	__u8  b[16];
+	__u16 aport;
+	__u16 bport;
+	__u8  family;
+	__u8  proto;
+	__u8  dir;
+	__u8  _pad;
+};
+
+struct etsf_fp_flow {
+	__u8  vip[16];
+	__u16 vport;
+	__u16 _pad;
+	__u32 backend;          /* backend id                                  */
+	__u32 ifindex;          /* where the client's packets came in          */
+	__u8  cmac[6];          /* client-side next hop MAC (source of the request) */
+	__u8  lmac[6];          /* our MAC on that interface                   */
+	__u64 generation;       /* policy generation that created it (informational) */
+};
 
 #endif /* ETSF_H */

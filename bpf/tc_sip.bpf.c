@@ -23,6 +23,7 @@
 #include "etsf_maps.h"
 #include "sip_parse.h"
 #include "etsf_common.h"
+#include "telemetry.h"
 
 #define TC_ACT_OK_ 0
 
@@ -109,6 +110,7 @@ int tc_sip_egress(struct __sk_buff *skb)
 	reason = r.reason;
 	if (reason != ETSF_R_OK)
 		goto out;
+	etsf_tm_observe(ETSF_HOOK_TC_EGRESS, skb->ifindex, &r);
 	if (!valid || !pol) {
 		reason = ETSF_R_NO_POLICY;
 		goto out;

@@ -21,6 +21,7 @@
 #include "etsf_maps.h"
 #include "sip_parse.h"
 #include "etsf_common.h"
+#include "telemetry.h"
 
 SEC("xdp")
 int xdp_sip(struct xdp_md *ctx)
@@ -77,6 +78,8 @@ int xdp_sip(struct xdp_md *ctx)
 	if (r.reason == ETSF_R_OK && ifs)
 		ifs->sip_packets++;
 	verdict = etsf_policy_verdict(ctl, pol, valid, &p, &r, r.reason, &reason);
+	if (r.reason == ETSF_R_OK && verdict != ETSF_V_DROP)
+		etsf_tm_observe(ETSF_HOOK_XDP, ctx->ingress_ifindex, &r);
 
 out:
 	if (verdict == ETSF_V_DROP && ifs)

@@ -239,6 +239,7 @@ def _lib_init():
             "bpf_program__set_log_buf": (_I, [_P, _P, ctypes.c_size_t]),
             "bpf_program__set_log_level": (_I, [_P, _U32]),
             "bpf_obj_get": (_I, [ctypes.c_char_p]),
+            "bpf_obj_get_opts": (_I, [ctypes.c_char_p, _P]),
             "bpf_obj_pin": (_I, [_I, ctypes.c_char_p]),
             "bpf_obj_get_info_by_fd": (_I, [_I, _P, ctypes.POINTER(_U32)]),
             "bpf_prog_get_fd_by_id": (_I, [_U32]),
@@ -338,6 +339,28 @@ def ensure_bpffs(path: str = "/sys/fs/bpf") -> None:
         raise BpfError(f"mount bpffs on {path}: {os.strerror(e)}", errno=e)
 
 
+BPF_F_RDONLY = 1 << 3
+
+
+class _ObjGetOpts(ctypes.Structure):
+    _fields_ = [("sz", ctypes.c_size_t), ("file_flags", ctypes.c_uint32),
+                ("_pad", ctypes.c_uint32)]
+
+
+def obj_get(path, read_only: bool = False) -> int:
+    """BPF_OBJ_GET of a pin; read_only opens a map with BPF_F_RDONLY (programs
+    always need O_RDWR, i.e. read+write permission on their pin)."""
+    path = os.fspath(path)
+    if not read_only:
+        return _obj_get(path)
+    lib = _lib_init()
+    opts = _ObjGetOpts(sz=ctypes.sizeof(_ObjGetOpts), file_flags=BPF_F_RDONLY)
+    fd = lib.bpf_obj_get_opts(os.fsencode(path), ctypes.byref(opts))
+    if fd < 0:
+        raise _fail(f"open pinned {path} (read-only)", fd)
+    return fd
+
+
 def _obj_get(path: str) -> int:
     fd = _lib_init().bpf_obj_get(os.fsencode(path))
     if fd < 0:
@@ -394,11 +417,14 @@ class Map:
         self.ncpus = num_possible_cpus() if self.percpu else 1
         self._stride = (self.value_size + 7) & ~7 if self.percpu else self.value_size
         self._vbuf_size = self._stride * self.ncpus
+        self.last_batch_calls = 0      # BPF_MAP_LOOKUP_BATCH calls of the last items()
 
     @classmethod
-    def open_pinned(cls, path) -> "Map":
+    def open_pinned(cls, path, read_only: bool = False) -> "Map":
+        """read_only: BPF_OBJ_GET with BPF_F_RDONLY (needs only read permission on
+        the pin; lookups work, updates fail with EPERM)."""
         path = os.fspath(path)
-        return cls(_obj_get(path), path)
+        return cls(obj_get(path, read_only=read_only), path)
 
     @classmethod
     def from_id(cls, map_id: int) -> "Map":
@@ -496,6 +522,16 @@ class Map:
                 res.append((k, v))
         return res
 
+    def items_percpu(self) -> list[tuple[bytes, list[bytes]]]:
+        """items() with per-CPU values split (one value per CPU; non-per-CPU maps: one).
+        Arrays and hash maps use BPF_MAP_LOOKUP_BATCH: ceil(entries / 4096) + 1
+        syscalls, not one per entry."""
+        out = []
+        stride, vs = self._stride, self.value_size
+        for k, raw in self.items():
+            out.append((k, [raw[i * stride: i * stride + vs] for i in range(self.ncpus)]))
+        return out
+
     def _items_batch(self) -> list[tuple[bytes, bytes]]:
         lib = _lib_init()
         chunk = max(1, min(self.max_entries, 4096))
@@ -508,7 +544,9 @@ class Map:
         out_b = ctypes.create_string_buffer(tok_size)
         first = True
         res = []
+        self.last_batch_calls = 0
         while True:
+            self.last_batch_calls += 1
             count = _U32(chunk)
             ret = lib.bpf_map_lookup_batch(self.fd, None if first else in_b, out_b, keys, vals,
                                            ctypes.byref(count), ctypes.byref(opts))
@@ -531,9 +569,9 @@ class Map:
         self.fd = -1
 
 
-def open_map(name: str, pin_root=None) -> Map:
+def open_map(name: str, pin_root=None, read_only: bool = False) -> Map:
     root = pin_root or PIN_ROOT
-    return Map.open_pinned(os.path.join(root, "maps", name))
+    return Map.open_pinned(os.path.join(root, "maps", name), read_only=read_only)
 
 
 # ---------------------------------------------------------------- programs
@@ -632,6 +670,38 @@ def load_object(obj_path, pin_root=None) -> dict[str, Program]:
         finally:
             lib.bpf_object__close(obj)   # programs stay alive through our dup'ed fds
     return progs
+
+
+def prog_info_pinned(path) -> dict:
+    """Info of a pinned program, opened with BPF_OBJ_GET (file permission on the
+    pin; no CAP_SYS_ADMIN as BPF_PROG_GET_FD_BY_ID would need).  run_cnt /
+    run_time_ns count only while kernel.bpf_stats_enabled = 1."""
+    fd = _obj_get(os.fspath(path))
+    try:
+        info = _prog_info_fd(fd)
+    finally:
+        os.close(fd)
+    return {
+        "id": info.id,
+        "name": info.name.decode(),
+        "tag": _hex(info.tag),
+        "type": PROG_TYPE_NAMES.get(info.type, str(info.type)),
+        "run_cnt": info.run_cnt,
+        "run_time_ns": info.run_time_ns,
+        "recursion_misses": info.recursion_misses,
+        "loaded_at": info.load_time,
+        "verified_insns": info.verified_insns,
+        "jited": bool(info.jited_prog_len),
+    }
+
+
+def bpf_stats_enabled() -> bool | None:
+    """kernel.bpf_stats_enabled (None when unreadable)."""
+    try:
+        with open("/proc/sys/kernel/bpf_stats_enabled", encoding="ascii") as f:
+            return f.read().strip() == "1"
+    except OSError:
+        return None
 
 
 def prog_info(prog_id: int) -> dict:

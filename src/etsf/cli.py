@@ -316,6 +316,13 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("restore", parents=[common], help="boot-time restore of programs and policy")
     s.add_argument("--config", default="/etc/etsf/datapath.yml", metavar="FILE")
     s.set_defaults(func=cmd_restore)
+
+    from .exporter import add_cli as _telemetry_cli   # exporter, top, telemetry (issue 6)
+    _telemetry_cli(sub, common)
+    from .fastpath import add_cli as _fastpath_cli      # etsfctl fastpath ... (issue 5)
+    _fastpath_cli(sub, common, _out)
+    from .failsafe import add_cli as _failsafe_cli      # etsfctl failsafe ... (issue 7)
+    _failsafe_cli(sub, common, _out)
     return p
 
 

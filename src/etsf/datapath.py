@@ -253,15 +253,32 @@ def attach(iface: str, mode: str = "native", build_dir: str | None = None,
             raise DatapathError(f"{iface} has XDP attached in {cur_mode} mode; "
                                 f"detach before switching to {mode}")
 
+    xprogs: dict = {}
+    pins_before: set | None = None
     try:
         bpf.ensure_bpffs()
         os.makedirs(os.path.join(root, "maps"), exist_ok=True)
         os.makedirs(os.path.join(root, "progs"), exist_ok=True)
+        pins_before = set(os.listdir(os.path.join(root, "maps")))
         xprogs = bpf.load_object(xdp_obj, root)
         tprogs = bpf.load_object(tc_obj, root)
     except bpf.BpfError as e:
+        # nothing was attached or re-pinned: the running programs and maps are untouched;
+        # drop only map pins this failed load created (never a pre-existing one)
+        for p in xprogs.values():
+            with contextlib.suppress(Exception):
+                p.close()
+        with contextlib.suppress(OSError):
+            for name in set(os.listdir(os.path.join(root, "maps"))) - (pins_before or set()):
+                if pins_before is None:
+                    break
+                bpf.unpin(os.path.join(root, "maps", name))
         first = str(e).splitlines()[0] if str(e) else repr(e)
-        raise DatapathError(f"loading programs failed: {first}") from None
+        excerpt = _verifier_excerpt(getattr(e, "log", ""))
+        err = DatapathError(f"loading programs failed (running programs unchanged): {first}"
+                            + (f"; verifier: {excerpt}" if excerpt else ""))
+        err.log = getattr(e, "log", "")  # type: ignore[attr-defined]
+        raise err from None
     if XDP_PROG not in xprogs or TC_PROG not in tprogs:
         raise DatapathError(f"objects do not contain {XDP_PROG}/{TC_PROG}")
     xprog, tprog = xprogs[XDP_PROG], tprogs[TC_PROG]
@@ -298,6 +315,14 @@ def attach(iface: str, mode: str = "native", build_dir: str | None = None,
     st["pin_root"] = root
     save_state(st)
     return {"changed": True, **info}
+
+
+def _verifier_excerpt(log: str, lines: int = 3) -> str:
+    """The verifier's last meaningful lines (the rejection reason), joined on one line."""
+    keep = [ln.strip() for ln in (log or "").splitlines()
+            if ln.strip() and not ln.lstrip().startswith(";") and "BEGIN PROG LOAD LOG" not in ln
+            and "END PROG LOAD LOG" not in ln]
+    return " | ".join(keep[-lines:])[:400]
 
 
 def _object_stamp(obj_path: str) -> str | None:
@@ -444,21 +469,18 @@ def stats() -> dict[str, Any]:
     m = _open_map(MAP_STATS)
     rows = []
     try:
-        n = m.max_entries
-        for h in range(hooks):
-            for me in range(methods):
-                for v in range(verdicts):
-                    for r in range(reasons):
-                        idx = layout.stats_idx(h, me, v, r)
-                        if idx >= n:
-                            continue
-                        pk, by = _sum_counters(m.lookup_percpu(idx.to_bytes(4, "little")))
-                        if pk or by:
-                            rows.append({"hook": _enum_name(layout.Hook, h),
-                                         "method": _enum_name(layout.Method, me),
-                                         "verdict": _enum_name(layout.Verdict, v),
-                                         "reason": _enum_name(layout.Reason, r),
-                                         "packets": pk, "bytes": by})
+        # one BPF_MAP_LOOKUP_BATCH call per 4096 slots (2 syscalls), not one per slot
+        for key, vals in sorted(m.items_percpu(), key=lambda kv: int.from_bytes(kv[0][:4], "little")):
+            h, me, v, r = layout.stats_unidx(int.from_bytes(key[:4], "little"))
+            if h >= hooks or me >= methods or v >= verdicts or r >= reasons:
+                continue
+            pk, by = _sum_counters(vals)
+            if pk or by:
+                rows.append({"hook": _enum_name(layout.Hook, h),
+                             "method": _enum_name(layout.Method, me),
+                             "verdict": _enum_name(layout.Verdict, v),
+                             "reason": _enum_name(layout.Reason, r),
+                             "packets": pk, "bytes": by})
     finally:
         m.close()
     ifrows = {}

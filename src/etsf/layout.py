@@ -267,6 +267,93 @@ class SipInfo(_S):
 # ACL LPM value: enum etsf_acl_action stored as __u32
 AclValue = ctypes.c_uint32
 
+# ---- telemetry (bpf/telemetry.h) -------------------------------------------
+TM_TXN_MAX = 32768
+TM_BUCKETS = 32
+TM_CODE_MIN = 100
+TM_CODES = 600
+TM_CODE_METHODS = 2
+
+
+class TmStage(IntEnum):
+    TRYING = 0
+    RINGING = 1
+    FINAL_2XX = 2
+    FINAL_3XX = 3
+    FINAL_4XX = 4
+    FINAL_5XX = 5
+    FINAL_6XX = 6
+
+
+TM_STAGES = 7
+
+
+class TmDir(IntEnum):
+    TOWARD = 0
+    FROM = 1
+    OFF = 2
+
+
+class TmEvent(IntEnum):
+    TXN_START = 0
+    REQ_RETRANS = 1
+    RESP_MATCHED = 2
+    RESP_RETRANS = 3
+    RESP_NOMATCH = 4
+    TXN_FULL = 5
+
+
+TM_EVENTS = 6
+
+
+class TmIfCfg(_S):
+    _fields_ = [
+        ("dir", ctypes.c_uint32),
+        ("_pad", ctypes.c_uint32),
+    ]
+
+
+class TmTxnKey(_S):
+    _fields_ = [
+        ("callid_hash", ctypes.c_uint64),
+        ("cseq", ctypes.c_uint32),
+        ("ifindex", ctypes.c_uint32),
+        ("method", ctypes.c_uint8),
+        ("_pad", ctypes.c_uint8 * 7),
+    ]
+
+
+class TmTxn(_S):
+    _fields_ = [
+        ("start_ns", ctypes.c_uint64),
+        ("seen", ctypes.c_uint32),
+        ("_pad", ctypes.c_uint32),
+    ]
+
+
+class TmHist(_S):
+    _fields_ = [
+        ("count", ctypes.c_uint64),
+        ("sum_ns", ctypes.c_uint64),
+        ("slot", ctypes.c_uint64 * TM_BUCKETS),
+    ]
+
+
+def tm_hist_idx(method: int, stage: int) -> int:
+    """Index into etsf_tm_hist: method * ETSF_TM_STAGES + stage."""
+    return int(method) * TM_STAGES + int(stage)
+
+
+def tm_code_idx(method: int, code: int) -> int | None:
+    """Index into etsf_tm_codes (INVITE / REGISTER, codes 100..699), else None."""
+    if not TM_CODE_MIN <= int(code) < TM_CODE_MIN + TM_CODES:
+        return None
+    if method == Method.INVITE:
+        return int(code) - TM_CODE_MIN
+    if method == Method.REGISTER:
+        return TM_CODES + int(code) - TM_CODE_MIN
+    return None
+
 # C struct name -> mirror, C enum name -> IntEnum (used by test_layout)
 STRUCTS = {
     "etsf_ctl": Ctl,
@@ -279,6 +366,10 @@ STRUCTS = {
     "etsf_counter": Counter,
     "etsf_ifstat": IfStat,
     "etsf_sip_info": SipInfo,
+    "etsf_tm_ifcfg": TmIfCfg,
+    "etsf_tm_txn_key": TmTxnKey,
+    "etsf_tm_txn": TmTxn,
+    "etsf_tm_hist": TmHist,
 }
 
 ENUMS = {
@@ -289,4 +380,162 @@ ENUMS = {
     "etsf_rl_class": (RlClass, "ETSF_RL_"),
     "etsf_prio": (Prio, "ETSF_PRIO_"),
     "etsf_acl_action": (AclAction, "ETSF_ACL_"),
+    "etsf_tm_stage": (TmStage, "ETSF_TM_"),
+    "etsf_tm_dir": (TmDir, "ETSF_TM_"),
+    "etsf_tm_event": (TmEvent, "ETSF_TM_EV_"),
+}
+
+# ---- fast path (bpf/fastpath.h, program tc_fastpath) ------------------------
+# Checked against the BTF of tc_fastpath.bpf.o by tests/bpf/test_fastpath_layout.py
+FP_SVC_MAX = 16
+FP_BACKENDS_MAX = 256
+FP_RING = 4093
+FP_AFF_MAX = 65536
+FP_FLOW_MAX = 65536
+FP_RETRIES = 8
+FP_NONE = 0xFFFF
+FP_STATS_SLOTS = 16
+FP_B_PEER = 0x1
+FP_B_L2 = 0x2
+FP_S_CALLID = 0x1
+FP_NAME_LEN = 32
+
+
+def fp_b_slot(slot: int) -> int:
+    """ETSF_FP_B_SLOT(slot): backend member of the service set in that policy slot."""
+    return 0x10 << (int(slot) & 1)
+
+
+class FpReason(IntEnum):
+    FWD = 0
+    RET = 1
+    NOT_SERVICE = 2
+    BYPASS = 3
+    DEADMAN = 4
+    NOT_L4 = 5
+    FRAGMENT = 6
+    NOT_SIP = 7
+    NO_BACKEND = 8
+    FIB_FAIL = 9
+    INTERNAL = 10
+    TCP_NO_FLOW = 11
+
+
+FP_REASONS = 12
+
+
+class FpSvcKey(_S):
+    _fields_ = [
+        ("slot", ctypes.c_uint8),
+        ("family", ctypes.c_uint8),
+        ("proto", ctypes.c_uint8),
+        ("_pad", ctypes.c_uint8),
+        ("port", ctypes.c_uint16),
+        ("_pad1", ctypes.c_uint16),
+        ("addr", ctypes.c_uint8 * 16),
+    ]
+
+
+class FpSvc(_S):
+    _fields_ = [
+        ("ring", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),
+        ("n_backends", ctypes.c_uint32),
+        ("_pad", ctypes.c_uint32),
+        ("name", ctypes.c_char * FP_NAME_LEN),
+    ]
+
+
+class FpRing(_S):
+    _fields_ = [
+        ("backend", ctypes.c_uint16 * FP_RING),
+        ("_pad", ctypes.c_uint16 * 3),
+    ]
+
+
+class FpBackend(_S):
+    _fields_ = [
+        ("addr", ctypes.c_uint8 * 16),
+        ("port", ctypes.c_uint16),
+        ("family", ctypes.c_uint8),
+        ("flags", ctypes.c_uint8),
+        ("ifindex", ctypes.c_uint32),
+        ("mac", ctypes.c_uint8 * 6),
+        ("smac", ctypes.c_uint8 * 6),
+        ("up", ctypes.c_uint32),
+        ("weight", ctypes.c_uint16 * POLICY_SLOTS),
+        ("svc", ctypes.c_uint8 * POLICY_SLOTS),
+        ("_pad", ctypes.c_uint8 * 2),
+    ]
+
+
+class FpBstat(_S):
+    _fields_ = [
+        ("packets", ctypes.c_uint64),
+        ("bytes", ctypes.c_uint64),
+        ("dialogs", ctypes.c_uint64),
+        ("ret_packets", ctypes.c_uint64),
+        ("ret_bytes", ctypes.c_uint64),
+    ]
+
+
+class FpAffKey(_S):
+    _fields_ = [
+        ("callid_hash", ctypes.c_uint64),
+        ("vip", ctypes.c_uint8 * 16),
+        ("vport", ctypes.c_uint16),
+        ("family", ctypes.c_uint8),
+        ("proto", ctypes.c_uint8),
+        ("_pad", ctypes.c_uint32),
+    ]
+
+
+class FpAff(_S):
+    _fields_ = [
+        ("backend", ctypes.c_uint32),
+        ("_pad", ctypes.c_uint32),
+        ("generation", ctypes.c_uint64),
+    ]
+
+
+class FpFlowKey(_S):
+    _fields_ = [
+        ("a", ctypes.c_uint8 * 16),
+        ("b", ctypes.c_uint8 * 16),
+        ("aport", ctypes.c_uint16),
+        ("bport", ctypes.c_uint16),
+        ("family", ctypes.c_uint8),
+        ("proto", ctypes.c_uint8),
+        ("dir", ctypes.c_uint8),
+        ("_pad", ctypes.c_uint8),
+    ]
+
+
+class FpFlow(_S):
+    _fields_ = [
+        ("vip", ctypes.c_uint8 * 16),
+        ("vport", ctypes.c_uint16),
+        ("_pad", ctypes.c_uint16),
+        ("backend", ctypes.c_uint32),
+        ("ifindex", ctypes.c_uint32),
+        ("cmac", ctypes.c_uint8 * 6),
+        ("lmac", ctypes.c_uint8 * 6),
+        ("generation", ctypes.c_uint64),
+    ]
+
+
+FP_STRUCTS = {
+    "etsf_fp_svc_key": FpSvcKey,
+    "etsf_fp_svc": FpSvc,
+    "etsf_fp_ring": FpRing,
+    "etsf_fp_backend": FpBackend,
+    "etsf_fp_bstat": FpBstat,
+    "etsf_fp_aff_key": FpAffKey,
+    "etsf_fp_aff": FpAff,
+    "etsf_fp_flow_key": FpFlowKey,
+    "etsf_fp_flow": FpFlow,
+}
+
+FP_ENUMS = {
+    "etsf_fp_reason": (FpReason, "ETSF_FP_"),
 }

@@ -99,7 +99,7 @@ for _c in range(1, 5):
 DSCP_DEFAULT = "CS3"  # RFC 4594 "Signaling" service class
 
 TOP_KEYS = ("version", "sip_ports", "tls_ports", "trust", "deny", "rate_limits",
-            "aggregation", "priorities", "overload", "marking", "deadman")
+            "aggregation", "priorities", "overload", "marking", "deadman", "services")
 ROOT = "policy"
 
 
@@ -135,6 +135,7 @@ class Policy:
     dscp: int = DSCP_NAMES[DSCP_DEFAULT]
     skb_priority: int = 0
     deadman_timeout_ms: int = 0
+    services: list[dict[str, Any]] = field(default_factory=list)   # fast path (issue 5)
 
     def to_dict(self) -> dict[str, Any]:
         """Canonical, fully defaulted form (used by show/diff/JSON)."""
@@ -151,6 +152,7 @@ class Policy:
             "marking": {"enabled": self.marking_enabled, "dscp": self.dscp,
                         "skb_priority": self.skb_priority},
             "deadman": {"timeout_ms": self.deadman_timeout_ms},
+            **({"services": _sort_services(self.services)} if self.services else {}),
         }
 
 
@@ -318,6 +320,102 @@ def _dscp(v, path):
     return _int(v, path, 0, 63, what="a DSCP name (CS0..CS7, EF, AFxy) or an integer in 0..63")
 
 
+# ---- fast-path services (issue 5); compiled to maps by etsf.fastpath ----------
+FP_SVC_MAX = int(getattr(layout, "FP_SVC_MAX", 16))
+FP_BACKENDS_PER_POLICY = int(getattr(layout, "FP_BACKENDS_MAX", 256)) // POLICY_SLOTS
+SERVICE_KEYS = ("name", "vip", "port", "protocol", "backends", "affinity")
+BACKEND_KEYS = ("address", "port", "weight")
+FP_PROTOCOLS = ("udp", "tcp")
+FP_AFFINITIES = ("call-id",)
+FP_WEIGHT_MAX = 1000
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,30}$")
+
+
+def _ip(v, path):
+    if not isinstance(v, str):
+        raise PolicyError(path, f"must be an IPv4/IPv6 address string (got {_fmt(v)})")
+    try:
+        return ipaddress.ip_address(v.strip())
+    except ValueError:
+        raise PolicyError(path, f"not a valid IPv4/IPv6 address (got {_fmt(v)})") from None
+
+
+def _sort_services(svcs):
+    out = []
+    for sv in sorted(svcs, key=lambda x: x["name"]):
+        sv = dict(sv)
+        sv["backends"] = sorted((dict(b) for b in sv["backends"]),
+                                key=lambda b: (ipaddress.ip_address(b["address"]).version,
+                                               int(ipaddress.ip_address(b["address"])), b["port"]))
+        out.append(sv)
+    return out
+
+
+def _services(v, path):
+    """policy.services: [{name, vip, port, protocol, backends: [{address, port, weight}], affinity}]"""
+    lst = _list(v, path)
+    if len(lst) > FP_SVC_MAX:
+        raise PolicyError(path, f"at most {FP_SVC_MAX} services are supported (got {len(lst)})")
+    out, names, vips, owners = [], {}, {}, {}
+    total = 0
+    for i, sv in enumerate(lst):
+        sp = f"{path}[{i}]"
+        sd = _mapping(sv, sp, SERVICE_KEYS)
+        for req in ("name", "vip", "port", "backends"):
+            if req not in sd:
+                raise PolicyError(f"{sp}.{req}", "required")
+        name = sd["name"]
+        if not isinstance(name, str) or not _NAME_RE.match(name):
+            raise PolicyError(f"{sp}.name", "must be 1..31 characters [A-Za-z0-9_.-], starting "
+                                            f"with a letter or digit (got {_fmt(name)})")
+        if name in names:
+            raise PolicyError(f"{sp}.name", f"duplicate of {path}[{names[name]}].name ({name!r})")
+        names[name] = i
+        vip = _ip(sd["vip"], f"{sp}.vip")
+        if vip.is_multicast or vip.is_unspecified or vip.is_loopback:
+            raise PolicyError(f"{sp}.vip", f"must be a unicast address (got {_fmt(sd['vip'])})")
+        port = _int(sd["port"], f"{sp}.port", 1, 65535)
+        proto = sd.get("protocol", "udp")
+        if proto not in FP_PROTOCOLS:
+            raise PolicyError(f"{sp}.protocol", f"must be one of {'|'.join(FP_PROTOCOLS)} (got {_fmt(proto)})")
+        aff = sd.get("affinity", "call-id")
+        if aff not in FP_AFFINITIES:
+            raise PolicyError(f"{sp}.affinity", f"must be one of {'|'.join(FP_AFFINITIES)} (got {_fmt(aff)})")
+        vk = (str(vip), port, proto)
+        if vk in vips:
+            raise PolicyError(f"{sp}.vip", f"{vip} port {port}/{proto} is also the VIP of {path}[{vips[vk]}]")
+        vips[vk] = i
+        bl = _list(sd["backends"], f"{sp}.backends")
+        if not bl:
+            raise PolicyError(f"{sp}.backends", "must list at least 1 backend")
+        backends = []
+        for j, b in enumerate(bl):
+            bp = f"{sp}.backends[{j}]"
+            bd = _mapping(b, bp, BACKEND_KEYS)
+            if "address" not in bd:
+                raise PolicyError(f"{bp}.address", "required")
+            addr = _ip(bd["address"], f"{bp}.address")
+            if addr.version != vip.version:
+                raise PolicyError(f"{bp}.address", f"must be IPv{vip.version} like the service vip (got {addr})")
+            if addr == vip:
+                raise PolicyError(f"{bp}.address", f"must not be the service vip ({vip})")
+            bport = _int(bd.get("port", port), f"{bp}.port", 1, 65535)
+            weight = _int(bd.get("weight", 1), f"{bp}.weight", 1, FP_WEIGHT_MAX)
+            bk = (str(addr), bport)
+            if bk in owners:
+                raise PolicyError(f"{bp}.address", f"{addr} port {bport} is already a backend of "
+                                                   f"{owners[bk]} (a backend serves one service)")
+            owners[bk] = f"{sp}.backends"
+            backends.append({"address": str(addr), "port": bport, "weight": weight})
+        total += len(backends)
+        if total > FP_BACKENDS_PER_POLICY:
+            raise PolicyError(f"{sp}.backends", f"too many backends in all services "
+                                                f"({total} > {FP_BACKENDS_PER_POLICY})")
+        out.append({"name": name, "vip": str(vip), "port": port, "protocol": proto,
+                    "affinity": aff, "backends": backends})
+    return out
+
+
 def validate(doc: Any) -> Policy:
     """Validate a parsed YAML document; return the normalised Policy."""
     if doc is None:
@@ -411,6 +509,9 @@ def validate(doc: Any) -> Policy:
         dm = _mapping(d["deadman"], f"{ROOT}.deadman", ("timeout_ms",))
         if "timeout_ms" in dm:
             p.deadman_timeout_ms = _int(dm["timeout_ms"], f"{ROOT}.deadman.timeout_ms", 0, 86_400_000)
+
+    if "services" in d:
+        p.services = _services(d["services"], f"{ROOT}.services")
     return p
 
 
@@ -582,6 +683,8 @@ def diff(old: dict | None, new: dict) -> list[dict[str, Any]]:
             changes.append({"path": path, "op": "set", "old": None, "new": nv})
         elif ov != nv:
             changes.append({"path": path, "op": "change", "old": ov, "new": nv})
+    if fo.get("services") and "services" not in fn:      # all fast-path services removed
+        changes.append({"path": "services", "op": "change", "old": fo["services"], "new": []})
     return changes
 
 
@@ -704,6 +807,11 @@ def read_live(pin_root=None, maps=None) -> dict[str, Any] | None:
         acl += [(n, a) for _, n, a in _acl_slot_entries(maps[MAP_ACL_V6], slot)]
         out = decode(raw, acl, ctl)
         if out is not None:
+            from . import fastpath as _fp
+            svcs = _fp.decode_slot(slot, maps)
+            if svcs:
+                out["services"] = _sort_services(svcs)
+        if out is not None:
             out["active_slot"] = slot
         return out
     finally:
@@ -755,6 +863,8 @@ def apply(p: Policy, *, pin_root=None, check=False, source_text=None, force=Fals
         target = (active + 1) % POLICY_SLOTS
         gen = ctl.generation + 1
         img = compile_policy(p, target, gen)
+        from . import fastpath as _fp      # services: compiled before any map is written
+        fp_plan = _fp.plan_slot(p.services, target, active, maps)
         # 1. inactive slot: stale ACL entries out, new ones in, then its policy struct
         for mname, entries in ((MAP_ACL_V4, img.acl_v4), (MAP_ACL_V6, img.acl_v6)):
             m = maps[mname]
@@ -762,6 +872,7 @@ def apply(p: Policy, *, pin_root=None, check=False, source_text=None, force=Fals
                 m.delete(k)
             for k, v in entries.items():
                 m.update(k, v)
+        _fp.write_slot(fp_plan, maps)
         maps[MAP_POLICY].update(_u32(target), img.policy)
         # 2. one update flips the live slot
         ctl = _read_ctl(maps)
@@ -774,7 +885,8 @@ def apply(p: Policy, *, pin_root=None, check=False, source_text=None, force=Fals
             from . import bpf
             ctl.heartbeat_ns = bpf.monotonic_ns()
         maps[MAP_CTL].update(_u32(0), bytes(ctl))
-        # 3. the old slot's ACL entries are garbage now
+        # 3. the old slot's ACL entries (and fast-path services) are garbage now
+        _fp.release_slot(active, maps, fp_plan)
         for mname in (MAP_ACL_V4, MAP_ACL_V6):
             m = maps[mname]
             for k, _, _ in _acl_slot_entries(m, active):

@@ -1,0 +1,254 @@
+/* SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause */
+/*
+ * fastpath.h - eTSF fast path: SIP to a service VIP:port is steered inside
+ * the kernel straight to the local proxy backend that owns the dialog
+ * (Maglev table keyed by the Call-ID hash), bypassing bridge, netfilter
+ * (DNAT, conntrack) and userspace; replies get the VIP back as source and go
+ * straight to the client side.  Layouts: bpf/etsf.h ("fast path" section).
+ * Maps pinned by name next to the classifier's maps; only tc_fastpath.bpf.c
+ * includes this header.
+ *
+ * Anything the fast path cannot handle is returned to the stack unchanged
+ * (TC_ACT_OK) and counted in etsf_fp_stats by enum etsf_fp_reason.
+ */
+#ifndef ETSF_FASTPATH_H
+#define ETSF_FASTPATH_H
+
+#include "etsf.h"
+#include "etsf_maps.h"
+#include "sip_parse.h"
+#include "etsf_common.h"
+
+#define TC_ACT_OK_       0
+#define AF_INET_         2
+#define AF_INET6_        10
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, ETSF_POLICY_SLOTS * ETSF_FP_SVC_MAX);
+	__type(key, struct etsf_fp_svc_key);
+	__type(value, struct etsf_fp_svc);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} etsf_fp_svc SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, ETSF_POLICY_SLOTS * ETSF_FP_SVC_MAX);
+	__type(key, __u32);
+	__type(value, struct etsf_fp_ring);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} etsf_fp_ring SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, ETSF_FP_BACKENDS_MAX);
+	__type(key, __u32);
+	__type(value, struct etsf_fp_backend);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} etsf_fp_backends SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, ETSF_FP_BACKENDS_MAX);
+	__type(key, __u32);
+	__type(value, struct etsf_fp_bstat);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} etsf_fp_bstats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, ETSF_FP_AFF_MAX);
+	__type(key, struct etsf_fp_aff_key);
+	__type(value, struct etsf_fp_aff);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} etsf_fp_aff SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, ETSF_FP_FLOW_MAX);
+	__type(key, struct etsf_fp_flow_key);
+	__type(value, struct etsf_fp_flow);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} etsf_fp_flow SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, ETSF_FP_STATS_SLOTS);
+	__type(key, __u32);
+	__type(value, struct etsf_counter);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} etsf_fp_stats SEC(".maps");
+
+/* per-CPU scratch for the bigger temporaries (keeps the stack < 512 bytes) */
+struct etsf_fp_scratch {
+	struct bpf_fib_lookup fib;
+	struct etsf_fp_flow fv;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct etsf_fp_scratch);
+} etsf_fp_scratch SEC(".maps");
+
+/* never written: puts enum etsf_fp_reason into the object's BTF (layout check) */
+struct etsf_fp_btf_anchor {
+	enum etsf_fp_reason reason;
+	__u32 _pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct etsf_fp_btf_anchor);
+} etsf_fp_anchor SEC(".maps");
+
+static __always_inline void fp_count(__u32 reason, __u32 bytes)
+{
+	__u32 idx = reason & (ETSF_FP_STATS_SLOTS - 1);
+	struct etsf_counter *c = bpf_map_lookup_elem(&etsf_fp_stats, &idx);
+
+	if (c) {
+		c->packets++;
+		c->bytes += bytes;
+	}
+}
+
+static __always_inline struct etsf_fp_backend *fp_backend(__u32 id)
+{
+	if (id >= ETSF_FP_BACKENDS_MAX)
+		return NULL;
+	return bpf_map_lookup_elem(&etsf_fp_backends, &id);
+}
+
+/*
+ * Maglev pick for a new dialog: bucket hash % RING; when that backend is
+ * down, up to ETSF_FP_RETRIES further buckets chosen by independent re-hashes
+ * (murmur3 finaliser of hash + i * golden ratio: Maglev tables are built
+ * along arithmetic progressions, so stepping through the table would keep
+ * hitting the same backend).  Returns a backend id or ETSF_FP_NONE.
+ */
+static __always_inline __u32 fp_pick(const struct etsf_fp_ring *ring, __u64 h, __u32 slot)
+{
+	int i;
+
+#pragma unroll
+	for (i = 0; i <= ETSF_FP_RETRIES; i++) {
+		__u64 x = h;
+		__u32 j, id;
+		struct etsf_fp_backend *b;
+
+		if (i) {
+			x = h + (__u64)i * 0x9e3779b97f4a7c15ULL;
+			x ^= x >> 33;
+			x *= 0xff51afd7ed558ccdULL;
+			x ^= x >> 33;
+		}
+		j = (__u32)(x % ETSF_FP_RING);
+		asm volatile("" : "+r"(j));
+		if (j >= ETSF_FP_RING)
+			return ETSF_FP_NONE;
+		id = ring->backend[j];
+		if (id == ETSF_FP_NONE)
+			continue;
+		b = fp_backend(id);
+		if (b && b->up && (b->flags & ETSF_FP_B_SLOT(slot)))
+			return id;
+	}
+	return ETSF_FP_NONE;
+}
+
+/* 64-bit mix of a TCP 4-tuple (client side): the connection's "Call-ID" */
+static __always_inline __u64 fp_flow_hash(const __u8 *addr, __u16 port)
+{
+	__u64 h = ETSF_FNV64_OFFSET;
+	int i;
+
+#pragma unroll
+	for (i = 0; i < 16; i++) {
+		h ^= addr[i];
+		h *= ETSF_FNV64_PRIME;
+	}
+	h ^= port;
+	h *= ETSF_FNV64_PRIME;
+	return h;
+}
+
+/* checksum-correct address / port rewrite (which = 0: source, 1: destination) */
+static __always_inline int fp_rewrite(struct __sk_buff *skb, const struct etsf_pkt *p, int which,
+				      const __u8 *old_addr, const __u8 *new_addr, __u16 old_port,
+				      __u16 new_port)
+{
+	__u32 l3 = p->l3off, l4 = p->l4off;
+	__u32 aoff, csum_off, alen = p->family == 4 ? 4 : 16;
+	__u64 mflag = p->l4proto == IPPROTO_UDP_ ? BPF_F_MARK_MANGLED_0 : 0;
+	__be16 op = bpf_htons(old_port), np = bpf_htons(new_port);
+	__s64 diff;
+
+	csum_off = l4 + (p->l4proto == IPPROTO_UDP_ ? 6 : 16);
+	if (p->family == 4) {
+		aoff = l3 + (which ? 16 : 12);
+		diff = bpf_csum_diff((__be32 *)old_addr, 4, (__be32 *)new_addr, 4, 0);
+		if (diff < 0)
+			return -1;
+		if (bpf_l3_csum_replace(skb, l3 + 10, 0, diff, 0))
+			return -1;
+	} else {
+		aoff = l3 + (which ? 24 : 8);
+		diff = bpf_csum_diff((__be32 *)old_addr, 16, (__be32 *)new_addr, 16, 0);
+		if (diff < 0)
+			return -1;
+	}
+	if (bpf_l4_csum_replace(skb, csum_off, 0, diff, BPF_F_PSEUDO_HDR | mflag))
+		return -1;
+	if (p->family == 4) {
+		if (bpf_skb_store_bytes(skb, aoff, new_addr, 4, 0))
+			return -1;
+	} else {
+		if (bpf_skb_store_bytes(skb, aoff, new_addr, 16, 0))
+			return -1;
+	}
+	if (op != np) {
+		if (bpf_l4_csum_replace(skb, csum_off, op, np, sizeof(np) | mflag))
+			return -1;
+		if (bpf_skb_store_bytes(skb, l4 + (which ? 2 : 0), &np, sizeof(np), 0))
+			return -1;
+	}
+	(void)alen;
+	return 0;
+}
+
+static __always_inline int fp_set_macs(struct __sk_buff *skb, const __u8 *dmac, const __u8 *smac)
+{
+	__u8 m[12];
+
+	__builtin_memcpy(m, dmac, 6);
+	__builtin_memcpy(m + 6, smac, 6);
+	return bpf_skb_store_bytes(skb, 0, m, 12, 0) ? -1 : 0;
+}
+
+/* FIB lookup src -> dst as seen from ifindex; fills fib (ifindex, MACs) */
+static __always_inline long fp_fib(struct __sk_buff *skb, struct bpf_fib_lookup *fib,
+				   const struct etsf_pkt *p, const __u8 *src, const __u8 *dst,
+				   __u32 ifindex)
+{
+	__builtin_memset(fib, 0, sizeof(*fib));
+	fib->ifindex = ifindex;
+	fib->l4_protocol = p->l4proto;
+	if (p->family == 4) {
+		fib->family = AF_INET_;
+		__builtin_memcpy(&fib->ipv4_src, src, 4);
+		__builtin_memcpy(&fib->ipv4_dst, dst, 4);
+		fib->tot_len = (__u16)(skb->len - p->l3off);
+	} else {
+		fib->family = AF_INET6_;
+		__builtin_memcpy(fib->ipv6_src, src, 16);
+		__builtin_memcpy(fib->ipv6_dst, dst, 16);
+		fib->tot_len = (__u16)(skb->len - p->l3off);
+	}
+	return bpf_fib_lookup(skb, fib, sizeof(*fib), 0);
+}
+
+#endif /* ETSF_FASTPATH_H */

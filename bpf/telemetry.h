@@ -1,0 +1,245 @@
+/* SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause */
+/*
+ * telemetry.h - in-kernel SIP transaction latency (the paper's "Performance
+ * Telemetry Module").  Included by xdp_sip.bpf.c and tc_sip.bpf.c, which call
+ * etsf_tm_observe() once per classified SIP message (parse reason OK, not
+ * dropped).  Layouts are in etsf.h (struct etsf_tm_*, enum etsf_tm_*).
+ *
+ * Per interface (map etsf_tm_ifcfg, key ifindex, key 0 = default for every
+ * interface without an entry; no entry at all = TOWARD):
+ *   TOWARD: requests are seen entering (XDP ingress), responses leaving
+ *           (TC egress): latency as the host's SIP element answers it.
+ *   FROM:   requests leaving (TC egress), responses entering (XDP ingress):
+ *           latency of the next hop, as seen by the host.
+ *   OFF:    nothing.
+ *
+ * A request (not ACK) inserts (Call-ID hash, CSeq, ifindex, method) ->
+ * start time with BPF_NOEXIST: a retransmitted request keeps the first
+ * timestamp.  A response looks up (Call-ID hash, CSeq, ifindex, CSeq method);
+ * per transaction each stage is recorded once (first 100, first 180/183,
+ * first final), and each code is counted once (retransmitted responses are
+ * neither timed nor counted again).  Entries are never deleted on the final
+ * response, so a retransmitted final or a late retransmitted request is still
+ * recognised; the LRU bounds the map.  Responses without a tracked request are
+ * counted (by code) and as RESP_NOMATCH, never timed.
+ */
+#ifndef ETSF_TELEMETRY_H
+#define ETSF_TELEMETRY_H
+
+#include "etsf.h"
+#include "sip_parse.h"
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, ETSF_IF_MAX + 1);
+	__type(key, __u32);
+	__type(value, struct etsf_tm_ifcfg);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} etsf_tm_ifcfg SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, ETSF_TM_TXN_MAX);
+	__type(key, struct etsf_tm_txn_key);
+	__type(value, struct etsf_tm_txn);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} etsf_tm_txn SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, ETSF_METHODS * ETSF_TM_STAGES);
+	__type(key, __u32);
+	__type(value, struct etsf_tm_hist);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} etsf_tm_hist SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, ETSF_TM_CODE_METHODS * ETSF_TM_CODES);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} etsf_tm_codes SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, ETSF_TM_EVENTS);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} etsf_tm_events SEC(".maps");
+
+/* never written: puts the telemetry enums into the objects' BTF (layout test) */
+struct etsf_tm_btf_anchor {
+	enum etsf_tm_stage stage;
+	enum etsf_tm_dir   dir;
+	enum etsf_tm_event event;
+	__u32              _pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct etsf_tm_btf_anchor);
+} etsf_tm_anchor SEC(".maps");
+
+/* dedupe bits in struct etsf_tm_txn.seen */
+#define ETSF_TM_SEEN_100     (1u << 0)   /* 100 counted + TRYING recorded      */
+#define ETSF_TM_SEEN_RINGING (1u << 1)   /* RINGING recorded                   */
+#define ETSF_TM_SEEN_FINAL   (1u << 7)   /* first final counted + recorded     */
+#define ETSF_TM_SEEN_18X     8           /* bits 8..17: 180..189 counted       */
+#define ETSF_TM_SEEN_1XX     (1u << 18)  /* any other 1xx counted              */
+
+static __always_inline void etsf_tm_event(__u32 ev)
+{
+	__u64 *v = bpf_map_lookup_elem(&etsf_tm_events, &ev);
+
+	if (v)
+		*v += 1;
+}
+
+/* bit length of the latency in microseconds: slot b holds [2^(b-1), 2^b) us */
+static __always_inline __u32 etsf_tm_slot(__u64 ns)
+{
+	__u64 us = ns / 1000;
+	__u32 b = 0;
+
+	if (us >> 32) { us >>= 32; b += 32; }
+	if (us >> 16) { us >>= 16; b += 16; }
+	if (us >> 8)  { us >>= 8;  b += 8; }
+	if (us >> 4)  { us >>= 4;  b += 4; }
+	if (us >> 2)  { us >>= 2;  b += 2; }
+	if (us >> 1)  { us >>= 1;  b += 1; }
+	b += (__u32)us;         /* us is 0 or 1 here */
+	return b > ETSF_TM_BUCKETS - 1 ? ETSF_TM_BUCKETS - 1 : b;
+}
+
+static __always_inline void etsf_tm_count_code(__u32 method, __u32 code)
+{
+	__u32 idx;
+	__u64 *v;
+
+	if (code < ETSF_TM_CODE_MIN || code >= ETSF_TM_CODE_MIN + ETSF_TM_CODES)
+		return;
+	if (method == ETSF_M_INVITE)
+		idx = code - ETSF_TM_CODE_MIN;
+	else if (method == ETSF_M_REGISTER)
+		idx = ETSF_TM_CODES + code - ETSF_TM_CODE_MIN;
+	else
+		return;
+	v = bpf_map_lookup_elem(&etsf_tm_codes, &idx);
+	if (v)
+		*v += 1;
+}
+
+static __always_inline void etsf_tm_record(__u32 method, __u32 stage, __u64 ns)
+{
+	__u32 idx = method * ETSF_TM_STAGES + stage, b = etsf_tm_slot(ns);
+	struct etsf_tm_hist *h;
+
+	h = bpf_map_lookup_elem(&etsf_tm_hist, &idx);
+	if (!h)
+		return;
+	asm volatile("" : "+r"(b));     /* keep the mask: the verifier needs it */
+	b &= ETSF_TM_BUCKETS - 1;
+	h->count += 1;
+	h->sum_ns += ns;
+	h->slot[b] += 1;
+}
+
+/*
+ * hook: ETSF_HOOK_XDP or ETSF_HOOK_TC_EGRESS; r: a classified SIP message.
+ * A global (non-inlined) function: the verifier checks it once, on its own,
+ * instead of once per path of the caller (keeps xdp_sip's budget).
+ */
+__attribute__((noinline)) int etsf_tm_observe(__u32 hook, __u32 ifindex,
+					       const struct sip_result *r)
+{
+	struct etsf_tm_txn_key k = {};
+	struct etsf_tm_ifcfg *cfg;
+	struct etsf_tm_txn *t;
+	__u32 key = ifindex, dir = ETSF_TM_TOWARD, req_hook, is_req;
+	__u32 code, stage, sbit, cbit, seen;
+	__u64 now;
+
+	if (!r || !r->has_callid || r->method == ETSF_M_UNKNOWN || r->method >= ETSF_METHODS)
+		return 0;
+	cfg = bpf_map_lookup_elem(&etsf_tm_ifcfg, &key);
+	if (!cfg) {
+		key = 0;
+		cfg = bpf_map_lookup_elem(&etsf_tm_ifcfg, &key);
+	}
+	if (cfg)
+		dir = cfg->dir;
+	if (dir >= ETSF_TM_OFF)
+		return 0;
+	req_hook = dir == ETSF_TM_TOWARD ? ETSF_HOOK_XDP : ETSF_HOOK_TC_EGRESS;
+	is_req = r->method != ETSF_M_RESPONSE;
+	if (is_req != (hook == req_hook))
+		return 0;
+
+	k.callid_hash = r->callid_hash;
+	k.cseq = r->cseq;
+	k.ifindex = ifindex;
+	now = bpf_ktime_get_ns();
+
+	if (is_req) {
+		struct etsf_tm_txn nt = {};
+
+		if (r->method == ETSF_M_ACK)     /* no response to wait for */
+			return 0;
+		k.method = r->method;
+		nt.start_ns = now;
+		if (bpf_map_update_elem(&etsf_tm_txn, &k, &nt, BPF_NOEXIST) == 0)
+			etsf_tm_event(ETSF_TM_EV_TXN_START);
+		else if (bpf_map_lookup_elem(&etsf_tm_txn, &k))
+			etsf_tm_event(ETSF_TM_EV_REQ_RETRANS);
+		else
+			etsf_tm_event(ETSF_TM_EV_TXN_FULL);
+		return 0;
+	}
+
+	code = r->status;
+	k.method = r->cseq_method;
+	stage = ETSF_TM_STAGES;          /* none */
+	sbit = 0;
+	if (code == 100) {
+		stage = ETSF_TM_TRYING;
+		sbit = cbit = ETSF_TM_SEEN_100;
+	} else if (code >= 180 && code <= 189) {
+		cbit = 1u << (ETSF_TM_SEEN_18X + (code - 180));
+		if (code == 180 || code == 183) {
+			stage = ETSF_TM_RINGING;
+			sbit = ETSF_TM_SEEN_RINGING;
+		}
+	} else if (code < 200) {
+		cbit = ETSF_TM_SEEN_1XX;
+	} else {
+		stage = ETSF_TM_FINAL_2XX + (code / 100 - 2);
+		if (stage > ETSF_TM_FINAL_6XX)
+			stage = ETSF_TM_FINAL_6XX;
+		sbit = cbit = ETSF_TM_SEEN_FINAL;
+	}
+
+	t = bpf_map_lookup_elem(&etsf_tm_txn, &k);
+	if (!t) {
+		etsf_tm_event(ETSF_TM_EV_RESP_NOMATCH);
+		etsf_tm_count_code(k.method, code);
+		return 0;
+	}
+	seen = t->seen;
+	if (seen & cbit) {
+		etsf_tm_event(ETSF_TM_EV_RESP_RETRANS);
+		return 0;
+	}
+	t->seen = seen | cbit | sbit;
+	etsf_tm_count_code(k.method, code);
+	if (stage < ETSF_TM_STAGES && !(seen & sbit)) {
+		etsf_tm_record(k.method, stage, now - t->start_ns);
+		etsf_tm_event(ETSF_TM_EV_RESP_MATCHED);
+	}
+	return 0;
+}
+
+#endif /* ETSF_TELEMETRY_H */

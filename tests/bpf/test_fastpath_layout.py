@@ -1,0 +1,46 @@
+"""etsf.layout fast-path mirrors (FP_STRUCTS / FP_ENUMS) == BTF of tc_fastpath.bpf.o."""
+import ctypes
+
+import pytest
+
+from etsf import layout as L
+
+from .test_layout import _btf, _find, _resolve_size
+
+
+@pytest.fixture(scope="module")
+def btf(objects):
+    return _btf(objects["tc_fastpath.bpf.o"])
+
+
+@pytest.mark.parametrize("cname", sorted(L.FP_STRUCTS))
+def test_fp_struct_matches_btf(btf, cname):
+    by_id, types = btf
+    st = _find(types, "STRUCT", cname)
+    py = L.FP_STRUCTS[cname]
+    assert st["size"] == ctypes.sizeof(py), cname
+    members = [(m["name"], m["bits_offset"] // 8, _resolve_size(by_id, m["type_id"]))
+               for m in st["members"]]
+    mirror = [(name, getattr(py, name).offset, getattr(py, name).size) for name, *_rest in py._fields_]
+    assert members == mirror
+    end = 0
+    for _name, off, size in members:
+        assert off == end, (cname, off, end)
+        end = off + size
+    assert end == st["size"]
+
+
+def test_fp_reason_enum_matches_btf(btf):
+    types = btf[1]
+    en = _find(types, "ENUM", "etsf_fp_reason")
+    vals = {v["name"][len("ETSF_FP_"):]: v["val"] for v in en["values"]}
+    assert vals.pop("REASONS") == L.FP_REASONS
+    assert vals == {m.name: int(m) for m in L.FpReason}
+    assert L.FP_REASONS <= L.FP_STATS_SLOTS
+
+
+def test_fp_core_structs_match_btf_too(btf):
+    """tc_fastpath shares etsf_ctl / etsf_counter with the classifier."""
+    types = btf[1]
+    for cname in ("etsf_ctl", "etsf_counter"):
+        assert _find(types, "STRUCT", cname)["size"] == ctypes.sizeof(L.STRUCTS[cname])

@@ -1,0 +1,367 @@
+"""Fail-safe fault injection with real SIP traffic (sipp) on the real kernel.
+
+Namespaces ``etsf-fs-c<N>`` (UAC 198.18.2.1) and ``etsf-fs-s<N>`` (UAS 198.18.2.2), one
+veth pair, eTSF attached (native XDP + TC egress) on the UAS side, a private
+ETSF_PIN_ROOT / ETSF_STATE_DIR per test.  The watchdog runs as a user would run it
+(``etsfctl failsafe --config F --iterations N``) inside the UAS netns.  Every load is
+bounded (sipp -m/-r/-timeout, watchdog --iterations); every timing assertion is a
+generous bound derived from the configured window.  Measured times are printed as
+``FAILSAFE {json}`` lines (pytest -s) for the report.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import SRC, UAC_IP, UAS_IP, Lab, etsfctl
+
+SIP_PORT = 5060
+TICK = 0.1
+
+GOOD_POLICY = """\
+version: 1
+sip_ports: [5060]
+rate_limits:
+  register: {rate: 10, burst: 10}
+  invite: {rate: 0}
+  other: {rate: 0}
+overload: {level: 0}
+"""
+
+BAD_XDP_C = r"""
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+/* deliberately unverifiable: reads past data_end without a bounds check */
+SEC("xdp")
+int xdp_sip(struct xdp_md *ctx)
+{
+	unsigned char *data = (unsigned char *)(long)ctx->data;
+	return data[4000] ? XDP_PASS : XDP_DROP;
+}
+char LICENSE[] SEC("license") = "GPL";
+"""
+
+
+class FsLab(Lab):
+    """conftest.Lab with fail-safe names (etsf-fs-*)."""
+
+    def __init__(self, tag: str):
+        super().__init__(tag)
+        self.cli_ns, self.srv_ns = f"etsf-fs-c{tag}", f"etsf-fs-s{tag}"
+        self.cli_if, self.srv_if = f"etsffs{tag}c", f"etsffs{tag}s"
+
+
+@pytest.fixture(scope="module")
+def fslab():
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    if not shutil.which("sipp"):
+        pytest.fail("sipp not installed")
+    lab = FsLab(f"{os.getpid() % 100000}")
+    try:
+        lab.setup()
+        yield lab
+    finally:
+        lab.teardown()
+
+
+def _sipp(*args):
+    return ["sipp", *args, "-nostdin", "-trace_stat", "-fd", "1"]
+
+
+def _stat(path: Path) -> dict[str, int]:
+    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+    head = lines[0].rstrip(";").split(";")
+    row = dict(zip(head, lines[-1].rstrip(";").split(";")))
+    return {k: int(row[k]) for k in ("SuccessfulCall(C)", "FailedCall(C)", "TotalCallCreated")}
+
+
+class Calls:
+    """One UAS + one UAC sipp run (bounded: -m calls, -r rate, -timeout)."""
+
+    def __init__(self, lab, work: Path, calls: int, rate: int, tag: str = "a"):
+        self.lab, self.calls = lab, calls
+        self.uas_dir, self.uac_dir = work / f"uas-{tag}", work / f"uac-{tag}"
+        self.uas_dir.mkdir(parents=True)
+        self.uac_dir.mkdir(parents=True)
+        timeout = f"{int(calls / rate) + 40}s"
+        self.uas = lab.popen(lab.srv_ns, _sipp("-sn", "uas", "-i", UAS_IP, "-p", str(SIP_PORT),
+                                               "-timeout", timeout, "-stf", "uas.csv"),
+                             cwd=self.uas_dir, log=self.uas_dir / "sipp.log")
+        time.sleep(0.5)
+        self.uac = lab.popen(lab.cli_ns, _sipp("-sn", "uac", f"{UAS_IP}:{SIP_PORT}", "-i", UAC_IP, "-p", "5070",
+                                               "-m", str(calls), "-r", str(rate), "-max_retrans", "3",
+                                               "-timeout", timeout, "-stf", "uac.csv"),
+                             cwd=self.uac_dir, log=self.uac_dir / "sipp.log")
+
+    def finish(self) -> dict[str, int]:
+        self.lab.stop(self.uac, timeout=120)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.uas.pid, signal.SIGTERM)
+        self.lab.stop(self.uas, timeout=15)
+        return _stat(self.uac_dir / "uac.csv")
+
+
+class Watchdog:
+    """etsfctl failsafe in the UAS netns, bounded by --iterations."""
+
+    def __init__(self, lab, env, cfg: dict, path: Path, iterations: int):
+        import yaml
+        path.write_text(yaml.safe_dump(cfg))
+        e = {**os.environ, **env, "PYTHONPATH": str(SRC)}
+        self.log = open(path.with_suffix(".log"), "w")  # noqa: SIM115 - closed in stop()
+        self.p = subprocess.Popen(["nsenter", f"--net=/run/netns/{lab.srv_ns}", sys.executable, "-m", "etsf",
+                                   "failsafe", "--config", str(path), "--iterations", str(iterations)],
+                                  env=e, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.logpath = path.with_suffix(".log")
+
+    def kill(self, sig=signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.p.pid, sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.p.wait(timeout=10)
+
+    def stop(self):
+        if self.p.poll() is None:
+            self.kill(signal.SIGTERM)
+        if self.p.poll() is None:
+            self.kill(signal.SIGKILL)
+        self.log.close()
+        return self.logpath.read_text()
+
+
+def _cfg(**rules) -> dict:
+    base = {name: {"enabled": False} for name in
+            ("detached", "drop_ratio", "ser", "map_pressure", "fastpath_fallback", "heartbeat")}
+    for k, v in rules.items():
+        base[k] = {"enabled": True, **v}
+    return {"version": 1, "interval_s": TICK,
+            "actions": {"detach_after_s": None, "recovery": "manual"}, "rules": base}
+
+
+def _audit(env) -> list[dict]:
+    p = Path(env["ETSF_STATE_DIR"]) / "failsafe-audit.jsonl"
+    if not p.exists():
+        return []
+    return [json.loads(ln) for ln in p.read_text().splitlines() if ln.strip()]
+
+
+def _wait(pred, timeout: float, step: float = 0.02):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(step)
+    return pred()
+
+
+def _reason_packets(reason: str) -> int:
+    from etsf import datapath
+    return sum(r["packets"] for r in datapath.stats()["counters"] if r["hook"] == "XDP" and r["reason"] == reason)
+
+
+def _report(**kw):
+    print("FAILSAFE", json.dumps(kw, sort_keys=True))
+
+
+@pytest.fixture
+def fs_attached(fslab, etsf_env, tmp_path):
+    if not fslab.alive():
+        pytest.fail("fail-safe lab namespaces disappeared")
+    info = json.loads(etsfctl("attach", "--iface", fslab.srv_if, "--mode", "native", "--json",
+                              env=etsf_env, netns=fslab.srv_ns).stdout)
+    pol = tmp_path / "policy.yml"
+    pol.write_text(GOOD_POLICY)
+    etsfctl("policy", "apply", str(pol), env=etsf_env)
+    yield info
+    etsfctl("detach", "--iface", fslab.srv_if, env=etsf_env, netns=fslab.srv_ns, check=False)
+
+
+# ---------------------------------------------------------------------------
+
+
+def test_kill_agent_deadman_engages(fslab, fs_attached, etsf_env, tmp_path):
+    """Kill the agent (the watchdog writes the heartbeat): the dead-man switch engages within
+    2x the timeout, and every call still succeeds (the programs pass everything)."""
+    timeout_ms = 1000
+    wd = Watchdog(fslab, etsf_env, _cfg(), tmp_path / "fs.yml", iterations=600)
+    try:
+        assert _wait(lambda: (Path(etsf_env["ETSF_STATE_DIR"]) / "failsafe.json").exists(), 10)
+        pol = tmp_path / "deadman.yml"
+        pol.write_text(GOOD_POLICY + f"deadman: {{timeout_ms: {timeout_ms}}}\n")
+        etsfctl("policy", "apply", str(pol), env=etsf_env)
+        calls = Calls(fslab, tmp_path, calls=80, rate=10)
+        time.sleep(2.0)
+        assert _reason_packets("DEADMAN") == 0            # heartbeat alive: classifying
+        before = _reason_packets("DEADMAN")
+        wd.kill(signal.SIGKILL)
+        t_kill = time.monotonic()
+        assert _wait(lambda: _reason_packets("DEADMAN") > before, 2 * timeout_ms / 1000 + 1.0), \
+            "dead-man switch did not engage"
+        engaged_s = time.monotonic() - t_kill
+        st = calls.finish()
+    finally:
+        wd.stop()
+    _report(test="kill_agent", deadman_timeout_ms=timeout_ms, engaged_after_s=round(engaged_s, 3),
+            calls=st)
+    assert engaged_s <= 2 * timeout_ms / 1000, engaged_s
+    assert st["FailedCall(C)"] == 0 and st["SuccessfulCall(C)"] == 80, st
+    assert _reason_packets("DEADMAN") > 0
+
+
+def test_detach_from_outside_detected(fslab, fs_attached, etsf_env, tmp_path):
+    """Someone detaches our XDP program: detected within the rule window, audited, bypass set."""
+    window = 0.3
+    wd = Watchdog(fslab, etsf_env, _cfg(detached={"window_s": window}), tmp_path / "fs.yml", iterations=400)
+    try:
+        assert _wait(lambda: any(a["event"] == "start" for a in _audit(etsf_env)), 10)
+        time.sleep(0.5)
+        assert not any(a["event"] == "trip" for a in _audit(etsf_env))
+        subprocess.run(["ip", "-n", fslab.srv_ns, "link", "set", "dev", fslab.srv_if, "xdp", "off"],
+                       check=True, timeout=10)
+        t0 = time.monotonic()
+        trip = _wait(lambda: next((a for a in _audit(etsf_env) if a["event"] == "trip"), None), window + 5)
+        detected_s = time.monotonic() - t0
+    finally:
+        log = wd.stop()
+    _report(test="detach_from_outside", window_s=window, detected_after_s=round(detected_s, 3))
+    assert trip, log
+    assert trip["rule"] == "detached" and fslab.srv_if in trip["numbers"]["interfaces"], trip
+    assert trip["counters"]["ctl"] is not None
+    assert detected_s <= window + 2.0, detected_s
+    assert "etsf-failsafe: trip rule=detached" in log
+    from etsf import datapath
+    assert datapath.read_ctl().bypass == 1
+    state = json.loads((Path(etsf_env["ETSF_STATE_DIR"]) / "failsafe.json").read_text())
+    assert state["state"] == "bypassed" and state["tripped_rule"] == "detached"
+
+
+MISTAKES = {
+    "deny_uac": (f"deny: [{UAC_IP}/32]\n", "DROP/DENY"),
+    "overload3_invite_low": ("priorities: {INVITE: low}\n", "DROP/OVERLOAD"),
+}
+
+
+@pytest.mark.parametrize("mistake", sorted(MISTAKES))
+def test_policy_mistake_auto_reverts(fslab, fs_attached, etsf_env, tmp_path, mistake):
+    """A policy mistake that drops INVITE (deny the UAC's source; overload level 3 with INVITE at
+    low priority): the drop-ratio rule reverts (bypass) within the rule window + 1 s; calls placed
+    after the revert all succeed; `failsafe ack` re-engages."""
+    extra, drop_key = MISTAKES[mistake]
+    window, threshold = 2.0, 20.0
+    cfg = _cfg(drop_ratio={"window_s": window, "threshold_pct": threshold, "min_packets": 10})
+    wd = Watchdog(fslab, etsf_env, cfg, tmp_path / "fs.yml", iterations=900)
+    try:
+        assert _wait(lambda: any(a["event"] == "start" for a in _audit(etsf_env)), 10)
+        calls = Calls(fslab, tmp_path, calls=60, rate=10, tag="a")
+        time.sleep(2.5)
+        assert not any(a["event"] == "trip" for a in _audit(etsf_env))
+        bad = tmp_path / "bad.yml"
+        text = GOOD_POLICY + extra
+        if mistake.startswith("overload3"):
+            text = text.replace("overload: {level: 0}", "overload: {level: 3}")
+        bad.write_text(text)
+        etsfctl("policy", "apply", str(bad), env=etsf_env)
+        t_mistake = time.monotonic()
+        trip = _wait(lambda: next((a for a in _audit(etsf_env) if a["event"] == "trip"), None), window + 5)
+        revert_s = time.monotonic() - t_mistake
+        first = calls.finish()
+        after = Calls(fslab, tmp_path, calls=20, rate=10, tag="b").finish()   # placed after the revert
+        r = etsfctl("failsafe", "ack", "--json", env=etsf_env, netns=fslab.srv_ns)
+        ack = json.loads(r.stdout)
+    finally:
+        log = wd.stop()
+    _report(test=f"policy_mistake_{mistake}", window_s=window, threshold_pct=threshold, revert_after_s=round(revert_s, 3),
+            calls_during=first, calls_after=after, trip_numbers=(trip or {}).get("numbers"))
+    assert trip, log
+    assert trip["rule"] == "drop_ratio" and trip["numbers"]["value"] > threshold, trip
+    assert trip["counters"]["xdp"].get(drop_key, 0) > 0, trip
+    assert revert_s <= window + 1.0 + 2 * TICK + 0.5, revert_s
+    assert after["FailedCall(C)"] == 0 and after["SuccessfulCall(C)"] == 20, after
+    assert ack["changed"] and ack["by"] == "watchdog", ack
+    events = [a["event"] for a in _audit(etsf_env)]
+    assert events[:2] == ["start", "trip"] and "ack" in events, events
+
+
+def _bad_build_dir(tmp_path: Path, good: str) -> str:
+    d = tmp_path / "bad-build"
+    d.mkdir()
+    (d / "bad_xdp.bpf.c").write_text(BAD_XDP_C)
+    subprocess.run(["clang", "-target", "bpf", "-O2", "-g", "-I", f"/usr/include/{os.uname().machine}-linux-gnu", "-c", str(d / "bad_xdp.bpf.c"),
+                    "-o", str(d / "xdp_sip.bpf.o")], check=True, timeout=60, capture_output=True)
+    shutil.copy(Path(good) / "tc_sip.bpf.o", d / "tc_sip.bpf.o")
+    return str(d)
+
+
+def _iface(lab, env) -> dict:
+    st = json.loads(etsfctl("status", "--json", env=env, netns=lab.srv_ns).stdout)
+    return st["interfaces"][lab.srv_if]
+
+
+def test_unverifiable_upgrade_keeps_running(fslab, fs_attached, etsf_env, tmp_path, build_dir):
+    """Upgrade to an object the verifier rejects: error names the verifier's reason, the running
+    programs and maps stay exactly as they were, and no call fails."""
+    from etsf import datapath
+    bad = _bad_build_dir(tmp_path, build_dir)
+    root = etsf_env["ETSF_PIN_ROOT"]
+    pins_before = sorted(os.listdir(os.path.join(root, "maps"))), sorted(os.listdir(os.path.join(root, "progs")))
+    ctl_before = bytes(datapath.read_ctl())
+    calls = Calls(fslab, tmp_path, calls=40, rate=10)
+    time.sleep(1.5)
+    st0 = _iface(fslab, etsf_env)
+    r = etsfctl("attach", "--iface", fslab.srv_if, "--build-dir", bad, env=etsf_env, netns=fslab.srv_ns,
+                check=False)
+    st1 = _iface(fslab, etsf_env)
+    res = calls.finish()
+    _report(test="unverifiable_upgrade", error=r.stderr.strip(), calls=res)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
+    assert "running programs unchanged" in r.stderr and "verifier:" in r.stderr, r.stderr
+    assert "invalid access" in r.stderr or "out of bounds" in r.stderr or "invalid" in r.stderr, r.stderr
+    assert (st1["xdp_prog_id"], st1["tc_prog_id"]) == (st0["xdp_prog_id"], st0["tc_prog_id"]) \
+        == (fs_attached["xdp_prog_id"], fs_attached["tc_prog_id"])
+    assert (sorted(os.listdir(os.path.join(root, "maps"))), sorted(os.listdir(os.path.join(root, "progs")))) \
+        == pins_before
+    assert bytes(datapath.read_ctl()) == ctl_before
+    assert datapath.load_state()["interfaces"][fslab.srv_if]["xdp_prog_id"] == fs_attached["xdp_prog_id"]
+    assert res["FailedCall(C)"] == 0 and res["SuccessfulCall(C)"] == 40, res
+
+
+def test_valid_upgrade_under_load(fslab, fs_attached, etsf_env, tmp_path, build_dir):
+    """Replace the programs with a new valid object three times while calls run:
+    0 failed calls, counters continue (no reset), every INVITE counted once."""
+    from etsf import datapath
+    new = tmp_path / "new-build"
+    shutil.copytree(build_dir, new)
+    calls_n, rate = 100, 20
+    before = datapath.stats()
+    inv0 = sum(r["packets"] for r in before["counters"] if r["hook"] == "XDP" and r["method"] == "INVITE")
+    calls = Calls(fslab, tmp_path, calls=calls_n, rate=rate)
+    ids = [fs_attached["xdp_prog_id"]]
+    t_up = []
+    for _ in range(3):
+        time.sleep(1.0)
+        t = time.monotonic()
+        info = json.loads(etsfctl("attach", "--iface", fslab.srv_if, "--build-dir", str(new), "--json",
+                                  env=etsf_env, netns=fslab.srv_ns).stdout)
+        t_up.append(round(time.monotonic() - t, 3))
+        assert info["replaced_prog_id"] == ids[-1], info
+        ids.append(info["xdp_prog_id"])
+    res = calls.finish()
+    after = datapath.stats()
+    inv1 = sum(r["packets"] for r in after["counters"] if r["hook"] == "XDP" and r["method"] == "INVITE")
+    _report(test="valid_upgrade", rate_cps=rate, calls=res, prog_ids=ids, attach_s=t_up,
+            invites_counted=inv1 - inv0)
+    assert len(set(ids)) == 4
+    assert res["FailedCall(C)"] == 0 and res["SuccessfulCall(C)"] == calls_n, res
+    assert inv1 - inv0 == calls_n          # counters carried across the three replacements
