@@ -38,6 +38,14 @@ options:
     type: str
     choices: [attached, detached]
     default: attached
+  fastpath_interfaces:
+    description:
+      - Interfaces that get the fast-path program (TC ingress, C(tc_fastpath)) which steers SIP for the
+        policy's C(services) straight to proxy backends; normally the uplink and the host side of each
+        backend's veth. Empty = no fast path.
+    type: list
+    elements: str
+    default: []
   src_dir:
     description: eBPF sources on the host.
     type: path
@@ -79,6 +87,11 @@ actions:
   returned: success
   type: dict
   sample: {"sip0": "attach", "sip1": "unchanged"}
+fastpath_actions:
+  description: Per fast-path interface, what was (or would be) done.
+  returned: success
+  type: dict
+  sample: {"uplink0": "attach"}
 built:
   description: Whether the objects were (or would be) rebuilt.
   returned: success
@@ -97,6 +110,7 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 try:
     from etsf import build as etsf_build
     from etsf import datapath as etsf_datapath
+    from etsf import fastpath as etsf_fastpath
 except ImportError:
     ETSF_IMPORT_ERROR = traceback.format_exc()
     etsf_datapath = None
@@ -156,6 +170,7 @@ def main():
             interfaces=dict(type="list", elements="str", required=True),
             mode=dict(type="str", choices=["native", "generic"], default="native"),
             state=dict(type="str", choices=["attached", "detached"], default="attached"),
+            fastpath_interfaces=dict(type="list", elements="str", default=[]),
             src_dir=dict(type="path", default="/usr/share/etsf/bpf"),
             build_dir=dict(type="path", default="/var/lib/etsf/build"),
             btf=dict(type="path", default="/sys/kernel/btf/vmlinux"),
@@ -165,7 +180,7 @@ def main():
     if etsf_datapath is None:
         module.fail_json(msg=missing_required_lib("etsf-agent"), exception=ETSF_IMPORT_ERROR)
     p = module.params
-    for iface in p["interfaces"]:
+    for iface in p["interfaces"] + p["fastpath_interfaces"]:
         if not os.path.exists(f"/sys/class/net/{iface}"):
             module.fail_json(msg=f"interfaces: {iface} does not exist on this host")
     try:
@@ -175,7 +190,15 @@ def main():
         current = {name: dict(row, stamp=managed.get(name, {}).get("stamp"))
                    for name, row in etsf_datapath.interface_status(list(p["interfaces"]) + list(managed)).items()}
         actions = plan(p, current, managed, new_stamp)
-        changed = need_build or any(a != "unchanged" for a in actions.values())
+        fp_rows = etsf_fastpath.status()["interfaces"]
+        fp_actions = {}
+        for iface in p["fastpath_interfaces"]:
+            attached = fp_rows.get(iface, {}).get("attached")
+            if p["state"] == "detached":
+                fp_actions[iface] = "detach" if attached else "unchanged"
+            else:
+                fp_actions[iface] = "attach" if not attached or need_build else "unchanged"
+        changed = need_build or any(a != "unchanged" for a in list(actions.values()) + list(fp_actions.values()))
         if changed and not module.check_mode:
             if need_build:
                 etsf_datapath.build(out_dir=p["build_dir"], src_dir=p["src_dir"])
@@ -186,8 +209,14 @@ def main():
                     etsf_datapath.attach(iface, mode=p["mode"], build_dir=p["build_dir"])
                 if action == "forget":
                     etsf_datapath.forget(iface)
+            to_attach = [i for i, a in fp_actions.items() if a == "attach"]
+            to_detach = [i for i, a in fp_actions.items() if a == "detach"]
+            if to_attach:
+                etsf_fastpath.attach(to_attach, build_dir=p["build_dir"])
+            if to_detach:
+                etsf_fastpath.detach(to_detach)
         after_rows = etsf_datapath.interface_status(list(actions)) if not module.check_mode else None
-    except (etsf_datapath.DatapathError, etsf_build.BuildError) as exc:
+    except (etsf_datapath.DatapathError, etsf_build.BuildError, etsf_fastpath.FastpathError) as exc:
         module.fail_json(msg=str(exc).splitlines()[0])
     except Exception as exc:  # pylint: disable=broad-except
         module.fail_json(msg=f"datapath: {exc}", exception=traceback.format_exc())
@@ -206,7 +235,7 @@ def main():
     else:
         state = etsf_datapath.load_state().get("interfaces", {})
         after = _view({k: dict(v, stamp=state.get(k, {}).get("stamp")) for k, v in after_rows.items()})
-    result = dict(changed=changed, actions=actions, built=need_build, interfaces=after)
+    result = dict(changed=changed, actions=actions, fastpath_actions=fp_actions, built=need_build, interfaces=after)
     if module._diff:
         result["diff"] = dict(before=before, after=after)
     module.exit_json(**result)

@@ -577,6 +577,13 @@ def revert(mode: str = "bypass") -> dict[str, Any]:
         res = set_bypass(True)
         return {"changed": res["changed"], "mode": mode, "bypass": True}
     detached = {}
+    fp_ifaces = sorted(load_state().get("fastpath", {}).get("interfaces", {}))
+    if fp_ifaces:
+        from . import fastpath
+        present = [i for i in fp_ifaces if os.path.exists(f"/sys/class/net/{i}")]
+        res = fastpath.detach(present) if present else {"detached": {}}
+        for iface in fp_ifaces:
+            detached[f"{iface} (fast path)"] = bool(res["detached"].get(iface))
     for iface in sorted(load_state().get("interfaces", {})):
         try:
             detached[iface] = detach(iface)["changed"]
@@ -615,10 +622,15 @@ def restore(config: str = "/etc/etsf/datapath.yml") -> dict[str, Any]:
     attached = {}
     for iface in cfg["interfaces"]:
         attached[iface] = attach(iface, mode=cfg.get("mode", "native"), build_dir=built["out_dir"])["xdp_prog_id"]
+    fp_ifaces = cfg.get("fastpath_interfaces") or []
+    if fp_ifaces:
+        from . import fastpath
+        fastpath.attach(list(fp_ifaces), build_dir=built["out_dir"])
     policy_file = cfg.get("policy")
     applied = None
     if policy_file and os.path.exists(policy_file):
         pol, text = _policy.load_file(policy_file)
         # after a reboot the maps are new: force the write even if an old decode matched
         applied = _policy.apply(pol, source_text=text, force=True)["generation"]
-    return {"changed": True, "built": built["changed"], "attached": attached, "policy_generation": applied}
+    return {"changed": True, "built": built["changed"], "attached": attached, "fastpath": list(fp_ifaces),
+            "policy_generation": applied}
