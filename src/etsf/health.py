@@ -109,7 +109,11 @@ def check(interfaces: list[str], window: float = 2.0, probe: str | None = None,
         elif row.get("tc_prog_name") != datapath.TC_PROG:
             problems.append(f"{iface}: tc_sip_egress not attached on egress")
 
-    drops0, if0 = _snapshot()
+    try:
+        drops0, if0 = _snapshot()
+    except datapath.DatapathError as exc:
+        problems.append(f"datapath maps not loaded ({exc})")
+        return _report(problems, window, 0, {}, 0, {}, status)
     deadline = time.monotonic() + window
     probes = 0
     while True:
@@ -145,14 +149,18 @@ def check(interfaces: list[str], window: float = 2.0, probe: str | None = None,
             new_drops[f"{key[0]}/{key[1]}"] = delta
             if key[1] not in allowed_drop_reasons:
                 problems.append(f"{delta} packets dropped/failed for unexpected reason {key[1]} ({key[0]})")
+    return _report(problems, window, probes if target else 0, moved, egress_delta, new_drops, status)
+
+
+def _report(problems, window, probes, moved, egress_delta, drops, status) -> dict:
     return {
         "ok": not problems,
         "problems": problems,
         "message": "healthy" if not problems else "; ".join(problems),
         "window_s": window,
-        "probes_sent": probes if target else 0,
+        "probes_sent": probes,
         "counters_moved": moved,
         "tc_egress_packets": egress_delta,
-        "drops": new_drops,
+        "drops": drops,
         "interfaces": status,
     }
