@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def _need_root():
     if os.geteuid() != 0:
-        pytest.skip("BPF tests need root")
+        pytest.fail("BPF tests need root")
 
 
 @pytest.fixture(scope="session")

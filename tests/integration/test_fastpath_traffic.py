@@ -193,10 +193,10 @@ class Topo:
 @pytest.fixture(scope="module")
 def topo(tmp_path_factory):
     if os.geteuid() != 0:
-        pytest.skip("needs root")
+        pytest.fail("needs root")
     for tool in ("sipp", "kamailio", "iptables", "conntrack", "tcpdump", "ethtool"):
         if not shutil.which(tool):
-            pytest.skip(f"{tool} not installed")
+            pytest.fail(f"{tool} not installed (run `make setup`)")
     work = tmp_path_factory.mktemp("fastpath")
     t = Topo(str(os.getpid() % 100000), work)
     try:
