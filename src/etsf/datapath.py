@@ -166,20 +166,18 @@ def _prog_name(prog_id: int) -> str | None:
 
 
 def _repin(prog, path: str) -> None:
+    """Pin prog at path, replacing an older pin and keeping its owner, group and mode
+    (the exporter reads pins through group permissions granted once)."""
     bpf = _bpf()
     os.makedirs(os.path.dirname(path), exist_ok=True)
     try:
-        bpf.pin_program(prog, path)      # atomic rename over an existing pin
-        return
-    except bpf.BpfError as e:
-        if getattr(e, "errno", 0) != 1:  # EPERM: bpffs refuses the temporary name
-            raise
-    # fallback: bpffs rejects names containing '.', which pin_program's temporary
-    # name uses; replace the pin non-atomically (the program stays attached anyway)
-    bpf.unpin(path)
-    ret = bpf._lib_init().bpf_obj_pin(prog.fd, os.fsencode(path))  # noqa: SLF001
-    if ret < 0:
-        raise bpf.BpfError(f"pin {path}: {os.strerror(-ret)}")
+        old = os.stat(path)
+    except OSError:
+        old = None
+    bpf.pin_program(prog, path)      # atomic rename over an existing pin
+    if old is not None:
+        os.chown(path, old.st_uid, old.st_gid)
+        os.chmod(path, old.st_mode & 0o7777)
 
 
 def read_ctl():

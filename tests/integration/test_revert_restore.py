@@ -101,3 +101,18 @@ def lab_peer(lab) -> str:
     from conftest import UAC_IP
     assert UAC_IP != UAS_IP
     return UAC_IP
+
+
+def test_reattach_keeps_pin_permissions(lab, etsf_env):
+    """The exporter reads pins through group permissions granted once: a re-attach (upgrade)
+    must not reset them to root-only."""
+    import os
+    etsfctl("attach", "--iface", lab.srv_if, env=etsf_env, netns=lab.srv_ns)
+    pin = os.path.join(etsf_env["ETSF_PIN_ROOT"], "progs", "xdp_sip")
+    os.chown(pin, 0, 65534)
+    os.chmod(pin, 0o660)
+    first = os.stat(pin)
+    etsfctl("attach", "--iface", lab.srv_if, env=etsf_env, netns=lab.srv_ns)   # atomic replace
+    again = os.stat(pin)
+    assert again.st_ino != first.st_ino            # a new pin (new program) ...
+    assert (again.st_gid, again.st_mode & 0o777) == (65534, 0o660)   # ... with the same access

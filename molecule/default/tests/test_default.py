@@ -78,3 +78,26 @@ def test_everything_back_after_reboot(host):
     _check_attached(host)
     _check_pins(host)
     _check_policy(host)
+
+
+SCRAPE = ("python3 -c \"import urllib.request,sys; "
+          "r=urllib.request.urlopen('http://127.0.0.1:9761/metrics', timeout=10); "
+          "sys.stdout.write(r.read().decode())\"")
+
+
+def test_exporter_unprivileged_and_scrapes(host):
+    svc = host.service("etsf-exporter.service")
+    assert svc.is_running and svc.is_enabled
+    pid = host.check_output("systemctl show -p MainPID --value etsf-exporter.service").strip()
+    status = host.file(f"/proc/{pid}/status").content_string
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    uid = int(fields["Uid"].split()[0])
+    assert uid != 0 and host.user("etsf").uid == uid           # the unprivileged etsf user
+    cap_eff = int(fields["CapEff"].strip(), 16)
+    assert cap_eff & ~(1 << 39) == 0, hex(cap_eff)             # at most CAP_BPF (39), never CAP_SYS_ADMIN
+    assert cap_eff & (1 << 21) == 0
+    body = host.check_output(SCRAPE)
+    assert 'etsf_up 1.0' in body
+    assert 'etsf_bpf_program_info{' in body and 'name="xdp_sip"' in body
+    assert "etsf_policy_generation" in body
+    assert "etsf_sip_packets_total" in body
