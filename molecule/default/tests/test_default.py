@@ -98,6 +98,6 @@ def test_exporter_unprivileged_and_scrapes(host):
     assert cap_eff & (1 << 21) == 0
     body = host.check_output(SCRAPE)
     assert 'etsf_up 1.0' in body
-    assert 'etsf_bpf_program_info{' in body and 'name="xdp_sip"' in body
+    assert 'etsf_bpf_program_info{' in body and 'program="xdp_sip"' in body
     assert "etsf_policy_generation" in body
     assert "etsf_sip_packets_total" in body
