@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Datapath microbenchmark: ns/packet via BPF_PROG_TEST_RUN.
 
 Baseline: bpf/xdp_count.bpf.c (count into a per-CPU array, XDP_PASS).

@@ -497,7 +497,7 @@ class Map:
         out = []
         cur = None
         nxt = ctypes.create_string_buffer(self.key_size)
-        for _ in range(self.max_entries + 1):
+        for _unused in range(self.max_entries + 1):
             ret = lib.bpf_map_get_next_key(self.fd, cur, nxt)
             if ret < 0:
                 if _err(ret) == _errno.ENOENT:

@@ -147,7 +147,7 @@ def fnv1a64(data: bytes) -> int:
 
 class _S(ctypes.Structure):
     def __repr__(self):  # pragma: no cover - debugging aid
-        fields = ", ".join(f"{n}={getattr(self, n)!r}" for n, *_ in self._fields_
+        fields = ", ".join(f"{n}={getattr(self, n)!r}" for n, *_unused in self._fields_
                            if not n.startswith("_"))
         return f"{type(self).__name__}({fields})"
 
@@ -353,6 +353,7 @@ def tm_code_idx(method: int, code: int) -> int | None:
     if method == Method.REGISTER:
         return TM_CODES + int(code) - TM_CODE_MIN
     return None
+
 
 # C struct name -> mirror, C enum name -> IntEnum (used by test_layout)
 STRUCTS = {

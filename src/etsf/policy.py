@@ -173,7 +173,7 @@ class _StrictLoader(yaml.SafeLoader):
 
 def _construct_mapping(loader, node, deep=False):
     seen = set()
-    for key_node, _ in node.value:
+    for key_node, _unused in node.value:
         key = loader.construct_object(key_node, deep=deep)
         try:
             hashable = key in seen
@@ -803,8 +803,8 @@ def read_live(pin_root=None, maps=None) -> dict[str, Any] | None:
         raw = maps[MAP_POLICY].lookup(_u32(slot))
         if raw is None:
             return None
-        acl = [(n, a) for _, n, a in _acl_slot_entries(maps[MAP_ACL_V4], slot)]
-        acl += [(n, a) for _, n, a in _acl_slot_entries(maps[MAP_ACL_V6], slot)]
+        acl = [(n, a) for _unused, n, a in _acl_slot_entries(maps[MAP_ACL_V4], slot)]
+        acl += [(n, a) for _unused, n, a in _acl_slot_entries(maps[MAP_ACL_V6], slot)]
         out = decode(raw, acl, ctl)
         if out is not None:
             from . import fastpath as _fp
@@ -868,7 +868,7 @@ def apply(p: Policy, *, pin_root=None, check=False, source_text=None, force=Fals
         # 1. inactive slot: stale ACL entries out, new ones in, then its policy struct
         for mname, entries in ((MAP_ACL_V4, img.acl_v4), (MAP_ACL_V6, img.acl_v6)):
             m = maps[mname]
-            for k, _, _ in _acl_slot_entries(m, target):
+            for k, _unused1, _unused2 in _acl_slot_entries(m, target):
                 m.delete(k)
             for k, v in entries.items():
                 m.update(k, v)
@@ -889,7 +889,7 @@ def apply(p: Policy, *, pin_root=None, check=False, source_text=None, force=Fals
         _fp.release_slot(active, maps, fp_plan)
         for mname in (MAP_ACL_V4, MAP_ACL_V6):
             m = maps[mname]
-            for k, _, _ in _acl_slot_entries(m, active):
+            for k, _unused1, _unused2 in _acl_slot_entries(m, active):
                 m.delete(k)
         res.update(generation=gen, slot=target)
     _write_state(source_text, p, {"generation": gen, "slot": target, "policy": new})

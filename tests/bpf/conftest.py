@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from etsf import bpf
-from etsf import layout as L
 from etsf.build import build
 
 from .helpers import Env

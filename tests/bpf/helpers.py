@@ -4,7 +4,7 @@ from __future__ import annotations
 import ctypes
 import ipaddress
 
-from scapy.all import IP, TCP, UDP, Dot1Q, Ether, IPv6, IPv6ExtHdrFragment, Raw  # noqa: F401
+from scapy.all import IP, TCP, UDP, Dot1Q, Ether, IPv6, Raw  # noqa: F401
 
 from etsf import bpf
 from etsf import layout as L
@@ -171,8 +171,8 @@ class Env:
         """Run pkt through xdp_sip n times; assert retval and exact counter delta."""
         before = self.counter(H.XDP, expect_method, expect_verdict, expect_reason)
         rets = []
-        for _ in range(n):
-            ret, _, _ = bpf.test_run(self.progs["xdp_sip"].fd, pkt)
+        for _unused in range(n):
+            ret, _unused1, _unused2 = bpf.test_run(self.progs["xdp_sip"].fd, pkt)
             rets.append(ret)
         after = self.counter(H.XDP, expect_method, expect_verdict, expect_reason)
         want = bpf.XDP_DROP if expect_verdict == V.DROP else bpf.XDP_PASS
@@ -183,13 +183,13 @@ class Env:
         return self.last()
 
     def xdp_raw(self, pkt):
-        ret, _, _ = bpf.test_run(self.progs["xdp_sip"].fd, pkt)
+        ret, _unused1, _unused2 = bpf.test_run(self.progs["xdp_sip"].fd, pkt)
         return ret, self.last()
 
     def tc(self, pkt, priority=0):
         skb = SkBuff()
         skb.priority = priority
-        ret, out, _, ctx_out = bpf.test_run_ctx(self.progs["tc_sip_egress"].fd, pkt,
+        ret, out, _unused, ctx_out = bpf.test_run_ctx(self.progs["tc_sip_egress"].fd, pkt,
                                                 ctx=bytes(skb))
         return ret, out, SkBuff.from_buffer_copy(ctx_out.ljust(ctypes.sizeof(SkBuff), b"\0"))
 

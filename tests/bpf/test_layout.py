@@ -45,11 +45,11 @@ def test_struct_matches_btf(btf, cname):
     members = [(m["name"], m["bits_offset"] // 8, _resolve_size(by_id, m["type_id"]))
                for m in st["members"]]
     mirror = [(name, getattr(py, name).offset, getattr(py, name).size)
-              for name, *_ in py._fields_]
+              for name, *_unused in py._fields_]
     assert members == mirror
     # no implicit padding: members tile the struct exactly
     end = 0
-    for _, off, size in members:
+    for _unused, off, size in members:
         assert off == end, (cname, off, end)
         end = off + size
     assert end == st["size"]
@@ -57,7 +57,7 @@ def test_struct_matches_btf(btf, cname):
 
 @pytest.mark.parametrize("cname", sorted(L.ENUMS))
 def test_enum_matches_btf(btf, cname):
-    _, types = btf
+    _unused, types = btf
     en = _find(types, "ENUM", cname)
     py, prefix = L.ENUMS[cname]
     btf_vals = {v["name"][len(prefix):]: v["val"] for v in en["values"]

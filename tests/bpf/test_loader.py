@@ -1,5 +1,4 @@
 """etsf.bpf / etsf.build: load, pinned-map reuse, failure logs, attach/replace/detach."""
-import ctypes
 import os
 import subprocess
 import uuid
@@ -36,8 +35,8 @@ BAD_PROG = r"""
 SEC("xdp")
 int bad(struct xdp_md *ctx)
 {
-	unsigned char *p = (void *)(long)ctx->data;
-	return p[100];          /* no bounds check: verifier must reject */
+    unsigned char *p = (void *)(long)ctx->data;
+    return p[100];          /* no bounds check: verifier must reject */
 }
 char LICENSE[] SEC("license") = "GPL";
 """
@@ -56,7 +55,7 @@ def test_verifier_rejection_has_log(objects, tmp_path):
         assert "\n" not in str(ei.value)
         assert "invalid access to packet" in ei.value.log or "R" in ei.value.log
     finally:
-        subprocess.run(["rm", "-rf", root])
+        subprocess.run(["rm", "-rf", root], check=False)
 
 
 def test_reload_reuses_pinned_maps(loaded, objects):
@@ -142,7 +141,7 @@ def veth():
 
 @pytest.mark.parametrize("mode", ["native", "generic"])
 def test_xdp_attach_replace_detach(loaded, objects, veth, mode):
-    ifindex, _ = veth
+    ifindex, _unused = veth
     p1 = loaded["progs"]["xdp_sip"]
     assert bpf.xdp_query(ifindex)["prog_id"] == 0
     bpf.xdp_attach(ifindex, p1.fd, mode=mode)
@@ -155,11 +154,11 @@ def test_xdp_attach_replace_detach(loaded, objects, veth, mode):
         bpf.xdp_attach(ifindex, p1.fd, mode=mode, replace_prog_id=p1.id)
     assert bpf.xdp_query(ifindex)["prog_id"] == p2.id
     bpf.xdp_detach(ifindex, mode=mode, expected_prog_id=p2.id)
-    assert bpf.xdp_query(ifindex) ["prog_id"] == 0
+    assert bpf.xdp_query(ifindex)["prog_id"] == 0
 
 
 def test_tc_attach_query_detach(loaded, veth):
-    ifindex, _ = veth
+    ifindex, _unused = veth
     p = loaded["progs"]["tc_sip_egress"]
     assert bpf.tc_query(ifindex) == 0
     bpf.tc_attach(ifindex, p.fd)

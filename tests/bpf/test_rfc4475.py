@@ -70,7 +70,7 @@ def test_torture_all_counted_once(env):
         msg = (CORPUS / f"{row['name']}.dat").read_bytes()
         if len(msg) > 1400:
             continue
-        ret, _ = env.xdp_raw(udp4(msg))
+        ret, _unused = env.xdp_raw(udp4(msg))
         assert ret == bpf.XDP_PASS
         n += 1
     a = env.counters_total()

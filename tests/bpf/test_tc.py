@@ -4,7 +4,7 @@ from scapy.all import IP, UDP, Ether, IPv6
 from etsf import bpf
 from etsf import layout as L
 
-from .helpers import M, R, V, H, sip_request, sip_response, tcp4, udp4, udp6
+from .helpers import M, R, V, H, sip_request, sip_response, tcp4, udp4
 
 
 def tc_expect(env, pkt, verdict, method, reason, priority=0):
@@ -55,7 +55,7 @@ def test_mark_ipv6(env):
 
 def test_mark_tcp(env):
     env.set_policy(flags=L.POL_F_VALID | L.POL_F_MARK)
-    out, _ = tc_expect(env, tcp4(sip_request("REGISTER"), sport=40000, dport=5060), V.MARK,
+    out, _unused = tc_expect(env, tcp4(sip_request("REGISTER"), sport=40000, dport=5060), V.MARK,
                        M.REGISTER, R.OK)
     assert Ether(out)[IP].tos >> 2 == 24
 
@@ -69,7 +69,7 @@ def test_no_mark_flag(env):
 
 def test_tc_no_policy(env):
     pkt = udp4(sip_request("BYE"))
-    out, _ = tc_expect(env, pkt, V.PASS, M.BYE, R.NO_POLICY)
+    out, _unused = tc_expect(env, pkt, V.PASS, M.BYE, R.NO_POLICY)
     assert out == pkt
 
 
@@ -77,17 +77,17 @@ def test_tc_bypass(env):
     env.set_policy(flags=L.POL_F_VALID | L.POL_F_MARK)
     env.set_ctl(bypass=1)
     pkt = udp4(sip_request("INVITE"))
-    out, _ = tc_expect(env, pkt, V.PASS, M.UNKNOWN, R.BYPASS)
+    out, _unused = tc_expect(env, pkt, V.PASS, M.UNKNOWN, R.BYPASS)
     assert out == pkt
 
 
 def test_tc_non_sip_untouched(env):
     env.set_policy(flags=L.POL_F_VALID | L.POL_F_MARK)
     pkt = udp4(b"hello", sport=40000, dport=53)
-    out, _ = tc_expect(env, pkt, V.PASS, M.UNKNOWN, R.NOT_SIP_PORT)
+    out, _unused = tc_expect(env, pkt, V.PASS, M.UNKNOWN, R.NOT_SIP_PORT)
     assert out == pkt
     pkt = udp4(b"\x00\x01junk")
-    out, _ = tc_expect(env, pkt, V.PASS, M.UNKNOWN, R.NOT_SIP)
+    out, _unused = tc_expect(env, pkt, V.PASS, M.UNKNOWN, R.NOT_SIP)
     assert out == pkt
 
 

@@ -1,6 +1,6 @@
 """xdp_sip: L2-L4 parsing and SIP classification (verdict + exact counter + etsf_last)."""
 import pytest
-from scapy.all import ARP, ICMP, IP, TCP, UDP, Dot1Q, Ether, IPv6, IPv6ExtHdrFragment, Raw, fragment
+from scapy.all import ARP, ICMP, IP, UDP, Ether, IPv6, IPv6ExtHdrFragment, Raw, fragment
 
 from etsf import layout as L
 
@@ -104,7 +104,7 @@ def test_folded_headers(env):
 def test_to_tag_inside_uri_is_not_a_tag(env):
     env.set_policy()
     msg = sip_request("INVITE").replace(b"To: Bob <sip:bob@example.com>",
-                                         b'To: "x;tag=1" <sip:bob@example.com;tag=2>')
+                                        b'To: "x;tag=1" <sip:bob@example.com;tag=2>')
     li = env.xdp(udp4(msg), V.PASS, M.INVITE, R.OK)
     assert li.has_to_tag == 0
 
@@ -373,7 +373,7 @@ def test_mutated_messages_never_dropped(env):
     n = 0
     for i in range(300):
         msg = bytearray(rnd.choice(base))
-        for _ in range(rnd.randint(1, 8)):
+        for _unused in range(rnd.randint(1, 8)):
             if not msg:
                 break
             op = rnd.randint(0, 3)

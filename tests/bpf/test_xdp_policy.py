@@ -4,7 +4,7 @@ import pytest
 from etsf import bpf
 from etsf import layout as L
 
-from .helpers import SRC4, SRC6, M, R, V, sip_request, sip_response, udp4, udp6
+from .helpers import SRC4, M, R, V, sip_request, sip_response, udp4, udp6
 
 RL = L.RlClass
 BIG = 10 ** 12          # deadman/heartbeat values far from any test duration
@@ -276,6 +276,6 @@ def test_deadman_and_bypass_in_tc(env):
     env.set_policy(flags=L.POL_F_VALID | L.POL_F_MARK)
     env.set_ctl(deadman_ns=10 ** 9, heartbeat_ns=1)
     before = env.counter(H.TC_EGRESS, M.UNKNOWN, V.PASS, R.DEADMAN)
-    ret, out, _ = env.tc(udp4(sip_request("INVITE")))
+    ret, out, _unused = env.tc(udp4(sip_request("INVITE")))
     assert ret == 0 and env.counter(H.TC_EGRESS, M.UNKNOWN, V.PASS, R.DEADMAN) == before + 1
     assert out == udp4(sip_request("INVITE"))
