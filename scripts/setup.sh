@@ -14,8 +14,8 @@ APT_PACKAGES=(
   sip-tester kamailio iptables nftables conntrack tcpdump ethtool
   # Python for the venv and the agent
   python3 python3-venv python3-dev python3-pip
-  # ansible-test sanity
-  shellcheck
+  # ansible-test sanity; promtool (package prometheus) checks the exporter's output
+  shellcheck prometheus
 )
 
 log() { printf '[setup] %s\n' "$*"; }
