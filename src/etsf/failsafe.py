@@ -257,8 +257,8 @@ def rule_drop_ratio(cfg, history, cur) -> dict[str, Any]:
     if base is None:
         return {"breach": False, "value": None, "detail": "window not full"}
     exc = tuple(cfg["excused_reasons"])
-    t1, d1, _ = _xdp_sums(cur, exc)
-    t0, d0, _ = _xdp_sums(base, exc)
+    t1, d1 = _xdp_sums(cur, exc)[:2]
+    t0, d0 = _xdp_sums(base, exc)[:2]
     tot, drops = max(0, t1 - t0), max(0, d1 - d0)
     if tot < cfg["min_packets"]:
         return {"breach": False, "value": None, "packets": tot, "detail": "too few packets"}
@@ -559,6 +559,13 @@ class Watchdog:
 
     def do_reengage(self, cur, event: str) -> bool:
         errors = {}
+        if (self.trip or {}).get("rule") == "detached":
+            # someone else detached our programs: put them back where we still manage the interface
+            recs = datapath.load_state().get("interfaces", {})
+            build = (datapath.load_state().get("build") or {}).get("out_dir")
+            for iface in (self.trip.get("numbers") or {}).get("interfaces", {}):
+                if iface in recs and iface not in self.detached:
+                    self.detached[iface] = {"mode": recs[iface].get("mode") or "native", "build_dir": build}
         for iface, rec in sorted(self.detached.items()):
             try:
                 datapath.attach(iface, mode=rec["mode"], build_dir=rec.get("build_dir"))
@@ -637,7 +644,8 @@ class Watchdog:
             "state_code": STATE_CODES[self.state], "since": self.since, "ticks": self.ticks,
             "interval_s": self.cfg["interval_s"], "recovery": act["recovery"],
             "trips_total": self.trips_total, "consecutive_trips": self.consecutive,
-            "cooldown_s": self.cooldown_s, "tripped_rule": (self.trip or {}).get("rule") if self.state != ENGAGED else None,
+            "cooldown_s": self.cooldown_s,
+            "tripped_rule": (self.trip or {}).get("rule") if self.state != ENGAGED else None,
             "last_trip": self.trip, "detached_interfaces": sorted(self.detached), "detached": self.detached,
             "own_bypass": self.own_bypass,
             "heartbeat_ns": self.heartbeat_ns, "ser_baseline_pct": self.learn.get("baseline"),
@@ -664,8 +672,16 @@ def run(cfg: dict[str, Any], iterations: int | None = None) -> dict[str, Any]:
     try:
         n = 0
         nxt = time.monotonic()
+        last_err = None
         while not stop["v"] and (iterations is None or n < iterations):
-            doc = wd.tick()
+            try:
+                doc = wd.tick()
+                last_err = None
+            except Exception as e:  # noqa: BLE001 - a daemon must outlive transient errors
+                msg = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                if msg != last_err:         # audit each distinct error once, not every tick
+                    audit("error", state=wd.state, error=msg)
+                    last_err = msg
             n += 1
             if iterations is not None and n >= iterations:
                 break
@@ -682,7 +698,7 @@ def run(cfg: dict[str, Any], iterations: int | None = None) -> dict[str, Any]:
     return doc
 
 
-def ack(wait_s: float = 3.0) -> dict[str, Any]:
+def ack(wait_s: float = 5.0) -> dict[str, Any]:
     """Ask the running watchdog to re-engage; without a watchdog, re-engage here."""
     st = read_state() or {}
     d = datapath.state_dir()
@@ -701,8 +717,15 @@ def ack(wait_s: float = 3.0) -> dict[str, Any]:
         while time.monotonic() < deadline and os.path.exists(_path(ACK_FILE)):
             time.sleep(0.05)
         if not os.path.exists(_path(ACK_FILE)):
-            time.sleep(0.05)
-            return {"changed": st.get("state") != ENGAGED, "by": "watchdog", "state": (read_state() or {}).get("state")}
+            # consumed: wait for the end of that tick (re-attach can take a second)
+            t_consumed = time.time()
+            while time.monotonic() < deadline + wait_s:
+                now_st = read_state() or {}
+                if float(now_st.get("updated_at", 0)) >= t_consumed:
+                    break
+                time.sleep(0.05)
+            now_st = read_state() or {}
+            return {"changed": st.get("state") != ENGAGED, "by": "watchdog", "state": now_st.get("state")}
     # nobody consumed it: do the re-engage here
     with contextlib.suppress(OSError):
         os.unlink(_path(ACK_FILE))

@@ -110,6 +110,9 @@ def check(interfaces: list[str], window: float = 2.0, probe: str | None = None,
             problems.append(f"{iface}: tc_sip_egress not attached on egress")
 
     try:
+        if datapath.read_ctl().bypass:
+            problems.append("bypass is ON (a revert or the fail-safe): SIP is on the normal path; "
+                            "clear it with 'etsfctl failsafe ack' or 'etsfctl bypass off'")
         drops0, if0 = _snapshot()
     except datapath.DatapathError as exc:
         problems.append(f"datapath maps not loaded ({exc})")

@@ -45,8 +45,8 @@ BAD_XDP_C = r"""
 SEC("xdp")
 int xdp_sip(struct xdp_md *ctx)
 {
-	unsigned char *data = (unsigned char *)(long)ctx->data;
-	return data[4000] ? XDP_PASS : XDP_DROP;
+    unsigned char *data = (unsigned char *)(long)ctx->data;
+    return data[4000] ? XDP_PASS : XDP_DROP;
 }
 char LICENSE[] SEC("license") = "GPL";
 """
@@ -197,7 +197,7 @@ def test_kill_agent_deadman_engages(fslab, fs_attached, etsf_env, tmp_path):
     timeout_ms = 1000
     wd = Watchdog(fslab, etsf_env, _cfg(), tmp_path / "fs.yml", iterations=600)
     try:
-        assert _wait(lambda: (Path(etsf_env["ETSF_STATE_DIR"]) / "failsafe.json").exists(), 10)
+        assert _wait((Path(etsf_env["ETSF_STATE_DIR"]) / "failsafe.json").exists, 10)
         pol = tmp_path / "deadman.yml"
         pol.write_text(GOOD_POLICY + f"deadman: {{timeout_ms: {timeout_ms}}}\n")
         etsfctl("policy", "apply", str(pol), env=etsf_env)
@@ -221,9 +221,13 @@ def test_kill_agent_deadman_engages(fslab, fs_attached, etsf_env, tmp_path):
 
 
 def test_detach_from_outside_detected(fslab, fs_attached, etsf_env, tmp_path):
-    """Someone detaches our XDP program: detected within the rule window, audited, bypass set."""
-    window = 0.3
-    wd = Watchdog(fslab, etsf_env, _cfg(detached={"window_s": window}), tmp_path / "fs.yml", iterations=400)
+    """Someone detaches our XDP program: detected within the rule window and audited; the
+    configured actions follow (bypass at once, detach after the grace period); `failsafe ack`
+    re-attaches and re-engages."""
+    window, grace = 0.3, 1.0
+    cfg = _cfg(detached={"window_s": window})
+    cfg["actions"]["detach_after_s"] = grace
+    wd = Watchdog(fslab, etsf_env, cfg, tmp_path / "fs.yml", iterations=600)
     try:
         assert _wait(lambda: any(a["event"] == "start" for a in _audit(etsf_env)), 10)
         time.sleep(0.5)
@@ -233,18 +237,32 @@ def test_detach_from_outside_detected(fslab, fs_attached, etsf_env, tmp_path):
         t0 = time.monotonic()
         trip = _wait(lambda: next((a for a in _audit(etsf_env) if a["event"] == "trip"), None), window + 5)
         detected_s = time.monotonic() - t0
+        from etsf import datapath
+        bypass_after_trip = datapath.read_ctl().bypass
+        det = _wait(lambda: next((a for a in _audit(etsf_env) if a["event"] == "detach"), None), grace + 5)
+        detached_s = time.monotonic() - t0
+        st_det = _iface(fslab, etsf_env) if fslab.srv_if in json.loads(etsfctl(
+            "status", "--json", env=etsf_env, netns=fslab.srv_ns).stdout)["interfaces"] else None
+        ack = json.loads(etsfctl("failsafe", "ack", "--json", env=etsf_env, netns=fslab.srv_ns).stdout)
+        st_ack = _iface(fslab, etsf_env)
+        bypass_after_ack = datapath.read_ctl().bypass
     finally:
         log = wd.stop()
-    _report(test="detach_from_outside", window_s=window, detected_after_s=round(detected_s, 3))
+    _report(test="detach_from_outside", window_s=window, detected_after_s=round(detected_s, 3),
+            grace_s=grace, detached_after_s=round(detached_s, 3))
     assert trip, log
     assert trip["rule"] == "detached" and fslab.srv_if in trip["numbers"]["interfaces"], trip
     assert trip["counters"]["ctl"] is not None
     assert detected_s <= window + 2.0, detected_s
     assert "etsf-failsafe: trip rule=detached" in log
-    from etsf import datapath
-    assert datapath.read_ctl().bypass == 1
-    state = json.loads((Path(etsf_env["ETSF_STATE_DIR"]) / "failsafe.json").read_text())
-    assert state["state"] == "bypassed" and state["tripped_rule"] == "detached"
+    assert bypass_after_trip == 1
+    assert det and det["interfaces"] == {fslab.srv_if: True} and not det.get("errors"), det
+    assert grace <= detached_s - detected_s + 2 * TICK and detached_s <= grace + window + 3.0, (detected_s, detached_s)
+    assert st_det is None                              # no longer managed: programs detached
+    assert ack["changed"] and ack["by"] == "watchdog" and ack["state"] == "engaged", ack
+    assert st_ack["attached"] and st_ack["tc_prog_name"] == "tc_sip_egress", st_ack
+    assert bypass_after_ack == 0
+    assert [a["event"] for a in _audit(etsf_env)][:4] == ["start", "trip", "detach", "ack"]
 
 
 MISTAKES = {
@@ -282,7 +300,8 @@ def test_policy_mistake_auto_reverts(fslab, fs_attached, etsf_env, tmp_path, mis
         ack = json.loads(r.stdout)
     finally:
         log = wd.stop()
-    _report(test=f"policy_mistake_{mistake}", window_s=window, threshold_pct=threshold, revert_after_s=round(revert_s, 3),
+    _report(test=f"policy_mistake_{mistake}", window_s=window, threshold_pct=threshold,
+            revert_after_s=round(revert_s, 3),
             calls_during=first, calls_after=after, trip_numbers=(trip or {}).get("numbers"))
     assert trip, log
     assert trip["rule"] == "drop_ratio" and trip["numbers"]["value"] > threshold, trip
@@ -298,7 +317,8 @@ def _bad_build_dir(tmp_path: Path, good: str) -> str:
     d = tmp_path / "bad-build"
     d.mkdir()
     (d / "bad_xdp.bpf.c").write_text(BAD_XDP_C)
-    subprocess.run(["clang", "-target", "bpf", "-O2", "-g", "-I", f"/usr/include/{os.uname().machine}-linux-gnu", "-c", str(d / "bad_xdp.bpf.c"),
+    subprocess.run(["clang", "-target", "bpf", "-O2", "-g", "-I", f"/usr/include/{os.uname().machine}-linux-gnu",
+                    "-c", str(d / "bad_xdp.bpf.c"),
                     "-o", str(d / "xdp_sip.bpf.o")], check=True, timeout=60, capture_output=True)
     shutil.copy(Path(good) / "tc_sip.bpf.o", d / "tc_sip.bpf.o")
     return str(d)
@@ -349,7 +369,7 @@ def test_valid_upgrade_under_load(fslab, fs_attached, etsf_env, tmp_path, build_
     calls = Calls(fslab, tmp_path, calls=calls_n, rate=rate)
     ids = [fs_attached["xdp_prog_id"]]
     t_up = []
-    for _ in range(3):
+    for _round in range(3):
         time.sleep(1.0)
         t = time.monotonic()
         info = json.loads(etsfctl("attach", "--iface", fslab.srv_if, "--build-dir", str(new), "--json",

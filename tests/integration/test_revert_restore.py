@@ -91,6 +91,13 @@ def test_health_gate(lab, etsf_env):
     assert r.returncode == 0, rep["message"]
     assert rep["ok"] and rep["probes_sent"] >= 1 and rep["tc_egress_packets"] >= 1
 
+    # bypass on (a revert, or the fail-safe tripped): not healthy until someone clears it
+    etsfctl("bypass", "on", env=etsf_env, netns=lab.srv_ns)
+    r = etsfctl("health", "--iface", lab.srv_if, "--window", "0.5", "--no-traffic", "--json",
+                env=etsf_env, netns=lab.srv_ns, check=False)
+    assert r.returncode == 1 and "bypass is ON" in json.loads(r.stdout)["message"]
+    etsfctl("bypass", "off", env=etsf_env, netns=lab.srv_ns)
+
     # a policy that drops by deny is an expected (policy) drop: still healthy
     _send_sip(lab, 2)
     assert _xdp_count("OPTIONS") >= 2

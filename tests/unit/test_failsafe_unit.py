@@ -78,7 +78,7 @@ def test_ser_learns_baseline_then_trips():
     learn: dict = {}
     hist = [snap(0.0, codes={})]
     t, total200 = 0.0, 0
-    for _ in range(3):                       # healthy: 100 % SER
+    for _tick in range(3):                       # healthy: 100 % SER
         t += 1.0
         total200 += 20
         cur = snap(t, codes={200: total200})
@@ -153,15 +153,15 @@ def _cfg(**actions):
 def test_trip_bypass_and_manual_ack(machine):
     dp, feed, d = machine
     wd = fs.Watchdog(_cfg(recovery="manual"))
-    for _ in range(4):
+    for _tick in range(4):
         assert wd.tick()["state"] == "engaged"
     feed["deny"] = 10**4                               # the mistake: lots of DENY drops
-    for _ in range(6):
+    for _tick in range(6):
         wd.tick()
         feed["deny"] += 100
     assert wd.state == "bypassed" and dp.bypass and wd.trips_total == 1
     feed["deny"] = feed["deny"]                        # drops stop under bypass
-    for _ in range(20):
+    for _tick in range(20):
         wd.tick()
     assert wd.state == "bypassed"                      # manual: stays reverted
     (d / fs.ACK_FILE).write_text("now")
@@ -175,9 +175,9 @@ def test_trip_bypass_and_manual_ack(machine):
 
 
 def test_auto_reengage_after_cooldown_with_backoff(machine):
-    dp, feed, _ = machine
+    dp, feed = machine[:2]
     wd = fs.Watchdog(_cfg(recovery="auto", cooldown_s=2.0, clear_s=1.0, backoff=2.0, max_auto_reengage=1))
-    for _ in range(3):
+    for _tick in range(3):
         wd.tick()
     feed["deny"] += 10**4
     wd.tick()
@@ -187,10 +187,38 @@ def test_auto_reengage_after_cooldown_with_backoff(machine):
     while wd.state == "bypassed" and feed["t"] < t_trip + 10:
         wd.tick()
     assert wd.state == "engaged" and feed["t"] - t_trip >= 2.0 and not dp.bypass
-    for _ in range(3):                                 # the fault is still there: re-trip
+    for _tick in range(3):                                 # the fault is still there: re-trip
         feed["deny"] += 10**4
         wd.tick()
     assert wd.state == "bypassed" and wd.consecutive == 2 and wd.cooldown_s == 4.0
-    for _ in range(40):                                # over max_auto_reengage: waits for ack
+    for _tick in range(40):                                # over max_auto_reengage: waits for ack
         wd.tick()
     assert wd.state == "bypassed"
+
+
+def test_restart_resumes_reverted_state(machine):
+    dp, feed, d = machine
+    wd = fs.Watchdog(_cfg(recovery="manual"))
+    for _tick in range(3):
+        wd.tick()
+    feed["deny"] += 10**4
+    wd.tick()
+    assert wd.state == "bypassed"
+    wd2 = fs.Watchdog(_cfg(recovery="manual"))          # crash + restart
+    wd2.resume(fs.read_state())
+    assert wd2.state == "bypassed" and wd2.trips_total == 1 and wd2.trip["rule"] == "drop_ratio"
+    for _tick in range(10):
+        wd2.tick()
+    assert wd2.state == "bypassed" and dp.bypass
+
+
+def _raise_oserror():
+    raise OSError("map vanished")
+
+
+def test_run_loop_survives_errors(machine, monkeypatch):
+    dp, feed, d = machine
+    monkeypatch.setattr(fs, "take_snapshot", _raise_oserror)
+    fs.run(_cfg(), iterations=3)
+    events = [json.loads(x) for x in (d / fs.AUDIT_FILE).read_text().splitlines()]
+    assert [e["event"] for e in events] == ["start", "error"] and "map vanished" in events[1]["error"]
