@@ -101,3 +101,14 @@ def test_exporter_unprivileged_and_scrapes(host):
     assert 'etsf_bpf_program_info{' in body and 'program="xdp_sip"' in body
     assert "etsf_policy_generation" in body
     assert "etsf_sip_packets_total" in body
+
+
+def test_failsafe_watchdog_engaged(host):
+    svc = host.service("etsf-failsafe.service")
+    assert svc.is_running and svc.is_enabled
+    st = json.loads(host.check_output("etsfctl failsafe status --json"))
+    assert st["state"] == "engaged", st
+    # the watchdog is the agent that heartbeats: the heartbeat is fresh
+    status = json.loads(host.check_output("etsfctl status --json"))
+    assert status["heartbeat_age_ms"] is not None and status["heartbeat_age_ms"] < 5000
+    assert host.file("/var/lib/etsf/failsafe-audit.jsonl").contains('"event": "start"')
