@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import socket
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -176,8 +177,11 @@ def _repin(prog, path: str) -> None:
         old = None
     bpf.pin_program(prog, path)      # atomic rename over an existing pin
     if old is not None:
-        os.chown(path, old.st_uid, old.st_gid)
-        os.chmod(path, old.st_mode & 0o7777)
+        try:
+            os.chown(path, old.st_uid, old.st_gid)
+            os.chmod(path, old.st_mode & 0o7777)
+        except PermissionError as exc:   # no CAP_CHOWN/CAP_FOWNER: the exporter's grant re-applies them
+            sys.stderr.write(f"etsf: warning: could not keep owner/mode of {path}: {exc.strerror}\n")
 
 
 def read_ctl():
