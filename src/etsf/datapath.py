@@ -496,7 +496,7 @@ def stats() -> dict[str, Any]:
             names = {}
             for k in list(im.keys()):
                 idx = int.from_bytes(bytes(k)[:4], "little")
-                tot = {f: 0 for f, _ in layout.IfStat._fields_}
+                tot = {f[0]: 0 for f in layout.IfStat._fields_}
                 for v in im.lookup_percpu(k) or []:
                     s = layout.IfStat.from_buffer_copy(v[:ctypes.sizeof(layout.IfStat)])
                     for f in tot:

@@ -190,7 +190,7 @@ class Env:
         skb = SkBuff()
         skb.priority = priority
         ret, out, _unused, ctx_out = bpf.test_run_ctx(self.progs["tc_sip_egress"].fd, pkt,
-                                                ctx=bytes(skb))
+                                                      ctx=bytes(skb))
         return ret, out, SkBuff.from_buffer_copy(ctx_out.ljust(ctypes.sizeof(SkBuff), b"\0"))
 
 

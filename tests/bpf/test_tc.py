@@ -56,7 +56,7 @@ def test_mark_ipv6(env):
 def test_mark_tcp(env):
     env.set_policy(flags=L.POL_F_VALID | L.POL_F_MARK)
     out, _unused = tc_expect(env, tcp4(sip_request("REGISTER"), sport=40000, dport=5060), V.MARK,
-                       M.REGISTER, R.OK)
+                             M.REGISTER, R.OK)
     assert Ether(out)[IP].tos >> 2 == 24
 
 

@@ -64,7 +64,7 @@ class FsLab(Lab):
 @pytest.fixture(scope="module")
 def fslab():
     if os.geteuid() != 0:
-        pytest.skip("needs root")
+        pytest.fail("needs root")
     if not shutil.which("sipp"):
         pytest.fail("sipp not installed")
     lab = FsLab(f"{os.getpid() % 100000}")

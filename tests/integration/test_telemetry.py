@@ -52,7 +52,7 @@ def _run(*cmd, check=True, timeout=30):
 
 def _need(tool):
     if not shutil.which(tool):
-        pytest.skip(f"{tool} not installed")
+        pytest.fail(f"{tool} not installed (run `make setup`)")
 
 
 def _csv_last(path) -> dict[str, str]:
@@ -124,7 +124,7 @@ class Topo:
 @pytest.fixture(scope="module")
 def topo():
     if os.geteuid() != 0:
-        pytest.skip("needs root")
+        pytest.fail("needs root")
     for t in ("sipp", "kamailio", "promtool", "setpriv"):
         _need(t)
     t = Topo(uuid.uuid4().hex[:5])
