@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 
-from conftest import UAS_IP, etsfctl
+from conftest import UAC_IP, UAS_IP, etsfctl
 
 from test_datapath_lifecycle import _send_sip, _xdp_count
 
@@ -105,8 +105,7 @@ def test_health_gate(lab, etsf_env):
 
 def lab_peer(lab) -> str:
     """The client side's address as seen from the server namespace (the probe target)."""
-    from conftest import UAC_IP
-    assert UAC_IP != UAS_IP
+    assert UAC_IP != UAS_IP and lab.cli_ns
     return UAC_IP
 
 

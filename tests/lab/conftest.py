@@ -1,8 +1,9 @@
 """Fixtures for the lab tests: the real lab (systemd-nspawn hosts in netns), no mocks.
 
-The module fixture brings sbc1..sbc3 up (idempotent: a fleet already running is reused) and
-takes everything down at the end.  Hosts that were running before the tests (for instance a
-demo fleet) are booted again afterwards (fresh), so a run leaves the lab as it found it.
+The module fixture first takes any lab down (a demo fleet, or hosts left over from an earlier
+run, carry eTSF and installed packages: the tests need fresh hosts), brings sbc1..sbc3 up and
+takes everything down at the end.  Hosts that were running before the tests are booted again
+afterwards (fresh).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ def lab_up():
     """Three SBC hosts (sbc1..sbc3) up; everything torn down at the end of the module."""
     preconditions()
     before = running_prefixes()
+    lab("down", "--all", timeout=180, check=False)
     first = lab("up", "--hosts", "3")
     try:
         yield first.stdout
