@@ -11,7 +11,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export ANSIBLE_HOST_KEY_CHECKING := False
 LAB_HOSTS ?= 3
 
-.PHONY: help setup demo test test-py lint ansible-lint sanity molecule lab-up lab-down lab-status build collection bench-datapath changelog clean
+.PHONY: help setup demo test test-py lint ansible-lint sanity molecule lab-up lab-down lab-status build collection bench-datapath changelog clean bench bench-quick
 
 help: ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -60,6 +60,12 @@ collection: ## build etsf-sip-<version>.tar.gz
 
 bench-datapath: setup ## ns/packet microbenchmark via BPF_PROG_TEST_RUN
 	$(PY) bench/datapath.py
+
+bench: setup ## full SIP benchmark vs kube-proxy emulations (<= 40 min, quiet host): bench/results/<UTC>/
+	$(PY) bench/run.py --full
+
+bench-quick: setup ## SIP benchmark harness smoke run (~3 min, correctness only)
+	$(PY) bench/run.py --quick --out $(CURDIR)/build/bench-quick
 
 changelog: ## lint changelog fragments
 	antsibull-changelog lint
