@@ -14,12 +14,11 @@ entry they held).
 """
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
 import subprocess
 import time
 from pathlib import Path
+
+from lab.procs import NsProcesses
 
 NS_PREFIX = "etsf-bn-"
 UAC = "198.18.40.1"
@@ -49,7 +48,7 @@ class Topo:
         self.uac = f"{NS_PREFIX}c{tag}"
         self.pod = f"{NS_PREFIX}p{tag}"
         self.uas = f"{NS_PREFIX}u{tag}"
-        self.procs: list[subprocess.Popen] = []
+        self.procs = NsProcesses()
 
     @property
     def namespaces(self):
@@ -92,39 +91,13 @@ class Topo:
         self.ns(self.pod, "ping", "-c1", "-W1", UAS, check=False)
 
     def popen(self, ns, args, log: Path, limit: float, cpu: str | None = None, env=None):
-        f = open(log, "w")  # noqa: SIM115 - closed in stop/teardown
-        pin = ["taskset", "-c", cpu] if cpu is not None else []
-        p = subprocess.Popen(["ip", "netns", "exec", ns, "timeout", "-k", "5", str(int(limit)), *pin, *args],
-                             cwd=log.parent, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                             start_new_session=True, env=env)
-        p._log = f  # type: ignore[attr-defined]
-        self.procs.append(p)
-        return p
+        return self.procs.start(ns, args, log, limit=limit, cpu=cpu, env=env)
 
     def stop(self, p, timeout=30.0, sig=None):
-        if sig is not None and p.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(p.pid, sig)
-        try:
-            p.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(p.pid, signal.SIGKILL)
-            p.wait(timeout=10)
-        with contextlib.suppress(Exception):
-            p._log.close()  # type: ignore[attr-defined]
-        return p.returncode
+        return self.procs.stop(p, timeout=timeout, sig=sig)
 
     def teardown(self):
-        for p in self.procs:
-            if p.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(p.pid, signal.SIGKILL)
-                with contextlib.suppress(Exception):
-                    p.wait(timeout=10)
-            with contextlib.suppress(Exception):
-                p._log.close()  # type: ignore[attr-defined]
-        self.procs.clear()
+        self.procs.kill_all()
         for ns in self.namespaces:
             run("ip", "netns", "del", ns, check=False)
         time.sleep(0.2)

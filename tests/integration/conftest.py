@@ -11,10 +11,8 @@ Only 198.18.0.0/15 addresses are used.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import uuid
@@ -24,6 +22,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 SRC = REPO / "src"
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from lab.procs import NsProcesses  # noqa: E402  pylint: disable=wrong-import-position
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
 
 UAC_IP = "198.18.2.1"
@@ -104,7 +106,7 @@ class Lab:
         self.srv_ns = f"{NS_PREFIX}s{tag}"
         self.cli_if = f"etsfit{tag}c"
         self.srv_if = f"etsfit{tag}s"
-        self.procs: list[subprocess.Popen] = []
+        self.procs = NsProcesses()
 
     def setup(self):
         for ns in (self.cli_ns, self.srv_ns):
@@ -126,38 +128,13 @@ class Lab:
         return self.cli_ns in out and self.srv_ns in out
 
     def popen(self, ns, args, cwd, log):
-        f = open(log, "w")  # noqa: SIM115 - closed with the process
-        p = subprocess.Popen(["ip", "netns", "exec", ns, *args], cwd=cwd, stdout=f,
-                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                             start_new_session=True)
-        p._etsf_log = f  # type: ignore[attr-defined]
-        self.procs.append(p)
-        return p
+        return self.procs.start(ns, args, log, cwd=cwd)
 
     def stop(self, p, timeout=30):
-        try:
-            p.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(p.pid, signal.SIGTERM)
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(p.pid, signal.SIGKILL)
-                p.wait(timeout=10)
-        p._etsf_log.close()  # type: ignore[attr-defined]
-        return p.returncode
+        return self.procs.stop(p, timeout=timeout)
 
     def teardown(self):
-        for p in self.procs:
-            if p.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(p.pid, signal.SIGKILL)
-                with contextlib.suppress(Exception):
-                    p.wait(timeout=10)
-            with contextlib.suppress(Exception):
-                p._etsf_log.close()  # type: ignore[attr-defined]
+        self.procs.kill_all()
         for ns in (self.cli_ns, self.srv_ns):
             _ip("netns", "del", ns, check=False)
 

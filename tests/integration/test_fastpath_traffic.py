@@ -24,7 +24,6 @@ checksums are verified through BPF_PROG_TEST_RUN in tests/bpf/test_fastpath.py).
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -38,6 +37,7 @@ from pathlib import Path
 import pytest
 
 from conftest import etsfctl
+from lab.procs import NsProcesses
 
 HERE = Path(__file__).resolve().parent
 KAM_CFG = HERE / "fastpath" / "kamailio.cfg.in"
@@ -79,7 +79,7 @@ class Topo:
         self.cli = f"{NS_PREFIX}c{tag}"
         self.uas = f"{NS_PREFIX}u{tag}"
         self.bns = {b: f"{NS_PREFIX}{b}{tag}" for b in BACKENDS}
-        self.procs: list[subprocess.Popen] = []
+        self.procs = NsProcesses()
         self.kam: dict[str, subprocess.Popen] = {}
 
     @property
@@ -133,26 +133,10 @@ class Topo:
                     "-j", "DNAT", "--to-destination", f"{a}:{PORT}")
 
     def popen(self, ns, args, log, limit=240):
-        f = open(log, "w")  # noqa: SIM115 - closed in stop/teardown
-        p = subprocess.Popen(["ip", "netns", "exec", ns, "timeout", str(limit), *args], cwd=log.parent,
-                             stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                             start_new_session=True)
-        p._log = f  # type: ignore[attr-defined]
-        self.procs.append(p)
-        return p
+        return self.procs.start(ns, args, log, limit=limit)
 
     def stop(self, p, timeout=30, sig=None):
-        if sig is not None and p.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(p.pid, sig)
-        try:
-            p.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(p.pid, signal.SIGKILL)
-            p.wait(timeout=10)
-        p._log.close()  # type: ignore[attr-defined]
-        return p.returncode
+        return self.procs.stop(p, timeout=timeout, sig=sig)
 
     def start_kamailio(self, b):
         d = self.work / f"kam-{b}"
@@ -175,14 +159,7 @@ class Topo:
         return out
 
     def teardown(self):
-        for p in self.procs:
-            if p.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(p.pid, signal.SIGKILL)
-                with contextlib.suppress(Exception):
-                    p.wait(timeout=10)
-            with contextlib.suppress(Exception):
-                p._log.close()  # type: ignore[attr-defined]
+        self.procs.kill_all()
         for ns in self.namespaces:
             _run("ip", "netns", "del", ns, check=False)
 
