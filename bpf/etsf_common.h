@@ -113,6 +113,38 @@ static __always_inline __u32 etsf_failsafe(const struct etsf_ctl *ctl)
 	return 0;
 }
 
+/*
+ * Prologue shared by every classifier program: the control block, the fail-safe
+ * (bypass / dead-man, read first) and the live policy slot.  Returns ETSF_R_OK to go
+ * on, else the reason to pass the packet with (INTERNAL, BYPASS, DEADMAN).
+ */
+static __always_inline __u32 etsf_prologue(struct etsf_ctl **ctl, const struct etsf_policy **pol,
+					   int *valid)
+{
+	__u32 zero = 0, slot, reason;
+
+	*ctl = bpf_map_lookup_elem(&etsf_ctl, &zero);
+	if (!*ctl)
+		return ETSF_R_INTERNAL;
+	reason = etsf_failsafe(*ctl);
+	if (reason)
+		return reason;
+	slot = (*ctl)->active_slot & 1;
+	*pol = bpf_map_lookup_elem(&etsf_policy, &slot);
+	*valid = *pol && ((*pol)->flags & ETSF_POL_F_VALID);
+	return ETSF_R_OK;
+}
+
+/* a TCP segment whose payload does not start a SIP message is a continuation */
+static __always_inline void etsf_tcp_continuation(const struct etsf_pkt *p, struct sip_result *r)
+{
+	if (p->l4proto == IPPROTO_TCP_ &&
+	    (r->reason == ETSF_R_NOT_SIP || r->reason == ETSF_R_SIP_TRUNC ||
+	     r->reason == ETSF_R_PARSE_LIMIT) &&
+	    r->method == ETSF_M_UNKNOWN)
+		r->reason = ETSF_R_TCP_CONT;
+}
+
 /* ---- L2..L4 ---------------------------------------------------------------- */
 /* returns ETSF_R_OK when p describes a UDP/TCP packet, else the pass reason */
 static __always_inline __u32 etsf_parse_hdrs(void *data, void *data_end, struct etsf_pkt *p)

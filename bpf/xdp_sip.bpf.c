@@ -32,8 +32,8 @@ int xdp_sip(struct xdp_md *ctx)
 	struct sip_result r = {};
 	struct etsf_ifstat *ifs;
 	const struct etsf_policy *pol = NULL;
-	struct etsf_ctl *ctl;
-	__u32 zero = 0, slot, reason, verdict = ETSF_V_PASS, pc;
+	struct etsf_ctl *ctl = NULL;
+	__u32 reason, verdict = ETSF_V_PASS, pc;
 	int valid = 0;
 
 	p.pkt_len = bpf_xdp_get_buff_len(ctx);
@@ -43,18 +43,9 @@ int xdp_sip(struct xdp_md *ctx)
 		ifs->rx_bytes += p.pkt_len;
 	}
 
-	ctl = bpf_map_lookup_elem(&etsf_ctl, &zero);
-	if (!ctl) {
-		reason = ETSF_R_INTERNAL;
+	reason = etsf_prologue(&ctl, &pol, &valid);
+	if (reason != ETSF_R_OK)
 		goto out;
-	}
-	reason = etsf_failsafe(ctl);
-	if (reason)
-		goto out;
-
-	slot = ctl->active_slot & 1;
-	pol = bpf_map_lookup_elem(&etsf_policy, &slot);
-	valid = pol && (pol->flags & ETSF_POL_F_VALID);
 
 	reason = etsf_parse_hdrs(data, data_end, &p);
 	if (reason != ETSF_R_OK)
@@ -69,11 +60,7 @@ int xdp_sip(struct xdp_md *ctx)
 		r.reason = ETSF_R_TLS;
 	} else {
 		ETSF_PARSE_PAYLOAD(bpf_xdp_load_bytes, ctx, &p, &r);
-		if (p.l4proto == IPPROTO_TCP_ &&
-		    (r.reason == ETSF_R_NOT_SIP || r.reason == ETSF_R_SIP_TRUNC ||
-	     r.reason == ETSF_R_PARSE_LIMIT) &&
-		    r.method == ETSF_M_UNKNOWN)
-			r.reason = ETSF_R_TCP_CONT;
+		etsf_tcp_continuation(&p, &r);
 	}
 	if (r.reason == ETSF_R_OK && ifs)
 		ifs->sip_packets++;
