@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 import math
 import os
 import socket
@@ -550,16 +551,32 @@ class ExporterServer(ThreadingHTTPServer):
         return True, "ok"
 
 
+def write_heartbeat(path: str) -> None:
+    """Atomically replace `path` with {pid, time}; its mtime is the heartbeat."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="ascii") as f:
+        f.write(json.dumps({"pid": os.getpid(), "time": time.time()}) + "\n")
+    os.replace(tmp, path)
+
+
 def serve(listen: str = "127.0.0.1", port: int = DEFAULT_PORT, window: float = DEFAULT_WINDOW,
           sample_interval: float = 15.0, tls_cert: str | None = None, tls_key: str | None = None,
           basic_auth_file: str | None = None, root: str | None = None,
-          max_seconds: float | None = None, ready_file: str | None = None) -> None:
+          max_seconds: float | None = None, ready_file: str | None = None,
+          heartbeat_file: str | None = None, heartbeat_interval: float = 5.0) -> None:
     """Run until SIGTERM/SIGINT (or max_seconds).  A sampler thread feeds the KPI
-    window every sample_interval seconds (bounded ring, see kpi.Window)."""
+    window every sample_interval seconds (bounded ring, see kpi.Window).  With
+    heartbeat_file, a heartbeat thread reads the maps every heartbeat_interval seconds and,
+    when that works, rewrites the file: the fail-safe watchdog's heartbeat rule watches its
+    age ("exporter not heartbeating")."""
     if bool(tls_cert) != bool(tls_key):
         raise ExporterError("--tls-cert and --tls-key go together")
     if sample_interval <= 0:
         raise ExporterError("--sample-interval must be > 0")
+    if heartbeat_interval <= 0:
+        raise ExporterError("--heartbeat-interval must be > 0")
+    if heartbeat_file and not os.path.isdir(os.path.dirname(os.path.abspath(heartbeat_file))):
+        raise ExporterError(f"--heartbeat-file: directory of {heartbeat_file} does not exist")
     users = load_users(basic_auth_file) if basic_auth_file else None
     collector = EtsfCollector(root=root, window=window)
     try:
@@ -582,6 +599,17 @@ def serve(listen: str = "127.0.0.1", port: int = DEFAULT_PORT, window: float = D
                 collector.scrape_errors += 1
 
     threading.Thread(target=sampler, name="kpi-sampler", daemon=True).start()
+    if heartbeat_file:
+        def heartbeat():
+            while True:
+                try:
+                    snapshot(root, programs=False)      # the maps are readable: alive
+                    write_heartbeat(heartbeat_file)
+                except Exception as e:  # noqa: BLE001 - a stale heartbeat is the signal
+                    sys.stderr.write(f"etsf-exporter: heartbeat skipped: {e}\n")
+                if stop.wait(heartbeat_interval):
+                    return
+        threading.Thread(target=heartbeat, name="heartbeat", daemon=True).start()
     import signal
     signal.signal(signal.SIGTERM, lambda *_args: threading.Thread(target=srv.shutdown).start())
     if max_seconds:
@@ -678,7 +706,8 @@ def _cmd_exporter(args):
     serve(listen=args.listen, port=args.port, window=args.window,
           sample_interval=args.sample_interval, tls_cert=args.tls_cert, tls_key=args.tls_key,
           basic_auth_file=args.basic_auth_file, root=args.pin_root,
-          max_seconds=args.max_seconds, ready_file=args.ready_file)
+          max_seconds=args.max_seconds, ready_file=args.ready_file,
+          heartbeat_file=args.heartbeat_file, heartbeat_interval=args.heartbeat_interval)
 
 
 def _cmd_direction(args):
@@ -725,6 +754,10 @@ def add_cli(sub, common) -> None:
     s.add_argument("--basic-auth-file", metavar="FILE",
                    help="'user:pbkdf2_sha256$...' lines (see --hash-password)")
     s.add_argument("--pin-root", metavar="DIR", help="default $ETSF_PIN_ROOT or /sys/fs/bpf/etsf")
+    s.add_argument("--heartbeat-file", metavar="FILE",
+                   help="rewrite FILE every --heartbeat-interval seconds while the maps are readable "
+                        "(watched by the fail-safe heartbeat rule)")
+    s.add_argument("--heartbeat-interval", type=float, default=5.0, metavar="S")
     s.add_argument("--max-seconds", type=float, metavar="S", help=argparse_suppress())
     s.add_argument("--ready-file", metavar="FILE", help=argparse_suppress())
     s.add_argument("--hash-password", action="store_true",

@@ -335,7 +335,10 @@ def rule_fastpath_fallback(cfg, history, cur) -> dict[str, Any]:
             "packets": tot, "fallback": {k: v for k, v in d.items() if k not in FP_OWN_FALLBACKS and v}}
 
 
-def rule_heartbeat(cfg, cur, own_heartbeat: bool) -> dict[str, Any]:
+def rule_heartbeat(cfg, cur, own_heartbeat: bool, running_s: float = float("inf")) -> dict[str, Any]:
+    """Stale agent heartbeat (when another process writes it) or heartbeat files (e.g. the
+    exporter's) older than their max_age_s.  A file that does not exist yet is given
+    max_age_s from the watchdog's start (boot: the exporter may start after the watchdog)."""
     stale = {}
     ctl = cur.get("ctl") or {}
     if not own_heartbeat and ctl.get("heartbeat_age_s") is not None and ctl["heartbeat_age_s"] > cfg["max_age_s"]:
@@ -344,9 +347,12 @@ def rule_heartbeat(cfg, cur, own_heartbeat: bool) -> dict[str, Any]:
         try:
             age = time.time() - os.stat(f["path"]).st_mtime
         except OSError:
-            age = float("inf")
+            age = running_s                    # missing: as old as our watch of it
+            if age > float(f.get("max_age_s", 30)):
+                stale[f["path"]] = "missing"
+            continue
         if age > float(f.get("max_age_s", 30)):
-            stale[f["path"]] = None if age == float("inf") else round(age, 3)
+            stale[f["path"]] = round(age, 3)
     return {"breach": bool(stale), "stale": stale, "max_age_s": cfg["max_age_s"]}
 
 
@@ -462,6 +468,7 @@ class Watchdog:
         self.ticks = 0
         self.heartbeat_ns: int | None = None
         self.own_bypass = False
+        self.started_t = clock()
         self.max_window = max([r.get("window_s", 0) for r in cfg["rules"].values()] + [1.0])
 
     def resume(self, prev: dict[str, Any] | None) -> None:
@@ -515,7 +522,8 @@ class Watchdog:
         if rules["fastpath_fallback"]["enabled"]:
             res["fastpath_fallback"] = rule_fastpath_fallback(rules["fastpath_fallback"], hist, cur)
         if rules["heartbeat"]["enabled"]:
-            res["heartbeat"] = rule_heartbeat(rules["heartbeat"], cur, self.cfg["heartbeat"])
+            res["heartbeat"] = rule_heartbeat(rules["heartbeat"], cur, self.cfg["heartbeat"],
+                                              running_s=now - self.started_t)
         return res
 
     def _transition(self, new: str, event: str, cur, **fields) -> None:

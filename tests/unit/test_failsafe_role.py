@@ -39,6 +39,15 @@ def test_config_overrides_validate():
     assert cfg["rules"]["drop_ratio"]["threshold_pct"] == 10 and not cfg["rules"]["ser"]["enabled"]
 
 
+def test_config_exporter_heartbeat_file_validates():
+    """configure.yml merges the exporter's heartbeat file into rules.heartbeat.files."""
+    rules = {"ser": {"enabled": False},
+             "heartbeat": {"files": [{"path": "/run/etsf-exporter/heartbeat", "max_age_s": 60}]}}
+    cfg = failsafe.validate(yaml.safe_load(render("failsafe.yml.j2", __failsafe_rules=rules)))
+    assert cfg["rules"]["heartbeat"]["files"] == [{"path": "/run/etsf-exporter/heartbeat", "max_age_s": 60}]
+    assert cfg["rules"]["heartbeat"]["enabled"] and not cfg["rules"]["ser"]["enabled"]
+
+
 def test_config_mistake_rejected():
     with pytest.raises(failsafe.FailsafeError, match=r"^failsafe\.rules\.drop_ratio\.treshold_pct: unknown key"):
         failsafe.validate(yaml.safe_load(render("failsafe.yml.j2", failsafe_rules={"drop_ratio": {"treshold_pct": 1}})))

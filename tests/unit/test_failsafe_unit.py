@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 
 import pytest
 
@@ -106,9 +108,18 @@ def test_map_pressure_and_fastpath_fallback():
 def test_heartbeat_rule(tmp_path):
     cfg = {**fs.validate({})["rules"]["heartbeat"], "files": [{"path": str(tmp_path / "missing"), "max_age_s": 5}]}
     r = fs.rule_heartbeat(cfg, snap(0, ctl={"heartbeat_age_s": 60.0}), own_heartbeat=False)
-    assert r["breach"] and r["stale"] == {"agent": 60.0, str(tmp_path / "missing"): None}
+    assert r["breach"] and r["stale"] == {"agent": 60.0, str(tmp_path / "missing"): "missing"}
+    # a file that does not exist yet gets max_age_s from the watchdog's start (boot order)
+    r = fs.rule_heartbeat(cfg, snap(0), own_heartbeat=True, running_s=4.0)
+    assert not r["breach"], r
+    r = fs.rule_heartbeat(cfg, snap(0), own_heartbeat=True, running_s=6.0)
+    assert r["breach"] and r["stale"] == {str(tmp_path / "missing"): "missing"}, r
     (tmp_path / "missing").write_text("x")
     assert not fs.rule_heartbeat(cfg, snap(0, ctl={"heartbeat_age_s": 60.0}), own_heartbeat=True)["breach"]
+    old = time.time() - 9
+    os.utime(tmp_path / "missing", (old, old))
+    r = fs.rule_heartbeat(cfg, snap(0), own_heartbeat=True, running_s=100.0)
+    assert r["breach"] and 8.5 < r["stale"][str(tmp_path / "missing")] < 60, r
 
 
 # ---------------------------------------------------------------- state machine

@@ -30,7 +30,9 @@ def test_unit_defaults():
     assert "User=etsf\n" in u and "NoNewPrivileges=yes" in u and "ProtectSystem=strict" in u
     assert re.search(r"^CapabilityBoundingSet=$", u, re.M)
     assert re.search(r"^AmbientCapabilities=$", u, re.M)
-    assert "--listen 127.0.0.1 --port 9761 --window 300 --sample-interval 15\n" in u
+    assert ("--listen 127.0.0.1 --port 9761 --window 300 --sample-interval 15"
+            " --heartbeat-file /run/etsf-exporter/heartbeat --heartbeat-interval 5\n") in u
+    assert "RuntimeDirectory=etsf-exporter\n" in u and "RuntimeDirectoryPreserve=yes\n" in u
     assert "--tls-cert" not in u and "--basic-auth-file" not in u
     assert "telemetry grant --group etsf\n" in u
 

@@ -112,3 +112,15 @@ def test_failsafe_watchdog_engaged(host):
     status = json.loads(host.check_output("etsfctl status --json"))
     assert status["heartbeat_age_ms"] is not None and status["heartbeat_age_ms"] < 5000
     assert host.file("/var/lib/etsf/failsafe-audit.jsonl").contains('"event": "start"')
+
+
+def test_exporter_heartbeat_watched_by_failsafe(host):
+    """The exporter rewrites its heartbeat file; the watchdog's heartbeat rule lists it."""
+    hb = host.file("/run/etsf-exporter/heartbeat")
+    assert hb.exists and hb.user == "etsf"
+    age = float(host.check_output("echo $(( $(date +%s) - $(stat -c %Y /run/etsf-exporter/heartbeat) ))"))
+    assert age <= 15, age                                       # rewritten every 5 s
+    cfg = host.file("/etc/etsf/failsafe.yml").content_string
+    assert "/run/etsf-exporter/heartbeat" in cfg, cfg
+    st = json.loads(host.check_output("etsfctl failsafe status --json"))["state"]
+    assert st["state"] == "engaged", st
