@@ -4,7 +4,10 @@ sipp's RTD timers tick in milliseconds, too coarse for veth round trips of a few
 hundred microseconds, so the harness also captures the UAC's SIP packets
 (``tcpdump -s 700`` in the UAC namespace, filtered to the legitimate UAC address)
 and matches them here: per (Call-ID, CSeq number, CSeq method) the first request
-sent by the UAC and the first 180 / first final response received.  Plain pcap
+sent by the UAC and the first 180 / first final response received.  It also counts
+provisional responses that arrive *after* the transaction's final response
+(``late_1xx``): UDP gives no ordering, and Kamailio's several UDP workers can relay a
+UAS's 200 before the 180 that arrived just before it (see templates/uac.xml).  Plain pcap
 (libpcap format, Ethernet link type, IPv4/UDP); no dependencies.
 """
 from __future__ import annotations
@@ -41,7 +44,8 @@ def _headers(payload: bytes):
 
 
 def transactions(pcap: Path, uac_ip: str) -> dict[str, dict[str, list[float]]]:
-    """{method: {"first_provisional_180": [ms...], "final_2xx": [ms...]}} for requests sent by uac_ip."""
+    """{method: {"first_180_183": [ms...], "final_2xx": [ms...], "final_error": [...], "late_1xx": [...],
+    "no_final": [...]}} for requests sent by uac_ip."""
     uac = bytes(int(x) for x in uac_ip.split("."))
     data = pcap.read_bytes() if pcap.exists() else b""
     if len(data) < 24:
@@ -97,6 +101,8 @@ def transactions(pcap: Path, uac_ip: str) -> dict[str, dict[str, list[float]]]:
             seen = got.setdefault(key, set())
             ms = (t - start[key]) * 1000.0
             m = out.setdefault(key[2], {})
+            if code < 200 and "final" in seen:
+                m.setdefault("late_1xx", []).append(ms)
             if 180 <= code <= 183 and "180" not in seen:
                 seen.add("180")
                 m.setdefault("first_180_183", []).append(ms)

@@ -153,6 +153,46 @@ def sipp_kpi(cfg, workload="latency_un"):
     return None if not c else ok / c
 
 
+def failure_table(cfgs) -> list[str]:
+    """Every failed call of every run, by sipp's reported cause (never hidden in a tolerance)."""
+    L = ["## Failed calls by cause (all runs)\n",
+         "sipp `-trace_err` events per workload, summed over runs: `recv_timeout@N` = no expected message "
+         "within `-recv_timeout` at scenario message N (uac.xml: 1–3 provisionals, 4 the INVITE's 200, 8 the "
+         "BYE's 200); `unexpected 408 INVITE@2` = the proxy answered 408 (the UAS's reply did not reach it). "
+         "*Late 1xx* = provisional responses that reached the UAC after the final one (re-ordered by the "
+         "proxy's parallel workers; absorbed by the scenario, not failures). UAS = the sipp UAS's own failed "
+         "calls over the whole configuration.\n",
+         "| config | workload | calls | failed + unfinished | causes | late 1xx |", "|---|---|---|---|---|---|"]
+    rows = 0
+    for c in cfgs:
+        for name, w in (c.get("workloads") or {}).items():
+            runs = w.get("runs") if "runs" in w else w.get("steps", [])
+            if not runs:
+                continue
+            created = sum(r.get("created", 0) for r in runs)
+            failed = sum(r.get("failed_or_unfinished", 0) for r in runs)
+            late = sum(r.get("late_provisional_responses", 0) for r in runs)
+            causes: dict = {}
+            for r in runs:
+                for k, v in (r.get("error_causes") or {}).items():
+                    if k != "dead_call_msg":
+                        causes[k] = causes.get(k, 0) + v
+            if failed or late or causes:
+                rows += 1
+                L.append(f"| {c['name']} | {name} | {created} | {failed} | "
+                         f"{', '.join(f'{k} ×{v}' for k, v in sorted(causes.items())) or '–'} | {late} |")
+        uas = c.get("uas") or {}
+        if uas.get("failed"):
+            rows += 1
+            ec = {k: v for k, v in (uas.get("error_causes") or {}).items() if k != "dead_call_msg"}
+            L.append(f"| {c['name']} | UAS (whole config) | {uas.get('created')} | {uas['failed']} | "
+                     f"{', '.join(f'{k} ×{v}' for k, v in sorted(ec.items())) or uas.get('fail_causes')} | |")
+    if not rows:
+        L.append("| (none) | | | 0 | | 0 |")
+    L.append("")
+    return L
+
+
 def render(out: Path, plots: bool = True) -> Path:
     res = json.loads((out / "results.json").read_text())
     cfgs = list(res["configs"])
@@ -264,6 +304,7 @@ def render(out: Path, plots: bool = True) -> Path:
             f"{f(s['cpu_softirq_un'][0])}) | {fm(s['cpu_raw_un'])} | {f(s['proxy_cpu_ms_un'][0])} | "
             f"{fm(s['ctxt_un'], 1)} / {fm(s['ctxt_raw_un'], 1)} |")
     L.append("")
+    L += failure_table(cfgs)
     L.append("## Flood mix (legitimate calls at the fixed rate + REGISTER/OPTIONS flood)\n")
     L.append("| config | flood sent pps | legit success | legit INVITE→200 p50 / p99 ms | eTSF XDP drops | "
              "UDP rcvbuf drops pod (Kamailio) / UAC | eTSF KPIs under flood (ASR/NER/SEER) |")

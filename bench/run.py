@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import collections
 import contextlib
 import datetime as _dt
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import statistics
@@ -238,7 +240,8 @@ class Bench:
             self.uas_token = str(d / "uas-stat.csv")
             self.topo.popen(self.topo.uas, ["sipp", "-sn", "uas", "-i", T.UAS, "-p", str(T.PORT), "-t", "u1",
                                             "-nostdin", "-timeout", "3000s", "-trace_stat", "-stf",
-                                            self.uas_token, "-fd", "5"],
+                                            self.uas_token, "-fd", "1", "-trace_err", "-error_file",
+                                            str(d / "uas-errors.log")],
                             d / "uas.log", limit=3000, cpu=CPU_LOAD)
         if kind in ("etsf-fastpath", "etsf-classifier"):
             self.etsfctl("attach", "--iface", T.UPLINK_IF, "--mode", "native")
@@ -257,6 +260,12 @@ class Bench:
         cfg["background"] = cpu_delta(a, cpu_snap())
 
     def teardown_config(self, cfg):
+        d = cfg.get("_dir")
+        if d is not None and cfg["kind"] != "raw":
+            with contextlib.suppress(Exception):
+                uas = self.parse_sipp_stat(d / "uas-stat.csv", prefix_created="IncomingCall(C)")
+                uas["error_causes"] = classify_errors(d / "uas-errors.log")
+                cfg["uas"] = uas
         if cfg["kind"] in ("etsf-fastpath", "etsf-classifier") and self.topo:
             if cfg["kind"] == "etsf-fastpath":
                 self.etsfctl("fastpath", "detach", "--iface", T.UPLINK_IF, "--iface", T.POD_HOST_IF, check=False)
@@ -364,11 +373,22 @@ class Bench:
         p = self.topo.popen(self.topo.uac, cmd, d / "sipp.log", limit=seconds + 40, cpu=CPU_LOAD)
         rc = self.topo.stop(p, timeout=seconds + 50)
         time.sleep(0.3)
-        self.topo.stop(cap, timeout=10, sig=signal.SIGTERM)
         c1 = cpu_snap()
         e1 = self.etsf_snap(cfg)
         kam_cpu = (proc_cpu(self.kam_token) - kam_cpu0) if kind != "raw" else None
         uas_cpu = (proc_cpu(self.uas_token) - uas_cpu0) if kind != "raw" else None
+        # libpcap hands the kernel's capture ring to tcpdump in blocks, retired when full or after
+        # tcpdump's 1 s timeout, and a stopped tcpdump drops the unretired block: the last calls'
+        # final responses would look lost on the wire (wire_fail_ratio).  Wait > 1 s after sipp
+        # exits and until the file stops growing (bounded; outside the CPU window above).
+        t_exit = time.monotonic() - 0.3
+        t_min, t_end, last, stable = t_exit + 1.1, t_exit + 3.0, -1, 0
+        while time.monotonic() < t_end and (time.monotonic() < t_min or stable < 2):
+            time.sleep(0.1)
+            size = pcap.stat().st_size if pcap.exists() else 0
+            stable = stable + 1 if size == last else 0
+            last = size
+        self.topo.stop(cap, timeout=10, sig=signal.SIGTERM)
         flood = None
         if fl is not None:
             self.topo.stop(fl, timeout=seconds + 20)
@@ -393,6 +413,10 @@ class Bench:
         else:
             lat["first_response_ms"] = lat_summary(tx.get(method, {}).get("final_2xx", []))
         lat["no_final_response"] = sum(len(v.get("no_final", [])) for v in tx.values())
+        # provisional responses that reached the UAC after their transaction's final response
+        # (re-ordered by the proxy's parallel workers: harmless for an RFC 3261 UA, and for
+        # templates/uac.xml, which matches responses to transactions)
+        rec["late_provisional_responses"] = sum(len(v.get("late_1xx", [])) for v in tx.values())
         # requests seen leaving the UAC without any final response seen coming back: failures
         # on the wire (sipp may count more when its own CPU or sockets are the bottleneck)
         rec["wire_fail_ratio"] = (lat["no_final_response"] / rec["created"]) if rec["created"] else 1.0
@@ -423,26 +447,38 @@ class Bench:
         return rec
 
     @staticmethod
-    def parse_sipp(d: Path) -> dict:
-        out = {"created": 0, "successful": 0, "failed": 0, "retransmissions": 0, "elapsed_s": None}
-        st = d / "stat.csv"
-        if st.exists():
-            lines = [ln for ln in st.read_text(errors="replace").splitlines() if ln.strip()]
-            if len(lines) >= 2:
-                head, last = lines[0].rstrip(";").split(";"), lines[-1].rstrip(";").split(";")
-                row = dict(zip(head, last))
+    def parse_sipp_stat(st: Path, prefix_created="TotalCallCreated") -> dict:
+        """Last row of a sipp -trace_stat file: counts, and the failed calls by sipp's own cause."""
+        out = {"created": 0, "successful": 0, "failed": 0, "retransmissions": 0, "elapsed_s": None,
+               "fail_causes": {}}
+        if not st.exists():
+            return out
+        lines = [ln for ln in st.read_text(errors="replace").splitlines() if ln.strip()]
+        if len(lines) < 2:
+            return out
+        head, last = lines[0].rstrip(";").split(";"), lines[-1].rstrip(";").split(";")
+        row = dict(zip(head, last))
 
-                def gi(k):
-                    try:
-                        return int(row.get(k, 0))
-                    except ValueError:
-                        return 0
-                out.update(created=gi("TotalCallCreated"), successful=gi("SuccessfulCall(C)"),
-                           failed=gi("FailedCall(C)"), retransmissions=gi("Retransmissions(C)"))
-                el = row.get("ElapsedTime(C)", "")
-                with contextlib.suppress(ValueError, IndexError):
-                    h, m, s = el.split(":")[:3]
-                    out["elapsed_s"] = int(h) * 3600 + int(m) * 60 + float(s)
+        def gi(k):
+            try:
+                return int(row.get(k, 0))
+            except ValueError:
+                return 0
+        out.update(created=gi(prefix_created), successful=gi("SuccessfulCall(C)"),
+                   failed=gi("FailedCall(C)"), retransmissions=gi("Retransmissions(C)"))
+        # FailedTimeoutOnRecv(C), FailedUnexpectedMessage(C), FailedMaxUDPRetrans(C), ...
+        out["fail_causes"] = {k[len("Failed"):-len("(C)")]: gi(k) for k in head
+                              if k.startswith("Failed") and k.endswith("(C)") and k != "FailedCall(C)" and gi(k)}
+        el = row.get("ElapsedTime(C)", "")
+        with contextlib.suppress(ValueError, IndexError):
+            h, m, s = el.split(":")[:3]
+            out["elapsed_s"] = int(h) * 3600 + int(m) * 60 + float(s)
+        return out
+
+    @staticmethod
+    def parse_sipp(d: Path) -> dict:
+        out = Bench.parse_sipp_stat(d / "stat.csv")
+        out["error_causes"] = classify_errors(d / "errors.log")
         rtd: dict[str, list[float]] = {}
         for f in d.glob("*_rtt.csv"):
             for ln in f.read_text(errors="replace").splitlines()[1:]:
@@ -476,7 +512,7 @@ class Bench:
             rec["zero_failure"] = rec["pass"] and rec["failed_or_unfinished"] == 0
             tried.append(rec)
             log(f"    bisect {cfg['name']} {transport} {r:.0f}/s: created {rec['created']} ok {rec['successful']} "
-                f"fail {rec['failed_or_unfinished']} -> {'pass' if rec['pass'] else 'FAIL'}")
+                f"fail {rec['failed_or_unfinished']} -> {'pass' if rec['pass'] else 'FAIL'}{why(rec)}")
             if rec["pass"]:
                 good = max(good or 0, r)
                 if rec["zero_failure"]:
@@ -532,7 +568,7 @@ class Bench:
                     runs.append(rec)
                     log(f"    latency {tr} #{i}: ok {rec['successful']}/{rec['created']} "
                         f"INVITE->200 p50 {fmt(rec['latency'].get('invite_200_ms', {}).get('p50'))} ms, "
-                        f"cpu {rec['cpu']['ms_per_call']['busy']:.3f} ms/call")
+                        f"cpu {rec['cpu']['ms_per_call']['busy']:.3f} ms/call{why(rec)}")
                     time.sleep(self.p["settle"])
                 wl[f"latency_{tr}"] = {"rate": rate, "runs": runs}
             if cfg["kind"] != "raw" and not cfg.get("light"):
@@ -543,7 +579,7 @@ class Bench:
                         break
                     rec = self.sipp_run(cfg, "register", rate * 2, self.p["register_seconds"], "un")
                     runs.append(rec)
-                    log(f"    register #{i}: ok {rec['successful']}/{rec['created']}")
+                    log(f"    register #{i}: ok {rec['successful']}/{rec['created']}{why(rec)}")
                     time.sleep(self.p["settle"])
                 wl["register"] = {"rate": rate * 2, "runs": runs}
             if cfg.get("flood"):
@@ -555,7 +591,8 @@ class Bench:
                     rec = self.sipp_run(cfg, "call", rate, self.p["flood_seconds"], "un", flood_pps=self.flood_pps)
                     runs.append(rec)
                     log(f"    flood #{i} ({self.flood_pps} pps offered, sent "
-                        f"{(rec.get('flood') or {}).get('pps')}): legit ok {rec['successful']}/{rec['created']}")
+                        f"{(rec.get('flood') or {}).get('pps')}): legit ok {rec['successful']}/{rec['created']}"
+                        f"{why(rec)}")
                     time.sleep(self.p["settle"])
                 wl["flood"] = {"rate": rate, "flood_pps": self.flood_pps, "runs": runs}
         finally:
@@ -644,6 +681,45 @@ class Bench:
 
 def fmt(v):
     return "-" if v is None else f"{v:.3f}"
+
+
+def why(rec) -> str:
+    """' (failures: ...; late 1xx: n)' for a log line, or '' for a clean run."""
+    causes = {k: v for k, v in (rec.get("error_causes") or {}).items() if k != "dead_call_msg"}
+    parts = []
+    if rec.get("failed_or_unfinished"):
+        parts.append("failures: " + (", ".join(f"{k} x{v}" for k, v in sorted(causes.items())) or "unfinished"))
+    if rec.get("late_provisional_responses"):
+        parts.append(f"late 1xx absorbed: {rec['late_provisional_responses']}")
+    return f" ({'; '.join(parts)})" if parts else ""
+
+
+# sipp writes each event as "<date>\t<time>\t<epoch>: <text>", not always on a new line
+_ERR_SPLIT = re.compile(r"\d{4}-\d\d-\d\d\t[\d:.]+\t[\d.]+: ")
+
+
+def classify_errors(path: Path) -> dict:
+    """sipp -trace_err events by kind, e.g. {"recv_timeout@3": 2, "unexpected 408 INVITE@2": 5,
+    "max_udp_retrans": 1}.  '@N' is the scenario message index the call was at (uac.xml: 1-3 the
+    optional provisionals, 4 the INVITE's 200, 8 the BYE's 200).  Messages that reach an already
+    aborted call ("dead_call_msg") are counted too but are not failures."""
+    c: collections.Counter = collections.Counter()
+    if not path.exists():
+        return {}
+    for ev in _ERR_SPLIT.split(path.read_text(errors="replace"))[1:]:
+        if m := re.search(r"receive timeout on message \S*?:(\d+)", ev):
+            c[f"recv_timeout@{m.group(1)}"] += 1
+        elif m := re.search(r"unexpected message .*?\(index (\d+)\), received '(\S+)(?: (\d+))?", ev, re.S):
+            what = m.group(3) if m.group(2).startswith("SIP/") else m.group(2)
+            cseq = re.search(r"^CSeq:\s*\d+\s+(\w+)", ev, re.M | re.I)
+            c[f"unexpected {what}{' ' + cseq.group(1) if cseq else ''}@{m.group(1)}"] += 1
+        elif "retransmission timeout" in ev or "max UDP retrans" in ev:
+            c["max_udp_retrans"] += 1
+        elif ev.startswith("Dead call"):
+            c["dead_call_msg"] += 1
+        else:
+            c["other: " + ev.strip().splitlines()[0][:60] if ev.strip() else "other"] += 1
+    return dict(c)
 
 
 def main(argv=None) -> int:
