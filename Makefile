@@ -11,7 +11,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export ANSIBLE_HOST_KEY_CHECKING := False
 LAB_HOSTS ?= 3
 
-.PHONY: help setup demo test test-py lint ansible-lint sanity molecule lab-up lab-down lab-status build collection bench-datapath changelog clean bench bench-quick
+.PHONY: help setup demo test test-py lint ansible-lint sanity molecule lab-up lab-down lab-status build collection bench-datapath changelog clean bench bench-quick appliance appliance-qemu
 
 help: ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -66,6 +66,20 @@ bench: setup ## full SIP benchmark vs kube-proxy emulations (<= 40 min, quiet ho
 
 bench-quick: setup ## SIP benchmark harness smoke run (~3 min, correctness only)
 	$(PY) bench/run.py --quick --out $(CURDIR)/build/bench-quick
+
+APPLIANCE_NAME ?= etsf-appliance
+APPLIANCE_OUT := $(CURDIR)/build/appliance/$(APPLIANCE_NAME)
+APPLIANCE_QEMU_FIRMWARE ?= both
+APPLIANCE_QEMU_TIMEOUT ?= 900
+
+appliance: setup ## Debian 12 appliance: rootfs tarball + raw GPT image (BIOS/UEFI) in build/appliance/<name>/
+	@mkdir -p $(CURDIR)/build/appliance
+	@: > $(CURDIR)/build/appliance/.ansible-$(APPLIANCE_NAME).log
+	ANSIBLE_LOG_PATH=$(CURDIR)/build/appliance/.ansible-$(APPLIANCE_NAME).log \
+	  nice -n 10 ansible-playbook -i inventory/appliance playbooks/appliance.yml -e appliance_name=$(APPLIANCE_NAME)
+
+appliance-qemu: appliance ## boot the raw image in qemu (TCG; BIOS then UEFI) until the first-boot line (~2-3 min each)
+	scripts/appliance-qemu.sh $(APPLIANCE_OUT)/$(APPLIANCE_NAME).img $(APPLIANCE_QEMU_FIRMWARE) $(APPLIANCE_QEMU_TIMEOUT)
 
 changelog: ## lint changelog fragments
 	antsibull-changelog lint

@@ -174,16 +174,20 @@ exec "$@"
 
 
 def nspawn_argv(name: str) -> list[str]:
-    ns = net.ns_of(name)
+    return nspawn_argv_for(net.ns_of(name), root_dir(name), name)
+
+
+def nspawn_argv_for(ns: str, root: Path, machine: str, console: str = "passive") -> list[str]:
+    """systemd-nspawn --boot of the tree `root` as `machine` inside the existing netns `ns`."""
     return ["nsenter", f"--net=/run/netns/{ns}", "--",
             "unshare", "--mount", "--propagation", "slave", "--",
             "sh", "-c", NSPAWN_WRAPPER, "etsf-lab-nspawn",
             "systemd-nspawn", "--boot", "--register=no", "--keep-unit", "--capability=all",
             "--system-call-filter=bpf perf_event_open",
             f"--network-namespace-path=/run/netns/{ns}",
-            "--link-journal=no", "--console=passive", "--resolv-conf=off",
+            "--link-journal=no", f"--console={console}", "--resolv-conf=off",
             "--timezone=off",
-            "-D", str(root_dir(name)), "-M", name]
+            "-D", str(root), "-M", machine]
 
 
 def is_supervisor(pid: int | None, name: str | None = None) -> bool:
@@ -221,11 +225,16 @@ def nspawn_pid(name: str) -> int | None:
 
 def container_pid1(name: str) -> int | None:
     """Host pid of the container's PID 1: in the host's netns with NSpid ending in 1."""
+    return container_pid1_in(net.ns_of(name))
+
+
+def container_pid1_in(ns: str) -> int | None:
+    """Host pid of the PID 1 of a container running in network namespace `ns`."""
     try:
-        ns_ino = os.stat(f"/run/netns/{net.ns_of(name)}").st_ino
+        ns_ino = os.stat(f"/run/netns/{ns}").st_ino
     except OSError:
         return None
-    for pid in net.netns_pids(net.ns_of(name)):
+    for pid in net.netns_pids(ns):
         try:
             if os.stat(f"/proc/{pid}/ns/net").st_ino != ns_ino:
                 continue

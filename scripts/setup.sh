@@ -16,6 +16,9 @@ APT_PACKAGES=(
   python3 python3-venv python3-dev python3-pip
   # ansible-test sanity; promtool (package prometheus) checks the exporter's output
   shellcheck prometheus
+  # appliance builder (make appliance): GPT, ESP, ext4 from a directory, GRUB for BIOS and
+  # UEFI; make appliance-qemu boots the raw image under software emulation
+  gdisk dosfstools mtools e2fsprogs grub-pc-bin grub-efi-amd64-bin zstd qemu-system-x86 qemu-utils ovmf
 )
 
 log() { printf '[setup] %s\n' "$*"; }

@@ -323,6 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
     _fastpath_cli(sub, common, _out)
     from .failsafe import add_cli as _failsafe_cli      # etsfctl failsafe ... (issue 7)
     _failsafe_cli(sub, common, _out)
+    from .firstboot import add_cli as _firstboot_cli    # etsfctl firstboot (issue 9, appliance)
+    _firstboot_cli(sub, common, _out)
     return p
 
 

@@ -491,7 +491,7 @@ def _capacity(lab, tmp_path: Path) -> tuple[int, list[dict]]:
             break
         best = rate
     if bad and best:
-        for _ in range(2):
+        for _step in range(2):
             mid = (best + bad) // 2
             if ok(mid):
                 best = mid

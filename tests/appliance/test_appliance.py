@@ -1,0 +1,187 @@
+"""The appliance of ``make appliance``: its artefacts, and its root filesystem booted with
+``systemd-nspawn --boot`` on a lab segment of its own (lab/appliance.py: netns apl-box with the
+appliance, apl-uac / apl-uas with sipp, 198.18.9.0/24).
+
+First boot must: run preflight, compile the objects against the running kernel's BTF, attach
+xdp_sip/tc_sip_egress to sip0, apply the seeded policy, start the exporter and fail-safe, and say
+so in one console line; then a sipp call UAC -> box (Kamailio) -> UAS succeeds and eTSF counts it.
+Every load is bounded (sipp -m, -r, -timeout) and every wait has a deadline.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from lab import appliance as apl
+from lab.procs import NsProcesses
+
+CALLS = 10
+FIRSTBOOT_TIMEOUT = 300
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def test_artefacts_manifest_and_sums(appliance):
+    out, m = appliance["out"], appliance["manifest"]
+    for name in ("manifest.json", "SHA256SUMS", "build.log"):
+        assert (out / name).is_file(), name
+    assert set(m["artefacts"]) == {appliance["tarball"].name, appliance["image"].name}
+    assert m["kernel"].startswith("6.1."), m["kernel"]
+    assert m["etsf_version"] and m["packages"]["kamailio"].startswith("5.6")
+    for pkg in ("linux-image-amd64", "clang", "bpftool", "grub-pc-bin", "grub-efi-amd64-bin"):
+        assert pkg in m["packages"], pkg
+    sums = dict(reversed(line.split("  ", 1)) for line in (out / "SHA256SUMS").read_text().splitlines())
+    assert set(sums) == {appliance["tarball"].name, appliance["image"].name, "manifest.json", "build.log"}
+    for name in (appliance["tarball"].name, "manifest.json"):
+        assert _sha256(out / name) == sums[name], name
+    assert "PLAY RECAP" in (out / "build.log").read_text() or "disk image" in (out / "build.log").read_text()
+
+
+def test_disk_image_layout(appliance):
+    """GPT with a BIOS boot partition (core.img), an ESP with BOOTX64.EFI, the seed and the root."""
+    img = appliance["image"]
+    table = subprocess.run(["sgdisk", "-p", str(img)], capture_output=True, text=True, check=True).stdout
+    codes = [line.split()[5] for line in table.splitlines() if line.strip()[:1].isdigit()]
+    assert codes == ["EF02", "EF00", "0700", "8304"], table
+    with open(img, "rb") as fh:
+        mbr = fh.read(512)
+        assert mbr[510:512] == b"\x55\xaa"
+        assert int.from_bytes(mbr[0x5C:0x64], "little") == 2048, "boot.img does not point at core.img"
+        fh.seek(2048 * 512 + 500)
+        assert int.from_bytes(fh.read(8), "little") == 2049, "core.img block list not patched"
+    with tempfile.TemporaryDirectory() as tmp:
+        esp = Path(tmp) / "esp.img"
+        subprocess.run(["dd", f"if={img}", f"of={esp}", "bs=512", "skip=4096", "count=131072", "status=none"],
+                       check=True)
+        listing = subprocess.run(["mdir", "-i", str(esp), "-b", "::/EFI/BOOT"], capture_output=True,
+                                 text=True, check=True).stdout
+        assert "BOOTX64.EFI" in listing.upper(), listing
+
+
+@pytest.fixture(scope="module")
+def box(appliance):
+    """The rootfs tarball extracted and booted in netns apl-box; torn down afterwards."""
+    tree = Path(tempfile.mkdtemp(prefix="etsf-apl-root-", dir="/var/tmp"))
+    booted = None
+    try:
+        subprocess.run(["tar", "--numeric-owner", "--xattrs", "--acls", "-I", "zstd -T1 -q",
+                        "-C", str(tree), "-xf", str(appliance["tarball"])], check=True, timeout=300)
+        apl.net_up()
+        console = appliance["out"].parent / "nspawn-console.log"
+        console.write_text("")
+        booted = apl.Box(tree, console)
+        t0 = time.monotonic()
+        booted.boot()
+        stamp = booted.wait_file("var/lib/etsf/firstboot.json", FIRSTBOOT_TIMEOUT)
+        # the stamp is written last: wait until it is complete JSON
+        for _unused in range(20):
+            try:
+                result = json.loads(stamp.read_text())
+                break
+            except ValueError:
+                time.sleep(0.5)
+        booted.firstboot = result
+        booted.firstboot_seconds = time.monotonic() - t0
+        booted.system_state = booted.wait_system(120)
+        yield booted
+    finally:
+        apl.teardown(booted, tree)
+
+
+def test_firstboot_attaches_and_says_so(box):
+    fb = box.firstboot
+    assert fb["result"] == "ok", fb.get("reason")
+    assert fb["preflight"]["ok"], fb["preflight"]["message"]
+    assert fb["restore"]["attached"].get("sip0"), fb["restore"]
+    assert fb["restore"]["policy_generation"], "the seeded policy was not applied"
+    assert "etsf-firstboot: OK attached xdp_sip to sip0" in fb["line"]
+    # the line reached the console
+    deadline = time.monotonic() + 10
+    while "etsf-firstboot: OK attached xdp_sip to sip0" not in box.console_log.read_text(errors="replace"):
+        assert time.monotonic() < deadline, "first-boot line not on the console"
+        time.sleep(0.5)
+
+
+def test_units_and_attached_programs(box):
+    def active(unit):
+        return box.sh(["systemctl", "is-active", unit]).stdout.strip()
+
+    units = ("etsf-exporter.service", "etsf-failsafe.service", "kamailio.service")
+    deadline = time.monotonic() + 60
+    while any(active(u) != "active" for u in units):
+        assert time.monotonic() < deadline, {u: active(u) for u in units}
+        time.sleep(1)
+    assert active("etsf-firstboot.service") == "active"
+    # the boot-time restore was skipped: first boot did its work in this boot
+    res = box.sh(["systemctl", "show", "-p", "ConditionResult", "etsf-restore.service"]).stdout.strip()
+    assert res == "ConditionResult=no", res
+    st = json.loads(box.sh(["/usr/local/bin/etsfctl", "status", "--json"]).stdout)
+    row = st["interfaces"]["sip0"]
+    assert row["xdp_prog_name"] == "xdp_sip", row
+    assert row["tc_prog_name"] == "tc_sip_egress", row
+    link = subprocess.run(["ip", "-n", apl.BOX, "-d", "link", "show", "dev", "sip0"], capture_output=True,
+                          text=True, check=True).stdout
+    assert "prog/xdp" in link, link
+
+
+def _scrape() -> str:
+    code = ("import urllib.request;"
+            "print(urllib.request.urlopen('http://127.0.0.1:9761/metrics', timeout=5).read().decode())")
+    res = subprocess.run(["ip", "netns", "exec", apl.BOX, "python3", "-c", code], capture_output=True,
+                         text=True, timeout=30, check=False)
+    assert res.returncode == 0, res.stderr
+    return res.stdout
+
+
+def _invites(metrics: str) -> float:
+    total = 0.0
+    for line in metrics.splitlines():
+        if line.startswith("etsf_sip_packets_total{") and 'hook="xdp"' in line and 'method="INVITE"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_sipp_call_through_the_box_is_steered_and_counted(box, tmp_path):
+    deadline = time.monotonic() + 60
+    while True:  # the exporter answers once it started (ordered after first boot)
+        try:
+            before = _scrape()
+            break
+        except AssertionError:
+            assert time.monotonic() < deadline, "exporter does not answer on 127.0.0.1:9761"
+            time.sleep(1)
+    assert "etsf_up 1.0" in before, before[:2000]
+    invites_before = _invites(before)
+
+    procs = NsProcesses()
+    try:
+        uas = procs.start(apl.UAS, ["sipp", "-sn", "uas", "-i", apl.ADDRS[apl.UAS], "-p", "5060",
+                                    "-m", str(CALLS), "-nostdin", "-trace_stat", "-stf", "uas.csv"],
+                          tmp_path / "uas.log", limit=90, cwd=tmp_path)
+        time.sleep(1)
+        uac = procs.start(apl.UAC, ["sipp", "-sn", "uac", f"{apl.ADDRS[apl.BOX]}:5060", "-i", apl.ADDRS[apl.UAC],
+                                    "-p", "5060", "-m", str(CALLS), "-r", "5", "-max_retrans", "3",
+                                    "-timeout", "60s", "-nostdin", "-trace_stat", "-stf", "uac.csv"],
+                          tmp_path / "uac.log", limit=90, cwd=tmp_path)
+        rc = procs.stop(uac, timeout=80)
+        procs.stop(uas, timeout=20)
+    finally:
+        procs.kill_all()
+    lines = [ln for ln in (tmp_path / "uac.csv").read_text().splitlines() if ln.strip()]
+    row = dict(zip(lines[0].rstrip(";").split(";"), lines[-1].rstrip(";").split(";")))
+    assert rc == 0 and int(row["SuccessfulCall(C)"]) == CALLS and int(row["FailedCall(C)"]) == 0, (
+        rc, row.get("SuccessfulCall(C)"), row.get("FailedCall(C)"), (tmp_path / "uac.log").read_text()[-1500:])
+    after = _scrape()
+    assert _invites(after) - invites_before >= CALLS, (invites_before, _invites(after))
