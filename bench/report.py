@@ -9,6 +9,7 @@ with [min, max] spread.
 from __future__ import annotations
 
 import json
+import re
 import statistics
 import sys
 from pathlib import Path
@@ -153,6 +154,19 @@ def sipp_kpi(cfg, workload="latency_un"):
     return None if not c else ok / c
 
 
+
+def _merge_causes(dicts) -> dict:
+    """Sum sipp error causes over runs; one key per kind (a call id in a free-text cause, as in
+    "Aborting call on an unexpected BYE for call: 1042-...", is dropped); dead_call_msg is not a failure."""
+    out: dict = {}
+    for d in dicts:
+        for k, v in (d or {}).items():
+            if k == "dead_call_msg":
+                continue
+            k = re.sub(r"\s+for call:.*$", "", k)
+            out[k] = out.get(k, 0) + v
+    return out
+
 def failure_table(cfgs) -> list[str]:
     """Every failed call of every run, by sipp's reported cause (never hidden in a tolerance)."""
     L = ["## Failed calls by cause (all runs)\n",
@@ -172,11 +186,7 @@ def failure_table(cfgs) -> list[str]:
             created = sum(r.get("created", 0) for r in runs)
             failed = sum(r.get("failed_or_unfinished", 0) for r in runs)
             late = sum(r.get("late_provisional_responses", 0) for r in runs)
-            causes: dict = {}
-            for r in runs:
-                for k, v in (r.get("error_causes") or {}).items():
-                    if k != "dead_call_msg":
-                        causes[k] = causes.get(k, 0) + v
+            causes = _merge_causes(r.get("error_causes") for r in runs)
             if failed or late or causes:
                 rows += 1
                 L.append(f"| {c['name']} | {name} | {created} | {failed} | "
@@ -184,7 +194,7 @@ def failure_table(cfgs) -> list[str]:
         uas = c.get("uas") or {}
         if uas.get("failed"):
             rows += 1
-            ec = {k: v for k, v in (uas.get("error_causes") or {}).items() if k != "dead_call_msg"}
+            ec = _merge_causes([uas.get("error_causes")])
             L.append(f"| {c['name']} | UAS (whole config) | {uas.get('created')} | {uas['failed']} | "
                      f"{', '.join(f'{k} ×{v}' for k, v in sorted(ec.items())) or uas.get('fail_causes')} | |")
     if not rows:

@@ -718,7 +718,8 @@ def classify_errors(path: Path) -> dict:
         elif ev.startswith("Dead call"):
             c["dead_call_msg"] += 1
         else:
-            c["other: " + ev.strip().splitlines()[0][:60] if ev.strip() else "other"] += 1
+            first = re.sub(r"\s+for call:.*$", "", ev.strip().splitlines()[0]) if ev.strip() else ""
+            c[f"other: {first[:60]}" if first else "other"] += 1
     return dict(c)
 
 

@@ -70,14 +70,15 @@ def net_down() -> None:
 class Box:
     """One booted appliance tree."""
 
-    def __init__(self, root: Path, console_log: Path) -> None:
+    def __init__(self, root: Path, console_log: Path, allow_bpf: bool = True) -> None:
         self.root = Path(root)
         self.console_log = Path(console_log)
+        self.allow_bpf = allow_bpf
         self.proc: subprocess.Popen | None = None
 
     def boot(self) -> None:
         # read-only: the container's console output (the first-boot line) goes to the log
-        argv = hosts.nspawn_argv_for(BOX, self.root, MACHINE, console="read-only")
+        argv = hosts.nspawn_argv_for(BOX, self.root, MACHINE, console="read-only", allow_bpf=self.allow_bpf)
         env = dict(os.environ, SYSTEMD_NSPAWN_API_VFS_WRITABLE="1")
         with open(self.console_log, "ab") as log:
             self.proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=log,  # noqa: SIM115

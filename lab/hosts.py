@@ -177,13 +177,16 @@ def nspawn_argv(name: str) -> list[str]:
     return nspawn_argv_for(net.ns_of(name), root_dir(name), name)
 
 
-def nspawn_argv_for(ns: str, root: Path, machine: str, console: str = "passive") -> list[str]:
-    """systemd-nspawn --boot of the tree `root` as `machine` inside the existing netns `ns`."""
+def nspawn_argv_for(ns: str, root: Path, machine: str, console: str = "passive",
+                    allow_bpf: bool = True) -> list[str]:
+    """systemd-nspawn --boot of the tree `root` as `machine` inside the existing netns `ns`.
+    allow_bpf=False keeps nspawn's default system call filter, which refuses bpf(2): a machine
+    that cannot run eTSF (the appliance's failed-preflight path)."""
     return ["nsenter", f"--net=/run/netns/{ns}", "--",
             "unshare", "--mount", "--propagation", "slave", "--",
             "sh", "-c", NSPAWN_WRAPPER, "etsf-lab-nspawn",
             "systemd-nspawn", "--boot", "--register=no", "--keep-unit", "--capability=all",
-            "--system-call-filter=bpf perf_event_open",
+            *(["--system-call-filter=bpf perf_event_open"] if allow_bpf else []),
             f"--network-namespace-path=/run/netns/{ns}",
             "--link-journal=no", f"--console={console}", "--resolv-conf=off",
             "--timezone=off",

@@ -10,6 +10,8 @@ is ``"error"`` (blocks a rollout) or ``"warning"`` (reported, does not block).
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import gzip
 import json
 import os
@@ -128,6 +130,30 @@ def check_kconfig(options: dict[str, str], source: str | None) -> dict:
     return _check("kernel_config", not missing, detail, missing=missing, source=source)
 
 
+SYS_BPF = {"x86_64": 321, "aarch64": 280}
+
+
+def check_bpf_syscall(machine: str | None = None) -> dict:
+    """Can this process use bpf(2) at all?  Creates (and closes) a 1-entry array map.  A refusal
+    names the usual causes instead of a list of every feature the probe then cannot see."""
+    nr = SYS_BPF.get(machine or platform.machine())
+    if nr is None:
+        return _check("bpf_syscall", True, f"bpf(2) not probed on {machine or platform.machine()}",
+                      severity="warning")
+    libc = ctypes.CDLL(None, use_errno=True)
+    attr = (ctypes.c_uint32 * 32)()
+    attr[0], attr[1], attr[2], attr[3] = 2, 4, 4, 1          # BPF_MAP_TYPE_ARRAY, key 4, value 4, 1 entry
+    fd = libc.syscall(nr, 0, ctypes.byref(attr), ctypes.sizeof(attr))   # BPF_MAP_CREATE
+    if fd >= 0:
+        os.close(fd)
+        return _check("bpf_syscall", True, "bpf(2) permitted")
+    err = ctypes.get_errno()
+    return _check("bpf_syscall", False,
+                  f"bpf(2) refused: {os.strerror(err)} ({errno.errorcode.get(err, err)}); a seccomp filter "
+                  "(containers: allow the bpf system call), missing CAP_BPF/CAP_SYS_ADMIN or "
+                  "kernel.unprivileged_bpf_disabled", errno=err)
+
+
 def probe_features(bpftool: str | None = None) -> dict | None:
     bpftool = bpftool or shutil.which("bpftool")
     if not bpftool:
@@ -241,13 +267,16 @@ def run(interfaces: list[str] | tuple[str, ...] = (), min_kernel: str = DEFAULT_
         bpffs_path: str = "/sys/fs/bpf") -> dict:
     """Run every check; return the report (never raises for an unmet requirement)."""
     options, source = read_kconfig()
+    syscall = check_bpf_syscall()
     checks = [
         check_kernel(min_kernel),
         check_btf(),
         check_bpffs(bpffs_path),
         check_jit(options),
         check_kconfig(options, source),
-        check_features(probe_features()),
+        syscall,
+        check_features(probe_features()) if syscall["ok"] else
+        _check("bpf_features", True, "not probed: bpf(2) refused", severity="warning", missing=[]),
         check_memlock(),
     ]
     checks.extend(check_interface(iface) for iface in interfaces)

@@ -6,11 +6,14 @@
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -19,8 +22,12 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from lab import appliance as apl  # noqa: E402
+from lab.procs import NsProcesses  # noqa: E402
+
 OUT = REPO / "build" / "appliance" / "etsf-appliance"
 BUILD_TIMEOUT = 1200
+FIRSTBOOT_TIMEOUT = 300
 
 
 def _need(cond: bool, what: str) -> None:
@@ -47,3 +54,71 @@ def appliance():
     manifest = json.loads((OUT / "manifest.json").read_text())
     return {"out": OUT, "manifest": manifest,
             "tarball": OUT / "etsf-appliance-rootfs.tar.zst", "image": OUT / "etsf-appliance.img"}
+
+
+@contextlib.contextmanager
+def booted_box(appliance, allow_bpf: bool = True):
+    """Extract the rootfs tarball and boot it in netns apl-box; wait (bounded) for the first-boot
+    stamp and a running systemd; tear everything down afterwards.  allow_bpf=False boots it
+    under nspawn's default system call filter, which refuses bpf(2): a machine eTSF cannot run on."""
+    tree = Path(tempfile.mkdtemp(prefix="etsf-apl-root-", dir="/var/tmp"))
+    booted = None
+    try:
+        subprocess.run(["tar", "--numeric-owner", "--xattrs", "--acls", "-I", "zstd -T1 -q",
+                        "-C", str(tree), "-xf", str(appliance["tarball"])], check=True, timeout=300)
+        apl.net_up()
+        console = appliance["out"].parent / f"nspawn-console{'' if allow_bpf else '-nobpf'}.log"
+        console.write_text("")
+        booted = apl.Box(tree, console, allow_bpf=allow_bpf)
+        t0 = time.monotonic()
+        booted.boot()
+        stamp = booted.wait_file("var/lib/etsf/firstboot.json", FIRSTBOOT_TIMEOUT)
+        result = None
+        for _unused in range(20):              # the stamp is written last: wait for complete JSON
+            try:
+                result = json.loads(stamp.read_text())
+                break
+            except ValueError:
+                time.sleep(0.5)
+        assert result is not None, f"{stamp} never became valid JSON"
+        booted.firstboot = result
+        booted.firstboot_seconds = time.monotonic() - t0
+        booted.system_state = booted.wait_system(120)
+        yield booted
+    finally:
+        apl.teardown(booted, tree)
+
+
+def wait_active(box, units, timeout: float = 60) -> dict:
+    """Wait (bounded) until every unit is active; returns the last states."""
+    def state():
+        return {u: box.sh(["systemctl", "is-active", u]).stdout.strip() for u in units}
+    deadline = time.monotonic() + timeout
+    st = state()
+    while any(v != "active" for v in st.values()) and time.monotonic() < deadline:
+        time.sleep(1)
+        st = state()
+    return st
+
+
+def sipp_calls_through_box(work: Path, calls: int) -> tuple[dict, int, str]:
+    """`calls` sipp calls UAC -> box:5060 (Kamailio) -> UAS at 5 cps, bounded in count and time.
+    Returns (the UAC's last stat row as ints where numeric, the UAC's exit code, its log)."""
+    procs = NsProcesses()
+    try:
+        uas = procs.start(apl.UAS, ["sipp", "-sn", "uas", "-i", apl.ADDRS[apl.UAS], "-p", "5060",
+                                    "-m", str(calls), "-nostdin", "-trace_stat", "-stf", "uas.csv"],
+                          work / "uas.log", limit=90, cwd=work)
+        time.sleep(1)
+        uac = procs.start(apl.UAC, ["sipp", "-sn", "uac", f"{apl.ADDRS[apl.BOX]}:5060", "-i", apl.ADDRS[apl.UAC],
+                                    "-p", "5060", "-m", str(calls), "-r", "5", "-max_retrans", "3",
+                                    "-timeout", "60s", "-nostdin", "-trace_stat", "-stf", "uac.csv"],
+                          work / "uac.log", limit=90, cwd=work)
+        rc = procs.stop(uac, timeout=80)
+        procs.stop(uas, timeout=20)
+    finally:
+        procs.kill_all()
+    lines = [ln for ln in (work / "uac.csv").read_text().splitlines() if ln.strip()]
+    row = dict(zip(lines[0].rstrip(";").split(";"), lines[-1].rstrip(";").split(";")))
+    row = {k: int(v) if v.isdigit() else v for k, v in row.items()}
+    return row, rc, (work / "uac.log").read_text(errors="replace")

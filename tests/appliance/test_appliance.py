@@ -18,11 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from conftest import booted_box, sipp_calls_through_box
 from lab import appliance as apl
-from lab.procs import NsProcesses
 
 CALLS = 10
-FIRSTBOOT_TIMEOUT = 300
 
 
 def _sha256(path: Path) -> str:
@@ -73,31 +72,8 @@ def test_disk_image_layout(appliance):
 @pytest.fixture(scope="module")
 def box(appliance):
     """The rootfs tarball extracted and booted in netns apl-box; torn down afterwards."""
-    tree = Path(tempfile.mkdtemp(prefix="etsf-apl-root-", dir="/var/tmp"))
-    booted = None
-    try:
-        subprocess.run(["tar", "--numeric-owner", "--xattrs", "--acls", "-I", "zstd -T1 -q",
-                        "-C", str(tree), "-xf", str(appliance["tarball"])], check=True, timeout=300)
-        apl.net_up()
-        console = appliance["out"].parent / "nspawn-console.log"
-        console.write_text("")
-        booted = apl.Box(tree, console)
-        t0 = time.monotonic()
-        booted.boot()
-        stamp = booted.wait_file("var/lib/etsf/firstboot.json", FIRSTBOOT_TIMEOUT)
-        # the stamp is written last: wait until it is complete JSON
-        for _unused in range(20):
-            try:
-                result = json.loads(stamp.read_text())
-                break
-            except ValueError:
-                time.sleep(0.5)
-        booted.firstboot = result
-        booted.firstboot_seconds = time.monotonic() - t0
-        booted.system_state = booted.wait_system(120)
+    with booted_box(appliance, allow_bpf=True) as booted:
         yield booted
-    finally:
-        apl.teardown(booted, tree)
 
 
 def test_firstboot_attaches_and_says_so(box):
@@ -165,23 +141,7 @@ def test_sipp_call_through_the_box_is_steered_and_counted(box, tmp_path):
     assert "etsf_up 1.0" in before, before[:2000]
     invites_before = _invites(before)
 
-    procs = NsProcesses()
-    try:
-        uas = procs.start(apl.UAS, ["sipp", "-sn", "uas", "-i", apl.ADDRS[apl.UAS], "-p", "5060",
-                                    "-m", str(CALLS), "-nostdin", "-trace_stat", "-stf", "uas.csv"],
-                          tmp_path / "uas.log", limit=90, cwd=tmp_path)
-        time.sleep(1)
-        uac = procs.start(apl.UAC, ["sipp", "-sn", "uac", f"{apl.ADDRS[apl.BOX]}:5060", "-i", apl.ADDRS[apl.UAC],
-                                    "-p", "5060", "-m", str(CALLS), "-r", "5", "-max_retrans", "3",
-                                    "-timeout", "60s", "-nostdin", "-trace_stat", "-stf", "uac.csv"],
-                          tmp_path / "uac.log", limit=90, cwd=tmp_path)
-        rc = procs.stop(uac, timeout=80)
-        procs.stop(uas, timeout=20)
-    finally:
-        procs.kill_all()
-    lines = [ln for ln in (tmp_path / "uac.csv").read_text().splitlines() if ln.strip()]
-    row = dict(zip(lines[0].rstrip(";").split(";"), lines[-1].rstrip(";").split(";")))
-    assert rc == 0 and int(row["SuccessfulCall(C)"]) == CALLS and int(row["FailedCall(C)"]) == 0, (
-        rc, row.get("SuccessfulCall(C)"), row.get("FailedCall(C)"), (tmp_path / "uac.log").read_text()[-1500:])
+    row, rc, log = sipp_calls_through_box(tmp_path, CALLS)
+    assert rc == 0 and row["SuccessfulCall(C)"] == CALLS and row["FailedCall(C)"] == 0, (rc, row, log[-1500:])
     after = _scrape()
     assert _invites(after) - invites_before >= CALLS, (invites_before, _invites(after))

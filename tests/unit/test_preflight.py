@@ -79,3 +79,16 @@ def test_jit_always_on_from_kconfig_and_missing_sysctl(tmp_path):
     assert not pf.check_jit({}, path=str(off))["ok"]
     off.write_text("1\n")
     assert pf.check_jit({}, path=str(off))["ok"]
+
+
+def test_bpf_syscall_permitted_here_and_refusal_collapses_the_feature_list(monkeypatch):
+    ok = pf.check_bpf_syscall()
+    assert ok["ok"] and ok["detail"] == "bpf(2) permitted", ok        # root on this kernel
+    assert pf.check_bpf_syscall("sparc64")["severity"] == "warning"
+    refused = pf._check("bpf_syscall", False, "bpf(2) refused: Operation not permitted (EPERM); ...")
+    monkeypatch.setattr(pf, "check_bpf_syscall", lambda: refused)
+    monkeypatch.setattr(pf, "probe_features", lambda: {})       # would list every feature missing
+    rep = pf.run([])
+    assert not rep["ok"] and "bpf_syscall" in rep["failed"] and "bpf_features" not in rep["failed"]
+    assert "bpf(2) refused: Operation not permitted (EPERM)" in rep["message"]
+    assert "program type" not in rep["message"]
