@@ -154,7 +154,6 @@ def sipp_kpi(cfg, workload="latency_un"):
     return None if not c else ok / c
 
 
-
 def _merge_causes(dicts) -> dict:
     """Sum sipp error causes over runs; one key per kind (a call id in a free-text cause, as in
     "Aborting call on an unexpected BYE for call: 1042-...", is dropped); dead_call_msg is not a failure."""
@@ -166,6 +165,7 @@ def _merge_causes(dicts) -> dict:
             k = re.sub(r"\s+for call:.*$", "", k)
             out[k] = out.get(k, 0) + v
     return out
+
 
 def failure_table(cfgs) -> list[str]:
     """Every failed call of every run, by sipp's reported cause (never hidden in a tolerance)."""

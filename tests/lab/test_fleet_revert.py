@@ -82,7 +82,7 @@ def test_fleet_revert_bypass_then_detach(fleet):
         assert "tc_sip_egress" not in on_host(h, "tc filter show dev sip0 egress").stdout, h
         assert _status(h)["interfaces"] == {}, h
 
-    bad, _ = _playbook("playbooks/revert.yml", "-e", "etsf_revert_mode=unplug")
+    bad = _playbook("playbooks/revert.yml", "-e", "etsf_revert_mode=unplug")[0]
     assert bad.returncode != 0 and "etsf_revert_mode must be bypass or detach (got unplug)" in bad.stdout
 
     print("FLEET_REVERT", json.dumps({"step": "revert", "hosts": 3, "bypass_wall_s": round(wall_bypass, 2),
