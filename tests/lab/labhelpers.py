@@ -31,6 +31,20 @@ def on_host(host: str, cmd: str, timeout: float = 300, check: bool = True,
     return lab("ssh", host, "--", cmd, timeout=timeout, check=check, input=input)
 
 
+def playbook_failures(out: str) -> str:
+    """The failing tasks of an ansible-playbook run: each TASK header followed by its
+    fatal/failed lines (what an operator looks for first), or '' when nothing failed."""
+    found, task = [], ""
+    lines = out.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith(("TASK [", "RUNNING HANDLER [")):
+            task = line.rstrip(" *")
+        elif line.startswith(("fatal: [", "failed: [")):
+            found.append(task)
+            found.extend(lines[i:i + 12])
+    return "\n".join(found)
+
+
 def lab_state() -> dict:
     return json.loads(STATE_FILE.read_text())
 

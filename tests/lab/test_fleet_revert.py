@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from labhelpers import REPO, ansible_bin, on_host
+from labhelpers import REPO, ansible_bin, on_host, playbook_failures
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(1200)]
 
@@ -47,7 +47,8 @@ def _xdp_on_sip0(host: str) -> bool:
 @pytest.fixture(scope="module")
 def fleet(lab_up):
     cp, wall = _playbook("playbooks/site.yml", timeout=1500)
-    assert cp.returncode == 0, cp.stdout[-4000:] + cp.stderr[-2000:]
+    assert cp.returncode == 0, (f"site.yml failed: {playbook_failures(cp.stdout)}\n--- tail ---\n"
+                                + cp.stdout[-3000:] + cp.stderr[-2000:])
     recap = _recap(cp.stdout)
     assert set(HOSTS) <= set(recap) and all(recap[h]["failed"] == 0 for h in HOSTS), recap
     print("FLEET_REVERT", json.dumps({"step": "rollout", "hosts": 3, "wall_s": round(wall, 1)}))

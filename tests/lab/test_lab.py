@@ -82,6 +82,24 @@ def test_ansible_ping_all_hosts(lab_up):
         assert re.search(rf"^{h} \| SUCCESS", cp.stdout, re.M), cp.stdout
 
 
+def test_preflight_role_rejects_bad_bpffs_path_before_writing_anything(lab_up):
+    """A bpffs mount point that does not exist on the host is refused with one line naming the
+    variable, before the boot-time mount unit is written; a relative one is refused up front."""
+    env = dict(os.environ, ANSIBLE_HOST_KEY_CHECKING="False", ANSIBLE_NOCOLOR="1")
+    unit = "/etc/systemd/system/etsf-bpffs.service"
+    assert on_host("sbc3", f"test -e {unit}", check=False).returncode != 0
+    for path, expect in (("/run/etsf-no-such-dir", "sbc3: preflight_bpffs_path: /run/etsf-no-such-dir is not "
+                                                   "an existing directory on this host"),
+                         ("sys/fs/bpf", "preflight_report_path and preflight_bpffs_path absolute")):
+        cp = subprocess.run([ansible_bin("ansible-playbook"), "-i", "inventory/lab", "playbooks/preflight.yml",
+                             "-l", "sbc3", "-e", f"preflight_bpffs_path={path}"],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
+        assert cp.returncode == 2, cp.stdout[-3000:] + cp.stderr
+        assert expect in cp.stdout, cp.stdout[-3000:]
+        assert re.search(r"^sbc3\s+: ok=\d+\s+changed=\d+\s+unreachable=0\s+failed=1", cp.stdout, re.M), cp.stdout
+    assert on_host("sbc3", f"test -e {unit}", check=False).returncode != 0   # nothing written
+
+
 def test_btf_visible_and_systemd_running_in_hosts(lab_up):
     for h in HOSTS:
         out = on_host(h, "hostname; systemctl is-system-running; "
