@@ -203,8 +203,99 @@ def failure_table(cfgs) -> list[str]:
     return L
 
 
+def _path(key: str) -> list[str]:
+    """'invite_180_ms' -> its p50 in a run; 'cpu' -> the run's whole-system CPU ms per call."""
+    return ["cpu", "ms_per_call", "busy"] if key == "cpu" else ["latency", key, "p50"]
+
+
+def round_p50(cfg: dict, tr: str, key: str) -> dict[int, float]:
+    """{round: value in ms} of one configuration's latency runs (paired mode): the run's p50 of
+    `key`, or its CPU ms per call for key 'cpu'."""
+    runs = ((cfg.get("workloads") or {}).get(f"latency_{tr}") or {}).get("runs", [])
+    out = {}
+    for r in runs:
+        v = _get(r, _path(key))
+        if v is not None and "round" in r:
+            out[r["round"]] = v
+    return out
+
+
+def paired_diffs(a: dict, b: dict, tr: str, key: str) -> list[float]:
+    """Per round, a's value minus b's in µs, for the rounds where both have a run."""
+    ra, rb = round_p50(a, tr, key), round_p50(b, tr, key)
+    return [round(1000 * (ra[k] - rb[k]), 1) for k in sorted(set(ra) & set(rb))]
+
+
+def paired_verdict(diffs: list[float]) -> str:
+    """'a higher' / 'a lower' only when every round agrees (a sign test: with 5 rounds the chance
+    of that for two equal configurations is 2/32); otherwise not distinguishable."""
+    if len(diffs) < 3:
+        return "too few rounds"
+    if all(d > 0 for d in diffs):
+        return "higher in every round"
+    if all(d < 0 for d in diffs):
+        return "lower in every round"
+    return "not distinguishable (signs differ between rounds)"
+
+
+def render_paired(out: Path, res: dict) -> Path:
+    cfgs = list(res["configs"])
+    by = {c["name"]: c for c in cfgs}
+    base = next((c for c in cfgs if c.get("baseline")), None)
+    h = res.get("host", {})
+    L = [f"# eTSF benchmark — paired latency run, {res.get('started', '')[:19]} UTC\n",
+         f"Host: kernel {h.get('kernel')}, {h.get('cpus')} CPUs, load average at start "
+         f"{' '.join(h.get('loadavg_at_start') or [])}.  Pinning: {h.get('pinning')}.  "
+         f"Wall time {res.get('wall_seconds')} s.\n",
+         f"Design: {res.get('rounds')} rounds; each round runs every configuration once, back to back, on a "
+         f"fresh topology, in an order rotated by one per round; INVITE–BYE calls at a fixed "
+         f"**{res.get('fixed_rate')} calls/s** for {res.get('profile_params', {}).get('latency_seconds', '?')} s per "
+         "transport.  Differences are taken WITHIN a round, so a slow drift of the host affects both sides "
+         "alike.\n"]
+    for c in cfgs:
+        for t in c.get("truncated", []) + c.get("round_errors", []):
+            L.append(f"- {c['name']}: {t}")
+    L.append("## Per configuration (median [min–max] over rounds of each run's p50, ms)\n")
+    L.append("| config | INVITE→180 (un) | INVITE→200 (un) | INVITE→180 (u1) | INVITE→200 (u1) | "
+             "CPU ms/call whole system (un) | calls | failed |")
+    L.append("|---|---|---|---|---|---|---|---|")
+    for c in cfgs:
+        cells = []
+        for tr in ("un", "u1"):
+            for key in ("invite_180_ms", "invite_200_ms"):
+                cells.append(fm(med(list(round_p50(c, tr, key).values()))))
+        cells.append(fm(med(list(round_p50(c, "un", "cpu").values()))))
+        runs = [r for tr in ("un", "u1") for r in ((c.get("workloads") or {}).get(f"latency_{tr}") or {}).get("runs", [])]
+        calls = sum(r.get("created", 0) for r in runs)
+        failed = sum(r.get("failed_or_unfinished", 0) for r in runs)
+        L.append(f"| {c['name']} | {' | '.join(cells)} | {calls} | {failed} |")
+    L.append("")
+    pairs = [("C-etsf-fastpath", "D-direct"), ("E-etsf-classifier", "D-direct"),
+             ("C-etsf-fastpath", "E-etsf-classifier")]
+    if base:
+        pairs += [(base["name"], "D-direct"), ("C-etsf-fastpath", base["name"])]
+    L.append("## Paired differences (first minus second, µs, per round in run order)\n")
+    L.append("| pair | metric | per-round differences | median | verdict |")
+    L.append("|---|---|---|---|---|")
+    for a, b in pairs:
+        if a not in by or b not in by:
+            continue
+        for tr in ("un", "u1"):
+            for key, label in (("invite_180_ms", "INVITE→180 p50"), ("invite_200_ms", "INVITE→200 p50"),
+                               ("cpu", "CPU per call")):
+                d = paired_diffs(by[a], by[b], tr, key)
+                m = med(d)[0]
+                L.append(f"| {a} − {b} | {label} ({tr}) | {', '.join(f'{x:+.0f}' for x in d) or '–'} | "
+                         f"{'–' if m is None else f'{m:+.0f}'} | {paired_verdict(d)} |")
+    L.append("")
+    (out / "report.md").write_text("\n".join(L) + "\n")
+    return out / "report.md"
+
+
 def render(out: Path, plots: bool = True) -> Path:
     res = json.loads((out / "results.json").read_text())
+    if res.get("mode") == "paired":
+        return render_paired(out, res)
     cfgs = list(res["configs"])
     S = [summarize(c) for c in cfgs]
     by = {s["name"]: s for s in S}

@@ -66,7 +66,15 @@ PROFILES = {
                  max_rate=6000, flood_mult=15, flood_cap_pps=60000, flood_min_pps=20000, flood_sources=128, hold_ms=100,
                  kamailio_children=4, flood_configs="key", settle=1.0, min_config_s=150,
                  light_services=[1000, 5000]),
+    # paired: latency only, the key configurations interleaved round by round (see run_paired)
+    "paired": dict(services=[10000], legacy_services=[], vmap_services=[], etsf_services=10000,
+                   latency_seconds=10, register_seconds=6, bisect_seconds=10, bisect_steps=5, flood_seconds=10,
+                   repeats=1, fixed_rate=400, bisect_start=200, max_rate=6000, flood_mult=15, flood_cap_pps=60000,
+                   flood_min_pps=20000, flood_sources=16, hold_ms=100, kamailio_children=4, flood_configs="key",
+                   settle=1.0, min_config_s=60, light_services=[], rounds=5),
 }
+
+PAIRED_KINDS = ("iptables-nft", "etsf-fastpath", "etsf-classifier", "direct")
 
 
 def now_utc():
@@ -162,11 +170,11 @@ class Bench:
         self.deadline = self.t0 + args.budget_min * 60
         self.results: dict = {"schema_version": SCHEMA_VERSION, "profile": args.profile,
                               "started": now_utc().isoformat(), "configs": [], "skipped": [],
-                              "notes": []}
+                              "notes": [], "profile_params": dict(prof)}
         self.fixed_rate = prof["fixed_rate"]
         if self.fixed_rate:
             self.results["fixed_rate"] = self.fixed_rate
-            self.results["fixed_rate_from"] = "the profile (--quick)"
+            self.results["fixed_rate_from"] = f"the profile (--{args.profile})"
         self.flood_pps = None
         self.run_seq = 0
 
@@ -599,6 +607,50 @@ class Bench:
             self.teardown_config(cfg)
         cfg.pop("_dir", None)
 
+    def run_paired(self):
+        """Paired design for latency: each round runs every key configuration (A with the most
+        services, C, E, D) once, back to back, in an order rotated by one per round, each on a
+        freshly built topology.  Slow drifts of the host (frequency, other tenants, cache state)
+        then hit every configuration alike, and the report compares configurations WITHIN a
+        round (per-round differences, median and range) instead of blocks run minutes apart."""
+        cfgs = [c for c in self.plan() if c["kind"] in PAIRED_KINDS and
+                (c["kind"] != "iptables-nft" or c.get("baseline"))]
+        rate = self.fixed_rate
+        self.results.update(mode="paired", rounds=self.p["rounds"], fixed_rate=rate,
+                            fixed_rate_from="the profile (50 % of the full run's max sustainable rate)")
+        for c in cfgs:
+            c["workloads"] = {f"latency_{tr}": {"rate": rate, "runs": []} for tr in ("un", "u1")}
+        per_run = 2 * self.p["latency_seconds"] + 45
+        for rnd in range(self.p["rounds"]):
+            k = rnd % len(cfgs)
+            for cfg in cfgs[k:] + cfgs[:k]:
+                if self.left() < per_run:
+                    cfg.setdefault("truncated", []).append(f"round {rnd} (time budget)")
+                    continue
+                log(f"== round {rnd + 1}/{self.p['rounds']}: {cfg['name']}")
+                try:
+                    self.setup_config(cfg)
+                    for tr in ("un", "u1"):
+                        rec = self.sipp_run(cfg, "call", rate, self.p["latency_seconds"], tr)
+                        rec["round"] = rnd
+                        cfg["workloads"][f"latency_{tr}"]["runs"].append(rec)
+                        log(f"    latency {tr}: ok {rec['successful']}/{rec['created']} INVITE->180 p50 "
+                            f"{fmt(rec['latency'].get('invite_180_ms', {}).get('p50'))} ms, INVITE->200 p50 "
+                            f"{fmt(rec['latency'].get('invite_200_ms', {}).get('p50'))} ms{why(rec)}")
+                        time.sleep(self.p["settle"])
+                except Exception as e:  # noqa: BLE001 - record and go on with the others
+                    cfg.setdefault("round_errors", []).append(f"round {rnd}: {type(e).__name__}: {e}")
+                    log(f"   ERROR in {cfg['name']} round {rnd}: {e}")
+                finally:
+                    self.teardown_config(cfg)
+            self.results["configs"] = cfgs
+            self.save()
+        for c in cfgs:
+            c.pop("_dir", None)
+            if len(c.get("round_errors", [])) == self.p["rounds"]:
+                c["error"] = c["round_errors"][-1]
+        self.results["configs"] = cfgs
+
     # -- plan -------------------------------------------------------------------
     def plan(self) -> list[dict]:
         """Key configurations first (so a budget cut only loses the N-sweep points);
@@ -648,6 +700,12 @@ class Bench:
             self.results["notes"].append("IPVS (ip_vs) is not available in this kernel: kube-proxy IPVS mode "
                                          "(paper Table 3, middle column) is not measured.")
         self.prepare()
+        if self.args.profile == "paired":
+            self.run_paired()
+            self.results["finished"] = now_utc().isoformat()
+            self.results["wall_seconds"] = round(time.monotonic() - self.t0, 1)
+            self.save()
+            return
         for cfg in self.plan():
             if self.left() < self.p["min_config_s"]:
                 self.results["skipped"].append({"name": cfg["name"], "why": "time budget"})
@@ -728,11 +786,14 @@ def main(argv=None) -> int:
     g = ap.add_mutually_exclusive_group()
     g.add_argument("--quick", dest="profile", action="store_const", const="quick")
     g.add_argument("--full", dest="profile", action="store_const", const="full")
+    g.add_argument("--paired", dest="profile", action="store_const", const="paired",
+                   help="latency only: A, C, E, D interleaved round by round (paired comparison)")
     ap.add_argument("--out", metavar="DIR", help="result directory (default bench/results/<UTC timestamp>)")
     ap.add_argument("--budget-min", type=float, default=None, metavar="MIN",
                     help="hard time budget; work past it is skipped and recorded (quick 5, full 40)")
     ap.add_argument("--only", metavar="NAMES", help="comma list of config names/kinds (the baseline always runs)")
     ap.add_argument("--repeats", type=int, help="override the profile's repeats")
+    ap.add_argument("--rounds", type=int, help="--paired: rounds (1..12, default 5)")
     ap.add_argument("--no-plots", action="store_true")
     ap.add_argument("--keep-pcaps", action="store_true", help="keep each run's UAC capture (large)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -757,8 +818,12 @@ def main(argv=None) -> int:
         ap.error("bisect_steps must be in 1..12")
     if args.repeats:
         prof["repeats"] = max(1, min(10, args.repeats))
+    if args.rounds is not None:
+        if args.profile != "paired" or not 1 <= args.rounds <= 12:
+            ap.error("--rounds: only with --paired, 1..12")
+        prof["rounds"] = args.rounds
     if args.budget_min is None:
-        args.budget_min = 5.0 if args.profile == "quick" else 40.0
+        args.budget_min = {"quick": 5.0, "paired": 30.0}.get(args.profile, 40.0)
     if os.geteuid() != 0:
         print("bench/run.py: needs root (network namespaces, BPF)", file=sys.stderr)
         return 2

@@ -1,0 +1,52 @@
+"""bench/report.py's paired-round arithmetic (bench/run.py --paired): differences are taken
+within a round, only rounds both configurations ran count, and a difference is called only when
+every round agrees."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+
+import report  # noqa: E402  pylint: disable=wrong-import-position
+
+
+def _cfg(name, p50_by_round, kind="direct", **extra):
+    runs = [{"round": r, "created": 100, "failed_or_unfinished": 0, "cpu": {"ms_per_call": {"busy": v / 2}},
+             "latency": {"invite_180_ms": {"p50": v}, "invite_200_ms": {"p50": v + 0.3}}}
+            for r, v in p50_by_round.items()]
+    return {"name": name, "kind": kind, "workloads": {"latency_un": {"runs": runs}, "latency_u1": {"runs": runs}},
+            **extra}
+
+
+def test_paired_diffs_per_round_in_microseconds_only_common_rounds():
+    c = _cfg("C-etsf-fastpath", {0: 0.700, 1: 0.650, 2: 0.610, 4: 0.9})
+    d = _cfg("D-direct", {0: 0.600, 1: 0.660, 2: 0.600, 3: 0.5})
+    assert report.paired_diffs(c, d, "un", "invite_180_ms") == [100.0, -10.0, 10.0]
+    assert report.paired_diffs(c, d, "un", "invite_200_ms") == [100.0, -10.0, 10.0]
+    assert report.paired_diffs(c, d, "un", "cpu") == [50.0, -5.0, 5.0]
+
+
+def test_paired_verdict_needs_every_round_to_agree():
+    assert report.paired_verdict([5.0, 1.0, 30.0]) == "higher in every round"
+    assert report.paired_verdict([-5.0, -1.0, -30.0, -2.0]) == "lower in every round"
+    assert report.paired_verdict([5.0, -1.0, 30.0]).startswith("not distinguishable")
+    assert report.paired_verdict([5.0, 0.0, 30.0]).startswith("not distinguishable")
+    assert report.paired_verdict([5.0, 6.0]) == "too few rounds"
+
+
+def test_render_paired_report(tmp_path):
+    res = {"mode": "paired", "rounds": 3, "fixed_rate": 400, "started": "2026-11-26T11:00:00",
+           "profile_params": {"latency_seconds": 10}, "host": {"kernel": "k", "cpus": 2},
+           "configs": [_cfg("A-ipt-nft-10000", {0: 0.70, 1: 0.71, 2: 0.69}, kind="iptables-nft", baseline=True),
+                       _cfg("C-etsf-fastpath", {0: 0.62, 1: 0.60, 2: 0.61}, kind="etsf-fastpath"),
+                       _cfg("E-etsf-classifier", {0: 0.60, 1: 0.63, 2: 0.60}, kind="etsf-classifier"),
+                       _cfg("D-direct", {0: 0.61, 1: 0.61, 2: 0.62})]}
+    (tmp_path / "results.json").write_text(json.dumps(res))
+    text = report.render(tmp_path, plots=False).read_text()
+    assert "| C-etsf-fastpath − A-ipt-nft-10000 | INVITE→180 p50 (un) | -80, -110, -80 | -80 | lower in every round |" \
+        in text
+    assert "| C-etsf-fastpath − D-direct | INVITE→180 p50 (un) | +10, -10, -10 | -10 | not distinguishable" in text
+    assert "| D-direct | 0.610 [0.610–0.620] |" in text
+    assert "| C-etsf-fastpath − D-direct | CPU per call (un) | +5, -5, -5 | -5 | not distinguishable" in text
