@@ -64,7 +64,7 @@ bench-datapath: setup ## ns/packet microbenchmark via BPF_PROG_TEST_RUN
 bench: setup ## full SIP benchmark vs kube-proxy emulations (<= 40 min, quiet host): bench/results/<UTC>/
 	$(PY) bench/run.py --full
 
-bench-paired: setup ## latency only: A, C, E, D interleaved round by round, paired differences (~18 min, quiet host)
+bench-paired: setup ## latency only: A, C, E, D interleaved round by round, paired differences (~20 min, quiet host)
 	$(PY) bench/run.py --paired
 
 bench-quick: setup ## SIP benchmark harness smoke run (~3 min, correctness only)

@@ -204,8 +204,10 @@ def failure_table(cfgs) -> list[str]:
 
 
 def _path(key: str) -> list[str]:
-    """'invite_180_ms' -> its p50 in a run; 'cpu' -> the run's whole-system CPU ms per call."""
-    return ["cpu", "ms_per_call", "busy"] if key == "cpu" else ["latency", key, "p50"]
+    """'invite_180_ms' -> its p50 in a run; 'cpu' -> the run's whole-system busy CPU ms per call,
+    raw: the paired runs start on a quiet machine and are compared within a round, so no
+    background estimate is subtracted (that estimate, from 2 s before the run, only adds noise)."""
+    return ["cpu", "raw_ms_per_call", "busy"] if key == "cpu" else ["latency", key, "p50"]
 
 
 def round_p50(cfg: dict, tr: str, key: str) -> dict[int, float]:
@@ -247,17 +249,24 @@ def render_paired(out: Path, res: dict) -> Path:
          f"Host: kernel {h.get('kernel')}, {h.get('cpus')} CPUs, load average at start "
          f"{' '.join(h.get('loadavg_at_start') or [])}.  Pinning: {h.get('pinning')}.  "
          f"Wall time {res.get('wall_seconds')} s.\n",
-         f"Design: {res.get('rounds')} rounds; each round runs every configuration once, back to back, on a "
-         f"fresh topology, in an order rotated by one per round; INVITE–BYE calls at a fixed "
+         f"Design: {res.get('rounds')} round(s); each round runs every configuration once, back to back, on a "
+         "fresh topology, "
+         + ("in the orders of a Williams design (each configuration follows every other one equally often), "
+            "each started only once the machine is quiet again; " if res.get("orders") else
+            "in an order rotated by one per round (the first paired runs: no quiet wait, predecessors not "
+            "balanced); ")
+         + "INVITE–BYE calls at a fixed "
          f"**{res.get('fixed_rate')} calls/s** for {res.get('profile_params', {}).get('latency_seconds', '?')} s per "
          "transport.  Differences are taken WITHIN a round, so a slow drift of the host affects both sides "
          "alike.\n"]
+    if res.get("orders"):
+        L.append("Orders: " + "; ".join(f"round {i + 1}: {', '.join(o)}" for i, o in enumerate(res["orders"])) + ".\n")
     for c in cfgs:
         for t in c.get("truncated", []) + c.get("round_errors", []):
             L.append(f"- {c['name']}: {t}")
     L.append("## Per configuration (median [min–max] over rounds of each run's p50, ms)\n")
     L.append("| config | INVITE→180 (un) | INVITE→200 (un) | INVITE→180 (u1) | INVITE→200 (u1) | "
-             "CPU ms/call whole system (un) | calls | failed |")
+             "CPU ms/call, whole system, raw (un) | calls | failed |")
     L.append("|---|---|---|---|---|---|---|---|")
     for c in cfgs:
         cells = []
@@ -273,8 +282,9 @@ def render_paired(out: Path, res: dict) -> Path:
     pairs = [("C-etsf-fastpath", "D-direct"), ("E-etsf-classifier", "D-direct"),
              ("C-etsf-fastpath", "E-etsf-classifier")]
     if base:
-        pairs += [(base["name"], "D-direct"), ("C-etsf-fastpath", base["name"])]
-    L.append("## Paired differences (first minus second, µs, per round in run order)\n")
+        pairs += [(base["name"], "D-direct"), ("C-etsf-fastpath", base["name"]), ("E-etsf-classifier", base["name"])]
+    pairs += [(c["name"], c["name"].removesuffix("-xdpgeneric")) for c in cfgs if c["name"].endswith("-xdpgeneric")]
+    L.append("## Paired differences (first minus second, µs, one value per round, rounds in run order)\n")
     L.append("| pair | metric | per-round differences | median | verdict |")
     L.append("|---|---|---|---|---|")
     for a, b in pairs:

@@ -71,10 +71,14 @@ PROFILES = {
                    latency_seconds=10, register_seconds=6, bisect_seconds=10, bisect_steps=5, flood_seconds=10,
                    repeats=1, fixed_rate=400, bisect_start=200, max_rate=6000, flood_mult=15, flood_cap_pps=60000,
                    flood_min_pps=20000, flood_sources=16, hold_ms=100, kamailio_children=4, flood_configs="key",
-                   settle=1.0, min_config_s=60, light_services=[], rounds=5),
+                   settle=1.0, min_config_s=60, light_services=[], rounds=8,
+                   paired_configs=["A", "C", "E", "D"]),
 }
 
-PAIRED_KINDS = ("iptables-nft", "etsf-fastpath", "etsf-classifier", "direct")
+# --paired configurations by letter; "Cg"/"Eg" attach the XDP classifier in generic (skb) mode
+# instead of native, to see what native XDP on a veth costs (the veth then receives in NAPI mode).
+PAIRED_LETTERS = {"A": "baseline", "C": "C-etsf-fastpath", "E": "E-etsf-classifier", "D": "D-direct",
+                  "Cg": "C-etsf-fastpath", "Eg": "E-etsf-classifier"}
 
 
 def now_utc():
@@ -252,7 +256,7 @@ class Bench:
                                             str(d / "uas-errors.log")],
                             d / "uas.log", limit=3000, cpu=CPU_LOAD)
         if kind in ("etsf-fastpath", "etsf-classifier"):
-            self.etsfctl("attach", "--iface", T.UPLINK_IF, "--mode", "native")
+            self.etsfctl("attach", "--iface", T.UPLINK_IF, "--mode", cfg.get("xdp_mode", "native"))
             if kind == "etsf-fastpath":
                 self.etsfctl("fastpath", "attach", "--iface", T.UPLINK_IF, "--iface", T.POD_HOST_IF)
             pol = d / "policy.yml"
@@ -609,30 +613,44 @@ class Bench:
 
     def run_paired(self):
         """Paired design for latency: each round runs every key configuration (A with the most
-        services, C, E, D) once, back to back, in an order rotated by one per round, each on a
-        freshly built topology.  Slow drifts of the host (frequency, other tenants, cache state)
-        then hit every configuration alike, and the report compares configurations WITHIN a
-        round (per-round differences, median and range) instead of blocks run minutes apart."""
-        cfgs = [c for c in self.plan() if c["kind"] in PAIRED_KINDS and
-                (c["kind"] != "iptables-nft" or c.get("baseline"))]
+        services, C, E, D) once, back to back, each on a freshly built topology, in the orders of
+        a Williams design (every configuration follows every other one equally often, so the
+        after-effects of the previous one, e.g. the kernel tearing down a namespace with 10,000
+        NAT rules, fall on all alike), and starts only once the machine is quiet again.  Slow
+        drifts of the host then hit every configuration alike, and the report compares
+        configurations WITHIN a round (per-round differences, median and range) instead of
+        blocks run minutes apart."""
+        plan = self.plan()
+        cfgs = []
+        for letter in self.p["paired_configs"]:
+            if letter not in PAIRED_LETTERS:
+                raise ValueError(f"paired_configs: unknown configuration {letter!r} (known: {', '.join(PAIRED_LETTERS)})")
+            want = PAIRED_LETTERS[letter]
+            base = next(dict(c) for c in plan if (c.get("baseline") if want == "baseline" else c["name"] == want))
+            if letter.endswith("g"):
+                base.update(name=base["name"] + "-xdpgeneric", xdp_mode="generic")
+            cfgs.append(base)
         rate = self.fixed_rate
         self.results.update(mode="paired", rounds=self.p["rounds"], fixed_rate=rate,
                             fixed_rate_from="the profile (50 % of the full run's max sustainable rate)")
         for c in cfgs:
             c["workloads"] = {f"latency_{tr}": {"rate": rate, "runs": []} for tr in ("un", "u1")}
         per_run = 2 * self.p["latency_seconds"] + 45
+        orders = williams_orders(len(cfgs))
+        self.results["orders"] = [[cfgs[i]["name"] for i in orders[r % len(orders)]] for r in range(self.p["rounds"])]
         for rnd in range(self.p["rounds"]):
-            k = rnd % len(cfgs)
-            for cfg in cfgs[k:] + cfgs[:k]:
+            for cfg in (cfgs[i] for i in orders[rnd % len(orders)]):
+                waited = wait_quiet(limit_s=30.0)
                 if self.left() < per_run:
                     cfg.setdefault("truncated", []).append(f"round {rnd} (time budget)")
                     continue
-                log(f"== round {rnd + 1}/{self.p['rounds']}: {cfg['name']}")
+                log(f"== round {rnd + 1}/{self.p['rounds']}: {cfg['name']} (machine quiet after {waited:.1f} s)")
                 try:
                     self.setup_config(cfg)
                     for tr in ("un", "u1"):
                         rec = self.sipp_run(cfg, "call", rate, self.p["latency_seconds"], tr)
                         rec["round"] = rnd
+                        rec["quiet_wait_s"] = round(waited, 1)
                         cfg["workloads"][f"latency_{tr}"]["runs"].append(rec)
                         log(f"    latency {tr}: ok {rec['successful']}/{rec['created']} INVITE->180 p50 "
                             f"{fmt(rec['latency'].get('invite_180_ms', {}).get('p50'))} ms, INVITE->200 p50 "
@@ -737,6 +755,36 @@ class Bench:
         shutil.rmtree(self.pin_root, ignore_errors=True)
 
 
+def williams_orders(n: int) -> list[list[int]]:
+    """Orders of a Williams design for n treatments: each is in every position once per n rows
+    (2n when n is odd), and each follows every other one equally often (first-order carry-over
+    balanced).  Row 0 is 0, 1, n-1, 2, n-2, ...; row r adds r mod n."""
+    first, lo, hi = [0], 1, n - 1
+    while len(first) < n:
+        first.append(lo)
+        lo += 1
+        if len(first) < n:
+            first.append(hi)
+            hi -= 1
+    rows = [[(x + r) % n for x in first] for r in range(n)]
+    return rows if n % 2 == 0 else rows + [list(reversed(row)) for row in rows]
+
+
+def wait_quiet(limit_s: float = 30.0, busy_below: float = 0.10, window_s: float = 0.5) -> float:
+    """Wait (bounded) until the whole machine is below `busy_below` of its CPU time busy for two
+    windows in a row, e.g. until the kernel has finished tearing down the previous namespaces;
+    return the seconds waited."""
+    t0 = time.monotonic()
+    calm = 0
+    while time.monotonic() - t0 < limit_s and calm < 2:
+        a = cpu_snap()
+        time.sleep(window_s)
+        d = cpu_delta(a, cpu_snap())
+        total = d["busy"] + d["idle"] + d["iowait"]
+        calm = calm + 1 if total > 0 and d["busy"] / total < busy_below else 0
+    return time.monotonic() - t0
+
+
 def fmt(v):
     return "-" if v is None else f"{v:.3f}"
 
@@ -793,7 +841,7 @@ def main(argv=None) -> int:
                     help="hard time budget; work past it is skipped and recorded (quick 5, full 40)")
     ap.add_argument("--only", metavar="NAMES", help="comma list of config names/kinds (the baseline always runs)")
     ap.add_argument("--repeats", type=int, help="override the profile's repeats")
-    ap.add_argument("--rounds", type=int, help="--paired: rounds (1..12, default 5)")
+    ap.add_argument("--rounds", type=int, help="--paired: rounds (1..12, default 8: two cycles of the 4-order Williams design)")
     ap.add_argument("--no-plots", action="store_true")
     ap.add_argument("--keep-pcaps", action="store_true", help="keep each run's UAC capture (large)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

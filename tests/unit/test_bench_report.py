@@ -10,10 +10,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
 import report  # noqa: E402  pylint: disable=wrong-import-position
+import run  # noqa: E402  pylint: disable=wrong-import-position
 
 
 def _cfg(name, p50_by_round, kind="direct", **extra):
-    runs = [{"round": r, "created": 100, "failed_or_unfinished": 0, "cpu": {"ms_per_call": {"busy": v / 2}},
+    runs = [{"round": r, "created": 100, "failed_or_unfinished": 0, "cpu": {"raw_ms_per_call": {"busy": v / 2}, "ms_per_call": {"busy": 0.0}},
              "latency": {"invite_180_ms": {"p50": v}, "invite_200_ms": {"p50": v + 0.3}}}
             for r, v in p50_by_round.items()]
     return {"name": name, "kind": kind, "workloads": {"latency_un": {"runs": runs}, "latency_u1": {"runs": runs}},
@@ -49,4 +50,21 @@ def test_render_paired_report(tmp_path):
         in text
     assert "| C-etsf-fastpath − D-direct | INVITE→180 p50 (un) | +10, -10, -10 | -10 | not distinguishable" in text
     assert "| D-direct | 0.610 [0.610–0.620] |" in text
+    assert "rotated by one per round" in text and "Williams" not in text
+    res["orders"] = [["A-ipt-nft-10000", "C-etsf-fastpath", "D-direct", "E-etsf-classifier"]] * 3
+    (tmp_path / "results.json").write_text(json.dumps(res))
+    text = report.render(tmp_path, plots=False).read_text()
+    assert "Williams design" in text and "round 1: A-ipt-nft-10000, C-etsf-fastpath, D-direct, E-etsf-classifier" in text
     assert "| C-etsf-fastpath − D-direct | CPU per call (un) | +5, -5, -5 | -5 | not distinguishable" in text
+
+
+def test_williams_orders_balance_position_and_predecessor():
+    for n, rows_expected in ((2, 2), (3, 6), (4, 4), (5, 10)):
+        rows = run.williams_orders(n)
+        assert len(rows) == rows_expected and all(sorted(r) == list(range(n)) for r in rows)
+        per_pos = {(x, i) for r in rows for i, x in enumerate(r)}
+        assert len(per_pos) == n * n                      # every config in every position
+        pairs = [(r[i - 1], r[i]) for r in rows for i in range(1, n)]
+        counts = {pair: pairs.count(pair) for pair in pairs}
+        assert len(counts) == n * (n - 1) and len(set(counts.values())) == 1   # each follows each equally
+    assert run.williams_orders(4)[0] == [0, 1, 3, 2]
