@@ -82,7 +82,7 @@ appliance: setup ## Debian 12 appliance: rootfs tarball + raw GPT image (BIOS/UE
 	  nice -n 10 ansible-playbook -i inventory/appliance playbooks/appliance.yml -e appliance_name=$(APPLIANCE_NAME)
 
 appliance-qemu: appliance ## boot the raw image in qemu (TCG; BIOS then UEFI) until the first-boot line (~2-3 min each)
-	scripts/appliance-qemu.sh $(APPLIANCE_OUT)/$(APPLIANCE_NAME).img $(APPLIANCE_QEMU_FIRMWARE) $(APPLIANCE_QEMU_TIMEOUT)
+	APPLIANCE_QEMU_SEED=$(APPLIANCE_QEMU_SEED) scripts/appliance-qemu.sh $(APPLIANCE_OUT)/$(APPLIANCE_NAME).img $(APPLIANCE_QEMU_FIRMWARE) $(APPLIANCE_QEMU_TIMEOUT)
 
 changelog: ## lint changelog fragments
 	antsibull-changelog lint

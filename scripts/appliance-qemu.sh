@@ -8,6 +8,9 @@
 #
 # usage: scripts/appliance-qemu.sh IMAGE [bios|uefi|both] [TIMEOUT_S]
 # Serial logs: qemu-<firmware>.log next to the image (path printed).
+# APPLIANCE_QEMU_SEED=FILE: boot a sparse copy of the image whose seed partition (GPT name
+# "seed", FAT) holds FILE as policy.yml, as an operator would provision the box; the first-boot
+# line then says "from seed <label>" (or why the seed's policy was rejected).
 set -euo pipefail
 
 img=${1:?usage: appliance-qemu.sh IMAGE [bios|uefi|both] [TIMEOUT_S]}
@@ -31,6 +34,20 @@ cleanup() {
   rm -rf "$tmp"
 }
 trap cleanup EXIT
+
+seed=${APPLIANCE_QEMU_SEED:-}
+if [ -n "$seed" ]; then
+  [ -f "$seed" ] || { echo "appliance-qemu: APPLIANCE_QEMU_SEED: $seed is not a file" >&2; exit 2; }
+  for t in sgdisk mcopy; do
+    command -v "$t" >/dev/null || { echo "appliance-qemu: $t missing (make setup: gdisk, mtools)" >&2; exit 1; }
+  done
+  start=$(sgdisk -p "$img" | awk '$NF == "seed" && $1 ~ /^[0-9]+$/ {print $2}')
+  [ -n "$start" ] || { echo "appliance-qemu: $img has no GPT partition named seed" >&2; exit 2; }
+  cp --sparse=always "$img" "$tmp/seeded.img"
+  mcopy -o -i "$tmp/seeded.img@@$((start * 512))" "$seed" ::/policy.yml
+  echo "[appliance-qemu] seed: $seed -> policy.yml on the seed partition (sector $start) of a copy of the image"
+  img=$tmp/seeded.img
+fi
 
 boot() {  # boot FIRMWARE: 0 when the first-boot line appeared in time
   local fw=$1 log="$outdir/qemu-$1.log" t0 fwargs=()

@@ -87,6 +87,16 @@ def apply_seed(label: str = SEED_LABEL, policy_path: str = DEFAULT_POLICY) -> di
             pass
 
 
+def seed_note(seed: dict[str, Any], label: str) -> str:
+    """Where the applied policy came from, for the console line: '' for the built-in one,
+    ' from seed LABEL', or why the seed's policy was not used (it never stops the boot)."""
+    if seed.get("policy"):
+        return f" from seed {label}"
+    if seed.get("error"):
+        return f" (built-in; {seed['error'].splitlines()[0]})"
+    return ""
+
+
 def _start_units(units) -> list[str]:
     """Queue the units without waiting (they are ordered after etsf-firstboot.service)."""
     if not os.path.isdir("/run/systemd/system"):
@@ -161,8 +171,8 @@ def run(config: str = DEFAULT_CONFIG, *, seed_label: str = SEED_LABEL, min_kerne
         result["result"] = "ok"
         result["line"] = (f"{PREFIX} OK attached xdp_sip to {','.join(ifaces)} ({mode}), "
                           f"built against {os.uname().release} BTF, policy generation "
-                          f"{result['restore'].get('policy_generation') or 'none'}; "
-                          f"exporter and fail-safe started")
+                          f"{result['restore'].get('policy_generation') or 'none'}"
+                          f"{seed_note(result['seed'], seed_label)}; exporter and fail-safe started")
     else:
         os.makedirs(os.path.dirname(DISABLED), exist_ok=True)
         Path(DISABLED).write_text(reason + "\n", encoding="utf-8")

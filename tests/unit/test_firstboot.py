@@ -61,3 +61,23 @@ def test_attach_error_keeps_the_box_up(fb_env, monkeypatch):
     assert res["result"] == "failed"
     assert res["line"] == ("etsf-firstboot: attach failed: sip0: XDP native mode not supported by driver; "
                            "serving SIP on the standard path")
+
+
+@pytest.mark.parametrize("seed, note", [
+    ({"found": False, "policy": None}, ""),
+    ({"found": True, "device": "/dev/vda3", "policy": None}, ""),
+    ({"found": True, "device": "/dev/vda3", "policy": "/etc/etsf/policy.yml"}, " from seed ETSFSEED"),
+    ({"found": True, "device": "/dev/vda3", "policy": None,
+      "error": "seed policy.yml rejected, keeping /etc/etsf/policy.yml: rate_limits.register.rate: must be > 0"},
+     " (built-in; seed policy.yml rejected, keeping /etc/etsf/policy.yml: rate_limits.register.rate: must be > 0)"),
+])
+def test_ok_line_says_where_the_policy_came_from(fb_env, monkeypatch, seed, note):
+    tmp, cfg = fb_env
+    monkeypatch.setattr(firstboot, "apply_seed", lambda label, policy_path: seed)
+    monkeypatch.setattr(preflight, "run", lambda ifaces, min_kernel: {"ok": True, "message": "ok", "checks": []})
+    monkeypatch.setattr(datapath, "restore", lambda config: {
+        "changed": True, "built": True, "attached": {"sip0": 42}, "fastpath": [], "policy_generation": 1})
+    res = firstboot.run(str(cfg), stamp=str(tmp / "fb.json"), start_units=False, force=True)
+    assert res["line"] == ("etsf-firstboot: OK attached xdp_sip to sip0 (native), built against "
+                           f"{firstboot.os.uname().release} BTF, policy generation 1{note}; "
+                           "exporter and fail-safe started")
