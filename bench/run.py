@@ -622,9 +622,7 @@ class Bench:
         blocks run minutes apart."""
         plan = self.plan()
         cfgs = []
-        for letter in self.p["paired_configs"]:
-            if letter not in PAIRED_LETTERS:
-                raise ValueError(f"paired_configs: unknown configuration {letter!r} (known: {', '.join(PAIRED_LETTERS)})")
+        for letter in self.p["paired_configs"]:     # validated in main()
             want = PAIRED_LETTERS[letter]
             base = next(dict(c) for c in plan if (c.get("baseline") if want == "baseline" else c["name"] == want))
             if letter.endswith("g"):
@@ -864,6 +862,11 @@ def main(argv=None) -> int:
             ap.error(f"{k} must be in (0, 60] seconds")
     if not 1 <= int(prof["bisect_steps"]) <= 12:
         ap.error("bisect_steps must be in 1..12")
+    if args.profile == "paired":
+        pc = prof["paired_configs"]
+        if (not isinstance(pc, list) or len(pc) < 2 or len(set(map(str, pc))) != len(pc)
+                or any(not isinstance(x, str) or x not in PAIRED_LETTERS for x in pc)):
+            ap.error(f"paired_configs: a list of 2 or more distinct letters of {', '.join(PAIRED_LETTERS)} (got {pc!r})")
     if args.repeats:
         prof["repeats"] = max(1, min(10, args.repeats))
     if args.rounds is not None:

@@ -1,11 +1,13 @@
-"""bench/report.py's paired-round arithmetic (bench/run.py --paired): differences are taken
-within a round, only rounds both configurations ran count, and a difference is called only when
-every round agrees."""
+"""The paired benchmark (bench/run.py --paired): bench/report.py's arithmetic (differences are
+taken within a round, only rounds both configurations ran count, a difference is called only
+when every round agrees), the Williams orders, and one-line errors for bad paired inputs."""
 from __future__ import annotations
 
 import json
 import sys
 from pathlib import Path
+
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
@@ -68,3 +70,18 @@ def test_williams_orders_balance_position_and_predecessor():
         counts = {pair: pairs.count(pair) for pair in pairs}
         assert len(counts) == n * (n - 1) and len(set(counts.values())) == 1   # each follows each equally
     assert run.williams_orders(4)[0] == [0, 1, 3, 2]
+
+
+@pytest.mark.parametrize("value", ['["A","X"]', '["A"]', '["C","C"]', '"AC"', '[["A"],"C"]'])
+def test_paired_configs_bad_value_is_one_line_error(value, capsys):
+    with pytest.raises(SystemExit) as exc:
+        run.main(["--paired", "--set", f"paired_configs={value}"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "error: paired_configs: a list of 2 or more distinct letters of A, C, E, D, Cg, Eg (got " in err
+
+
+def test_rounds_only_with_paired(capsys):
+    with pytest.raises(SystemExit):
+        run.main(["--full", "--rounds", "3"])
+    assert "--rounds: only with --paired, 1..12" in capsys.readouterr().err
