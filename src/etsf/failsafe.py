@@ -33,7 +33,7 @@ import tempfile
 import time
 from typing import Any
 
-from . import datapath
+from . import datapath, inputs
 
 STATE_FILE = "failsafe.json"
 AUDIT_FILE = "failsafe-audit.jsonl"
@@ -170,10 +170,13 @@ def load_config(path: str | None) -> dict[str, Any]:
     if path is None:
         return validate({})
     try:
-        with open(path, encoding="utf-8") as fh:
-            doc = yaml.safe_load(fh)
+        doc = yaml.safe_load(inputs.read_text(path, "failsafe config"))
     except OSError as exc:
         raise FailsafeError(f"{path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise FailsafeError(f"{path}: not UTF-8 text") from None
+    except inputs.InputTooLarge as exc:
+        raise FailsafeError(str(exc)) from None
     except yaml.YAMLError as exc:
         raise FailsafeError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     try:
@@ -406,8 +409,7 @@ def write_state(doc: dict[str, Any]) -> None:
 
 def read_state() -> dict[str, Any] | None:
     try:
-        with open(_path(STATE_FILE), encoding="utf-8") as f:
-            return json.load(f)
+        return json.loads(inputs.read_text(_path(STATE_FILE), "state"))
     except (OSError, ValueError):
         return None
 
@@ -787,11 +789,13 @@ def _cmd_status(args):
 
 
 def add_cli(sub, common, out) -> None:
+    from . import inputs as T
     s = sub.add_parser("failsafe", parents=[common], help="fail-safe watchdog (daemon), ack, status")
-    s.add_argument("--config", default=DEFAULT_CONFIG, metavar="FILE")
+    s.add_argument("--config", type=T.path, default=DEFAULT_CONFIG, metavar="FILE")
     s.add_argument("--once", action="store_true", help="one tick, then exit")
-    s.add_argument("--iterations", type=int, metavar="N", help="N ticks, then exit")
-    s.add_argument("--interval", type=float, metavar="S", help="override interval_s")
+    s.add_argument("--iterations", type=T.int_range(1, MAX_ITERATIONS), metavar="N", help="N ticks, then exit")
+    s.add_argument("--interval", type=T.float_range(0.01, 60, lo_open=False), metavar="S",
+                   help="override interval_s (0.01..60)")
     s.add_argument("--check", action="store_true", help="validate the config file and exit")
     s.set_defaults(func=_cmd_run, _out=out)
     fsub = s.add_subparsers(dest="fcmd", metavar="ACTION", parser_class=type(s))
