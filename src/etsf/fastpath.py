@@ -671,7 +671,7 @@ def add_cli(sub, common, out) -> None:
     a = fsub.add_parser("status", parents=[common], help="fast-path attachments")
     a.set_defaults(func=_status)
     a = fsub.add_parser("health", parents=[common], help="show backends' health, or set ADDRESS:PORT up|down")
-    a.add_argument("backend", nargs="?", type=T.parsed_by(_parse_backend, "ADDRESS:PORT"),
+    a.add_argument("backend", nargs="?", type=T.parsed_by(_parse_backend, "ADDRESS:PORT", "127.0.0.1:5060"),
                    metavar="ADDRESS:PORT")
     a.add_argument("state", nargs="?", choices=("up", "down"))
     a.set_defaults(func=_health)

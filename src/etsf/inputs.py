@@ -119,7 +119,7 @@ def int_range(lo: int, hi: int):
             raise _err(f"must be in {lo}..{hi}, got {v}")
         return v
     conv.__name__ = f"integer {lo}..{hi}"
-    conv.etsf_validated = True
+    conv.etsf_example = str(max(lo, 1) if hi >= 1 else lo)
     return conv
 
 
@@ -131,13 +131,17 @@ def float_range(lo: float, hi: float, lo_open: bool = True):
             raise _err(f"must be {'>' if lo_open else '>='} {lo:g} and <= {hi:g}, got {text}")
         return v
     conv.__name__ = f"number {lo:g}..{hi:g}"
-    conv.etsf_validated = True
+    conv.etsf_example = f"{hi:g}"
     return conv
 
 
-def _validated(fn):
-    fn.etsf_validated = True
-    return fn
+def _validated(example: str):
+    """Mark a type as checked (tests feed every etsfctl argument invalid values; `example`
+    is a value it accepts)."""
+    def mark(fn):
+        fn.etsf_example = example
+        return fn
+    return mark
 
 
 port = int_range(1, 65535)
@@ -147,7 +151,7 @@ seconds = float_range(0, 86400)            # a positive interval
 long_seconds = float_range(0, 366 * 86400)
 
 
-@_validated
+@_validated("lo")
 def iface(text: str) -> str:
     """A Linux interface name: 1..15 characters, no '/', ':' or whitespace."""
     if not _IFNAME_RE.match(text) or text in (".", ".."):
@@ -155,7 +159,7 @@ def iface(text: str) -> str:
     return text
 
 
-@_validated
+@_validated("/nonexistent/etsf")
 def path(text: str) -> str:
     """A file or directory path: non-empty, no NUL byte, at most PATH_MAX."""
     if not text or "\0" in text or len(text.encode("utf-8", "surrogateescape")) >= 4096:
@@ -163,7 +167,7 @@ def path(text: str) -> str:
     return text
 
 
-@_validated
+@_validated("127.0.0.1")
 def ip_address(text: str) -> str:
     """An IPv4/IPv6 address without a scope (a listen address)."""
     if "%" in text:
@@ -174,7 +178,7 @@ def ip_address(text: str) -> str:
         raise _err(f"not an IPv4/IPv6 address: {text!r}") from None
 
 
-def parsed_by(parse, name: str):
+def parsed_by(parse, name: str, example: str):
     """A type that checks the text with `parse` (the function the command itself uses,
     raising ValueError) and keeps the text."""
     def conv(text: str) -> str:
@@ -184,11 +188,11 @@ def parsed_by(parse, name: str):
             raise _err(str(e)) from None
         return text
     conv.__name__ = name
-    conv.etsf_validated = True
+    conv.etsf_example = example
     return conv
 
 
-@_validated
+@_validated("etsf")
 def group(text: str) -> str:
     """A group name or numeric gid."""
     if not _GROUP_RE.match(text):
@@ -196,7 +200,7 @@ def group(text: str) -> str:
     return text
 
 
-@_validated
+@_validated("5.18")
 def kernel_version(text: str) -> str:
     """MAJOR.MINOR[.PATCH]."""
     if not _KVER_RE.match(text):
@@ -204,7 +208,7 @@ def kernel_version(text: str) -> str:
     return text
 
 
-@_validated
+@_validated("ETSFSEED")
 def fs_label(text: str) -> str:
     """A file system label (0..16 characters [A-Za-z0-9_.-]; '' = none)."""
     if not _LABEL_RE.match(text):
