@@ -600,7 +600,7 @@ def revert(mode: str = "bypass") -> dict[str, Any]:
 def _read_restore_config(path: str) -> dict[str, Any]:
     import yaml
     try:
-        cfg = yaml.safe_load(inputs.read_text(path, "datapath config")) or {}
+        cfg = inputs.load_yaml(inputs.read_text(path, "datapath config")) or {}
     except OSError as exc:
         raise DatapathError(f"{path}: {exc.strerror}") from None
     except UnicodeDecodeError:

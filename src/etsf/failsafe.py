@@ -83,7 +83,7 @@ DEFAULTS: dict[str, Any] = {
 }
 
 _TYPES = {
-    "interfaces": "list_str", "interval_s": ("num", 0.01, 60), "heartbeat": "bool",
+    "interfaces": "list_ifaces", "interval_s": ("num", 0.01, 60), "heartbeat": "bool",
     "actions.detach_after_s": ("num_or_null", 0, 86400), "actions.recovery": ("choice", ("manual", "auto")),
     "actions.cooldown_s": ("num", 0, 86400), "actions.clear_s": ("num", 0, 86400),
     "actions.backoff": ("num", 1, 100), "actions.max_auto_reengage": ("int", 0, 1000),
@@ -104,14 +104,18 @@ def _check(path: str, v: Any, kind) -> None:
         if not isinstance(v, bool):
             bad("true or false")
     elif kind == "list_str":
-        if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
+        if not isinstance(v, list) or not all(isinstance(x, str) and x and "\0" not in x for x in v):
             bad("a list of strings")
+    elif kind == "list_ifaces":
+        if not isinstance(v, list) or not all(isinstance(x, str) and inputs.IFNAME_RE.match(x) for x in v):
+            bad("a list of interface names")
     elif kind == "list_files":
         if not isinstance(v, list):
             bad("a list of {path, max_age_s}")
         for i, f in enumerate(v):
-            if not isinstance(f, dict) or set(f) - {"path", "max_age_s"} or not isinstance(f.get("path"), str):
-                raise FailsafeError(f"failsafe.{path}[{i}]: expected {{path: FILE, max_age_s: N}} (got {f!r})")
+            if (not isinstance(f, dict) or set(f) - {"path", "max_age_s"} or not isinstance(f.get("path"), str)
+                    or not f["path"].startswith("/") or "\0" in f["path"]):
+                raise FailsafeError(f"failsafe.{path}[{i}]: expected {{path: /ABSOLUTE/FILE, max_age_s: N}} (got {f!r})")
             _check(f"{path}[{i}].max_age_s", f.get("max_age_s", 30), ("num", 0.01, 86400))
     else:
         typ = kind[0]
@@ -170,7 +174,7 @@ def load_config(path: str | None) -> dict[str, Any]:
     if path is None:
         return validate({})
     try:
-        doc = yaml.safe_load(inputs.read_text(path, "failsafe config"))
+        doc = inputs.load_yaml(inputs.read_text(path, "failsafe config"))
     except OSError as exc:
         raise FailsafeError(f"{path}: {exc.strerror}") from None
     except UnicodeDecodeError:

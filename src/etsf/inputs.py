@@ -18,6 +18,8 @@ import math
 import os
 import re
 
+import yaml
+
 KIB = 1024
 MIB = 1024 * KIB
 
@@ -33,6 +35,32 @@ CAPS = {
     "build stamp": 4 * KIB,
     "kernel config": 4 * MIB,
 }
+
+
+#: deepest nesting of mappings/lists accepted in a YAML file (ours need 6)
+YAML_MAX_DEPTH = 32
+
+
+class BoundedLoader(yaml.SafeLoader):  # pylint: disable=too-many-ancestors
+    """SafeLoader refusing documents nested deeper than YAML_MAX_DEPTH: PyYAML composes
+    recursively, so '[[[[...' a few thousand deep would end in RecursionError."""
+
+    _depth = 0
+
+    def compose_node(self, parent, index):
+        self._depth += 1
+        try:
+            if self._depth > YAML_MAX_DEPTH:
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested deeper than {YAML_MAX_DEPTH} levels", self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def load_yaml(text: str):
+    """yaml.safe_load with the nesting bound (yaml.YAMLError on bad input)."""
+    return yaml.load(text, Loader=BoundedLoader)  # noqa: S506 - a SafeLoader
 
 
 class InputTooLarge(ValueError):
@@ -91,7 +119,7 @@ def read_text(path: str, kind: str, encoding: str = "utf-8") -> str:
 # argparse types
 # ---------------------------------------------------------------------------
 
-_IFNAME_RE = re.compile(r"^[^/\s:]{1,15}$")     # IFNAMSIZ - 1; no '/', ':' or whitespace
+IFNAME_RE = re.compile(r"^[^/\s:]{1,15}$")     # IFNAMSIZ - 1; no '/', ':' or whitespace
 _GROUP_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$|^[0-9]{1,10}$")
 _KVER_RE = re.compile(r"^[0-9]{1,3}(\.[0-9]{1,3}){1,2}$")
 _LABEL_RE = re.compile(r"^[A-Za-z0-9_.-]{0,16}$")    # vfat/ext4 labels; '' = none
@@ -154,7 +182,7 @@ long_seconds = float_range(0, 366 * 86400)
 @_validated("lo")
 def iface(text: str) -> str:
     """A Linux interface name: 1..15 characters, no '/', ':' or whitespace."""
-    if not _IFNAME_RE.match(text) or text in (".", ".."):
+    if not IFNAME_RE.match(text) or text in (".", ".."):
         raise _err(f"not a valid interface name: {text!r} (1-15 characters, no '/', ':' or spaces)")
     return text
 

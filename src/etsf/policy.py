@@ -188,8 +188,8 @@ def _sort_cidrs(cidrs):
 # ---------------------------------------------------------------------------
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that rejects duplicate mapping keys."""
+class _StrictLoader(inputs.BoundedLoader):  # pylint: disable=too-many-ancestors
+    """SafeLoader that rejects duplicate mapping keys (and deep nesting)."""
 
 
 def _construct_mapping(loader, node, deep=False):
