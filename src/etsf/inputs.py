@@ -119,7 +119,7 @@ def read_text(path: str, kind: str, encoding: str = "utf-8") -> str:
 # argparse types
 # ---------------------------------------------------------------------------
 
-IFNAME_RE = re.compile(r"^[^/\s:]{1,15}$")     # IFNAMSIZ - 1; no '/', ':' or whitespace
+IFNAME_RE = re.compile(r"^[^/\s:\x00]{1,15}$")     # IFNAMSIZ - 1; no '/', ':' or whitespace
 _GROUP_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$|^[0-9]{1,10}$")
 _KVER_RE = re.compile(r"^[0-9]{1,3}(\.[0-9]{1,3}){1,2}$")
 _LABEL_RE = re.compile(r"^[A-Za-z0-9_.-]{0,16}$")    # vfat/ext4 labels; '' = none
