@@ -494,12 +494,15 @@ class _Handler(BaseHTTPRequestHandler):
         return ok
 
     def send_error(self, code, message=None, explain=None):
-        """Every error reply: status line, short text body, connection closed. An unknown
-        method is the client's mistake (405 with Allow), not a 501 "not implemented"."""
+        """Every error reply: status line, short text body, connection closed. A bad
+        request is the client's mistake, so never a 5xx: an unknown method is 405 with
+        Allow (not 501), an HTTP version other than 1.x is 400 (not 505)."""
         extra = [("Connection", "close")]
         if code == HTTPStatus.NOT_IMPLEMENTED:
             code = HTTPStatus.METHOD_NOT_ALLOWED
             extra.append(("Allow", "GET, HEAD"))
+        elif code == HTTPStatus.HTTP_VERSION_NOT_SUPPORTED:     # "GET / HTTP/2.0" over HTTP/1
+            code = HTTPStatus.BAD_REQUEST
         code = HTTPStatus(code)
         if self.request_version == "HTTP/0.9":      # also the default before a request line parsed
             self.request_version = "HTTP/1.0"
@@ -668,8 +671,11 @@ def serve(listen: str = "127.0.0.1", port: int = DEFAULT_PORT, window: float = D
         threading.Thread(target=heartbeat, name="heartbeat", daemon=True).start()
     import signal
     signal.signal(signal.SIGTERM, lambda *_args: threading.Thread(target=srv.shutdown).start())
+    timer = None
     if max_seconds:
-        threading.Timer(float(max_seconds), srv.shutdown).start()
+        timer = threading.Timer(float(max_seconds), srv.shutdown)
+        timer.daemon = True                  # SIGTERM must not wait for it
+        timer.start()
     if ready_file:
         with open(ready_file, "w", encoding="ascii") as f:
             f.write(f"{srv.server_address[1]}\n")
@@ -677,6 +683,8 @@ def serve(listen: str = "127.0.0.1", port: int = DEFAULT_PORT, window: float = D
         srv.serve_forever(poll_interval=0.5)
     finally:
         stop.set()
+        if timer is not None:
+            timer.cancel()
         srv.server_close()
 
 
