@@ -309,7 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("health", parents=[common], help="health gate: attached, counters moving, no unexpected drops")
     s.add_argument("--iface", type=T.iface, action="append", required=True, metavar="IF")
     s.add_argument("--window", type=T.seconds, default=2.0, metavar="S")
-    s.add_argument("--probe", type=T.parsed_by(_parse_probe, "ADDR[:PORT]", "127.0.0.1:5060"), metavar="ADDR[:PORT]", help="send bounded SIP OPTIONS probes here")
+    s.add_argument("--probe", type=T.parsed_by(_parse_probe, "ADDR[:PORT]", "127.0.0.1:5060"),
+                   metavar="ADDR[:PORT]", help="send bounded SIP OPTIONS probes here")
     s.add_argument("--no-traffic", action="store_true", help="do not require the counters to move")
     s.set_defaults(func=cmd_health)
 

@@ -33,6 +33,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from . import inputs
 from . import kpi as _kpi
 from . import layout as L
 
@@ -453,7 +454,6 @@ def check_password(password: str, encoded: str) -> bool:
 
 def load_users(path: str) -> dict[str, str]:
     """'user:pbkdf2_sha256$...' lines; '#' comments and blank lines ignored."""
-    from . import inputs
     users = {}
     try:
         text = inputs.read_text(path, "basic auth file")
@@ -634,7 +634,6 @@ def serve(listen: str = "127.0.0.1", port: int = DEFAULT_PORT, window: float = D
         raise ExporterError(f"--heartbeat-file: directory of {heartbeat_file} does not exist")
     users = load_users(basic_auth_file) if basic_auth_file else None
     if tls_cert:
-        from . import inputs
         for f in (tls_cert, tls_key):          # ssl reads them whole: refuse huge files first
             inputs.check_size(f, "TLS file")
     collector = EtsfCollector(root=root, window=window)
@@ -806,7 +805,7 @@ def _ms(v):
 
 
 def add_cli(sub, common) -> None:
-    from . import inputs as T
+    T = inputs  # pylint: disable=invalid-name
     s = sub.add_parser("exporter", parents=[common],
                        help="Prometheus exporter: /metrics and /healthz (daemon)")
     s.add_argument("--listen", type=T.ip_address, default="127.0.0.1", metavar="ADDR")

@@ -793,7 +793,7 @@ def _cmd_status(args):
 
 
 def add_cli(sub, common, out) -> None:
-    from . import inputs as T
+    T = inputs  # pylint: disable=invalid-name
     s = sub.add_parser("failsafe", parents=[common], help="fail-safe watchdog (daemon), ack, status")
     s.add_argument("--config", type=T.path, default=DEFAULT_CONFIG, metavar="FILE")
     s.add_argument("--once", action="store_true", help="one tick, then exit")

@@ -33,6 +33,7 @@ import time
 import uuid
 from typing import Any
 
+from . import inputs
 from . import layout as L
 
 PROG = "tc_fastpath"
@@ -615,7 +616,7 @@ def _parse_backend(text: str) -> tuple[str, int]:
 
 def add_cli(sub, common, out) -> None:
     """Register ``etsfctl fastpath ...`` (called from etsf.cli.build_parser)."""
-    from . import inputs as T
+    T = inputs  # pylint: disable=invalid-name
     s = sub.add_parser("fastpath", help="in-kernel fast path to local proxy backends")
     fsub = s.add_subparsers(dest="fcmd", metavar="ACTION",
                             parser_class=sub._parser_class)  # noqa: SLF001 - etsfctl's one-line-error parser

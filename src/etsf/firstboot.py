@@ -30,6 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from . import inputs
+
 STAMP = "/var/lib/etsf/firstboot.json"
 DISABLED = "/var/lib/etsf/disabled"
 ATTACHED_MARK = "/run/etsf/firstboot-attached"
@@ -134,7 +136,6 @@ def run(config: str = DEFAULT_CONFIG, *, seed_label: str = SEED_LABEL, min_kerne
         iface_timeout: float = 30.0) -> dict[str, Any]:
     """Run first boot; returns the result (also written to `stamp`) with its one-line summary."""
     if os.path.exists(stamp) and not force:
-        from . import inputs
         old = json.loads(inputs.read_text(stamp, "state"))
         if not isinstance(old, dict):
             raise ValueError(f"{stamp}: expected a JSON object")
@@ -187,7 +188,7 @@ def run(config: str = DEFAULT_CONFIG, *, seed_label: str = SEED_LABEL, min_kerne
 
 
 def add_cli(sub, common, out) -> None:
-    from . import inputs as T
+    T = inputs  # pylint: disable=invalid-name
     s = sub.add_parser("firstboot", parents=[common],
                        help="appliance first boot: seed, preflight, build, attach, policy (once)")
     s.add_argument("--config", type=T.path, default=DEFAULT_CONFIG, metavar="FILE")

@@ -75,27 +75,24 @@ def _human(n: int) -> str:
     return f"{n} bytes"
 
 
-def cap_of(kind: str) -> int:
-    return CAPS[kind]
-
-
-def check_size(path: str, kind: str) -> None:
-    """Refuse `path` when it is larger than the cap of `kind` (for files a library opens
+def check_size(fname: str, kind: str) -> None:
+    """Refuse `fname` when it is larger than the cap of `kind` (for files a library opens
     itself, e.g. TLS certificates). OSError when it cannot be stat'ed."""
     cap = CAPS[kind]
-    size = os.stat(path).st_size
+    size = os.stat(fname).st_size
     if size > cap:
-        raise InputTooLarge(f"{path}: {kind} larger than the {_human(cap)} cap ({size} bytes)")
+        raise InputTooLarge(f"{fname}: {kind} larger than the {_human(cap)} cap ({size} bytes)")
 
 
-def read_bytes(path: str, kind: str) -> bytes:
+def read_bytes(fname: str, kind: str) -> bytes:
     """The whole file, refused with InputTooLarge past the cap of `kind` (OSError as usual)."""
     cap = CAPS[kind]
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    # O_NONBLOCK: a FIFO without a writer must not hang the agent (it reads as empty)
+    fd = os.open(fname, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     try:
         size = os.fstat(fd).st_size
         if size > cap:
-            raise InputTooLarge(f"{path}: {kind} larger than the {_human(cap)} cap ({size} bytes)")
+            raise InputTooLarge(f"{fname}: {kind} larger than the {_human(cap)} cap ({size} bytes)")
         chunks, got = [], 0
         while got <= cap:
             b = os.read(fd, min(cap + 1 - got, 1 * MIB))
@@ -104,15 +101,15 @@ def read_bytes(path: str, kind: str) -> bytes:
             chunks.append(b)
             got += len(b)
         if got > cap:
-            raise InputTooLarge(f"{path}: {kind} larger than the {_human(cap)} cap")
+            raise InputTooLarge(f"{fname}: {kind} larger than the {_human(cap)} cap")
         return b"".join(chunks)
     finally:
         os.close(fd)
 
 
-def read_text(path: str, kind: str, encoding: str = "utf-8") -> str:
+def read_text(fname: str, kind: str, encoding: str = "utf-8") -> str:
     """read_bytes decoded; UnicodeDecodeError (a ValueError) when it is not `encoding`."""
-    return read_bytes(path, kind).decode(encoding)
+    return read_bytes(fname, kind).decode(encoding)
 
 
 # ---------------------------------------------------------------------------
