@@ -146,3 +146,24 @@ def test_scoped_addresses_refused_in_services():
             "    backends: [{address: 'fe80::2'}]\n")
     with pytest.raises(P.PolicyError, match=r"^policy.services\[0\].vip: scoped IPv6 address"):
         P.load_text(text)
+
+
+def test_role_checks_the_guard_through_the_one_validator(tmp_path):
+    """roles/policy validates the templated file with `etsfctl policy apply --check` (and the
+    module calls etsf.policy.load_text): the guard is not re-implemented in the role."""
+    repo = SRC.parent
+    configure = (repo / "roles/policy/tasks/configure.yml").read_text()
+    assert 'validate: "{{ policy_etsfctl }} policy apply --check %s"' in configure
+    module = (repo / "plugins/modules/policy.py").read_text()
+    assert "etsf_policy.load_text(text)" in module and "etsf_policy.load_file(src)" in module
+    for f in sorted((repo / "roles/policy").rglob("*")):
+        if f.is_file() and f.name != "argument_specs.yml":
+            assert "min_prefix" not in f.read_text() and "0.0.0.0/0" not in f.read_text(), f
+    pol = tmp_path / "policy.yml"
+    pol.write_text("version: 1\ntrust: ['::/0']\n")
+    r = subprocess.run([sys.executable, "-m", "etsf", "policy", "apply", "--check", str(pol)],
+                       capture_output=True, text=True, timeout=60, check=False,
+                       env=dict(os.environ, PYTHONPATH=str(SRC)))
+    assert r.returncode == 1
+    assert r.stderr.startswith("etsfctl: error: policy.trust[0]: ::/0 is shorter than /16 (the IPv6 minimum)")
+    assert r.stderr.count("\n") == 1
