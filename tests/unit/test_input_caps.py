@@ -167,3 +167,23 @@ def test_role_checks_the_guard_through_the_one_validator(tmp_path):
     assert r.returncode == 1
     assert r.stderr.startswith("etsfctl: error: policy.trust[0]: ::/0 is shorter than /16 (the IPv6 minimum)")
     assert r.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize(("text", "want"), [
+    ("198.18.0.1", ("198.18.0.1", 5060)),
+    ("198.18.0.1:5080", ("198.18.0.1", 5080)),
+    ("[2001:db8::1]:5070", ("2001:db8::1", 5070)),
+    ("[2001:db8::1]", ("2001:db8::1", 5060)),
+    ("2001:db8::1", ("2001:db8::1", 5060)),      # a bare IPv6 address is not ADDR:PORT
+])
+def test_health_probe_forms(text, want):
+    from etsf import health
+    assert health.parse_probe(text) == want
+
+
+@pytest.mark.parametrize("text", ["fe80::1%eth0", "[fe80::1%eth0]:5060", "198.18.0.1:0", "198.18.0.1:70000",
+                                  "[2001:db8::1]x", "host.example:5060", ""])
+def test_health_probe_refused(text):
+    from etsf import health
+    with pytest.raises(health.HealthError, match=r"^probe: "):
+        health.parse_probe(text)
