@@ -5,6 +5,7 @@ real maps loaded so /healthz is 200)."""
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import socket
@@ -20,27 +21,42 @@ MAXLINE = 65536           # http.server / http.client line limit
 
 
 @pytest.fixture
-def exporter(etsf_env, etsf_bpf, build_dir, tmp_path):
+def start_exporter(etsf_env, etsf_bpf, build_dir, tmp_path):
+    """start(*extra) -> (port, process, log): a root exporter on 127.0.0.1 over real maps."""
     root = etsf_env["ETSF_PIN_ROOT"]
     progs = etsf_bpf.load_object(os.path.join(build_dir, "xdp_sip.bpf.o"), root)
-    ready, log = tmp_path / "port", tmp_path / "log"
-    env = dict(os.environ, PYTHONPATH=str(SRC), ETSF_PIN_ROOT=root)
-    with open(log, "wb") as fh:
-        p = subprocess.Popen([sys.executable, "-m", "etsf", "exporter", "--listen", "127.0.0.1",
-                              "--port", "0", "--sample-interval", "600", "--max-seconds", "240",
-                              "--ready-file", str(ready)],
-                             stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    for _attempt in range(200):                  # bounded wait for the listening socket
-        if ready.exists() and ready.read_text().strip() or p.poll() is not None:
-            break
-        time.sleep(0.1)
-    assert ready.exists() and ready.read_text().strip(), log.read_text()
-    yield int(ready.read_text()), p, log
-    if p.poll() is None:
-        os.killpg(p.pid, signal.SIGTERM)
-        p.wait(timeout=20)
+    procs = []
+
+    def start(*extra):
+        d = tmp_path / f"exp{len(procs)}"
+        d.mkdir()
+        ready, log = d / "port", d / "log"
+        env = dict(os.environ, PYTHONPATH=str(SRC), ETSF_PIN_ROOT=root)
+        with open(log, "wb") as fh:
+            p = subprocess.Popen([sys.executable, "-m", "etsf", "exporter", "--listen", "127.0.0.1",
+                                  "--port", "0", "--sample-interval", "600", "--max-seconds", "240",
+                                  "--ready-file", str(ready), *extra],
+                                 stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        procs.append(p)
+        for _attempt in range(200):              # bounded wait for the listening socket
+            if ready.exists() and ready.read_text().strip() or p.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert ready.exists() and ready.read_text().strip(), log.read_text()
+        return int(ready.read_text()), p, log
+
+    yield start
+    for p in procs:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGTERM)
+            p.wait(timeout=20)
     for prog in progs.values():
         prog.close()
+
+
+@pytest.fixture
+def exporter(start_exporter):
+    return start_exporter()
 
 
 def _exchange(port: int, data: bytes) -> bytes:
@@ -125,3 +141,26 @@ def test_client_gone_mid_request_is_one_log_line(exporter):
     assert _status(_exchange(port, b"GET / HTTP/1.0\r\n\r\n")) == 200
     assert proc.poll() is None
     assert "Traceback" not in log.read_text()
+
+
+def test_malformed_authorization_is_401(start_exporter, tmp_path):
+    from etsf.exporter import hash_password
+    users = tmp_path / "users"
+    users.write_text("ops:" + hash_password("s3cret", iterations=1000) + "\n")
+    port, proc, log = start_exporter("--basic-auth-file", str(users))
+    good = base64.b64encode(b"ops:s3cret")
+    cases = [b"", b"Authorization: Basic\r\n", b"Authorization: Basic !!!!\r\n",
+             b"Authorization: Basic " + base64.b64encode(b"nocolon") + b"\r\n",
+             b"Authorization: Basic " + base64.b64encode(b"ops:wrong") + b"\r\n",
+             b"Authorization: Basic " + base64.b64encode(b"\xff\xfe:\x00") + b"\r\n",
+             b"Authorization: Basic \xe9\xe9\xe9\r\n",
+             b"Authorization: Bearer " + good + b"\r\n",
+             b"Authorization: basic " + good + b"\r\n",
+             b"Authorization: Basic " + b"A" * 60000 + b"\r\n"]
+    for hdr in cases:
+        reply = _exchange(port, b"GET /metrics HTTP/1.1\r\n" + hdr + b"\r\n")
+        assert _status(reply, repr(hdr[:40])) == 401, hdr[:60]
+        assert b'WWW-Authenticate: Basic realm="etsf-exporter"' in reply
+    reply = _exchange(port, b"GET /metrics HTTP/1.1\r\nAuthorization: Basic " + good + b"\r\n\r\n")
+    assert _status(reply) == 200
+    assert proc.poll() is None and "Traceback" not in log.read_text()

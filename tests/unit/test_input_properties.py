@@ -13,12 +13,15 @@ in docs/testing.md).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import io
 
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from etsf import cli
 from etsf import failsafe as F
 from etsf import layout
 from etsf import policy as P
@@ -148,11 +151,20 @@ def _failsafe_error(doc) -> str:
 
 @FAST
 @given(failsafe_docs(), st.data())
-def test_mutated_failsafe_config_one_line_error_naming_an_existing_path(doc, data):
+def test_mutated_failsafe_config_one_line_error_naming_an_existing_path(tmp_path_factory, doc, data):
     F.validate(doc)
     cands = mutations(doc, duplicates=False)
     kind, path, bad = data.draw(st.sampled_from(cands), label="mutation")
     where = _failsafe_error(bad)
+    # the same file through `etsfctl failsafe --check` (what the role's validate runs)
+    f = tmp_path_factory.getbasetemp() / "failsafe-mutated.yml"
+    f.write_text(yaml.safe_dump(bad, allow_unicode=True), encoding="utf-8")
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()) as out:
+        code = cli.main(["failsafe", "--check", "--config", str(f)])
+    assert code == 1 and out.getvalue() == ""
+    assert err.getvalue() == f"etsfctl: error: {f}: {where}: " + err.getvalue().split(f"{where}: ", 1)[1], err.getvalue()
+    assert err.getvalue().count("\n") == 1
     resolve(bad, where, "failsafe")
     want = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path)
     named = where[len("failsafe"):]
