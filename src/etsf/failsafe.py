@@ -438,10 +438,11 @@ def audit(event: str, **fields) -> dict[str, Any]:
 
 def read_audit(limit: int = 50) -> list[dict[str, Any]]:
     try:
-        with open(_path(AUDIT_FILE), encoding="utf-8") as f:
-            lines = collections.deque(f, maxlen=limit)
+        tail = inputs.read_tail(_path(AUDIT_FILE), "audit log tail")
     except OSError:
         return []
+    # the first line of a tail that starts mid-file is cut: json.loads skips it below
+    lines = collections.deque(tail.decode("utf-8", "replace").splitlines(), maxlen=limit)
     out = []
     for ln in lines:
         with contextlib.suppress(ValueError):

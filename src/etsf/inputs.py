@@ -31,7 +31,7 @@ CAPS = {
     "basic auth file": 256 * KIB,
     "TLS file": 1 * MIB,
     "state": 4 * MIB,           # state.json, failsafe.json, firstboot stamp
-    "audit log": 64 * MIB,      # failsafe-audit.jsonl (only its tail is shown)
+    "audit log tail": 1 * MIB,  # failsafe-audit.jsonl grows: only its last MiB is read
     "build stamp": 4 * KIB,
     "kernel config": 4 * MIB,
 }
@@ -102,6 +102,26 @@ def read_bytes(fname: str, kind: str) -> bytes:
             got += len(b)
         if got > cap:
             raise InputTooLarge(f"{fname}: {kind} larger than the {_human(cap)} cap")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def read_tail(fname: str, kind: str) -> bytes:
+    """At most the last cap-of-`kind` bytes of a file that grows (a log); OSError as usual."""
+    cap = CAPS[kind]
+    fd = os.open(fname, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    try:
+        size = os.fstat(fd).st_size
+        if size > cap:
+            os.lseek(fd, size - cap, os.SEEK_SET)
+        chunks, got = [], 0
+        while got < cap:
+            b = os.read(fd, cap - got)
+            if not b:
+                break
+            chunks.append(b)
+            got += len(b)
         return b"".join(chunks)
     finally:
         os.close(fd)

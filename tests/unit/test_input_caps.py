@@ -187,3 +187,27 @@ def test_health_probe_refused(text):
     from etsf import health
     with pytest.raises(health.HealthError, match=r"^probe: "):
         health.parse_probe(text)
+
+
+def test_audit_log_only_its_tail_is_read(tmp_path, monkeypatch):
+    """failsafe-audit.jsonl only grows: `failsafe status` reads its last MiB, whatever its size."""
+    monkeypatch.setenv("ETSF_STATE_DIR", str(tmp_path))
+    log = tmp_path / failsafe.AUDIT_FILE
+    with open(log, "wb") as f:
+        f.truncate(40 * inputs.MIB)              # 40 MiB of NULs, then real entries
+        f.seek(0, os.SEEK_END)
+        for i in range(60):
+            f.write(b'{"event": "tick", "n": %d}\n' % i)
+    before = _rchar()
+    rows = failsafe.read_audit(limit=50)
+    assert _rchar() - before <= inputs.CAPS["audit log tail"] + 64 * 1024
+    assert [r["n"] for r in rows] == list(range(10, 60))
+
+
+def test_build_stamp_oversized_means_rebuild(tmp_path):
+    from etsf import build
+    stamp = tmp_path / build.STAMP_FILE
+    _sparse(stamp, inputs.CAPS["build stamp"] + 1)
+    assert build._read_stamp(stamp) is None  # noqa: SLF001
+    stamp.write_text("abc\n")
+    assert build._read_stamp(stamp) == "abc"  # noqa: SLF001
