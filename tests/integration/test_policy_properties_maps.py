@@ -7,7 +7,8 @@
   exit 1, ONE stderr line naming a path that exists in the input, no traceback, and every
   policy/ACL/fast-path map byte-identical before and after.
 
-Deterministic: derandomize=True, no example database, fixed max_examples.
+Deterministic: derandomize=True, no example database, fixed max_examples: 150 cases per
+test (about 3 s each on top of the session's object build).
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@
 * arbitrary text and text-level corruptions of valid YAML: a policy or one error line,
   never another exception.
 
-Deterministic: derandomize=True, no example database, fixed max_examples (the counts are
-in docs/testing.md).
+Deterministic: derandomize=True, no example database, fixed max_examples: 300 cases per
+test, 500 for arbitrary text (2,600 in all, about 20 s).
 """
 
 from __future__ import annotations
