@@ -431,6 +431,7 @@ class EtsfCollector:
 
 PBKDF2_ITERATIONS = 200_000
 PBKDF2_MAX_ITERATIONS = 2_000_000
+PASSWORD_MAX = 1024
 
 
 def hash_password(password: str, iterations: int = PBKDF2_ITERATIONS, salt: bytes | None = None) -> str:
@@ -761,9 +762,12 @@ def grant(group: str, root: str | None = None, programs: bool = True) -> dict:
 
 def _cmd_exporter(args):
     if args.hash_password:
-        pw = sys.stdin.readline().rstrip("\n")
+        line = sys.stdin.readline(PASSWORD_MAX + 2)         # bounded: stdin may be anything
+        pw = line.rstrip("\n")
         if not pw:
             raise ExporterError("empty password on stdin")
+        if len(pw) > PASSWORD_MAX:
+            raise ExporterError(f"password on stdin longer than {PASSWORD_MAX} characters")
         print(hash_password(pw))
         return
     serve(listen=args.listen, port=args.port, window=args.window,

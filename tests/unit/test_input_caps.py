@@ -211,3 +211,14 @@ def test_build_stamp_oversized_means_rebuild(tmp_path):
     assert build._read_stamp(stamp) is None  # noqa: SLF001
     stamp.write_text("abc\n")
     assert build._read_stamp(stamp) == "abc"  # noqa: SLF001
+
+
+def test_hash_password_stdin_bounded():
+    env = dict(os.environ, PYTHONPATH=str(SRC))
+    r = subprocess.run([sys.executable, "-m", "etsf", "exporter", "--hash-password"], input="a" * 5_000_000,
+                       capture_output=True, text=True, timeout=60, check=False, env=env)
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr == "etsfctl: error: password on stdin longer than 1024 characters\n"
+    r = subprocess.run([sys.executable, "-m", "etsf", "exporter", "--hash-password"], input="x" * 1024 + "\n",
+                       capture_output=True, text=True, timeout=60, check=False, env=env)
+    assert r.returncode == 0 and r.stdout.startswith("pbkdf2_sha256$200000$")
