@@ -1,4 +1,5 @@
-"""etsf.layout fast-path mirrors (FP_STRUCTS / FP_ENUMS) == BTF of tc_fastpath.bpf.o."""
+"""etsf.layout fast-path mirrors (FP_STRUCTS / FP_ENUMS) == BTF of the layout object
+(etsf_alignchecker.c); tc_fastpath.bpf.o shares the core structs."""
 import ctypes
 
 import pytest
@@ -9,8 +10,8 @@ from .test_layout import _btf, _find, _resolve_size
 
 
 @pytest.fixture(scope="module")
-def btf(objects):
-    return _btf(objects["tc_fastpath.bpf.o"])
+def btf(layout_object):
+    return _btf(layout_object)
 
 
 @pytest.mark.parametrize("cname", sorted(L.FP_STRUCTS))
@@ -39,8 +40,8 @@ def test_fp_reason_enum_matches_btf(btf):
     assert L.FP_REASONS <= L.FP_STATS_SLOTS
 
 
-def test_fp_core_structs_match_btf_too(btf):
+def test_fp_core_structs_match_btf_too(objects):
     """tc_fastpath shares etsf_ctl / etsf_counter with the classifier."""
-    types = btf[1]
+    types = _btf(objects["tc_fastpath.bpf.o"])[1]
     for cname in ("etsf_ctl", "etsf_counter"):
         assert _find(types, "STRUCT", cname)["size"] == ctypes.sizeof(L.STRUCTS[cname])
