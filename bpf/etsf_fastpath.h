@@ -37,6 +37,14 @@ static __always_inline struct etsf_fp_backend *etsf_fp_backend(__u32 id)
 	return bpf_map_lookup_elem(&etsf_fp_backends, &id);
 }
 
+/* id when that backend is a member of the live slot's services (up or down), else NONE */
+static __always_inline __u32 etsf_fp_member(__u32 id, __u32 slot)
+{
+	struct etsf_fp_backend *b = etsf_fp_backend(id);
+
+	return b && (b->flags & ETSF_FP_B_SLOT(slot)) ? id : ETSF_FP_NONE;
+}
+
 /*
  * Maglev pick for a new dialog: bucket hash % RING; when that backend is
  * down, up to ETSF_FP_RETRIES further buckets chosen by independent re-hashes
@@ -163,6 +171,21 @@ static __always_inline long etsf_fp_fib(struct __sk_buff *skb, struct bpf_fib_lo
 		fib->tot_len = (__u16)(skb->len - p->l3off);
 	}
 	return bpf_fib_lookup(skb, fib, sizeof(*fib), 0);
+}
+
+/* flow key of the packet's family and protocol: a:aport -> b:bport, direction dir */
+static __always_inline void etsf_fp_flow_key_set(struct etsf_fp_flow_key *fk,
+						 const struct etsf_pkt *p, const __u8 *a,
+						 __u16 aport, const __u8 *b, __u16 bport,
+						 __u8 dir)
+{
+	__builtin_memcpy(fk->a, a, 16);
+	__builtin_memcpy(fk->b, b, 16);
+	fk->aport = aport;
+	fk->bport = bport;
+	fk->family = p->family;
+	fk->proto = p->l4proto;
+	fk->dir = dir;
 }
 
 /* out through ifindex to the next hop the FIB lookup named, neighbour resolved by the kernel */

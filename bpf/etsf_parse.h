@@ -134,6 +134,12 @@ static __always_inline __u32 etsf_parse_ipv6(void *data, void *data_end, struct 
 	return ETSF_R_OK;
 }
 
+static __always_inline void etsf_set_ports(struct etsf_pkt *p, __be16 source, __be16 dest)
+{
+	p->sport = bpf_ntohs(source);
+	p->dport = bpf_ntohs(dest);
+}
+
 /* UDP: the datagram length, when smaller, bounds the payload */
 static __always_inline __u32 etsf_parse_udp(void *data, void *data_end, struct etsf_pkt *p,
 					    __u32 *off, __u32 *l4max)
@@ -143,8 +149,7 @@ static __always_inline __u32 etsf_parse_udp(void *data, void *data_end, struct e
 
 	if ((void *)(uh + 1) > data_end || *l4max < sizeof(*uh))
 		return ETSF_R_TRUNC_L4;
-	p->sport = bpf_ntohs(uh->source);
-	p->dport = bpf_ntohs(uh->dest);
+	etsf_set_ports(p, uh->source, uh->dest);
 	ulen = bpf_ntohs(uh->len);
 	if (ulen >= sizeof(*uh) && ulen < *l4max)
 		*l4max = ulen;
@@ -161,8 +166,7 @@ static __always_inline __u32 etsf_parse_tcp(void *data, void *data_end, struct e
 
 	if ((void *)(th + 1) > data_end || *l4max < sizeof(*th))
 		return ETSF_R_TRUNC_L4;
-	p->sport = bpf_ntohs(th->source);
-	p->dport = bpf_ntohs(th->dest);
+	etsf_set_ports(p, th->source, th->dest);
 	doff = th->doff * 4;
 	if (doff < sizeof(*th) || doff > *l4max)
 		return ETSF_R_TRUNC_L4;

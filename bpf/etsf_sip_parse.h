@@ -252,8 +252,9 @@ static __always_inline __u32 etsf_sip_first_byte(__u64 m)
 /*
  * Advance c->pos over whole 8-byte words (up to 4) without an LF; when a word
  * holds one, stop exactly on the first LF (the lowest SWAR hit is exact).
+ * Returns 1 when c->pos reached the end of the copied bytes.
  */
-static __always_inline void etsf_sip_skip_words(struct etsf_parse_state *c, const __u8 *buf)
+static __always_inline int etsf_sip_skip_words(struct etsf_parse_state *c, const __u8 *buf)
 {
 	__u32 pos = c->pos;
 	int i;
@@ -273,6 +274,7 @@ static __always_inline void etsf_sip_skip_words(struct etsf_parse_state *c, cons
 	}
 	c->pos = pos;
 	ETSF_SIP_SYNC();
+	return c->pos >= c->len;
 }
 
 static __always_inline long etsf_sip_header_done(struct etsf_parse_state *c, __u32 flag)
@@ -282,7 +284,349 @@ static __always_inline long etsf_sip_header_done(struct etsf_parse_state *c, __u
 	return (c->flags & ETSF_PF_ALL) == ETSF_PF_ALL;   /* everything found: stop early */
 }
 
-/* one state-machine step: consumes >= 0 bytes; returns 1 to stop */
+/* ---- one helper per parser state: consumes >= 0 bytes, returns 1 to stop -- */
+
+/* request-line method token: up to the SP */
+static __always_inline long etsf_sip_st_method(struct etsf_parse_state *c, const __u8 *buf,
+					       __u32 pos, __u8 b)
+{
+	if (etsf_sip_is_token(b)) {
+		c->pos = pos + 1;
+		return 0;
+	}
+	if (b == ' ' && pos > 0) {
+		c->method = etsf_sip_match_method(buf, 0, pos);
+		c->pos = pos + 1;
+		c->state = ETSF_PS_RLINE;
+		return 0;
+	}
+	c->flags |= ETSF_PF_NOTSIP;
+	return 1;
+}
+
+/* rest of the request line: it must end in " SIP/2.0" [CR] LF */
+static __always_inline long etsf_sip_st_rline(struct etsf_parse_state *c, const __u8 *buf,
+					      __u32 pos, __u8 b)
+{
+	if (etsf_sip_skip_words(c, buf))
+		return 1;
+	pos = c->pos;
+	b = etsf_sip_byte(buf, pos);
+	if (b == '\n') {
+		/* the line must end in " SIP/2.0" [CR] LF */
+		__u32 end = pos;
+		__u64 lw;
+
+		if (end > 0 && etsf_sip_byte(buf, end - 1) == '\r')
+			end--;
+		if (end < 9 + 2) {
+			c->flags |= ETSF_PF_NOTSIP;
+			return 1;
+		}
+		lw = etsf_sip_word(buf, end - 7) | ETSF_SIP_LOWER64;
+		if ((lw & etsf_sip_mask(7)) != ETSF_SIP_C8('s', 'i', 'p', '/', '2', '.', '0', 0) ||
+		    etsf_sip_byte(buf, end - 8) != ' ') {
+			c->flags |= ETSF_PF_NOTSIP;
+			return 1;
+		}
+		c->flags |= ETSF_PF_START;
+		c->state = ETSF_PS_LINE;
+	}
+	c->pos = pos + 1;
+	return 0;
+}
+
+/* start of a header line: end of the block, a folded line, or a header name */
+static __always_inline long etsf_sip_st_line(struct etsf_parse_state *c, const __u8 *buf,
+					     __u32 pos, __u8 b)
+{
+	__u32 h, nlen = 0;
+
+	if (b == '\r' || b == '\n') {
+		c->flags |= ETSF_PF_END;
+		return 1;
+	}
+	if (etsf_sip_is_ws(b)) {     /* folded continuation of a skipped header */
+		c->state = ETSF_PS_SKIP;
+		return 0;
+	}
+	h = etsf_sip_header_name(c, buf, &nlen);
+	if (h == ETSF_SIP_H_NONE) {
+		c->state = ETSF_PS_SKIP;
+		c->pos = pos + 1;
+		return 0;
+	}
+	c->next = h == ETSF_SIP_H_CALLID ? ETSF_PS_CALLID :
+		  h == ETSF_SIP_H_CSEQ ? ETSF_PS_CSEQ_NUM : ETSF_PS_TO;
+	/* common case "Name: value": straight to the value */
+	if (pos + nlen + 3 <= c->len && etsf_sip_byte(buf, pos + nlen) == ':' &&
+	    etsf_sip_byte(buf, pos + nlen + 1) == ' ') {
+		__u8 v = etsf_sip_byte(buf, pos + nlen + 2);
+
+		if (!etsf_sip_is_ws(v) && v != '\r' && v != '\n') {
+			c->pos = pos + nlen + 2;
+			c->tok = c->pos;
+			c->state = c->next;
+			return 0;
+		}
+	}
+	c->pos = pos + nlen;
+	c->state = ETSF_PS_NAME_WS;
+	return 0;
+}
+
+/* skip to the end of the line */
+static __always_inline long etsf_sip_st_skip(struct etsf_parse_state *c, const __u8 *buf,
+					     __u32 pos, __u8 b)
+{
+	if (etsf_sip_skip_words(c, buf))
+		return 1;
+	pos = c->pos;
+	if (etsf_sip_byte(buf, pos) == '\n')
+		c->state = ETSF_PS_LINE;
+	c->pos = pos + 1;
+	return 0;
+}
+
+/* between a header name and ':' */
+static __always_inline long etsf_sip_st_name_ws(struct etsf_parse_state *c, const __u8 *buf,
+						__u32 pos, __u8 b)
+{
+	if (etsf_sip_is_ws(b)) {
+		c->pos = pos + 1;
+	} else if (b == ':') {
+		c->pos = pos + 1;
+		c->state = ETSF_PS_LWS;
+	} else {
+		c->state = ETSF_PS_SKIP;
+	}
+	return 0;
+}
+
+/* LWS before a value; c->next is the value's state */
+static __always_inline long etsf_sip_st_lws(struct etsf_parse_state *c, const __u8 *buf,
+					    __u32 pos, __u8 b)
+{
+	if (etsf_sip_is_ws(b) || b == '\r') {
+		c->pos = pos + 1;
+	} else if (b == '\n') {
+		c->pos = pos + 1;
+		c->state = ETSF_PS_LWS_NL;
+	} else {
+		c->tok = pos;
+		c->state = c->next;
+	}
+	return 0;
+}
+
+/* LF inside LWS: folding or an empty value */
+static __always_inline long etsf_sip_st_lws_nl(struct etsf_parse_state *c, const __u8 *buf,
+					       __u32 pos, __u8 b)
+{
+	if (etsf_sip_is_ws(b)) {     /* folding: the value continues */
+		c->pos = pos + 1;
+		c->state = ETSF_PS_LWS;
+	} else {                /* empty value: header ignored */
+		c->state = ETSF_PS_LINE;
+	}
+	return 0;
+}
+
+/* Call-ID value: FNV-1a 64, 8 bytes a step */
+static __always_inline long etsf_sip_st_callid(struct etsf_parse_state *c, const __u8 *buf,
+					       __u32 pos, __u8 b)
+{
+	if (pos + 8 <= c->len) {
+		__u64 w = etsf_sip_word(buf, pos);
+		__u64 m = etsf_sip_has_byte(w, ' ') | etsf_sip_has_byte(w, '\t') |
+			  etsf_sip_has_byte(w, '\r') | etsf_sip_has_byte(w, '\n');
+		__u32 n = m ? etsf_sip_first_byte(m) : 8;   /* value bytes in w */
+		__u64 h = c->hash;
+		int j;
+
+#pragma unroll
+		for (j = 0; j < 8; j++) {
+			if (j >= n)
+				break;
+			h ^= (w >> (8 * j)) & 0xff;
+			h *= ETSF_FNV64_PRIME;
+		}
+		c->hash = h;
+		c->hlen += n;
+		c->pos = pos + n;
+		c->tmp = n;
+		ETSF_SIP_SYNC();
+		if (c->tmp >= 8)
+			return 0;
+		/* terminator at pos + n: the value is complete */
+		if (c->hlen == 0) {
+			c->state = ETSF_PS_SKIP;
+			return 0;
+		}
+		return etsf_sip_header_done(c, ETSF_PF_CALLID);
+	}
+	if (etsf_sip_is_ws(b) || b == '\r' || b == '\n') {
+		if (c->hlen == 0) {
+			c->state = ETSF_PS_SKIP;
+			return 0;
+		}
+		return etsf_sip_header_done(c, ETSF_PF_CALLID);
+	}
+	c->hash ^= b;
+	c->hash *= ETSF_FNV64_PRIME;
+	c->hlen++;
+	c->pos = pos + 1;
+	return 0;
+}
+
+/* CSeq number: up to 11 digits a step */
+static __always_inline long etsf_sip_st_cseq_num(struct etsf_parse_state *c, const __u8 *buf,
+						 __u32 pos, __u8 b)
+{
+	if (b >= '0' && b <= '9') {
+		/* up to 11 digits in this step (more than 10 = invalid) */
+		__u64 v = c->cseq;
+		__u32 nd = c->ndig;
+		int j;
+
+#pragma unroll
+		for (j = 0; j < 11; j++) {
+			if (pos >= c->len || b < '0' || b > '9')
+				break;
+			v = v * 10 + (b - '0');
+			nd++;
+			pos++;
+			b = etsf_sip_byte(buf, pos);
+		}
+		c->cseq = v;
+		c->ndig = nd;
+		c->pos = pos;
+		if (nd > 10 || v > 0xffffffffULL)
+			c->state = ETSF_PS_SKIP;     /* overlarge: invalid */
+		return 0;
+	}
+	if (c->ndig > 0 && (etsf_sip_is_ws(b) || b == '\r' || b == '\n')) {
+		c->next = ETSF_PS_CSEQ_METHOD;
+		c->state = ETSF_PS_LWS;
+		return 0;
+	}
+	c->state = ETSF_PS_SKIP;
+	return 0;
+}
+
+/* CSeq method token */
+static __always_inline long etsf_sip_st_cseq_method(struct etsf_parse_state *c, const __u8 *buf,
+						    __u32 pos, __u8 b)
+{
+	if (etsf_sip_is_token(b)) {
+		int j;
+
+#pragma unroll
+		for (j = 0; j < 8; j++) {
+			if (pos + 1 >= c->len || !etsf_sip_is_token(etsf_sip_byte(buf, pos + 1)))
+				break;
+			pos++;
+		}
+		c->pos = pos + 1;
+		return 0;
+	}
+	if (pos > c->tok && (etsf_sip_is_ws(b) || b == '\r' || b == '\n')) {
+		c->cseq_method = etsf_sip_match_method(buf, c->tok, pos - c->tok);
+		return etsf_sip_header_done(c, ETSF_PF_CSEQ);
+	}
+	c->state = ETSF_PS_SKIP;
+	return 0;
+}
+
+/* To value: quotes, <...> and the parameters after ';' */
+static __always_inline long etsf_sip_st_to(struct etsf_parse_state *c, const __u8 *buf,
+					   __u32 pos, __u8 b)
+{
+	if (!(c->flags & ETSF_PF_QUOTE)) {
+		/* skip words holding nothing the To scanner reacts to */
+		int j;
+
+#pragma unroll
+		for (j = 0; j < 4; j++) {
+			__u64 w;
+
+			if (pos + 8 > c->len)
+				break;
+			__u64 m;
+
+			w = etsf_sip_word(buf, pos);
+			m = etsf_sip_has_byte(w, '\n') | etsf_sip_has_byte(w, '"') |
+			    etsf_sip_has_byte(w, '<') | etsf_sip_has_byte(w, '>') |
+			    etsf_sip_has_byte(w, ';');
+			if (m) {        /* lowest hit of the OR is exact */
+				pos += etsf_sip_first_byte(m);
+				break;
+			}
+			pos += 8;
+		}
+		c->pos = pos;
+		ETSF_SIP_SYNC();
+		pos = c->pos;
+		if (pos >= c->len)
+			return 1;
+		b = etsf_sip_byte(buf, pos);
+	}
+	c->pos = pos + 1;
+	if (b == '\n') {
+		c->state = ETSF_PS_TO_NL;
+	} else if (c->flags & ETSF_PF_QUOTE) {
+		if (b == '"')
+			c->flags &= ~ETSF_PF_QUOTE;
+		else if (b == '\\')
+			c->pos = pos + 2;
+	} else if (b == '"') {
+		c->flags |= ETSF_PF_QUOTE;
+	} else if (b == '<') {
+		c->flags |= ETSF_PF_ANGLE;
+	} else if (b == '>') {
+		c->flags &= ~ETSF_PF_ANGLE;
+	} else if (b == ';' && !(c->flags & ETSF_PF_ANGLE)) {
+		c->state = ETSF_PS_TO_PARAM;
+	}
+	return 0;
+}
+
+/* LF inside the To value: folding or end of the header */
+static __always_inline long etsf_sip_st_to_nl(struct etsf_parse_state *c, const __u8 *buf,
+					      __u32 pos, __u8 b)
+{
+	if (etsf_sip_is_ws(b)) {
+		c->state = ETSF_PS_TO;
+		return 0;
+	}
+	c->flags |= ETSF_PF_TO;
+	c->state = ETSF_PS_LINE;
+	return (c->flags & ETSF_PF_ALL) == ETSF_PF_ALL;
+}
+
+/* a To parameter: is it "tag"? */
+static __always_inline long etsf_sip_st_to_param(struct etsf_parse_state *c, const __u8 *buf,
+						 __u32 pos, __u8 b)
+{
+	if (etsf_sip_is_ws(b)) {
+		c->pos = pos + 1;
+		return 0;
+	}
+	if (pos + 4 <= c->len) {
+		__u64 lw = etsf_sip_word(buf, pos) | ETSF_SIP_LOWER64;
+		__u8 e = etsf_sip_byte(buf, pos + 3);
+
+		if ((lw & etsf_sip_mask(3)) == ETSF_SIP_C8('t', 'a', 'g', 0, 0, 0, 0, 0) &&
+		    (e == '=' || etsf_sip_is_ws(e))) {
+			c->flags |= ETSF_PF_TOTAG;
+			c->pos = pos + 3;
+		}
+	}
+	c->state = ETSF_PS_TO;
+	return 0;
+}
+
+/* one state-machine step, dispatched by state: consumes >= 0 bytes; returns 1 to stop */
 static __always_inline long etsf_sip_step(struct etsf_scratch *s)
 {
 	struct etsf_parse_state *c = &s->st;
@@ -296,295 +640,31 @@ static __always_inline long etsf_sip_step(struct etsf_scratch *s)
 
 	switch (c->state) {
 	case ETSF_PS_METHOD:
-		if (etsf_sip_is_token(b)) {
-			c->pos = pos + 1;
-			return 0;
-		}
-		if (b == ' ' && pos > 0) {
-			c->method = etsf_sip_match_method(buf, 0, pos);
-			c->pos = pos + 1;
-			c->state = ETSF_PS_RLINE;
-			return 0;
-		}
-		c->flags |= ETSF_PF_NOTSIP;
-		return 1;
-
+		return etsf_sip_st_method(c, buf, pos, b);
 	case ETSF_PS_RLINE:
-		etsf_sip_skip_words(c, buf);
-		pos = c->pos;
-		if (pos >= c->len)
-			return 1;
-		b = etsf_sip_byte(buf, pos);
-		if (b == '\n') {
-			/* the line must end in " SIP/2.0" [CR] LF */
-			__u32 end = pos;
-			__u64 lw;
-
-			if (end > 0 && etsf_sip_byte(buf, end - 1) == '\r')
-				end--;
-			if (end < 9 + 2) {
-				c->flags |= ETSF_PF_NOTSIP;
-				return 1;
-			}
-			lw = etsf_sip_word(buf, end - 7) | ETSF_SIP_LOWER64;
-			if ((lw & etsf_sip_mask(7)) != ETSF_SIP_C8('s', 'i', 'p', '/', '2', '.', '0', 0) ||
-			    etsf_sip_byte(buf, end - 8) != ' ') {
-				c->flags |= ETSF_PF_NOTSIP;
-				return 1;
-			}
-			c->flags |= ETSF_PF_START;
-			c->state = ETSF_PS_LINE;
-		}
-		c->pos = pos + 1;
-		return 0;
-
-	case ETSF_PS_LINE: {
-		__u32 h, nlen = 0;
-
-		if (b == '\r' || b == '\n') {
-			c->flags |= ETSF_PF_END;
-			return 1;
-		}
-		if (etsf_sip_is_ws(b)) {     /* folded continuation of a skipped header */
-			c->state = ETSF_PS_SKIP;
-			return 0;
-		}
-		h = etsf_sip_header_name(c, buf, &nlen);
-		if (h == ETSF_SIP_H_NONE) {
-			c->state = ETSF_PS_SKIP;
-			c->pos = pos + 1;
-			return 0;
-		}
-		c->next = h == ETSF_SIP_H_CALLID ? ETSF_PS_CALLID :
-			  h == ETSF_SIP_H_CSEQ ? ETSF_PS_CSEQ_NUM : ETSF_PS_TO;
-		/* common case "Name: value": straight to the value */
-		if (pos + nlen + 3 <= c->len && etsf_sip_byte(buf, pos + nlen) == ':' &&
-		    etsf_sip_byte(buf, pos + nlen + 1) == ' ') {
-			__u8 v = etsf_sip_byte(buf, pos + nlen + 2);
-
-			if (!etsf_sip_is_ws(v) && v != '\r' && v != '\n') {
-				c->pos = pos + nlen + 2;
-				c->tok = c->pos;
-				c->state = c->next;
-				return 0;
-			}
-		}
-		c->pos = pos + nlen;
-		c->state = ETSF_PS_NAME_WS;
-		return 0;
-	}
-
+		return etsf_sip_st_rline(c, buf, pos, b);
+	case ETSF_PS_LINE:
+		return etsf_sip_st_line(c, buf, pos, b);
 	case ETSF_PS_SKIP:
-		etsf_sip_skip_words(c, buf);
-		pos = c->pos;
-		if (pos >= c->len)
-			return 1;
-		if (etsf_sip_byte(buf, pos) == '\n')
-			c->state = ETSF_PS_LINE;
-		c->pos = pos + 1;
-		return 0;
-
+		return etsf_sip_st_skip(c, buf, pos, b);
 	case ETSF_PS_NAME_WS:
-		if (etsf_sip_is_ws(b)) {
-			c->pos = pos + 1;
-		} else if (b == ':') {
-			c->pos = pos + 1;
-			c->state = ETSF_PS_LWS;
-		} else {
-			c->state = ETSF_PS_SKIP;
-		}
-		return 0;
-
+		return etsf_sip_st_name_ws(c, buf, pos, b);
 	case ETSF_PS_LWS:
-		if (etsf_sip_is_ws(b) || b == '\r') {
-			c->pos = pos + 1;
-		} else if (b == '\n') {
-			c->pos = pos + 1;
-			c->state = ETSF_PS_LWS_NL;
-		} else {
-			c->tok = pos;
-			c->state = c->next;
-		}
-		return 0;
-
+		return etsf_sip_st_lws(c, buf, pos, b);
 	case ETSF_PS_LWS_NL:
-		if (etsf_sip_is_ws(b)) {     /* folding: the value continues */
-			c->pos = pos + 1;
-			c->state = ETSF_PS_LWS;
-		} else {                /* empty value: header ignored */
-			c->state = ETSF_PS_LINE;
-		}
-		return 0;
-
+		return etsf_sip_st_lws_nl(c, buf, pos, b);
 	case ETSF_PS_CALLID:
-		if (pos + 8 <= c->len) {
-			__u64 w = etsf_sip_word(buf, pos);
-			__u64 m = etsf_sip_has_byte(w, ' ') | etsf_sip_has_byte(w, '\t') |
-				  etsf_sip_has_byte(w, '\r') | etsf_sip_has_byte(w, '\n');
-			__u32 n = m ? etsf_sip_first_byte(m) : 8;   /* value bytes in w */
-			__u64 h = c->hash;
-			int j;
-
-#pragma unroll
-			for (j = 0; j < 8; j++) {
-				if (j >= n)
-					break;
-				h ^= (w >> (8 * j)) & 0xff;
-				h *= ETSF_FNV64_PRIME;
-			}
-			c->hash = h;
-			c->hlen += n;
-			c->pos = pos + n;
-			c->tmp = n;
-			ETSF_SIP_SYNC();
-			if (c->tmp >= 8)
-				return 0;
-			/* terminator at pos + n: the value is complete */
-			if (c->hlen == 0) {
-				c->state = ETSF_PS_SKIP;
-				return 0;
-			}
-			return etsf_sip_header_done(c, ETSF_PF_CALLID);
-		}
-		if (etsf_sip_is_ws(b) || b == '\r' || b == '\n') {
-			if (c->hlen == 0) {
-				c->state = ETSF_PS_SKIP;
-				return 0;
-			}
-			return etsf_sip_header_done(c, ETSF_PF_CALLID);
-		}
-		c->hash ^= b;
-		c->hash *= ETSF_FNV64_PRIME;
-		c->hlen++;
-		c->pos = pos + 1;
-		return 0;
-
+		return etsf_sip_st_callid(c, buf, pos, b);
 	case ETSF_PS_CSEQ_NUM:
-		if (b >= '0' && b <= '9') {
-			/* up to 11 digits in this step (more than 10 = invalid) */
-			__u64 v = c->cseq;
-			__u32 nd = c->ndig;
-			int j;
-
-#pragma unroll
-			for (j = 0; j < 11; j++) {
-				if (pos >= c->len || b < '0' || b > '9')
-					break;
-				v = v * 10 + (b - '0');
-				nd++;
-				pos++;
-				b = etsf_sip_byte(buf, pos);
-			}
-			c->cseq = v;
-			c->ndig = nd;
-			c->pos = pos;
-			if (nd > 10 || v > 0xffffffffULL)
-				c->state = ETSF_PS_SKIP;     /* overlarge: invalid */
-			return 0;
-		}
-		if (c->ndig > 0 && (etsf_sip_is_ws(b) || b == '\r' || b == '\n')) {
-			c->next = ETSF_PS_CSEQ_METHOD;
-			c->state = ETSF_PS_LWS;
-			return 0;
-		}
-		c->state = ETSF_PS_SKIP;
-		return 0;
-
+		return etsf_sip_st_cseq_num(c, buf, pos, b);
 	case ETSF_PS_CSEQ_METHOD:
-		if (etsf_sip_is_token(b)) {
-			int j;
-
-#pragma unroll
-			for (j = 0; j < 8; j++) {
-				if (pos + 1 >= c->len || !etsf_sip_is_token(etsf_sip_byte(buf, pos + 1)))
-					break;
-				pos++;
-			}
-			c->pos = pos + 1;
-			return 0;
-		}
-		if (pos > c->tok && (etsf_sip_is_ws(b) || b == '\r' || b == '\n')) {
-			c->cseq_method = etsf_sip_match_method(buf, c->tok, pos - c->tok);
-			return etsf_sip_header_done(c, ETSF_PF_CSEQ);
-		}
-		c->state = ETSF_PS_SKIP;
-		return 0;
-
+		return etsf_sip_st_cseq_method(c, buf, pos, b);
 	case ETSF_PS_TO:
-		if (!(c->flags & ETSF_PF_QUOTE)) {
-			/* skip words holding nothing the To scanner reacts to */
-			int j;
-
-#pragma unroll
-			for (j = 0; j < 4; j++) {
-				__u64 w;
-
-				if (pos + 8 > c->len)
-					break;
-				__u64 m;
-
-				w = etsf_sip_word(buf, pos);
-				m = etsf_sip_has_byte(w, '\n') | etsf_sip_has_byte(w, '"') |
-				    etsf_sip_has_byte(w, '<') | etsf_sip_has_byte(w, '>') |
-				    etsf_sip_has_byte(w, ';');
-				if (m) {        /* lowest hit of the OR is exact */
-					pos += etsf_sip_first_byte(m);
-					break;
-				}
-				pos += 8;
-			}
-			c->pos = pos;
-			ETSF_SIP_SYNC();
-			pos = c->pos;
-			if (pos >= c->len)
-				return 1;
-			b = etsf_sip_byte(buf, pos);
-		}
-		c->pos = pos + 1;
-		if (b == '\n') {
-			c->state = ETSF_PS_TO_NL;
-		} else if (c->flags & ETSF_PF_QUOTE) {
-			if (b == '"')
-				c->flags &= ~ETSF_PF_QUOTE;
-			else if (b == '\\')
-				c->pos = pos + 2;
-		} else if (b == '"') {
-			c->flags |= ETSF_PF_QUOTE;
-		} else if (b == '<') {
-			c->flags |= ETSF_PF_ANGLE;
-		} else if (b == '>') {
-			c->flags &= ~ETSF_PF_ANGLE;
-		} else if (b == ';' && !(c->flags & ETSF_PF_ANGLE)) {
-			c->state = ETSF_PS_TO_PARAM;
-		}
-		return 0;
-
+		return etsf_sip_st_to(c, buf, pos, b);
 	case ETSF_PS_TO_NL:
-		if (etsf_sip_is_ws(b)) {
-			c->state = ETSF_PS_TO;
-			return 0;
-		}
-		c->flags |= ETSF_PF_TO;
-		c->state = ETSF_PS_LINE;
-		return (c->flags & ETSF_PF_ALL) == ETSF_PF_ALL;
-
+		return etsf_sip_st_to_nl(c, buf, pos, b);
 	case ETSF_PS_TO_PARAM:
-		if (etsf_sip_is_ws(b)) {
-			c->pos = pos + 1;
-			return 0;
-		}
-		if (pos + 4 <= c->len) {
-			__u64 lw = etsf_sip_word(buf, pos) | ETSF_SIP_LOWER64;
-			__u8 e = etsf_sip_byte(buf, pos + 3);
-
-			if ((lw & etsf_sip_mask(3)) == ETSF_SIP_C8('t', 'a', 'g', 0, 0, 0, 0, 0) &&
-			    (e == '=' || etsf_sip_is_ws(e))) {
-				c->flags |= ETSF_PF_TOTAG;
-				c->pos = pos + 3;
-			}
-		}
-		c->state = ETSF_PS_TO;
-		return 0;
+		return etsf_sip_st_to_param(c, buf, pos, b);
 	}
 	return 1;
 }

@@ -95,13 +95,7 @@ static __noinline int etsf_fp_return(struct __sk_buff *skb, struct etsf_fp_ctx *
 	__u16 vport;
 	long rc;
 
-	__builtin_memcpy(fk.a, daddr, 16);
-	__builtin_memcpy(fk.b, saddr, 16);
-	fk.aport = p->dport;
-	fk.bport = p->sport;
-	fk.family = p->family;
-	fk.proto = p->l4proto;
-	fk.dir = 1;
+	etsf_fp_flow_key_set(&fk, p, daddr, p->dport, saddr, p->sport, 1);
 	f = bpf_map_lookup_elem(&etsf_fp_flow, &fk);
 	if (!f)
 		return -ETSF_FP_NOT_SERVICE;
@@ -187,12 +181,9 @@ static __noinline int etsf_fp_forward(struct __sk_buff *skb, struct etsf_fp_ctx 
 		ak.family = p->family;
 		ak.proto = p->l4proto;
 		a = bpf_map_lookup_elem(&etsf_fp_aff, &ak);
-		if (a) {
-			b = etsf_fp_backend(a->backend);
-			/* stays while the backend is in the live service, up or down */
-			if (b && (b->flags & ETSF_FP_B_SLOT(slot)))
-				bid = a->backend;
-		}
+		/* stays while the backend is in the live service, up or down */
+		if (a)
+			bid = etsf_fp_member(a->backend, slot);
 		if (bid == ETSF_FP_NONE) {
 			struct etsf_fp_aff av = {};
 
@@ -205,19 +196,10 @@ static __noinline int etsf_fp_forward(struct __sk_buff *skb, struct etsf_fp_ctx 
 			new_dialog = 1;
 		}
 	} else {
-		__builtin_memcpy(fk.a, saddr, 16);
-		__builtin_memcpy(fk.b, daddr, 16);
-		fk.aport = p->sport;
-		fk.bport = p->dport;
-		fk.family = p->family;
-		fk.proto = p->l4proto;
-		fk.dir = 0;
+		etsf_fp_flow_key_set(&fk, p, saddr, p->sport, daddr, p->dport, 0);
 		f = bpf_map_lookup_elem(&etsf_fp_flow, &fk);
-		if (f) {
-			b = etsf_fp_backend(f->backend);
-			if (b && (b->flags & ETSF_FP_B_SLOT(slot)))
-				bid = f->backend;
-		}
+		if (f)
+			bid = etsf_fp_member(f->backend, slot);
 		if (bid == ETSF_FP_NONE) {
 			if (!etsf_fp_is_syn(skb, p))
 				return -ETSF_FP_TCP_NO_FLOW;
@@ -253,13 +235,7 @@ static __noinline int etsf_fp_forward(struct __sk_buff *skb, struct etsf_fp_ctx 
 
 	/* return-path flow: client <- backend gets the VIP back */
 	__builtin_memset(&fk, 0, sizeof(fk));
-	__builtin_memcpy(fk.a, saddr, 16);
-	__builtin_memcpy(fk.b, baddr, 16);
-	fk.aport = p->sport;
-	fk.bport = bport;
-	fk.family = p->family;
-	fk.proto = p->l4proto;
-	fk.dir = 1;
+	etsf_fp_flow_key_set(&fk, p, saddr, p->sport, baddr, bport, 1);
 	f = bpf_map_lookup_elem(&etsf_fp_flow, &fk);
 	if (!f || f->backend != bid || f->vport != p->dport ||
 	    !etsf_fp_addr_eq(f->vip, daddr) || f->ifindex != skb->ingress_ifindex) {
