@@ -25,6 +25,7 @@
 #define ETSF_PORT_SIP  1
 #define ETSF_PORT_TLS  2
 
+/* SIP or TLS port of the live policy, source or destination; 5060 / 5061 without a valid policy */
 static __always_inline __u32 etsf_port_class(const struct etsf_policy *pol, int valid,
 					     __u16 sport, __u16 dport)
 {

@@ -48,5 +48,4 @@ static __always_inline __u32 etsf_prologue(struct etsf_ctl **ctl, const struct e
 	return ETSF_R_OK;
 }
 
-
 #endif /* ETSF_FAILSAFE_H */

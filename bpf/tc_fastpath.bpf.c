@@ -296,8 +296,7 @@ int tc_fastpath(struct __sk_buff *skb)
 
 	/* headers must be linear for direct access (no-op when they are) */
 	bpf_skb_pull_data(skb, len < 256 ? len : 256);
-	data = (void *)(long)skb->data;
-	data_end = (void *)(long)skb->data_end;
+	etsf_ctx_bounds(skb, &data, &data_end);
 	c.p.pkt_len = len;
 	reason = etsf_parse_hdrs(data, data_end, &c.p);
 	if (reason != ETSF_R_OK) {
