@@ -6,7 +6,7 @@ import pytest
 
 from etsf import layout as L
 
-from .test_layout import _btf, _find, _resolve_size
+from .test_layout import _btf, _find, check_struct
 
 
 @pytest.fixture(scope="module")
@@ -16,19 +16,7 @@ def btf(layout_object):
 
 @pytest.mark.parametrize("cname", sorted(L.FP_STRUCTS))
 def test_fp_struct_matches_btf(btf, cname):
-    by_id, types = btf
-    st = _find(types, "STRUCT", cname)
-    py = L.FP_STRUCTS[cname]
-    assert st["size"] == ctypes.sizeof(py), cname
-    members = [(m["name"], m["bits_offset"] // 8, _resolve_size(by_id, m["type_id"]))
-               for m in st["members"]]
-    mirror = [(name, getattr(py, name).offset, getattr(py, name).size) for name, *_rest in py._fields_]
-    assert members == mirror
-    end = 0
-    for _name, off, size in members:
-        assert off == end, (cname, off, end)
-        end = off + size
-    assert end == st["size"]
+    check_struct(btf, cname, L.FP_STRUCTS[cname])
 
 
 def test_fp_reason_enum_matches_btf(btf):

@@ -37,14 +37,17 @@ def _resolve_size(by_id, tid):
     return t["size"]
 
 
-@pytest.mark.parametrize("cname", sorted(L.STRUCTS))
-def test_struct_matches_btf(btf, cname):
+def _members(by_id, st):
+    return [(m["name"], m["bits_offset"] // 8, _resolve_size(by_id, m["type_id"]))
+            for m in st["members"]]
+
+
+def check_struct(btf, cname, py):
+    """The BTF struct cname has the mirror py's size, members and offsets, no holes."""
     by_id, types = btf
     st = _find(types, "STRUCT", cname)
-    py = L.STRUCTS[cname]
     assert st["size"] == ctypes.sizeof(py), cname
-    members = [(m["name"], m["bits_offset"] // 8, _resolve_size(by_id, m["type_id"]))
-               for m in st["members"]]
+    members = _members(by_id, st)
     mirror = [(name, getattr(py, name).offset, getattr(py, name).size)
               for name, *_unused in py._fields_]
     assert members == mirror
@@ -54,6 +57,11 @@ def test_struct_matches_btf(btf, cname):
         assert off == end, (cname, off, end)
         end = off + size
     assert end == st["size"]
+
+
+@pytest.mark.parametrize("cname", sorted(L.STRUCTS))
+def test_struct_matches_btf(btf, cname):
+    check_struct(btf, cname, L.STRUCTS[cname])
 
 
 @pytest.mark.parametrize("cname", sorted(L.ENUMS))
@@ -70,11 +78,6 @@ def test_enum_matches_btf(btf, cname):
             continue
         assert py[name] == val, (cname, name)
     assert {m.name for m in py} == set(btf_vals) - set(count_names)
-
-
-def _members(by_id, st):
-    return [(m["name"], m["bits_offset"] // 8, _resolve_size(by_id, m["type_id"]))
-            for m in st["members"]]
 
 
 def test_anchor_covers_every_mirror(btf):
