@@ -18,6 +18,8 @@ from . import inputs
 DEFAULT_OUT_DIR = "/var/lib/etsf/build"
 DEFAULT_BTF = "/sys/kernel/btf/vmlinux"
 STAMP_FILE = "build.stamp"
+# test-only object holding every mirrored struct/enum in its BTF (never loaded)
+LAYOUT_SOURCE = "etsf_alignchecker.c"
 
 
 class BuildError(Exception):
@@ -123,6 +125,20 @@ def build(src_dir, out_dir=DEFAULT_OUT_DIR, btf: str = DEFAULT_BTF, force: bool 
     built = [compile_object(s, out_dir, src_dir) for s in sources]
     stamp_path.write_text(stamp + "\n")
     return {"objects": [str(o) for o in built], "changed": True, "stamp": stamp}
+
+
+def build_layout_object(src_dir, out_dir, btf: str = DEFAULT_BTF) -> str:
+    """Compile the test-only layout object (LAYOUT_SOURCE) with the programs'
+    headers and flags; its BTF is what tests compare src/etsf/layout.py with."""
+    src_dir = Path(src_dir)
+    out_dir = Path(out_dir)
+    src = src_dir / LAYOUT_SOURCE
+    if not src.is_file():
+        raise BuildError(f"layout source {src} does not exist")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not (out_dir / "vmlinux.h").exists():
+        generate_vmlinux_h(out_dir, btf)
+    return str(compile_object(src, out_dir, src_dir))
 
 
 def main(argv=None) -> int:  # pragma: no cover - convenience

@@ -1,7 +1,7 @@
 """eTSF fast path (issue 5): in-kernel steering of SIP to local proxy backends.
 
 Kernel side: ``bpf/tc_fastpath.bpf.c`` (TC clsact ingress, program
-``tc_fastpath``) + ``bpf/fastpath.h``.  This module is the host side:
+``tc_fastpath``) + ``bpf/etsf_fastpath.h``.  This module is the host side:
 
 * services of the policy (validated by :mod:`etsf.policy`, the only owner of the
   schema) are compiled here into per-slot map entries -- service keys carry
