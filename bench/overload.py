@@ -130,35 +130,42 @@ def creation_seconds(rows: list[dict]) -> float | None:
     return min(t1, t0 + (final - c0) / rate) if rate > 0 else t1
 
 
-def rejected_503(counts: dict) -> int:
-    """Calls answered 503: the '<index>_503_Recv' column(s) of sipp's -trace_counts file."""
-    return sum(_int(counts, k) for k in counts if k.endswith("_503_Recv"))
+def final_codes(counts: dict) -> dict[str, int]:
+    """Calls ended by a final error response, by code: the '<index>_<code>_Recv' columns
+    (code 300-699) of sipp's -trace_counts file (the scenario's reject branch)."""
+    out: dict[str, int] = {}
+    for k in counts:
+        parts = k.split("_")
+        if len(parts) == 3 and parts[2] == "Recv" and parts[1].isdigit() and 300 <= int(parts[1]) <= 699:
+            if n := _int(counts, k):
+                out[parts[1]] = out.get(parts[1], 0) + n
+    return dict(sorted(out.items()))
 
 
 TIMEOUT_CAUSES = ("FailedTimeoutOnRecv(C)", "FailedMaxUDPRetrans(C)", "FailedTimeoutOnSend(C)")
 
 
 def summarize(rows: list[dict], counts: dict, offered: float, planned: int) -> dict:
-    """The step's arithmetic.  sipp counts a call that took the scenario's 503 branch as
-    successful: it is a failure here.  Rates are per second of the sending window, the
-    planned one (planned / offered) or the achieved one if sipp took longer to create the
-    calls, so goodput <= achieved <= offered always holds."""
+    """The step's arithmetic.  sipp counts a call that took the scenario's reject branch (a
+    final error response such as 503) as successful: it is a failure here.  Rates are per
+    second of the sending window, the planned one (planned / offered) or the achieved one if
+    sipp took longer to create the calls, so goodput <= achieved <= offered always holds."""
     last = rows[-1] if rows else {}
     attempted = _int(last, "TotalCallCreated")
     sipp_ok, sipp_failed = _int(last, "SuccessfulCall(C)"), _int(last, "FailedCall(C)")
-    n503 = min(rejected_503(counts), sipp_ok)
-    completed = sipp_ok - n503
+    codes = final_codes(counts)
+    rejected = min(sum(codes.values()), sipp_ok)
+    completed = sipp_ok - rejected
     window = planned / offered if offered > 0 else 0.0
     t_create = creation_seconds(rows)
     span = max(window, t_create or 0.0) or 1.0
     causes = {k[len("Failed"):-len("(C)")]: _int(last, k) for k in last
               if k.startswith("Failed") and k.endswith("(C)") and k != "FailedCall(C)" and _int(last, k)}
-    if n503:
-        causes["503"] = n503
+    causes.update({f"final {c}": n for c, n in codes.items()})
     return {"offered_cps": offered, "planned": planned, "attempted": attempted, "completed": completed,
-            "failed": sipp_failed + n503, "unfinished": max(0, attempted - sipp_ok - sipp_failed),
-            "failed_timeout": sum(_int(last, k) for k in TIMEOUT_CAUSES), "responses_503": n503,
-            "fail_causes": causes, "retransmissions": _int(last, "Retransmissions(C)"),
+            "failed": sipp_failed + rejected, "unfinished": max(0, attempted - sipp_ok - sipp_failed),
+            "failed_timeout": sum(_int(last, k) for k in TIMEOUT_CAUSES), "responses_503": codes.get("503", 0),
+            "final_codes": codes, "fail_causes": causes, "retransmissions": _int(last, "Retransmissions(C)"),
             "window_s": round(window, 3), "creation_s": None if t_create is None else round(t_create, 3),
             "elapsed_s": None if elapsed(last) is None else round(elapsed(last), 3),
             "achieved_cps": round(attempted / span, 2), "goodput_cps": round(completed / span, 2)}
@@ -258,7 +265,7 @@ def _f(v, nd=0):
 def table_md(res: dict) -> str:
     cap = (res.get("capacity") or {}).get("cps")
     head = ("| config | load | offered /s | achieved /s | goodput /s | goodput ÷ capacity | attempted | completed"
-            " | failed (timeouts) | 503 | retrans | INVITE→200 p50 / p99 ms | proxy socket drops |")
+            " | failed (timeouts, error responses) | 503 | retrans | INVITE→200 p50 / p99 ms | proxy socket drops |")
     lines = [head, "|" + "---|" * 13]
     for c in res.get("configs", []):
         for s in c.get("steps", []):
@@ -267,8 +274,9 @@ def table_md(res: dict) -> str:
             lines.append(
                 f"| {c['name']} | {s['multiple']:g}× | {_f(s['offered_cps'])} | {_f(s['achieved_cps'])} | "
                 f"{_f(s['goodput_cps'])} | {_f(gx, 2)} | {s['attempted']} | {s['completed']} | "
-                f"{s['failed']} ({s['failed_timeout']}) | {s['responses_503']} | {s['retransmissions']} | "
-                f"{_f(lat.get('p50'), 1)} / {_f(lat.get('p99'), 1)} | {_f(s.get('proxy_drops'))} |")
+                f"{s['failed']} ({s['failed_timeout']}, {sum((s.get('final_codes') or {}).values())}) | "
+                f"{s['responses_503']} | {s['retransmissions']} | "
+                f"{_f(lat.get('p50'))} / {_f(lat.get('p99'))} | {_f(s.get('proxy_drops'))} |")
         if c.get("error"):
             lines.append(f"| {c['name']} | error: {c['error'][:100]} |" + " |" * 11)
     return "\n".join(lines) + "\n"
@@ -290,7 +298,8 @@ def report_md(res: dict, plot_name: str | None = PLOT) -> str:
                 f"{p.get('recv_timeout_s')} s -max_retrans {p.get('max_retrans')}`; pinning: "
                 f"{json.dumps((res.get('host') or {}).get('pinning', {}))}. "
                 "Goodput = calls that got their 200 and completed the BYE, per second of the sending "
-                "window; failed (timeouts) = all failed calls (those that timed out).", "",
+                "window; failed (timeouts, error responses) = all failed calls (those that timed out, those "
+                "answered with a final error response such as 408 or 503).", "",
             res.get("table_md") or table_md(res)]
     if plot_name:
         out += [f"![goodput vs offered load]({plot_name})", ""]
@@ -487,7 +496,7 @@ class Sweep:
                     lat = rec["invite_200_ms"]
                     log(f"{cfg['name']} {m:g}x ({rate:g}/s): achieved {rec['achieved_cps']}/s goodput "
                         f"{rec['goodput_cps']}/s, completed {rec['completed']}/{rec['attempted']}, failed {rec['failed']} "
-                        f"(timeouts {rec['failed_timeout']}, 503 {rec['responses_503']}), retrans "
+                        f"(timeouts {rec['failed_timeout']}, error responses {rec['final_codes']}), retrans "
                         f"{rec['retransmissions']}, p50/p99 {lat['p50']}/{lat['p99']} ms, drops {rec['proxy_drops']}")
             except _Skip as e:
                 self.res["skipped"].append({"config": cfg["name"], "why": str(e)})

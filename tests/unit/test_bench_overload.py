@@ -48,7 +48,7 @@ def test_recorded_clean_step():
     assert overload.creation_seconds(rows) == pytest.approx(4.014 + 197 / ((803 - 601) / (4.0142 - 3.0110)),
                                                             abs=2e-3)
     counts = overload.read_rows((FIX / "counts_200cps.csv").read_text())[-1]
-    assert overload.rejected_503(counts) == 0
+    assert overload.final_codes(counts) == {}
     s = overload.summarize(rows, counts, 200, 1000)
     assert (s["attempted"], s["completed"], s["failed"], s["unfinished"], s["responses_503"]) == (1000, 1000, 0, 0, 0)
     assert s["window_s"] == 5.0 and s["creation_s"] < 5.0
@@ -62,11 +62,18 @@ def test_recorded_503s_are_failures_not_goodput():
     rows = _rows("stat_503.csv")
     assert overload._int(rows[-1], "SuccessfulCall(C)") == 20
     counts = overload.read_rows((FIX / "counts_503.csv").read_text())[-1]
-    assert overload.rejected_503(counts) == 20
+    assert overload.final_codes(counts) == {"503": 20}
     s = overload.summarize(rows, counts, 10, 20)
     assert (s["completed"], s["failed"], s["responses_503"], s["goodput_cps"]) == (0, 20, 20, 0.0)
-    assert s["fail_causes"] == {"503": 20}
+    assert s["fail_causes"] == {"final 503": 20} and s["final_codes"] == {"503": 20}
     assert s["completed"] + s["failed"] + s["unfinished"] == s["attempted"] == 20
+
+
+def test_final_codes_only_error_responses():
+    counts = {"0_INVITE_Sent": "9", "1_100_Recv": "9", "1_100_Unexp": "3", "4_408_Recv": "2", "5_480_Recv": "0",
+              "8_503_Recv": "4", "8_503_Retrans": "7", "9_200_Recv": "3", "14_200_Recv": "3", "CurrentTime": "x",
+              "12_ACK_Sent": "6", "3_183_Recv": "1"}
+    assert overload.final_codes(counts) == {"408": 2, "503": 4}
 
 
 def test_epoch_and_bad_rows():
@@ -86,11 +93,11 @@ def test_overloaded_step_goodput_timeouts_unfinished():
                  {"SuccessfulCall(C)": 2000, "FailedCall(C)": 850, "FailedTimeoutOnRecv(C)": 700,
                   "FailedMaxUDPRetrans(C)": 100, "FailedUnexpectedMessage(C)": 50, "Retransmissions(C)": 4321})
     rows = overload.read_rows(text)
-    counts = {"4_503_Recv": "30", "0_INVITE_Sent": "2900"}
+    counts = {"4_408_Recv": "5", "8_503_Recv": "25", "0_INVITE_Sent": "2900", "10_200_Recv": "2000"}
     s = overload.summarize(rows, counts, 300, 3000)
     # creation ends at 11 + (2900 - 2640) / 240 per s = 12.083 s, past the planned 10 s window
     assert s["creation_s"] == pytest.approx(12.083, abs=1e-3)
-    assert s["completed"] == 1970 and s["responses_503"] == 30
+    assert s["completed"] == 1970
     assert s["failed"] == 880 and s["failed_timeout"] == 800
     assert s["unfinished"] == 2900 - 2000 - 850
     assert s["completed"] + s["failed"] + s["unfinished"] == s["attempted"]
@@ -98,7 +105,9 @@ def test_overloaded_step_goodput_timeouts_unfinished():
     assert s["goodput_cps"] == pytest.approx(1970 / 12.083, abs=0.01)
     assert s["goodput_cps"] <= s["achieved_cps"] <= s["offered_cps"]
     assert s["retransmissions"] == 4321
-    assert s["fail_causes"] == {"TimeoutOnRecv": 700, "MaxUDPRetrans": 100, "UnexpectedMessage": 50, "503": 30}
+    assert s["fail_causes"] == {"TimeoutOnRecv": 700, "MaxUDPRetrans": 100, "UnexpectedMessage": 50,
+                                "final 408": 5, "final 503": 25}
+    assert s["responses_503"] == 25 and s["final_codes"] == {"408": 5, "503": 25}
 
 
 def test_goodput_never_exceeds_offered_when_sipp_is_early():
@@ -208,17 +217,17 @@ def test_plan_drops_the_highest_multiples_for_every_config():
 # -- rendering --------------------------------------------------------------------------------------
 
 def _result():
-    def st(m, offered, achieved, goodput, att, comp, failed, tmo, n503, retr, p50, p99, drops):
+    def st(m, offered, achieved, goodput, att, comp, failed, tmo, codes, retr, p50, p99, drops):
         return {"multiple": m, "offered_cps": offered, "achieved_cps": achieved, "goodput_cps": goodput,
                 "attempted": att, "completed": comp, "failed": failed, "failed_timeout": tmo,
-                "responses_503": n503, "retransmissions": retr, "invite_200_ms": {"n": comp, "p50": p50, "p99": p99},
+                "responses_503": codes.get("503", 0), "final_codes": codes, "retransmissions": retr, "invite_200_ms": {"n": comp, "p50": p50, "p99": p99},
                 "proxy_drops": drops}
     return {"capacity": {"cps": 800, "from": "measured on D-direct, 6 s probes",
                          "probes": [{"offered_cps": 800, "ok": True}, {"offered_cps": 1600, "ok": False}]},
             "params": {"step_s": 30, "transport": "un", "recv_timeout_s": 4, "max_retrans": 5},
             "host": {"pinning": {"kamailio": "cpu1"}},
-            "configs": [{"name": "D-direct", "steps": [st(0.5, 400, 399.8, 399.8, 12000, 12000, 0, 0, 0, 0, 1, 3, 0),
-                                                       st(4, 3200, 2511.2, 602.4, 80000, 18072, 60000, 59000, 12, 91234,
+            "configs": [{"name": "D-direct", "steps": [st(0.5, 400, 399.8, 399.8, 12000, 12000, 0, 0, {}, 0, 1, 3, 0),
+                                                       st(4, 3200, 2511.2, 602.4, 80000, 18072, 60000, 59000, {"408": 988, "503": 12}, 91234,
                                                           850, 3900, 41234)]},
                         {"name": "C-etsf-fastpath", "steps": [], "error": "RuntimeError: kamailio exited"}],
             "skipped": [{"config": "C-etsf-fastpath", "multiple": 4, "why": "time budget"}]}
@@ -228,8 +237,8 @@ def test_table_rows_and_columns():
     md = overload.table_md(_result())
     lines = md.splitlines()
     assert lines[0].count("|") == lines[1].count("|") == 14
-    assert "| D-direct | 0.5× | 400 | 400 | 400 | 0.50 | 12000 | 12000 | 0 (0) | 0 | 0 | 1.0 / 3.0 | 0 |" in lines
-    assert "| D-direct | 4× | 3200 | 2511 | 602 | 0.75 | 80000 | 18072 | 60000 (59000) | 12 | 91234 | 850.0 / 3900.0 | 41234 |" \
+    assert "| D-direct | 0.5× | 400 | 400 | 400 | 0.50 | 12000 | 12000 | 0 (0, 0) | 0 | 0 | 1 / 3 | 0 |" in lines
+    assert "| D-direct | 4× | 3200 | 2511 | 602 | 0.75 | 80000 | 18072 | 60000 (59000, 1000) | 12 | 91234 | 850 / 3900 | 41234 |" \
         in lines
     assert lines[-1].startswith("| C-etsf-fastpath | error: RuntimeError: kamailio exited |")
     assert all(ln.count("|") == 14 for ln in lines)
