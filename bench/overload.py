@@ -265,8 +265,8 @@ def _f(v, nd=0):
 def table_md(res: dict) -> str:
     cap = (res.get("capacity") or {}).get("cps")
     head = ("| config | load | offered /s | achieved /s | goodput /s | goodput ÷ capacity | attempted | completed"
-            " | failed (timeouts, error responses) | 503 | retrans | INVITE→200 p50 / p99 ms | proxy socket drops |")
-    lines = [head, "|" + "---|" * 13]
+            " | failed (timeouts) | 503 | all error responses | retrans | INVITE→200 p50 / p99 ms | proxy socket drops |")
+    lines = [head, "|" + "---|" * 14]
     for c in res.get("configs", []):
         for s in c.get("steps", []):
             lat = s.get("invite_200_ms") or {}
@@ -274,12 +274,35 @@ def table_md(res: dict) -> str:
             lines.append(
                 f"| {c['name']} | {s['multiple']:g}× | {_f(s['offered_cps'])} | {_f(s['achieved_cps'])} | "
                 f"{_f(s['goodput_cps'])} | {_f(gx, 2)} | {s['attempted']} | {s['completed']} | "
-                f"{s['failed']} ({s['failed_timeout']}, {sum((s.get('final_codes') or {}).values())}) | "
-                f"{s['responses_503']} | {s['retransmissions']} | "
+                f"{s['failed']} ({s['failed_timeout']}) | {s['responses_503']} | "
+                f"{', '.join(f'{k}: {v}' for k, v in (s.get('final_codes') or {}).items()) or 0} | {s['retransmissions']} | "
                 f"{_f(lat.get('p50'))} / {_f(lat.get('p99'))} | {_f(s.get('proxy_drops'))} |")
         if c.get("error"):
-            lines.append(f"| {c['name']} | error: {c['error'][:100]} |" + " |" * 11)
+            lines.append(f"| {c['name']} | error: {c['error'][:100]} |" + " |" * 12)
     return "\n".join(lines) + "\n"
+
+
+def observations(res: dict) -> list[str]:
+    """Per configuration: peak goodput, goodput at the highest load (and at 3x, the load the
+    admission-control target is set at) as a fraction of capacity, and INVITE->200 p99 there
+    against 0.5x."""
+    cap = (res.get("capacity") or {}).get("cps")
+    out = []
+    for c in res.get("configs", []):
+        st = c.get("steps") or []
+        if not st or not cap:
+            continue
+        peak = max(st, key=lambda s: s["goodput_cps"])
+        parts = [f"peak goodput {peak['goodput_cps']:.0f}/s at {peak['multiple']:g}×"]
+        base = next((s for s in st if s["multiple"] == 0.5), None)
+        for s in [x for x in st if x["multiple"] == 3 and x is not st[-1]] + [st[-1]]:
+            txt = f"at {s['multiple']:g}×: {s['goodput_cps'] / cap:.2f}× capacity"
+            p99, p99b = (s.get("invite_200_ms") or {}).get("p99"), ((base or {}).get("invite_200_ms") or {}).get("p99")
+            if p99 is not None and p99b is not None and s is not base:
+                txt += f", INVITE→200 p99 {p99:.0f} ms (0.5×: {p99b:.0f} ms)"
+            parts.append(txt)
+        out.append(f"{c['name']}: " + "; ".join(parts))
+    return out
 
 
 def report_md(res: dict, plot_name: str | None = PLOT) -> str:
@@ -296,11 +319,16 @@ def report_md(res: dict, plot_name: str | None = PLOT) -> str:
         out.append(f"Proxy capacity: not found ({cap.get('why', 'no probe passed')}); no sweep.")
     out += ["", f"Steps of {p.get('step_s')} s, `-t {p.get('transport')}`, sipp `-recv_timeout "
                 f"{p.get('recv_timeout_s')} s -max_retrans {p.get('max_retrans')}`; pinning: "
-                f"{json.dumps((res.get('host') or {}).get('pinning', {}))}. "
+                f"{', '.join(f'{k} {v}' for k, v in ((res.get('host') or {}).get('pinning') or {}).items())}. "
                 "Goodput = calls that got their 200 and completed the BYE, per second of the sending "
-                "window; failed (timeouts, error responses) = all failed calls (those that timed out, those "
-                "answered with a final error response such as 408 or 503).", "",
+                "window; failed = all failed calls, (timeouts) those that timed out; error responses: calls "
+                "answered with a final error response, by code.", "",
             res.get("table_md") or table_md(res)]
+    obs = observations(res)
+    if obs:
+        out += ["Below capacity goodput follows the offered load; a line that bends down above it is the "
+                "overload collapse (docs/benchmark.md, \"Overload sweep\").", ""]
+        out += [f"* {o}" for o in obs] + [""]
     if plot_name:
         out += [f"![goodput vs offered load]({plot_name})", ""]
     if res.get("skipped"):
@@ -431,6 +459,17 @@ class Sweep:
         self.drain()
         return rec
 
+    def wait_proxy(self, limit_s: float = 30.0) -> float:
+        """Seconds until Kamailio's socket is bound in the pod (bounded): on a loaded host its
+        start can take longer than the harness's fixed pause, and a step offered to a proxy
+        that is not listening yet would measure nothing."""
+        t0 = time.monotonic()
+        while self.sock()["drops"] is None:
+            if time.monotonic() - t0 > limit_s or self.b.kam.poll() is not None:
+                raise RuntimeError(f"kamailio not listening on {T.POD}:{T.PORT} after {limit_s:.0f} s")
+            time.sleep(0.2)
+        return round(time.monotonic() - t0, 2)
+
     def drain(self):
         """Settle, and let Kamailio empty its socket before the next step (bounded)."""
         time.sleep(self.p["settle_s"])
@@ -474,6 +513,7 @@ class Sweep:
                     raise _Skip("no capacity" if not self.res["capacity"].get("cps") else "time budget")
                 log(f"== {cfg['name']}")
                 self.b.setup_config(cfg)
+                cfg["proxy_ready_s"] = self.wait_proxy()
                 if i == 0:
                     cap = self.capacity(cfg)
                     if not cap:
@@ -496,7 +536,7 @@ class Sweep:
                     lat = rec["invite_200_ms"]
                     log(f"{cfg['name']} {m:g}x ({rate:g}/s): achieved {rec['achieved_cps']}/s goodput "
                         f"{rec['goodput_cps']}/s, completed {rec['completed']}/{rec['attempted']}, failed {rec['failed']} "
-                        f"(timeouts {rec['failed_timeout']}, error responses {rec['final_codes']}), retrans "
+                        f"(timeouts {rec['failed_timeout']}, error responses {rec['final_codes'] or 0}), retrans "
                         f"{rec['retransmissions']}, p50/p99 {lat['p50']}/{lat['p99']} ms, drops {rec['proxy_drops']}")
             except _Skip as e:
                 self.res["skipped"].append({"config": cfg["name"], "why": str(e)})
@@ -539,21 +579,25 @@ def run(out: Path, budget_s: float, quick: bool, **overrides) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     sw = Sweep(out, float(budget_s), prof, profile, work=Path(work) if work else None)
     log(f"{profile} sweep, budget {budget_s:.0f} s -> {out}")
+    res = sw.res
     try:
-        res = sw.run()
+        sw.run()
     finally:
+        # also when interrupted: clean up, then write what was measured
         sw.cleanup()
         if not work:
             shutil.rmtree(sw.b.work, ignore_errors=True)
-            sw.res["work_dir"] = None
-    res["finished"] = harness.now_utc().isoformat()
-    res["wall_seconds"] = round(time.monotonic() - sw.t0, 1)
-    res["table_md"] = table_md(res)
-    res["plots"] = [PLOT] if plot(res, out / PLOT) else []
-    res["report_md"] = report_md(res, PLOT if res["plots"] else None)
-    (out / "overload.json").write_text(json.dumps(res, indent=1, default=str) + "\n")
-    (out / "overload.md").write_text(res["report_md"])
-    log(f"done in {res['wall_seconds']} s: {out / 'overload.md'}")
+            res["work_dir"] = None
+        for c in res["configs"]:
+            c.pop("_dir", None)
+        res["finished"] = harness.now_utc().isoformat()
+        res["wall_seconds"] = round(time.monotonic() - sw.t0, 1)
+        res["table_md"] = table_md(res)
+        res["plots"] = [PLOT] if plot(res, out / PLOT) else []
+        res["report_md"] = report_md(res, PLOT if res["plots"] else None)
+        (out / "overload.json").write_text(json.dumps(res, indent=1, default=str) + "\n")
+        (out / "overload.md").write_text(res["report_md"])
+        log(f"done in {res['wall_seconds']} s: {out / 'overload.md'}")
     return res
 
 

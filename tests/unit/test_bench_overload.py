@@ -40,20 +40,21 @@ def _stat(created_at, final):
 # -- sipp files ---------------------------------------------------------------------------------
 
 def test_recorded_clean_step():
-    """200 calls/s for 5 s through Kamailio: every call completed; rates from the sending
-    window (the creation end is extrapolated inside the last 1 s stat interval)."""
+    """200 calls/s for 5 s through Kamailio: every call completed.  sipp created the last call
+    just after the planned 5 s: the end is extrapolated inside the last 1 s stat interval, and
+    the rates are per second of that achieved window."""
     rows = _rows("stat_200cps.csv")
-    assert [overload._int(r, "TotalCallCreated") for r in rows] == [0, 199, 400, 601, 803, 1000, 1000, 1000]
-    assert overload.elapsed(rows[1]) == pytest.approx(1.00217, abs=1e-4)
-    assert overload.creation_seconds(rows) == pytest.approx(4.014 + 197 / ((803 - 601) / (4.0142 - 3.0110)),
-                                                            abs=2e-3)
+    assert [overload._int(r, "TotalCallCreated") for r in rows] == [0, 199, 400, 601, 802, 1000, 1000, 1000]
+    assert overload.elapsed(rows[1]) == pytest.approx(1.00657, abs=1e-4)
+    t_end = 4.01776 + (1000 - 802) / ((802 - 601) / (4.01776 - 3.01411))
+    assert overload.creation_seconds(rows) == pytest.approx(t_end, abs=1e-3)
+    assert overload.creation_seconds(rows) < overload.elapsed(rows[5])      # not the row's 5.023 s
     counts = overload.read_rows((FIX / "counts_200cps.csv").read_text())[-1]
     assert overload.final_codes(counts) == {}
     s = overload.summarize(rows, counts, 200, 1000)
     assert (s["attempted"], s["completed"], s["failed"], s["unfinished"], s["responses_503"]) == (1000, 1000, 0, 0, 0)
-    assert s["window_s"] == 5.0 and s["creation_s"] < 5.0
-    # the sending window is the planned one (5 s): 1000 / 5
-    assert s["achieved_cps"] == 200.0 and s["goodput_cps"] == 200.0
+    assert s["window_s"] == 5.0 and s["creation_s"] == pytest.approx(t_end, abs=1e-3)
+    assert s["achieved_cps"] == s["goodput_cps"] == pytest.approx(1000 / t_end, abs=0.01)
 
 
 def test_recorded_503s_are_failures_not_goodput():
@@ -236,17 +237,18 @@ def _result():
 def test_table_rows_and_columns():
     md = overload.table_md(_result())
     lines = md.splitlines()
-    assert lines[0].count("|") == lines[1].count("|") == 14
-    assert "| D-direct | 0.5× | 400 | 400 | 400 | 0.50 | 12000 | 12000 | 0 (0, 0) | 0 | 0 | 1 / 3 | 0 |" in lines
-    assert "| D-direct | 4× | 3200 | 2511 | 602 | 0.75 | 80000 | 18072 | 60000 (59000, 1000) | 12 | 91234 | 850 / 3900 | 41234 |" \
-        in lines
+    assert lines[0].count("|") == lines[1].count("|") == 15
+    assert "| D-direct | 0.5× | 400 | 400 | 400 | 0.50 | 12000 | 12000 | 0 (0) | 0 | 0 | 0 | 1 / 3 | 0 |" in lines
+    assert ("| D-direct | 4× | 3200 | 2511 | 602 | 0.75 | 80000 | 18072 | 60000 (59000) | 12 | 408: 988, 503: 12 | 91234 "
+            "| 850 / 3900 | 41234 |") in lines
     assert lines[-1].startswith("| C-etsf-fastpath | error: RuntimeError: kamailio exited |")
-    assert all(ln.count("|") == 14 for ln in lines)
+    assert all(ln.count("|") == 15 for ln in lines)
 
 
 def test_report_section():
     res = _result()
     text = overload.report_md(res)
+    assert "* D-direct: peak goodput 602/s at 4×; at 4×: 0.75× capacity, INVITE→200 p99 3900 ms (0.5×: 3 ms)" in text
     assert text.startswith("## Overload sweep")
     assert "**800 calls/s**" in text and "800/s ok, 1600/s FAIL" in text
     assert "![goodput vs offered load](overload_goodput.png)" in text
