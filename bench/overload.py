@@ -182,6 +182,19 @@ def proxy_socket(text: str, addr: str, port: int) -> dict | None:
     return None
 
 
+def sipp_aborted(rc: int | None, log_text: str, hit_deadline: bool) -> str | None:
+    """Why sipp died before finishing its calls, or None.  sipp 3.6 asserts on an INVITE
+    transaction that gets a second final response before its ACK went out (e.g. a 500 from the
+    proxy then the UAS's 200), which happens under heavy overload: the process aborts and the
+    step's counts stop there."""
+    for ln in log_text.splitlines():
+        if "Assertion" in ln or "Segmentation fault" in ln:
+            return ln.strip()[:200]
+    if rc is not None and not hit_deadline and (rc < 0 or rc >= 128):
+        return f"sipp exit status {rc}"
+    return None
+
+
 # ---------------------------------------------------------------------------
 # capacity search and planning (pure)
 # ---------------------------------------------------------------------------
@@ -271,8 +284,9 @@ def table_md(res: dict) -> str:
         for s in c.get("steps", []):
             lat = s.get("invite_200_ms") or {}
             gx = s["goodput_cps"] / cap if cap else None
+            flag = " (sipp aborted)" if s.get("sipp_aborted") else " (stopped at deadline)" if s.get("hit_deadline") else ""
             lines.append(
-                f"| {c['name']} | {s['multiple']:g}× | {_f(s['offered_cps'])} | {_f(s['achieved_cps'])} | "
+                f"| {c['name']} | {s['multiple']:g}×{flag} | {_f(s['offered_cps'])} | {_f(s['achieved_cps'])} | "
                 f"{_f(s['goodput_cps'])} | {_f(gx, 2)} | {s['attempted']} | {s['completed']} | "
                 f"{s['failed']} ({s['failed_timeout']}) | {s['responses_503']} | "
                 f"{', '.join(f'{k}: {v}' for k, v in (s.get('final_codes') or {}).items()) or 0} | {s['retransmissions']} | "
@@ -289,7 +303,7 @@ def observations(res: dict) -> list[str]:
     cap = (res.get("capacity") or {}).get("cps")
     out = []
     for c in res.get("configs", []):
-        st = c.get("steps") or []
+        st = [s for s in c.get("steps") or [] if not s.get("sipp_aborted")]
         if not st or not cap:
             continue
         peak = max(st, key=lambda s: s["goodput_cps"])
@@ -329,6 +343,12 @@ def report_md(res: dict, plot_name: str | None = PLOT) -> str:
         out += ["Below capacity goodput follows the offered load; a line that bends down above it is the "
                 "overload collapse (docs/benchmark.md, \"Overload sweep\").", ""]
         out += [f"* {o}" for o in obs] + [""]
+    ab = [f"{c['name']} {s['multiple']:g}×" for c in res.get("configs", []) for s in c.get("steps", [])
+          if s.get("sipp_aborted")]
+    if ab:
+        out += ["(sipp aborted): the load generator died during the step (" + ", ".join(ab) + "; sipp's own "
+                "assertion on a second final response to an INVITE before its ACK): its counts stop there, "
+                "so the row is partial and not a point of the curve (× in the plot).", ""]
     if plot_name:
         out += [f"![goodput vs offered load]({plot_name})", ""]
     if res.get("skipped"):
@@ -351,12 +371,16 @@ def plot(res: dict, path: Path) -> bool:
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
     top = 0.0
     for c in res.get("configs", []):
-        st = c.get("steps") or []
-        if not st:
+        allst = c.get("steps") or []
+        st = [s for s in allst if not s.get("sipp_aborted")]
+        bad = [s for s in allst if s.get("sipp_aborted")]
+        if not allst:
             continue
-        x = [s["offered_cps"] for s in st]
-        top = max(top, *x)
-        ax.plot(x, [s["goodput_cps"] for s in st], marker="o", label=c["name"])
+        top = max(top, *[s["offered_cps"] for s in allst])
+        line = ax.plot([s["offered_cps"] for s in st], [s["goodput_cps"] for s in st], marker="o", label=c["name"])
+        if bad:
+            ax.plot([s["offered_cps"] for s in bad], [s["goodput_cps"] for s in bad], ls="", marker="x",
+                    color=line[0].get_color(), label=f"{c['name']}: sipp aborted (partial)")
         p99 = [(s["offered_cps"], (s.get("invite_200_ms") or {}).get("p99")) for s in st]
         p99 = [(a, b) for a, b in p99 if b]
         if p99:
@@ -446,6 +470,7 @@ class Sweep:
         rec = {"label": label, "seconds": seconds, **summarize(rows, counts, rate, planned),
                "sipp_rc": rc, "wall_s": round(wall, 2), "hit_deadline": wall >= hard,
                "dir": str(d.relative_to(b.work))}
+        rec["sipp_aborted"] = sipp_aborted(rc, (d / "sipp.log").read_text(errors="replace"), rec["hit_deadline"])
         rtd = harness.Bench.parse_sipp(d)["latency"].get("rtd1_ms") or harness.lat_summary([])
         rec["invite_200_ms"] = {k: (None if rtd.get(k) is None else round(rtd[k], 3)) for k in ("n", "p50", "p99")}
         rec["proxy_drops"] = (s1["drops"] - s0["drops"]) if None not in (s0["drops"], s1["drops"]) else None
@@ -531,6 +556,11 @@ class Sweep:
                         continue
                     rate = round(cap * m, 1)
                     rec = self.step(cfg, rate, p["step_s"], f"x{m:g}")
+                    if rec["sipp_aborted"] and self.left() >= step_cost(p, m, worst=True):
+                        log(f"{cfg['name']} {m:g}x: sipp aborted ({rec['sipp_aborted']}): once more")
+                        first = rec
+                        rec = self.step(cfg, rate, p["step_s"], f"x{m:g}-again")
+                        rec["aborted_attempts"] = [first]
                     rec["multiple"] = m
                     cfg["steps"].append(rec)
                     lat = rec["invite_200_ms"]

@@ -119,6 +119,23 @@ def test_goodput_never_exceeds_offered_when_sipp_is_early():
     assert s["achieved_cps"] == 100.0 and s["goodput_cps"] == 100.0
 
 
+SIPP_ASSERT = ("Resolving remote host '198.18.42.1'... Done.\n"
+               "sipp: ./src/call.cpp:2952: virtual bool call::process_incoming(const char*, const sockaddr_storage*): "
+               "Assertion `!call_scenario->transactions[checkTxn - 1].isInvite' failed.\n")
+
+
+def test_sipp_aborted():
+    """The abort recorded from a real run (A at 4x: sipp's assertion on a second final response
+    to an INVITE before its ACK), a crash by signal, and normal ends."""
+    assert overload.sipp_aborted(134, SIPP_ASSERT, False).startswith("sipp: ./src/call.cpp:2952")
+    assert overload.sipp_aborted(None, SIPP_ASSERT, True).endswith("isInvite' failed.")
+    assert overload.sipp_aborted(139, "Resolving remote host\n", False) == "sipp exit status 139"
+    assert overload.sipp_aborted(0, "Resolving remote host\n", False) is None
+    assert overload.sipp_aborted(1, "Resolving remote host\n", False) is None
+    # stopped at the harness's hard deadline: not an abort (its calls are "unfinished")
+    assert overload.sipp_aborted(124, "", True) is None
+
+
 # -- Kamailio's socket -----------------------------------------------------------------------------
 
 PROC_NET_UDP = """\
@@ -243,6 +260,17 @@ def test_table_rows_and_columns():
             "| 850 / 3900 | 41234 |") in lines
     assert lines[-1].startswith("| C-etsf-fastpath | error: RuntimeError: kamailio exited |")
     assert all(ln.count("|") == 15 for ln in lines)
+
+
+def test_aborted_step_is_flagged_and_left_out_of_the_curve():
+    res = _result()
+    d = res["configs"][0]
+    d["steps"][1]["sipp_aborted"] = "sipp: ./src/call.cpp:2952: ... Assertion ... failed."
+    assert "| D-direct | 4× (sipp aborted) | 3200 |" in overload.table_md(res)
+    text = overload.report_md(res)
+    assert "(sipp aborted): the load generator died during the step (D-direct 4×;" in text
+    # the observations only use complete steps: the peak is the 0.5x one
+    assert "* D-direct: peak goodput 400/s at 0.5×; at 0.5×: 0.50× capacity" in text
 
 
 def test_report_section():
