@@ -182,6 +182,17 @@ def proxy_socket(text: str, addr: str, port: int) -> dict | None:
     return None
 
 
+def out_of_memory(log: Path, offset: int = 0) -> int:
+    """Transactions Kamailio could not create for lack of shared memory ("new_t(): out of mem"
+    in its log from offset on): under overload tm keeps a transaction per INVITE until its
+    timers fire, the backlog fills shared memory and every new INVITE gets a 500."""
+    if not log.exists():
+        return 0
+    with open(log, "rb") as f:
+        f.seek(offset)
+        return sum(1 for ln in f if b"new_t(): out of mem" in ln)
+
+
 def sipp_aborted(rc: int | None, log_text: str, hit_deadline: bool) -> str | None:
     """Why sipp died before finishing its calls, or None.  sipp 3.6 asserts on an INVITE
     transaction that gets a second final response before its ACK went out (e.g. a 500 from the
@@ -315,6 +326,10 @@ def observations(res: dict) -> list[str]:
             if p99 is not None and p99b is not None and s is not base:
                 txt += f", INVITE→200 p99 {p99:.0f} ms (0.5×: {p99b:.0f} ms)"
             parts.append(txt)
+        oom = [x for x in st if x.get("proxy_out_of_memory")]
+        if oom:
+            parts.append(f"Kamailio out of shared memory for new transactions from {oom[0]['multiple']:g}× on "
+                         f"({sum(x['proxy_out_of_memory'] for x in oom)} INVITEs)")
         out.append(f"{c['name']}: " + "; ".join(parts))
     return out
 
@@ -454,6 +469,8 @@ class Sweep:
                "-recv_timeout", str(int(p["recv_timeout_s"] * 1000)), "-timeout", f"{hard}s", "-nostdin",
                "-trace_stat", "-stf", str(d / "stat.csv"), "-fd", "1", "-trace_counts",
                "-trace_rtt", "-rtt_freq", "1"]
+        klog = cfg["_dir"] / "kamailio" / "kamailio.log"
+        klog0 = klog.stat().st_size if klog.exists() else 0
         s0, udp0 = self.sock(), b.udp_errors()
         kam0, c0, t0 = harness.proc_cpu(b.kam_token), harness.cpu_snap(), time.monotonic()
         sp = b.topo.popen(b.topo.uac, cmd, d / "sipp.log", limit=hard + 5, cpu=harness.CPU_LOAD)
@@ -476,6 +493,7 @@ class Sweep:
         rec["proxy_drops"] = (s1["drops"] - s0["drops"]) if None not in (s0["drops"], s1["drops"]) else None
         rec["proxy_rx_queue_after"] = s1["rx_queue"]
         rec["udp_rcvbuf_errors"] = {k: udp1.get(k, 0) - udp0.get(k, 0) for k in udp1}
+        rec["proxy_out_of_memory"] = out_of_memory(klog, klog0)
         cd = harness.cpu_delta(c0, c1)
         rec["cpu_s"] = {"busy": round(cd["busy"], 3), "softirq": round(cd["softirq"], 3),
                         "kamailio": round(kam1 - kam0, 3), "elapsed": round(cd["elapsed"], 3)}
@@ -567,7 +585,8 @@ class Sweep:
                     log(f"{cfg['name']} {m:g}x ({rate:g}/s): achieved {rec['achieved_cps']}/s goodput "
                         f"{rec['goodput_cps']}/s, completed {rec['completed']}/{rec['attempted']}, failed {rec['failed']} "
                         f"(timeouts {rec['failed_timeout']}, error responses {rec['final_codes'] or 0}), retrans "
-                        f"{rec['retransmissions']}, p50/p99 {lat['p50']}/{lat['p99']} ms, drops {rec['proxy_drops']}")
+                        f"{rec['retransmissions']}, p50/p99 {lat['p50']}/{lat['p99']} ms, drops {rec['proxy_drops']}, "
+                        f"proxy out of memory {rec['proxy_out_of_memory']}")
             except _Skip as e:
                 self.res["skipped"].append({"config": cfg["name"], "why": str(e)})
             except Exception as e:  # noqa: BLE001 - record and go on with the others

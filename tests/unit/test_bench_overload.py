@@ -136,6 +136,18 @@ def test_sipp_aborted():
     assert overload.sipp_aborted(124, "", True) is None
 
 
+def test_out_of_memory_counts_from_the_offset(tmp_path):
+    log = tmp_path / "kamailio.log"
+    head = b" 1(17034) ERROR: tm [t_lookup.c:1311]: new_t(): out of mem:\n"
+    tail = (b" 4(17037) ERROR: tm [t_lookup.c:1311]: new_t(): out of mem:\n"
+            b" 4(17037) ERROR: tm [t_lookup.c:1457]: t_newtran(): new_t failed\n"
+            b" 2(17035) ERROR: tm [t_lookup.c:1311]: new_t(): out of mem:\n")
+    log.write_bytes(head + tail)
+    assert overload.out_of_memory(log) == 3
+    assert overload.out_of_memory(log, len(head)) == 2
+    assert overload.out_of_memory(tmp_path / "missing.log") == 0
+
+
 # -- Kamailio's socket -----------------------------------------------------------------------------
 
 PROC_NET_UDP = """\
@@ -277,6 +289,9 @@ def test_report_section():
     res = _result()
     text = overload.report_md(res)
     assert "* D-direct: peak goodput 602/s at 4×; at 4×: 0.75× capacity, INVITE→200 p99 3900 ms (0.5×: 3 ms)" in text
+    res["configs"][0]["steps"][1]["proxy_out_of_memory"] = 5123
+    assert ("at 4×: 0.75× capacity, INVITE→200 p99 3900 ms (0.5×: 3 ms); Kamailio out of shared memory for new "
+            "transactions from 4× on (5123 INVITEs)") in overload.report_md(res)
     assert text.startswith("## Overload sweep")
     assert "**800 calls/s**" in text and "800/s ok, 1600/s FAIL" in text
     assert "![goodput vs offered load](overload_goodput.png)" in text
