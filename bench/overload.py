@@ -329,7 +329,7 @@ def observations(res: dict) -> list[str]:
         oom = [x for x in st if x.get("proxy_out_of_memory")]
         if oom:
             parts.append(f"Kamailio out of shared memory for new transactions from {oom[0]['multiple']:g}× on "
-                         f"({sum(x['proxy_out_of_memory'] for x in oom)} INVITEs)")
+                         f"({sum(x['proxy_out_of_memory'] for x in oom)} INVITE requests refused, retransmissions included)")
         out.append(f"{c['name']}: " + "; ".join(parts))
     return out
 

@@ -291,7 +291,7 @@ def test_report_section():
     assert "* D-direct: peak goodput 602/s at 4×; at 4×: 0.75× capacity, INVITE→200 p99 3900 ms (0.5×: 3 ms)" in text
     res["configs"][0]["steps"][1]["proxy_out_of_memory"] = 5123
     assert ("at 4×: 0.75× capacity, INVITE→200 p99 3900 ms (0.5×: 3 ms); Kamailio out of shared memory for new "
-            "transactions from 4× on (5123 INVITEs)") in overload.report_md(res)
+            "transactions from 4× on (5123 INVITE requests refused, retransmissions included)") in overload.report_md(res)
     assert text.startswith("## Overload sweep")
     assert "**800 calls/s**" in text and "800/s ok, 1600/s FAIL" in text
     assert "![goodput vs offered load](overload_goodput.png)" in text
