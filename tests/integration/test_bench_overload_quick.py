@@ -1,0 +1,116 @@
+"""`python bench/overload.py --quick` (the overload sweep's CI form) works end to end and its
+numbers are consistent: D only, two short steps (0.5x and 2x of a fixed small capacity guess).
+
+Consistency, not speed: every step accounts for every call it attempted (completed + failed
+== attempted: sipp ended every call before it exited), goodput <= achieved <= offered, and
+Kamailio's socket counters were read before and after.  Failures under overload would be data,
+not errors, so no step is required to be failure-free.  The sweep's namespaces, processes and
+BPF pins are gone afterwards.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _netns() -> set[str]:
+    r = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False)
+    return {ln.split()[0] for ln in r.stdout.splitlines() if ln.strip()}
+
+
+def _cmdlines_with(token: str) -> list[str]:
+    hits = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if token in cmd:
+            hits.append(f"{pid}: {cmd[:200]}")
+    return hits
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    if os.geteuid() != 0:
+        pytest.fail("needs root (namespaces)")
+    missing = [t for t in ("sipp", "kamailio", "iptables-nft-restore", "taskset", "nsenter") if not shutil.which(t)]
+    assert not missing, f"tools missing (scripts/setup.sh installs them): {missing}"
+    base = tmp_path_factory.mktemp("bench-overload")
+    out, work = base / "out", base / "work"
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+    r = subprocess.run([sys.executable, str(REPO / "bench" / "overload.py"), "--quick", "--out", str(out),
+                        "--work", str(work)], capture_output=True, text=True, env=env, timeout=150, check=False)
+    print(r.stdout[-4000:])
+    print(r.stderr[-4000:])
+    res = json.loads((out / "overload.json").read_text()) if (out / "overload.json").exists() else None
+    return r, out, work, res
+
+
+def test_exits_zero_and_writes_files(quick):
+    r, out, _work, res = quick
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert res is not None
+    assert (out / "overload_goodput.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "overload.md").read_text().startswith("## Overload sweep")
+    assert res["plots"] == ["overload_goodput.png"]
+
+
+def test_quick_form_shape_and_budget(quick):
+    res = quick[3]
+    assert res["schema"] == "overload/1" and res["profile"] == "quick"
+    assert [c["name"] for c in res["configs"]] == ["D-direct"]
+    assert res["capacity"]["cps"] == 100 and "fixed guess" in res["capacity"]["from"]
+    # the quick form's budget is 90 s and its plan fits in it (a structural check, not a timing one)
+    assert res["budget_s"] == 90 and res["plan"]["planned_s"] <= res["plan"]["left_s"] < 90, res["plan"]
+    assert res["skipped"] == []
+    assert res["host"]["pinning"]["kamailio"] == "cpu1"
+    assert res["host"]["pinning"]["sipp_uac_uas_flood"] == "cpu0"
+
+
+def test_every_step_accounts_for_every_call(quick):
+    res = quick[3]
+    steps = res["configs"][0]["steps"]
+    assert [s["multiple"] for s in steps] == [0.5, 2]
+    assert [s["offered_cps"] for s in steps] == [50, 200]
+    for s in steps:
+        assert s["planned"] == round(s["offered_cps"] * 5), s
+        # a starved load generator may create fewer calls than planned (achieved < offered: data),
+        # but sipp ends every call it created before it exits, even at the step's deadline
+        assert 0 < s["attempted"] <= s["planned"], s
+        assert s["unfinished"] == 0 and not s["sipp_aborted"], s
+        assert s["completed"] + s["failed"] == s["attempted"], s
+        assert 0 <= s["failed_timeout"] <= s["failed"] and 0 <= s["responses_503"] <= s["failed"], s
+        assert 0 <= s["goodput_cps"] <= s["achieved_cps"] <= s["offered_cps"], s
+        # creation_s is rounded to ms in the record
+        assert s["goodput_cps"] == pytest.approx(s["completed"] / max(s["window_s"], s["creation_s"]), rel=1e-3)
+        # Kamailio's socket was found in the pod's /proc/net/udp before and after
+        assert isinstance(s["proxy_drops"], int) and s["proxy_drops"] >= 0, s
+        assert isinstance(s["retransmissions"], int) and s["retransmissions"] >= 0
+        # latencies only from answered calls, and some were answered
+        lat = s["invite_200_ms"]
+        assert lat["n"] > 0 and lat["n"] >= s["completed"] and lat["p50"] <= lat["p99"], s
+    assert "| D-direct | 2× | 200 |" in res["table_md"]
+
+
+def test_nothing_left_behind(quick):
+    _r, _out, work, res = quick
+    assert res["namespaces"] and all(n.startswith("etsf-bn-") for n in res["namespaces"])
+    left = set(res["namespaces"]) & _netns()
+    assert not left, f"namespaces left behind: {sorted(left)}"
+    assert res["pids"], "no process recorded"
+    alive = [p for p in res["pids"] if Path(f"/proc/{p}").exists()
+             and str(work) in Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace")]
+    assert not alive, alive
+    # sipp, the sipp UAS and Kamailio all ran with files under the work directory
+    assert not _cmdlines_with(str(work)), _cmdlines_with(str(work))

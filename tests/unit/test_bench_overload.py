@@ -1,0 +1,315 @@
+"""bench/overload.py's arithmetic on recorded files, no network: sipp's stat and counts files
+(recorded from real runs: a clean 200 calls/s step, and 20 calls answered 503 by a sipp UAS),
+the goodput/achieved-rate arithmetic, Kamailio's socket in /proc/net/udp, the capacity search on
+recorded probe results, the budget plan and the markdown table."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+
+import overload  # noqa: E402  pylint: disable=wrong-import-position
+
+FIX = Path(__file__).resolve().parent / "overload_fixtures"
+
+
+def _rows(name):
+    return overload.read_rows((FIX / name).read_text())
+
+
+def _stat(created_at, final):
+    """A synthetic -trace_stat text: one row per (elapsed seconds, TotalCallCreated); the last
+    row carries the final counters."""
+    head = ["StartTime", "CurrentTime", "TotalCallCreated", "SuccessfulCall(C)", "FailedCall(C)",
+            "FailedTimeoutOnRecv(C)", "FailedMaxUDPRetrans(C)", "FailedUnexpectedMessage(C)", "Retransmissions(C)"]
+    lines = [";".join(head) + ";"]
+    start = 1796000000.0
+    for i, (t, c) in enumerate(created_at):
+        vals = {k: 0 for k in head[3:]}
+        if i == len(created_at) - 1:
+            vals.update(final)
+        lines.append(";".join([f"2026-11-30\t04:00:00.000000\t{start:.6f}",
+                               f"2026-11-30\t04:00:00.000000\t{start + t:.6f}", str(c)]
+                              + [str(vals[k]) for k in head[3:]]) + ";")
+    return "\n".join(lines) + "\n"
+
+
+# -- sipp files ---------------------------------------------------------------------------------
+
+def test_recorded_clean_step():
+    """200 calls/s for 5 s through Kamailio: every call completed.  sipp created the last call
+    just after the planned 5 s: the end is extrapolated inside the last 1 s stat interval, and
+    the rates are per second of that achieved window."""
+    rows = _rows("stat_200cps.csv")
+    assert [overload._int(r, "TotalCallCreated") for r in rows] == [0, 199, 400, 601, 802, 1000, 1000, 1000]
+    assert overload.elapsed(rows[1]) == pytest.approx(1.00657, abs=1e-4)
+    t_end = 4.01776 + (1000 - 802) / ((802 - 601) / (4.01776 - 3.01411))
+    assert overload.creation_seconds(rows) == pytest.approx(t_end, abs=1e-3)
+    assert overload.creation_seconds(rows) < overload.elapsed(rows[5])      # not the row's 5.023 s
+    counts = overload.read_rows((FIX / "counts_200cps.csv").read_text())[-1]
+    assert overload.final_codes(counts) == {}
+    s = overload.summarize(rows, counts, 200, 1000)
+    assert (s["attempted"], s["completed"], s["failed"], s["unfinished"], s["responses_503"]) == (1000, 1000, 0, 0, 0)
+    assert s["window_s"] == 5.0 and s["creation_s"] == pytest.approx(t_end, abs=1e-3)
+    assert s["achieved_cps"] == s["goodput_cps"] == pytest.approx(1000 / t_end, abs=0.01)
+
+
+def test_recorded_503s_are_failures_not_goodput():
+    """sipp counts a call that took the scenario's 503 branch as successful; the harness counts
+    it as a 503 and a failure."""
+    rows = _rows("stat_503.csv")
+    assert overload._int(rows[-1], "SuccessfulCall(C)") == 20
+    counts = overload.read_rows((FIX / "counts_503.csv").read_text())[-1]
+    assert overload.final_codes(counts) == {"503": 20}
+    s = overload.summarize(rows, counts, 10, 20)
+    assert (s["completed"], s["failed"], s["responses_503"], s["goodput_cps"]) == (0, 20, 20, 0.0)
+    assert s["fail_causes"] == {"final 503": 20} and s["final_codes"] == {"503": 20}
+    assert s["completed"] + s["failed"] + s["unfinished"] == s["attempted"] == 20
+
+
+def test_final_codes_only_error_responses():
+    counts = {"0_INVITE_Sent": "9", "1_100_Recv": "9", "1_100_Unexp": "3", "4_408_Recv": "2", "5_480_Recv": "0",
+              "8_503_Recv": "4", "8_503_Retrans": "7", "9_200_Recv": "3", "14_200_Recv": "3", "CurrentTime": "x",
+              "12_ACK_Sent": "6", "3_183_Recv": "1"}
+    assert overload.final_codes(counts) == {"408": 2, "503": 4}
+
+
+def test_epoch_and_bad_rows():
+    assert overload.epoch("2026-11-30\t04:12:31.575970\t1796011951.575970") == pytest.approx(1796011951.57597)
+    assert overload.epoch("garbage") is None
+    assert overload.read_rows("only;a;header;\n") == []
+    assert overload.creation_seconds([]) is None
+    assert overload.summarize([], {}, 100, 500)["attempted"] == 0
+
+
+# -- goodput arithmetic ---------------------------------------------------------------------------
+
+def test_overloaded_step_goodput_timeouts_unfinished():
+    """3000 planned at 300/s; sipp needed 12.5 s to create 2900 (achieved < offered): rates are per
+    second of the achieved window; calls still alive at sipp's exit are unfinished."""
+    text = _stat([(0.0, 0), (10.0, 2400), (11.0, 2640), (13.0, 2900), (18.0, 2900)],
+                 {"SuccessfulCall(C)": 2000, "FailedCall(C)": 850, "FailedTimeoutOnRecv(C)": 700,
+                  "FailedMaxUDPRetrans(C)": 100, "FailedUnexpectedMessage(C)": 50, "Retransmissions(C)": 4321})
+    rows = overload.read_rows(text)
+    counts = {"4_408_Recv": "5", "8_503_Recv": "25", "0_INVITE_Sent": "2900", "10_200_Recv": "2000"}
+    s = overload.summarize(rows, counts, 300, 3000)
+    # creation ends at 11 + (2900 - 2640) / 240 per s = 12.083 s, past the planned 10 s window
+    assert s["creation_s"] == pytest.approx(12.083, abs=1e-3)
+    assert s["completed"] == 1970
+    assert s["failed"] == 880 and s["failed_timeout"] == 800
+    assert s["unfinished"] == 2900 - 2000 - 850
+    assert s["completed"] + s["failed"] + s["unfinished"] == s["attempted"]
+    assert s["achieved_cps"] == pytest.approx(2900 / 12.083, abs=0.01)
+    assert s["goodput_cps"] == pytest.approx(1970 / 12.083, abs=0.01)
+    assert s["goodput_cps"] <= s["achieved_cps"] <= s["offered_cps"]
+    assert s["retransmissions"] == 4321
+    assert s["fail_causes"] == {"TimeoutOnRecv": 700, "MaxUDPRetrans": 100, "UnexpectedMessage": 50,
+                                "final 408": 5, "final 503": 25}
+    assert s["responses_503"] == 25 and s["final_codes"] == {"408": 5, "503": 25}
+
+
+def test_goodput_never_exceeds_offered_when_sipp_is_early():
+    """sipp created everything slightly before the planned window ended: the planned window is
+    the divisor, so neither rate exceeds the offered one."""
+    rows = overload.read_rows(_stat([(0.0, 0), (1.0, 100), (1.95, 200)], {"SuccessfulCall(C)": 200}))
+    s = overload.summarize(rows, {}, 100, 200)
+    assert s["achieved_cps"] == 100.0 and s["goodput_cps"] == 100.0
+
+
+SIPP_ASSERT = ("Resolving remote host '198.18.42.1'... Done.\n"
+               "sipp: ./src/call.cpp:2952: virtual bool call::process_incoming(const char*, const sockaddr_storage*): "
+               "Assertion `!call_scenario->transactions[checkTxn - 1].isInvite' failed.\n")
+
+
+def test_sipp_aborted():
+    """The abort recorded from a real run (A at 4x: sipp's assertion on a second final response
+    to an INVITE before its ACK), a crash by signal, and normal ends."""
+    assert overload.sipp_aborted(134, SIPP_ASSERT, False).startswith("sipp: ./src/call.cpp:2952")
+    assert overload.sipp_aborted(None, SIPP_ASSERT, True).endswith("isInvite' failed.")
+    assert overload.sipp_aborted(139, "Resolving remote host\n", False) == "sipp exit status 139"
+    assert overload.sipp_aborted(0, "Resolving remote host\n", False) is None
+    assert overload.sipp_aborted(1, "Resolving remote host\n", False) is None
+    # stopped at the harness's hard deadline: not an abort (its calls are "unfinished")
+    assert overload.sipp_aborted(124, "", True) is None
+
+
+def test_out_of_memory_counts_from_the_offset(tmp_path):
+    log = tmp_path / "kamailio.log"
+    head = b" 1(17034) ERROR: tm [t_lookup.c:1311]: new_t(): out of mem:\n"
+    tail = (b" 4(17037) ERROR: tm [t_lookup.c:1311]: new_t(): out of mem:\n"
+            b" 4(17037) ERROR: tm [t_lookup.c:1457]: t_newtran(): new_t failed\n"
+            b" 2(17035) ERROR: tm [t_lookup.c:1311]: new_t(): out of mem:\n")
+    log.write_bytes(head + tail)
+    assert overload.out_of_memory(log) == 3
+    assert overload.out_of_memory(log, len(head)) == 2
+    assert overload.out_of_memory(tmp_path / "missing.log") == 0
+
+
+# -- Kamailio's socket -----------------------------------------------------------------------------
+
+PROC_NET_UDP = """\
+   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops
+  151: 0A2912C6:13C4 00000000:0000 07 00000000:00034000 00:00000000 00000000     0        0 81273 2 000000009f5a6c1d 1742
+  170: 0100007F:14E9 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 81290 2 00000000b2c7d1a8 0
+"""
+
+
+def test_proxy_socket_from_proc_net_udp():
+    if sys.byteorder != "little":
+        pytest.fail("the fixture is a little-endian host's /proc/net/udp")
+    assert overload.proxy_socket(PROC_NET_UDP, "198.18.41.10", 5060) == {"rx_queue": 0x34000, "drops": 1742}
+    assert overload.proxy_socket(PROC_NET_UDP, "127.0.0.1", 5353) == {"rx_queue": 0, "drops": 0}
+    assert overload.proxy_socket(PROC_NET_UDP, "198.18.41.10", 5061) is None
+
+
+# -- capacity search ---------------------------------------------------------------------------------
+
+def _probe_rec(rate, completed=None, failed=0, unfinished=0, achieved=None, drops=0, seconds=6):
+    planned = rate * seconds
+    return {"offered_cps": rate, "planned": planned, "completed": planned if completed is None else completed,
+            "failed": failed, "unfinished": unfinished, "achieved_cps": rate if achieved is None else achieved,
+            "proxy_drops": drops}
+
+
+def test_capacity_ok_criteria():
+    assert overload.capacity_ok(_probe_rec(400))
+    assert not overload.capacity_ok(_probe_rec(400, completed=2399, failed=1))
+    assert not overload.capacity_ok(_probe_rec(400, completed=2399, unfinished=1))
+    assert not overload.capacity_ok(_probe_rec(400, achieved=359))
+    assert overload.capacity_ok(_probe_rec(400, achieved=360))
+    assert not overload.capacity_ok(_probe_rec(400, drops=1))
+    assert not overload.capacity_ok(_probe_rec(400, drops=None))       # drops unread: not proven
+
+
+def _replay(recorded):
+    """probe() replaying recorded results by rate; records the rates asked for."""
+    asked = []
+
+    def probe(rate):
+        asked.append(rate)
+        rec = dict(recorded[rate])
+        rec["ok"] = overload.capacity_ok(rec)
+        return rec
+    return probe, asked
+
+
+def test_capacity_search_doubles_then_bisects():
+    recorded = {200: _probe_rec(200), 400: _probe_rec(400), 800: _probe_rec(800),
+                1600: _probe_rec(1600, completed=7000, failed=2600, achieved=1500, drops=900),
+                1200: _probe_rec(1200, completed=7199, failed=1), 1000: _probe_rec(1000)}
+    probe, asked = _replay(recorded)
+    cap, steps = overload.capacity_search(probe, 200, 6400, 2)
+    assert asked == [200, 400, 800, 1600, 1200, 1000]
+    assert cap == 1000 and [s["ok"] for s in steps] == [True, True, True, False, False, True]
+
+
+def test_capacity_search_bounds():
+    # everything passes: stops at cap_max, never beyond
+    probe, asked = _replay({r: _probe_rec(r) for r in (200, 400, 800, 1000)})
+    assert overload.capacity_search(probe, 200, 1000, 2)[0] == 1000 and asked == [200, 400, 800, 1000]
+    # the start already fails: bisect down from 0, not below the floor
+    rec = {200: _probe_rec(200, failed=3, completed=1197), 100: _probe_rec(100, drops=2), 50: _probe_rec(50),
+           75: _probe_rec(75, achieved=60)}
+    probe, asked = _replay(rec)
+    expect = [dict(rec[r], ok=r == 50) for r in (200, 100, 50, 75)]
+    assert overload.capacity_search(probe, 200, 6400, 3, floor=30) == (50, expect)
+    assert asked == [200, 100, 50, 75]
+    probe, asked = _replay({200: _probe_rec(200, drops=1), 100: _probe_rec(100, drops=1)})
+    assert overload.capacity_search(probe, 200, 6400, 3, floor=60)[0] is None and asked == [200, 100]
+
+    # out of budget (probe returns None): the best so far
+    def probe_budget(rate):
+        return None if rate > 400 else dict(_probe_rec(rate), ok=True)
+    assert overload.capacity_search(probe_budget, 200, 6400, 2) == (400, [dict(_probe_rec(r), ok=True)
+                                                                          for r in (200, 400)])
+
+
+# -- plan -------------------------------------------------------------------------------------------
+
+def test_plan_drops_the_highest_multiples_for_every_config():
+    p = dict(overload.PROFILES["full"])
+    kinds = ["direct", "iptables-nft", "etsf-fastpath"]
+    full, need = overload.plan(p, kinds, 10_000)
+    assert full == [0.5, 1, 1.5, 2, 3, 4]
+    step = {m: overload.step_cost(p, m) for m in full}
+    setup = overload.SETUP_S["iptables-nft"] + overload.SETUP_S["etsf-fastpath"]
+    assert need == pytest.approx(setup + 3 * sum(step.values()))
+    cut, need = overload.plan(p, kinds, setup + 3 * sum(step[m] for m in (0.5, 1, 1.5, 2)) + 1)
+    assert cut == [0.5, 1, 1.5, 2] and need <= setup + 3 * sum(step.values())
+    assert overload.plan(p, kinds, 10)[0] == []
+    # above capacity a step's drain is longer, and longer still in the worst case
+    assert overload.step_cost(p, 0.5) < overload.step_cost(p, 2) < overload.step_cost(p, 2, worst=True)
+
+
+# -- rendering --------------------------------------------------------------------------------------
+
+def _result():
+    def st(m, offered, achieved, goodput, att, comp, failed, tmo, codes, retr, p50, p99, drops):
+        return {"multiple": m, "offered_cps": offered, "achieved_cps": achieved, "goodput_cps": goodput,
+                "attempted": att, "completed": comp, "failed": failed, "failed_timeout": tmo,
+                "responses_503": codes.get("503", 0), "final_codes": codes, "retransmissions": retr, "invite_200_ms": {"n": comp, "p50": p50, "p99": p99},
+                "proxy_drops": drops}
+    return {"capacity": {"cps": 800, "from": "measured on D-direct, 6 s probes",
+                         "probes": [{"offered_cps": 800, "ok": True}, {"offered_cps": 1600, "ok": False}]},
+            "params": {"step_s": 30, "transport": "un", "recv_timeout_s": 4, "max_retrans": 5},
+            "host": {"pinning": {"kamailio": "cpu1"}},
+            "configs": [{"name": "D-direct", "steps": [st(0.5, 400, 399.8, 399.8, 12000, 12000, 0, 0, {}, 0, 1, 3, 0),
+                                                       st(4, 3200, 2511.2, 602.4, 80000, 18072, 60000, 59000, {"408": 988, "503": 12}, 91234,
+                                                          850, 3900, 41234)]},
+                        {"name": "C-etsf-fastpath", "steps": [], "error": "RuntimeError: kamailio exited"}],
+            "skipped": [{"config": "C-etsf-fastpath", "multiple": 4, "why": "time budget"}]}
+
+
+def test_table_rows_and_columns():
+    md = overload.table_md(_result())
+    lines = md.splitlines()
+    assert lines[0].count("|") == lines[1].count("|") == 15
+    assert "| D-direct | 0.5× | 400 | 400 | 400 | 0.50 | 12000 | 12000 | 0 (0) | 0 | 0 | 0 | 1 / 3 | 0 |" in lines
+    assert ("| D-direct | 4× | 3200 | 2511 | 602 | 0.75 | 80000 | 18072 | 60000 (59000) | 12 | 408: 988, 503: 12 | 91234 "
+            "| 850 / 3900 | 41234 |") in lines
+    assert lines[-1].startswith("| C-etsf-fastpath | error: RuntimeError: kamailio exited |")
+    assert all(ln.count("|") == 15 for ln in lines)
+
+
+def test_aborted_step_is_flagged_and_left_out_of_the_curve():
+    res = _result()
+    d = res["configs"][0]
+    d["steps"][1]["sipp_aborted"] = "sipp: ./src/call.cpp:2952: ... Assertion ... failed."
+    assert "| D-direct | 4× (sipp aborted) | 3200 |" in overload.table_md(res)
+    text = overload.report_md(res)
+    assert "(sipp aborted): the load generator died during the step (D-direct 4×;" in text
+    # the observations only use complete steps: the peak is the 0.5x one
+    assert "* D-direct: peak goodput 400/s at 0.5×; at 0.5×: 0.50× capacity" in text
+
+
+def test_report_section():
+    res = _result()
+    text = overload.report_md(res)
+    assert "* D-direct: peak goodput 602/s at 4×; at 4×: 0.75× capacity, INVITE→200 p99 3900 ms (0.5×: 3 ms)" in text
+    res["configs"][0]["steps"][1]["proxy_out_of_memory"] = 5123
+    assert ("at 4×: 0.75× capacity, INVITE→200 p99 3900 ms (0.5×: 3 ms); Kamailio out of shared memory for new "
+            "transactions from 4× on (5123 INVITE requests refused, retransmissions included)") in overload.report_md(res)
+    assert text.startswith("## Overload sweep")
+    assert "**800 calls/s**" in text and "800/s ok, 1600/s FAIL" in text
+    assert "![goodput vs offered load](overload_goodput.png)" in text
+    assert "Skipped: C-etsf-fastpath 4× (time budget)." in text
+    res["capacity"] = {"cps": None, "why": "no probe passed"}
+    assert "not found (no probe passed)" in overload.report_md(res, None)
+
+
+def test_plot_writes_png(tmp_path):
+    assert overload.plot(_result(), tmp_path / "g.png")
+    assert (tmp_path / "g.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bad_profile_entries_are_one_line_errors(tmp_path):
+    with pytest.raises(ValueError, match="unknown profile entry 'step'"):
+        overload.run(tmp_path, 60, True, step=3)
+    with pytest.raises(ValueError, match="configs must be letters of D, A, C"):
+        overload.run(tmp_path, 60, True, configs=["X"])
+    with pytest.raises(ValueError, match=r"multiples must be in \(0, 10\]"):
+        overload.run(tmp_path, 60, True, multiples=[0])
+    assert not list(tmp_path.iterdir())
