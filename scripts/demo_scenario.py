@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """`make demo`, the part that shows eTSF at work: one lab SBC host and its Kamailio under a
 REGISTER/OPTIONS flood, once with eTSF in bypass and once enforcing.
 
