@@ -87,7 +87,10 @@ def test_demo_table_matches_host_counters(rolled_out, tmp_path):
     assert run["calls_attempted"] == run["calls_completed"] + run["calls_failed"] > 0, run
     assert run["flood_sent"] > 0
     assert run["shed_flood"] == 0 == _delta(b0, b1, methods=FLOOD, verdict="DROP")
-    assert run["xdp_bypass"] == _delta(b0, b1, reason="BYPASS") >= run["flood_sent"] // 2, run
+    # every packet on sip0 passed as BYPASS; this test's window is a little wider than the run's
+    # (the bypass flag is set before and cleared after it), so it may hold a few more packets
+    assert 0 < run["xdp_bypass"] <= _delta(b0, b1, reason="BYPASS"), run
+    assert run["xdp_bypass"] >= run["kam_requests"], run   # all that reached Kamailio crossed XDP
     assert run["kam_register"] == _kam(b0, b1, "core:rcv_requests_register") > 0
     assert run["kam_options"] == _kam(b0, b1, "core:rcv_requests_options") > 0
     assert run["kam_requests"] == _kam(b0, b1, "core:rcv_requests")
