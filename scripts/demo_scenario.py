@@ -264,11 +264,25 @@ def one_run(host: Host, mode: str, work: Path) -> dict:
     if bool(st["ctl"]["bypass"]) != (mode == "bypass"):
         raise DemoError(f"{host.name}: bypass flag is {st['ctl']['bypass']} for the {mode} run")
     before = host.snapshot()
+    procs: list[subprocess.Popen] = []
+    try:
+        return _traffic(host, mode, work, before, procs)
+    finally:
+        for p in procs:             # after an error: nothing of ours keeps running
+            if p.poll() is None:
+                p.kill()
+                p.wait(10)
+
+
+def _traffic(host: Host, mode: str, work: Path, before: dict,
+             procs: list[subprocess.Popen]) -> dict:
     uas = sipp("uas", ["-sn", "uas", "-p", "5060"], work, "uas")
+    procs.append(uas)
     time.sleep(0.5)   # the UAS socket is bound before the first INVITE is relayed to it
     n_samples = int((CALLS / CALL_RATE + 60) / SAMPLE_S)
     sampler = subprocess.Popen(host.argv(f"python3 - {EXPORTER} {n_samples} {SAMPLE_S}"),
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    procs.append(sampler)
     sampler.stdin.write(SAMPLER)
     sampler.stdin.close()
     t0 = time.time()
@@ -276,11 +290,13 @@ def one_run(host: Host, mode: str, work: Path) -> dict:
                        "-p", "5070", "-m", str(CALLS), "-r", str(CALL_RATE),
                        "-d", str(CALL_HOLD_MS), "-recv_timeout", "8000", "-max_retrans", "4",
                        "-trace_rtt", "-rtt_freq", "1"], work, "uac")
+    procs.append(uac)
     time.sleep(FLOOD_AT)
     t_flood = time.time() - t0
     atk = sipp("atk", ["-sf", str(REPO / "lab/scenarios/flood.xml"), f"{host.sip}:5060",
                        "-p", "5080", "-m", str(FLOOD_RATE * FLOOD_S), "-r", str(FLOOD_RATE),
                        "-rp", "1000"], work, "atk")
+    procs.append(atk)
     stop(atk, FLOOD_S + 60)
     t_flood_end = time.time() - t0
     rc_uac = stop(uac, 90)
