@@ -20,7 +20,6 @@ step "ansible-playbook playbooks/site.yml"
 .venv/bin/ansible-playbook -i inventory/lab/hosts.yml playbooks/site.yml
 
 step "eTSF at work: calls through sbc1's Kamailio under a REGISTER/OPTIONS flood, bypass vs enforcing"
-echo "Live view while it runs (another terminal): $PY -m lab ssh sbc1 -- etsfctl top"
 $PY scripts/demo_scenario.py --host sbc1 --out build/demo
 
 step "done in $(( $(date +%s) - start ))s"

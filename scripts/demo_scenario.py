@@ -405,6 +405,7 @@ def plot(runs: dict[str, dict], path: Path) -> None:
         ax2.plot(xs, ys, color=colours[mode], label=f"eTSF {mode}", **styles[mode])
     f0, f1 = next(iter(runs.values()))["t_flood"]
     for ax in (ax1, ax2):
+        ax.set_ylim(0, ax.get_ylim()[1] * 1.35)    # head room for the legend above the curves
         ax.axvspan(f0, f1, color="0.85", zorder=0, label="REGISTER/OPTIONS flood")
         ax.grid(alpha=0.3)
         ax.legend(loc="upper right", fontsize=8)
