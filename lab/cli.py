@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from lab import hosts, inventory, net, rootfs
+from lab import hosts, inventory, net, rootfs, sipproxy
 from lab.common import (APT_ARCHIVES, HOSTS_DIR, NAME_PREFIX, PEERS, PROXY_PORT,
                         SIP_NET, STATE_DIR, STATE_FILE, SWITCH_MGMT_ADDR, SWITCH_NS, LabError,
                         all_pids, kill, load_state, locked, log, proc_cmdline, require_root,
@@ -68,6 +68,8 @@ def cmd_up(args) -> int:
         state["last_up"] = {"prefix": args.prefix, "rootfs": state["rootfs"],
                             "seconds": round(time.monotonic() - t0, 1)}
         save_state(state)
+    if args.sip_proxy:
+        sipproxy.setup([r["name"] for r in started], path)
     log(f"lab up: {len(started)} host(s) ready in {time.monotonic() - t0:.1f}s "
         f"(rootfs {state['rootfs']})")
     return 0
@@ -220,6 +222,8 @@ def main(argv=None) -> int:
     p.add_argument("--hosts", type=int, default=3)
     prefix_arg(p)
     p.add_argument("--timeout", type=float, default=hosts.BOOT_TIMEOUT)
+    p.add_argument("--no-sip-proxy", dest="sip_proxy", action="store_false",
+                   help="do not install and start Kamailio on the hosts")
     p.set_defaults(func=cmd_up)
 
     p = sub.add_parser("down", help="power hosts off and remove everything the lab created")

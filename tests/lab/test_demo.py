@@ -1,0 +1,129 @@
+"""`make demo`'s scenario part (scripts/demo_scenario.py) against the real lab: sbc1 booted by the
+lab with Kamailio (the appliance's template), eTSF rolled out with playbooks/site.yml; sipp UAC,
+UAS and attacker peers in the lab namespaces.  Each run (bypass, then enforcing) is bracketed by
+this test's own reads of the host's counters -- `etsfctl stats`, Kamailio's `kamcmd` statistics,
+the exporter -- and the numbers of the demo's table must equal those deltas.  Counts only.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from labhelpers import PY, REPO, ansible_bin, on_host, playbook_failures
+
+pytestmark = [pytest.mark.lab, pytest.mark.timeout(1500)]
+
+HOST = "sbc1"
+FLOOD = ("REGISTER", "OPTIONS")
+SCRAPE = ("python3 -c 'import urllib.request,sys;sys.stdout.write(urllib.request.urlopen("
+          "\"http://127.0.0.1:9761/metrics\", timeout=5).read().decode())'")
+
+sys.path.insert(0, str(REPO / "src"))
+from etsf import kpi  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def rolled_out(lab_up):
+    """eTSF rolled out to sbc1 (Kamailio is already there: the lab's host setup)."""
+    assert "kamailio: running on sbc1" in lab_up, lab_up[-2000:]
+    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_HOST_KEY_CHECKING="False",
+               ANSIBLE_NOCOLOR="1", PYTHONPATH=str(REPO / "src"))
+    cp = subprocess.run([ansible_bin("ansible-playbook"), "-i", "inventory/lab/hosts.yml",
+                         "playbooks/site.yml", "-e", f"etsf_target={HOST}"], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=1200, check=False)
+    assert cp.returncode == 0, f"site.yml failed: {playbook_failures(cp.stdout)}\n{cp.stdout[-3000:]}"
+    return HOST
+
+
+def _counters() -> dict:
+    stats = json.loads(on_host(HOST, "/usr/local/bin/etsfctl stats --json").stdout)
+    kam = {}
+    for line in on_host(HOST, "kamcmd stats.get_statistics all").stdout.splitlines():
+        name, sep, val = line.partition(" = ")
+        if sep:
+            kam[name.strip()] = int(val)
+    codes = {}
+    for line in on_host(HOST, SCRAPE).stdout.splitlines():
+        if line.startswith("etsf_sip_responses_total{") and 'method="INVITE"' in line:
+            code = int(line.split('code="', 1)[1].split('"', 1)[0])
+            codes[code] = int(float(line.rsplit(" ", 1)[1]))
+    fs = json.loads(on_host(HOST, "/usr/local/bin/etsfctl failsafe status --json").stdout)["state"]
+    return {"xdp": [(r["method"], r["verdict"].upper(), r["reason"].upper(), r["packets"])
+                    for r in stats["counters"] if r["hook"].upper() == "XDP"],
+            "kam": kam, "codes": codes, "failsafe": (fs["state"], fs["trips_total"])}
+
+
+def _xdp(c: dict, methods=None, verdict=None, reason=None) -> int:
+    return sum(n for m, v, r, n in c["xdp"] if (methods is None or m in methods)
+               and (verdict is None or v == verdict) and (reason is None or r == reason))
+
+
+def _delta(before: dict, after: dict, **sel) -> int:
+    return _xdp(after, **sel) - _xdp(before, **sel)
+
+
+def _kam(before: dict, after: dict, name: str) -> int:
+    return after["kam"].get(name, 0) - before["kam"].get(name, 0)
+
+
+def _run(mode: str, out) -> tuple[dict, dict, dict, str]:
+    before = _counters()
+    cp = subprocess.run([PY, "scripts/demo_scenario.py", "--host", HOST, "--modes", mode,
+                         "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=300,
+                        check=False, env=dict(os.environ, PYTHONPATH=str(REPO / "src")))
+    assert cp.returncode == 0, cp.stdout[-3000:] + cp.stderr[-3000:]
+    after = _counters()
+    summary = json.loads((out / "summary.json").read_text())
+    return before, after, summary["runs"][mode], cp.stdout
+
+
+def test_demo_table_matches_host_counters(rolled_out, tmp_path):
+    # ---- bypass: the programs pass everything unparsed; the flood reaches Kamailio
+    b0, b1, run, stdout = _run("bypass", tmp_path / "bypass")
+    assert run["calls_attempted"] == run["calls_completed"] + run["calls_failed"] > 0, run
+    assert run["flood_sent"] > 0
+    assert run["shed_flood"] == 0 == _delta(b0, b1, methods=FLOOD, verdict="DROP")
+    # every packet on sip0 passed as BYPASS; this test's window is a little wider than the run's
+    # (the bypass flag is set before and cleared after it), so it may hold a few more packets
+    assert 0 < run["xdp_bypass"] <= _delta(b0, b1, reason="BYPASS"), run
+    assert run["xdp_bypass"] >= run["kam_requests"], run   # all that reached Kamailio crossed XDP
+    assert run["kam_register"] == _kam(b0, b1, "core:rcv_requests_register") > 0
+    assert run["kam_options"] == _kam(b0, b1, "core:rcv_requests_options") > 0
+    assert run["kam_requests"] == _kam(b0, b1, "core:rcv_requests")
+    assert run["kam_register"] + run["kam_options"] <= run["flood_sent"]
+    assert run["ser"] is None and run["ner"] is None       # nothing parsed, no INVITE outcome
+    table = stdout.split("\n\n", 1)[1]
+    assert f"{run['kam_register']:>14}" in table and "calls completed" in table
+
+    # ---- enforcing: the flood is shed in the kernel, the calls all reach Kamailio
+    e0, e1, run, _stdout = _run("enforcing", tmp_path / "enforcing")
+    assert run["calls_attempted"] == run["calls_completed"] + run["calls_failed"] > 0, run
+    shed = _delta(e0, e1, methods=FLOOD, verdict="DROP")
+    assert run["shed_flood"] == shed > 0
+    assert _delta(e0, e1, methods=FLOOD, verdict="DROP", reason="RATE_LIMIT") == shed
+    seen = _delta(e0, e1, methods=FLOOD)
+    passed = _delta(e0, e1, methods=FLOOD, verdict="PASS")
+    assert run["xdp_flood_seen"] == seen == shed + passed and seen <= run["flood_sent"]
+    assert run["kam_register"] == _kam(e0, e1, "core:rcv_requests_register")
+    assert run["kam_options"] == _kam(e0, e1, "core:rcv_requests_options")
+    # what reached Kamailio is what eTSF let through (nothing else sends REGISTER/OPTIONS)
+    assert run["kam_register"] + run["kam_options"] <= passed
+    # every completed call's INVITE crossed XDP and reached Kamailio
+    assert _kam(e0, e1, "core:rcv_requests_invite") >= run["calls_completed"]
+    assert _delta(e0, e1, methods=("INVITE",)) >= run["calls_completed"]
+    # SER/NER: the exporter's INVITE outcome counters over the run
+    codes = {c: n - e0["codes"].get(c, 0) for c, n in e1["codes"].items()}
+    codes = {c: n for c, n in codes.items() if n > 0}
+    assert codes.get(200, 0) >= run["calls_completed"]
+    assert run["ser"] == kpi.ser(codes) and run["ner"] == kpi.ner(codes)
+    assert run["invite_codes"] == {str(c): n for c, n in sorted(codes.items())}
+
+    # the demo leaves eTSF enforcing and the fail-safe watchdog never tripped
+    assert not json.loads(on_host(HOST, "/usr/local/bin/etsfctl status --json").stdout)["ctl"]["bypass"]
+    assert b0["failsafe"] == e1["failsafe"] and e1["failsafe"][0] == "engaged", e1["failsafe"]
+    assert (tmp_path / "enforcing" / "demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "flood packets shed in the kernel" in (tmp_path / "enforcing" / "summary.txt").read_text()
