@@ -8,12 +8,12 @@ user errors.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 
 from . import __version__
 from . import inputs as T
+from .output import emit as _out
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -24,35 +24,6 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, usage exit code
         sys.stderr.write(f"etsfctl: error: {message}\n")
         raise SystemExit(EXIT_USAGE)
-
-
-def _out(args, data, text=None):
-    if getattr(args, "json", False):
-        json.dump(data, sys.stdout, indent=2, sort_keys=True, default=str)
-        sys.stdout.write("\n")
-    else:
-        sys.stdout.write((text if text is not None else _human(data)) + "\n")
-
-
-def _human(data, indent=0) -> str:
-    pad = "  " * indent
-    lines = []
-    if isinstance(data, dict):
-        for k, v in data.items():
-            if isinstance(v, (dict, list)) and v:
-                lines.append(f"{pad}{k}:")
-                lines.append(_human(v, indent + 1))
-            else:
-                lines.append(f"{pad}{k}: {v}")
-    elif isinstance(data, list):
-        for v in data:
-            if isinstance(v, dict):
-                lines.append(f"{pad}- " + ", ".join(f"{k}={x}" for k, x in v.items()))
-            else:
-                lines.append(f"{pad}- {v}")
-    else:
-        lines.append(f"{pad}{data}")
-    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------
@@ -322,14 +293,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", type=T.path, default="/etc/etsf/datapath.yml", metavar="FILE")
     s.set_defaults(func=cmd_restore)
 
-    from .exporter import add_cli as _telemetry_cli   # exporter, top, telemetry (issue 6)
+    from .exporter import add_cli as _telemetry_cli   # exporter, top, telemetry
     _telemetry_cli(sub, common)
-    from .fastpath import add_cli as _fastpath_cli      # etsfctl fastpath ... (issue 5)
-    _fastpath_cli(sub, common, _out)
-    from .failsafe import add_cli as _failsafe_cli      # etsfctl failsafe ... (issue 7)
-    _failsafe_cli(sub, common, _out)
-    from .firstboot import add_cli as _firstboot_cli    # etsfctl firstboot (issue 9, appliance)
-    _firstboot_cli(sub, common, _out)
+    from .fastpath import add_cli as _fastpath_cli
+    _fastpath_cli(sub, common)
+    from .failsafe import add_cli as _failsafe_cli
+    _failsafe_cli(sub, common)
+    from .firstboot import add_cli as _firstboot_cli
+    _firstboot_cli(sub, common)
     return p
 
 

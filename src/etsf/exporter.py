@@ -36,6 +36,8 @@ from typing import Any
 from . import inputs
 from . import kpi as _kpi
 from . import layout as L
+from .output import emit
+from .paths import pin_root
 
 NS_PER_S = 1e9
 #: histogram bucket upper bounds in seconds: 2^b microseconds, b = 0..30 (+Inf = slot 31)
@@ -57,10 +59,6 @@ class ExporterError(ValueError):
 def _bpf():
     from . import bpf
     return bpf
-
-
-def pin_root() -> str:
-    return os.environ.get("ETSF_PIN_ROOT") or _bpf().PIN_ROOT
 
 
 def _enum(cls, v: int) -> str:
@@ -778,19 +776,16 @@ def _cmd_exporter(args):
 
 
 def _cmd_direction(args):
-    from .cli import _out
     res = set_direction(None if args.default else args.iface, args.direction)
-    _out(args, res, f"telemetry on {res['iface']}: requests {res['direction']}")
+    emit(args, res, f"telemetry on {res['iface']}: requests {res['direction']}")
 
 
 def _cmd_grant(args):
-    from .cli import _out
     res = grant(args.group, programs=not args.maps_only)
-    _out(args, res, f"{len(res['paths'])} pin(s) changed for group {args.group}")
+    emit(args, res, f"{len(res['paths'])} pin(s) changed for group {args.group}")
 
 
 def _cmd_show(args):
-    from .cli import _out
     snap = snapshot()
     out = {"latency": {f"{m}/{st}": {"count": h["count"],
                                      "p50_ms": _ms(quantile(0.5, h["slots"])),
@@ -801,7 +796,7 @@ def _cmd_show(args):
            "events": snap["events"],
            "kpi": _kpi.compute(invite_codes(snap)),
            "maps": snap["maps"], "cost": snap["cost"]}
-    _out(args, out)
+    emit(args, out)
 
 
 def _ms(v):

@@ -33,7 +33,8 @@ import tempfile
 import time
 from typing import Any
 
-from . import datapath, inputs
+from . import datapath, inputs, paths
+from .output import emit
 
 STATE_FILE = "failsafe.json"
 AUDIT_FILE = "failsafe-audit.jsonl"
@@ -745,7 +746,7 @@ def ack(wait_s: float = 5.0) -> dict[str, Any]:
     with contextlib.suppress(OSError):
         os.unlink(_path(ACK_FILE))
     changed = False
-    if datapath._policy.maps_present(datapath.pin_root()):   # noqa: SLF001
+    if paths.maps_present(None, (datapath.MAP_CTL,)):
         changed = datapath.set_bypass(False)["changed"]
     audit("ack", state=ENGAGED, numbers={"watchdog_running": False})
     return {"changed": changed, "by": "etsfctl", "state": ENGAGED}
@@ -767,17 +768,17 @@ def _cmd_run(args):
     if args.interval is not None:
         cfg = validate({**cfg, "interval_s": args.interval})
     if args.check:
-        args._out(args, cfg, f"failsafe config valid: {args.config}")
+        emit(args, cfg, f"failsafe config valid: {args.config}")
         return
     iterations = 1 if args.once else args.iterations
     doc = run(cfg, iterations)
-    args._out(args, doc, f"failsafe: {doc.get('state')} after {doc.get('ticks')} ticks"
+    emit(args, doc, f"failsafe: {doc.get('state')} after {doc.get('ticks')} ticks"
                          + (f" (tripped: {doc['tripped_rule']})" if doc.get("tripped_rule") else ""))
 
 
 def _cmd_ack(args):
     res = ack()
-    args._out(args, res, f"failsafe: re-engaged ({res['by']})" if res["changed"] else "failsafe: already engaged")
+    emit(args, res, f"failsafe: re-engaged ({res['by']})" if res["changed"] else "failsafe: already engaged")
 
 
 def _cmd_status(args):
@@ -790,10 +791,10 @@ def _cmd_status(args):
         text = (f"failsafe: {st['state']} since {time.strftime('%H:%M:%S', time.localtime(st['since']))}; "
                 f"trips {st['trips_total']}; last rule {(st.get('last_trip') or {}).get('rule') or '-'}; "
                 f"updated {age:.1f}s ago")
-    args._out(args, res, text)
+    emit(args, res, text)
 
 
-def add_cli(sub, common, out) -> None:
+def add_cli(sub, common) -> None:
     T = inputs  # pylint: disable=invalid-name
     s = sub.add_parser("failsafe", parents=[common], help="fail-safe watchdog (daemon), ack, status")
     s.add_argument("--config", type=T.path, default=DEFAULT_CONFIG, metavar="FILE")
@@ -802,9 +803,9 @@ def add_cli(sub, common, out) -> None:
     s.add_argument("--interval", type=T.float_range(0.01, 60, lo_open=False), metavar="S",
                    help="override interval_s (0.01..60)")
     s.add_argument("--check", action="store_true", help="validate the config file and exit")
-    s.set_defaults(func=_cmd_run, _out=out)
+    s.set_defaults(func=_cmd_run)
     fsub = s.add_subparsers(dest="fcmd", metavar="ACTION", parser_class=type(s))
     a = fsub.add_parser("ack", parents=[common], help="re-engage after a fail-safe revert")
-    a.set_defaults(func=_cmd_ack, _out=out)
+    a.set_defaults(func=_cmd_ack)
     a = fsub.add_parser("status", parents=[common], help="current fail-safe state and recent audit entries")
-    a.set_defaults(func=_cmd_status, _out=out)
+    a.set_defaults(func=_cmd_status)

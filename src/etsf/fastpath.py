@@ -1,4 +1,4 @@
-"""eTSF fast path (issue 5): in-kernel steering of SIP to local proxy backends.
+"""eTSF fast path: in-kernel steering of SIP to local proxy backends.
 
 Kernel side: ``bpf/tc_fastpath.bpf.c`` (TC clsact ingress, program
 ``tc_fastpath``) + ``bpf/fastpath.h``.  This module is the host side:
@@ -35,6 +35,12 @@ from typing import Any
 
 from . import inputs
 from . import layout as L
+from . import paths
+from .datapath.base import ifindex, init_ctl, load_state, object_path, prog_name, repin, save_state
+from .errors import PolicyError, policy_maps_missing
+from .output import emit
+from .paths import pin_root
+from .pinmaps import PinnedMaps
 
 PROG = "tc_fastpath"
 OBJ = "tc_fastpath.bpf.o"
@@ -117,14 +123,8 @@ def maglev(backends: list[tuple[str, int]], m: int = L.FP_RING) -> list[int]:
 # ---------------------------------------------------------------------------
 
 
-def pin_root() -> str:
-    from . import policy
-    return policy.resolve_pin_root(None)
-
-
 def maps_present(root: str | None = None) -> bool:
-    root = root or pin_root()
-    return all(os.path.exists(os.path.join(root, "maps", n)) for n in (MAP_SVC, MAP_RING, MAP_BACKENDS))
+    return paths.maps_present(root, (MAP_SVC, MAP_RING, MAP_BACKENDS))
 
 
 def _addr_bytes(addr: str) -> tuple[int, bytes]:
@@ -133,7 +133,7 @@ def _addr_bytes(addr: str) -> tuple[int, bytes]:
     return ip.version, raw + b"\0" * (16 - len(raw))
 
 
-def _addr_str(family: int, raw) -> str:
+def addr_str(family: int, raw) -> str:
     raw = bytes(raw)
     return str(ipaddress.ip_address(raw[:4] if family == 4 else raw[:16]))
 
@@ -145,7 +145,7 @@ def svc_key(slot: int, vip: str, port: int, protocol: str) -> bytes:
     return bytes(k)
 
 
-def _read_backends(maps) -> dict[int, L.FpBackend]:
+def read_backends(maps) -> dict[int, L.FpBackend]:
     m = maps[MAP_BACKENDS]
     out = {}
     for i in range(L.FP_BACKENDS_MAX):
@@ -244,14 +244,13 @@ def plan_slot(services: list[dict[str, Any]], target: int, active: int, maps,
               resolve: bool = True) -> dict[str, Any]:
     """Compile services into map entries for slot `target` WITHOUT writing.
     Raises PolicyError (nothing written) when services need maps that are absent."""
-    from .policy import PolicyError
     present = maps_present(maps.pin_root)
     if not present:
         if services:
             raise PolicyError("policy.services", f"fast-path maps not found under {maps.pin_root} "
                                                  "(run 'etsfctl fastpath attach' first)")
         return {"noop": True}
-    cur = _read_backends(maps)
+    cur = read_backends(maps)
     by_ident = {_ident(b): i for i, b in cur.items()}
     live_bit, tbit = L.fp_b_slot(active), L.fp_b_slot(target)
     new_entries: dict[int, L.FpBackend] = {}
@@ -341,7 +340,7 @@ def release_slot(old: int, maps, plan: dict[str, Any] | None = None) -> None:
     for k in _slot_keys(sm, old):
         sm.delete(k)
     obit = L.fp_b_slot(old)
-    for i, b in _read_backends(maps).items():
+    for i, b in read_backends(maps).items():
         if b.flags & obit:
             e = L.FpBackend.from_buffer_copy(bytes(b))
             e.flags &= ~obit
@@ -354,7 +353,7 @@ def decode_slot(slot: int, maps) -> list[dict[str, Any]]:
     """The services of one slot, in the policy's canonical form."""
     if not maps_present(maps.pin_root):
         return []
-    backends = _read_backends(maps)
+    backends = read_backends(maps)
     sbit = L.fp_b_slot(slot)
     out = []
     sm = maps[MAP_SVC]
@@ -362,10 +361,10 @@ def decode_slot(slot: int, maps) -> list[dict[str, Any]]:
         key = L.FpSvcKey.from_bytes(k)
         v = L.FpSvc.from_bytes(sm.lookup(k))
         n = v.ring % L.FP_SVC_MAX
-        bl = [{"address": _addr_str(b.family, b.addr), "port": int(b.port),
+        bl = [{"address": addr_str(b.family, b.addr), "port": int(b.port),
                "weight": int(b.weight[slot])}
               for _bid, b in sorted(backends.items()) if b.flags & sbit and b.svc[slot] == n]
-        out.append({"name": v.name.decode(errors="replace"), "vip": _addr_str(key.family, key.addr),
+        out.append({"name": v.name.decode(errors="replace"), "vip": addr_str(key.family, key.addr),
                     "port": int(key.port), "protocol": PROTO_NAME.get(key.proto, str(key.proto)),
                     "affinity": "call-id", "backends": bl})
     return out
@@ -378,8 +377,7 @@ def decode_slot(slot: int, maps) -> list[dict[str, Any]]:
 
 @contextlib.contextmanager
 def _maps():
-    from . import policy
-    with policy._Maps(None) as m:  # noqa: SLF001 - same pinned-map opener as policy apply
+    with PinnedMaps(None, missing=policy_maps_missing) as m:
         if not maps_present(m.pin_root):
             raise FastpathError(f"fast-path maps not found under {m.pin_root} "
                                 "(run 'etsfctl fastpath attach' first)")
@@ -401,7 +399,7 @@ def backends() -> list[dict[str, Any]]:
             v = L.FpSvc.from_bytes(m[MAP_SVC].lookup(k))
             names[v.ring % L.FP_SVC_MAX] = v.name.decode(errors="replace")
         out = []
-        for i, b in sorted(_read_backends(m).items()):
+        for i, b in sorted(read_backends(m).items()):
             if not b.flags & sbit:
                 continue
             tot = dict.fromkeys(("packets", "bytes", "dialogs", "ret_packets", "ret_bytes"), 0)
@@ -410,7 +408,7 @@ def backends() -> list[dict[str, Any]]:
                 for f in tot:
                     tot[f] += getattr(s, f)
             out.append({"id": i, "service": names.get(int(b.svc[slot]), "?"),
-                        "address": _addr_str(b.family, b.addr), "port": int(b.port),
+                        "address": addr_str(b.family, b.addr), "port": int(b.port),
                         "weight": int(b.weight[slot]), "up": bool(b.up),
                         "redirect": ("peer" if b.flags & L.FP_B_PEER else "direct")
                         if b.flags & L.FP_B_L2 else "fib",
@@ -420,10 +418,9 @@ def backends() -> list[dict[str, Any]]:
 
 def set_health(address: str, port: int, up: bool) -> dict[str, Any]:
     """Mark a backend up/down (every slot's entry: ids are global)."""
-    from . import policy
     fam, raw = _addr_bytes(address)
-    with policy.lock(), _maps() as m:
-        for i, b in _read_backends(m).items():
+    with paths.lock(), _maps() as m:
+        for i, b in read_backends(m).items():
             if _ident(b) == (fam, raw, int(port)):
                 prev = bool(b.up)
                 b.up = 1 if up else 0
@@ -519,9 +516,8 @@ def run_prober(interval: float = 1.0, threshold: int = 3, rounds: int = 10,
 
 def load(build_dir: str | None = None):
     """Load tc_fastpath (pins/re-uses every map); returns the Program."""
-    from . import datapath
     bpf = _bpf()
-    obj = datapath._object_path(build_dir, OBJ)   # noqa: SLF001 - same build lookup
+    obj = object_path(build_dir, OBJ)
     root = pin_root()
     try:
         bpf.ensure_bpffs()
@@ -537,58 +533,55 @@ def load(build_dir: str | None = None):
 
 
 def attach(ifaces: list[str], build_dir: str | None = None) -> dict[str, Any]:
-    from . import datapath
     bpf = _bpf()
-    idx = {i: datapath.ifindex(i) for i in ifaces}
+    idx = {i: ifindex(i) for i in ifaces}
     prog = load(build_dir)
     try:
-        datapath._init_ctl()                              # noqa: SLF001 - heartbeat = now
+        init_ctl()                               # heartbeat = now
         for name, ix in idx.items():
             try:
                 bpf.tc_attach(ix, prog.fd, direction="ingress", handle=TC_HANDLE, priority=TC_PRIO)
             except bpf.BpfError as e:
                 raise FastpathError(f"TC ingress attach on {name} failed: {e}") from None
-        datapath._repin(prog, os.path.join(pin_root(), "progs", PROG))   # noqa: SLF001
+        repin(prog, os.path.join(pin_root(), "progs", PROG))
         pid = prog.id
     finally:
         prog.close()
-    st = datapath.load_state()
+    st = load_state()
     fp = st.setdefault("fastpath", {"interfaces": {}})
     for name, ix in idx.items():
         fp["interfaces"][name] = {"ifindex": ix, "prog_id": pid, "attached_at": time.time()}
-    datapath.save_state(st)
+    save_state(st)
     return {"changed": True, "interfaces": {n: {"ifindex": ix, "prog_id": pid} for n, ix in idx.items()}}
 
 
 def detach(ifaces: list[str]) -> dict[str, Any]:
-    from . import datapath
     bpf = _bpf()
     out = {}
     for name in ifaces:
-        ix = datapath.ifindex(name)
+        ix = ifindex(name)
         pid = bpf.tc_query(ix, direction="ingress", handle=TC_HANDLE, priority=TC_PRIO)
-        if pid and datapath._prog_name(pid) == PROG:      # noqa: SLF001
+        if pid and prog_name(pid) == PROG:
             bpf.tc_detach(ix, direction="ingress", handle=TC_HANDLE, priority=TC_PRIO)
             out[name] = True
         else:
             out[name] = False
-    st = datapath.load_state()
+    st = load_state()
     for name in ifaces:
         st.get("fastpath", {}).get("interfaces", {}).pop(name, None)
-    datapath.save_state(st)
+    save_state(st)
     return {"changed": any(out.values()), "detached": out}
 
 
 def status() -> dict[str, Any]:
-    from . import datapath
     bpf = _bpf()
     rows = {}
-    for name, rec in sorted(datapath.load_state().get("fastpath", {}).get("interfaces", {}).items()):
+    for name, rec in sorted(load_state().get("fastpath", {}).get("interfaces", {}).items()):
         try:
             ix = socket.if_nametoindex(name)
             pid = bpf.tc_query(ix, direction="ingress", handle=TC_HANDLE, priority=TC_PRIO)
             rows[name] = {"ifindex": ix, "prog_id": pid or None,
-                          "attached": bool(pid) and datapath._prog_name(pid) == PROG}  # noqa: SLF001
+                          "attached": bool(pid) and prog_name(pid) == PROG}
         except OSError:
             rows[name] = {"ifindex": rec.get("ifindex"), "present": False, "attached": False}
     return {"interfaces": rows, "maps": maps_present()}
@@ -614,7 +607,7 @@ def _parse_backend(text: str) -> tuple[str, int]:
     return host, p
 
 
-def add_cli(sub, common, out) -> None:
+def add_cli(sub, common) -> None:
     """Register ``etsfctl fastpath ...`` (called from etsf.cli.build_parser)."""
     T = inputs  # pylint: disable=invalid-name
     s = sub.add_parser("fastpath", help="in-kernel fast path to local proxy backends")
@@ -624,11 +617,11 @@ def add_cli(sub, common, out) -> None:
 
     def _attach(a):
         res = attach(a.iface, a.build_dir)
-        out(a, res, "fast path attached (tc ingress) on " + ", ".join(a.iface))
+        emit(a, res, "fast path attached (tc ingress) on " + ", ".join(a.iface))
 
     def _detach(a):
         res = detach(a.iface)
-        out(a, res, "detached from " + ", ".join(k for k, v in res["detached"].items() if v)
+        emit(a, res, "detached from " + ", ".join(k for k, v in res["detached"].items() if v)
             if res["changed"] else "nothing attached")
 
     def _stats(a):
@@ -638,26 +631,26 @@ def add_cli(sub, common, out) -> None:
         for b in res["backends"]:
             lines.append(f"  {b['service']} {b['address']}:{b['port']} {'up' if b['up'] else 'DOWN'} "
                          f"dialogs={b['dialogs']} packets={b['packets']} return={b['ret_packets']}")
-        out(a, res, "\n".join(lines))
+        emit(a, res, "\n".join(lines))
 
     def _status(a):
-        out(a, status())
+        emit(a, status())
 
     def _health(a):
         if a.backend is None:
             res = backends()
-            out(a, res, "\n".join(f"{b['address']}:{b['port']} {'up' if b['up'] else 'DOWN'}"
+            emit(a, res, "\n".join(f"{b['address']}:{b['port']} {'up' if b['up'] else 'DOWN'}"
                                   for b in res) or "no backends")
             return
         if a.state is None:
             raise FastpathError("health: give the state (up|down) after ADDRESS:PORT")
         host, port = _parse_backend(a.backend)
         res = set_health(host, port, a.state == "up")
-        out(a, res, f"{a.backend} {a.state}")
+        emit(a, res, f"{a.backend} {a.state}")
 
     def _probe(a):
         res = run_prober(a.interval, a.threshold, a.rounds, a.timeout)
-        out(a, res)
+        emit(a, res)
 
     a = fsub.add_parser("attach", parents=[common], help="attach tc_fastpath (TC ingress) on interfaces")
     a.add_argument("--iface", type=T.iface, action="append", required=True, metavar="IF",

@@ -20,9 +20,7 @@ policy changes nothing already applied.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
-import fcntl
 import ipaddress
 import json
 import os
@@ -33,7 +31,10 @@ from typing import Any
 
 import yaml
 
-from . import inputs, layout
+from . import inputs, layout, paths
+from .errors import PolicyError, policy_maps_missing
+from .paths import lock, state_dir
+from .pinmaps import PinnedMaps
 
 SCHEMA_VERSION = 1
 
@@ -108,15 +109,6 @@ ACL_MIN_PREFIX_V4 = 8
 ACL_MIN_PREFIX_V6 = 16
 ACL_GUARD_KEYS = ("ipv4_min_prefix", "ipv6_min_prefix", "allow_broad")
 ROOT = "policy"
-
-
-class PolicyError(ValueError):
-    """A policy rejected by validation (or the maps refused it)."""
-
-    def __init__(self, path: str, message: str):
-        self.path = path
-        self.message = message
-        super().__init__(f"{path}: {message}")
 
 
 # ---------------------------------------------------------------------------
@@ -757,71 +749,19 @@ def format_diff(changes: list[dict[str, Any]], live_exists: bool = True) -> str:
 # ---------------------------------------------------------------------------
 
 
-def state_dir() -> str:
-    return os.environ.get("ETSF_STATE_DIR", "/var/lib/etsf")
+class Maps(PinnedMaps):
+    """The pinned maps a policy apply reads and writes (a missing map is a PolicyError)."""
 
-
-def run_dir() -> str:
-    return os.environ.get("ETSF_RUN_DIR", "/run/etsf")
-
-
-@contextlib.contextmanager
-def lock(name: str = "policy.lock"):
-    """Exclusive advisory lock shared by every writer of etsf_ctl/etsf_policy."""
-    d = run_dir()
-    os.makedirs(d, exist_ok=True)
-    fd = os.open(os.path.join(d, name), os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
-
-
-class _Maps:
     def __init__(self, pin_root=None):
-        from . import bpf
-        self.bpf = bpf
-        self.pin_root = resolve_pin_root(pin_root)
-        self._open = {}
-
-    def __getitem__(self, name):
-        if name not in self._open:
-            try:
-                self._open[name] = self.bpf.open_map(name, self.pin_root)
-            except (OSError, self.bpf.BpfError) as e:
-                root = self.pin_root
-                raise PolicyError(ROOT, f"datapath maps not found under {root} "
-                                        f"(run 'etsfctl attach' first): {e}") from None
-        return self._open[name]
-
-    def close(self):
-        for m in self._open.values():
-            with contextlib.suppress(Exception):
-                m.close()
-        self._open.clear()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        self.close()
+        super().__init__(pin_root, missing=policy_maps_missing)
 
 
 def resolve_pin_root(pin_root=None) -> str:
-    if pin_root:
-        return pin_root
-    env = os.environ.get("ETSF_PIN_ROOT")
-    if env:
-        return env
-    from . import bpf
-    return bpf.PIN_ROOT
+    return paths.pin_root(pin_root)
 
 
 def maps_present(pin_root=None) -> bool:
-    root = resolve_pin_root(pin_root)
-    return os.path.exists(os.path.join(root, "maps", MAP_CTL))
+    return paths.maps_present(pin_root, (MAP_CTL,))
 
 
 def _read_ctl(maps):
@@ -844,7 +784,7 @@ def _acl_slot_entries(m, slot):
 def read_live(pin_root=None, maps=None) -> dict[str, Any] | None:
     """Decode the policy the kernel is using now; None when none applied."""
     own = maps is None
-    maps = maps or _Maps(pin_root)
+    maps = maps or Maps(pin_root)
     try:
         ctl = _read_ctl(maps)
         slot = ctl.active_slot
@@ -893,7 +833,7 @@ def apply(p: Policy, *, pin_root=None, check=False, source_text=None, force=Fals
         return {"changed": True, "check": True, "generation": None, "slot": None,
                 "diff": ch, "live_exists": False}
 
-    with lock(), _Maps(pin_root) as maps:
+    with lock(), Maps(pin_root) as maps:
         live = read_live(maps=maps)
         ch = diff(live, new)
         ctl = _read_ctl(maps)
