@@ -293,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", type=T.path, default="/etc/etsf/datapath.yml", metavar="FILE")
     s.set_defaults(func=cmd_restore)
 
-    from .exporter import add_cli as _telemetry_cli   # exporter, top, telemetry
+    from .telemetry.commands import add_cli as _telemetry_cli   # exporter, top, telemetry
     _telemetry_cli(sub, common)
     from .fastpath import add_cli as _fastpath_cli
     _fastpath_cli(sub, common)

@@ -21,8 +21,8 @@ def take_snapshot() -> dict[str, Any]:
     ctl: {...}|None, fastpath: {reason: packets}|None}"""
     snap: dict[str, Any] = {"t": time.monotonic(), "codes": {}, "maps": {}, "fastpath": None}
     try:
-        from .. import exporter
-        es = exporter.snapshot(programs=False)
+        from ..telemetry.reader import snapshot
+        es = snapshot(programs=False)
         snap["stats"] = [tuple(r[:5]) for r in es.get("stats", [])]
         snap["codes"] = {int(c): int(n) for (m, c), n in es.get("codes", {}).items() if m == "INVITE"}
         snap["maps"] = dict(es.get("maps", {}))
