@@ -5,6 +5,11 @@ from __future__ import annotations
 import json
 import sys
 
+# etsfctl exit codes: success, a user-facing error (one line on stderr), bad usage
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
 
 def emit(args, data, text=None):
     """Print a command's result: one JSON document with --json, else text or a plain rendering."""

@@ -205,3 +205,16 @@ def test_walker_sees_private_reach_ins(tmp_path):
 def test_size_check_counts_lines(tmp_path):
     _write(tmp_path, {"pk/__init__.py": "", "pk/big.py": "x = 1\n" * (MAX_LINES + 1)})
     assert line_counts(tmp_path, "pk") == {"pk": 0, "pk.big": MAX_LINES + 1}
+
+
+def test_every_command_group_registers_the_same_way():
+    import inspect
+
+    from etsf import cli
+    groups = {m for m, p in modules(SRC, PKG).items()
+              if any(isinstance(n, ast.FunctionDef) and n.name == "add_cli"
+                     for n in ast.parse(p.read_text(encoding="utf-8")).body)}
+    registered = {f.__module__ for f in cli.registrars()}
+    assert groups == registered, groups ^ registered
+    for f in cli.registrars():
+        assert list(inspect.signature(f).parameters) == ["sub", "common"], f.__module__
