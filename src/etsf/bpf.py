@@ -89,8 +89,8 @@ def load_object(obj_path, pin_root=None) -> dict[str, Program]:
     logbuf = ctypes.create_string_buffer(LOG_SIZE)
     pin_b = maps_dir.encode()
     opts = ObjectOpenOpts(sz=ctypes.sizeof(ObjectOpenOpts), pin_root_path=pin_b,
-                           kernel_log_buf=ctypes.cast(logbuf, P), kernel_log_size=LOG_SIZE,
-                           kernel_log_level=0)
+                          kernel_log_buf=ctypes.cast(logbuf, P), kernel_log_size=LOG_SIZE,
+                          kernel_log_level=0)
     with LOCK:
         del LIBBPF_MSGS[:]
         obj = lib.bpf_object__open_file(obj_path.encode(), ctypes.byref(opts))
@@ -253,7 +253,7 @@ def _tc_hook(ifindex: int, direction: str) -> TcHook:
     if direction not in ("egress", "ingress"):
         raise BpfError(f"unknown TC direction {direction!r}")
     return TcHook(sz=ctypes.sizeof(TcHook), ifindex=ifindex,
-                   attach_point=BPF_TC_EGRESS if direction == "egress" else BPF_TC_INGRESS)
+                  attach_point=BPF_TC_EGRESS if direction == "egress" else BPF_TC_INGRESS)
 
 
 def tc_attach(ifindex: int, prog_fd: int, direction: str = "egress", handle: int = 0xE75F,
@@ -266,7 +266,7 @@ def tc_attach(ifindex: int, prog_fd: int, direction: str = "egress", handle: int
     if ret < 0 and errno_of(ret) != _errno.EEXIST:
         raise fail(f"create clsact on ifindex {ifindex}", ret)
     opts = TcOpts(sz=ctypes.sizeof(TcOpts), prog_fd=prog_fd, flags=BPF_TC_F_REPLACE,
-                   handle=handle, priority=priority)
+                  handle=handle, priority=priority)
     ret = lib.bpf_tc_attach(ctypes.byref(hook), ctypes.byref(opts))
     if ret < 0:
         raise fail(f"TC {direction} attach on ifindex {ifindex}", ret)
@@ -313,8 +313,8 @@ def test_run_ctx(prog_fd: int, data: bytes, repeat: int = 1, ctx: bytes | None =
     out_size = len(data) + 4096
     dout = ctypes.create_string_buffer(out_size)
     opts = TestRunOpts(sz=ctypes.sizeof(TestRunOpts), data_in=ctypes.cast(din, P),
-                        data_out=ctypes.cast(dout, P), data_size_in=len(data),
-                        data_size_out=out_size, repeat=max(1, int(repeat)))
+                       data_out=ctypes.cast(dout, P), data_size_in=len(data),
+                       data_size_out=out_size, repeat=max(1, int(repeat)))
     cin = cout = None
     if ctx is not None:
         ctx = bytes(ctx)

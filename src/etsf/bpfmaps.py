@@ -30,7 +30,7 @@ def ensure_bpffs(path: str = "/sys/fs/bpf") -> None:
     os.makedirs(path, exist_ok=True)
     libc = get_libc()
     libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p,
-                            ctypes.c_ulong, ctypes.c_void_p]
+                           ctypes.c_ulong, ctypes.c_void_p]
     if libc.mount(b"bpf", path.encode(), b"bpf", 0, None) != 0:
         e = ctypes.get_errno()
         raise BpfError(f"mount bpffs on {path}: {os.strerror(e)}", errno=e)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from .telemetry.reader import (BUCKET_BOUNDS, DEFAULT_PORT, DEFAULT_WINDOW, NS_PER_S, OCCUPANCY_MAPS,
-                                 STAGE_LABEL, enum_name, ExporterError, invite_codes, open_counted, quantile,
-                                 Snapshot, snapshot)
+                               STAGE_LABEL, enum_name, ExporterError, invite_codes, open_counted, quantile,
+                               Snapshot, snapshot)
 from .telemetry.collector import EtsfCollector
 from .telemetry.server import (PASSWORD_MAX, PBKDF2_ITERATIONS, PBKDF2_MAX_ITERATIONS, check_ctl_readable,
                                check_password, ExporterServer, hash_password, load_users, serve,

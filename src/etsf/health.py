@@ -185,7 +185,7 @@ def _report(problems, window, probes, moved, egress_delta, drops, status) -> dic
 
 def cmd_health(args):
     res = check(args.iface, window=args.window, probe=args.probe,
-                       require_traffic=not args.no_traffic)
+                require_traffic=not args.no_traffic)
     emit(args, res, res["message"])
     if not res["ok"]:
         raise SystemExit(EXIT_ERROR)

@@ -186,7 +186,7 @@ MAP_TYPE_LRU_PERCPU_HASH = 10
 MAP_TYPE_LPM_TRIE = 11
 PERCPU_TYPES = {MAP_TYPE_PERCPU_HASH, MAP_TYPE_PERCPU_ARRAY, MAP_TYPE_LRU_PERCPU_HASH, 21}
 BATCH_TYPES = {MAP_TYPE_HASH, MAP_TYPE_ARRAY, MAP_TYPE_PERCPU_HASH, MAP_TYPE_PERCPU_ARRAY,
-                MAP_TYPE_LRU_HASH, MAP_TYPE_LRU_PERCPU_HASH}
+               MAP_TYPE_LRU_HASH, MAP_TYPE_LRU_PERCPU_HASH}
 
 PROG_TYPE_NAMES = {1: "socket_filter", 3: "sched_cls", 4: "sched_act", 6: "xdp"}
 
@@ -196,8 +196,8 @@ XDP_FLAGS_DRV_MODE = 1 << 2
 XDP_FLAGS_HW_MODE = 1 << 3
 XDP_FLAGS_REPLACE = 1 << 4
 XDP_MODE_FLAGS = {"native": XDP_FLAGS_DRV_MODE, "drv": XDP_FLAGS_DRV_MODE,
-                   "generic": XDP_FLAGS_SKB_MODE, "skb": XDP_FLAGS_SKB_MODE,
-                   "offload": XDP_FLAGS_HW_MODE, "hw": XDP_FLAGS_HW_MODE}
+                  "generic": XDP_FLAGS_SKB_MODE, "skb": XDP_FLAGS_SKB_MODE,
+                  "offload": XDP_FLAGS_HW_MODE, "hw": XDP_FLAGS_HW_MODE}
 XDP_ATTACHED = {0: None, 1: "native", 2: "generic", 3: "offload", 4: "multi"}
 
 BPF_TC_INGRESS = 1

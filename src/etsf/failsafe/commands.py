@@ -11,7 +11,6 @@ from .config import DEFAULT_CONFIG, MAX_ITERATIONS, load_config, validate
 from .watchdog import ack, run, status
 
 
-
 # ---------------------------------------------------------------------------
 # CLI (etsfctl failsafe ...)
 # ---------------------------------------------------------------------------
@@ -28,7 +27,7 @@ def _cmd_run(args):
     iterations = 1 if args.once else args.iterations
     doc = run(cfg, iterations)
     emit(args, doc, f"failsafe: {doc.get('state')} after {doc.get('ticks')} ticks"
-                         + (f" (tripped: {doc['tripped_rule']})" if doc.get("tripped_rule") else ""))
+         + (f" (tripped: {doc['tripped_rule']})" if doc.get("tripped_rule") else ""))
 
 
 def _cmd_ack(args):

@@ -17,7 +17,6 @@ from .rules import (check_attachments, counters_summary, learn_ser, rule_drop_ra
                     rule_heartbeat, rule_map_pressure, rule_ser, take_snapshot)
 
 
-
 # ---------------------------------------------------------------------------
 # the watchdog
 # ---------------------------------------------------------------------------

@@ -46,7 +46,7 @@ def add_cli(sub, common) -> None:
     def _detach(a):
         res = detach(a.iface)
         emit(a, res, "detached from " + ", ".join(k for k, v in res["detached"].items() if v)
-            if res["changed"] else "nothing attached")
+             if res["changed"] else "nothing attached")
 
     def _stats(a):
         res = stats()
@@ -64,7 +64,7 @@ def add_cli(sub, common) -> None:
         if a.backend is None:
             res = backends()
             emit(a, res, "\n".join(f"{b['address']}:{b['port']} {'up' if b['up'] else 'DOWN'}"
-                                  for b in res) or "no backends")
+                                   for b in res) or "no backends")
             return
         if a.state is None:
             raise FastpathError("health: give the state (up|down) after ADDRESS:PORT")

@@ -32,7 +32,7 @@ RL_CLASS_NAMES = ("register", "options", "invite", "other")  # == enum etsf_rl_c
 
 # settable method priorities: every SIP method of enum etsf_method except UNKNOWN
 METHOD_NAMES = [m.name for m in sorted(layout.Method, key=int)
-                 if m.name not in ("UNKNOWN",) and int(m) < METHODS]
+                if m.name not in ("UNKNOWN",) and int(m) < METHODS]
 PRIO_DEFAULTS: dict[str, str] = {}
 for _m in METHOD_NAMES:
     PRIO_DEFAULTS[_m] = "normal"

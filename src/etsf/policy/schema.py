@@ -17,9 +17,9 @@ import yaml
 from .. import inputs
 from ..errors import PolicyError
 from .consts import (ACL_GUARD_KEYS, ACL_MIN_PREFIX_V4, ACL_MIN_PREFIX_V6, ACL_PER_SLOT, BACKEND_KEYS,
-                    DSCP_DEFAULT, DSCP_NAMES, FP_AFFINITIES, FP_BACKENDS_PER_POLICY, FP_PROTOCOLS, FP_SVC_MAX,
-                    FP_WEIGHT_MAX, MAX_SIP_PORTS, MAX_TLS_PORTS, METHOD_NAMES, OVERLOAD_LEVELS, PRIO_DEFAULTS,
-                    PRIO_NAMES, RL_CLASS_NAMES, ROOT, SCHEMA_VERSION, SERVICE_KEYS, SHED_DEFAULTS, TOP_KEYS)
+                     DSCP_DEFAULT, DSCP_NAMES, FP_AFFINITIES, FP_BACKENDS_PER_POLICY, FP_PROTOCOLS, FP_SVC_MAX,
+                     FP_WEIGHT_MAX, MAX_SIP_PORTS, MAX_TLS_PORTS, METHOD_NAMES, OVERLOAD_LEVELS, PRIO_DEFAULTS,
+                     PRIO_NAMES, RL_CLASS_NAMES, ROOT, SCHEMA_VERSION, SERVICE_KEYS, SHED_DEFAULTS, TOP_KEYS)
 
 
 # ---------------------------------------------------------------------------
@@ -247,6 +247,7 @@ def _dscp(v, path):
             return DSCP_NAMES[name]
         raise PolicyError(path, f"unknown DSCP name {fmt_value(v)} (use e.g. CS3, EF, AF31 or 0..63)")
     return _int(v, path, 0, 63, what="a DSCP name (CS0..CS7, EF, AFxy) or an integer in 0..63")
+
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,30}$")
 

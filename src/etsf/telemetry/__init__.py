@@ -23,7 +23,7 @@ Layers: ``reader`` (one bounded snapshot of the maps) -> ``collector`` (metric f
 from __future__ import annotations
 
 from .reader import (BUCKET_BOUNDS, DEFAULT_PORT, DEFAULT_WINDOW, NS_PER_S, OCCUPANCY_MAPS, STAGE_LABEL,
-                       enum_name, ExporterError, invite_codes, open_counted, quantile, Snapshot, snapshot)
+                     enum_name, ExporterError, invite_codes, open_counted, quantile, Snapshot, snapshot)
 from .collector import EtsfCollector
 from .server import (PASSWORD_MAX, PBKDF2_ITERATIONS, PBKDF2_MAX_ITERATIONS, check_ctl_readable,
                      check_password, ExporterServer, hash_password, load_users, serve, write_heartbeat)
