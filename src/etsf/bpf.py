@@ -13,6 +13,7 @@ import ctypes.util
 import errno as _errno
 import os
 
+from . import paths
 from .libbpf import (BPF_F_RDONLY, BPF_TC_EGRESS, BPF_TC_F_REPLACE, BPF_TC_INGRESS, LIBBPF_MSGS, LOCK,
                      LOG_SIZE, LOG_TAIL_LINES, MAP_TYPE_ARRAY, MAP_TYPE_HASH, MAP_TYPE_LPM_TRIE,
                      MAP_TYPE_LRU_HASH, MAP_TYPE_LRU_PERCPU_HASH, MAP_TYPE_PERCPU_ARRAY, MAP_TYPE_PERCPU_HASH,
@@ -81,7 +82,7 @@ def load_object(obj_path, pin_root=None) -> dict[str, Program]:
     obj_path = os.fspath(obj_path)
     if not os.path.exists(obj_path):
         raise BpfError(f"object {obj_path} not found")
-    root = pin_root or PIN_ROOT
+    root = paths.pin_root(pin_root)
     maps_dir = os.path.join(root, "maps")
     if root.startswith("/sys/fs/bpf"):
         ensure_bpffs("/sys/fs/bpf")

@@ -6,7 +6,8 @@ import ctypes.util
 import errno as _errno
 import os
 
-from .libbpf import (BATCH_TYPES, BPF_F_RDONLY, PERCPU_TYPES, PIN_ROOT, U32, BatchOpts, BpfError, errno_of,
+from . import paths
+from .libbpf import (BATCH_TYPES, BPF_F_RDONLY, PERCPU_TYPES, U32, BatchOpts, BpfError, errno_of,
                      fail, get_lib, get_libc, MapInfo, num_possible_cpus, ObjGetOpts)
 
 
@@ -259,5 +260,5 @@ class Map:
 
 
 def open_map(name: str, pin_root=None, read_only: bool = False) -> Map:
-    root = pin_root or PIN_ROOT
+    root = paths.pin_root(pin_root)
     return Map.open_pinned(os.path.join(root, "maps", name), read_only=read_only)

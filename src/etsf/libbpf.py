@@ -12,8 +12,11 @@ import os
 import threading
 import time
 
+from .paths import pin_root
 
-PIN_ROOT = os.environ.get("ETSF_PIN_ROOT", "/sys/fs/bpf/etsf")
+
+# the pin root at import time, kept for callers of etsf.bpf.PIN_ROOT; lookups use paths.pin_root()
+PIN_ROOT = pin_root()
 
 LOG_SIZE = 4 * 1024 * 1024
 LOG_TAIL_LINES = 40
@@ -209,7 +212,7 @@ XDP_DROP = 1
 TC_ACT_OK = 0
 
 P = ctypes.c_void_p
-I = ctypes.c_int
+INT = ctypes.c_int
 U32 = ctypes.c_uint32
 
 
@@ -228,41 +231,41 @@ def get_lib():
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         sigs = {
             "libbpf_set_print": (P, [P]),
-            "libbpf_num_possible_cpus": (I, []),
+            "libbpf_num_possible_cpus": (INT, []),
             "bpf_object__open_file": (P, [ctypes.c_char_p, P]),
-            "bpf_object__load": (I, [P]),
+            "bpf_object__load": (INT, [P]),
             "bpf_object__close": (None, [P]),
             "bpf_object__next_program": (P, [P, P]),
             "bpf_program__name": (ctypes.c_char_p, [P]),
-            "bpf_program__fd": (I, [P]),
-            "bpf_program__set_log_buf": (I, [P, P, ctypes.c_size_t]),
-            "bpf_program__set_log_level": (I, [P, U32]),
-            "bpf_obj_get": (I, [ctypes.c_char_p]),
-            "bpf_obj_get_opts": (I, [ctypes.c_char_p, P]),
-            "bpf_obj_pin": (I, [I, ctypes.c_char_p]),
-            "bpf_obj_get_info_by_fd": (I, [I, P, ctypes.POINTER(U32)]),
-            "bpf_prog_get_fd_by_id": (I, [U32]),
-            "bpf_map_get_fd_by_id": (I, [U32]),
-            "bpf_map_lookup_elem": (I, [I, P, P]),
-            "bpf_map_update_elem": (I, [I, P, P, ctypes.c_uint64]),
-            "bpf_map_delete_elem": (I, [I, P]),
-            "bpf_map_get_next_key": (I, [I, P, P]),
-            "bpf_map_lookup_batch": (I, [I, P, P, P, P, ctypes.POINTER(U32), P]),
-            "bpf_prog_test_run_opts": (I, [I, P]),
-            "bpf_xdp_attach": (I, [I, I, U32, P]),
-            "bpf_xdp_detach": (I, [I, U32, P]),
-            "bpf_xdp_query": (I, [I, I, P]),
-            "bpf_tc_hook_create": (I, [P]),
-            "bpf_tc_hook_destroy": (I, [P]),
-            "bpf_tc_attach": (I, [P, P]),
-            "bpf_tc_detach": (I, [P, P]),
-            "bpf_tc_query": (I, [P, P]),
+            "bpf_program__fd": (INT, [P]),
+            "bpf_program__set_log_buf": (INT, [P, P, ctypes.c_size_t]),
+            "bpf_program__set_log_level": (INT, [P, U32]),
+            "bpf_obj_get": (INT, [ctypes.c_char_p]),
+            "bpf_obj_get_opts": (INT, [ctypes.c_char_p, P]),
+            "bpf_obj_pin": (INT, [INT, ctypes.c_char_p]),
+            "bpf_obj_get_info_by_fd": (INT, [INT, P, ctypes.POINTER(U32)]),
+            "bpf_prog_get_fd_by_id": (INT, [U32]),
+            "bpf_map_get_fd_by_id": (INT, [U32]),
+            "bpf_map_lookup_elem": (INT, [INT, P, P]),
+            "bpf_map_update_elem": (INT, [INT, P, P, ctypes.c_uint64]),
+            "bpf_map_delete_elem": (INT, [INT, P]),
+            "bpf_map_get_next_key": (INT, [INT, P, P]),
+            "bpf_map_lookup_batch": (INT, [INT, P, P, P, P, ctypes.POINTER(U32), P]),
+            "bpf_prog_test_run_opts": (INT, [INT, P]),
+            "bpf_xdp_attach": (INT, [INT, INT, U32, P]),
+            "bpf_xdp_detach": (INT, [INT, U32, P]),
+            "bpf_xdp_query": (INT, [INT, INT, P]),
+            "bpf_tc_hook_create": (INT, [P]),
+            "bpf_tc_hook_destroy": (INT, [P]),
+            "bpf_tc_attach": (INT, [P, P]),
+            "bpf_tc_detach": (INT, [P, P]),
+            "bpf_tc_query": (INT, [P, P]),
         }
         for name, (res, args) in sigs.items():
             fn = getattr(lib, name)
             fn.restype = res
             fn.argtypes = args
-        libc.vsnprintf.restype = I
+        libc.vsnprintf.restype = INT
         libc.vsnprintf.argtypes = [P, ctypes.c_size_t, ctypes.c_char_p, P]
         _libc = libc
         lib._print_cb = PRINT_FN(_libbpf_print)   # keep a reference
