@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from . import inputs
+from .output import emit
 
 STAMP = "/var/lib/etsf/firstboot.json"
 DISABLED = "/var/lib/etsf/disabled"
@@ -145,7 +146,7 @@ def run(config: str = DEFAULT_CONFIG, *, seed_label: str = SEED_LABEL, min_kerne
     t0 = time.monotonic()
     result: dict[str, Any] = {"started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                               "kernel": os.uname().release, "config": config}
-    cfg = datapath._read_restore_config(config)  # pylint: disable=protected-access
+    cfg = datapath.read_restore_config(config)
     ifaces = list(cfg["interfaces"])
     result["interfaces"] = ifaces
     result["waited_for_interfaces_s"] = _wait_for_interfaces(ifaces, iface_timeout)
@@ -187,7 +188,7 @@ def run(config: str = DEFAULT_CONFIG, *, seed_label: str = SEED_LABEL, min_kerne
     return result
 
 
-def add_cli(sub, common, out) -> None:
+def add_cli(sub, common) -> None:
     T = inputs  # pylint: disable=invalid-name
     s = sub.add_parser("firstboot", parents=[common],
                        help="appliance first boot: seed, preflight, build, attach, policy (once)")
@@ -202,6 +203,6 @@ def add_cli(sub, common, out) -> None:
     def cmd(args):
         res = run(args.config, seed_label=args.seed_label, min_kernel=args.min_kernel,
                   stamp=args.stamp, force=args.force, start_units=not args.no_start)
-        out(args, res, res["line"])
+        emit(args, res, res["line"])
 
     s.set_defaults(func=cmd)

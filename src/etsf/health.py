@@ -19,6 +19,8 @@ import time
 import uuid
 
 from . import datapath
+from . import inputs as T
+from .output import EXIT_ERROR, emit
 
 POLICY_DROP_REASONS = ("DENY", "RATE_LIMIT", "OVERLOAD")
 MAX_WINDOW_S = 60.0
@@ -174,3 +176,27 @@ def _report(problems, window, probes, moved, egress_delta, drops, status) -> dic
         "drops": drops,
         "interfaces": status,
     }
+
+
+# ---------------------------------------------------------------------------
+# etsfctl health
+# ---------------------------------------------------------------------------
+
+
+def cmd_health(args):
+    res = check(args.iface, window=args.window, probe=args.probe,
+                require_traffic=not args.no_traffic)
+    emit(args, res, res["message"])
+    if not res["ok"]:
+        raise SystemExit(EXIT_ERROR)
+
+
+def add_cli(sub, common) -> None:
+    """Register ``etsfctl health`` (called from etsf.cli.build_parser)."""
+    s = sub.add_parser("health", parents=[common], help="health gate: attached, counters moving, no unexpected drops")
+    s.add_argument("--iface", type=T.iface, action="append", required=True, metavar="IF")
+    s.add_argument("--window", type=T.seconds, default=2.0, metavar="S")
+    s.add_argument("--probe", type=T.parsed_by(parse_probe, "ADDR[:PORT]", "127.0.0.1:5060"),
+                   metavar="ADDR[:PORT]", help="send bounded SIP OPTIONS probes here")
+    s.add_argument("--no-traffic", action="store_true", help="do not require the counters to move")
+    s.set_defaults(func=cmd_health)

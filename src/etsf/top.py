@@ -17,7 +17,7 @@ import sys
 import time
 from typing import Any
 
-from . import exporter as _exp
+from .telemetry import reader as _exp
 from . import kpi as _kpi
 
 MIN_INTERVAL = 0.2

@@ -65,7 +65,7 @@ class Fp:
 
     def apply(self, services, target, active):
         """What policy.apply does for services: plan, write, flip ctl, release."""
-        with P._Maps(self.root) as maps:
+        with P.Maps(self.root) as maps:
             plan = fastpath.plan_slot(services, target, active, maps, resolve=False)
             # explicit egress: redirect_peer into made-up veth ifindexes
             for i, e in plan["backends"].items():
@@ -92,7 +92,7 @@ class Fp:
 
     def bid(self, addr, port):
         for i, b in self.backends().items():
-            if fastpath._addr_str(b.family, b.addr) == addr and b.port == port:
+            if fastpath.addr_str(b.family, b.addr) == addr and b.port == port:
                 return i
         raise KeyError(addr)
 
@@ -359,7 +359,7 @@ def test_slot_swap_remove_backend_moves_only_its_calls(f):
     gone = B4[2]
     ids_before = {a: f.bid(a, 5070) for a in B4}
     # the new policy is written into slot 1 (inactive): nothing changes until the flip
-    with P._Maps(f.root) as maps:
+    with P.Maps(f.root) as maps:
         plan = fastpath.plan_slot([svc("v4", VIP4, B4[:2])], 1, 0, maps, resolve=False)
         for i, e in plan["backends"].items():
             if e.flags & L.fp_b_slot(1):
@@ -371,7 +371,7 @@ def test_slot_swap_remove_backend_moves_only_its_calls(f):
     c = f.env.ctl()
     c.active_slot = 1
     f.env.maps["etsf_ctl"].update(bytes(4), bytes(c))
-    with P._Maps(f.root) as maps:
+    with P.Maps(f.root) as maps:
         fastpath.release_slot(0, maps, plan)
         assert fastpath.decode_slot(1, maps)[0]["backends"] == [
             {"address": a, "port": 5070, "weight": 1} for a in B4[:2]]

@@ -45,11 +45,11 @@ def _fp_view(etsf_env):
     from etsf import fastpath
     from etsf import layout as L
     from etsf import policy as P
-    with P._Maps(etsf_env["ETSF_PIN_ROOT"]) as maps:
+    with P.Maps(etsf_env["ETSF_PIN_ROOT"]) as maps:
         slot = int(L.Ctl.from_bytes(maps["etsf_ctl"].lookup(bytes(4))).active_slot)
         svc_slots = sorted({L.FpSvcKey.from_bytes(k).slot for k in maps[fastpath.MAP_SVC].keys()})
-        bk = {i: (fastpath._addr_str(b.family, b.addr), b.flags & fastpath.SLOT_BITS)
-              for i, b in fastpath._read_backends(maps).items()}
+        bk = {i: (fastpath.addr_str(b.family, b.addr), b.flags & fastpath.SLOT_BITS)
+              for i, b in fastpath.read_backends(maps).items()}
         return slot, svc_slots, bk, fastpath.decode_slot(slot, maps)
 
 

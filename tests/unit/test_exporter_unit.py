@@ -57,7 +57,7 @@ def test_dashboard_uses_only_exported_metrics():
     dash = json.loads((root / "roles/telemetry/files/grafana/etsf-sip.json").read_text())
     exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
     used = set(re.findall(r"\betsf_[a-z0-9_]+", " ".join(exprs)))
-    src = (root / "src/etsf/exporter.py").read_text()
+    src = (root / "src/etsf/telemetry/collector.py").read_text()
     families = set(re.findall(r'"(etsf_[a-z0-9_]+)"', src))
     exported = set()
     for f in families:

@@ -8,7 +8,9 @@ import time
 
 import pytest
 
+from etsf import datapath
 from etsf import failsafe as fs
+from etsf.failsafe import watchdog
 
 
 # ---------------------------------------------------------------- config
@@ -142,16 +144,16 @@ class FakeDP:
 def machine(monkeypatch, tmp_path):
     monkeypatch.setenv("ETSF_STATE_DIR", str(tmp_path))
     dp = FakeDP()
-    monkeypatch.setattr(fs.datapath, "set_bypass", dp.set_bypass)
-    monkeypatch.setattr(fs.datapath, "heartbeat", dp.heartbeat)
-    monkeypatch.setattr(fs.datapath, "load_state", lambda: {"interfaces": {}})
+    monkeypatch.setattr(datapath, "set_bypass", dp.set_bypass)
+    monkeypatch.setattr(datapath, "heartbeat", dp.heartbeat)
+    monkeypatch.setattr(datapath, "load_state", lambda: {"interfaces": {}})
     feed = {"t": 0.0, "deny": 0, "ok": 0}
 
     def take():
         feed["t"] += 0.5
         feed["ok"] += 50
         return snap(feed["t"], ok=feed["ok"], deny=feed["deny"], ctl={"bypass": int(dp.bypass)})
-    monkeypatch.setattr(fs, "take_snapshot", take)
+    monkeypatch.setattr(watchdog, "take_snapshot", take)
     return dp, feed, tmp_path
 
 
@@ -229,7 +231,7 @@ def _raise_oserror():
 
 def test_run_loop_survives_errors(machine, monkeypatch):
     dp, feed, d = machine
-    monkeypatch.setattr(fs, "take_snapshot", _raise_oserror)
+    monkeypatch.setattr(watchdog, "take_snapshot", _raise_oserror)
     fs.run(_cfg(), iterations=3)
     events = [json.loads(x) for x in (d / fs.AUDIT_FILE).read_text().splitlines()]
     assert [e["event"] for e in events] == ["start", "error"] and "map vanished" in events[1]["error"]

@@ -62,7 +62,7 @@ def test_file_at_the_cap_is_read(tmp_path):
 
 @pytest.mark.parametrize(("load", "kind", "cap_text"), [
     (failsafe.load_config, "failsafe config", "256 KiB"),
-    (datapath._read_restore_config, "datapath config", "64 KiB"),  # noqa: SLF001
+    (datapath.read_restore_config, "datapath config", "64 KiB"),  # noqa: SLF001
     (exporter.load_users, "basic auth file", "256 KiB"),
 ])
 def test_config_files_capped(tmp_path, load, kind, cap_text):
@@ -103,7 +103,7 @@ def test_datapath_config_paths_typed(tmp_path):
     f = tmp_path / "datapath.yml"
     f.write_text("version: 1\ninterfaces: [eth0]\npolicy: 3\n")   # 3 would be taken as an fd
     with pytest.raises(datapath.DatapathError, match=r"datapath.yml: policy: expected a path$"):
-        datapath._read_restore_config(str(f))  # noqa: SLF001
+        datapath.read_restore_config(str(f))  # noqa: SLF001
 
 
 def test_etsfctl_huge_policy_one_line(tmp_path):

@@ -1,0 +1,329 @@
+"""Data-path state, build, ctl map and counters: what the attach code and the fast path build on."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from .. import inputs, layout, paths
+from ..paths import pin_root, state_dir
+
+XDP_OBJ = "xdp_sip.bpf.o"
+TC_OBJ = "tc_sip.bpf.o"
+XDP_PROG = "xdp_sip"
+TC_PROG = "tc_sip_egress"
+OUR_PROGS = (XDP_PROG, TC_PROG)
+MODES = ("native", "generic")
+
+MAP_CTL = "etsf_ctl"
+MAP_STATS = "etsf_stats"
+MAP_IFSTATS = "etsf_ifstats"
+
+
+class DatapathError(Exception):
+    """A user-facing datapath failure (one line)."""
+
+
+def _bpf():
+    from .. import bpf
+    return bpf
+
+
+def default_build_dir() -> str:
+    return os.environ.get("ETSF_BUILD_DIR") or os.path.join(state_dir(), "build")
+
+
+def default_src_dir() -> str:
+    env = os.environ.get("ETSF_BPF_SRC")
+    if env:
+        return env
+    here = Path(__file__).resolve()
+    for cand in (here.parents[3] / "bpf", Path("/usr/share/etsf/bpf")):
+        if (cand / "etsf.h").exists():
+            return str(cand)
+    return str(here.parents[3] / "bpf")
+
+
+# ---------------------------------------------------------------------------
+# state.json
+# ---------------------------------------------------------------------------
+
+
+def _state_path() -> str:
+    return os.path.join(state_dir(), "state.json")
+
+
+def load_state() -> dict[str, Any]:
+    try:
+        st = json.loads(inputs.read_text(_state_path(), "state"))
+        if isinstance(st, dict):
+            st.setdefault("interfaces", {})
+            return st
+    except (OSError, ValueError):
+        pass
+    return {"interfaces": {}}
+
+
+def save_state(st: dict[str, Any]) -> None:
+    d = state_dir()
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".state.json.")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(st, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, _state_path())
+
+
+# ---------------------------------------------------------------------------
+# build
+# ---------------------------------------------------------------------------
+
+
+def build(out_dir: str | None = None, force: bool = False, src_dir: str | None = None) -> dict:
+    from .. import build as _build
+    out = out_dir or default_build_dir()
+    try:
+        res = _build.build(src_dir or default_src_dir(), out, force=force)
+    except _build.BuildError as e:
+        raise DatapathError(f"build failed: {str(e).splitlines()[0] if str(e) else e}") from None
+    res = dict(res)
+    res["out_dir"] = str(out)
+    res["objects"] = [str(o) for o in res.get("objects", [])]
+    st = load_state()
+    st["build"] = {"out_dir": str(out), "stamp": res.get("stamp"), "objects": res["objects"],
+                   "built_at": time.time()}
+    save_state(st)
+    return res
+
+
+def object_path(build_dir: str | None, name: str) -> str:
+    d = build_dir or load_state().get("build", {}).get("out_dir") or default_build_dir()
+    p = os.path.join(d, name)
+    if not os.path.exists(p):
+        raise DatapathError(f"{p} not found (run 'etsfctl build' first)")
+    return p
+
+
+# ---------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------
+
+
+def ifindex(iface: str) -> int:
+    try:
+        return socket.if_nametoindex(iface)
+    except OSError:
+        raise DatapathError(f"interface {iface!r} does not exist") from None
+
+
+def _key0() -> bytes:
+    return (0).to_bytes(4, "little")
+
+
+def _open_map(name: str):
+    bpf = _bpf()
+    try:
+        return bpf.open_map(name, pin_root())
+    except (OSError, bpf.BpfError) as e:
+        raise DatapathError(f"map {name} not pinned under {pin_root()} "
+                            f"(run 'etsfctl attach' first): {e}") from None
+
+
+def prog_name(prog_id: int) -> str | None:
+    if not prog_id:
+        return None
+    try:
+        return _bpf().prog_info(prog_id).get("name")
+    except Exception:  # noqa: BLE001 - program vanished meanwhile
+        return None
+
+
+def repin(prog, path: str) -> None:
+    """Pin prog at path, replacing an older pin and keeping its owner, group and mode
+    (the exporter reads pins through group permissions granted once)."""
+    bpf = _bpf()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    try:
+        old = os.stat(path)
+    except OSError:
+        old = None
+    bpf.pin_program(prog, path)      # atomic rename over an existing pin
+    if old is not None:
+        try:
+            os.chown(path, old.st_uid, old.st_gid)
+            os.chmod(path, old.st_mode & 0o7777)
+        except PermissionError as exc:   # no CAP_CHOWN/CAP_FOWNER: the exporter's grant re-applies them
+            sys.stderr.write(f"etsf: warning: could not keep owner/mode of {path}: {exc.strerror}\n")
+
+
+def read_ctl():
+    m = _open_map(MAP_CTL)
+    try:
+        raw = m.lookup(_key0())
+        return layout.Ctl.from_buffer_copy(raw) if raw else layout.Ctl()
+    finally:
+        m.close()
+
+
+def _update_ctl(mutate) -> Any:
+    """Read-modify-write etsf_ctl under the shared policy/ctl lock."""
+    with paths.lock():
+        m = _open_map(MAP_CTL)
+        try:
+            raw = m.lookup(_key0())
+            ctl = layout.Ctl.from_buffer_copy(raw) if raw else layout.Ctl()
+            mutate(ctl)
+            m.update(_key0(), bytes(ctl))
+            return ctl
+        finally:
+            m.close()
+
+
+def ctl_dict(ctl) -> dict[str, Any]:
+    now = _bpf().monotonic_ns()
+    hb = int(ctl.heartbeat_ns)
+    return {
+        "bypass": bool(ctl.bypass),
+        "overload_level": int(ctl.overload_level),
+        "active_slot": int(ctl.active_slot),
+        "flags": int(ctl.flags),
+        "generation": int(ctl.generation),
+        "deadman_ms": int(ctl.deadman_ns) // 1_000_000,
+        "heartbeat_age_ms": (now - hb) // 1_000_000 if hb else None,
+    }
+
+
+def init_ctl() -> None:
+    """First attach: make sure etsf_ctl has sane values (heartbeat = now)."""
+    def mut(ctl):
+        if not ctl.heartbeat_ns:
+            ctl.heartbeat_ns = _bpf().monotonic_ns()
+    _update_ctl(mut)
+
+
+def _enum_name(enum_cls, v: int) -> str:
+    try:
+        return enum_cls(v).name
+    except ValueError:
+        return str(v)
+
+
+def _stats_dims():
+    hooks = int(getattr(layout, "HOOKS", getattr(layout, "ETSF_HOOKS", 2)))
+    methods = int(getattr(layout, "METHODS", getattr(layout, "ETSF_METHODS", 17)))
+    verdicts = int(getattr(layout, "VERDICTS", getattr(layout, "ETSF_VERDICTS", 4)))
+    reasons = int(getattr(layout, "REASONS", getattr(layout, "ETSF_REASONS", 32)))
+    return hooks, methods, verdicts, reasons
+
+
+def _sum_counters(vals) -> tuple[int, int]:
+    pk = by = 0
+    for v in vals:
+        c = layout.Counter.from_buffer_copy(v[:__import__("ctypes").sizeof(layout.Counter)])
+        pk += c.packets
+        by += c.bytes
+    return pk, by
+
+
+def stats() -> dict[str, Any]:
+    """Per-CPU counters summed: nonzero (hook, method, verdict, reason) rows + per-interface."""
+    import ctypes
+    hooks, methods, verdicts, reasons = _stats_dims()
+    m = _open_map(MAP_STATS)
+    rows = []
+    try:
+        # one BPF_MAP_LOOKUP_BATCH call per 4096 slots (2 syscalls), not one per slot
+        for key, vals in sorted(m.items_percpu(), key=lambda kv: int.from_bytes(kv[0][:4], "little")):
+            h, me, v, r = layout.stats_unidx(int.from_bytes(key[:4], "little"))
+            if h >= hooks or me >= methods or v >= verdicts or r >= reasons:
+                continue
+            pk, by = _sum_counters(vals)
+            if pk or by:
+                rows.append({"hook": _enum_name(layout.Hook, h),
+                             "method": _enum_name(layout.Method, me),
+                             "verdict": _enum_name(layout.Verdict, v),
+                             "reason": _enum_name(layout.Reason, r),
+                             "packets": pk, "bytes": by})
+    finally:
+        m.close()
+    ifrows = {}
+    try:
+        im = _open_map(MAP_IFSTATS)
+    except DatapathError:
+        im = None
+    if im is not None:
+        known = {int(r.get("ifindex") or 0): n for n, r in load_state().get("interfaces", {}).items()}
+        try:
+            names = {}
+            for k in list(im.keys()):
+                idx = int.from_bytes(bytes(k)[:4], "little")
+                tot = {f[0]: 0 for f in layout.IfStat._fields_}
+                for v in im.lookup_percpu(k) or []:
+                    s = layout.IfStat.from_buffer_copy(v[:ctypes.sizeof(layout.IfStat)])
+                    for f in tot:
+                        tot[f] += getattr(s, f)
+                name = known.get(idx)
+                if name is None:             # attached elsewhere: best effort, this netns
+                    try:
+                        name = socket.if_indextoname(idx)
+                    except OSError:
+                        name = f"ifindex{idx}"
+                names[name] = {"ifindex": idx, **{k2: v2 for k2, v2 in tot.items() if not k2.startswith("_")}}
+            ifrows = dict(sorted(names.items()))
+        finally:
+            im.close()
+    return {"counters": rows, "interfaces": ifrows}
+
+
+def method_totals(st: dict[str, Any], hook: str = "XDP") -> dict[str, dict[str, int]]:
+    """{method: {verdict: packets}} for one hook, from stats()."""
+    out: dict[str, dict[str, int]] = {}
+    for r in st["counters"]:
+        if r["hook"] != hook:
+            continue
+        d = out.setdefault(r["method"], {})
+        d[r["verdict"]] = d.get(r["verdict"], 0) + r["packets"]
+    return out
+
+
+# ---------------------------------------------------------------------------
+# run-time control
+# ---------------------------------------------------------------------------
+
+
+def set_overload(level: int) -> dict[str, Any]:
+    if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level <= 3:
+        raise DatapathError(f"overload level must be an integer in 0..3 (got {level!r})")
+    old = {}
+
+    def mut(ctl):
+        old["v"] = int(ctl.overload_level)
+        ctl.overload_level = level
+    _update_ctl(mut)
+    return {"changed": old["v"] != level, "overload_level": level, "previous": old["v"]}
+
+
+def set_bypass(on: bool) -> dict[str, Any]:
+    old = {}
+
+    def mut(ctl):
+        old["v"] = bool(ctl.bypass)
+        ctl.bypass = 1 if on else 0
+    _update_ctl(mut)
+    return {"changed": old["v"] != bool(on), "bypass": bool(on), "previous": old["v"]}
+
+
+def heartbeat() -> dict[str, Any]:
+    now = _bpf().monotonic_ns()
+
+    def mut(ctl):
+        ctl.heartbeat_ns = now
+    _update_ctl(mut)
+    return {"heartbeat_ns": now}

@@ -1,0 +1,172 @@
+"""``etsfctl build|attach|detach|stats|status|overload|bypass|heartbeat|revert|restore``."""
+
+from __future__ import annotations
+
+import time
+
+from .. import inputs as T
+from ..output import emit
+
+
+def cmd_build(args):
+    from .. import datapath
+    res = datapath.build(out_dir=args.out, force=args.force)
+    emit(args, res, f"{'built' if res.get('changed') else 'up to date'}: "
+                    f"{', '.join(res['objects'])} (stamp {str(res.get('stamp'))[:12]})")
+
+
+def cmd_attach(args):
+    from .. import datapath
+    res = datapath.attach(args.iface, mode=args.mode, build_dir=args.build_dir, force=args.force)
+    verb = "replaced" if res.get("replaced_prog_id") else "attached"
+    emit(args, res, f"{verb} on {res['iface']}: xdp prog {res['xdp_prog_id']} ({res['mode']}), "
+                    f"tc egress prog {res['tc_prog_id']}")
+
+
+def cmd_detach(args):
+    from .. import datapath
+    res = datapath.detach(args.iface)
+    emit(args, res, f"detached from {args.iface}" if res["changed"] else f"nothing attached on {args.iface}")
+
+
+def cmd_stats(args):
+    from .. import datapath
+    res = datapath.stats()
+    if args.json:
+        emit(args, res)
+        return
+    lines = [f"{'HOOK':<10} {'METHOD':<10} {'VERDICT':<9} {'REASON':<14} {'PACKETS':>12} {'BYTES':>14}"]
+    for r in res["counters"]:
+        lines.append(f"{r['hook']:<10} {r['method']:<10} {r['verdict']:<9} {r['reason']:<14} "
+                     f"{r['packets']:>12} {r['bytes']:>14}")
+    for name, s in res["interfaces"].items():
+        lines.append(f"{name}: " + ", ".join(f"{k}={v}" for k, v in s.items()))
+    print("\n".join(lines))
+
+
+def cmd_status(args):
+    from .. import datapath
+    res = datapath.status()
+    if args.json:
+        emit(args, res)
+        return
+    lines = [f"pin root: {res['pin_root']} ({len(res['pins']['maps'])} maps, "
+             f"{len(res['pins']['progs'])} progs pinned)"]
+    if res["ctl"] is not None:
+        c = res["ctl"]
+        age = c["heartbeat_age_ms"]
+        lines.append(f"policy generation {c['generation']} (slot {c['active_slot']}, "
+                     f"{'applied' if res['policy_applied'] else 'none applied'}); "
+                     f"bypass {'ON' if c['bypass'] else 'off'}; overload level {c['overload_level']}; "
+                     f"heartbeat age {'-' if age is None else f'{age} ms'}; "
+                     f"deadman {c['deadman_ms'] or 'off'}{' ms' if c['deadman_ms'] else ''}")
+    else:
+        lines.append("datapath maps not loaded")
+    if not res["interfaces"]:
+        lines.append("no interfaces attached")
+    for name, r in res["interfaces"].items():
+        if not r.get("present"):
+            lines.append(f"{name}: interface gone")
+            continue
+        lines.append(f"{name} (ifindex {r['ifindex']}): xdp {r['xdp_prog_id'] or '-'} "
+                     f"{r['xdp_prog_name'] or ''} {r['xdp_mode'] or ''}; tc egress {r['tc_prog_id'] or '-'}")
+    print("\n".join(lines))
+
+
+def cmd_overload(args):
+    from .. import datapath
+    res = datapath.set_overload(args.level)
+    emit(args, res, f"overload level {res['overload_level']} (was {res['previous']})")
+
+
+def cmd_bypass(args):
+    from .. import datapath
+    res = datapath.set_bypass(args.state == "on")
+    emit(args, res, f"bypass {'ON' if res['bypass'] else 'off'}")
+
+
+def cmd_heartbeat(args):
+    from .. import datapath
+    if args.once or args.interval is None:
+        res = datapath.heartbeat()
+        emit(args, res, f"heartbeat {res['heartbeat_ns']}")
+        return
+    import signal
+
+    def _stop(_sig, _frm):
+        raise SystemExit(0)          # systemd stop: exit cleanly, let the dead-man decide
+    signal.signal(signal.SIGTERM, _stop)
+    n = 0
+    deadline = None if args.count is None else args.count
+    while deadline is None or n < deadline:
+        datapath.heartbeat()
+        n += 1
+        if deadline is not None and n >= deadline:
+            break
+        time.sleep(args.interval)
+    emit(args, {"heartbeats": n}, f"{n} heartbeats")
+
+
+def cmd_revert(args):
+    from .. import datapath
+    res = datapath.revert(args.mode)
+    text = (f"reverted ({args.mode}): " + ("done" if res["changed"] else "already reverted")
+            if "detail" not in res else res["detail"])
+    emit(args, res, text)
+
+
+def cmd_restore(args):
+    from .. import datapath
+    res = datapath.restore(args.config)
+    emit(args, res, "restored: " + ", ".join(f"{i} (xdp prog {p})" for i, p in res["attached"].items())
+         + f"; policy generation {res['policy_generation'] or 'none'}")
+
+
+def add_cli(sub, common) -> None:
+    """Register the data-path commands (called from etsf.cli.build_parser)."""
+    s = sub.add_parser("build", parents=[common], help="compile the BPF objects against this kernel's BTF")
+    s.add_argument("--out", type=T.path, metavar="DIR", help="output directory (default $ETSF_STATE_DIR/build)")
+    s.add_argument("--force", action="store_true", help="rebuild even if the stamp is unchanged")
+    s.set_defaults(func=cmd_build)
+
+    s = sub.add_parser("attach", parents=[common], help="load, pin and attach XDP ingress + TC egress")
+    s.add_argument("--iface", type=T.iface, required=True, metavar="IF")
+    s.add_argument("--mode", choices=("native", "generic"), default="native")
+    s.add_argument("--build-dir", type=T.path, metavar="DIR", help="where the objects are (default: last build)")
+    s.add_argument("--force", action="store_true", help="replace a foreign XDP program")
+    s.set_defaults(func=cmd_attach)
+
+    s = sub.add_parser("detach", parents=[common], help="detach XDP and TC programs (maps stay pinned)")
+    s.add_argument("--iface", type=T.iface, required=True, metavar="IF")
+    s.set_defaults(func=cmd_detach)
+
+    s = sub.add_parser("stats", parents=[common], help="verdict/reason counters per hook and method")
+    s.set_defaults(func=cmd_stats)
+    s = sub.add_parser("status", parents=[common], help="attachments, pins, policy generation, fail-safe state")
+    s.set_defaults(func=cmd_status)
+
+    s = sub.add_parser("overload", help="overload level control")
+    osub = s.add_subparsers(dest="ocmd", metavar="ACTION", parser_class=type(s))
+    osub.required = True
+    a = osub.add_parser("set", parents=[common], help="set the overload level 0..3")
+    a.add_argument("level", type=int, choices=range(4), metavar="N")
+    a.set_defaults(func=cmd_overload)
+
+    s = sub.add_parser("bypass", parents=[common], help="global bypass flag (every program passes all)")
+    s.add_argument("state", choices=("on", "off"))
+    s.set_defaults(func=cmd_bypass)
+
+    s = sub.add_parser("heartbeat", parents=[common], help="refresh the dead-man heartbeat")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--once", action="store_true")
+    g.add_argument("--interval", type=T.seconds, metavar="S")
+    s.add_argument("--count", type=T.count, metavar="N", help="with --interval: stop after N beats")
+    s.set_defaults(func=cmd_heartbeat)
+
+    s = sub.add_parser("revert", parents=[common], help="back to the normal stack: bypass (default) or detach")
+    s.add_argument("--mode", choices=("bypass", "detach"), default="bypass")
+    s.set_defaults(func=cmd_revert)
+
+    s = sub.add_parser("restore", parents=[common], help="boot-time restore of programs and policy")
+    s.add_argument("--config", type=T.path, default="/etc/etsf/datapath.yml", metavar="FILE")
+    s.set_defaults(func=cmd_restore)

@@ -1,0 +1,95 @@
+"""Load tc_fastpath and attach/detach it (TC ingress on the uplink and the backends' host-end veths)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from typing import Any
+
+from ..datapath.base import ifindex, init_ctl, load_state, object_path, prog_name, repin, save_state
+from ..paths import pin_root
+from .slots import OBJ, PROG, TC_HANDLE, TC_PRIO, FastpathError, maps_present
+
+
+def _bpf():
+    from .. import bpf
+    return bpf
+
+
+# ---------------------------------------------------------------------------
+# attach / detach (TC ingress on the uplink and on the backends' host-end veths)
+# ---------------------------------------------------------------------------
+
+
+def load(build_dir: str | None = None):
+    """Load tc_fastpath (pins/re-uses every map); returns the Program."""
+    bpf = _bpf()
+    obj = object_path(build_dir, OBJ)
+    root = pin_root()
+    try:
+        bpf.ensure_bpffs()
+        progs = bpf.load_object(obj, root)
+    except bpf.BpfError as e:
+        raise FastpathError(f"loading {OBJ} failed: {str(e).splitlines()[0] if str(e) else e}") from None
+    if PROG not in progs:
+        raise FastpathError(f"{OBJ} does not contain {PROG}")
+    for n, p in progs.items():
+        if n != PROG:
+            p.close()
+    return progs[PROG]
+
+
+def attach(ifaces: list[str], build_dir: str | None = None) -> dict[str, Any]:
+    bpf = _bpf()
+    idx = {i: ifindex(i) for i in ifaces}
+    prog = load(build_dir)
+    try:
+        init_ctl()                               # heartbeat = now
+        for name, ix in idx.items():
+            try:
+                bpf.tc_attach(ix, prog.fd, direction="ingress", handle=TC_HANDLE, priority=TC_PRIO)
+            except bpf.BpfError as e:
+                raise FastpathError(f"TC ingress attach on {name} failed: {e}") from None
+        repin(prog, os.path.join(pin_root(), "progs", PROG))
+        pid = prog.id
+    finally:
+        prog.close()
+    st = load_state()
+    fp = st.setdefault("fastpath", {"interfaces": {}})
+    for name, ix in idx.items():
+        fp["interfaces"][name] = {"ifindex": ix, "prog_id": pid, "attached_at": time.time()}
+    save_state(st)
+    return {"changed": True, "interfaces": {n: {"ifindex": ix, "prog_id": pid} for n, ix in idx.items()}}
+
+
+def detach(ifaces: list[str]) -> dict[str, Any]:
+    bpf = _bpf()
+    out = {}
+    for name in ifaces:
+        ix = ifindex(name)
+        pid = bpf.tc_query(ix, direction="ingress", handle=TC_HANDLE, priority=TC_PRIO)
+        if pid and prog_name(pid) == PROG:
+            bpf.tc_detach(ix, direction="ingress", handle=TC_HANDLE, priority=TC_PRIO)
+            out[name] = True
+        else:
+            out[name] = False
+    st = load_state()
+    for name in ifaces:
+        st.get("fastpath", {}).get("interfaces", {}).pop(name, None)
+    save_state(st)
+    return {"changed": any(out.values()), "detached": out}
+
+
+def status() -> dict[str, Any]:
+    bpf = _bpf()
+    rows = {}
+    for name, rec in sorted(load_state().get("fastpath", {}).get("interfaces", {}).items()):
+        try:
+            ix = socket.if_nametoindex(name)
+            pid = bpf.tc_query(ix, direction="ingress", handle=TC_HANDLE, priority=TC_PRIO)
+            rows[name] = {"ifindex": ix, "prog_id": pid or None,
+                          "attached": bool(pid) and prog_name(pid) == PROG}
+        except OSError:
+            rows[name] = {"ifindex": rec.get("ifindex"), "present": False, "attached": False}
+    return {"interfaces": rows, "maps": maps_present()}

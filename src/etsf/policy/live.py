@@ -1,0 +1,159 @@
+"""Apply a validated policy to the pinned maps as a double-buffered slot swap, and read it back."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Any
+
+import yaml
+
+from .. import paths
+from ..errors import PolicyError, policy_maps_missing
+from ..paths import lock, state_dir
+from ..pinmaps import PinnedMaps
+from .image import compile_policy, decode, decode_acl_key, decode_ctl, little_endian, u32
+from .consts import MAP_ACL_V4, MAP_ACL_V6, MAP_CTL, MAP_POLICY, POLICY_SLOTS, ROOT
+from .changes import diff
+from .schema import Policy, sort_services
+
+
+# ---------------------------------------------------------------------------
+# live maps
+# ---------------------------------------------------------------------------
+
+
+class Maps(PinnedMaps):
+    """The pinned maps a policy apply reads and writes (a missing map is a PolicyError)."""
+
+    def __init__(self, pin_root=None):
+        super().__init__(pin_root, missing=policy_maps_missing)
+
+
+def resolve_pin_root(pin_root=None) -> str:
+    return paths.pin_root(pin_root)
+
+
+def maps_present(pin_root=None) -> bool:
+    return paths.maps_present(pin_root, (MAP_CTL,))
+
+
+def _read_ctl(maps):
+    raw = maps[MAP_CTL].lookup(u32(0))
+    if raw is None:
+        raise PolicyError(ROOT, "etsf_ctl has no entry 0")
+    return decode_ctl(raw)
+
+
+def _acl_slot_entries(m, slot):
+    out = []
+    for k in list(m.keys()):
+        s, net = decode_acl_key(bytes(k))
+        if s == slot:
+            v = m.lookup(k)
+            out.append((bytes(k), net, int.from_bytes(v[:4], "little" if little_endian() else "big") if v else 0))
+    return out
+
+
+def read_live(pin_root=None, maps=None) -> dict[str, Any] | None:
+    """Decode the policy the kernel is using now; None when none applied."""
+    own = maps is None
+    maps = maps or Maps(pin_root)
+    try:
+        ctl = _read_ctl(maps)
+        slot = ctl.active_slot
+        raw = maps[MAP_POLICY].lookup(u32(slot))
+        if raw is None:
+            return None
+        acl = [(n, a) for _unused, n, a in _acl_slot_entries(maps[MAP_ACL_V4], slot)]
+        acl += [(n, a) for _unused, n, a in _acl_slot_entries(maps[MAP_ACL_V6], slot)]
+        out = decode(raw, acl, ctl)
+        if out is not None:
+            from .. import fastpath as _fp
+            svcs = _fp.decode_slot(slot, maps)
+            if svcs:
+                out["services"] = sort_services(svcs)
+        if out is not None:
+            out["active_slot"] = slot
+        return out
+    finally:
+        if own:
+            maps.close()
+
+
+def _write_state(text: str | None, p: Policy, result: dict):
+    d = state_dir()
+    os.makedirs(d, exist_ok=True)
+    if text is None:
+        text = yaml.safe_dump(p.to_dict(), sort_keys=False)
+    for name, data in (("policy.applied.yml", text),
+                       ("policy.applied.json", json.dumps(result, indent=2, sort_keys=True) + "\n")):
+        fd, tmp = tempfile.mkstemp(dir=d, prefix=f".{name}.")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, os.path.join(d, name))
+
+
+def apply(p: Policy, *, pin_root=None, check=False, source_text=None, force=False) -> dict[str, Any]:
+    """Apply a validated policy as an atomic slot swap.
+
+    Returns {"changed", "check", "generation", "slot", "diff", "live_exists"}.
+    With check=True nothing is written (diff only; no datapath needed).
+    """
+    new = p.to_dict()
+    if check and not maps_present(pin_root):
+        ch = diff(None, new)
+        return {"changed": True, "check": True, "generation": None, "slot": None,
+                "diff": ch, "live_exists": False}
+
+    with lock(), Maps(pin_root) as maps:
+        live = read_live(maps=maps)
+        ch = diff(live, new)
+        ctl = _read_ctl(maps)
+        changed = bool(ch) or live is None or force
+        res = {"changed": changed, "check": check, "diff": ch, "live_exists": live is not None,
+               "generation": ctl.generation, "slot": ctl.active_slot}
+        if check:
+            return res
+        if not changed:
+            if not os.path.exists(os.path.join(state_dir(), "policy.applied.yml")):
+                _write_state(source_text, p, {"generation": ctl.generation, "slot": ctl.active_slot,
+                                              "policy": new})
+            return res
+        active = ctl.active_slot if ctl.active_slot < POLICY_SLOTS else 0
+        target = (active + 1) % POLICY_SLOTS
+        gen = ctl.generation + 1
+        img = compile_policy(p, target, gen)
+        from .. import fastpath as _fp      # services: compiled before any map is written
+        fp_plan = _fp.plan_slot(p.services, target, active, maps)
+        # 1. inactive slot: stale ACL entries out, new ones in, then its policy struct
+        for mname, entries in ((MAP_ACL_V4, img.acl_v4), (MAP_ACL_V6, img.acl_v6)):
+            m = maps[mname]
+            for k, _unused1, _unused2 in _acl_slot_entries(m, target):
+                m.delete(k)
+            for k, v in entries.items():
+                m.update(k, v)
+        _fp.write_slot(fp_plan, maps)
+        maps[MAP_POLICY].update(u32(target), img.policy)
+        # 2. one update flips the live slot
+        ctl = _read_ctl(maps)
+        ctl.active_slot = target
+        ctl.generation = gen
+        if img.overload_level is not None:
+            ctl.overload_level = img.overload_level
+        ctl.deadman_ns = img.deadman_ns
+        if img.deadman_ns and not ctl.heartbeat_ns:
+            from .. import bpf
+            ctl.heartbeat_ns = bpf.monotonic_ns()
+        maps[MAP_CTL].update(u32(0), bytes(ctl))
+        # 3. the old slot's ACL entries (and fast-path services) are garbage now
+        _fp.release_slot(active, maps, fp_plan)
+        for mname in (MAP_ACL_V4, MAP_ACL_V6):
+            m = maps[mname]
+            for k, _unused1, _unused2 in _acl_slot_entries(m, active):
+                m.delete(k)
+        res.update(generation=gen, slot=target)
+    _write_state(source_text, p, {"generation": gen, "slot": target, "policy": new})
+    return res

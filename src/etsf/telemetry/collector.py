@@ -1,0 +1,189 @@
+"""The Prometheus collector: one snapshot per scrape turned into metric families (docs/telemetry.md)."""
+
+from __future__ import annotations
+
+import math
+import threading
+from typing import Any
+
+from .. import kpi as _kpi
+from ..paths import pin_root
+from .reader import BUCKET_BOUNDS, DEFAULT_WINDOW, NS_PER_S, Snapshot, invite_codes, snapshot
+
+
+# ---------------------------------------------------------------------------
+# Prometheus collector
+# ---------------------------------------------------------------------------
+
+
+class EtsfCollector:
+    """prometheus_client custom collector: one snapshot per scrape (serialised)."""
+
+    def __init__(self, root: str | None = None, window: float = DEFAULT_WINDOW):
+        self.root = root or pin_root()
+        self.window = _kpi.Window(window)
+        self._lock = threading.Lock()
+        self.last_cost: dict[str, Any] = {}
+        self.scrape_errors = 0
+
+    def sample(self) -> Snapshot:
+        """Take a snapshot and feed the KPI window (also called by the sampler)."""
+        snap = snapshot(self.root)
+        self.window.add(snap["mono"], invite_codes(snap))
+        return snap
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
+                                            HistogramMetricFamily)
+        with self._lock:
+            try:
+                snap = snapshot(self.root)
+            except Exception:  # noqa: BLE001 - never fail a scrape completely
+                self.scrape_errors += 1
+                up = GaugeMetricFamily("etsf_up", "1 when the eTSF maps could be read")
+                up.add_metric([], 0)
+                yield up
+                return
+            k = self.window.kpis(snap["mono"], invite_codes(snap))
+            self.window.add(snap["mono"], invite_codes(snap))
+            self.last_cost = dict(snap["cost"])
+
+        up = GaugeMetricFamily("etsf_up", "1 when the eTSF maps could be read")
+        up.add_metric([], 0 if "etsf_stats" in snap["missing"] else 1)
+        yield up
+
+        lbl = ["hook", "method", "verdict", "reason"]
+        pk = CounterMetricFamily("etsf_sip_packets", "Packets seen by the eTSF programs, by "
+                                 "hook, SIP method, verdict and reason", labels=lbl)
+        by = CounterMetricFamily("etsf_sip_bytes", "Frame bytes seen by the eTSF programs, by "
+                                 "hook, SIP method, verdict and reason", labels=lbl)
+        for h, m, v, r, p, b in snap["stats"]:
+            pk.add_metric([h.lower(), m, v.lower(), r.lower()], p)
+            by.add_metric([h.lower(), m, v.lower(), r.lower()], b)
+        yield pk
+        yield by
+
+        ifm = {
+            "rx_packets": ("etsf_interface_rx_packets", "Packets seen at XDP ingress"),
+            "rx_bytes": ("etsf_interface_rx_bytes", "Bytes seen at XDP ingress"),
+            "sip_packets": ("etsf_interface_sip_packets", "Packets classified as SIP at XDP"),
+            "dropped": ("etsf_interface_dropped_packets", "Packets dropped at XDP by policy"),
+            "tx_marked": ("etsf_interface_tx_marked_packets", "Packets marked at TC egress"),
+            "tx_bytes": ("etsf_interface_tx_marked_bytes", "Bytes marked at TC egress"),
+        }
+        # iface: name in the exporter's network namespace ("ifindex<N>" when unknown there)
+        fams = {f: CounterMetricFamily(n, h, labels=["iface", "ifindex"])
+                for f, (n, h) in ifm.items()}
+        for name, row in sorted(snap["interfaces"].items()):
+            for f, fam in fams.items():
+                fam.add_metric([name, str(row["ifindex"])], row.get(f, 0))
+        yield from fams.values()
+
+        hist = HistogramMetricFamily(
+            "etsf_sip_transaction_latency_seconds",
+            "SIP transaction latency from request to the first response of each stage "
+            "(trying = 100, ringing = 180/183, final_Nxx), measured in the kernel",
+            labels=["method", "stage"])
+        for (m, st), h in sorted(snap["hist"].items()):
+            cum, buckets = 0, []
+            for b, bound in enumerate(BUCKET_BOUNDS):
+                cum += h["slots"][b]
+                buckets.append((repr(bound), cum))
+            buckets.append(("+Inf", h["count"]))
+            hist.add_metric([m, st], buckets, h["sum_ns"] / NS_PER_S)
+        yield hist
+
+        resp = CounterMetricFamily("etsf_sip_responses", "SIP responses by request method and "
+                                   "code (INVITE, REGISTER; once per transaction)",
+                                   labels=["method", "code"])
+        for (m, c), n in sorted(snap["codes"].items()):
+            resp.add_metric([m, str(c)], n)
+        yield resp
+
+        ev = CounterMetricFamily("etsf_sip_transaction_events", "Transaction tracking events "
+                                 "(txn_start, req_retrans, resp_matched, resp_retrans, "
+                                 "resp_nomatch, txn_full)", labels=["event"])
+        for name, n in sorted(snap["events"].items()):
+            ev.add_metric([name.lower()], n)
+        yield ev
+
+        for key, name, doc in (
+                ("ser", "etsf_sip_ser_ratio", "Session Establishment Ratio (RFC 6076 4.6)"),
+                ("seer", "etsf_sip_seer_ratio",
+                 "Session Establishment Effectiveness Ratio (RFC 6076 4.7)"),
+                ("ner", "etsf_sip_ner_ratio", "Network Effectiveness Ratio (ITU-T E.425)"),
+                ("asr", "etsf_sip_asr_ratio", "Answer Seizure Ratio (ITU-T E.411)")):
+            g = GaugeMetricFamily(name, doc + " over the KPI window; NaN without attempts")
+            g.add_metric([], math.nan if k[key] is None else k[key])
+            yield g
+        g = GaugeMetricFamily("etsf_sip_kpi_attempts", "INVITE transactions with a final "
+                              "response in the KPI window")
+        g.add_metric([], k["attempts"])
+        yield g
+        g = GaugeMetricFamily("etsf_sip_kpi_window_seconds", "Time span the KPI gauges cover")
+        g.add_metric([], k["window_seconds"])
+        yield g
+
+        ctl = snap["ctl"] or {}
+        for key, name, doc in (
+                ("bypass", "etsf_failsafe_bypass", "1 when the global bypass flag is set"),
+                ("deadman_tripped", "etsf_failsafe_deadman_tripped",
+                 "1 when the heartbeat is older than the dead-man timeout (programs pass all)"),
+                ("deadman_s", "etsf_failsafe_deadman_timeout_seconds",
+                 "Dead-man timeout (0 = off)"),
+                ("heartbeat_age_s", "etsf_failsafe_heartbeat_age_seconds",
+                 "Age of the agent heartbeat"),
+                ("overload_level", "etsf_overload_level", "Overload level 0..3"),
+                ("generation", "etsf_policy_generation", "Policy generation now live"),
+                ("active_slot", "etsf_policy_active_slot", "Active policy slot")):
+            if ctl.get(key) is None:
+                continue
+            g = GaugeMetricFamily(name, doc)
+            g.add_metric([], ctl[key])
+            yield g
+
+        info = GaugeMetricFamily("etsf_bpf_program_info", "Loaded eTSF program (value 1)",
+                                 labels=["program", "id", "tag", "type"])
+        runs = CounterMetricFamily("etsf_bpf_program_runs", "Program runs (counted while "
+                                   "kernel.bpf_stats_enabled = 1)", labels=["program"])
+        rtime = CounterMetricFamily("etsf_bpf_program_run_seconds", "Program run time (counted "
+                                    "while kernel.bpf_stats_enabled = 1)", labels=["program"])
+        vins = GaugeMetricFamily("etsf_bpf_program_verified_insns", "Instructions the verifier "
+                                 "processed (budget 1,000,000)", labels=["program"])
+        for n, p in sorted(snap["programs"].items()):
+            if "error" in p:
+                continue
+            info.add_metric([n, str(p["id"]), p["tag"], p["type"]], 1)
+            runs.add_metric([n], p["run_cnt"])
+            rtime.add_metric([n], p["run_time_ns"] / NS_PER_S)
+            vins.add_metric([n], p["verified_insns"])
+        yield from (info, runs, rtime, vins)
+        g = GaugeMetricFamily("etsf_bpf_stats_enabled", "kernel.bpf_stats_enabled (1 = run "
+                              "count / time are collected)")
+        g.add_metric([], 1 if snap.get("bpf_stats_enabled") else 0)
+        yield g
+
+        ent = GaugeMetricFamily("etsf_bpf_map_entries", "Entries in a map", labels=["map"])
+        mx = GaugeMetricFamily("etsf_bpf_map_max_entries", "Capacity of a map", labels=["map"])
+        for n, row in sorted(snap["maps"].items()):
+            ent.add_metric([n], row["entries"])
+            mx.add_metric([n], row["max_entries"])
+        yield ent
+        yield mx
+
+        cost = snap["cost"]
+        g = GaugeMetricFamily("etsf_exporter_scrape_duration_seconds",
+                              "Time to read the maps for this scrape")
+        g.add_metric([], cost["seconds"])
+        yield g
+        g = GaugeMetricFamily("etsf_exporter_scrape_bpf_calls",
+                              "bpf() map calls of this scrape (batch lookups + single lookups)")
+        g.add_metric([], cost["batch_calls"] + cost["lookups"] + cost["maps_opened"])
+        yield g
+        c = CounterMetricFamily("etsf_exporter_scrape_errors", "Scrapes that failed to read "
+                                "the maps")
+        c.add_metric([], self.scrape_errors)
+        yield c

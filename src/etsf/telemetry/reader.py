@@ -1,0 +1,216 @@
+"""One bounded read of every telemetry map (batch lookups): the data behind /metrics, top and show."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+from .. import layout as L
+from ..paths import pin_root
+
+NS_PER_S = 1e9
+#: histogram bucket upper bounds in seconds: 2^b microseconds, b = 0..30 (+Inf = slot 31)
+BUCKET_BOUNDS = tuple((1 << b) / 1e6 for b in range(L.TM_BUCKETS - 1))
+STAGE_LABEL = {L.TmStage.TRYING: "trying", L.TmStage.RINGING: "ringing",
+               L.TmStage.FINAL_2XX: "final_2xx", L.TmStage.FINAL_3XX: "final_3xx",
+               L.TmStage.FINAL_4XX: "final_4xx", L.TmStage.FINAL_5XX: "final_5xx",
+               L.TmStage.FINAL_6XX: "final_6xx"}
+#: maps whose occupancy is exported (read with batch lookups)
+OCCUPANCY_MAPS = ("etsf_rl", "etsf_tm_txn", "etsf_ifstats", "etsf_tm_ifcfg")
+
+DEFAULT_PORT = 9761
+DEFAULT_WINDOW = 300.0
+
+
+class ExporterError(ValueError):
+    """A user-facing exporter failure (one line; etsfctl reports ValueError as such)."""
+
+
+def _bpf():
+    from .. import bpf
+    return bpf
+
+
+def enum_name(cls, v: int) -> str:
+    try:
+        return cls(v).name
+    except ValueError:
+        return str(v)
+
+
+def _u64(b: bytes) -> int:
+    return int.from_bytes(b[:8], "little")
+
+
+# ---------------------------------------------------------------------------
+# snapshot: one read of every map (the exporter, `etsfctl top` and the tests use it)
+# ---------------------------------------------------------------------------
+
+
+class Snapshot(dict):
+    """Plain dict: t, stats, interfaces, hist, codes, events, ctl, programs, maps, cost."""
+
+
+def open_counted(name: str, root: str, cost: dict):
+    bpf = _bpf()
+    m = bpf.open_map(name, root, read_only=True)
+    cost["maps_opened"] += 1
+    return m
+
+
+def _items(m, cost: dict):
+    rows = m.items_percpu()
+    cost["batch_calls"] += getattr(m, "last_batch_calls", 0) or 0
+    cost["entries_read"] += len(rows)
+    return rows
+
+
+def snapshot(root: str | None = None, programs: bool = True) -> Snapshot:
+    """Read counters, histograms, response codes, control state, program
+    stats and map occupancy.  Missing maps (older objects) are skipped and
+    listed in snap['missing']."""
+    bpf = _bpf()
+    root = root or pin_root()
+    t0 = time.perf_counter()
+    cost = {"maps_opened": 0, "batch_calls": 0, "entries_read": 0, "lookups": 0}
+    snap = Snapshot(t=time.time(), mono=time.monotonic(), missing=[], stats=[], interfaces={},
+                    hist={}, codes={}, events={}, ctl=None, programs={}, maps={}, cost=cost)
+
+    def read(name, fn):
+        try:
+            m = open_counted(name, root, cost)
+        except (OSError, bpf.BpfError):
+            snap["missing"].append(name)
+            return
+        try:
+            fn(m)
+        finally:
+            m.close()
+
+    def stats(m):
+        for k, vals in _items(m, cost):
+            pk = by = 0
+            for v in vals:
+                c = L.Counter.from_bytes(v)
+                pk += c.packets
+                by += c.bytes
+            if pk or by:
+                h, me, v, r = L.stats_unidx(int.from_bytes(k[:4], "little"))
+                snap["stats"].append((enum_name(L.Hook, h), enum_name(L.Method, me),
+                                      enum_name(L.Verdict, v), enum_name(L.Reason, r), pk, by))
+
+    def ifstats(m):
+        for k, vals in _items(m, cost):
+            idx = int.from_bytes(k[:4], "little")
+            tot = {f[0]: 0 for f in L.IfStat._fields_}
+            for v in vals:
+                s = L.IfStat.from_bytes(v)
+                for f in tot:
+                    tot[f] += getattr(s, f)
+            try:
+                name = socket.if_indextoname(idx)
+            except OSError:
+                name = f"ifindex{idx}"
+            snap["interfaces"][name] = {"ifindex": idx, **tot}
+
+    def hist(m):
+        for k, vals in _items(m, cost):
+            idx = int.from_bytes(k[:4], "little")
+            count = total = 0
+            slots = [0] * L.TM_BUCKETS
+            for v in vals:
+                h = L.TmHist.from_bytes(v)
+                count += h.count
+                total += h.sum_ns
+                for i in range(L.TM_BUCKETS):
+                    slots[i] += h.slot[i]
+            if count:
+                me, st = divmod(idx, L.TM_STAGES)
+                snap["hist"][(enum_name(L.Method, me), STAGE_LABEL.get(st, str(st)))] = {
+                    "count": count, "sum_ns": total, "slots": slots}
+
+    def codes(m):
+        for k, vals in _items(m, cost):
+            n = sum(_u64(v) for v in vals)
+            if n:
+                idx = int.from_bytes(k[:4], "little")
+                mi, off = divmod(idx, L.TM_CODES)
+                snap["codes"][("INVITE" if mi == 0 else "REGISTER", L.TM_CODE_MIN + off)] = n
+
+    def events(m):
+        for k, vals in _items(m, cost):
+            snap["events"][enum_name(L.TmEvent, int.from_bytes(k[:4], "little"))] = sum(
+                _u64(v) for v in vals)
+
+    def ctl(m):
+        raw = m.lookup(bytes(4))
+        cost["lookups"] += 1
+        if raw:
+            c = L.Ctl.from_bytes(raw)
+            now = bpf.monotonic_ns()
+            hb = int(c.heartbeat_ns)
+            age = (now - hb) / NS_PER_S if hb else None
+            snap["ctl"] = {
+                "bypass": int(c.bypass), "overload_level": int(c.overload_level),
+                "active_slot": int(c.active_slot), "generation": int(c.generation),
+                "deadman_s": int(c.deadman_ns) / NS_PER_S, "heartbeat_age_s": age,
+                # the kernel's rule (etsf_failsafe): unsigned now - heartbeat > deadman
+                "deadman_tripped": int(bool(c.deadman_ns) and
+                                       ((now - hb) & ((1 << 64) - 1)) > int(c.deadman_ns)),
+            }
+
+    def occupancy(name):
+        def fn(m):
+            rows = _items(m, cost)
+            snap["maps"][name] = {"entries": len(rows), "max_entries": m.max_entries}
+        return fn
+
+    read("etsf_stats", stats)
+    read("etsf_ifstats", ifstats)
+    read("etsf_tm_hist", hist)
+    read("etsf_tm_codes", codes)
+    read("etsf_tm_events", events)
+    read("etsf_ctl", ctl)
+    for name in OCCUPANCY_MAPS:
+        if name == "etsf_ifstats":
+            snap["maps"][name] = {"entries": len(snap["interfaces"]), "max_entries": L.IF_MAX}
+            continue
+        read(name, occupancy(name))
+    if programs:
+        pdir = os.path.join(root, "progs")
+        try:
+            names = sorted(os.listdir(pdir))
+        except OSError:
+            names = []
+        for n in names:
+            try:
+                snap["programs"][n] = bpf.prog_info_pinned(os.path.join(pdir, n))
+            except (OSError, bpf.BpfError) as e:
+                snap["programs"][n] = {"error": str(e)}
+        snap["bpf_stats_enabled"] = bpf.bpf_stats_enabled()
+    cost["seconds"] = time.perf_counter() - t0
+    return snap
+
+
+def invite_codes(snap: Snapshot) -> dict[int, int]:
+    return {c: n for (m, c), n in snap["codes"].items() if m == "INVITE"}
+
+
+def quantile(q: float, slots: list[int]) -> float | None:
+    """Quantile (seconds) from log2 slots, linear within a bucket (as PromQL's
+    histogram_quantile); the open last bucket reports its lower bound."""
+    total = sum(slots)
+    if not total:
+        return None
+    rank = q * total
+    cum = 0
+    for b, n in enumerate(slots):
+        if n and cum + n >= rank:
+            lo = 0.0 if b == 0 else (1 << (b - 1)) / 1e6
+            if b >= len(BUCKET_BOUNDS):
+                return lo
+            hi = BUCKET_BOUNDS[b]
+            return lo + (hi - lo) * ((rank - cum) / n)
+        cum += n
+    return None

@@ -1,0 +1,289 @@
+"""The /metrics and /healthz HTTP server: TLS, basic auth (PBKDF2 hashes), heartbeat file."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import socket
+import ssl
+import sys
+import threading
+import time
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from .. import inputs
+from ..paths import pin_root
+from .reader import DEFAULT_PORT, DEFAULT_WINDOW, ExporterError, open_counted
+from .collector import EtsfCollector
+
+
+def _bpf():
+    from .. import bpf
+    return bpf
+
+
+# ---------------------------------------------------------------------------
+# HTTP: /metrics, /healthz; optional TLS and basic auth
+# ---------------------------------------------------------------------------
+
+PBKDF2_ITERATIONS = 200_000
+PBKDF2_MAX_ITERATIONS = 2_000_000
+PASSWORD_MAX = 1024
+
+
+def hash_password(password: str, iterations: int = PBKDF2_ITERATIONS, salt: bytes | None = None) -> str:
+    """'pbkdf2_sha256$<iterations>$<salt b64>$<hash b64>' for --basic-auth-file."""
+    salt = salt or os.urandom(16)
+    dk = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    return (f"pbkdf2_sha256${iterations}${base64.b64encode(salt).decode()}$"
+            f"{base64.b64encode(dk).decode()}")
+
+
+def check_password(password: str, encoded: str) -> bool:
+    try:
+        algo, it, salt, want = encoded.split("$")
+        if algo != "pbkdf2_sha256":
+            return False
+        dk = hashlib.pbkdf2_hmac("sha256", password.encode(), base64.b64decode(salt), int(it))
+        return hmac.compare_digest(base64.b64encode(dk).decode(), want)
+    except (ValueError, TypeError):
+        return False
+
+
+def load_users(path: str) -> dict[str, str]:
+    """'user:pbkdf2_sha256$...' lines; '#' comments and blank lines ignored."""
+    users = {}
+    try:
+        text = inputs.read_text(path, "basic auth file")
+    except UnicodeDecodeError:
+        raise ExporterError(f"{path}: not UTF-8 text") from None
+    for n, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        user, sep, enc = line.partition(":")
+        if not sep or not user or not enc.startswith("pbkdf2_sha256$"):
+            raise ExporterError(f"{path}:{n}: expected 'user:pbkdf2_sha256$...'")
+        parts = enc.split("$")
+        # every request pays the iteration count: an absurd one is a denial of service
+        if len(parts) != 4 or not parts[1].isdigit() or not 1 <= int(parts[1]) <= PBKDF2_MAX_ITERATIONS:
+            raise ExporterError(f"{path}:{n}: expected 'user:pbkdf2_sha256$ITERATIONS$SALT$HASH' "
+                                f"with ITERATIONS in 1..{PBKDF2_MAX_ITERATIONS}")
+        users[user] = enc
+    if not users:
+        raise ExporterError(f"{path}: no users")
+    return users
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_version = "etsf-exporter"
+    sys_version = ""
+    timeout = 15            # seconds per connection (TLS handshake, request line, headers)
+
+    def log_message(self, fmt, *args):  # quiet: journald gets errors only
+        pass
+
+    def parse_request(self):
+        ok = super().parse_request()
+        if ok and self.request_version == "HTTP/0.9":
+            # a bare "GET /path" would get a body without status line or headers
+            self.send_error(HTTPStatus.BAD_REQUEST, "HTTP/0.9 requests are not supported")
+            return False
+        return ok
+
+    def send_error(self, code, message=None, explain=None):
+        """Every error reply: status line, short text body, connection closed. A bad
+        request is the client's mistake, so never a 5xx: an unknown method is 405 with
+        Allow (not 501), an HTTP version other than 1.x is 400 (not 505)."""
+        extra = [("Connection", "close")]
+        if code == HTTPStatus.NOT_IMPLEMENTED:
+            code = HTTPStatus.METHOD_NOT_ALLOWED
+            extra.append(("Allow", "GET, HEAD"))
+        elif code == HTTPStatus.HTTP_VERSION_NOT_SUPPORTED:     # "GET / HTTP/2.0" over HTTP/1
+            code = HTTPStatus.BAD_REQUEST
+        code = HTTPStatus(code)
+        if self.request_version == "HTTP/0.9":      # also the default before a request line parsed
+            self.request_version = "HTTP/1.0"
+        self.close_connection = True
+        text = f"{int(code)} {code.phrase}" + (f": {message}" if message and message != code.phrase else "")
+        self._send(code, (text.replace("\r", " ").replace("\n", " ") + "\n").encode("utf-8", "replace"),
+                   extra=extra)
+
+    def _send(self, code, body: bytes, ctype="text/plain; charset=utf-8", extra=()):
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in extra:
+            self.send_header(k, v)
+        self.end_headers()
+        if getattr(self, "command", None) != "HEAD":
+            self.wfile.write(body)
+
+    def _authorized(self) -> bool:
+        users = self.server.users
+        if not users:
+            return True
+        h = self.headers.get("Authorization", "")
+        if not h.startswith("Basic "):
+            return False
+        try:
+            user, _sep, pw = base64.b64decode(h[6:], validate=True).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            return False
+        enc = users.get(user)
+        return bool(enc) and check_password(pw, enc)
+
+    def do_GET(self):  # noqa: N802 - http.server API
+        path = self.path.split("?", 1)[0]
+        if not self._authorized():
+            self._send(401, b"unauthorized\n", extra=[("WWW-Authenticate",
+                                                       'Basic realm="etsf-exporter"')])
+            return
+        if path == "/metrics":
+            from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+            body = generate_latest(self.server.registry)
+            self._send(200, body, CONTENT_TYPE_LATEST)
+        elif path == "/healthz":
+            ok, why = self.server.health()
+            self._send(200 if ok else 503, (why + "\n").encode())
+        elif path == "/":
+            self._send(200, b"etsf exporter: /metrics /healthz\n")
+        else:
+            self._send(404, b"not found\n")
+
+    do_HEAD = do_GET
+
+
+class ExporterServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, addr, collector: EtsfCollector, users=None, tls=None):
+        family = socket.AF_INET6 if ":" in addr[0] else socket.AF_INET
+        self.address_family = family
+        super().__init__(addr, _Handler)
+        from prometheus_client import CollectorRegistry
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(collector)
+        self.collector = collector
+        self.users = users or {}
+        if tls:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+            ctx.load_cert_chain(tls[0], tls[1])
+            # handshake in the per-connection thread (first read), not in accept():
+            # a silent client cannot stall the accept loop
+            self.socket = ctx.wrap_socket(self.socket, server_side=True,
+                                          do_handshake_on_connect=False)
+
+    def handle_error(self, request, client_address):
+        """A connection that failed (client gone, TLS handshake refused, ...): one line on
+        stderr instead of socketserver's traceback; the server keeps serving."""
+        exc = sys.exc_info()[1]
+        sys.stderr.write(f"etsf-exporter: request from {client_address[0]} failed: "
+                         f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}\n")
+
+    def health(self) -> tuple[bool, str]:
+        bpf = _bpf()
+        try:
+            with bpf.open_map("etsf_ctl", self.collector.root, read_only=True) as m:
+                m.lookup(bytes(4))
+        except (OSError, bpf.BpfError) as e:
+            return False, f"maps not readable: {e}"
+        return True, "ok"
+
+
+def check_ctl_readable(root: str | None = None) -> None:
+    """One open + one lookup of the control map: the heartbeat's liveness probe (a full
+    snapshot would cost every map's batch reads every heartbeat interval)."""
+    m = open_counted("etsf_ctl", root or pin_root(), {"maps_opened": 0})
+    try:
+        if m.lookup(bytes(4)) is None:
+            raise ExporterError("etsf_ctl: no entry")
+    finally:
+        m.close()
+
+
+def write_heartbeat(path: str) -> None:
+    """Atomically replace `path` with {pid, time}; its mtime is the heartbeat."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="ascii") as f:
+        f.write(json.dumps({"pid": os.getpid(), "time": time.time()}) + "\n")
+    os.replace(tmp, path)
+
+
+def serve(listen: str = "127.0.0.1", port: int = DEFAULT_PORT, window: float = DEFAULT_WINDOW,
+          sample_interval: float = 15.0, tls_cert: str | None = None, tls_key: str | None = None,
+          basic_auth_file: str | None = None, root: str | None = None,
+          max_seconds: float | None = None, ready_file: str | None = None,
+          heartbeat_file: str | None = None, heartbeat_interval: float = 5.0) -> None:
+    """Run until SIGTERM/SIGINT (or max_seconds).  A sampler thread feeds the KPI
+    window every sample_interval seconds (bounded ring, see kpi.Window).  With
+    heartbeat_file, a heartbeat thread reads the maps every heartbeat_interval seconds and,
+    when that works, rewrites the file: the fail-safe watchdog's heartbeat rule watches its
+    age ("exporter not heartbeating")."""
+    if bool(tls_cert) != bool(tls_key):
+        raise ExporterError("--tls-cert and --tls-key go together")
+    if sample_interval <= 0:
+        raise ExporterError("--sample-interval must be > 0")
+    if heartbeat_interval <= 0:
+        raise ExporterError("--heartbeat-interval must be > 0")
+    if heartbeat_file and not os.path.isdir(os.path.dirname(os.path.abspath(heartbeat_file))):
+        raise ExporterError(f"--heartbeat-file: directory of {heartbeat_file} does not exist")
+    users = load_users(basic_auth_file) if basic_auth_file else None
+    if tls_cert:
+        for f in (tls_cert, tls_key):          # ssl reads them whole: refuse huge files first
+            inputs.check_size(f, "TLS file")
+    collector = EtsfCollector(root=root, window=window)
+    try:
+        collector.sample()                      # KPI baseline = exporter start
+    except Exception as e:  # noqa: BLE001 - maps may appear later
+        sys.stderr.write(f"etsf-exporter: first sample failed: {e}\n")
+    try:
+        srv = ExporterServer((listen, int(port)), collector, users,
+                             (tls_cert, tls_key) if tls_cert else None)
+    except (OSError, ssl.SSLError) as e:
+        raise ExporterError(f"cannot listen on {listen}:{port}: {e}") from None
+    stop = threading.Event()
+
+    def sampler():
+        while not stop.wait(sample_interval):
+            try:
+                with collector._lock:          # noqa: SLF001 - same module
+                    collector.sample()
+            except Exception:  # noqa: BLE001 - keep sampling
+                collector.scrape_errors += 1
+
+    threading.Thread(target=sampler, name="kpi-sampler", daemon=True).start()
+    if heartbeat_file:
+        def heartbeat():
+            while True:
+                try:
+                    check_ctl_readable(root)           # the maps are readable: alive
+                    write_heartbeat(heartbeat_file)
+                except Exception as e:  # noqa: BLE001 - a stale heartbeat is the signal
+                    sys.stderr.write(f"etsf-exporter: heartbeat skipped: {e}\n")
+                if stop.wait(heartbeat_interval):
+                    return
+        threading.Thread(target=heartbeat, name="heartbeat", daemon=True).start()
+    import signal
+    signal.signal(signal.SIGTERM, lambda *_args: threading.Thread(target=srv.shutdown).start())
+    timer = None
+    if max_seconds:
+        timer = threading.Timer(float(max_seconds), srv.shutdown)
+        timer.daemon = True                  # SIGTERM must not wait for it
+        timer.start()
+    if ready_file:
+        with open(ready_file, "w", encoding="ascii") as f:
+            f.write(f"{srv.server_address[1]}\n")
+    try:
+        srv.serve_forever(poll_interval=0.5)
+    finally:
+        stop.set()
+        if timer is not None:
+            timer.cancel()
+        srv.server_close()
