@@ -151,7 +151,11 @@ class PathBench:
         self.seq = 0
         self.pooled: dict = {}         # (config, transport, direction) -> ns samples (CDF plots)
         self.res = {"schema": SCHEMA, "profile": args.profile, "started": R.now_utc().isoformat(),
-                    "params": dict(prof), "configs": {}, "skipped": [], "notes": [], "errors": []}
+                    "params": dict(prof), "configs": {}, "skipped": [], "notes": [], "errors": [],
+                    # what this run creates, so a test can check it is all gone afterwards
+                    "resources": {"namespaces": [f"{T.NS_PREFIX}{x}{self.tag}" for x in "hcpu"],
+                                  "pin_roots": [self.b.pin_root, self.b.pin_root + "-transit"],
+                                  "work_dir": str(self.work)}}
 
     def left(self) -> float:
         return self.deadline - time.monotonic()
