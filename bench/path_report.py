@@ -52,7 +52,7 @@ def transit_cell(res, name, tr="un", direction="request"):
 def comparisons(res: dict) -> list[tuple[str, str, str]]:
     n = names(res)
     return [("C − D", n["C"], "D"), ("E0 − D", "E0", "D"), ("C0 − D", n["C0"], "D"), ("A − D", n["A"], "D"),
-            ("C − A", n["C"], n["A"]), ("E − A", n["E"], n["A"]), ("A′ − D", n["A'"], "D"), ("D − R", "D", "R")]
+            ("C − A", n["C"], n["A"]), ("E − A", n["E"], n["A"]), ("D − R", "D", "R")]
 
 
 def paired_table(res: dict, tr: str = "un") -> tuple[list[str], dict]:
@@ -106,8 +106,10 @@ def render(out: Path, plots: bool = True) -> Path:
          f"Load: sipp UAC, {p['rate']} calls/s (INVITE/100/180/200/ACK/BYE/200), `-t un` {p['seconds']} s per run "
          f"from 64 source addresses (a new conntrack entry per call), `-t u1` {p['u1_seconds']} s; the pod runs the "
          f"light C responder (bench/responder/responder.c). Key configurations: {p['rounds']} paired round(s) "
-         f"in Williams order with a quiet-machine start; the service sweep: one run per point (fewer rounds than the "
-         f"key configurations: its points are read as a trend, not as paired differences).", ""]
+         f"in Williams order with a quiet-machine start; the service sweep (A′ nftables vmap included, up to "
+         f"N = {p.get('vmap_max_services')}: nft 1.0.x loads that ruleset in a time growing with N²): one run per "
+         f"point (fewer rounds than the key configurations: its points are read as a trend, not as paired "
+         f"differences).", ""]
     if res.get("errors"):
         L += ["**Errors:** " + "; ".join(res["errors"]), ""]
     if res.get("skipped"):
@@ -125,7 +127,7 @@ def render(out: Path, plots: bool = True) -> Path:
         if not runs(res, name):
             continue
         q50, q99, cnt = transit_cell(res, name)
-        r50, r99, _ = transit_cell(res, name, direction="response")
+        r50, r99, _runs = transit_cell(res, name, direction="response")
         cpu = med([r["cpu"]["ms_per_call"]["whole"] * 1000 for r in runs(res, name)])
         L.append(f"| {label} | {f(q50)} | {f(q99)} | {f(r50)} | {f(r99)} | {cnt} | {f(cpu, 0)} |")
     L.append("")
@@ -170,7 +172,7 @@ def render(out: Path, plots: bool = True) -> Path:
     L.append("")
 
     # CPU
-    keyn = [n[x] for x in ("D", "A", "A'", "C", "C0", "E0", "E", "R")]
+    keyn = [n[x] for x in ("D", "A", "C", "C0", "E0", "E", "R")]
     L += ["## CPU per call (µs, -t un): every task on the machine + what no live task holds = the whole", "",
           *cpu_rows(res, keyn), "",
           "The whole is (elapsed × CPUs) − idle − iowait from /proc/stat; the parts are each task's schedstat "
@@ -287,7 +289,7 @@ def make_plots(out: Path, res: dict) -> list[str]:
     plt.close(fig)
     made.append(f"transit_cdf_{n['k']}.png")
     # stacked CPU per call
-    keyn = [n[x] for x in ("D", "A", "A'", "C", "C0", "E0", "E", "R") if runs(res, n[x])]
+    keyn = [n[x] for x in ("D", "A", "C", "C0", "E0", "E", "R") if runs(res, n[x])]
     if keyn:
         fig, ax = plt.subplots(figsize=(8, 4))
         bottom = [0.0] * len(keyn)

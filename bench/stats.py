@@ -27,7 +27,7 @@ def bootstrap_ci(diffs, stat=statistics.median, n_boot: int = 4000, level: float
         return None, None
     rng = random.Random(seed)
     k = len(diffs)
-    reps = sorted(stat([diffs[rng.randrange(k)] for _ in range(k)]) for _ in range(n_boot))
+    reps = sorted(stat([diffs[rng.randrange(k)] for _i in range(k)]) for _b in range(n_boot))
     a = (1 - level) / 2
     return reps[int(a * (n_boot - 1))], reps[int(math.ceil((1 - a) * (n_boot - 1)))]
 
