@@ -257,7 +257,8 @@ class PathBench:
                 if pid:
                     ru, p.returncode = usage, os.waitstatus_to_exitcode(status)
                 elif time.monotonic() > t_end:
-                    os.killpg(p.pid, signal.SIGKILL)
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(p.pid, signal.SIGKILL)
                 else:
                     time.sleep(0.02)
         b = cpuacct.snapshot()
