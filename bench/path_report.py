@@ -91,11 +91,77 @@ def cpu_rows(res: dict, cfg_names) -> list[str]:
     return out
 
 
+def headline(res: dict) -> list[str]:
+    """The table the README quotes (also written alone as headline.md): node transit per
+    configuration, C/A, C − D and E0 − D with their intervals, CPU per call as parts that add
+    up to the whole, and the classifier's ns per packet in traffic next to PROG_TEST_RUN."""
+    n = names(res)
+    k = n["k"]
+    L = ["## Headline (node transit, µs, -t un; median over rounds of each run's quantile)", "",
+         "| configuration | request p50 | request p99 | response p50 | response p99 | runs | CPU µs per call: "
+         "sipp + responder + other tasks/threads + not in a task = whole |", "|---|---|---|---|---|---|---|"]
+    head = [("D direct", "D"), ("A iptables-nft N=0", "A-ipt-nft-0"), (f"A iptables-nft N={k}", n["A"]),
+            ("A iptables-nft N=30000", "A-ipt-nft-30000"), (f"A′ nftables vmap N={k}", n["A'"]),
+            (f"C eTSF classifier + fast path (N={k})", n["C"]), (f"C0 fast path alone (N={k})", n["C0"]),
+            ("E0 classifier alone, direct path", "E0"), (f"E classifier on A (N={k})", n["E"]), ("R raw floor", "R")]
+    for label, name in head:
+        rs = runs(res, name)
+        if not rs:
+            continue
+        q50, q99, cnt = transit_cell(res, name)
+        r50, r99, _runs = transit_cell(res, name, direction="response")
+        L.append(f"| {label} | {f(q50)} | {f(q99)} | {f(r50)} | {f(r99)} | {cnt} | {cpu_sum(rs)} |")
+    L.append("")
+    for nn in sorted({k, 30000}):
+        c, a = transit_cell(res, f"C-{nn}")[0], transit_cell(res, f"A-ipt-nft-{nn}")[0]
+        if c is not None and a is not None and a:
+            L.append(f"- C/A request transit p50 at N={nn}: **{c / a:.2f}** ({f(c)} / {f(a)} µs)")
+    for label, a, b in comparisons(res)[:2]:
+        cells = []
+        for direction in ("request", "response"):
+            pr = stats.paired(by_round(res, a, "un", direction, "p50"), by_round(res, b, "un", direction, "p50"))
+            if pr["diffs"]:
+                lo, hi = pr["ci95"]
+                ci = "no interval from one round" if lo is None else f"95 % CI [{lo:+.1f}, {hi:+.1f}]"
+                cells.append(f"{direction} {pr['median']:+.1f} µs ({ci}, {len(pr['diffs'])} rounds)")
+        if cells:
+            L.append(f"- {label} (per-round Δ of transit p50, median): " + "; ".join(cells))
+    ns = classifier_ns(res)
+    if ns:
+        L.append(f"- XDP classifier per packet: {ns}")
+    return L
+
+
+def cpu_sum(rs: list[dict]) -> str:
+    """'a + b + c + d = whole' in µs per call (medians over runs), the parts as measured."""
+    def per_call(r, secs):
+        return secs * 1e6 / max(1, r["successful"])
+    sipp = med([per_call(r, r["cpu"]["parts_s"].get("sipp (UAC)", 0.0)) for r in rs])
+    resp = med([per_call(r, r["cpu"]["parts_s"].get("responder", 0.0)) for r in rs])
+    rest = med([per_call(r, sum(v for p, v in r["cpu"]["parts_s"].items() if p not in ("sipp (UAC)", "responder")))
+                for r in rs])
+    resid = med([per_call(r, r["cpu"]["residual_s"]) for r in rs])
+    whole = med([per_call(r, r["cpu"]["whole_s"]) for r in rs])
+    good = sum(1 for r in rs if r["cpu"]["adds_up"])
+    return (f"{f(sipp, 0)} + {f(resp, 0)} + {f(rest, 0)} + {f(resid, 0)} = {f(whole, 0)} "
+            f"(±10 % in {good}/{len(rs)} runs)")
+
+
+def classifier_ns(res: dict) -> str:
+    """xdp_sip's ns per run in traffic (bpf_stats pass) next to PROG_TEST_RUN's INVITE pass."""
+    bs = (res.get("bpf_stats") or {}).get("in_traffic") or {}
+    parts = [f"{c} {f(doc['programs']['xdp_sip']['ns_per_run'], 0)} ns in traffic"
+             for c, doc in bs.items() if (doc["programs"].get("xdp_sip") or {}).get("run_cnt")]
+    ptr = (res.get("prog_test_run") or {}).get("invite_1k_pass")
+    if ptr is not None:
+        parts.append(f"PROG_TEST_RUN (INVITE, hot, back to back) {f(ptr, 0)} ns")
+    return ", ".join(parts)
+
+
 def render(out: Path, plots: bool = True) -> Path:
     out = Path(out)
     res = json.loads((out / "results.json").read_text())
     n = names(res)
-    k = n["k"]
     p = res["params"]
     L = [f"# eTSF path benchmark ({res['profile']})", "",
          f"Started {res.get('started')}, wall {res.get('wall_seconds')} s (path passes {res.get('path_seconds')} s). "
@@ -115,27 +181,9 @@ def render(out: Path, plots: bool = True) -> Path:
     if res.get("skipped"):
         L += ["**Skipped (time budget or tools):** " + "; ".join(res["skipped"]), ""]
 
-    # headline
-    L += ["## Headline (node transit, µs, -t un; median over rounds of each run's quantile)", "",
-          "| configuration | request p50 | request p99 | response p50 | response p99 | runs | CPU per call µs "
-          "(whole, idle acct.) |", "|---|---|---|---|---|---|---|"]
-    head = [("D direct", "D"), ("A iptables-nft N=0", "A-ipt-nft-0"), (f"A iptables-nft N={k}", n["A"]),
-            ("A iptables-nft N=30000", "A-ipt-nft-30000"), (f"A′ nftables vmap N={k}", n["A'"]),
-            (f"C eTSF classifier + fast path (N={k})", n["C"]), (f"C0 fast path alone (N={k})", n["C0"]),
-            ("E0 classifier alone, direct path", "E0"), (f"E classifier on A (N={k})", n["E"]), ("R raw floor", "R")]
-    for label, name in head:
-        if not runs(res, name):
-            continue
-        q50, q99, cnt = transit_cell(res, name)
-        r50, r99, _runs = transit_cell(res, name, direction="response")
-        cpu = med([r["cpu"]["ms_per_call"]["whole"] * 1000 for r in runs(res, name)])
-        L.append(f"| {label} | {f(q50)} | {f(q99)} | {f(r50)} | {f(r99)} | {cnt} | {f(cpu, 0)} |")
-    L.append("")
-    for nn in sorted({k, 30000}):
-        c, a = transit_cell(res, f"C-{nn}")[0], transit_cell(res, f"A-ipt-nft-{nn}")[0]
-        if c is not None and a is not None and a:
-            L.append(f"- C/A request transit p50 at N={nn}: **{c / a:.2f}** ({f(c)} / {f(a)} µs)")
-    L.append("")
+    hl = headline(res)
+    (out / "headline.md").write_text("\n".join(hl) + "\n")
+    L += hl + [""]
     ptab, pdoc = paired_table(res)
     mdes = [v["mde"] for v in pdoc.values() if v.get("mde") is not None]
     L += ["## Paired differences (per-round request/response transit p50)", "", *ptab, ""]

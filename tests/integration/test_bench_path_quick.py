@@ -72,12 +72,13 @@ def test_exits_zero_and_writes_report_and_plots(quick):
     r, out, res = quick[:3]
     assert r.returncode == 0, r.stderr[-2000:]
     assert not res["errors"], res["errors"]
-    for f in ("results.json", "report.md", "transit_vs_services.png", "transit_cdf_200.png",
+    for f in ("results.json", "report.md", "headline.md", "transit_vs_services.png", "transit_cdf_200.png",
               "cpu_per_call_stacked.png"):
         assert (out / f).is_file() and (out / f).stat().st_size > 0, f
     assert (out / "transit_cdf_200.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = (out / "report.md").read_text()
     assert "## Headline" in text and "| C0 fast path alone (N=200) |" in text
+    assert (out / "headline.md").read_text() in text
     assert "overload" in res and ("table_md" in res["overload"] or res["overload"]["available"] is False)
 
 
