@@ -23,9 +23,17 @@ def runs(res: dict, name: str, tr: str = "un") -> list[dict]:
     return res["configs"].get(name, {}).get("runs", {}).get(tr, [])
 
 
+def sel(r: dict, view: str) -> dict:
+    """A run's transit summary for view: 'request' or 'response' (every datagram that way), or
+    'INVITE' (the first datagram of each call: with -t un a new conntrack entry, so the one
+    that walks the NAT rules; the later ones of a call hit the conntrack entry)."""
+    if view == "INVITE":
+        return r["transit"]["request"]["by_message"].get("INVITE") or {"p50": None, "p99": None}
+    return r["transit"][view]
+
+
 def by_round(res: dict, name: str, tr: str, direction: str, q: str) -> dict[int, float]:
-    return {r["round"]: r["transit"][direction][q] for r in runs(res, name, tr)
-            if r["transit"][direction][q] is not None}
+    return {r["round"]: sel(r, direction)[q] for r in runs(res, name, tr) if sel(r, direction)[q] is not None}
 
 
 def med(vals):
@@ -45,7 +53,7 @@ def names(res: dict) -> dict:
 
 def transit_cell(res, name, tr="un", direction="request"):
     rs = runs(res, name, tr)
-    return (med([r["transit"][direction]["p50"] for r in rs]), med([r["transit"][direction]["p99"] for r in rs]),
+    return (med([sel(r, direction)["p50"] for r in rs]), med([sel(r, direction)["p99"] for r in rs]),
             len(rs))
 
 
@@ -56,11 +64,11 @@ def comparisons(res: dict) -> list[tuple[str, str, str]]:
 
 
 def paired_table(res: dict, tr: str = "un") -> tuple[list[str], dict]:
-    out = ["| difference (µs, -t " + tr + ") | direction | rounds | median of per-round Δp50 | bootstrap 95 % CI "
+    out = ["| difference (µs, -t " + tr + ") | datagrams | rounds | median of per-round Δp50 | bootstrap 95 % CI "
            "| sign test (+/−, p) | smallest detectable |", "|---|---|---|---|---|---|---|"]
     doc = {}
     for label, a, b in comparisons(res):
-        for direction in ("request", "response"):
+        for direction in ("INVITE", "request", "response"):
             pr = stats.paired(by_round(res, a, tr, direction, "p50"), by_round(res, b, tr, direction, "p50"))
             doc[f"{label}|{direction}"] = pr
             if not pr["diffs"]:
@@ -98,8 +106,11 @@ def headline(res: dict) -> list[str]:
     n = names(res)
     k = n["k"]
     L = ["## Headline (node transit, µs, -t un; median over rounds of each run's quantile)", "",
-         "| configuration | request p50 | request p99 | response p50 | response p99 | runs | CPU µs per call: "
-         "sipp + responder + other tasks/threads + not in a task = whole |", "|---|---|---|---|---|---|---|"]
+         "INVITE: the first datagram of a call, a new conntrack entry (the one that walks the NAT rules); "
+         "requests: INVITE, ACK, BYE; responses: 100, 180, 200 (INVITE), 200 (BYE).", "",
+         "| configuration | INVITE p50 | INVITE p99 | requests p50 | requests p99 | responses p50 | responses p99 "
+         "| runs | CPU µs per call: sipp + responder + other tasks/threads + not in a task = whole |",
+         "|---|---|---|---|---|---|---|---|---|"]
     head = [("D direct", "D"), ("A iptables-nft N=0", "A-ipt-nft-0"), (f"A iptables-nft N={k}", n["A"]),
             ("A iptables-nft N=30000", "A-ipt-nft-30000"), (f"A′ nftables vmap N={k}", n["A'"]),
             (f"C eTSF classifier + fast path (N={k})", n["C"]), (f"C0 fast path alone (N={k})", n["C0"]),
@@ -108,17 +119,22 @@ def headline(res: dict) -> list[str]:
         rs = runs(res, name)
         if not rs:
             continue
+        i50, i99, _runs = transit_cell(res, name, direction="INVITE")
         q50, q99, cnt = transit_cell(res, name)
         r50, r99, _runs = transit_cell(res, name, direction="response")
-        L.append(f"| {label} | {f(q50)} | {f(q99)} | {f(r50)} | {f(r99)} | {cnt} | {cpu_sum(rs)} |")
+        L.append(f"| {label} | {f(i50)} | {f(i99)} | {f(q50)} | {f(q99)} | {f(r50)} | {f(r99)} | {cnt} "
+                 f"| {cpu_sum(rs)} |")
     L.append("")
     for nn in sorted({k, 30000}):
-        c, a = transit_cell(res, f"C-{nn}")[0], transit_cell(res, f"A-ipt-nft-{nn}")[0]
-        if c is not None and a is not None and a:
-            L.append(f"- C/A request transit p50 at N={nn}: **{c / a:.2f}** ({f(c)} / {f(a)} µs)")
+        for view in ("INVITE", "request"):
+            c = transit_cell(res, f"C-{nn}", direction=view)[0]
+            a = transit_cell(res, f"A-ipt-nft-{nn}", direction=view)[0]
+            if c is not None and a:
+                L.append(f"- C/A {view if view == 'INVITE' else 'all requests'} transit p50 at N={nn}: "
+                         f"**{c / a:.2f}** ({f(c)} / {f(a)} µs)")
     for label, a, b in comparisons(res)[:2]:
         cells = []
-        for direction in ("request", "response"):
+        for direction in ("INVITE", "request", "response"):
             pr = stats.paired(by_round(res, a, "un", direction, "p50"), by_round(res, b, "un", direction, "p50"))
             if pr["diffs"]:
                 lo, hi = pr["ci95"]
@@ -244,14 +260,14 @@ def render(out: Path, plots: bool = True) -> Path:
 
     # sweep
     sweep_n = sorted({c["services"] for c in res["configs"].values() if c["kind"] in dict(FAMILIES)})
-    L += ["## Service sweep (request transit p50 / p99 µs, -t un)", "",
+    L += ["## Service sweep (INVITE transit p50 / p99 µs, -t un: every call a new conntrack entry)", "",
           "| N | " + " | ".join(lbl for _k, lbl in FAMILIES) + " |", "|---|" + "---|" * len(FAMILIES)]
     for nn in sweep_n:
         cells = []
         for fam, _lbl in FAMILIES:
             name = {"ipt-nft": f"A-ipt-nft-{nn}", "ipt-legacy": f"A-ipt-legacy-{nn}", "nft-vmap": f"A'-nft-vmap-{nn}",
                     "C": f"C-{nn}"}[fam]
-            q50, q99, _c = transit_cell(res, name)
+            q50, q99, _c = transit_cell(res, name, direction="INVITE")
             cells.append("–" if q50 is None else f"{f(q50)} / {f(q99)}")
         L.append(f"| {nn} | " + " | ".join(cells) + " |")
     L.append("")
@@ -301,7 +317,10 @@ def make_plots(out: Path, res: dict) -> list[str]:
         pts = []
         for c, doc in res["configs"].items():
             if doc["kind"] == fam and runs(res, c):
-                vals = [r["transit"]["request"]["p50"] for r in runs(res, c)]
+                vals = [sel(r, "INVITE")["p50"] for r in runs(res, c)]
+                vals = [v for v in vals if v is not None]
+                if not vals:
+                    continue
                 pts.append((doc["services"], med(vals), min(vals), max(vals)))
         if pts:
             pts.sort()
@@ -310,11 +329,11 @@ def make_plots(out: Path, res: dict) -> list[str]:
                         marker="o", capsize=3, label=lbl)
     for c, lbl in (("D", "D direct"), ("E0", "E0 classifier, direct")):
         if runs(res, c):
-            ax.axhline(transit_cell(res, c)[0], linestyle="--", linewidth=1, label=lbl,
+            ax.axhline(transit_cell(res, c, direction="INVITE")[0], linestyle="--", linewidth=1, label=lbl,
                        color="grey" if c == "D" else "tab:purple")
     ax.set_xlabel("services N")
-    ax.set_ylabel("node transit, request p50 (µs)")
-    ax.set_title("Node transit vs services (-t un; bars: min–max over runs)")
+    ax.set_ylabel("node transit, INVITE p50 (µs)")
+    ax.set_title("INVITE (new flow) node transit vs services (-t un; bars: min–max over runs)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "transit_vs_services.png", dpi=110)

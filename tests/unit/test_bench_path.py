@@ -165,7 +165,8 @@ def _run(rnd, req_p50, sipp_s, resp_s, other_s, whole_s, ok=100):
     parts = {"sipp (UAC)": sipp_s, "responder": resp_s, "other tasks": other_s}
     tasks = sum(parts.values())
     return {"round": rnd, "successful": ok,
-            "transit": {"request": {"p50": req_p50, "p99": req_p50 * 2},
+            "transit": {"request": {"p50": req_p50, "p99": req_p50 * 2,
+                                    "by_message": {"INVITE": {"p50": req_p50 * 3, "p99": req_p50 * 4}}},
                         "response": {"p50": req_p50 / 2, "p99": req_p50}},
             "cpu": {"parts_s": parts, "whole_s": whole_s, "residual_s": whole_s - tasks,
                     "adds_up": abs(whole_s - tasks) <= 0.1 * whole_s}}
@@ -181,11 +182,14 @@ def test_headline_table_cpu_sum_and_paired_lines():
            "bpf_stats": {"in_traffic": {"E0": {"programs": {"xdp_sip": {"run_cnt": 300, "ns_per_run": 812.4}}}}},
            "prog_test_run": {"invite_1k_pass": 783}}
     text = "\n".join(path_report.headline(res))
-    # medians over rounds: D 6.0, C 10.0, A 19.0 (request p50); response = half
-    assert "| D direct | 6.0 | 12.0 | 3.0 | 6.0 | 3 | 100 + 50 + 20 + 10 = 180 (±10 % in 3/3 runs) |" in text
-    assert "| C eTSF classifier + fast path (N=10000) | 10.0 |" in text and "= 300 (±10 % in 0/3 runs)" in text
-    assert "C/A request transit p50 at N=10000: **0.53** (10.0 / 19.0 µs)" in text
-    assert "- C − D (per-round Δ of transit p50, median): request +4.0 µs (95 % CI [+4.0, +4.0], 3 rounds)" in text
+    # medians over rounds: D 6.0, C 10.0, A 19.0 (request p50); INVITE x3; response = half
+    assert ("| D direct | 18.0 | 24.0 | 6.0 | 12.0 | 3.0 | 6.0 | 3 | 100 + 50 + 20 + 10 = 180 (±10 % in 3/3 runs) |"
+            in text)
+    assert "| C eTSF classifier + fast path (N=10000) | 30.0 |" in text and "= 300 (±10 % in 0/3 runs)" in text
+    assert "C/A INVITE transit p50 at N=10000: **0.53** (30.0 / 57.0 µs)" in text
+    assert "C/A all requests transit p50 at N=10000: **0.53** (10.0 / 19.0 µs)" in text
+    assert ("- C − D (per-round Δ of transit p50, median): INVITE +12.0 µs (95 % CI [+12.0, +12.0], 3 rounds); "
+            "request +4.0 µs (95 % CI [+4.0, +4.0], 3 rounds)") in text
     assert "E0 − D" not in text                          # no E0 runs: no line
     assert "E0 812 ns in traffic, PROG_TEST_RUN (INVITE, hot, back to back) 783 ns" in text
     assert "N=30000" not in text                         # configurations that did not run have no row
