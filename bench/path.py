@@ -63,7 +63,7 @@ PROFILES = {
                   sweep_families=["ipt-legacy", "nft-vmap"], vmap_max_services=200, quiet_limit_s=3.0, stats_seconds=2,
                   datapath_repeat=100000, overload_reserve_min=1.0, budget_min=4.0),
     # full: ~27 min for the path passes on an idle 2-core host (key: 7 configurations x 10 rounds x ~14.5 s;
-    # bpf_stats + PROG_TEST_RUN ~2 min; sweep: 19 single runs, ~8 min with the rule loads), the rest of
+    # bpf_stats + PROG_TEST_RUN ~2 min; sweep: 20 single runs, ~8 min with the rule loads), the rest of
     # the 40-minute budget for the overload sweep
     "full": dict(rate=200, seconds=3, u1_seconds=2, rounds=10, key_services=10000,
                  sweep=[0, 1000, 5000, 20000, 30000], sweep_families=list(SWEEP_FAMILIES), vmap_max_services=10000,
@@ -348,8 +348,9 @@ class PathBench:
         ns = sorted(set(self.p["sweep"]) | {k})
         ends = [x for x in (ns[0], ns[-1]) if x != k] if len(ns) > 1 else ns
         order = list(dict.fromkeys(ends + ns))
+        # at the key N, iptables-nft and C come from the key rounds; the other families run here
         plan = [(n, fam) for n in order for fam in self.p["sweep_families"]
-                if (fam == "nft-vmap" and n <= self.p["vmap_max_services"]) or (fam != "nft-vmap" and n != k)]
+                if (n <= self.p["vmap_max_services"] if fam == "nft-vmap" else n != k or fam not in ("ipt-nft", "C"))]
         per = self.p["seconds"] + 12
         for n, fam in plan:
             cfg = {"name": cfg_name(fam, n), "kind": fam, "services": n}

@@ -19,7 +19,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 KEY = ("D", "A-ipt-nft-200", "C-200", "C0-200", "E0", "E-200", "R")
-SWEEP = ("A-ipt-legacy-0", "A'-nft-vmap-0", "A'-nft-vmap-200")
+SWEEP = ("A-ipt-legacy-0", "A'-nft-vmap-0", "A-ipt-legacy-200", "A'-nft-vmap-200")
 STATS = Path("/proc/sys/kernel/bpf_stats_enabled")
 
 
