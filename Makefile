@@ -10,8 +10,13 @@ export PYTHONPATH := $(CURDIR)/src
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export ANSIBLE_HOST_KEY_CHECKING := False
 LAB_HOSTS ?= 3
+# RFC 4475 torture messages for tests/bpf/test_rfc4475.py; a relative path is taken from
+# the checkout's root (the default: the project's shared/ folder beside the checkout)
+ETSF_RFC4475_DIR ?= ../shared/reference/rfc4475
+export ETSF_RFC4475_DIR
+RFC4475_PATH = $(if $(filter /%,$(ETSF_RFC4475_DIR)),$(ETSF_RFC4475_DIR),$(CURDIR)/$(ETSF_RFC4475_DIR))
 
-.PHONY: help setup demo test test-py lint ansible-lint sanity molecule lab-up lab-down lab-status build collection bench-datapath changelog clean bench bench-paired bench-quick bench-path appliance appliance-qemu
+.PHONY: help setup demo test test-py check-corpus lint ansible-lint sanity molecule lab-up lab-down lab-status build collection bench-datapath changelog clean bench bench-paired bench-quick bench-path appliance appliance-qemu
 
 help: ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -22,13 +27,17 @@ setup: ## install Debian and PyPI dependencies (idempotent)
 demo: setup ## main job: boot the lab fleet and roll eTSF out to it
 	@scripts/demo.sh $(LAB_HOSTS)
 
-test: setup ## everything CI runs: pytest (unit, bpf, integration, lab), lint, sanity, molecule
+test: check-corpus setup ## everything CI runs: pytest (unit, bpf, integration, lab), lint, sanity, molecule
 	$(MAKE) --no-print-directory test-py
 	$(MAKE) --no-print-directory lint
 	$(MAKE) --no-print-directory molecule
 
-test-py: ## pytest suites
+test-py: check-corpus ## pytest suites
 	$(PY) -m pytest -q -p no:cacheprovider tests
+
+# One line and a non-zero exit, before anything is installed or run, when the corpus is missing.
+check-corpus:
+	@$(if $(wildcard $(RFC4475_PATH)/INDEX.tsv),:,$(error ETSF_RFC4475_DIR=$(ETSF_RFC4475_DIR): no RFC 4475 corpus there ($(RFC4475_PATH)/INDEX.tsv missing); set ETSF_RFC4475_DIR to its directory))
 
 lint: ansible-lint sanity ## ansible-lint (production profile) and ansible-test sanity
 

@@ -1,9 +1,12 @@
 /* SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause */
 /*
- * etsf_maps.h - every eTSF map, defined once.  Included by xdp_sip.bpf.c and
- * tc_sip.bpf.c.  All shared maps are pinned by name (LIBBPF_PIN_BY_NAME) so
- * both objects use the same maps and an upgraded object re-uses the pinned
- * maps with their state (counters, rate-limit buckets, policy).
+ * etsf_maps.h - the core maps: control, policy, ACL, rate limit, counters,
+ * last parse result and the private per-CPU parse scratch.  Telemetry maps
+ * are in etsf_tm_maps.h, fast-path maps in etsf_fp_maps.h; every map is
+ * defined in exactly one header.  Shared maps are pinned by name
+ * (LIBBPF_PIN_BY_NAME) so every object uses the same maps and an upgraded
+ * object re-uses the pinned maps with their state (counters, rate-limit
+ * buckets, policy).
  */
 #ifndef ETSF_MAPS_H
 #define ETSF_MAPS_H
@@ -106,22 +109,8 @@ struct etsf_parse_state {
 	__u32 tmp;          /* step-local value passed through memory          */
 };
 
-/* never written: makes every etsf.h enum part of the objects' BTF, so the
- * host mirror (layout.py) can be checked against it */
-struct etsf_btf_anchor {
-	enum etsf_method     method;
-	enum etsf_verdict    verdict;
-	enum etsf_reason     reason;
-	enum etsf_hook       hook;
-	enum etsf_rl_class   rl_class;
-	enum etsf_prio       prio;
-	enum etsf_acl_action acl_action;
-	__u32                _pad;
-};
-
 struct etsf_scratch {
 	struct etsf_parse_state st;
-	struct etsf_btf_anchor btf_anchor;
 	__u8 buf[ETSF_PARSE_BYTES + ETSF_SCRATCH_SLACK];
 };
 

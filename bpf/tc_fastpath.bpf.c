@@ -27,13 +27,17 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
+#include "etsf_ctx_skb.h"
 #include "etsf.h"
+#include "etsf_kernel.h"
 #include "etsf_maps.h"
-#include "sip_parse.h"
-#include "etsf_common.h"
-#include "fastpath.h"
+#include "etsf_fp_maps.h"
+#include "etsf_failsafe.h"
+#include "etsf_parse.h"
+#include "etsf_classify.h"
+#include "etsf_fastpath.h"
 
-struct fp_ctx {
+struct etsf_fp_ctx {
 	struct etsf_pkt p;
 	__u8 saddr[16];
 	__u8 daddr[16];
@@ -42,7 +46,7 @@ struct fp_ctx {
 	__u64 generation;
 };
 
-static __always_inline int fp_load_addrs(struct __sk_buff *skb, const struct etsf_pkt *p,
+static __always_inline int etsf_fp_load_addrs(struct __sk_buff *skb, const struct etsf_pkt *p,
 					 __u8 *saddr, __u8 *daddr)
 {
 	if (p->family == 4) {
@@ -57,7 +61,7 @@ static __always_inline int fp_load_addrs(struct __sk_buff *skb, const struct ets
 	return 0;
 }
 
-static __always_inline int fp_addr_eq(const __u8 *a, const __u8 *b)
+static __always_inline int etsf_fp_addr_eq(const __u8 *a, const __u8 *b)
 {
 	__u64 x0, x1, y0, y1;
 
@@ -68,7 +72,7 @@ static __always_inline int fp_addr_eq(const __u8 *a, const __u8 *b)
 	return x0 == y0 && x1 == y1;
 }
 
-static __always_inline int fp_is_syn(struct __sk_buff *skb, const struct etsf_pkt *p)
+static __always_inline int etsf_fp_is_syn(struct __sk_buff *skb, const struct etsf_pkt *p)
 {
 	__u8 fl;
 
@@ -77,7 +81,7 @@ static __always_inline int fp_is_syn(struct __sk_buff *skb, const struct etsf_pk
 	return (fl & 0x12) == 0x02;      /* SYN without ACK */
 }
 
-static __noinline int fp_return(struct __sk_buff *skb, struct fp_ctx *c)
+static __noinline int etsf_fp_return(struct __sk_buff *skb, struct etsf_fp_ctx *c)
 {
 	struct etsf_pkt *p = &c->p;
 	__u8 *saddr = c->saddr, *daddr = c->daddr;
@@ -91,13 +95,7 @@ static __noinline int fp_return(struct __sk_buff *skb, struct fp_ctx *c)
 	__u16 vport;
 	long rc;
 
-	__builtin_memcpy(fk.a, daddr, 16);
-	__builtin_memcpy(fk.b, saddr, 16);
-	fk.aport = p->dport;
-	fk.bport = p->sport;
-	fk.family = p->family;
-	fk.proto = p->l4proto;
-	fk.dir = 1;
+	etsf_fp_flow_key_set(&fk, p, daddr, p->dport, saddr, p->sport, 1);
 	f = bpf_map_lookup_elem(&etsf_fp_flow, &fk);
 	if (!f)
 		return -ETSF_FP_NOT_SERVICE;
@@ -109,10 +107,10 @@ static __noinline int fp_return(struct __sk_buff *skb, struct fp_ctx *c)
 	if (!sc)
 		return -ETSF_FP_INTERNAL;
 	fibp = &sc->fib;
-	rc = fp_fib(skb, fibp, p, vip, daddr, skb->ingress_ifindex);
+	rc = etsf_fp_fib(skb, fibp, p, vip, daddr, skb->ingress_ifindex);
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH && !f->ifindex)
 		return -ETSF_FP_FIB_FAIL;
-	if (fp_rewrite(skb, p, 0, saddr, vip, p->sport, vport))
+	if (etsf_fp_rewrite(skb, p, 0, saddr, vip, p->sport, vport))
 		return -ETSF_FP_INTERNAL;
 	bs = bid < ETSF_FP_BACKENDS_MAX ? bpf_map_lookup_elem(&etsf_fp_bstats, &bid) : NULL;
 	if (bs) {
@@ -120,41 +118,32 @@ static __noinline int fp_return(struct __sk_buff *skb, struct fp_ctx *c)
 		bs->ret_bytes += len;
 	}
 	if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
-		if (fp_set_macs(skb, fibp->dmac, fibp->smac))
+		if (etsf_fp_set_macs(skb, fibp->dmac, fibp->smac))
 			return -ETSF_FP_INTERNAL;
-		fp_count(ETSF_FP_RET, len);
+		etsf_fp_count(ETSF_FP_RET, len);
 		return bpf_redirect(fibp->ifindex, 0);
 	}
 	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
-		struct bpf_redir_neigh nh = {};
-
-		if (p->family == 4) {
-			nh.nh_family = AF_INET_;
-			__builtin_memcpy(&nh.ipv4_nh, &fibp->ipv4_dst, 4);
-		} else {
-			nh.nh_family = AF_INET6_;
-			__builtin_memcpy(nh.ipv6_nh, fibp->ipv6_dst, 16);
-		}
-		fp_count(ETSF_FP_RET, len);
-		return bpf_redirect_neigh(fibp->ifindex, &nh, sizeof(nh), 0);
+		etsf_fp_count(ETSF_FP_RET, len);
+		return etsf_fp_redirect_neigh(fibp, p->family);
 	}
 	/* symmetric: back out where the request came in */
 	f = bpf_map_lookup_elem(&etsf_fp_flow, &fk);
 	if (!f)
 		return -ETSF_FP_INTERNAL;
-	if (fp_set_macs(skb, f->cmac, f->lmac))
+	if (etsf_fp_set_macs(skb, f->cmac, f->lmac))
 		return -ETSF_FP_INTERNAL;
-	fp_count(ETSF_FP_RET, len);
+	etsf_fp_count(ETSF_FP_RET, len);
 	return bpf_redirect(f->ifindex, 0);
 }
 
-static __noinline int fp_forward(struct __sk_buff *skb, struct fp_ctx *c,
+static __noinline int etsf_fp_forward(struct __sk_buff *skb, struct etsf_fp_ctx *c,
 				 const struct etsf_fp_svc *svc)
 {
 	struct etsf_pkt *p = &c->p;
 	__u8 *saddr = c->saddr, *daddr = c->daddr;
 	__u32 slot = c->slot;
-	struct sip_result r = {};
+	struct etsf_sip_result r = {};
 	struct etsf_fp_flow_key fk = {};
 	struct etsf_fp_flow *f, *fvp;
 	struct etsf_fp_backend *b;
@@ -179,11 +168,11 @@ static __noinline int fp_forward(struct __sk_buff *skb, struct fp_ctx *c,
 	fibp = &sc->fib;
 	fvp = &sc->fv;
 
-	if (p->l4proto == IPPROTO_UDP_) {
+	if (p->l4proto == IPPROTO_UDP) {
 		struct etsf_fp_aff_key ak = {};
 		struct etsf_fp_aff *a;
 
-		ETSF_PARSE_PAYLOAD(bpf_skb_load_bytes, skb, p, &r);
+		etsf_parse_payload(skb, p, &r);
 		if (r.reason != ETSF_R_OK || !r.has_callid)
 			return -ETSF_FP_NOT_SIP;
 		ak.callid_hash = r.callid_hash;
@@ -192,16 +181,13 @@ static __noinline int fp_forward(struct __sk_buff *skb, struct fp_ctx *c,
 		ak.family = p->family;
 		ak.proto = p->l4proto;
 		a = bpf_map_lookup_elem(&etsf_fp_aff, &ak);
-		if (a) {
-			b = fp_backend(a->backend);
-			/* stays while the backend is in the live service, up or down */
-			if (b && (b->flags & ETSF_FP_B_SLOT(slot)))
-				bid = a->backend;
-		}
+		/* stays while the backend is in the live service, up or down */
+		if (a)
+			bid = etsf_fp_member(a->backend, slot);
 		if (bid == ETSF_FP_NONE) {
 			struct etsf_fp_aff av = {};
 
-			bid = fp_pick(ring, r.callid_hash, slot);
+			bid = etsf_fp_pick(ring, r.callid_hash, slot);
 			if (bid == ETSF_FP_NONE)
 				return -ETSF_FP_NO_BACKEND;
 			av.backend = bid;
@@ -210,23 +196,14 @@ static __noinline int fp_forward(struct __sk_buff *skb, struct fp_ctx *c,
 			new_dialog = 1;
 		}
 	} else {
-		__builtin_memcpy(fk.a, saddr, 16);
-		__builtin_memcpy(fk.b, daddr, 16);
-		fk.aport = p->sport;
-		fk.bport = p->dport;
-		fk.family = p->family;
-		fk.proto = p->l4proto;
-		fk.dir = 0;
+		etsf_fp_flow_key_set(&fk, p, saddr, p->sport, daddr, p->dport, 0);
 		f = bpf_map_lookup_elem(&etsf_fp_flow, &fk);
-		if (f) {
-			b = fp_backend(f->backend);
-			if (b && (b->flags & ETSF_FP_B_SLOT(slot)))
-				bid = f->backend;
-		}
+		if (f)
+			bid = etsf_fp_member(f->backend, slot);
 		if (bid == ETSF_FP_NONE) {
-			if (!fp_is_syn(skb, p))
+			if (!etsf_fp_is_syn(skb, p))
 				return -ETSF_FP_TCP_NO_FLOW;
-			bid = fp_pick(ring, fp_flow_hash(saddr, p->sport), slot);
+			bid = etsf_fp_pick(ring, etsf_fp_flow_hash(saddr, p->sport), slot);
 			if (bid == ETSF_FP_NONE)
 				return -ETSF_FP_NO_BACKEND;
 			__builtin_memset(fvp, 0, sizeof(*fvp));
@@ -237,7 +214,7 @@ static __noinline int fp_forward(struct __sk_buff *skb, struct fp_ctx *c,
 		}
 	}
 
-	b = fp_backend(bid);
+	b = etsf_fp_backend(bid);
 	if (!b)
 		return -ETSF_FP_INTERNAL;
 	__builtin_memcpy(baddr, b->addr, 16);
@@ -249,7 +226,7 @@ static __noinline int fp_forward(struct __sk_buff *skb, struct fp_ctx *c,
 		__builtin_memcpy(eth + 6, b->smac, 6);
 		fibp->ifindex = b->ifindex;
 	} else {
-		rc = fp_fib(skb, fibp, p, saddr, baddr, skb->ingress_ifindex);
+		rc = etsf_fp_fib(skb, fibp, p, saddr, baddr, skb->ingress_ifindex);
 		if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
 			return -ETSF_FP_FIB_FAIL;
 		__builtin_memcpy(eth, fibp->dmac, 6);
@@ -258,16 +235,10 @@ static __noinline int fp_forward(struct __sk_buff *skb, struct fp_ctx *c,
 
 	/* return-path flow: client <- backend gets the VIP back */
 	__builtin_memset(&fk, 0, sizeof(fk));
-	__builtin_memcpy(fk.a, saddr, 16);
-	__builtin_memcpy(fk.b, baddr, 16);
-	fk.aport = p->sport;
-	fk.bport = bport;
-	fk.family = p->family;
-	fk.proto = p->l4proto;
-	fk.dir = 1;
+	etsf_fp_flow_key_set(&fk, p, saddr, p->sport, baddr, bport, 1);
 	f = bpf_map_lookup_elem(&etsf_fp_flow, &fk);
 	if (!f || f->backend != bid || f->vport != p->dport ||
-	    !fp_addr_eq(f->vip, daddr) || f->ifindex != skb->ingress_ifindex) {
+	    !etsf_fp_addr_eq(f->vip, daddr) || f->ifindex != skb->ingress_ifindex) {
 		__builtin_memset(fvp, 0, sizeof(*fvp));
 		__builtin_memcpy(fvp->vip, daddr, 16);
 		fvp->vport = p->dport;
@@ -279,7 +250,7 @@ static __noinline int fp_forward(struct __sk_buff *skb, struct fp_ctx *c,
 		bpf_map_update_elem(&etsf_fp_flow, &fk, fvp, BPF_ANY);
 	}
 
-	if (fp_rewrite(skb, p, 1, daddr, baddr, p->dport, bport))
+	if (etsf_fp_rewrite(skb, p, 1, daddr, baddr, p->dport, bport))
 		return -ETSF_FP_INTERNAL;
 	if (rc == BPF_FIB_LKUP_RET_SUCCESS && bpf_skb_store_bytes(skb, 0, eth, 12, 0))
 		return -ETSF_FP_INTERNAL;
@@ -290,28 +261,18 @@ static __noinline int fp_forward(struct __sk_buff *skb, struct fp_ctx *c,
 		bs->bytes += len;
 		bs->dialogs += new_dialog;
 	}
-	fp_count(ETSF_FP_FWD, len);
+	etsf_fp_count(ETSF_FP_FWD, len);
 	if (l2)
 		return peer ? bpf_redirect_peer(fibp->ifindex, 0) : bpf_redirect(fibp->ifindex, 0);
-	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
-		struct bpf_redir_neigh nh = {};
-
-		if (p->family == 4) {
-			nh.nh_family = AF_INET_;
-			__builtin_memcpy(&nh.ipv4_nh, &fibp->ipv4_dst, 4);
-		} else {
-			nh.nh_family = AF_INET6_;
-			__builtin_memcpy(nh.ipv6_nh, fibp->ipv6_dst, 16);
-		}
-		return bpf_redirect_neigh(fibp->ifindex, &nh, sizeof(nh), 0);
-	}
+	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH)
+		return etsf_fp_redirect_neigh(fibp, p->family);
 	return bpf_redirect(fibp->ifindex, 0);
 }
 
 SEC("tc")
 int tc_fastpath(struct __sk_buff *skb)
 {
-	struct fp_ctx c = {};
+	struct etsf_fp_ctx c = {};
 	struct etsf_fp_svc_key sk = {};
 	struct etsf_fp_svc *svc;
 	struct etsf_ctl *ctl;
@@ -335,15 +296,14 @@ int tc_fastpath(struct __sk_buff *skb)
 
 	/* headers must be linear for direct access (no-op when they are) */
 	bpf_skb_pull_data(skb, len < 256 ? len : 256);
-	data = (void *)(long)skb->data;
-	data_end = (void *)(long)skb->data_end;
+	etsf_ctx_bounds(skb, &data, &data_end);
 	c.p.pkt_len = len;
 	reason = etsf_parse_hdrs(data, data_end, &c.p);
 	if (reason != ETSF_R_OK) {
 		reason = reason == ETSF_R_FRAGMENT ? ETSF_FP_FRAGMENT : ETSF_FP_NOT_L4;
 		goto pass;
 	}
-	if (fp_load_addrs(skb, &c.p, c.saddr, c.daddr)) {
+	if (etsf_fp_load_addrs(skb, &c.p, c.saddr, c.daddr)) {
 		reason = ETSF_FP_NOT_L4;
 		goto pass;
 	}
@@ -355,15 +315,15 @@ int tc_fastpath(struct __sk_buff *skb)
 	__builtin_memcpy(sk.addr, c.daddr, 16);
 	svc = bpf_map_lookup_elem(&etsf_fp_svc, &sk);
 	if (svc)
-		ret = fp_forward(skb, &c, svc);
+		ret = etsf_fp_forward(skb, &c, svc);
 	else
-		ret = fp_return(skb, &c);
+		ret = etsf_fp_return(skb, &c);
 	if (ret >= 0)
 		return ret;
 	reason = (__u32)(-ret);
 pass:
-	fp_count(reason, len);
-	return TC_ACT_OK_;
+	etsf_fp_count(reason, len);
+	return TC_ACT_OK;
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -19,13 +19,12 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
+#include "etsf_ctx_skb.h"
 #include "etsf.h"
-#include "etsf_maps.h"
-#include "sip_parse.h"
-#include "etsf_common.h"
-#include "telemetry.h"
-
-#define TC_ACT_OK_ 0
+#include "etsf_kernel.h"
+#include "etsf_classify.h"
+#include "etsf_stats.h"
+#include "etsf_telemetry.h"
 
 static __always_inline int etsf_set_dscp(struct __sk_buff *skb, const struct etsf_pkt *p,
 					 __u8 dscp)
@@ -65,36 +64,19 @@ static __always_inline int etsf_set_dscp(struct __sk_buff *skb, const struct ets
 SEC("tc")
 int tc_sip_egress(struct __sk_buff *skb)
 {
-	void *data = (void *)(long)skb->data;
-	void *data_end = (void *)(long)skb->data_end;
 	struct etsf_pkt p = {};
-	struct sip_result r = {};
+	struct etsf_sip_result r = {};
 	const struct etsf_policy *pol = NULL;
 	struct etsf_ifstat *ifs;
 	struct etsf_ctl *ctl = NULL;
-	__u32 reason, verdict = ETSF_V_PASS, pc;
+	__u32 reason, verdict = ETSF_V_PASS;
 	int valid = 0;
 
-	p.pkt_len = skb->len;
-	reason = etsf_prologue(&ctl, &pol, &valid);
+	p.pkt_len = etsf_ctx_len(skb);
+	reason = etsf_classify(skb, &p, &r, &ctl, &pol, &valid);
 	if (reason != ETSF_R_OK)
 		goto out;
-
-	reason = etsf_parse_hdrs(data, data_end, &p);
-	if (reason != ETSF_R_OK)
-		goto out;
-	pc = etsf_port_class(pol, valid, p.sport, p.dport);
-	if (pc == ETSF_PORT_NONE) {
-		reason = ETSF_R_NOT_SIP_PORT;
-		goto out;
-	}
-	if (pc == ETSF_PORT_TLS) {
-		reason = ETSF_R_TLS;
-		goto out;
-	}
-	ETSF_PARSE_PAYLOAD(bpf_skb_load_bytes, skb, &p, &r);
-	etsf_tcp_continuation(&p, &r);
-	reason = r.reason;
+	reason = r.reason;      /* TLS, or why the message was not understood */
 	if (reason != ETSF_R_OK)
 		goto out;
 	etsf_tm_observe(ETSF_HOOK_TC_EGRESS, skb->ifindex, &r);
@@ -119,7 +101,7 @@ int tc_sip_egress(struct __sk_buff *skb)
 out:
 	etsf_count(ETSF_HOOK_TC_EGRESS, r.method, verdict, reason, p.pkt_len);
 	etsf_record(ctl, &r, &p, verdict, reason);
-	return TC_ACT_OK_;
+	return TC_ACT_OK;
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -7,7 +7,7 @@
  *   2. Ethernet (+ one VLAN tag), IPv4/IPv6, UDP/TCP; fragments pass
  *   3. SIP port set of the active policy (5060/5061 without a valid policy);
  *      TLS ports are counted, never parsed
- *   4. payload copied to the per-CPU scratch buffer, SIP parsed (sip_parse.h)
+ *   4. payload copied to the per-CPU scratch buffer, SIP parsed (etsf_sip_parse.h)
  *   5. policy: deny (DROP) > not understood (PASS + reason) > no policy >
  *      trust > overload shedding > per-source GCRA rate limit > OK
  * Every packet is counted exactly once in etsf_stats at
@@ -17,51 +17,34 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
+#include "etsf_ctx_xdp.h"
 #include "etsf.h"
-#include "etsf_maps.h"
-#include "sip_parse.h"
-#include "etsf_common.h"
-#include "telemetry.h"
+#include "etsf_classify.h"
+#include "etsf_policy.h"
+#include "etsf_stats.h"
+#include "etsf_telemetry.h"
 
 SEC("xdp")
 int xdp_sip(struct xdp_md *ctx)
 {
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
 	struct etsf_pkt p = {};
-	struct sip_result r = {};
+	struct etsf_sip_result r = {};
 	struct etsf_ifstat *ifs;
 	const struct etsf_policy *pol = NULL;
 	struct etsf_ctl *ctl = NULL;
-	__u32 reason, verdict = ETSF_V_PASS, pc;
+	__u32 reason, verdict = ETSF_V_PASS;
 	int valid = 0;
 
-	p.pkt_len = bpf_xdp_get_buff_len(ctx);
+	p.pkt_len = etsf_ctx_len(ctx);
 	ifs = etsf_ifstat_get(ctx->ingress_ifindex);
 	if (ifs) {
 		ifs->rx_packets++;
 		ifs->rx_bytes += p.pkt_len;
 	}
 
-	reason = etsf_prologue(&ctl, &pol, &valid);
+	reason = etsf_classify(ctx, &p, &r, &ctl, &pol, &valid);
 	if (reason != ETSF_R_OK)
 		goto out;
-
-	reason = etsf_parse_hdrs(data, data_end, &p);
-	if (reason != ETSF_R_OK)
-		goto out;
-
-	pc = etsf_port_class(pol, valid, p.sport, p.dport);
-	if (pc == ETSF_PORT_NONE) {
-		reason = ETSF_R_NOT_SIP_PORT;
-		goto out;
-	}
-	if (pc == ETSF_PORT_TLS) {
-		r.reason = ETSF_R_TLS;
-	} else {
-		ETSF_PARSE_PAYLOAD(bpf_xdp_load_bytes, ctx, &p, &r);
-		etsf_tcp_continuation(&p, &r);
-	}
 	if (r.reason == ETSF_R_OK && ifs)
 		ifs->sip_packets++;
 	verdict = etsf_policy_verdict(ctl, pol, valid, &p, &r, r.reason, &reason);

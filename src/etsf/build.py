@@ -13,9 +13,13 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from . import inputs
+
 DEFAULT_OUT_DIR = "/var/lib/etsf/build"
 DEFAULT_BTF = "/sys/kernel/btf/vmlinux"
 STAMP_FILE = "build.stamp"
+# test-only object holding every mirrored struct/enum in its BTF (never loaded)
+LAYOUT_SOURCE = "etsf_alignchecker.c"
 
 
 class BuildError(Exception):
@@ -91,6 +95,14 @@ def compile_object(src: Path, out_dir: Path, include_dir: Path) -> Path:
     return obj
 
 
+def _read_stamp(path: Path) -> str | None:
+    """The stamp of the last build; None (rebuild) when missing, oversized or not text."""
+    try:
+        return inputs.read_text(str(path), "build stamp").strip()
+    except (OSError, ValueError):
+        return None
+
+
 def build(src_dir, out_dir=DEFAULT_OUT_DIR, btf: str = DEFAULT_BTF, force: bool = False) -> dict:
     """Compile every ``*.bpf.c`` of src_dir into out_dir; skip when unchanged."""
     src_dir = Path(src_dir)
@@ -106,13 +118,27 @@ def build(src_dir, out_dir=DEFAULT_OUT_DIR, btf: str = DEFAULT_BTF, force: bool 
     stamp = compute_stamp(src_dir, btf)
     stamp_path = out_dir / STAMP_FILE
     objects = [out_dir / (s.name[: -len(".c")] + ".o") for s in sources]
-    if (not force and stamp_path.exists() and stamp_path.read_text().strip() == stamp
+    if (not force and _read_stamp(stamp_path) == stamp
             and all(o.exists() for o in objects)):
         return {"objects": [str(o) for o in objects], "changed": False, "stamp": stamp}
     generate_vmlinux_h(out_dir, btf)
     built = [compile_object(s, out_dir, src_dir) for s in sources]
     stamp_path.write_text(stamp + "\n")
     return {"objects": [str(o) for o in built], "changed": True, "stamp": stamp}
+
+
+def build_layout_object(src_dir, out_dir, btf: str = DEFAULT_BTF) -> str:
+    """Compile the test-only layout object (LAYOUT_SOURCE) with the programs'
+    headers and flags; its BTF is what tests compare src/etsf/layout.py with."""
+    src_dir = Path(src_dir)
+    out_dir = Path(out_dir)
+    src = src_dir / LAYOUT_SOURCE
+    if not src.is_file():
+        raise BuildError(f"layout source {src} does not exist")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not (out_dir / "vmlinux.h").exists():
+        generate_vmlinux_h(out_dir, btf)
+    return str(compile_object(src, out_dir, src_dir))
 
 
 def main(argv=None) -> int:  # pragma: no cover - convenience

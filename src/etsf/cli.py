@@ -13,6 +13,7 @@ import sys
 import time
 
 from . import __version__
+from . import inputs as T
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -178,8 +179,6 @@ def cmd_heartbeat(args):
         res = datapath.heartbeat()
         _out(args, res, f"heartbeat {res['heartbeat_ns']}")
         return
-    if args.interval <= 0:
-        raise ValueError("--interval must be > 0")
     import signal
 
     def _stop(_sig, _frm):
@@ -239,6 +238,11 @@ def cmd_restore(args):
 # ---------------------------------------------------------------------------
 
 
+def _parse_probe(text):
+    from .health import parse_probe
+    return parse_probe(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="etsfctl", description="eTSF host agent: eBPF SIP traffic steering")
     p.add_argument("--version", action="version", version=f"etsfctl {__version__}")
@@ -248,26 +252,26 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     s = sub.add_parser("build", parents=[common], help="compile the BPF objects against this kernel's BTF")
-    s.add_argument("--out", metavar="DIR", help="output directory (default $ETSF_STATE_DIR/build)")
+    s.add_argument("--out", type=T.path, metavar="DIR", help="output directory (default $ETSF_STATE_DIR/build)")
     s.add_argument("--force", action="store_true", help="rebuild even if the stamp is unchanged")
     s.set_defaults(func=cmd_build)
 
     s = sub.add_parser("attach", parents=[common], help="load, pin and attach XDP ingress + TC egress")
-    s.add_argument("--iface", required=True, metavar="IF")
+    s.add_argument("--iface", type=T.iface, required=True, metavar="IF")
     s.add_argument("--mode", choices=("native", "generic"), default="native")
-    s.add_argument("--build-dir", metavar="DIR", help="where the objects are (default: last build)")
+    s.add_argument("--build-dir", type=T.path, metavar="DIR", help="where the objects are (default: last build)")
     s.add_argument("--force", action="store_true", help="replace a foreign XDP program")
     s.set_defaults(func=cmd_attach)
 
     s = sub.add_parser("detach", parents=[common], help="detach XDP and TC programs (maps stay pinned)")
-    s.add_argument("--iface", required=True, metavar="IF")
+    s.add_argument("--iface", type=T.iface, required=True, metavar="IF")
     s.set_defaults(func=cmd_detach)
 
     s = sub.add_parser("policy", help="policy apply / show")
     psub = s.add_subparsers(dest="pcmd", metavar="ACTION", parser_class=_Parser)
     psub.required = True
     a = psub.add_parser("apply", parents=[common], help="validate and atomically apply a policy file")
-    a.add_argument("file", metavar="FILE")
+    a.add_argument("file", type=T.path, metavar="FILE")
     a.add_argument("--check", action="store_true", help="validate and diff only; write nothing")
     a.add_argument("--diff", action="store_true", help="print the change against the live policy")
     a.set_defaults(func=cmd_policy_apply)
@@ -293,19 +297,20 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("heartbeat", parents=[common], help="refresh the dead-man heartbeat")
     g = s.add_mutually_exclusive_group()
     g.add_argument("--once", action="store_true")
-    g.add_argument("--interval", type=float, metavar="S")
-    s.add_argument("--count", type=int, metavar="N", help="with --interval: stop after N beats")
+    g.add_argument("--interval", type=T.seconds, metavar="S")
+    s.add_argument("--count", type=T.count, metavar="N", help="with --interval: stop after N beats")
     s.set_defaults(func=cmd_heartbeat)
 
     s = sub.add_parser("preflight", parents=[common], help="can this host run eTSF? (every unmet requirement)")
-    s.add_argument("--iface", action="append", metavar="IF", help="interface to check (repeatable)")
-    s.add_argument("--min-kernel", default="5.18", metavar="VER")
+    s.add_argument("--iface", type=T.iface, action="append", metavar="IF", help="interface to check (repeatable)")
+    s.add_argument("--min-kernel", type=T.kernel_version, default="5.18", metavar="VER")
     s.set_defaults(func=cmd_preflight)
 
     s = sub.add_parser("health", parents=[common], help="health gate: attached, counters moving, no unexpected drops")
-    s.add_argument("--iface", action="append", required=True, metavar="IF")
-    s.add_argument("--window", type=float, default=2.0, metavar="S")
-    s.add_argument("--probe", metavar="ADDR[:PORT]", help="send bounded SIP OPTIONS probes here")
+    s.add_argument("--iface", type=T.iface, action="append", required=True, metavar="IF")
+    s.add_argument("--window", type=T.seconds, default=2.0, metavar="S")
+    s.add_argument("--probe", type=T.parsed_by(_parse_probe, "ADDR[:PORT]", "127.0.0.1:5060"),
+                   metavar="ADDR[:PORT]", help="send bounded SIP OPTIONS probes here")
     s.add_argument("--no-traffic", action="store_true", help="do not require the counters to move")
     s.set_defaults(func=cmd_health)
 
@@ -314,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_revert)
 
     s = sub.add_parser("restore", parents=[common], help="boot-time restore of programs and policy")
-    s.add_argument("--config", default="/etc/etsf/datapath.yml", metavar="FILE")
+    s.add_argument("--config", type=T.path, default="/etc/etsf/datapath.yml", metavar="FILE")
     s.set_defaults(func=cmd_restore)
 
     from .exporter import add_cli as _telemetry_cli   # exporter, top, telemetry (issue 6)

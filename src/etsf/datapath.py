@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import layout
+from . import inputs, layout
 from . import policy as _policy
 
 XDP_OBJ = "xdp_sip.bpf.o"
@@ -81,8 +81,7 @@ def _state_path() -> str:
 
 def load_state() -> dict[str, Any]:
     try:
-        with open(_state_path(), encoding="utf-8") as f:
-            st = json.load(f)
+        st = json.loads(inputs.read_text(_state_path(), "state"))
         if isinstance(st, dict):
             st.setdefault("interfaces", {})
             return st
@@ -331,9 +330,9 @@ def _object_stamp(obj_path: str) -> str | None:
     """Build stamp of the objects next to obj_path (None when built by hand)."""
     from . import build as _build
     try:
-        with open(os.path.join(os.path.dirname(obj_path), _build.STAMP_FILE), encoding="utf-8") as fh:
-            return fh.read().strip() or None
-    except OSError:
+        return inputs.read_text(os.path.join(os.path.dirname(obj_path), _build.STAMP_FILE),
+                                "build stamp").strip() or None
+    except (OSError, ValueError):
         return None
 
 
@@ -601,10 +600,13 @@ def revert(mode: str = "bypass") -> dict[str, Any]:
 def _read_restore_config(path: str) -> dict[str, Any]:
     import yaml
     try:
-        with open(path, encoding="utf-8") as fh:
-            cfg = yaml.safe_load(fh) or {}
+        cfg = inputs.load_yaml(inputs.read_text(path, "datapath config")) or {}
     except OSError as exc:
         raise DatapathError(f"{path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise DatapathError(f"{path}: not UTF-8 text") from None
+    except inputs.InputTooLarge as exc:
+        raise DatapathError(str(exc)) from None
     except yaml.YAMLError as exc:
         raise DatapathError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(cfg, dict) or cfg.get("version") != 1:
@@ -614,6 +616,13 @@ def _read_restore_config(path: str) -> dict[str, Any]:
         raise DatapathError(f"{path}: interfaces: expected a non-empty list of interface names")
     if cfg.get("mode", "native") not in MODES:
         raise DatapathError(f"{path}: mode: must be one of {', '.join(MODES)}")
+    fp = cfg.get("fastpath_interfaces")
+    if fp is not None and (not isinstance(fp, list) or not all(isinstance(i, str) for i in fp)):
+        raise DatapathError(f"{path}: fastpath_interfaces: expected a list of interface names")
+    for key in ("policy", "build_dir", "src_dir"):
+        # a number here would be taken for a file descriptor by os.path/open
+        if cfg.get(key) is not None and (not isinstance(cfg[key], str) or not cfg[key] or "\0" in cfg[key]):
+            raise DatapathError(f"{path}: {key}: expected a path")
     return cfg
 
 

@@ -29,9 +29,11 @@ import ssl
 import sys
 import threading
 import time
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from . import inputs
 from . import kpi as _kpi
 from . import layout as L
 
@@ -428,6 +430,8 @@ class EtsfCollector:
 # ---------------------------------------------------------------------------
 
 PBKDF2_ITERATIONS = 200_000
+PBKDF2_MAX_ITERATIONS = 2_000_000
+PASSWORD_MAX = 1024
 
 
 def hash_password(password: str, iterations: int = PBKDF2_ITERATIONS, salt: bytes | None = None) -> str:
@@ -452,15 +456,23 @@ def check_password(password: str, encoded: str) -> bool:
 def load_users(path: str) -> dict[str, str]:
     """'user:pbkdf2_sha256$...' lines; '#' comments and blank lines ignored."""
     users = {}
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            user, sep, enc = line.partition(":")
-            if not sep or not user or not enc.startswith("pbkdf2_sha256$"):
-                raise ExporterError(f"{path}:{n}: expected 'user:pbkdf2_sha256$...'")
-            users[user] = enc
+    try:
+        text = inputs.read_text(path, "basic auth file")
+    except UnicodeDecodeError:
+        raise ExporterError(f"{path}: not UTF-8 text") from None
+    for n, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        user, sep, enc = line.partition(":")
+        if not sep or not user or not enc.startswith("pbkdf2_sha256$"):
+            raise ExporterError(f"{path}:{n}: expected 'user:pbkdf2_sha256$...'")
+        parts = enc.split("$")
+        # every request pays the iteration count: an absurd one is a denial of service
+        if len(parts) != 4 or not parts[1].isdigit() or not 1 <= int(parts[1]) <= PBKDF2_MAX_ITERATIONS:
+            raise ExporterError(f"{path}:{n}: expected 'user:pbkdf2_sha256$ITERATIONS$SALT$HASH' "
+                                f"with ITERATIONS in 1..{PBKDF2_MAX_ITERATIONS}")
+        users[user] = enc
     if not users:
         raise ExporterError(f"{path}: no users")
     return users
@@ -474,6 +486,32 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, fmt, *args):  # quiet: journald gets errors only
         pass
 
+    def parse_request(self):
+        ok = super().parse_request()
+        if ok and self.request_version == "HTTP/0.9":
+            # a bare "GET /path" would get a body without status line or headers
+            self.send_error(HTTPStatus.BAD_REQUEST, "HTTP/0.9 requests are not supported")
+            return False
+        return ok
+
+    def send_error(self, code, message=None, explain=None):
+        """Every error reply: status line, short text body, connection closed. A bad
+        request is the client's mistake, so never a 5xx: an unknown method is 405 with
+        Allow (not 501), an HTTP version other than 1.x is 400 (not 505)."""
+        extra = [("Connection", "close")]
+        if code == HTTPStatus.NOT_IMPLEMENTED:
+            code = HTTPStatus.METHOD_NOT_ALLOWED
+            extra.append(("Allow", "GET, HEAD"))
+        elif code == HTTPStatus.HTTP_VERSION_NOT_SUPPORTED:     # "GET / HTTP/2.0" over HTTP/1
+            code = HTTPStatus.BAD_REQUEST
+        code = HTTPStatus(code)
+        if self.request_version == "HTTP/0.9":      # also the default before a request line parsed
+            self.request_version = "HTTP/1.0"
+        self.close_connection = True
+        text = f"{int(code)} {code.phrase}" + (f": {message}" if message and message != code.phrase else "")
+        self._send(code, (text.replace("\r", " ").replace("\n", " ") + "\n").encode("utf-8", "replace"),
+                   extra=extra)
+
     def _send(self, code, body: bytes, ctype="text/plain; charset=utf-8", extra=()):
         self.send_response(code)
         self.send_header("Content-Type", ctype)
@@ -481,7 +519,7 @@ class _Handler(BaseHTTPRequestHandler):
         for k, v in extra:
             self.send_header(k, v)
         self.end_headers()
-        if self.command != "HEAD":
+        if getattr(self, "command", None) != "HEAD":
             self.wfile.write(body)
 
     def _authorized(self) -> bool:
@@ -541,6 +579,13 @@ class ExporterServer(ThreadingHTTPServer):
             self.socket = ctx.wrap_socket(self.socket, server_side=True,
                                           do_handshake_on_connect=False)
 
+    def handle_error(self, request, client_address):
+        """A connection that failed (client gone, TLS handshake refused, ...): one line on
+        stderr instead of socketserver's traceback; the server keeps serving."""
+        exc = sys.exc_info()[1]
+        sys.stderr.write(f"etsf-exporter: request from {client_address[0]} failed: "
+                         f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}\n")
+
     def health(self) -> tuple[bool, str]:
         bpf = _bpf()
         try:
@@ -589,6 +634,9 @@ def serve(listen: str = "127.0.0.1", port: int = DEFAULT_PORT, window: float = D
     if heartbeat_file and not os.path.isdir(os.path.dirname(os.path.abspath(heartbeat_file))):
         raise ExporterError(f"--heartbeat-file: directory of {heartbeat_file} does not exist")
     users = load_users(basic_auth_file) if basic_auth_file else None
+    if tls_cert:
+        for f in (tls_cert, tls_key):          # ssl reads them whole: refuse huge files first
+            inputs.check_size(f, "TLS file")
     collector = EtsfCollector(root=root, window=window)
     try:
         collector.sample()                      # KPI baseline = exporter start
@@ -623,8 +671,11 @@ def serve(listen: str = "127.0.0.1", port: int = DEFAULT_PORT, window: float = D
         threading.Thread(target=heartbeat, name="heartbeat", daemon=True).start()
     import signal
     signal.signal(signal.SIGTERM, lambda *_args: threading.Thread(target=srv.shutdown).start())
+    timer = None
     if max_seconds:
-        threading.Timer(float(max_seconds), srv.shutdown).start()
+        timer = threading.Timer(float(max_seconds), srv.shutdown)
+        timer.daemon = True                  # SIGTERM must not wait for it
+        timer.start()
     if ready_file:
         with open(ready_file, "w", encoding="ascii") as f:
             f.write(f"{srv.server_address[1]}\n")
@@ -632,6 +683,8 @@ def serve(listen: str = "127.0.0.1", port: int = DEFAULT_PORT, window: float = D
         srv.serve_forever(poll_interval=0.5)
     finally:
         stop.set()
+        if timer is not None:
+            timer.cancel()
         srv.server_close()
 
 
@@ -709,9 +762,12 @@ def grant(group: str, root: str | None = None, programs: bool = True) -> dict:
 
 def _cmd_exporter(args):
     if args.hash_password:
-        pw = sys.stdin.readline().rstrip("\n")
+        line = sys.stdin.readline(PASSWORD_MAX + 2)         # bounded: stdin may be anything
+        pw = line.rstrip("\n")
         if not pw:
             raise ExporterError("empty password on stdin")
+        if len(pw) > PASSWORD_MAX:
+            raise ExporterError(f"password on stdin longer than {PASSWORD_MAX} characters")
         print(hash_password(pw))
         return
     serve(listen=args.listen, port=args.port, window=args.window,
@@ -753,34 +809,36 @@ def _ms(v):
 
 
 def add_cli(sub, common) -> None:
+    T = inputs  # pylint: disable=invalid-name
     s = sub.add_parser("exporter", parents=[common],
                        help="Prometheus exporter: /metrics and /healthz (daemon)")
-    s.add_argument("--listen", default="127.0.0.1", metavar="ADDR")
-    s.add_argument("--port", type=int, default=DEFAULT_PORT)
-    s.add_argument("--window", type=float, default=DEFAULT_WINDOW, metavar="S",
+    s.add_argument("--listen", type=T.ip_address, default="127.0.0.1", metavar="ADDR")
+    s.add_argument("--port", type=T.listen_port, default=DEFAULT_PORT,
+                   help="TCP port 1..65535 (0: any free port, see --ready-file)")
+    s.add_argument("--window", type=T.long_seconds, default=DEFAULT_WINDOW, metavar="S",
                    help="KPI window in seconds (SER/SEER/NER/ASR)")
-    s.add_argument("--sample-interval", type=float, default=15.0, metavar="S")
-    s.add_argument("--tls-cert", metavar="FILE")
-    s.add_argument("--tls-key", metavar="FILE")
-    s.add_argument("--basic-auth-file", metavar="FILE",
+    s.add_argument("--sample-interval", type=T.seconds, default=15.0, metavar="S")
+    s.add_argument("--tls-cert", type=T.path, metavar="FILE")
+    s.add_argument("--tls-key", type=T.path, metavar="FILE")
+    s.add_argument("--basic-auth-file", type=T.path, metavar="FILE",
                    help="'user:pbkdf2_sha256$...' lines (see --hash-password)")
-    s.add_argument("--pin-root", metavar="DIR", help="default $ETSF_PIN_ROOT or /sys/fs/bpf/etsf")
-    s.add_argument("--heartbeat-file", metavar="FILE",
+    s.add_argument("--pin-root", type=T.path, metavar="DIR", help="default $ETSF_PIN_ROOT or /sys/fs/bpf/etsf")
+    s.add_argument("--heartbeat-file", type=T.path, metavar="FILE",
                    help="rewrite FILE every --heartbeat-interval seconds while the maps are readable "
                         "(watched by the fail-safe heartbeat rule)")
-    s.add_argument("--heartbeat-interval", type=float, default=5.0, metavar="S")
-    s.add_argument("--max-seconds", type=float, metavar="S", help=argparse_suppress())
-    s.add_argument("--ready-file", metavar="FILE", help=argparse_suppress())
+    s.add_argument("--heartbeat-interval", type=T.seconds, default=5.0, metavar="S")
+    s.add_argument("--max-seconds", type=T.long_seconds, metavar="S", help=argparse_suppress())
+    s.add_argument("--ready-file", type=T.path, metavar="FILE", help=argparse_suppress())
     s.add_argument("--hash-password", action="store_true",
                    help="read a password on stdin, print its hash for --basic-auth-file")
     s.set_defaults(func=_cmd_exporter)
 
     s = sub.add_parser("top", parents=[common],
                        help="live view: rates per method, drops by reason, latency quantiles")
-    s.add_argument("--interval", type=float, default=2.0, metavar="S")
+    s.add_argument("--interval", type=T.seconds, default=2.0, metavar="S")
     g = s.add_mutually_exclusive_group()
     g.add_argument("--once", action="store_true", help="one sample over --interval, then exit")
-    g.add_argument("--iterations", type=int, metavar="N", help="refresh N times, then exit")
+    g.add_argument("--iterations", type=T.count, metavar="N", help="refresh N times, then exit")
     s.set_defaults(func=lambda a: __import__("etsf.top", fromlist=["main"]).main(a))
 
     s = sub.add_parser("telemetry", help="latency tracking direction, pin permissions, summary")
@@ -789,13 +847,13 @@ def add_cli(sub, common) -> None:
     a = tsub.add_parser("direction", parents=[common],
                         help="where requests are seen: toward (XDP in), from (TC out), off")
     grp_ = a.add_mutually_exclusive_group(required=True)
-    grp_.add_argument("--iface", metavar="IF")
+    grp_.add_argument("--iface", type=T.iface, metavar="IF")
     grp_.add_argument("--default", action="store_true", help="every interface without its own entry")
     a.add_argument("direction", choices=("toward", "from", "off"))
     a.set_defaults(func=_cmd_direction)
     a = tsub.add_parser("grant", parents=[common],
                         help="let a group read the pins (for the unprivileged exporter)")
-    a.add_argument("--group", default="etsf")
+    a.add_argument("--group", type=T.group, default="etsf")
     a.add_argument("--maps-only", action="store_true",
                    help="leave program pins root-only (no per-program metrics)")
     a.set_defaults(func=_cmd_grant)

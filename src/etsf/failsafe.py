@@ -33,7 +33,7 @@ import tempfile
 import time
 from typing import Any
 
-from . import datapath
+from . import datapath, inputs
 
 STATE_FILE = "failsafe.json"
 AUDIT_FILE = "failsafe-audit.jsonl"
@@ -83,7 +83,7 @@ DEFAULTS: dict[str, Any] = {
 }
 
 _TYPES = {
-    "interfaces": "list_str", "interval_s": ("num", 0.01, 60), "heartbeat": "bool",
+    "interfaces": "list_ifaces", "interval_s": ("num", 0.01, 60), "heartbeat": "bool",
     "actions.detach_after_s": ("num_or_null", 0, 86400), "actions.recovery": ("choice", ("manual", "auto")),
     "actions.cooldown_s": ("num", 0, 86400), "actions.clear_s": ("num", 0, 86400),
     "actions.backoff": ("num", 1, 100), "actions.max_auto_reengage": ("int", 0, 1000),
@@ -104,14 +104,18 @@ def _check(path: str, v: Any, kind) -> None:
         if not isinstance(v, bool):
             bad("true or false")
     elif kind == "list_str":
-        if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
+        if not isinstance(v, list) or not all(isinstance(x, str) and x and "\0" not in x for x in v):
             bad("a list of strings")
+    elif kind == "list_ifaces":
+        if not isinstance(v, list) or not all(isinstance(x, str) and inputs.IFNAME_RE.match(x) for x in v):
+            bad("a list of interface names")
     elif kind == "list_files":
         if not isinstance(v, list):
             bad("a list of {path, max_age_s}")
         for i, f in enumerate(v):
-            if not isinstance(f, dict) or set(f) - {"path", "max_age_s"} or not isinstance(f.get("path"), str):
-                raise FailsafeError(f"failsafe.{path}[{i}]: expected {{path: FILE, max_age_s: N}} (got {f!r})")
+            if (not isinstance(f, dict) or set(f) - {"path", "max_age_s"} or not isinstance(f.get("path"), str)
+                    or not f["path"].startswith("/") or "\0" in f["path"]):
+                raise FailsafeError(f"failsafe.{path}[{i}]: expected {{path: /ABSOLUTE/FILE, max_age_s: N}} (got {f!r})")
             _check(f"{path}[{i}].max_age_s", f.get("max_age_s", 30), ("num", 0.01, 86400))
     else:
         typ = kind[0]
@@ -170,10 +174,13 @@ def load_config(path: str | None) -> dict[str, Any]:
     if path is None:
         return validate({})
     try:
-        with open(path, encoding="utf-8") as fh:
-            doc = yaml.safe_load(fh)
+        doc = inputs.load_yaml(inputs.read_text(path, "failsafe config"))
     except OSError as exc:
         raise FailsafeError(f"{path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise FailsafeError(f"{path}: not UTF-8 text") from None
+    except inputs.InputTooLarge as exc:
+        raise FailsafeError(str(exc)) from None
     except yaml.YAMLError as exc:
         raise FailsafeError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     try:
@@ -406,8 +413,7 @@ def write_state(doc: dict[str, Any]) -> None:
 
 def read_state() -> dict[str, Any] | None:
     try:
-        with open(_path(STATE_FILE), encoding="utf-8") as f:
-            return json.load(f)
+        return json.loads(inputs.read_text(_path(STATE_FILE), "state"))
     except (OSError, ValueError):
         return None
 
@@ -432,10 +438,11 @@ def audit(event: str, **fields) -> dict[str, Any]:
 
 def read_audit(limit: int = 50) -> list[dict[str, Any]]:
     try:
-        with open(_path(AUDIT_FILE), encoding="utf-8") as f:
-            lines = collections.deque(f, maxlen=limit)
+        tail = inputs.read_tail(_path(AUDIT_FILE), "audit log tail")
     except OSError:
         return []
+    # the first line of a tail that starts mid-file is cut: json.loads skips it below
+    lines = collections.deque(tail.decode("utf-8", "replace").splitlines(), maxlen=limit)
     out = []
     for ln in lines:
         with contextlib.suppress(ValueError):
@@ -787,11 +794,13 @@ def _cmd_status(args):
 
 
 def add_cli(sub, common, out) -> None:
+    T = inputs  # pylint: disable=invalid-name
     s = sub.add_parser("failsafe", parents=[common], help="fail-safe watchdog (daemon), ack, status")
-    s.add_argument("--config", default=DEFAULT_CONFIG, metavar="FILE")
+    s.add_argument("--config", type=T.path, default=DEFAULT_CONFIG, metavar="FILE")
     s.add_argument("--once", action="store_true", help="one tick, then exit")
-    s.add_argument("--iterations", type=int, metavar="N", help="N ticks, then exit")
-    s.add_argument("--interval", type=float, metavar="S", help="override interval_s")
+    s.add_argument("--iterations", type=T.int_range(1, MAX_ITERATIONS), metavar="N", help="N ticks, then exit")
+    s.add_argument("--interval", type=T.float_range(0.01, 60, lo_open=False), metavar="S",
+                   help="override interval_s (0.01..60)")
     s.add_argument("--check", action="store_true", help="validate the config file and exit")
     s.set_defaults(func=_cmd_run, _out=out)
     fsub = s.add_subparsers(dest="fcmd", metavar="ACTION", parser_class=type(s))

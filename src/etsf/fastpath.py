@@ -1,7 +1,7 @@
 """eTSF fast path (issue 5): in-kernel steering of SIP to local proxy backends.
 
 Kernel side: ``bpf/tc_fastpath.bpf.c`` (TC clsact ingress, program
-``tc_fastpath``) + ``bpf/fastpath.h``.  This module is the host side:
+``tc_fastpath``) + ``bpf/etsf_fastpath.h``.  This module is the host side:
 
 * services of the policy (validated by :mod:`etsf.policy`, the only owner of the
   schema) are compiled here into per-slot map entries -- service keys carry
@@ -33,6 +33,7 @@ import time
 import uuid
 from typing import Any
 
+from . import inputs
 from . import layout as L
 
 PROG = "tc_fastpath"
@@ -602,6 +603,8 @@ def _parse_backend(text: str) -> tuple[str, int]:
     host, _sep, port = text.rpartition(":")
     host = host.strip("[]")
     try:
+        if "%" in host:          # a scope cannot be expressed in the backend map
+            raise ValueError
         ipaddress.ip_address(host)
         p = int(port)
         if not 0 < p < 65536:
@@ -613,6 +616,7 @@ def _parse_backend(text: str) -> tuple[str, int]:
 
 def add_cli(sub, common, out) -> None:
     """Register ``etsfctl fastpath ...`` (called from etsf.cli.build_parser)."""
+    T = inputs  # pylint: disable=invalid-name
     s = sub.add_parser("fastpath", help="in-kernel fast path to local proxy backends")
     fsub = s.add_subparsers(dest="fcmd", metavar="ACTION",
                             parser_class=sub._parser_class)  # noqa: SLF001 - etsfctl's one-line-error parser
@@ -656,24 +660,25 @@ def add_cli(sub, common, out) -> None:
         out(a, res)
 
     a = fsub.add_parser("attach", parents=[common], help="attach tc_fastpath (TC ingress) on interfaces")
-    a.add_argument("--iface", action="append", required=True, metavar="IF",
+    a.add_argument("--iface", type=T.iface, action="append", required=True, metavar="IF",
                    help="uplink and every backend's host-end veth (repeatable)")
-    a.add_argument("--build-dir", metavar="DIR")
+    a.add_argument("--build-dir", type=T.path, metavar="DIR")
     a.set_defaults(func=_attach)
     a = fsub.add_parser("detach", parents=[common], help="detach tc_fastpath from interfaces")
-    a.add_argument("--iface", action="append", required=True, metavar="IF")
+    a.add_argument("--iface", type=T.iface, action="append", required=True, metavar="IF")
     a.set_defaults(func=_detach)
     a = fsub.add_parser("stats", parents=[common], help="fast-path packets, fallbacks by reason, per backend")
     a.set_defaults(func=_stats)
     a = fsub.add_parser("status", parents=[common], help="fast-path attachments")
     a.set_defaults(func=_status)
     a = fsub.add_parser("health", parents=[common], help="show backends' health, or set ADDRESS:PORT up|down")
-    a.add_argument("backend", nargs="?", metavar="ADDRESS:PORT")
+    a.add_argument("backend", nargs="?", type=T.parsed_by(_parse_backend, "ADDRESS:PORT", "127.0.0.1:5060"),
+                   metavar="ADDRESS:PORT")
     a.add_argument("state", nargs="?", choices=("up", "down"))
     a.set_defaults(func=_health)
     a = fsub.add_parser("probe", parents=[common], help="SIP OPTIONS health prober (bounded)")
-    a.add_argument("--interval", type=float, default=1.0, metavar="S")
-    a.add_argument("--threshold", type=int, default=3, metavar="N")
-    a.add_argument("--rounds", type=int, default=10, metavar="N")
-    a.add_argument("--timeout", type=float, default=0.5, metavar="S")
+    a.add_argument("--interval", type=T.float_range(0, 3600, lo_open=False), default=1.0, metavar="S")
+    a.add_argument("--threshold", type=T.int_range(1, 1000), default=3, metavar="N")
+    a.add_argument("--rounds", type=T.count, default=10, metavar="N")
+    a.add_argument("--timeout", type=T.float_range(0, 60), default=0.5, metavar="S")
     a.set_defaults(func=_probe)

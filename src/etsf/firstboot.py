@@ -30,6 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from . import inputs
+
 STAMP = "/var/lib/etsf/firstboot.json"
 DISABLED = "/var/lib/etsf/disabled"
 ATTACHED_MARK = "/run/etsf/firstboot-attached"
@@ -134,8 +136,9 @@ def run(config: str = DEFAULT_CONFIG, *, seed_label: str = SEED_LABEL, min_kerne
         iface_timeout: float = 30.0) -> dict[str, Any]:
     """Run first boot; returns the result (also written to `stamp`) with its one-line summary."""
     if os.path.exists(stamp) and not force:
-        with open(stamp, encoding="utf-8") as fh:
-            old = json.load(fh)
+        old = json.loads(inputs.read_text(stamp, "state"))
+        if not isinstance(old, dict):
+            raise ValueError(f"{stamp}: expected a JSON object")
         return dict(old, skipped=True,
                     line=f"{PREFIX} already done ({old.get('result', '?')}); `etsfctl firstboot --force` runs it again")
     from . import datapath, preflight
@@ -185,13 +188,14 @@ def run(config: str = DEFAULT_CONFIG, *, seed_label: str = SEED_LABEL, min_kerne
 
 
 def add_cli(sub, common, out) -> None:
+    T = inputs  # pylint: disable=invalid-name
     s = sub.add_parser("firstboot", parents=[common],
                        help="appliance first boot: seed, preflight, build, attach, policy (once)")
-    s.add_argument("--config", default=DEFAULT_CONFIG, metavar="FILE")
-    s.add_argument("--seed-label", default=SEED_LABEL, metavar="LABEL",
+    s.add_argument("--config", type=T.path, default=DEFAULT_CONFIG, metavar="FILE")
+    s.add_argument("--seed-label", type=T.fs_label, default=SEED_LABEL, metavar="LABEL",
                    help="file system label of the seed partition ('' = none)")
-    s.add_argument("--min-kernel", default="5.18", metavar="VER")
-    s.add_argument("--stamp", default=STAMP, metavar="FILE")
+    s.add_argument("--min-kernel", type=T.kernel_version, default="5.18", metavar="VER")
+    s.add_argument("--stamp", type=T.path, default=STAMP, metavar="FILE")
     s.add_argument("--force", action="store_true", help="run again although the stamp exists")
     s.add_argument("--no-start", action="store_true", help="do not start the exporter and fail-safe units")
 

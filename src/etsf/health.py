@@ -30,15 +30,22 @@ class HealthError(ValueError):
 
 
 def parse_probe(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep:
+    """'ADDR', 'ADDR:PORT', '[V6ADDR]:PORT' or a bare IPv6 address (port 5060)."""
+    if text.startswith("["):
+        host, sep, port = text[1:].partition("]")
+        port = port[1:] if sep and port.startswith(":") else ("5060" if sep and not port else "x")
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    else:
         host, port = text, "5060"
-    host = host.strip("[]")
     try:
+        if "%" in host:
+            raise ValueError
         ipaddress.ip_address(host)
         port_num = int(port)
     except ValueError:
-        raise HealthError(f"probe: expected ADDRESS[:PORT] with a literal IP address (got {text!r})") from None
+        raise HealthError(f"probe: expected ADDRESS[:PORT] with a literal, unscoped IP address "
+                          f"(IPv6 as [ADDRESS]:PORT) (got {text!r})") from None
     if not 0 < port_num < 65536:
         raise HealthError(f"probe: port out of range (got {port_num})")
     return host, port_num

@@ -1,7 +1,10 @@
-"""ctypes mirrors of bpf/etsf.h - the one definition of every eTSF map layout.
+"""ctypes mirrors of bpf/etsf.h (etsf_consts.h + etsf_structs.h) - the one
+definition of every eTSF map layout.
 
-tests/bpf/test_layout.py proves these equal the BTF of the compiled objects
-(sizes, member names and offsets, enum values).  Change both together.
+tests/bpf/test_layout*.py prove these equal the BTF of the test-only layout
+object bpf/etsf_alignchecker.c, built from the same headers and flags as the
+programs (sizes, member names and offsets, enum values), and that the program
+objects use those same structs.  Change both together.
 """
 from __future__ import annotations
 
@@ -267,7 +270,7 @@ class SipInfo(_S):
 # ACL LPM value: enum etsf_acl_action stored as __u32
 AclValue = ctypes.c_uint32
 
-# ---- telemetry (bpf/telemetry.h) -------------------------------------------
+# ---- telemetry (bpf/etsf_telemetry.h) --------------------------------------
 TM_TXN_MAX = 32768
 TM_BUCKETS = 32
 TM_CODE_MIN = 100
@@ -386,8 +389,8 @@ ENUMS = {
     "etsf_tm_event": (TmEvent, "ETSF_TM_EV_"),
 }
 
-# ---- fast path (bpf/fastpath.h, program tc_fastpath) ------------------------
-# Checked against the BTF of tc_fastpath.bpf.o by tests/bpf/test_fastpath_layout.py
+# ---- fast path (bpf/etsf_fastpath.h, program tc_fastpath) -------------------
+# Checked against the layout object's BTF by tests/bpf/test_fastpath_layout.py
 FP_SVC_MAX = 16
 FP_BACKENDS_MAX = 256
 FP_RING = 4093

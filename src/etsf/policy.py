@@ -33,7 +33,7 @@ from typing import Any
 
 import yaml
 
-from . import layout
+from . import inputs, layout
 
 SCHEMA_VERSION = 1
 
@@ -99,7 +99,14 @@ for _c in range(1, 5):
 DSCP_DEFAULT = "CS3"  # RFC 4594 "Signaling" service class
 
 TOP_KEYS = ("version", "sip_ports", "tls_ports", "trust", "deny", "rate_limits",
-            "aggregation", "priorities", "overload", "marking", "deadman", "services")
+            "aggregation", "priorities", "overload", "marking", "deadman", "services", "acl_guard")
+
+# trust/deny prefixes shorter than these cover (almost) everything: one typo would drop
+# every SIP packet (deny) or lift every limit (trust). acl_guard in the policy moves them
+# or, with allow_broad: true, switches the guard off.
+ACL_MIN_PREFIX_V4 = 8
+ACL_MIN_PREFIX_V6 = 16
+ACL_GUARD_KEYS = ("ipv4_min_prefix", "ipv6_min_prefix", "allow_broad")
 ROOT = "policy"
 
 
@@ -136,9 +143,22 @@ class Policy:
     skb_priority: int = 0
     deadman_timeout_ms: int = 0
     services: list[dict[str, Any]] = field(default_factory=list)   # fast path (issue 5)
+    # validation-only settings (not in the maps): see ACL_MIN_PREFIX_V4
+    acl_min_prefix_v4: int = ACL_MIN_PREFIX_V4
+    acl_min_prefix_v6: int = ACL_MIN_PREFIX_V6
+    acl_allow_broad: bool = False
+
+    def acl_guard(self) -> dict[str, Any] | None:
+        """The acl_guard section when it differs from the defaults, else None."""
+        g = {"ipv4_min_prefix": self.acl_min_prefix_v4, "ipv6_min_prefix": self.acl_min_prefix_v6,
+             "allow_broad": self.acl_allow_broad}
+        return None if g == {"ipv4_min_prefix": ACL_MIN_PREFIX_V4, "ipv6_min_prefix": ACL_MIN_PREFIX_V6,
+                             "allow_broad": False} else g
 
     def to_dict(self) -> dict[str, Any]:
-        """Canonical, fully defaulted form (used by show/diff/JSON)."""
+        """Canonical, fully defaulted form (used by show/diff/JSON). acl_guard appears only
+        when not the default: it is not in the maps, so the live policy never shows it."""
+        guard = self.acl_guard()
         return {
             "version": self.version,
             "sip_ports": sorted(self.sip_ports),
@@ -153,6 +173,7 @@ class Policy:
                         "skb_priority": self.skb_priority},
             "deadman": {"timeout_ms": self.deadman_timeout_ms},
             **({"services": _sort_services(self.services)} if self.services else {}),
+            **({"acl_guard": guard} if guard else {}),
         }
 
 
@@ -167,8 +188,8 @@ def _sort_cidrs(cidrs):
 # ---------------------------------------------------------------------------
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that rejects duplicate mapping keys."""
+class _StrictLoader(inputs.BoundedLoader):  # pylint: disable=too-many-ancestors
+    """SafeLoader that rejects duplicate mapping keys (and deep nesting)."""
 
 
 def _construct_mapping(loader, node, deep=False):
@@ -203,13 +224,15 @@ def load_text(text: str) -> Policy:
 
 
 def load_file(path: str) -> tuple[Policy, str]:
+    """Read (size-capped before parsing, see etsf.inputs) and validate a policy file."""
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        text = inputs.read_text(path, "policy")
     except OSError as e:
         raise PolicyError(ROOT, f"cannot read {path}: {e.strerror}") from None
     except UnicodeDecodeError:
         raise PolicyError(ROOT, f"{path} is not UTF-8 text") from None
+    except inputs.InputTooLarge as e:
+        raise PolicyError(ROOT, str(e)) from None
     return load_text(text), text
 
 
@@ -288,6 +311,9 @@ def _cidrs(v, path):
         p = f"{path}[{i}]"
         if not isinstance(c, str):
             raise PolicyError(p, f"must be an IPv4/IPv6 CIDR string (got {_fmt(c)})")
+        if "%" in c:
+            raise PolicyError(p, f"scoped IPv6 address in {_fmt(c)}: the ACL maps cannot hold a "
+                                 "scope (zone); drop the %zone") from None
         try:
             net = ipaddress.ip_network(c.strip(), strict=False)
         except ValueError:
@@ -334,6 +360,9 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,30}$")
 def _ip(v, path):
     if not isinstance(v, str):
         raise PolicyError(path, f"must be an IPv4/IPv6 address string (got {_fmt(v)})")
+    if "%" in v:
+        raise PolicyError(path, f"scoped IPv6 address {_fmt(v)}: the maps cannot hold a scope "
+                                "(zone); drop the %zone")
     try:
         return ipaddress.ip_address(v.strip())
     except ValueError:
@@ -436,8 +465,26 @@ def validate(doc: Any) -> Policy:
         if port in p.sip_ports:
             raise PolicyError(f"{ROOT}.tls_ports[{i}]", f"port {port} is also listed in sip_ports")
 
+    if "acl_guard" in d:
+        ag = _mapping(d["acl_guard"], f"{ROOT}.acl_guard", ACL_GUARD_KEYS)
+        if "ipv4_min_prefix" in ag:
+            p.acl_min_prefix_v4 = _int(ag["ipv4_min_prefix"], f"{ROOT}.acl_guard.ipv4_min_prefix", 0, 32)
+        if "ipv6_min_prefix" in ag:
+            p.acl_min_prefix_v6 = _int(ag["ipv6_min_prefix"], f"{ROOT}.acl_guard.ipv6_min_prefix", 0, 128)
+        if "allow_broad" in ag:
+            p.acl_allow_broad = _bool(ag["allow_broad"], f"{ROOT}.acl_guard.allow_broad")
     trust = _cidrs(d.get("trust") or [], f"{ROOT}.trust") if "trust" in d else []
     deny = _cidrs(d.get("deny") or [], f"{ROOT}.deny") if "deny" in d else []
+    if not p.acl_allow_broad:
+        for name, nets in (("trust", trust), ("deny", deny)):
+            for i, n in enumerate(nets):
+                low = p.acl_min_prefix_v4 if n.version == 4 else p.acl_min_prefix_v6
+                if n.prefixlen < low:
+                    effect = "drops SIP from" if name == "deny" else "lifts every limit for"
+                    raise PolicyError(f"{ROOT}.{name}[{i}]",
+                                      f"{n} is shorter than /{low} (the IPv{n.version} minimum) and "
+                                      f"{effect} a large part of the Internet; set "
+                                      f"acl_guard.allow_broad: true if that is intended")
     tset = {n: i for i, n in enumerate(trust)}
     for i, n in enumerate(deny):
         if n in tset:
@@ -663,8 +710,9 @@ def diff(old: dict | None, new: dict) -> list[dict[str, Any]]:
     Lists of CIDRs are diffed per element ("added"/"removed"); everything else
     as old -> new values.  ``overload.level: None`` in *new* means "keep".
     """
-    new = {k: v for k, v in new.items() if k != "generation"}
-    old = {k: v for k, v in (old or {}).items() if k != "generation"}
+    # acl_guard only steers validation: the maps never hold it
+    new = {k: v for k, v in new.items() if k not in ("generation", "acl_guard")}
+    old = {k: v for k, v in (old or {}).items() if k not in ("generation", "acl_guard")}
     changes = []
     fo, fn = _flatten(old), _flatten(new)
     for path in fn:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from etsf import bpf
-from etsf.build import build
+from etsf.build import build, build_layout_object
 
 from .helpers import Env
 
@@ -31,6 +31,12 @@ def objects(tmp_path_factory):
     out = tmp_path_factory.mktemp("bpf-build")
     res = build(REPO / "bpf", out)
     return {Path(o).name: o for o in res["objects"]}
+
+
+@pytest.fixture(scope="session")
+def layout_object(objects):
+    """The test-only BTF anchor object, built next to the programs."""
+    return build_layout_object(REPO / "bpf", Path(objects["xdp_sip.bpf.o"]).parent)
 
 
 @pytest.fixture(scope="session")

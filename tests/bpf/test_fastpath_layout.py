@@ -1,33 +1,22 @@
-"""etsf.layout fast-path mirrors (FP_STRUCTS / FP_ENUMS) == BTF of tc_fastpath.bpf.o."""
+"""etsf.layout fast-path mirrors (FP_STRUCTS / FP_ENUMS) == BTF of the layout object
+(etsf_alignchecker.c); tc_fastpath.bpf.o shares the core structs."""
 import ctypes
 
 import pytest
 
 from etsf import layout as L
 
-from .test_layout import _btf, _find, _resolve_size
+from .test_layout import _btf, _find, check_struct
 
 
 @pytest.fixture(scope="module")
-def btf(objects):
-    return _btf(objects["tc_fastpath.bpf.o"])
+def btf(layout_object):
+    return _btf(layout_object)
 
 
 @pytest.mark.parametrize("cname", sorted(L.FP_STRUCTS))
 def test_fp_struct_matches_btf(btf, cname):
-    by_id, types = btf
-    st = _find(types, "STRUCT", cname)
-    py = L.FP_STRUCTS[cname]
-    assert st["size"] == ctypes.sizeof(py), cname
-    members = [(m["name"], m["bits_offset"] // 8, _resolve_size(by_id, m["type_id"]))
-               for m in st["members"]]
-    mirror = [(name, getattr(py, name).offset, getattr(py, name).size) for name, *_rest in py._fields_]
-    assert members == mirror
-    end = 0
-    for _name, off, size in members:
-        assert off == end, (cname, off, end)
-        end = off + size
-    assert end == st["size"]
+    check_struct(btf, cname, L.FP_STRUCTS[cname])
 
 
 def test_fp_reason_enum_matches_btf(btf):
@@ -39,8 +28,8 @@ def test_fp_reason_enum_matches_btf(btf):
     assert L.FP_REASONS <= L.FP_STATS_SLOTS
 
 
-def test_fp_core_structs_match_btf_too(btf):
+def test_fp_core_structs_match_btf_too(objects):
     """tc_fastpath shares etsf_ctl / etsf_counter with the classifier."""
-    types = btf[1]
+    types = _btf(objects["tc_fastpath.bpf.o"])[1]
     for cname in ("etsf_ctl", "etsf_counter"):
         assert _find(types, "STRUCT", cname)["size"] == ctypes.sizeof(L.STRUCTS[cname])

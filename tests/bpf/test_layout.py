@@ -1,5 +1,6 @@
-"""etsf.layout mirrors == BTF of the compiled objects (sizes, members, offsets,
-enum values), and the pinned maps match the constants of etsf.h."""
+"""etsf.layout mirrors == BTF of the test-only layout object etsf_alignchecker.c
+(sizes, members, offsets, enum values); the production objects use those same
+layouts and carry no anchor; the pinned maps match the constants of etsf.h."""
 import ctypes
 import json
 import subprocess
@@ -16,9 +17,9 @@ def _btf(obj):
     return {t["id"]: t for t in types}, types
 
 
-@pytest.fixture(scope="module", params=["xdp_sip.bpf.o", "tc_sip.bpf.o"])
-def btf(request, objects):
-    return _btf(objects[request.param])
+@pytest.fixture(scope="module")
+def btf(layout_object):
+    return _btf(layout_object)
 
 
 def _find(types, kind, name):
@@ -36,14 +37,17 @@ def _resolve_size(by_id, tid):
     return t["size"]
 
 
-@pytest.mark.parametrize("cname", sorted(L.STRUCTS))
-def test_struct_matches_btf(btf, cname):
+def _members(by_id, st):
+    return [(m["name"], m["bits_offset"] // 8, _resolve_size(by_id, m["type_id"]))
+            for m in st["members"]]
+
+
+def check_struct(btf, cname, py):
+    """The BTF struct cname has the mirror py's size, members and offsets, no holes."""
     by_id, types = btf
     st = _find(types, "STRUCT", cname)
-    py = L.STRUCTS[cname]
     assert st["size"] == ctypes.sizeof(py), cname
-    members = [(m["name"], m["bits_offset"] // 8, _resolve_size(by_id, m["type_id"]))
-               for m in st["members"]]
+    members = _members(by_id, st)
     mirror = [(name, getattr(py, name).offset, getattr(py, name).size)
               for name, *_unused in py._fields_]
     assert members == mirror
@@ -53,6 +57,11 @@ def test_struct_matches_btf(btf, cname):
         assert off == end, (cname, off, end)
         end = off + size
     assert end == st["size"]
+
+
+@pytest.mark.parametrize("cname", sorted(L.STRUCTS))
+def test_struct_matches_btf(btf, cname):
+    check_struct(btf, cname, L.STRUCTS[cname])
 
 
 @pytest.mark.parametrize("cname", sorted(L.ENUMS))
@@ -69,6 +78,30 @@ def test_enum_matches_btf(btf, cname):
             continue
         assert py[name] == val, (cname, name)
     assert {m.name for m in py} == set(btf_vals) - set(count_names)
+
+
+def test_anchor_covers_every_mirror(btf):
+    """Every etsf_* struct and enum of the layout object has a mirror and back."""
+    _unused, types = btf
+    structs = {t["name"] for t in types if t["kind"] == "STRUCT" and t["name"].startswith("etsf_")}
+    enums = {t["name"] for t in types if t["kind"] == "ENUM" and t["name"].startswith("etsf_")}
+    assert structs - {"etsf_layout_anchor"} == set(L.STRUCTS) | set(L.FP_STRUCTS)
+    assert enums == set(L.ENUMS) | set(L.FP_ENUMS)
+
+
+@pytest.mark.parametrize("obj", ["xdp_sip.bpf.o", "tc_sip.bpf.o", "tc_fastpath.bpf.o"])
+def test_production_objects_use_checked_layouts(btf, objects, obj):
+    """A mirrored struct in a program object is the one the layout object
+    checks (same headers), and no program object carries a BTF anchor."""
+    by_id, types = btf
+    p_by_id, p_types = _btf(objects[obj])
+    mirrored = set(L.STRUCTS) | set(L.FP_STRUCTS)
+    seen = [t for t in p_types if t["kind"] == "STRUCT" and t["name"] in mirrored]
+    assert seen, obj
+    for st in seen:
+        ref = _find(types, "STRUCT", st["name"])
+        assert (st["size"], _members(p_by_id, st)) == (ref["size"], _members(by_id, ref))
+    assert not [t["name"] for t in p_types if "anchor" in (t.get("name") or "")]
 
 
 def test_stats_idx_and_fnv():

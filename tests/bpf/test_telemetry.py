@@ -1,4 +1,4 @@
-"""In-kernel SIP transaction latency (bpf/telemetry.h) through BPF_PROG_TEST_RUN.
+"""In-kernel SIP transaction latency (bpf/etsf_telemetry.h) through BPF_PROG_TEST_RUN.
 
 BPF_PROG_TEST_RUN runs both programs on the loopback device of this netns, so
 requests and responses share one ifindex (as on a one-armed proxy).  TOWARD

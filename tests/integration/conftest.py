@@ -6,6 +6,10 @@
 * ``lab``        (module): two network namespaces ``etsf-it-c<N>`` (prefix: $ETSF_IT_NS_PREFIX) (SIP clients:
   198.18.2.1 = UAC, 198.18.2.3 = attacker) and ``etsf-it-s<N>`` (UAS 198.18.2.2)
   joined by one veth pair; deleted at teardown even on failure.
+* ``agent_venv`` (session): a throw-away venv with the etsf-agent wheel built from this
+  checkout installed, readable by every user.  Processes run as another user start from
+  it (``bin/etsfctl``, ``bin/python``): the checkout and its ``.venv`` may sit under a
+  directory only root can enter.
 Only 198.18.0.0/15 addresses are used.
 """
 
@@ -13,8 +17,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import subprocess
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -71,6 +77,89 @@ def etsf_env(tmp_path, monkeypatch, build_dir, etsf_bpf):
     etsf_bpf.ensure_bpffs()
     yield env
     shutil.rmtree(pin_root, ignore_errors=True)
+
+
+def world_tmpdir(prefix: str) -> Path:
+    """A new 0755 directory every user can reach.  pytest's tmp_path is under a root-only
+    directory, so files another user must read go here (the caller removes it)."""
+    for base in (tempfile.gettempdir(), "/var/tmp", "/tmp"):
+        p = Path(base).resolve()
+        if all(os.stat(a).st_mode & stat.S_IXOTH for a in (p, *p.parents)):
+            break
+    else:
+        pytest.fail("no temporary directory every user can enter (TMPDIR, /var/tmp, /tmp)")
+    d = Path(tempfile.mkdtemp(prefix=prefix, dir=p))
+    os.chmod(d, 0o755)
+    return d
+
+
+# What setuptools needs to build the etsf-agent wheel (pyproject.toml: readme, packages in src).
+WHEEL_INPUTS = ("pyproject.toml", "README.md", "LICENSE", "src")
+
+
+def _run_ok(cmd, what, **kw):
+    r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=600,
+                       check=False, **kw)
+    assert r.returncode == 0, f"{what} failed ({r.returncode}): {r.stdout}{r.stderr}"
+    return r
+
+
+def build_agent_wheel(checkout: Path, out: Path) -> Path:
+    """Build the etsf-agent wheel as the datapath role does (pip wheel, no deps, no build
+    isolation), from a copy of the package inputs in ``out``: setuptools writes build/ and
+    *.egg-info beside its input, and the checkout must stay untouched."""
+    stage = out / "source"
+    stage.mkdir(parents=True)
+    for name in WHEEL_INPUTS:
+        src = checkout / name
+        if src.is_dir():
+            shutil.copytree(src, stage / name,
+                            ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy2(src, stage / name)
+    wheels = out / "wheels"
+    _run_ok([sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check",
+             "--no-cache-dir", "--no-index", "--no-deps", "--no-build-isolation",
+             "--wheel-dir", wheels, stage], "pip wheel", cwd=out)
+    found = sorted(wheels.glob("etsf_agent-*.whl"))
+    assert len(found) == 1, found
+    return found[0]
+
+
+def install_agent(wheel: Path, venv: Path) -> Path:
+    """Install the wheel the way the hosts do (Debian's python3 and pip, --no-index
+    --no-deps; PyYAML from Debian's python3-yaml) into a new venv, then make it readable
+    and executable by every user.  Returns the venv."""
+    base = os.path.realpath(sys.executable)      # the interpreter behind the test venv
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "PIP_"))}
+    _run_ok([base, "-m", "venv", "--system-site-packages", "--without-pip", venv], "venv",
+            env=env)
+    py = venv / "bin" / "python"
+    _run_ok([py, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+             "--no-cache-dir", "--no-index", "--no-deps", wheel], "pip install", env=env)
+    r = subprocess.run([py, "-c", "import yaml, prometheus_client"], env=env,
+                       capture_output=True, text=True, timeout=60, check=False)
+    assert r.returncode == 0, ("python3-yaml / python3-prometheus-client (Debian) missing, "
+                               f"run `make setup`: {r.stderr.strip().splitlines()[-1:]}")
+    for top, dirs, files in os.walk(venv):
+        for name in dirs + files:
+            f = os.path.join(top, name)
+            if not os.path.islink(f):
+                mode = os.stat(f).st_mode
+                os.chmod(f, mode | (0o555 if stat.S_ISDIR(mode) or mode & 0o100 else 0o444))
+    os.chmod(venv, 0o755)
+    return venv
+
+
+@pytest.fixture(scope="session")
+def agent_venv():
+    """The etsf-agent wheel built from this checkout, installed in a venv every user can
+    read; its bin/etsfctl and bin/python run the agent without the checkout."""
+    d = world_tmpdir("etsf-agent-")
+    try:
+        yield install_agent(build_agent_wheel(REPO, d / "build"), d / "venv")
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def etsfctl(*args, env=None, netns=None, timeout=60, check=True):

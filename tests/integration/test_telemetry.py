@@ -14,6 +14,10 @@ histograms measure the proxy's answer times as the UAC sees them.
 
 Every load is bounded (sipp -m/-r/-timeout, kamailio and the exporter under
 `timeout`), every process and namespace is removed at teardown.
+
+The unprivileged exporter runs from the agent wheel installed in a venv every user can
+read (fixture ``agent_venv``), never from the checkout, which may be under a directory
+only root can enter.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SRC, etsfctl
+from conftest import REPO, build_agent_wheel, etsfctl, install_agent, world_tmpdir
 
 HERE = Path(__file__).resolve().parent / "telemetry"
 UAC_IP, PROXY_UAC_IP = "198.18.60.2", "198.18.60.1"
@@ -215,28 +219,27 @@ def bpf_stats_on():
 @pytest.fixture
 def unpriv_dir():
     """A directory the unprivileged user can reach (pytest's tmp_path is root-only)."""
-    import tempfile
-    d = Path(tempfile.mkdtemp(prefix="etsf-tm-"))
-    os.chmod(d, 0o755)
+    d = world_tmpdir("etsf-tm-")
     yield d
     shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture
-def exporter_proc(topo, etsf_env, unpriv_dir):
-    """Start the exporter as the unprivileged user with only CAP_BPF (after granting
-    its group read access to the pins)."""
+def exporter_proc(etsf_env, unpriv_dir, agent_venv):
+    """Start the installed exporter (``agent_venv``'s etsfctl, or ``venv``'s) as the
+    unprivileged user with only CAP_BPF (after granting its group read access to the pins)."""
     uid, gid, group = _unpriv_ids()
     procs = []
 
-    def start(window=3600, extra=(), caps=EXPORTER_CAPS):
+    def start(window=3600, extra=(), caps=EXPORTER_CAPS, venv=None):
         d = unpriv_dir / f"exp{len(procs)}"
         d.mkdir()
         os.chown(d, uid, gid)
         ready = d / "port"
-        env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(SRC),
-               "ETSF_PIN_ROOT": etsf_env["ETSF_PIN_ROOT"], "HOME": str(d)}
-        cmd = ["timeout", "300", *_setpriv(uid, gid, caps), sys.executable, "-m", "etsf",
+        env = {"PATH": "/usr/bin:/bin", "ETSF_PIN_ROOT": etsf_env["ETSF_PIN_ROOT"],
+               "HOME": str(d)}
+        etsfctl_bin = (venv or agent_venv) / "bin" / "etsfctl"
+        cmd = ["timeout", "300", *_setpriv(uid, gid, caps), str(etsfctl_bin),
                "exporter", "--listen", "127.0.0.1", "--port", "0", "--window", str(window),
                "--sample-interval", "600", "--ready-file", str(ready), "--max-seconds", "280",
                *extra]
@@ -264,7 +267,7 @@ def exporter_proc(topo, etsf_env, unpriv_dir):
 
 
 def _python_pid(p: subprocess.Popen) -> int:
-    """The exporter's own pid (timeout -> setpriv exec's python)."""
+    """The exporter's own pid (timeout -> setpriv exec's the etsfctl script: python)."""
     kids = Path(f"/proc/{p.pid}/task/{p.pid}/children").read_text().split()
     assert len(kids) == 1, kids
     return int(kids[0])
@@ -415,7 +418,7 @@ def test_sipp_calls_histograms_kpis_unprivileged_exporter(topo, etsf_env, export
     etsfctl("detach", "--iface", topo.ifs["pc"], env=etsf_env, netns=topo.ns["p"], check=False)
 
 
-def test_exporter_privileges_are_minimal(topo, etsf_env, build_dir, exporter_proc):
+def test_exporter_privileges_are_minimal(topo, etsf_env, build_dir, agent_venv):
     """Smallest privilege set, verified: without the group grant the pins are not
     readable even with CAP_BPF; with the grant, no capability at all is needed on
     Linux >= 6.5 (CAP_BPF before 6.5 when kernel.unprivileged_bpf_disabled is set);
@@ -429,13 +432,13 @@ def test_exporter_privileges_are_minimal(topo, etsf_env, build_dir, exporter_pro
     uid, gid, group = _unpriv_ids()
     probe = ("import sys; from etsf import exporter; s = exporter.snapshot(programs=False); "
              "sys.exit(0 if 'etsf_stats' not in s['missing'] else 3)")
-    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(SRC),
-           "ETSF_PIN_ROOT": etsf_env["ETSF_PIN_ROOT"]}
+    env = {"PATH": "/usr/bin:/bin", "ETSF_PIN_ROOT": etsf_env["ETSF_PIN_ROOT"]}
+    python = agent_venv / "bin" / "python"
     unpriv_disabled = int(Path("/proc/sys/kernel/unprivileged_bpf_disabled").read_text())
 
     def run(caps):
-        return subprocess.run([*_setpriv(uid, gid, caps), sys.executable, "-c", probe],
-                              env=env, capture_output=True, text=True, timeout=60,
+        return subprocess.run([*_setpriv(uid, gid, caps), python, "-c", probe], env=env,
+                              cwd="/", capture_output=True, text=True, timeout=60,
                               check=False).returncode
 
     assert run(("bpf",)) == 3                 # pins are root:root 0600 / dirs 0700
@@ -450,8 +453,8 @@ def test_exporter_privileges_are_minimal(topo, etsf_env, build_dir, exporter_pro
     probe_w = ("from etsf import bpf; m = bpf.open_map('etsf_ctl', read_only=True)\n"
                "try:\n    m.update(bytes(4), bytes(40))\nexcept bpf.BpfError as e:\n"
                "    raise SystemExit(0 if e.errno == 1 else 4)\nraise SystemExit(5)")
-    r = subprocess.run([*_setpriv(uid, gid, EXPORTER_CAPS), sys.executable, "-c", probe_w],
-                       env=env, capture_output=True, text=True, timeout=60, check=False)
+    r = subprocess.run([*_setpriv(uid, gid, EXPORTER_CAPS), python, "-c", probe_w],
+                       env=env, cwd="/", capture_output=True, text=True, timeout=60, check=False)
     assert r.returncode == 0, r.stderr
 
 
@@ -500,6 +503,83 @@ def test_exporter_tls_and_basic_auth(topo, etsf_env, build_dir, exporter_proc, u
     with pytest.raises(OSError):                   # plain HTTP on the TLS port fails
         urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
     idle.close()
+
+
+def _copy_checkout(dest: Path) -> None:
+    """The checkout's files as a fresh clone has them (no venv, VCS data or build output)."""
+    shutil.copytree(REPO, dest, symlinks=True, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "__pycache__", "*.egg-info", ".pytest_cache", "output"))
+
+
+INVITE = (b"INVITE sip:callee@198.18.62.2 SIP/2.0\r\n"
+          b"Via: SIP/2.0/UDP 198.18.62.1:5060;branch=z9hG4bK-etsf-inst\r\n"
+          b"From: <sip:caller@198.18.62.1>;tag=1\r\nTo: <sip:callee@198.18.62.2>\r\n"
+          b"Call-ID: inst-1@198.18.62.1\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\n"
+          b"Content-Length: 0\r\n\r\n")
+
+
+def test_exporter_from_checkout_under_root_only_directory(etsf_env, build_dir, exporter_proc,
+                                                          unpriv_dir, tmp_path):
+    """A checkout under a 0700 directory (as /root is on Debian): the unprivileged user
+    cannot import the agent from it, yet the wheel built from that checkout, installed the
+    way the hosts install it, serves /metrics as that user with what the kernel counted."""
+    from scapy.all import IP, UDP, Ether, Raw
+    from etsf import bpf
+    private = tmp_path / "private"
+    private.mkdir()
+    os.chmod(private, 0o700)
+    checkout = private / "etsf"
+    _copy_checkout(checkout)
+    uid, gid, group = _unpriv_ids()
+    probe = "import etsf; print(etsf.__file__)"
+    base = os.path.realpath(sys.executable)
+
+    def as_user(python, extra_env=()):
+        return subprocess.run([*_setpriv(uid, gid, ()), str(python), "-c", probe],
+                              env={"PATH": "/usr/bin:/bin", **dict(extra_env)}, cwd="/",
+                              capture_output=True, text=True, timeout=60, check=False)
+
+    # the copy is a working source tree for root and out of the user's reach
+    src = {"PYTHONPATH": str(checkout / "src")}
+    r = subprocess.run([base, "-c", probe], env={"PATH": "/usr/bin:/bin", **src}, cwd="/",
+                       capture_output=True, text=True, timeout=60, check=False)
+    assert r.returncode == 0 and r.stdout.startswith(str(checkout / "src")), r.stderr
+    r = as_user(base, src)
+    assert r.returncode == 1 and "No module named 'etsf'" in r.stderr, (r.stdout, r.stderr)
+
+    # built from that copy and installed where every user can read it
+    venv = install_agent(build_agent_wheel(checkout, unpriv_dir / "build"), unpriv_dir / "venv")
+    r = as_user(venv / "bin" / "python")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == str(venv / "lib" / f"python{sys.version_info.major}."
+                                   f"{sys.version_info.minor}" / "site-packages" / "etsf"
+                                   / "__init__.py")
+
+    # three INVITEs through the loaded classifier (BPF_PROG_TEST_RUN), then the scrape
+    progs = bpf.load_object(os.path.join(build_dir, "xdp_sip.bpf.o"), etsf_env["ETSF_PIN_ROOT"])
+    try:
+        pkt = bytes(Ether() / IP(src="198.18.62.1", dst="198.18.62.2")
+                    / UDP(sport=5060, dport=5060) / Raw(INVITE))
+        for _n in range(3):
+            assert bpf.test_run(progs["xdp_sip"].fd, pkt)[0] == bpf.XDP_PASS
+    finally:
+        for prog in progs.values():
+            prog.close()
+    etsfctl("telemetry", "grant", "--group", group, env=etsf_env)
+    p, port = exporter_proc(venv=venv)[:2]
+    st = _caps(_python_pid(p))
+    assert st["Uid"].split()[:2] == [str(uid)] * 2
+    assert str(venv / "bin" / "etsfctl") in Path(f"/proc/{_python_pid(p)}/cmdline").read_text()
+    code, text = _get(f"http://127.0.0.1:{port}/metrics")
+    assert code == 200
+    m = _parse(text)
+    assert _val(m, "etsf_up") == 1
+    assert _val(m, "etsf_sip_packets_total", hook="xdp", method="INVITE", verdict="pass",
+                reason="no_policy") == 3
+    # one transaction (same branch three times: two request retransmissions)
+    assert _val(m, "etsf_sip_transaction_events_total", event="txn_start") == 1
+    assert _val(m, "etsf_sip_transaction_events_total", event="req_retrans") == 2
+    assert _val(m, "etsf_bpf_map_entries", map="etsf_tm_txn") == 1
 
 
 def test_scrape_cost_with_10000_rate_limit_entries(etsf_env, build_dir):

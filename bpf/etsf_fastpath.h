@@ -1,12 +1,12 @@
 /* SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause */
 /*
- * fastpath.h - eTSF fast path: SIP to a service VIP:port is steered inside
+ * etsf_fastpath.h - eTSF fast path: SIP to a service VIP:port is steered inside
  * the kernel straight to the local proxy backend that owns the dialog
  * (Maglev table keyed by the Call-ID hash), bypassing bridge, netfilter
  * (DNAT, conntrack) and userspace; replies get the VIP back as source and go
- * straight to the client side.  Layouts: bpf/etsf.h ("fast path" section).
- * Maps pinned by name next to the classifier's maps; only tc_fastpath.bpf.c
- * includes this header.
+ * straight to the client side.  Layouts: etsf_structs.h ("fast path"
+ * section); maps: etsf_fp_maps.h.  Only tc_fastpath.bpf.c includes this
+ * header.
  *
  * Anything the fast path cannot handle is returned to the stack unchanged
  * (TC_ACT_OK) and counted in etsf_fp_stats by enum etsf_fp_reason.
@@ -15,97 +15,11 @@
 #define ETSF_FASTPATH_H
 
 #include "etsf.h"
-#include "etsf_maps.h"
-#include "sip_parse.h"
-#include "etsf_common.h"
+#include "etsf_kernel.h"
+#include "etsf_fp_maps.h"
+#include "etsf_parse.h"
 
-#define TC_ACT_OK_       0
-#define AF_INET_         2
-#define AF_INET6_        10
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, ETSF_POLICY_SLOTS * ETSF_FP_SVC_MAX);
-	__type(key, struct etsf_fp_svc_key);
-	__type(value, struct etsf_fp_svc);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} etsf_fp_svc SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, ETSF_POLICY_SLOTS * ETSF_FP_SVC_MAX);
-	__type(key, __u32);
-	__type(value, struct etsf_fp_ring);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} etsf_fp_ring SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, ETSF_FP_BACKENDS_MAX);
-	__type(key, __u32);
-	__type(value, struct etsf_fp_backend);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} etsf_fp_backends SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, ETSF_FP_BACKENDS_MAX);
-	__type(key, __u32);
-	__type(value, struct etsf_fp_bstat);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} etsf_fp_bstats SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, ETSF_FP_AFF_MAX);
-	__type(key, struct etsf_fp_aff_key);
-	__type(value, struct etsf_fp_aff);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} etsf_fp_aff SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, ETSF_FP_FLOW_MAX);
-	__type(key, struct etsf_fp_flow_key);
-	__type(value, struct etsf_fp_flow);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} etsf_fp_flow SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, ETSF_FP_STATS_SLOTS);
-	__type(key, __u32);
-	__type(value, struct etsf_counter);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} etsf_fp_stats SEC(".maps");
-
-/* per-CPU scratch for the bigger temporaries (keeps the stack < 512 bytes) */
-struct etsf_fp_scratch {
-	struct bpf_fib_lookup fib;
-	struct etsf_fp_flow fv;
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct etsf_fp_scratch);
-} etsf_fp_scratch SEC(".maps");
-
-/* never written: puts enum etsf_fp_reason into the object's BTF (layout check) */
-struct etsf_fp_btf_anchor {
-	enum etsf_fp_reason reason;
-	__u32 _pad;
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct etsf_fp_btf_anchor);
-} etsf_fp_anchor SEC(".maps");
-
-static __always_inline void fp_count(__u32 reason, __u32 bytes)
+static __always_inline void etsf_fp_count(__u32 reason, __u32 bytes)
 {
 	__u32 idx = reason & (ETSF_FP_STATS_SLOTS - 1);
 	struct etsf_counter *c = bpf_map_lookup_elem(&etsf_fp_stats, &idx);
@@ -116,11 +30,19 @@ static __always_inline void fp_count(__u32 reason, __u32 bytes)
 	}
 }
 
-static __always_inline struct etsf_fp_backend *fp_backend(__u32 id)
+static __always_inline struct etsf_fp_backend *etsf_fp_backend(__u32 id)
 {
 	if (id >= ETSF_FP_BACKENDS_MAX)
 		return NULL;
 	return bpf_map_lookup_elem(&etsf_fp_backends, &id);
+}
+
+/* id when that backend is a member of the live slot's services (up or down), else NONE */
+static __always_inline __u32 etsf_fp_member(__u32 id, __u32 slot)
+{
+	struct etsf_fp_backend *b = etsf_fp_backend(id);
+
+	return b && (b->flags & ETSF_FP_B_SLOT(slot)) ? id : ETSF_FP_NONE;
 }
 
 /*
@@ -130,7 +52,7 @@ static __always_inline struct etsf_fp_backend *fp_backend(__u32 id)
  * along arithmetic progressions, so stepping through the table would keep
  * hitting the same backend).  Returns a backend id or ETSF_FP_NONE.
  */
-static __always_inline __u32 fp_pick(const struct etsf_fp_ring *ring, __u64 h, __u32 slot)
+static __always_inline __u32 etsf_fp_pick(const struct etsf_fp_ring *ring, __u64 h, __u32 slot)
 {
 	int i;
 
@@ -153,7 +75,7 @@ static __always_inline __u32 fp_pick(const struct etsf_fp_ring *ring, __u64 h, _
 		id = ring->backend[j];
 		if (id == ETSF_FP_NONE)
 			continue;
-		b = fp_backend(id);
+		b = etsf_fp_backend(id);
 		if (b && b->up && (b->flags & ETSF_FP_B_SLOT(slot)))
 			return id;
 	}
@@ -161,7 +83,7 @@ static __always_inline __u32 fp_pick(const struct etsf_fp_ring *ring, __u64 h, _
 }
 
 /* 64-bit mix of a TCP 4-tuple (client side): the connection's "Call-ID" */
-static __always_inline __u64 fp_flow_hash(const __u8 *addr, __u16 port)
+static __always_inline __u64 etsf_fp_flow_hash(const __u8 *addr, __u16 port)
 {
 	__u64 h = ETSF_FNV64_OFFSET;
 	int i;
@@ -177,17 +99,17 @@ static __always_inline __u64 fp_flow_hash(const __u8 *addr, __u16 port)
 }
 
 /* checksum-correct address / port rewrite (which = 0: source, 1: destination) */
-static __always_inline int fp_rewrite(struct __sk_buff *skb, const struct etsf_pkt *p, int which,
+static __always_inline int etsf_fp_rewrite(struct __sk_buff *skb, const struct etsf_pkt *p, int which,
 				      const __u8 *old_addr, const __u8 *new_addr, __u16 old_port,
 				      __u16 new_port)
 {
 	__u32 l3 = p->l3off, l4 = p->l4off;
 	__u32 aoff, csum_off, alen = p->family == 4 ? 4 : 16;
-	__u64 mflag = p->l4proto == IPPROTO_UDP_ ? BPF_F_MARK_MANGLED_0 : 0;
+	__u64 mflag = p->l4proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
 	__be16 op = bpf_htons(old_port), np = bpf_htons(new_port);
 	__s64 diff;
 
-	csum_off = l4 + (p->l4proto == IPPROTO_UDP_ ? 6 : 16);
+	csum_off = l4 + (p->l4proto == IPPROTO_UDP ? 6 : 16);
 	if (p->family == 4) {
 		aoff = l3 + (which ? 16 : 12);
 		diff = bpf_csum_diff((__be32 *)old_addr, 4, (__be32 *)new_addr, 4, 0);
@@ -220,7 +142,7 @@ static __always_inline int fp_rewrite(struct __sk_buff *skb, const struct etsf_p
 	return 0;
 }
 
-static __always_inline int fp_set_macs(struct __sk_buff *skb, const __u8 *dmac, const __u8 *smac)
+static __always_inline int etsf_fp_set_macs(struct __sk_buff *skb, const __u8 *dmac, const __u8 *smac)
 {
 	__u8 m[12];
 
@@ -230,7 +152,7 @@ static __always_inline int fp_set_macs(struct __sk_buff *skb, const __u8 *dmac, 
 }
 
 /* FIB lookup src -> dst as seen from ifindex; fills fib (ifindex, MACs) */
-static __always_inline long fp_fib(struct __sk_buff *skb, struct bpf_fib_lookup *fib,
+static __always_inline long etsf_fp_fib(struct __sk_buff *skb, struct bpf_fib_lookup *fib,
 				   const struct etsf_pkt *p, const __u8 *src, const __u8 *dst,
 				   __u32 ifindex)
 {
@@ -238,17 +160,47 @@ static __always_inline long fp_fib(struct __sk_buff *skb, struct bpf_fib_lookup 
 	fib->ifindex = ifindex;
 	fib->l4_protocol = p->l4proto;
 	if (p->family == 4) {
-		fib->family = AF_INET_;
+		fib->family = AF_INET;
 		__builtin_memcpy(&fib->ipv4_src, src, 4);
 		__builtin_memcpy(&fib->ipv4_dst, dst, 4);
 		fib->tot_len = (__u16)(skb->len - p->l3off);
 	} else {
-		fib->family = AF_INET6_;
+		fib->family = AF_INET6;
 		__builtin_memcpy(fib->ipv6_src, src, 16);
 		__builtin_memcpy(fib->ipv6_dst, dst, 16);
 		fib->tot_len = (__u16)(skb->len - p->l3off);
 	}
 	return bpf_fib_lookup(skb, fib, sizeof(*fib), 0);
+}
+
+/* flow key of the packet's family and protocol: a:aport -> b:bport, direction dir */
+static __always_inline void etsf_fp_flow_key_set(struct etsf_fp_flow_key *fk,
+						 const struct etsf_pkt *p, const __u8 *a,
+						 __u16 aport, const __u8 *b, __u16 bport,
+						 __u8 dir)
+{
+	__builtin_memcpy(fk->a, a, 16);
+	__builtin_memcpy(fk->b, b, 16);
+	fk->aport = aport;
+	fk->bport = bport;
+	fk->family = p->family;
+	fk->proto = p->l4proto;
+	fk->dir = dir;
+}
+
+/* out through ifindex to the next hop the FIB lookup named, neighbour resolved by the kernel */
+static __always_inline long etsf_fp_redirect_neigh(const struct bpf_fib_lookup *fib, __u8 family)
+{
+	struct bpf_redir_neigh nh = {};
+
+	if (family == 4) {
+		nh.nh_family = AF_INET;
+		__builtin_memcpy(&nh.ipv4_nh, &fib->ipv4_dst, 4);
+	} else {
+		nh.nh_family = AF_INET6;
+		__builtin_memcpy(nh.ipv6_nh, fib->ipv6_dst, 16);
+	}
+	return bpf_redirect_neigh(fib->ifindex, &nh, sizeof(nh), 0);
 }
 
 #endif /* ETSF_FASTPATH_H */

@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause */
 /*
- * telemetry.h - in-kernel SIP transaction latency (the paper's "Performance
+ * etsf_telemetry.h - in-kernel SIP transaction latency (the paper's "Performance
  * Telemetry Module").  Included by xdp_sip.bpf.c and tc_sip.bpf.c, which call
  * etsf_tm_observe() once per classified SIP message (parse reason OK, not
- * dropped).  Layouts are in etsf.h (struct etsf_tm_*, enum etsf_tm_*).
+ * dropped).  Layouts are in etsf_structs.h / etsf_consts.h (struct etsf_tm_*,
+ * enum etsf_tm_*), maps in etsf_tm_maps.h.
  *
  * Per interface (map etsf_tm_ifcfg, key ifindex, key 0 = default for every
  * interface without an entry; no entry at all = TOWARD):
@@ -27,62 +28,8 @@
 #define ETSF_TELEMETRY_H
 
 #include "etsf.h"
-#include "sip_parse.h"
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, ETSF_IF_MAX + 1);
-	__type(key, __u32);
-	__type(value, struct etsf_tm_ifcfg);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} etsf_tm_ifcfg SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, ETSF_TM_TXN_MAX);
-	__type(key, struct etsf_tm_txn_key);
-	__type(value, struct etsf_tm_txn);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} etsf_tm_txn SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, ETSF_METHODS * ETSF_TM_STAGES);
-	__type(key, __u32);
-	__type(value, struct etsf_tm_hist);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} etsf_tm_hist SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, ETSF_TM_CODE_METHODS * ETSF_TM_CODES);
-	__type(key, __u32);
-	__type(value, __u64);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} etsf_tm_codes SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, ETSF_TM_EVENTS);
-	__type(key, __u32);
-	__type(value, __u64);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} etsf_tm_events SEC(".maps");
-
-/* never written: puts the telemetry enums into the objects' BTF (layout test) */
-struct etsf_tm_btf_anchor {
-	enum etsf_tm_stage stage;
-	enum etsf_tm_dir   dir;
-	enum etsf_tm_event event;
-	__u32              _pad;
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct etsf_tm_btf_anchor);
-} etsf_tm_anchor SEC(".maps");
+#include "etsf_tm_maps.h"
+#include "etsf_sip_parse.h"
 
 /* dedupe bits in struct etsf_tm_txn.seen */
 #define ETSF_TM_SEEN_100     (1u << 0)   /* 100 counted + TRYING recorded      */
@@ -154,7 +101,7 @@ static __always_inline void etsf_tm_record(__u32 method, __u32 stage, __u64 ns)
  * instead of once per path of the caller (keeps xdp_sip's budget).
  */
 __attribute__((noinline)) int etsf_tm_observe(__u32 hook, __u32 ifindex,
-					       const struct sip_result *r)
+					       const struct etsf_sip_result *r)
 {
 	struct etsf_tm_txn_key k = {};
 	struct etsf_tm_ifcfg *cfg;

@@ -1,0 +1,198 @@
+/* SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause */
+/*
+ * etsf_policy.h - the XDP policy decision for a packet on a SIP/TLS port:
+ * deny / trust ACL (LPM per policy slot), overload shedding by method
+ * priority, per-source GCRA rate limit, protection of responses and
+ * in-dialog requests.  Order and rules: bpf/README.md.
+ */
+#ifndef ETSF_POLICY_H
+#define ETSF_POLICY_H
+
+#include "etsf.h"
+#include "etsf_maps.h"
+#include "etsf_parse.h"
+#include "etsf_sip_parse.h"
+
+static __always_inline __u32 etsf_acl(__u32 slot, const struct etsf_pkt *p)
+{
+	__u32 *act;
+
+	if (p->family == 4) {
+		struct etsf_acl_v4_key k = {};
+
+		k.prefixlen = 8 + 32;
+		k.slot = slot;
+		__builtin_memcpy(k.addr, p->saddr, 4);
+		act = bpf_map_lookup_elem(&etsf_acl_v4, &k);
+	} else {
+		struct etsf_acl_v6_key k = {};
+
+		k.prefixlen = 8 + 128;
+		k.slot = slot;
+		__builtin_memcpy(k.addr, p->saddr, 16);
+		act = bpf_map_lookup_elem(&etsf_acl_v6, &k);
+	}
+	return act ? *act : 0;
+}
+
+static __always_inline __u32 etsf_rl_class(__u32 method)
+{
+	switch (method) {
+	case ETSF_M_REGISTER: return ETSF_RL_REGISTER;
+	case ETSF_M_OPTIONS:  return ETSF_RL_OPTIONS;
+	case ETSF_M_INVITE:   return ETSF_RL_INVITE;
+	}
+	return ETSF_RL_OTHER;
+}
+
+static __always_inline void etsf_rl_key(struct etsf_rl_key *k, const struct etsf_pkt *p,
+					const struct etsf_policy *pol, __u32 cls)
+{
+	__u32 plen, maxp = p->family == 4 ? 32 : 128;
+	int i;
+
+	plen = p->family == 4 ? pol->agg_prefix_v4 : pol->agg_prefix_v6;
+	if (plen == 0 || plen > maxp)
+		plen = maxp;
+	k->family = p->family;
+	k->rl_class = cls;
+	k->prefix = plen;
+#pragma unroll
+	for (i = 0; i < 16; i++) {
+		__u8 b = p->saddr[i];
+		int bits = (int)plen - i * 8;
+
+		if (i >= 4 && p->family == 4)
+			b = 0;
+		else if (bits <= 0)
+			b = 0;
+		else if (bits < 8)
+			b &= (__u8)(0xff << (8 - bits));
+		k->addr[i] = b;
+	}
+}
+
+/*
+ * GCRA: emission interval T = 1e9 / rate, tolerance tau = (burst - 1) * T.
+ * A request at time t conforms when max(tat, t) - t <= tau; then tat =
+ * max(tat, t) + T.  Burst N admits exactly N back-to-back requests.
+ * consume = 0 only peeks (protected traffic): returns whether it would conform.
+ * Returns 1 = conforming, 0 = over the limit.
+ */
+static __always_inline int etsf_gcra(const struct etsf_pkt *p, const struct etsf_policy *pol,
+				     __u32 cls, const struct etsf_rate *rt, int consume)
+{
+	struct etsf_rl_key k = {};
+	struct etsf_rl_state *st;
+	__u64 now = bpf_ktime_get_ns();
+	__u64 T, tau, tat;
+	__u32 burst = rt->burst ? rt->burst : 1;
+
+	T = 1000000000ULL / rt->rate_pps;
+	if (T == 0)
+		T = 1;
+	tau = T * (burst - 1);
+	etsf_rl_key(&k, p, pol, cls);
+	st = bpf_map_lookup_elem(&etsf_rl, &k);
+	if (!st) {
+		struct etsf_rl_state ns = {};
+
+		if (!consume)
+			return 1;
+		ns.tat_ns = now + T;
+		ns.passed = 1;
+		bpf_map_update_elem(&etsf_rl, &k, &ns, BPF_ANY);
+		return 1;
+	}
+	tat = st->tat_ns > now ? st->tat_ns : now;
+	if (tat - now > tau) {
+		if (consume)
+			__sync_fetch_and_add(&st->dropped, 1);
+		return 0;
+	}
+	if (consume) {
+		st->tat_ns = tat + T;
+		__sync_fetch_and_add(&st->passed, 1);
+	}
+	return 1;
+}
+
+static __always_inline int etsf_protected(const struct etsf_sip_result *r)
+{
+	return r->method == ETSF_M_RESPONSE || r->method == ETSF_M_ACK ||
+	       r->method == ETSF_M_BYE || r->method == ETSF_M_CANCEL || r->has_to_tag;
+}
+
+/*
+ * Policy for a packet on a SIP/TLS port.  pr = the parse reason (OK when the
+ * message was classified).  Returns the verdict, *reason set.
+ */
+static __always_inline __u32 etsf_policy_verdict(const struct etsf_ctl *ctl,
+						 const struct etsf_policy *pol, int valid,
+						 const struct etsf_pkt *p,
+						 const struct etsf_sip_result *r, __u32 pr,
+						 __u32 *reason)
+{
+	__u32 slot = ctl->active_slot & 1;
+	__u32 acl = 0, level, prio, shed_below, cls;
+	int prot, would;
+	const struct etsf_rate *rt;
+
+	if (valid && pol)
+		acl = etsf_acl(slot, p);
+	if (acl == ETSF_ACL_DENY) {
+		*reason = ETSF_R_DENY;
+		return ETSF_V_DROP;
+	}
+	if (pr != ETSF_R_OK) {
+		*reason = pr;
+		return ETSF_V_PASS;
+	}
+	if (!valid || !pol) {
+		*reason = ETSF_R_NO_POLICY;
+		return ETSF_V_PASS;
+	}
+	if (acl == ETSF_ACL_TRUST) {
+		*reason = ETSF_R_TRUSTED;
+		return ETSF_V_PASS;
+	}
+	prot = etsf_protected(r);
+
+	level = ctl->overload_level;
+	if (level > ETSF_OVERLOAD_LEVELS - 1)
+		level = ETSF_OVERLOAD_LEVELS - 1;
+	shed_below = pol->shed_below[level & 3];
+	prio = 0;
+	if (r->method < ETSF_METHODS) {
+		__u32 m = r->method;
+
+		asm volatile("" : "+r"(m));
+		prio = pol->method_prio[m & 0x1f];  /* mask keeps the verifier in the value */
+	}
+	if (prio < shed_below) {
+		if (prot) {
+			*reason = ETSF_R_PROTECTED;
+			return ETSF_V_PASS;
+		}
+		*reason = ETSF_R_OVERLOAD;
+		return ETSF_V_DROP;
+	}
+
+	cls = etsf_rl_class(r->method);
+	rt = &pol->rate[cls & 3];
+	if (rt->rate_pps) {
+		if (prot) {
+			would = !etsf_gcra(p, pol, cls, rt, 0);
+			*reason = would ? ETSF_R_PROTECTED : ETSF_R_OK;
+			return ETSF_V_PASS;
+		}
+		if (!etsf_gcra(p, pol, cls, rt, 1)) {
+			*reason = ETSF_R_RATE_LIMIT;
+			return ETSF_V_DROP;
+		}
+	}
+	*reason = ETSF_R_OK;
+	return ETSF_V_PASS;
+}
+
+#endif /* ETSF_POLICY_H */

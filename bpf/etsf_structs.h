@@ -1,0 +1,270 @@
+/* SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause */
+/*
+ * etsf_structs.h - every map key/value struct shared by the kernel programs
+ * and the host agent.  src/etsf/layout.py mirrors this file with ctypes;
+ * tests/bpf/test_layout*.py prove the mirror equals the BTF (sizes, offsets)
+ * of the test-only object etsf_alignchecker.c, built from these headers.
+ * Change both together.
+ *
+ * Rules: fixed-width types only, explicit padding (no implicit holes, no
+ * implicit tail padding).  Compiles both with vmlinux.h (BPF side) and with
+ * <linux/types.h> (documentation / C tools).
+ */
+#ifndef ETSF_STRUCTS_H
+#define ETSF_STRUCTS_H
+
+#include "etsf_consts.h"
+
+/*
+ * Map etsf_ctl: ARRAY, 1 entry (key 0).  Run-time control written by the
+ * agent (not by policy apply): bypass, overload level, heartbeat, which
+ * policy slot is live.  Every program reads it first.
+ */
+struct etsf_ctl {
+	__u32 bypass;           /* != 0: every program passes everything     */
+	__u32 overload_level;   /* 0..3                                      */
+	__u32 active_slot;      /* 0 or 1: index into etsf_policy            */
+	__u32 flags;            /* ETSF_CTL_F_*                              */
+	__u64 heartbeat_ns;     /* CLOCK_MONOTONIC ns of the last heartbeat  */
+	__u64 deadman_ns;       /* 0 = dead-man switch off; else max age     */
+	__u64 generation;       /* policy generation now live                */
+};
+
+/* token bucket parameters of one rate-limit class; rate 0 = unlimited */
+struct etsf_rate {
+	__u32 rate_pps;         /* sustained requests per second per source  */
+	__u32 burst;            /* bucket depth in requests                  */
+};
+
+/*
+ * Map etsf_policy: ARRAY, ETSF_POLICY_SLOTS entries.  The agent writes the
+ * inactive slot (plus that slot's ACL entries), then flips
+ * etsf_ctl.active_slot: no packet ever sees half a policy.
+ */
+struct etsf_policy {
+	__u64 generation;
+	__u32 flags;                               /* ETSF_POL_F_*            */
+	__u16 sip_ports[ETSF_MAX_SIP_PORTS];       /* host order, 0 = unused  */
+	__u16 tls_ports[ETSF_MAX_TLS_PORTS];       /* host order, 0 = unused  */
+	__u8  method_prio[ETSF_METHODS];           /* enum etsf_prio per method */
+	__u8  shed_below[ETSF_OVERLOAD_LEVELS];    /* level L sheds prio < shed_below[L] */
+	__u8  agg_prefix_v4;                       /* rate-limit key prefix, 1..32  */
+	__u8  agg_prefix_v6;                       /* rate-limit key prefix, 1..128 */
+	__u8  dscp;                                /* TC egress DSCP (0..63)  */
+	__u8  _pad0[4];
+	__u32 skb_priority;                        /* TC egress skb->priority */
+	struct etsf_rate rate[ETSF_RL_CLASSES];    /* per rate-limit class    */
+	__u32 _pad1;
+};
+
+/*
+ * Maps etsf_acl_v4 / etsf_acl_v6: LPM_TRIE.  The first data byte is the
+ * policy slot, so prefixlen = 8 + CIDR bits.  Value: enum etsf_acl_action.
+ */
+struct etsf_acl_v4_key {
+	__u32 prefixlen;
+	__u8  slot;
+	__u8  addr[4];
+	__u8  _pad[3];
+};
+
+struct etsf_acl_v6_key {
+	__u32 prefixlen;
+	__u8  slot;
+	__u8  addr[16];
+	__u8  _pad[3];
+};
+
+/*
+ * Map etsf_rl: LRU_HASH, ETSF_RL_MAX entries.  Per-source (aggregated to the
+ * policy's prefix) and per rate-limit class GCRA state.
+ */
+struct etsf_rl_key {
+	__u8  family;           /* 4 or 6                                     */
+	__u8  rl_class;         /* enum etsf_rl_class                         */
+	__u8  prefix;           /* aggregation prefix used                    */
+	__u8  _pad;
+	__u8  addr[16];         /* IPv4 in the first 4 bytes, masked          */
+};
+
+struct etsf_rl_state {
+	__u64 tat_ns;           /* GCRA theoretical arrival time              */
+	__u64 passed;
+	__u64 dropped;
+};
+
+/*
+ * Map etsf_stats: PERCPU_ARRAY of ETSF_STATS_SLOTS counters indexed by
+ * ETSF_STATS_IDX(hook, method, verdict, reason).
+ */
+struct etsf_counter {
+	__u64 packets;
+	__u64 bytes;
+};
+
+/* Map etsf_ifstats: PERCPU_HASH ifindex(__u32) -> struct etsf_ifstat */
+struct etsf_ifstat {
+	__u64 rx_packets;       /* every packet the XDP program saw           */
+	__u64 rx_bytes;
+	__u64 sip_packets;      /* classified as SIP                           */
+	__u64 dropped;
+	__u64 tx_marked;        /* TC egress packets marked                    */
+	__u64 tx_bytes;
+};
+
+/*
+ * Map etsf_last: ARRAY, 1 entry; written only when ETSF_CTL_F_RECORD is set
+ * (tests, `etsfctl` debugging).  The parse result of the last packet.
+ */
+struct etsf_sip_info {
+	__u64 callid_hash;      /* FNV-1a 64 of the Call-ID value, trimmed    */
+	__u32 cseq;             /* CSeq number                                 */
+	__u16 status;           /* response status code, 0 for requests       */
+	__u8  method;           /* enum etsf_method (RESPONSE for responses)  */
+	__u8  cseq_method;      /* enum etsf_method of the CSeq header        */
+	__u8  has_callid;
+	__u8  has_to_tag;       /* in-dialog                                   */
+	__u8  verdict;          /* enum etsf_verdict                           */
+	__u8  reason;           /* enum etsf_reason                            */
+	__u8  family;           /* 4 or 6                                      */
+	__u8  l4proto;          /* IPPROTO_UDP / IPPROTO_TCP                   */
+	__u16 payload_len;      /* L4 payload bytes                           */
+};
+
+/* ---- telemetry ----------------------------------------------------------- */
+
+/* Map etsf_tm_ifcfg: HASH ifindex(__u32, 0 = default) -> struct etsf_tm_ifcfg */
+struct etsf_tm_ifcfg {
+	__u32 dir;              /* enum etsf_tm_dir                            */
+	__u32 _pad;
+};
+
+/* Map etsf_tm_txn: LRU_HASH, ETSF_TM_TXN_MAX entries */
+struct etsf_tm_txn_key {
+	__u64 callid_hash;      /* FNV-1a 64 of the Call-ID                    */
+	__u32 cseq;             /* CSeq number                                 */
+	__u32 ifindex;          /* interface the request was seen on           */
+	__u8  method;           /* enum etsf_method of the request / CSeq      */
+	__u8  _pad[7];
+};
+
+struct etsf_tm_txn {
+	__u64 start_ns;         /* bpf_ktime_get_ns() of the first request copy */
+	__u32 seen;             /* bit per recorded stage / counted code       */
+	__u32 _pad;
+};
+
+/*
+ * Map etsf_tm_hist: PERCPU_ARRAY, ETSF_METHODS * ETSF_TM_STAGES entries,
+ * index method * ETSF_TM_STAGES + stage.  slot[b]: latencies in
+ * [2^(b-1), 2^b) microseconds (slot 0: < 1 us, last slot: everything above).
+ */
+struct etsf_tm_hist {
+	__u64 count;
+	__u64 sum_ns;
+	__u64 slot[ETSF_TM_BUCKETS];
+};
+
+/* Map etsf_tm_codes: PERCPU_ARRAY of __u64, ETSF_TM_CODE_METHODS * ETSF_TM_CODES,
+ * index m * ETSF_TM_CODES + (code - ETSF_TM_CODE_MIN) */
+
+/* ---- fast path ----------------------------------------------------------- */
+
+/*
+ * Map etsf_fp_svc: HASH.  The first byte is the policy slot: the agent writes
+ * the inactive slot's services + rings, then the etsf_ctl flip makes them
+ * live together with the rest of the policy.
+ */
+struct etsf_fp_svc_key {
+	__u8  slot;
+	__u8  family;           /* 4 or 6                                      */
+	__u8  proto;            /* IPPROTO_UDP / IPPROTO_TCP                   */
+	__u8  _pad;
+	__u16 port;             /* host order                                  */
+	__u16 _pad1;
+	__u8  addr[16];         /* VIP; IPv4 in the first 4 bytes              */
+};
+
+struct etsf_fp_svc {
+	__u32 ring;             /* index into etsf_fp_ring (slot * SVC_MAX + n)  */
+	__u32 flags;            /* ETSF_FP_S_*                                 */
+	__u32 n_backends;
+	__u32 _pad;
+	char  name[ETSF_FP_NAME_LEN]; /* policy name (agent only), NUL padded */
+};
+
+/* Map etsf_fp_ring: ARRAY, ETSF_POLICY_SLOTS * ETSF_FP_SVC_MAX entries */
+struct etsf_fp_ring {
+	__u16 backend[ETSF_FP_RING];   /* backend id, ETSF_FP_NONE = empty     */
+	__u16 _pad[3];
+};
+
+/* Map etsf_fp_backends: ARRAY, ETSF_FP_BACKENDS_MAX entries, by backend id */
+struct etsf_fp_backend {
+	__u8  addr[16];         /* IPv4 in the first 4 bytes                   */
+	__u16 port;             /* host order                                  */
+	__u8  family;
+	__u8  flags;            /* ETSF_FP_B_*                                 */
+	__u32 ifindex;          /* egress (host end of the backend's veth)     */
+	__u8  mac[6];           /* backend MAC (destination)                   */
+	__u8  smac[6];          /* host-end MAC (source)                       */
+	__u32 up;               /* health: 1 up, 0 down (agent prober)         */
+	__u16 weight[ETSF_POLICY_SLOTS]; /* per slot (agent only: decode/diff)   */
+	__u8  svc[ETSF_POLICY_SLOTS];    /* service index per slot (agent only)  */
+	__u8  _pad[2];
+};
+
+/* Map etsf_fp_bstats: PERCPU_ARRAY, ETSF_FP_BACKENDS_MAX entries, by backend id */
+struct etsf_fp_bstat {
+	__u64 packets;          /* client -> backend redirected                */
+	__u64 bytes;
+	__u64 dialogs;          /* new affinity entries (first message of a Call-ID) */
+	__u64 ret_packets;      /* backend -> client redirected                */
+	__u64 ret_bytes;
+};
+
+/* Map etsf_fp_aff: LRU_HASH, Call-ID affinity (first message pins the backend) */
+struct etsf_fp_aff_key {
+	__u64 callid_hash;      /* FNV-1a 64 of the Call-ID                    */
+	__u8  vip[16];
+	__u16 vport;
+	__u8  family;
+	__u8  proto;
+	__u32 _pad;
+};
+
+struct etsf_fp_aff {
+	__u32 backend;          /* backend id                                  */
+	__u32 _pad;
+	__u64 generation;       /* policy generation that chose it (informational:
+	                         * validity = backend still a member of the live slot) */
+};
+
+/*
+ * Map etsf_fp_flow: LRU_HASH.  dir 1 (return): a = client, b = backend, value
+ * says which VIP to restore.  dir 0 (TCP forward): a = client, b = VIP, value
+ * says which backend the connection is pinned to.
+ */
+struct etsf_fp_flow_key {
+	__u8  a[16];
+	__u8  b[16];
+	__u16 aport;
+	__u16 bport;
+	__u8  family;
+	__u8  proto;
+	__u8  dir;
+	__u8  _pad;
+};
+
+struct etsf_fp_flow {
+	__u8  vip[16];
+	__u16 vport;
+	__u16 _pad;
+	__u32 backend;          /* backend id                                  */
+	__u32 ifindex;          /* where the client's packets came in          */
+	__u8  cmac[6];          /* client-side next hop MAC (source of the request) */
+	__u8  lmac[6];          /* our MAC on that interface                   */
+	__u64 generation;       /* policy generation that created it (informational) */
+};
+
+#endif /* ETSF_STRUCTS_H */
