@@ -149,6 +149,8 @@ class PathBench:
         self.topo: T.Topo | None = None
         self.tr: transit.Transit | None = None
         self.responder = None
+        self.responder_bin = self.work / "responder"
+        self.reserve = 0.0             # seconds held back for the overload sweep (set in run)
         self.seq = 0
         self.pooled: dict = {}         # (config, transport, direction) -> ns samples (CDF plots)
         self.res = {"schema": SCHEMA, "profile": args.profile, "started": R.now_utc().isoformat(),
@@ -163,7 +165,6 @@ class PathBench:
 
     # -- build ------------------------------------------------------------------
     def prepare(self):
-        self.responder_bin = self.work / "responder"
         r = subprocess.run(["gcc", "-O2", "-Wall", "-o", str(self.responder_bin),
                             str(HERE / "responder" / "responder.c")], capture_output=True, text=True, timeout=120,
                            check=False)
