@@ -62,9 +62,9 @@ PROFILES = {
     "quick": dict(rate=40, seconds=3, u1_seconds=2, rounds=1, key_services=200, sweep=[0],
                   sweep_families=["ipt-legacy", "nft-vmap"], vmap_max_services=200, quiet_limit_s=3.0, stats_seconds=2,
                   datapath_repeat=100000, overload_reserve_min=1.0, budget_min=4.0),
-    # full: ~27 min for the path passes on an idle 2-core host (key: 7 configurations x 10 rounds x ~14.5 s;
-    # bpf_stats + PROG_TEST_RUN ~2 min; sweep: 20 single runs, ~8 min with the rule loads), the rest of
-    # the 40-minute budget for the overload sweep
+    # full: ~19 min for the path passes on a quiet 2-core host, ~27 min on a busy one (key: 7
+    # configurations x 10 rounds x ~11 s; bpf_stats + PROG_TEST_RUN ~1 min; sweep: 20 single runs,
+    # ~4.5 min with the rule loads), the rest of the 40-minute budget for the overload sweep
     "full": dict(rate=200, seconds=3, u1_seconds=2, rounds=10, key_services=10000,
                  sweep=[0, 1000, 5000, 20000, 30000], sweep_families=list(SWEEP_FAMILIES), vmap_max_services=10000,
                  quiet_limit_s=20.0, stats_seconds=4, datapath_repeat=200000, overload_reserve_min=12.0,
