@@ -16,7 +16,7 @@ ETSF_RFC4475_DIR ?= ../shared/reference/rfc4475
 export ETSF_RFC4475_DIR
 RFC4475_PATH = $(if $(filter /%,$(ETSF_RFC4475_DIR)),$(ETSF_RFC4475_DIR),$(CURDIR)/$(ETSF_RFC4475_DIR))
 
-.PHONY: help setup demo test test-py check-corpus lint ansible-lint sanity molecule lab-up lab-down lab-status build collection bench-datapath changelog clean bench bench-paired bench-quick appliance appliance-qemu
+.PHONY: help setup demo test test-py check-corpus lint ansible-lint sanity molecule lab-up lab-down lab-status build collection bench-datapath changelog clean bench bench-paired bench-quick bench-path appliance appliance-qemu
 
 help: ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -75,6 +75,9 @@ bench: setup ## full SIP benchmark vs kube-proxy emulations (<= 40 min, quiet ho
 
 bench-paired: setup ## latency only: A, C, E, D interleaved round by round, paired differences (~20 min, quiet host)
 	$(PY) bench/run.py --paired
+
+bench-path: setup ## node path benchmark: transit per packet, CPU that adds up, sweep, overload (<= 40 min, quiet host): bench/results/<UTC>-path/
+	$(PY) bench/path.py --full $(if $(BENCH_PATH_BUDGET),--budget-min $(BENCH_PATH_BUDGET))
 
 bench-quick: setup ## SIP benchmark harness smoke run (~3 min, correctness only)
 	$(PY) bench/run.py --quick --out $(CURDIR)/build/bench-quick

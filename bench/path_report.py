@@ -1,0 +1,385 @@
+"""report.md and plots of a path benchmark run (bench/path.py) from its results.json.
+
+    python bench/path_report.py bench/results/<UTC>-path
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import stats  # noqa: E402
+
+CPU_PARTS = ("sipp (UAC)", "responder", "softirq threads", "kernel threads", "other tasks")
+FAMILIES = (("ipt-nft", "A iptables-nft"), ("ipt-legacy", "A iptables-legacy"), ("nft-vmap", "A' nftables vmap"),
+            ("C", "C eTSF fast path"))
+
+
+def runs(res: dict, name: str, tr: str = "un") -> list[dict]:
+    return res["configs"].get(name, {}).get("runs", {}).get(tr, [])
+
+
+def sel(r: dict, view: str) -> dict:
+    """A run's transit summary for view: 'request' or 'response' (every datagram that way), or
+    'INVITE' (the first datagram of each call: with -t un a new conntrack entry, so the one
+    that walks the NAT rules; the later ones of a call hit the conntrack entry)."""
+    if view == "INVITE":
+        return r["transit"]["request"]["by_message"].get("INVITE") or {"p50": None, "p99": None}
+    return r["transit"][view]
+
+
+def by_round(res: dict, name: str, tr: str, direction: str, q: str) -> dict[int, float]:
+    return {r["round"]: sel(r, direction)[q] for r in runs(res, name, tr) if sel(r, direction)[q] is not None}
+
+
+def med(vals):
+    vals = [v for v in vals if v is not None]
+    return statistics.median(vals) if vals else None
+
+
+def f(v, nd=1):
+    return "–" if v is None else f"{v:.{nd}f}"
+
+
+def names(res: dict) -> dict:
+    k = res["params"]["key_services"]
+    return {"D": "D", "A": f"A-ipt-nft-{k}", "A'": f"A'-nft-vmap-{k}", "C": f"C-{k}", "C0": f"C0-{k}",
+            "E0": "E0", "E": f"E-{k}", "R": "R", "k": k}
+
+
+def transit_cell(res, name, tr="un", direction="request"):
+    rs = runs(res, name, tr)
+    return (med([sel(r, direction)["p50"] for r in rs]), med([sel(r, direction)["p99"] for r in rs]),
+            len(rs))
+
+
+def comparisons(res: dict) -> list[tuple[str, str, str]]:
+    n = names(res)
+    return [("C − D", n["C"], "D"), ("E0 − D", "E0", "D"), ("C0 − D", n["C0"], "D"), ("A − D", n["A"], "D"),
+            ("C − A", n["C"], n["A"]), ("E − A", n["E"], n["A"]), ("D − R", "D", "R")]
+
+
+def paired_table(res: dict, tr: str = "un") -> tuple[list[str], dict]:
+    out = ["| difference (µs, -t " + tr + ") | datagrams | rounds | median of per-round Δp50 | bootstrap 95 % CI "
+           "| sign test (+/−, p) | smallest detectable |", "|---|---|---|---|---|---|---|"]
+    doc = {}
+    for label, a, b in comparisons(res):
+        for direction in ("INVITE", "request", "response"):
+            pr = stats.paired(by_round(res, a, tr, direction, "p50"), by_round(res, b, tr, direction, "p50"))
+            doc[f"{label}|{direction}"] = pr
+            if not pr["diffs"]:
+                continue
+            lo, hi = pr["ci95"]
+            ci = "–" if lo is None else f"[{lo:+.1f}, {hi:+.1f}]"
+            s = pr["sign"]
+            out.append(f"| {label} | {direction} | {len(pr['diffs'])} | {pr['median']:+.1f} | {ci} | "
+                       f"{s['pos']}/{s['neg']}, {s['p']:.3f} | {f(pr['mde'])} |")
+    return out, doc
+
+
+def cpu_rows(res: dict, cfg_names) -> list[str]:
+    out = ["| configuration | " + " | ".join(CPU_PARTS) + " | not in a live task | whole (idle acct.) | "
+           "softirq (ticks) | adds up (±10 %) |", "|---|" + "---|" * (len(CPU_PARTS) + 4)]
+    for name in cfg_names:
+        rs = runs(res, name)
+        if not rs:
+            continue
+        cells = [med([r["cpu"]["ms_per_call"].get(p, 0.0) * 1000 for r in rs]) for p in CPU_PARTS]
+        ok = [max(1, r["successful"]) for r in rs]
+        resid = med([r["cpu"]["residual_s"] * 1e6 / o for r, o in zip(rs, ok)])
+        whole = med([r["cpu"]["ms_per_call"]["whole"] * 1000 for r in rs])
+        sirq = med([r["cpu"]["ms_per_call"]["softirq (ticks)"] * 1000 for r in rs])
+        good = sum(1 for r in rs if r["cpu"]["adds_up"])
+        out.append(f"| {name} | " + " | ".join(f(c, 0) for c in cells) + f" | {f(resid, 0)} | {f(whole, 0)} | "
+                   f"{f(sirq, 0)} | {good}/{len(rs)} runs |")
+    return out
+
+
+def headline(res: dict) -> list[str]:
+    """The table the README quotes (also written alone as headline.md): node transit per
+    configuration, C/A, C − D and E0 − D with their intervals, CPU per call as parts that add
+    up to the whole, and the classifier's ns per packet in traffic next to PROG_TEST_RUN."""
+    n = names(res)
+    k = n["k"]
+    L = ["## Headline (node transit, µs, -t un; median over rounds of each run's quantile)", "",
+         "INVITE: the first datagram of a call, a new conntrack entry (the one that walks the NAT rules); "
+         "requests: INVITE, ACK, BYE; responses: 100, 180, 200 (INVITE), 200 (BYE).", "",
+         "| configuration | INVITE p50 | INVITE p99 | requests p50 | requests p99 | responses p50 | responses p99 "
+         "| runs | CPU µs per call: sipp + responder + other tasks/threads + not in a task = whole |",
+         "|---|---|---|---|---|---|---|---|---|"]
+    head = [("D direct", "D"), ("A iptables-nft N=0", "A-ipt-nft-0"), (f"A iptables-nft N={k}", n["A"]),
+            ("A iptables-nft N=30000", "A-ipt-nft-30000"), (f"A′ nftables vmap N={k}", n["A'"]),
+            (f"C eTSF classifier + fast path (N={k})", n["C"]), (f"C0 fast path alone (N={k})", n["C0"]),
+            ("E0 classifier alone, direct path", "E0"), (f"E classifier on A (N={k})", n["E"]), ("R raw floor", "R")]
+    for label, name in head:
+        rs = runs(res, name)
+        if not rs:
+            continue
+        i50, i99, _runs = transit_cell(res, name, direction="INVITE")
+        q50, q99, cnt = transit_cell(res, name)
+        r50, r99, _runs = transit_cell(res, name, direction="response")
+        L.append(f"| {label} | {f(i50)} | {f(i99)} | {f(q50)} | {f(q99)} | {f(r50)} | {f(r99)} | {cnt} "
+                 f"| {cpu_sum(rs)} |")
+    L.append("")
+    for nn in sorted({k, 30000}):
+        for view in ("INVITE", "request"):
+            c = transit_cell(res, f"C-{nn}", direction=view)[0]
+            a = transit_cell(res, f"A-ipt-nft-{nn}", direction=view)[0]
+            if c is not None and a:
+                L.append(f"- C/A {view if view == 'INVITE' else 'all requests'} transit p50 at N={nn}: "
+                         f"**{c / a:.2f}** ({f(c)} / {f(a)} µs)")
+    for label, a, b in comparisons(res)[:2]:
+        cells = []
+        for direction in ("INVITE", "request", "response"):
+            pr = stats.paired(by_round(res, a, "un", direction, "p50"), by_round(res, b, "un", direction, "p50"))
+            if pr["diffs"]:
+                lo, hi = pr["ci95"]
+                ci = "no interval from one round" if lo is None else f"95 % CI [{lo:+.1f}, {hi:+.1f}]"
+                cells.append(f"{direction} {pr['median']:+.1f} µs ({ci}, {len(pr['diffs'])} rounds)")
+        if cells:
+            L.append(f"- {label} (per-round Δ of transit p50, median): " + "; ".join(cells))
+    ns = classifier_ns(res)
+    if ns:
+        L.append(f"- XDP classifier per packet: {ns}")
+    return L
+
+
+def cpu_sum(rs: list[dict]) -> str:
+    """'a + b + c + d = whole' in µs per call (medians over runs), the parts as measured."""
+    def per_call(r, secs):
+        return secs * 1e6 / max(1, r["successful"])
+    sipp = med([per_call(r, r["cpu"]["parts_s"].get("sipp (UAC)", 0.0)) for r in rs])
+    resp = med([per_call(r, r["cpu"]["parts_s"].get("responder", 0.0)) for r in rs])
+    rest = med([per_call(r, sum(v for p, v in r["cpu"]["parts_s"].items() if p not in ("sipp (UAC)", "responder")))
+                for r in rs])
+    resid = med([per_call(r, r["cpu"]["residual_s"]) for r in rs])
+    whole = med([per_call(r, r["cpu"]["whole_s"]) for r in rs])
+    good = sum(1 for r in rs if r["cpu"]["adds_up"])
+    return (f"{f(sipp, 0)} + {f(resp, 0)} + {f(rest, 0)} + {f(resid, 0)} = {f(whole, 0)} "
+            f"(±10 % in {good}/{len(rs)} runs)")
+
+
+def classifier_ns(res: dict) -> str:
+    """xdp_sip's ns per run in traffic (bpf_stats pass) next to PROG_TEST_RUN's INVITE pass."""
+    bs = (res.get("bpf_stats") or {}).get("in_traffic") or {}
+    parts = [f"{c} {f(doc['programs']['xdp_sip']['ns_per_run'], 0)} ns in traffic"
+             for c, doc in bs.items() if (doc["programs"].get("xdp_sip") or {}).get("run_cnt")]
+    ptr = (res.get("prog_test_run") or {}).get("invite_1k_pass")
+    if ptr is not None:
+        parts.append(f"PROG_TEST_RUN (INVITE, hot, back to back) {f(ptr, 0)} ns")
+    return ", ".join(parts)
+
+
+def render(out: Path, plots: bool = True) -> Path:
+    out = Path(out)
+    res = json.loads((out / "results.json").read_text())
+    n = names(res)
+    p = res["params"]
+    L = [f"# eTSF path benchmark ({res['profile']})", "",
+         f"Started {res.get('started')}, wall {res.get('wall_seconds')} s (path passes {res.get('path_seconds')} s). "
+         f"Host: kernel {res['host'].get('kernel')}, {res['host'].get('cpus')} CPUs, load at start "
+         f"{' '.join(res['host'].get('loadavg_at_start') or [])}. Pinning: sipp UAC on "
+         f"{res['host']['pinning']['sipp_uac']}, responder on {res['host']['pinning']['responder']}, softirq: "
+         f"{res['host']['pinning']['softirq']}.", "",
+         f"Load: sipp UAC, {p['rate']} calls/s (INVITE/100/180/200/ACK/BYE/200), `-t un` {p['seconds']} s per run "
+         f"from 64 source addresses (a new conntrack entry per call), `-t u1` {p['u1_seconds']} s; the pod runs the "
+         f"light C responder (bench/responder/responder.c). Key configurations: {p['rounds']} paired round(s) "
+         f"in Williams order with a quiet-machine start; the service sweep (A′ nftables vmap included, up to "
+         f"N = {p.get('vmap_max_services')}: nft 1.0.x loads that ruleset in a time growing with N²): one run per "
+         f"point (fewer rounds than the key configurations: its points are read as a trend, not as paired "
+         f"differences).", ""]
+    if res.get("errors"):
+        L += ["**Errors:** " + "; ".join(res["errors"]), ""]
+    if res.get("skipped"):
+        L += ["**Skipped (time budget or tools):** " + "; ".join(res["skipped"]), ""]
+
+    hl = headline(res)
+    (out / "headline.md").write_text("\n".join(hl) + "\n")
+    L += hl + [""]
+    ptab, pdoc = paired_table(res)
+    mdes = [v["mde"] for v in pdoc.values() if v.get("mde") is not None]
+    L += ["## Paired differences (per-round request/response transit p50)", "", *ptab, ""]
+    if mdes:
+        L.append(f"Smallest effect this run can detect (80 % power, α = 0.05, from the spread of the per-round "
+                 f"differences): {min(mdes):.1f}–{max(mdes):.1f} µs depending on the comparison. The sign test needs "
+                 f"at least {stats.sign_rounds_needed()} rounds to reach p < 0.05 at all; this run has {p['rounds']}.")
+    else:
+        L.append("One round only: no paired statistics (use --full, >= 10 rounds).")
+    L.append("")
+
+    # classifier cost
+    L += ["## eTSF in traffic vs PROG_TEST_RUN (ns per program run)", ""]
+    bs = (res.get("bpf_stats") or {}).get("in_traffic") or {}
+    ptr = res.get("prog_test_run") or {}
+    if bs:
+        L += ["| configuration | program | runs | ns per run (in traffic, bpf_stats) |", "|---|---|---|---|"]
+        for cname, doc in bs.items():
+            for prog, v in doc["programs"].items():
+                if v["run_cnt"]:
+                    L.append(f"| {cname} | {prog} | {v['run_cnt']} | {f(v['ns_per_run'], 0)} |")
+        L.append("")
+        st0 = res["host"].get("bpf_stats_enabled_at_start")
+        L.append(f"kernel.bpf_stats_enabled was set to 1 for that pass only and restored to "
+                 f"{res['bpf_stats'].get('sysctl_restored_to')}"
+                 + (" (it was already 1 machine-wide when the run started, so the timed passes also carried "
+                    "its two clock reads per program run)." if st0 == "1" else "."))
+        L.append("The in-traffic figures are per run at this call rate: each packet finds the program's code "
+                 "and maps cold, unlike PROG_TEST_RUN's back-to-back repetitions of one packet. '(bench)' rows are "
+                 "the benchmark's own transit stamps.")
+    if ptr:
+        L.append("PROG_TEST_RUN (bench/datapath.py, same run): " + ", ".join(
+            f"{k2} {f(v, 0)} ns" for k2, v in ptr.items()) + ".")
+    L.append("")
+
+    # CPU
+    keyn = [n[x] for x in ("D", "A", "C", "C0", "E0", "E", "R")]
+    L += ["## CPU per call (µs, -t un): every task on the machine + what no live task holds = the whole", "",
+          *cpu_rows(res, keyn), "",
+          "The whole is (elapsed × CPUs) − idle − iowait from /proc/stat; the parts are each task's schedstat "
+          "(sipp's from wait4()). Without IRQ time accounting in this kernel, the node's forwarding work "
+          "(veth delivery runs in the sending task's softirq) is inside sipp's and the responder's figures; "
+          "'other tasks' are other tenants of the machine; 'not in a live task' is tasks that exited in the window "
+          "and interrupt work on idle CPUs.", ""]
+    bad = [(c, r["cpu"]["adds_up_why"]) for c in res["configs"] for r in runs(res, c) if not r["cpu"]["adds_up"]]
+    if bad:
+        L.append(f"Runs where the parts do not add up within 10 %: {len(bad)}; e.g. {bad[0][0]}: {bad[0][1]}.")
+        L.append("")
+    L += ["## Context switches per transaction (-t un, voluntary + involuntary)", "",
+          "| configuration | sipp (UAC) | responder |", "|---|---|---|"]
+    for name in keyn:
+        rs = runs(res, name)
+        if rs:
+            cs = [med([r["ctx_switches"].get(role, {}).get("per_transaction") for r in rs])
+                  for role in ("sipp (UAC)", "responder")]
+            L.append(f"| {name} | {f(cs[0], 2)} | {f(cs[1], 2)} |")
+    L.append("")
+
+    # sweep
+    sweep_n = sorted({c["services"] for c in res["configs"].values() if c["kind"] in dict(FAMILIES)})
+    L += ["## Service sweep (INVITE transit p50 / p99 µs, -t un: every call a new conntrack entry)", "",
+          "| N | " + " | ".join(lbl for _k, lbl in FAMILIES) + " |", "|---|" + "---|" * len(FAMILIES)]
+    for nn in sweep_n:
+        cells = []
+        for fam, _lbl in FAMILIES:
+            name = {"ipt-nft": f"A-ipt-nft-{nn}", "ipt-legacy": f"A-ipt-legacy-{nn}", "nft-vmap": f"A'-nft-vmap-{nn}",
+                    "C": f"C-{nn}"}[fam]
+            q50, q99, _c = transit_cell(res, name, direction="INVITE")
+            cells.append("–" if q50 is None else f"{f(q50)} / {f(q99)}")
+        L.append(f"| {nn} | " + " | ".join(cells) + " |")
+    L.append("")
+
+    # matching completeness
+    tot = {"n": 0, "unmatched_departures": 0, "unmatched_arrivals": 0, "ambiguous": 0}
+    fails = 0
+    for c in res["configs"]:
+        for tr in ("un", "u1"):
+            for r in runs(res, c, tr):
+                fails += r["failed_or_unfinished"]
+                for d in ("request", "response"):
+                    for k2 in tot:
+                        tot[k2] += r["transit"][d][k2]
+    L += ["## Measurement completeness", "",
+          f"Transit samples matched: {tot['n']}; unmatched departures {tot['unmatched_departures']}, unmatched "
+          f"arrivals {tot['unmatched_arrivals']}, ambiguous (seen twice) {tot['ambiguous']}. Failed or "
+          f"unfinished calls over all runs: {fails}.", ""]
+
+    ov = res.get("overload") or {}
+    L += ["## Overload sweep (full Kamailio stack)", ""]
+    if not ov.get("available"):
+        L.append(ov.get("note", "overload sweep: not available"))
+    elif ov.get("error"):
+        L.append(f"overload sweep failed: {ov['error']}")
+    else:
+        L.append(ov.get("table_md", ""))
+        if ov.get("skipped"):
+            L.append("")
+            L.append("Skipped: " + "; ".join(map(str, ov["skipped"])))
+    L.append("")
+    if plots:
+        L += ["## Plots", ""] + [f"![{pl}]({pl})" for pl in make_plots(out, res)]
+    (out / "report.md").write_text("\n".join(L) + "\n")
+    return out / "report.md"
+
+
+def make_plots(out: Path, res: dict) -> list[str]:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    made = []
+    n = names(res)
+    # transit vs N per family (p50 with min-max over runs as the interval)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for fam, lbl in FAMILIES:
+        pts = []
+        for c, doc in res["configs"].items():
+            if doc["kind"] == fam and runs(res, c):
+                vals = [sel(r, "INVITE")["p50"] for r in runs(res, c)]
+                vals = [v for v in vals if v is not None]
+                if not vals:
+                    continue
+                pts.append((doc["services"], med(vals), min(vals), max(vals)))
+        if pts:
+            pts.sort()
+            xs, ys = [x[0] for x in pts], [x[1] for x in pts]
+            ax.errorbar(xs, ys, yerr=[[y - x[2] for y, x in zip(ys, pts)], [x[3] - y for y, x in zip(ys, pts)]],
+                        marker="o", capsize=3, label=lbl)
+    for c, lbl in (("D", "D direct"), ("E0", "E0 classifier, direct")):
+        if runs(res, c):
+            ax.axhline(transit_cell(res, c, direction="INVITE")[0], linestyle="--", linewidth=1, label=lbl,
+                       color="grey" if c == "D" else "tab:purple")
+    ax.set_xlabel("services N")
+    ax.set_ylabel("node transit, INVITE p50 (µs)")
+    ax.set_title("INVITE (new flow) node transit vs services (-t un; bars: min–max over runs)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "transit_vs_services.png", dpi=110)
+    plt.close(fig)
+    made.append("transit_vs_services.png")
+    # CDF at the key N
+    fig, axs = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, direction in zip(axs, ("request", "response")):
+        for key in ("D", "A", "A'", "C", "C0", "E0", "E", "R"):
+            cdf = (res.get("transit_cdf_us") or {}).get(f"{n[key]}|un|{direction}")
+            if cdf and cdf[0]:
+                ax.plot(cdf[0], cdf[1], label=n[key])
+        ax.set_xscale("log")
+        ax.set_xlabel(f"node transit, {direction} (µs)")
+        ax.set_ylabel("CDF")
+        ax.set_title(f"{direction}s, N = {n['k']} (all rounds pooled)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / f"transit_cdf_{n['k']}.png", dpi=110)
+    plt.close(fig)
+    made.append(f"transit_cdf_{n['k']}.png")
+    # stacked CPU per call
+    keyn = [n[x] for x in ("D", "A", "C", "C0", "E0", "E", "R") if runs(res, n[x])]
+    if keyn:
+        fig, ax = plt.subplots(figsize=(8, 4))
+        bottom = [0.0] * len(keyn)
+        for part in (*CPU_PARTS, "not in a live task"):
+            if part == "not in a live task":
+                vals = [max(0.0, med([r["cpu"]["residual_s"] * 1e6 / max(1, r["successful"]) for r in runs(res, c)]))
+                        for c in keyn]
+            else:
+                vals = [med([r["cpu"]["ms_per_call"].get(part, 0.0) * 1000 for r in runs(res, c)]) for c in keyn]
+            ax.bar(keyn, vals, bottom=bottom, label=part)
+            bottom = [b + v for b, v in zip(bottom, vals)]
+        whole = [med([r["cpu"]["ms_per_call"]["whole"] * 1000 for r in runs(res, c)]) for c in keyn]
+        ax.plot(keyn, whole, "k_", markersize=25, label="whole (idle accounting)")
+        ax.set_ylabel("CPU µs per call")
+        ax.set_title("CPU per call by task (-t un)")
+        ax.legend(fontsize=7)
+        plt.setp(ax.get_xticklabels(), rotation=20)
+        fig.tight_layout()
+        fig.savefig(out / "cpu_per_call_stacked.png", dpi=110)
+        plt.close(fig)
+        made.append("cpu_per_call_stacked.png")
+    return made
+
+
+if __name__ == "__main__":
+    print(render(Path(sys.argv[1])))
