@@ -1,4 +1,4 @@
-/* eTSF benchmark flood generator (issue 8): REGISTER/OPTIONS from many sources.
+/* eTSF benchmark flood generator: REGISTER/OPTIONS from many sources.
  *
  *   flood DST_IP DST_PORT RATE_PPS SECONDS SRC_BASE NSRC
  *

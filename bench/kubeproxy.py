@@ -1,4 +1,4 @@
-"""kube-proxy emulations for the benchmark "node" (issue 8).
+"""kube-proxy emulations for the benchmark "node".
 
 * :func:`iptables_ruleset` -- kube-proxy **iptables mode**: ``KUBE-SERVICES`` with one
   match rule per service, ``KUBE-SVC-*`` chains (masquerade mark for traffic from

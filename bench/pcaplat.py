@@ -1,4 +1,4 @@
-"""Microsecond SIP transaction latencies from a pcap taken at the UAC (issue 8).
+"""Microsecond SIP transaction latencies from a pcap taken at the UAC.
 
 sipp's RTD timers tick in milliseconds, too coarse for veth round trips of a few
 hundred microseconds, so the harness also captures the UAC's SIP packets

@@ -1,4 +1,4 @@
-"""Render report.md and PNG plots from a bench run's results.json (issue 8).
+"""Render report.md and PNG plots from a bench run's results.json.
 
     python bench/report.py bench/results/<timestamp>
 

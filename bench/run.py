@@ -1,4 +1,4 @@
-"""eTSF SIP benchmark (issue 8): the paper's Tables 2-4 against container-networking
+"""eTSF SIP benchmark: the paper's Tables 2-4 against container-networking
 baselines, with Kamailio (stateful proxy) and SIPp, on this machine, in one run.
 
     python bench/run.py --quick            # CI smoke version (<= 5 min), correctness only

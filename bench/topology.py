@@ -1,4 +1,4 @@
-"""Benchmark topology (issue 8): UAC -> "node" (bridge + netfilter) -> Kamailio "pod" -> UAS.
+"""Benchmark topology: UAC -> "node" (bridge + netfilter) -> Kamailio "pod" -> UAS.
 
     etsf-bn-c<T>  UAC 198.18.40.1, flood sources 198.18.40.100.. --veth-- bnup 198.18.40.254
                                                                     [etsf-bn-h<T>: the node]

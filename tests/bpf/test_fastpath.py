@@ -1,4 +1,4 @@
-"""tc_fastpath through BPF_PROG_TEST_RUN on the real kernel (issue 5).
+"""tc_fastpath through BPF_PROG_TEST_RUN on the real kernel.
 
 Fixture packets go in, the rewritten packet comes out of the kernel and is
 parsed and checksum-verified with scapy (IPv4 header + UDP/TCP checksums for

@@ -1,4 +1,4 @@
-"""Fast path (issue 5) with real SIP traffic: sipp UAC -> VIP -> 3 Kamailio backends -> sipp UAS.
+"""Fast path with real SIP traffic: sipp UAC -> VIP -> 3 Kamailio backends -> sipp UAS.
 
 Topology (all namespaces created here, prefix ``etsf-fp-``, only 198.18.0.0/15):
 

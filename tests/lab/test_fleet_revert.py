@@ -1,4 +1,4 @@
-"""Fleet revert (issue 7): eTSF rolled out to 3 booted lab hosts with playbooks/site.yml, then
+"""Fleet revert: eTSF rolled out to 3 booted lab hosts with playbooks/site.yml, then
 reverted in one run of playbooks/revert.yml -- bypass, then detach -- with the wall time of each
 run reported (``FLEET_REVERT {json}`` lines, pytest -s) and the result checked on every host.
 """

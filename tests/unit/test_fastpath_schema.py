@@ -1,4 +1,4 @@
-"""policy.services (issue 5): validation errors name the field path in one line;
+"""policy.services: validation errors name the field path in one line;
 canonical form; Maglev table properties (pure Python, no kernel)."""
 import pytest
 
