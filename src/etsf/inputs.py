@@ -132,6 +132,25 @@ def read_text(fname: str, kind: str, encoding: str = "utf-8") -> str:
     return read_bytes(fname, kind).decode(encoding)
 
 
+class InputError(ValueError):
+    """A file that cannot be read as the document it should be (one line naming the file)."""
+
+
+def load_yaml_file(fname: str, kind: str):
+    """The YAML document in fname, read under kind's size cap; every way the file can be
+    unreadable is one InputError line, so each caller only wraps it in its own error type."""
+    try:
+        return load_yaml(read_text(fname, kind))
+    except OSError as exc:
+        raise InputError(f"{fname}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{fname}: not UTF-8 text") from None
+    except InputTooLarge as exc:
+        raise InputError(str(exc)) from None
+    except yaml.YAMLError as exc:
+        raise InputError(f"{fname}: not valid YAML ({str(exc).splitlines()[0]})") from None
+
+
 # ---------------------------------------------------------------------------
 # argparse types
 # ---------------------------------------------------------------------------

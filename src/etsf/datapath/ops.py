@@ -76,17 +76,10 @@ def revert(mode: str = "bypass") -> dict[str, Any]:
 
 
 def read_restore_config(path: str) -> dict[str, Any]:
-    import yaml
     try:
-        cfg = inputs.load_yaml(inputs.read_text(path, "datapath config")) or {}
-    except OSError as exc:
-        raise DatapathError(f"{path}: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise DatapathError(f"{path}: not UTF-8 text") from None
-    except inputs.InputTooLarge as exc:
+        cfg = inputs.load_yaml_file(path, "datapath config") or {}
+    except inputs.InputError as exc:
         raise DatapathError(str(exc)) from None
-    except yaml.YAMLError as exc:
-        raise DatapathError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(cfg, dict) or cfg.get("version") != 1:
         raise DatapathError(f"{path}: version: expected 1")
     ifaces = cfg.get("interfaces")

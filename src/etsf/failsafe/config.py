@@ -143,19 +143,12 @@ def validate(doc: Any) -> dict[str, Any]:
 
 
 def load_config(path: str | None) -> dict[str, Any]:
-    import yaml
     if path is None:
         return validate({})
     try:
-        doc = inputs.load_yaml(inputs.read_text(path, "failsafe config"))
-    except OSError as exc:
-        raise FailsafeError(f"{path}: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise FailsafeError(f"{path}: not UTF-8 text") from None
-    except inputs.InputTooLarge as exc:
+        doc = inputs.load_yaml_file(path, "failsafe config")
+    except inputs.InputError as exc:
         raise FailsafeError(str(exc)) from None
-    except yaml.YAMLError as exc:
-        raise FailsafeError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     try:
         return validate(doc)
     except FailsafeError as exc:
