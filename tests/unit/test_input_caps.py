@@ -119,9 +119,9 @@ def test_etsfctl_huge_policy_one_line(tmp_path):
 
 
 def test_broad_prefixes_need_the_explicit_flag():
-    text = "version: 1\ndeny: [0.0.0.0/0, '::/0']\ntrust: [10.0.0.0/7]\nacl_guard: {allow_broad: true}\n"
+    text = "version: 1\ndeny: [0.0.0.0/0, '::/0']\ntrust: [198.0.0.0/7]\nacl_guard: {allow_broad: true}\n"
     p = P.load_text(text)
-    assert p.deny == ["0.0.0.0/0", "::/0"] and p.trust == ["10.0.0.0/7"]
+    assert p.deny == ["0.0.0.0/0", "::/0"] and p.trust == ["198.0.0.0/7"]
     d = p.to_dict()
     assert d["acl_guard"] == {"ipv4_min_prefix": 8, "ipv6_min_prefix": 16, "allow_broad": True}
     # the flag steers validation only: it is no change against a live policy without it
@@ -134,7 +134,7 @@ def test_broad_prefixes_need_the_explicit_flag():
 
 
 def test_minimums_at_the_boundary_and_configurable():
-    assert P.load_text("version: 1\ndeny: [10.0.0.0/8, '2001::/16']\n").to_dict().get("acl_guard") is None
+    assert P.load_text("version: 1\ndeny: [198.0.0.0/8, '2001::/16']\n").to_dict().get("acl_guard") is None
     p = P.load_text("version: 1\nacl_guard: {ipv4_min_prefix: 0, ipv6_min_prefix: 0}\ndeny: [0.0.0.0/0]\n")
     assert p.deny == ["0.0.0.0/0"]
     with pytest.raises(P.PolicyError, match=r"^policy.trust\[0\]: 198.18.0.0/15 is shorter than /16"):
