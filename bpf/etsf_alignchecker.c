@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause
 /*
  * etsf_alignchecker.c - test-only object: puts every struct and enum the
- * host agent mirrors (src/etsf/layout.py) into BTF, so tests/bpf/test_layout*
+ * host agent mirrors (src/etsf/layout/) into BTF, so tests/bpf/test_layout*
  * can compare sizes, member offsets and enum values with the mirror.  It is
  * built from the same headers and flags as the programs (etsf.build
  * build_layout_object), holds no program and is never loaded; keeping the

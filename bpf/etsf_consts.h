@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause */
 /*
  * etsf_consts.h - sizes, enums and flag bits shared by the kernel programs and
- * the host agent (mirrored by src/etsf/layout.py, checked against BTF by
+ * the host agent (mirrored by src/etsf/layout/, checked against BTF by
  * tests/bpf/test_layout*.py through the test-only object etsf_alignchecker.c).
  * No structs here (etsf_structs.h), no maps (etsf_*maps.h).
  */

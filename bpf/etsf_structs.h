@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause */
 /*
  * etsf_structs.h - every map key/value struct shared by the kernel programs
- * and the host agent.  src/etsf/layout.py mirrors this file with ctypes;
+ * and the host agent.  src/etsf/layout/ mirrors this file with ctypes;
  * tests/bpf/test_layout*.py prove the mirror equals the BTF (sizes, offsets)
  * of the test-only object etsf_alignchecker.c, built from these headers.
  * Change both together.

@@ -129,7 +129,7 @@ def build(src_dir, out_dir=DEFAULT_OUT_DIR, btf: str = DEFAULT_BTF, force: bool 
 
 def build_layout_object(src_dir, out_dir, btf: str = DEFAULT_BTF) -> str:
     """Compile the test-only layout object (LAYOUT_SOURCE) with the programs'
-    headers and flags; its BTF is what tests compare src/etsf/layout.py with."""
+    headers and flags; its BTF is what tests compare src/etsf/layout/ with."""
     src_dir = Path(src_dir)
     out_dir = Path(out_dir)
     src = src_dir / LAYOUT_SOURCE

@@ -256,25 +256,21 @@ def parsed_by(parse, name: str, example: str):
     return conv
 
 
-@_validated("etsf")
-def group(text: str) -> str:
-    """A group name or numeric gid."""
-    if not _GROUP_RE.match(text):
-        raise _err(f"not a valid group name: {text!r}")
-    return text
+def _matching(regex, name: str, example: str, refusal: str):
+    """A type that keeps text matching `regex` and refuses the rest with `refusal`
+    (formatted with the text's repr)."""
+    def conv(text: str) -> str:
+        if not regex.match(text):
+            raise _err(refusal.format(repr(text)))
+        return text
+    conv.__name__ = name
+    conv.etsf_example = example
+    return conv
 
 
-@_validated("5.18")
-def kernel_version(text: str) -> str:
-    """MAJOR.MINOR[.PATCH]."""
-    if not _KVER_RE.match(text):
-        raise _err(f"expected a kernel version like 5.18, got {text!r}")
-    return text
-
-
-@_validated("ETSFSEED")
-def fs_label(text: str) -> str:
-    """A file system label (0..16 characters [A-Za-z0-9_.-]; '' = none)."""
-    if not _LABEL_RE.match(text):
-        raise _err(f"not a valid file system label: {text!r}")
-    return text
+#: a group name or numeric gid
+group = _matching(_GROUP_RE, "group", "etsf", "not a valid group name: {}")
+#: MAJOR.MINOR[.PATCH]
+kernel_version = _matching(_KVER_RE, "kernel version", "5.18", "expected a kernel version like 5.18, got {}")
+#: a file system label (0..16 characters [A-Za-z0-9_.-]; '' = none)
+fs_label = _matching(_LABEL_RE, "file system label", "ETSFSEED", "not a valid file system label: {}")

@@ -1,4 +1,4 @@
-"""Telemetry maps (bpf/etsf_telemetry.h) are pinned with the shapes of etsf.h / layout.py."""
+"""Telemetry maps (bpf/etsf_telemetry.h) are pinned with the shapes of etsf.h / etsf.layout."""
 import ctypes
 
 import pytest

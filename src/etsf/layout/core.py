@@ -1,0 +1,293 @@
+"""Core map layout: ctypes mirrors of bpf/etsf_consts.h and bpf/etsf_structs.h (control block,
+policy slots, ACL, rate limiter, counters), the constants and enums they use, and the stats
+index helpers.  Part of :mod:`etsf.layout`, which re-exports every name."""
+from __future__ import annotations
+
+import ctypes
+from enum import IntEnum
+
+ABI_VERSION = 1
+
+MAX_SIP_PORTS = 8
+MAX_TLS_PORTS = 4
+PARSE_BYTES = 2048
+POLICY_SLOTS = 2
+RL_CLASSES = 4
+OVERLOAD_LEVELS = 4
+PRIO_CLASSES = 4
+HOOKS = 2
+VERDICTS = 4
+REASONS = 32
+ACL_MAX = 16384
+RL_MAX = 65536
+IF_MAX = 64
+
+CTL_F_RECORD = 0x1
+POL_F_VALID = 0x1
+POL_F_MARK = 0x2
+
+FNV64_OFFSET = 0xCBF29CE484222325
+FNV64_PRIME = 0x100000001B3
+_U64 = (1 << 64) - 1
+
+
+class Method(IntEnum):
+    UNKNOWN = 0
+    INVITE = 1
+    ACK = 2
+    BYE = 3
+    CANCEL = 4
+    REGISTER = 5
+    OPTIONS = 6
+    PRACK = 7
+    SUBSCRIBE = 8
+    NOTIFY = 9
+    PUBLISH = 10
+    INFO = 11
+    REFER = 12
+    MESSAGE = 13
+    UPDATE = 14
+    OTHER = 15
+    RESPONSE = 16
+
+
+METHODS = 17
+
+
+class Verdict(IntEnum):
+    PASS = 0
+    DROP = 1
+    REDIRECT = 2
+    MARK = 3
+
+
+class Reason(IntEnum):
+    OK = 0
+    BYPASS = 1
+    DEADMAN = 2
+    NOT_IP = 3
+    VLAN_NESTED = 4
+    TRUNC_L2L3 = 5
+    BAD_IP = 6
+    IPV6_EXTHDR = 7
+    NOT_UDP_TCP = 8
+    NOT_SIP_PORT = 9
+    FRAGMENT = 10
+    TRUNC_L4 = 11
+    TLS = 12
+    TCP_CONT = 13
+    NOT_SIP = 14
+    SIP_TRUNC = 15
+    NO_CALLID = 16
+    NO_CSEQ = 17
+    PARSE_LIMIT = 18
+    TRUSTED = 19
+    DENY = 20
+    RATE_LIMIT = 21
+    OVERLOAD = 22
+    PROTECTED = 23
+    NO_POLICY = 24
+    INTERNAL = 25
+    EMPTY = 26
+
+
+REASONS_USED = 27
+
+
+class Hook(IntEnum):
+    XDP = 0
+    TC_EGRESS = 1
+
+
+class RlClass(IntEnum):
+    REGISTER = 0
+    OPTIONS = 1
+    INVITE = 2
+    OTHER = 3
+
+
+class Prio(IntEnum):
+    LOW = 0
+    NORMAL = 1
+    HIGH = 2
+    CRITICAL = 3
+
+
+class AclAction(IntEnum):
+    DENY = 1
+    TRUST = 2
+
+
+STATS_SLOTS = HOOKS * METHODS * VERDICTS * REASONS
+
+
+def stats_idx(hook: int, method: int, verdict: int, reason: int) -> int:
+    """ETSF_STATS_IDX(hook, method, verdict, reason)."""
+    return ((int(hook) * METHODS + int(method)) * VERDICTS + int(verdict)) * REASONS + int(reason)
+
+
+def stats_unidx(idx: int) -> tuple[int, int, int, int]:
+    """Inverse of stats_idx: (hook, method, verdict, reason)."""
+    idx, reason = divmod(int(idx), REASONS)
+    idx, verdict = divmod(idx, VERDICTS)
+    hook, method = divmod(idx, METHODS)
+    return hook, method, verdict, reason
+
+
+def fnv1a64(data: bytes) -> int:
+    """FNV-1a 64 as computed by the kernel parser for the Call-ID value."""
+    h = FNV64_OFFSET
+    for b in data:
+        h ^= b
+        h = (h * FNV64_PRIME) & _U64
+    return h
+
+
+class Struct(ctypes.Structure):
+    """Base of every mirror: repr for debugging, from_bytes for map values."""
+
+    def __repr__(self):  # pragma: no cover - debugging aid
+        fields = ", ".join(f"{n}={getattr(self, n)!r}" for n, *_unused in self._fields_
+                           if not n.startswith("_"))
+        return f"{type(self).__name__}({fields})"
+
+    @classmethod
+    def from_bytes(cls, data: bytes):
+        return cls.from_buffer_copy(bytes(data)[: ctypes.sizeof(cls)])
+
+
+class Ctl(Struct):
+    _fields_ = [
+        ("bypass", ctypes.c_uint32),
+        ("overload_level", ctypes.c_uint32),
+        ("active_slot", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),
+        ("heartbeat_ns", ctypes.c_uint64),
+        ("deadman_ns", ctypes.c_uint64),
+        ("generation", ctypes.c_uint64),
+    ]
+
+
+class Rate(Struct):
+    _fields_ = [
+        ("rate_pps", ctypes.c_uint32),
+        ("burst", ctypes.c_uint32),
+    ]
+
+
+class Policy(Struct):
+    _fields_ = [
+        ("generation", ctypes.c_uint64),
+        ("flags", ctypes.c_uint32),
+        ("sip_ports", ctypes.c_uint16 * MAX_SIP_PORTS),
+        ("tls_ports", ctypes.c_uint16 * MAX_TLS_PORTS),
+        ("method_prio", ctypes.c_uint8 * METHODS),
+        ("shed_below", ctypes.c_uint8 * OVERLOAD_LEVELS),
+        ("agg_prefix_v4", ctypes.c_uint8),
+        ("agg_prefix_v6", ctypes.c_uint8),
+        ("dscp", ctypes.c_uint8),
+        ("_pad0", ctypes.c_uint8 * 4),
+        ("skb_priority", ctypes.c_uint32),
+        ("rate", Rate * RL_CLASSES),
+        ("_pad1", ctypes.c_uint32),
+    ]
+
+
+class AclV4Key(Struct):
+    _fields_ = [
+        ("prefixlen", ctypes.c_uint32),
+        ("slot", ctypes.c_uint8),
+        ("addr", ctypes.c_uint8 * 4),
+        ("_pad", ctypes.c_uint8 * 3),
+    ]
+
+
+class AclV6Key(Struct):
+    _fields_ = [
+        ("prefixlen", ctypes.c_uint32),
+        ("slot", ctypes.c_uint8),
+        ("addr", ctypes.c_uint8 * 16),
+        ("_pad", ctypes.c_uint8 * 3),
+    ]
+
+
+class RlKey(Struct):
+    _fields_ = [
+        ("family", ctypes.c_uint8),
+        ("rl_class", ctypes.c_uint8),
+        ("prefix", ctypes.c_uint8),
+        ("_pad", ctypes.c_uint8),
+        ("addr", ctypes.c_uint8 * 16),
+    ]
+
+
+class RlState(Struct):
+    _fields_ = [
+        ("tat_ns", ctypes.c_uint64),
+        ("passed", ctypes.c_uint64),
+        ("dropped", ctypes.c_uint64),
+    ]
+
+
+class Counter(Struct):
+    _fields_ = [
+        ("packets", ctypes.c_uint64),
+        ("bytes", ctypes.c_uint64),
+    ]
+
+
+class IfStat(Struct):
+    _fields_ = [
+        ("rx_packets", ctypes.c_uint64),
+        ("rx_bytes", ctypes.c_uint64),
+        ("sip_packets", ctypes.c_uint64),
+        ("dropped", ctypes.c_uint64),
+        ("tx_marked", ctypes.c_uint64),
+        ("tx_bytes", ctypes.c_uint64),
+    ]
+
+
+class SipInfo(Struct):
+    _fields_ = [
+        ("callid_hash", ctypes.c_uint64),
+        ("cseq", ctypes.c_uint32),
+        ("status", ctypes.c_uint16),
+        ("method", ctypes.c_uint8),
+        ("cseq_method", ctypes.c_uint8),
+        ("has_callid", ctypes.c_uint8),
+        ("has_to_tag", ctypes.c_uint8),
+        ("verdict", ctypes.c_uint8),
+        ("reason", ctypes.c_uint8),
+        ("family", ctypes.c_uint8),
+        ("l4proto", ctypes.c_uint8),
+        ("payload_len", ctypes.c_uint16),
+    ]
+
+
+# ACL LPM value: enum etsf_acl_action stored as __u32
+AclValue = ctypes.c_uint32
+
+
+# C struct name -> mirror, C enum name -> IntEnum (checked against BTF by tests/bpf/test_layout.py)
+CORE_STRUCTS = {
+    "etsf_ctl": Ctl,
+    "etsf_rate": Rate,
+    "etsf_policy": Policy,
+    "etsf_acl_v4_key": AclV4Key,
+    "etsf_acl_v6_key": AclV6Key,
+    "etsf_rl_key": RlKey,
+    "etsf_rl_state": RlState,
+    "etsf_counter": Counter,
+    "etsf_ifstat": IfStat,
+    "etsf_sip_info": SipInfo,
+}
+
+CORE_ENUMS = {
+    "etsf_method": (Method, "ETSF_M_"),
+    "etsf_verdict": (Verdict, "ETSF_V_"),
+    "etsf_reason": (Reason, "ETSF_R_"),
+    "etsf_hook": (Hook, "ETSF_HOOK_"),
+    "etsf_rl_class": (RlClass, "ETSF_RL_"),
+    "etsf_prio": (Prio, "ETSF_PRIO_"),
+    "etsf_acl_action": (AclAction, "ETSF_ACL_"),
+}
