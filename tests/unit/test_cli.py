@@ -33,7 +33,7 @@ def test_invalid_policy_check_one_line_stderr(tmp_path, isolated):
     r = run("policy", "apply", str(f), "--check", env=isolated)
     assert r.returncode != 0
     assert r.stderr.strip() == ("etsfctl: error: policy.rate_limits.register.rate: "
-                                "must be an integer >= 0 (got -5)")
+                                "an integer 0..4294967295 expected (got -5)")
     assert "Traceback" not in r.stderr
     assert r.stdout == ""
 

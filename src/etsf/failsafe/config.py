@@ -1,11 +1,13 @@
-"""Fail-safe configuration: state names, defaults, and the one validator of failsafe.yml."""
+"""Fail-safe configuration: state names, and failsafe.yml described once (:data:`SCHEMA`, nodes of
+:mod:`etsf.schema`): the validator, the defaults, docs/reference/failsafe.md and the role's
+argument_specs check all come from it."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from .. import inputs
+from .. import schema as S
 
 
 STATE_FILE = "failsafe.json"
@@ -26,120 +28,98 @@ class FailsafeError(ValueError):
 
 
 # ---------------------------------------------------------------------------
-# configuration (version 1)
+# configuration (version 1): the one description of failsafe.yml
 # ---------------------------------------------------------------------------
 
-DEFAULTS: dict[str, Any] = {
-    "version": 1,
-    "interfaces": [],                 # [] = every interface in state.json
-    "interval_s": 0.2,
-    "heartbeat": True,
-    "actions": {
-        "detach_after_s": 10.0,       # null = never detach, stay in bypass
-        "recovery": "manual",         # manual (failsafe ack) | auto
-        "cooldown_s": 30.0,           # auto: earliest re-engage after the trip
-        "clear_s": 5.0,               # auto: every rule clear this long (hysteresis)
-        "backoff": 2.0,               # auto: cooldown x backoff after each re-trip ...
-        "max_auto_reengage": 3,       # ... and manual after this many consecutive trips
-    },
-    "rules": {
-        "detached": {"enabled": True, "window_s": 0.5},
-        "drop_ratio": {"enabled": True, "threshold_pct": 20.0, "window_s": 2.0, "min_packets": 20,
-                       "excused_reasons": ["RATE_LIMIT"]},
-        "ser": {"enabled": True, "points": 20.0, "window_s": 10.0, "min_attempts": 20,
-                "baseline_alpha": 0.2, "min_baseline_windows": 3},
-        "map_pressure": {"enabled": True, "threshold_pct": 95.0, "window_s": 5.0, "maps": []},
-        "fastpath_fallback": {"enabled": True, "threshold_pct": 50.0, "window_s": 2.0,
-                              "min_packets": 50},
-        "heartbeat": {"enabled": True, "max_age_s": 5.0, "files": []},
-    },
-}
-
-_TYPES = {
-    "interfaces": "list_ifaces", "interval_s": ("num", 0.01, 60), "heartbeat": "bool",
-    "actions.detach_after_s": ("num_or_null", 0, 86400), "actions.recovery": ("choice", ("manual", "auto")),
-    "actions.cooldown_s": ("num", 0, 86400), "actions.clear_s": ("num", 0, 86400),
-    "actions.backoff": ("num", 1, 100), "actions.max_auto_reengage": ("int", 0, 1000),
-    "rules.*.enabled": "bool", "rules.*.window_s": ("num", 0, 3600),
-    "rules.*.threshold_pct": ("num", 0, 100), "rules.*.min_packets": ("int", 0, 10**9),
-    "rules.drop_ratio.excused_reasons": "list_str", "rules.ser.points": ("num", 0, 100),
-    "rules.ser.min_attempts": ("int", 1, 10**9), "rules.ser.baseline_alpha": ("num", 0.001, 1),
-    "rules.ser.min_baseline_windows": ("int", 1, 1000),
-    "rules.map_pressure.maps": "list_str", "rules.heartbeat.max_age_s": ("num", 0.01, 86400),
-    "rules.heartbeat.files": "list_files",
-}
+_SECONDS = 86400
 
 
-def _check(path: str, v: Any, kind) -> None:
-    def bad(what):
-        raise FailsafeError(f"failsafe.{path}: expected {what} (got {v!r})")
-    if kind == "bool":
-        if not isinstance(v, bool):
-            bad("true or false")
-    elif kind == "list_str":
-        if not isinstance(v, list) or not all(isinstance(x, str) and x and "\0" not in x for x in v):
-            bad("a list of strings")
-    elif kind == "list_ifaces":
-        if not isinstance(v, list) or not all(isinstance(x, str) and inputs.IFNAME_RE.match(x) for x in v):
-            bad("a list of interface names")
-    elif kind == "list_files":
-        if not isinstance(v, list):
-            bad("a list of {path, max_age_s}")
-        for i, f in enumerate(v):
-            if (not isinstance(f, dict) or set(f) - {"path", "max_age_s"} or not isinstance(f.get("path"), str)
-                    or not f["path"].startswith("/") or "\0" in f["path"]):
-                raise FailsafeError(f"failsafe.{path}[{i}]: expected {{path: /ABSOLUTE/FILE, max_age_s: N}} (got {f!r})")
-            _check(f"{path}[{i}].max_age_s", f.get("max_age_s", 30), ("num", 0.01, 86400))
-    else:
-        typ = kind[0]
-        if typ == "choice":
-            if v not in kind[1]:
-                bad(f"one of {', '.join(kind[1])}")
-            return
-        if typ == "num_or_null" and v is None:
-            return
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or (typ == "int" and not isinstance(v, int)):
-            bad("an integer" if typ == "int" else "a number")
-        if not kind[1] <= v <= kind[2]:
-            bad(f"a value in {kind[1]}..{kind[2]}")
+def _enabled():
+    return S.Bool("evaluate this rule", default=True)
+
+
+def _window(default, what="the window the rule looks back over, seconds"):
+    return S.Num(0, 3600, what, default=default)
+
+
+def _percent(default, what):
+    return S.Num(0, 100, what, default=default)
+
+
+def _count(lo, default, what):
+    return S.Int(lo, 10**9, what, default=default)
+
+
+_NAMES = S.Text("a non-empty string without NUL", lambda v: bool(v) and "\0" not in v)
+_FILE = S.Map({
+    "path": S.Text("an absolute path", lambda v: v.startswith("/") and "\0" not in v, "file whose age is watched",
+                   required=True),
+    "max_age_s": S.Num(0.01, _SECONDS, "older than this (seconds) is a breach", default=30),
+})
+
+SCHEMA = S.Map({
+    "version": S.Choice((1,), "configuration schema version", default=1),
+    "interfaces": S.List(S.Text("an interface name", inputs.IFNAME_RE),
+                         "interfaces the `detached` rule watches; [] = every interface in state.json", default=[]),
+    "interval_s": S.Num(0.01, 60, "seconds between ticks (heartbeat, snapshot, rules)", default=0.2),
+    "heartbeat": S.Bool("write the dead-man heartbeat into etsf_ctl (the watchdog is \"the agent\")",
+                        default=True),
+    "actions": S.Map({
+        "detach_after_s": S.Num(0, _SECONDS, "seconds in bypass before the programs are detached too; "
+                                "null = never detach, stay in bypass", default=10.0, nullable=True),
+        "recovery": S.Choice(("manual", "auto"), "after a revert: stay reverted until `etsfctl failsafe ack` "
+                             "(manual) or re-engage by itself (auto)", default="manual"),
+        "cooldown_s": S.Num(0, _SECONDS, "auto: earliest re-engage after the trip, seconds", default=30.0),
+        "clear_s": S.Num(0, _SECONDS, "auto: every rule clear this long before re-engaging (hysteresis)",
+                         default=5.0),
+        "backoff": S.Num(1, 100, "auto: the cooldown is multiplied by this after each consecutive trip",
+                         default=2.0),
+        "max_auto_reengage": S.Int(0, 1000, "auto: after this many consecutive trips, manual", default=3),
+    }, "what a trip does, and how the host re-engages"),
+    "rules": S.Map({
+        "detached": S.Map({"enabled": _enabled(), "window_s": _window(0.5)},
+                          "a managed interface lost its program, or runs another one"),
+        "drop_ratio": S.Map({
+            "enabled": _enabled(), "threshold_pct": _percent(20.0, "XDP drops, % of SIP-port packets"),
+            "window_s": _window(2.0), "min_packets": _count(0, 20, "fewer packets in the window never trip"),
+            "excused_reasons": S.List(_NAMES, "drop reasons that do not count (an attack the limiter recognised)",
+                                      default=["RATE_LIMIT"]),
+        }, "too many XDP drops"),
+        "ser": S.Map({
+            "enabled": _enabled(), "points": S.Num(0, 100, "percentage points below the baseline", default=20.0),
+            "window_s": _window(10.0), "min_attempts": _count(1, 20, "INVITE transactions needed per window"),
+            "baseline_alpha": S.Num(0.001, 1, "EWMA weight of a new window in the baseline", default=0.2),
+            "min_baseline_windows": S.Int(1, 1000, "windows learned before the rule is armed", default=3),
+        }, "the INVITE Session Establishment Ratio fell below its learned baseline"),
+        "map_pressure": S.Map({
+            "enabled": _enabled(), "threshold_pct": _percent(95.0, "occupancy, % of max_entries"),
+            "window_s": _window(5.0), "maps": S.List(_NAMES, "maps watched; [] = every map the exporter sizes",
+                                                     default=[]),
+        }, "a map is nearly full"),
+        "fastpath_fallback": S.Map({
+            "enabled": _enabled(), "threshold_pct": _percent(50.0, "fallbacks, % of fast-path packets"),
+            "window_s": _window(2.0), "min_packets": _count(0, 50, "fewer packets in the window never trip"),
+        }, "the fast path falls back to the slow path too often"),
+        "heartbeat": S.Map({
+            "enabled": _enabled(),
+            "max_age_s": S.Num(0.01, _SECONDS, "with heartbeat: false, the etsf_ctl heartbeat older than this "
+                               "is a breach", default=5.0),
+            "files": S.List(_FILE, "heartbeat files of other processes (the exporter's, when the role watches it)",
+                            default=[]),
+        }, "a heartbeat is too old"),
+    }, "anomaly rules; the first breaching one (in this order) trips"),
+}, "the fail-safe watchdog configuration", nullable=True)
+
+DEFAULTS: dict[str, Any] = SCHEMA.default_value()
 
 
 def validate(doc: Any) -> dict[str, Any]:
-    """Merge doc over DEFAULTS; one-line FailsafeError naming the field path on any mistake."""
-    if doc is None:
-        doc = {}
-    if not isinstance(doc, dict):
-        raise FailsafeError("failsafe: expected a mapping")
-    if doc.get("version", 1) != 1:
-        raise FailsafeError(f"failsafe.version: expected 1 (got {doc.get('version')!r})")
-    cfg = json.loads(json.dumps(DEFAULTS))
-    for k, v in doc.items():
-        if k not in cfg:
-            raise FailsafeError(f"failsafe.{k}: unknown key (expected one of {', '.join(cfg)})")
-        if isinstance(cfg[k], dict):
-            if not isinstance(v, dict):
-                raise FailsafeError(f"failsafe.{k}: expected a mapping")
-            for k2, v2 in v.items():
-                if k2 not in cfg[k]:
-                    raise FailsafeError(f"failsafe.{k}.{k2}: unknown key (expected one of {', '.join(cfg[k])})")
-                if isinstance(cfg[k][k2], dict):
-                    if not isinstance(v2, dict):
-                        raise FailsafeError(f"failsafe.{k}.{k2}: expected a mapping")
-                    for k3, v3 in v2.items():
-                        if k3 not in cfg[k][k2]:
-                            raise FailsafeError(f"failsafe.{k}.{k2}.{k3}: unknown key "
-                                                f"(expected one of {', '.join(cfg[k][k2])})")
-                        kind = _TYPES.get(f"{k}.{k2}.{k3}") or _TYPES.get(f"{k}.*.{k3}")
-                        _check(f"{k}.{k2}.{k3}", v3, kind)
-                        cfg[k][k2][k3] = v3
-                else:
-                    _check(f"{k}.{k2}", v2, _TYPES[f"{k}.{k2}"])
-                    cfg[k][k2] = v2
-        else:
-            if k != "version":
-                _check(k, v, _TYPES[k])
-            cfg[k] = v
-    return cfg
+    """The configuration with every default filled in; one-line FailsafeError naming the
+    field path of the first mistake (``<path>: <what was expected> expected (got <value>)``)."""
+    try:
+        return SCHEMA.check(doc, "failsafe")
+    except S.Invalid as exc:
+        raise FailsafeError(str(exc)) from None
 
 
 def load_config(path: str | None) -> dict[str, Any]:

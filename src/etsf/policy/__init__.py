@@ -13,7 +13,8 @@ slot) -> applied to the pinned maps as a double-buffered swap:
 
 Every validation error is a :class:`PolicyError` whose ``str()`` is one line
 naming the field path, e.g.
-``policy.rate_limits.register.rate: must be an integer >= 0 (got -5)``.
+``policy.rate_limits.register.rate: an integer 0..4294967295 expected (got -5)``
+(the schema is :data:`POLICY`, declared once in ``schema`` with :mod:`etsf.schema` nodes).
 Validation and compilation finish before any map is touched, so a rejected
 policy changes nothing already applied.
 
@@ -27,13 +28,14 @@ from __future__ import annotations
 
 from ..errors import PolicyError
 from ..paths import lock, run_dir, state_dir
-from .consts import (ACL_DENY, ACL_GUARD_KEYS, ACL_MAX, ACL_MIN_PREFIX_V4, ACL_MIN_PREFIX_V6, ACL_PER_SLOT,
-                     ACL_TRUST, BACKEND_KEYS, DSCP_DEFAULT, DSCP_NAMES, FP_AFFINITIES, FP_BACKENDS_PER_POLICY,
+from .consts import (ACL_DENY, ACL_MAX, ACL_MIN_PREFIX_V4, ACL_MIN_PREFIX_V6, ACL_PER_SLOT,
+                     ACL_TRUST, DSCP_DEFAULT, DSCP_NAMES, FP_AFFINITIES, FP_BACKENDS_PER_POLICY,
                      FP_PROTOCOLS, FP_SVC_MAX, FP_WEIGHT_MAX, MAP_ACL_V4, MAP_ACL_V6, MAP_CTL, MAP_POLICY,
                      MAX_SIP_PORTS, MAX_TLS_PORTS, METHOD_NAMES, METHODS, OVERLOAD_LEVELS, POL_F_MARK,
                      POL_F_VALID, POLICY_SLOTS, PRIO_DEFAULTS, PRIO_NAMES, RL_CLASS_NAMES, RL_CLASSES, ROOT,
-                     SCHEMA_VERSION, SERVICE_KEYS, SHED_DEFAULTS, TOP_KEYS)
-from .schema import fmt_value, load_file, load_text, Policy, sort_cidrs, sort_services, validate
+                     SCHEMA_VERSION, SHED_DEFAULTS)
+from .schema import (ACL_GUARD_KEYS, BACKEND_KEYS, fmt_value, load_file, load_text, POLICY, Policy, SERVICE_KEYS,
+                     sort_cidrs, sort_services, TOP_KEYS, validate)
 from .image import compile_policy, decode, decode_acl_key, decode_ctl, little_endian, PolicyImage, u32
 from .changes import diff, format_diff
 from .live import apply, Maps, maps_present, read_live, resolve_pin_root
@@ -43,7 +45,7 @@ __all__ = [
     "ACL_TRUST", "BACKEND_KEYS", "DSCP_DEFAULT", "DSCP_NAMES", "FP_AFFINITIES",
     "FP_BACKENDS_PER_POLICY", "FP_PROTOCOLS", "FP_SVC_MAX", "FP_WEIGHT_MAX", "MAP_ACL_V4", "MAP_ACL_V6",
     "MAP_CTL", "MAP_POLICY", "MAX_SIP_PORTS", "MAX_TLS_PORTS", "METHODS", "METHOD_NAMES", "Maps",
-    "OVERLOAD_LEVELS", "POLICY_SLOTS", "POL_F_MARK", "POL_F_VALID", "PRIO_DEFAULTS", "PRIO_NAMES",
+    "OVERLOAD_LEVELS", "POLICY", "POLICY_SLOTS", "POL_F_MARK", "POL_F_VALID", "PRIO_DEFAULTS", "PRIO_NAMES",
     "Policy", "PolicyError", "PolicyImage", "RL_CLASSES", "RL_CLASS_NAMES", "ROOT", "SCHEMA_VERSION",
     "SERVICE_KEYS", "SHED_DEFAULTS", "TOP_KEYS", "apply", "compile_policy", "decode", "decode_acl_key",
     "decode_ctl", "diff", "fmt_value", "format_diff", "little_endian", "load_file", "load_text", "lock",

@@ -55,22 +55,16 @@ for _c in range(1, 5):
         DSCP_NAMES[f"AF{_c}{_d}"] = 8 * _c + 2 * _d
 DSCP_DEFAULT = "CS3"  # RFC 4594 "Signaling" service class
 
-TOP_KEYS = ("version", "sip_ports", "tls_ports", "trust", "deny", "rate_limits",
-            "aggregation", "priorities", "overload", "marking", "deadman", "services", "acl_guard")
-
 # trust/deny prefixes shorter than these cover (almost) everything: one typo would drop
 # every SIP packet (deny) or lift every limit (trust). acl_guard in the policy moves them
 # or, with allow_broad: true, switches the guard off.
 ACL_MIN_PREFIX_V4 = 8
 ACL_MIN_PREFIX_V6 = 16
-ACL_GUARD_KEYS = ("ipv4_min_prefix", "ipv6_min_prefix", "allow_broad")
 ROOT = "policy"
 
 # fast-path services: compiled to maps by etsf.fastpath
 FP_SVC_MAX = layout.FP_SVC_MAX
 FP_BACKENDS_PER_POLICY = layout.FP_BACKENDS_MAX // POLICY_SLOTS
-SERVICE_KEYS = ("name", "vip", "port", "protocol", "backends", "affinity")
-BACKEND_KEYS = ("address", "port", "weight")
 FP_PROTOCOLS = ("udp", "tcp")
 FP_AFFINITIES = ("call-id",)
 FP_WEIGHT_MAX = 1000

@@ -1,7 +1,9 @@
 """The policy document: strict YAML loading, validation into a normalised :class:`Policy`.
 
-Every validation error is a :class:`PolicyError` whose ``str()`` is one line naming the
-field path, e.g. ``policy.rate_limits.register.rate: must be an integer >= 0 (got -5)``.
+The document is described once, by :data:`POLICY` (nodes of :mod:`etsf.schema`); the validator,
+docs/reference/policy.md and the role's argument_specs check all come from it.  Every
+validation error is a :class:`PolicyError` whose ``str()`` is one line naming the field path,
+e.g. ``policy.rate_limits.register.rate: an integer 0..4294967295 expected (got -5)``.
 """
 
 from __future__ import annotations
@@ -15,11 +17,12 @@ from typing import Any
 import yaml
 
 from .. import inputs
+from .. import schema as S
 from ..errors import PolicyError
-from .consts import (ACL_GUARD_KEYS, ACL_MIN_PREFIX_V4, ACL_MIN_PREFIX_V6, ACL_PER_SLOT, BACKEND_KEYS,
-                     DSCP_DEFAULT, DSCP_NAMES, FP_AFFINITIES, FP_BACKENDS_PER_POLICY, FP_PROTOCOLS, FP_SVC_MAX,
-                     FP_WEIGHT_MAX, MAX_SIP_PORTS, MAX_TLS_PORTS, METHOD_NAMES, OVERLOAD_LEVELS, PRIO_DEFAULTS,
-                     PRIO_NAMES, RL_CLASS_NAMES, ROOT, SCHEMA_VERSION, SERVICE_KEYS, SHED_DEFAULTS, TOP_KEYS)
+from .consts import (ACL_MIN_PREFIX_V4, ACL_MIN_PREFIX_V6, ACL_PER_SLOT, DSCP_DEFAULT, DSCP_NAMES, FP_AFFINITIES,
+                     FP_BACKENDS_PER_POLICY, FP_PROTOCOLS, FP_SVC_MAX, FP_WEIGHT_MAX, MAX_SIP_PORTS, MAX_TLS_PORTS,
+                     METHOD_NAMES, OVERLOAD_LEVELS, PRIO_DEFAULTS, PRIO_NAMES, RL_CLASS_NAMES, ROOT, SCHEMA_VERSION,
+                     SHED_DEFAULTS)
 
 
 # ---------------------------------------------------------------------------
@@ -148,122 +151,6 @@ def fmt_value(v: Any) -> str:
         return repr(v)
 
 
-def _int(v, path, lo=None, hi=None, what=None):
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise PolicyError(path, f"must be {what or _range_text(lo, hi)} (got {fmt_value(v)})")
-    if lo is not None and v < lo:
-        raise PolicyError(path, f"must be {what or _range_text(lo, hi)} (got {v})")
-    if hi is not None and v > hi:
-        raise PolicyError(path, f"must be {_range_text(lo, hi)} (got {v})")
-    return v
-
-
-def _range_text(lo, hi):
-    if lo is not None and hi is not None:
-        return f"an integer in {lo}..{hi}"
-    if lo is not None:
-        return f"an integer >= {lo}"
-    return "an integer"
-
-
-def _mapping(v, path, keys):
-    if v is None:
-        return {}
-    if not isinstance(v, dict):
-        raise PolicyError(path, f"must be a mapping (got {type(v).__name__})")
-    for k in v:
-        if not isinstance(k, str):
-            raise PolicyError(path, f"keys must be strings (got {fmt_value(k)})")
-        if keys is not None and k not in keys:
-            raise PolicyError(f"{path}.{k}", f"unknown key (allowed: {', '.join(keys)})")
-    return v
-
-
-def _list(v, path):
-    if not isinstance(v, list):
-        raise PolicyError(path, f"must be a list (got {type(v).__name__})")
-    return v
-
-
-def _bool(v, path):
-    if not isinstance(v, bool):
-        raise PolicyError(path, f"must be true or false (got {fmt_value(v)})")
-    return v
-
-
-def _ports(v, path, max_n, min_n):
-    lst = _list(v, path)
-    if len(lst) < min_n:
-        raise PolicyError(path, f"must list at least {min_n} port(s)")
-    if len(lst) > max_n:
-        raise PolicyError(path, f"at most {max_n} ports are supported (got {len(lst)})")
-    out = []
-    for i, p in enumerate(lst):
-        p = _int(p, f"{path}[{i}]", 1, 65535)
-        if p in out:
-            raise PolicyError(f"{path}[{i}]", f"duplicate port {p}")
-        out.append(p)
-    return out
-
-
-def _cidrs(v, path):
-    lst = _list(v, path)
-    out = []
-    seen = {}
-    for i, c in enumerate(lst):
-        p = f"{path}[{i}]"
-        if not isinstance(c, str):
-            raise PolicyError(p, f"must be an IPv4/IPv6 CIDR string (got {fmt_value(c)})")
-        if "%" in c:
-            raise PolicyError(p, f"scoped IPv6 address in {fmt_value(c)}: the ACL maps cannot hold a "
-                                 "scope (zone); drop the %zone") from None
-        try:
-            net = ipaddress.ip_network(c.strip(), strict=False)
-        except ValueError:
-            raise PolicyError(p, f"not a valid IPv4/IPv6 CIDR (got {fmt_value(c)})") from None
-        try:
-            ipaddress.ip_network(c.strip(), strict=True)
-        except ValueError:
-            raise PolicyError(p, f"host bits set in {fmt_value(c)} (did you mean '{net}'?)") from None
-        if net in seen:
-            raise PolicyError(p, f"duplicate of {path}[{seen[net]}] ({net})")
-        seen[net] = i
-        out.append(net)
-    return out
-
-
-def _prio(v, path):
-    if isinstance(v, str) and v.lower() in PRIO_NAMES:
-        return v.lower()
-    if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < len(PRIO_NAMES):
-        return PRIO_NAMES[v]
-    raise PolicyError(path, f"must be one of {'|'.join(PRIO_NAMES)} (got {fmt_value(v)})")
-
-
-def _dscp(v, path):
-    if isinstance(v, str):
-        name = v.strip().upper()
-        if name in DSCP_NAMES:
-            return DSCP_NAMES[name]
-        raise PolicyError(path, f"unknown DSCP name {fmt_value(v)} (use e.g. CS3, EF, AF31 or 0..63)")
-    return _int(v, path, 0, 63, what="a DSCP name (CS0..CS7, EF, AFxy) or an integer in 0..63")
-
-
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,30}$")
-
-
-def _ip(v, path):
-    if not isinstance(v, str):
-        raise PolicyError(path, f"must be an IPv4/IPv6 address string (got {fmt_value(v)})")
-    if "%" in v:
-        raise PolicyError(path, f"scoped IPv6 address {fmt_value(v)}: the maps cannot hold a scope "
-                                "(zone); drop the %zone")
-    try:
-        return ipaddress.ip_address(v.strip())
-    except ValueError:
-        raise PolicyError(path, f"not a valid IPv4/IPv6 address (got {fmt_value(v)})") from None
-
-
 def sort_services(svcs):
     out = []
     for sv in sorted(svcs, key=lambda x: x["name"]):
@@ -275,183 +162,257 @@ def sort_services(svcs):
     return out
 
 
-def _services(v, path):
-    """policy.services: [{name, vip, port, protocol, backends: [{address, port, weight}], affinity}]"""
-    lst = _list(v, path)
-    if len(lst) > FP_SVC_MAX:
-        raise PolicyError(path, f"at most {FP_SVC_MAX} services are supported (got {len(lst)})")
-    out, names, vips, owners = [], {}, {}, {}
-    total = 0
-    for i, sv in enumerate(lst):
+# ---------------------------------------------------------------------------
+# the schema: the one description of a version-1 policy document
+# ---------------------------------------------------------------------------
+
+
+def _network(v):
+    """A trust/deny entry: an unscoped IPv4/IPv6 network without host bits."""
+    if not isinstance(v, str):
+        raise ValueError("")
+    if "%" in v:
+        raise ValueError("an unscoped IPv4/IPv6 network (the ACL maps cannot hold a %zone)")
+    try:
+        net = ipaddress.ip_network(v.strip(), strict=False)
+    except ValueError:
+        raise ValueError("") from None
+    try:
+        ipaddress.ip_network(v.strip(), strict=True)
+    except ValueError:
+        raise ValueError(f"a network without host bits ({net})") from None
+    return net
+
+
+def _address(v):
+    if not isinstance(v, str):
+        raise ValueError("")
+    if "%" in v:
+        raise ValueError("an unscoped IPv4/IPv6 address (the maps cannot hold a %zone)")
+    try:
+        return ipaddress.ip_address(v.strip())
+    except ValueError:
+        raise ValueError("") from None
+
+
+def _unicast(v):
+    a = _address(v)
+    if a.is_multicast or a.is_unspecified or a.is_loopback:
+        raise ValueError("")
+    return a
+
+
+def _prio(v):
+    if isinstance(v, str) and v.lower() in PRIO_NAMES:
+        return v.lower()
+    if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < len(PRIO_NAMES):
+        return PRIO_NAMES[v]
+    raise ValueError("")
+
+
+def _dscp(v):
+    if isinstance(v, str) and v.strip().upper() in DSCP_NAMES:
+        return DSCP_NAMES[v.strip().upper()]
+    if isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 63:
+        return v
+    raise ValueError("")
+
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,30}$")
+_U32 = 0xFFFFFFFF
+
+PRIO = S.Custom(f"one of {', '.join(PRIO_NAMES)} (or 0..{len(PRIO_NAMES) - 1})", _prio)
+PORT = S.Int(1, 65535)
+NETWORKS = ("IPv4/IPv6 networks (a bare address is /32 or /128); no host bits, no %zone scope, no prefix shorter "
+            "than the `acl_guard` minimums; the same prefix in `trust` and `deny` is an error; at most "
+            f"{ACL_PER_SLOT} entries per address family in both together (the other slot needs room during the swap)")
+
+BACKEND = S.Map({
+    "address": S.Custom("an IPv4/IPv6 address", _address, "same address family as the VIP, not the VIP; an "
+                        "address:port serves one service", required=True, ansible="str"),
+    "port": S.Int(1, 65535, "backend port", default_text="the service port"),
+    "weight": S.Int(1, FP_WEIGHT_MAX, "share of new dialogs", default=1),
+})
+
+SERVICE = S.Map({
+    "name": S.Text("a name of 1..31 characters [A-Za-z0-9_.-] starting with a letter or digit", _NAME_RE,
+                   "unique among services", required=True),
+    "vip": S.Custom("a unicast IPv4/IPv6 address", _unicast, "VIP:port/protocol unique among services",
+                    required=True, ansible="str"),
+    "port": S.Int(1, 65535, "service port", required=True),
+    "protocol": S.Choice(FP_PROTOCOLS, "transport", default="udp"),
+    "backends": S.List(BACKEND, f"local proxy backends (at most {FP_BACKENDS_PER_POLICY} in all services)",
+                       min_len=1, what="backends", required=True),
+    "affinity": S.Choice(FP_AFFINITIES, "every message of a Call-ID reaches the same backend", default="call-id"),
+})
+
+
+def _rate_class(name):
+    return S.Map({
+        "rate": S.Int(0, _U32, "requests per second per aggregated source (0 = unlimited)", required=True),
+        "burst": S.Int(1, _U32, "bucket depth", default_text="max(1, rate)"),
+    }, f"token bucket of the `{name}` class", default={"rate": 0, "burst": 1}, nullable=True)
+
+
+POLICY = S.Map({
+    "version": S.Choice((SCHEMA_VERSION,), "schema version", required=True),
+    "sip_ports": S.List(PORT, "ports carrying cleartext SIP (UDP/TCP)", min_len=1, max_len=MAX_SIP_PORTS,
+                        unique=lambda p: p, what="ports", default=[5060]),
+    "tls_ports": S.List(PORT, "SIP-over-TLS ports (counted, never parsed); none also in `sip_ports`",
+                        max_len=MAX_TLS_PORTS, unique=lambda p: p, what="ports", default=[5061]),
+    "trust": S.List(S.Custom("an IPv4/IPv6 network", _network, ansible="str"),
+                    "sources exempt from rate limits and shedding: " + NETWORKS, unique=lambda n: n,
+                    default=[], nullable=True),
+    "deny": S.List(S.Custom("an IPv4/IPv6 network", _network, ansible="str"),
+                   "sources whose SIP is dropped at XDP (reason DENY); as `trust`", unique=lambda n: n,
+                   default=[], nullable=True),
+    "rate_limits": S.Map({c: _rate_class(c) for c in RL_CLASS_NAMES},
+                         "per-source token buckets per method class: REGISTER, OPTIONS, INVITE, every other "
+                         "request", nullable=True),
+    "aggregation": S.Map({
+        "ipv4_prefix": S.Int(1, 32, "rate-limit source prefix of IPv4 addresses", default=32),
+        "ipv6_prefix": S.Int(1, 128, "rate-limit source prefix of IPv6 addresses", default=64),
+    }, "rate-limit source aggregation", nullable=True),
+    "priorities": S.MapOf(METHOD_NAMES, PRIO, "priority class per SIP method (case-insensitive): INVITE high; "
+                          "ACK, BYE, CANCEL, PRACK, UPDATE, responses critical; REGISTER, OPTIONS, SUBSCRIBE, "
+                          "PUBLISH low; every other normal", key_what="SIP methods", key_norm=str.upper,
+                          default=dict(PRIO_DEFAULTS), nullable=True),
+    "overload": S.Map({
+        "level": S.Int(0, OVERLOAD_LEVELS - 1, "written to etsf_ctl with the swap; null keeps the running level",
+                       default=None, nullable=True),
+        "shed_below": S.List(PRIO, "non-decreasing; level L sheds requests of a priority below entry L "
+                             "(responses, ACK/BYE/CANCEL and in-dialog requests are never shed)",
+                             min_len=OVERLOAD_LEVELS, max_len=OVERLOAD_LEVELS, what="priority classes",
+                             default=list(SHED_DEFAULTS)),
+    }, "overload shedding", nullable=True),
+    "marking": S.Map({
+        "enabled": S.Bool("mark SIP the host sends (TC egress)", default=True),
+        "dscp": S.Custom("a DSCP name (CS0..CS7, EF, VA, LE, AF11..AF43, DF, BE) or an integer 0..63", _dscp,
+                         "DSCP of marked packets", default=DSCP_NAMES[DSCP_DEFAULT],
+                         default_text=f"`{DSCP_DEFAULT}` ({DSCP_NAMES[DSCP_DEFAULT]})"),
+        "skb_priority": S.Int(0, _U32, "skb->priority of marked packets (qdisc class)", default=0),
+    }, "TC egress marking", nullable=True),
+    "deadman": S.Map({
+        "timeout_ms": S.Int(0, 86_400_000, "every program passes everything when the agent heartbeat is older "
+                            "than this (0 = off)", default=0),
+    }, "dead-man switch", nullable=True),
+    "services": S.List(SERVICE, "fast path to local proxy backends (docs/fastpath.md)", max_len=FP_SVC_MAX,
+                       what="services", default=[]),
+    "acl_guard": S.Map({
+        "ipv4_min_prefix": S.Int(0, 32, "shortest IPv4 `trust`/`deny` prefix accepted", default=ACL_MIN_PREFIX_V4),
+        "ipv6_min_prefix": S.Int(0, 128, "shortest IPv6 `trust`/`deny` prefix accepted",
+                                 default=ACL_MIN_PREFIX_V6),
+        "allow_broad": S.Bool("accept prefixes shorter than the minimums (e.g. `deny: [0.0.0.0/0]`)",
+                              default=False),
+    }, "guard against `trust`/`deny` prefixes that cover (almost) everything; steers validation only",
+        nullable=True),
+})
+
+TOP_KEYS = tuple(POLICY.fields)
+SERVICE_KEYS = tuple(SERVICE.fields)
+BACKEND_KEYS = tuple(BACKEND.fields)
+ACL_GUARD_KEYS = tuple(POLICY.fields["acl_guard"].fields)
+
+
+# ---------------------------------------------------------------------------
+# rules that span fields
+# ---------------------------------------------------------------------------
+
+
+def _check_acl(d):
+    guard = d["acl_guard"]
+    if not guard["allow_broad"]:
+        for name in ("trust", "deny"):
+            for i, n in enumerate(d[name]):
+                low = guard["ipv4_min_prefix"] if n.version == 4 else guard["ipv6_min_prefix"]
+                if n.prefixlen < low:
+                    effect = "drops SIP from" if name == "deny" else "lifts every limit for"
+                    raise S.Invalid(f"{ROOT}.{name}[{i}]", f"a prefix of /{low} or longer (the IPv{n.version} "
+                                    f"minimum: a shorter one {effect} a large part of the Internet; "
+                                    "acl_guard.allow_broad: true allows it)", str(n))
+    trust = {n: i for i, n in enumerate(d["trust"])}
+    for i, n in enumerate(d["deny"]):
+        if n in trust:
+            raise S.Invalid(f"{ROOT}.deny[{i}]", f"a prefix other than trust[{trust[n]}]", str(n))
+    for fam in (4, 6):
+        cnt = sum(1 for n in d["trust"] + d["deny"] if n.version == fam)
+        if cnt > ACL_PER_SLOT:
+            raise S.Invalid(f"{ROOT}.deny" if d["deny"] else f"{ROOT}.trust",
+                            f"at most {ACL_PER_SLOT} IPv{fam} entries in trust and deny together", cnt)
+
+
+def _check_services(svcs):
+    path = f"{ROOT}.services"
+    names, vips, owners, total = {}, {}, {}, 0
+    for i, sv in enumerate(svcs):
         sp = f"{path}[{i}]"
-        sd = _mapping(sv, sp, SERVICE_KEYS)
-        for req in ("name", "vip", "port", "backends"):
-            if req not in sd:
-                raise PolicyError(f"{sp}.{req}", "required")
-        name = sd["name"]
-        if not isinstance(name, str) or not _NAME_RE.match(name):
-            raise PolicyError(f"{sp}.name", "must be 1..31 characters [A-Za-z0-9_.-], starting "
-                                            f"with a letter or digit (got {fmt_value(name)})")
-        if name in names:
-            raise PolicyError(f"{sp}.name", f"duplicate of {path}[{names[name]}].name ({name!r})")
-        names[name] = i
-        vip = _ip(sd["vip"], f"{sp}.vip")
-        if vip.is_multicast or vip.is_unspecified or vip.is_loopback:
-            raise PolicyError(f"{sp}.vip", f"must be a unicast address (got {fmt_value(sd['vip'])})")
-        port = _int(sd["port"], f"{sp}.port", 1, 65535)
-        proto = sd.get("protocol", "udp")
-        if proto not in FP_PROTOCOLS:
-            raise PolicyError(f"{sp}.protocol", f"must be one of {'|'.join(FP_PROTOCOLS)} (got {fmt_value(proto)})")
-        aff = sd.get("affinity", "call-id")
-        if aff not in FP_AFFINITIES:
-            raise PolicyError(f"{sp}.affinity", f"must be one of {'|'.join(FP_AFFINITIES)} (got {fmt_value(aff)})")
-        vk = (str(vip), port, proto)
+        if sv["name"] in names:
+            raise S.Invalid(f"{sp}.name", f"no duplicate of {path}[{names[sv['name']]}].name", sv["name"])
+        names[sv["name"]] = i
+        vip = sv["vip"]
+        vk = (vip, sv["port"], sv["protocol"])
         if vk in vips:
-            raise PolicyError(f"{sp}.vip", f"{vip} port {port}/{proto} is also the VIP of {path}[{vips[vk]}]")
+            raise S.Invalid(f"{sp}.vip", f"a VIP:port/protocol other than {path}[{vips[vk]}]'s "
+                            f"({vip} port {sv['port']}/{sv['protocol']})", str(vip))
         vips[vk] = i
-        bl = _list(sd["backends"], f"{sp}.backends")
-        if not bl:
-            raise PolicyError(f"{sp}.backends", "must list at least 1 backend")
-        backends = []
-        for j, b in enumerate(bl):
+        for j, b in enumerate(sv["backends"]):
             bp = f"{sp}.backends[{j}]"
-            bd = _mapping(b, bp, BACKEND_KEYS)
-            if "address" not in bd:
-                raise PolicyError(f"{bp}.address", "required")
-            addr = _ip(bd["address"], f"{bp}.address")
-            if addr.version != vip.version:
-                raise PolicyError(f"{bp}.address", f"must be IPv{vip.version} like the service vip (got {addr})")
-            if addr == vip:
-                raise PolicyError(f"{bp}.address", f"must not be the service vip ({vip})")
-            bport = _int(bd.get("port", port), f"{bp}.port", 1, 65535)
-            weight = _int(bd.get("weight", 1), f"{bp}.weight", 1, FP_WEIGHT_MAX)
-            bk = (str(addr), bport)
+            if b["address"].version != vip.version:
+                raise S.Invalid(f"{bp}.address", f"an IPv{vip.version} address like the service vip",
+                                str(b["address"]))
+            if b["address"] == vip:
+                raise S.Invalid(f"{bp}.address", "an address other than the service vip", str(b["address"]))
+            b.setdefault("port", sv["port"])
+            bk = (b["address"], b["port"])
             if bk in owners:
-                raise PolicyError(f"{bp}.address", f"{addr} port {bport} is already a backend of "
-                                                   f"{owners[bk]} (a backend serves one service)")
+                raise S.Invalid(f"{bp}.address", f"an address:port not already a backend of {owners[bk]} "
+                                "(a backend serves one service)", f"{b['address']} port {b['port']}")
             owners[bk] = f"{sp}.backends"
-            backends.append({"address": str(addr), "port": bport, "weight": weight})
-        total += len(backends)
+        total += len(sv["backends"])
         if total > FP_BACKENDS_PER_POLICY:
-            raise PolicyError(f"{sp}.backends", f"too many backends in all services "
-                                                f"({total} > {FP_BACKENDS_PER_POLICY})")
-        out.append({"name": name, "vip": str(vip), "port": port, "protocol": proto,
-                    "affinity": aff, "backends": backends})
-    return out
+            raise S.Invalid(f"{sp}.backends", f"at most {FP_BACKENDS_PER_POLICY} backends in all services", total)
+    return [{"name": sv["name"], "vip": str(sv["vip"]), "port": sv["port"], "protocol": sv["protocol"],
+             "affinity": sv["affinity"],
+             "backends": [{"address": str(b["address"]), "port": b["port"], "weight": b["weight"]}
+                          for b in sv["backends"]]}
+            for sv in svcs]
+
+
+def _policy(d) -> Policy:
+    """Cross-field rules over the schema-checked document `d`, then the normalised Policy."""
+    for i, port in enumerate(d["tls_ports"]):
+        if port in d["sip_ports"]:
+            raise S.Invalid(f"{ROOT}.tls_ports[{i}]", "a port not in sip_ports", port)
+    _check_acl(d)
+    shed = d["overload"]["shed_below"]
+    for i in range(1, len(shed)):
+        if PRIO_NAMES.index(shed[i]) < PRIO_NAMES.index(shed[i - 1]):
+            raise S.Invalid(f"{ROOT}.overload.shed_below[{i}]",
+                            f"a class no lower than level {i - 1}'s ({shed[i - 1]})", shed[i])
+    p = Policy()
+    p.sip_ports, p.tls_ports = d["sip_ports"], d["tls_ports"]
+    p.trust, p.deny = [str(n) for n in d["trust"]], [str(n) for n in d["deny"]]
+    p.rate_limits = {c: {"rate": v["rate"], "burst": v.get("burst", max(1, v["rate"]))}
+                     for c, v in d["rate_limits"].items()}
+    p.ipv4_prefix, p.ipv6_prefix = d["aggregation"]["ipv4_prefix"], d["aggregation"]["ipv6_prefix"]
+    p.priorities = d["priorities"]
+    p.overload_level, p.shed_below = d["overload"]["level"], shed
+    p.marking_enabled, p.dscp, p.skb_priority = (d["marking"]["enabled"], d["marking"]["dscp"],
+                                                 d["marking"]["skb_priority"])
+    p.deadman_timeout_ms = d["deadman"]["timeout_ms"]
+    p.services = _check_services(d["services"])
+    g = d["acl_guard"]
+    p.acl_min_prefix_v4, p.acl_min_prefix_v6, p.acl_allow_broad = (g["ipv4_min_prefix"], g["ipv6_min_prefix"],
+                                                                   g["allow_broad"])
+    return p
 
 
 def validate(doc: Any) -> Policy:
-    """Validate a parsed YAML document; return the normalised Policy."""
-    if doc is None:
-        raise PolicyError(ROOT, "empty policy document (expected a mapping with 'version: 1')")
-    d = _mapping(doc, ROOT, TOP_KEYS)
-    if "version" not in d:
-        raise PolicyError(f"{ROOT}.version", "required (use 'version: 1')")
-    ver = d["version"]
-    if isinstance(ver, bool) or ver != SCHEMA_VERSION or not isinstance(ver, int):
-        raise PolicyError(f"{ROOT}.version", f"unsupported schema version {fmt_value(ver)} (supported: {SCHEMA_VERSION})")
-    p = Policy()
-
-    if "sip_ports" in d:
-        p.sip_ports = _ports(d["sip_ports"], f"{ROOT}.sip_ports", MAX_SIP_PORTS, 1)
-    if "tls_ports" in d:
-        p.tls_ports = _ports(d["tls_ports"], f"{ROOT}.tls_ports", MAX_TLS_PORTS, 0)
-    for i, port in enumerate(p.tls_ports):
-        if port in p.sip_ports:
-            raise PolicyError(f"{ROOT}.tls_ports[{i}]", f"port {port} is also listed in sip_ports")
-
-    if "acl_guard" in d:
-        ag = _mapping(d["acl_guard"], f"{ROOT}.acl_guard", ACL_GUARD_KEYS)
-        if "ipv4_min_prefix" in ag:
-            p.acl_min_prefix_v4 = _int(ag["ipv4_min_prefix"], f"{ROOT}.acl_guard.ipv4_min_prefix", 0, 32)
-        if "ipv6_min_prefix" in ag:
-            p.acl_min_prefix_v6 = _int(ag["ipv6_min_prefix"], f"{ROOT}.acl_guard.ipv6_min_prefix", 0, 128)
-        if "allow_broad" in ag:
-            p.acl_allow_broad = _bool(ag["allow_broad"], f"{ROOT}.acl_guard.allow_broad")
-    trust = _cidrs(d.get("trust") or [], f"{ROOT}.trust") if "trust" in d else []
-    deny = _cidrs(d.get("deny") or [], f"{ROOT}.deny") if "deny" in d else []
-    if not p.acl_allow_broad:
-        for name, nets in (("trust", trust), ("deny", deny)):
-            for i, n in enumerate(nets):
-                low = p.acl_min_prefix_v4 if n.version == 4 else p.acl_min_prefix_v6
-                if n.prefixlen < low:
-                    effect = "drops SIP from" if name == "deny" else "lifts every limit for"
-                    raise PolicyError(f"{ROOT}.{name}[{i}]",
-                                      f"{n} is shorter than /{low} (the IPv{n.version} minimum) and "
-                                      f"{effect} a large part of the Internet; set "
-                                      f"acl_guard.allow_broad: true if that is intended")
-    tset = {n: i for i, n in enumerate(trust)}
-    for i, n in enumerate(deny):
-        if n in tset:
-            raise PolicyError(f"{ROOT}.deny[{i}]", f"{n} is also listed in trust[{tset[n]}]")
-    for fam in (4, 6):
-        cnt = sum(1 for n in trust + deny if n.version == fam)
-        if cnt > ACL_PER_SLOT:
-            raise PolicyError(f"{ROOT}.deny" if deny else f"{ROOT}.trust",
-                              f"too many IPv{fam} entries in trust+deny ({cnt} > {ACL_PER_SLOT})")
-    p.trust = [str(n) for n in trust]
-    p.deny = [str(n) for n in deny]
-
-    if "rate_limits" in d:
-        rl = _mapping(d["rate_limits"], f"{ROOT}.rate_limits", RL_CLASS_NAMES)
-        for cls, spec in rl.items():
-            path = f"{ROOT}.rate_limits.{cls}"
-            s = _mapping(spec, path, ("rate", "burst"))
-            if "rate" not in s:
-                raise PolicyError(f"{path}.rate", "required (requests per second per source, 0 = unlimited)")
-            rate = _int(s["rate"], f"{path}.rate", 0, 0xFFFFFFFF, what="an integer >= 0")
-            if "burst" in s:
-                burst = _int(s["burst"], f"{path}.burst", 1, 0xFFFFFFFF, what="an integer >= 1")
-            else:
-                burst = max(1, rate)
-            p.rate_limits[cls] = {"rate": rate, "burst": burst}
-
-    if "aggregation" in d:
-        ag = _mapping(d["aggregation"], f"{ROOT}.aggregation", ("ipv4_prefix", "ipv6_prefix"))
-        if "ipv4_prefix" in ag:
-            p.ipv4_prefix = _int(ag["ipv4_prefix"], f"{ROOT}.aggregation.ipv4_prefix", 1, 32)
-        if "ipv6_prefix" in ag:
-            p.ipv6_prefix = _int(ag["ipv6_prefix"], f"{ROOT}.aggregation.ipv6_prefix", 1, 128)
-
-    if "priorities" in d:
-        pr = _mapping(d["priorities"], f"{ROOT}.priorities", None)
-        for k, v in pr.items():
-            name = k.upper()
-            if name not in PRIO_DEFAULTS:
-                raise PolicyError(f"{ROOT}.priorities.{k}",
-                                  f"unknown SIP method (allowed: {', '.join(METHOD_NAMES)})")
-            p.priorities[name] = _prio(v, f"{ROOT}.priorities.{k}")
-
-    if "overload" in d:
-        ov = _mapping(d["overload"], f"{ROOT}.overload", ("level", "shed_below"))
-        if "level" in ov and ov["level"] is not None:
-            p.overload_level = _int(ov["level"], f"{ROOT}.overload.level", 0, OVERLOAD_LEVELS - 1)
-        if "shed_below" in ov:
-            sb = _list(ov["shed_below"], f"{ROOT}.overload.shed_below")
-            if len(sb) != OVERLOAD_LEVELS:
-                raise PolicyError(f"{ROOT}.overload.shed_below",
-                                  f"must list exactly {OVERLOAD_LEVELS} priority classes, one per level 0..{OVERLOAD_LEVELS - 1} (got {len(sb)})")
-            vals = [_prio(v, f"{ROOT}.overload.shed_below[{i}]") for i, v in enumerate(sb)]
-            for i in range(1, len(vals)):
-                if PRIO_NAMES.index(vals[i]) < PRIO_NAMES.index(vals[i - 1]):
-                    raise PolicyError(f"{ROOT}.overload.shed_below[{i}]",
-                                      f"must not be lower than level {i - 1} ({vals[i]} < {vals[i - 1]})")
-            p.shed_below = vals
-
-    if "marking" in d:
-        mk = _mapping(d["marking"], f"{ROOT}.marking", ("enabled", "dscp", "skb_priority"))
-        if "enabled" in mk:
-            p.marking_enabled = _bool(mk["enabled"], f"{ROOT}.marking.enabled")
-        if "dscp" in mk:
-            p.dscp = _dscp(mk["dscp"], f"{ROOT}.marking.dscp")
-        if "skb_priority" in mk:
-            p.skb_priority = _int(mk["skb_priority"], f"{ROOT}.marking.skb_priority", 0, 0xFFFFFFFF)
-
-    if "deadman" in d:
-        dm = _mapping(d["deadman"], f"{ROOT}.deadman", ("timeout_ms",))
-        if "timeout_ms" in dm:
-            p.deadman_timeout_ms = _int(dm["timeout_ms"], f"{ROOT}.deadman.timeout_ms", 0, 86_400_000)
-
-    if "services" in d:
-        p.services = _services(d["services"], f"{ROOT}.services")
-    return p
+    """Validate a parsed YAML document; return the normalised Policy (PolicyError naming the
+    first mistake: ``<path>: <what was expected> expected (got <value>)``)."""
+    try:
+        if doc is None:
+            raise S.Invalid(ROOT, f"a mapping with version: {SCHEMA_VERSION}", None)
+        return _policy(POLICY.check(doc, ROOT))
+    except S.Invalid as e:
+        raise PolicyError(e.path, e.message) from None
