@@ -17,6 +17,7 @@ import ipaddress
 import math
 import os
 import re
+import sys
 
 import yaml
 
@@ -85,8 +86,15 @@ def check_size(fname: str, kind: str) -> None:
 
 
 def read_bytes(fname: str, kind: str) -> bytes:
-    """The whole file, refused with InputTooLarge past the cap of `kind` (OSError as usual)."""
+    """The whole file, refused with InputTooLarge past the cap of `kind` (OSError as usual).
+    ``-`` is standard input, read at most one byte past the cap (a role pipes a rendered
+    document to ``etsfctl ... --check -`` without writing it anywhere)."""
     cap = CAPS[kind]
+    if fname == "-":
+        data = sys.stdin.buffer.read(cap + 1)
+        if len(data) > cap:
+            raise InputTooLarge(f"standard input: {kind} larger than the {_human(cap)} cap")
+        return data
     # O_NONBLOCK: a FIFO without a writer must not hang the agent (it reads as empty)
     fd = os.open(fname, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     try:

@@ -71,13 +71,15 @@ def _join(path: str, key: Any) -> str:
 
 class Node:
     """One value of a document.  ``default`` is used when the key is absent (a deep copy);
-    ``default_text`` documents a default the document works out from other fields."""
+    ``default_text`` documents a default the document works out from other fields, ``label``
+    names the type in the reference table when the error text is too long for it."""
 
     ansible = "raw"
 
     def __init__(self, doc: str = "", *, default: Any = MISSING, required: bool = False,
-                 nullable: bool = False, default_text: str | None = None):
+                 nullable: bool = False, default_text: str | None = None, label: str | None = None):
         self.doc = doc
+        self.label = label
         self.default = default
         self.required = required
         self.nullable = nullable
@@ -104,7 +106,7 @@ class Node:
 
     # -- documentation and argument_specs
     def type_text(self) -> str:
-        return self.expected()
+        return self.label or self.expected()
 
     def choices(self) -> list | None:
         return None
@@ -124,6 +126,8 @@ class Int(Node):
         return ("null or " if self.nullable else "") + f"an integer {self.lo}..{self.hi}"
 
     def type_text(self):
+        if self.label:
+            return self.label
         return f"integer {self.lo}..{self.hi}" + (" or null" if self.nullable else "")
 
     def convert(self, v, path):
@@ -143,6 +147,8 @@ class Num(Node):
         return ("null or " if self.nullable else "") + f"a number {self.lo:g}..{self.hi:g}"
 
     def type_text(self):
+        if self.label:
+            return self.label
         return f"number {self.lo:g}..{self.hi:g}" + (" or null" if self.nullable else "")
 
     def convert(self, v, path):
@@ -159,6 +165,8 @@ class Bool(Node):
         return "true or false"
 
     def type_text(self):
+        if self.label:
+            return self.label
         return "boolean"
 
     def convert(self, v, path):
@@ -180,6 +188,8 @@ class Choice(Node):
         return "one of " + ", ".join(literal(o) for o in self.options)
 
     def type_text(self):
+        if self.label:
+            return self.label
         return " \\| ".join(f"`{literal(o)}`" for o in self.options)
 
     def choices(self):
@@ -205,7 +215,7 @@ class Text(Node):
         return self.what
 
     def type_text(self):
-        return self.what
+        return self.label or self.what
 
     def convert(self, v, path):
         if not isinstance(v, str) or not self.accept(v):
@@ -227,7 +237,7 @@ class Custom(Node):
         return self.what
 
     def type_text(self):
-        return self.what
+        return self.label or self.what
 
     def convert(self, v, path):
         try:
@@ -251,13 +261,15 @@ class List(Node):
         if self.max_len is not None and self.min_len == self.max_len:
             return f"exactly {self.max_len} {self.what}"
         if self.max_len is None:
-            return f"at least {self.min_len} {self.what}" if self.min_len else ""
+            return f"{self.min_len} or more {self.what}" if self.min_len else ""
         return f"{self.min_len}..{self.max_len} {self.what}"
 
     def expected(self):
         return "a list" + (f" of {self._count()}" if self._count() else "") + (" or null" if self.nullable else "")
 
     def type_text(self):
+        if self.label:
+            return self.label
         parts = [f"list of {self.item.type_text()}"]
         if self._count():
             parts.append(self._count())
@@ -305,6 +317,8 @@ class Map(Node):
         return "a mapping" + (" or null" if self.nullable else "")
 
     def type_text(self):
+        if self.label:
+            return self.label
         return "mapping"
 
     def check(self, v, path):
@@ -353,16 +367,17 @@ class MapOf(Node):
 
     ansible = "dict"
 
-    def __init__(self, keys, value: Node, doc: str = "", *, key_what: str = "keys",
+    def __init__(self, keys, value: Node, doc: str = "", *, key_what: str = "keys", key_label: str = "KEY",
                  key_norm: Callable[[str], str] = str, **kw):
         super().__init__(doc, **kw)
         self.keys, self.value, self.key_what, self.key_norm = tuple(keys), value, key_what, key_norm
+        self.key_label = key_label
 
     def expected(self):
         return "a mapping" + (" or null" if self.nullable else "")
 
     def type_text(self):
-        return f"mapping of {self.key_what} to {self.value.type_text()}"
+        return self.label or f"mapping of {self.key_what} to {self.value.type_text()}"
 
     def check(self, v, path):
         if v is None and self.nullable:
@@ -385,7 +400,7 @@ class MapOf(Node):
     def rows(self, path, own_row=True):
         if own_row:
             yield path, self
-        yield f"{path}.<{self.key_what}>", self.value
+        yield f"{path}.<{self.key_label}>", self.value
 
 
 # ---------------------------------------------------------------------------

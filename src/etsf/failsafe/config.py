@@ -50,16 +50,16 @@ def _count(lo, default, what):
     return S.Int(lo, 10**9, what, default=default)
 
 
-_NAMES = S.Text("a non-empty string without NUL", lambda v: bool(v) and "\0" not in v)
+_NAMES = S.Text("a non-empty string without NUL", lambda v: bool(v) and "\0" not in v, label="string")
 _FILE = S.Map({
     "path": S.Text("an absolute path", lambda v: v.startswith("/") and "\0" not in v, "file whose age is watched",
-                   required=True),
+                   required=True, label="absolute path"),
     "max_age_s": S.Num(0.01, _SECONDS, "older than this (seconds) is a breach", default=30),
-})
+}, label="`{path, max_age_s}`")
 
 SCHEMA = S.Map({
     "version": S.Choice((1,), "configuration schema version", default=1),
-    "interfaces": S.List(S.Text("an interface name", inputs.IFNAME_RE),
+    "interfaces": S.List(S.Text("an interface name", inputs.IFNAME_RE, label="interface name"),
                          "interfaces the `detached` rule watches; [] = every interface in state.json", default=[]),
     "interval_s": S.Num(0.01, 60, "seconds between ticks (heartbeat, snapshot, rules)", default=0.2),
     "heartbeat": S.Bool("write the dead-man heartbeat into etsf_ctl (the watchdog is \"the agent\")",

@@ -221,7 +221,12 @@ def _dscp(v):
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,30}$")
 _U32 = 0xFFFFFFFF
 
-PRIO = S.Custom(f"one of {', '.join(PRIO_NAMES)} (or 0..{len(PRIO_NAMES) - 1})", _prio)
+_PRIO_WHAT = f"one of {', '.join(PRIO_NAMES)} (or 0..{len(PRIO_NAMES) - 1})"
+_PRIO_LABEL = " \\| ".join(f"`{n}`" for n in PRIO_NAMES) + f" or 0..{len(PRIO_NAMES) - 1}"
+PRIO = S.Custom(_PRIO_WHAT, _prio, label=_PRIO_LABEL)
+_PRIO_DEFAULT_TEXT = "; ".join(
+    f"`{c}`: " + ", ".join(m for m in METHOD_NAMES if PRIO_DEFAULTS[m] == c)
+    for c in reversed(PRIO_NAMES) if c in PRIO_DEFAULTS.values())
 PORT = S.Int(1, 65535)
 NETWORKS = ("IPv4/IPv6 networks (a bare address is /32 or /128); no host bits, no %zone scope, no prefix shorter "
             "than the `acl_guard` minimums; the same prefix in `trust` and `deny` is an error; at most "
@@ -229,22 +234,24 @@ NETWORKS = ("IPv4/IPv6 networks (a bare address is /32 or /128); no host bits, n
 
 BACKEND = S.Map({
     "address": S.Custom("an IPv4/IPv6 address", _address, "same address family as the VIP, not the VIP; an "
-                        "address:port serves one service", required=True, ansible="str"),
+                        "address:port serves one service", required=True, ansible="str",
+                        label="IPv4/IPv6 address"),
     "port": S.Int(1, 65535, "backend port", default_text="the service port"),
     "weight": S.Int(1, FP_WEIGHT_MAX, "share of new dialogs", default=1),
-})
+}, label="backend")
 
 SERVICE = S.Map({
     "name": S.Text("a name of 1..31 characters [A-Za-z0-9_.-] starting with a letter or digit", _NAME_RE,
-                   "unique among services", required=True),
+                   "1..31 characters `[A-Za-z0-9_.-]` starting with a letter or digit; unique among services",
+                   required=True, label="string"),
     "vip": S.Custom("a unicast IPv4/IPv6 address", _unicast, "VIP:port/protocol unique among services",
-                    required=True, ansible="str"),
+                    required=True, ansible="str", label="unicast IPv4/IPv6 address"),
     "port": S.Int(1, 65535, "service port", required=True),
     "protocol": S.Choice(FP_PROTOCOLS, "transport", default="udp"),
     "backends": S.List(BACKEND, f"local proxy backends (at most {FP_BACKENDS_PER_POLICY} in all services)",
                        min_len=1, what="backends", required=True),
     "affinity": S.Choice(FP_AFFINITIES, "every message of a Call-ID reaches the same backend", default="call-id"),
-})
+}, label="service")
 
 
 def _rate_class(name):
@@ -260,10 +267,10 @@ POLICY = S.Map({
                         unique=lambda p: p, what="ports", default=[5060]),
     "tls_ports": S.List(PORT, "SIP-over-TLS ports (counted, never parsed); none also in `sip_ports`",
                         max_len=MAX_TLS_PORTS, unique=lambda p: p, what="ports", default=[5061]),
-    "trust": S.List(S.Custom("an IPv4/IPv6 network", _network, ansible="str"),
+    "trust": S.List(S.Custom("an IPv4/IPv6 network", _network, ansible="str", label="IPv4/IPv6 network"),
                     "sources exempt from rate limits and shedding: " + NETWORKS, unique=lambda n: n,
                     default=[], nullable=True),
-    "deny": S.List(S.Custom("an IPv4/IPv6 network", _network, ansible="str"),
+    "deny": S.List(S.Custom("an IPv4/IPv6 network", _network, ansible="str", label="IPv4/IPv6 network"),
                    "sources whose SIP is dropped at XDP (reason DENY); as `trust`", unique=lambda n: n,
                    default=[], nullable=True),
     "rate_limits": S.Map({c: _rate_class(c) for c in RL_CLASS_NAMES},
@@ -273,10 +280,12 @@ POLICY = S.Map({
         "ipv4_prefix": S.Int(1, 32, "rate-limit source prefix of IPv4 addresses", default=32),
         "ipv6_prefix": S.Int(1, 128, "rate-limit source prefix of IPv6 addresses", default=64),
     }, "rate-limit source aggregation", nullable=True),
-    "priorities": S.MapOf(METHOD_NAMES, PRIO, "priority class per SIP method (case-insensitive): INVITE high; "
-                          "ACK, BYE, CANCEL, PRACK, UPDATE, responses critical; REGISTER, OPTIONS, SUBSCRIBE, "
-                          "PUBLISH low; every other normal", key_what="SIP methods", key_norm=str.upper,
-                          default=dict(PRIO_DEFAULTS), nullable=True),
+    "priorities": S.MapOf(METHOD_NAMES, S.Custom(_PRIO_WHAT, _prio, "the method's priority class; METHOD is "
+                                                 "one of " + ", ".join(METHOD_NAMES) + " (any case)",
+                                                 label=_PRIO_LABEL),
+                          "priority class per SIP method (RESPONSE: every response)", key_what="SIP methods",
+                          key_label="METHOD", key_norm=str.upper, default=dict(PRIO_DEFAULTS),
+                          default_text=_PRIO_DEFAULT_TEXT, nullable=True),
     "overload": S.Map({
         "level": S.Int(0, OVERLOAD_LEVELS - 1, "written to etsf_ctl with the swap; null keeps the running level",
                        default=None, nullable=True),
@@ -288,7 +297,8 @@ POLICY = S.Map({
     "marking": S.Map({
         "enabled": S.Bool("mark SIP the host sends (TC egress)", default=True),
         "dscp": S.Custom("a DSCP name (CS0..CS7, EF, VA, LE, AF11..AF43, DF, BE) or an integer 0..63", _dscp,
-                         "DSCP of marked packets", default=DSCP_NAMES[DSCP_DEFAULT],
+                         "DSCP of marked packets: CS0..CS7, EF, VA, LE, AF11..AF43, DF, BE or 0..63",
+                         label="DSCP name or integer 0..63", default=DSCP_NAMES[DSCP_DEFAULT],
                          default_text=f"`{DSCP_DEFAULT}` ({DSCP_NAMES[DSCP_DEFAULT]})"),
         "skb_priority": S.Int(0, _U32, "skb->priority of marked packets (qdisc class)", default=0),
     }, "TC egress marking", nullable=True),
@@ -317,6 +327,23 @@ ACL_GUARD_KEYS = tuple(POLICY.fields["acl_guard"].fields)
 # ---------------------------------------------------------------------------
 # rules that span fields
 # ---------------------------------------------------------------------------
+
+#: the rules below, as the reference (docs/reference/policy.md) lists them
+CROSS_RULES = (
+    "a `tls_ports` entry is not also in `sip_ports`;",
+    f"`trust`/`deny` prefixes are no shorter than `acl_guard.ipv4_min_prefix` (IPv4, default "
+    f"/{ACL_MIN_PREFIX_V4}) and `acl_guard.ipv6_min_prefix` (IPv6, default /{ACL_MIN_PREFIX_V6}) unless "
+    "`acl_guard.allow_broad` is true;",
+    "the same prefix is not in both `trust` and `deny` (a longer prefix inside a shorter one is fine: "
+    "matching is longest-prefix);",
+    f"at most {ACL_PER_SLOT} IPv4 and {ACL_PER_SLOT} IPv6 entries in `trust` and `deny` together;",
+    "`overload.shed_below` is non-decreasing;",
+    "`rate_limits.<class>.burst` defaults to the class's rate, at least 1;",
+    "`services[].name` and `services[].vip`:`port`/`protocol` are unique among services; a backend has the "
+    "VIP's address family, is not the VIP, and an `address`:`port` is a backend of one service only;",
+    f"at most {FP_BACKENDS_PER_POLICY} backends in all services; `services[].backends[].port` defaults to the "
+    "service port.",
+)
 
 
 def _check_acl(d):
