@@ -16,7 +16,7 @@ ETSF_RFC4475_DIR ?= ../shared/reference/rfc4475
 export ETSF_RFC4475_DIR
 RFC4475_PATH = $(if $(filter /%,$(ETSF_RFC4475_DIR)),$(ETSF_RFC4475_DIR),$(CURDIR)/$(ETSF_RFC4475_DIR))
 
-.PHONY: help setup demo test test-py check-corpus lint ansible-lint sanity molecule lab-up lab-down lab-status build collection bench-datapath changelog clean bench bench-paired bench-quick bench-path appliance appliance-qemu
+.PHONY: help setup demo test test-py check-corpus lint ansible-lint sanity molecule lab-up lab-down lab-status build collection bench-datapath changelog clean bench bench-paired bench-quick bench-path appliance appliance-qemu reference
 
 help: ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -95,6 +95,9 @@ appliance: setup ## Debian 12 appliance: rootfs tarball + raw GPT image (BIOS/UE
 
 appliance-qemu: appliance ## boot the raw image in qemu (TCG; BIOS then UEFI) until the first-boot line (~2-3 min each)
 	APPLIANCE_QEMU_SEED=$(APPLIANCE_QEMU_SEED) scripts/appliance-qemu.sh $(APPLIANCE_OUT)/$(APPLIANCE_NAME).img $(APPLIANCE_QEMU_FIRMWARE) $(APPLIANCE_QEMU_TIMEOUT)
+
+reference: ## regenerate docs/reference/*.md from the document schemas (a unit test checks them)
+	PYTHONPATH=src $(PY) -m etsf.schema_docs --write docs/reference
 
 changelog: ## lint changelog fragments
 	antsibull-changelog lint

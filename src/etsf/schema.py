@@ -92,10 +92,15 @@ class Node:
     def convert(self, v: Any, path: str) -> Any:
         raise NotImplementedError
 
+    #: what null stands for when the node is nullable (containers: empty; leaves: null itself)
+    empty: Any = None
+
     def check(self, v: Any, path: str) -> Any:
         """The normalised value, or Invalid naming the first mistake."""
         if v is None and self.nullable:
-            return None
+            if self.empty is None:
+                return None
+            v = copy.copy(self.empty)
         return self.convert(v, path)
 
     def fail(self, path: str, v: Any, expected: str | None = None):
@@ -106,7 +111,10 @@ class Node:
 
     # -- documentation and argument_specs
     def type_text(self) -> str:
-        return self.label or self.expected()
+        return self.label or self.describe()
+
+    def describe(self) -> str:
+        return self.expected()
 
     def choices(self) -> list | None:
         return None
@@ -115,47 +123,47 @@ class Node:
         yield path, self
 
 
-class Int(Node):
+class Range(Node):
+    """A number in lo..hi (both included); Int and Num differ in the numbers they take."""
+
+    noun = "number"
+
+    def __init__(self, lo, hi, doc: str = "", **kw):
+        super().__init__(doc, **kw)
+        self.lo, self.hi = lo, hi
+
+    def takes(self, v) -> bool:
+        return isinstance(v, (int, float)) and math.isfinite(v)
+
+    def span(self) -> str:
+        return f"{self.lo:g}..{self.hi:g}"
+
+    def expected(self):
+        article = "an" if self.noun[0] in "aeiou" else "a"
+        return ("null or " if self.nullable else "") + f"{article} {self.noun} {self.span()}"
+
+    def describe(self):
+        return f"{self.noun} {self.span()}" + (" or null" if self.nullable else "")
+
+    def convert(self, v, path):
+        if isinstance(v, bool) or not self.takes(v) or not self.lo <= v <= self.hi:
+            self.fail(path, v)
+        return v
+
+
+class Int(Range):
     ansible = "int"
+    noun = "integer"
 
-    def __init__(self, lo: int, hi: int, doc: str = "", **kw):
-        super().__init__(doc, **kw)
-        self.lo, self.hi = lo, hi
+    def takes(self, v):
+        return isinstance(v, int)
 
-    def expected(self):
-        return ("null or " if self.nullable else "") + f"an integer {self.lo}..{self.hi}"
-
-    def type_text(self):
-        if self.label:
-            return self.label
-        return f"integer {self.lo}..{self.hi}" + (" or null" if self.nullable else "")
-
-    def convert(self, v, path):
-        if isinstance(v, bool) or not isinstance(v, int) or not self.lo <= v <= self.hi:
-            self.fail(path, v)
-        return v
+    def span(self):
+        return f"{self.lo}..{self.hi}"
 
 
-class Num(Node):
+class Num(Range):
     ansible = "float"
-
-    def __init__(self, lo: float, hi: float, doc: str = "", **kw):
-        super().__init__(doc, **kw)
-        self.lo, self.hi = lo, hi
-
-    def expected(self):
-        return ("null or " if self.nullable else "") + f"a number {self.lo:g}..{self.hi:g}"
-
-    def type_text(self):
-        if self.label:
-            return self.label
-        return f"number {self.lo:g}..{self.hi:g}" + (" or null" if self.nullable else "")
-
-    def convert(self, v, path):
-        if (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
-                or not self.lo <= v <= self.hi):
-            self.fail(path, v)
-        return v
 
 
 class Bool(Node):
@@ -164,9 +172,7 @@ class Bool(Node):
     def expected(self):
         return "true or false"
 
-    def type_text(self):
-        if self.label:
-            return self.label
+    def describe(self):
         return "boolean"
 
     def convert(self, v, path):
@@ -187,9 +193,7 @@ class Choice(Node):
             return literal(self.options[0])
         return "one of " + ", ".join(literal(o) for o in self.options)
 
-    def type_text(self):
-        if self.label:
-            return self.label
+    def describe(self):
         return " \\| ".join(f"`{literal(o)}`" for o in self.options)
 
     def choices(self):
@@ -214,8 +218,8 @@ class Text(Node):
     def expected(self):
         return self.what
 
-    def type_text(self):
-        return self.label or self.what
+    def describe(self):
+        return self.what
 
     def convert(self, v, path):
         if not isinstance(v, str) or not self.accept(v):
@@ -236,8 +240,8 @@ class Custom(Node):
     def expected(self):
         return self.what
 
-    def type_text(self):
-        return self.label or self.what
+    def describe(self):
+        return self.what
 
     def convert(self, v, path):
         try:
@@ -251,6 +255,7 @@ class List(Node):
     """A list of ``item``; ``unique`` is a key function (items with equal keys are duplicates)."""
 
     ansible = "list"
+    empty: Any = []
 
     def __init__(self, item: Node, doc: str = "", *, min_len: int = 0, max_len: int | None = None,
                  unique: Callable[[Any], Any] | None = None, what: str = "items", **kw):
@@ -267,20 +272,13 @@ class List(Node):
     def expected(self):
         return "a list" + (f" of {self._count()}" if self._count() else "") + (" or null" if self.nullable else "")
 
-    def type_text(self):
-        if self.label:
-            return self.label
+    def describe(self):
         parts = [f"list of {self.item.type_text()}"]
         if self._count():
             parts.append(self._count())
         if self.unique:
             parts.append("no duplicates")
         return ", ".join(parts)
-
-    def check(self, v, path):
-        if v is None and self.nullable:
-            v = []
-        return self.convert(v, path)
 
     def convert(self, v, path):
         if not isinstance(v, list):
@@ -304,34 +302,34 @@ class List(Node):
             yield from self.item.rows(f"{path}[]", own_row=False)
 
 
-class Map(Node):
-    """A mapping with a fixed set of keys, each its own node (absent keys take their default)."""
-
+class _Mapping(Node):
     ansible = "dict"
-
-    def __init__(self, fields: dict[str, Node], doc: str = "", **kw):
-        super().__init__(doc, **kw)
-        self.fields = fields
+    empty: Any = {}
 
     def expected(self):
         return "a mapping" + (" or null" if self.nullable else "")
 
-    def type_text(self):
-        if self.label:
-            return self.label
-        return "mapping"
-
-    def check(self, v, path):
-        if v is None and self.nullable:
-            v = {}
-        return self.convert(v, path)
-
-    def convert(self, v, path):
+    def string_keys(self, v, path) -> dict:
         if not isinstance(v, dict):
             self.fail(path, v)
         for k in v:
             if not isinstance(k, str):
                 raise Invalid(path, "string keys", k)
+        return v
+
+
+class Map(_Mapping):
+    """A mapping with a fixed set of keys, each its own node (absent keys take their default)."""
+
+    def __init__(self, fields: dict[str, Node], doc: str = "", **kw):
+        super().__init__(doc, **kw)
+        self.fields = fields
+
+    def describe(self):
+        return "mapping"
+
+    def convert(self, v, path):
+        for k in self.string_keys(v, path):
             if k not in self.fields:
                 raise Invalid(_join(path, k), "one of the keys " + ", ".join(self.fields), k)
         for k, node in self.fields.items():
@@ -361,11 +359,9 @@ class Map(Node):
             yield from node.rows(f"{path}.{k}" if path else k)
 
 
-class MapOf(Node):
+class MapOf(_Mapping):
     """A mapping from keys of ``keys`` (case-insensitive, normalised by ``key_norm``) to values
     of ``value``, merged over ``default``."""
-
-    ansible = "dict"
 
     def __init__(self, keys, value: Node, doc: str = "", *, key_what: str = "keys", key_label: str = "KEY",
                  key_norm: Callable[[str], str] = str, **kw):
@@ -373,24 +369,12 @@ class MapOf(Node):
         self.keys, self.value, self.key_what, self.key_norm = tuple(keys), value, key_what, key_norm
         self.key_label = key_label
 
-    def expected(self):
-        return "a mapping" + (" or null" if self.nullable else "")
-
-    def type_text(self):
-        return self.label or f"mapping of {self.key_what} to {self.value.type_text()}"
-
-    def check(self, v, path):
-        if v is None and self.nullable:
-            v = {}
-        return self.convert(v, path)
+    def describe(self):
+        return f"mapping of {self.key_what} to {self.value.type_text()}"
 
     def convert(self, v, path):
-        if not isinstance(v, dict):
-            self.fail(path, v)
         out = self.default_value()
-        for k, x in v.items():
-            if not isinstance(k, str):
-                raise Invalid(path, "string keys", k)
+        for k, x in self.string_keys(v, path).items():
             name = self.key_norm(k)
             if name not in self.keys:
                 raise Invalid(_join(path, k), f"one of the {self.key_what} " + ", ".join(self.keys), k)

@@ -57,7 +57,7 @@ INVALID = [
     ("dup_vip", _doc(_svc(), _svc(name="t", backends=[{"address": "198.18.31.12"}])),
      "policy.services[1].vip: a VIP:port/protocol other than policy.services[0]'s"),
     ("no_backends", _doc(_svc(backends=[])),
-     "policy.services[0].backends: a list of at least 1 backends expected (got a list of 0)"),
+     "policy.services[0].backends: a list of 1 or more backends expected (got a list of 0)"),
     ("family_mix", _doc(_svc(backends=[{"address": "2001:db8::1"}])),
      "policy.services[0].backends[0].address: an IPv4 address like the service vip expected"),
     ("weight", _doc(_svc(backends=[{"address": "198.18.31.11", "weight": 0}])),

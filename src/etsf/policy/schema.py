@@ -167,32 +167,28 @@ def sort_services(svcs):
 # ---------------------------------------------------------------------------
 
 
-def _network(v):
-    """A trust/deny entry: an unscoped IPv4/IPv6 network without host bits."""
+def _ip(v, parse, what):
+    """`parse` of an unscoped IP string; ValueError naming what was expected otherwise."""
     if not isinstance(v, str):
         raise ValueError("")
     if "%" in v:
-        raise ValueError("an unscoped IPv4/IPv6 network (the ACL maps cannot hold a %zone)")
+        raise ValueError(f"an unscoped IPv4/IPv6 {what} (the maps cannot hold a %zone)")
     try:
-        net = ipaddress.ip_network(v.strip(), strict=False)
+        return parse(v.strip())
     except ValueError:
         raise ValueError("") from None
-    try:
-        ipaddress.ip_network(v.strip(), strict=True)
-    except ValueError:
-        raise ValueError(f"a network without host bits ({net})") from None
+
+
+def _network(v):
+    """A trust/deny entry: an unscoped IPv4/IPv6 network without host bits."""
+    net = _ip(v, lambda t: ipaddress.ip_network(t, strict=False), "network")
+    if ipaddress.ip_interface(v.strip()).ip != net.network_address:
+        raise ValueError(f"a network without host bits ({net})")
     return net
 
 
 def _address(v):
-    if not isinstance(v, str):
-        raise ValueError("")
-    if "%" in v:
-        raise ValueError("an unscoped IPv4/IPv6 address (the maps cannot hold a %zone)")
-    try:
-        return ipaddress.ip_address(v.strip())
-    except ValueError:
-        raise ValueError("") from None
+    return _ip(v, ipaddress.ip_address, "address")
 
 
 def _unicast(v):
