@@ -200,7 +200,8 @@ class Choice(Node):
         return list(self.options)
 
     def convert(self, v, path):
-        if isinstance(v, bool) or v not in self.options:
+        # the same type too: 1.0 or True is not the version 1
+        if not any(type(v) is type(o) and v == o for o in self.options):
             self.fail(path, v)
         return v
 

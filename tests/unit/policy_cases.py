@@ -31,6 +31,7 @@ INVALID = [
     ("wrong version", "version: 2\n", "policy.version: 1 expected (got 2)"),
     ("missing version", "sip_ports: [5060]\n", "policy.version: 1 expected (got nothing)"),
     ("version as string", "version: '1'\n", "policy.version: 1 expected (got '1')"),
+    ("version as float", "version: 1.0\n", "policy.version: 1 expected (got 1.0)"),
     ("unknown top key", "version: 1\nfoo: 1\n",
      "policy.foo: one of the keys version, sip_ports, tls_ports, trust, deny, rate_limits,"),
     ("not a mapping", "- 1\n- 2\n", "policy: a mapping expected (got a list of 2)"),

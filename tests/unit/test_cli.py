@@ -102,3 +102,32 @@ def test_duplicate_key_error_names_line(tmp_path, isolated):
     r = run("policy", "apply", str(f), "--check", env=isolated)
     assert r.returncode == 1
     assert r.stderr.strip() == "etsfctl: error: policy: invalid YAML at line 3, column 1: duplicate key 'sip_ports'"
+
+
+def _stdin(args, text, env):
+    e = dict(os.environ, PYTHONPATH=SRC, **env)
+    return subprocess.run([sys.executable, "-m", "etsf", *args], input=text, capture_output=True, text=True,
+                          env=e, timeout=60, check=False)
+
+
+def test_documents_checked_from_standard_input(isolated):
+    """'-' reads the document from stdin: what the roles pipe to the validator in preflight."""
+    r = _stdin(["policy", "apply", "--check", "-"], "version: 1\nsip_ports: [5080]\n", isolated)
+    assert r.returncode == 0 and "policy valid" in r.stdout, r.stderr
+    r = _stdin(["policy", "apply", "--check", "-"], "version: 1\nsip_ports: [0]\n", isolated)
+    assert (r.returncode, r.stderr) == (1, "etsfctl: error: policy.sip_ports[0]: an integer 1..65535 expected "
+                                           "(got 0)\n")
+    r = _stdin(["failsafe", "--check", "--config", "-"], "actions: {recovery: auto}\n", isolated)
+    assert r.returncode == 0 and r.stdout == "failsafe config valid: -\n", r.stderr
+    r = _stdin(["failsafe", "--check", "--config", "-"], "actions: {recovery: later}\n", isolated)
+    assert (r.returncode, r.stderr) == (1, "etsfctl: error: -: failsafe.actions.recovery: one of manual, auto "
+                                           "expected (got 'later')\n")
+    assert not (Path(isolated["ETSF_STATE_DIR"]) / "policy.applied.yml").exists()
+
+
+def test_standard_input_has_the_size_cap(isolated):
+    from etsf import inputs
+    big = "version: 1\n" + "#" * inputs.CAPS["failsafe config"]
+    r = _stdin(["failsafe", "--check", "--config", "-"], big, isolated)
+    assert (r.returncode, r.stderr) == (1, "etsfctl: error: standard input: failsafe config larger than the "
+                                           "256 KiB cap\n")

@@ -65,6 +65,7 @@ def test_defaults_fill_absent_keys():
     ({"n": 0, "sub": {"name": "x"}}, "d.n: an integer 1..9 expected (got 0)"),
     ({"n": True, "sub": {"name": "x"}}, "d.n: an integer 1..9 expected (got true)"),
     ({"mode": "c", "sub": {"name": "x"}}, "d.mode: one of a, b expected (got 'c')"),
+    ({"mode": 1, "sub": {"name": "x"}}, "d.mode: one of a, b expected (got 1)"),
     ({"items": [0.5, 0.5], "sub": {"name": "x"}}, "d.items[1]: no duplicate of d.items[0] expected (got 0.5)"),
     ({"items": [0, 1, 0.5], "sub": {"name": "x"}}, "d.items: a list of 0..2 items expected (got a list of 3)"),
     ({"items": [float("nan")], "sub": {"name": "x"}}, "d.items[0]: a number 0..1 expected (got nan)"),
