@@ -204,7 +204,7 @@ def set_link(ns: str | None, dev: str, *, addrs=(), master: str | None = None,
 
 def add_route(ns: str | None, dst: str, *, via: str | None = None, dev: str | None = None) -> None:
     with _ipr(ns) as ipr:
-        kw = {"dst": dst}
+        kw = {"dst": dst, "proto": 3}        # boot, as `ip route add` marks it
         if via is not None:
             kw["gateway"] = via
         else:
