@@ -40,6 +40,7 @@ for _p in (str(HERE), str(ROOT / "src"), str(ROOT)):
 
 import run as harness  # noqa: E402  pylint: disable=wrong-import-position
 import topology as T  # noqa: E402  pylint: disable=wrong-import-position
+import plotting  # noqa: E402  pylint: disable=wrong-import-position
 
 SCHEMA = "overload/1"
 SCENARIO = HERE / "templates" / "overload_uac.xml"
@@ -405,10 +406,8 @@ def plot(res: dict, path: Path) -> bool:
         ax.plot([0, top], [0, top], ls=":", color="grey", label="goodput = offered")
     if cap:
         ax.axhline(cap, ls="--", color="black", lw=0.8, label=f"capacity {cap}/s")
-    ax.set_xlabel("offered INVITE load (calls/s)")
-    ax.set_ylabel("goodput (completed calls/s)")
-    ax.set_title("Goodput vs offered load")
-    ax.legend(fontsize=8)
+    plotting.label(ax, "offered INVITE load (calls/s)", "goodput (completed calls/s)", "Goodput vs offered load",
+                   legend=8)
     ax.grid(alpha=0.3)
     ax2.set_xlabel("offered INVITE load (calls/s)")
     ax2.set_ylabel("INVITE→200 p99 (ms, answered calls)")
@@ -417,9 +416,7 @@ def plot(res: dict, path: Path) -> bool:
     ax2.grid(alpha=0.3)
     if ax2.lines:
         ax2.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    plotting.save(fig, path)
     return True
 
 
@@ -450,7 +447,7 @@ class Sweep:
         return self.deadline - time.monotonic()
 
     def sock(self) -> dict:
-        r = self.b.topo.ns(self.b.topo.pod, "cat", "/proc/net/udp", check=False)
+        r = self.b.topo.sh(self.b.topo.pod, "cat", "/proc/net/udp", check=False)
         return proxy_socket(r.stdout, T.POD, T.PORT) or {"rx_queue": None, "drops": None}
 
     def step(self, cfg: dict, rate: float, seconds: float, label: str) -> dict:

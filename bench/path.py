@@ -115,37 +115,23 @@ class RawTopo(T.Topo):
 
     def setup(self):
         for ns in self.namespaces:
-            T.run("ip", "netns", "del", ns, check=False)
-            T.run("ip", "netns", "add", ns)
-            self.ns(ns, "ip", "link", "set", "lo", "up")
-            self.ns(ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", check=False)
-        T.run("ip", "link", "add", T.UAC_IF, "netns", self.uac, "type", "veth", "peer", "name", "eth0",
-              "netns", self.pod)
-        self.ns(self.uac, "ip", "addr", "add", f"{T.UAC}/24", "dev", T.UAC_IF)
-        base = int(T.FLOOD_BASE.rsplit(".", 1)[1])
-        for i in range(self.flood_sources):
-            self.ns(self.uac, "ip", "addr", "add", f"198.18.40.{base + i}/24", "dev", T.UAC_IF)
-        self.ns(self.uac, "ip", "link", "set", T.UAC_IF, "up")
-        self.ns(self.pod, "ip", "addr", "add", f"{T.POD}/24", "dev", "eth0")
-        self.ns(self.pod, "ip", "link", "set", "eth0", "up")
-        self.ns(self.uac, "ip", "route", "add", "198.18.41.0/24", "dev", T.UAC_IF)
-        self.ns(self.pod, "ip", "route", "add", "198.18.40.0/24", "dev", "eth0")
-        self.ns(self.uac, "ping", "-c1", "-W1", T.POD, check=False)
+            self.netns(ns)
+        self.veth(self.uac, T.UAC_IF, self.pod, "eth0",
+                  addrs=[f"{T.UAC}/24", *T.flood_addrs(self.flood_sources)], peer_addrs=[f"{T.POD}/24"])
+        self.route(self.uac, "198.18.41.0/24", dev=T.UAC_IF)
+        self.route(self.pod, "198.18.40.0/24", dev="eth0")
+        self.sh(self.uac, "ping", "-c1", "-W1", T.POD, check=False)
 
 
 class PathBench:
     def __init__(self, args, prof: dict, out: Path):
-        self.args = args
-        self.p = prof
-        self.out = out
-        self.work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="etsf-bench-path-"))
-        self.work.mkdir(parents=True, exist_ok=True)
-        self.t0 = time.monotonic()
-        self.deadline = self.t0 + args.budget_min * 60
-        # run.py's Bench, for its eTSF plumbing only (etsfctl in the node, policy, build, cleanup)
-        self.b = R.Bench(types.SimpleNamespace(work=str(self.work), budget_min=args.budget_min, profile="path"),
+        # run.py's Bench, for its eTSF plumbing only (etsfctl in the node, policy, build, cleanup);
+        # it also makes the work directory and starts the budget clock
+        self.b = R.Bench(types.SimpleNamespace(work=args.work or tempfile.mkdtemp(prefix="etsf-bench-path-"),
+                                               budget_min=args.budget_min, profile="path"),
                          {"fixed_rate": None}, out)
-        self.tag = self.b.tag
+        self.args, self.p, self.out = args, prof, out
+        self.work, self.t0, self.deadline, self.tag = self.b.work, self.b.t0, self.b.deadline, self.b.tag
         self.topo: T.Topo | None = None
         self.tr: transit.Transit | None = None
         self.responder = None
@@ -179,14 +165,14 @@ class PathBench:
         topo_cls = RawTopo if cfg["kind"] == "raw" else T.Topo
         self.topo = self.b.topo = topo_cls(self.tag, self.work, flood_sources=SOURCES)
         self.topo.setup()
-        self.topo.ns(self.topo.uac, "nft", "-f", "-", inp=source_snat())
+        self.topo.sh(self.topo.uac, "nft", "-f", "-", inp=source_snat())
         n = cfg["services"]
         t0 = time.monotonic()
         if spec["rules"] == "nft":
-            self.topo.ns(self.topo.node, "nft", "-f", "-", inp=kubeproxy.nft_ruleset(n, T.VIP, T.PORT, T.POD, T.PORT),
+            self.topo.sh(self.topo.node, "nft", "-f", "-", inp=kubeproxy.nft_ruleset(n, T.VIP, T.PORT, T.POD, T.PORT),
                          timeout=600)
         elif spec["rules"]:
-            self.topo.ns(self.topo.node, spec["rules"], inp=kubeproxy.iptables_ruleset(n, T.VIP, T.PORT, T.POD, T.PORT),
+            self.topo.sh(self.topo.node, spec["rules"], inp=kubeproxy.iptables_ruleset(n, T.VIP, T.PORT, T.POD, T.PORT),
                          timeout=600)
         cfg.setdefault("rules_load_s", []).append(round(time.monotonic() - t0, 2))
         if spec["classifier"]:

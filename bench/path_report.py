@@ -13,6 +13,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import stats  # noqa: E402
+import plotting  # noqa: E402
 
 CPU_PARTS = ("sipp (UAC)", "responder", "softirq threads", "kernel threads", "other tasks")
 FAMILIES = (("ipt-nft", "A iptables-nft"), ("ipt-legacy", "A iptables-legacy"), ("nft-vmap", "A' nftables vmap"),
@@ -331,13 +332,9 @@ def make_plots(out: Path, res: dict) -> list[str]:
         if runs(res, c):
             ax.axhline(transit_cell(res, c, direction="INVITE")[0], linestyle="--", linewidth=1, label=lbl,
                        color="grey" if c == "D" else "tab:purple")
-    ax.set_xlabel("services N")
-    ax.set_ylabel("node transit, INVITE p50 (µs)")
-    ax.set_title("INVITE (new flow) node transit vs services (-t un; bars: min–max over runs)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "transit_vs_services.png", dpi=110)
-    plt.close(fig)
+    plotting.label(ax, "services N", "node transit, INVITE p50 (µs)",
+                   "INVITE (new flow) node transit vs services (-t un; bars: min–max over runs)", legend=8)
+    plotting.save(fig, out / "transit_vs_services.png")
     made.append("transit_vs_services.png")
     # CDF at the key N
     fig, axs = plt.subplots(1, 2, figsize=(10, 4))
@@ -347,13 +344,9 @@ def make_plots(out: Path, res: dict) -> list[str]:
             if cdf and cdf[0]:
                 ax.plot(cdf[0], cdf[1], label=n[key])
         ax.set_xscale("log")
-        ax.set_xlabel(f"node transit, {direction} (µs)")
-        ax.set_ylabel("CDF")
-        ax.set_title(f"{direction}s, N = {n['k']} (all rounds pooled)")
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / f"transit_cdf_{n['k']}.png", dpi=110)
-    plt.close(fig)
+        plotting.label(ax, f"node transit, {direction} (µs)", "CDF", f"{direction}s, N = {n['k']} (all rounds pooled)",
+                       legend=7)
+    plotting.save(fig, out / f"transit_cdf_{n['k']}.png")
     made.append(f"transit_cdf_{n['k']}.png")
     # stacked CPU per call
     keyn = [n[x] for x in ("D", "A", "C", "C0", "E0", "E", "R") if runs(res, n[x])]
@@ -374,9 +367,7 @@ def make_plots(out: Path, res: dict) -> list[str]:
         ax.set_title("CPU per call by task (-t un)")
         ax.legend(fontsize=7)
         plt.setp(ax.get_xticklabels(), rotation=20)
-        fig.tight_layout()
-        fig.savefig(out / "cpu_per_call_stacked.png", dpi=110)
-        plt.close(fig)
+        plotting.save(fig, out / "cpu_per_call_stacked.png")
         made.append("cpu_per_call_stacked.png")
     return made
 

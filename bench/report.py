@@ -14,6 +14,8 @@ import statistics
 import sys
 from pathlib import Path
 
+import plotting
+
 # The paper's claims (Tables 2-4), eTSF vs standard Kubernetes networking.
 PAPER = [
     ("SIP INVITE transaction latency", "-40..-60 %", "invite_p50"),
@@ -465,14 +467,10 @@ def make_plots(out: Path, S, base) -> list[str]:
         pts = sorted((pt[0], pt[1]) for pt in s["curve"] if pt[1] is not None)
         if pts:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=s["name"])
-    ax.set_xlabel("offered call rate (calls/s, -t un)")
-    ax.set_ylabel("INVITE→200 p50 (ms)")
     ax.set_yscale("log")
-    ax.set_title("Latency vs offered rate (bisection steps)")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "latency_vs_rate.png", dpi=110)
-    plt.close(fig)
+    plotting.label(ax, "offered call rate (calls/s, -t un)", "INVITE→200 p50 (ms)",
+                   "Latency vs offered rate (bisection steps)", legend=7)
+    plotting.save(fig, out / "latency_vs_rate.png")
     lines.append("![latency vs offered rate](latency_vs_rate.png)\n")
     fig, ax = plt.subplots(figsize=(8, 5))
     names = [s["name"] for s in good]
@@ -486,9 +484,7 @@ def make_plots(out: Path, S, base) -> list[str]:
     ax.set_title("CPU per call at the fixed 50 % load (-t un)")
     ax.tick_params(axis="x", rotation=45, labelsize=7)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "cpu_per_call.png", dpi=110)
-    plt.close(fig)
+    plotting.save(fig, out / "cpu_per_call.png")
     lines.append("![CPU per call](cpu_per_call.png)\n")
     fl = [s for s in good if s["flood_success"][0] is not None]
     if fl:
@@ -498,9 +494,7 @@ def make_plots(out: Path, S, base) -> list[str]:
         ax.set_ylim(0, 105)
         ax.set_title("Legitimate call success under REGISTER/OPTIONS flood")
         ax.tick_params(axis="x", rotation=45, labelsize=7)
-        fig.tight_layout()
-        fig.savefig(out / "flood_success.png", dpi=110)
-        plt.close(fig)
+        plotting.save(fig, out / "flood_success.png")
         lines.append("![flood success](flood_success.png)\n")
     return lines
 

@@ -223,11 +223,11 @@ class Bench:
         if kind in ("iptables-nft", "iptables-legacy", "etsf-fastpath", "etsf-classifier"):
             binary = "iptables-legacy-restore" if kind == "iptables-legacy" else "iptables-nft-restore"
             rules = kubeproxy.iptables_ruleset(n, T.VIP, T.PORT, T.POD, T.PORT)
-            self.topo.ns(self.topo.node, binary, inp=rules, timeout=300)
+            self.topo.sh(self.topo.node, binary, inp=rules, timeout=300)
             cfg["rules"] = {"tool": binary, "lines": rules.count("\n")}
         elif kind == "nft-vmap":
             rules = kubeproxy.nft_ruleset(n, T.VIP, T.PORT, T.POD, T.PORT)
-            self.topo.ns(self.topo.node, "nft", "-f", "-", inp=rules, timeout=600)
+            self.topo.sh(self.topo.node, "nft", "-f", "-", inp=rules, timeout=600)
             cfg["rules"] = {"tool": "nft -f", "lines": rules.count("\n")}
         cfg["rules_load_seconds"] = round(time.monotonic() - t0, 2)
         d = self.work / cfg["name"]
@@ -302,7 +302,7 @@ class Bench:
         out = {}
         for role, ns in (("uac", self.topo.uac), ("node", self.topo.node), ("pod", self.topo.pod),
                          ("uas", self.topo.uas)):
-            r = self.topo.ns(ns, "cat", "/proc/net/snmp", check=False)
+            r = self.topo.sh(ns, "cat", "/proc/net/snmp", check=False)
             rows = [ln.split() for ln in r.stdout.splitlines() if ln.startswith("Udp:")]
             if len(rows) >= 2 and "RcvbufErrors" in rows[0]:
                 out[role] = int(rows[1][rows[0].index("RcvbufErrors")])

@@ -22,7 +22,8 @@ import time
 from pathlib import Path
 
 from lab import hosts
-from lab.common import LabError, kill, pid_alive, run, wait_pid_gone
+from lab.common import LabError, pid_alive, run, wait_pid_gone
+from lab.netns import add_bridge, add_veth, create_netns, delete_netns, set_link
 
 PREFIX = "apl-"
 SWITCH = f"{PREFIX}sw"
@@ -34,37 +35,23 @@ ADDRS = {BOX: f"{NET}.10", UAC: f"{NET}.201", UAS: f"{NET}.202"}
 MACHINE = "etsf-apl"
 
 
-def _netns() -> list[str]:
-    out = run(["ip", "netns", "list"]).stdout
-    return [line.split()[0] for line in out.splitlines() if line.strip()]
-
-
 def net_up() -> None:
     """(Re)create the appliance segment from scratch."""
     net_down()
     for ns in (SWITCH, BOX, UAC, UAS):
-        run(["ip", "netns", "add", ns])
-        run(["ip", "netns", "exec", ns, "sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1",
-             "net.ipv6.conf.default.disable_ipv6=1"], check=False)
-        run(["ip", "-n", ns, "link", "set", "lo", "up"])
-    run(["ip", "-n", SWITCH, "link", "add", "br0", "type", "bridge", "forward_delay", "0", "stp_state", "0"])
-    run(["ip", "-n", SWITCH, "link", "set", "br0", "up"])
+        create_netns(ns)
+    add_bridge(SWITCH, "br0", br_forward_delay=0, br_stp_state=0)
+    set_link(SWITCH, "br0")
     for ns, addr in ADDRS.items():
         port = f"p-{ns[len(PREFIX):]}"
-        run(["ip", "-n", SWITCH, "link", "add", port, "type", "veth", "peer", "name", "sip0", "netns", ns])
-        run(["ip", "-n", SWITCH, "link", "set", port, "master", "br0", "up"])
-        run(["ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", "sip0"])
-        run(["ip", "-n", ns, "link", "set", "sip0", "up"])
+        add_veth(SWITCH, port, ns, "sip0")
+        set_link(SWITCH, port, master="br0")
+        set_link(ns, "sip0", addrs=[f"{addr}/24"])
 
 
 def net_down() -> None:
-    present = _netns()
     for ns in (BOX, UAC, UAS, SWITCH):
-        if ns not in present:
-            continue
-        for pid in [int(p) for p in run(["ip", "netns", "pids", ns], check=False).stdout.split() if p.isdigit()]:
-            kill(pid, signal.SIGKILL)
-        run(["ip", "netns", "delete", ns], check=False)
+        delete_netns(ns, sig=signal.SIGKILL)
 
 
 class Box:

@@ -6,10 +6,12 @@ import fcntl
 import json
 import os
 import re
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+# re-exported: the lab modules take the error type and the command runner from here
+from lab.netns import LabError, run  # noqa: F401  pylint: disable=unused-import
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -63,28 +65,8 @@ def ssh_common_args_str() -> str:
             "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null")
 
 
-class LabError(RuntimeError):
-    """A failure with one clear line for the user."""
-
-
 def log(msg: str) -> None:
     print(f"[lab {time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def run(cmd: list[str], *, check: bool = True, capture: bool = True, timeout: float = 120,
-        input: str | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
-    try:
-        cp = subprocess.run(cmd, check=False, text=True, input=input, timeout=timeout,
-                            stdout=subprocess.PIPE if capture else None,
-                            stderr=subprocess.PIPE if capture else None,
-                            env=env)
-    except subprocess.TimeoutExpired as exc:
-        raise LabError(f"timed out after {timeout}s: {' '.join(cmd)}") from exc
-    if check and cp.returncode != 0:
-        err = (cp.stderr or "").strip().splitlines()
-        raise LabError(f"command failed ({cp.returncode}): {' '.join(cmd)}: "
-                       f"{err[-1] if err else ''}")
-    return cp
 
 
 def require_root() -> None:

@@ -18,10 +18,9 @@ description:
   - With O(state=attached), interfaces that eTSF manages but that are no longer listed are detached.
   - Check mode reports what would be built, attached, replaced and detached; diff mode shows the
     per-interface programs before and after.
-author:
-  - eTSF developers (@etsf)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - etsf.sip.agent
 options:
   interfaces:
     description: Interfaces to attach to (or detach from, with O(state=detached)).
@@ -58,15 +57,6 @@ options:
     description: Kernel BTF to build against.
     type: path
     default: /sys/kernel/btf/vmlinux
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: full
-  platform:
-    platforms: posix
-requirements:
-  - etsf-agent (installed on the host by the C(etsf.sip.datapath) role)
 """
 
 EXAMPLES = r"""
@@ -105,17 +95,11 @@ interfaces:
 import os
 import traceback
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.etsf.sip.plugins.module_utils.agent import agent_imports, require_agent
 
-try:
-    from etsf import build as etsf_build
-    from etsf import datapath as etsf_datapath
-    from etsf import fastpath as etsf_fastpath
-except ImportError:
-    ETSF_IMPORT_ERROR = traceback.format_exc()
-    etsf_datapath = None
-else:
-    ETSF_IMPORT_ERROR = None
+(etsf_build, etsf_datapath, etsf_fastpath), ETSF_IMPORT_ERROR = agent_imports(
+    "etsf.build", "etsf.datapath", "etsf.fastpath")
 
 
 def _built_stamp(build_dir):
@@ -177,8 +161,7 @@ def main():
         ),
         supports_check_mode=True,
     )
-    if etsf_datapath is None:
-        module.fail_json(msg=missing_required_lib("etsf-agent"), exception=ETSF_IMPORT_ERROR)
+    require_agent(module, ETSF_IMPORT_ERROR)
     p = module.params
     for iface in p["interfaces"] + p["fastpath_interfaces"]:
         if not os.path.exists(f"/sys/class/net/{iface}"):

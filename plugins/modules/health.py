@@ -71,15 +71,10 @@ health:
 
 import traceback
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.etsf.sip.plugins.module_utils.agent import agent_imports, require_agent
 
-try:
-    from etsf import health as etsf_health
-except ImportError:
-    ETSF_IMPORT_ERROR = traceback.format_exc()
-    etsf_health = None
-else:
-    ETSF_IMPORT_ERROR = None
+(etsf_health,), ETSF_IMPORT_ERROR = agent_imports("etsf.health")
 
 
 def main():
@@ -93,8 +88,7 @@ def main():
         ),
         supports_check_mode=True,
     )
-    if etsf_health is None:
-        module.fail_json(msg=missing_required_lib("etsf-agent"), exception=ETSF_IMPORT_ERROR)
+    require_agent(module, ETSF_IMPORT_ERROR)
     p = module.params
     try:
         report = etsf_health.check(p["interfaces"], p["window"], p["probe"],

@@ -16,10 +16,9 @@ description:
     atomic slot swap so no packet sees half a policy."
   - A policy-only change never reloads or re-attaches programs; program ids stay the same.
   - A rejected policy fails with one line naming the field path and changes nothing.
-author:
-  - eTSF developers (@etsf)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - etsf.sip.agent
 options:
   src:
     description: Policy file on the managed host (used when O(content) is not given).
@@ -34,15 +33,6 @@ options:
     description: bpffs directory of the eTSF pins (maps under C(maps/)).
     type: path
     default: /sys/fs/bpf/etsf
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: full
-  platform:
-    platforms: posix
-requirements:
-  - etsf-agent (installed on the host by the M(etsf.sip.datapath) role)
 """
 
 EXAMPLES = r"""
@@ -79,16 +69,10 @@ changes:
 
 import traceback
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.etsf.sip.plugins.module_utils.agent import agent_imports, require_agent
 
-try:
-    import yaml
-    from etsf import policy as etsf_policy
-except ImportError:
-    ETSF_IMPORT_ERROR = traceback.format_exc()
-    etsf_policy = None
-else:
-    ETSF_IMPORT_ERROR = None
+(yaml, etsf_policy), ETSF_IMPORT_ERROR = agent_imports("yaml", "etsf.policy")
 
 
 def _text(doc):
@@ -115,8 +99,7 @@ def main():
         ),
         supports_check_mode=True,
     )
-    if etsf_policy is None:
-        module.fail_json(msg=missing_required_lib("etsf-agent"), exception=ETSF_IMPORT_ERROR)
+    require_agent(module, ETSF_IMPORT_ERROR)
     src, pin_root = module.params["src"], module.params["pin_root"]
     try:
         if module.params["content"] is not None:

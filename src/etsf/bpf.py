@@ -123,6 +123,20 @@ def load_object(obj_path, pin_root=None) -> dict[str, Program]:
     return progs
 
 
+def _prog_dict(info, **extra) -> dict:
+    return {
+        "id": info.id,
+        "name": info.name.decode(),
+        "tag": _hex(info.tag),
+        "type": PROG_TYPE_NAMES.get(info.type, str(info.type)),
+        "run_cnt": info.run_cnt,
+        "run_time_ns": info.run_time_ns,
+        "loaded_at": info.load_time,
+        "verified_insns": info.verified_insns,
+        **extra,
+    }
+
+
 def prog_info_pinned(path) -> dict:
     """Info of a pinned program, opened with BPF_OBJ_GET (file permission on the
     pin; no CAP_SYS_ADMIN as BPF_PROG_GET_FD_BY_ID would need).  run_cnt /
@@ -132,18 +146,7 @@ def prog_info_pinned(path) -> dict:
         info = _prog_info_fd(fd)
     finally:
         os.close(fd)
-    return {
-        "id": info.id,
-        "name": info.name.decode(),
-        "tag": _hex(info.tag),
-        "type": PROG_TYPE_NAMES.get(info.type, str(info.type)),
-        "run_cnt": info.run_cnt,
-        "run_time_ns": info.run_time_ns,
-        "recursion_misses": info.recursion_misses,
-        "loaded_at": info.load_time,
-        "verified_insns": info.verified_insns,
-        "jited": bool(info.jited_prog_len),
-    }
+    return _prog_dict(info, recursion_misses=info.recursion_misses, jited=bool(info.jited_prog_len))
 
 
 def bpf_stats_enabled() -> bool | None:
@@ -173,17 +176,7 @@ def prog_info(prog_id: int) -> dict:
                 map_ids = list(arr)[: min(n, info2.nr_map_ids)]
     finally:
         os.close(fd)
-    return {
-        "id": info.id,
-        "name": info.name.decode(),
-        "tag": _hex(info.tag),
-        "type": PROG_TYPE_NAMES.get(info.type, str(info.type)),
-        "run_cnt": info.run_cnt,
-        "run_time_ns": info.run_time_ns,
-        "loaded_at": info.load_time,
-        "map_ids": map_ids,
-        "verified_insns": info.verified_insns,
-    }
+    return _prog_dict(info, map_ids=map_ids)
 
 
 # ---------------------------------------------------------------- XDP
@@ -194,45 +187,37 @@ def _xdp_flags(mode: str) -> int:
         raise BpfError(f"unknown XDP mode {mode!r}") from None
 
 
-def xdp_attach(ifindex: int, prog_fd: int, mode: str = "native", replace_prog_id=None) -> None:
-    """Attach; with replace_prog_id swap atomically (XDP_FLAGS_REPLACE)."""
+def _xdp_call(what: str, ifindex: int, mode: str, old_prog_id, call) -> None:
+    """call(lib, flags, opts) for XDP attach/detach; with old_prog_id the kernel acts only if
+    that program is the one attached (XDP_FLAGS_REPLACE)."""
     lib = get_lib()
     flags = _xdp_flags(mode)
     opts = XdpAttachOpts(sz=ctypes.sizeof(XdpAttachOpts), old_prog_fd=-1)
     old_fd = -1
     try:
-        if replace_prog_id:
-            old_fd = lib.bpf_prog_get_fd_by_id(replace_prog_id)
+        if old_prog_id:
+            old_fd = lib.bpf_prog_get_fd_by_id(old_prog_id)
             if old_fd < 0:
-                raise fail(f"prog id {replace_prog_id}", old_fd)
+                raise fail(f"prog id {old_prog_id}", old_fd)
             opts.old_prog_fd = old_fd
             flags |= XDP_FLAGS_REPLACE
-        ret = lib.bpf_xdp_attach(ifindex, prog_fd, flags, ctypes.byref(opts))
+        ret = call(lib, flags, ctypes.byref(opts))
         if ret < 0:
-            raise fail(f"XDP attach ({mode}) on ifindex {ifindex}", ret)
+            raise fail(f"XDP {what} ({mode}) on ifindex {ifindex}", ret)
     finally:
         if old_fd >= 0:
             os.close(old_fd)
+
+
+def xdp_attach(ifindex: int, prog_fd: int, mode: str = "native", replace_prog_id=None) -> None:
+    """Attach; with replace_prog_id swap atomically (XDP_FLAGS_REPLACE)."""
+    _xdp_call("attach", ifindex, mode, replace_prog_id,
+              lambda lib, flags, opts: lib.bpf_xdp_attach(ifindex, prog_fd, flags, opts))
 
 
 def xdp_detach(ifindex: int, mode: str = "native", expected_prog_id=None) -> None:
-    lib = get_lib()
-    flags = _xdp_flags(mode)
-    opts = XdpAttachOpts(sz=ctypes.sizeof(XdpAttachOpts), old_prog_fd=-1)
-    old_fd = -1
-    try:
-        if expected_prog_id:
-            old_fd = lib.bpf_prog_get_fd_by_id(expected_prog_id)
-            if old_fd < 0:
-                raise fail(f"prog id {expected_prog_id}", old_fd)
-            opts.old_prog_fd = old_fd
-            flags |= XDP_FLAGS_REPLACE
-        ret = lib.bpf_xdp_detach(ifindex, flags, ctypes.byref(opts))
-        if ret < 0:
-            raise fail(f"XDP detach ({mode}) on ifindex {ifindex}", ret)
-    finally:
-        if old_fd >= 0:
-            os.close(old_fd)
+    _xdp_call("detach", ifindex, mode, expected_prog_id,
+              lambda lib, flags, opts: lib.bpf_xdp_detach(ifindex, flags, opts))
 
 
 def xdp_query(ifindex: int) -> dict:
@@ -273,24 +258,29 @@ def tc_attach(ifindex: int, prog_fd: int, direction: str = "egress", handle: int
         raise fail(f"TC {direction} attach on ifindex {ifindex}", ret)
 
 
-def tc_detach(ifindex: int, direction: str = "egress", handle: int = 0xE75F,
-              priority: int = 1) -> None:
-    lib = get_lib()
+# what bpf_tc_detach/bpf_tc_query return when no such hook or filter exists
+_TC_ABSENT = (_errno.ENOENT, _errno.EINVAL)
+
+
+def _tc_filter_call(func: str, ifindex: int, direction: str, handle: int, priority: int):
+    """libbpf `func` (bpf_tc_detach / bpf_tc_query) on one filter: (return code, opts)."""
     hook = _tc_hook(ifindex, direction)
     opts = TcOpts(sz=ctypes.sizeof(TcOpts), handle=handle, priority=priority)
-    ret = lib.bpf_tc_detach(ctypes.byref(hook), ctypes.byref(opts))
-    if ret < 0 and errno_of(ret) not in (_errno.ENOENT, _errno.EINVAL):
+    return getattr(get_lib(), func)(ctypes.byref(hook), ctypes.byref(opts)), opts
+
+
+def tc_detach(ifindex: int, direction: str = "egress", handle: int = 0xE75F,
+              priority: int = 1) -> None:
+    ret, _opts = _tc_filter_call("bpf_tc_detach", ifindex, direction, handle, priority)
+    if ret < 0 and errno_of(ret) not in _TC_ABSENT:
         raise fail(f"TC {direction} detach on ifindex {ifindex}", ret)
 
 
 def tc_query(ifindex: int, direction: str = "egress", handle: int = 0xE75F,
              priority: int = 1) -> int:
-    lib = get_lib()
-    hook = _tc_hook(ifindex, direction)
-    opts = TcOpts(sz=ctypes.sizeof(TcOpts), handle=handle, priority=priority)
-    ret = lib.bpf_tc_query(ctypes.byref(hook), ctypes.byref(opts))
+    ret, opts = _tc_filter_call("bpf_tc_query", ifindex, direction, handle, priority)
     if ret < 0:
-        if errno_of(ret) in (_errno.ENOENT, _errno.EINVAL):
+        if errno_of(ret) in _TC_ABSENT:
             return 0
         raise fail(f"TC {direction} query on ifindex {ifindex}", ret)
     return int(opts.prog_id)

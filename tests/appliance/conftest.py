@@ -23,7 +23,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from lab import appliance as apl  # noqa: E402
-from lab.procs import NsProcesses  # noqa: E402
+from lab.netns import NsProcesses  # noqa: E402
 
 OUT = REPO / "build" / "appliance" / "etsf-appliance"
 BUILD_TIMEOUT = 1200

@@ -15,6 +15,7 @@ Only 198.18.0.0/15 addresses are used.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import stat
@@ -31,7 +32,7 @@ SRC = REPO / "src"
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from lab.procs import NsProcesses  # noqa: E402  pylint: disable=wrong-import-position
+from lab.netns import Topology  # noqa: E402  pylint: disable=wrong-import-position
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
 
 UAC_IP = "198.18.2.1"
@@ -77,6 +78,18 @@ def etsf_env(tmp_path, monkeypatch, build_dir, etsf_bpf):
     etsf_bpf.ensure_bpffs()
     yield env
     shutil.rmtree(pin_root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def loaded(bpf, build_dir: str, obj: str, pin_root: str):
+    """The programs of BPF object `obj` (from build_dir) loaded with their maps pinned under
+    pin_root; the program fds are closed on the way out."""
+    progs = bpf.load_object(os.path.join(build_dir, obj), pin_root)
+    try:
+        yield progs
+    finally:
+        for p in progs.values():
+            p.close()
 
 
 def world_tmpdir(prefix: str) -> Path:
@@ -180,62 +193,41 @@ def etsfctl(*args, env=None, netns=None, timeout=60, check=True):
     return r
 
 
-def _ip(*args, check=True):
-    return subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30, check=check)
-
-
 # lab/cli.py's crash sweep (`lab down --all`) deletes every netns named etsf-*, killing
 # what runs inside; set ETSF_IT_NS_PREFIX to keep test namespaces out of its way.
 NS_PREFIX = os.environ.get("ETSF_IT_NS_PREFIX", "etsf-it-")
 
 
-class Lab:
-    def __init__(self, tag: str):
-        self.cli_ns = f"{NS_PREFIX}c{tag}"
-        self.srv_ns = f"{NS_PREFIX}s{tag}"
-        self.cli_if = f"etsfit{tag}c"
-        self.srv_if = f"etsfit{tag}s"
-        self.procs = NsProcesses()
+class Lab(Topology):
+    def __init__(self, tag: str, ns_prefix: str = NS_PREFIX, if_prefix: str = "etsfit"):
+        super().__init__()
+        self.cli_ns = f"{ns_prefix}c{tag}"
+        self.srv_ns = f"{ns_prefix}s{tag}"
+        self.cli_if = f"{if_prefix}{tag}c"
+        self.srv_if = f"{if_prefix}{tag}s"
 
     def setup(self):
-        for ns in (self.cli_ns, self.srv_ns):
-            _ip("netns", "del", ns, check=False)
-            _ip("netns", "add", ns)
-        _ip("link", "add", self.cli_if, "netns", self.cli_ns, "type", "veth",
-            "peer", "name", self.srv_if, "netns", self.srv_ns)
-        for ns, ifname, addrs in ((self.cli_ns, self.cli_if, (UAC_IP, ATK_IP)),
-                                  (self.srv_ns, self.srv_if, (UAS_IP,))):
-            subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw",
-                            "net.ipv6.conf.all.disable_ipv6=1"], check=False, timeout=30)
-            for a in addrs:
-                _ip("-n", ns, "addr", "add", f"{a}/{PREFIX}", "dev", ifname)
-            _ip("-n", ns, "link", "set", "lo", "up")
-            _ip("-n", ns, "link", "set", ifname, "up")
-
-    def alive(self) -> bool:
-        out = _ip("netns", "list", check=False).stdout
-        return self.cli_ns in out and self.srv_ns in out
+        self.netns(self.cli_ns)
+        self.netns(self.srv_ns)
+        self.veth(self.cli_ns, self.cli_if, self.srv_ns, self.srv_if,
+                  addrs=[f"{UAC_IP}/{PREFIX}", f"{ATK_IP}/{PREFIX}"], peer_addrs=[f"{UAS_IP}/{PREFIX}"])
 
     def popen(self, ns, args, cwd, log):
         return self.procs.start(ns, args, log, cwd=cwd)
 
-    def stop(self, p, timeout=30):
-        return self.procs.stop(p, timeout=timeout)
 
-    def teardown(self):
-        self.procs.kill_all()
-        for ns in (self.cli_ns, self.srv_ns):
-            _ip("netns", "del", ns, check=False)
+
+def lab_fixture(**names):
+    """A Lab (Lab's keyword arguments: names) for a test module, removed afterwards even on
+    failure."""
+    _need_root()
+    if not shutil.which("sipp"):
+        pytest.fail("sipp not installed (run `make setup`)")
+    with Lab(f"{os.getpid() % 100000}", **names) as lab:
+        lab.setup()
+        yield lab
 
 
 @pytest.fixture(scope="module")
 def lab():
-    _need_root()
-    if not shutil.which("sipp"):
-        pytest.fail("sipp not installed (run `make setup`)")
-    lab = Lab(f"{os.getpid() % 100000}")
-    try:
-        lab.setup()
-        yield lab
-    finally:
-        lab.teardown()
+    yield from lab_fixture()

@@ -7,7 +7,7 @@ import os
 import socket
 import time
 
-from conftest import UAC_IP, UAS_IP, etsfctl
+from conftest import UAC_IP, UAS_IP, etsfctl, loaded
 
 from test_policy_maps import XDP_DROP, XDP_PASS, sip_register
 
@@ -116,8 +116,7 @@ def test_attach_replace_detach(lab, etsf_env, etsf_bpf, tmp_path):
 
 def test_deadman_fails_open(etsf_env, etsf_bpf, build_dir, tmp_path):
     root = etsf_env["ETSF_PIN_ROOT"]
-    progs = etsf_bpf.load_object(os.path.join(build_dir, "xdp_sip.bpf.o"), root)
-    try:
+    with loaded(etsf_bpf, build_dir, "xdp_sip.bpf.o", root) as progs:
         pol = tmp_path / "p.yml"
         pol.write_text("version: 1\ndeny: [198.18.66.0/24]\ndeadman: {timeout_ms: 1000}\n")
         etsfctl("policy", "apply", str(pol), env=etsf_env)
@@ -133,9 +132,6 @@ def test_deadman_fails_open(etsf_env, etsf_bpf, build_dir, tmp_path):
         assert etsf_bpf.test_run(progs["xdp_sip"].fd, pkt)[0] == XDP_DROP
         st = json.loads(etsfctl("status", "--json", env=etsf_env).stdout)
         assert st["ctl"]["deadman_ms"] == 1000
-    finally:
-        for p in progs.values():
-            p.close()
 
 
 def test_attach_errors_are_one_line(etsf_env):

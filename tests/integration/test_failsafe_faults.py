@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SCENARIOS, SRC, UAC_IP, UAS_IP, Lab, etsfctl
+from conftest import SCENARIOS, SRC, UAC_IP, UAS_IP, etsfctl, lab_fixture
 
 SIP_PORT = 5060
 TICK = 0.1
@@ -52,27 +52,9 @@ char LICENSE[] SEC("license") = "GPL";
 """
 
 
-class FsLab(Lab):
-    """conftest.Lab with fail-safe names (etsf-fs-*)."""
-
-    def __init__(self, tag: str):
-        super().__init__(tag)
-        self.cli_ns, self.srv_ns = f"etsf-fs-c{tag}", f"etsf-fs-s{tag}"
-        self.cli_if, self.srv_if = f"etsffs{tag}c", f"etsffs{tag}s"
-
-
 @pytest.fixture(scope="module")
 def fslab():
-    if os.geteuid() != 0:
-        pytest.fail("needs root")
-    if not shutil.which("sipp"):
-        pytest.fail("sipp not installed")
-    lab = FsLab(f"{os.getpid() % 100000}")
-    try:
-        lab.setup()
-        yield lab
-    finally:
-        lab.teardown()
+    yield from lab_fixture(ns_prefix="etsf-fs-", if_prefix="etsffs")
 
 
 def _sipp(*args):

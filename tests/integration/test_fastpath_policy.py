@@ -12,13 +12,12 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import etsfctl
+from conftest import etsfctl, loaded
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
 from test_fastpath_schema import INVALID  # noqa: E402
@@ -35,10 +34,8 @@ def services(*backends, vip=VIP):
 
 @pytest.fixture
 def fp_loaded(etsf_env, etsf_bpf, build_dir):
-    progs = etsf_bpf.load_object(os.path.join(build_dir, "tc_fastpath.bpf.o"), etsf_env["ETSF_PIN_ROOT"])
-    yield progs
-    for p in progs.values():
-        p.close()
+    with loaded(etsf_bpf, build_dir, "tc_fastpath.bpf.o", etsf_env["ETSF_PIN_ROOT"]) as progs:
+        yield progs
 
 
 def _fp_view(etsf_env):
@@ -70,8 +67,7 @@ def test_invalid_services_change_no_map(tmp_path, etsf_env, etsf_bpf, fp_loaded,
 
 def test_services_without_fastpath_maps_rejected(tmp_path, etsf_env, etsf_bpf, build_dir):
     root = etsf_env["ETSF_PIN_ROOT"]
-    progs = etsf_bpf.load_object(os.path.join(build_dir, "xdp_sip.bpf.o"), root)
-    try:
+    with loaded(etsf_bpf, build_dir, "xdp_sip.bpf.o", root):
         base = tmp_path / "base.yml"
         base.write_text("version: 1\n")
         etsfctl("policy", "apply", str(base), env=etsf_env)
@@ -82,9 +78,6 @@ def test_services_without_fastpath_maps_rejected(tmp_path, etsf_env, etsf_bpf, b
         assert r.returncode != 0
         assert "policy.services: fast-path maps not found" in r.stderr and "\n" not in r.stderr.strip()
         assert dump_maps(etsf_bpf, root) == before
-    finally:
-        for p in progs.values():
-            p.close()
 
 
 def test_services_swap_with_the_policy_slot(tmp_path, etsf_env, etsf_bpf, fp_loaded, monkeypatch):

@@ -37,7 +37,7 @@ from pathlib import Path
 import pytest
 
 from conftest import etsfctl
-from lab.procs import NsProcesses
+from lab.netns import Topology
 
 HERE = Path(__file__).resolve().parent
 KAM_CFG = HERE / "fastpath" / "kamailio.cfg.in"
@@ -64,79 +64,52 @@ services:
 """ + "".join(f"      - {{address: {a}, port: {PORT}, weight: 1}}\n" for a in BACKENDS.values())
 
 
-def _run(*cmd, check=True, timeout=30):
-    r = subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout, check=False)
-    if check and r.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed: {r.stderr.strip()}")
-    return r
-
-
-class Topo:
+class Topo(Topology):
     def __init__(self, tag: str, work: Path):
+        super().__init__()
         self.tag = tag
         self.work = work
         self.host = f"{NS_PREFIX}h{tag}"
         self.cli = f"{NS_PREFIX}c{tag}"
         self.uas = f"{NS_PREFIX}u{tag}"
         self.bns = {b: f"{NS_PREFIX}{b}{tag}" for b in BACKENDS}
-        self.procs = NsProcesses()
         self.kam: dict[str, subprocess.Popen] = {}
 
     @property
     def namespaces(self):
         return [self.host, self.cli, self.uas, *self.bns.values()]
 
-    def ns(self, ns, *cmd, check=True, timeout=30):
-        return _run("ip", "netns", "exec", ns, *cmd, check=check, timeout=timeout)
-
     def setup(self):
         for ns in self.namespaces:
-            _run("ip", "netns", "del", ns, check=False)
-            _run("ip", "netns", "add", ns)
-            self.ns(ns, "ip", "link", "set", "lo", "up")
-            self.ns(ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", check=False)
+            self.netns(ns)
         h = self.host
-        self.ns(h, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-        self.ns(h, "sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=0", check=False)
+        self.sh(h, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        self.sh(h, "sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=0", check=False)
         # uplink
-        _run("ip", "link", "add", "fpup", "netns", h, "type", "veth", "peer", "name", "fpc", "netns", self.cli)
-        self.ns(h, "ip", "addr", "add", f"{UPLINK}/24", "dev", "fpup")
-        self.ns(h, "ip", "link", "set", "fpup", "up")
-        self.ns(self.cli, "ip", "addr", "add", f"{UAC}/24", "dev", "fpc")
-        self.ns(self.cli, "ip", "link", "set", "fpc", "up")
-        self.ns(self.cli, "ip", "route", "add", "198.18.0.0/15", "via", UPLINK)
+        self.veth(h, "fpup", self.cli, "fpc", addrs=[f"{UPLINK}/24"], peer_addrs=[f"{UAC}/24"])
+        self.route(self.cli, "198.18.0.0/15", via=UPLINK)
         # bridge with the backends and the UAS
-        self.ns(h, "ip", "link", "add", "fpbr", "type", "bridge")
-        self.ns(h, "ip", "addr", "add", f"{BR}/24", "dev", "fpbr")
-        self.ns(h, "ip", "link", "set", "fpbr", "up")
+        self.bridge(h, "fpbr", addrs=[f"{BR}/24"])
         ports = {**{b: (self.bns[b], f"fp{b}h", a) for b, a in BACKENDS.items()},
                  "uas": (self.uas, "fpuh", UAS)}
         for ns, hif, addr in ports.values():
-            _run("ip", "link", "add", hif, "netns", h, "type", "veth", "peer", "name", "eth0", "netns", ns)
-            self.ns(h, "ip", "link", "set", hif, "master", "fpbr")
-            self.ns(h, "ip", "link", "set", hif, "up")
-            self.ns(ns, "ip", "addr", "add", f"{addr}/24", "dev", "eth0")
-            self.ns(ns, "ip", "link", "set", "eth0", "up")
-            self.ns(ns, "ip", "route", "add", "198.18.0.0/15", "via", BR)
+            self.bridged(h, "fpbr", hif, ns, f"{addr}/24", via=BR)
         # full checksums on the wire so captures can be verified (no CHECKSUM_PARTIAL)
-        self.ns(self.cli, "ethtool", "-K", "fpc", "tx", "off")
+        self.sh(self.cli, "ethtool", "-K", "fpc", "tx", "off")
         for b in BACKENDS:
-            self.ns(self.bns[b], "ethtool", "-K", "eth0", "tx", "off")
+            self.sh(self.bns[b], "ethtool", "-K", "eth0", "tx", "off")
         # the standard path: DNAT from the VIP to the 3 backends (+ conntrack)
         addrs = list(BACKENDS.values())
         for i, a in enumerate(addrs):
             rest = len(addrs) - i
             stat = (["-m", "statistic", "--mode", "nth", "--every", str(rest), "--packet", "0"]
                     if rest > 1 else [])
-            self.ns(h, "iptables", "-t", "nat", "-A", "PREROUTING", "-d", VIP, "-p", "udp",
+            self.sh(h, "iptables", "-t", "nat", "-A", "PREROUTING", "-d", VIP, "-p", "udp",
                     "--dport", str(PORT), *stat, "-m", "comment", "--comment", "etsf-fp-dnat",
                     "-j", "DNAT", "--to-destination", f"{a}:{PORT}")
 
     def popen(self, ns, args, log, limit=240):
         return self.procs.start(ns, args, log, limit=limit)
-
-    def stop(self, p, timeout=30, sig=None):
-        return self.procs.stop(p, timeout=timeout, sig=sig)
 
     def start_kamailio(self, b):
         d = self.work / f"kam-{b}"
@@ -159,9 +132,7 @@ class Topo:
         return out
 
     def teardown(self):
-        self.procs.kill_all()
-        for ns in self.namespaces:
-            _run("ip", "netns", "del", ns, check=False)
+        self.close()
 
 
 # ---------------------------------------------------------------------------
@@ -226,12 +197,12 @@ def sipp_result(topo, p, d):
 
 
 def dnat_packets(topo) -> int:
-    out = topo.ns(topo.host, "iptables", "-t", "nat", "-L", "PREROUTING", "-v", "-x", "-n").stdout
+    out = topo.sh(topo.host, "iptables", "-t", "nat", "-L", "PREROUTING", "-v", "-x", "-n").stdout
     return sum(int(ln.split()[0]) for ln in out.splitlines() if "etsf-fp-dnat" in ln)
 
 
 def conntrack_lines(topo) -> list[str]:
-    r = topo.ns(topo.host, "conntrack", "-L", "-p", "udp", check=False)
+    r = topo.sh(topo.host, "conntrack", "-L", "-p", "udp", check=False)
     return [ln for ln in r.stdout.splitlines() if "dport=" in ln]
 
 
@@ -282,8 +253,8 @@ def verify_pcap(path: Path, expect_src=None, expect_dst=None) -> int:
 
 
 def test_baseline_standard_path(topo):
-    topo.ns(topo.host, "conntrack", "-F", check=False)
-    topo.ns(topo.host, "iptables", "-t", "nat", "-Z")
+    topo.sh(topo.host, "conntrack", "-F", check=False)
+    topo.sh(topo.host, "iptables", "-t", "nat", "-Z")
     before = marks(topo)
     p, d = sipp_calls(topo, "baseline", calls=30)
     rc, st = sipp_result(topo, p, d)
@@ -331,8 +302,8 @@ def fp_stats(topo, fpenv):
 
 
 def test_fastpath_affinity_bypasses_netfilter(topo, fpenv, fastpath_on):
-    topo.ns(topo.host, "conntrack", "-F", check=False)
-    topo.ns(topo.host, "iptables", "-t", "nat", "-Z")
+    topo.sh(topo.host, "conntrack", "-F", check=False)
+    topo.sh(topo.host, "iptables", "-t", "nat", "-Z")
     caps = {}
     for name, ns, ifn in (("client", topo.cli, "fpc"), ("b1", topo.bns["b1"], "eth0")):
         f = topo.work / f"cap-{name}.pcap"
@@ -389,18 +360,18 @@ def test_fastpath_affinity_bypasses_netfilter(topo, fpenv, fastpath_on):
 def test_checksum_offload_on_calls_succeed(topo, fpenv, fastpath_on):
     """Default veth offload (CHECKSUM_PARTIAL skbs): the incremental rewrite keeps
     partial checksums consistent and every call still succeeds."""
-    topo.ns(topo.cli, "ethtool", "-K", "fpc", "tx", "on")
+    topo.sh(topo.cli, "ethtool", "-K", "fpc", "tx", "on")
     for b in BACKENDS:
-        topo.ns(topo.bns[b], "ethtool", "-K", "eth0", "tx", "on")
+        topo.sh(topo.bns[b], "ethtool", "-K", "eth0", "tx", "on")
     try:
         s0 = fp_stats(topo, fpenv)
         p, d = sipp_calls(topo, "offload-on", calls=20)
         rc, st = sipp_result(topo, p, d)
         s1 = fp_stats(topo, fpenv)
     finally:
-        topo.ns(topo.cli, "ethtool", "-K", "fpc", "tx", "off")
+        topo.sh(topo.cli, "ethtool", "-K", "fpc", "tx", "off")
         for b in BACKENDS:
-            topo.ns(topo.bns[b], "ethtool", "-K", "eth0", "tx", "off")
+            topo.sh(topo.bns[b], "ethtool", "-K", "eth0", "tx", "off")
     assert st["SuccessfulCall(C)"] == 20 and st["FailedCall(C)"] == 0, st
     assert s1["forward"]["packets"] - s0["forward"]["packets"] >= 60
 
@@ -491,8 +462,8 @@ def test_bypass_falls_back_to_standard_path(topo, fpenv, fastpath_on):
     """Fail-safe: with the bypass flag every packet takes the standard path (DNAT)."""
     ctl(topo, fpenv, "bypass", "on")
     try:
-        topo.ns(topo.host, "conntrack", "-F", check=False)
-        topo.ns(topo.host, "iptables", "-t", "nat", "-Z")
+        topo.sh(topo.host, "conntrack", "-F", check=False)
+        topo.sh(topo.host, "iptables", "-t", "nat", "-Z")
         s0 = fp_stats(topo, fpenv)
         p, d = sipp_calls(topo, "bypass", calls=10)
         rc, st = sipp_result(topo, p, d)

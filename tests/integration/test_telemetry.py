@@ -39,6 +39,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, build_agent_wheel, etsfctl, install_agent, world_tmpdir
+from lab.netns import Topology, exec_in, ifindex, run
 
 HERE = Path(__file__).resolve().parent / "telemetry"
 UAC_IP, PROXY_UAC_IP = "198.18.60.2", "198.18.60.1"
@@ -47,11 +48,6 @@ OK_PORT, BUSY_PORT = 5060, 5080
 CALLS, RATE = 20, 5                    # well under capacity; 4 of 20 calls are busy
 CAP_BPF = 39
 KAMAILIO_MODULES = "/usr/lib/x86_64-linux-gnu/kamailio/modules/"
-
-
-def _run(*cmd, check=True, timeout=30):
-    return subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout,
-                          check=check)
 
 
 def _need(tool):
@@ -76,53 +72,24 @@ def _sipp_counts(workdir: Path) -> list[tuple[int, str, str, int]]:
     return sorted(out)
 
 
-class Topo:
+class Topo(Topology):
     def __init__(self, tag: str):
+        super().__init__()
         self.ns = {r: f"etsf-tm-{r}{tag}" for r in ("c", "p", "s")}
         self.ifs = {"c": f"tmc{tag}", "pc": f"tmpc{tag}", "ps": f"tmps{tag}", "s": f"tms{tag}"}
-        self.procs: list[subprocess.Popen] = []
 
     def up(self):
-        for ns in self.ns.values():
-            _run("ip", "netns", "del", ns, check=False)
-            _run("ip", "netns", "add", ns)
-        _run("ip", "link", "add", self.ifs["c"], "netns", self.ns["c"], "type", "veth",
-             "peer", "name", self.ifs["pc"], "netns", self.ns["p"])
-        _run("ip", "link", "add", self.ifs["s"], "netns", self.ns["s"], "type", "veth",
-             "peer", "name", self.ifs["ps"], "netns", self.ns["p"])
-        for ns, ifname, ip in ((self.ns["c"], self.ifs["c"], UAC_IP),
-                               (self.ns["p"], self.ifs["pc"], PROXY_UAC_IP),
-                               (self.ns["p"], self.ifs["ps"], PROXY_UAS_IP),
-                               (self.ns["s"], self.ifs["s"], UAS_IP)):
-            _run("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", ifname)
-            _run("ip", "-n", ns, "link", "set", ifname, "up")
-            _run("ip", "-n", ns, "link", "set", "lo", "up")
-        _run("ip", "-n", self.ns["c"], "route", "add", "198.18.61.0/24", "via", PROXY_UAC_IP)
-        _run("ip", "-n", self.ns["s"], "route", "add", "198.18.60.0/24", "via", PROXY_UAS_IP)
-        _run("ip", "netns", "exec", self.ns["p"], "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        for role, ns in self.ns.items():
+            self.netns(ns, forward=role == "p")
+        self.veth(self.ns["c"], self.ifs["c"], self.ns["p"], self.ifs["pc"],
+                  addrs=[f"{UAC_IP}/24"], peer_addrs=[f"{PROXY_UAC_IP}/24"])
+        self.veth(self.ns["s"], self.ifs["s"], self.ns["p"], self.ifs["ps"],
+                  addrs=[f"{UAS_IP}/24"], peer_addrs=[f"{PROXY_UAS_IP}/24"])
+        self.route(self.ns["c"], "198.18.61.0/24", via=PROXY_UAC_IP)
+        self.route(self.ns["s"], "198.18.60.0/24", via=PROXY_UAS_IP)
 
     def popen(self, role, cmd, cwd, log, env=None):
-        f = open(log, "wb")
-        p = subprocess.Popen(["ip", "netns", "exec", self.ns[role], *cmd], cwd=cwd, stdout=f,
-                             stderr=subprocess.STDOUT, start_new_session=True, env=env)
-        f.close()
-        self.procs.append(p)
-        return p
-
-    def down(self):
-        for p in self.procs:
-            if p.poll() is None:
-                try:
-                    os.killpg(p.pid, signal.SIGTERM)
-                    p.wait(timeout=10)
-                except (ProcessLookupError, subprocess.TimeoutExpired):
-                    try:
-                        os.killpg(p.pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-                    p.wait(timeout=10)
-        for ns in self.ns.values():
-            _run("ip", "netns", "del", ns, check=False)
+        return self.procs.start(self.ns[role], cmd, log, cwd=cwd, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -131,12 +98,9 @@ def topo():
         pytest.fail("needs root")
     for t in ("sipp", "kamailio", "promtool", "setpriv"):
         _need(t)
-    t = Topo(uuid.uuid4().hex[:5])
-    try:
+    with Topo(uuid.uuid4().hex[:5]) as t:
         t.up()
         yield t
-    finally:
-        t.down()
 
 
 def _needs_cap_bpf() -> bool:
@@ -157,7 +121,7 @@ def _wait_udp(ns: str, ip: str, port: int, proc: subprocess.Popen, log: Path,
     """Bounded wait until something listens on ip:port/udp inside ns."""
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
-        r = _run("ip", "netns", "exec", ns, "ss", "-Hunl", "src", f"{ip}:{port}", check=False)
+        r = exec_in(ns, ["ss", "-Hunl", "src", f"{ip}:{port}"], check=False, timeout=30)
         if r.stdout.strip():
             return
         assert proc.poll() is None, log.read_text()[-2000:]
@@ -311,7 +275,7 @@ def test_sipp_calls_histograms_kpis_unprivileged_exporter(topo, etsf_env, export
                  "@MPATH@": KAMAILIO_MODULES}.items():
         cfg = cfg.replace(k, v)
     (work / "kamailio.cfg").write_text(cfg)
-    _run("ip", "netns", "exec", topo.ns["p"], "kamailio", "-c", "-f", str(work / "kamailio.cfg"))
+    exec_in(topo.ns["p"], ["kamailio", "-c", "-f", str(work / "kamailio.cfg")], timeout=30)
     kam = topo.popen("p", ["timeout", "120", "kamailio", "-DD", "-E", "-m", "32", "-M", "8",
                            "-f", str(work / "kamailio.cfg"), "-w", str(work),
                            "-P", str(work / "kamailio.pid")], work, work / "kamailio.log")
@@ -397,9 +361,9 @@ def test_sipp_calls_histograms_kpis_unprivileged_exporter(topo, etsf_env, export
     assert {"xdp_sip", "tc_sip_egress"} <= progs
     # kernel.bpf_stats_enabled was on before the attach: every XDP run is one packet counted
     # (the exporter runs in the root netns: the proxy's interface is found by its ifindex)
-    idx = json.loads(_run("ip", "-n", topo.ns["p"], "-j", "link", "show", topo.ifs["pc"]).stdout)
+    idx = ifindex(topo.ns["p"], topo.ifs["pc"])
     rx = sum(v for (n, lb), v in m.items() if n == "etsf_interface_rx_packets_total"
-             and dict(lb)["ifindex"] == str(idx[0]["ifindex"]))
+             and dict(lb)["ifindex"] == str(idx))
     assert rx > 0 and _val(m, "etsf_bpf_program_runs_total", program="xdp_sip") == rx
     assert _val(m, "etsf_bpf_program_run_seconds_total", program="xdp_sip") > 0
     assert _val(m, "etsf_bpf_stats_enabled") == 1
@@ -468,9 +432,9 @@ def test_exporter_tls_and_basic_auth(topo, etsf_env, build_dir, exporter_proc, u
     etsfctl("telemetry", "grant", "--group", group, env=etsf_env)
     d = unpriv_dir / "tls"
     d.mkdir()
-    _run("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+    run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
          "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1",
-         "-keyout", str(d / "key.pem"), "-out", str(d / "cert.pem"))
+         "-keyout", str(d / "key.pem"), "-out", str(d / "cert.pem")], timeout=30)
     (d / "users").write_text("prom:" + exporter.hash_password("s3cret", iterations=1000) + "\n")
     for f in d.iterdir():
         os.chown(f, uid, gid)
