@@ -7,7 +7,7 @@ from .telemetry.reader import (BUCKET_BOUNDS, DEFAULT_PORT, DEFAULT_WINDOW, NS_P
                                Snapshot, snapshot)
 from .telemetry.collector import EtsfCollector
 from .telemetry.server import (PASSWORD_MAX, PBKDF2_ITERATIONS, PBKDF2_MAX_ITERATIONS, check_ctl_readable,
-                               check_password, ExporterServer, hash_password, load_users, serve,
+                               bcrypt_hash, check_password, ExporterServer, hash_password, load_users, parse_listen, serve,
                                write_heartbeat)
 from .telemetry.admin import grant, set_direction
 from .telemetry.commands import add_cli, argparse_suppress
@@ -15,7 +15,7 @@ from .telemetry.commands import add_cli, argparse_suppress
 __all__ = [
     "BUCKET_BOUNDS", "DEFAULT_PORT", "DEFAULT_WINDOW", "EtsfCollector", "ExporterError",
     "ExporterServer", "NS_PER_S", "OCCUPANCY_MAPS", "PASSWORD_MAX", "PBKDF2_ITERATIONS",
-    "PBKDF2_MAX_ITERATIONS", "STAGE_LABEL", "Snapshot", "add_cli", "argparse_suppress",
+    "PBKDF2_MAX_ITERATIONS", "STAGE_LABEL", "Snapshot", "add_cli", "argparse_suppress", "bcrypt_hash",
     "check_ctl_readable", "check_password", "enum_name", "grant", "hash_password", "invite_codes",
-    "load_users", "open_counted", "quantile", "serve", "set_direction", "snapshot", "write_heartbeat",
+    "load_users", "open_counted", "parse_listen", "quantile", "serve", "set_direction", "snapshot", "write_heartbeat",
 ]
