@@ -471,13 +471,15 @@ def test_exporter_tls_and_basic_auth(topo, etsf_env, build_dir, exporter_proc, u
     _run("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
          "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1",
          "-keyout", str(d / "key.pem"), "-out", str(d / "cert.pem"))
-    (d / "users").write_text("prom:" + exporter.hash_password("s3cret", iterations=1000) + "\n")
+    # the web configuration Prometheus exporters share: TLS and a bcrypt hash
+    (d / "web.yml").write_text(f"tls_server_config:\n  cert_file: {d / 'cert.pem'}\n"
+                               f"  key_file: {d / 'key.pem'}\n  min_version: TLS12\n"
+                               f"basic_auth_users:\n  prom: '{exporter.bcrypt_hash('s3cret', 4)}'\n")
     for f in d.iterdir():
         os.chown(f, uid, gid)
         os.chmod(f, 0o600)
     os.chmod(d, 0o755)
-    port = exporter_proc(extra=("--tls-cert", str(d / "cert.pem"), "--tls-key",
-                                str(d / "key.pem"), "--basic-auth-file", str(d / "users")))[1]
+    port = exporter_proc(extra=("--web.config.file", str(d / "web.yml")))[1]
     import ssl
     import urllib.error
     ctx = ssl.create_default_context(cafile=str(d / "cert.pem"))
@@ -500,6 +502,16 @@ def test_exporter_tls_and_basic_auth(topo, etsf_env, build_dir, exporter_proc, u
     assert get("prom:wrong")[0] == 401
     code, text = get("prom:s3cret")
     assert code == 200 and "etsf_up 1.0" in text
+    # one hash for the wrong password, one for the first good login; the second is cached
+    assert get("prom:s3cret")[0] == 200
+    text = get("prom:s3cret")[1]
+    assert "etsf_exporter_auth_hashes_total 2.0" in text
+    assert "etsf_exporter_auth_cache_hits_total 2.0" in text
+    # run count / run time only while kernel.bpf_stats_enabled is on (consistent per scrape)
+    stats_on = "etsf_bpf_stats_enabled 1.0" in text
+    assert stats_on == ("# TYPE etsf_bpf_program_runs_total counter" in text)
+    assert stats_on == ("# TYPE etsf_bpf_program_run_seconds_total counter" in text)
+    assert "# TYPE etsf_bpf_program_verified_insns gauge" in text
     with pytest.raises(OSError):                   # plain HTTP on the TLS port fails
         urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
     idle.close()
