@@ -223,4 +223,6 @@ def test_wrong_password_flood_costs_a_bounded_number_of_hashes(start_exporter, t
     assert hashes - 1 <= auth.SOURCE_BURST + auth.SOURCE_RATE * elapsed, (hashes, elapsed)
     assert hashes <= auth.GLOBAL_BURST + auth.GLOBAL_RATE * elapsed, (hashes, elapsed)
     assert codes[429] >= 500 - (auth.SOURCE_BURST + auth.SOURCE_RATE * elapsed)
+    print(f"flood: {codes[401]} x 401, {codes[429]} x 429; hashes {hashes:g} over {elapsed:.1f} s "
+          f"(bound {auth.GLOBAL_BURST} + {auth.GLOBAL_RATE:g}/s = {auth.GLOBAL_BURST + auth.GLOBAL_RATE * elapsed:.1f})")
     assert proc.poll() is None and "Traceback" not in log.read_text()
