@@ -14,7 +14,7 @@ APT_PACKAGES=(
   sip-tester kamailio iptables nftables conntrack tcpdump ethtool
   # Python for the venv and the agent; the agent's runtime modules come from Debian as on the
   # hosts (the tests run the exporter as another user from the wheel installed beside them)
-  python3 python3-venv python3-dev python3-pip python3-yaml python3-prometheus-client
+  python3 python3-venv python3-dev python3-pip python3-yaml python3-prometheus-client python3-bcrypt
   # ansible-test sanity; promtool (package prometheus) checks the exporter's output
   shellcheck prometheus
   # appliance builder (make appliance): GPT, ESP, ext4 from a directory, GRUB for BIOS and

@@ -30,6 +30,7 @@ CAPS = {
     "failsafe config": 256 * KIB,
     "datapath config": 64 * KIB,
     "basic auth file": 256 * KIB,
+    "web config": 256 * KIB,
     "TLS file": 1 * MIB,
     "state": 4 * MIB,           # state.json, failsafe.json, firstboot stamp
     "audit log tail": 1 * MIB,  # failsafe-audit.jsonl grows: only its last MiB is read

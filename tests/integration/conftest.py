@@ -141,8 +141,8 @@ def build_agent_wheel(checkout: Path, out: Path) -> Path:
 
 def install_agent(wheel: Path, venv: Path) -> Path:
     """Install the wheel the way the hosts do (Debian's python3 and pip, --no-index
-    --no-deps; PyYAML from Debian's python3-yaml) into a new venv, then make it readable
-    and executable by every user.  Returns the venv."""
+    --no-deps; PyYAML, prometheus_client and bcrypt from Debian's packages) into a new
+    venv, then make it readable and executable by every user.  Returns the venv."""
     base = os.path.realpath(sys.executable)      # the interpreter behind the test venv
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "PIP_"))}
     _run_ok([base, "-m", "venv", "--system-site-packages", "--without-pip", venv], "venv",
@@ -150,9 +150,9 @@ def install_agent(wheel: Path, venv: Path) -> Path:
     py = venv / "bin" / "python"
     _run_ok([py, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
              "--no-cache-dir", "--no-index", "--no-deps", wheel], "pip install", env=env)
-    r = subprocess.run([py, "-c", "import yaml, prometheus_client"], env=env,
+    r = subprocess.run([py, "-c", "import yaml, prometheus_client, bcrypt"], env=env,
                        capture_output=True, text=True, timeout=60, check=False)
-    assert r.returncode == 0, ("python3-yaml / python3-prometheus-client (Debian) missing, "
+    assert r.returncode == 0, ("python3-yaml / python3-prometheus-client / python3-bcrypt (Debian) missing, "
                                f"run `make setup`: {r.stderr.strip().splitlines()[-1:]}")
     for top, dirs, files in os.walk(venv):
         for name in dirs + files:

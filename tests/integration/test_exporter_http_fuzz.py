@@ -164,3 +164,65 @@ def test_malformed_authorization_is_401(start_exporter, tmp_path):
     reply = _exchange(port, b"GET /metrics HTTP/1.1\r\nAuthorization: Basic " + good + b"\r\n\r\n")
     assert _status(reply) == 200
     assert proc.poll() is None and "Traceback" not in log.read_text()
+
+
+def _get(port: int, cred: bytes | None, source: str = "127.0.0.1", path: str = "/metrics") -> tuple[int, bytes]:
+    """One GET over a new connection from `source` (any 127/8 address is local)."""
+    auth = b"" if cred is None else b"Authorization: Basic " + base64.b64encode(cred) + b"\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=20, source_address=(source, 0)) as s:
+        s.sendall(b"GET " + path.encode() + b" HTTP/1.0\r\n" + auth + b"\r\n")
+        chunks = []
+        while b := s.recv(65536):
+            chunks.append(b)
+    reply = b"".join(chunks)
+    return _status(reply), reply.split(b"\r\n\r\n", 1)[-1]
+
+
+def _counter(body: bytes, name: str) -> float:
+    for line in body.decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def test_wrong_password_flood_costs_a_bounded_number_of_hashes(start_exporter, tmp_path):
+    """500 requests, each with a new wrong password, from one source: the exporter computes
+    at most the budget's hashes (counted by etsf_exporter_auth_hashes_total), refuses the rest
+    with 429 before hashing, and a correct scrape succeeds throughout -- from the cache for a
+    client verified before, and with a first hash for a client from another source."""
+    from etsf.exporter import bcrypt_hash
+    from etsf.telemetry import auth
+    web = tmp_path / "web.yml"
+    web.write_text("basic_auth_users:\n"
+                   f"  ops: '{bcrypt_hash('s3cret', 10)}'\n"
+                   f"  prom: '{bcrypt_hash('other', 10)}'\n")
+    t0 = time.monotonic()                    # before the exporter's buckets exist
+    port, proc, log = start_exporter("--web.config.file", str(web))
+    assert _get(port, b"ops:s3cret")[0] == 200          # first login: one hash
+    assert _get(port, None)[0] == 401
+    codes = {401: 0, 429: 0}
+    for i in range(500):
+        code = _get(port, b"ops:wrong-%d" % i)[0]
+        codes[code] += 1
+        if i % 100 == 99:                              # during the attack: served from the cache
+            assert _get(port, b"ops:s3cret")[0] == 200
+    assert codes[401] + codes[429] == 500, codes
+    # a client never seen before, from another address, still gets its first hash
+    assert _get(port, b"prom:other", source="127.0.0.2")[0] == 200
+    # the same wrong password again is answered from the cache of refused pairs: no hash
+    body = _get(port, b"ops:s3cret")[1]
+    hashes = _counter(body, "etsf_exporter_auth_hashes_total")
+    assert _get(port, b"ops:wrong-0")[0] in (401, 429)
+    body = _get(port, b"ops:s3cret")[1]
+    elapsed = time.monotonic() - t0
+    assert _counter(body, "etsf_exporter_auth_hashes_total") == hashes
+    # by count: every request over the budget was refused without a hash ...
+    assert _counter(body, 'etsf_exporter_auth_rejected_without_hash_total{reason="budget"}') >= codes[429]
+    assert hashes == 2 + codes[401]                     # the two logins + each 401 of the flood
+    # ... and the hashes stay within the design bound: per source, and globally
+    assert hashes - 1 <= auth.SOURCE_BURST + auth.SOURCE_RATE * elapsed, (hashes, elapsed)
+    assert hashes <= auth.GLOBAL_BURST + auth.GLOBAL_RATE * elapsed, (hashes, elapsed)
+    assert codes[429] >= 500 - (auth.SOURCE_BURST + auth.SOURCE_RATE * elapsed)
+    print(f"flood: {codes[401]} x 401, {codes[429]} x 429; hashes {hashes:g} over {elapsed:.1f} s "
+          f"(bound {auth.GLOBAL_BURST} + {auth.GLOBAL_RATE:g}/s = {auth.GLOBAL_BURST + auth.GLOBAL_RATE * elapsed:.1f})")
+    assert proc.poll() is None and "Traceback" not in log.read_text()

@@ -435,13 +435,15 @@ def test_exporter_tls_and_basic_auth(topo, etsf_env, build_dir, exporter_proc, u
     run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
          "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1",
          "-keyout", str(d / "key.pem"), "-out", str(d / "cert.pem")], timeout=30)
-    (d / "users").write_text("prom:" + exporter.hash_password("s3cret", iterations=1000) + "\n")
+    # the web configuration Prometheus exporters share: TLS and a bcrypt hash
+    (d / "web.yml").write_text(f"tls_server_config:\n  cert_file: {d / 'cert.pem'}\n"
+                               f"  key_file: {d / 'key.pem'}\n  min_version: TLS12\n"
+                               f"basic_auth_users:\n  prom: '{exporter.bcrypt_hash('s3cret', 4)}'\n")
     for f in d.iterdir():
         os.chown(f, uid, gid)
         os.chmod(f, 0o600)
     os.chmod(d, 0o755)
-    port = exporter_proc(extra=("--tls-cert", str(d / "cert.pem"), "--tls-key",
-                                str(d / "key.pem"), "--basic-auth-file", str(d / "users")))[1]
+    port = exporter_proc(extra=("--web.config.file", str(d / "web.yml")))[1]
     import ssl
     import urllib.error
     ctx = ssl.create_default_context(cafile=str(d / "cert.pem"))
@@ -464,9 +466,74 @@ def test_exporter_tls_and_basic_auth(topo, etsf_env, build_dir, exporter_proc, u
     assert get("prom:wrong")[0] == 401
     code, text = get("prom:s3cret")
     assert code == 200 and "etsf_up 1.0" in text
+    # one hash for the wrong password, one for the first good login; the second is cached
+    assert get("prom:s3cret")[0] == 200
+    text = get("prom:s3cret")[1]
+    assert "etsf_exporter_auth_hashes_total 2.0" in text
+    assert "etsf_exporter_auth_cache_hits_total 2.0" in text
+    # run count / run time only while kernel.bpf_stats_enabled is on (consistent per scrape)
+    stats_on = "etsf_bpf_stats_enabled 1.0" in text
+    assert stats_on == ("# TYPE etsf_bpf_program_runs_total counter" in text)
+    assert stats_on == ("# TYPE etsf_bpf_program_run_seconds_total counter" in text)
+    assert "# TYPE etsf_bpf_program_verified_insns gauge" in text
     with pytest.raises(OSError):                   # plain HTTP on the TLS port fails
         urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
     idle.close()
+
+
+def test_exporter_requires_verified_client_certificates(etsf_env, build_dir, exporter_proc, unpriv_dir):
+    """tls_server_config with client_auth_type RequireAndVerifyClientCert: a client without a
+    certificate, or with one its CA did not sign, gets no HTTP answer; one signed by
+    client_ca_file scrapes."""
+    _need("openssl")
+    import ssl
+    from etsf import bpf
+    for p in bpf.load_object(os.path.join(build_dir, "xdp_sip.bpf.o"),
+                             etsf_env["ETSF_PIN_ROOT"]).values():
+        p.close()
+    uid, gid, group = _unpriv_ids()
+    etsfctl("telemetry", "grant", "--group", group, env=etsf_env)
+    d = unpriv_dir / "mtls"
+    d.mkdir()
+
+    def x509(name, *extra):
+        run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", f"/CN={name}",
+             "-keyout", str(d / f"{name}.key"), "-out", str(d / f"{name}.pem"), *extra], timeout=30)
+
+    x509("server", "-addext", "subjectAltName=IP:127.0.0.1")
+    for ca in ("ca", "otherca"):
+        x509(ca, "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=keyCertSign")
+    for client, ca in (("client", "ca"), ("stranger", "otherca")):
+        run(["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={client}",
+             "-keyout", str(d / f"{client}.key"), "-out", str(d / f"{client}.csr")], timeout=30)
+        run(["openssl", "x509", "-req", "-in", str(d / f"{client}.csr"), "-CA", str(d / f"{ca}.pem"),
+             "-CAkey", str(d / f"{ca}.key"), "-CAcreateserial", "-days", "1", "-out", str(d / f"{client}.pem")],
+            timeout=30)
+    (d / "web.yml").write_text(f"tls_server_config:\n  cert_file: {d / 'server.pem'}\n"
+                               f"  key_file: {d / 'server.key'}\n"
+                               "  client_auth_type: RequireAndVerifyClientCert\n"
+                               f"  client_ca_file: {d / 'ca.pem'}\n  min_version: TLS13\n")
+    for f in d.iterdir():
+        os.chown(f, uid, gid)
+        os.chmod(f, 0o600)
+    os.chmod(d, 0o755)
+    port = exporter_proc(extra=("--web.config.file", str(d / "web.yml")))[1]
+
+    def scrape(client=None):
+        ctx = ssl.create_default_context(cafile=str(d / "server.pem"))
+        if client:
+            ctx.load_cert_chain(str(d / f"{client}.pem"), str(d / f"{client}.key"))
+        try:
+            with urllib.request.urlopen(f"https://127.0.0.1:{port}/metrics", timeout=10, context=ctx) as r:
+                return r.status, r.read().decode()
+        except (OSError, ssl.SSLError) as e:        # TLS 1.3: the refusal arrives on the first read
+            return type(e).__name__, ""
+
+    code, text = scrape("client")
+    assert code == 200 and "etsf_up 1.0" in text
+    assert scrape()[0] != 200
+    assert scrape("stranger")[0] != 200
+    assert scrape("client")[0] == 200                       # still serving
 
 
 def _copy_checkout(dest: Path) -> None:

@@ -12,6 +12,7 @@ import pytest
 
 from etsf import datapath, exporter, failsafe, firstboot, inputs
 from etsf import policy as P
+from etsf.telemetry import webconfig
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -64,6 +65,7 @@ def test_file_at_the_cap_is_read(tmp_path):
     (failsafe.load_config, "failsafe config", "256 KiB"),
     (datapath.read_restore_config, "datapath config", "64 KiB"),  # noqa: SLF001
     (exporter.load_users, "basic auth file", "256 KiB"),
+    (webconfig.load, "web config", "256 KiB"),
 ])
 def test_config_files_capped(tmp_path, load, kind, cap_text):
     big = _sparse(tmp_path / "f", inputs.CAPS[kind] + 1)
@@ -222,4 +224,8 @@ def test_hash_password_stdin_bounded():
     assert r.stderr == "etsfctl: error: password on stdin longer than 1024 characters\n"
     r = subprocess.run([sys.executable, "-m", "etsf", "exporter", "--hash-password"], input="x" * 1024 + "\n",
                        capture_output=True, text=True, timeout=60, check=False, env=env)
-    assert r.returncode == 0 and r.stdout.startswith("pbkdf2_sha256$200000$")
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr == "etsfctl: error: password on stdin longer than 72 bytes (bcrypt reads no further)\n"
+    r = subprocess.run([sys.executable, "-m", "etsf", "exporter", "--hash-password", "--bcrypt-cost", "4"],
+                       input="x" * 72 + "\n", capture_output=True, text=True, timeout=60, check=False, env=env)
+    assert r.returncode == 0 and r.stdout.startswith("$2b$04$") and len(r.stdout) == 61

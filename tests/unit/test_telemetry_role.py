@@ -17,10 +17,11 @@ def render(cap_bpf: bool, **over) -> str:
     env.filters["comment"] = lambda s: "# " + s
     env.filters["bool"] = lambda v: str(v).strip().lower() in ("true", "1", "yes")
     ctx = yaml.safe_load((ROLE / "defaults/main.yml").read_text())
-    ctx.update({k: v for k, v in yaml.safe_load((ROLE / "vars/main.yml").read_text()).items()
-                if k != "__telemetry_cap_bpf"})
     ctx.update(ansible_managed="Ansible managed", __telemetry_cap_bpf=str(cap_bpf))
     ctx.update(over)
+    for k, v in yaml.safe_load((ROLE / "vars/main.yml").read_text()).items():
+        if k not in ("__telemetry_cap_bpf", "__telemetry_offline"):      # templated as Ansible does
+            ctx[k] = env.from_string(v).render(**ctx) if isinstance(v, str) else v
     return env.from_string((ROLE / "templates/etsf-exporter.service.j2").read_text()).render(**ctx)
 
 
@@ -30,23 +31,28 @@ def test_unit_defaults():
     assert "User=etsf\n" in u and "NoNewPrivileges=yes" in u and "ProtectSystem=strict" in u
     assert re.search(r"^CapabilityBoundingSet=$", u, re.M)
     assert re.search(r"^AmbientCapabilities=$", u, re.M)
-    assert ("--listen 127.0.0.1 --port 9761 --window 300 --sample-interval 15"
+    assert ("--listen 127.0.0.1:9761 --window 300 --sample-interval 15"
             " --heartbeat-file /run/etsf-exporter/heartbeat --heartbeat-interval 5\n") in u
     assert "RuntimeDirectory=etsf-exporter\n" in u and "RuntimeDirectoryPreserve=yes\n" in u
-    assert "--tls-cert" not in u and "--basic-auth-file" not in u
+    assert "--tls-cert" not in u and "--basic-auth-file" not in u and "--web.config.file" not in u
     assert "telemetry grant --group etsf\n" in u
 
 
 def test_unit_options():
     u = render(True, telemetry_tls_cert_file="/etc/etsf/tls.crt",
                telemetry_tls_key_file="/etc/etsf/tls.key",
-               telemetry_basic_auth_users={"prom": "pbkdf2_sha256$1$a$b"},
+               telemetry_basic_auth_users={"prom": "vaulted"}, telemetry_listen_address="::",
+               telemetry_port=9100,
                telemetry_program_metrics=False, telemetry_interface_directions={"sip1": "from"})
     assert "CapabilityBoundingSet=CAP_BPF\nAmbientCapabilities=CAP_BPF\n" in u
-    assert "--tls-cert /etc/etsf/tls.crt --tls-key /etc/etsf/tls.key" in u
-    assert "--basic-auth-file /etc/etsf/exporter-users" in u
+    assert " --listen [::]:9100 " in u
+    assert u.count(" --web.config.file /etc/etsf/exporter-web.yml\n") == 1
+    assert "--tls-cert" not in u and "vaulted" not in u
     assert "telemetry grant --group etsf --maps-only" in u
     assert "telemetry direction --iface sip1 from" in u
+    # TLS alone also goes through the web configuration
+    u = render(False, telemetry_tls_cert_file="/c", telemetry_tls_key_file="/k")
+    assert " --web.config.file /etc/etsf/exporter-web.yml\n" in u
 
 
 @pytest.mark.parametrize("cap_bpf", [False, True])

@@ -26,14 +26,16 @@ from .reader import (BUCKET_BOUNDS, DEFAULT_PORT, DEFAULT_WINDOW, NS_PER_S, OCCU
                      enum_name, ExporterError, invite_codes, open_counted, quantile, Snapshot, snapshot)
 from .collector import EtsfCollector
 from .server import (PASSWORD_MAX, PBKDF2_ITERATIONS, PBKDF2_MAX_ITERATIONS, check_ctl_readable,
-                     check_password, ExporterServer, hash_password, load_users, serve, write_heartbeat)
+                     bcrypt_hash, check_password, ExporterServer, hash_password, load_users, parse_listen,
+                     serve, write_heartbeat)
 from .admin import grant, set_direction
 from .commands import add_cli, argparse_suppress
 
 __all__ = [
     "BUCKET_BOUNDS", "DEFAULT_PORT", "DEFAULT_WINDOW", "EtsfCollector", "ExporterError",
     "ExporterServer", "NS_PER_S", "OCCUPANCY_MAPS", "PASSWORD_MAX", "PBKDF2_ITERATIONS",
-    "PBKDF2_MAX_ITERATIONS", "STAGE_LABEL", "Snapshot", "add_cli", "argparse_suppress",
+    "PBKDF2_MAX_ITERATIONS", "STAGE_LABEL", "Snapshot", "add_cli", "argparse_suppress", "bcrypt_hash",
     "check_ctl_readable", "check_password", "enum_name", "grant", "hash_password", "invite_codes",
-    "load_users", "open_counted", "quantile", "serve", "set_direction", "snapshot", "write_heartbeat",
+    "load_users", "open_counted", "parse_listen", "quantile", "serve", "set_direction", "snapshot",
+    "write_heartbeat",
 ]

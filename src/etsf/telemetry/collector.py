@@ -147,12 +147,15 @@ class EtsfCollector:
 
         info = GaugeMetricFamily("etsf_bpf_program_info", "Loaded eTSF program (value 1)",
                                  labels=["program", "id", "tag", "type"])
-        runs = CounterMetricFamily("etsf_bpf_program_runs", "Program runs (counted while "
+        runs = CounterMetricFamily("etsf_bpf_program_runs", "Program runs (exported only while "
                                    "kernel.bpf_stats_enabled = 1)", labels=["program"])
-        rtime = CounterMetricFamily("etsf_bpf_program_run_seconds", "Program run time (counted "
-                                    "while kernel.bpf_stats_enabled = 1)", labels=["program"])
+        rtime = CounterMetricFamily("etsf_bpf_program_run_seconds", "Program run time (exported "
+                                    "only while kernel.bpf_stats_enabled = 1)", labels=["program"])
         vins = GaugeMetricFamily("etsf_bpf_program_verified_insns", "Instructions the verifier "
                                  "processed (budget 1,000,000)", labels=["program"])
+        # the kernel counts runs only while the sysctl is on: with it off the counters would
+        # freeze at a stale value and rate() would read as an idle program
+        stats_on = bool(snap.get("bpf_stats_enabled"))
         for n, p in sorted(snap["programs"].items()):
             if "error" in p:
                 continue
@@ -160,10 +163,10 @@ class EtsfCollector:
             runs.add_metric([n], p["run_cnt"])
             rtime.add_metric([n], p["run_time_ns"] / NS_PER_S)
             vins.add_metric([n], p["verified_insns"])
-        yield from (info, runs, rtime, vins)
-        g = GaugeMetricFamily("etsf_bpf_stats_enabled", "kernel.bpf_stats_enabled (1 = run "
-                              "count / time are collected)")
-        g.add_metric([], 1 if snap.get("bpf_stats_enabled") else 0)
+        yield from ((info, runs, rtime, vins) if stats_on else (info, vins))
+        g = GaugeMetricFamily("etsf_bpf_stats_enabled", "kernel.bpf_stats_enabled (1 = program "
+                              "run count / time are counted and exported)")
+        g.add_metric([], 1 if stats_on else 0)
         yield g
 
         ent = GaugeMetricFamily("etsf_bpf_map_entries", "Entries in a map", labels=["map"])

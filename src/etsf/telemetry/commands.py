@@ -8,7 +8,10 @@ from .. import inputs
 from .. import kpi as _kpi
 from ..output import emit
 from .reader import DEFAULT_PORT, DEFAULT_WINDOW, ExporterError, invite_codes, quantile, snapshot
-from .server import PASSWORD_MAX, hash_password, serve
+from .auth import BCRYPT_PASSWORD_MAX
+from .server import PASSWORD_MAX, bcrypt_hash, check_config, parse_listen, serve
+from . import webconfig
+from .webconfig import BCRYPT_MAX_COST, BCRYPT_MIN_COST
 from .admin import grant, set_direction
 
 
@@ -18,6 +21,9 @@ from .admin import grant, set_direction
 
 
 def _cmd_exporter(args):
+    if args.web_config_reference:
+        sys.stdout.write(webconfig.markdown())
+        return
     if args.hash_password:
         line = sys.stdin.readline(PASSWORD_MAX + 2)         # bounded: stdin may be anything
         pw = line.rstrip("\n")
@@ -25,11 +31,19 @@ def _cmd_exporter(args):
             raise ExporterError("empty password on stdin")
         if len(pw) > PASSWORD_MAX:
             raise ExporterError(f"password on stdin longer than {PASSWORD_MAX} characters")
-        print(hash_password(pw))
+        if len(pw.encode()) > BCRYPT_PASSWORD_MAX:
+            raise ExporterError(f"password on stdin longer than {BCRYPT_PASSWORD_MAX} bytes "
+                                "(bcrypt reads no further)")
+        print(bcrypt_hash(pw, args.bcrypt_cost))
+        return
+    if args.check_config:
+        check_config(listen=args.listen, port=args.port, tls_cert=args.tls_cert, tls_key=args.tls_key,
+                     basic_auth_file=args.basic_auth_file, web_config_file=args.web_config_file)
+        emit(args, {"ok": True}, "ok")
         return
     serve(listen=args.listen, port=args.port, window=args.window,
           sample_interval=args.sample_interval, tls_cert=args.tls_cert, tls_key=args.tls_key,
-          basic_auth_file=args.basic_auth_file, root=args.pin_root,
+          basic_auth_file=args.basic_auth_file, web_config_file=args.web_config_file, root=args.pin_root,
           max_seconds=args.max_seconds, ready_file=args.ready_file,
           heartbeat_file=args.heartbeat_file, heartbeat_interval=args.heartbeat_interval)
 
@@ -66,16 +80,25 @@ def add_cli(sub, common) -> None:
     T = inputs  # pylint: disable=invalid-name
     s = sub.add_parser("exporter", parents=[common],
                        help="Prometheus exporter: /metrics and /healthz (daemon)")
-    s.add_argument("--listen", type=T.ip_address, default="127.0.0.1", metavar="ADDR")
-    s.add_argument("--port", type=T.listen_port, default=DEFAULT_PORT,
-                   help="TCP port 1..65535 (0: any free port, see --ready-file)")
+    s.add_argument("--listen", type=T.parsed_by(parse_listen, "host:port", "127.0.0.1:9761"),
+                   default="127.0.0.1", metavar="HOST:PORT",
+                   help=f"127.0.0.1:{DEFAULT_PORT}, [::1]:{DEFAULT_PORT}, :{DEFAULT_PORT} (every address), "
+                        "or an address alone with --port")
+    s.add_argument("--port", type=T.listen_port, default=None,
+                   help=f"TCP port 0..65535 when --listen gives none (default {DEFAULT_PORT}; "
+                        "0: any free port, see --ready-file)")
     s.add_argument("--window", type=T.long_seconds, default=DEFAULT_WINDOW, metavar="S",
                    help="KPI window in seconds (SER/SEER/NER/ASR)")
     s.add_argument("--sample-interval", type=T.seconds, default=15.0, metavar="S")
-    s.add_argument("--tls-cert", type=T.path, metavar="FILE")
-    s.add_argument("--tls-key", type=T.path, metavar="FILE")
+    s.add_argument("--web.config.file", dest="web_config_file", type=T.path, metavar="FILE",
+                   help="TLS and basic auth (bcrypt) in the Prometheus exporters' web configuration "
+                        "format (docs/reference/exporter.md)")
+    s.add_argument("--web.config.reference", dest="web_config_reference", action="store_true",
+                   help="print the web configuration's reference (Markdown, docs/reference/exporter.md)")
+    s.add_argument("--tls-cert", type=T.path, metavar="FILE", help="older form of tls_server_config.cert_file")
+    s.add_argument("--tls-key", type=T.path, metavar="FILE", help="older form of tls_server_config.key_file")
     s.add_argument("--basic-auth-file", type=T.path, metavar="FILE",
-                   help="'user:pbkdf2_sha256$...' lines (see --hash-password)")
+                   help="older 'user:pbkdf2_sha256$...' lines (same hash budget as --web.config.file)")
     s.add_argument("--pin-root", type=T.path, metavar="DIR", help="default $ETSF_PIN_ROOT or /sys/fs/bpf/etsf")
     s.add_argument("--heartbeat-file", type=T.path, metavar="FILE",
                    help="rewrite FILE every --heartbeat-interval seconds while the maps are readable "
@@ -84,7 +107,11 @@ def add_cli(sub, common) -> None:
     s.add_argument("--max-seconds", type=T.long_seconds, metavar="S", help=argparse_suppress())
     s.add_argument("--ready-file", type=T.path, metavar="FILE", help=argparse_suppress())
     s.add_argument("--hash-password", action="store_true",
-                   help="read a password on stdin, print its hash for --basic-auth-file")
+                   help="read a password on stdin, print its bcrypt hash for basic_auth_users")
+    s.add_argument("--check-config", action="store_true",
+                   help="check --listen and the web configuration (or the older files), then exit")
+    s.add_argument("--bcrypt-cost", type=T.int_range(BCRYPT_MIN_COST, BCRYPT_MAX_COST), default=10,
+                   metavar="N", help="cost of --hash-password (default 10)")
     s.set_defaults(func=_cmd_exporter)
 
     s = sub.add_parser("top", parents=[common],

@@ -1,10 +1,9 @@
-"""The /metrics and /healthz HTTP server: TLS, basic auth (PBKDF2 hashes), heartbeat file."""
+"""The /metrics and /healthz HTTP server: listen address, TLS, basic auth, heartbeat file."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import hmac
 import json
 import os
 import socket
@@ -19,6 +18,8 @@ from .. import inputs
 from ..paths import pin_root
 from .reader import DEFAULT_PORT, DEFAULT_WINDOW, ExporterError, open_counted
 from .collector import EtsfCollector
+from .auth import BCRYPT_PASSWORD_MAX, AuthCollector, Authenticator, verify
+from . import webconfig
 
 
 def _bpf():
@@ -33,25 +34,30 @@ def _bpf():
 PBKDF2_ITERATIONS = 200_000
 PBKDF2_MAX_ITERATIONS = 2_000_000
 PASSWORD_MAX = 1024
+BCRYPT_COST = 10
 
 
 def hash_password(password: str, iterations: int = PBKDF2_ITERATIONS, salt: bytes | None = None) -> str:
-    """'pbkdf2_sha256$<iterations>$<salt b64>$<hash b64>' for --basic-auth-file."""
+    """'pbkdf2_sha256$<iterations>$<salt b64>$<hash b64>' for the older --basic-auth-file."""
     salt = salt or os.urandom(16)
     dk = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
     return (f"pbkdf2_sha256${iterations}${base64.b64encode(salt).decode()}$"
             f"{base64.b64encode(dk).decode()}")
 
 
+def bcrypt_hash(password: str, cost: int = BCRYPT_COST) -> str:
+    """'$2b$<cost>$...' for basic_auth_users of the web configuration."""
+    import bcrypt  # pylint: disable=import-outside-toplevel
+    pw = password.encode()
+    if len(pw) > BCRYPT_PASSWORD_MAX or b"\0" in pw:
+        raise ExporterError(f"password: at most {BCRYPT_PASSWORD_MAX} bytes without NUL expected "
+                            f"(got {len(pw)} bytes)")
+    return bcrypt.hashpw(pw, bcrypt.gensalt(cost, prefix=b"2b")).decode()
+
+
 def check_password(password: str, encoded: str) -> bool:
-    try:
-        algo, it, salt, want = encoded.split("$")
-        if algo != "pbkdf2_sha256":
-            return False
-        dk = hashlib.pbkdf2_hmac("sha256", password.encode(), base64.b64decode(salt), int(it))
-        return hmac.compare_digest(base64.b64encode(dk).decode(), want)
-    except (ValueError, TypeError):
-        return False
+    """One hash computation, bcrypt or PBKDF2 (no budget: the server goes through Authenticator)."""
+    return verify(password, encoded)
 
 
 def load_users(path: str) -> dict[str, str]:
@@ -123,23 +129,32 @@ class _Handler(BaseHTTPRequestHandler):
         if getattr(self, "command", None) != "HEAD":
             self.wfile.write(body)
 
-    def _authorized(self) -> bool:
-        users = self.server.users
-        if not users:
-            return True
+    def _authorized(self) -> int:
+        """200, or the status refusing the request (401, 429 over the hash budget)."""
+        auth = self.server.auth
+        if auth is None:
+            return 200
+        user = pw = None
         h = self.headers.get("Authorization", "")
-        if not h.startswith("Basic "):
-            return False
-        try:
-            user, _sep, pw = base64.b64decode(h[6:], validate=True).decode().partition(":")
-        except (ValueError, UnicodeDecodeError):
-            return False
-        enc = users.get(user)
-        return bool(enc) and check_password(pw, enc)
+        if h.startswith("Basic "):
+            try:
+                user, sep, pw = base64.b64decode(h[6:], validate=True).decode().partition(":")
+                if not sep:
+                    user = pw = None
+            except (ValueError, UnicodeDecodeError):
+                user = pw = None
+        return auth.check(user, pw, self.client_address[0])
 
     def do_GET(self):  # noqa: N802 - http.server API
         path = self.path.split("?", 1)[0]
-        if not self._authorized():
+        status = self._authorized()
+        if status == 429:
+            # a new password over the hash budget: refused before any hash is computed
+            self.close_connection = True
+            self._send(429, b"too many authentication attempts\n",
+                       extra=[("Retry-After", "2"), ("Connection", "close")])
+            return
+        if status != 200:
             self._send(401, b"unauthorized\n", extra=[("WWW-Authenticate",
                                                        'Basic realm="etsf-exporter"')])
             return
@@ -158,11 +173,46 @@ class _Handler(BaseHTTPRequestHandler):
     do_HEAD = do_GET
 
 
+def parse_listen(text: str, port: int | None = None) -> tuple[str, int]:
+    """(address, port) from 'HOST:PORT', '[IPV6]:PORT' or ':PORT' (every address), as every
+    Prometheus exporter takes it, or from a bare IP address and `port`."""
+    import ipaddress  # pylint: disable=import-outside-toplevel
+    want = "HOST:PORT, [IPV6]:PORT, :PORT or an IP address expected"
+    if "%" in text:
+        raise ValueError(f"{want}, without an IPv6 scope (got {text!r})")
+    try:
+        return str(ipaddress.ip_address(text)), DEFAULT_PORT if port is None else port
+    except ValueError:
+        pass
+    host, sep, p = text.rpartition(":")
+    if not sep or not p.isdigit() or not 0 <= int(p) <= 65535 or len(p) > 5:
+        raise ValueError(f"{want} (got {text!r})")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        ok_family = 6
+    else:
+        ok_family = 4
+    if not host:
+        addr = "::" if socket.has_ipv6 else "0.0.0.0"
+    else:
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            raise ValueError(f"{want} (got {text!r})") from None
+        if ip.version != ok_family:
+            raise ValueError(f"{want}, brackets around IPv6 addresses only (got {text!r})")
+        addr = str(ip)
+    if port is not None and port != int(p):
+        raise ValueError(f"the port of --port {port} expected, or --port left out (got {text!r})")
+    return addr, int(p)
+
+
 class ExporterServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, addr, collector: EtsfCollector, users=None, tls=None):
+    def __init__(self, addr, collector: EtsfCollector, auth: Authenticator | None = None,
+                 tls: ssl.SSLContext | None = None):
         family = socket.AF_INET6 if ":" in addr[0] else socket.AF_INET
         self.address_family = family
         super().__init__(addr, _Handler)
@@ -170,15 +220,21 @@ class ExporterServer(ThreadingHTTPServer):
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(collector)
         self.collector = collector
-        self.users = users or {}
-        if tls:
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-            ctx.load_cert_chain(tls[0], tls[1])
+        self.auth = auth
+        if auth is not None:
+            self.registry.register(AuthCollector(auth))
+        if tls is not None:
             # handshake in the per-connection thread (first read), not in accept():
             # a silent client cannot stall the accept loop
-            self.socket = ctx.wrap_socket(self.socket, server_side=True,
+            self.socket = tls.wrap_socket(self.socket, server_side=True,
                                           do_handshake_on_connect=False)
+
+    def server_bind(self):
+        if self.address_family == socket.AF_INET6:
+            # ':PORT' binds '::' for IPv4 and IPv6 alike, whatever net.ipv6.bindv6only says
+            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY,
+                                   0 if self.server_address[0] == "::" else 1)
+        super().server_bind()
 
     def handle_error(self, request, client_address):
         """A connection that failed (client gone, TLS handshake refused, ...): one line on
@@ -216,38 +272,75 @@ def write_heartbeat(path: str) -> None:
     os.replace(tmp, path)
 
 
-def serve(listen: str = "127.0.0.1", port: int = DEFAULT_PORT, window: float = DEFAULT_WINDOW,
+def _auth_and_tls(web_config_file, basic_auth_file, tls_cert, tls_key):
+    """(Authenticator or None, SSLContext or None) from the web configuration or the
+    older --basic-auth-file / --tls-cert / --tls-key (not both ways at once)."""
+    if bool(tls_cert) != bool(tls_key):
+        raise ExporterError("--tls-cert and --tls-key go together")
+    if web_config_file and (basic_auth_file or tls_cert):
+        raise ExporterError("--web.config.file replaces --basic-auth-file, --tls-cert and --tls-key: "
+                            "give one or the other")
+    if web_config_file:
+        wc = webconfig.load(web_config_file)
+        users, tls = wc.users, wc.tls
+    else:
+        users = load_users(basic_auth_file) if basic_auth_file else {}
+        tls = {"cert_file": tls_cert, "key_file": tls_key, "client_auth_type": "NoClientCert",
+               "client_ca_file": "", "min_version": "TLS12", "max_version": "TLS13"} if tls_cert else None
+    if users:
+        try:
+            import bcrypt  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+        except ImportError:
+            if any(not h.startswith("pbkdf2_sha256$") for h in users.values()):
+                raise ExporterError("basic_auth_users: the bcrypt module expected (got none; "
+                                    "install python3-bcrypt)") from None
+    ctx = webconfig.tls_context(tls) if tls else None
+    return (Authenticator(users) if users else None), ctx
+
+
+def check_config(listen: str = "127.0.0.1", port: int | None = None, tls_cert: str | None = None,
+                 tls_key: str | None = None, basic_auth_file: str | None = None,
+                 web_config_file: str | None = None) -> None:
+    """What serve() checks before it listens (ExporterError naming the first problem)."""
+    try:
+        parse_listen(listen, port)
+    except ValueError as e:
+        raise ExporterError(f"--listen: {e}") from None
+    _auth_and_tls(web_config_file, basic_auth_file, tls_cert, tls_key)
+
+
+def serve(listen: str = "127.0.0.1", port: int | None = None, window: float = DEFAULT_WINDOW,
           sample_interval: float = 15.0, tls_cert: str | None = None, tls_key: str | None = None,
           basic_auth_file: str | None = None, root: str | None = None,
           max_seconds: float | None = None, ready_file: str | None = None,
-          heartbeat_file: str | None = None, heartbeat_interval: float = 5.0) -> None:
+          heartbeat_file: str | None = None, heartbeat_interval: float = 5.0,
+          web_config_file: str | None = None) -> None:
     """Run until SIGTERM/SIGINT (or max_seconds).  A sampler thread feeds the KPI
     window every sample_interval seconds (bounded ring, see kpi.Window).  With
     heartbeat_file, a heartbeat thread reads the maps every heartbeat_interval seconds and,
     when that works, rewrites the file: the fail-safe watchdog's heartbeat rule watches its
     age ("exporter not heartbeating")."""
-    if bool(tls_cert) != bool(tls_key):
-        raise ExporterError("--tls-cert and --tls-key go together")
+    try:
+        addr = parse_listen(listen, port)
+    except ValueError as e:
+        raise ExporterError(f"--listen: {e}") from None
     if sample_interval <= 0:
         raise ExporterError("--sample-interval must be > 0")
     if heartbeat_interval <= 0:
         raise ExporterError("--heartbeat-interval must be > 0")
     if heartbeat_file and not os.path.isdir(os.path.dirname(os.path.abspath(heartbeat_file))):
         raise ExporterError(f"--heartbeat-file: directory of {heartbeat_file} does not exist")
-    users = load_users(basic_auth_file) if basic_auth_file else None
-    if tls_cert:
-        for f in (tls_cert, tls_key):          # ssl reads them whole: refuse huge files first
-            inputs.check_size(f, "TLS file")
+    auth, tls = _auth_and_tls(web_config_file, basic_auth_file, tls_cert, tls_key)
     collector = EtsfCollector(root=root, window=window)
     try:
         collector.sample()                      # KPI baseline = exporter start
     except Exception as e:  # noqa: BLE001 - maps may appear later
         sys.stderr.write(f"etsf-exporter: first sample failed: {e}\n")
     try:
-        srv = ExporterServer((listen, int(port)), collector, users,
-                             (tls_cert, tls_key) if tls_cert else None)
-    except (OSError, ssl.SSLError) as e:
-        raise ExporterError(f"cannot listen on {listen}:{port}: {e}") from None
+        srv = ExporterServer(addr, collector, auth, tls)
+    except OSError as e:
+        host = f"[{addr[0]}]" if ":" in addr[0] else addr[0]
+        raise ExporterError(f"cannot listen on {host}:{addr[1]}: {e.strerror or e}") from None
     stop = threading.Event()
 
     def sampler():
