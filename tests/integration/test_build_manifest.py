@@ -101,3 +101,27 @@ def test_prebuilt_restore_needs_no_compiler_and_refuses_a_mismatch(lab, etsf_env
     r = etsfctl("restore", "--config", str(config), env=env, check=False)
     assert r.returncode == 1 and r.stderr.splitlines() == [
         f"etsfctl: error: {config}: prebuilt: expected true or false"]
+
+
+def test_module_refuses_prebuilt_objects_of_another_layout(etsf_env, build_dir, tmp_path):
+    """The etsf.sip.datapath module with prebuilt=true (datapath_build: controller) fails with the
+    same one line before planning any attach, detach or replace."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    bad = _push(build_dir, tmp_path / "pushed", layout="0123456789abcdef", agent="0.0.1")
+    env = dict(os.environ, **etsf_env, PYTHONPATH=str(repo / "src"), ANSIBLE_CONFIG=str(repo / "ansible.cfg"),
+               ANSIBLE_LOCAL_TEMP=str(tmp_path / "ansible-local"), ANSIBLE_CALLBACK_RESULT_FORMAT="json")
+    args = json.dumps({"interfaces": ["lo"], "prebuilt": True, "build_dir": bad})
+    r = subprocess.run([str(repo / ".venv/bin/ansible"), "localhost", "-i", "localhost,", "-c", "local",
+                        "-e", f"ansible_python_interpreter={sys.executable}", "-m", "etsf.sip.datapath",
+                        "-a", args], cwd=repo, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert r.returncode == 2 and "localhost | FAILED! =>" in r.stdout, r.stdout + r.stderr
+    result = json.loads(r.stdout.split("=>", 1)[1])
+    assert result["msg"] == (f"{bad}/build.json: objects built for map layout 0123456789abcdef (agent 0.0.1), "
+                             f"this agent {__version__} uses layout {build.layout_hash()}: rebuild them with "
+                             "this agent's sources, nothing was loaded")
+    # nothing was recorded: the agent's state was never written
+    assert not os.path.exists(os.path.join(etsf_env["ETSF_STATE_DIR"], "state.json"))
