@@ -16,7 +16,7 @@ ETSF_RFC4475_DIR ?= ../shared/reference/rfc4475
 export ETSF_RFC4475_DIR
 RFC4475_PATH = $(if $(filter /%,$(ETSF_RFC4475_DIR)),$(ETSF_RFC4475_DIR),$(CURDIR)/$(ETSF_RFC4475_DIR))
 
-.PHONY: help setup demo test test-py check-corpus lint ansible-lint sanity molecule lab-up lab-down lab-status build collection bench-datapath changelog clean bench bench-paired bench-quick bench-path appliance appliance-qemu reference
+.PHONY: help setup demo test test-py check-corpus lint ansible-lint sanity molecule lab-up lab-down lab-status build collection ee bench-datapath changelog clean bench bench-paired bench-quick bench-path appliance appliance-qemu reference
 
 help: ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -64,8 +64,16 @@ lab-status:
 build: ## compile the eBPF objects for this host into build/bpf
 	$(PY) -m etsf build --out $(CURDIR)/build/bpf
 
-collection: ## build etsf-sip-<version>.tar.gz
-	ansible-galaxy collection build --force --output-path $(CURDIR)/build
+COLLECTION_OUT ?= $(CURDIR)/build
+collection: ## build etsf-sip-<version>.tar.gz into $(COLLECTION_OUT) (default build/)
+	ansible-galaxy collection build --force --output-path $(COLLECTION_OUT)
+
+EE_CONTEXT ?= $(CURDIR)/build/ee/context
+ee: ## execution environment build context (ee/execution-environment.yml) in $(EE_CONTEXT); build it with ansible-builder build
+	rm -rf $(CURDIR)/build/ee/stage && mkdir -p $(CURDIR)/build/ee/stage
+	ansible-galaxy collection build --force --output-path $(CURDIR)/build/ee/stage
+	cp $(CURDIR)/build/ee/stage/etsf-sip-*.tar.gz $(CURDIR)/build/ee/etsf-sip.tar.gz
+	ansible-builder create --file $(CURDIR)/ee/execution-environment.yml --context $(EE_CONTEXT)
 
 bench-datapath: setup ## ns/packet microbenchmark via BPF_PROG_TEST_RUN
 	$(PY) bench/datapath.py

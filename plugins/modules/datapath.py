@@ -57,6 +57,14 @@ options:
     description: Kernel BTF to build against.
     type: path
     default: /sys/kernel/btf/vmlinux
+  prebuilt:
+    description:
+      - The objects in O(build_dir) were built elsewhere (on the controller, C(datapath_build=controller))
+        and pushed; the host compiles nothing and needs no compiler.
+      - Objects whose manifest (C(build.json)) names another map layout or architecture, or that need
+        kernel BTF the host lacks, are refused with one line before anything changes.
+    type: bool
+    default: false
 """
 
 EXAMPLES = r"""
@@ -158,6 +166,7 @@ def main():
             src_dir=dict(type="path", default="/usr/share/etsf/bpf"),
             build_dir=dict(type="path", default="/var/lib/etsf/build"),
             btf=dict(type="path", default="/sys/kernel/btf/vmlinux"),
+            prebuilt=dict(type="bool", default=False),
         ),
         supports_check_mode=True,
     )
@@ -167,8 +176,15 @@ def main():
         if not os.path.exists(f"/sys/class/net/{iface}"):
             module.fail_json(msg=f"interfaces: {iface} does not exist on this host")
     try:
-        new_stamp = etsf_build.compute_stamp(etsf_build.Path(p["src_dir"]), p["btf"])
-        need_build = p["state"] == "attached" and new_stamp != _built_stamp(p["build_dir"])
+        if p["prebuilt"]:
+            need_build = False
+            new_stamp = _built_stamp(p["build_dir"])
+            if p["state"] == "attached":
+                # refuse objects of another layout/arch before anything is detached or replaced
+                etsf_build.check_manifest(p["build_dir"], btf=p["btf"])
+        else:
+            new_stamp = etsf_build.compute_stamp(etsf_build.Path(p["src_dir"]), p["btf"])
+            need_build = p["state"] == "attached" and not etsf_build.is_current(p["build_dir"], new_stamp)
         managed = etsf_datapath.load_state().get("interfaces", {})
         current = {name: dict(row, stamp=managed.get(name, {}).get("stamp"))
                    for name, row in etsf_datapath.interface_status(list(p["interfaces"]) + list(managed)).items()}
@@ -214,7 +230,7 @@ def main():
                 after[iface] = before[iface]
             else:
                 after[iface] = dict(attached=True, xdp_prog=etsf_datapath.XDP_PROG, xdp_mode=p["mode"],
-                                    tc_egress_prog=etsf_datapath.TC_PROG, build=new_stamp[:12])
+                                    tc_egress_prog=etsf_datapath.TC_PROG, build=(new_stamp or "")[:12] or None)
     else:
         state = etsf_datapath.load_state().get("interfaces", {})
         after = _view({k: dict(v, stamp=state.get(k, {}).get("stamp")) for k, v in after_rows.items()})

@@ -35,6 +35,7 @@ CAPS = {
     "state": 4 * MIB,           # state.json, failsafe.json, firstboot stamp
     "audit log tail": 1 * MIB,  # failsafe-audit.jsonl grows: only its last MiB is read
     "build stamp": 4 * KIB,
+    "build manifest": 4 * KIB,
     "kernel config": 4 * MIB,
 }
 

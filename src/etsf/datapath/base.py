@@ -86,11 +86,12 @@ def save_state(st: dict[str, Any]) -> None:
 # ---------------------------------------------------------------------------
 
 
-def build(out_dir: str | None = None, force: bool = False, src_dir: str | None = None) -> dict:
+def build(out_dir: str | None = None, force: bool = False, src_dir: str | None = None,
+          arch: str | None = None) -> dict:
     from .. import build as _build
     out = out_dir or default_build_dir()
     try:
-        res = _build.build(src_dir or default_src_dir(), out, force=force)
+        res = _build.build(src_dir or default_src_dir(), out, force=force, arch=arch)
     except _build.BuildError as e:
         raise DatapathError(f"build failed: {str(e).splitlines()[0] if str(e) else e}") from None
     res = dict(res)
@@ -108,7 +109,18 @@ def object_path(build_dir: str | None, name: str) -> str:
     p = os.path.join(d, name)
     if not os.path.exists(p):
         raise DatapathError(f"{p} not found (run 'etsfctl build' first)")
+    check_objects(d)
     return p
+
+
+def check_objects(build_dir: str) -> dict:
+    """The objects' manifest, after refusing (one line) objects built for another map layout,
+    architecture or a host without BTF: they may have been built elsewhere and pushed."""
+    from .. import build as _build
+    try:
+        return _build.check_manifest(build_dir)
+    except _build.BuildError as e:
+        raise DatapathError(f"refusing the objects: {e}") from None
 
 
 # ---------------------------------------------------------------------------

@@ -5,12 +5,13 @@ from __future__ import annotations
 import time
 
 from .. import inputs as T
+from ..build import TARGET_ARCH
 from ..output import emit
 
 
 def cmd_build(args):
     from .. import datapath
-    res = datapath.build(out_dir=args.out, force=args.force)
+    res = datapath.build(out_dir=args.out, force=args.force, arch=args.arch)
     emit(args, res, f"{'built' if res.get('changed') else 'up to date'}: "
                     f"{', '.join(res['objects'])} (stamp {str(res.get('stamp'))[:12]})")
 
@@ -127,6 +128,8 @@ def add_cli(sub, common) -> None:
     s = sub.add_parser("build", parents=[common], help="compile the BPF objects against this kernel's BTF")
     s.add_argument("--out", type=T.path, metavar="DIR", help="output directory (default $ETSF_STATE_DIR/build)")
     s.add_argument("--force", action="store_true", help="rebuild even if the stamp is unchanged")
+    s.add_argument("--arch", choices=sorted(TARGET_ARCH), help="build for this machine (uname -m; default: this "
+                   "one), e.g. on a controller for the hosts")
     s.set_defaults(func=cmd_build)
 
     s = sub.add_parser("attach", parents=[common], help="load, pin and attach XDP ingress + TC egress")

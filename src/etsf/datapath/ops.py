@@ -11,8 +11,8 @@ from typing import Any
 from .. import inputs
 from .. import policy as _policy
 from .loader import attach, detach, forget, interface_status, pins
-from .base import (MODES, DatapathError, build, ctl_dict, load_state, pin_root, read_ctl,
-                   set_bypass)
+from .base import (MODES, DatapathError, build, check_objects, ctl_dict, default_build_dir, load_state,
+                   pin_root, read_ctl, set_bypass)
 
 
 def status() -> dict[str, Any]:
@@ -94,13 +94,22 @@ def read_restore_config(path: str) -> dict[str, Any]:
         # a number here would be taken for a file descriptor by os.path/open
         if cfg.get(key) is not None and (not isinstance(cfg[key], str) or not cfg[key] or "\0" in cfg[key]):
             raise DatapathError(f"{path}: {key}: expected a path")
+    if not isinstance(cfg.get("prebuilt", False), bool):
+        raise DatapathError(f"{path}: prebuilt: expected true or false")
     return cfg
 
 
 def restore(config: str = "/etc/etsf/datapath.yml") -> dict[str, Any]:
     """Boot-time restore: build if needed, (re)attach every configured interface, re-apply the policy."""
     cfg = read_restore_config(config)
-    built = build(out_dir=cfg.get("build_dir"), src_dir=cfg.get("src_dir"))
+    if cfg.get("prebuilt"):
+        # objects built on the controller: this host may have no compiler; refuse them before
+        # anything is attached if they do not fit this agent
+        out = cfg.get("build_dir") or default_build_dir()
+        check_objects(out)
+        built = {"out_dir": out, "changed": False}
+    else:
+        built = build(out_dir=cfg.get("build_dir"), src_dir=cfg.get("src_dir"))
     attached = {}
     for iface in cfg["interfaces"]:
         attached[iface] = attach(iface, mode=cfg.get("mode", "native"), build_dir=built["out_dir"])["xdp_prog_id"]
