@@ -29,7 +29,7 @@ def _lines(path):
 def test_collection_meta_points_at_the_requirement_files():
     meta = yaml.safe_load((ROOT / "meta/execution-environment.yml").read_text())
     assert meta["dependencies"] == {"python": "requirements.txt", "system": "bindep.txt"}
-    assert {"setuptools>=61", "wheel", "PyYAML>=6"} <= set(_lines(ROOT / "requirements.txt"))
+    assert {"setuptools>=61", "wheel", "PyYAML>=6", "bcrypt>=3.2"} <= set(_lines(ROOT / "requirements.txt"))
 
 
 def test_bindep_compilers_only_for_controller_builds():
