@@ -1,4 +1,4 @@
-"""Supported distributions: one list (roles/_common/vars/main.yml) that the roles' metadata,
+"""Supported distributions: one list (roles/common/vars/main.yml) that the roles' metadata,
 their per-distribution vars files, the preflight check and the lab's suites agree with."""
 import pathlib
 
@@ -9,7 +9,7 @@ import etsf.preflight as pf
 from lab import inventory, rootfs
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-PLATFORMS = yaml.safe_load((ROOT / "roles/_common/vars/main.yml").read_text())["__common_platforms"]
+PLATFORMS = yaml.safe_load((ROOT / "roles/common/vars/main.yml").read_text())["__common_platforms"]
 FLEET_ROLES = ["preflight", "datapath", "policy", "telemetry", "failsafe"]
 BOOKWORM = {"PRETTY_NAME": "Debian GNU/Linux 12 (bookworm)", "ID": "debian", "VERSION_ID": "12"}
 TRIXIE = {"PRETTY_NAME": "Debian GNU/Linux 13 (trixie)", "ID": "debian", "VERSION_ID": "13"}
@@ -37,9 +37,9 @@ def test_role_metadata_lists_the_supported_platforms(role):
 def test_role_imports_common_first_under_every_tag(role):
     tasks = yaml.safe_load((ROOT / f"roles/{role}/tasks/main.yml").read_text())
     first = tasks[0]
-    assert first["ansible.builtin.import_role"]["name"] == "etsf.sip._common"
+    assert first["ansible.builtin.import_role"]["name"] == "etsf.sip.common"
     assert first["tags"] == ["always"]
-    # the offline check is defined once, in _common
+    # the offline check is defined once, in etsf.sip.common
     vars_main = ROOT / f"roles/{role}/vars/main.yml"
     assert not vars_main.exists() or "etsf_offline" not in vars_main.read_text()
 
