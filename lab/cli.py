@@ -31,9 +31,10 @@ def cmd_up(args) -> int:
         hosts.ensure_ssh_key()
         running = [h for h in state["hosts"].values()
                    if hosts.is_supervisor(h.get("supervisor_pid"), h["name"])]
-        built = {suite: rootfs.ensure_base(
-                     suite, in_use=any(hosts.host_suite(h) == suite for h in running))
-                 for suite in dict.fromkeys(suites)}
+        built = {}
+        for suite in dict.fromkeys(suites):
+            in_use = any(hosts.host_suite(h) == suite for h in running)
+            built[suite] = rootfs.ensure_base(suite, in_use=in_use)
         state["rootfs"] = "built" if "built" in built.values() else "reused"
         state["rootfs_suites"] = built
         state["rootfs_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
