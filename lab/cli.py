@@ -22,14 +22,21 @@ def _prefix_hosts(state: dict, prefix: str | None) -> list[dict]:
 def cmd_up(args) -> int:
     t0 = time.monotonic()
     names = hosts.host_names(args.prefix, args.hosts)
+    # round robin: host N boots suites[(N - 1) % len(suites)]
+    suites = rootfs.parse_suites(args.suites)
     with locked():
         state = load_state()
         for d in (STATE_DIR, HOSTS_DIR, APT_ARCHIVES / "partial"):
             d.mkdir(parents=True, exist_ok=True)
         hosts.ensure_ssh_key()
-        in_use = any(hosts.is_supervisor(h.get("supervisor_pid"), h["name"])
-                     for h in state["hosts"].values())
-        state["rootfs"] = rootfs.ensure_base(in_use=in_use)
+        running = [h for h in state["hosts"].values()
+                   if hosts.is_supervisor(h.get("supervisor_pid"), h["name"])]
+        built = {}
+        for suite in dict.fromkeys(suites):
+            in_use = any(hosts.host_suite(h) == suite for h in running)
+            built[suite] = rootfs.ensure_base(suite, in_use=in_use)
+        state["rootfs"] = "built" if "built" in built.values() else "reused"
+        state["rootfs_suites"] = built
         state["rootfs_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         # hosts recorded but whose supervisor is gone (crash, reboot of the machine): reset
         for h in list(state["hosts"].values()):
@@ -46,20 +53,22 @@ def cmd_up(args) -> int:
         started = []
         for idx, name in enumerate(names, start=1):
             rec = state["hosts"].get(name)
+            suite = suites[(idx - 1) % len(suites)]
             if rec and hosts.is_supervisor(rec.get("supervisor_pid"), name):
-                log(f"{name}: already running (supervisor pid {rec['supervisor_pid']})")
+                log(f"{name}: already running ({hosts.host_suite(rec)}, "
+                    f"supervisor pid {rec['supervisor_pid']})")
                 started.append(rec)
                 continue
             octet = hosts.allocate_octet(state, name, args.prefix, idx)
-            rec = hosts.host_record(name, args.prefix, octet)
+            rec = hosts.host_record(name, args.prefix, octet, suite)
             state["hosts"][name] = rec
             save_state(state)
             net.ensure_host_net(name, octet)
-            hosts.ensure_overlay(name)
+            hosts.ensure_overlay(name, suite)
             hosts.provision(name)
             rec["supervisor_pid"] = hosts.start_supervisor(name)
             save_state(state)
-            log(f"{name}: booting (mgmt {rec['mgmt_address']}, sip {rec['sip_address']}, "
+            log(f"{name}: booting {suite} (mgmt {rec['mgmt_address']}, sip {rec['sip_address']}, "
                 f"supervisor pid {rec['supervisor_pid']})")
             started.append(rec)
         hosts.wait_ready(started, timeout=args.timeout)
@@ -140,7 +149,8 @@ def _status(state: dict, prefix: str | None) -> dict:
     for h in sorted(_prefix_hosts(state, prefix), key=lambda h: h["octet"]):
         alive = hosts.is_supervisor(h.get("supervisor_pid"), h["name"])
         out["hosts"].append({
-            "name": h["name"], "prefix": h["prefix"], "mgmt_address": h["mgmt_address"],
+            "name": h["name"], "prefix": h["prefix"], "suite": hosts.host_suite(h),
+            "mgmt_address": h["mgmt_address"],
             "sip_address": h["sip_address"], "netns": h["netns"],
             "supervisor_pid": h.get("supervisor_pid") if alive else None,
             "nspawn_pid": hosts.nspawn_pid(h["name"]) if alive else None,
@@ -158,9 +168,10 @@ def cmd_status(args) -> int:
         return 0
     print(f"switch netns: {st['switch_netns'] or '-'}   apt proxy: "
           f"{'pid %s on %s' % (st['proxy']['pid'], st['proxy']['listen']) if st['proxy']['running'] else 'stopped'}")
-    print(f"{'HOST':<14}{'MGMT':<16}{'SIP':<16}{'SUPERVISOR':>11}{'NSPAWN':>8}{'PID1':>8}  SYSTEMD")
+    print(f"{'HOST':<14}{'SUITE':<10}{'MGMT':<16}{'SIP':<16}{'SUPERVISOR':>11}{'NSPAWN':>8}"
+          f"{'PID1':>8}  SYSTEMD")
     for h in st["hosts"]:
-        print(f"{h['name']:<14}{h['mgmt_address']:<16}{h['sip_address']:<16}"
+        print(f"{h['name']:<14}{h['suite']:<10}{h['mgmt_address']:<16}{h['sip_address']:<16}"
               f"{h['supervisor_pid'] or '-':>11}{h['nspawn_pid'] or '-':>8}{h['pid1'] or '-':>8}"
               f"  {h['systemd']}")
     if not st["hosts"]:
@@ -221,6 +232,9 @@ def main(argv=None) -> int:
     p = sub.add_parser("up", help="build/reuse the rootfs, boot hosts, write the inventory")
     p.add_argument("--hosts", type=int, default=3)
     prefix_arg(p)
+    p.add_argument("--suites", default=rootfs.DEFAULT_SUITE,
+                   help=f"Debian suites the hosts boot, comma-separated, given out round robin "
+                        f"(one of {', '.join(rootfs.SUITES)}; default {rootfs.DEFAULT_SUITE})")
     p.add_argument("--timeout", type=float, default=hosts.BOOT_TIMEOUT)
     p.add_argument("--no-sip-proxy", dest="sip_proxy", action="store_false",
                    help="do not install and start Kamailio on the hosts")

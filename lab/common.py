@@ -19,8 +19,6 @@ CACHE_DIR = Path(os.environ.get("ETSF_LAB_CACHE", "/var/cache/etsf-lab"))
 STATE_DIR = Path(os.environ.get("ETSF_LAB_STATE", "/var/lib/etsf-lab"))
 RUN_DIR = Path(os.environ.get("ETSF_LAB_RUN", "/run/etsf-lab"))
 
-BASE_ROOTFS = CACHE_DIR / "rootfs-base"
-BASE_STAMP = CACHE_DIR / "rootfs-base.stamp.json"
 APT_ARCHIVES = CACHE_DIR / "apt-archives"
 HOSTS_DIR = STATE_DIR / "hosts"
 SSH_KEY = STATE_DIR / "ssh" / "id_ed25519"

@@ -10,8 +10,8 @@ import threading
 import time
 from pathlib import Path
 
-from lab import net
-from lab.common import (APT_ARCHIVES, BASE_ROOTFS, DEFAULT_SLOT_BASE, HOSTS_DIR, MGMT_NET,
+from lab import net, rootfs
+from lab.common import (APT_ARCHIVES, DEFAULT_SLOT_BASE, HOSTS_DIR, MGMT_NET,
                         NAME_RE, OTHER_SLOT_RANGE, PREFIX_RE, PROXY_LOG, PROXY_PORT, REPO_ROOT,
                         RUN_DIR, SIP_NET, SSH_KEY, SWITCH_MGMT_ADDR, SWITCH_NS, LabError, kill,
                         log, pid_alive, proc_cmdline, python_exe, run, ssh_common_args,
@@ -49,8 +49,9 @@ def allocate_octet(state: dict, name: str, prefix: str, index: int) -> int:
     raise LabError("no free address slot")
 
 
-def host_record(name: str, prefix: str, octet: int) -> dict:
-    return {"name": name, "prefix": prefix, "octet": octet,
+def host_record(name: str, prefix: str, octet: int,
+                suite: str = rootfs.DEFAULT_SUITE) -> dict:
+    return {"name": name, "prefix": prefix, "octet": octet, "suite": suite,
             "mgmt_address": f"{MGMT_NET}.{octet}", "sip_address": f"{SIP_NET}.{octet}",
             "netns": net.ns_of(name), "dir": str(HOSTS_DIR / name),
             "supervisor_pid": None}
@@ -82,13 +83,18 @@ def is_mounted(path: Path) -> bool:
     return str(path) in mounts()
 
 
-def ensure_overlay(name: str) -> None:
+def host_suite(rec: dict) -> str:
+    """The Debian suite a host boots (records written before suites existed: the default)."""
+    return rec.get("suite") or rootfs.DEFAULT_SUITE
+
+
+def ensure_overlay(name: str, suite: str = rootfs.DEFAULT_SUITE) -> None:
     d = host_dir(name)
     for sub in ("upper", "work", "root"):
         (d / sub).mkdir(parents=True, exist_ok=True)
     if not is_mounted(d / "root"):
         run(["mount", "-t", "overlay", f"etsf-lab-{name}", "-o",
-             f"lowerdir={BASE_ROOTFS},upperdir={d / 'upper'},workdir={d / 'work'}",
+             f"lowerdir={rootfs.base_dir(suite)},upperdir={d / 'upper'},workdir={d / 'work'}",
              str(d / "root")])
 
 

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from lab.common import PEERS, REPO_ROOT, SIP_NET, SSH_KEY, STATE_DIR, ssh_common_args_str
+from lab.rootfs import DEFAULT_SUITE
 
 DEFAULT_INVENTORY = REPO_ROOT / "inventory" / "lab" / "hosts.yml"
 
@@ -39,6 +40,7 @@ def render(records: list[dict]) -> str:
             f"          etsf_mgmt_address: {r['mgmt_address']}",
             "          etsf_sip_iface: sip0",
             f"          etsf_sip_address: {r['sip_address']}",
+            f"          etsf_lab_suite: {r.get('suite') or DEFAULT_SUITE}",
         ]
     lines += [
         "      vars:",

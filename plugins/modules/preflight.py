@@ -12,7 +12,7 @@ short_description: Check that a host can run the eTSF SIP eBPF programs
 version_added: 0.1.0
 description:
   - Read-only checks of everything eTSF needs on an SBC host, returned as facts.
-  - Kernel version, BTF at C(/sys/kernel/btf/vmlinux), bpffs mounted, BPF JIT enabled,
+  - Distribution (when O(distributions) is given), kernel version, BTF at C(/sys/kernel/btf/vmlinux), bpffs mounted, BPF JIT enabled,
     required kernel config options (C(/proc/config.gz) or C(/boot/config-*)),
     C(bpftool feature probe) results for the program types, map types and helpers eTSF uses,
     per-interface XDP support (native or generic), foreign XDP/TC programs already attached to
@@ -38,6 +38,14 @@ options:
     description: Where bpffs must be mounted.
     type: path
     default: /sys/fs/bpf
+  distributions:
+    description:
+      - Supported distributions, each C(distribution) (os-release C(ID), any case), C(version)
+        (the major part of C(VERSION_ID)) and optionally C(release) (shown in the message).
+      - When given, a host on any other distribution fails the C(distribution) check.
+    type: list
+    elements: dict
+    default: []
 attributes:
   check_mode:
     support: full
@@ -56,6 +64,9 @@ EXAMPLES = r"""
   etsf.sip.preflight:
     interfaces: [sip0]
     min_kernel: "5.18"
+    distributions:
+      - {distribution: Debian, version: "12", release: bookworm}
+      - {distribution: Debian, version: "13", release: trixie}
   register: etsf_preflight
 
 - name: Stop on any unmet requirement, listing all of them
@@ -109,11 +120,16 @@ def main():
             interfaces=dict(type="list", elements="str", default=[]),
             min_kernel=dict(type="str", default="5.18"),
             bpffs_path=dict(type="path", default="/sys/fs/bpf"),
+            distributions=dict(type="list", elements="dict", default=[]),
         ),
         supports_check_mode=True,
     )
+    for index, entry in enumerate(module.params["distributions"]):
+        if not entry.get("distribution") or not entry.get("version"):
+            module.fail_json(msg=f"distributions[{index}]: expected distribution and version (got {entry!r})")
     try:
-        report = run(module.params["interfaces"], module.params["min_kernel"], module.params["bpffs_path"])
+        report = run(module.params["interfaces"], module.params["min_kernel"], module.params["bpffs_path"],
+                     module.params["distributions"])
     except ValueError as exc:
         module.fail_json(msg=f"min_kernel: {exc}")
     module.exit_json(changed=False, ansible_facts={"etsf_preflight": report})

@@ -263,12 +263,42 @@ def check_memlock(release: str | None = None) -> dict:
     return _check("memlock", ok, detail, severity="error" if not memcg else "warning", memlock=None if unlimited else soft)
 
 
+def read_os_release(path: str = "/etc/os-release") -> dict[str, str]:
+    """KEY=value pairs of os-release(5); {} when it cannot be read."""
+    out = {}
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                key, sep, value = line.strip().partition("=")
+                if sep and key and not key.startswith("#"):
+                    out[key] = value.strip().strip("\"'")
+    except OSError:
+        return {}
+    return out
+
+
+def check_distribution(supported: list[dict], os_release: dict[str, str]) -> dict:
+    """Is the host one of `supported` ({distribution, version[, release]} entries, matched
+    against os-release ID and the major part of VERSION_ID)?"""
+    dist = os_release.get("ID", "")
+    major = os_release.get("VERSION_ID", "").split(".")[0]
+    shown = os_release.get("PRETTY_NAME") or f"{dist or 'unknown'} {major}".strip()
+    names = ", ".join(f"{p['distribution']} {p['version']}"
+                      + (f" ({p['release']})" if p.get("release") else "") for p in supported)
+    ok = any(str(p["distribution"]).lower() == dist.lower() and str(p["version"]) == major
+             for p in supported)
+    detail = f"{shown} {'supported' if ok else 'is not supported'} (supported: {names})"
+    return _check("distribution", ok, detail, distribution=dist, version=major)
+
+
 def run(interfaces: list[str] | tuple[str, ...] = (), min_kernel: str = DEFAULT_MIN_KERNEL,
-        bpffs_path: str = "/sys/fs/bpf") -> dict:
-    """Run every check; return the report (never raises for an unmet requirement)."""
+        bpffs_path: str = "/sys/fs/bpf", distributions: list[dict] | None = None) -> dict:
+    """Run every check; return the report (never raises for an unmet requirement).
+    With `distributions`, the host's distribution must be one of them."""
     options, source = read_kconfig()
     syscall = check_bpf_syscall()
     checks = [
+        *([check_distribution(distributions, read_os_release())] if distributions else []),
         check_kernel(min_kernel),
         check_btf(),
         check_bpffs(bpffs_path),
