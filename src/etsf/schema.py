@@ -66,7 +66,10 @@ class Invalid(ValueError):
 
 
 def _join(path: str, key: Any) -> str:
-    return f"{path}[{key}]" if isinstance(key, int) else f"{path}.{key}"
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    # a key that would break the one line (or make it huge) is quoted like a value
+    return f"{path}.{key}" if key.isprintable() and len(key) <= _SHOW_MAX else f"{path}.{show(key)}"
 
 
 class Node:

@@ -11,6 +11,8 @@ import argparse
 import os
 import sys
 
+import yaml
+
 from . import schema as S
 from .failsafe import config as failsafe_config
 from .policy import schema as policy_schema
@@ -42,6 +44,10 @@ def render(name: str) -> str:
     text = S.markdown_table(root, title, intro)
     if rules:
         text += "\nRules that span keys:\n\n" + "".join(f"- {r}\n" for r in rules)
+    defaults = root.default_value()
+    if defaults is not S.MISSING:
+        text += ("\nEvery default, as a file (an empty file means the same):\n\n```yaml\n"
+                 + yaml.safe_dump(defaults, sort_keys=False, default_flow_style=False) + "```\n")
     return text
 
 

@@ -235,3 +235,14 @@ def test_run_loop_survives_errors(machine, monkeypatch):
     fs.run(_cfg(), iterations=3)
     events = [json.loads(x) for x in (d / fs.AUDIT_FILE).read_text().splitlines()]
     assert [e["event"] for e in events] == ["start", "error"] and "map vanished" in events[1]["error"]
+
+
+def test_docs_annotated_defaults_are_the_schema_defaults():
+    """docs/failsafe.md shows the defaults with comments; they must stay the schema's."""
+    import pathlib
+    import re
+
+    import yaml
+    text = (pathlib.Path(__file__).resolve().parents[2] / "docs" / "failsafe.md").read_text()
+    block = re.search(r"The defaults, annotated.*?```yaml\n(.*?)```", text, re.S).group(1)
+    assert yaml.safe_load(block) == fs.DEFAULTS

@@ -74,6 +74,7 @@ def test_defaults_fill_absent_keys():
     ({"sub": {"name": "x" * 80}}, "d.sub.name: a short word expected (got '" + "x" * 60 + "'...)"),
     ({"sub": {"name": "x", "off": 1}}, "d.sub.off: one of the keys on, name expected (got 'off')"),
     ({1: 2}, "d: string keys expected (got 1)"),
+    ({"a\nb": 1}, "d.'a\\nb': one of the keys n, mode, items, sub expected (got 'a\\nb')"),
     ([], "d: a mapping expected (got a list of 0)"),
 ])
 def test_one_error_style(doc, message):
