@@ -16,8 +16,15 @@ import subprocess
 import time
 from pathlib import Path
 
+import pyroute2.config
 from pyroute2 import IPRoute, NetNS
 from pyroute2 import netns as _netns
+
+# pyroute2 forks a helper for every namespace it enters or creates and stops it with SIGTERM.
+# The fork inherits the caller's handlers (the benchmark's SIGTERM -> sys.exit): the helper
+# would unwind the caller's stack and run its cleanup (deleting the namespaces just made).
+# With this set the helper takes SIGTERM's default action instead.
+pyroute2.config.disable_mp_signal = True
 
 NETNS_DIR = Path("/run/netns")
 

@@ -4,7 +4,10 @@ whole process group.  Namespaces ``etsf-nh-*``; only 198.18.0.0/15."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +19,23 @@ RECV = ("import socket,sys; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); 
         "d, a = s.recvfrom(100); s.sendto(d.upper(), a); print(d.decode(), a[0])")
 SEND = ("import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(20); "
         f"s.sendto(b'etsf-nh', ('{B_IP}', 5099)); d, a = s.recvfrom(100); print(d.decode(), a[0])")
+
+
+# A caller whose SIGTERM handler unwinds (as the benchmark's does), with a finally block
+# that records which process ran it.
+UNWINDING_CALLER = """
+import os, signal, sys
+sys.path.insert(0, sys.argv[3])
+from lab import netns as N
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+try:
+    N.create_netns(sys.argv[1])
+    N.set_link(sys.argv[1], "lo")
+    print(sys.argv[1] in N.list_netns())
+finally:
+    with open(sys.argv[2], "a", encoding="ascii") as f:
+        f.write(f"{os.getpid()}\\n")
+"""
 
 
 @pytest.fixture
@@ -85,3 +105,18 @@ def test_bad_input_is_one_line(tag):
         N.set_link(f"etsf-nh-none{tag}", "eth0")
     with pytest.raises(N.LabError, match=r"^command failed \(3\): sh -c echo boom >&2; exit 3: boom$"):
         N.run(["sh", "-c", "echo boom >&2; exit 3"])
+
+
+def test_forked_netlink_helpers_never_run_the_callers_cleanup(tag, tmp_path):
+    """pyroute2 forks a helper per namespace it creates or enters and stops it with SIGTERM:
+    the helper must die there, not unwind into the caller's finally blocks."""
+    ns, log = f"etsf-nh-f{tag}", tmp_path / "finally.log"
+    try:
+        with subprocess.Popen([sys.executable, "-c", UNWINDING_CALLER, ns, str(log),
+                               str(Path(__file__).resolve().parents[2])],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as p:
+            out, err = p.communicate(timeout=60)
+        assert p.returncode == 0 and out.split() == ["True"], err
+        assert log.read_text().split() == [str(p.pid)]       # the caller's cleanup ran once, in the caller
+    finally:
+        N.delete_netns(ns)
