@@ -92,7 +92,7 @@ class Prometheus:
         """Poll `what()` until it returns something truthy; at most `tries` polls (a count,
         not a deadline).  Returns the last value (falsy when it never came)."""
         value = None
-        for _ in range(tries):
+        for _try in range(tries):
             if self.proc and self.proc.poll() is not None:
                 raise RuntimeError(f"prometheus exited: {self.log.read_text()[-2000:]}")
             try:

@@ -68,6 +68,10 @@ def prometheus(tmp_path_factory):
         lab("down", "--prefix", PREFIX, timeout=300, check=False)
 
 
+def _all_hosts(res):
+    return res if len(res) == len(HOSTS) else None
+
+
 def _up(prom):
     res = prom.query('up{job="etsf"}')
     return res if len(res) == len(HOSTS) and all(r["value"][1] == "1" for r in res) else None
@@ -89,8 +93,7 @@ def test_every_host_is_scraped_with_its_labels(prometheus):
 
 def test_etsf_series_are_stored_for_every_host(prometheus):
     assert prometheus.wait(lambda: _up(prometheus))
-    res = prometheus.wait(lambda: (lambda r: r if len(r) == len(HOSTS) else None)(
-        prometheus.query('etsf_up{job="etsf"} == 1')))
+    res = prometheus.wait(lambda: _all_hosts(prometheus.query('etsf_up{job="etsf"} == 1')))
     assert sorted(r["metric"]["host"] for r in res) == HOSTS
     packets = prometheus.query('count by (host) (etsf_sip_packets_total{job="etsf"})')
     assert sorted(r["metric"]["host"] for r in packets) == HOSTS

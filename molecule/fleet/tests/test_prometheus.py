@@ -7,6 +7,7 @@ up == 0 with EtsfExporterDown pending for it alone; the eTSF rule groups are loa
 Runs also outside Molecule against any lab inventory:
 MOLECULE_INVENTORY_FILE=/var/lib/etsf-lab/inventory-<prefix>.yml pytest molecule/fleet/tests/test_prometheus.py
 """
+import json
 import os
 import sys
 import tempfile
@@ -53,12 +54,16 @@ def test_prometheus_scrapes_the_fleet():
             assert res, prom.query("up")
             up = {r["metric"]["host"]: r["value"][1] for r in res}
             assert up == {h: "1" if h in running else "0" for h in HOSTS}, up
+            print("PROMETHEUS up", json.dumps(up, sort_keys=True))
             stored = prom.wait(lambda: {r["metric"]["host"] for r in prom.query('etsf_up{job="etsf"} == 1')}
                                == running or None)
             assert stored, prom.query('etsf_up{job="etsf"}')
             if set(HOSTS) - running:
-                assert prom.wait(down_pending), prom.api("alerts")
+                down = prom.wait(down_pending)
+                assert down, prom.api("alerts")
+                print("PROMETHEUS EtsfExporterDown pending for", sorted(down))
             rules = prom.wait(rules_ok)
             assert rules and len(rules) == 7, prom.api("rules")
+            print("PROMETHEUS rules", json.dumps({r["name"]: r["health"] for r in rules}))
         finally:
             prom.stop()
