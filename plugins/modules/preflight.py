@@ -38,6 +38,14 @@ options:
     description: Where bpffs must be mounted.
     type: path
     default: /sys/fs/bpf
+  bpffs_mounted_first:
+    description:
+      - The caller mounts bpffs at O(bpffs_path) before it uses the host, so a missing mount is
+        reported as a warning, not as an unmet requirement.
+      - The role P(etsf.sip.preflight#role) sets it in check mode, where its configure step does
+        not mount bpffs but a real run would, before these checks.
+    type: bool
+    default: false
 attributes:
   check_mode:
     support: full
@@ -109,11 +117,13 @@ def main():
             interfaces=dict(type="list", elements="str", default=[]),
             min_kernel=dict(type="str", default="5.18"),
             bpffs_path=dict(type="path", default="/sys/fs/bpf"),
+            bpffs_mounted_first=dict(type="bool", default=False),
         ),
         supports_check_mode=True,
     )
     try:
-        report = run(module.params["interfaces"], module.params["min_kernel"], module.params["bpffs_path"])
+        report = run(module.params["interfaces"], module.params["min_kernel"], module.params["bpffs_path"],
+                     bpffs_mounted_first=module.params["bpffs_mounted_first"])
     except ValueError as exc:
         module.fail_json(msg=f"min_kernel: {exc}")
     module.exit_json(changed=False, ansible_facts={"etsf_preflight": report})
