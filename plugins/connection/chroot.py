@@ -5,6 +5,11 @@
 The appliance builder (role etsf.sip.appliance) applies the eTSF roles to a root
 filesystem that is not booted: commands run through ``chroot DIR /bin/sh -c CMD``
 and files are copied in and out of DIR.
+
+community.general.chroot does the same job; this one ships inside the collection because
+that one is not part of ansible-core and the appliance build must run offline with
+ansible-core alone, and because the build needs a per-command time limit and an
+environment that names no controller path (see DOCUMENTATION).
 """
 
 from __future__ import annotations
@@ -19,6 +24,21 @@ description:
     debootstrapped root filesystem offline, without booting it.
   - The controller user must be root. Nothing is mounted by the plugin; mount C(/proc), C(/sys)
     and C(/dev) into the tree first when the tasks need them (the appliance role does).
+  - "Why not P(community.general.chroot#connection): that plugin does the same job, but it is
+    not part of ansible-core; it comes with the full C(ansible) package or from Galaxy, and the
+    appliance build and its CI run offline with ansible-core alone. Shipping the connection in
+    the collection keeps the collection without dependencies (C(galaxy.yml) lists none)."
+  - "What this one adds: O(command_timeout), a limit on each command, so a package script
+    that hangs inside the tree fails the build instead of stalling it; an environment that
+    names no controller path (C(TMPDIR) dropped, C(HOME=/root), working directory C(/)), so
+    modules do not look for the controller's temporary directory inside the tree; the host must
+    be an absolute path (a relative one is refused with one line instead of being resolved
+    against the controller's working directory)."
+  - "Same option names as P(community.general.chroot#connection) where they mean the same
+    (O(remote_addr), O(chroot_exe), C(ANSIBLE_CHROOT_EXE), C(ansible_chroot_exe)), so an
+    inventory can switch between the two; that one's C(executable) and C(disable_root_check)
+    are left out on purpose: commands always run with C(/bin/sh) inside the tree, and only root
+    can chroot."
 author:
   - eTSF developers (@etsf)
 version_added: 0.1.0

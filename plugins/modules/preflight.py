@@ -46,6 +46,14 @@ options:
     type: list
     elements: dict
     default: []
+  bpffs_mounted_first:
+    description:
+      - The caller mounts bpffs at O(bpffs_path) before it uses the host, so a missing mount is
+        reported as a warning, not as an unmet requirement.
+      - The role P(etsf.sip.preflight#role) sets it in check mode, where its configure step does
+        not mount bpffs but a real run would, before these checks.
+    type: bool
+    default: false
 attributes:
   check_mode:
     support: full
@@ -121,6 +129,7 @@ def main():
             min_kernel=dict(type="str", default="5.18"),
             bpffs_path=dict(type="path", default="/sys/fs/bpf"),
             distributions=dict(type="list", elements="dict", default=[]),
+            bpffs_mounted_first=dict(type="bool", default=False),
         ),
         supports_check_mode=True,
     )
@@ -129,7 +138,7 @@ def main():
             module.fail_json(msg=f"distributions[{index}]: expected distribution and version (got {entry!r})")
     try:
         report = run(module.params["interfaces"], module.params["min_kernel"], module.params["bpffs_path"],
-                     module.params["distributions"])
+                     module.params["distributions"], bpffs_mounted_first=module.params["bpffs_mounted_first"])
     except ValueError as exc:
         module.fail_json(msg=f"min_kernel: {exc}")
     module.exit_json(changed=False, ansible_facts={"etsf_preflight": report})

@@ -82,9 +82,15 @@ def read_mounts(path: str = "/proc/mounts") -> list[tuple[str, str]]:
         return [(parts[1], parts[2]) for parts in (line.split() for line in fh) if len(parts) >= 3]
 
 
-def check_bpffs(mountpoint: str = "/sys/fs/bpf", mounts: list[tuple[str, str]] | None = None) -> dict:
+def check_bpffs(mountpoint: str = "/sys/fs/bpf", mounts: list[tuple[str, str]] | None = None,
+                mounted_first: bool = False) -> dict:
+    """`mounted_first`: the caller mounts bpffs before it uses the host (the preflight role in
+    check mode, whose real run mounts it before checking), so a missing mount is a warning."""
     mounts = read_mounts() if mounts is None else mounts
     ok = any(point == mountpoint and fstype == "bpf" for point, fstype in mounts)
+    if not ok and mounted_first:
+        return _check("bpffs", False, f"bpffs not mounted at {mountpoint} (a real run mounts it first)",
+                      severity="warning", path=mountpoint)
     return _check("bpffs", ok, f"bpffs {'mounted' if ok else 'not mounted'} at {mountpoint}", path=mountpoint)
 
 
@@ -292,7 +298,8 @@ def check_distribution(supported: list[dict], os_release: dict[str, str]) -> dic
 
 
 def run(interfaces: list[str] | tuple[str, ...] = (), min_kernel: str = DEFAULT_MIN_KERNEL,
-        bpffs_path: str = "/sys/fs/bpf", distributions: list[dict] | None = None) -> dict:
+        bpffs_path: str = "/sys/fs/bpf", distributions: list[dict] | None = None,
+        bpffs_mounted_first: bool = False) -> dict:
     """Run every check; return the report (never raises for an unmet requirement).
     With `distributions`, the host's distribution must be one of them."""
     options, source = read_kconfig()
@@ -301,7 +308,7 @@ def run(interfaces: list[str] | tuple[str, ...] = (), min_kernel: str = DEFAULT_
         *([check_distribution(distributions, read_os_release())] if distributions else []),
         check_kernel(min_kernel),
         check_btf(),
-        check_bpffs(bpffs_path),
+        check_bpffs(bpffs_path, mounted_first=bpffs_mounted_first),
         check_jit(options),
         check_kconfig(options, source),
         syscall,

@@ -13,6 +13,15 @@ def test_bpffs_detection_from_mount_table():
     assert not pf.check_bpffs("/sys/fs/bpf", mounts=[("/sys/fs/bpf", "tmpfs"), ("/", "ext4")])["ok"]
 
 
+def test_bpffs_the_caller_mounts_first_is_a_warning_not_unmet():
+    """Check mode of the preflight role: a real run mounts bpffs before it checks."""
+    result = pf.check_bpffs("/sys/fs/bpf", mounts=[("/", "ext4")], mounted_first=True)
+    assert not result["ok"] and result["severity"] == "warning"
+    assert pf.summary([result]) == "all requirements met"
+    mounted = pf.check_bpffs("/sys/fs/bpf", mounts=[("/sys/fs/bpf", "bpf")], mounted_first=True)
+    assert mounted["ok"] and mounted["severity"] == "error"
+
+
 def test_kconfig_lists_every_missing_option():
     options = {opt: "y" for opt in pf.REQUIRED_KCONFIG}
     options["CONFIG_NET_CLS_BPF"] = "n"
