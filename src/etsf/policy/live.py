@@ -189,4 +189,5 @@ def rollback(generation: int | None = None, *, pin_root=None, check=False, actor
     res = apply(p, pin_root=pin_root, check=check, actor=actor, history_keep=history_keep,
                 source=f"rollback to generation {entry['generation']}", _rollback_to=entry["generation"])
     res["rollback_to"] = entry["generation"]
+    res["document"] = entry["policy"]
     return res
