@@ -35,6 +35,11 @@ options:
   generation:
     description: With O(state=rolled_back), the kept generation to go back to (C(etsfctl policy history)).
     type: int
+  dest:
+    description:
+      - With O(state=rolled_back), also write the re-applied policy to this file (normally the
+        policy file C(etsf-restore.service) re-applies at boot), so a reboot keeps the rollback.
+    type: path
   src:
     description: Policy file on the managed host (used when O(content) and O(layers) are not given).
     type: path
@@ -95,9 +100,10 @@ EXAMPLES = r"""
       group: "{{ etsf_policy_group | default({}) }}"
       host: "{{ etsf_policy | default({}) }}"
 
-- name: Go back to the policy that was live before the current one
+- name: Go back to the policy that was live before the current one (also in the boot-time file)
   etsf.sip.policy:
     state: rolled_back
+    dest: /etc/etsf/policy.yml
 
 - name: What would change (no write)
   etsf.sip.policy:
@@ -130,6 +136,7 @@ changes:
   sample: [{"path": "rate_limits.register.rate", "old": 20, "new": 10}]
 """
 
+import os
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
@@ -159,6 +166,29 @@ def _after(new, before):
     return doc
 
 
+def _write_dest(module, dest, result):
+    """Write the rolled-back document to dest (atomically); True when the file changes."""
+    text = (f"# eTSF SIP policy: rolled back to kept generation {result['rollback_to']} "
+            f"(etsfctl policy history)\n" + yaml.safe_dump(result["document"], sort_keys=True,
+                                                            default_flow_style=False))
+    try:
+        with open(dest, encoding="utf-8") as f:
+            if f.read() == text:
+                return False
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        module.fail_json(msg=f"dest: cannot read {dest}: {exc.strerror}")
+    if module.check_mode:
+        return True
+    tmp = f"{dest}.etsf-rollback"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.chmod(tmp, 0o644)
+    module.atomic_move(tmp, dest)
+    return True
+
+
 def _load(module):
     """(Policy, YAML text, header) from layers, content or src."""
     params = module.params
@@ -180,6 +210,7 @@ def main():
         argument_spec=dict(
             state=dict(type="str", choices=["applied", "rolled_back"], default="applied"),
             generation=dict(type="int"),
+            dest=dict(type="path"),
             src=dict(type="path", default="/etc/etsf/policy.yml"),
             content=dict(type="str"),
             layers=dict(type="dict", options=dict(defaults=dict(type="dict"), group=dict(type="dict"),
@@ -195,8 +226,9 @@ def main():
         module.fail_json(msg=missing_required_lib("etsf-agent"), exception=ETSF_IMPORT_ERROR)
     params = module.params
     src, pin_root = params["src"], params["pin_root"]
-    if params["generation"] is not None and params["state"] != "rolled_back":
-        module.fail_json(msg="generation: only with state=rolled_back")
+    for opt in ("generation", "dest"):
+        if params[opt] is not None and params["state"] != "rolled_back":
+            module.fail_json(msg=f"{opt}: only with state=rolled_back")
     common = dict(pin_root=pin_root, check=module.check_mode, actor=params["actor"],
                   history_keep=params["history_keep"])
     try:
@@ -220,6 +252,8 @@ def main():
     )
     if "rollback_to" in result:
         out["rollback_to"] = result["rollback_to"]
+        if params["dest"] and _write_dest(module, params["dest"], result):
+            out["changed"] = True
     if module._diff:
         out["diff"] = dict(before=_text(before), after=_text(_after(new, before)), before_header="live policy (maps)",
                            after_header=header)

@@ -157,3 +157,17 @@ def test_layered_apply_shows_and_applies_the_merge(tmp_path, etsf_env, etsf_bpf,
     assert r.returncode == 1 and r.stderr.strip() == (
         f"etsfctl: error: group ({g}).deny: must be a list of CIDR prefixes (got str)")
     assert dump_maps(etsf_bpf, root) == before
+
+
+def test_policy_live_before_history_is_adopted_and_can_be_rolled_back_to(tmp_path, etsf_env, etsf_bpf, loaded):
+    import shutil
+    fa, fb = tmp_path / "a.yml", tmp_path / "b.yml"
+    fa.write_text(A)
+    fb.write_text(B)
+    etsfctl("policy", "apply", str(fa), env=etsf_env)
+    live_a, _gen = _live(etsf_env)
+    shutil.rmtree(Path(etsf_env["ETSF_STATE_DIR"]) / "policy-history")    # an agent that kept none
+    etsfctl("policy", "apply", str(fb), env=etsf_env)
+    assert [(h["generation"], h["action"]) for h in _history(etsf_env)] == [(1, "adopt"), (2, "apply")]
+    out = json.loads(etsfctl("policy", "rollback", "--json", env=etsf_env).stdout)
+    assert out["rollback_to"] == 1 and _live(etsf_env)[0] == live_a

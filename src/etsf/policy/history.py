@@ -92,6 +92,10 @@ def _atomic_write(path: str, data: str) -> None:
     os.replace(tmp, path)
 
 
+def kept(generation: int) -> bool:
+    return os.path.exists(os.path.join(_dir(), f"{generation}.json"))
+
+
 def read_entry(generation: int) -> dict[str, Any] | None:
     path = os.path.join(_dir(), f"{generation}.json")
     try:

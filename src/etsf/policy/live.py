@@ -132,6 +132,12 @@ def apply(p: Policy, *, pin_root=None, check=False, source_text=None, force=Fals
         active = ctl.active_slot if ctl.active_slot < POLICY_SLOTS else 0
         target = (active + 1) % POLICY_SLOTS
         prev_gen = ctl.generation if live is not None else None
+        if live is not None and not history.kept(prev_gen):
+            # the live policy came from before the history was kept (or was pruned): keep it
+            # first, so this change can be rolled back
+            history.record(generation=prev_gen, slot=ctl.active_slot, action="adopt", actor=actor,
+                           source="live maps", keep=keep + 1, previous=None,
+                           doc={k: v for k, v in live.items() if k not in ("generation", "active_slot")})
         gen = ctl.generation + 1
         img = compile_policy(p, target, gen)
         from .. import fastpath as _fp      # services: compiled before any map is written
