@@ -58,3 +58,10 @@ def test_policy_tag_in_site_lists_the_apply():
     names = by_role(list_tasks("playbooks/site.yml", "--tags", "policy"))["policy"]
     assert "Apply the policy to the pinned maps (atomic slot swap)" in names
     assert "Write the policy file (validated before it replaces the old one)" in names
+
+
+def test_policy_playbook_tag_lists_the_policy_role_and_its_gate():
+    tasks = list_tasks("playbooks/policy.yml", "--tags", "policy")
+    assert by_role(tasks) == by_role(list_tasks("playbooks/policy.yml"))
+    assert set(by_role(tasks)) == {"policy"}
+    assert "Health gate (the policy must not break SIP on this host)" in [n for r, n, _t in tasks if not r]
