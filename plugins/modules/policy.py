@@ -168,9 +168,8 @@ def _after(new, before):
 
 def _write_dest(module, dest, result):
     """Write the rolled-back document to dest (atomically); True when the file changes."""
-    text = (f"# eTSF SIP policy: rolled back to kept generation {result['rollback_to']} "
-            f"(etsfctl policy history)\n" + yaml.safe_dump(result["document"], sort_keys=True,
-                                                            default_flow_style=False))
+    header = f"# eTSF SIP policy: rolled back to kept generation {result['rollback_to']} (etsfctl policy history)\n"
+    text = header + yaml.safe_dump(result["document"], sort_keys=True, default_flow_style=False)
     try:
         with open(dest, encoding="utf-8") as f:
             if f.read() == text:

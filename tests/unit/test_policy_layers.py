@@ -47,7 +47,8 @@ def test_a_scalar_over_a_mapping_replaces_it_and_validation_names_the_field():
     ([("etsf_policy_defaults", "version: 1")], "etsf_policy_defaults: must be a mapping (got str)"),
     ([("etsf_policy_defaults", DEFAULTS), ("etsf_policy", {"deny": "198.18.1.0/24"})],
      "etsf_policy.deny: must be a list of CIDR prefixes (got str)"),
-    ([("etsf_policy_defaults", {"trust": None})], "etsf_policy_defaults.trust: must be a list of CIDR prefixes (got null)"),
+    ([("etsf_policy_defaults", {"trust": None})],
+     "etsf_policy_defaults.trust: must be a list of CIDR prefixes (got null)"),
 ])
 def test_bad_layer_is_one_line_naming_it(layers, msg):
     with pytest.raises(policy.PolicyError) as exc:
