@@ -3,9 +3,11 @@ playbooks/policy.yml in batches with the health gate; a host whose new policy fa
 rolled back to the policy it had before (maps, boot-time file, history, audit) and the rollout
 stops at that batch.
 
-The "bad" policy denies the peer the health gate probes (198.18.1.202), and this fleet's gate
-accepts only RATE_LIMIT/OVERLOAD drops, so the DENY drops of the probe's answers fail it --
-the real gate, not a forced failure.  Wall times are printed as ``POLICY_CANARY {json}`` (pytest -s).
+While the playbook runs, the lab's UAC peer (198.18.1.201, netns etsf-uac) sends SIP OPTIONS to
+both hosts (bounded: at most 20/s, 3,000 in all).  The "bad" policy denies that peer, and this
+fleet's gate accepts only RATE_LIMIT/OVERLOAD drops, so the DENY drops of a live peer's SIP fail
+it -- the real gate on real traffic, not a forced failure.  Wall times are printed as
+``POLICY_CANARY {json}`` (pytest -s).
 """
 from __future__ import annotations
 
@@ -19,13 +21,27 @@ from pathlib import Path
 import pytest
 import yaml
 
-from labhelpers import REPO, ansible_bin, lab, on_host, playbook_failures, preconditions
+from labhelpers import PY, REPO, ansible_bin, lab, on_host, playbook_failures, preconditions
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(1800)]
 
 PREFIX = os.environ.get("ETSF_POLICY_CANARY_PREFIX", "pcan-")
 H1, H2 = f"{PREFIX}sbc1", f"{PREFIX}sbc2"
-PEER = "198.18.1.202"
+PEER = "198.18.1.201"
+PEER_NETNS = "etsf-uac"
+SENDER = r"""
+import socket, sys, time
+targets = sys.argv[1:]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("198.18.1.201", 0))
+for i in range(3000):
+    for t in targets:
+        msg = ("OPTIONS sip:%s:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 198.18.1.201:5070;branch=z9hG4bK-pc%d\r\n"
+               "Max-Forwards: 70\r\nFrom: <sip:canary@198.18.1.201>;tag=%d\r\nTo: <sip:%s>\r\n"
+               "Call-ID: canary-%d@198.18.1.201\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n") % (t, i, i, t, i)
+        s.sendto(msg.encode(), (t, 5060))
+    time.sleep(0.05)
+"""
 
 FLEET = {
     "etsf_health_window": 2.0,
@@ -82,6 +98,19 @@ def _live(host: str):
     return {k: v for k, v in doc.items() if k not in ("generation", "active_slot")}, doc["generation"]
 
 
+def _policy_run(inv: Path):
+    """playbooks/policy.yml in two batches while the peer sends SIP to both hosts."""
+    addrs = [yaml.safe_load((inv / "hosts.yml").read_text())["all"]["children"]["sbc"]["hosts"][h]["etsf_sip_address"]
+             for h in (H1, H2)]
+    sender = subprocess.Popen(["nsenter", f"--net=/run/netns/{PEER_NETNS}", PY, "-c", SENDER, *addrs],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        return _playbook(inv, "playbooks/policy.yml", "-e", '{"etsf_policy_batches": [1, "100%"]}', timeout=600)
+    finally:
+        sender.kill()
+        sender.wait(timeout=30)
+
+
 def _set_layers(inv: Path, bad: str | None, register_rate: int):
     for h in (H1, H2):
         f = inv / "host_vars" / f"{h}.yml"
@@ -105,7 +134,7 @@ def test_failed_canary_batch_rolls_back_and_stops(inventory):
 
     # run 1: the second batch's host gets a policy that denies the probed peer
     _set_layers(inv, H2, 10)
-    cp, wall_run1 = _playbook(inv, "playbooks/policy.yml", "-e", '{"etsf_policy_batches": [1, "100%"]}')
+    cp, wall_run1 = _policy_run(inv)
     out = cp.stdout
     assert cp.returncode != 0, out[-3000:]
     recap = _recap(out)
@@ -130,7 +159,7 @@ def test_failed_canary_batch_rolls_back_and_stops(inventory):
     # run 2: the FIRST batch fails -> rolled back, and the second batch is never touched
     _set_layers(inv, H1, 7)
     hist_h2 = _json(H2, "policy history")
-    cp, wall_run2 = _playbook(inv, "playbooks/policy.yml", "-e", '{"etsf_policy_batches": [1, "100%"]}')
+    cp, wall_run2 = _policy_run(inv)
     assert cp.returncode != 0
     assert _recap(cp.stdout)[H1]["failed"] == 1
     live1b, gen1b = _live(H1)
