@@ -4,7 +4,7 @@ rolled back to the policy it had before (maps, boot-time file, history, audit) a
 stops at that batch.
 
 While the playbook runs, the lab's UAC peer (198.18.1.201, netns etsf-uac) sends SIP OPTIONS to
-both hosts (bounded: at most 20/s, 3,000 in all).  The "bad" policy denies that peer, and this
+both hosts (bounded: at most 10/s each for at most 300 s).  The "bad" policy denies that peer, and this
 fleet's gate accepts only RATE_LIMIT/OVERLOAD drops, so the DENY drops of a live peer's SIP fail
 it -- the real gate on real traffic, not a forced failure.  Wall times are printed as
 ``POLICY_CANARY {json}`` (pytest -s).
@@ -40,7 +40,7 @@ for i in range(3000):
                "Max-Forwards: 70\r\nFrom: <sip:canary@198.18.1.201>;tag=%d\r\nTo: <sip:%s>\r\n"
                "Call-ID: canary-%d@198.18.1.201\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n") % (t, i, i, t, i)
         s.sendto(msg.encode(), (t, 5060))
-    time.sleep(0.05)
+    time.sleep(0.1)
 """
 
 FLEET = {
