@@ -47,8 +47,9 @@ def _result_lines(policy, args, res, verb="applied"):
 def cmd_policy_apply(args):
     from .. import policy
     pol, text, merged = _load_layered(args)
-    res = policy.apply(pol, check=args.check, source_text=text, source=args.file,
-                       history_keep=args.history_keep)
+    source = args.file if merged is None else " < ".join(
+        f for f in (args.defaults, args.group, args.file) if f is not None)
+    res = policy.apply(pol, check=args.check, source_text=text, source=source, history_keep=args.history_keep)
     if merged is not None:
         res["merged"] = merged
     if args.json:
