@@ -154,7 +154,7 @@ def test_failed_canary_batch_rolls_back_and_stops(inventory):
     out = cp.stdout
     assert cp.returncode != 0, out[-3000:]
     recap = _recap(out)
-    print("POLICY_CANARY run 1:\n" + playbook_failures(out) + "\n" + out[out.index("PLAY RECAP"):])
+    print("POLICY_CANARY run 1:\n" + playbook_failures(out) + "\n" + out[max(out.find("PLAY RECAP"), 0):])
     assert recap[H1]["failed"] == 0 and recap[H2]["failed"] == 1, recap
     assert f"{H2}: policy rollout failed (rolled back to generation {base[H2][1]}" in out, out[-3000:]
     assert "unexpected reason DENY" in out, playbook_failures(out)
@@ -178,7 +178,7 @@ def test_failed_canary_batch_rolls_back_and_stops(inventory):
     hist_h2 = _json(H2, "policy history")
     cp, wall_run2 = _policy_run(inv)
     assert cp.returncode != 0
-    print("POLICY_CANARY run 2:\n" + cp.stdout[cp.stdout.index("PLAY RECAP"):])
+    print("POLICY_CANARY run 2:\n" + cp.stdout[max(cp.stdout.find("PLAY RECAP"), 0):])
     assert _recap(cp.stdout)[H1]["failed"] == 1
     live1b, gen1b = _live(H1)
     assert live1b == live1 and gen1b == gen1 + 2
