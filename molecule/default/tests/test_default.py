@@ -39,7 +39,7 @@ def _check_pins(host):
 
 
 def _check_policy(host):
-    want = policy.validate(host.ansible.get_variables()["etsf_policy"]).to_dict()
+    want = policy.validate(host.ansible.get_variables()["etsf_policy_defaults"]).to_dict()
     live = _json(host, "etsfctl policy show --json")
     live.pop("active_slot", None)
     assert live.pop("generation") >= 1

@@ -36,6 +36,18 @@ def _status(host):
     return json.loads(host.check_output("etsfctl status --json"))
 
 
+def test_layers_reach_the_maps(host):
+    """Fleet defaults (group all), the sbc group's layer and nothing from the host: merged, applied."""
+    live = json.loads(host.check_output("etsfctl policy show --json"))
+    assert live["deny"] == ["198.18.1.250/32", "198.19.7.0/24"]          # union of both layers
+    assert live["trust"] == ["198.18.1.202/32"]
+    assert live["rate_limits"]["register"] == {"rate": 20, "burst": 40}  # group rate, fleet burst
+    assert live["rate_limits"]["invite"] == {"rate": 50, "burst": 100}
+    assert live["marking"] == {"enabled": True, "dscp": 24, "skb_priority": 6}
+    history = json.loads(host.check_output("etsfctl policy history --json"))
+    assert history[-1]["generation"] == live["generation"] and history[-1]["live"] is True
+
+
 def test_check_diff_shows_exactly_the_change_then_apply_changes_only_maps(host):
     before = _status(host)
     live_before = json.loads(host.check_output("etsfctl policy show --json"))
@@ -55,6 +67,7 @@ def test_check_diff_shows_exactly_the_change_then_apply_changes_only_maps(host):
     live_after = json.loads(host.check_output("etsfctl policy show --json"))
     assert live_after["rate_limits"]["register"]["rate"] == 10
     assert live_after["generation"] == live_before["generation"] + 1
+    live_after_gen = live_after["generation"]
     for field in ("rate_limits", "generation", "active_slot"):
         live_before.pop(field)
         live_after.pop(field)
@@ -63,6 +76,12 @@ def test_check_diff_shows_exactly_the_change_then_apply_changes_only_maps(host):
     for iface, row in before["interfaces"].items():
         assert after["interfaces"][iface]["xdp_prog_id"] == row["xdp_prog_id"]
         assert after["interfaces"][iface]["tc_prog_id"] == row["tc_prog_id"]
+
+    # the change is kept: the history's newest entry is the live generation, the one before it
+    # is the policy it replaced
+    history = json.loads(host.check_output("etsfctl policy history --json"))
+    assert [h["generation"] for h in history[-2:]] == [live_after_gen - 1, live_after_gen]
+    assert history[-1]["action"] == "apply" and history[-1]["previous_generation"] == history[-2]["generation"]
 
     # and re-applying is a no-op
     out = _policy_playbook()

@@ -20,7 +20,8 @@ policy changes nothing already applied.
 
 Layers, each importing only those above it: ``consts`` (limits from etsf.layout, names,
 defaults) -> ``schema`` (load + validate) -> ``image`` (compile/decode one slot) ->
-``changes`` (diff) -> ``live`` (read the maps, apply).  This module re-exports the public
+``changes`` (diff) -> ``history`` (kept applied policies, audit) -> ``live`` (read the maps,
+apply, rollback); ``layers`` (merge fleet/group/host documents) stands alone.  This module re-exports the public
 names, so ``etsf.policy.apply(...)`` and friends keep working.
 """
 
@@ -38,7 +39,9 @@ from .schema import (ACL_GUARD_KEYS, BACKEND_KEYS, fmt_value, load_file, load_te
                      sort_cidrs, sort_services, TOP_KEYS, validate)
 from .image import compile_policy, decode, decode_acl_key, decode_ctl, little_endian, PolicyImage, u32
 from .changes import diff, format_diff
-from .live import apply, Maps, maps_present, read_live, resolve_pin_root
+from .live import apply, Maps, maps_present, read_live, resolve_pin_root, rollback
+from .layers import merge_layers
+from .history import entries as history_entries
 
 __all__ = [
     "ACL_DENY", "ACL_GUARD_KEYS", "ACL_MAX", "ACL_MIN_PREFIX_V4", "ACL_MIN_PREFIX_V6", "ACL_PER_SLOT",
@@ -48,7 +51,7 @@ __all__ = [
     "OVERLOAD_LEVELS", "POLICY", "POLICY_SLOTS", "POL_F_MARK", "POL_F_VALID", "PRIO_DEFAULTS", "PRIO_NAMES",
     "Policy", "PolicyError", "PolicyImage", "RL_CLASSES", "RL_CLASS_NAMES", "ROOT", "SCHEMA_VERSION",
     "SERVICE_KEYS", "SHED_DEFAULTS", "TOP_KEYS", "apply", "compile_policy", "decode", "decode_acl_key",
-    "decode_ctl", "diff", "fmt_value", "format_diff", "little_endian", "load_file", "load_text", "lock",
-    "maps_present", "read_live", "resolve_pin_root", "run_dir", "sort_cidrs", "sort_services",
-    "state_dir", "u32", "validate",
+    "decode_ctl", "diff", "fmt_value", "format_diff", "history_entries", "little_endian", "load_file",
+    "load_text", "lock", "maps_present", "merge_layers", "read_live", "resolve_pin_root", "rollback", "run_dir",
+    "sort_cidrs", "sort_services", "state_dir", "u32", "validate",
 ]

@@ -16,7 +16,8 @@ from ..pinmaps import PinnedMaps
 from .image import compile_policy, decode, decode_acl_key, decode_ctl, little_endian, u32
 from .consts import MAP_ACL_V4, MAP_ACL_V6, MAP_CTL, MAP_POLICY, POLICY_SLOTS, ROOT
 from .changes import diff
-from .schema import Policy, sort_services
+from . import history
+from .schema import Policy, sort_services, validate
 
 
 # ---------------------------------------------------------------------------
@@ -96,12 +97,15 @@ def _write_state(text: str | None, p: Policy, result: dict):
         os.replace(tmp, os.path.join(d, name))
 
 
-def apply(p: Policy, *, pin_root=None, check=False, source_text=None, force=False) -> dict[str, Any]:
+def apply(p: Policy, *, pin_root=None, check=False, source_text=None, force=False, actor=None, source=None,
+          history_keep=None, _rollback_to=None) -> dict[str, Any]:
     """Apply a validated policy as an atomic slot swap.
 
     Returns {"changed", "check", "generation", "slot", "diff", "live_exists"}.
     With check=True nothing is written (diff only; no datapath needed).
+    A real change is kept in the policy history (newest `history_keep`) and audited.
     """
+    keep = history.check_keep(history_keep)
     new = p.to_dict()
     if check and not maps_present(pin_root):
         ch = diff(None, new)
@@ -121,9 +125,19 @@ def apply(p: Policy, *, pin_root=None, check=False, source_text=None, force=Fals
             if not os.path.exists(os.path.join(state_dir(), "policy.applied.yml")):
                 _write_state(source_text, p, {"generation": ctl.generation, "slot": ctl.active_slot,
                                               "policy": new})
+            if not history.entries():      # a host applied before history was kept: seed it
+                history.record(generation=ctl.generation, slot=ctl.active_slot, doc=new, action="adopt",
+                               actor=actor, source=source, keep=keep, previous=None)
             return res
         active = ctl.active_slot if ctl.active_slot < POLICY_SLOTS else 0
         target = (active + 1) % POLICY_SLOTS
+        prev_gen = ctl.generation if live is not None else None
+        if live is not None and not history.kept(prev_gen):
+            # the live policy came from before the history was kept (or was pruned): keep it
+            # first, so this change can be rolled back
+            history.record(generation=prev_gen, slot=ctl.active_slot, action="adopt", actor=actor,
+                           source="live maps", keep=keep + 1, previous=None,
+                           doc={k: v for k, v in live.items() if k not in ("generation", "active_slot")})
         gen = ctl.generation + 1
         img = compile_policy(p, target, gen)
         from .. import fastpath as _fp      # services: compiled before any map is written
@@ -155,5 +169,31 @@ def apply(p: Policy, *, pin_root=None, check=False, source_text=None, force=Fals
             for k, _unused1, _unused2 in _acl_slot_entries(m, active):
                 m.delete(k)
         res.update(generation=gen, slot=target)
+        history.record(generation=gen, slot=target, doc=new, keep=keep, actor=actor, source=source,
+                       action="rollback" if _rollback_to is not None else "apply",
+                       previous=prev_gen,
+                       rollback_to=_rollback_to, changes=len(ch))
     _write_state(source_text, p, {"generation": gen, "slot": target, "policy": new})
+    return res
+
+
+def rollback(generation: int | None = None, *, pin_root=None, check=False, actor=None,
+             history_keep=None) -> dict[str, Any]:
+    """Re-apply a kept policy (default: the newest one older than the live generation).
+
+    Exactly an apply of that document (same lock, same slot swap, a new generation), kept in
+    the history as a rollback and audited.  A generation not kept is a one-line PolicyError
+    and nothing is written.
+    """
+    history.check_keep(history_keep)
+    live_gen = None
+    if maps_present(pin_root):
+        with Maps(pin_root) as maps:
+            live_gen = _read_ctl(maps).generation
+    entry = history.pick(live_gen, generation)
+    p = validate(entry["policy"])
+    res = apply(p, pin_root=pin_root, check=check, actor=actor, history_keep=history_keep,
+                source=f"rollback to generation {entry['generation']}", _rollback_to=entry["generation"])
+    res["rollback_to"] = entry["generation"]
+    res["document"] = entry["policy"]
     return res
