@@ -76,10 +76,9 @@ class Invalid(ValueError):
 def _join(path: str, key: Any) -> str:
     if isinstance(key, int):
         return f"{path}[{key}]"
-    if not path and key.isprintable() and len(key) <= _SHOW_MAX:
-        return key
     # a key that would break the one line (or make it huge) is quoted like a value
-    return f"{path}.{key}" if key.isprintable() and len(key) <= _SHOW_MAX else f"{path}.{show(key)}"
+    name = key if key.isprintable() and len(key) <= _SHOW_MAX else show(key)
+    return f"{path}.{name}" if path else name
 
 
 class Node:

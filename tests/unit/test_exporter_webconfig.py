@@ -41,6 +41,10 @@ BAD = [
                                               "4..12 expected (got a string of 7 characters)"),
     ({"basic_auth_users": {"ops": "$2b$13$" + H[7:]}}, "basic_auth_users.ops: a bcrypt hash '$2b$NN$...' with "
                                                        "cost 4..12 expected (got a string of 60 characters)"),
+    ({"basic_auth_users": {"ops": H + "\n"}}, "basic_auth_users.ops: a bcrypt hash '$2b$NN$...' with cost "
+                                              "4..12 expected (got a string of 61 characters)"),
+    ({"basic_auth_users": {"ops\n": H}}, "basic_auth_users: a user name of 1..256 characters without ':' "
+                                         "or control characters expected (got 'ops\\n')"),
     ({"basic_auth_users": {"ops": 5}}, "basic_auth_users.ops: a bcrypt hash '$2b$NN$...' with cost 4..12 "
                                       "expected (got 5)"),
     ({"tls_server_config": {"cert_file": "/c"}}, "tls_server_config.key_file: a file path expected (got nothing)"),

@@ -25,8 +25,9 @@ from .reader import ExporterError
 #: (cost 10 ~ 60 ms, 12 ~ 250 ms of one core)
 BCRYPT_MAX_COST = 12
 BCRYPT_MIN_COST = 4
-_BCRYPT_RE = re.compile(r"^\$2[aby]\$([0-9]{2})\$[./A-Za-z0-9]{53}$")
-_USER_RE = re.compile(r"^[^:\x00-\x1f\x7f]{1,256}$")
+# \Z, not $: "$" would also match before a trailing newline
+_BCRYPT_RE = re.compile(r"^\$2[aby]\$([0-9]{2})\$[./A-Za-z0-9]{53}\Z")
+_USER_RE = re.compile(r"^[^:\x00-\x1f\x7f]{1,256}\Z")
 
 CLIENT_AUTH = {"NoClientCert": ssl.CERT_NONE, "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
                "RequireAndVerifyClientCert": ssl.CERT_REQUIRED}
@@ -103,9 +104,9 @@ def validate(doc) -> WebConfig:
             if TLS_VERSIONS[tls["min_version"]] > TLS_VERSIONS[tls["max_version"]]:
                 raise S.Invalid("tls_server_config.min_version", f"at most max_version {tls['max_version']}",
                                 tls["min_version"])
+        return WebConfig(users=d["basic_auth_users"], tls=tls)
     except S.Invalid as e:
         raise ExporterError(str(e)) from None
-    return WebConfig(users=d["basic_auth_users"], tls=tls)
 
 
 def load(path: str) -> WebConfig:
