@@ -54,34 +54,46 @@ def literal(v: Any) -> str:
     return json.dumps(v)
 
 
-class Invalid(ValueError):
-    """A value the schema refuses: ``path`` names it, the message says what was expected."""
+def hidden(v: Any) -> str:
+    """A secret as an error message quotes it: its type and length, never its text."""
+    if isinstance(v, str):
+        return f"a string of {len(v)} characters"
+    return show(v) if v is None or isinstance(v, (bool, int, float)) else f"a {type(v).__name__}"
 
-    def __init__(self, path: str, expected: str, got: Any = MISSING):
+
+class Invalid(ValueError):
+    """A value the schema refuses: ``path`` names it (empty: the whole document), the message
+    says what was expected; a ``secret`` value is described, never quoted."""
+
+    def __init__(self, path: str, expected: str, got: Any = MISSING, *, secret: bool = False):
         self.path = path
         self.expected = expected
         self.got = got
-        self.message = f"{expected} expected (got {show(got)})"
-        super().__init__(f"{path}: {self.message}")
+        self.message = f"{expected} expected (got {hidden(got) if secret else show(got)})"
+        super().__init__(f"{path or 'document'}: {self.message}")
 
 
 def _join(path: str, key: Any) -> str:
     if isinstance(key, int):
         return f"{path}[{key}]"
     # a key that would break the one line (or make it huge) is quoted like a value
-    return f"{path}.{key}" if key.isprintable() and len(key) <= _SHOW_MAX else f"{path}.{show(key)}"
+    name = key if key.isprintable() and len(key) <= _SHOW_MAX else show(key)
+    return f"{path}.{name}" if path else name
 
 
 class Node:
     """One value of a document.  ``default`` is used when the key is absent (a deep copy);
     ``default_text`` documents a default the document works out from other fields, ``label``
-    names the type in the reference table when the error text is too long for it."""
+    names the type in the reference table when the error text is too long for it; a ``secret``
+    value is never quoted in an error."""
 
     ansible = "raw"
 
     def __init__(self, doc: str = "", *, default: Any = MISSING, required: bool = False,
-                 nullable: bool = False, default_text: str | None = None, label: str | None = None):
+                 nullable: bool = False, default_text: str | None = None, label: str | None = None,
+                 secret: bool = False):
         self.doc = doc
+        self.secret = secret
         self.label = label
         self.default = default
         self.required = required
@@ -107,7 +119,7 @@ class Node:
         return self.convert(v, path)
 
     def fail(self, path: str, v: Any, expected: str | None = None):
-        raise Invalid(path, expected or self.expected(), v)
+        raise Invalid(path, expected or self.expected(), v, secret=self.secret)
 
     def default_value(self) -> Any:
         return copy.deepcopy(self.default)
@@ -364,14 +376,25 @@ class Map(_Mapping):
 
 
 class MapOf(_Mapping):
-    """A mapping from keys of ``keys`` (case-insensitive, normalised by ``key_norm``) to values
-    of ``value``, merged over ``default``."""
+    """A mapping from keys of ``keys`` (normalised by ``key_norm``) to values of ``value``, merged
+    over ``default``.  ``keys`` is the names allowed, or a node that checks each key (any name
+    it accepts)."""
 
     def __init__(self, keys, value: Node, doc: str = "", *, key_what: str = "keys", key_label: str = "KEY",
                  key_norm: Callable[[str], str] = str, **kw):
         super().__init__(doc, **kw)
-        self.keys, self.value, self.key_what, self.key_norm = tuple(keys), value, key_what, key_norm
+        self.keys = keys if isinstance(keys, Node) else tuple(keys)
+        self.value, self.key_what, self.key_norm = value, key_what, key_norm
         self.key_label = key_label
+
+    def has_key(self, name: str) -> bool:
+        if isinstance(self.keys, Node):
+            try:
+                self.keys.check(name, "")
+            except Invalid:
+                return False
+            return True
+        return self.key_norm(name) in self.keys
 
     def describe(self):
         return f"mapping of {self.key_what} to {self.value.type_text()}"
@@ -380,7 +403,9 @@ class MapOf(_Mapping):
         out = self.default_value()
         for k, x in self.string_keys(v, path).items():
             name = self.key_norm(k)
-            if name not in self.keys:
+            if isinstance(self.keys, Node):
+                name = self.keys.check(name, path)
+            elif name not in self.keys:
                 raise Invalid(_join(path, k), f"one of the {self.key_what} " + ", ".join(self.keys), k)
             out[name] = self.value.check(x, _join(path, k))
         return out
@@ -425,7 +450,7 @@ def node_at(root: Node, path: str) -> Node:
             node = node.item
         if isinstance(node, Map):
             node = node.fields[part]
-        elif isinstance(node, MapOf) and node.key_norm(part) in node.keys:
+        elif isinstance(node, MapOf) and node.has_key(part):
             node = node.value
         else:
             raise KeyError(path)

@@ -1,7 +1,8 @@
 """The roles and the one schema of each document agree: the policy role passes its document
 whole (a dict its argument_specs does not describe again, or describes exactly as the schema
 does), every fail-safe role variable that lands in failsafe.yml has the type, choices and
-default of the schema key it sets, and no preflight assert repeats a rule of the schema."""
+default of the schema key it sets, every telemetry role variable that lands in the exporter's
+web configuration agrees with its key, and no preflight assert repeats a rule of the schema."""
 from __future__ import annotations
 
 import functools
@@ -16,6 +17,7 @@ import yaml
 from etsf import schema as S
 from etsf.failsafe import config as F
 from etsf.policy import schema as P
+from etsf.telemetry import webconfig as W
 
 ROLES = Path(__file__).resolve().parents[2] / "roles"
 
@@ -179,6 +181,32 @@ def test_failsafe_preflight_repeats_no_document_rule():
     for var in failsafe_variable_keys():
         assert var not in asserted, var
     assert "failsafe --check --config -" in (ROLES / "failsafe/tasks/preflight.yml").read_text()
+
+
+# ---- exporter web configuration (telemetry role) -------------------------------------------
+
+
+@pytest.mark.parametrize("var", sorted(W.ROLE_VARS))
+def test_telemetry_variable_agrees_with_its_schema_key(var):
+    key = W.ROLE_VARS[var]
+    opt, node = _spec("telemetry")[var], S.node_at(W.SCHEMA, key)
+    assert yaml.safe_load((ROLES / "telemetry/defaults/main.yml").read_text())[var] == opt["default"], var
+    if node.required:
+        # the role's "" leaves the section out of the file (no TLS); anything else is the key's value
+        assert opt["default"] == "" and not opt.get("required"), var
+        opt = {k: v for k, v in opt.items() if k != "default"}
+    if key == "basic_auth_users":
+        # the role takes plaintext passwords and writes their hashes: only the mapping agrees
+        assert opt["type"] == "dict" and opt["default"] == {} and opt["no_log"] is True
+        return
+    assert disagreements(var, opt, node) == []
+    assert f"C({key})" in " ".join(opt["description"] if isinstance(opt["description"], list)
+                                   else [opt["description"]])
+
+
+def test_every_telemetry_web_variable_is_tied_to_a_key():
+    web_vars = {v for v in _spec("telemetry") if v.startswith(("telemetry_tls_", "telemetry_basic_auth_users"))}
+    assert web_vars == set(W.ROLE_VARS)
 
 
 # ---- the check itself finds what it is for ----------------------------------------------------

@@ -90,3 +90,25 @@ def test_rows_and_lookup():
     assert S.node_at(DOC, "sub.on").default is False
     with pytest.raises(KeyError):
         S.node_at(DOC, "sub.nope")
+
+
+NAMES = S.MapOf(S.Text("a lower-case name", lambda v: v.isalpha() and v.islower()),
+                S.Text("a token", lambda v: v.startswith("t-"), "a secret token", secret=True),
+                "name to token", key_label="NAME", default={}, nullable=True)
+
+
+def test_keys_checked_by_a_node_and_secrets_never_quoted():
+    assert NAMES.check({"ops": "t-1"}, "") == {"ops": "t-1"} and NAMES.check(None, "") == {}
+    with pytest.raises(S.Invalid) as e:
+        NAMES.check({"Ops": "t-1"}, "names")
+    assert str(e.value) == "names: a lower-case name expected (got 'Ops')"
+    with pytest.raises(S.Invalid) as e:
+        NAMES.check({"ops": "hunter2"}, "")
+    assert str(e.value) == "ops: a token expected (got a string of 7 characters)"
+    with pytest.raises(S.Invalid) as e:
+        NAMES.check([], "")
+    assert str(e.value) == "document: a mapping or null expected (got a list of 0)"
+    assert [p for p, _unused in NAMES.rows("names")] == ["names", "names.<NAME>"]
+    assert S.node_at(S.Map({"n": NAMES}), "n.ops").secret and S.node_at(S.Map({"n": NAMES}), "n") is NAMES
+    with pytest.raises(KeyError):
+        S.node_at(S.Map({"n": NAMES}), "n.Ops")

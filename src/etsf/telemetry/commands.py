@@ -6,11 +6,11 @@ import sys
 
 from .. import inputs
 from .. import kpi as _kpi
+from .. import schema_docs
 from ..output import emit
 from .reader import DEFAULT_PORT, DEFAULT_WINDOW, ExporterError, invite_codes, quantile, snapshot
 from .auth import BCRYPT_PASSWORD_MAX
 from .server import PASSWORD_MAX, bcrypt_hash, check_config, parse_listen, serve
-from . import webconfig
 from .webconfig import BCRYPT_MAX_COST, BCRYPT_MIN_COST
 from .admin import grant, set_direction
 
@@ -22,7 +22,7 @@ from .admin import grant, set_direction
 
 def _cmd_exporter(args):
     if args.web_config_reference:
-        sys.stdout.write(webconfig.markdown())
+        sys.stdout.write(schema_docs.render("exporter"))
         return
     if args.hash_password:
         line = sys.stdin.readline(PASSWORD_MAX + 2)         # bounded: stdin may be anything

@@ -2,11 +2,12 @@
 
 The format is the one Prometheus exporters share (exporter-toolkit's web configuration:
 ``tls_server_config`` and ``basic_auth_users`` with bcrypt hashes), restricted to what the
-exporter implements; any other key is refused.  ``SCHEMA`` below is the only description:
-the validator walks it, ``markdown()`` prints docs/reference/exporter.md from it
-(``etsfctl exporter --web.config.reference``) and ``ROLE_VARS`` ties the telemetry role's
-variables to its fields (a unit test compares them with the role's argument_specs).
-Errors read ``<file>: <path>: <what was expected> (got <value>)``; secrets are never echoed.
+exporter implements; any other key is refused.  ``SCHEMA`` below is the only description, in
+the nodes of :mod:`etsf.schema`: its ``check`` is the validator, ``python -m etsf.schema_docs``
+prints docs/reference/exporter.md from it (so does ``etsfctl exporter --web.config.reference``)
+and ``ROLE_VARS`` ties the telemetry role's variables to its keys (a unit test compares them
+with the role's argument_specs).  Errors read ``<file>: <path>: <what was expected> expected
+(got <value>)``; secrets are never echoed.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import ssl
 from dataclasses import dataclass, field
 
 from .. import inputs
+from .. import schema as S
 from . import auth
 from .reader import ExporterError
 
@@ -23,46 +25,55 @@ from .reader import ExporterError
 #: (cost 10 ~ 60 ms, 12 ~ 250 ms of one core)
 BCRYPT_MAX_COST = 12
 BCRYPT_MIN_COST = 4
-_BCRYPT_RE = re.compile(r"^\$2[aby]\$([0-9]{2})\$[./A-Za-z0-9]{53}$")
-_USER_RE = re.compile(r"^[^:\x00-\x1f\x7f]{1,256}$")
+# \Z, not $: "$" would also match before a trailing newline
+_BCRYPT_RE = re.compile(r"^\$2[aby]\$([0-9]{2})\$[./A-Za-z0-9]{53}\Z")
+_USER_RE = re.compile(r"^[^:\x00-\x1f\x7f]{1,256}\Z")
 
 CLIENT_AUTH = {"NoClientCert": ssl.CERT_NONE, "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
                "RequireAndVerifyClientCert": ssl.CERT_REQUIRED}
 TLS_VERSIONS = {"TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}
 
 
-@dataclass(frozen=True)
-class Field:
-    """One key of the document; ``path`` is dotted, ``*`` stands for any key of a mapping."""
-    path: str
-    type: str                  # mapping | path | choice | bcrypt
-    description: str
-    default: object = None
-    choices: tuple = ()
-    required: bool = False
-    secret: bool = False
+def _path(v: str) -> bool:
+    return "\0" not in v and len(v) < 4096
 
 
-SCHEMA = (
-    Field("tls_server_config", "mapping", "TLS on the listener (absent: plain HTTP)."),
-    Field("tls_server_config.cert_file", "path", "Server certificate chain (PEM).", required=True),
-    Field("tls_server_config.key_file", "path", "Private key of the certificate (PEM).", required=True),
-    Field("tls_server_config.client_auth_type", "choice",
-          "Client certificates: none asked, verified when given, or required and verified "
-          "(needs `client_ca_file`).", default="NoClientCert", choices=tuple(CLIENT_AUTH)),
-    Field("tls_server_config.client_ca_file", "path",
-          "CA certificates (PEM) client certificates are verified against.", default=""),
-    Field("tls_server_config.min_version", "choice", "Lowest TLS version accepted.",
-          default="TLS12", choices=tuple(TLS_VERSIONS)),
-    Field("tls_server_config.max_version", "choice", "Highest TLS version accepted.",
-          default="TLS13", choices=tuple(TLS_VERSIONS)),
-    Field("basic_auth_users", "mapping",
-          "HTTP basic auth: user name (no `:`) to bcrypt hash. Absent or empty: no auth."),
-    Field("basic_auth_users.*", "bcrypt",
-          f"bcrypt hash (`$2a$`, `$2b$` or `$2y$`, cost {BCRYPT_MIN_COST}..{BCRYPT_MAX_COST}), "
-          "e.g. from `etsfctl exporter --hash-password`.", secret=True),
+def _bcrypt(v: str) -> bool:
+    m = _BCRYPT_RE.match(v)
+    return bool(m) and BCRYPT_MIN_COST <= int(m.group(1)) <= BCRYPT_MAX_COST
+
+
+def _file(doc: str) -> S.Node:
+    return S.Text("a file path", lambda v: bool(v) and _path(v), doc, required=True)
+
+
+SCHEMA = S.Map({
+    "tls_server_config": S.Map({
+        "cert_file": _file("Server certificate chain (PEM)."),
+        "key_file": _file("Private key of the certificate (PEM)."),
+        "client_auth_type": S.Choice(
+            tuple(CLIENT_AUTH), "Client certificates: none asked, verified when given, or required and "
+            "verified (needs `client_ca_file`).", default="NoClientCert"),
+        "client_ca_file": S.Text("a file path or empty", _path,
+                                 "CA certificates (PEM) client certificates are verified against.", default="",
+                                 default_text='`""` (none)'),
+        "min_version": S.Choice(tuple(TLS_VERSIONS), "Lowest TLS version accepted.", default="TLS12"),
+        "max_version": S.Choice(tuple(TLS_VERSIONS), "Highest TLS version accepted.", default="TLS13"),
+    }, "TLS on the listener (absent: plain HTTP).", default_text="— (plain HTTP)"),
+    "basic_auth_users": S.MapOf(
+        S.Text("a user name of 1..256 characters without ':' or control characters", _USER_RE),
+        S.Text(f"a bcrypt hash '$2b$NN$...' with cost {BCRYPT_MIN_COST}..{BCRYPT_MAX_COST}", _bcrypt,
+               f"bcrypt hash (`$2a$`, `$2b$` or `$2y$`, cost {BCRYPT_MIN_COST}..{BCRYPT_MAX_COST}), "
+               "e.g. from `etsfctl exporter --hash-password`.", label="bcrypt hash", secret=True),
+        "HTTP basic auth: user name (no `:`) to bcrypt hash. Absent, null or empty: no auth.",
+        key_what="user names", key_label="USER", default={}, nullable=True),
+}, nullable=True)
+
+#: rules that span keys (the reference lists them; :func:`validate` checks them)
+CROSS_RULES = (
+    "`tls_server_config.client_ca_file` is set when `client_auth_type` verifies client certificates.",
+    "`tls_server_config.min_version` is at most `max_version`.",
 )
-_BY_PATH = {f.path: f for f in SCHEMA}
 
 #: telemetry role variable -> schema path it fills (the role writes the file from them)
 ROLE_VARS = {
@@ -81,84 +92,21 @@ class WebConfig:
     tls: dict | None = None          # every tls_server_config field, defaults filled in
 
 
-def _children(prefix: str) -> list[Field]:
-    want = prefix + "." if prefix else ""
-    return [f for f in SCHEMA if f.path.startswith(want) and "." not in f.path[len(want):]]
-
-
-def _got(f: Field | None, v) -> str:
-    if f is not None and f.secret:
-        return f"a {type(v).__name__} of {len(v) if isinstance(v, str) else '?'} characters"
-    return repr(v)
-
-
-def _check_value(f: Field, path: str, v):
-    if f.type == "mapping":
-        if v is None:
-            return {}
-        if not isinstance(v, dict):
-            raise ExporterError(f"{path}: mapping expected (got {_got(f, v)})")
-        return _check_mapping(f.path, path, v)
-    if f.type == "path":
-        if not isinstance(v, str) or (v and ("\0" in v or len(v) >= 4096)):
-            raise ExporterError(f"{path}: file path expected (got {_got(f, v)})")
-        return v
-    if f.type == "choice":
-        if v not in f.choices:
-            raise ExporterError(f"{path}: {', '.join(f.choices)} expected (got {_got(f, v)})")
-        return v
-    m = _BCRYPT_RE.match(v) if isinstance(v, str) else None
-    if not m or not BCRYPT_MIN_COST <= int(m.group(1)) <= BCRYPT_MAX_COST:
-        raise ExporterError(f"{path}: bcrypt hash '$2b$NN$...' with cost {BCRYPT_MIN_COST}.."
-                            f"{BCRYPT_MAX_COST} expected (got {_got(f, v)})")
-    return v
-
-
-def _check_mapping(spath: str, path: str, doc: dict) -> dict:
-    kids = _children(spath)
-    if len(kids) == 1 and kids[0].path.endswith(".*"):
-        out = {}
-        for k, v in doc.items():
-            if not isinstance(k, str) or not _USER_RE.match(k):
-                raise ExporterError(f"{path}: user names of 1..256 characters without ':' or "
-                                    f"control characters expected (got {k!r})")
-            out[k] = _check_value(kids[0], f"{path}.{k}", v)
-        return out
-    names = {f.path.rsplit(".", 1)[-1]: f for f in kids}
-    for k in doc:
-        if k not in names:
-            raise ExporterError(f"{path or 'document'}: keys {', '.join(names)} expected (got {k!r})")
-    out = {}
-    for n, f in names.items():
-        sub = f"{path}.{n}" if path else n
-        if n in doc:
-            out[n] = _check_value(f, sub, doc[n])
-        elif f.required:
-            raise ExporterError(f"{sub}: required (got nothing)")
-        elif f.type != "mapping":
-            out[n] = f.default
-    return out
-
-
 def validate(doc) -> WebConfig:
     """The checked document (ExporterError naming the first wrong field)."""
-    if doc is None:
-        doc = {}
-    if not isinstance(doc, dict):
-        raise ExporterError(f"document: mapping expected (got {type(doc).__name__})")
-    d = _check_mapping("", "", doc)
-    tls = d.get("tls_server_config") if "tls_server_config" in doc else None
-    if tls is not None:
-        for k in ("cert_file", "key_file"):
-            if not tls[k]:
-                raise ExporterError(f"tls_server_config.{k}: file path expected (got '')")
-        if tls["client_auth_type"] != "NoClientCert" and not tls["client_ca_file"]:
-            raise ExporterError("tls_server_config.client_ca_file: a CA file expected with client_auth_type "
-                                f"{tls['client_auth_type']} (got nothing)")
-        if TLS_VERSIONS[tls["min_version"]] > TLS_VERSIONS[tls["max_version"]]:
-            raise ExporterError(f"tls_server_config.min_version: at most max_version {tls['max_version']} "
-                                f"expected (got {tls['min_version']!r})")
-    return WebConfig(users=d.get("basic_auth_users") or {}, tls=tls)
+    try:
+        d = SCHEMA.check(doc, "")
+        tls = d.get("tls_server_config")
+        if tls is not None:
+            if tls["client_auth_type"] != "NoClientCert" and not tls["client_ca_file"]:
+                raise S.Invalid("tls_server_config.client_ca_file",
+                                f"a CA file with client_auth_type {tls['client_auth_type']}", tls["client_ca_file"])
+            if TLS_VERSIONS[tls["min_version"]] > TLS_VERSIONS[tls["max_version"]]:
+                raise S.Invalid("tls_server_config.min_version", f"at most max_version {tls['max_version']}",
+                                tls["min_version"])
+        return WebConfig(users=d["basic_auth_users"], tls=tls)
+    except S.Invalid as e:
+        raise ExporterError(str(e)) from None
 
 
 def load(path: str) -> WebConfig:
@@ -201,20 +149,11 @@ def tls_context(tls: dict) -> ssl.SSLContext:
     return ctx
 
 
-def markdown() -> str:
-    """docs/reference/exporter.md (generated; a unit test keeps the committed copy current)."""
-    rows = ["# Exporter web configuration (`etsfctl exporter --web.config.file`)", "",
-            "Generated from `src/etsf/telemetry/webconfig.py` (`etsfctl exporter --web.config.reference`); "
-            "do not edit. The format is the web configuration Prometheus exporters share "
-            "(exporter-toolkit), limited to the keys below; any other key is refused. The role "
-            "`etsf.sip.telemetry` writes this file from its variables (last column).", "",
-            "| key | type | default | role variable | meaning |", "|---|---|---|---|---|"]
-    by_field = {p: v for v, p in ROLE_VARS.items()}
-    for f in SCHEMA:
-        t = f.type + (f" ({', '.join(f.choices)})" if f.choices else "")
-        d = "required" if f.required else ("" if f.default is None else f"`{f.default!r}`")
-        var = f"`{by_field[f.path]}`" if f.path in by_field else ""
-        rows.append(f"| `{f.path}` | {t} | {d} | {var} | {f.description} |")
+def reference_notes() -> str:
+    """What docs/reference/exporter.md says after the table: the role variables, the hash budget."""
+    rows = ["", "The role `etsf.sip.telemetry` writes this file from its variables:", "",
+            "| role variable | key |", "|---|---|"]
+    rows += [f"| `{var}` | `{path}` |" for var, path in ROLE_VARS.items()]
     rows += ["", "The role takes plaintext passwords (vault them) in `telemetry_basic_auth_users` and "
              "writes their bcrypt hashes, computed on the controller.", "",
              "## What a failing client can cost", "",
