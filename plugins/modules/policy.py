@@ -70,9 +70,10 @@ changes:
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.etsf.sip.plugins.module_utils.agent import agent_imports, require_agent
+from ansible_collections.etsf.sip.plugins.module_utils.agent import agent_module, require_agent
 
-(yaml, etsf_policy), ETSF_IMPORT_ERROR = agent_imports("yaml", "etsf.policy")
+yaml = agent_module("yaml")
+etsf_policy = agent_module("etsf.policy")
 
 
 def _text(doc):
@@ -99,7 +100,7 @@ def main():
         ),
         supports_check_mode=True,
     )
-    require_agent(module, ETSF_IMPORT_ERROR)
+    require_agent(module)
     src, pin_root = module.params["src"], module.params["pin_root"]
     try:
         if module.params["content"] is not None:
