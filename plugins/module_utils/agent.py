@@ -12,17 +12,20 @@ import traceback
 
 from ansible.module_utils.basic import missing_required_lib
 
+# tracebacks of the imports that failed in this module run
+_IMPORT_ERRORS = []
 
-def agent_imports(*names):
-    """The modules `names` (e.g. "etsf.policy") and None, or one None per name and the
-    traceback of the failed import."""
+
+def agent_module(name):
+    """The module `name` (e.g. "etsf.policy"), or None when it cannot be imported."""
     try:
-        return [importlib.import_module(name) for name in names], None
+        return importlib.import_module(name)
     except ImportError:
-        return [None] * len(names), traceback.format_exc()
+        _IMPORT_ERRORS.append(traceback.format_exc())
+        return None
 
 
-def require_agent(module, import_error):
-    """Fail the module run when agent_imports() could not import the agent."""
-    if import_error is not None:
-        module.fail_json(msg=missing_required_lib("etsf-agent"), exception=import_error)
+def require_agent(module):
+    """Fail the module run when an agent_module() import failed."""
+    if _IMPORT_ERRORS:
+        module.fail_json(msg=missing_required_lib("etsf-agent"), exception=_IMPORT_ERRORS[0])

@@ -104,10 +104,11 @@ import os
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.etsf.sip.plugins.module_utils.agent import agent_imports, require_agent
+from ansible_collections.etsf.sip.plugins.module_utils.agent import agent_module, require_agent
 
-(etsf_build, etsf_datapath, etsf_fastpath), ETSF_IMPORT_ERROR = agent_imports(
-    "etsf.build", "etsf.datapath", "etsf.fastpath")
+etsf_build = agent_module("etsf.build")
+etsf_datapath = agent_module("etsf.datapath")
+etsf_fastpath = agent_module("etsf.fastpath")
 
 
 def _built_stamp(build_dir):
@@ -170,7 +171,7 @@ def main():
         ),
         supports_check_mode=True,
     )
-    require_agent(module, ETSF_IMPORT_ERROR)
+    require_agent(module)
     p = module.params
     for iface in p["interfaces"] + p["fastpath_interfaces"]:
         if not os.path.exists(f"/sys/class/net/{iface}"):

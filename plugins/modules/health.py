@@ -72,9 +72,9 @@ health:
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.etsf.sip.plugins.module_utils.agent import agent_imports, require_agent
+from ansible_collections.etsf.sip.plugins.module_utils.agent import agent_module, require_agent
 
-(etsf_health,), ETSF_IMPORT_ERROR = agent_imports("etsf.health")
+etsf_health = agent_module("etsf.health")
 
 
 def main():
@@ -88,7 +88,7 @@ def main():
         ),
         supports_check_mode=True,
     )
-    require_agent(module, ETSF_IMPORT_ERROR)
+    require_agent(module)
     p = module.params
     try:
         report = etsf_health.check(p["interfaces"], p["window"], p["probe"],

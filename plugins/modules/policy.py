@@ -130,9 +130,10 @@ import os
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.etsf.sip.plugins.module_utils.agent import agent_imports, require_agent
+from ansible_collections.etsf.sip.plugins.module_utils.agent import agent_module, require_agent
 
-(yaml, etsf_policy), ETSF_IMPORT_ERROR = agent_imports("yaml", "etsf.policy")
+yaml = agent_module("yaml")
+etsf_policy = agent_module("etsf.policy")
 
 
 def _text(doc):
@@ -205,7 +206,7 @@ def main():
         mutually_exclusive=[("content", "layers")],
         supports_check_mode=True,
     )
-    require_agent(module, ETSF_IMPORT_ERROR)
+    require_agent(module)
     params = module.params
     src, pin_root = params["src"], params["pin_root"]
     for opt in ("generation", "dest"):

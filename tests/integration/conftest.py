@@ -216,7 +216,6 @@ class Lab(Topology):
         return self.procs.start(ns, args, log, cwd=cwd)
 
 
-
 def lab_fixture(**names):
     """A Lab (Lab's keyword arguments: names) for a test module, removed afterwards even on
     failure."""

@@ -68,7 +68,7 @@ def test_topology_carries_traffic_and_close_removes_it(tag, tmp_path):
 
         ready = tmp_path / "ready"
         recv = t.start(b, ["python3", "-c", RECV, str(ready)], tmp_path / "recv.log", limit=30)
-        for _ in range(200):                     # bounded: the receiver binds within seconds
+        for _attempt in range(200):              # bounded: the receiver binds within seconds
             if ready.exists() or recv.poll() is not None:
                 break
             time.sleep(0.1)
@@ -88,7 +88,7 @@ def test_run_kills_the_whole_group_on_timeout(tmp_path):
     with pytest.raises(N.LabError, match=r"^timed out after 1s: sh -c"):
         N.run(["sh", "-c", f"sleep 300 & echo $! > {pidfile}; wait"], timeout=1)
     child = int(pidfile.read_text())
-    for _ in range(50):                          # bounded: SIGKILL lands within milliseconds
+    for _attempt in range(50):                   # bounded: SIGKILL lands within milliseconds
         try:
             with open(f"/proc/{child}/stat", encoding="ascii") as f:
                 if f.read().rsplit(")", 1)[1].split()[0] == "Z":
