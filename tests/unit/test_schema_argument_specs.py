@@ -97,7 +97,7 @@ def test_policy_role_default_document_validates():
     assert defaults["policy_document"] == _spec("policy")["policy_document"]["default"]
     # the fallback of the default expression is a valid document
     assert P.validate({"version": 1}).to_dict()["version"] == 1
-    assert "default({'version': 1})" in defaults["policy_document"]
+    assert "or {'version': 1}" in defaults["policy_document"]
 
 
 def test_policy_preflight_repeats_no_document_rule():
