@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 from conftest import etsfctl
-from test_policy_maps import _acl_slots, _set_ctl, dump_maps, loaded, sip_register  # noqa: F401
+from test_policy_maps import _acl_slots, _set_ctl, dump_maps, loaded, sip_register  # noqa: F401  pylint: disable=unused-import
 
 XDP_PASS, XDP_DROP = 2, 1
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from conftest import REPO, SRC, etsfctl
-from test_policy_maps import dump_maps, loaded  # noqa: F401
+from test_policy_maps import dump_maps, loaded  # noqa: F401  pylint: disable=unused-import
 
 PLAY = """\
 - hosts: localhost

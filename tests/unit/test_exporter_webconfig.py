@@ -37,16 +37,13 @@ BAD = [
     ({"basic_auth_users": ["a"]}, "basic_auth_users: a mapping or null expected (got a list of 1)"),
     ({"basic_auth_users": {"a:b": H}}, "basic_auth_users: a user name of 1..256 characters without ':' "
                                        "or control characters expected (got 'a:b')"),
-    ({"basic_auth_users": {"ops": "hunter2"}}, "basic_auth_users.ops: a bcrypt hash '$2b$NN$...' with cost "
-                                              "4..12 expected (got a string of 7 characters)"),
+    ({"basic_auth_users": {"ops": "hunter2"}}, "basic_auth_users.ops: a bcrypt hash '$2b$NN$...' with cost 4..12 expected (got a string of 7 characters)"),
     ({"basic_auth_users": {"ops": "$2b$13$" + H[7:]}}, "basic_auth_users.ops: a bcrypt hash '$2b$NN$...' with "
                                                        "cost 4..12 expected (got a string of 60 characters)"),
-    ({"basic_auth_users": {"ops": H + "\n"}}, "basic_auth_users.ops: a bcrypt hash '$2b$NN$...' with cost "
-                                              "4..12 expected (got a string of 61 characters)"),
+    ({"basic_auth_users": {"ops": H + "\n"}}, "basic_auth_users.ops: a bcrypt hash '$2b$NN$...' with cost 4..12 expected (got a string of 61 characters)"),
     ({"basic_auth_users": {"ops\n": H}}, "basic_auth_users: a user name of 1..256 characters without ':' "
                                          "or control characters expected (got 'ops\\n')"),
-    ({"basic_auth_users": {"ops": 5}}, "basic_auth_users.ops: a bcrypt hash '$2b$NN$...' with cost 4..12 "
-                                      "expected (got 5)"),
+    ({"basic_auth_users": {"ops": 5}}, "basic_auth_users.ops: a bcrypt hash '$2b$NN$...' with cost 4..12 expected (got 5)"),
     ({"tls_server_config": {"cert_file": "/c"}}, "tls_server_config.key_file: a file path expected (got nothing)"),
     ({"tls_server_config": None}, "tls_server_config: a mapping expected (got null)"),
     ({"tls_server_config": {"cert_file": "/c", "key_file": "/k", "cipher_suites": []}},
@@ -86,7 +83,7 @@ def test_file_errors_name_the_file_and_never_echo_a_hash(tmp_path):
     with pytest.raises(ExporterError) as ei:
         webconfig.load(str(f))
     assert str(ei.value) == (f"{f}: basic_auth_users.ops: a bcrypt hash '$2b$NN$...' with cost 4..12 "
-                              "expected (got a string of 63 characters)")
+                             "expected (got a string of 63 characters)")
     assert "secret" not in str(ei.value)
     f.write_text("a: [")
     with pytest.raises(ExporterError, match=r"web.yml: not valid YAML"):

@@ -49,7 +49,9 @@ def test_config_exporter_heartbeat_file_validates():
 
 
 def test_config_mistake_rejected():
-    with pytest.raises(failsafe.FailsafeError, match=r"^failsafe\.rules\.drop_ratio\.treshold_pct: one of the keys enabled, threshold_pct, .* \(got 'treshold_pct'\)$"):
+    with pytest.raises(failsafe.FailsafeError,
+                       match=r"^failsafe\.rules\.drop_ratio\.treshold_pct: one of the keys enabled, "
+                             r"threshold_pct, .* \(got 'treshold_pct'\)$"):
         failsafe.validate(yaml.safe_load(render("failsafe.yml.j2", failsafe_rules={"drop_ratio": {"treshold_pct": 1}})))
 
 

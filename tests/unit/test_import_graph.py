@@ -18,6 +18,7 @@ OVER_LIMIT_FOR_NOW: dict[str, str] = {}
 # Modules another change is editing now; they are not checked against MAX_LINES until it lands.
 EDITED_ELSEWHERE: dict[str, str] = {}
 
+
 def modules(root: pathlib.Path, pkg: str) -> dict[str, pathlib.Path]:
     """{dotted module name: path} for every .py file of the package (packages by __init__)."""
     out = {}

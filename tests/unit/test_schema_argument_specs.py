@@ -165,7 +165,7 @@ def test_failsafe_variables_found_in_the_template():
 
 
 @pytest.mark.parametrize("var", sorted(set(yaml.safe_load((ROLES / "failsafe/defaults/main.yml").read_text()))
-                                      - FAILSAFE_ROLE_ONLY))
+                                       - FAILSAFE_ROLE_ONLY))
 def test_failsafe_variable_agrees_with_its_schema_key(var):
     key = failsafe_variable_keys()[var]
     assert disagreements(var, _spec("failsafe")[var], S.node_at(F.SCHEMA, key)) == []

@@ -55,8 +55,8 @@ DOC = S.Map({
 
 
 def test_defaults_fill_absent_keys():
-    assert DOC.check({"sub": {"name": "x"}}, "d") == {"n": 3, "mode": "a", "items": [], "sub": {"on": False,
-                                                                                               "name": "x"}}
+    assert DOC.check({"sub": {"name": "x"}}, "d") == {"n": 3, "mode": "a", "items": [],
+                                                      "sub": {"on": False, "name": "x"}}
     # a section with a required key has no default: absent, it stays absent
     assert DOC.check({}, "d") == DOC.default_value() == {"n": 3, "mode": "a", "items": []}
 
