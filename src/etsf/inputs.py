@@ -161,6 +161,19 @@ def load_yaml_file(fname: str, kind: str):
         raise InputError(f"{fname}: not valid YAML ({str(exc).splitlines()[0]})") from None
 
 
+def load_checked(fname: str, kind: str, validate, error: type[Exception]):
+    """load_yaml_file, then validate(doc); either failure is one line of the caller's own error
+    type, a validation error prefixed by the file's name."""
+    try:
+        doc = load_yaml_file(fname, kind)
+    except InputError as exc:
+        raise error(str(exc)) from None
+    try:
+        return validate(doc)
+    except error as exc:
+        raise error(f"{fname}: {exc}") from None
+
+
 # ---------------------------------------------------------------------------
 # argparse types
 # ---------------------------------------------------------------------------

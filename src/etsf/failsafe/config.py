@@ -125,11 +125,4 @@ def validate(doc: Any) -> dict[str, Any]:
 def load_config(path: str | None) -> dict[str, Any]:
     if path is None:
         return validate({})
-    try:
-        doc = inputs.load_yaml_file(path, "failsafe config")
-    except inputs.InputError as exc:
-        raise FailsafeError(str(exc)) from None
-    try:
-        return validate(doc)
-    except FailsafeError as exc:
-        raise FailsafeError(f"{path}: {exc}") from None
+    return inputs.load_checked(path, "failsafe config", validate, FailsafeError)

@@ -111,14 +111,7 @@ def validate(doc) -> WebConfig:
 
 def load(path: str) -> WebConfig:
     """Read (size-capped) and validate a web configuration file."""
-    try:
-        doc = inputs.load_yaml_file(path, "web config")
-    except inputs.InputError as e:
-        raise ExporterError(str(e)) from None
-    try:
-        return validate(doc)
-    except ExporterError as e:
-        raise ExporterError(f"{path}: {e}") from None
+    return inputs.load_checked(path, "web config", validate, ExporterError)
 
 
 def tls_context(tls: dict) -> ssl.SSLContext:
