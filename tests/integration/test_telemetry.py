@@ -422,16 +422,23 @@ def test_exporter_privileges_are_minimal(topo, etsf_env, build_dir, agent_venv):
     assert r.returncode == 0, r.stderr
 
 
-def test_exporter_tls_and_basic_auth(topo, etsf_env, build_dir, exporter_proc, unpriv_dir):
+def _pinned_and_granted(etsf_env, build_dir, d):
+    """Pin the maps (load xdp_sip once), grant them to the unprivileged group and make `d` for
+    the TLS files; (d, uid, gid) of the unprivileged user."""
     _need("openssl")
-    from etsf import bpf, exporter
+    from etsf import bpf
     for p in bpf.load_object(os.path.join(build_dir, "xdp_sip.bpf.o"),
                              etsf_env["ETSF_PIN_ROOT"]).values():
         p.close()
     uid, gid, group = _unpriv_ids()
     etsfctl("telemetry", "grant", "--group", group, env=etsf_env)
-    d = unpriv_dir / "tls"
     d.mkdir()
+    return d, uid, gid
+
+
+def test_exporter_tls_and_basic_auth(topo, etsf_env, build_dir, exporter_proc, unpriv_dir):
+    from etsf import exporter
+    d, uid, gid = _pinned_and_granted(etsf_env, build_dir, unpriv_dir / "tls")
     run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
          "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1",
          "-keyout", str(d / "key.pem"), "-out", str(d / "cert.pem")], timeout=30)
@@ -485,16 +492,8 @@ def test_exporter_requires_verified_client_certificates(etsf_env, build_dir, exp
     """tls_server_config with client_auth_type RequireAndVerifyClientCert: a client without a
     certificate, or with one its CA did not sign, gets no HTTP answer; one signed by
     client_ca_file scrapes."""
-    _need("openssl")
     import ssl
-    from etsf import bpf
-    for p in bpf.load_object(os.path.join(build_dir, "xdp_sip.bpf.o"),
-                             etsf_env["ETSF_PIN_ROOT"]).values():
-        p.close()
-    uid, gid, group = _unpriv_ids()
-    etsfctl("telemetry", "grant", "--group", group, env=etsf_env)
-    d = unpriv_dir / "mtls"
-    d.mkdir()
+    d, uid, gid = _pinned_and_granted(etsf_env, build_dir, unpriv_dir / "mtls")
 
     def x509(name, *extra):
         run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", f"/CN={name}",
