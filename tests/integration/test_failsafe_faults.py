@@ -400,6 +400,8 @@ def _bad_build_dir(tmp_path: Path, good: str) -> str:
                     "-c", str(d / "bad_xdp.bpf.c"),
                     "-o", str(d / "xdp_sip.bpf.o")], check=True, timeout=60, capture_output=True)
     shutil.copy(Path(good) / "tc_sip.bpf.o", d / "tc_sip.bpf.o")
+    # the good build's manifest (this layout, this host): what refuses the object is the verifier
+    shutil.copy(Path(good) / "build.json", d / "build.json")
     return str(d)
 
 
