@@ -74,9 +74,8 @@ def test_bad_policy_fails_on_the_controller_in_check_mode(tmp_path, collection):
 
 
 def test_good_policy_passes_the_controller_check(tmp_path, collection):
-    cp = _play(tmp_path, collection, "policy", {"etsf_policy_defaults": FLEET,
-                                               "etsf_policy": {"deny": ["198.18.1.250/32"]}},
-               "--tags", "policy_preflight")
+    good = {"etsf_policy_defaults": FLEET, "etsf_policy": {"deny": ["198.18.1.250/32"]}}
+    cp = _play(tmp_path, collection, "policy", good, "--tags", "policy_preflight")
     assert cp.returncode == 0, cp.stdout[-3000:]
     assert re.search(r"Validate the policy document on the controller with the agent's validator\] \*+\n"
                      r"ok: \[fresh -> localhost\]", cp.stdout), cp.stdout[-3000:]
