@@ -1,8 +1,10 @@
 """Helpers for the lab tests: run the real lab CLI (no mocks)."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -77,3 +79,49 @@ def running_prefixes() -> dict[str, int]:
     for h in hosts.values():
         out[h["prefix"]] = out.get(h["prefix"], 0) + 1
     return out
+
+
+def playbook_env(**extra: str) -> dict[str, str]:
+    """The environment the repo's playbooks run with from the checkout."""
+    return dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_HOST_KEY_CHECKING="False",
+                ANSIBLE_NOCOLOR="1", PYTHONPATH=str(REPO / "src"), **extra)
+
+
+def recap(out: str) -> dict[str, dict[str, int]]:
+    """{host: {ok, changed, failed}} from an ansible-playbook PLAY RECAP."""
+    return {m.group(1): {"ok": int(m.group(2)), "changed": int(m.group(3)), "failed": int(m.group(4))}
+            for m in re.finditer(r"^(\S+)\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=\d+\s+failed=(\d+)",
+                                 out, re.M)}
+
+
+def on_host_retry(host: str, cmd: str) -> str:
+    """stdout of `cmd` on `host`, which must exit 0.  ssh exits 255 when the connection itself
+    fails (a loaded lab host can miss the banner exchange): try the connection again, a bounded
+    number of times; any other exit is a failure."""
+    for _attempt in range(3):
+        cp = on_host(host, cmd, check=False)
+        if cp.returncode != 255:
+            break
+    assert cp.returncode == 0, cp.stdout
+    return cp.stdout
+
+
+def etsfctl_json(host: str, cmd: str):
+    return json.loads(on_host_retry(host, f"/usr/local/bin/etsfctl {cmd} --json"))
+
+
+def tree(path: Path) -> dict:
+    """{relative path: (mode, sha256)} of everything under `path`."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(path):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            digest = hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() and not p.is_symlink() else ""
+            out[str(p.relative_to(path))] = (p.lstat().st_mode, digest)
+    return out
+
+
+def run_ok(cmd, timeout: float = 600, **kw) -> subprocess.CompletedProcess:
+    r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=timeout, check=False, **kw)
+    assert r.returncode == 0, f"{cmd[:3]} failed ({r.returncode}):\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}"
+    return r
