@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from etsf.overload.law import DEFAULTS, LEVEL_UP, Signals, State, step
+from etsf.overload.law import LEVEL_UP, Signals, State, step
+from etsf.policy.schema import AUTO
 
-CFG = dict(DEFAULTS, target_queue=1000, target_pdd_ms=100, target_5xx_ratio=0.1, min_rate=10,
+CFG = dict(AUTO.default_value(), target_queue=1000, target_pdd_ms=100, target_5xx_ratio=0.1, min_rate=10,
            max_rate=1000, dwell_s=2.0, max_step=0.25, hysteresis=0.2, interval_ms=500)
 
 

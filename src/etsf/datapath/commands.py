@@ -7,6 +7,7 @@ import time
 from .. import inputs as T
 from ..build import TARGET_ARCH
 from ..output import emit
+from ..overload.commands import add_auto_cli, pin_manual
 
 
 def cmd_build(args):
@@ -68,6 +69,13 @@ def cmd_status(args):
                             if a["reply_503"] else "dropped"))
     else:
         lines.append("datapath maps not loaded")
+    oa = res.get("overload_auto")
+    if oa:
+        rate = oa.get("admit_rate")
+        lines.append(f"overload controller: level {oa.get('level', '-')}, admission "
+                     f"{f'{rate}/s per CPU' if rate else 'off'}, "
+                     f"{'PINNED (etsfctl overload auto --resume)' if oa.get('pinned') else 'automatic'}; "
+                     f"{oa.get('changes_total', 0)} changes; last signal {oa.get('signal') or '-'}")
     if not res["interfaces"]:
         lines.append("no interfaces attached")
     for name, r in res["interfaces"].items():
@@ -82,7 +90,9 @@ def cmd_status(args):
 def cmd_overload(args):
     from .. import datapath
     res = datapath.set_overload(args.level)
-    emit(args, res, f"overload level {res['overload_level']} (was {res['previous']})")
+    pin_manual(args.level)          # the adaptive controller leaves it alone until `overload auto --resume`
+    emit(args, res, f"overload level {res['overload_level']} (was {res['previous']}; pinned until "
+                    "`etsfctl overload auto --resume`)")
 
 
 def cmd_overload_admit(args):
@@ -175,6 +185,7 @@ def add_cli(sub, common) -> None:
     a = osub.add_parser("set", parents=[common], help="set the overload level 0..3")
     a.add_argument("level", type=int, choices=range(4), metavar="N")
     a.set_defaults(func=cmd_overload)
+    add_auto_cli(osub, common)
     a = osub.add_parser("admit", parents=[common],
                         help="admission of new INVITEs by token rate per CPU (refused: in-kernel 503)")
     g = a.add_mutually_exclusive_group(required=True)

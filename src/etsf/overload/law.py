@@ -27,21 +27,6 @@ MAX_LEVEL = len(LEVEL_UP)
 #: pressure a tick with socket drops has at least (the queue overflowed: level 2)
 DROP_PRESSURE = LEVEL_UP[1]
 
-DEFAULTS: dict[str, Any] = {
-    "enabled": False,
-    "proxy_ports": [],
-    "target_queue": 65536,
-    "target_pdd_ms": 200,
-    "target_5xx_ratio": 0.05,
-    "target_cpu": 0.0,
-    "min_rate": 10,
-    "max_rate": 2000,
-    "dwell_s": 5.0,
-    "max_step": 0.25,
-    "hysteresis": 0.2,
-    "interval_ms": 500,
-}
-
 
 @dataclass
 class Signals:
@@ -117,7 +102,8 @@ def _next_rate(cfg, rate: int, level: int, p: float) -> int:
 
 
 def step(cfg: dict[str, Any], st: State, s: Signals) -> Decision:
-    """Advance *st* by one tick of signals *s*; returns what to write."""
+    """Advance *st* by one tick of signals *s*; returns what to write.  *cfg* is the
+    policy's ``overload.auto`` section (etsf.policy.schema.AUTO)."""
     pr = pressures(cfg, s)
     signal = max(pr, key=lambda k: pr[k]) if pr else None
     p = pr[signal] if signal else 0.0
