@@ -27,7 +27,7 @@ s.bind(("127.0.0.1", %d))
 s.setblocking(False)
 print("ready", flush=True)
 for line in sys.stdin:
-    cmd, _, arg = line.partition(" ")
+    cmd, _, arg = line.strip().partition(" ")
     if cmd == "fill":
         for _ in range(int(arg)):
             s.sendto(b"x" * %d, ("127.0.0.1", %d))
@@ -89,8 +89,8 @@ def _ctl(bpf, root):
         m.close()
 
 
-def _policy(tmp_path, **auto):
-    p = tmp_path / "policy.yml"
+def _policy(tmp_path, name="policy.yml", **auto):
+    p = tmp_path / name
     p.write_text(json.dumps({"version": 1, "sip_ports": [PORT], "overload": {"auto": dict(AUTO, **auto)}}))
     return str(p)
 
@@ -142,8 +142,11 @@ def test_queue_surge_raises_level_cuts_rate_and_recovers(tmp_path, etsf_env, ets
     assert hist[-1]["rate"] == 0 and all(h["signals"]["queue"] == 0 for h in hist)
     c = _ctl(etsf_bpf, root)
     assert (c.overload_level, c.invite_admit_rate, c.invite_admit_burst) == (0, 0, 0)
-    metrics = json.loads(etsfctl("status", "--json", env=etsf_env).stdout)
-    assert metrics["overload_auto"]["level"] == 0 and metrics["overload_auto"]["changes_total"] > 6
+    # 3 changes up, then rate 100 -> 300 (level 2), 400 (level 1), off (level 0)
+    assert [h["rate"] for h in hist[:3]] == [300, 400, 0] and hist[2]["level"] == 0
+    oa = json.loads(etsfctl("status", "--json", env=etsf_env).stdout)["overload_auto"]
+    assert (oa["level"], oa["admit_rate"], oa["changes_total"], oa["pinned"] if "pinned" in oa else False) == \
+        (0, 0, 6, False)
 
 
 def test_manual_level_is_pinned_until_resume(tmp_path, etsf_env, etsf_bpf, loaded, proxy_ns):
@@ -166,7 +169,7 @@ def test_disabled_or_invalid_controller_refused(tmp_path, etsf_env, etsf_bpf, lo
     root = etsf_env["ETSF_PIN_ROOT"]
     before = bytes(_ctl(etsf_bpf, root))
     for policy, needle in ((_policy(tmp_path, enabled=False), "overload.auto.enabled is false"),
-                           (_policy(tmp_path, min_rate=500), "policy.overload.auto.min_rate")):
+                           (_policy(tmp_path, "bad.yml", min_rate=500), "policy.overload.auto.min_rate")):
         r = etsfctl("overload", "auto", "--once", "--policy", policy, env=etsf_env, check=False)
         assert r.returncode != 0 and r.stdout == ""
         assert len(r.stderr.strip().splitlines()) == 1 and needle in r.stderr
