@@ -174,6 +174,12 @@ def _vias(n, combined=False):
             + b"Call-ID: vias-%d@x\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n" % n)
 
 
+# ";rport" and "," at every alignment of the 8-byte copy
+for _k in range(8):
+    CASES[f"align_{_k}"] = sip_request("INVITE").replace(
+        b";branch=z9hG4bK776asdhds",
+        b";branch=z9hG4bK" + b"a" * _k + b";rport, SIP/2.0/UDP h" + b"b" * _k + b";rport")
+
 for _n in range(1, 6):
     CASES[f"vias_{_n}"] = _vias(_n)
     CASES[f"vias_{_n}_combined"] = _vias(_n, combined=True)
