@@ -33,6 +33,7 @@
 #define ETSF_RESP_MASK  (ETSF_RESP_BYTES - 1)
 #define ETSF_RESP_STR   64              /* each prepared string at most               */
 #define ETSF_RESP_STR_MASK (ETSF_RESP_STR - 1)
+#define ETSF_RESP_STATUS_503 "SIP/2.0 503 Service Unavailable\r\n"
 
 /* headers copied into a response */
 enum {
@@ -496,7 +497,9 @@ static __always_inline struct etsf_resp *etsf_respond(const struct etsf_pkt *p,
 	o->st.flags = r->has_to_tag ? 0 : ETSF_RF_ADDTAG;
 	etsf_resp_prepare(&o->st, p, r, ctl);
 	o->st.out = 0;
-	ETSF_RESP_LIT(o->buf, &o->st.out, "SIP/2.0 503 Service Unavailable\r\n");
+	/* etsf_resp_ch masks to ETSF_RESP_STR: the status line must fit in it */
+	_Static_assert(sizeof(ETSF_RESP_STATUS_503) - 1 <= ETSF_RESP_STR, "status line too long");
+	ETSF_RESP_LIT(o->buf, &o->st.out, ETSF_RESP_STATUS_503);
 
 	bpf_loop(ETSF_RESP_CALLS, etsf_resp_steps, &rc, 0);
 
