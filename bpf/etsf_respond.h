@@ -156,11 +156,10 @@ static __always_inline void etsf_resp_hex16(__u8 *dst, __u32 *n, __u32 v)
 
 #define ETSF_RESP_LIT(dst, n, lit)                                       \
 	do {                                                             \
-		const char __l[] = lit;                                  \
 		int __i;                                                 \
 		_Pragma("unroll")                                        \
-		for (__i = 0; __i < (int)sizeof(__l) - 1; __i++)         \
-			etsf_resp_ch(dst, n, __l[__i]);                  \
+		for (__i = 0; __i < (int)sizeof(lit) - 1; __i++)         \
+			etsf_resp_ch(dst, n, (lit)[__i]);                \
 	} while (0)
 
 /* the strings inserted into the copy, from the packet and the control block */
