@@ -33,6 +33,7 @@
 #define ETSF_RESP_MASK  (ETSF_RESP_BYTES - 1)
 #define ETSF_RESP_STR   64              /* each prepared string at most               */
 #define ETSF_RESP_STR_MASK (ETSF_RESP_STR - 1)
+#define ETSF_RESP_STATUS_503 "SIP/2.0 503 Service Unavailable\r\n"
 
 /* headers copied into a response */
 enum {
@@ -155,11 +156,10 @@ static __always_inline void etsf_resp_hex16(__u8 *dst, __u32 *n, __u32 v)
 
 #define ETSF_RESP_LIT(dst, n, lit)                                       \
 	do {                                                             \
-		const char __l[] = lit;                                  \
 		int __i;                                                 \
 		_Pragma("unroll")                                        \
-		for (__i = 0; __i < (int)sizeof(__l) - 1; __i++)         \
-			etsf_resp_ch(dst, n, __l[__i]);                  \
+		for (__i = 0; __i < (int)sizeof(lit) - 1; __i++)         \
+			etsf_resp_ch(dst, n, (lit)[__i]);                \
 	} while (0)
 
 /* the strings inserted into the copy, from the packet and the control block */
@@ -353,6 +353,49 @@ static __always_inline int etsf_resp_copy(struct etsf_resp *o, const __u8 *buf, 
 	return 0;
 }
 
+#define ETSF_RESP_ONES  0x0101010101010101ULL
+#define ETSF_RESP_HIGHS 0x8080808080808080ULL
+
+/* non-zero when one of the 8 bytes of w equals c (exact SWAR zero-byte test) */
+static __always_inline __u64 etsf_resp_has(__u64 w, __u8 c)
+{
+	__u64 x = w ^ (ETSF_RESP_ONES * c);
+
+	return ~(((x & ~ETSF_RESP_HIGHS) + ~ETSF_RESP_HIGHS) | x) & ETSF_RESP_HIGHS;
+}
+
+/*
+ * 8 bytes at once when none of them ends a line (and, in the top Via, none
+ * is ',' or 't'/'T'): skipped, or copied as one word.  1 = done.
+ */
+static __always_inline int etsf_resp_word(struct etsf_resp *o, const __u8 *buf, __u32 pos, int copy)
+{
+	struct etsf_resp_state *c = &o->st;
+	__u64 w, lw;
+	__u32 out = c->out;
+
+	if (pos + 8 > c->in_len)
+		return 0;
+	w = etsf_sip_word(buf, pos);
+	if (etsf_resp_has(w, '\n') || etsf_resp_has(w, '\r'))
+		return 0;
+	if (!copy) {
+		c->pos = pos + 8;
+		return 1;
+	}
+	if (c->flags & ETSF_RF_TOPVIA) {
+		lw = w | ETSF_SIP_LOWER64;
+		if (etsf_resp_has(w, ',') || etsf_resp_has(lw, 't'))
+			return 0;
+	}
+	if (out + 8 > ETSF_RESP_MAX)
+		return 0;
+	*(__u64 *)(o->buf + (out & ETSF_RESP_MASK)) = w;
+	c->out = out + 8;
+	c->pos = pos + 8;
+	return 1;
+}
+
 /* one step: 1 = stop */
 static __always_inline int etsf_resp_step(struct etsf_resp *o, const __u8 *buf)
 {
@@ -388,11 +431,15 @@ static __always_inline int etsf_resp_step(struct etsf_resp *o, const __u8 *buf)
 		c->state = h ? ETSF_RS_COPY : ETSF_RS_SKIP;
 		return 0;
 	case ETSF_RS_SKIP:
+		if (etsf_resp_word(o, buf, pos, 0))
+			return 0;
 		c->pos = pos + 1;
 		if (b == '\n')
 			c->state = ETSF_RS_LINE;
 		return 0;
 	case ETSF_RS_COPY:
+		if (etsf_resp_word(o, buf, pos, 1))
+			return 0;
 		return etsf_resp_copy(o, buf, pos, b);
 	}
 	return 1;
@@ -449,7 +496,9 @@ static __always_inline struct etsf_resp *etsf_respond(const struct etsf_pkt *p,
 	o->st.flags = r->has_to_tag ? 0 : ETSF_RF_ADDTAG;
 	etsf_resp_prepare(&o->st, p, r, ctl);
 	o->st.out = 0;
-	ETSF_RESP_LIT(o->buf, &o->st.out, "SIP/2.0 503 Service Unavailable\r\n");
+	/* etsf_resp_ch masks to ETSF_RESP_STR: the status line must fit in it */
+	_Static_assert(sizeof(ETSF_RESP_STATUS_503) - 1 <= ETSF_RESP_STR, "status line too long");
+	ETSF_RESP_LIT(o->buf, &o->st.out, ETSF_RESP_STATUS_503);
 
 	bpf_loop(ETSF_RESP_CALLS, etsf_resp_steps, &rc, 0);
 
