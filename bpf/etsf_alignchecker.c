@@ -24,6 +24,8 @@ struct etsf_layout_anchor {
 	struct etsf_counter     counter;
 	struct etsf_ifstat      ifstat;
 	struct etsf_sip_info    sip_info;
+	struct etsf_admit       admit;
+	struct etsf_admit_txn   admit_txn;
 	enum etsf_method        method;
 	enum etsf_verdict       verdict;
 	enum etsf_reason        reason;

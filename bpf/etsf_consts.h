@@ -24,6 +24,9 @@
 #define ETSF_ACL_MAX         16384 /* entries per LPM trie (both slots)       */
 #define ETSF_RL_MAX          65536 /* rate-limit LRU entries                  */
 #define ETSF_IF_MAX          64    /* interfaces counted                      */
+#define ETSF_ADMIT_TXN_MAX   65536 /* admission decisions remembered (LRU)    */
+#define ETSF_ADMIT_TXN_NS    32000000000ULL /* decision lifetime: 64*T1      */
+#define ETSF_RESP_MAX        1400  /* in-kernel response payload at most      */
 
 /* ---- SIP methods (index of every per-method array) ----------------------- */
 enum etsf_method {
@@ -85,7 +88,10 @@ enum etsf_reason {
 	ETSF_R_NO_POLICY     = 24, /* no policy applied yet: pass everything  */
 	ETSF_R_INTERNAL      = 25, /* helper/map failure: fail open           */
 	ETSF_R_EMPTY         = 26, /* zero-length L4 payload (keepalive)      */
-	ETSF_REASONS_USED    = 27,
+	ETSF_R_ADMISSION     = 27, /* DROP: new INVITE refused by admission   */
+	ETSF_R_ADMIT_503     = 28, /* DROP: refused by admission and answered
+	                            * with an in-kernel 503 (XDP_TX)          */
+	ETSF_REASONS_USED    = 29,
 };
 
 /* ---- hooks ---------------------------------------------------------------- */
@@ -118,6 +124,7 @@ enum etsf_acl_action {
 
 /* ---- control flags (struct etsf_ctl.flags) ---------------------------------- */
 #define ETSF_CTL_F_RECORD  0x1u /* write every parse result to etsf_last   */
+#define ETSF_CTL_F_ADMIT_SILENT 0x2u /* admission drops refused INVITEs, no 503 */
 
 /* ---- policy flags (struct etsf_policy.flags) -------------------------------- */
 #define ETSF_POL_F_VALID   0x1u /* slot holds a complete policy             */

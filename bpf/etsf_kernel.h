@@ -10,6 +10,9 @@
 #define ETSF_KERNEL_H
 
 /* <linux/if_ether.h> */
+#ifndef ETH_ALEN
+#define ETH_ALEN	6
+#endif
 #ifndef ETH_P_IP
 #define ETH_P_IP	0x0800
 #endif

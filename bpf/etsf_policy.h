@@ -12,6 +12,7 @@
 #include "etsf_maps.h"
 #include "etsf_parse.h"
 #include "etsf_sip_parse.h"
+#include "etsf_admit.h"
 
 static __always_inline __u32 etsf_acl(__u32 slot, const struct etsf_pkt *p)
 {
@@ -190,6 +191,11 @@ static __always_inline __u32 etsf_policy_verdict(const struct etsf_ctl *ctl,
 			*reason = ETSF_R_RATE_LIMIT;
 			return ETSF_V_DROP;
 		}
+	}
+	if (r->method == ETSF_M_INVITE && !prot && r->has_callid && ctl->invite_admit_rate &&
+	    !etsf_admit_invite(ctl, r)) {
+		*reason = ETSF_R_ADMISSION;
+		return ETSF_V_DROP;
 	}
 	*reason = ETSF_R_OK;
 	return ETSF_V_PASS;

@@ -28,6 +28,20 @@ struct etsf_ctl {
 	__u64 heartbeat_ns;     /* CLOCK_MONOTONIC ns of the last heartbeat  */
 	__u64 deadman_ns;       /* 0 = dead-man switch off; else max age     */
 	__u64 generation;       /* policy generation now live                */
+	/*
+	 * Admission of new INVITEs (out-of-dialog INVITE, no To-tag), a GCRA
+	 * token bucket per CPU, checked after the overload level and the
+	 * per-source limits.  rate 0 = unlimited (admission off); rate != 0
+	 * and burst 0 = admit none.  A refused INVITE is answered in the
+	 * kernel with a stateless 503 (unless ETSF_CTL_F_ADMIT_SILENT) and
+	 * its retransmissions get the same answer (etsf_admit_txn).
+	 */
+	__u32 invite_admit_rate;  /* new INVITEs per second, per CPU          */
+	__u32 invite_admit_burst; /* bucket depth per CPU                      */
+	__u32 retry_after_s;      /* Retry-After of the 503; 0 = header left out */
+	__u32 _pad0;
+	__u64 node_secret;        /* mixed with the Call-ID hash into the To-tag
+	                           * of in-kernel responses (stable per node)  */
 };
 
 /* token bucket parameters of one rate-limit class; rate 0 = unlimited */
@@ -129,6 +143,32 @@ struct etsf_sip_info {
 	__u8  family;           /* 4 or 6                                      */
 	__u8  l4proto;          /* IPPROTO_UDP / IPPROTO_TCP                   */
 	__u16 payload_len;      /* L4 payload bytes                           */
+};
+
+/*
+ * Map etsf_admit: PERCPU_ARRAY, 1 entry.  Admission bucket of this CPU and
+ * its counters (sum over CPUs for totals).
+ */
+struct etsf_admit {
+	__u64 tat_ns;           /* GCRA theoretical arrival time of this CPU   */
+	__u64 admitted;         /* new INVITEs that took a token               */
+	__u64 rejected;         /* new INVITEs refused (no token)              */
+	__u64 retrans_admitted; /* retransmissions of an admitted INVITE       */
+	__u64 retrans_rejected; /* retransmissions of a refused INVITE         */
+	__u64 replied;          /* 503 sent back (XDP_TX)                      */
+	__u64 reply_unfit;      /* refused, 503 did not fit: dropped silently  */
+};
+
+/*
+ * Map etsf_admit_txn: LRU_HASH, ETSF_ADMIT_TXN_MAX entries, shared by all
+ * CPUs.  Key: etsf_admit_key(Call-ID hash, CSeq number).  The decision for a
+ * new INVITE, so its retransmissions get the same one without a token.
+ * Entries older than ETSF_ADMIT_TXN_NS are treated as absent.
+ */
+struct etsf_admit_txn {
+	__u64 ts_ns;            /* bpf_ktime_get_ns() of the decision          */
+	__u32 admitted;         /* 1 admitted, 0 refused                       */
+	__u32 _pad;
 };
 
 /* ---- telemetry ----------------------------------------------------------- */

@@ -9,7 +9,11 @@
  *      TLS ports are counted, never parsed
  *   4. payload copied to the per-CPU scratch buffer, SIP parsed (etsf_sip_parse.h)
  *   5. policy: deny (DROP) > not understood (PASS + reason) > no policy >
- *      trust > overload shedding > per-source GCRA rate limit > OK
+ *      trust > overload shedding > per-source GCRA rate limit > admission
+ *      of new INVITEs > OK
+ *   6. a new INVITE refused by admission is answered with a stateless 503
+ *      built in the kernel (etsf_respond.h) and sent back out of the
+ *      ingress interface (XDP_TX); when it does not fit it is dropped
  * Every packet is counted exactly once in etsf_stats at
  * ETSF_STATS_IDX(ETSF_HOOK_XDP, method, verdict, reason).
  */
@@ -23,6 +27,135 @@
 #include "etsf_policy.h"
 #include "etsf_stats.h"
 #include "etsf_telemetry.h"
+#include "etsf_admit.h"
+#include "etsf_respond.h"
+
+/*
+ * Turn the request frame into the response built in etsf_resp: MACs,
+ * addresses and ports swapped, lengths and checksums set, payload replaced.
+ * UDP over IPv4 without options or IPv6 without extension headers only.
+ * 0 = ready for XDP_TX; else the frame is unchanged or must be dropped.
+ * A global function: the verifier checks it once with unknown arguments
+ * instead of once per classifier path that reaches it.
+ */
+__attribute__((noinline)) int etsf_xdp_reply(struct xdp_md *ctx, __u32 l3off, __u32 l4off,
+					     __u32 family, __u32 pkt_len)
+{
+	struct etsf_resp *o;
+	__u32 zero = 0, n, poff, ulen;
+	__s64 sum;
+	int delta;
+	void *data, *data_end;
+	struct ethhdr *eth;
+	struct udphdr *udp;
+	__u8 mac[ETH_ALEN];
+
+	if (!ctx)
+		return -1;
+	o = bpf_map_lookup_elem(&etsf_resp, &zero);
+	if (!o)
+		return -1;
+	n = o->st.out;
+	if (n == 0 || n > ETSF_RESP_MAX)
+		return -1;
+	if (l3off != sizeof(struct ethhdr) && l3off != sizeof(struct ethhdr) + 4)
+		return -1;
+	if (family != 4 && family != 6)
+		return -1;
+	if (l4off != l3off + (family == 4 ? sizeof(struct iphdr) : sizeof(struct ipv6hdr)))
+		return -1;
+	poff = l4off + sizeof(struct udphdr);
+	ulen = sizeof(struct udphdr) + n;
+	delta = (int)(poff + n) - (int)pkt_len;
+	if (bpf_xdp_adjust_tail(ctx, delta))
+		return -1;
+
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	eth = data;
+	if ((void *)(eth + 1) > data_end)
+		return -1;
+	__builtin_memcpy(mac, eth->h_dest, ETH_ALEN);
+	__builtin_memcpy(eth->h_dest, eth->h_source, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, mac, ETH_ALEN);
+
+	if (family == 4) {
+		struct iphdr *ip = data + l3off;
+		struct {
+			__be32 saddr, daddr;
+			__u8 zero, proto;
+			__be16 len;
+			struct udphdr uh;
+		} ph = {};
+		__be32 a;
+
+		if ((void *)(ip + 1) + sizeof(*udp) > data_end)
+			return -1;
+		udp = (void *)(ip + 1);
+		a = ip->saddr;
+		ip->saddr = ip->daddr;
+		ip->daddr = a;
+		ip->tot_len = bpf_htons(sizeof(*ip) + ulen);
+		ip->id = 0;
+		ip->frag_off = 0;
+		ip->ttl = 64;
+		ip->check = 0;
+		sum = bpf_csum_diff(NULL, 0, (__be32 *)ip, sizeof(*ip), 0);
+		if (sum < 0)
+			return -1;
+		ip->check = etsf_csum_fold(sum);
+		ph.saddr = ip->saddr;
+		ph.daddr = ip->daddr;
+		ph.proto = IPPROTO_UDP;
+		ph.len = bpf_htons(ulen);
+		ph.uh.source = udp->dest;
+		ph.uh.dest = udp->source;
+		ph.uh.len = ph.len;
+		*udp = ph.uh;
+		sum = bpf_csum_diff(NULL, 0, (__be32 *)&ph, sizeof(ph), 0);
+	} else {
+		struct ipv6hdr *ip6 = data + l3off;
+		struct {
+			struct in6_addr saddr, daddr;
+			__be32 len;
+			__be32 nh;
+			struct udphdr uh;
+		} ph = {};
+
+		if ((void *)(ip6 + 1) + sizeof(*udp) > data_end)
+			return -1;
+		udp = (void *)(ip6 + 1);
+		ph.saddr = ip6->daddr;
+		ph.daddr = ip6->saddr;
+		ip6->saddr = ph.saddr;
+		ip6->daddr = ph.daddr;
+		ip6->payload_len = bpf_htons(ulen);
+		ip6->hop_limit = 64;
+		ph.len = bpf_htonl(ulen);
+		ph.nh = bpf_htonl(IPPROTO_UDP);
+		ph.uh.source = udp->dest;
+		ph.uh.dest = udp->source;
+		ph.uh.len = bpf_htons(ulen);
+		*udp = ph.uh;
+		sum = bpf_csum_diff(NULL, 0, (__be32 *)&ph, sizeof(ph), 0);
+	}
+	if (sum < 0)
+		return -1;
+	sum = etsf_resp_csum(o, n, (__u32)sum);
+	if (sum < 0)
+		return -1;
+	udp->check = etsf_csum_fold(sum);
+	if (udp->check == 0)
+		udp->check = 0xffff;
+
+	n -= 1;
+	asm volatile("" : "+r"(n));
+	n &= ETSF_RESP_MASK;
+	n += 1;
+	if (bpf_xdp_store_bytes(ctx, poff, o->buf, n))
+		return -1;
+	return 0;
+}
 
 SEC("xdp")
 int xdp_sip(struct xdp_md *ctx)
@@ -33,7 +166,7 @@ int xdp_sip(struct xdp_md *ctx)
 	const struct etsf_policy *pol = NULL;
 	struct etsf_ctl *ctl = NULL;
 	__u32 reason, verdict = ETSF_V_PASS;
-	int valid = 0;
+	int valid = 0, tx = 0;
 
 	p.pkt_len = etsf_ctx_len(ctx);
 	ifs = etsf_ifstat_get(ctx->ingress_ifindex);
@@ -48,6 +181,20 @@ int xdp_sip(struct xdp_md *ctx)
 	if (r.reason == ETSF_R_OK && ifs)
 		ifs->sip_packets++;
 	verdict = etsf_policy_verdict(ctl, pol, valid, &p, &r, r.reason, &reason);
+	if (reason == ETSF_R_ADMISSION && !(ctl->flags & ETSF_CTL_F_ADMIT_SILENT)) {
+		struct etsf_admit *a = etsf_admit_get();
+		struct etsf_resp *o = etsf_respond(&p, &r, ctl);
+
+		if (o && p.l4proto == IPPROTO_UDP &&
+		    etsf_xdp_reply(ctx, p.l3off, p.l4off, p.family, p.pkt_len) == 0) {
+			reason = ETSF_R_ADMIT_503;
+			tx = 1;
+			if (a)
+				a->replied++;
+		} else if (a) {
+			a->reply_unfit++;
+		}
+	}
 	if (r.reason == ETSF_R_OK && verdict != ETSF_V_DROP)
 		etsf_tm_observe(ETSF_HOOK_XDP, ctx->ingress_ifindex, &r);
 
@@ -56,6 +203,8 @@ out:
 		ifs->dropped++;
 	etsf_count(ETSF_HOOK_XDP, r.method, verdict, reason, p.pkt_len);
 	etsf_record(ctl, &r, &p, verdict, reason);
+	if (tx)
+		return XDP_TX;
 	return verdict == ETSF_V_DROP ? XDP_DROP : XDP_PASS;
 }
 

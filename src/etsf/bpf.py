@@ -19,7 +19,7 @@ from .libbpf import (BPF_F_RDONLY, BPF_TC_EGRESS, BPF_TC_F_REPLACE, BPF_TC_INGRE
                      MAP_TYPE_LRU_HASH, MAP_TYPE_LRU_PERCPU_HASH, MAP_TYPE_PERCPU_ARRAY, MAP_TYPE_PERCPU_HASH,
                      P, PIN_ROOT, PROG_TYPE_NAMES, TC_ACT_OK, U32, XDP_ATTACHED, XDP_DROP, XDP_FLAGS_DRV_MODE,
                      XDP_FLAGS_HW_MODE, XDP_FLAGS_REPLACE, XDP_FLAGS_SKB_MODE, XDP_FLAGS_UPDATE_IF_NOEXIST,
-                     XDP_MODE_FLAGS, XDP_PASS, BpfError, errno_of, fail, get_lib, monotonic_ns,
+                     XDP_MODE_FLAGS, XDP_PASS, XDP_TX, BpfError, errno_of, fail, get_lib, monotonic_ns,
                      num_possible_cpus, ObjectOpenOpts, ProgInfo, TcHook, TcOpts, TestRunOpts, XdpAttachOpts,
                      XdpQueryOpts)
 from .bpfmaps import ensure_bpffs, Map, obj_get, obj_get_rw, open_map, pin_program, unpin
@@ -333,7 +333,7 @@ __all__ = [
     "LOG_TAIL_LINES", "MAP_TYPE_ARRAY", "MAP_TYPE_HASH", "MAP_TYPE_LPM_TRIE", "MAP_TYPE_LRU_HASH",
     "MAP_TYPE_LRU_PERCPU_HASH", "MAP_TYPE_PERCPU_ARRAY", "MAP_TYPE_PERCPU_HASH", "Map", "PIN_ROOT",
     "PROG_TYPE_NAMES", "Program", "TC_ACT_OK", "XDP_DROP", "XDP_FLAGS_DRV_MODE", "XDP_FLAGS_HW_MODE",
-    "XDP_FLAGS_REPLACE", "XDP_FLAGS_SKB_MODE", "XDP_FLAGS_UPDATE_IF_NOEXIST", "XDP_PASS",
+    "XDP_FLAGS_REPLACE", "XDP_FLAGS_SKB_MODE", "XDP_FLAGS_UPDATE_IF_NOEXIST", "XDP_PASS", "XDP_TX",
     "bpf_stats_enabled", "ensure_bpffs", "load_object", "monotonic_ns", "num_possible_cpus", "obj_get",
     "open_map", "pin_program", "prog_info", "prog_info_pinned", "tc_attach", "tc_detach", "tc_query",
     "test_run", "test_run_ctx", "unpin", "xdp_attach", "xdp_detach", "xdp_query",

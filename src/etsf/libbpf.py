@@ -209,6 +209,7 @@ BPF_TC_F_REPLACE = 1 << 0
 
 XDP_PASS = 2
 XDP_DROP = 1
+XDP_TX = 3
 TC_ACT_OK = 0
 
 P = ctypes.c_void_p

@@ -19,6 +19,7 @@ from typing import Any
 
 from .telemetry import reader as _exp
 from . import kpi as _kpi
+from .overload.state import read_state as overload_auto_state
 
 MIN_INTERVAL = 0.2
 MAX_ITERATIONS_DEFAULT = 1_000_000      # "until interrupted", still bounded
@@ -71,6 +72,7 @@ def frame(prev: dict, cur: dict) -> dict[str, Any]:
         "kpi": {k: (None if v is None else round(v, 4)) if k != "attempts" else v
                 for k, v in _kpi.compute(inv).items()},
         "state": cur["ctl"],
+        "overload_auto": overload_auto_state(),
         "scrape_s": round(cur["cost"]["seconds"], 4),
     }
 
@@ -85,9 +87,14 @@ def render(f: dict) -> str:
         f"eTSF top  interval {f['interval_s']}s  scrape {f['scrape_s'] * 1000:.1f} ms  "
         f"bypass={st.get('bypass')} deadman_tripped={st.get('deadman_tripped')} "
         f"overload={st.get('overload_level')} policy_gen={st.get('generation')}",
-        "",
-        "RATES (XDP ingress, pkt/s)",
     ]
+    oa = f.get("overload_auto")
+    if oa and "level" in oa:
+        lines.append(f"overload controller: level {oa['level']}  admit "
+                     f"{oa.get('admit_rate') or 'off'}/s/cpu  pressure {oa.get('pressure')} "
+                     f"({oa.get('signal') or '-'})  changes {oa.get('changes_total', 0)}"
+                     f"{'  PINNED' if oa.get('pinned') else ''}")
+    lines += ["", "RATES (XDP ingress, pkt/s)"]
     lines += [f"  {m:<10} {v:>10.1f}" for m, v in f["rates_pps"].items()] or ["  -"]
     lines += ["", "DROPS by reason (pkt/s)"]
     lines += [f"  {r:<12} {v:>10.1f}" for r, v in f["drops_pps"].items()] or ["  -"]

@@ -110,7 +110,8 @@ class Env:
         self.set_ctl()
         for slot in range(L.POLICY_SLOTS):
             self.maps["etsf_policy"].update(slot.to_bytes(4, "little"), bytes(L.Policy()))
-        for name in ("etsf_acl_v4", "etsf_acl_v6", "etsf_rl"):
+        self.maps["etsf_admit"].update(bytes(4), bytes(L.Admit()))
+        for name in ("etsf_acl_v4", "etsf_acl_v6", "etsf_rl", "etsf_admit_txn"):
             m = self.maps[name]
             for k in m.keys():
                 m.delete(k)
@@ -161,6 +162,18 @@ class Env:
                 n += L.Counter.from_bytes(v[i * 16:(i + 1) * 16]).packets
             if n:
                 tot[int.from_bytes(k, "little")] = n
+        return tot
+
+    def admit(self) -> L.Admit:
+        """etsf_admit summed over CPUs (tat_ns: the largest)."""
+        tot = L.Admit()
+        for v in self.maps["etsf_admit"].lookup_percpu(bytes(4)):
+            a = L.Admit.from_bytes(v)
+            for name, *_unused in L.Admit._fields_:
+                if name == "tat_ns":
+                    tot.tat_ns = max(tot.tat_ns, a.tat_ns)
+                else:
+                    setattr(tot, name, getattr(tot, name) + getattr(a, name))
         return tot
 
     def last(self) -> L.SipInfo:

@@ -124,6 +124,8 @@ MAPS = {
     "etsf_stats": (6, 4, L.Counter, L.STATS_SLOTS),
     "etsf_ifstats": (5, 4, L.IfStat, L.IF_MAX),
     "etsf_last": (2, 4, L.SipInfo, 1),
+    "etsf_admit": (6, 4, L.Admit, 1),
+    "etsf_admit_txn": (9, 8, L.AdmitTxn, L.ADMIT_TXN_MAX),
 }
 
 

@@ -209,6 +209,12 @@ def ctl_dict(ctl) -> dict[str, Any]:
         "generation": int(ctl.generation),
         "deadman_ms": int(ctl.deadman_ns) // 1_000_000,
         "heartbeat_age_ms": (now - hb) // 1_000_000 if hb else None,
+        "admission": {
+            "rate": int(ctl.invite_admit_rate),
+            "burst": int(ctl.invite_admit_burst),
+            "retry_after_s": int(ctl.retry_after_s),
+            "reply_503": not ctl.flags & layout.CTL_F_ADMIT_SILENT,
+        },
     }
 
 
@@ -320,6 +326,57 @@ def set_overload(level: int) -> dict[str, Any]:
         ctl.overload_level = level
     _update_ctl(mut)
     return {"changed": old["v"] != level, "overload_level": level, "previous": old["v"]}
+
+
+ADMIT_MAX = 10_000_000          # tokens/s and burst per CPU
+RETRY_AFTER_MAX = 86400
+
+
+def _admit_int(name: str, v, lo: int, hi: int) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        raise DatapathError(f"admission {name} must be an integer in {lo}..{hi} (got {v!r})")
+    return v
+
+
+def set_admission(rate: int, burst: int | None = None, retry_after: int | None = None,
+                  reply: bool | None = None) -> dict[str, Any]:
+    """Admission of new INVITEs: rate tokens/s and burst per CPU (rate 0 = off, burst 0 =
+    admit none); retry_after = Retry-After of the in-kernel 503 (0 = header left out),
+    reply = answer refused INVITEs with a 503 (else drop them).  None keeps the current
+    value.  The To-tag secret of the 503 is drawn once, on first use."""
+    rate = _admit_int("rate", rate, 0, ADMIT_MAX)
+    burst = rate if burst is None else _admit_int("burst", burst, 0, ADMIT_MAX)
+    if retry_after is not None:
+        retry_after = _admit_int("retry-after", retry_after, 0, RETRY_AFTER_MAX)
+    old = {}
+
+    def mut(ctl):
+        old["v"] = ctl_dict(ctl)["admission"]
+        ctl.invite_admit_rate = rate
+        ctl.invite_admit_burst = burst if rate else 0
+        if retry_after is not None:
+            ctl.retry_after_s = retry_after
+        if reply is not None:
+            ctl.flags = (ctl.flags & ~layout.CTL_F_ADMIT_SILENT) | (0 if reply else layout.CTL_F_ADMIT_SILENT)
+        if not ctl.node_secret:
+            ctl.node_secret = int.from_bytes(os.urandom(8), "little") or 1
+    new = ctl_dict(_update_ctl(mut))["admission"]
+    return {"changed": new != old["v"], "admission": new, "previous": old["v"]}
+
+
+def admission_counters() -> dict[str, int]:
+    """etsf_admit summed over CPUs."""
+    m = _open_map("etsf_admit")
+    try:
+        vals = m.lookup_percpu(_key0()) or []
+    finally:
+        m.close()
+    tot = {n: 0 for n, *_unused in layout.Admit._fields_ if n != "tat_ns"}  # noqa: SLF001
+    for v in vals:
+        a = layout.Admit.from_bytes(v)
+        for n in tot:
+            tot[n] += int(getattr(a, n))
+    return tot
 
 
 def set_bypass(on: bool) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import time
 from .. import inputs as T
 from ..build import TARGET_ARCH
 from ..output import emit
+from ..overload.commands import add_auto_cli, pin_manual
 
 
 def cmd_build(args):
@@ -61,8 +62,20 @@ def cmd_status(args):
                      f"bypass {'ON' if c['bypass'] else 'off'}; overload level {c['overload_level']}; "
                      f"heartbeat age {'-' if age is None else f'{age} ms'}; "
                      f"deadman {c['deadman_ms'] or 'off'}{' ms' if c['deadman_ms'] else ''}")
+        a = c["admission"]
+        if a["rate"]:
+            lines.append(f"admission of new INVITEs: {a['rate']}/s burst {a['burst']} per CPU, refused "
+                         + (f"answered 503 (Retry-After {a['retry_after_s'] or 'none'})"
+                            if a["reply_503"] else "dropped"))
     else:
         lines.append("datapath maps not loaded")
+    oa = res.get("overload_auto")
+    if oa:
+        rate = oa.get("admit_rate")
+        lines.append(f"overload controller: level {oa.get('level', '-')}, admission "
+                     f"{f'{rate}/s per CPU' if rate else 'off'}, "
+                     f"{'PINNED (etsfctl overload auto --resume)' if oa.get('pinned') else 'automatic'}; "
+                     f"{oa.get('changes_total', 0)} changes; last signal {oa.get('signal') or '-'}")
     if not res["interfaces"]:
         lines.append("no interfaces attached")
     for name, r in res["interfaces"].items():
@@ -77,7 +90,25 @@ def cmd_status(args):
 def cmd_overload(args):
     from .. import datapath
     res = datapath.set_overload(args.level)
-    emit(args, res, f"overload level {res['overload_level']} (was {res['previous']})")
+    pin_manual(args.level)          # the adaptive controller leaves it alone until `overload auto --resume`
+    emit(args, res, f"overload level {res['overload_level']} (was {res['previous']}; pinned until "
+                    "`etsfctl overload auto --resume`)")
+
+
+def cmd_overload_admit(args):
+    from .. import datapath
+    if args.off:
+        if args.burst is not None:
+            raise datapath.DatapathError("overload admit: --burst applies to --rate, not --off")
+        res = datapath.set_admission(0, retry_after=args.retry_after, reply=args.reply)
+    else:
+        res = datapath.set_admission(args.rate, args.burst, args.retry_after, args.reply)
+    a = res["admission"]
+    text = ("admission of new INVITEs off" if not a["rate"] else
+            f"admission of new INVITEs: {a['rate']}/s burst {a['burst']} per CPU")
+    text += (f"; refused ones answered 503 (Retry-After {a['retry_after_s'] or 'none'})"
+             if a["reply_503"] else "; refused ones dropped")
+    emit(args, res, text)
 
 
 def cmd_bypass(args):
@@ -154,6 +185,23 @@ def add_cli(sub, common) -> None:
     a = osub.add_parser("set", parents=[common], help="set the overload level 0..3")
     a.add_argument("level", type=int, choices=range(4), metavar="N")
     a.set_defaults(func=cmd_overload)
+    add_auto_cli(osub, common)
+    a = osub.add_parser("admit", parents=[common],
+                        help="admission of new INVITEs by token rate per CPU (refused: in-kernel 503)")
+    g = a.add_mutually_exclusive_group(required=True)
+    g.add_argument("--rate", type=T.int_range(1, 10_000_000), metavar="N",
+                   help="new INVITEs admitted per second per CPU")
+    g.add_argument("--off", action="store_true", help="admit every new INVITE")
+    a.add_argument("--burst", type=T.int_range(0, 10_000_000), metavar="M",
+                   help="bucket depth per CPU (default: the rate; 0 admits none)")
+    a.add_argument("--retry-after", type=T.int_range(0, 86400), metavar="S",
+                   help="Retry-After seconds of the 503 (0: header left out; default: unchanged)")
+    r = a.add_mutually_exclusive_group()
+    r.add_argument("--reply", dest="reply", action="store_true", default=None,
+                   help="answer refused INVITEs with a stateless 503 (the default)")
+    r.add_argument("--silent", dest="reply", action="store_false",
+                   help="drop refused INVITEs without an answer")
+    a.set_defaults(func=cmd_overload_admit)
 
     s = sub.add_parser("bypass", parents=[common], help="global bypass flag (every program passes all)")
     s.add_argument("state", choices=("on", "off"))

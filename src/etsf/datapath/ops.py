@@ -10,6 +10,7 @@ from typing import Any
 
 from .. import inputs
 from .. import policy as _policy
+from ..overload.state import read_state as overload_auto_state
 from .loader import attach, detach, forget, interface_status, pins
 from .base import (MODES, DatapathError, build, check_objects, ctl_dict, default_build_dir, load_state,
                    pin_root, read_ctl, set_bypass)
@@ -35,6 +36,7 @@ def status() -> dict[str, Any]:
     else:
         out.update(ctl=None, policy_generation=None, bypass=None, overload_level=None,
                    heartbeat_age_ms=None, policy_applied=False)
+    out["overload_auto"] = overload_auto_state()
     return out
 
 

@@ -11,7 +11,9 @@ structs.  Change both together.
 """
 from __future__ import annotations
 
-from .core import (ABI_VERSION, ACL_MAX, AclAction, AclV4Key, AclV6Key, AclValue, CORE_ENUMS, CORE_STRUCTS,
+from .core import (ABI_VERSION, ACL_MAX, Admit, admit_key, ADMIT_TXN_MAX, ADMIT_TXN_NS, AdmitTxn,
+                   CTL_F_ADMIT_SILENT, resp_tag, RESP_MAX, AclAction, AclV4Key, AclV6Key, AclValue,
+                   CORE_ENUMS, CORE_STRUCTS,
                    Counter, Ctl, CTL_F_RECORD, fnv1a64, FNV64_OFFSET, FNV64_PRIME, Hook, HOOKS, IF_MAX,
                    IfStat, MAX_SIP_PORTS, MAX_TLS_PORTS, Method, METHODS, OVERLOAD_LEVELS, PARSE_BYTES,
                    POL_F_MARK, POL_F_VALID, Policy, POLICY_SLOTS, Prio, PRIO_CLASSES, Rate, Reason, REASONS,
@@ -30,7 +32,9 @@ STRUCTS = {**CORE_STRUCTS, **TM_STRUCTS}
 ENUMS = {**CORE_ENUMS, **TM_ENUMS}
 
 __all__ = [
-    "ABI_VERSION", "ACL_MAX", "AclAction", "AclV4Key", "AclV6Key", "AclValue", "CORE_ENUMS", "CORE_STRUCTS",
+    "ABI_VERSION", "ACL_MAX", "Admit", "admit_key", "ADMIT_TXN_MAX", "ADMIT_TXN_NS", "AdmitTxn",
+    "CTL_F_ADMIT_SILENT", "resp_tag", "RESP_MAX", "AclAction", "AclV4Key", "AclV6Key", "AclValue",
+    "CORE_ENUMS", "CORE_STRUCTS",
     "Counter", "Ctl", "CTL_F_RECORD", "ENUMS", "fnv1a64", "FNV64_OFFSET", "FNV64_PRIME", "FP_AFF_MAX",
     "FP_B_L2", "FP_B_PEER", "fp_b_slot", "FP_BACKENDS_MAX", "FP_ENUMS", "FP_FLOW_MAX", "FP_NAME_LEN",
     "FP_NONE", "FP_REASONS", "FP_RETRIES", "FP_RING", "FP_S_CALLID", "FP_STATS_SLOTS", "FP_STRUCTS",

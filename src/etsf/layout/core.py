@@ -21,8 +21,12 @@ REASONS = 32
 ACL_MAX = 16384
 RL_MAX = 65536
 IF_MAX = 64
+ADMIT_TXN_MAX = 65536
+ADMIT_TXN_NS = 32_000_000_000
+RESP_MAX = 1400
 
 CTL_F_RECORD = 0x1
+CTL_F_ADMIT_SILENT = 0x2
 POL_F_VALID = 0x1
 POL_F_MARK = 0x2
 
@@ -89,9 +93,11 @@ class Reason(IntEnum):
     NO_POLICY = 24
     INTERNAL = 25
     EMPTY = 26
+    ADMISSION = 27
+    ADMIT_503 = 28
 
 
-REASONS_USED = 27
+REASONS_USED = 29
 
 
 class Hook(IntEnum):
@@ -165,6 +171,11 @@ class Ctl(Struct):
         ("heartbeat_ns", ctypes.c_uint64),
         ("deadman_ns", ctypes.c_uint64),
         ("generation", ctypes.c_uint64),
+        ("invite_admit_rate", ctypes.c_uint32),
+        ("invite_admit_burst", ctypes.c_uint32),
+        ("retry_after_s", ctypes.c_uint32),
+        ("_pad0", ctypes.c_uint32),
+        ("node_secret", ctypes.c_uint64),
     ]
 
 
@@ -264,6 +275,43 @@ class SipInfo(Struct):
     ]
 
 
+class Admit(Struct):
+    _fields_ = [
+        ("tat_ns", ctypes.c_uint64),
+        ("admitted", ctypes.c_uint64),
+        ("rejected", ctypes.c_uint64),
+        ("retrans_admitted", ctypes.c_uint64),
+        ("retrans_rejected", ctypes.c_uint64),
+        ("replied", ctypes.c_uint64),
+        ("reply_unfit", ctypes.c_uint64),
+    ]
+
+
+class AdmitTxn(Struct):
+    _fields_ = [
+        ("ts_ns", ctypes.c_uint64),
+        ("admitted", ctypes.c_uint32),
+        ("_pad", ctypes.c_uint32),
+    ]
+
+
+_MIX_M = 0xFF51AFD7ED558CCD
+
+
+def admit_key(callid_hash: int, cseq: int) -> int:
+    """etsf_admit_key(): the etsf_admit_txn key of an INVITE transaction."""
+    return (callid_hash ^ ((cseq * 0x9E3779B97F4A7C15) & _U64)) & _U64
+
+
+def resp_tag(callid_hash: int, secret: int) -> str:
+    """etsf_resp_tag(): the To-tag of an in-kernel response (16 lowercase hex digits)."""
+    h = (callid_hash ^ secret) & _U64
+    h ^= h >> 33
+    h = (h * _MIX_M) & _U64
+    h ^= h >> 33
+    return f"{h:016x}"
+
+
 # ACL LPM value: enum etsf_acl_action stored as __u32
 AclValue = ctypes.c_uint32
 
@@ -280,6 +328,8 @@ CORE_STRUCTS = {
     "etsf_counter": Counter,
     "etsf_ifstat": IfStat,
     "etsf_sip_info": SipInfo,
+    "etsf_admit": Admit,
+    "etsf_admit_txn": AdmitTxn,
 }
 
 CORE_ENUMS = {

@@ -49,6 +49,8 @@ class Policy:
     skb_priority: int = 0
     deadman_timeout_ms: int = 0
     services: list[dict[str, Any]] = field(default_factory=list)   # fast path
+    # the overload controller's settings (read by `etsfctl overload auto`, not in the maps)
+    overload_auto: dict[str, Any] = field(default_factory=lambda: dict(AUTO.default_value()))
     # validation-only settings (not in the maps): see ACL_MIN_PREFIX_V4
     acl_min_prefix_v4: int = ACL_MIN_PREFIX_V4
     acl_min_prefix_v6: int = ACL_MIN_PREFIX_V6
@@ -250,6 +252,30 @@ SERVICE = S.Map({
 }, label="service")
 
 
+_ADMIT_MAX = 10_000_000
+AUTO = S.Map({
+    "enabled": S.Bool("run the adaptive overload controller (`etsfctl overload auto`, unit etsf-overload)",
+                      default=False),
+    "proxy_ports": S.List(PORT, "UDP ports of the local proxy sockets whose receive queue and drops are "
+                          "watched (empty: `sip_ports`)", unique=lambda p: p, what="ports", default=[]),
+    "target_queue": S.Int(0, _U32, "proxy socket receive queue (bytes) the controller holds (0: not watched)",
+                          default=65536),
+    "target_pdd_ms": S.Int(0, 600_000, "INVITE -> 100 Trying latency (ms) the controller holds (0: not "
+                           "watched)", default=200),
+    "target_5xx_ratio": S.Num(0, 1, "5xx share of INVITE final responses held (0: not watched)", default=0.05),
+    "target_cpu": S.Num(0, 1, "host CPU busy share held (0: not watched)", default=0),
+    "min_rate": S.Int(1, _ADMIT_MAX, "lowest admission rate of new INVITEs (tokens/s per CPU)", default=10),
+    "max_rate": S.Int(1, _ADMIT_MAX, "admission rate when the controller engages; back above it, admission "
+                      "is switched off", default=2000),
+    "dwell_s": S.Num(0, 3600, "seconds a level is held before it changes again", default=5),
+    "max_step": S.Num(0.01, 1, "largest change of the admission rate per tick (share of the rate down, of "
+                      "`max_rate` up)", default=0.25),
+    "hysteresis": S.Num(0, 0.9, "a level is left when the pressure is this share below its threshold",
+                        default=0.2),
+    "interval_ms": S.Int(50, 60_000, "milliseconds between controller ticks", default=500),
+}, "adaptive overload controller (docs/overload.md)", nullable=True)
+
+
 def _rate_class(name):
     return S.Map({
         "rate": S.Int(0, _U32, "requests per second per aggregated source (0 = unlimited)", required=True),
@@ -289,6 +315,7 @@ POLICY = S.Map({
                              "(responses, ACK/BYE/CANCEL and in-dialog requests are never shed)",
                              min_len=OVERLOAD_LEVELS, max_len=OVERLOAD_LEVELS, what="priority classes",
                              default=list(SHED_DEFAULTS)),
+        "auto": AUTO,
     }, "overload shedding", nullable=True),
     "marking": S.Map({
         "enabled": S.Bool("mark SIP the host sends (TC egress)", default=True),
@@ -334,6 +361,7 @@ CROSS_RULES = (
     "matching is longest-prefix);",
     f"at most {ACL_PER_SLOT} IPv4 and {ACL_PER_SLOT} IPv6 entries in `trust` and `deny` together;",
     "`overload.shed_below` is non-decreasing;",
+    "`overload.auto.min_rate` is at most `overload.auto.max_rate`;",
     "`rate_limits.<class>.burst` defaults to the class's rate, at least 1;",
     "`services[].name` and `services[].vip`:`port`/`protocol` are unique among services; a backend has the "
     "VIP's address family, is not the VIP, and an `address`:`port` is a backend of one service only;",
@@ -420,6 +448,11 @@ def _policy(d) -> Policy:
     p.ipv4_prefix, p.ipv6_prefix = d["aggregation"]["ipv4_prefix"], d["aggregation"]["ipv6_prefix"]
     p.priorities = d["priorities"]
     p.overload_level, p.shed_below = d["overload"]["level"], shed
+    auto = d["overload"]["auto"]
+    if auto["min_rate"] > auto["max_rate"]:
+        raise S.Invalid(f"{ROOT}.overload.auto.min_rate", f"at most max_rate ({auto['max_rate']})",
+                        auto["min_rate"])
+    p.overload_auto = auto
     p.marking_enabled, p.dscp, p.skb_priority = (d["marking"]["enabled"], d["marking"]["dscp"],
                                                  d["marking"]["skb_priority"])
     p.deadman_timeout_ms = d["deadman"]["timeout_ms"]

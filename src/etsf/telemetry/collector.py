@@ -7,6 +7,7 @@ import threading
 from typing import Any
 
 from .. import kpi as _kpi
+from ..overload.state import read_state as overload_auto_state
 from ..paths import pin_root
 from .reader import BUCKET_BOUNDS, DEFAULT_WINDOW, NS_PER_S, Snapshot, invite_codes, snapshot
 
@@ -145,6 +146,8 @@ class EtsfCollector:
             g.add_metric([], ctl[key])
             yield g
 
+        yield from overload_auto_metrics(overload_auto_state())
+
         info = GaugeMetricFamily("etsf_bpf_program_info", "Loaded eTSF program (value 1)",
                                  labels=["program", "id", "tag", "type"])
         runs = CounterMetricFamily("etsf_bpf_program_runs", "Program runs (exported only while "
@@ -190,3 +193,24 @@ class EtsfCollector:
                                 "the maps")
         c.add_metric([], self.scrape_errors)
         yield c
+
+
+def overload_auto_metrics(doc: dict[str, Any] | None):
+    """The adaptive controller's state file as metrics (nothing while it never ran)."""
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+    if not doc or "level" not in doc:
+        return
+    for name, doc_, v in (
+            ("etsf_overload_auto_level", "Overload level the adaptive controller last wrote", doc["level"]),
+            ("etsf_overload_auto_admit_rate", "New-INVITE admission rate the controller last wrote "
+             "(tokens/s per CPU; 0 = admission off)", doc.get("admit_rate", 0)),
+            ("etsf_overload_auto_pinned", "1 while a manual `etsfctl overload set` pins the level",
+             1 if doc.get("pinned") else 0),
+            ("etsf_overload_auto_pressure", "Largest signal/target ratio of the last tick", doc.get("pressure", 0))):
+        g = GaugeMetricFamily(name, doc_)
+        g.add_metric([], v)
+        yield g
+    c = CounterMetricFamily("etsf_overload_auto_changes", "Level or admission rate changes the controller "
+                            "made")
+    c.add_metric([], doc.get("changes_total", 0))
+    yield c

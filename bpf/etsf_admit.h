@@ -1,0 +1,92 @@
+/* SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause */
+/*
+ * etsf_admit.h - admission of new INVITEs by fraction: a GCRA token bucket
+ * per CPU (etsf_ctl.invite_admit_rate / invite_admit_burst), and a shared
+ * LRU of decisions keyed by Call-ID + CSeq so that retransmissions of an
+ * INVITE get the answer the first copy got without taking a token.  Only
+ * out-of-dialog INVITEs (no To-tag) come here: ACK, BYE, CANCEL, in-dialog
+ * requests and responses are never shed by admission.
+ */
+#ifndef ETSF_ADMIT_H
+#define ETSF_ADMIT_H
+
+#include "etsf.h"
+#include "etsf_sip_parse.h"
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct etsf_admit);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} etsf_admit SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, ETSF_ADMIT_TXN_MAX);
+	__type(key, __u64);
+	__type(value, struct etsf_admit_txn);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} etsf_admit_txn SEC(".maps");
+
+static __always_inline __u64 etsf_admit_key(__u64 callid_hash, __u32 cseq)
+{
+	return callid_hash ^ ((__u64)cseq * 0x9E3779B97F4A7C15ULL);
+}
+
+static __always_inline struct etsf_admit *etsf_admit_get(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&etsf_admit, &zero);
+}
+
+/*
+ * 1 = admit, 0 = refuse.  Call only for an out-of-dialog INVITE with a
+ * Call-ID and admission on (ctl->invite_admit_rate != 0).
+ */
+static __always_inline int etsf_admit_invite(const struct etsf_ctl *ctl,
+					     const struct etsf_sip_result *r)
+{
+	struct etsf_admit *a = etsf_admit_get();
+	struct etsf_admit_txn *t, nt = {};
+	__u64 key = etsf_admit_key(r->callid_hash, r->cseq);
+	__u64 now = bpf_ktime_get_ns();
+	__u64 T, tau, tat;
+	__u32 burst = ctl->invite_admit_burst;
+	int ok;
+
+	if (!a)
+		return 1;       /* fail open */
+	t = bpf_map_lookup_elem(&etsf_admit_txn, &key);
+	if (t && now - t->ts_ns < ETSF_ADMIT_TXN_NS) {
+		if (t->admitted) {
+			a->retrans_admitted++;
+			return 1;
+		}
+		a->retrans_rejected++;
+		return 0;
+	}
+	ok = 0;
+	if (burst) {
+		T = 1000000000ULL / ctl->invite_admit_rate;
+		if (T == 0)
+			T = 1;
+		tau = T * (burst - 1);
+		tat = a->tat_ns > now ? a->tat_ns : now;
+		if (tat - now <= tau) {
+			a->tat_ns = tat + T;
+			ok = 1;
+		}
+	}
+	if (ok)
+		a->admitted++;
+	else
+		a->rejected++;
+	nt.ts_ns = now;
+	nt.admitted = ok;
+	bpf_map_update_elem(&etsf_admit_txn, &key, &nt, BPF_ANY);
+	return ok;
+}
+
+#endif /* ETSF_ADMIT_H */

@@ -1,0 +1,551 @@
+/* SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause */
+/*
+ * etsf_respond.h - stateless in-kernel SIP responses built from a request.
+ *
+ * The request payload is already in the per-CPU parse scratch (etsf_scratch,
+ * copied by etsf_parse_payload); the response is built into another per-CPU
+ * buffer (etsf_resp) by a byte-wise state machine under bpf_loop() with a
+ * fixed budget, and the hook's own code (etsf_xdp_reply in xdp_sip) puts it
+ * on the wire.  Built: the status line, then every Via / From / To / Call-ID
+ * / CSeq header of the request in request order, copied verbatim (long or
+ * compact names, folded lines kept as they are), with
+ *   - ";received=<source address>" appended to the first value of the top
+ *     Via and a value-less "rport" there filled with the source port
+ *     (RFC 3261 18.2.1, RFC 3581); IPv6 addresses as eight hex groups;
+ *   - ";tag=<16 hex>" appended to To when it has none: a function of the
+ *     Call-ID hash and etsf_ctl.node_secret, so retransmissions get the same
+ *     tag (etsf_resp_tag);
+ * then "Retry-After: <s>" (when not 0), "Content-Length: 0" and the blank
+ * line.  Commas inside quoted Via parameters are not recognised (the top
+ * Via value ends at the first ','); such requests are not expected on the
+ * reject path.  A response over ETSF_RESP_MAX bytes, or a header block that
+ * does not end inside the copied bytes, is refused (the caller falls back).
+ */
+#ifndef ETSF_RESPOND_H
+#define ETSF_RESPOND_H
+
+#include "etsf.h"
+#include "etsf_maps.h"
+#include "etsf_parse.h"
+#include "etsf_sip_parse.h"
+
+#define ETSF_RESP_BYTES 2048            /* output buffer, power of two > ETSF_RESP_MAX */
+#define ETSF_RESP_MASK  (ETSF_RESP_BYTES - 1)
+#define ETSF_RESP_STR   64              /* each prepared string at most               */
+#define ETSF_RESP_STR_MASK (ETSF_RESP_STR - 1)
+#define ETSF_RESP_STATUS_503 "SIP/2.0 503 Service Unavailable\r\n"
+
+/* headers copied into a response */
+enum {
+	ETSF_RH_NONE = 0,
+	ETSF_RH_VIA,
+	ETSF_RH_FROM,
+	ETSF_RH_TO,
+	ETSF_RH_CALLID,
+	ETSF_RH_CSEQ,
+};
+
+/* builder states */
+enum {
+	ETSF_RS_RLINE = 0,      /* request line: skipped                       */
+	ETSF_RS_LINE,           /* at the start of a header line               */
+	ETSF_RS_COPY,           /* inside a copied header                      */
+	ETSF_RS_SKIP,           /* inside a header not copied                  */
+};
+
+#define ETSF_RF_TOPVIA  0x01u   /* inside the first value of the top Via  */
+#define ETSF_RF_VIADONE 0x02u   /* the top Via has been seen              */
+#define ETSF_RF_END     0x04u   /* empty line: end of the header block    */
+#define ETSF_RF_FAIL    0x08u   /* does not fit                           */
+#define ETSF_RF_ADDTAG  0x10u   /* To has no tag: add ours                */
+
+struct etsf_resp_state {
+	__u32 in_len;           /* request bytes in the parse scratch        */
+	__u32 pos;              /* next request byte                         */
+	__u32 out;              /* response bytes built                      */
+	__u32 state;
+	__u32 hdr;              /* ETSF_RH_* of the current header           */
+	__u32 flags;
+	__u32 recv_len;
+	__u32 port_len;
+	__u32 tag_len;
+	__u32 trail_len;
+	__u32 _pad;
+	__u8  recv[ETSF_RESP_STR];  /* ";received=<addr>" (8-byte aligned)  */
+	__u8  port[ETSF_RESP_STR];  /* "=<port>"                             */
+	__u8  tag[ETSF_RESP_STR];   /* ";tag=<hex>"                          */
+	__u8  trail[ETSF_RESP_STR]; /* Retry-After, Content-Length, blank line */
+};
+
+struct etsf_resp {
+	struct etsf_resp_state st;
+	/* + room for the last 64-byte etsf_resp_put and the checksum padding */
+	__u8 buf[ETSF_RESP_BYTES + ETSF_RESP_STR + 8];
+};
+
+/* not pinned: private per object, no state across packets */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct etsf_resp);
+} etsf_resp SEC(".maps");
+
+/* the To-tag of a response: mixes the Call-ID hash with the node secret */
+static __always_inline __u64 etsf_resp_tag(__u64 callid_hash, __u64 secret)
+{
+	__u64 h = callid_hash ^ secret;
+
+	h ^= h >> 33;
+	h *= 0xff51afd7ed558ccdULL;
+	h ^= h >> 33;
+	return h;
+}
+
+/*
+ * *n lives in the map value: the verifier sees an unknown (masked) index at
+ * every write instead of one exact value per path through the digit loops,
+ * so the paths converge.
+ */
+static __always_inline void etsf_resp_ch(__u8 *dst, __u32 *n, __u8 b)
+{
+	__u32 v;
+
+	asm volatile("" ::: "memory");  /* reload *n: the verifier then sees no constant */
+	v = *n;
+	dst[v & ETSF_RESP_STR_MASK] = b;
+	*n = v + 1;
+}
+
+/* decimal, no leading zeros */
+static __always_inline void etsf_resp_dec(__u8 *dst, __u32 *n, __u32 v)
+{
+	__u8 d[10];
+	int i, k = 0;
+
+#pragma unroll
+	for (i = 0; i < 10; i++) {
+		d[i] = '0' + v % 10;
+		v /= 10;
+		if (v)
+			k = i + 1;
+	}
+#pragma unroll
+	for (i = 9; i >= 0; i--)
+		if (i <= k)
+			etsf_resp_ch(dst, n, d[i]);
+}
+
+static __always_inline __u8 etsf_resp_hexd(__u32 v)
+{
+	v &= 0xf;
+	return v < 10 ? '0' + v : 'a' + v - 10;
+}
+
+/* hex of a 16-bit group, no leading zeros (RFC 4291 text form) */
+static __always_inline void etsf_resp_hex16(__u8 *dst, __u32 *n, __u32 v)
+{
+	if (v >= 0x1000)
+		etsf_resp_ch(dst, n, etsf_resp_hexd(v >> 12));
+	if (v >= 0x100)
+		etsf_resp_ch(dst, n, etsf_resp_hexd(v >> 8));
+	if (v >= 0x10)
+		etsf_resp_ch(dst, n, etsf_resp_hexd(v >> 4));
+	etsf_resp_ch(dst, n, etsf_resp_hexd(v));
+}
+
+#define ETSF_RESP_LIT(dst, n, lit)                                       \
+	do {                                                             \
+		int __i;                                                 \
+		_Pragma("unroll")                                        \
+		for (__i = 0; __i < (int)sizeof(lit) - 1; __i++)         \
+			etsf_resp_ch(dst, n, (lit)[__i]);                \
+	} while (0)
+
+/* the strings inserted into the copy, from the packet and the control block */
+static __always_inline void etsf_resp_prepare(struct etsf_resp_state *c, const struct etsf_pkt *p,
+					      const struct etsf_sip_result *r,
+					      const struct etsf_ctl *ctl)
+{
+	__u32 *n;
+	__u64 tag;
+	int i;
+
+	n = &c->recv_len;
+	*n = 0;
+	ETSF_RESP_LIT(c->recv, n, ";received=");
+	if (p->family == 4) {
+#pragma unroll
+		for (i = 0; i < 4; i++) {
+			if (i)
+				etsf_resp_ch(c->recv, n, '.');
+			etsf_resp_dec(c->recv, n, p->saddr[i]);
+		}
+	} else {
+#pragma unroll
+		for (i = 0; i < 8; i++) {
+			if (i)
+				etsf_resp_ch(c->recv, n, ':');
+			etsf_resp_hex16(c->recv, n,
+					(__u32)p->saddr[2 * i] << 8 | p->saddr[2 * i + 1]);
+		}
+	}
+
+	n = &c->port_len;
+	*n = 0;
+	etsf_resp_ch(c->port, n, '=');
+	etsf_resp_dec(c->port, n, p->sport);
+
+	n = &c->tag_len;
+	*n = 0;
+	ETSF_RESP_LIT(c->tag, n, ";tag=");
+	tag = etsf_resp_tag(r->callid_hash, ctl->node_secret);
+#pragma unroll
+	for (i = 15; i >= 0; i--)
+		etsf_resp_ch(c->tag, n, etsf_resp_hexd((__u32)(tag >> (4 * i))));
+
+	n = &c->trail_len;
+	*n = 0;
+	if (ctl->retry_after_s) {
+		ETSF_RESP_LIT(c->trail, n, "Retry-After: ");
+		etsf_resp_dec(c->trail, n, ctl->retry_after_s);
+		ETSF_RESP_LIT(c->trail, n, "\r\n");
+	}
+	ETSF_RESP_LIT(c->trail, n, "Content-Length: 0\r\n\r\n");
+}
+
+static __always_inline int etsf_resp_out(struct etsf_resp *o, __u8 b)
+{
+	__u32 out = o->st.out;
+
+	if (out >= ETSF_RESP_MAX) {
+		o->st.flags |= ETSF_RF_FAIL;
+		return 1;
+	}
+	o->buf[out & ETSF_RESP_MASK] = b;
+	o->st.out = out + 1;
+	return 0;
+}
+
+/*
+ * Append one of the prepared strings (src is one of the st arrays, 8-byte
+ * aligned): always 64 bytes are copied, without a branch per byte; the
+ * bytes past len are overwritten by what follows or lie past the end.
+ */
+static __always_inline int etsf_resp_put(struct etsf_resp *o, const __u8 *src, __u32 len)
+{
+	const __u64 *s = (const __u64 *)src;
+	__u32 out = o->st.out;
+	__u64 *d;
+
+	if (len > ETSF_RESP_STR || out + len > ETSF_RESP_MAX) {
+		o->st.flags |= ETSF_RF_FAIL;
+		return 1;
+	}
+	d = (__u64 *)(o->buf + (out & ETSF_RESP_MASK));
+	d[0] = s[0];
+	d[1] = s[1];
+	d[2] = s[2];
+	d[3] = s[3];
+	d[4] = s[4];
+	d[5] = s[5];
+	d[6] = s[6];
+	d[7] = s[7];
+	o->st.out = out + len;
+	return 0;
+}
+
+/* header name at pos: which one do we copy? (case-insensitive, long or compact) */
+static __always_inline __u32 etsf_resp_hdr(const __u8 *buf, __u32 pos, __u32 len)
+{
+	__u64 lw = etsf_sip_word(buf, pos) | ETSF_SIP_LOWER64;
+
+	if (pos + 1 < len && etsf_sip_name_end(etsf_sip_byte(buf, pos + 1))) {
+		switch (lw & 0xff) {
+		case 'v': return ETSF_RH_VIA;
+		case 'f': return ETSF_RH_FROM;
+		case 't': return ETSF_RH_TO;
+		case 'i': return ETSF_RH_CALLID;
+		}
+		return ETSF_RH_NONE;
+	}
+	if (pos + 2 < len && etsf_sip_name_end(etsf_sip_byte(buf, pos + 2)) &&
+	    (lw & etsf_sip_mask(2)) == ETSF_SIP_C8('t', 'o', 0, 0, 0, 0, 0, 0))
+		return ETSF_RH_TO;
+	if (pos + 3 < len && etsf_sip_name_end(etsf_sip_byte(buf, pos + 3)) &&
+	    (lw & etsf_sip_mask(3)) == ETSF_SIP_C8('v', 'i', 'a', 0, 0, 0, 0, 0))
+		return ETSF_RH_VIA;
+	if (pos + 4 < len && etsf_sip_name_end(etsf_sip_byte(buf, pos + 4))) {
+		if ((lw & etsf_sip_mask(4)) == ETSF_SIP_C8('f', 'r', 'o', 'm', 0, 0, 0, 0))
+			return ETSF_RH_FROM;
+		if ((lw & etsf_sip_mask(4)) == ETSF_SIP_C8('c', 's', 'e', 'q', 0, 0, 0, 0))
+			return ETSF_RH_CSEQ;
+	}
+	if (pos + 7 < len && etsf_sip_name_end(etsf_sip_byte(buf, pos + 7)) &&
+	    (lw & etsf_sip_mask(7)) == ETSF_SIP_C8('c', 'a', 'l', 'l', '-', 'i', 'd', 0))
+		return ETSF_RH_CALLID;
+	return ETSF_RH_NONE;
+}
+
+/* ";rport" at pos (the ';') without a value? */
+static __always_inline int etsf_resp_bare_rport(const __u8 *buf, __u32 pos, __u32 len)
+{
+	__u64 lw = etsf_sip_word(buf, pos + 1) | ETSF_SIP_LOWER64;
+	__u8 nx;
+
+	if (pos + 6 > len ||
+	    (lw & etsf_sip_mask(5)) != ETSF_SIP_C8('r', 'p', 'o', 'r', 't', 0, 0, 0))
+		return 0;
+	if (pos + 6 == len)
+		return 1;
+	nx = etsf_sip_byte(buf, pos + 6);
+	return nx == ';' || nx == ',' || nx == '\r' || nx == '\n';
+}
+
+/* inside a copied header */
+static __always_inline int etsf_resp_copy(struct etsf_resp *o, const __u8 *buf, __u32 pos, __u8 b)
+{
+	struct etsf_resp_state *c = &o->st;
+	__u32 nl, len = c->in_len;
+	__u8 nx;
+
+	if (b == '\n' || (b == '\r' && pos + 1 < len && etsf_sip_byte(buf, pos + 1) == '\n')) {
+		nl = b == '\n' ? pos : pos + 1;
+		nx = nl + 1 < len ? etsf_sip_byte(buf, nl + 1) : 0;
+		if (!etsf_sip_is_ws(nx)) {
+			/* end of the header: what goes at the end of its value */
+			if (c->flags & ETSF_RF_TOPVIA) {
+				c->flags &= ~ETSF_RF_TOPVIA;
+				if (etsf_resp_put(o, c->recv, c->recv_len))
+					return 1;
+			}
+			if (c->hdr == ETSF_RH_TO && (c->flags & ETSF_RF_ADDTAG)) {
+				c->flags &= ~ETSF_RF_ADDTAG;
+				if (etsf_resp_put(o, c->tag, c->tag_len))
+					return 1;
+			}
+			c->state = ETSF_RS_LINE;
+		}
+		if (b == '\r' && etsf_resp_out(o, '\r'))
+			return 1;
+		if (etsf_resp_out(o, '\n'))
+			return 1;
+		c->pos = nl + 1;
+		return 0;
+	}
+	if (c->flags & ETSF_RF_TOPVIA) {
+		if (b == ',') {
+			c->flags &= ~ETSF_RF_TOPVIA;
+			if (etsf_resp_put(o, c->recv, c->recv_len))
+				return 1;
+		} else if ((b | 0x20) == 't' && pos >= 5 && etsf_resp_bare_rport(buf, pos - 5, len) &&
+			   etsf_sip_byte(buf, pos - 5) == ';') {
+			/* the last byte of a bare ";rport": the value follows it */
+			if (etsf_resp_out(o, b) || etsf_resp_put(o, c->port, c->port_len))
+				return 1;
+			c->pos = pos + 1;
+			return 0;
+		}
+	}
+	if (etsf_resp_out(o, b))
+		return 1;
+	c->pos = pos + 1;
+	return 0;
+}
+
+#define ETSF_RESP_ONES  0x0101010101010101ULL
+#define ETSF_RESP_HIGHS 0x8080808080808080ULL
+
+/* non-zero when one of the 8 bytes of w equals c (exact SWAR zero-byte test) */
+static __always_inline __u64 etsf_resp_has(__u64 w, __u8 c)
+{
+	__u64 x = w ^ (ETSF_RESP_ONES * c);
+
+	return ~(((x & ~ETSF_RESP_HIGHS) + ~ETSF_RESP_HIGHS) | x) & ETSF_RESP_HIGHS;
+}
+
+/*
+ * 8 bytes at once when none of them ends a line (and, in the top Via, none
+ * is ',' or 't'/'T'): skipped, or copied as one word.  1 = done.
+ */
+static __always_inline int etsf_resp_word(struct etsf_resp *o, const __u8 *buf, __u32 pos, int copy)
+{
+	struct etsf_resp_state *c = &o->st;
+	__u64 w, lw;
+	__u32 out = c->out;
+
+	if (pos + 8 > c->in_len)
+		return 0;
+	w = etsf_sip_word(buf, pos);
+	if (etsf_resp_has(w, '\n') || etsf_resp_has(w, '\r'))
+		return 0;
+	if (!copy) {
+		c->pos = pos + 8;
+		return 1;
+	}
+	if (c->flags & ETSF_RF_TOPVIA) {
+		lw = w | ETSF_SIP_LOWER64;
+		if (etsf_resp_has(w, ',') || etsf_resp_has(lw, 't'))
+			return 0;
+	}
+	if (out + 8 > ETSF_RESP_MAX)
+		return 0;
+	*(__u64 *)(o->buf + (out & ETSF_RESP_MASK)) = w;
+	c->out = out + 8;
+	c->pos = pos + 8;
+	return 1;
+}
+
+/* one step: 1 = stop */
+static __always_inline int etsf_resp_step(struct etsf_resp *o, const __u8 *buf)
+{
+	struct etsf_resp_state *c = &o->st;
+	__u32 pos = c->pos, h;
+	__u8 b;
+
+	if (c->flags & (ETSF_RF_END | ETSF_RF_FAIL))
+		return 1;
+	if (pos >= c->in_len)
+		return 1;
+	b = etsf_sip_byte(buf, pos);
+	switch (c->state) {
+	case ETSF_RS_RLINE:
+		c->pos = pos + 1;
+		if (b == '\n')
+			c->state = ETSF_RS_LINE;
+		return 0;
+	case ETSF_RS_LINE:
+		if (b == '\r' || b == '\n') {
+			c->flags |= ETSF_RF_END;
+			return 1;
+		}
+		if (etsf_sip_is_ws(b)) {
+			/* folded line of the previous header */
+			c->state = c->hdr ? ETSF_RS_COPY : ETSF_RS_SKIP;
+			return 0;
+		}
+		h = etsf_resp_hdr(buf, pos, c->in_len);
+		c->hdr = h;
+		if (h == ETSF_RH_VIA && !(c->flags & ETSF_RF_VIADONE))
+			c->flags |= ETSF_RF_TOPVIA | ETSF_RF_VIADONE;
+		c->state = h ? ETSF_RS_COPY : ETSF_RS_SKIP;
+		return 0;
+	case ETSF_RS_SKIP:
+		if (etsf_resp_word(o, buf, pos, 0))
+			return 0;
+		c->pos = pos + 1;
+		if (b == '\n')
+			c->state = ETSF_RS_LINE;
+		return 0;
+	case ETSF_RS_COPY:
+		if (etsf_resp_word(o, buf, pos, 1))
+			return 0;
+		return etsf_resp_copy(o, buf, pos, b);
+	}
+	return 1;
+}
+
+struct etsf_resp_ctx {
+	struct etsf_resp *o;
+	struct etsf_scratch *s;
+};
+
+#define ETSF_RESP_STEPS_PER_CALL 2
+#define ETSF_RESP_CALLS ((2 * ETSF_PARSE_BYTES + 16) / ETSF_RESP_STEPS_PER_CALL + 1)
+
+static long etsf_resp_steps(__u64 idx, void *ctx)
+{
+	struct etsf_resp_ctx *rc = ctx;
+	struct etsf_resp *o = rc->o;
+	struct etsf_scratch *s = rc->s;
+	int i;
+
+	if (!o || !s)
+		return 1;
+#pragma unroll
+	for (i = 0; i < ETSF_RESP_STEPS_PER_CALL; i++) {
+		asm volatile("" ::: "memory");
+		if (etsf_resp_step(o, s->buf))
+			return 1;
+	}
+	return 0;
+}
+
+/*
+ * Build "SIP/2.0 <code> <text>" for the request in the parse scratch into
+ * etsf_resp.  Returns the response (o->st.out bytes in o->buf) or NULL when
+ * it does not fit.
+ */
+static __always_inline struct etsf_resp *etsf_respond(const struct etsf_pkt *p,
+						      const struct etsf_sip_result *r,
+						      const struct etsf_ctl *ctl)
+{
+	struct etsf_resp_ctx rc = {};
+	struct etsf_resp *o;
+	__u32 zero = 0;
+
+	rc.s = bpf_map_lookup_elem(&etsf_scratch, &zero);
+	o = bpf_map_lookup_elem(&etsf_resp, &zero);
+	if (!rc.s || !o)
+		return NULL;
+	rc.o = o;
+	o->st.in_len = p->plen < ETSF_PARSE_BYTES ? p->plen : ETSF_PARSE_BYTES;
+	o->st.pos = 0;
+	o->st.state = ETSF_RS_RLINE;
+	o->st.hdr = ETSF_RH_NONE;
+	o->st.flags = r->has_to_tag ? 0 : ETSF_RF_ADDTAG;
+	etsf_resp_prepare(&o->st, p, r, ctl);
+	o->st.out = 0;
+	/* etsf_resp_ch masks to ETSF_RESP_STR: the status line must fit in it */
+	_Static_assert(sizeof(ETSF_RESP_STATUS_503) - 1 <= ETSF_RESP_STR, "status line too long");
+	ETSF_RESP_LIT(o->buf, &o->st.out, ETSF_RESP_STATUS_503);
+
+	bpf_loop(ETSF_RESP_CALLS, etsf_resp_steps, &rc, 0);
+
+	if ((o->st.flags & (ETSF_RF_END | ETSF_RF_FAIL)) != ETSF_RF_END)
+		return NULL;
+	if (etsf_resp_put(o, o->st.trail, o->st.trail_len))
+		return NULL;
+	return o;
+}
+
+/* ones' complement sum of buf[0..n) (n <= ETSF_RESP_MAX), zero-padded to 4 */
+static __always_inline __s64 etsf_resp_csum(struct etsf_resp *o, __u32 n, __u32 seed)
+{
+	__u32 padded, off, sz;
+	__s64 s = seed;
+	int i;
+
+	if (n > ETSF_RESP_MAX)
+		return -1;
+#pragma unroll
+	for (i = 0; i < 4; i++)
+		o->buf[(n + i) & ETSF_RESP_MASK] = 0;
+	padded = (n + 3) & ~3u;
+#pragma unroll
+	for (i = 0; i < (ETSF_RESP_MAX + 511) / 512; i++) {
+		off = i * 512;
+		if (off >= padded)
+			break;
+		sz = padded - off;
+		if (sz > 512)
+			sz = 512;
+		asm volatile("" : "+r"(sz));
+		sz &= 0x3fc;    /* keeps the bound through the 32-bit subtraction */
+		s = bpf_csum_diff(NULL, 0, (__be32 *)(o->buf + off), sz, (__u32)s);
+		if (s < 0)
+			return -1;
+	}
+	return s;
+}
+
+static __always_inline __u16 etsf_csum_fold(__u64 s)
+{
+	s = (s & 0xffffffff) + (s >> 32);
+	s = (s & 0xffff) + (s >> 16);
+	s = (s & 0xffff) + (s >> 16);
+	s = (s & 0xffff) + (s >> 16);
+	return (__u16)~s;
+}
+
+#endif /* ETSF_RESPOND_H */

@@ -1,0 +1,122 @@
+"""The adaptive overload control law: signals in, overload level and INVITE admission rate out.
+
+Pure and deterministic: time is an input (``Signals.t``), there is no I/O, so the law is
+tested on recorded traces.  Every signal is turned into a *pressure*, its value over its
+target (1.0 = at target); the tick's pressure is the largest of them, so the worst signal
+drives the decision and the audit entry names it.
+
+* Level: rises one step when the pressure reaches the next level's threshold (``LEVEL_UP``),
+  falls one step when it is below the current level's threshold times ``1 - hysteresis``.
+  A level is held at least ``dwell_s`` before it changes again (either way), so a signal
+  hovering around a threshold cannot make the level flap.
+* Admission rate (new INVITEs, tokens/s per CPU; 0 = admission off): engages at ``max_rate``
+  when the pressure first reaches 1, then multiplicative decrease by ``1/pressure`` (at most
+  ``max_step`` of the rate per tick) while over target, additive increase (``max_step`` x
+  ``max_rate`` per tick) while under ``1 - hysteresis``, held in between; bounded to
+  ``min_rate..max_rate`` and switched off once back at ``max_rate`` with level 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+#: pressure at which level 1, 2, 3 is entered
+LEVEL_UP = (1.0, 2.0, 4.0)
+MAX_LEVEL = len(LEVEL_UP)
+#: pressure a tick with socket drops has at least (the queue overflowed: level 2)
+DROP_PRESSURE = LEVEL_UP[1]
+
+
+@dataclass
+class Signals:
+    """One tick's inputs; None = not measured this tick (ignored)."""
+    t: float                          # seconds, monotonic
+    queue: int | None = None          # largest proxy socket receive queue, bytes
+    drops: int | None = None          # proxy socket drops since the previous tick
+    pdd_ms: float | None = None       # INVITE -> first 100/180 latency (mean over the tick)
+    ratio_5xx: float | None = None    # 5xx share of INVITE final responses over the tick
+    cpu: float | None = None          # busy share of the host CPUs over the tick, 0..1
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in (("queue", self.queue), ("drops", self.drops), ("pdd_ms", self.pdd_ms),
+                                  ("ratio_5xx", self.ratio_5xx), ("cpu", self.cpu)) if v is not None}
+
+
+@dataclass
+class State:
+    level: int = 0
+    rate: int = 0                     # 0: admission off
+    since: float | None = None        # time of the last level change
+    changes: int = 0                  # level or rate changes so far
+
+
+@dataclass
+class Decision:
+    level: int
+    rate: int
+    pressure: float
+    signal: str | None                # the signal with the largest pressure
+    changed: bool
+    level_changed: bool
+    signals: dict[str, Any] = field(default_factory=dict)
+
+
+def pressures(cfg: dict[str, Any], s: Signals) -> dict[str, float]:
+    """{signal: value / target} for every measured signal with a target."""
+    out = {}
+    if s.queue is not None and cfg["target_queue"] > 0:
+        out["queue"] = s.queue / cfg["target_queue"]
+    if s.drops:
+        out["drops"] = DROP_PRESSURE
+    if s.pdd_ms is not None and cfg["target_pdd_ms"] > 0:
+        out["pdd_ms"] = s.pdd_ms / cfg["target_pdd_ms"]
+    if s.ratio_5xx is not None and cfg["target_5xx_ratio"] > 0:
+        out["ratio_5xx"] = s.ratio_5xx / cfg["target_5xx_ratio"]
+    if s.cpu is not None and cfg["target_cpu"] > 0:
+        out["cpu"] = s.cpu / cfg["target_cpu"]
+    return out
+
+
+def _next_level(cfg, level: int, p: float) -> int:
+    if level < MAX_LEVEL and p >= LEVEL_UP[level]:
+        return level + 1
+    if level > 0 and p < LEVEL_UP[level - 1] * (1 - cfg["hysteresis"]):
+        return level - 1
+    return level
+
+
+def _next_rate(cfg, rate: int, level: int, p: float) -> int:
+    lo, hi, step = cfg["min_rate"], cfg["max_rate"], cfg["max_step"]
+    if rate == 0:
+        return hi if p >= 1.0 else 0
+    if p > 1.0:
+        new = rate * max(1.0 / p, 1.0 - step)
+    elif p < 1.0 - cfg["hysteresis"]:
+        if rate >= hi and level == 0:
+            return 0
+        new = rate + step * hi
+    else:
+        return rate
+    return int(min(hi, max(lo, round(new))))
+
+
+def step(cfg: dict[str, Any], st: State, s: Signals) -> Decision:
+    """Advance *st* by one tick of signals *s*; returns what to write.  *cfg* is the
+    policy's ``overload.auto`` section (etsf.policy.schema.AUTO)."""
+    pr = pressures(cfg, s)
+    signal = max(pr, key=lambda k: pr[k]) if pr else None
+    p = pr[signal] if signal else 0.0
+    level = st.level
+    if st.since is None or s.t - st.since >= cfg["dwell_s"]:
+        level = _next_level(cfg, st.level, p)
+    rate = _next_rate(cfg, st.rate, level, p)
+    level_changed = level != st.level
+    changed = level_changed or rate != st.rate
+    if level_changed:
+        st.since = s.t
+    if changed:
+        st.changes += 1
+    st.level, st.rate = level, rate
+    return Decision(level=level, rate=rate, pressure=round(p, 3), signal=signal, changed=changed,
+                    level_changed=level_changed, signals=s.as_dict())

@@ -1,0 +1,94 @@
+"""The controller loop: sample the signals, step the control law, write the level and the
+admission rate to etsf_ctl through the agent API (the code path of ``etsfctl overload set`` /
+``admit``), audit every change like a fail-safe transition, publish the state file and a
+heartbeat.  A manual pin (``etsfctl overload set``) stops the writes until resumed."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+from .. import datapath
+from ..failsafe.audit import audit
+from .law import State, step
+from .state import read_state, update_state, write_heartbeat
+
+#: ticks of --once / tests are bounded; a service runs until stopped
+MAX_TICKS = 10 ** 9
+
+
+def burst_for(rate: int, interval_ms: int) -> int:
+    """Bucket depth per CPU: one tick's worth of tokens (at least 1)."""
+    return max(1, rate * interval_ms // 1000)
+
+
+class Controller:
+    """One controller: ``tick()`` does one full sample -> decide -> write -> publish step."""
+
+    def __init__(self, cfg: dict[str, Any], sampler, heartbeat_file: str | None = None,
+                 clock: Callable[[], float] = time.monotonic):
+        self.cfg = cfg
+        self.sampler = sampler
+        self.heartbeat_file = heartbeat_file
+        self.clock = clock
+        self.law: State | None = None
+        self.ticks = 0
+
+    def _seed(self) -> State:
+        """Start from what etsf_ctl holds now (a restart or a resume continues from there)."""
+        ctl = datapath.read_ctl()
+        return State(level=int(ctl.overload_level), rate=int(ctl.invite_admit_rate))
+
+    def _apply(self, dec, prev_level: int, prev_rate: int) -> None:
+        if dec.level != prev_level:
+            datapath.set_overload(dec.level)
+        if dec.rate != prev_rate:
+            datapath.set_admission(dec.rate, burst_for(dec.rate, self.cfg["interval_ms"]) if dec.rate else None)
+
+    def tick(self) -> dict[str, Any]:
+        sig = self.sampler.sample(self.clock())
+        self.ticks += 1
+        pinned = bool((read_state() or {}).get("pinned"))
+        out: dict[str, Any] = {"tick": self.ticks, "pinned": pinned, "signals": sig.as_dict()}
+        if pinned:
+            self.law = None                    # re-seeded from etsf_ctl on resume
+        else:
+            if self.law is None:
+                self.law = self._seed()
+            prev_level, prev_rate = self.law.level, self.law.rate
+            dec = step(self.cfg, self.law, sig)
+            out.update(level=dec.level, rate=dec.rate, pressure=dec.pressure, signal=dec.signal,
+                       changed=dec.changed)
+            if dec.changed:
+                self._apply(dec, prev_level, prev_rate)
+                audit("overload_level" if dec.level_changed else "overload_rate", rule=dec.signal,
+                      state=f"level {dec.level}",
+                      numbers={"level": dec.level, "previous_level": prev_level, "admit_rate": dec.rate,
+                               "previous_admit_rate": prev_rate, "pressure": dec.pressure, **dec.signals})
+
+        def mut(doc):
+            doc.update(signals=out["signals"], ticks=doc.get("ticks", 0) + 1, enabled=True)
+            if "level" in out:
+                doc.update(level=out["level"], admit_rate=out["rate"], pressure=out["pressure"],
+                           signal=out["signal"])
+                if out["changed"]:
+                    doc["changes_total"] = doc.get("changes_total", 0) + 1
+                    doc["last_change"] = {"time": time.time(), "level": out["level"], "admit_rate": out["rate"],
+                                          "signal": out["signal"], "pressure": out["pressure"]}
+        doc = update_state(mut)
+        out["changes_total"] = doc.get("changes_total", 0)
+        if self.heartbeat_file:
+            write_heartbeat(self.heartbeat_file)
+        return out
+
+    def run(self, count: int | None = None, interval_s: float | None = None,
+            sleep: Callable[[float], None] = time.sleep) -> list[dict[str, Any]]:
+        """Tick *count* times (None: until stopped), *interval_s* apart; the last results."""
+        interval_s = self.cfg["interval_ms"] / 1000 if interval_s is None else interval_s
+        last: list[dict[str, Any]] = []
+        n = count if count is not None else MAX_TICKS
+        for i in range(n):
+            last = (last + [self.tick()])[-16:]
+            if i + 1 < n:
+                sleep(interval_s)
+        return last

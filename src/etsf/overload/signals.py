@@ -1,0 +1,116 @@
+"""The controller's signals, each cheap and local: proxy socket receive queues and drops
+(/proc/net/udp, /proc/net/udp6), eTSF's own INVITE -> 100 (else 180) latency and 5xx ratio
+(the telemetry maps, via the exporter's snapshot reader) and host CPU busy share (/proc/stat).
+
+Counters (drops, latency sums, response codes, CPU jiffies) are turned into per-tick deltas
+here, so the control law sees one tick's worth and stays pure.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ..telemetry.reader import invite_codes, snapshot
+from .law import Signals
+
+#: columns of /proc/net/udp{,6} (after the "sl" column): local address, rx_queue, drops
+_COL_LOCAL, _COL_QUEUES, _COL_DROPS = 1, 4, 12
+
+
+def udp_sockets(ports, net_dir: str = "/proc/net") -> dict[str, int]:
+    """{"queue": largest rx_queue (bytes), "drops": total drops, "sockets": n} over the
+    IPv4 and IPv6 UDP sockets bound to one of *ports* in *net_dir*'s network namespace
+    (``/proc/<pid>/net`` reads another process's)."""
+    want = set(ports)
+    queue = drops = n = 0
+    for name in ("udp", "udp6"):
+        try:
+            with open(os.path.join(net_dir, name), encoding="ascii") as f:
+                lines = f.read().splitlines()[1:]
+        except FileNotFoundError:          # no IPv6 in this kernel/namespace
+            continue
+        for ln in lines:
+            col = ln.split()
+            if len(col) <= _COL_DROPS:
+                continue
+            port = int(col[_COL_LOCAL].rpartition(":")[2], 16)
+            if port not in want:
+                continue
+            n += 1
+            queue = max(queue, int(col[_COL_QUEUES].partition(":")[2], 16))
+            drops += int(col[_COL_DROPS])
+    return {"queue": queue, "drops": drops, "sockets": n}
+
+
+def cpu_jiffies(proc_stat: str = "/proc/stat") -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs since boot (idle and iowait are not busy)."""
+    with open(proc_stat, encoding="ascii") as f:
+        vals = [int(x) for x in f.readline().split()[1:]]
+    total = sum(vals[:8])                  # guest time is already inside user/nice
+    return total - vals[3] - (vals[4] if len(vals) > 4 else 0), total
+
+
+def telemetry(root: str | None) -> dict[str, Any] | None:
+    """INVITE latency histogram sums and response code counters, or None when the maps are
+    not there (the controller then runs on the socket signals alone)."""
+    try:
+        snap = snapshot(root, programs=False)
+    except Exception:  # noqa: BLE001 - maps not loaded: no telemetry this tick
+        return None
+    if "etsf_tm_hist" in snap["missing"] and "etsf_tm_codes" in snap["missing"]:
+        return None
+    lat = {st: (h["count"], h["sum_ns"]) for (m, st), h in snap["hist"].items()
+           if m == "INVITE" and st in ("trying", "ringing")}
+    return {"lat": lat, "codes": invite_codes(snap)}
+
+
+class Sampler:
+    """Reads every signal once per tick and keeps the previous counters for the deltas."""
+
+    def __init__(self, ports, net_dir: str = "/proc/net", pin_root: str | None = None,
+                 cpu: bool = False, proc_stat: str = "/proc/stat", use_telemetry: bool = True):
+        self.ports = list(ports)
+        self.net_dir = net_dir
+        self.pin_root = pin_root
+        self.cpu = cpu
+        self.proc_stat = proc_stat
+        self.use_telemetry = use_telemetry
+        self.prev: dict[str, Any] = {}
+
+    def sample(self, t: float) -> Signals:
+        s = Signals(t=t)
+        if self.ports:
+            u = udp_sockets(self.ports, self.net_dir)
+            if u["sockets"]:
+                s.queue = u["queue"]
+                if "drops" in self.prev:
+                    s.drops = max(0, u["drops"] - self.prev["drops"])
+                self.prev["drops"] = u["drops"]
+        if self.cpu:
+            busy, total = cpu_jiffies(self.proc_stat)
+            if "cpu" in self.prev and total > self.prev["cpu"][1]:
+                s.cpu = round((busy - self.prev["cpu"][0]) / (total - self.prev["cpu"][1]), 4)
+            self.prev["cpu"] = (busy, total)
+        tel = telemetry(self.pin_root) if self.use_telemetry else None
+        if tel is not None:
+            if "tel" in self.prev:
+                s.pdd_ms, s.ratio_5xx = tick_latency_and_5xx(self.prev["tel"], tel)
+            self.prev["tel"] = tel
+        return s
+
+
+def tick_latency_and_5xx(old: dict[str, Any], new: dict[str, Any]) -> tuple[float | None, float | None]:
+    """Mean INVITE -> 100 latency (ms; 180 when no 100 was seen) and 5xx share of INVITE final
+    responses between two telemetry readings; None where nothing happened in between."""
+    pdd = None
+    for stage in ("trying", "ringing"):
+        c1, s1 = new["lat"].get(stage, (0, 0))
+        c0, s0 = old["lat"].get(stage, (0, 0))
+        if c1 > c0:
+            pdd = round((s1 - s0) / (c1 - c0) / 1e6, 3)
+            break
+    d = {c: n - old["codes"].get(c, 0) for c, n in new["codes"].items()}
+    finals = sum(n for c, n in d.items() if 200 <= c <= 699 and n > 0)
+    r5 = round(sum(n for c, n in d.items() if 500 <= c <= 599 and n > 0) / finals, 4) if finals else None
+    return pdd, r5

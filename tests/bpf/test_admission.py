@@ -1,0 +1,155 @@
+"""Admission of new INVITEs by per-CPU token rate (etsf_ctl.invite_admit_rate/burst): tokens
+counted, retransmissions answered consistently from etsf_admit_txn, expiry of a decision,
+what is never shed.  The test pins itself to one CPU: the buckets are per CPU."""
+import os
+import time
+
+import pytest
+
+from etsf import bpf
+from etsf import layout as L
+
+from .helpers import M, R, V, sip_request, sip_response, udp4
+
+
+@pytest.fixture
+def one_cpu():
+    old = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(old)})
+    yield
+    os.sched_setaffinity(0, old)
+
+
+def admission(env, rate, burst, flags=L.CTL_F_RECORD | L.CTL_F_ADMIT_SILENT, **pol):
+    env.set_policy(**pol)
+    c = env.ctl()
+    c.invite_admit_rate = rate
+    c.invite_admit_burst = burst
+    c.retry_after_s = 5
+    c.flags = flags
+    env.maps["etsf_ctl"].update(bytes(4), bytes(c))
+
+
+def invite(i, cseq=1):
+    return udp4(sip_request("INVITE", callid=f"adm-{i}@198.18.1.10", cseq=cseq))
+
+
+def verdicts(env, frames):
+    return [env.xdp_raw(f)[0] for f in frames]
+
+
+def test_off_admits_everything(env, one_cpu):
+    admission(env, 0, 0)
+    env.xdp(invite(1), V.PASS, M.INVITE, R.OK, n=1)
+    a = env.admit()
+    assert (a.admitted, a.rejected) == (0, 0)
+
+
+def test_burst_admits_exactly_burst_new_invites(env, one_cpu):
+    """rate 1/s, burst B: N distinct INVITEs admit B plus at most one token per elapsed second."""
+    burst, n = 5, 12
+    admission(env, 1, burst)
+    t0 = time.monotonic()
+    rets = verdicts(env, [invite(i) for i in range(n)])
+    elapsed = time.monotonic() - t0
+    admitted = rets.count(bpf.XDP_PASS)
+    assert rets.count(bpf.XDP_DROP) == n - admitted
+    assert burst <= admitted <= burst + 1 + int(elapsed)
+    assert rets[:burst] == [bpf.XDP_PASS] * burst
+    a = env.admit()
+    assert (a.admitted, a.rejected) == (admitted, n - admitted)
+    assert env.counter(L.Hook.XDP, M.INVITE, V.DROP, R.ADMISSION) >= n - admitted
+
+
+def test_burst_zero_admits_none(env, one_cpu):
+    admission(env, 1000, 0)
+    env.xdp(invite(1), V.DROP, M.INVITE, R.ADMISSION)
+    env.xdp(invite(2), V.DROP, M.INVITE, R.ADMISSION)
+    assert env.admit().rejected == 2
+
+
+def test_retransmission_of_admitted_takes_no_token(env, one_cpu):
+    admission(env, 1, 1)
+    env.xdp(invite(1), V.PASS, M.INVITE, R.OK)
+    # the bucket is empty now (1 token per second): the copies of the admitted INVITE still pass
+    env.xdp(invite(1), V.PASS, M.INVITE, R.OK, n=3)
+    a = env.admit()
+    assert (a.admitted, a.retrans_admitted) == (1, 3)
+    assert a.rejected == 0
+
+
+def test_retransmission_of_rejected_is_rejected_again(env, one_cpu):
+    admission(env, 1, 0)
+    env.xdp(invite(7), V.DROP, M.INVITE, R.ADMISSION)
+    c = env.ctl()
+    c.invite_admit_burst = 100          # tokens now, but the decision for this INVITE holds
+    env.maps["etsf_ctl"].update(bytes(4), bytes(c))
+    env.xdp(invite(7), V.DROP, M.INVITE, R.ADMISSION, n=2)
+    env.xdp(invite(8), V.PASS, M.INVITE, R.OK)
+    a = env.admit()
+    assert (a.rejected, a.retrans_rejected, a.admitted) == (1, 2, 1)
+
+
+def test_new_cseq_is_a_new_decision(env, one_cpu):
+    admission(env, 1, 1)
+    env.xdp(invite(3, cseq=1), V.PASS, M.INVITE, R.OK)
+    env.xdp(invite(3, cseq=2), V.DROP, M.INVITE, R.ADMISSION)
+
+
+def test_decision_expires_after_transaction_lifetime(env, one_cpu):
+    """An etsf_admit_txn entry older than 32 s is ignored: a new decision is taken."""
+    admission(env, 1, 0)
+    req = sip_request("INVITE", callid="old@198.18.1.10", cseq=9)
+    key = L.admit_key(L.fnv1a64(b"old@198.18.1.10"), 9).to_bytes(8, "little")
+    old = L.AdmitTxn(ts_ns=bpf.monotonic_ns() - L.ADMIT_TXN_NS - 10**9, admitted=1)
+    env.maps["etsf_admit_txn"].update(key, bytes(old))
+    env.xdp(udp4(req), V.DROP, M.INVITE, R.ADMISSION)
+    fresh = L.AdmitTxn(ts_ns=bpf.monotonic_ns(), admitted=1)
+    env.maps["etsf_admit_txn"].update(key, bytes(fresh))
+    env.xdp(udp4(req), V.PASS, M.INVITE, R.OK)
+    a = env.admit()
+    assert (a.rejected, a.retrans_admitted) == (1, 1)
+
+
+def test_decision_recorded_in_txn_map(env, one_cpu):
+    admission(env, 1, 0)
+    env.xdp(invite(4, cseq=44), V.DROP, M.INVITE, R.ADMISSION)
+    key = L.admit_key(L.fnv1a64(b"adm-4@198.18.1.10"), 44).to_bytes(8, "little")
+    t = L.AdmitTxn.from_bytes(env.maps["etsf_admit_txn"].lookup(key))
+    assert t.admitted == 0 and t.ts_ns > 0
+
+
+@pytest.mark.parametrize("method", ["ACK", "BYE", "CANCEL", "PRACK", "UPDATE"])
+def test_never_sheds_other_requests(env, one_cpu, method):
+    admission(env, 1, 0)
+    env.xdp(udp4(sip_request(method, callid="dlg@x", cseq=2)), V.PASS, M[method], R.OK)
+    assert env.admit().rejected == 0
+
+
+def test_in_dialog_invite_and_responses_never_shed(env, one_cpu):
+    admission(env, 1, 0)
+    env.xdp(udp4(sip_request("INVITE", to_tag="t1")), V.PASS, M.INVITE, R.OK)
+    env.xdp(udp4(sip_response(503, "Service Unavailable")), V.PASS, M.RESPONSE, R.OK)
+    assert env.admit().rejected == 0
+
+
+def test_register_not_subject_to_admission_but_shed_by_level_first(env, one_cpu):
+    """REGISTER is shed by the overload level before calls; admission counts INVITEs only."""
+    admission(env, 1, 0)
+    env.xdp(udp4(sip_request("REGISTER")), V.PASS, M.REGISTER, R.OK)
+    c = env.ctl()
+    c.overload_level = 2                # default shed_below[2] = 2: NORMAL (REGISTER) shed
+    env.maps["etsf_ctl"].update(bytes(4), bytes(c))
+    env.xdp(udp4(sip_request("REGISTER")), V.DROP, M.REGISTER, R.OVERLOAD)
+    env.xdp(invite(5), V.DROP, M.INVITE, R.ADMISSION)
+    assert env.admit().rejected == 1
+
+
+def test_per_source_limit_drops_silently_before_admission(env, one_cpu):
+    """An INVITE over its source's rate limit is dropped silently: no admission decision, no 503."""
+    admission(env, 1, 0, flags=L.CTL_F_RECORD, rates={L.RlClass.INVITE: (1, 1)})
+    ret, last = env.xdp_raw(invite(1))
+    assert (ret, last.reason) == (bpf.XDP_TX, R.ADMIT_503)
+    env.xdp(invite(2), V.DROP, M.INVITE, R.RATE_LIMIT)
+    a = env.admit()
+    assert (a.rejected, a.replied) == (1, 1)
