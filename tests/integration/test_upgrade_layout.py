@@ -112,15 +112,22 @@ def test_upgrade_carries_ctl_and_counters(lab, etsf_env, etsf_bpf, old_tree, tmp
     assert r2["migrated_maps"] == []
 
 
-def test_upgrade_refuses_map_of_another_type(lab, etsf_env, etsf_bpf, old_tree, tmp_path):
+@pytest.mark.parametrize("pin,holds,reason", [
+    ("etsf_rl", "etsf_ctl", "map type changed (2 -> 9)"),                 # LRU hash <- array
+    ("etsf_acl_v4", "etsf_acl_v6", "key size changed (24 -> 12 bytes)"),  # LPM trie <- LPM trie
+    ("etsf_policy", "etsf_last", "value size changed"),                   # array, not append-only
+])
+def test_upgrade_refuses_what_cannot_be_copied(lab, etsf_env, etsf_bpf, old_tree, tmp_path, pin, holds,
+                                                reason):
     root = etsf_env["ETSF_PIN_ROOT"]
     _old_host(lab, etsf_env, old_tree, tmp_path)
-    # the pin etsf_rl (an LRU hash in every release) now holds an array: not copyable
-    rl = os.path.join(root, "maps", "etsf_rl")
-    fd = etsf_bpf.obj_get(os.path.join(root, "maps", "etsf_ctl"))
+    # the pin `pin` now holds the map `holds` (another definition than the objects'); the
+    # old programs keep their own map
+    path = os.path.join(root, "maps", pin)
+    fd = etsf_bpf.obj_get(os.path.join(root, "maps", holds))
     try:
-        etsf_bpf.unpin(rl)
-        assert etsf_bpf.get_lib().bpf_obj_pin(fd, rl.encode()) == 0
+        etsf_bpf.unpin(path)
+        assert etsf_bpf.get_lib().bpf_obj_pin(fd, path.encode()) == 0
     finally:
         os.close(fd)
     prog_before = _xdp_prog(lab)
@@ -131,7 +138,7 @@ def test_upgrade_refuses_map_of_another_type(lab, etsf_env, etsf_bpf, old_tree, 
     r = etsfctl("attach", "--iface", lab.srv_if, env=etsf_env, netns=lab.srv_ns, check=False)
     assert r.returncode != 0
     err = [ln for ln in r.stderr.splitlines() if ln.strip()]
-    assert len(err) == 1 and "cannot upgrade pinned map etsf_rl: map type changed" in err[0], r.stderr
+    assert len(err) == 1 and f"cannot upgrade pinned map {pin}: {reason}" in err[0], r.stderr
     assert _xdp_prog(lab) == prog_before
     assert _maps(root) == maps_before
     assert _ctl_raw(etsf_bpf, root) == ctl_before     # etsf_ctl not migrated either
