@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO, etsfctl
+from conftest import REPO, etsfctl, loaded
 
 from test_datapath_lifecycle import _send_sip, _xdp_count
 
@@ -151,3 +153,31 @@ def _xdp_prog(lab) -> int:
     out = subprocess.run(["ip", "-n", lab.srv_ns, "-j", "-d", "link", "show", lab.srv_if],
                          capture_output=True, text=True, check=True, timeout=30).stdout
     return int(json.loads(out)[0]["xdp"]["prog"]["id"])
+
+
+def test_copy_keeps_every_cpu_and_hash_entry(etsf_bpf, build_dir):
+    """The copy under an upgrade: per-CPU values land on their own CPU, hash entries all
+    arrive (two pin roots with the same objects: one written, one empty)."""
+    from etsf.datapath import migrate
+    roots = [f"/sys/fs/bpf/etsf-it-{os.getpid()}-{uuid.uuid4().hex[:8]}" for _i in range(2)]
+    try:
+        with loaded(etsf_bpf, build_dir, "xdp_sip.bpf.o", roots[0]), \
+                loaded(etsf_bpf, build_dir, "xdp_sip.bpf.o", roots[1]):
+            with etsf_bpf.open_map("etsf_stats", roots[0]) as a, \
+                    etsf_bpf.open_map("etsf_stats", roots[1]) as b:
+                stride = (a.value_size + 7) & ~7
+                vals = [bytes([cpu + 1]) * a.value_size for cpu in range(a.ncpus)]
+                a.update((7).to_bytes(4, "little"), b"".join(v.ljust(stride, b"\0") for v in vals))
+                assert migrate.copy_entries(a, b) == a.max_entries
+                assert b.lookup_percpu((7).to_bytes(4, "little")) == vals
+                assert b.lookup_percpu((6).to_bytes(4, "little")) == [b"\0" * a.value_size] * a.ncpus
+            with etsf_bpf.open_map("etsf_rl", roots[0]) as a, \
+                    etsf_bpf.open_map("etsf_rl", roots[1]) as b:
+                want = {bytes([i]) * a.key_size: bytes([i + 100]) * a.value_size for i in range(5)}
+                for k, v in want.items():
+                    a.update(k, v)
+                assert migrate.copy_entries(a, b) == 5
+                assert dict(b.items()) == want
+    finally:
+        for r in roots:
+            shutil.rmtree(r, ignore_errors=True)

@@ -76,7 +76,7 @@ class Migration:
         bpf = _bpf()
         for name, (path, tmp, old) in self.maps.items():
             with bpf.Map.open_pinned(tmp) as new:
-                _copy(old, new)
+                copy_entries(old, new)
             _keep_mode(path, tmp)
             os.replace(tmp, path)
             self.swapped.append(name)
@@ -137,7 +137,7 @@ def plan(objects: list[str], root: str) -> Migration:
     return mig
 
 
-def _copy(old, new) -> int:
+def copy_entries(old, new) -> int:
     """Every entry of old into new, each value zero-extended to the new size."""
     n = 0
     pad = new.value_size - old.value_size
