@@ -75,10 +75,13 @@ class Migration:
         """Copy every entry into the new maps and rename their pins over the old ones."""
         bpf = _bpf()
         for name, (path, tmp, old) in self.maps.items():
-            with bpf.Map.open_pinned(tmp) as new:
-                copy_entries(old, new)
-            _keep_mode(path, tmp)
-            os.replace(tmp, path)
+            try:
+                with bpf.Map.open_pinned(tmp) as new:
+                    copy_entries(old, new)
+                _keep_mode(path, tmp)
+                os.replace(tmp, path)
+            except (OSError, bpf.BpfError) as e:
+                raise DatapathError(f"carrying pinned map {name} over failed: {e}") from None
             self.swapped.append(name)
         return list(self.swapped)
 
@@ -142,8 +145,6 @@ def copy_entries(old, new) -> int:
     n = 0
     pad = new.value_size - old.value_size
     for key, vals in old.items_percpu():
-        if old.ncpus != new.ncpus:
-            raise _refuse(old.name, "CPU count differs")
         if new.percpu:
             stride = new._stride        # pylint: disable=protected-access
             value = b"".join((v + b"\0" * pad).ljust(stride, b"\0") for v in vals)
