@@ -75,9 +75,56 @@ def _log_tail(text: str, lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join(ls[-lines:])
 
 
-def load_object(obj_path, pin_root=None) -> dict[str, Program]:
+def _open_object(lib, obj_path: str, opts):
+    obj = lib.bpf_object__open_file(obj_path.encode(), ctypes.byref(opts))
+    if not obj:
+        e = ctypes.get_errno() or _errno.EINVAL
+        raise BpfError(f"open {os.path.basename(obj_path)}: {os.strerror(e)}",
+                       log="\n".join(LIBBPF_MSGS[-20:]), errno=e)
+    return obj
+
+
+def _object_maps(lib, obj) -> list:
+    out = []
+    m = lib.bpf_object__next_map(obj, None)
+    while m:
+        out.append(m)
+        m = lib.bpf_object__next_map(obj, m)
+    return out
+
+
+def object_maps(obj_path, pin_root=None) -> list[dict]:
+    """The pinned (by-name) maps an object defines, as libbpf would create them: name,
+    type, key_size, value_size, max_entries, map_flags, pin_path.  Nothing is loaded."""
+    lib = get_lib()
+    obj_path = os.fspath(obj_path)
+    if not os.path.exists(obj_path):
+        raise BpfError(f"object {obj_path} not found")
+    maps_dir = os.path.join(paths.pin_root(pin_root), "maps")
+    opts = ObjectOpenOpts(sz=ctypes.sizeof(ObjectOpenOpts), pin_root_path=maps_dir.encode())
+    out = []
+    with LOCK:
+        del LIBBPF_MSGS[:]
+        obj = _open_object(lib, obj_path, opts)
+        try:
+            for m in _object_maps(lib, obj):
+                pin = lib.bpf_map__pin_path(m)
+                if not pin:
+                    continue
+                out.append({"name": lib.bpf_map__name(m).decode(), "type": lib.bpf_map__type(m),
+                            "key_size": lib.bpf_map__key_size(m),
+                            "value_size": lib.bpf_map__value_size(m),
+                            "max_entries": lib.bpf_map__max_entries(m),
+                            "map_flags": lib.bpf_map__map_flags(m), "pin_path": pin.decode()})
+        finally:
+            lib.bpf_object__close(obj)
+    return out
+
+
+def load_object(obj_path, pin_root=None, pin_paths=None) -> dict[str, Program]:
     """Open and load a BPF object; maps with pinning=by-name are pinned under
-    (or re-used from) <pin_root>/maps.  Nothing attached is touched."""
+    (or re-used from) <pin_root>/maps.  pin_paths {map name: path} pins (or re-uses)
+    those maps elsewhere instead.  Nothing attached is touched."""
     lib = get_lib()
     obj_path = os.fspath(obj_path)
     if not os.path.exists(obj_path):
@@ -94,12 +141,14 @@ def load_object(obj_path, pin_root=None) -> dict[str, Program]:
                           kernel_log_level=0)
     with LOCK:
         del LIBBPF_MSGS[:]
-        obj = lib.bpf_object__open_file(obj_path.encode(), ctypes.byref(opts))
-        if not obj:
-            e = ctypes.get_errno() or _errno.EINVAL
-            raise BpfError(f"open {os.path.basename(obj_path)}: {os.strerror(e)}",
-                           log="\n".join(LIBBPF_MSGS[-20:]), errno=e)
+        obj = _open_object(lib, obj_path, opts)
         try:
+            for m in _object_maps(lib, obj) if pin_paths else ():
+                path = pin_paths.get(lib.bpf_map__name(m).decode())
+                if path:
+                    ret = lib.bpf_map__set_pin_path(m, os.fsencode(path))
+                    if ret < 0:
+                        raise fail(f"set pin path {path}", ret)
             ret = lib.bpf_object__load(obj)
             if ret < 0:
                 vlog = logbuf.value.decode(errors="replace")
@@ -335,6 +384,6 @@ __all__ = [
     "PROG_TYPE_NAMES", "Program", "TC_ACT_OK", "XDP_DROP", "XDP_FLAGS_DRV_MODE", "XDP_FLAGS_HW_MODE",
     "XDP_FLAGS_REPLACE", "XDP_FLAGS_SKB_MODE", "XDP_FLAGS_UPDATE_IF_NOEXIST", "XDP_PASS", "XDP_TX",
     "bpf_stats_enabled", "ensure_bpffs", "load_object", "monotonic_ns", "num_possible_cpus", "obj_get",
-    "open_map", "pin_program", "prog_info", "prog_info_pinned", "tc_attach", "tc_detach", "tc_query",
+    "object_maps", "open_map", "pin_program", "prog_info", "prog_info_pinned", "tc_attach", "tc_detach", "tc_query",
     "test_run", "test_run_ctx", "unpin", "xdp_attach", "xdp_detach", "xdp_query",
 ]

@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from .. import inputs
+from . import migrate
 from .base import (MODES, TC_OBJ, TC_PROG, XDP_OBJ, XDP_PROG, DatapathError, ifindex,
                    init_ctl, load_state, object_path, pin_root, prog_name, repin, save_state)
 
@@ -54,14 +55,18 @@ def attach(iface: str, mode: str = "native", build_dir: str | None = None,
 
     xprogs: dict = {}
     pins_before: set | None = None
+    bpf.ensure_bpffs()
+    # pinned maps the new objects define differently: carried over or refused, before loading
+    mig = migrate.plan([xdp_obj, tc_obj], root)
     try:
-        bpf.ensure_bpffs()
         os.makedirs(os.path.join(root, "maps"), exist_ok=True)
         os.makedirs(os.path.join(root, "progs"), exist_ok=True)
         pins_before = set(os.listdir(os.path.join(root, "maps")))
-        xprogs = bpf.load_object(xdp_obj, root)
-        tprogs = bpf.load_object(tc_obj, root)
+        xprogs = bpf.load_object(xdp_obj, root, pin_paths=mig.pin_paths())
+        tprogs = bpf.load_object(tc_obj, root, pin_paths=mig.pin_paths())
     except bpf.BpfError as e:
+        mig.drop_tmp()
+        mig.close()
         # nothing was attached or re-pinned: the running programs and maps are untouched;
         # drop only map pins this failed load created (never a pre-existing one)
         for p in xprogs.values():
@@ -79,9 +84,14 @@ def attach(iface: str, mode: str = "native", build_dir: str | None = None,
         err.log = getattr(e, "log", "")  # type: ignore[attr-defined]
         raise err from None
     if XDP_PROG not in xprogs or TC_PROG not in tprogs:
+        mig.drop_tmp()
+        mig.close()
         raise DatapathError(f"objects do not contain {XDP_PROG}/{TC_PROG}")
     xprog, tprog = xprogs[XDP_PROG], tprogs[TC_PROG]
+    attached = False
     try:
+        # copied right before the attach: the old programs count on the old maps until then
+        migrated = mig.swap()
         init_ctl()
         try:
             bpf.xdp_attach(idx, xprog.fd, mode=mode, replace_prog_id=cur_id or None)
@@ -89,6 +99,7 @@ def attach(iface: str, mode: str = "native", build_dir: str | None = None,
             hint = " (try --mode generic)" if mode == "native" else ""
             raise DatapathError(f"XDP attach ({mode}) on {iface} failed: "
                                 f"{str(e).splitlines()[0] if str(e) else e}{hint}") from None
+        attached = True                 # the new XDP program runs on the new maps from here
         try:
             bpf.tc_attach(idx, tprog.fd, direction="egress")
         except bpf.BpfError as e:
@@ -104,8 +115,14 @@ def attach(iface: str, mode: str = "native", build_dir: str | None = None,
             "replaced_prog_id": cur_id or None,
             "attached_at": time.time(),
             "stamp": _object_stamp(xdp_obj),
+            "migrated_maps": migrated,
         }
     finally:
+        if not attached:
+            # the old programs still run on the old maps: the pins point at them again
+            mig.undo()
+        mig.drop_tmp()
+        mig.close()
         for p in list(xprogs.values()) + list(tprogs.values()):
             with contextlib.suppress(Exception):
                 p.close()

@@ -7,7 +7,9 @@ import socket
 import time
 from typing import Any
 
-from ..datapath.base import ifindex, init_ctl, load_state, object_path, prog_name, repin, save_state
+from ..datapath import migrate
+from ..datapath.base import (DatapathError, ifindex, init_ctl, load_state, object_path, prog_name, repin,
+                             save_state)
 from ..paths import pin_root
 from .slots import OBJ, PROG, TC_HANDLE, TC_PRIO, FastpathError, maps_present
 
@@ -27,8 +29,18 @@ def load(build_dir: str | None = None):
     bpf = _bpf()
     obj = object_path(build_dir, OBJ)
     root = pin_root()
+    bpf.ensure_bpffs()
     try:
-        bpf.ensure_bpffs()
+        mig = migrate.plan([obj], root)
+    except DatapathError as e:
+        raise FastpathError(str(e)) from None
+    pending = sorted(mig.maps)
+    mig.close()
+    if pending:
+        # the XDP/TC programs share these maps: carrying them over is `etsfctl attach`'s job
+        raise FastpathError(f"pinned map(s) {', '.join(pending)} have an older layout: "
+                            "run `etsfctl attach` with this release first")
+    try:
         progs = bpf.load_object(obj, root)
     except bpf.BpfError as e:
         raise FastpathError(f"loading {OBJ} failed: {str(e).splitlines()[0] if str(e) else e}") from None

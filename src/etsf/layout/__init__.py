@@ -11,7 +11,8 @@ structs.  Change both together.
 """
 from __future__ import annotations
 
-from .core import (ABI_VERSION, ACL_MAX, Admit, admit_key, ADMIT_TXN_MAX, ADMIT_TXN_NS, AdmitTxn,
+from .core import (ABI_VERSION, ACL_MAX, APPEND_ONLY, Admit, admit_key, ADMIT_TXN_MAX, ADMIT_TXN_NS,
+                   AdmitTxn,
                    CTL_F_ADMIT_SILENT, resp_tag, RESP_MAX, AclAction, AclV4Key, AclV6Key, AclValue,
                    CORE_ENUMS, CORE_STRUCTS,
                    Counter, Ctl, CTL_F_RECORD, fnv1a64, FNV64_OFFSET, FNV64_PRIME, Hook, HOOKS, IF_MAX,
@@ -32,7 +33,8 @@ STRUCTS = {**CORE_STRUCTS, **TM_STRUCTS}
 ENUMS = {**CORE_ENUMS, **TM_ENUMS}
 
 __all__ = [
-    "ABI_VERSION", "ACL_MAX", "Admit", "admit_key", "ADMIT_TXN_MAX", "ADMIT_TXN_NS", "AdmitTxn",
+    "ABI_VERSION", "ACL_MAX", "Admit", "APPEND_ONLY", "admit_key", "ADMIT_TXN_MAX", "ADMIT_TXN_NS",
+    "AdmitTxn",
     "CTL_F_ADMIT_SILENT", "resp_tag", "RESP_MAX", "AclAction", "AclV4Key", "AclV6Key", "AclValue",
     "CORE_ENUMS", "CORE_STRUCTS",
     "Counter", "Ctl", "CTL_F_RECORD", "ENUMS", "fnv1a64", "FNV64_OFFSET", "FNV64_PRIME", "FP_AFF_MAX",

@@ -179,6 +179,15 @@ class Ctl(Struct):
     ]
 
 
+# Pinned maps whose value struct only ever grows by appending fields: map name -> the value
+# sizes releases gave it, oldest first.  An old value is a prefix of the new one, so an
+# upgrade copies it zero-extended (new fields 0) into a map of the new size.  A map not
+# listed here whose value size changed cannot be carried over.
+APPEND_ONLY = {
+    "etsf_ctl": (40, ctypes.sizeof(Ctl)),
+}
+
+
 class Rate(Struct):
     _fields_ = [
         ("rate_pps", ctypes.c_uint32),

@@ -1,0 +1,165 @@
+"""Carry pinned maps over an upgrade whose objects define some of them differently.
+
+libbpf re-uses a pinned map only when its definition (type, key and value size, max
+entries, flags) equals the object's, so a release that appends fields to a map's value
+struct could not be attached over the running one.  ``plan()`` compares every pinned map
+with the objects' definition before anything is loaded: equal maps are re-used as always;
+a map whose change is migratable gets a temporary pin that the new objects load against
+(libbpf creates it with the new definition and its BTF); anything else is refused with one
+line naming the map, nothing changed.  After the objects loaded, ``Migration.swap()``
+copies every entry old -> new (old value zero-extended) and renames the temporary pin over
+the old one (rename(2) on bpffs: readers see the old or the new map, never none).  The old
+programs keep running on the old map until the new ones are attached, so what they count
+between the copy and the attach (a few ms) is not carried over.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+from .. import layout
+from .base import DatapathError
+
+
+def _bpf():
+    from .. import bpf
+    return bpf
+
+
+# map types whose entries can be read and written back from user space
+_ARRAYS = {2, 6}                       # ARRAY, PERCPU_ARRAY
+_HASHES = {1, 5, 9, 10, 11}            # HASH, PERCPU_HASH, LRU_HASH, LRU_PERCPU_HASH, LPM_TRIE
+_DEF_FIELDS = ("type", "key_size", "value_size", "max_entries", "map_flags")
+TMP_SUFFIX = "_upgrade"                # bpffs refuses names with a dot
+
+
+def _refuse(name: str, why: str) -> DatapathError:
+    return DatapathError(f"cannot upgrade pinned map {name}: {why} (running programs unchanged)")
+
+
+def _check(name: str, old, new: dict) -> None:
+    """Raise unless the pinned map `old` (a bpf.Map) can be copied into `new`'s definition."""
+    if old.map_type != new["type"]:
+        raise _refuse(name, f"map type changed ({old.map_type} -> {new['type']})")
+    if old.map_type not in _ARRAYS | _HASHES:
+        raise _refuse(name, f"map type {old.map_type} cannot be copied")
+    if old.key_size != new["key_size"]:
+        raise _refuse(name, f"key size changed ({old.key_size} -> {new['key_size']} bytes)")
+    if old.value_size != new["value_size"]:
+        sizes = layout.APPEND_ONLY.get(name, ())
+        if (old.value_size not in sizes or new["value_size"] not in sizes
+                or new["value_size"] < old.value_size):
+            raise _refuse(name, f"value size changed ({old.value_size} -> {new['value_size']} "
+                          "bytes) and its struct is not known to grow by appending")
+    if new["max_entries"] < old.max_entries:
+        if old.map_type in _ARRAYS:
+            raise _refuse(name, f"array shrinks ({old.max_entries} -> {new['max_entries']} entries)")
+        held = len(old.keys())
+        if held > new["max_entries"]:
+            raise _refuse(name, f"{held} entries do not fit in {new['max_entries']}")
+
+
+class Migration:
+    """Maps to carry over: name -> (old pin path, temporary pin path, old Map)."""
+
+    def __init__(self):
+        self.maps: dict[str, tuple[str, str, object]] = {}
+        self.swapped: list[str] = []
+
+    def pin_paths(self) -> dict[str, str]:
+        """{map name: temporary pin} for bpf.load_object(pin_paths=...)."""
+        return {n: tmp for n, (_p, tmp, _m) in self.maps.items()}
+
+    def swap(self) -> list[str]:
+        """Copy every entry into the new maps and rename their pins over the old ones."""
+        bpf = _bpf()
+        for name, (path, tmp, old) in self.maps.items():
+            try:
+                with bpf.Map.open_pinned(tmp) as new:
+                    copy_entries(old, new)
+                _keep_mode(path, tmp)
+                os.replace(tmp, path)
+            except (OSError, bpf.BpfError) as e:
+                raise DatapathError(f"carrying pinned map {name} over failed: {e}") from None
+            self.swapped.append(name)
+        return list(self.swapped)
+
+    def undo(self) -> None:
+        """Put the old maps back under their pins (the new objects were not attached)."""
+        bpf = _bpf()
+        for name in self.swapped:
+            path, tmp, old = self.maps[name]
+            with contextlib.suppress(OSError, bpf.BpfError):
+                bpf.unpin(tmp)
+                ret = bpf.get_lib().bpf_obj_pin(old.fd, os.fsencode(tmp))
+                if ret >= 0:
+                    os.replace(tmp, path)
+        self.swapped.clear()
+
+    def drop_tmp(self) -> None:
+        for _path, tmp, _old in self.maps.values():
+            _bpf().unpin(tmp)
+
+    def close(self) -> None:
+        for _path, _tmp, old in self.maps.values():
+            old.close()
+
+
+def plan(objects: list[str], root: str) -> Migration:
+    """Compare the objects' pinned maps with the pins under root; raise DatapathError (one
+    line, nothing changed) when one cannot be carried over."""
+    bpf = _bpf()
+    mig = Migration()
+    seen: set[str] = set()
+    try:
+        for obj in objects:
+            for new in bpf.object_maps(obj, root):
+                name, path = new["name"], new["pin_path"]
+                if name in seen or not os.path.exists(path):
+                    continue
+                seen.add(name)
+                old = bpf.Map.open_pinned(path)
+                if all(getattr(old, "map_type" if f == "type" else f) == new[f] for f in _DEF_FIELDS):
+                    old.close()
+                    continue
+                try:
+                    _check(name, old, new)
+                except DatapathError:
+                    old.close()
+                    raise
+                tmp = path + TMP_SUFFIX
+                bpf.unpin(tmp)          # a crashed upgrade's leftover holds stale entries
+                mig.maps[name] = (path, tmp, old)
+    except bpf.BpfError as e:
+        mig.close()
+        raise DatapathError(f"comparing pinned maps failed (running programs unchanged): {e}") from None
+    except DatapathError:
+        mig.close()
+        raise
+    return mig
+
+
+def copy_entries(old, new) -> int:
+    """Every entry of old into new, each value zero-extended to the new size."""
+    n = 0
+    pad = new.value_size - old.value_size
+    for key, vals in old.items_percpu():
+        if new.percpu:
+            stride = new._stride        # pylint: disable=protected-access
+            value = b"".join((v + b"\0" * pad).ljust(stride, b"\0") for v in vals)
+        else:
+            value = vals[0] + b"\0" * pad
+        new.update(key, value)
+        n += 1
+    return n
+
+
+def _keep_mode(path: str, tmp: str) -> None:
+    """The new pin gets the old pin's owner, group and mode (read grants to the exporter)."""
+    try:
+        st = os.stat(path)
+        os.chown(tmp, st.st_uid, st.st_gid)
+        os.chmod(tmp, st.st_mode & 0o7777)
+    except OSError:
+        pass

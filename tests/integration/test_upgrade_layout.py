@@ -1,0 +1,183 @@
+"""Upgrade in place from the release before in-kernel admission (etsf_ctl 40 -> 64 bytes,
+two new pinned maps): the old agent attaches its own objects, the new agent's attach carries
+the control block and the counters over; a pinned map that cannot be carried is refused."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, etsfctl, loaded
+
+from test_datapath_lifecycle import _send_sip, _xdp_count
+
+# the last release whose struct etsf_ctl is 40 bytes (no etsf_admit / etsf_admit_txn maps)
+OLD_RELEASE = "551dd4645058a1e05fb1930d85d003e8892e86ed"
+KEY0 = (0).to_bytes(4, "little")
+
+
+@pytest.fixture(scope="module")
+def old_tree(tmp_path_factory):
+    """bpf/ and src/ of the old release, its objects built by its own agent."""
+    d = tmp_path_factory.mktemp("etsf-old")
+    arch = subprocess.run(["git", "-C", str(REPO), "archive", OLD_RELEASE, "bpf", "src"],
+                          capture_output=True, check=True, timeout=60).stdout
+    subprocess.run(["tar", "-x", "-C", str(d)], input=arch, check=True, timeout=60)
+    env = {**os.environ, "PYTHONPATH": str(d / "src"), "ETSF_BPF_SRC": str(d / "bpf")}
+    subprocess.run([sys.executable, "-m", "etsf", "build", "--out", str(d / "build")],
+                   env=env, check=True, capture_output=True, timeout=600)
+    return d
+
+
+def old_etsfctl(old_tree: Path, env: dict, *args, netns=None):
+    e = dict(os.environ)
+    e.update(env)
+    e["PYTHONPATH"] = str(old_tree / "src")
+    e["ETSF_BUILD_DIR"] = str(old_tree / "build")
+    cmd = [sys.executable, "-m", "etsf", *args]
+    if netns:
+        cmd = ["nsenter", f"--net=/run/netns/{netns}", *cmd]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=e, timeout=60, check=False)
+    assert r.returncode == 0, f"old etsfctl {' '.join(args)}: {r.stderr.strip()}"
+    return r
+
+
+def _maps(root):
+    return sorted(os.listdir(os.path.join(root, "maps")))
+
+
+def _ctl_raw(bpf, root):
+    with bpf.open_map("etsf_ctl", root) as m:
+        return m.value_size, m.lookup(KEY0)
+
+
+def _old_host(lab, etsf_env, old_tree, tmp_path):
+    """Old programs attached with overload 1, bypass off, policy generation 1, counters > 0."""
+    old_etsfctl(old_tree, etsf_env, "attach", "--iface", lab.srv_if, netns=lab.srv_ns)
+    pol = tmp_path / "p.yml"
+    pol.write_text("version: 1\noverload: {level: 1}\n")
+    old_etsfctl(old_tree, etsf_env, "policy", "apply", str(pol))
+    old_etsfctl(old_tree, etsf_env, "bypass", "off")
+    _send_sip(lab, 6)
+
+
+def test_upgrade_carries_ctl_and_counters(lab, etsf_env, etsf_bpf, old_tree, tmp_path):
+    from etsf import layout
+    root = etsf_env["ETSF_PIN_ROOT"]
+    _old_host(lab, etsf_env, old_tree, tmp_path)
+    size, raw = _ctl_raw(etsf_bpf, root)
+    assert size == 40                            # really the old layout
+    old_ctl = layout.Ctl.from_buffer_copy(raw + b"\0" * 24)
+    assert old_ctl.overload_level == 1 and old_ctl.generation == 1 and old_ctl.bypass == 0
+    assert old_ctl.heartbeat_ns > 0
+    before = _xdp_count("OPTIONS")
+    assert before == 6
+    maps_old = _maps(root)
+    assert "etsf_admit" not in maps_old
+
+    # the fast path shares etsf_ctl with XDP/TC: it leaves the carrying over to `attach`
+    r = etsfctl("fastpath", "attach", "--iface", lab.srv_if, env=etsf_env, netns=lab.srv_ns, check=False)
+    err = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode != 0 and len(err) == 1 and "etsf_ctl have an older layout" in err[0], r.stderr
+    assert _maps(root) == maps_old and _ctl_raw(etsf_bpf, root) == (size, raw)
+
+    r = json.loads(etsfctl("attach", "--iface", lab.srv_if, "--json", env=etsf_env,
+                           netns=lab.srv_ns).stdout)
+    assert r["migrated_maps"] == ["etsf_ctl"] and r["replaced_prog_id"]
+    size, raw = _ctl_raw(etsf_bpf, root)
+    assert size == 64
+    ctl = layout.Ctl.from_buffer_copy(raw)
+    assert (ctl.overload_level, ctl.bypass, ctl.generation, ctl.heartbeat_ns, ctl.active_slot,
+            ctl.flags, ctl.deadman_ns) == (1, 0, 1, old_ctl.heartbeat_ns, old_ctl.active_slot,
+                                           old_ctl.flags, old_ctl.deadman_ns)
+    assert (ctl.invite_admit_rate, ctl.invite_admit_burst, ctl.retry_after_s, ctl.node_secret) == (0, 0, 0, 0)
+    assert _xdp_count("OPTIONS") == before       # etsf_stats re-used, counters kept
+    maps = _maps(root)
+    assert "etsf_admit" in maps and "etsf_admit_txn" in maps
+    assert not [m for m in maps if m.endswith("_upgrade")]
+    # the new programs run on the carried-over maps
+    _send_sip(lab, 3)
+    assert _xdp_count("OPTIONS") == before + 3
+    from etsf import datapath
+    assert datapath.read_ctl().overload_level == 1
+
+    # a second attach re-uses everything (nothing left to migrate)
+    r2 = json.loads(etsfctl("attach", "--iface", lab.srv_if, "--json", env=etsf_env,
+                            netns=lab.srv_ns).stdout)
+    assert r2["migrated_maps"] == []
+
+
+@pytest.mark.parametrize("pin,holds,reason", [
+    ("etsf_rl", "etsf_ctl", "map type changed (2 -> 9)"),                 # LRU hash <- array
+    ("etsf_acl_v4", "etsf_acl_v6", "key size changed (24 -> 12 bytes)"),  # LPM trie <- LPM trie
+    ("etsf_policy", "etsf_last", "value size changed"),                   # array, not append-only
+])
+def test_upgrade_refuses_what_cannot_be_copied(lab, etsf_env, etsf_bpf, old_tree, tmp_path, pin, holds,
+                                                reason):
+    root = etsf_env["ETSF_PIN_ROOT"]
+    _old_host(lab, etsf_env, old_tree, tmp_path)
+    # the pin `pin` now holds the map `holds` (another definition than the objects'); the
+    # old programs keep their own map
+    path = os.path.join(root, "maps", pin)
+    fd = etsf_bpf.obj_get(os.path.join(root, "maps", holds))
+    try:
+        etsf_bpf.unpin(path)
+        assert etsf_bpf.get_lib().bpf_obj_pin(fd, path.encode()) == 0
+    finally:
+        os.close(fd)
+    prog_before = _xdp_prog(lab)
+    maps_before = _maps(root)
+    ctl_before = _ctl_raw(etsf_bpf, root)
+    before = _xdp_count("OPTIONS")
+
+    r = etsfctl("attach", "--iface", lab.srv_if, env=etsf_env, netns=lab.srv_ns, check=False)
+    assert r.returncode != 0
+    err = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(err) == 1 and f"cannot upgrade pinned map {pin}: {reason}" in err[0], r.stderr
+    assert _xdp_prog(lab) == prog_before
+    assert _maps(root) == maps_before
+    assert _ctl_raw(etsf_bpf, root) == ctl_before     # etsf_ctl not migrated either
+    _send_sip(lab, 2)
+    assert _xdp_count("OPTIONS") == before + 2        # the old programs still count
+
+
+def _xdp_prog(lab) -> int:
+    """Id of the XDP program on the server end of the veth (it lives in the lab netns)."""
+    out = subprocess.run(["ip", "-n", lab.srv_ns, "-j", "-d", "link", "show", lab.srv_if],
+                         capture_output=True, text=True, check=True, timeout=30).stdout
+    return int(json.loads(out)[0]["xdp"]["prog"]["id"])
+
+
+def test_copy_keeps_every_cpu_and_hash_entry(etsf_bpf, build_dir):
+    """The copy under an upgrade: per-CPU values land on their own CPU, hash entries all
+    arrive (two pin roots with the same objects: one written, one empty)."""
+    from etsf.datapath import migrate
+    roots = [f"/sys/fs/bpf/etsf-it-{os.getpid()}-{uuid.uuid4().hex[:8]}" for _i in range(2)]
+    try:
+        with loaded(etsf_bpf, build_dir, "xdp_sip.bpf.o", roots[0]), \
+                loaded(etsf_bpf, build_dir, "xdp_sip.bpf.o", roots[1]):
+            with etsf_bpf.open_map("etsf_stats", roots[0]) as a, \
+                    etsf_bpf.open_map("etsf_stats", roots[1]) as b:
+                stride = (a.value_size + 7) & ~7
+                vals = [bytes([cpu + 1]) * a.value_size for cpu in range(a.ncpus)]
+                a.update((7).to_bytes(4, "little"), b"".join(v.ljust(stride, b"\0") for v in vals))
+                assert migrate.copy_entries(a, b) == a.max_entries
+                assert b.lookup_percpu((7).to_bytes(4, "little")) == vals
+                assert b.lookup_percpu((6).to_bytes(4, "little")) == [b"\0" * a.value_size] * a.ncpus
+            with etsf_bpf.open_map("etsf_rl", roots[0]) as a, \
+                    etsf_bpf.open_map("etsf_rl", roots[1]) as b:
+                want = {bytes([i]) * a.key_size: bytes([i + 100]) * a.value_size for i in range(5)}
+                for k, v in want.items():
+                    a.update(k, v)
+                assert migrate.copy_entries(a, b) == 5
+                assert dict(b.items()) == want
+    finally:
+        for r in roots:
+            shutil.rmtree(r, ignore_errors=True)
