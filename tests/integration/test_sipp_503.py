@@ -14,7 +14,7 @@ import time
 import pytest
 
 from conftest import SCENARIOS, UAC_IP, UAS_IP, etsfctl
-from test_sipp_traffic import SIP_PORT, _counts, _delta, _sipp, _snapshot, _stat, attached  # noqa: F401
+from test_sipp_traffic import SIP_PORT, _counts, _delta, _sipp, _snapshot, _stat, attached  # noqa: F401  pylint: disable=unused-import
 
 
 def _admit(etsf_env, lab, *args):

@@ -119,8 +119,8 @@ def test_upgrade_carries_ctl_and_counters(lab, etsf_env, etsf_bpf, old_tree, tmp
     ("etsf_acl_v4", "etsf_acl_v6", "key size changed (24 -> 12 bytes)"),  # LPM trie <- LPM trie
     ("etsf_policy", "etsf_last", "value size changed"),                   # array, not append-only
 ])
-def test_upgrade_refuses_what_cannot_be_copied(lab, etsf_env, etsf_bpf, old_tree, tmp_path, pin, holds,
-                                                reason):
+def test_upgrade_refuses_what_cannot_be_copied(lab, etsf_env, etsf_bpf, old_tree, tmp_path,
+                                               pin, holds, reason):
     root = etsf_env["ETSF_PIN_ROOT"]
     _old_host(lab, etsf_env, old_tree, tmp_path)
     # the pin `pin` now holds the map `holds` (another definition than the objects'); the

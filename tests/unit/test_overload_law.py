@@ -11,8 +11,9 @@ CFG = dict(AUTO.default_value(), target_queue=1000, target_pdd_ms=100, target_5x
            max_rate=1000, dwell_s=2.0, max_step=0.25, hysteresis=0.2, interval_ms=500)
 
 
-def run(trace, cfg=CFG, st=None):
+def run(trace, cfg=None, st=None):
     """Feed (t, queue[, extra kwargs]) ticks; the list of decisions."""
+    cfg = CFG if cfg is None else cfg
     st = st or State()
     out = []
     for row in trace:

@@ -16,11 +16,11 @@ def test_udp_queue_of_an_unread_socket():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
         assert udp_sockets([port]) == {"queue": 0, "drops": 0, "sockets": 1}
-        for _ in range(5):
+        for _i in range(5):
             s.sendto(b"x" * 500, ("127.0.0.1", port))
         u = udp_sockets([port])
         assert u["sockets"] == 1 and u["queue"] >= 5 * 500
-        for _ in range(5):
+        for _i in range(5):
             s.recv(2048)
         assert udp_sockets([port])["queue"] == 0
     finally:
