@@ -415,7 +415,7 @@ def test_exporter_privileges_are_minimal(topo, etsf_env, build_dir, agent_venv):
     assert run(("bpf",)) == 0
     # the read-only fd cannot change anything
     probe_w = ("from etsf import bpf; m = bpf.open_map('etsf_ctl', read_only=True)\n"
-               "try:\n    m.update(bytes(4), bytes(40))\nexcept bpf.BpfError as e:\n"
+               "try:\n    m.update(bytes(4), bytes(m.value_size))\nexcept bpf.BpfError as e:\n"
                "    raise SystemExit(0 if e.errno == 1 else 4)\nraise SystemExit(5)")
     r = subprocess.run([*_setpriv(uid, gid, EXPORTER_CAPS), python, "-c", probe_w],
                        env=env, cwd="/", capture_output=True, text=True, timeout=60, check=False)
