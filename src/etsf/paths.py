@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
+import tempfile
 
 DEFAULT_PIN_ROOT = "/sys/fs/bpf/etsf"
 
@@ -44,3 +46,24 @@ def lock(name: str = "policy.lock"):
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+
+
+def write_atomic(path: str, text: str, sync: bool = False) -> None:
+    """Replace path with text in one rename (readers see the old or the new file, never half),
+    world-readable (the exporter and `etsfctl status` read state as other users); sync: fsync
+    before the rename, for records that must survive a crash."""
+    d = os.path.dirname(path) or "."
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=f".{os.path.basename(path)}.")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+        if sync:
+            f.flush()
+            os.fsync(f.fileno())
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def write_json(path: str, doc, indent: int | None = None) -> None:
+    """write_atomic of a JSON document (sorted keys, a final newline)."""
+    write_atomic(path, json.dumps(doc, indent=indent, sort_keys=True, default=str) + "\n")

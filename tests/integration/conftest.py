@@ -230,3 +230,13 @@ def lab_fixture(**names):
 @pytest.fixture(scope="module")
 def lab():
     yield from lab_fixture()
+
+
+def read_pinned_ctl(bpf, root):
+    """etsf_ctl as the programs under the pin root `root` see it (layout.Ctl)."""
+    from etsf import layout
+    m = bpf.Map.open_pinned(os.path.join(root, "maps", "etsf_ctl"))
+    try:
+        return layout.Ctl.from_bytes(m.lookup(bytes(4)))
+    finally:
+        m.close()

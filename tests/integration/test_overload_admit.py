@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from conftest import etsfctl
+from conftest import etsfctl, read_pinned_ctl
 
 
 @pytest.fixture
@@ -19,32 +19,23 @@ def loaded(etsf_env, etsf_bpf, build_dir):
         p.close()
 
 
-def _ctl(bpf, root):
-    from etsf import layout
-    m = bpf.Map.open_pinned(os.path.join(root, "maps", "etsf_ctl"))
-    try:
-        return layout.Ctl.from_bytes(m.lookup(bytes(4)))
-    finally:
-        m.close()
-
-
 def test_admit_set_and_off(etsf_env, etsf_bpf, loaded):
     from etsf import layout
     root = etsf_env["ETSF_PIN_ROOT"]
     out = json.loads(etsfctl("overload", "admit", "--rate", "200", "--burst", "20",
                              "--retry-after", "7", "--json", env=etsf_env).stdout)
     assert out["admission"] == {"rate": 200, "burst": 20, "retry_after_s": 7, "reply_503": True}
-    c = _ctl(etsf_bpf, root)
+    c = read_pinned_ctl(etsf_bpf, root)
     assert (c.invite_admit_rate, c.invite_admit_burst, c.retry_after_s) == (200, 20, 7)
     secret = c.node_secret
     assert secret != 0 and not c.flags & layout.CTL_F_ADMIT_SILENT
     etsfctl("overload", "admit", "--rate", "50", "--silent", env=etsf_env)
-    c = _ctl(etsf_bpf, root)
+    c = read_pinned_ctl(etsf_bpf, root)
     assert (c.invite_admit_rate, c.invite_admit_burst, c.retry_after_s) == (50, 50, 7)
     assert c.node_secret == secret and c.flags & layout.CTL_F_ADMIT_SILENT
     r = etsfctl("overload", "admit", "--off", env=etsf_env)
     assert "admission of new INVITEs off" in r.stdout
-    c = _ctl(etsf_bpf, root)
+    c = read_pinned_ctl(etsf_bpf, root)
     assert (c.invite_admit_rate, c.invite_admit_burst, c.node_secret) == (0, 0, secret)
     st = json.loads(etsfctl("status", "--json", env=etsf_env).stdout)
     assert st["ctl"]["admission"] == {"rate": 0, "burst": 0, "retry_after_s": 7, "reply_503": False}
@@ -52,11 +43,11 @@ def test_admit_set_and_off(etsf_env, etsf_bpf, loaded):
 
 def test_admit_off_with_burst_refused(etsf_env, etsf_bpf, loaded):
     root = etsf_env["ETSF_PIN_ROOT"]
-    before = bytes(_ctl(etsf_bpf, root))
+    before = bytes(read_pinned_ctl(etsf_bpf, root))
     r = etsfctl("overload", "admit", "--off", "--burst", "3", env=etsf_env, check=False)
     assert r.returncode != 0 and r.stdout == ""
     assert r.stderr.strip().splitlines() == [r.stderr.strip()] and "--burst" in r.stderr
-    assert bytes(_ctl(etsf_bpf, root)) == before
+    assert bytes(read_pinned_ctl(etsf_bpf, root)) == before
 
 
 @pytest.mark.parametrize("args", [["--rate", "0"], ["--rate", "x"], ["--burst", "3"],
@@ -65,8 +56,8 @@ def test_admit_off_with_burst_refused(etsf_env, etsf_bpf, loaded):
                                   ["--rate", "5", "--reply", "--silent"]])
 def test_admit_bad_input_changes_nothing(etsf_env, etsf_bpf, loaded, args):
     root = etsf_env["ETSF_PIN_ROOT"]
-    before = bytes(_ctl(etsf_bpf, root))
+    before = bytes(read_pinned_ctl(etsf_bpf, root))
     r = etsfctl("overload", "admit", *args, env=etsf_env, check=False)
     assert r.returncode == 2 and r.stdout == ""
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
-    assert bytes(_ctl(etsf_bpf, root)) == before
+    assert bytes(read_pinned_ctl(etsf_bpf, root)) == before

@@ -14,7 +14,7 @@ import uuid
 
 import pytest
 
-from conftest import NS_PREFIX, etsfctl
+from conftest import NS_PREFIX, etsfctl, read_pinned_ctl
 
 PORT = 5060
 PAYLOAD = 1000
@@ -80,15 +80,6 @@ def proxy_ns():
         subprocess.run(["ip", "netns", "del", ns], check=False)
 
 
-def _ctl(bpf, root):
-    from etsf import layout
-    m = bpf.Map.open_pinned(os.path.join(root, "maps", "etsf_ctl"))
-    try:
-        return layout.Ctl.from_bytes(m.lookup(bytes(4)))
-    finally:
-        m.close()
-
-
 def _policy(tmp_path, name="policy.yml", **auto):
     p = tmp_path / name
     p.write_text(json.dumps({"version": 1, "sip_ports": [PORT], "overload": {"auto": dict(AUTO, **auto)}}))
@@ -124,7 +115,7 @@ def test_queue_surge_raises_level_cuts_rate_and_recovers(tmp_path, etsf_env, ets
     assert [h["level"] for h in hist] == [1, 2, 3]
     assert hist[0]["rate"] == AUTO["max_rate"] and hist[2]["rate"] < hist[1]["rate"] < AUTO["max_rate"]
     assert all(h["signal"] == "queue" and h["signals"]["queue"] > 4 * AUTO["target_queue"] for h in hist)
-    c = _ctl(etsf_bpf, root)
+    c = read_pinned_ctl(etsf_bpf, root)
     assert (c.overload_level, c.invite_admit_rate) == (3, hist[2]["rate"])
     assert c.invite_admit_burst == max(1, hist[2]["rate"] * 10 // 1000)
     audit = [a for a in _audit(etsf_env) if a["event"].startswith("overload")]
@@ -140,7 +131,7 @@ def test_queue_surge_raises_level_cuts_rate_and_recovers(tmp_path, etsf_env, ets
     hist = out["history"]
     assert [h["level"] for h in hist[:3]] == [2, 1, 0] and hist[-1]["level"] == 0
     assert hist[-1]["rate"] == 0 and all(h["signals"]["queue"] == 0 for h in hist)
-    c = _ctl(etsf_bpf, root)
+    c = read_pinned_ctl(etsf_bpf, root)
     assert (c.overload_level, c.invite_admit_rate, c.invite_admit_burst) == (0, 0, 0)
     # 3 changes up, then rate 100 -> 300 (level 2), 400 (level 1), off (level 0)
     assert [h["rate"] for h in hist[:3]] == [300, 400, 0] and hist[2]["level"] == 0
@@ -156,22 +147,22 @@ def test_manual_level_is_pinned_until_resume(tmp_path, etsf_env, etsf_bpf, loade
     etsfctl("overload", "set", "2", env=etsf_env)
     out = _auto(etsf_env, ns, policy, "--count", "3")
     assert all(h["pinned"] and "level" not in h for h in out["history"])
-    assert _ctl(etsf_bpf, root).overload_level == 2 and _audit(etsf_env) == []
+    assert read_pinned_ctl(etsf_bpf, root).overload_level == 2 and _audit(etsf_env) == []
     _auto(etsf_env, ns, policy, "--resume")
     out = _auto(etsf_env, ns, policy, "--once")["last"]
     assert not out["pinned"] and out["level"] == 1          # from the pinned 2, one step down
-    assert _ctl(etsf_bpf, root).overload_level == 1
+    assert read_pinned_ctl(etsf_bpf, root).overload_level == 1
     (a,) = _audit(etsf_env)
     assert a["event"] == "overload_level" and a["numbers"]["previous_level"] == 2
 
 
 def test_disabled_or_invalid_controller_refused(tmp_path, etsf_env, etsf_bpf, loaded):
     root = etsf_env["ETSF_PIN_ROOT"]
-    before = bytes(_ctl(etsf_bpf, root))
+    before = bytes(read_pinned_ctl(etsf_bpf, root))
     for policy, needle in ((_policy(tmp_path, enabled=False), "overload.auto.enabled is false"),
                            (_policy(tmp_path, "bad.yml", min_rate=500), "policy.overload.auto.min_rate")):
         r = etsfctl("overload", "auto", "--once", "--policy", policy, env=etsf_env, check=False)
         assert r.returncode != 0 and r.stdout == ""
         assert len(r.stderr.strip().splitlines()) == 1 and needle in r.stderr
-    assert bytes(_ctl(etsf_bpf, root)) == before
+    assert bytes(read_pinned_ctl(etsf_bpf, root)) == before
     assert not os.path.exists(os.path.join(etsf_env["ETSF_STATE_DIR"], "overload.json"))

@@ -6,7 +6,6 @@ import json
 import os
 import socket
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -71,14 +70,7 @@ def load_state() -> dict[str, Any]:
 
 
 def save_state(st: dict[str, Any]) -> None:
-    d = state_dir()
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".state.json.")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(st, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, _state_path())
+    paths.write_json(_state_path(), st, indent=2)
 
 
 # ---------------------------------------------------------------------------

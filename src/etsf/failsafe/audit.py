@@ -7,11 +7,10 @@ import contextlib
 import json
 import os
 import sys
-import tempfile
 import time
 from typing import Any
 
-from .. import datapath, inputs
+from .. import datapath, inputs, paths
 from .config import AUDIT_FILE, STATE_FILE
 
 
@@ -25,14 +24,7 @@ def state_path(name: str) -> str:
 
 
 def write_state(doc: dict[str, Any]) -> None:
-    d = datapath.state_dir()
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".failsafe.json.")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(doc, f, sort_keys=True, default=str)
-        f.write("\n")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, state_path(STATE_FILE))
+    paths.write_json(state_path(STATE_FILE), doc)
 
 
 def read_state() -> dict[str, Any] | None:

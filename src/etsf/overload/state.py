@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from typing import Any
 
@@ -35,14 +34,7 @@ def read_state() -> dict[str, Any] | None:
 
 
 def _write(doc: dict[str, Any]) -> None:
-    d = paths.state_dir()
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".overload.json.")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(doc, f, sort_keys=True, default=str)
-        f.write("\n")
-    os.chmod(tmp, 0o644)                   # the exporter (another user) reads it
-    os.replace(tmp, state_path())
+    paths.write_json(state_path(), doc)    # the exporter (another user) reads it
 
 
 def update_state(mutate) -> dict[str, Any]:

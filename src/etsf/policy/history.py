@@ -14,11 +14,10 @@ import getpass
 import hashlib
 import json
 import os
-import tempfile
 import time
 from typing import Any
 
-from .. import inputs
+from .. import inputs, paths
 from ..errors import PolicyError
 from ..paths import state_dir
 
@@ -82,14 +81,7 @@ def _generations() -> list[int]:
 
 
 def _atomic_write(path: str, data: str) -> None:
-    d = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=f".{os.path.basename(path)}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    paths.write_atomic(path, data, sync=True)
 
 
 def kept(generation: int) -> bool:
