@@ -125,6 +125,7 @@ enum etsf_acl_action {
 /* ---- control flags (struct etsf_ctl.flags) ---------------------------------- */
 #define ETSF_CTL_F_RECORD  0x1u /* write every parse result to etsf_last   */
 #define ETSF_CTL_F_ADMIT_SILENT 0x2u /* admission drops refused INVITEs, no 503 */
+#define ETSF_CTL_F_OC      0x4u /* RFC 7339 oc parameters in responses to oc peers */
 
 /* ---- policy flags (struct etsf_policy.flags) -------------------------------- */
 #define ETSF_POL_F_VALID   0x1u /* slot holds a complete policy             */

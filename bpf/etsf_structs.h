@@ -42,6 +42,22 @@ struct etsf_ctl {
 	__u32 _pad0;
 	__u64 node_secret;        /* mixed with the Call-ID hash into the To-tag
 	                           * of in-kernel responses (stable per node)  */
+	/*
+	 * RFC 7339 loss-based overload control, advertised in the top Via of
+	 * responses leaving the node to peers whose request Via carried `oc`,
+	 * while ETSF_CTL_F_OC is set.  Written by the overload controller.
+	 */
+	__u32 oc_reduction_pct;   /* oc=<0..100>                               */
+	__u32 oc_validity_ms;     /* oc-validity; 0 tells peers to stop        */
+	__u64 oc_seq;             /* oc-seq; grows with every change           */
+	/*
+	 * Keep-alive answers: OPTIONS are answered in the kernel only while
+	 * the agent's own probe of the proxy succeeded recently.
+	 */
+	__u64 proxy_alive_until_ns; /* CLOCK_MONOTONIC; 0 or past = pass all  */
+	__u32 ka_sample_every;    /* 1 in N answerable OPTIONS still goes to the
+	                           * proxy; 0 = none                          */
+	__u32 _pad1;
 };
 
 /* token bucket parameters of one rate-limit class; rate 0 = unlimited */

@@ -4,6 +4,7 @@ the control block and the counters over; a pinned map that cannot be carried is 
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import shutil
@@ -74,7 +75,7 @@ def test_upgrade_carries_ctl_and_counters(lab, etsf_env, etsf_bpf, old_tree, tmp
     _old_host(lab, etsf_env, old_tree, tmp_path)
     size, raw = _ctl_raw(etsf_bpf, root)
     assert size == 40                            # really the old layout
-    old_ctl = layout.Ctl.from_buffer_copy(raw + b"\0" * 24)
+    old_ctl = layout.Ctl.from_buffer_copy(raw.ljust(ctypes.sizeof(layout.Ctl), b"\0"))
     assert old_ctl.overload_level == 1 and old_ctl.generation == 1 and old_ctl.bypass == 0
     assert old_ctl.heartbeat_ns > 0
     before = _xdp_count("OPTIONS")
@@ -92,12 +93,14 @@ def test_upgrade_carries_ctl_and_counters(lab, etsf_env, etsf_bpf, old_tree, tmp
                            netns=lab.srv_ns).stdout)
     assert r["migrated_maps"] == ["etsf_ctl"] and r["replaced_prog_id"]
     size, raw = _ctl_raw(etsf_bpf, root)
-    assert size == 64
+    assert size == ctypes.sizeof(layout.Ctl) == 96
     ctl = layout.Ctl.from_buffer_copy(raw)
     assert (ctl.overload_level, ctl.bypass, ctl.generation, ctl.heartbeat_ns, ctl.active_slot,
             ctl.flags, ctl.deadman_ns) == (1, 0, 1, old_ctl.heartbeat_ns, old_ctl.active_slot,
                                            old_ctl.flags, old_ctl.deadman_ns)
     assert (ctl.invite_admit_rate, ctl.invite_admit_burst, ctl.retry_after_s, ctl.node_secret) == (0, 0, 0, 0)
+    assert (ctl.oc_reduction_pct, ctl.oc_validity_ms, ctl.oc_seq, ctl.proxy_alive_until_ns,
+            ctl.ka_sample_every) == (0, 0, 0, 0, 0)
     assert _xdp_count("OPTIONS") == before       # etsf_stats re-used, counters kept
     maps = _maps(root)
     assert "etsf_admit" in maps and "etsf_admit_txn" in maps

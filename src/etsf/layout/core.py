@@ -27,6 +27,7 @@ RESP_MAX = 1400
 
 CTL_F_RECORD = 0x1
 CTL_F_ADMIT_SILENT = 0x2
+CTL_F_OC = 0x4
 POL_F_VALID = 0x1
 POL_F_MARK = 0x2
 
@@ -176,6 +177,12 @@ class Ctl(Struct):
         ("retry_after_s", ctypes.c_uint32),
         ("_pad0", ctypes.c_uint32),
         ("node_secret", ctypes.c_uint64),
+        ("oc_reduction_pct", ctypes.c_uint32),
+        ("oc_validity_ms", ctypes.c_uint32),
+        ("oc_seq", ctypes.c_uint64),
+        ("proxy_alive_until_ns", ctypes.c_uint64),
+        ("ka_sample_every", ctypes.c_uint32),
+        ("_pad1", ctypes.c_uint32),
     ]
 
 
@@ -184,7 +191,7 @@ class Ctl(Struct):
 # upgrade copies it zero-extended (new fields 0) into a map of the new size.  A map not
 # listed here whose value size changed cannot be carried over.
 APPEND_ONLY = {
-    "etsf_ctl": (40, ctypes.sizeof(Ctl)),
+    "etsf_ctl": (40, 64, ctypes.sizeof(Ctl)),
 }
 
 
