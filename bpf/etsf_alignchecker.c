@@ -33,6 +33,7 @@ struct etsf_layout_anchor {
 	enum etsf_rl_class      rl_class;
 	enum etsf_prio          prio;
 	enum etsf_acl_action    acl_action;
+	enum etsf_oc_result     oc_result;
 	/* telemetry */
 	struct etsf_tm_ifcfg    tm_ifcfg;
 	struct etsf_tm_txn_key  tm_txn_key;

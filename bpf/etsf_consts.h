@@ -94,6 +94,17 @@ enum etsf_reason {
 	ETSF_REASONS_USED    = 29,
 };
 
+/* ---- RFC 7339 rewrite at TC egress (index of etsf_oc_stats) ------------- */
+enum etsf_oc_result {
+	ETSF_OC_REWRITTEN   = 0, /* top Via oc parameters written            */
+	ETSF_OC_TOO_LONG    = 1, /* payload over ETSF_PARSE_BYTES, or the result
+	                          * over it or over the device MTU: untouched */
+	ETSF_OC_UNSUPPORTED = 2, /* folded or unterminated top Via, bytes after
+	                          * the UDP payload: untouched                */
+	ETSF_OC_ERROR       = 3, /* helper or map failure: untouched          */
+};
+#define ETSF_OC_RESULTS 4
+
 /* ---- hooks ---------------------------------------------------------------- */
 enum etsf_hook {
 	ETSF_HOOK_XDP       = 0,

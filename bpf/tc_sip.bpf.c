@@ -12,6 +12,10 @@
  * RFC 4594 (section 4.2, "Signaling" service class); EF (46) is for the media
  * (RTP), not for SIP.  The kernel applies policy.dscp as given (0..63).
  *
+ * With a valid policy and ETSF_CTL_F_OC set, a UDP response whose top Via
+ * carries `oc` gets the RFC 7339 overload parameters (etsf_oc.h) before it is
+ * marked; the outcome is counted in etsf_oc_stats.
+ *
  * Counted at ETSF_STATS_IDX(ETSF_HOOK_TC_EGRESS, method, verdict, reason):
  * MARK/OK when marked, else PASS with the parse or policy reason.
  */
@@ -25,6 +29,7 @@
 #include "etsf_classify.h"
 #include "etsf_stats.h"
 #include "etsf_telemetry.h"
+#include "etsf_oc.h"
 
 static __always_inline int etsf_set_dscp(struct __sk_buff *skb, const struct etsf_pkt *p,
 					 __u8 dscp)
@@ -70,7 +75,7 @@ int tc_sip_egress(struct __sk_buff *skb)
 	struct etsf_ifstat *ifs;
 	struct etsf_ctl *ctl = NULL;
 	__u32 reason, verdict = ETSF_V_PASS;
-	int valid = 0;
+	int valid = 0, oc;
 
 	p.pkt_len = etsf_ctx_len(skb);
 	reason = etsf_classify(skb, &p, &r, &ctl, &pol, &valid);
@@ -83,6 +88,13 @@ int tc_sip_egress(struct __sk_buff *skb)
 	if (!valid || !pol) {
 		reason = ETSF_R_NO_POLICY;
 		goto out;
+	}
+	if (ctl && (ctl->flags & ETSF_CTL_F_OC) && r.method == ETSF_M_RESPONSE &&
+	    p.l4proto == IPPROTO_UDP) {
+		oc = etsf_oc_rewrite(skb, &p, ctl);
+		if (oc >= 0)
+			etsf_oc_count(oc);
+		p.pkt_len = skb->len;
 	}
 	if (pol->flags & ETSF_POL_F_MARK) {
 		skb->priority = pol->skb_priority;
