@@ -16,7 +16,8 @@ from .core import (ABI_VERSION, ACL_MAX, APPEND_ONLY, Admit, admit_key, ADMIT_TX
                    CTL_F_ADMIT_SILENT, CTL_F_OC, resp_tag, RESP_MAX, AclAction, AclV4Key, AclV6Key, AclValue,
                    CORE_ENUMS, CORE_STRUCTS,
                    Counter, Ctl, CTL_F_RECORD, fnv1a64, FNV64_OFFSET, FNV64_PRIME, Hook, HOOKS, IF_MAX,
-                   IfStat, MAX_SIP_PORTS, MAX_TLS_PORTS, Method, METHODS, OVERLOAD_LEVELS, PARSE_BYTES,
+                   IfStat, MAX_SIP_PORTS, MAX_TLS_PORTS, Method, METHODS, OC_RESULTS, OcResult,
+                   OVERLOAD_LEVELS, PARSE_BYTES,
                    POL_F_MARK, POL_F_VALID, Policy, POLICY_SLOTS, Prio, PRIO_CLASSES, Rate, Reason, REASONS,
                    REASONS_USED, RL_CLASSES, RL_MAX, RlClass, RlKey, RlState, SipInfo, stats_idx, STATS_SLOTS,
                    stats_unidx, Struct, Verdict, VERDICTS)
@@ -42,7 +43,7 @@ __all__ = [
     "FP_NONE", "FP_REASONS", "FP_RETRIES", "FP_RING", "FP_S_CALLID", "FP_STATS_SLOTS", "FP_STRUCTS",
     "FP_SVC_MAX", "FpAff", "FpAffKey", "FpBackend", "FpBstat", "FpFlow", "FpFlowKey", "FpReason", "FpRing",
     "FpSvc", "FpSvcKey", "Hook", "HOOKS", "IF_MAX", "IfStat", "MAX_SIP_PORTS", "MAX_TLS_PORTS", "Method",
-    "METHODS", "OVERLOAD_LEVELS", "PARSE_BYTES", "POL_F_MARK", "POL_F_VALID", "Policy", "POLICY_SLOTS",
+    "METHODS", "OC_RESULTS", "OcResult", "OVERLOAD_LEVELS", "PARSE_BYTES", "POL_F_MARK", "POL_F_VALID", "Policy", "POLICY_SLOTS",
     "Prio", "PRIO_CLASSES", "Rate", "Reason", "REASONS", "REASONS_USED", "RL_CLASSES", "RL_MAX", "RlClass",
     "RlKey", "RlState", "SipInfo", "stats_idx", "STATS_SLOTS", "stats_unidx", "Struct", "STRUCTS",
     "TM_BUCKETS", "tm_code_idx", "TM_CODE_METHODS", "TM_CODE_MIN", "TM_CODES", "TM_ENUMS", "TM_EVENTS",

@@ -125,6 +125,16 @@ class AclAction(IntEnum):
     TRUST = 2
 
 
+class OcResult(IntEnum):
+    """enum etsf_oc_result: index of the etsf_oc_stats counters (RFC 7339 rewrite at TC egress)."""
+    REWRITTEN = 0
+    TOO_LONG = 1
+    UNSUPPORTED = 2
+    ERROR = 3
+
+
+OC_RESULTS = 4
+
 STATS_SLOTS = HOOKS * METHODS * VERDICTS * REASONS
 
 
@@ -356,4 +366,5 @@ CORE_ENUMS = {
     "etsf_rl_class": (RlClass, "ETSF_RL_"),
     "etsf_prio": (Prio, "ETSF_PRIO_"),
     "etsf_acl_action": (AclAction, "ETSF_ACL_"),
+    "etsf_oc_result": (OcResult, "ETSF_OC_"),
 }
