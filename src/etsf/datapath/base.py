@@ -207,7 +207,14 @@ def ctl_dict(ctl) -> dict[str, Any]:
             "retry_after_s": int(ctl.retry_after_s),
             "reply_503": not ctl.flags & layout.CTL_F_ADMIT_SILENT,
         },
+        "rfc7339": oc_dict(ctl),
     }
+
+
+def oc_dict(ctl) -> dict[str, Any]:
+    """The RFC 7339 advertisement etsf_ctl holds (TC egress writes it into responses while on)."""
+    return {"enabled": bool(ctl.flags & layout.CTL_F_OC), "reduction_pct": int(ctl.oc_reduction_pct),
+            "validity_ms": int(ctl.oc_validity_ms), "seq": int(ctl.oc_seq)}
 
 
 def init_ctl() -> None:
@@ -354,6 +361,35 @@ def set_admission(rate: int, burst: int | None = None, retry_after: int | None =
             ctl.node_secret = int.from_bytes(os.urandom(8), "little") or 1
     new = ctl_dict(_update_ctl(mut))["admission"]
     return {"changed": new != old["v"], "admission": new, "previous": old["v"]}
+
+
+OC_VALIDITY_MAX = 86_400_000     # ms; the policy schema's bound of overload.auto.rfc7339.validity_ms
+
+
+def set_oc(enabled: bool, reduction: int = 0, validity_ms: int = 0, now_ms: int | None = None) -> dict[str, Any]:
+    """RFC 7339 advertisement: on, the reduction (percent of requests the clients should drop)
+    and oc-validity; off clears the flag (values kept, so oc-seq keeps growing).  oc-seq moves
+    to max(previous + 1, wall-clock ms) whenever what is advertised changes: it only grows,
+    across restarts too (RFC 7339 section 5.2)."""
+    for name, v, hi in (("reduction", reduction, 100), ("validity_ms", validity_ms, OC_VALIDITY_MAX)):
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= hi:
+            raise DatapathError(f"rfc7339 {name} must be an integer in 0..{hi} (got {v!r})")
+    now_ms = int(time.time() * 1000) if now_ms is None else int(now_ms)
+    old = {}
+
+    def mut(ctl):
+        old["v"] = oc_dict(ctl)
+        if not enabled:
+            ctl.flags &= ~layout.CTL_F_OC
+            return
+        if old["v"] == dict(old["v"], enabled=True, reduction_pct=reduction, validity_ms=validity_ms):
+            return
+        ctl.flags |= layout.CTL_F_OC
+        ctl.oc_reduction_pct = reduction
+        ctl.oc_validity_ms = validity_ms
+        ctl.oc_seq = max(int(ctl.oc_seq) + 1, now_ms)
+    new = oc_dict(_update_ctl(mut))
+    return {"changed": new != old["v"], "rfc7339": new, "previous": old["v"]}
 
 
 def admission_counters() -> dict[str, int]:

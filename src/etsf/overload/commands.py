@@ -54,7 +54,11 @@ def cmd_overload_auto(args):
     def _stop(_sig, _frm):
         raise SystemExit(0)                # systemd stop: the last level stays; the fail-safe watches us
     signal.signal(signal.SIGTERM, _stop)
-    last = ctl.run(count=1 if args.once else args.count)
+    try:
+        last = ctl.run(count=1 if args.once else args.count)
+    except SystemExit:
+        ctl.stop()                         # no stale RFC 7339 advertisement (the map lock is released by now)
+        raise
     emit(args, {"ticks": ctl.ticks, "last": last[-1], "history": last}, _text(last))
 
 

@@ -14,6 +14,10 @@ drives the decision and the audit entry names it.
   ``max_step`` of the rate per tick) while over target, additive increase (``max_step`` x
   ``max_rate`` per tick) while under ``1 - hysteresis``, held in between; bounded to
   ``min_rate..max_rate`` and switched off once back at ``max_rate`` with level 0.
+* RFC 7339 advertisement (``rfc7339.enabled``): the reduction asked of ``oc`` clients is the
+  share of new INVITEs the admission control turns away, ``100 x (1 - rate / max_rate)``
+  rounded (0 with admission off), with ``oc-validity = rfc7339.validity_ms`` while it is above
+  0 and ``oc-validity = 0`` (stop) when it is 0.
 """
 
 from __future__ import annotations
@@ -99,6 +103,24 @@ def _next_rate(cfg, rate: int, level: int, p: float) -> int:
     else:
         return rate
     return int(min(hi, max(lo, round(new))))
+
+
+RFC7339_DEFAULT = {"enabled": False, "validity_ms": 5000}
+
+
+def oc_reduction(rate: int, max_rate: int) -> int:
+    """Percent of new INVITEs refused: 100 x (1 - rate / max_rate), 0 with admission off (rate 0)."""
+    if rate <= 0 or max_rate <= 0:
+        return 0
+    return max(0, min(100, round(100 * (1 - rate / max_rate))))
+
+
+def oc_advert(cfg: dict[str, Any], rate: int) -> tuple[bool, int, int]:
+    """(enabled, oc reduction %, oc-validity ms) for admission rate *rate*; oc-validity 0 when
+    nothing is shed tells the clients to stop (RFC 7339 section 5.2)."""
+    oc = cfg.get("rfc7339") or RFC7339_DEFAULT
+    red = oc_reduction(rate, cfg["max_rate"])
+    return bool(oc["enabled"]), red, (oc["validity_ms"] if red else 0)
 
 
 def step(cfg: dict[str, Any], st: State, s: Signals) -> Decision:

@@ -1,7 +1,9 @@
 """The controller loop: sample the signals, step the control law, write the level and the
 admission rate to etsf_ctl through the agent API (the code path of ``etsfctl overload set`` /
 ``admit``), audit every change like a fail-safe transition, publish the state file and a
-heartbeat.  A manual pin (``etsfctl overload set``) stops the writes until resumed."""
+heartbeat.  A manual pin (``etsfctl overload set``) stops the writes until resumed.  With
+``rfc7339.enabled`` the RFC 7339 advertisement follows the admission rate (law.oc_advert);
+without it, or when the controller stops, the advertisement flag is cleared."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from typing import Any, Callable
 
 from .. import datapath
 from ..failsafe.audit import audit
-from .law import State, step
+from .law import State, oc_advert, step
 from .state import read_state, update_state, write_heartbeat
 
 #: ticks of --once / tests are bounded; a service runs until stopped
@@ -33,6 +35,7 @@ class Controller:
         self.clock = clock
         self.law: State | None = None
         self.ticks = 0
+        self.oc: dict[str, Any] | None = None  # the advertisement last written (None: not yet)
 
     def _seed(self) -> State:
         """Start from what etsf_ctl holds now (a restart or a resume continues from there)."""
@@ -44,6 +47,24 @@ class Controller:
             datapath.set_overload(dec.level)
         if dec.rate != prev_rate:
             datapath.set_admission(dec.rate, burst_for(dec.rate, self.cfg["interval_ms"]) if dec.rate else None)
+
+    def _advertise(self, rate: int) -> dict[str, Any] | None:
+        """Write the RFC 7339 advertisement for *rate* (or clear it when disabled, once)."""
+        on, red, validity = oc_advert(self.cfg, rate)
+        if not on and self.oc is not None and not self.oc["enabled"]:
+            return None
+        if on and self.oc is not None and (self.oc["enabled"], self.oc["reduction_pct"],
+                                           self.oc["validity_ms"]) == (True, red, validity):
+            return {"changed": False, "rfc7339": self.oc}
+        res = datapath.set_oc(on, red, validity) if on else datapath.set_oc(False)
+        self.oc = res["rfc7339"]
+        return res
+
+    def stop(self) -> None:
+        """The controller stops: clients are no longer told to reduce (the flag is cleared)."""
+        if (self.cfg.get("rfc7339") or {}).get("enabled"):
+            datapath.set_oc(False)
+            self.oc = None
 
     def tick(self) -> dict[str, Any]:
         sig = self.sampler.sample(self.clock())
@@ -61,16 +82,26 @@ class Controller:
                        changed=dec.changed)
             if dec.changed:
                 self._apply(dec, prev_level, prev_rate)
+            oc = self._advertise(dec.rate)
+            if oc is not None and oc["rfc7339"]["enabled"]:
+                out["rfc7339"] = oc["rfc7339"]
+            if dec.changed:
+                extra = {"oc_reduction_pct": oc["rfc7339"]["reduction_pct"]} if "rfc7339" in out else {}
                 audit("overload_level" if dec.level_changed else "overload_rate", rule=dec.signal,
                       state=f"level {dec.level}",
                       numbers={"level": dec.level, "previous_level": prev_level, "admit_rate": dec.rate,
-                               "previous_admit_rate": prev_rate, "pressure": dec.pressure, **dec.signals})
+                               "previous_admit_rate": prev_rate, "pressure": dec.pressure, **extra,
+                               **dec.signals})
 
         def mut(doc):
             doc.update(signals=out["signals"], ticks=doc.get("ticks", 0) + 1, enabled=True)
             if "level" in out:
                 doc.update(level=out["level"], admit_rate=out["rate"], pressure=out["pressure"],
                            signal=out["signal"])
+                if "rfc7339" in out:
+                    doc["rfc7339"] = out["rfc7339"]
+                else:
+                    doc.pop("rfc7339", None)
                 if out["changed"]:
                     doc["changes_total"] = doc.get("changes_total", 0) + 1
                     doc["last_change"] = {"time": time.time(), "level": out["level"], "admit_rate": out["rate"],

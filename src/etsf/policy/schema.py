@@ -273,6 +273,13 @@ AUTO = S.Map({
     "hysteresis": S.Num(0, 0.9, "a level is left when the pressure is this share below its threshold",
                         default=0.2),
     "interval_ms": S.Int(50, 60_000, "milliseconds between controller ticks", default=500),
+    "rfc7339": S.Map({
+        "enabled": S.Bool("advertise the reduction `100 x (1 - admission rate / max_rate)` to clients whose "
+                          "top Via carries `oc` (responses rewritten at TC egress)", default=False),
+        "validity_ms": S.Int(1, 86_400_000, "`oc-validity` while shedding: how long a client applies the "
+                             "reduction without a newer one (0 is sent when nothing is shed)", default=5000),
+    }, "RFC 7339 loss-based overload control advertised to upstream peers (docs/overload.md)",
+        nullable=True),
 }, "adaptive overload controller (docs/overload.md)", nullable=True)
 
 
