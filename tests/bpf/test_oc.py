@@ -397,3 +397,17 @@ def test_rewritten_response_arrives_at_a_real_socket(env, oc_stats, veth, v6):
     data, src, sport = _deliver(ns, iface, [bytes(bad), out], SRC6 if v6 else SRC4, 5062)
     assert (data, src, sport) == (want, DST6 if v6 else DST4, 5060)
     assert _snmp(ns, proto, "InCsumErrors") == errs + 1
+
+
+def test_outcomes_exported(env, oc_stats):
+    """The exporter reads etsf_oc_stats: etsf_rfc7339_responses_total{result} equals the map."""
+    from etsf.telemetry.collector import EtsfCollector
+    oc_on(env)
+    run(env, oc_stats, udp4(response()), counted=L.OcResult.REWRITTEN)
+    run(env, oc_stats, udp4(response([b"Via: SIP/2.0/UDP h;oc;\r\n branch=z9hG4bKf"])),
+        counted=L.OcResult.UNSUPPORTED)
+    want = {r.name.lower(): n for r, n in _stats(oc_stats).items()}
+    fams = {f.name: f for f in EtsfCollector(env.root).collect()}
+    got = {s.labels["result"]: s.value for s in fams["etsf_rfc7339_responses"].samples
+           if s.name == "etsf_rfc7339_responses_total"}
+    assert got == want and got["rewritten"] >= 1 and got["unsupported"] >= 1

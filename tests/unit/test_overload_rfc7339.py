@@ -83,3 +83,15 @@ def test_policy_rfc7339_values():
     assert p.overload_auto["rfc7339"] == {"enabled": True, "validity_ms": 800}
     p = P.load_text("version: 1\noverload: {auto: {enabled: true, rfc7339: null}}\n")
     assert p.overload_auto["rfc7339"] == {"enabled": False, "validity_ms": 5000}
+
+
+def test_state_metrics_carry_the_reduction(tmp_path, monkeypatch):
+    from etsf.overload import state
+    from etsf.telemetry.collector import overload_auto_metrics
+    monkeypatch.setenv("ETSF_STATE_DIR", str(tmp_path / "state"))
+    state.update_state(lambda d: d.update(level=1, admit_rate=500, changes_total=2, pressure=1.5))
+    assert "etsf_overload_auto_oc_reduction_pct" not in {f.name for f in overload_auto_metrics(state.read_state())}
+    state.update_state(lambda d: d.update(rfc7339={"enabled": True, "reduction_pct": 50, "validity_ms": 5000,
+                                                   "seq": 1764500000123}))
+    m = {f.name: f.samples[0].value for f in overload_auto_metrics(state.read_state())}
+    assert m["etsf_overload_auto_oc_reduction_pct"] == 50

@@ -146,6 +146,14 @@ class EtsfCollector:
             g.add_metric([], ctl[key])
             yield g
 
+        if snap.get("oc"):
+            c = CounterMetricFamily("etsf_rfc7339_responses", "UDP responses to RFC 7339 `oc` clients at TC "
+                                    "egress by outcome: rewritten, or passed unchanged (too_long, "
+                                    "unsupported, error)", labels=["result"])
+            for r, n in sorted(snap["oc"].items()):
+                c.add_metric([r.lower()], n)
+            yield c
+
         yield from overload_auto_metrics(overload_auto_state())
 
         info = GaugeMetricFamily("etsf_bpf_program_info", "Loaded eTSF program (value 1)",
@@ -209,6 +217,11 @@ def overload_auto_metrics(doc: dict[str, Any] | None):
             ("etsf_overload_auto_pressure", "Largest signal/target ratio of the last tick", doc.get("pressure", 0))):
         g = GaugeMetricFamily(name, doc_)
         g.add_metric([], v)
+        yield g
+    if doc.get("rfc7339"):
+        g = GaugeMetricFamily("etsf_overload_auto_oc_reduction_pct", "RFC 7339 reduction (percent) the "
+                              "controller advertises to `oc` clients")
+        g.add_metric([], doc["rfc7339"]["reduction_pct"])
         yield g
     c = CounterMetricFamily("etsf_overload_auto_changes", "Level or admission rate changes the controller "
                             "made")

@@ -49,7 +49,8 @@ def _u64(b: bytes) -> int:
 
 
 class Snapshot(dict):
-    """Plain dict: t, stats, interfaces, hist, codes, events, ctl, programs, maps, cost."""
+    """Plain dict: t, stats, interfaces, hist, codes, events, ctl, programs, maps, cost, oc
+    (RFC 7339 rewrite outcomes at TC egress)."""
 
 
 def open_counted(name: str, root: str, cost: dict):
@@ -75,7 +76,7 @@ def snapshot(root: str | None = None, programs: bool = True) -> Snapshot:
     t0 = time.perf_counter()
     cost = {"maps_opened": 0, "batch_calls": 0, "entries_read": 0, "lookups": 0}
     snap = Snapshot(t=time.time(), mono=time.monotonic(), missing=[], stats=[], interfaces={},
-                    hist={}, codes={}, events={}, ctl=None, programs={}, maps={}, cost=cost)
+                    hist={}, codes={}, events={}, ctl=None, programs={}, maps={}, cost=cost, oc={})
 
     def read(name, fn):
         try:
@@ -143,6 +144,10 @@ def snapshot(root: str | None = None, programs: bool = True) -> Snapshot:
             snap["events"][enum_name(L.TmEvent, int.from_bytes(k[:4], "little"))] = sum(
                 _u64(v) for v in vals)
 
+    def oc(m):
+        for k, vals in _items(m, cost):
+            snap["oc"][enum_name(L.OcResult, int.from_bytes(k[:4], "little"))] = sum(_u64(v) for v in vals)
+
     def ctl(m):
         raw = m.lookup(bytes(4))
         cost["lookups"] += 1
@@ -172,6 +177,7 @@ def snapshot(root: str | None = None, programs: bool = True) -> Snapshot:
     read("etsf_tm_codes", codes)
     read("etsf_tm_events", events)
     read("etsf_ctl", ctl)
+    read("etsf_oc_stats", oc)
     for name in OCCUPANCY_MAPS:
         if name == "etsf_ifstats":
             snap["maps"][name] = {"entries": len(snap["interfaces"]), "max_entries": L.IF_MAX}
