@@ -54,6 +54,8 @@ def test_controller_writes_the_advertisement(tmp_path, etsf_env, etsf_bpf, loade
     st = json.loads(etsfctl("status", "--json", env=etsf_env).stdout)
     assert st["ctl"]["rfc7339"] == {"enabled": True, "reduction_pct": want, "validity_ms": VALIDITY,
                                     "seq": int(c.oc_seq)}
+    text = etsfctl("status", env=etsf_env).stdout
+    assert f"RFC 7339 to oc clients: oc={want} oc-validity={VALIDITY} ms oc-seq={int(c.oc_seq) // 1000}." in text
 
     assert cmd("drain").startswith("drained")
     hist = _auto(etsf_env, ns, policy, "--count", "12")["history"]
@@ -70,6 +72,7 @@ def test_controller_writes_the_advertisement(tmp_path, etsf_env, etsf_bpf, loade
     assert "rfc7339" not in last
     c = read_pinned_ctl(etsf_bpf, root)
     assert _oc(c) == (False, 0, 0) and int(c.oc_seq) == seq_end
+    assert "RFC 7339" not in etsfctl("status", env=etsf_env).stdout
 
 
 def test_stopped_service_clears_the_flag(tmp_path, etsf_env, etsf_bpf, loaded, proxy_ns):

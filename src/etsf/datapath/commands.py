@@ -67,6 +67,10 @@ def cmd_status(args):
             lines.append(f"admission of new INVITEs: {a['rate']}/s burst {a['burst']} per CPU, refused "
                          + (f"answered 503 (Retry-After {a['retry_after_s'] or 'none'})"
                             if a["reply_503"] else "dropped"))
+        oc = c.get("rfc7339") or {}
+        if oc.get("enabled"):
+            lines.append(f"RFC 7339 to oc clients: oc={oc['reduction_pct']} oc-validity={oc['validity_ms']} ms "
+                         f"oc-seq={oc['seq'] // 1000}.{oc['seq'] % 1000:03d}")
     else:
         lines.append("datapath maps not loaded")
     oa = res.get("overload_auto")
