@@ -565,6 +565,12 @@ __noinline int etsf_oc_rewrite_at(struct __sk_buff *skb, const struct etsf_ctl *
 	diff = (__u64)(__u32)snew + (__u32)~(__u32)sold;
 	diff = (diff & 0xffffffff) + (diff >> 32);
 
+	/*
+	 * Everything linear and writable first: once the length changed, a
+	 * store that fails would leave a packet that is neither old nor new.
+	 */
+	if (bpf_skb_pull_data(skb, skb->len))
+		return ETSF_OC_ERROR;
 	if (delta && bpf_skb_change_tail(skb, skb->len + delta, 0))
 		return ETSF_OC_ERROR;
 	if (bpf_skb_store_bytes(skb, poff, o->out, newlen, 0))

@@ -71,7 +71,7 @@ def expected_payload(payload, red=20, validity=500, seq=SEQ):
                  for a, b in zip(cuts, cuts[1:] + [0])]
         out, done = parts[0], False
         for prm in parts[1:]:
-            pname = prm.split("=", 1)[0].lower()
+            pname = prm.split("=", 1)[0].rstrip(" \t").lower()
             if pname in OC_PARAMS:
                 if pname == "oc" and not done:
                     out += oc_string(red, validity, seq)
@@ -189,6 +189,8 @@ def test_oc_only_top_via(env, oc_stats):
     out = check_rewrite(env, oc_stats, response(vias))
     assert b"b.example.com;branch=z9hG4bKb;oc\r\n" in out
     assert b"c.example.com;branch=z9hG4bKc;oc=50\r\n" in out
+    out = check_rewrite(env, oc_stats, response([b"Via: SIP/2.0/UDP a.example.com;oc ,SIP/2.0/UDP b;oc"]))
+    assert b";oc-algo=\"loss\",SIP/2.0/UDP b;oc\r\n" in out
 
 
 def test_oc_ipv6(env, oc_stats):
