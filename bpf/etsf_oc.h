@@ -488,10 +488,9 @@ __noinline int etsf_oc_rewrite_at(struct __sk_buff *skb, const struct etsf_ctl *
 	__u32 zero = 0, newlen, tail, head, oend, csum_off, mtu = 0;
 	__u16 ulen, iplen;
 	__s64 sold, snew;
+	__u32 l3off = offs & 0xffff, l4off = (offs >> 16) & 0xffff, poff = offs >> 32;
 	__s32 delta;
 	__u64 diff;
-
-	__u32 l3off = offs & 0xffff, l4off = (offs >> 16) & 0xffff, poff = offs >> 32;
 
 	if (!skb || !ctl)
 		return ETSF_OC_ERROR;
@@ -605,7 +604,7 @@ static __always_inline int etsf_oc_rewrite(struct __sk_buff *skb, const struct e
 					   const struct etsf_ctl *ctl)
 {
 	if (p->l4proto != IPPROTO_UDP)
-		return ETSF_OC_UNSUPPORTED;
+		return -1;
 	return etsf_oc_rewrite_at(skb, ctl, (__u64)p->poff << 32 | (p->l4off & 0xffff) << 16 |
 				  (p->l3off & 0xffff), p->plen, p->family);
 }
