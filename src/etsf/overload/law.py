@@ -14,6 +14,10 @@ drives the decision and the audit entry names it.
   ``max_step`` of the rate per tick) while over target, additive increase (``max_step`` x
   ``max_rate`` per tick) while under ``1 - hysteresis``, held in between; bounded to
   ``min_rate..max_rate`` and switched off once back at ``max_rate`` with level 0.
+  Switched off only after level 0 was held ``dwell_s`` and in a tick where admission refused
+  no INVITE: under a sustained surge the pressure dips below target as soon as a cut has
+  drained the queue, and switching admission off while it still refuses calls lets the whole
+  surge in again.
 """
 
 from __future__ import annotations
@@ -37,10 +41,12 @@ class Signals:
     pdd_ms: float | None = None       # INVITE -> first 100/180 latency (mean over the tick)
     ratio_5xx: float | None = None    # 5xx share of INVITE final responses over the tick
     cpu: float | None = None          # busy share of the host CPUs over the tick, 0..1
+    refused: int | None = None        # new INVITEs refused by admission over the tick (no pressure)
 
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in (("queue", self.queue), ("drops", self.drops), ("pdd_ms", self.pdd_ms),
-                                  ("ratio_5xx", self.ratio_5xx), ("cpu", self.cpu)) if v is not None}
+                                  ("ratio_5xx", self.ratio_5xx), ("cpu", self.cpu),
+                                  ("refused", self.refused)) if v is not None}
 
 
 @dataclass
@@ -86,15 +92,15 @@ def _next_level(cfg, level: int, p: float) -> int:
     return level
 
 
-def _next_rate(cfg, rate: int, level: int, p: float) -> int:
+def _next_rate(cfg, rate: int, level: int, p: float, may_stop: bool) -> int:
     lo, hi, step = cfg["min_rate"], cfg["max_rate"], cfg["max_step"]
     if rate == 0:
         return hi if p >= 1.0 else 0
     if p > 1.0:
         new = rate * max(1.0 / p, 1.0 - step)
     elif p < 1.0 - cfg["hysteresis"]:
-        if rate >= hi and level == 0:
-            return 0
+        if rate >= hi:
+            return 0 if level == 0 and may_stop else rate
         new = rate + step * hi
     else:
         return rate
@@ -108,9 +114,10 @@ def step(cfg: dict[str, Any], st: State, s: Signals) -> Decision:
     signal = max(pr, key=lambda k: pr[k]) if pr else None
     p = pr[signal] if signal else 0.0
     level = st.level
-    if st.since is None or s.t - st.since >= cfg["dwell_s"]:
+    held = st.since is None or s.t - st.since >= cfg["dwell_s"]
+    if held:
         level = _next_level(cfg, st.level, p)
-    rate = _next_rate(cfg, st.rate, level, p)
+    rate = _next_rate(cfg, st.rate, level, p, held and level == st.level and not s.refused)
     level_changed = level != st.level
     changed = level_changed or rate != st.rate
     if level_changed:
