@@ -114,10 +114,11 @@ def step(cfg: dict[str, Any], st: State, s: Signals) -> Decision:
     signal = max(pr, key=lambda k: pr[k]) if pr else None
     p = pr[signal] if signal else 0.0
     level = st.level
-    held = st.since is None or s.t - st.since >= cfg["dwell_s"]
-    if held:
+    if st.since is None or s.t - st.since >= cfg["dwell_s"]:
         level = _next_level(cfg, st.level, p)
-    rate = _next_rate(cfg, st.rate, level, p, held and level == st.level and not s.refused)
+    since = s.t if level != st.level else st.since
+    quiet = (since is None or s.t - since >= cfg["dwell_s"]) and not s.refused
+    rate = _next_rate(cfg, st.rate, level, p, quiet)
     level_changed = level != st.level
     changed = level_changed or rate != st.rate
     if level_changed:
