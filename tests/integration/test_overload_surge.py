@@ -17,7 +17,9 @@ until the controller is back at level 0 with admission off.
 Asserted (nothing is timed; the controller is observed by its ticks):
 * the controller engaged during the surge: it raised the level and cut the admission rate,
   and every audit entry names the signal that drove it with that signal's value;
-* no ACK or BYE was shed (eTSF's per-method counters; sipp got every BYE answered);
+* no ACK or BYE was shed: eTSF passed every one sipp sent and Kamailio received them (its
+  counters), and every BYE got a final answer (200, or Kamailio's own 408 when its queue held
+  the callee's answer past its timer);
 * every refused INVITE got the in-kernel 503 (sipp accepted it: Retry-After, received=) and
   was never retransmitted; eTSF's admission counters equal sipp's 503 count;
 * Kamailio never saw a refused INVITE: no refused Call-ID is in its log and its own INVITE
@@ -55,7 +57,7 @@ CALM_X, CALM_MAX_S = 0.5, 40     # afterwards: 0.5x, at most this long (bounded 
 TICK_S = 0.2
 # every UAC on one CPU: a veth runs the receiving XDP program on the sender's CPU, so the
 # admission rate (per CPU) is the node's
-UAC_CPU = "1"
+UAC_CPU = str(max(os.sched_getaffinity(0)))
 POLL_S = 0.1                     # the state file is read twice a tick: every tick is seen
 AUTO = {"enabled": True, "proxy_ports": [PROXY_PORT], "target_queue": 16384, "target_pdd_ms": 200,
         "target_5xx_ratio": 0.05, "min_rate": 1, "dwell_s": 1, "max_step": 0.25, "hysteresis": 0.2,
@@ -160,7 +162,8 @@ def _wait_quiet(kam_pid: int, ctl: str, polls: int = 100) -> dict[str, int]:
 def surge(etsf_env, build_dir, tmp_path):
     """Namespaces, eTSF attached on the proxy's veth with a policy enabling the controller,
     the UAC-side veth in NAPI mode (so XDP_TX frames, the 503s, are delivered), Kamailio and
-    the sipp UAS.  Yields a namespace object; everything is removed afterwards."""
+    the sipp UAS.  Yields the Lab (plus kam, kam_log, ctl, tmp); everything is removed
+    afterwards."""
     if os.geteuid() != 0:
         pytest.fail("integration tests need root (BPF, netns)")
     for tool in ("sipp", "kamailio", "kamcmd"):
