@@ -42,6 +42,27 @@ static __always_inline struct etsf_admit *etsf_admit_get(void)
 }
 
 /*
+ * Admission off: the INVITE passes, and is remembered as admitted unless a
+ * live decision to admit it is there already, so that its retransmissions
+ * still pass once admission is switched on (the proxy has the first copy;
+ * a 503 to a copy would end a call the proxy goes on to connect).  Call only
+ * for an out-of-dialog INVITE with a Call-ID.
+ */
+static __always_inline void etsf_admit_note(const struct etsf_sip_result *r)
+{
+	__u64 key = etsf_admit_key(r->callid_hash, r->cseq);
+	__u64 now = bpf_ktime_get_ns();
+	struct etsf_admit_txn *t, nt = {};
+
+	t = bpf_map_lookup_elem(&etsf_admit_txn, &key);
+	if (t && t->admitted && now - t->ts_ns < ETSF_ADMIT_TXN_NS)
+		return;
+	nt.ts_ns = now;
+	nt.admitted = 1;
+	bpf_map_update_elem(&etsf_admit_txn, &key, &nt, BPF_ANY);
+}
+
+/*
  * 1 = admit, 0 = refuse.  Call only for an out-of-dialog INVITE with a
  * Call-ID and admission on (ctl->invite_admit_rate != 0).
  */

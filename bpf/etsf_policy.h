@@ -192,10 +192,13 @@ static __always_inline __u32 etsf_policy_verdict(const struct etsf_ctl *ctl,
 			return ETSF_V_DROP;
 		}
 	}
-	if (r->method == ETSF_M_INVITE && !prot && r->has_callid && ctl->invite_admit_rate &&
-	    !etsf_admit_invite(ctl, r)) {
-		*reason = ETSF_R_ADMISSION;
-		return ETSF_V_DROP;
+	if (r->method == ETSF_M_INVITE && !prot && r->has_callid) {
+		if (!ctl->invite_admit_rate) {
+			etsf_admit_note(r);
+		} else if (!etsf_admit_invite(ctl, r)) {
+			*reason = ETSF_R_ADMISSION;
+			return ETSF_V_DROP;
+		}
 	}
 	*reason = ETSF_R_OK;
 	return ETSF_V_PASS;

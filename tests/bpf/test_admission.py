@@ -45,6 +45,26 @@ def test_off_admits_everything(env, one_cpu):
     assert (a.admitted, a.rejected) == (0, 0)
 
 
+def test_passed_while_off_stays_admitted_once_on(env, one_cpu):
+    """An INVITE that passed while admission was off reached the proxy: once admission is on,
+    its retransmissions pass too (no token, no 503), while new INVITEs are refused."""
+    admission(env, 0, 0)
+    env.xdp(invite(5), V.PASS, M.INVITE, R.OK)
+    key = L.admit_key(L.fnv1a64(b"adm-5@198.18.1.10"), 1).to_bytes(8, "little")
+    t = L.AdmitTxn.from_bytes(env.maps["etsf_admit_txn"].lookup(key))
+    assert t.admitted == 1 and t.ts_ns > 0
+    admission(env, 1000, 0)                                   # on, admitting no new INVITE
+    env.xdp(invite(5), V.PASS, M.INVITE, R.OK, n=2)
+    env.xdp(invite(6), V.DROP, M.INVITE, R.ADMISSION)
+    a = env.admit()
+    assert (a.admitted, a.retrans_admitted, a.rejected, a.retrans_rejected) == (0, 2, 1, 0)
+    admission(env, 0, 0)                                      # off again: the refused one passes
+    env.xdp(invite(6), V.PASS, M.INVITE, R.OK)
+    admission(env, 1000, 0)                                   # and stays admitted
+    env.xdp(invite(6), V.PASS, M.INVITE, R.OK)
+    assert (env.admit().retrans_admitted, env.admit().retrans_rejected) == (3, 0)
+
+
 def test_burst_admits_exactly_burst_new_invites(env, one_cpu):
     """rate 1/s, burst B: N distinct INVITEs admit B plus at most one token per elapsed second."""
     burst, n = 5, 12

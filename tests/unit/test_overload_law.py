@@ -2,6 +2,9 @@
 dwell, bounds, recovery to level 0 after a surge.  Time is an input: no clock, no sleeps."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from etsf.overload.law import LEVEL_UP, Signals, State, step
@@ -123,3 +126,39 @@ def test_bounds_hold_for_any_constant_signal(q):
     ds = run([(i * 0.5, q) for i in range(50)])
     assert all(0 <= d.level <= 3 for d in ds)
     assert all(d.rate == 0 or CFG["min_rate"] <= d.rate <= CFG["max_rate"] for d in ds)
+
+
+SURGE = json.loads((Path(__file__).parent / "overload_fixtures" / "surge_kamailio.json").read_text())
+
+
+def replay(ticks, without=()):
+    st = State()
+    return [step(SURGE["cfg"], st, Signals(t=k["t"], **{n: v for n, v in k["signals"].items() if n not in without}))
+            for k in ticks]
+
+
+def test_recorded_surge_through_kamailio():
+    """The signals of a real surge (sipp at 3x a Kamailio's capacity, then 0.5x): admission
+    engages within a second of the surge, cuts the rate, stays on as long as the surge lasts
+    and is off at level 0 afterwards."""
+    ticks = SURGE["ticks"]
+    start, calm = SURGE["surge_ticks"]
+    ds = replay(ticks)
+    on = next(i for i, d in enumerate(ds) if d.rate)
+    assert ticks[on]["tick"] - start <= 5
+    end = next(i for i, k in enumerate(ticks) if k["tick"] == calm)
+    during = ds[on:end + 1]
+    assert all(d.rate for d in during)
+    assert min(d.rate for d in during) < SURGE["cfg"]["max_rate"] and max(d.level for d in during) >= 1
+    assert (ds[-1].level, ds[-1].rate) == (0, 0) and all(d.level == 0 for d in ds[-5:])
+
+
+def test_recorded_surge_without_refusals_switches_admission_off_midway():
+    """The same trace without the `refused` signal: level 0 held and the rate back at max_rate
+    switch admission off while the surge goes on (what the refusal gate prevents)."""
+    ticks = SURGE["ticks"]
+    _start, calm = SURGE["surge_ticks"]
+    ds = replay(ticks, without=("refused",))
+    on = next(i for i, d in enumerate(ds) if d.rate)
+    end = next(i for i, k in enumerate(ticks) if k["tick"] == calm)
+    assert any(d.rate == 0 for d in ds[on:end])

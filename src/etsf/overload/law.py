@@ -14,6 +14,10 @@ drives the decision and the audit entry names it.
   ``max_step`` of the rate per tick) while over target, additive increase (``max_step`` x
   ``max_rate`` per tick) while under ``1 - hysteresis``, held in between; bounded to
   ``min_rate..max_rate`` and switched off once back at ``max_rate`` with level 0.
+  Switched off only after level 0 was held ``dwell_s`` and in a tick where admission refused
+  no INVITE: under a sustained surge the pressure dips below target as soon as a cut has
+  drained the queue, and switching admission off while it still refuses calls lets the whole
+  surge in again.
 * RFC 7339 advertisement (``rfc7339.enabled``): the reduction asked of ``oc`` clients is the
   share of new INVITEs the admission control turns away, ``100 x (1 - rate / max_rate)``
   rounded (0 with admission off), with ``oc-validity = rfc7339.validity_ms`` while it is above
@@ -41,10 +45,12 @@ class Signals:
     pdd_ms: float | None = None       # INVITE -> first 100/180 latency (mean over the tick)
     ratio_5xx: float | None = None    # 5xx share of INVITE final responses over the tick
     cpu: float | None = None          # busy share of the host CPUs over the tick, 0..1
+    refused: int | None = None        # new INVITEs refused by admission over the tick (no pressure)
 
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in (("queue", self.queue), ("drops", self.drops), ("pdd_ms", self.pdd_ms),
-                                  ("ratio_5xx", self.ratio_5xx), ("cpu", self.cpu)) if v is not None}
+                                  ("ratio_5xx", self.ratio_5xx), ("cpu", self.cpu),
+                                  ("refused", self.refused)) if v is not None}
 
 
 @dataclass
@@ -90,15 +96,15 @@ def _next_level(cfg, level: int, p: float) -> int:
     return level
 
 
-def _next_rate(cfg, rate: int, level: int, p: float) -> int:
+def _next_rate(cfg, rate: int, level: int, p: float, may_stop: bool) -> int:
     lo, hi, step = cfg["min_rate"], cfg["max_rate"], cfg["max_step"]
     if rate == 0:
         return hi if p >= 1.0 else 0
     if p > 1.0:
         new = rate * max(1.0 / p, 1.0 - step)
     elif p < 1.0 - cfg["hysteresis"]:
-        if rate >= hi and level == 0:
-            return 0
+        if rate >= hi:
+            return 0 if level == 0 and may_stop else rate
         new = rate + step * hi
     else:
         return rate
@@ -132,7 +138,9 @@ def step(cfg: dict[str, Any], st: State, s: Signals) -> Decision:
     level = st.level
     if st.since is None or s.t - st.since >= cfg["dwell_s"]:
         level = _next_level(cfg, st.level, p)
-    rate = _next_rate(cfg, st.rate, level, p)
+    since = s.t if level != st.level else st.since
+    quiet = (since is None or s.t - since >= cfg["dwell_s"]) and not s.refused
+    rate = _next_rate(cfg, st.rate, level, p, quiet)
     level_changed = level != st.level
     changed = level_changed or rate != st.rate
     if level_changed:

@@ -1,6 +1,7 @@
 """The controller's signals, each cheap and local: proxy socket receive queues and drops
 (/proc/net/udp, /proc/net/udp6), eTSF's own INVITE -> 100 (else 180) latency and 5xx ratio
-(the telemetry maps, via the exporter's snapshot reader) and host CPU busy share (/proc/stat).
+(the telemetry maps, via the exporter's snapshot reader), host CPU busy share (/proc/stat)
+and the new INVITEs admission refused (etsf_admit).
 
 Counters (drops, latency sums, response codes, CPU jiffies) are turned into per-tick deltas
 here, so the control law sees one tick's worth and stays pure.
@@ -65,6 +66,16 @@ def telemetry(root: str | None) -> dict[str, Any] | None:
     return {"lat": lat, "codes": invite_codes(snap)}
 
 
+def admission_refused() -> int | None:
+    """New INVITEs refused by admission so far (first copies, all CPUs), or None when the
+    data path is not loaded."""
+    from .. import datapath
+    try:
+        return datapath.admission_counters()["rejected"]
+    except Exception:  # noqa: BLE001 - maps not loaded: no admission this tick
+        return None
+
+
 class Sampler:
     """Reads every signal once per tick and keeps the previous counters for the deltas."""
 
@@ -92,6 +103,11 @@ class Sampler:
             if "cpu" in self.prev and total > self.prev["cpu"][1]:
                 s.cpu = round((busy - self.prev["cpu"][0]) / (total - self.prev["cpu"][1]), 4)
             self.prev["cpu"] = (busy, total)
+        refused = admission_refused() if self.use_telemetry else None
+        if refused is not None:
+            if "refused" in self.prev:
+                s.refused = max(0, refused - self.prev["refused"])
+            self.prev["refused"] = refused
         tel = telemetry(self.pin_root) if self.use_telemetry else None
         if tel is not None:
             if "tel" in self.prev:
