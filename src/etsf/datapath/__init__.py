@@ -23,7 +23,8 @@ from .loader import attach, detach, forget, interface_status, pins
 from .base import (MAP_CTL, MAP_IFSTATS, MAP_STATS, MODES, OUR_PROGS, TC_OBJ, TC_PROG, XDP_OBJ, XDP_PROG,
                    DatapathError, build, check_objects, ctl_dict, default_build_dir, default_src_dir, heartbeat, ifindex,
                    init_ctl, load_state, method_totals, object_path, prog_name, read_ctl, repin, save_state,
-                   set_admission, set_bypass, set_overload, stats, admission_counters, keepalive_counters)
+                   set_admission, set_bypass, set_overload, stats, admission_counters,
+                   keepalive_counters)
 from .ops import REVERT_MODES, read_restore_config, restore, revert, status
 
 __all__ = [
