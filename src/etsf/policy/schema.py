@@ -22,7 +22,8 @@ from ..errors import PolicyError
 from .consts import (ACL_MIN_PREFIX_V4, ACL_MIN_PREFIX_V6, ACL_PER_SLOT, DSCP_DEFAULT, DSCP_NAMES, FP_AFFINITIES,
                      FP_BACKENDS_PER_POLICY, FP_PROTOCOLS, FP_SVC_MAX, FP_WEIGHT_MAX, MAX_SIP_PORTS, MAX_TLS_PORTS,
                      METHOD_NAMES, OVERLOAD_LEVELS, PRIO_DEFAULTS, PRIO_NAMES, RL_CLASS_NAMES, ROOT, SCHEMA_VERSION,
-                     SHED_DEFAULTS)
+                     SHED_DEFAULTS, KA_HDR_MAX)
+from .keepalive import KEEPALIVE, check_keepalive, keepalive_canonical, keepalive_default
 
 
 # ---------------------------------------------------------------------------
@@ -55,6 +56,8 @@ class Policy:
     acl_min_prefix_v4: int = ACL_MIN_PREFIX_V4
     acl_min_prefix_v6: int = ACL_MIN_PREFIX_V6
     acl_allow_broad: bool = False
+    # keep-alive OPTIONS answered in the kernel, NAT keep-alives (docs/keepalive.md)
+    keepalive: dict[str, Any] = field(default_factory=lambda: keepalive_default())
 
     def acl_guard(self) -> dict[str, Any] | None:
         """The acl_guard section when it differs from the defaults, else None."""
@@ -81,6 +84,8 @@ class Policy:
                         "skb_priority": self.skb_priority},
             "deadman": {"timeout_ms": self.deadman_timeout_ms},
             **({"services": sort_services(self.services)} if self.services else {}),
+            **({"keepalive": keepalive_canonical(self.keepalive)}
+               if keepalive_canonical(self.keepalive) != keepalive_default() else {}),
             **({"acl_guard": guard} if guard else {}),
         }
 
@@ -346,6 +351,7 @@ POLICY = S.Map({
                               default=False),
     }, "guard against `trust`/`deny` prefixes that cover (almost) everything; steers validation only",
         nullable=True),
+    "keepalive": KEEPALIVE,
 })
 
 TOP_KEYS = tuple(POLICY.fields)
@@ -373,7 +379,10 @@ CROSS_RULES = (
     "`services[].name` and `services[].vip`:`port`/`protocol` are unique among services; a backend has the "
     "VIP's address family, is not the VIP, and an `address`:`port` is a backend of one service only;",
     f"at most {FP_BACKENDS_PER_POLICY} backends in all services; `services[].backends[].port` defaults to the "
-    "service port.",
+    "service port;",
+    "`keepalive.identities` is not empty when `keepalive.enabled` is true; `keepalive.probe.alive_ms` is at "
+    f"least `keepalive.probe.interval_ms`; the `allow`/`accept`/`supported`/`server` lines together are at most "
+    f"{KA_HDR_MAX} bytes.",
 )
 
 
@@ -467,6 +476,7 @@ def _policy(d) -> Policy:
     g = d["acl_guard"]
     p.acl_min_prefix_v4, p.acl_min_prefix_v6, p.acl_allow_broad = (g["ipv4_min_prefix"], g["ipv6_min_prefix"],
                                                                    g["allow_broad"])
+    p.keepalive = check_keepalive(d["keepalive"])
     return p
 
 
