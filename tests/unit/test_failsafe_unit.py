@@ -77,6 +77,20 @@ def test_rate_limiter_drops_are_excused():
     assert not r["breach"] and r["value"] == 0.0
 
 
+@pytest.mark.parametrize("method,reason", [("INVITE", "ADMISSION"), ("INVITE", "ADMIT_503"),
+                                           ("REGISTER", "OVERLOAD"), ("UNKNOWN", "NAT_KEEPALIVE")])
+def test_overload_control_and_nat_keepalive_drops_are_excused(method, reason):
+    """The admission control refusing 2 of 3 INVITEs in a surge is doing its job: a fail-safe that
+    counted it would switch the node to bypass exactly when the proxy needs protecting."""
+    cur = snap(2.0, ok=50)
+    cur["stats"].append(("XDP", method, "DROP", reason, 950))
+    r = fs.rule_drop_ratio(DR, [snap(0.0)], cur)
+    assert not r["breach"] and r["value"] == 0.0
+    counted = dict(DR, excused_reasons=["RATE_LIMIT"])
+    r = fs.rule_drop_ratio(counted, [snap(0.0)], cur)
+    assert r["breach"] and r["drops"] == 950
+
+
 def test_ser_learns_baseline_then_trips():
     cfg = {**fs.validate({})["rules"]["ser"], "window_s": 1.0, "min_attempts": 10, "min_baseline_windows": 2}
     learn: dict = {}
