@@ -205,3 +205,46 @@ def test_retransmits_as_a_non_invite_transaction(tmp_path, etsf_env, etsf_bpf, l
     # sent at 0 and again from T1 = 0.5 s on (RFC 3261 Timer E), the same transaction each time
     assert r["probe"]["outcome"] == "timeout" and r["probe"]["sent"] >= 2 and len(peer.seen) == r["probe"]["sent"]
     assert len({sip.parse(b"SIP/2.0 200 X\r\n" + d.split(b"\r\n", 1)[1]).first("via") for d in peer.seen}) == 1
+
+
+def _families(root):
+    from etsf.telemetry.collector import EtsfCollector
+    return {f.name: f for f in EtsfCollector(root).collect()}
+
+
+def _sample(fams, name, **labels):
+    fam = fams[name]
+    vals = [s.value for s in fam.samples if s.name in (name, name + "_total") and s.labels == labels]
+    assert len(vals) == 1, (name, labels, fam.samples)
+    return vals[0]
+
+
+def test_status_and_metrics_follow_the_prober(tmp_path, etsf_env, etsf_bpf, loaded, peer):
+    from etsf.keepalive.commands import status
+    root = etsf_env["ETSF_PIN_ROOT"]
+    fams = _families(root)
+    assert _sample(fams, "etsf_keepalive_proxy_alive") == 0 and "etsf_keepalive_probes" not in fams
+    assert _sample(fams, "etsf_keepalive_answered") == 0
+    assert _sample(fams, "etsf_keepalive_passed", reason="proxy_stale") == 0
+    assert _sample(fams, "etsf_nat_keepalives", action="dropped") == 0
+
+    pr = _prober(peer.port, tmp_path)
+    pr.tick()
+    fams = _families(root)
+    assert _sample(fams, "etsf_keepalive_proxy_alive") == 1 and _sample(fams, "etsf_keepalive_sample_every") == 7
+    assert 0 < _sample(fams, "etsf_keepalive_proxy_alive_remaining_seconds") <= 3.0
+    assert _sample(fams, "etsf_keepalive_probes", outcome="ok") == 1
+    assert _sample(fams, "etsf_keepalive_prober_running") == 1 and _sample(fams, "etsf_keepalive_transitions") == 1
+    st = status()
+    assert st["enabled"] and st["gate"]["proxy_alive"] and st["gate"]["sample_every"] == 7
+    assert st["prober"]["last_probe"]["outcome"] == "ok" and st["counters"]["answered"] == 0
+
+    peer.mode = "503 Service Unavailable"
+    pr.tick()
+    pr.stop()
+    fams = _families(root)
+    assert _sample(fams, "etsf_keepalive_proxy_alive") == 0
+    assert _sample(fams, "etsf_keepalive_probes", outcome="rejected") == 1
+    assert _sample(fams, "etsf_keepalive_prober_running") == 0 and _sample(fams, "etsf_keepalive_transitions") == 2
+    st = status()
+    assert not st["enabled"] and not st["gate"]["proxy_alive"] and st["gate"]["proxy_alive_until_ns"] == 0

@@ -28,6 +28,26 @@ def load_config(policy_file: str, interval_s: float | None = None) -> dict[str, 
     return cfg
 
 
+def counters() -> dict[str, int] | None:
+    """etsf_ka_stats summed over CPUs; None when the loaded objects have no responder."""
+    from .. import bpf, layout
+    from ..paths import pin_root
+    try:
+        m = bpf.open_map("etsf_ka_stats", pin_root(), read_only=True)
+    except (OSError, bpf.BpfError):
+        return None
+    try:
+        vals = m.lookup_percpu(bytes(4)) or []
+    finally:
+        m.close()
+    tot = {n: 0 for n, *_unused in layout.KaStats._fields_ if n != "sample_seq"}
+    for v in vals:
+        k = layout.KaStats.from_bytes(v)
+        for n in tot:
+            tot[n] += int(getattr(k, n))
+    return tot
+
+
 def status() -> dict[str, Any]:
     """The responder as the kernel and the prober see it: the gate in etsf_ctl, the prober's
     state file, the kernel's keep-alive counters."""
@@ -39,10 +59,7 @@ def status() -> dict[str, Any]:
     if maps_present(pin_root()):
         ctl = datapath.read_ctl()
         out["gate"] = datapath.keepalive_gate(ctl, time.monotonic_ns())
-        try:
-            out["counters"] = datapath.keepalive_counters()
-        except datapath.DatapathError:
-            out["counters"] = None             # objects without the responder
+        out["counters"] = counters()
     pr = out["prober"] or {}
     out["enabled"] = bool(pr.get("enabled")) and not pr.get("stopped")
     return out

@@ -81,6 +81,7 @@ class Prober:
         def mut(doc):
             outcomes = doc.get("outcomes") or {}
             outcomes[res.outcome] = outcomes.get(res.outcome, 0) + 1
+            doc.pop("stopped", None)
             doc.update(enabled=True, target=f"{cfg['address']}:{cfg['port']}", interval_ms=cfg["interval_ms"],
                        timeout_ms=cfg["timeout_ms"], alive_ms=cfg["alive_ms"],
                        sample_every=cfg["sample_every"], alive=alive, alive_until_ns=until,
