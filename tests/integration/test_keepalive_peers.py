@@ -201,8 +201,8 @@ def test_sampled_share_reaches_the_proxy(lab, node, tmp_path, etsf_env):
     n, every = 40, 5
     node.policy.write_text(_policy(sample_every=every))
     etsfctl("policy", "apply", str(node.policy), env=etsf_env)
-    assert node.probe()[-1]["probe"]["outcome"] == "ok"       # the prober writes the sampling rate
-    assert node.gate()[1] == every
+    assert node.gate()[1] == every                            # written with the policy slot swap
+    assert node.probe()[-1]["probe"]["outcome"] == "ok"
     seen0, ka0 = set(node.proxy.device_options()), node.ka()
     _sipp_options(lab, tmp_path / "sipp", n)
     d = _ka_delta(ka0, node.ka())

@@ -18,8 +18,7 @@ from conftest import read_pinned_ctl
 
 from etsf.keepalive import sip
 
-CFG = {"address": "127.0.0.1", "port": 0, "interval_ms": 100, "timeout_ms": 300, "alive_ms": 3000,
-       "sample_every": 7}
+CFG = {"address": "127.0.0.1", "port": 0, "interval_ms": 100, "timeout_ms": 300, "alive_ms": 600_000}
 
 
 class Peer:
@@ -111,8 +110,8 @@ def test_200_opens_the_gate_for_alive_ms(tmp_path, etsf_env, etsf_bpf, loaded, p
     t1 = time.monotonic_ns()
     until, every = _gate(etsf_bpf, etsf_env)
     assert r["probe"]["outcome"] == "ok" and r["probe"]["status"] == 200 and r["alive"] and r["transition"]
-    assert t0 + 3000 * 10**6 <= until <= t1 + 3000 * 10**6 and until == r["alive_until_ns"]
-    assert every == 7
+    assert t0 + 600_000 * 10**6 <= until <= t1 + 600_000 * 10**6 and until == r["alive_until_ns"]
+    assert every == 0                 # the sampling rate is the policy's: the prober leaves it
     # the probe is a well-formed OPTIONS to the proxy itself
     req = sip.parse(b"SIP/2.0 200 X\r\n" + peer.seen[0].split(b"\r\n", 1)[1])
     assert peer.seen[0].startswith(b"OPTIONS sip:127.0.0.1:%d SIP/2.0\r\n" % peer.port)
@@ -147,7 +146,7 @@ def test_non_2xx_final_answer_shuts_the_gate_at_once(tmp_path, etsf_env, etsf_bp
     r = pr.tick()
     assert (r["probe"]["outcome"], r["probe"]["status"], r["alive"], r["alive_until_ns"]) == (outcome, status,
                                                                                              False, 0)
-    assert _gate(etsf_bpf, etsf_env) == (0, 7)
+    assert _gate(etsf_bpf, etsf_env) == (0, 0)
     assert [(a["event"], a["rule"]) for a in _audit(etsf_env)][-1] == ("keepalive_proxy_dead", outcome)
 
 
@@ -158,7 +157,7 @@ def test_closed_port_shuts_the_gate_at_once(tmp_path, etsf_env, etsf_bpf, loaded
     peer.close()                                   # nothing listens: ICMP port unreachable
     r = pr.tick()
     assert (r["probe"]["outcome"], r["alive"], r["probe"]["sent"]) == ("refused", False, 1)
-    assert _gate(etsf_bpf, etsf_env) == (0, 7)
+    assert _gate(etsf_bpf, etsf_env) == (0, 0)
     ev = _audit(etsf_env)
     assert ev[-1]["event"] == "keepalive_proxy_dead" and ev[-1]["rule"] == "refused"
     assert ev[-1]["numbers"]["target"] == f"127.0.0.1:{port}"
@@ -172,7 +171,7 @@ def test_no_answer_leaves_the_gate_to_run_out(tmp_path, etsf_env, etsf_bpf, load
     peer.mode = mode
     r = pr.tick()
     assert r["probe"]["outcome"] == "timeout" and r["alive"] and not r["transition"]
-    assert _gate(etsf_bpf, etsf_env) == (until, 7)            # neither extended nor shut
+    assert _gate(etsf_bpf, etsf_env) == (until, 0)            # neither extended nor shut
     assert len(_audit(etsf_env)) == 1
     # T1 = 500 ms > the 300 ms timeout: one datagram, no retransmission
     assert r["probe"]["sent"] == 1 and len(peer.seen) == 2
@@ -180,11 +179,15 @@ def test_no_answer_leaves_the_gate_to_run_out(tmp_path, etsf_env, etsf_bpf, load
 
 def test_expiry_without_answers_is_audited(tmp_path, etsf_env, etsf_bpf, loaded, peer):
     from etsf import datapath
+    from etsf.keepalive.prober import Prober
     peer.mode = "silent"
-    # the gate runs out 1 ms from now, well inside the 300 ms the silent probe waits
-    datapath.set_keepalive_gate(time.monotonic_ns() + 10**6, 7)
-    r = _prober(peer.port, tmp_path).tick()
+    t = time.monotonic_ns()
+    datapath.set_keepalive_gate(t + 10**9)
+    # the prober's clock: the gate open when the round starts, run out when the silent probe ends
+    clock = iter([t, t + 2 * 10**9])
+    r = Prober(dict(CFG, port=peer.port), clock_ns=lambda: next(clock)).tick()
     assert (r["probe"]["outcome"], r["alive"], r["transition"]) == ("timeout", False, True)
+    assert _gate(etsf_bpf, etsf_env)[0] == t + 10**9           # a timeout writes nothing
     ev = _audit(etsf_env)
     assert [(a["event"], a["rule"]) for a in ev] == [("keepalive_proxy_dead", "expired")]
 
@@ -193,7 +196,7 @@ def test_stop_shuts_the_gate(tmp_path, etsf_env, etsf_bpf, loaded, peer):
     pr = _prober(peer.port, tmp_path)
     assert pr.tick()["alive"]
     pr.stop()
-    assert _gate(etsf_bpf, etsf_env) == (0, 7)
+    assert _gate(etsf_bpf, etsf_env) == (0, 0)
     assert _audit(etsf_env)[-1]["rule"] == "prober_stopped"
     st = json.loads((tmp_path / "state" / "keepalive.json").read_text())
     assert st["alive"] is False and st["stopped"]
@@ -228,11 +231,13 @@ def test_status_and_metrics_follow_the_prober(tmp_path, etsf_env, etsf_bpf, load
     assert _sample(fams, "etsf_keepalive_passed", reason="proxy_stale") == 0
     assert _sample(fams, "etsf_nat_keepalives", action="dropped") == 0
 
+    from etsf import datapath
+    datapath.set_keepalive_gate(0, 7)            # as a policy with keepalive.sample_every: 7 does
     pr = _prober(peer.port, tmp_path)
     pr.tick()
     fams = _families(root)
     assert _sample(fams, "etsf_keepalive_proxy_alive") == 1 and _sample(fams, "etsf_keepalive_sample_every") == 7
-    assert 0 < _sample(fams, "etsf_keepalive_proxy_alive_remaining_seconds") <= 3.0
+    assert 0 < _sample(fams, "etsf_keepalive_proxy_alive_remaining_seconds") <= 600
     assert _sample(fams, "etsf_keepalive_probes", outcome="ok") == 1
     assert _sample(fams, "etsf_keepalive_prober_running") == 1 and _sample(fams, "etsf_keepalive_transitions") == 1
     st = status()

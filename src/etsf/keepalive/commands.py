@@ -21,7 +21,7 @@ def load_config(policy_file: str, interval_s: float | None = None) -> dict[str, 
         raise ValueError(f"{policy_file}: keepalive.enabled is false (nothing to probe for)")
     pr = ka["probe"]
     cfg = {"address": pr["address"], "port": pr["port"], "interval_ms": pr["interval_ms"],
-           "timeout_ms": pr["timeout_ms"], "alive_ms": pr["alive_ms"], "sample_every": ka["sample_every"]}
+           "timeout_ms": pr["timeout_ms"], "alive_ms": pr["alive_ms"]}
     if interval_s is not None:
         cfg["interval_ms"] = max(1, int(round(interval_s * 1000)))
         cfg["timeout_ms"] = min(cfg["timeout_ms"], cfg["interval_ms"])
@@ -29,23 +29,12 @@ def load_config(policy_file: str, interval_s: float | None = None) -> dict[str, 
 
 
 def counters() -> dict[str, int] | None:
-    """etsf_ka_stats summed over CPUs; None when the loaded objects have no responder."""
-    from .. import bpf, layout
-    from ..paths import pin_root
+    """The kernel's keep-alive counters; None when the loaded objects have no responder."""
+    from .. import datapath
     try:
-        m = bpf.open_map("etsf_ka_stats", pin_root(), read_only=True)
-    except (OSError, bpf.BpfError):
+        return datapath.keepalive_counters()
+    except datapath.DatapathError:
         return None
-    try:
-        vals = m.lookup_percpu(bytes(4)) or []
-    finally:
-        m.close()
-    tot = {n: 0 for n, *_unused in layout.KaStats._fields_ if n != "sample_seq"}
-    for v in vals:
-        k = layout.KaStats.from_bytes(v)
-        for n in tot:
-            tot[n] += int(getattr(k, n))
-    return tot
 
 
 def status() -> dict[str, Any]:

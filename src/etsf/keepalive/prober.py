@@ -4,14 +4,15 @@ audit alive/dead transitions, publish the state file and a heartbeat.
 What each probe outcome writes (``now`` = CLOCK_MONOTONIC when the answer arrived, the clock
 of the kernel's bpf_ktime_get_ns()):
 
-* ``ok`` (2xx)                   proxy_alive_until_ns = now + alive_ms, ka_sample_every;
+* ``ok`` (2xx)                   proxy_alive_until_ns = now + alive_ms;
 * ``timeout``                    nothing: the gate runs out by itself alive_ms after the last
                                  2xx (a lost datagram is not a dead proxy);
 * ``rejected``, ``refused``,
   ``unreachable``, ``error``     proxy_alive_until_ns = 0 at once: the proxy said no, or is
                                  certainly not there.
 
-A clean stop (SIGTERM) writes 0 as well: nothing vouches for the proxy any more.
+A clean stop (SIGTERM) writes 0 as well: nothing vouches for the proxy any more.  The sampling
+rate (ka_sample_every) is the policy's, written with the policy slot swap, never by the prober.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ class Prober:
         self.alive = False                   # the gate as last written or seen
 
     def _write(self, until_ns: int) -> None:
-        datapath.set_keepalive_gate(until_ns, self.cfg["sample_every"])
+        datapath.set_keepalive_gate(until_ns)
 
     def tick(self) -> dict[str, Any]:
         cfg = self.cfg
@@ -62,8 +63,6 @@ class Prober:
         elif res.outcome in P.CLEAR_FAILURES:
             until = 0
             self._write(0)
-        elif int(ctl.ka_sample_every) != cfg["sample_every"]:
-            self._write(until)                # a timeout keeps the gate; the sampling follows the policy
         alive = bool(until) and now < until
         out: dict[str, Any] = {"tick": self.ticks, "probe": res.as_dict(), "alive": alive,
                                "alive_until_ns": until,
@@ -83,8 +82,7 @@ class Prober:
             outcomes[res.outcome] = outcomes.get(res.outcome, 0) + 1
             doc.pop("stopped", None)
             doc.update(enabled=True, target=f"{cfg['address']}:{cfg['port']}", interval_ms=cfg["interval_ms"],
-                       timeout_ms=cfg["timeout_ms"], alive_ms=cfg["alive_ms"],
-                       sample_every=cfg["sample_every"], alive=alive, alive_until_ns=until,
+                       timeout_ms=cfg["timeout_ms"], alive_ms=cfg["alive_ms"], alive=alive, alive_until_ns=until,
                        probes_total=doc.get("probes_total", 0) + 1, outcomes=outcomes,
                        last_probe={"time": time.time(), **out["probe"]})
             if changed:
