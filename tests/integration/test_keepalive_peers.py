@@ -36,16 +36,17 @@ from test_sipp_traffic import SIP_PORT, _counts, _delta, _sipp, _snapshot, _stat
 HERE = Path(__file__).resolve().parent
 KAM_CFG = HERE / "keepalive" / "kamailio.cfg.in"
 SERVER = "etsf-it-keepalive"
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS"
 
 
 def _policy(sample_every: int = 0) -> str:
     # alive_ms is long: the gate must not run out by itself while a bounded sipp run lasts; the
-    # tests shut it only through what the prober sees
+    # tests shut it only through what the prober sees.  Only a Server line is added to the 200
+    # (it tells the kernel's answer from Kamailio's): the 200 stays no longer than the devices'
+    # requests, as on veth an XDP frame cannot grow by more than its alignment slack
     return json.dumps({
         "version": 1, "sip_ports": [SIP_PORT],
         "keepalive": {"enabled": True, "identities": [UAS_IP], "sample_every": sample_every,
-                      "allow": ALLOW, "server": SERVER,
+                      "server": SERVER,
                       "probe": {"address": UAS_IP, "port": SIP_PORT, "interval_ms": 200, "timeout_ms": 300,
                                 "alive_ms": 600_000}},
     })
@@ -189,7 +190,7 @@ def test_sipp_and_sipsak_answered_in_the_kernel(lab, node, tmp_path):
     _sipp_options(lab, tmp_path / "sipp", n)
     rc, out = _sipsak(lab, tmp_path, "alive")
     assert rc == 0, out
-    assert "SIP/2.0 200 OK" in out and f"Server: {SERVER}" in out and f"Allow: {ALLOW}" in out, out
+    assert "SIP/2.0 200 OK" in out and f"Server: {SERVER}" in out and re.search(r"\nTo: .*;tag=\w+", out), out
     ka, st = node.ka(), _snapshot()
     assert _ka_delta(ka0, ka) == {"answered": n + 1}
     xdp = _delta(st0, st, "XDP")
