@@ -26,6 +26,8 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -270,3 +272,67 @@ def test_bypass_passes_options_to_the_proxy(lab, node, tmp_path, etsf_env):
     rc, out = _sipsak(lab, tmp_path, "after")
     assert rc == 0 and f"Server: {SERVER}" in out, out
     assert _ka_delta(ka0, node.ka()) == {"answered": 1}
+
+
+def _state(env) -> dict:
+    try:
+        with open(os.path.join(env["ETSF_STATE_DIR"], "keepalive.json"), encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
+def _wait_probes(env, proc, done, polls: int = 300) -> dict:
+    """Read the running prober's state file until done(state) (at most `polls` reads, 0.1 s apart)."""
+    for _poll in range(polls):
+        st = _state(env)
+        if st and done(st):
+            return st
+        assert proc.poll() is None, "the prober exited"
+        time.sleep(0.1)
+    pytest.fail(f"prober state never reached the condition: {st}")
+    return {}
+
+
+def test_prober_as_a_service_follows_the_proxy(lab, node, tmp_path, etsf_env):
+    """The prober's loop as etsf-keepalive.service runs it: every interval, until SIGTERM, which
+    shuts the gate on its way out."""
+    hb = tmp_path / "run" / "keepalive.heartbeat"
+    env = dict(os.environ, PYTHONPATH=str(HERE.parents[1] / "src"), **etsf_env)
+    log = (tmp_path / "prober.log").open("w")
+    proc = subprocess.Popen(["nsenter", f"--net=/run/netns/{lab.srv_ns}", sys.executable, "-m", "etsf",
+                             "keepalive", "probe", "--policy", str(node.policy), "--interval", "0.1",
+                             "--heartbeat-file", str(hb), "--json"],
+                            env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        n0 = _state(etsf_env).get("probes_total", 0)
+        st = _wait_probes(etsf_env, proc, lambda s: s["probes_total"] >= n0 + 2)
+        assert st["alive"] and st["last_probe"]["outcome"] == "ok" and hb.exists()
+
+        node.proxy.stop()
+        st = _wait_probes(etsf_env, proc, lambda s: s["last_probe"]["outcome"] == "refused")
+        assert not st["alive"] and node.gate()[0] == 0
+        ka0 = node.ka()
+        rc, out = _sipsak(lab, tmp_path, "service-dead")
+        assert rc == 3 and "200 OK" not in out, out
+        assert set(_ka_delta(ka0, node.ka())) == {"passed_proxy_stale"}
+
+        node.proxy.start()
+        st = _wait_probes(etsf_env, proc, lambda s: s["last_probe"]["outcome"] == "ok")
+        assert st["alive"] and node.gate()[0] > 0
+        rc, out = _sipsak(lab, tmp_path, "service-back")
+        assert rc == 0 and f"Server: {SERVER}" in out, out
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=30)
+        log.close()
+    assert rc == 0, (tmp_path / "prober.log").read_text()[-2000:]
+    assert node.gate()[0] == 0                                  # a stopped prober vouches for nothing
+    st = _state(etsf_env)
+    assert st["stopped"] and not st["alive"]
+    audit = [json.loads(ln) for ln in open(os.path.join(etsf_env["ETSF_STATE_DIR"], "failsafe-audit.jsonl"),
+                                             encoding="utf-8") if "keepalive" in ln]
+    assert [(a["event"], a["rule"]) for a in audit][-3:] == [("keepalive_proxy_dead", "refused"),
+                                                             ("keepalive_proxy_alive", "ok"),
+                                                             ("keepalive_proxy_dead", "prober_stopped")]

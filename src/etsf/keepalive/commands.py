@@ -88,20 +88,19 @@ def _status_text(st: dict[str, Any]) -> str:
 
 
 def cmd_probe(args):
+    import threading
     from .prober import Prober
     cfg = load_config(args.policy, args.interval)
     pr = Prober(cfg, heartbeat_file=args.heartbeat_file)
-
-    def _stop(_sig, _frm):
-        raise SystemExit(0)
-    signal.signal(signal.SIGTERM, _stop)
-    try:
-        last = pr.run(count=1 if args.once else args.count)
-    except SystemExit:
-        pr.stop()
-        raise
-    if not args.once and args.count is None:
-        pr.stop()
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda _sig, _frm: stop.set())
+    last = pr.run(count=1 if args.once else args.count, stop=stop)
+    if stop.is_set() or (not args.once and args.count is None):
+        pr.stop()                          # systemd stop: nothing vouches for the proxy any more
+    if not last:
+        emit(args, {"ticks": 0, "last": None, "history": []}, "stopped before the first probe")
+        return
     emit(args, {"ticks": pr.ticks, "last": last[-1], "history": last}, _probe_text(last))
 
 

@@ -17,6 +17,7 @@ rate (ka_sample_every) is the policy's, written with the policy slot swap, never
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any, Callable
 
@@ -106,14 +107,19 @@ class Prober:
         update_state(mut)
         self.alive = False
 
-    def run(self, count: int | None = None, sleep: Callable[[float], None] = time.sleep) -> list[dict[str, Any]]:
-        """Tick *count* times (None: until stopped), one tick per interval_ms; the last results."""
+    def run(self, count: int | None = None, stop: threading.Event | None = None) -> list[dict[str, Any]]:
+        """Tick *count* times (None: until *stop* is set), one tick per interval_ms; the last
+        results.  *stop* ends the loop between ticks (a signal handler sets it: a tick is never
+        cut in the middle of its writes)."""
+        stop = stop or threading.Event()
         interval_s = self.cfg["interval_ms"] / 1000
         last: list[dict[str, Any]] = []
         n = count if count is not None else MAX_TICKS
         for i in range(n):
+            if stop.is_set():
+                break
             t0 = time.monotonic()
             last = (last + [self.tick()])[-16:]
-            if i + 1 < n:
-                sleep(max(0.0, interval_s - (time.monotonic() - t0)))
+            if i + 1 < n and stop.wait(max(0.0, interval_s - (time.monotonic() - t0))):
+                break
         return last
