@@ -111,6 +111,23 @@ def read_live(pin_root=None, maps=None) -> dict[str, Any] | None:
             maps.close()
 
 
+def read_keepalive(pin_root=None) -> dict[str, Any]:
+    """The live slot's keepalive section, every key (the defaults when no policy or no keep-alive
+    maps are there): what the agent's prober and `etsfctl keepalive status` act on."""
+    from .keepalive import keepalive_default
+    if not maps_present(pin_root):
+        return keepalive_default()
+    with Maps(pin_root) as maps:
+        ctl = _read_ctl(maps)
+        slot = ctl.active_slot & 1
+        raw = maps[MAP_POLICY].lookup(u32(slot))
+        from .. import layout
+        pol = layout.Policy.from_bytes(raw) if raw is not None else None
+        if pol is None or not pol.flags & layout.POL_F_VALID:
+            return keepalive_default()
+        return _read_keepalive(maps, slot, pol.flags, ctl) or keepalive_default()
+
+
 def _write_state(text: str | None, p: Policy, result: dict):
     d = state_dir()
     os.makedirs(d, exist_ok=True)
