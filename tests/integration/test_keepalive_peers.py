@@ -156,6 +156,12 @@ def node(lab, peer_napi, etsf_env, etsf_bpf, tmp_path):
     etsfctl("detach", "--iface", lab.srv_if, env=etsf_env, netns=lab.srv_ns, check=False)
 
 
+def _audit(env) -> list[dict]:
+    """The keep-alive entries of the audit trail."""
+    with open(os.path.join(env["ETSF_STATE_DIR"], "failsafe-audit.jsonl"), encoding="utf-8") as f:
+        return [json.loads(ln) for ln in f if "keepalive" in ln]
+
+
 def _ka_delta(before, after):
     return {k: after[k] - before[k] for k in after if after[k] != before[k]}
 
@@ -251,8 +257,7 @@ def test_dead_proxy_is_never_hidden(lab, node, tmp_path, etsf_env):
     rc, out = _sipsak(lab, tmp_path, "again")
     assert rc == 0 and f"Server: {SERVER}" in out, out
     assert _ka_delta(ka0, node.ka()) == {"answered": 1}
-    audit = [json.loads(ln) for ln in open(os.path.join(etsf_env["ETSF_STATE_DIR"], "failsafe-audit.jsonl"),
-                                             encoding="utf-8") if "keepalive" in ln]
+    audit = _audit(etsf_env)
     assert [(a["event"], a["rule"]) for a in audit][-2:] == [("keepalive_proxy_dead", "refused"),
                                                              ("keepalive_proxy_alive", "ok")]
 
@@ -331,8 +336,7 @@ def test_prober_as_a_service_follows_the_proxy(lab, node, tmp_path, etsf_env):
     assert node.gate()[0] == 0                                  # a stopped prober vouches for nothing
     st = _state(etsf_env)
     assert st["stopped"] and not st["alive"]
-    audit = [json.loads(ln) for ln in open(os.path.join(etsf_env["ETSF_STATE_DIR"], "failsafe-audit.jsonl"),
-                                             encoding="utf-8") if "keepalive" in ln]
+    audit = _audit(etsf_env)
     assert [(a["event"], a["rule"]) for a in audit][-3:] == [("keepalive_proxy_dead", "refused"),
                                                              ("keepalive_proxy_alive", "ok"),
                                                              ("keepalive_proxy_dead", "prober_stopped")]

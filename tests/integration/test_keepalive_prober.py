@@ -61,7 +61,7 @@ class Peer:
                 self.sock.sendto(self._answer(data, "100", "Trying"), addr)
                 self.sock.sendto(self._answer(data, "200", "OK"), addr)
                 continue
-            code, _, reason = self.mode.partition(" ")
+            code, _sp, reason = self.mode.partition(" ")
             self.sock.sendto(self._answer(data, code, reason or "Whatever"), addr)
 
     def close(self):
@@ -138,14 +138,14 @@ def test_provisional_then_200_is_alive(tmp_path, etsf_env, etsf_bpf, loaded, pee
 @pytest.mark.parametrize("mode, outcome, status", [("503 Service Unavailable", "rejected", 503),
                                                    ("486 Busy Here", "rejected", 486),
                                                    ("404 Not Found", "rejected", 404)])
-def test_non_2xx_final_answer_shuts_the_gate_at_once(tmp_path, etsf_env, etsf_bpf, loaded, peer, mode, outcome,
-                                                    status):
+def test_non_2xx_final_answer_shuts_the_gate_at_once(tmp_path, etsf_env, etsf_bpf, loaded, peer, mode,
+                                                     outcome, status):
     pr = _prober(peer.port, tmp_path)
     assert pr.tick()["alive"]
     peer.mode = mode
     r = pr.tick()
-    assert (r["probe"]["outcome"], r["probe"]["status"], r["alive"], r["alive_until_ns"]) == (outcome, status,
-                                                                                             False, 0)
+    got = (r["probe"]["outcome"], r["probe"]["status"], r["alive"], r["alive_until_ns"])
+    assert got == (outcome, status, False, 0)
     assert _gate(etsf_bpf, etsf_env) == (0, 0)
     assert [(a["event"], a["rule"]) for a in _audit(etsf_env)][-1] == ("keepalive_proxy_dead", outcome)
 
