@@ -223,7 +223,7 @@ def _sample(fams, name, **labels):
 
 
 def test_status_and_metrics_follow_the_prober(tmp_path, etsf_env, etsf_bpf, loaded, peer):
-    from etsf.keepalive.commands import status
+    from etsf.keepalive.commands import _status_text, status
     root = etsf_env["ETSF_PIN_ROOT"]
     fams = _families(root)
     assert _sample(fams, "etsf_keepalive_proxy_alive") == 0 and "etsf_keepalive_probes" not in fams
@@ -243,6 +243,12 @@ def test_status_and_metrics_follow_the_prober(tmp_path, etsf_env, etsf_bpf, load
     st = status()
     assert st["enabled"] and st["gate"]["proxy_alive"] and st["gate"]["sample_every"] == 7
     assert st["prober"]["last_probe"]["outcome"] == "ok" and st["counters"]["answered"] == 0
+    text = _status_text(st).splitlines()
+    assert text[0].startswith("proxy ALIVE: the kernel answers keep-alive OPTIONS for ")
+    assert text[0].endswith("; 1 in 7 still goes to the proxy")
+    assert text[1].startswith(f"prober running: 127.0.0.1:{peer.port} every 100 ms; "
+                              "last probe ok (200 Whatever); 1 probes")
+    assert text[2].startswith("kernel: answered 0, passed_proxy_stale 0")
 
     peer.mode = "503 Service Unavailable"
     pr.tick()
@@ -253,3 +259,6 @@ def test_status_and_metrics_follow_the_prober(tmp_path, etsf_env, etsf_bpf, load
     assert _sample(fams, "etsf_keepalive_prober_running") == 0 and _sample(fams, "etsf_keepalive_transitions") == 2
     st = status()
     assert not st["enabled"] and not st["gate"]["proxy_alive"] and st["gate"]["proxy_alive_until_ns"] == 0
+    text = _status_text(st).splitlines()
+    assert text[0] == "proxy not alive: the kernel passes every OPTIONS to the proxy; 1 in 7 still goes to the proxy"
+    assert text[1].startswith("prober stopped:") and "last probe rejected (503 Service Unavailable)" in text[1]
