@@ -24,9 +24,9 @@ CFG = {"address": "127.0.0.1", "port": 0, "interval_ms": 100, "timeout_ms": 300,
 class Peer:
     """A UDP socket on 127.0.0.1 answering every OPTIONS per `mode` (in a thread)."""
 
-    def __init__(self):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
+    def __init__(self, address: str = "127.0.0.1"):
+        self.sock = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((address, 0))
         self.port = self.sock.getsockname()[1]
         self.mode = "200"
         self.seen: list[bytes] = []
@@ -127,6 +127,20 @@ def test_200_opens_the_gate_for_alive_ms(tmp_path, etsf_env, etsf_bpf, loaded, p
     r2 = pr.tick()
     assert r2["alive"] and not r2["transition"] and _gate(etsf_bpf, etsf_env)[0] >= until
     assert len(_audit(etsf_env)) == 1 and r2["probe"]["sent"] == 1
+
+
+def test_ipv6_proxy(tmp_path, etsf_env, etsf_bpf, loaded):
+    p6 = Peer("::1")
+    try:
+        pr = _prober(p6.port, tmp_path, address="::1")
+        r = pr.tick()
+        assert r["probe"]["outcome"] == "ok" and r["alive"] and _gate(etsf_bpf, etsf_env)[0] == r["alive_until_ns"]
+        assert p6.seen[0].startswith(b"OPTIONS sip:[::1]:%d SIP/2.0\r\nVia: SIP/2.0/UDP [::1]:" % p6.port)
+        p6.close()
+        r = pr.tick()
+        assert (r["probe"]["outcome"], r["alive"]) == ("refused", False) and _gate(etsf_bpf, etsf_env)[0] == 0
+    finally:
+        p6.close()
 
 
 def test_provisional_then_200_is_alive(tmp_path, etsf_env, etsf_bpf, loaded, peer):
