@@ -143,6 +143,17 @@ def test_ipv6_proxy(tmp_path, etsf_env, etsf_bpf, loaded):
         p6.close()
 
 
+def test_probes_before_the_programs_are_loaded(tmp_path, etsf_env, peer):
+    """At boot the prober may start before etsf-restore pinned the maps: it probes, writes no
+    gate, keeps its heartbeat, and a stop is clean."""
+    pr = _prober(peer.port, tmp_path)
+    r = pr.tick()
+    assert (r["probe"]["outcome"], r["maps"], r["alive"], r["transition"]) == ("ok", False, False, False)
+    assert (tmp_path / "run" / "ka.heartbeat").exists() and _audit(etsf_env) == []
+    pr.stop()
+    assert json.loads((tmp_path / "state" / "keepalive.json").read_text())["stopped"]
+
+
 def test_provisional_then_200_is_alive(tmp_path, etsf_env, etsf_bpf, loaded, peer):
     peer.mode = "100+200"
     r = _prober(peer.port, tmp_path).tick()

@@ -50,23 +50,27 @@ class Prober:
     def tick(self) -> dict[str, Any]:
         cfg = self.cfg
         self.ticks += 1
-        before = datapath.read_ctl()
+        try:
+            before = datapath.read_ctl()
+        except datapath.DatapathError:
+            before = None                    # programs not loaded yet: no gate to write, keep probing
         t0 = self.clock_ns()
         # the gate as the kernel saw it until now (a restarted prober continues from there)
-        prev = bool(before.proxy_alive_until_ns) and t0 < int(before.proxy_alive_until_ns)
+        prev = before is not None and t0 < int(before.proxy_alive_until_ns)
         res = self.probe(cfg["address"], cfg["port"], cfg["timeout_ms"] / 1000, cseq=self.ticks)
         now = self.clock_ns()
-        ctl = datapath.read_ctl()
-        until = int(ctl.proxy_alive_until_ns)
-        if res.outcome == "ok":
-            until = now + cfg["alive_ms"] * 1_000_000
-            self._write(until)
-        elif res.outcome in P.CLEAR_FAILURES:
-            until = 0
-            self._write(0)
+        until = 0
+        if before is not None:
+            until = int(datapath.read_ctl().proxy_alive_until_ns)
+            if res.outcome == "ok":
+                until = now + cfg["alive_ms"] * 1_000_000
+                self._write(until)
+            elif res.outcome in P.CLEAR_FAILURES:
+                until = 0
+                self._write(0)
         alive = bool(until) and now < until
         out: dict[str, Any] = {"tick": self.ticks, "probe": res.as_dict(), "alive": alive,
-                               "alive_until_ns": until,
+                               "alive_until_ns": until, "maps": before is not None,
                                "alive_left_ms": max(0, until - now) // 1_000_000 if until else 0}
         changed = alive != prev
         if changed:
@@ -97,7 +101,10 @@ class Prober:
 
     def stop(self) -> None:
         """A clean stop: the kernel passes OPTIONS to the proxy from now on."""
-        self._write(0)
+        try:
+            self._write(0)
+        except datapath.DatapathError:
+            pass                             # no programs loaded: no gate to shut
         if self.alive:
             audit("keepalive_proxy_dead", rule="prober_stopped", state="dead",
                   numbers={"target": f"{self.cfg['address']}:{self.cfg['port']}"})
