@@ -268,6 +268,10 @@ def test_dead_proxy_is_never_hidden(lab, node, tmp_path, etsf_env):
     assert xdp["OPTIONS"] == {"PASS/OK": d["passed_proxy_stale"], "total": d["passed_proxy_stale"]}, xdp
     st = json.loads(etsfctl("keepalive", "status", "--json", env=etsf_env).stdout)
     assert not st["gate"]["proxy_alive"] and st["prober"]["last_probe"]["outcome"] == "refused"
+    assert st["enabled"] and st["identities"] == [UAS_IP] and st["prober_running"]
+    text = etsfctl("keepalive", "status", env=etsf_env).stdout.splitlines()
+    assert text[:2] == [f"keep-alive answers on in the live policy for {UAS_IP}",
+                        "proxy not alive: the kernel passes every OPTIONS to the proxy"], text
 
     node.proxy.start()
     rounds = node.probe_until_ok()

@@ -266,9 +266,11 @@ def test_status_and_metrics_follow_the_prober(tmp_path, etsf_env, etsf_bpf, load
     assert _sample(fams, "etsf_keepalive_probes", outcome="ok") == 1
     assert _sample(fams, "etsf_keepalive_prober_running") == 1 and _sample(fams, "etsf_keepalive_transitions") == 1
     st = status()
-    assert st["enabled"] and st["gate"]["proxy_alive"] and st["gate"]["sample_every"] == 7
+    assert st["prober_running"] and st["gate"]["proxy_alive"] and st["gate"]["sample_every"] == 7
+    assert not st["enabled"] and st["identities"] == []          # no policy applied here
     assert st["prober"]["last_probe"]["outcome"] == "ok" and st["counters"]["answered"] == 0
-    text = _status_text(st).splitlines()
+    text = _status_text(st).splitlines()[1:]
+    assert _status_text(st).startswith("keep-alive answers off in the live policy\n")
     assert text[0].startswith("proxy ALIVE: the kernel answers keep-alive OPTIONS for ")
     assert text[0].endswith("; 1 in 7 still goes to the proxy")
     assert text[1].startswith(f"prober running: 127.0.0.1:{peer.port} every 100 ms; "
@@ -283,7 +285,7 @@ def test_status_and_metrics_follow_the_prober(tmp_path, etsf_env, etsf_bpf, load
     assert _sample(fams, "etsf_keepalive_probes", outcome="rejected") == 1
     assert _sample(fams, "etsf_keepalive_prober_running") == 0 and _sample(fams, "etsf_keepalive_transitions") == 2
     st = status()
-    assert not st["enabled"] and not st["gate"]["proxy_alive"] and st["gate"]["proxy_alive_until_ns"] == 0
-    text = _status_text(st).splitlines()
+    assert not st["prober_running"] and not st["gate"]["proxy_alive"] and st["gate"]["proxy_alive_until_ns"] == 0
+    text = _status_text(st).splitlines()[1:]
     assert text[0] == "proxy not alive: the kernel passes every OPTIONS to the proxy; 1 in 7 still goes to the proxy"
     assert text[1].startswith("prober stopped:") and "last probe rejected (503 Service Unavailable)" in text[1]

@@ -38,19 +38,25 @@ def counters() -> dict[str, int] | None:
 
 
 def status() -> dict[str, Any]:
-    """The responder as the kernel and the prober see it: the gate in etsf_ctl, the prober's
-    state file, the kernel's keep-alive counters."""
+    """The responder as the kernel and the prober see it: whether the live policy answers
+    keep-alives (and for which identities), the gate in etsf_ctl, the prober's state file, the
+    kernel's keep-alive counters."""
     from .. import datapath
     from ..paths import pin_root
-    from ..policy import maps_present
+    from ..policy import PolicyError, maps_present, read_live
     from .state import read_state
-    out: dict[str, Any] = {"prober": read_state(), "gate": None, "counters": None}
+    pr = read_state()
+    out: dict[str, Any] = {"enabled": False, "identities": [], "prober": pr, "gate": None, "counters": None,
+                           "prober_running": bool(pr) and not pr.get("stopped")}
     if maps_present(pin_root()):
         ctl = datapath.read_ctl()
         out["gate"] = datapath.keepalive_gate(ctl, time.monotonic_ns())
         out["counters"] = counters()
-    pr = out["prober"] or {}
-    out["enabled"] = bool(pr.get("enabled")) and not pr.get("stopped")
+        try:
+            ka = (read_live(pin_root()) or {}).get("keepalive") or {}
+        except PolicyError:
+            ka = {}
+        out["enabled"], out["identities"] = bool(ka.get("enabled")), list(ka.get("identities") or [])
     return out
 
 
@@ -68,6 +74,8 @@ def _status_text(st: dict[str, Any]) -> str:
     if g is None:
         lines.append("datapath maps not loaded")
     else:
+        lines.append("keep-alive answers " + (f"on in the live policy for {', '.join(st['identities'])}"
+                                              if st["enabled"] else "off in the live policy"))
         what = (f"answers keep-alive OPTIONS for {g['proxy_alive_left_ms']} ms more" if g["proxy_alive"]
                 else "passes every OPTIONS to the proxy")
         sample = f"; 1 in {g['sample_every']} still goes to the proxy" if g["sample_every"] else ""
@@ -78,7 +86,7 @@ def _status_text(st: dict[str, Any]) -> str:
     else:
         lp = pr.get("last_probe") or {}
         answer = f"{lp.get('status')} {lp.get('reason', '')}".strip() if lp.get("status") else lp.get("reason", "")
-        lines.append(f"prober {'stopped' if pr.get('stopped') else 'running'}: {pr.get('target')} every "
+        lines.append(f"prober {'running' if st['prober_running'] else 'stopped'}: {pr.get('target')} every "
                      f"{pr.get('interval_ms')} ms; last probe {lp.get('outcome', '-')} ({answer}); "
                      f"{pr.get('probes_total', 0)} probes, {pr.get('transitions_total', 0)} transitions")
     c = st["counters"]
