@@ -224,6 +224,7 @@ def test_sampled_share_reaches_the_proxy(lab, node, tmp_path, etsf_env):
     assert sampled >= n // (every * os.cpu_count()), d
     reached = [ci for ci in node.proxy.device_options() if ci not in seen0]
     assert len(reached) == sampled and len(set(reached)) == sampled
+    print("sampled 1 in", every, ":", d)
 
 
 def test_bare_options_get_a_200_either_way(lab, node, tmp_path, etsf_env):
