@@ -43,7 +43,7 @@ def status() -> dict[str, Any]:
     kernel's keep-alive counters."""
     from .. import datapath
     from ..paths import pin_root
-    from ..policy import PolicyError, maps_present, read_live
+    from ..policy import PolicyError, maps_present, read_keepalive
     from .state import read_state
     pr = read_state()
     out: dict[str, Any] = {"enabled": False, "identities": [], "prober": pr, "gate": None, "counters": None,
@@ -53,7 +53,7 @@ def status() -> dict[str, Any]:
         out["gate"] = datapath.keepalive_gate(ctl, time.monotonic_ns())
         out["counters"] = counters()
         try:
-            ka = (read_live(pin_root()) or {}).get("keepalive") or {}
+            ka = read_keepalive(pin_root())
         except PolicyError:
             ka = {}
         out["enabled"], out["identities"] = bool(ka.get("enabled")), list(ka.get("identities") or [])
