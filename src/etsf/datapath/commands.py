@@ -71,6 +71,11 @@ def cmd_status(args):
         if oc.get("enabled"):
             lines.append(f"RFC 7339 to oc clients: oc={oc['reduction_pct']} oc-validity={oc['validity_ms']} ms "
                          f"oc-seq={oc['seq'] // 1000}.{oc['seq'] % 1000:03d}")
+        k = c["keepalive"]
+        if k["proxy_alive_until_ns"]:
+            lines.append("keep-alive answers: " + (f"on, proxy alive for {k['proxy_alive_left_ms']} ms more"
+                                                   if k["proxy_alive"] else "off, proxy probe stale")
+                         + " (etsfctl keepalive status)")
     else:
         lines.append("datapath maps not loaded")
     oa = res.get("overload_auto")

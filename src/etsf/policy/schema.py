@@ -57,7 +57,7 @@ class Policy:
     acl_min_prefix_v6: int = ACL_MIN_PREFIX_V6
     acl_allow_broad: bool = False
     # keep-alive OPTIONS answered in the kernel, NAT keep-alives (docs/keepalive.md)
-    keepalive: dict[str, Any] = field(default_factory=lambda: keepalive_default())
+    keepalive: dict[str, Any] = field(default_factory=keepalive_default)
 
     def acl_guard(self) -> dict[str, Any] | None:
         """The acl_guard section when it differs from the defaults, else None."""
