@@ -230,7 +230,8 @@ class FloodBench:
         if cfg in ("X", "G"):
             c["filter_dropped"], c["filter_passed"] = etsf_drops(json.loads(self.etsfctl("stats", "--json").stdout))
         elif cfg == "F":
-            doc = json.loads(self.sh(self.sink_ns, "nft", "-j", "list", "counter", "ip", "etsf_flood", "dropped").stdout)
+            doc = json.loads(self.sh(self.sink_ns, "nft", "-j", "list", "counter", "ip", "etsf_flood",
+                                     "dropped").stdout)
             c["filter_dropped"] = next(o["counter"]["packets"] for o in doc["nftables"] if "counter" in o)
         elif cfg in ("I", "IL"):
             tool = "iptables" if cfg == "I" else "iptables-legacy"
@@ -328,7 +329,8 @@ class FloodBench:
                     rec["quiet_wait_s"] = round(waited, 2)
                     self.res["configs"][cfg]["runs"].append(rec)
                     R.log(f"round {rnd + 1} {cfg}: sent {rec['sent']}, reached {rec['reached']}, dropped "
-                          f"{rec['filter_dropped']}, lost {rec['lost_elsewhere']}; bench {rec['cpu']['bench_ms']:.0f} ms, busy "
+                          f"{rec['filter_dropped']}, lost {rec['lost_elsewhere']}; bench "
+                          f"{rec['cpu']['bench_ms']:.0f} ms, busy "
                           f"{rec['cpu']['whole_ms']:.0f} ms (less others {rec['cpu']['less_other_tasks_ms']:.0f})")
                 except Exception as e:  # noqa: BLE001 - recorded, the others go on
                     self.res["errors"].append(f"{cfg} round {rnd + 1}: {type(e).__name__}: {e}")
@@ -373,7 +375,8 @@ def summarize(res: dict) -> dict:
         s = {"rounds": len(runs), **{m: _med([r["cpu"][m] for r in runs]) for m in METRICS},
              "flood_ms": _med([r["cpu"]["flood_ms"] for r in runs]),
              "sink_ms": _med([r["cpu"]["sink_ms"] for r in runs]),
-             "residual_ratio": _med([r["cpu"]["residual_ratio"] for r in runs if r["cpu"]["residual_ratio"] is not None]),
+             "residual_ratio": _med([r["cpu"]["residual_ratio"] for r in runs
+                                     if r["cpu"]["residual_ratio"] is not None]),
              "sent": _med([r["sent"] for r in runs]), "reached": _med([r["reached"] for r in runs]),
              "filter_dropped": _med([r["filter_dropped"] for r in runs]),
              "lost_elsewhere": sum(r["lost_elsewhere"] for r in runs),

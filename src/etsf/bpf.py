@@ -14,8 +14,8 @@ import errno as _errno
 import os
 
 from . import paths
-from .libbpf import (BPF_F_NO_COMMON_LRU, BPF_F_RDONLY, BPF_TC_EGRESS, BPF_TC_F_REPLACE, BPF_TC_INGRESS, LIBBPF_MSGS, LOCK,
-                     LOG_SIZE, LOG_TAIL_LINES, MAP_TYPE_ARRAY, MAP_TYPE_HASH, MAP_TYPE_LPM_TRIE,
+from .libbpf import (BPF_F_NO_COMMON_LRU, BPF_F_RDONLY, BPF_TC_EGRESS, BPF_TC_F_REPLACE, BPF_TC_INGRESS,
+                     LIBBPF_MSGS, LOCK, LOG_SIZE, LOG_TAIL_LINES, MAP_TYPE_ARRAY, MAP_TYPE_HASH, MAP_TYPE_LPM_TRIE,
                      MAP_TYPE_LRU_HASH, MAP_TYPE_LRU_PERCPU_HASH, MAP_TYPE_PERCPU_ARRAY, MAP_TYPE_PERCPU_HASH,
                      P, PIN_ROOT, PROG_TYPE_NAMES, TC_ACT_OK, U32, XDP_ATTACHED, XDP_DROP, XDP_FLAGS_DRV_MODE,
                      XDP_FLAGS_HW_MODE, XDP_FLAGS_REPLACE, XDP_FLAGS_SKB_MODE, XDP_FLAGS_UPDATE_IF_NOEXIST,
@@ -401,12 +401,12 @@ test_run_ctx.__test__ = False
 
 
 __all__ = [
-    "BPF_F_NO_COMMON_LRU", "BPF_F_RDONLY", "BPF_TC_EGRESS", "BPF_TC_F_REPLACE", "BPF_TC_INGRESS", "BpfError", "LOG_SIZE",
-    "LOG_TAIL_LINES", "MAP_TYPE_ARRAY", "MAP_TYPE_HASH", "MAP_TYPE_LPM_TRIE", "MAP_TYPE_LRU_HASH",
+    "BPF_F_NO_COMMON_LRU", "BPF_F_RDONLY", "BPF_TC_EGRESS", "BPF_TC_F_REPLACE", "BPF_TC_INGRESS", "BpfError",
+    "LOG_SIZE", "LOG_TAIL_LINES", "MAP_TYPE_ARRAY", "MAP_TYPE_HASH", "MAP_TYPE_LPM_TRIE", "MAP_TYPE_LRU_HASH",
     "MAP_TYPE_LRU_PERCPU_HASH", "MAP_TYPE_PERCPU_ARRAY", "MAP_TYPE_PERCPU_HASH", "Map", "PIN_ROOT",
     "PROG_TYPE_NAMES", "Program", "TC_ACT_OK", "XDP_DROP", "XDP_FLAGS_DRV_MODE", "XDP_FLAGS_HW_MODE",
     "XDP_FLAGS_REPLACE", "XDP_FLAGS_SKB_MODE", "XDP_FLAGS_UPDATE_IF_NOEXIST", "XDP_PASS", "XDP_TX",
-    "bpf_stats_enabled", "ensure_bpffs", "load_object", "lru_max_entries", "monotonic_ns", "num_possible_cpus", "obj_get",
-    "object_maps", "open_map", "pin_program", "prog_info", "prog_info_pinned", "tc_attach", "tc_detach", "tc_query",
+    "bpf_stats_enabled", "ensure_bpffs", "load_object", "lru_max_entries", "monotonic_ns", "num_possible_cpus",
+    "obj_get", "object_maps", "open_map", "pin_program", "prog_info", "prog_info_pinned", "tc_attach", "tc_detach", "tc_query",
     "test_run", "test_run_ctx", "unpin", "xdp_attach", "xdp_detach", "xdp_query",
 ]

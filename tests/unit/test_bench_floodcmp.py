@@ -24,7 +24,8 @@ UdpLite: 0 0
 
 IPTABLES = """Chain PREROUTING (policy ACCEPT 7600 packets, 3100000 bytes)
     pkts      bytes target     prot opt in     out     source               destination
-  192400 78499200 DROP       17   --  *      *       0.0.0.0/0            0.0.0.0/0            udp dpt:5060 STRING match  "REGISTER" ALGO name bm TO 65535 limit: above 20/sec burst 5 mode srcip
+  192400 78499200 DROP       17   --  *      *       0.0.0.0/0            0.0.0.0/0            udp dpt:5060 \
+STRING match  "REGISTER" ALGO name bm TO 65535 limit: above 20/sec burst 5 mode srcip
       17     6000 ACCEPT     17   --  *      *       0.0.0.0/0            0.0.0.0/0
 """
 
@@ -87,8 +88,8 @@ def test_summary_medians_per_datagram_and_paired_to_f():
     assert s["X"]["vs_F"]["bench_ms"]["ratio"] == pytest.approx(65 / 45)
     assert s["X"]["vs_F"]["whole_ms"]["paired"]["diffs"] == [20, 20]
     assert "vs_F" not in s["F"] and "saved_ns_per_dropped_vs_N" not in s["N"]
-    text = floodcmp.render({"profile": "quick", "params": {"rate": 1, "seconds": 1, "sources": 1, "port": 5060, "limit_per_source": 20,
-                                       "burst": 5, "rounds": 2},
+    params = {"rate": 1, "seconds": 1, "sources": 1, "port": 5060, "limit_per_source": 20, "burst": 5, "rounds": 2}
+    text = floodcmp.render({"profile": "quick", "params": params,
                             "host": {"kernel": "k", "cpus": 2, "nft": "n", "iptables": "i"},
                             "configs": {c: {"what": floodcmp.CONFIGS[c], **v} for c, v in res["configs"].items()},
                             "summary": s, "skipped": [], "errors": [], "orders": []})
