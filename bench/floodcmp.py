@@ -377,6 +377,9 @@ def summarize(res: dict) -> dict:
              "sink_ms": _med([r["cpu"]["sink_ms"] for r in runs]),
              "residual_ratio": _med([r["cpu"]["residual_ratio"] for r in runs
                                      if r["cpu"]["residual_ratio"] is not None]),
+             # busy share of the machine: near 1 the whole-machine figure is capped by other work
+             "busy_share": _med([r["cpu"]["whole_ms"] / (r["cpu"]["elapsed_s"] * 1000 * res.get("host", {}).get(
+                 "cpus", os.cpu_count())) for r in runs if r["cpu"].get("elapsed_s")]),
              "sent": _med([r["sent"] for r in runs]), "reached": _med([r["reached"] for r in runs]),
              "filter_dropped": _med([r["filter_dropped"] for r in runs]),
              "lost_elsewhere": sum(r["lost_elsewhere"] for r in runs),
@@ -395,6 +398,11 @@ def summarize(res: dict) -> dict:
             base = out[BASELINE]
             s["vs_F"] = {m: {"ratio": s[m] / base[m] if base[m] else None,
                              "paired": stats.paired(by_round[name][m], by_round[BASELINE][m])} for m in METRICS}
+            for m in METRICS:
+                # the paired difference spread over the datagrams dropped: what a drop costs more than F's
+                med = s["vs_F"][m]["paired"]["median"]
+                s["vs_F"][m]["ns_per_dropped_more_than_F"] = (med * 1e6 / s["filter_dropped"]
+                                                              if med is not None and s["filter_dropped"] else None)
     return out
 
 
@@ -442,14 +450,21 @@ def render(res: dict) -> str:
     lines += ["", "## Paired differences to F", "",
               "config - F in ms, per round; median over rounds, bootstrap 95 % interval, sign test, smallest "
               "effect the rounds detect at 80 % power:", "",
-              "| config | CPU | median diff ms | 95 % interval | sign +/- (p) | smallest detectable ms |",
-              "|---|---|--:|---|---|--:|"]
+              "| config | CPU | median diff ms | 95 % interval | sign +/- (p) | smallest detectable ms | "
+              "ns per dropped datagram more than F |",
+              "|---|---|--:|---|---|--:|--:|"]
     for name in CONFIGS:
         v = s.get(name, {}).get("vs_F")
         for m in METRICS if v else ():
             pw = v[m]["paired"]
             lines.append(f"| {name} | {m[:-3]} | {_f(pw['median'])} | [{_f(pw['ci95'][0])}, {_f(pw['ci95'][1])}] | "
-                         f"{pw['sign']['pos']}/{pw['sign']['neg']} ({pw['sign']['p']:.3f}) | {_f(pw['mde'])} |")
+                         f"{pw['sign']['pos']}/{pw['sign']['neg']} ({pw['sign']['p']:.3f}) | {_f(pw['mde'])} | "
+                         f"{_f(v[m].get('ns_per_dropped_more_than_F'))} |")
+    busy = [x.get("busy_share") for x in s.values() if x.get("busy_share") is not None]
+    if busy and statistics.median(busy) > 0.95:
+        lines += ["", f"**The machine was saturated** (median busy share {100 * statistics.median(busy):.0f} % of "
+                  "elapsed x CPUs): other work filled every idle cycle, so the whole-machine figures are capped and "
+                  "do not compare configurations; read the bench figures."]
     lines += ["", f"A two-sided sign test needs {stats.sign_rounds_needed()} unanimous rounds to reach p < 0.05; "
               f"with {p['rounds']} rounds the interval and the smallest detectable effect are the figures to read.",
               "", f"Orders: {res.get('orders')}", ""]
@@ -471,7 +486,14 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, help="interleaved rounds (quick 1, full 4)")
     ap.add_argument("--rate", type=int, help="flood datagrams/s (quick 5,000, full 50,000)")
     ap.add_argument("--work", metavar="DIR", help="raw per-run files (default: a temp dir, removed at the end)")
+    ap.add_argument("--render", metavar="DIR", help="only re-render DIR/report.md from DIR/results.json")
     args = ap.parse_args(argv)
+    if args.render:
+        res = json.loads((Path(args.render) / "results.json").read_text())
+        res["summary"] = summarize(res)
+        (Path(args.render) / "results.json").write_text(json.dumps(res, indent=1, default=str) + "\n")
+        (Path(args.render) / "report.md").write_text(render(res))
+        return 0
     args.profile = args.profile or "quick"
     prof = dict(PROFILES[args.profile])
     if args.rounds is not None:
