@@ -190,7 +190,7 @@ class FloodBench:
                 return None
         return {"kernel": os.uname().release, "cpus": os.cpu_count(), "nft": out("nft", "--version"),
                 "iptables": out("iptables", "--version"), "iptables_legacy": out("iptables-legacy", "--version"),
-                "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3],
+                "loadavg_at_start": Path("/proc/loadavg").read_text(encoding="ascii").split()[:3],
                 "pinning": {"flood": f"cpu{CPU_FLOOD}", "sink": f"cpu{CPU_SINK}",
                             "softirq": "the flood's CPU (a veth delivers in the sender's softirq)"}}
 
@@ -257,7 +257,7 @@ class FloodBench:
                str(PORT), str(rate), str(secs), SRC_BASE, str(self.p["sources"]), "register"]
         a = cpuacct.snapshot()
         a["reaped"].pop(os.getpid(), None)
-        with open(d / "flood.log", "w") as log:
+        with open(d / "flood.log", "w", encoding="utf-8") as log:
             # ip netns exec and taskset exec: this Popen is the generator itself, so wait4()
             # gives its exact CPU time, the veth delivery it runs in its softirq included
             p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

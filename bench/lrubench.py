@@ -139,8 +139,8 @@ def main(argv=None) -> int:
         print("bench/lrubench.py: needs root (BPF)", file=sys.stderr)
         return 2
     from datetime import datetime, timezone
-    out = Path(args.out) if args.out else HERE / "results" / (datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-                                                               + "-lru")
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    out = Path(args.out) if args.out else HERE / "results" / f"{stamp}-lru"
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="etsf-bench-lru-"))
     try:
