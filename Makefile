@@ -16,7 +16,7 @@ ETSF_RFC4475_DIR ?= ../shared/reference/rfc4475
 export ETSF_RFC4475_DIR
 RFC4475_PATH = $(if $(filter /%,$(ETSF_RFC4475_DIR)),$(ETSF_RFC4475_DIR),$(CURDIR)/$(ETSF_RFC4475_DIR))
 
-.PHONY: help setup demo test test-py check-corpus lint ansible-lint sanity molecule lab-up lab-down lab-status build collection ee bench-datapath changelog clean bench bench-paired bench-quick bench-path appliance appliance-qemu reference
+.PHONY: help setup demo test test-py check-corpus lint ansible-lint sanity molecule lab-up lab-down lab-status build collection ee bench-datapath changelog clean bench bench-paired bench-quick bench-path bench-flood bench-lru appliance appliance-qemu reference
 
 help: ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -88,6 +88,12 @@ bench-paired: setup ## latency only: A, C, E, D interleaved round by round, pair
 
 bench-path: setup ## node path benchmark: transit per packet, CPU that adds up, sweep, overload (<= 40 min, quiet host): bench/results/<UTC>-path/
 	$(PY) bench/path.py --full $(if $(BENCH_PATH_BUDGET),--budget-min $(BENCH_PATH_BUDGET))
+
+bench-flood: setup ## flood baselines: eTSF XDP vs nftables meter vs iptables hashlimit, side by side (<= 10 min): bench/results/<UTC>-flood/
+	$(PY) bench/floodcmp.py --full
+
+bench-lru: setup ## LRU insert+lookup ns, one common list vs per-CPU lists (PROG_TEST_RUN, ~1 min): bench/results/<UTC>-lru/
+	$(PY) bench/lrubench.py
 
 bench-quick: setup ## SIP benchmark harness smoke run (~3 min, correctness only)
 	$(PY) bench/run.py --quick --out $(CURDIR)/build/bench-quick

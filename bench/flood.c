@@ -1,10 +1,11 @@
 /* eTSF benchmark flood generator: REGISTER/OPTIONS from many sources.
  *
- *   flood DST_IP DST_PORT RATE_PPS SECONDS SRC_BASE NSRC
+ *   flood DST_IP DST_PORT RATE_PPS SECONDS SRC_BASE NSRC [mix|register]
  *
  * SRC_BASE is the first source address (a.b.c.d); sources are SRC_BASE + 0..NSRC-1
  * (they must be configured on an interface of the namespace).  Every packet is a
- * complete SIP request (alternating REGISTER / OPTIONS, a new Call-ID each) sent
+ * complete SIP request (alternating REGISTER / OPTIONS, or REGISTER only with
+ * "register"; a new Call-ID each) sent
  * with sendmmsg in batches of 32, paced to RATE_PPS.  Bounded: stops after SECONDS
  * or RATE_PPS*SECONDS packets, whichever comes first.  Prints one JSON line.
  */
@@ -30,8 +31,8 @@ static double now(void) {
 }
 
 int main(int argc, char **argv) {
-	if (argc != 7) {
-		fprintf(stderr, "usage: flood DST_IP DST_PORT RATE_PPS SECONDS SRC_BASE NSRC\n");
+	if (argc != 7 && argc != 8) {
+		fprintf(stderr, "usage: flood DST_IP DST_PORT RATE_PPS SECONDS SRC_BASE NSRC [mix|register]\n");
 		return 2;
 	}
 	const char *dst = argv[1];
@@ -39,7 +40,8 @@ int main(int argc, char **argv) {
 	double rate = atof(argv[3]), secs = atof(argv[4]);
 	struct in_addr base;
 	int nsrc = atoi(argv[6]);
-	if (inet_pton(AF_INET, argv[5], &base) != 1 || nsrc < 1 || nsrc > MAXSRC || rate <= 0 ||
+	int register_only = argc == 8 && strcmp(argv[7], "register") == 0;
+	if ((argc == 8 && !register_only && strcmp(argv[7], "mix") != 0) || inet_pton(AF_INET, argv[5], &base) != 1 || nsrc < 1 || nsrc > MAXSRC || rate <= 0 ||
 	    secs <= 0 || secs > 600) {
 		fprintf(stderr, "flood: bad arguments\n");
 		return 2;
@@ -87,7 +89,7 @@ int main(int argc, char **argv) {
 		inet_ntop(AF_INET, &a, ip, sizeof(ip));
 		int n = 0;
 		for (; n < BATCH && sent + n < max_pkts; n++, seq++) {
-			const char *m = (seq & 1) ? "OPTIONS" : "REGISTER";
+			const char *m = (seq & 1) && !register_only ? "OPTIONS" : "REGISTER";
 			int len = snprintf(bufs[n], sizeof(bufs[n]),
 			    "%s sip:%s:%d SIP/2.0\r\n"
 			    "Via: SIP/2.0/UDP %s:%d;branch=z9hG4bKfl%llu\r\n"

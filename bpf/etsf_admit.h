@@ -21,8 +21,14 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } etsf_admit SEC(".maps");
 
+/*
+ * One LRU list per CPU (BPF_F_NO_COMMON_LRU), like the token bucket: a
+ * retransmission arriving on another CPU still finds the decision (the table
+ * is shared); an early eviction only lets a retransmission take a token.
+ */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(map_flags, BPF_F_NO_COMMON_LRU);
 	__uint(max_entries, ETSF_ADMIT_TXN_MAX);
 	__type(key, __u64);
 	__type(value, struct etsf_admit_txn);

@@ -205,8 +205,8 @@ enum etsf_tm_event {
 #define ETSF_FP_SVC_MAX      16    /* services (VIP:port:proto) per policy slot   */
 #define ETSF_FP_BACKENDS_MAX 256   /* backends, global ids (stable across slots)  */
 #define ETSF_FP_RING         4093  /* Maglev table size per service (prime)       */
-#define ETSF_FP_AFF_MAX      65536 /* Call-ID affinity LRU entries                */
-#define ETSF_FP_FLOW_MAX     65536 /* return-path / TCP flow LRU entries          */
+#define ETSF_FP_AFF_MAX      131072 /* Call-ID affinity LRU entries (per-CPU lists) */
+#define ETSF_FP_FLOW_MAX     131072 /* return-path / TCP flow LRU entries (ditto)   */
 #define ETSF_FP_RETRIES      8     /* ring probes past a down backend             */
 #define ETSF_FP_NONE         0xffffu /* empty Maglev bucket                        */
 

@@ -41,8 +41,17 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } etsf_fp_bstats SEC(".maps");
 
+/*
+ * The affinity and flow LRUs keep one LRU list per CPU (BPF_F_NO_COMMON_LRU):
+ * the table is shared (an entry added on one CPU is found from every other),
+ * only the eviction bookkeeping is per CPU, so inserts on different CPUs do
+ * not contend on one list lock.  Each CPU's free list holds max_entries / CPUs
+ * and a CPU evicts from its own list only, so the sizes are twice the entries
+ * a 2-CPU host must hold when one CPU does every insert.
+ */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(map_flags, BPF_F_NO_COMMON_LRU);
 	__uint(max_entries, ETSF_FP_AFF_MAX);
 	__type(key, struct etsf_fp_aff_key);
 	__type(value, struct etsf_fp_aff);
@@ -51,6 +60,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(map_flags, BPF_F_NO_COMMON_LRU);
 	__uint(max_entries, ETSF_FP_FLOW_MAX);
 	__type(key, struct etsf_fp_flow_key);
 	__type(value, struct etsf_fp_flow);

@@ -17,8 +17,15 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } etsf_tm_ifcfg SEC(".maps");
 
+/*
+ * One LRU list per CPU (BPF_F_NO_COMMON_LRU): every INVITE and BYE inserts, so
+ * a shared list lock would be taken on every CPU for every transaction.  The
+ * table stays shared (a response on another CPU finds its request); a CPU
+ * evicts from its own list only, which at worst loses a latency sample.
+ */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(map_flags, BPF_F_NO_COMMON_LRU);
 	__uint(max_entries, ETSF_TM_TXN_MAX);
 	__type(key, struct etsf_tm_txn_key);
 	__type(value, struct etsf_tm_txn);

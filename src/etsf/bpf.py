@@ -14,8 +14,8 @@ import errno as _errno
 import os
 
 from . import paths
-from .libbpf import (BPF_F_RDONLY, BPF_TC_EGRESS, BPF_TC_F_REPLACE, BPF_TC_INGRESS, LIBBPF_MSGS, LOCK,
-                     LOG_SIZE, LOG_TAIL_LINES, MAP_TYPE_ARRAY, MAP_TYPE_HASH, MAP_TYPE_LPM_TRIE,
+from .libbpf import (BPF_F_NO_COMMON_LRU, BPF_F_RDONLY, BPF_TC_EGRESS, BPF_TC_F_REPLACE, BPF_TC_INGRESS,
+                     LIBBPF_MSGS, LOCK, LOG_SIZE, LOG_TAIL_LINES, MAP_TYPE_ARRAY, MAP_TYPE_HASH, MAP_TYPE_LPM_TRIE,
                      MAP_TYPE_LRU_HASH, MAP_TYPE_LRU_PERCPU_HASH, MAP_TYPE_PERCPU_ARRAY, MAP_TYPE_PERCPU_HASH,
                      P, PIN_ROOT, PROG_TYPE_NAMES, TC_ACT_OK, U32, XDP_ATTACHED, XDP_DROP, XDP_FLAGS_DRV_MODE,
                      XDP_FLAGS_HW_MODE, XDP_FLAGS_REPLACE, XDP_FLAGS_SKB_MODE, XDP_FLAGS_UPDATE_IF_NOEXIST,
@@ -93,6 +93,26 @@ def _object_maps(lib, obj) -> list:
     return out
 
 
+def lru_max_entries(map_type: int, max_entries: int, map_flags: int, ncpus: int) -> int:
+    """max_entries as the kernel creates the map: an LRU hash with one list per CPU
+    (BPF_F_NO_COMMON_LRU) gets a multiple of the possible CPUs (every list the same length;
+    rounded down when rounding up would overflow).  libbpf re-uses a pinned map only when
+    max_entries equals the object's, so the object asks for this figure itself."""
+    if map_type not in (MAP_TYPE_LRU_HASH, MAP_TYPE_LRU_PERCPU_HASH) or not map_flags & BPF_F_NO_COMMON_LRU:
+        return max_entries
+    up = -(-max_entries // ncpus) * ncpus
+    return up if up <= 0xFFFFFFFF else max_entries // ncpus * ncpus
+
+
+def _lru_normalize(lib, m) -> None:
+    want = lru_max_entries(lib.bpf_map__type(m), lib.bpf_map__max_entries(m), lib.bpf_map__map_flags(m),
+                           num_possible_cpus())
+    if want != lib.bpf_map__max_entries(m):
+        ret = lib.bpf_map__set_max_entries(m, want)
+        if ret < 0:
+            raise fail(f"set max_entries of {lib.bpf_map__name(m).decode()}", ret)
+
+
 def object_maps(obj_path, pin_root=None) -> list[dict]:
     """The pinned (by-name) maps an object defines, as libbpf would create them: name,
     type, key_size, value_size, max_entries, map_flags, pin_path.  Nothing is loaded."""
@@ -111,6 +131,7 @@ def object_maps(obj_path, pin_root=None) -> list[dict]:
                 pin = lib.bpf_map__pin_path(m)
                 if not pin:
                     continue
+                _lru_normalize(lib, m)
                 out.append({"name": lib.bpf_map__name(m).decode(), "type": lib.bpf_map__type(m),
                             "key_size": lib.bpf_map__key_size(m),
                             "value_size": lib.bpf_map__value_size(m),
@@ -143,6 +164,8 @@ def load_object(obj_path, pin_root=None, pin_paths=None) -> dict[str, Program]:
         del LIBBPF_MSGS[:]
         obj = _open_object(lib, obj_path, opts)
         try:
+            for m in _object_maps(lib, obj):
+                _lru_normalize(lib, m)
             for m in _object_maps(lib, obj) if pin_paths else ():
                 path = pin_paths.get(lib.bpf_map__name(m).decode())
                 if path:
@@ -378,12 +401,12 @@ test_run_ctx.__test__ = False
 
 
 __all__ = [
-    "BPF_F_RDONLY", "BPF_TC_EGRESS", "BPF_TC_F_REPLACE", "BPF_TC_INGRESS", "BpfError", "LOG_SIZE",
-    "LOG_TAIL_LINES", "MAP_TYPE_ARRAY", "MAP_TYPE_HASH", "MAP_TYPE_LPM_TRIE", "MAP_TYPE_LRU_HASH",
+    "BPF_F_NO_COMMON_LRU", "BPF_F_RDONLY", "BPF_TC_EGRESS", "BPF_TC_F_REPLACE", "BPF_TC_INGRESS", "BpfError",
+    "LOG_SIZE", "LOG_TAIL_LINES", "MAP_TYPE_ARRAY", "MAP_TYPE_HASH", "MAP_TYPE_LPM_TRIE", "MAP_TYPE_LRU_HASH",
     "MAP_TYPE_LRU_PERCPU_HASH", "MAP_TYPE_PERCPU_ARRAY", "MAP_TYPE_PERCPU_HASH", "Map", "PIN_ROOT",
     "PROG_TYPE_NAMES", "Program", "TC_ACT_OK", "XDP_DROP", "XDP_FLAGS_DRV_MODE", "XDP_FLAGS_HW_MODE",
     "XDP_FLAGS_REPLACE", "XDP_FLAGS_SKB_MODE", "XDP_FLAGS_UPDATE_IF_NOEXIST", "XDP_PASS", "XDP_TX",
-    "bpf_stats_enabled", "ensure_bpffs", "load_object", "monotonic_ns", "num_possible_cpus", "obj_get",
-    "object_maps", "open_map", "pin_program", "prog_info", "prog_info_pinned", "tc_attach", "tc_detach", "tc_query",
+    "bpf_stats_enabled", "ensure_bpffs", "load_object", "lru_max_entries", "monotonic_ns", "num_possible_cpus",
+    "obj_get", "object_maps", "open_map", "pin_program", "prog_info", "prog_info_pinned", "tc_attach", "tc_detach", "tc_query",
     "test_run", "test_run_ctx", "unpin", "xdp_attach", "xdp_detach", "xdp_query",
 ]

@@ -186,6 +186,7 @@ MAP_TYPE_PERCPU_HASH = 5
 MAP_TYPE_PERCPU_ARRAY = 6
 MAP_TYPE_LRU_HASH = 9
 MAP_TYPE_LRU_PERCPU_HASH = 10
+BPF_F_NO_COMMON_LRU = 1 << 1
 MAP_TYPE_LPM_TRIE = 11
 PERCPU_TYPES = {MAP_TYPE_PERCPU_HASH, MAP_TYPE_PERCPU_ARRAY, MAP_TYPE_LRU_PERCPU_HASH, 21}
 BATCH_TYPES = {MAP_TYPE_HASH, MAP_TYPE_ARRAY, MAP_TYPE_PERCPU_HASH, MAP_TYPE_PERCPU_ARRAY,
@@ -244,6 +245,7 @@ def get_lib():
             "bpf_map__value_size": (U32, [P]),
             "bpf_map__max_entries": (U32, [P]),
             "bpf_map__map_flags": (U32, [P]),
+            "bpf_map__set_max_entries": (INT, [P, U32]),
             "bpf_map__pin_path": (ctypes.c_char_p, [P]),
             "bpf_map__set_pin_path": (INT, [P, ctypes.c_char_p]),
             "bpf_program__name": (ctypes.c_char_p, [P]),

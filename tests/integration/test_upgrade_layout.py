@@ -1,6 +1,8 @@
 """Upgrade in place from the release before in-kernel admission (etsf_ctl 40 -> 64 bytes,
 two new pinned maps): the old agent attaches its own objects, the new agent's attach carries
-the control block and the counters over; a pinned map that cannot be carried is refused."""
+the control block and the counters over; a pinned map that cannot be carried is refused.
+And from the release whose LRU maps keep one common list: the transaction, affinity and flow
+LRUs change flags (one list per CPU) and size, and keep every entry."""
 
 from __future__ import annotations
 
@@ -21,20 +23,31 @@ from test_datapath_lifecycle import _send_sip, _xdp_count
 
 # the last release whose struct etsf_ctl is 40 bytes (no etsf_admit / etsf_admit_txn maps)
 OLD_RELEASE = "551dd4645058a1e05fb1930d85d003e8892e86ed"
+# the last release whose LRU maps (transactions, affinity, flows) keep one common LRU list
+COMMON_LRU_RELEASE = "4f140826adc8cde2bf5d2fbfdac5ff14fde2a55e"
 KEY0 = (0).to_bytes(4, "little")
 
 
-@pytest.fixture(scope="module")
-def old_tree(tmp_path_factory):
-    """bpf/ and src/ of the old release, its objects built by its own agent."""
+def _tree(tmp_path_factory, commit: str) -> Path:
+    """bpf/ and src/ of release `commit`, its objects built by its own agent."""
     d = tmp_path_factory.mktemp("etsf-old")
-    arch = subprocess.run(["git", "-C", str(REPO), "archive", OLD_RELEASE, "bpf", "src"],
+    arch = subprocess.run(["git", "-C", str(REPO), "archive", commit, "bpf", "src"],
                           capture_output=True, check=True, timeout=60).stdout
     subprocess.run(["tar", "-x", "-C", str(d)], input=arch, check=True, timeout=60)
     env = {**os.environ, "PYTHONPATH": str(d / "src"), "ETSF_BPF_SRC": str(d / "bpf")}
     subprocess.run([sys.executable, "-m", "etsf", "build", "--out", str(d / "build")],
                    env=env, check=True, capture_output=True, timeout=600)
     return d
+
+
+@pytest.fixture(scope="module")
+def old_tree(tmp_path_factory):
+    return _tree(tmp_path_factory, OLD_RELEASE)
+
+
+@pytest.fixture(scope="module")
+def common_lru_tree(tmp_path_factory):
+    return _tree(tmp_path_factory, COMMON_LRU_RELEASE)
 
 
 def old_etsfctl(old_tree: Path, env: dict, *args, netns=None):
@@ -91,7 +104,8 @@ def test_upgrade_carries_ctl_and_counters(lab, etsf_env, etsf_bpf, old_tree, tmp
 
     r = json.loads(etsfctl("attach", "--iface", lab.srv_if, "--json", env=etsf_env,
                            netns=lab.srv_ns).stdout)
-    assert r["migrated_maps"] == ["etsf_ctl"] and r["replaced_prog_id"]
+    # etsf_tm_txn: one LRU list per CPU since (map flags changed)
+    assert sorted(r["migrated_maps"]) == ["etsf_ctl", "etsf_tm_txn"] and r["replaced_prog_id"]
     size, raw = _ctl_raw(etsf_bpf, root)
     assert size == ctypes.sizeof(layout.Ctl) == 96
     ctl = layout.Ctl.from_buffer_copy(raw)
@@ -182,5 +196,101 @@ def test_copy_keeps_every_cpu_and_hash_entry(etsf_bpf, build_dir):
                 assert migrate.copy_entries(a, b) == 5
                 assert dict(b.items()) == want
     finally:
+        for r in roots:
+            shutil.rmtree(r, ignore_errors=True)
+
+
+# map -> the command that carries it over (the XDP/TC objects' maps: attach; the fast path's own: fastpath attach)
+LRU_MAPS = {"etsf_tm_txn": "attach", "etsf_admit_txn": "attach", "etsf_fp_aff": "fastpath", "etsf_fp_flow": "fastpath"}
+
+
+def _lru_entries(m, n: int) -> dict:
+    return {i.to_bytes(4, "little").ljust(m.key_size, b"\x5a"): bytes([i % 251 + 1]) * m.value_size
+            for i in range(n)}
+
+
+def test_upgrade_to_per_cpu_lru_lists_keeps_entries_and_counters(lab, etsf_env, etsf_bpf, common_lru_tree):
+    from etsf import layout
+    root = etsf_env["ETSF_PIN_ROOT"]
+    old_etsfctl(common_lru_tree, etsf_env, "attach", "--iface", lab.srv_if, netns=lab.srv_ns)
+    old_etsfctl(common_lru_tree, etsf_env, "fastpath", "attach", "--iface", lab.srv_if, netns=lab.srv_ns)
+    _send_sip(lab, 5)
+    before = _xdp_count("OPTIONS")
+    assert before == 5
+    want, old_max = {}, {}
+    for name in LRU_MAPS:
+        with etsf_bpf.open_map(name, root) as m:
+            assert (m.map_type, m.map_flags) == (etsf_bpf.MAP_TYPE_LRU_HASH, 0), name   # the common list
+            old_max[name] = m.max_entries
+            # more entries than one CPU's share of the new map: written from one CPU they would
+            # not all survive the copy
+            add = _lru_entries(m, m.max_entries * 3 // 4)
+            for k, v in add.items():
+                m.update(k, v)
+            want[name] = {**dict(m.items()), **add}             # with what the old programs wrote
+            assert len(want[name]) >= len(add), name
+    assert old_max["etsf_fp_aff"] == old_max["etsf_fp_flow"] == 65536
+
+    r = json.loads(etsfctl("attach", "--iface", lab.srv_if, "--json", env=etsf_env, netns=lab.srv_ns).stdout)
+    assert sorted(r["migrated_maps"]) == ["etsf_admit_txn", "etsf_tm_txn"] and r["replaced_prog_id"]
+    r = json.loads(etsfctl("fastpath", "attach", "--iface", lab.srv_if, "--json", env=etsf_env,
+                           netns=lab.srv_ns).stdout)
+    assert sorted(r["migrated_maps"]) == ["etsf_fp_aff", "etsf_fp_flow"]
+    assert not [m for m in _maps(root) if m.endswith("_upgrade")]
+    new_max = {"etsf_tm_txn": layout.TM_TXN_MAX, "etsf_admit_txn": layout.ADMIT_TXN_MAX,
+               "etsf_fp_aff": layout.FP_AFF_MAX, "etsf_fp_flow": layout.FP_FLOW_MAX}
+    for name in LRU_MAPS:
+        with etsf_bpf.open_map(name, root) as m:
+            assert m.map_flags == etsf_bpf.BPF_F_NO_COMMON_LRU, name
+            assert m.max_entries == etsf_bpf.lru_max_entries(m.map_type, new_max[name], m.map_flags,
+                                                             etsf_bpf.num_possible_cpus())
+            assert dict(m.items()) == want[name], name          # every entry, none evicted
+    assert _xdp_count("OPTIONS") == before                      # counters kept
+    _send_sip(lab, 2)
+    assert _xdp_count("OPTIONS") == before + 2                  # the new programs count on them
+
+    # the next attach of either re-uses every pinned map as it is
+    r = json.loads(etsfctl("attach", "--iface", lab.srv_if, "--json", env=etsf_env, netns=lab.srv_ns).stdout)
+    assert r["migrated_maps"] == []
+    r = json.loads(etsfctl("fastpath", "attach", "--iface", lab.srv_if, "--json", env=etsf_env,
+                           netns=lab.srv_ns).stdout)
+    assert r["migrated_maps"] == []
+
+
+def test_copy_into_per_cpu_lists_spreads_over_the_cpus(etsf_bpf, build_dir):
+    """A per-CPU-list LRU evicts from the writing CPU's list only: the copy writes from every
+    CPU it may run on, so a map filled to 3/4 keeps every entry, where writing all of it from
+    one CPU (that CPU's list holds max_entries / CPUs) loses some."""
+    from etsf.datapath import migrate
+    cpus = sorted(os.sched_getaffinity(0))
+    assert len(cpus) >= 2, "needs 2 CPUs"
+    roots = [f"/sys/fs/bpf/etsf-it-{os.getpid()}-{uuid.uuid4().hex[:8]}" for _i in range(3)]
+    allowed = os.sched_getaffinity(0)
+    try:
+        with loaded(etsf_bpf, build_dir, "xdp_sip.bpf.o", roots[0]), \
+                loaded(etsf_bpf, build_dir, "xdp_sip.bpf.o", roots[1]), \
+                loaded(etsf_bpf, build_dir, "xdp_sip.bpf.o", roots[2]):
+            with etsf_bpf.open_map("etsf_tm_txn", roots[0]) as a, \
+                    etsf_bpf.open_map("etsf_tm_txn", roots[1]) as b, \
+                    etsf_bpf.open_map("etsf_tm_txn", roots[2]) as c:
+                assert b.map_flags & etsf_bpf.BPF_F_NO_COMMON_LRU
+                want = _lru_entries(a, a.max_entries * 3 // 4)
+                items = list(want.items())
+                for i, cpu in enumerate(cpus):                  # the source filled from every CPU
+                    os.sched_setaffinity(0, {cpu})
+                    for k, v in items[i::len(cpus)]:
+                        a.update(k, v)
+                os.sched_setaffinity(0, set(cpus))
+                assert dict(a.items()) == want
+                assert migrate.copy_entries(a, b) == len(want)
+                assert dict(b.items()) == want
+                assert os.sched_getaffinity(0) == set(cpus)     # the copy gave the CPUs back
+                # the same entries written from one CPU: its list runs out, the oldest go
+                os.sched_setaffinity(0, {cpus[0]})
+                for k, v in want.items():
+                    c.update(k, v)
+                assert len(c.keys()) < len(want)
+    finally:
+        os.sched_setaffinity(0, allowed)
         for r in roots:
             shutil.rmtree(r, ignore_errors=True)

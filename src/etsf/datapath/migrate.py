@@ -7,7 +7,8 @@ with the objects' definition before anything is loaded: equal maps are re-used a
 a map whose change is migratable gets a temporary pin that the new objects load against
 (libbpf creates it with the new definition and its BTF); anything else is refused with one
 line naming the map, nothing changed.  After the objects loaded, ``Migration.swap()``
-copies every entry old -> new (old value zero-extended) and renames the temporary pin over
+copies every entry old -> new (old value zero-extended; into an LRU with one list per CPU
+spread over the CPUs, see ``copy_entries``) and renames the temporary pin over
 the old one (rename(2) on bpffs: readers see the old or the new map, never none).  The old
 programs keep running on the old map until the new ones are attached, so what they count
 between the copy and the attach (a few ms) is not carried over.
@@ -31,6 +32,10 @@ def _bpf():
 _ARRAYS = {2, 6}                       # ARRAY, PERCPU_ARRAY
 _HASHES = {1, 5, 9, 10, 11}            # HASH, PERCPU_HASH, LRU_HASH, LRU_PERCPU_HASH, LPM_TRIE
 _DEF_FIELDS = ("type", "key_size", "value_size", "max_entries", "map_flags")
+_LRUS = {9, 10}                        # LRU_HASH, LRU_PERCPU_HASH
+# flags that change only how the kernel keeps the entries, never what a lookup finds:
+# per-CPU LRU lists (BPF_F_NO_COMMON_LRU) on an LRU hash
+_BOOKKEEPING_FLAGS = 1 << 1
 TMP_SUFFIX = "_upgrade"                # bpffs refuses names with a dot
 
 
@@ -46,6 +51,9 @@ def _check(name: str, old, new: dict) -> None:
         raise _refuse(name, f"map type {old.map_type} cannot be copied")
     if old.key_size != new["key_size"]:
         raise _refuse(name, f"key size changed ({old.key_size} -> {new['key_size']} bytes)")
+    changed = old.map_flags ^ new["map_flags"]
+    if changed and (old.map_type not in _LRUS or changed & ~_BOOKKEEPING_FLAGS):
+        raise _refuse(name, f"map flags changed ({old.map_flags:#x} -> {new['map_flags']:#x})")
     if old.value_size != new["value_size"]:
         sizes = layout.APPEND_ONLY.get(name, ())
         if (old.value_size not in sizes or new["value_size"] not in sizes
@@ -140,19 +148,44 @@ def plan(objects: list[str], root: str) -> Migration:
     return mig
 
 
+def _spread_cpus(new) -> list[int]:
+    """CPUs to spread the copy over: an LRU with one list per CPU takes a new entry from the
+    free list of the CPU that writes it and evicts from that list only, so written from one
+    CPU it would hold max_entries / CPUs before evicting what was just copied."""
+    if new.map_type not in _LRUS or not new.map_flags & _BOOKKEEPING_FLAGS:
+        return []
+    return sorted(os.sched_getaffinity(0))
+
+
 def copy_entries(old, new) -> int:
     """Every entry of old into new, each value zero-extended to the new size."""
-    n = 0
     pad = new.value_size - old.value_size
-    for key, vals in old.items_percpu():
+
+    def put(key, vals):
         if new.percpu:
             stride = new._stride        # pylint: disable=protected-access
             value = b"".join((v + b"\0" * pad).ljust(stride, b"\0") for v in vals)
         else:
             value = vals[0] + b"\0" * pad
         new.update(key, value)
-        n += 1
-    return n
+
+    cpus = _spread_cpus(new)
+    if len(cpus) < 2:
+        n = 0
+        for key, vals in old.items_percpu():
+            put(key, vals)
+            n += 1
+        return n
+    items = list(old.items_percpu())
+    allowed = os.sched_getaffinity(0)
+    try:
+        for i, cpu in enumerate(cpus):
+            os.sched_setaffinity(0, {cpu})      # this thread writes from `cpu` only
+            for key, vals in items[i::len(cpus)]:
+                put(key, vals)
+    finally:
+        os.sched_setaffinity(0, allowed)
+    return len(items)
 
 
 def _keep_mode(path: str, tmp: str) -> None:

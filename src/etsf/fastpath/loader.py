@@ -11,7 +11,7 @@ from ..datapath import migrate
 from ..datapath.base import (DatapathError, ifindex, init_ctl, load_state, object_path, prog_name, repin,
                              save_state)
 from ..paths import pin_root
-from .slots import OBJ, PROG, TC_HANDLE, TC_PRIO, FastpathError, maps_present
+from .slots import FP_MAPS, OBJ, PROG, TC_HANDLE, TC_PRIO, FastpathError, maps_present
 
 
 def _bpf():
@@ -25,7 +25,9 @@ def _bpf():
 
 
 def load(build_dir: str | None = None):
-    """Load tc_fastpath (pins/re-uses every map); returns the Program."""
+    """Load tc_fastpath (pins/re-uses every map); returns the Program and the Migration of
+    the fast path's own maps whose definition changed (their new maps are loaded against
+    temporary pins; ``Migration.swap()`` carries the entries over, right before the attach)."""
     bpf = _bpf()
     obj = object_path(build_dir, OBJ)
     root = pin_root()
@@ -34,45 +36,61 @@ def load(build_dir: str | None = None):
         mig = migrate.plan([obj], root)
     except DatapathError as e:
         raise FastpathError(str(e)) from None
-    pending = sorted(mig.maps)
-    mig.close()
-    if pending:
+    shared = sorted(n for n in mig.maps if n not in FP_MAPS)
+    if shared:
+        mig.close()
         # the XDP/TC programs share these maps: carrying them over is `etsfctl attach`'s job
-        raise FastpathError(f"pinned map(s) {', '.join(pending)} have an older layout: "
+        raise FastpathError(f"pinned map(s) {', '.join(shared)} have an older layout: "
                             "run `etsfctl attach` with this release first")
     try:
-        progs = bpf.load_object(obj, root)
+        progs = bpf.load_object(obj, root, pin_paths=mig.pin_paths())
     except bpf.BpfError as e:
+        mig.drop_tmp()
+        mig.close()
         raise FastpathError(f"loading {OBJ} failed: {str(e).splitlines()[0] if str(e) else e}") from None
-    if PROG not in progs:
-        raise FastpathError(f"{OBJ} does not contain {PROG}")
     for n, p in progs.items():
         if n != PROG:
             p.close()
-    return progs[PROG]
+    if PROG not in progs:
+        mig.drop_tmp()
+        mig.close()
+        raise FastpathError(f"{OBJ} does not contain {PROG}")
+    return progs[PROG], mig
 
 
 def attach(ifaces: list[str], build_dir: str | None = None) -> dict[str, Any]:
     bpf = _bpf()
     idx = {i: ifindex(i) for i in ifaces}
-    prog = load(build_dir)
+    prog, mig = load(build_dir)
+    attached = False
     try:
+        # copied right before the attach: the old program counts on the old maps until then
+        try:
+            migrated = mig.swap()
+        except DatapathError as e:
+            raise FastpathError(str(e)) from None
         init_ctl()                               # heartbeat = now
         for name, ix in idx.items():
             try:
                 bpf.tc_attach(ix, prog.fd, direction="ingress", handle=TC_HANDLE, priority=TC_PRIO)
             except bpf.BpfError as e:
                 raise FastpathError(f"TC ingress attach on {name} failed: {e}") from None
+            attached = True
         repin(prog, os.path.join(pin_root(), "progs", PROG))
         pid = prog.id
     finally:
+        if not attached:
+            mig.undo()                           # the old program's maps under their pins again
+        mig.drop_tmp()
+        mig.close()
         prog.close()
     st = load_state()
     fp = st.setdefault("fastpath", {"interfaces": {}})
     for name, ix in idx.items():
         fp["interfaces"][name] = {"ifindex": ix, "prog_id": pid, "attached_at": time.time()}
     save_state(st)
-    return {"changed": True, "interfaces": {n: {"ifindex": ix, "prog_id": pid} for n, ix in idx.items()}}
+    return {"changed": True, "interfaces": {n: {"ifindex": ix, "prog_id": pid} for n, ix in idx.items()},
+            "migrated_maps": migrated}
 
 
 def detach(ifaces: list[str]) -> dict[str, Any]:

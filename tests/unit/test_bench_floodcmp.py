@@ -1,0 +1,96 @@
+"""The flood baselines' parsers and summary (bench/floodcmp.py) on fixtures: /proc/net/snmp,
+`iptables -nvxL` and `etsfctl stats --json` texts, and known per-round figures."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+sys.path.insert(0, str(BENCH))
+
+import floodcmp  # noqa: E402
+
+SNMP = """Ip: Forwarding DefaultTTL
+Ip: 2 64
+Udp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors InCsumErrors IgnoredMulti MemErrors
+Udp: 7562 3 12 0 12 0 0 0 0
+UdpLite: InDatagrams NoPorts
+UdpLite: 0 0
+"""
+
+IPTABLES = """Chain PREROUTING (policy ACCEPT 7600 packets, 3100000 bytes)
+    pkts      bytes target     prot opt in     out     source               destination
+  192400 78499200 DROP       17   --  *      *       0.0.0.0/0            0.0.0.0/0            udp dpt:5060 \
+STRING match  "REGISTER" ALGO name bm TO 65535 limit: above 20/sec burst 5 mode srcip
+      17     6000 ACCEPT     17   --  *      *       0.0.0.0/0            0.0.0.0/0
+"""
+
+
+def test_snmp_udp_counters():
+    u = floodcmp.parse_snmp_udp(SNMP)
+    assert (u["InDatagrams"], u["NoPorts"], u["InErrors"], u["RcvbufErrors"]) == (7562, 3, 12, 12)
+    assert floodcmp.parse_snmp_udp("Ip: a\nIp: 1\n") == {}
+
+
+def test_iptables_drop_counter():
+    assert floodcmp.parse_iptables_drops(IPTABLES) == 192400
+    assert floodcmp.parse_iptables_drops(IPTABLES.splitlines()[0]) == 0
+
+
+def test_etsf_counts_only_xdp_register():
+    st = {"counters": [
+        {"hook": "XDP", "method": "REGISTER", "verdict": "DROP", "reason": "RATE_LIMIT", "packets": 900},
+        {"hook": "XDP", "method": "REGISTER", "verdict": "PASS", "reason": "OK", "packets": 100},
+        {"hook": "XDP", "method": "OPTIONS", "verdict": "DROP", "reason": "RATE_LIMIT", "packets": 7},
+        {"hook": "TC_EGRESS", "method": "REGISTER", "verdict": "PASS", "reason": "OK", "packets": 5}]}
+    assert floodcmp.etsf_drops(st) == (900, 100)
+
+
+def test_rules_are_what_the_docstring_says():
+    text = floodcmp.nft_rules()
+    assert "@th,64,64 0x5245474953544552" in text and "limit rate over 20/second burst 5 packets" in text
+    assert "priority raw" in text and "counter name dropped drop" in text
+    rule = floodcmp.iptables_rule()
+    assert rule[:4] == ["-t", "raw", "-A", "PREROUTING"]
+    assert rule[rule.index("--string") + 1] == "REGISTER" and rule[rule.index("--algo") + 1] == "bm"
+    assert rule[rule.index("--hashlimit-above") + 1] == "20/sec" and rule[-1] == "DROP"
+    assert "rate: 20, burst: 5" in floodcmp.policy()
+
+
+def test_nft_rules_parse():
+    """nft's own parser accepts the ruleset (check mode: nothing is loaded)."""
+    assert shutil.which("nft"), "nft not installed"
+    r = subprocess.run(["nft", "-c", "-f", "-"], input=floodcmp.nft_rules(), capture_output=True, text=True,
+                       timeout=30, check=False)
+    assert r.returncode == 0, r.stderr
+
+
+def _run(rnd, sent, reached, dropped, whole, bench):
+    return {"round": rnd, "sent": sent, "reached": reached, "filter_dropped": dropped, "lost_elsewhere": 0,
+            "adds_up": True, "cpu": {"whole_ms": whole, "less_other_tasks_ms": whole, "bench_ms": bench,
+                                     "flood_ms": bench, "sink_ms": 0.0, "residual_ratio": 0.0}}
+
+
+def test_summary_medians_per_datagram_and_paired_to_f():
+    res = {"configs": {
+        "N": {"runs": [_run(1, 1000, 1000, 0, 100, 80), _run(2, 1000, 1000, 0, 110, 90)]},
+        "F": {"runs": [_run(1, 1000, 100, 900, 50, 40), _run(2, 1000, 100, 900, 60, 50)]},
+        "X": {"runs": [_run(1, 1000, 100, 900, 70, 60), _run(2, 1000, 100, 900, 80, 70)]}}}
+    s = floodcmp.summarize(res)
+    assert s["N"]["whole_ms"] == 105 and s["F"]["bench_ms"] == 45
+    assert s["X"]["ns_per_sent_bench"] == pytest.approx(65_000)          # median of 60 and 70 ms / 1000
+    assert s["X"]["ns_per_dropped_whole"] == pytest.approx(75e6 / 900)
+    assert s["X"]["saved_ns_per_dropped_vs_N"]["bench_ms"] == pytest.approx((85 - 65) * 1e6 / 900)
+    assert s["X"]["vs_F"]["bench_ms"]["ratio"] == pytest.approx(65 / 45)
+    assert s["X"]["vs_F"]["whole_ms"]["paired"]["diffs"] == [20, 20]
+    assert "vs_F" not in s["F"] and "saved_ns_per_dropped_vs_N" not in s["N"]
+    params = {"rate": 1, "seconds": 1, "sources": 1, "port": 5060, "limit_per_source": 20, "burst": 5, "rounds": 2}
+    text = floodcmp.render({"profile": "quick", "params": params,
+                            "host": {"kernel": "k", "cpus": 2, "nft": "n", "iptables": "i"},
+                            "configs": {c: {"what": floodcmp.CONFIGS[c], **v} for c, v in res["configs"].items()},
+                            "summary": s, "skipped": [], "errors": [], "orders": []})
+    assert "| X | 65 | 75 |" in text and "1 (baseline)" in text
