@@ -27,6 +27,10 @@
 #define ETSF_ADMIT_TXN_MAX   65536 /* admission decisions remembered (LRU)    */
 #define ETSF_ADMIT_TXN_NS    32000000000ULL /* decision lifetime: 64*T1      */
 #define ETSF_RESP_MAX        1400  /* in-kernel response payload at most      */
+#define ETSF_KA_ID_MAX       512   /* keep-alive identity keys (both slots)   */
+#define ETSF_KA_HOST_LEN     64    /* Request-URI host bytes matched at most  */
+#define ETSF_KA_USER_LEN     32    /* Request-URI user bytes matched at most  */
+#define ETSF_KA_HDR_MAX      512   /* Allow/Accept/Supported/Server lines, bytes */
 
 /* ---- SIP methods (index of every per-method array) ----------------------- */
 enum etsf_method {
@@ -91,7 +95,11 @@ enum etsf_reason {
 	ETSF_R_ADMISSION     = 27, /* DROP: new INVITE refused by admission   */
 	ETSF_R_ADMIT_503     = 28, /* DROP: refused by admission and answered
 	                            * with an in-kernel 503 (XDP_TX)          */
-	ETSF_REASONS_USED    = 29,
+	ETSF_R_KA_ANSWERED   = 29, /* REDIRECT: OPTIONS keep-alive answered in
+	                            * the kernel with a 200 (XDP_TX)        */
+	ETSF_R_NAT_KEEPALIVE = 30, /* DROP: NAT keep-alive (CRLF / zeros) on a
+	                            * SIP port, dropped by policy            */
+	ETSF_REASONS_USED    = 31,
 };
 
 /* ---- hooks ---------------------------------------------------------------- */
@@ -130,6 +138,12 @@ enum etsf_acl_action {
 /* ---- policy flags (struct etsf_policy.flags) -------------------------------- */
 #define ETSF_POL_F_VALID   0x1u /* slot holds a complete policy             */
 #define ETSF_POL_F_MARK    0x2u /* TC egress marks SIP with prio/DSCP       */
+#define ETSF_POL_F_KA      0x4u /* answer keep-alive OPTIONS in the kernel   */
+#define ETSF_POL_F_NAT_DROP 0x8u /* drop NAT keep-alives at XDP              */
+
+/* value of an etsf_ka_id entry */
+#define ETSF_KA_ID_PRIMARY 0x1u /* the identity as written in the policy     */
+#define ETSF_KA_ID_ALIAS   0x2u /* another text form of it (IPv6 expanded)   */
 
 #define ETSF_STATS_SLOTS (ETSF_HOOKS * ETSF_METHODS * ETSF_VERDICTS * ETSF_REASONS)
 #define ETSF_STATS_IDX(hook, method, verdict, reason) \

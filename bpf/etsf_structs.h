@@ -187,6 +187,53 @@ struct etsf_admit_txn {
 	__u32 _pad;
 };
 
+/* ---- keep-alive answers (etsf_keepalive.h) ------------------------------ */
+
+/*
+ * Map etsf_ka_cfg: ARRAY, ETSF_POLICY_SLOTS entries, written with the policy
+ * slot.  hdr: the "Allow: ...\r\n" etc. lines of the 200, hdr_len bytes.
+ * The probe_* fields are the agent's proxy prober settings (the kernel does
+ * not read them; kept here so the live policy decodes from the maps).
+ */
+struct etsf_ka_cfg {
+	__u32 hdr_len;
+	__u32 probe_interval_ms;  /* OPTIONS to the proxy every ...            */
+	__u32 probe_timeout_ms;   /* a probe without a 200 within this failed  */
+	__u32 probe_alive_ms;     /* a 200 keeps answers on for this long      */
+	__u8  probe_addr[16];     /* proxy address; IPv4 in the first 4 bytes  */
+	__u16 probe_port;         /* host order                                */
+	__u8  probe_family;       /* 4 or 6                                    */
+	__u8  _pad[5];
+	__u8  hdr[ETSF_KA_HDR_MAX];
+};
+
+/*
+ * Map etsf_ka_id: HASH, ETSF_KA_ID_MAX entries, value __u32 ETSF_KA_ID_*.
+ * The Request-URI identities of the node per policy slot: host bytes with
+ * every byte OR 0x20 (case-insensitive; '[' ']' of an IPv6 reference fold
+ * to '{' '}'), zero padded; user bytes as they are (user_len 0: any user).
+ */
+struct etsf_ka_id_key {
+	__u8  slot;
+	__u8  host_len;
+	__u8  user_len;
+	__u8  _pad[5];
+	__u8  host[ETSF_KA_HOST_LEN];
+	__u8  user[ETSF_KA_USER_LEN];
+};
+
+/* Map etsf_ka_stats: PERCPU_ARRAY, 1 entry (sum over CPUs for totals) */
+struct etsf_ka_stats {
+	__u64 answered;           /* OPTIONS answered with a 200 (XDP_TX)       */
+	__u64 passed_proxy_stale; /* answerable, passed: proxy probe stale      */
+	__u64 passed_sampled;     /* answerable, passed: the 1-in-N sample       */
+	__u64 passed_not_matching; /* OPTIONS passed: not for the node, Max-Forwards
+	                           * 0, Require / Proxy-Require, or does not fit */
+	__u64 nat_keepalive_seen; /* CRLF / CRLFCRLF / 4 zero bytes on a SIP port */
+	__u64 nat_keepalive_dropped;
+	__u64 sample_seq;         /* answerable OPTIONS seen by this CPU         */
+};
+
 /* ---- telemetry ----------------------------------------------------------- */
 
 /* Map etsf_tm_ifcfg: HASH ifindex(__u32, 0 = default) -> struct etsf_tm_ifcfg */

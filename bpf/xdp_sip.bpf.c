@@ -29,6 +29,7 @@
 #include "etsf_telemetry.h"
 #include "etsf_admit.h"
 #include "etsf_respond.h"
+#include "etsf_keepalive.h"
 
 /*
  * Turn the request frame into the response built in etsf_resp: MACs,

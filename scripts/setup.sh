@@ -11,7 +11,7 @@ APT_PACKAGES=(
   # lab: booted Debian hosts in network namespaces
   debootstrap systemd-container iproute2 netcat-openbsd rsync git
   # SIP peers and packet tools
-  sip-tester kamailio iptables nftables conntrack tcpdump ethtool
+  sip-tester sipsak kamailio iptables nftables conntrack tcpdump ethtool
   # Python for the venv and the agent; the agent's runtime modules come from Debian as on the
   # hosts (the tests run the exporter as another user from the wheel installed beside them)
   python3 python3-venv python3-dev python3-pip python3-yaml python3-prometheus-client python3-bcrypt

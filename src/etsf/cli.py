@@ -41,11 +41,12 @@ def registrars():
     from .fastpath.commands import add_cli as fastpath_cli
     from .firstboot import add_cli as firstboot_cli
     from .health import add_cli as health_cli
+    from .keepalive.commands import add_cli as keepalive_cli
     from .policy.commands import add_cli as policy_cli
     from .preflight_cli import add_cli as preflight_cli
     from .telemetry.commands import add_cli as telemetry_cli
     return (datapath_cli, policy_cli, preflight_cli, health_cli, telemetry_cli, fastpath_cli, failsafe_cli,
-            firstboot_cli)
+            keepalive_cli, firstboot_cli)
 
 
 def _user_errors():

@@ -126,6 +126,9 @@ MAPS = {
     "etsf_last": (2, 4, L.SipInfo, 1),
     "etsf_admit": (6, 4, L.Admit, 1),
     "etsf_admit_txn": (9, 8, L.AdmitTxn, L.ADMIT_TXN_MAX),
+    "etsf_ka_cfg": (2, 4, L.KaCfg, L.POLICY_SLOTS),
+    "etsf_ka_id": (1, ctypes.sizeof(L.KaIdKey), 4, L.KA_ID_MAX),
+    "etsf_ka_stats": (6, 4, L.KaStats, 1),
 }
 
 

@@ -22,15 +22,15 @@ from ..paths import pin_root, state_dir
 from .loader import attach, detach, forget, interface_status, pins
 from .base import (MAP_CTL, MAP_IFSTATS, MAP_STATS, MODES, OUR_PROGS, TC_OBJ, TC_PROG, XDP_OBJ, XDP_PROG,
                    DatapathError, build, check_objects, ctl_dict, default_build_dir, default_src_dir, heartbeat, ifindex,
-                   init_ctl, load_state, method_totals, object_path, prog_name, read_ctl, repin, save_state,
-                   set_admission, set_bypass, set_overload, stats, admission_counters)
+                   init_ctl, keepalive_gate, load_state, method_totals, object_path, prog_name, read_ctl, repin, save_state,
+                   set_admission, set_bypass, set_keepalive_gate, set_overload, stats, admission_counters)
 from .ops import REVERT_MODES, read_restore_config, restore, revert, status
 
 __all__ = [
     "MAP_CTL", "MAP_IFSTATS", "MAP_STATS", "MODES", "OUR_PROGS", "REVERT_MODES", "TC_OBJ", "TC_PROG",
     "XDP_OBJ", "XDP_PROG", "DatapathError", "attach", "build", "check_objects", "ctl_dict", "default_build_dir",
-    "default_src_dir", "detach", "forget", "heartbeat", "ifindex", "init_ctl", "interface_status",
+    "default_src_dir", "detach", "forget", "heartbeat", "ifindex", "init_ctl", "interface_status", "keepalive_gate",
     "load_state", "method_totals", "object_path", "pin_root", "pins", "prog_name", "read_ctl",
-    "read_restore_config", "repin", "restore", "revert", "save_state", "set_admission", "set_bypass", "set_overload", "admission_counters",
+    "read_restore_config", "repin", "restore", "revert", "save_state", "set_admission", "set_bypass", "set_keepalive_gate", "set_overload", "admission_counters",
     "state_dir", "stats", "status",
 ]

@@ -207,7 +207,16 @@ def ctl_dict(ctl) -> dict[str, Any]:
             "retry_after_s": int(ctl.retry_after_s),
             "reply_503": not ctl.flags & layout.CTL_F_ADMIT_SILENT,
         },
+        "keepalive": keepalive_gate(ctl, now),
     }
+
+
+def keepalive_gate(ctl, now: int) -> dict[str, Any]:
+    """The keep-alive answer gate of etsf_ctl: the kernel answers OPTIONS while now < until."""
+    until = int(ctl.proxy_alive_until_ns)
+    return {"proxy_alive": bool(until) and now < until, "proxy_alive_until_ns": until,
+            "proxy_alive_left_ms": max(0, until - now) // 1_000_000 if until else 0,
+            "sample_every": int(ctl.ka_sample_every)}
 
 
 def init_ctl() -> None:
@@ -369,6 +378,26 @@ def admission_counters() -> dict[str, int]:
         for n in tot:
             tot[n] += int(getattr(a, n))
     return tot
+
+
+def set_keepalive_gate(until_ns: int, sample_every: int | None = None) -> dict[str, Any]:
+    """Write the keep-alive answer gate: proxy_alive_until_ns (CLOCK_MONOTONIC ns, 0 = the
+    kernel passes every OPTIONS to the proxy) and, unless None, ka_sample_every."""
+    if isinstance(until_ns, bool) or not isinstance(until_ns, int) or not 0 <= until_ns < 1 << 64:
+        raise DatapathError(f"proxy_alive_until_ns must be an unsigned 64-bit integer (got {until_ns!r})")
+    if sample_every is not None and (isinstance(sample_every, bool) or not isinstance(sample_every, int)
+                                     or not 0 <= sample_every < 1 << 32):
+        raise DatapathError(f"ka_sample_every must be an unsigned 32-bit integer (got {sample_every!r})")
+    old = {}
+
+    def mut(ctl):
+        old["v"] = (int(ctl.proxy_alive_until_ns), int(ctl.ka_sample_every))
+        ctl.proxy_alive_until_ns = until_ns
+        if sample_every is not None:
+            ctl.ka_sample_every = sample_every
+    ctl = _update_ctl(mut)
+    return {"proxy_alive_until_ns": int(ctl.proxy_alive_until_ns), "sample_every": int(ctl.ka_sample_every),
+            "previous_until_ns": old["v"][0], "previous_sample_every": old["v"][1]}
 
 
 def set_bypass(on: bool) -> dict[str, Any]:

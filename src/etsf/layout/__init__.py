@@ -17,19 +17,21 @@ from .core import (ABI_VERSION, ACL_MAX, APPEND_ONLY, Admit, admit_key, ADMIT_TX
                    CORE_ENUMS, CORE_STRUCTS,
                    Counter, Ctl, CTL_F_RECORD, fnv1a64, FNV64_OFFSET, FNV64_PRIME, Hook, HOOKS, IF_MAX,
                    IfStat, MAX_SIP_PORTS, MAX_TLS_PORTS, Method, METHODS, OVERLOAD_LEVELS, PARSE_BYTES,
-                   POL_F_MARK, POL_F_VALID, Policy, POLICY_SLOTS, Prio, PRIO_CLASSES, Rate, Reason, REASONS,
+                   POL_F_KA, POL_F_MARK, POL_F_NAT_DROP, POL_F_VALID, Policy, POLICY_SLOTS, Prio, PRIO_CLASSES, Rate, Reason, REASONS,
                    REASONS_USED, RL_CLASSES, RL_MAX, RlClass, RlKey, RlState, SipInfo, stats_idx, STATS_SLOTS,
                    stats_unidx, Struct, Verdict, VERDICTS)
 from .telemetry import (TM_BUCKETS, tm_code_idx, TM_CODE_METHODS, TM_CODE_MIN, TM_CODES, TM_ENUMS, TM_EVENTS,
                         tm_hist_idx, TM_STAGES, TM_STRUCTS, TM_TXN_MAX, TmDir, TmEvent, TmHist, TmIfCfg,
                         TmStage, TmTxn, TmTxnKey)
+from .keepalive import (KA_HDR_MAX, KA_HOST_LEN, KA_ID_ALIAS, KA_ID_MAX, KA_ID_PRIMARY, ka_host_fold, ka_id_key,
+                        KA_STRUCTS, KA_USER_LEN, KaCfg, KaIdKey, KaStats)
 from .fastpath import (FP_AFF_MAX, FP_B_L2, FP_B_PEER, fp_b_slot, FP_BACKENDS_MAX, FP_ENUMS, FP_FLOW_MAX,
                        FP_NAME_LEN, FP_NONE, FP_REASONS, FP_RETRIES, FP_RING, FP_S_CALLID, FP_STATS_SLOTS,
                        FP_STRUCTS, FP_SVC_MAX, FpAff, FpAffKey, FpBackend, FpBstat, FpFlow, FpFlowKey,
                        FpReason, FpRing, FpSvc, FpSvcKey)
 
 # C struct name -> mirror, C enum name -> (IntEnum, constant prefix), checked by tests/bpf/test_layout.py
-STRUCTS = {**CORE_STRUCTS, **TM_STRUCTS}
+STRUCTS = {**CORE_STRUCTS, **TM_STRUCTS, **KA_STRUCTS}
 ENUMS = {**CORE_ENUMS, **TM_ENUMS}
 
 __all__ = [
@@ -41,8 +43,10 @@ __all__ = [
     "FP_B_L2", "FP_B_PEER", "fp_b_slot", "FP_BACKENDS_MAX", "FP_ENUMS", "FP_FLOW_MAX", "FP_NAME_LEN",
     "FP_NONE", "FP_REASONS", "FP_RETRIES", "FP_RING", "FP_S_CALLID", "FP_STATS_SLOTS", "FP_STRUCTS",
     "FP_SVC_MAX", "FpAff", "FpAffKey", "FpBackend", "FpBstat", "FpFlow", "FpFlowKey", "FpReason", "FpRing",
-    "FpSvc", "FpSvcKey", "Hook", "HOOKS", "IF_MAX", "IfStat", "MAX_SIP_PORTS", "MAX_TLS_PORTS", "Method",
-    "METHODS", "OVERLOAD_LEVELS", "PARSE_BYTES", "POL_F_MARK", "POL_F_VALID", "Policy", "POLICY_SLOTS",
+    "FpSvc", "FpSvcKey", "Hook", "HOOKS", "IF_MAX", "IfStat", "KA_HDR_MAX", "KA_HOST_LEN", "KA_ID_ALIAS",
+    "KA_ID_MAX", "KA_ID_PRIMARY", "ka_host_fold", "ka_id_key", "KA_STRUCTS", "KA_USER_LEN", "KaCfg", "KaIdKey",
+    "KaStats", "MAX_SIP_PORTS", "MAX_TLS_PORTS", "Method",
+    "METHODS", "OVERLOAD_LEVELS", "PARSE_BYTES", "POL_F_KA", "POL_F_MARK", "POL_F_NAT_DROP", "POL_F_VALID", "Policy", "POLICY_SLOTS",
     "Prio", "PRIO_CLASSES", "Rate", "Reason", "REASONS", "REASONS_USED", "RL_CLASSES", "RL_MAX", "RlClass",
     "RlKey", "RlState", "SipInfo", "stats_idx", "STATS_SLOTS", "stats_unidx", "Struct", "STRUCTS",
     "TM_BUCKETS", "tm_code_idx", "TM_CODE_METHODS", "TM_CODE_MIN", "TM_CODES", "TM_ENUMS", "TM_EVENTS",

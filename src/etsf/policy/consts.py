@@ -16,6 +16,8 @@ ACL_MAX = layout.ACL_MAX
 METHODS = layout.METHODS
 POL_F_VALID = layout.POL_F_VALID
 POL_F_MARK = layout.POL_F_MARK
+POL_F_KA = layout.POL_F_KA
+POL_F_NAT_DROP = layout.POL_F_NAT_DROP
 ACL_DENY = int(layout.AclAction.DENY)
 ACL_TRUST = int(layout.AclAction.TRUST)
 
@@ -68,3 +70,12 @@ FP_BACKENDS_PER_POLICY = layout.FP_BACKENDS_MAX // POLICY_SLOTS
 FP_PROTOCOLS = ("udp", "tcp")
 FP_AFFINITIES = ("call-id",)
 FP_WEIGHT_MAX = 1000
+
+# keep-alive answers: compiled to etsf_ka_cfg / etsf_ka_id per slot (etsf.policy.image)
+MAP_KA_CFG = "etsf_ka_cfg"
+MAP_KA_ID = "etsf_ka_id"
+KA_HDR_MAX = layout.KA_HDR_MAX
+KA_HOST_LEN = layout.KA_HOST_LEN
+KA_USER_LEN = layout.KA_USER_LEN
+# an IPv6 identity takes two keys (compressed and expanded text); one slot gets half the map
+KA_IDENTITIES_MAX = 64

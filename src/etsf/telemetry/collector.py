@@ -7,6 +7,7 @@ import threading
 from typing import Any
 
 from .. import kpi as _kpi
+from ..keepalive.state import read_state as keepalive_state
 from ..overload.state import read_state as overload_auto_state
 from ..paths import pin_root
 from .reader import BUCKET_BOUNDS, DEFAULT_WINDOW, NS_PER_S, Snapshot, invite_codes, snapshot
@@ -147,6 +148,7 @@ class EtsfCollector:
             yield g
 
         yield from overload_auto_metrics(overload_auto_state())
+        yield from keepalive_metrics(snap, keepalive_state())
 
         info = GaugeMetricFamily("etsf_bpf_program_info", "Loaded eTSF program (value 1)",
                                  labels=["program", "id", "tag", "type"])
@@ -214,3 +216,58 @@ def overload_auto_metrics(doc: dict[str, Any] | None):
                             "made")
     c.add_metric([], doc.get("changes_total", 0))
     yield c
+
+
+def keepalive_metrics(snap: Snapshot, doc: dict[str, Any] | None):
+    """Keep-alive answers: the kernel's counters and answer gate, the prober's state file."""
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+    ka = snap.get("keepalive")
+    if ka is not None:
+        c = CounterMetricFamily("etsf_keepalive_answered", "Keep-alive OPTIONS answered with a 200 in the "
+                                "kernel (the proxy never saw them)")
+        c.add_metric([], ka["answered"])
+        yield c
+        c = CounterMetricFamily("etsf_keepalive_passed", "Answerable keep-alive OPTIONS passed to the proxy: "
+                                "proxy_stale = the prober's gate was shut, sampled = the 1-in-N share; "
+                                "not_matching = OPTIONS the kernel may not answer", labels=["reason"])
+        for reason, key in (("proxy_stale", "passed_proxy_stale"), ("sampled", "passed_sampled"),
+                            ("not_matching", "passed_not_matching")):
+            c.add_metric([reason], ka[key])
+        yield c
+        c = CounterMetricFamily("etsf_nat_keepalives", "NAT keep-alives over UDP on a SIP port (CRLF, CRLFCRLF, "
+                                "4 zero bytes), by what the policy did with them", labels=["action"])
+        c.add_metric(["passed"], max(0, ka["nat_keepalive_seen"] - ka["nat_keepalive_dropped"]))
+        c.add_metric(["dropped"], ka["nat_keepalive_dropped"])
+        yield c
+    ctl = snap.get("ctl") or {}
+    if "keepalive_proxy_alive" in ctl:
+        for key, name, help_ in (
+                ("keepalive_proxy_alive", "etsf_keepalive_proxy_alive",
+                 "1 while the kernel answers keep-alive OPTIONS (the prober's last 2xx is younger than alive_ms)"),
+                ("keepalive_alive_left_s", "etsf_keepalive_proxy_alive_remaining_seconds",
+                 "Seconds the kernel keeps answering without another 2xx from the proxy"),
+                ("keepalive_sample_every", "etsf_keepalive_sample_every",
+                 "1 in N answerable OPTIONS still goes to the proxy (0 = none)")):
+            g = GaugeMetricFamily(name, help_)
+            g.add_metric([], ctl[key])
+            yield g
+    if not doc or "probes_total" not in doc:
+        return
+    g = GaugeMetricFamily("etsf_keepalive_prober_running", "1 while the keep-alive prober runs (state file "
+                          "written, not stopped)")
+    g.add_metric([], 0 if doc.get("stopped") else 1)
+    yield g
+    c = CounterMetricFamily("etsf_keepalive_probes", "OPTIONS probes of the local proxy by outcome (ok, "
+                            "rejected, refused, unreachable, error, timeout)", labels=["outcome"])
+    for outcome, n in sorted((doc.get("outcomes") or {}).items()):
+        c.add_metric([outcome], n)
+    yield c
+    c = CounterMetricFamily("etsf_keepalive_transitions", "Changes of the proxy between alive and not alive, "
+                            "as the prober wrote them")
+    c.add_metric([], doc.get("transitions_total", 0))
+    yield c
+    rtt = (doc.get("last_probe") or {}).get("rtt_ms")
+    if rtt is not None:
+        g = GaugeMetricFamily("etsf_keepalive_probe_rtt_seconds", "Round-trip time of the last answered probe")
+        g.add_metric([], rtt / 1000)
+        yield g

@@ -49,7 +49,7 @@ def _u64(b: bytes) -> int:
 
 
 class Snapshot(dict):
-    """Plain dict: t, stats, interfaces, hist, codes, events, ctl, programs, maps, cost."""
+    """Plain dict: t, stats, interfaces, hist, codes, events, ctl, keepalive, programs, maps, cost."""
 
 
 def open_counted(name: str, root: str, cost: dict):
@@ -75,7 +75,7 @@ def snapshot(root: str | None = None, programs: bool = True) -> Snapshot:
     t0 = time.perf_counter()
     cost = {"maps_opened": 0, "batch_calls": 0, "entries_read": 0, "lookups": 0}
     snap = Snapshot(t=time.time(), mono=time.monotonic(), missing=[], stats=[], interfaces={},
-                    hist={}, codes={}, events={}, ctl=None, programs={}, maps={}, cost=cost)
+                    hist={}, codes={}, events={}, ctl=None, keepalive=None, programs={}, maps={}, cost=cost)
 
     def read(name, fn):
         try:
@@ -158,7 +158,21 @@ def snapshot(root: str | None = None, programs: bool = True) -> Snapshot:
                 # the kernel's rule (etsf_failsafe): unsigned now - heartbeat > deadman
                 "deadman_tripped": int(bool(c.deadman_ns) and
                                        ((now - hb) & ((1 << 64) - 1)) > int(c.deadman_ns)),
+                # the kernel's keep-alive gate: answers while now < proxy_alive_until_ns
+                "keepalive_proxy_alive": int(now < int(c.proxy_alive_until_ns)),
+                "keepalive_alive_left_s": max(0, int(c.proxy_alive_until_ns) - now) / NS_PER_S,
+                "keepalive_sample_every": int(c.ka_sample_every),
             }
+
+    def keepalive(m):
+        vals = m.lookup_percpu(bytes(4)) or []
+        cost["lookups"] += 1
+        tot = {n: 0 for n, *_unused in L.KaStats._fields_ if n != "sample_seq"}
+        for v in vals:
+            k = L.KaStats.from_bytes(v)
+            for n in tot:
+                tot[n] += int(getattr(k, n))
+        snap["keepalive"] = tot
 
     def occupancy(name):
         def fn(m):
@@ -172,6 +186,7 @@ def snapshot(root: str | None = None, programs: bool = True) -> Snapshot:
     read("etsf_tm_codes", codes)
     read("etsf_tm_events", events)
     read("etsf_ctl", ctl)
+    read("etsf_ka_stats", keepalive)
     for name in OCCUPANCY_MAPS:
         if name == "etsf_ifstats":
             snap["maps"][name] = {"entries": len(snap["interfaces"]), "max_entries": L.IF_MAX}

@@ -1,0 +1,143 @@
+"""``etsfctl keepalive probe|status``."""
+
+from __future__ import annotations
+
+import signal
+import time
+from typing import Any
+
+from .. import inputs as T
+from ..output import emit
+
+DEFAULT_POLICY = "/etc/etsf/policy.yml"
+
+
+def load_config(policy_file: str, interval_s: float | None = None) -> dict[str, Any]:
+    """The prober's settings from the policy's keepalive section; refuses a disabled responder."""
+    from ..policy.schema import load_file
+    p, _text = load_file(policy_file)
+    ka = p.keepalive
+    if not ka["enabled"]:
+        raise ValueError(f"{policy_file}: keepalive.enabled is false (nothing to probe for)")
+    pr = ka["probe"]
+    cfg = {"address": pr["address"], "port": pr["port"], "interval_ms": pr["interval_ms"],
+           "timeout_ms": pr["timeout_ms"], "alive_ms": pr["alive_ms"], "sample_every": ka["sample_every"]}
+    if interval_s is not None:
+        cfg["interval_ms"] = max(1, int(round(interval_s * 1000)))
+        cfg["timeout_ms"] = min(cfg["timeout_ms"], cfg["interval_ms"])
+    return cfg
+
+
+def counters() -> dict[str, int] | None:
+    """etsf_ka_stats summed over CPUs; None when the loaded objects have no responder."""
+    from .. import bpf, layout
+    from ..paths import pin_root
+    try:
+        m = bpf.open_map("etsf_ka_stats", pin_root(), read_only=True)
+    except (OSError, bpf.BpfError):
+        return None
+    try:
+        vals = m.lookup_percpu(bytes(4)) or []
+    finally:
+        m.close()
+    tot = {n: 0 for n, *_unused in layout.KaStats._fields_ if n != "sample_seq"}
+    for v in vals:
+        k = layout.KaStats.from_bytes(v)
+        for n in tot:
+            tot[n] += int(getattr(k, n))
+    return tot
+
+
+def status() -> dict[str, Any]:
+    """The responder as the kernel and the prober see it: the gate in etsf_ctl, the prober's
+    state file, the kernel's keep-alive counters."""
+    from .. import datapath
+    from ..paths import pin_root
+    from ..policy import maps_present
+    from .state import read_state
+    out: dict[str, Any] = {"prober": read_state(), "gate": None, "counters": None}
+    if maps_present(pin_root()):
+        ctl = datapath.read_ctl()
+        out["gate"] = datapath.keepalive_gate(ctl, time.monotonic_ns())
+        out["counters"] = counters()
+    pr = out["prober"] or {}
+    out["enabled"] = bool(pr.get("enabled")) and not pr.get("stopped")
+    return out
+
+
+def _probe_text(last: list[dict]) -> str:
+    r = last[-1]
+    p = r["probe"]
+    answer = f"{p['status']} {p['reason']}".strip() if p["status"] else p["reason"]
+    gate = f"alive, kernel answers for {r['alive_left_ms']} ms" if r["alive"] else "not alive: OPTIONS go to the proxy"
+    return f"probe {r['tick']}: {p['outcome']} ({answer}); {gate}; {r['transitions_total']} transitions"
+
+
+def _status_text(st: dict[str, Any]) -> str:
+    lines = []
+    g = st["gate"]
+    if g is None:
+        lines.append("datapath maps not loaded")
+    else:
+        what = (f"answers keep-alive OPTIONS for {g['proxy_alive_left_ms']} ms more" if g["proxy_alive"]
+                else "passes every OPTIONS to the proxy")
+        sample = f"; 1 in {g['sample_every']} still goes to the proxy" if g["sample_every"] else ""
+        lines.append(f"proxy {'ALIVE' if g['proxy_alive'] else 'not alive'}: the kernel {what}{sample}")
+    pr = st["prober"]
+    if not pr:
+        lines.append("prober never ran")
+    else:
+        lp = pr.get("last_probe") or {}
+        answer = f"{lp.get('status')} {lp.get('reason', '')}".strip() if lp.get("status") else lp.get("reason", "")
+        lines.append(f"prober {'stopped' if pr.get('stopped') else 'running'}: {pr.get('target')} every "
+                     f"{pr.get('interval_ms')} ms; last probe {lp.get('outcome', '-')} ({answer}); "
+                     f"{pr.get('probes_total', 0)} probes, {pr.get('transitions_total', 0)} transitions")
+    c = st["counters"]
+    if c is not None:
+        lines.append("kernel: " + ", ".join(f"{k} {v}" for k, v in c.items()))
+    return "\n".join(lines)
+
+
+def cmd_probe(args):
+    from .prober import Prober
+    cfg = load_config(args.policy, args.interval)
+    pr = Prober(cfg, heartbeat_file=args.heartbeat_file)
+
+    def _stop(_sig, _frm):
+        raise SystemExit(0)
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        last = pr.run(count=1 if args.once else args.count)
+    except SystemExit:
+        pr.stop()
+        raise
+    if not args.once and args.count is None:
+        pr.stop()
+    emit(args, {"ticks": pr.ticks, "last": last[-1], "history": last}, _probe_text(last))
+
+
+def cmd_status(args):
+    st = status()
+    emit(args, st, _status_text(st))
+
+
+def add_cli(sub, common) -> None:
+    """Register ``etsfctl keepalive`` (called from etsf.cli.build_parser)."""
+    s = sub.add_parser("keepalive", help="in-kernel answers to keep-alive OPTIONS: proxy prober and status")
+    ksub = s.add_subparsers(dest="kcmd", metavar="ACTION", parser_class=type(s))
+    ksub.required = True
+    a = ksub.add_parser("probe", parents=[common],
+                        help="probe the local proxy with OPTIONS and open the kernel's answer gate while it answers")
+    g = a.add_mutually_exclusive_group()
+    g.add_argument("--once", action="store_true", help="one probe, then exit (the gate stays as written)")
+    g.add_argument("--count", type=T.count, metavar="N", help="stop after N probes (the gate stays as written)")
+    a.add_argument("--interval", type=T.seconds, metavar="S",
+                   help="seconds between probes (default: the policy's keepalive.probe.interval_ms)")
+    a.add_argument("--policy", type=T.path, default=DEFAULT_POLICY, metavar="FILE",
+                   help=f"policy file with the keepalive section (default {DEFAULT_POLICY})")
+    a.add_argument("--heartbeat-file", type=T.path, metavar="FILE",
+                   help="rewritten every probe (watched by the fail-safe heartbeat rule)")
+    a.set_defaults(func=cmd_probe)
+    a = ksub.add_parser("status", parents=[common],
+                        help="answer gate, prober state and the kernel's keep-alive counters")
+    a.set_defaults(func=cmd_status)
