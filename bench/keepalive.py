@@ -68,8 +68,8 @@ PROFILES = {
                  search_start=4000, search_max=128000, search_bisect=3, search_probe_s=5, hold_ms=100,
                  kamailio_children=4, settle_s=1.0, probe_interval_ms=200, budget_s=14 * 60),
     # CI: proves the harness (every count accounted for), never judged on speed
-    "quick": dict(rounds=1, phase_s=3, call_rate=20, ka_per_call=20, sources=1024, sample_every=100,
-                  search_start=400, search_max=800, search_bisect=0, search_probe_s=2, hold_ms=50,
+    "quick": dict(rounds=1, phase_s=2, call_rate=20, ka_per_call=20, sources=1024, sample_every=100,
+                  search_start=400, search_max=400, search_bisect=0, search_probe_s=2, hold_ms=50,
                   kamailio_children=2, settle_s=0.5, probe_interval_ms=200, budget_s=90),
 }
 
@@ -189,18 +189,20 @@ def per_ka(mix: dict, calls: dict) -> dict:
 
 
 def ratio_summary(k_by_round: dict, e_by_round: dict) -> dict:
-    """E / K per round over the rounds both have: median, seeded bootstrap 95 % interval of the
-    median, range, and the paired differences E - K (median, interval, sign test, smallest
-    detectable difference)."""
-    rounds = sorted(r for r in set(k_by_round) & set(e_by_round)
-                    if k_by_round[r] is not None and e_by_round[r] is not None and k_by_round[r] > 0)
+    """E against K over the rounds both have: the paired differences E - K (median, bootstrap
+    interval, sign test, smallest detectable difference) and both medians over those rounds;
+    and E / K per round (only rounds where K is positive: a ratio to a non-positive cost means
+    nothing) with its median, seeded bootstrap 95 % interval of the median and range."""
+    both = sorted(r for r in set(k_by_round) & set(e_by_round)
+                  if k_by_round[r] is not None and e_by_round[r] is not None)
+    rounds = [r for r in both if k_by_round[r] > 0]
     ratios = [e_by_round[r] / k_by_round[r] for r in rounds]
     lo, hi = stats.bootstrap_ci(ratios)
-    diff = stats.paired({r: e_by_round[r] for r in rounds}, {r: k_by_round[r] for r in rounds})
+    diff = stats.paired({r: e_by_round[r] for r in both}, {r: k_by_round[r] for r in both})
     return {"rounds": rounds, "ratios": ratios, "median": statistics.median(ratios) if ratios else None,
             "ci95": [lo, hi], "range": [min(ratios), max(ratios)] if ratios else [None, None],
-            "k_median": statistics.median([k_by_round[r] for r in rounds]) if rounds else None,
-            "e_median": statistics.median([e_by_round[r] for r in rounds]) if rounds else None,
+            "k_median": statistics.median([k_by_round[r] for r in both]) if both else None,
+            "e_median": statistics.median([e_by_round[r] for r in both]) if both else None,
             "diff": diff}
 
 
@@ -407,7 +409,9 @@ def policy_text(enabled: bool, p: dict) -> str:
             f"    affinity: call-id\n    backends:\n      - {{address: {T.POD}, port: {T.PORT}, weight: 1}}\n"
             f"keepalive:\n  enabled: {'true' if enabled else 'false'}\n  identities: [\"{T.VIP}\"]\n"
             f"  sample_every: {p['sample_every']}\n"
-            f"  probe: {{address: \"{T.POD}\", port: {T.PORT}, interval_ms: {p['probe_interval_ms']}}}\n")
+            "  server: \"eTSF bench node\"\n"
+            f"  probe: {{address: \"{T.POD}\", port: {T.PORT}, interval_ms: {p['probe_interval_ms']}, "
+            f"timeout_ms: {p['probe_interval_ms']}, alive_ms: {3 * p['probe_interval_ms']}}}\n")
 
 
 class KaBench:
@@ -482,25 +486,33 @@ class KaBench:
 
     # -- the proxy-alive gate ---------------------------------------------------
     def start_prober(self):
-        """The agent's prober, as deployed (its CPU is part of E's cost): `etsfctl keepalive
-        probe` in the node namespace for the whole run."""
+        """The agent's prober, as deployed (its CPU is counted with the benchmark's tasks in both
+        configurations): `etsfctl keepalive probe` in the node namespace for the whole run, from
+        E's policy (K's has the responder off, which the prober refuses)."""
         b = self.b
-        cmd = ["nsenter", f"--net=/run/netns/{b.topo.node}", sys.executable, "-m", "etsf", "keepalive", "probe"]
-        self.prober = subprocess.Popen(cmd, env=b.env, stdout=open(b.work / "prober.log", "w"),  # noqa: SIM115  pylint: disable=consider-using-with
-                                       stderr=subprocess.STDOUT, start_new_session=True)
+        pol = b.work / "policy-E.yml"
+        pol.write_text(policy_text(True, self.p))
+        cmd = ["nsenter", f"--net=/run/netns/{b.topo.node}", sys.executable, "-m", "etsf", "keepalive", "probe",
+               "--policy", str(pol)]
+        with open(b.work / "prober.log", "w", encoding="utf-8") as logf:
+            self.prober = subprocess.Popen(cmd, env=b.env, stdout=logf, stderr=subprocess.STDOUT,  # pylint: disable=consider-using-with
+                                           stdin=subprocess.DEVNULL, start_new_session=True)
         self.res["pids"].append(self.prober.pid)
-        self.res["gate"] = {"how": "the agent's prober (`etsfctl keepalive probe`, "
-                                   f"every {self.p['probe_interval_ms']} ms, in the node namespace)"}
+        self.res["gate"] = {"how": "held open by the agent's prober (`etsfctl keepalive probe`, OPTIONS to "
+                                   f"Kamailio every {self.p['probe_interval_ms']} ms from the node namespace)"}
 
     def gate_open(self, limit_s: float = 15.0):
-        """Until the prober has opened the gate (its first 200 from the proxy), bounded."""
+        """Wait (bounded) until the prober has opened the gate: its first 200 from the proxy."""
         t0 = time.monotonic()
         while time.monotonic() - t0 < limit_s:
-            st = self.ka_status()
-            if st.get("proxy_alive"):
-                return
+            if ((self.ka_status().get("gate") or {}).get("proxy_alive")
+                    or (self.prober is not None and self.prober.poll() is not None)):
+                break
             time.sleep(0.2)
-        raise RuntimeError(f"the proxy-alive gate did not open within {limit_s:.0f} s: {self.ka_status()}")
+        st = self.ka_status()
+        if not (st.get("gate") or {}).get("proxy_alive"):
+            raise RuntimeError(f"the proxy-alive gate is not open after {time.monotonic() - t0:.0f} s: "
+                               f"{json.dumps(st)[:300]}")
 
     def ka_status(self) -> dict:
         r = self.b.etsfctl("keepalive", "status", "--json", check=False, timeout=30)
@@ -509,8 +521,7 @@ class KaBench:
         return {"error": (r.stderr or r.stdout).strip()[-300:]}
 
     def ka_counters(self) -> dict | None:
-        st = self.ka_status()
-        c = st.get("counters") if isinstance(st, dict) else None
+        c = self.ka_status().get("counters")
         return c if isinstance(c, dict) else None
 
     # -- one phase ----------------------------------------------------------------
@@ -584,7 +595,7 @@ class KaBench:
     # -- paired rounds -------------------------------------------------------------
     def rounds(self):
         p = self.p
-        visit_s = 2 * (p["phase_s"] + 2.0 + p["settle_s"]) + 6
+        visit_s = 2 * (p["phase_s"] + 2.0 + p["settle_s"] + 2.0) + 3.0
         reserve = self.search_reserve()
         for rnd in range(p["rounds"]):
             order = CONFIGS if rnd % 2 == 0 else tuple(reversed(CONFIGS))
@@ -613,7 +624,7 @@ class KaBench:
     def search_reserve(self) -> float:
         p = self.p
         n = 2 * (self._doublings() + p["search_bisect"])
-        return n * (p["search_probe_s"] + 2.0 + p["settle_s"] + 4)
+        return n * (p["search_probe_s"] + 2.0 + p["settle_s"] + 2.0) + 6.0
 
     def _doublings(self) -> int:
         n, r = 1, self.p["search_start"]

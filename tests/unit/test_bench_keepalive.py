@@ -147,9 +147,11 @@ def test_ratio_summary_pairs_rounds():
     assert s["diff"]["diffs"] == pytest.approx([-1.9, -3.8, -1.7])
 
 
-def test_ratio_summary_drops_rounds_where_k_is_not_positive():
+def test_ratio_summary_ratios_only_where_k_is_positive_differences_everywhere():
     s = KA.ratio_summary({0: 0.0, 1: -1.0, 2: 1.0}, {0: 1.0, 1: 1.0, 2: 0.5})
-    assert s["rounds"] == [2] and s["ci95"] == [None, None]
+    assert s["rounds"] == [2] and s["ratios"] == [0.5] and s["ci95"] == [None, None]
+    assert s["diff"]["rounds"] == [0, 1, 2] and s["diff"]["diffs"] == [1.0, 2.0, -0.5]
+    assert s["k_median"] == 0.0 and s["e_median"] == 1.0
 
 
 @pytest.mark.parametrize("ratios, target, want", [
