@@ -6,17 +6,20 @@
  * copied by etsf_parse_payload); the response is built into another per-CPU
  * buffer (etsf_resp) by a byte-wise state machine under bpf_loop() with a
  * fixed budget, and the hook's own code (etsf_xdp_reply in xdp_sip) puts it
- * on the wire.  Built: the status line, then every Via / From / To / Call-ID
- * / CSeq header of the request in request order, copied verbatim (long or
- * compact names, folded lines kept as they are), with
+ * on the wire.  Built: the status line (503 or 200), then every Via / From /
+ * To / Call-ID / CSeq header of the request in request order, copied
+ * verbatim (long or compact names, folded lines kept as they are), with
  *   - ";received=<source address>" appended to the first value of the top
  *     Via and a value-less "rport" there filled with the source port
  *     (RFC 3261 18.2.1, RFC 3581); IPv6 addresses as eight hex groups;
  *   - ";tag=<16 hex>" appended to To when it has none: a function of the
  *     Call-ID hash and etsf_ctl.node_secret, so retransmissions get the same
  *     tag (etsf_resp_tag);
- * then "Retry-After: <s>" (when not 0), "Content-Length: 0" and the blank
- * line.  Commas inside quoted Via parameters are not recognised (the top
+ * then the caller's extra header lines (the keep-alive 200's Allow / Accept /
+ * Supported / Server), "Retry-After: <s>" (503, when not 0), "Content-Length:
+ * 0" and the blank line.  On the way the pass notes what a keep-alive answer
+ * depends on: the Request-URI's user and host offsets, a Max-Forwards of 0,
+ * a Require or Proxy-Require header (etsf_keepalive.h decides).  Commas inside quoted Via parameters are not recognised (the top
  * Via value ends at the first ','); such requests are not expected on the
  * reject path.  A response over ETSF_RESP_MAX bytes, or a header block that
  * does not end inside the copied bytes, is refused (the caller falls back).
@@ -34,6 +37,7 @@
 #define ETSF_RESP_STR   64              /* each prepared string at most               */
 #define ETSF_RESP_STR_MASK (ETSF_RESP_STR - 1)
 #define ETSF_RESP_STATUS_503 "SIP/2.0 503 Service Unavailable\r\n"
+#define ETSF_RESP_STATUS_200 "SIP/2.0 200 OK\r\n"
 
 /* headers copied into a response */
 enum {
@@ -42,7 +46,9 @@ enum {
 	ETSF_RH_FROM,
 	ETSF_RH_TO,
 	ETSF_RH_CALLID,
-	ETSF_RH_CSEQ,
+	ETSF_RH_CSEQ,           /* last copied kind                            */
+	ETSF_RH_MAXFWD,         /* noted, not copied                           */
+	ETSF_RH_REQUIRE,        /* Require or Proxy-Require: noted, not copied */
 };
 
 /* builder states */
@@ -58,6 +64,13 @@ enum {
 #define ETSF_RF_END     0x04u   /* empty line: end of the header block    */
 #define ETSF_RF_FAIL    0x08u   /* does not fit                           */
 #define ETSF_RF_ADDTAG  0x10u   /* To has no tag: add ours                */
+#define ETSF_RF_REQUIRE 0x20u   /* a Require / Proxy-Require header       */
+#define ETSF_RF_MFZERO  0x40u   /* Max-Forwards without a non-zero digit  */
+
+/* Request-URI scan (u_flags) */
+#define ETSF_RU_SP      0x01u   /* past the method's SP                   */
+#define ETSF_RU_DONE    0x02u   /* past the URI's SP                      */
+#define ETSF_RU_BRACKET 0x04u   /* inside [...] (IPv6 reference)          */
 
 struct etsf_resp_state {
 	__u32 in_len;           /* request bytes in the parse scratch        */
@@ -70,6 +83,12 @@ struct etsf_resp_state {
 	__u32 port_len;
 	__u32 tag_len;
 	__u32 trail_len;
+	/* Request-URI "sip:[user[:password]@]host[:port][;params]": offsets */
+	__u32 u_start;          /* after "sip:"; 0 = no sip: URI              */
+	__u32 u_at;             /* the '@'; 0 = none                          */
+	__u32 u_uend;           /* first ':' of the user info; 0 = none       */
+	__u32 u_hend;           /* end of the host                            */
+	__u32 u_flags;          /* ETSF_RU_*                                  */
 	__u32 _pad;
 	__u8  recv[ETSF_RESP_STR];  /* ";received=<addr>" (8-byte aligned)  */
 	__u8  port[ETSF_RESP_STR];  /* "=<port>"                             */
@@ -81,6 +100,7 @@ struct etsf_resp {
 	struct etsf_resp_state st;
 	/* + room for the last 64-byte etsf_resp_put and the checksum padding */
 	__u8 buf[ETSF_RESP_BYTES + ETSF_RESP_STR + 8];
+	struct etsf_ka_id_key ka_key;   /* keep-alive identity lookup (off the stack) */
 };
 
 /* not pinned: private per object, no state across packets */
@@ -165,7 +185,7 @@ static __always_inline void etsf_resp_hex16(__u8 *dst, __u32 *n, __u32 v)
 /* the strings inserted into the copy, from the packet and the control block */
 static __always_inline void etsf_resp_prepare(struct etsf_resp_state *c, const struct etsf_pkt *p,
 					      const struct etsf_sip_result *r,
-					      const struct etsf_ctl *ctl)
+					      const struct etsf_ctl *ctl, __u32 retry_after)
 {
 	__u32 *n;
 	__u64 tag;
@@ -206,9 +226,9 @@ static __always_inline void etsf_resp_prepare(struct etsf_resp_state *c, const s
 
 	n = &c->trail_len;
 	*n = 0;
-	if (ctl->retry_after_s) {
+	if (retry_after) {
 		ETSF_RESP_LIT(c->trail, n, "Retry-After: ");
-		etsf_resp_dec(c->trail, n, ctl->retry_after_s);
+		etsf_resp_dec(c->trail, n, retry_after);
 		ETSF_RESP_LIT(c->trail, n, "\r\n");
 	}
 	ETSF_RESP_LIT(c->trail, n, "Content-Length: 0\r\n\r\n");
@@ -281,9 +301,22 @@ static __always_inline __u32 etsf_resp_hdr(const __u8 *buf, __u32 pos, __u32 len
 		if ((lw & etsf_sip_mask(4)) == ETSF_SIP_C8('c', 's', 'e', 'q', 0, 0, 0, 0))
 			return ETSF_RH_CSEQ;
 	}
-	if (pos + 7 < len && etsf_sip_name_end(etsf_sip_byte(buf, pos + 7)) &&
-	    (lw & etsf_sip_mask(7)) == ETSF_SIP_C8('c', 'a', 'l', 'l', '-', 'i', 'd', 0))
-		return ETSF_RH_CALLID;
+	if (pos + 7 < len && etsf_sip_name_end(etsf_sip_byte(buf, pos + 7))) {
+		if ((lw & etsf_sip_mask(7)) == ETSF_SIP_C8('c', 'a', 'l', 'l', '-', 'i', 'd', 0))
+			return ETSF_RH_CALLID;
+		if ((lw & etsf_sip_mask(7)) == ETSF_SIP_C8('r', 'e', 'q', 'u', 'i', 'r', 'e', 0))
+			return ETSF_RH_REQUIRE;
+	}
+	if (pos + 12 < len && etsf_sip_name_end(etsf_sip_byte(buf, pos + 12)) &&
+	    lw == ETSF_SIP_C8('m', 'a', 'x', '-', 'f', 'o', 'r', 'w') &&
+	    ((etsf_sip_word(buf, pos + 8) | ETSF_SIP_LOWER64) & etsf_sip_mask(4)) ==
+	    ETSF_SIP_C8('a', 'r', 'd', 's', 0, 0, 0, 0))
+		return ETSF_RH_MAXFWD;
+	if (pos + 13 < len && etsf_sip_name_end(etsf_sip_byte(buf, pos + 13)) &&
+	    lw == ETSF_SIP_C8('p', 'r', 'o', 'x', 'y', '-', 'r', 'e') &&
+	    ((etsf_sip_word(buf, pos + 8) | ETSF_SIP_LOWER64) & etsf_sip_mask(5)) ==
+	    ETSF_SIP_C8('q', 'u', 'i', 'r', 'e', 0, 0, 0))
+		return ETSF_RH_REQUIRE;
 	return ETSF_RH_NONE;
 }
 
@@ -396,6 +429,51 @@ static __always_inline int etsf_resp_word(struct etsf_resp *o, const __u8 *buf, 
 	return 1;
 }
 
+/*
+ * One byte of the request line: where the Request-URI's user info and host
+ * are.  The host ends at ':' ';' '?' or the SP (not inside [...]); an '@'
+ * starts it again after the user info.
+ */
+static __always_inline void etsf_resp_uri(struct etsf_resp_state *c, const __u8 *buf, __u32 pos,
+					  __u8 b)
+{
+	__u32 uf = c->u_flags;
+
+	if (uf & ETSF_RU_DONE)
+		return;
+	if (b == ' ') {
+		if (uf & ETSF_RU_SP) {
+			c->u_flags = uf | ETSF_RU_DONE;
+			if (!c->u_hend)
+				c->u_hend = pos;
+			return;
+		}
+		c->u_flags = uf | ETSF_RU_SP;
+		if (pos + 5 < c->in_len &&
+		    ((etsf_sip_word(buf, pos + 1) | ETSF_SIP_LOWER64) & etsf_sip_mask(4)) ==
+		    ETSF_SIP_C8('s', 'i', 'p', ':', 0, 0, 0, 0))
+			c->u_start = pos + 5;
+		return;
+	}
+	if (!c->u_start || pos < c->u_start)
+		return;
+	if (b == '[') {
+		c->u_flags = uf | ETSF_RU_BRACKET;
+	} else if (b == ']') {
+		c->u_flags = uf & ~ETSF_RU_BRACKET;
+	} else if (b == '@') {
+		if (!c->u_at) {
+			c->u_at = pos;
+			c->u_hend = 0;
+		}
+	} else if ((b == ':' || b == ';' || b == '?') && !(uf & ETSF_RU_BRACKET)) {
+		if (!c->u_hend)
+			c->u_hend = pos;
+		if (b == ':' && !c->u_at && !c->u_uend)
+			c->u_uend = pos;
+	}
+}
+
 /* one step: 1 = stop */
 static __always_inline int etsf_resp_step(struct etsf_resp *o, const __u8 *buf)
 {
@@ -413,6 +491,8 @@ static __always_inline int etsf_resp_step(struct etsf_resp *o, const __u8 *buf)
 		c->pos = pos + 1;
 		if (b == '\n')
 			c->state = ETSF_RS_LINE;
+		else
+			etsf_resp_uri(c, buf, pos, b);
 		return 0;
 	case ETSF_RS_LINE:
 		if (b == '\r' || b == '\n') {
@@ -421,18 +501,28 @@ static __always_inline int etsf_resp_step(struct etsf_resp *o, const __u8 *buf)
 		}
 		if (etsf_sip_is_ws(b)) {
 			/* folded line of the previous header */
-			c->state = c->hdr ? ETSF_RS_COPY : ETSF_RS_SKIP;
+			h = c->hdr;
+			c->state = h && h <= ETSF_RH_CSEQ ? ETSF_RS_COPY : ETSF_RS_SKIP;
 			return 0;
 		}
 		h = etsf_resp_hdr(buf, pos, c->in_len);
 		c->hdr = h;
 		if (h == ETSF_RH_VIA && !(c->flags & ETSF_RF_VIADONE))
 			c->flags |= ETSF_RF_TOPVIA | ETSF_RF_VIADONE;
-		c->state = h ? ETSF_RS_COPY : ETSF_RS_SKIP;
+		else if (h == ETSF_RH_REQUIRE)
+			c->flags |= ETSF_RF_REQUIRE;
+		else if (h == ETSF_RH_MAXFWD)
+			c->flags |= ETSF_RF_MFZERO;
+		c->state = h && h <= ETSF_RH_CSEQ ? ETSF_RS_COPY : ETSF_RS_SKIP;
 		return 0;
 	case ETSF_RS_SKIP:
-		if (etsf_resp_word(o, buf, pos, 0))
+		if (c->hdr == ETSF_RH_MAXFWD) {
+			/* byte by byte: any non-zero digit makes it > 0 */
+			if (b >= '1' && b <= '9')
+				c->flags &= ~ETSF_RF_MFZERO;
+		} else if (etsf_resp_word(o, buf, pos, 0)) {
 			return 0;
+		}
 		c->pos = pos + 1;
 		if (b == '\n')
 			c->state = ETSF_RS_LINE;
@@ -471,14 +561,41 @@ static long etsf_resp_steps(__u64 idx, void *ctx)
 	return 0;
 }
 
+/* the extra header lines: up to ETSF_KA_HDR_MAX bytes in 64-byte puts */
+static __always_inline int etsf_resp_extra(struct etsf_resp *o, const struct etsf_ka_cfg *x)
+{
+	__u32 len = x->hdr_len, off, n;
+	int i;
+
+	if (len > ETSF_KA_HDR_MAX)
+		return 1;
+#pragma unroll
+	for (i = 0; i < ETSF_KA_HDR_MAX / ETSF_RESP_STR; i++) {
+		off = i * ETSF_RESP_STR;
+		if (off >= len)
+			break;
+		n = len - off;
+		if (n > ETSF_RESP_STR)
+			n = ETSF_RESP_STR;
+		/* reload st.out: the verifier then bounds it at each put */
+		asm volatile("" ::: "memory");
+		if (etsf_resp_put(o, x->hdr + off, n))
+			return 1;
+	}
+	return 0;
+}
+
 /*
- * Build "SIP/2.0 <code> <text>" for the request in the parse scratch into
- * etsf_resp.  Returns the response (o->st.out bytes in o->buf) or NULL when
- * it does not fit.
+ * Build "SIP/2.0 503 Service Unavailable" (code 503, with Retry-After from
+ * etsf_ctl) or "SIP/2.0 200 OK" (any other code, with the header lines of x
+ * when not NULL) for the request in the parse scratch into etsf_resp.
+ * Returns the response (o->st.out bytes in o->buf) or NULL when it does not
+ * fit.
  */
 static __always_inline struct etsf_resp *etsf_respond(const struct etsf_pkt *p,
 						      const struct etsf_sip_result *r,
-						      const struct etsf_ctl *ctl)
+						      const struct etsf_ctl *ctl, __u32 code,
+						      const struct etsf_ka_cfg *x)
 {
 	struct etsf_resp_ctx rc = {};
 	struct etsf_resp *o;
@@ -494,15 +611,25 @@ static __always_inline struct etsf_resp *etsf_respond(const struct etsf_pkt *p,
 	o->st.state = ETSF_RS_RLINE;
 	o->st.hdr = ETSF_RH_NONE;
 	o->st.flags = r->has_to_tag ? 0 : ETSF_RF_ADDTAG;
-	etsf_resp_prepare(&o->st, p, r, ctl);
+	o->st.u_start = 0;
+	o->st.u_at = 0;
+	o->st.u_uend = 0;
+	o->st.u_hend = 0;
+	o->st.u_flags = 0;
+	etsf_resp_prepare(&o->st, p, r, ctl, code == 503 ? ctl->retry_after_s : 0);
 	o->st.out = 0;
 	/* etsf_resp_ch masks to ETSF_RESP_STR: the status line must fit in it */
 	_Static_assert(sizeof(ETSF_RESP_STATUS_503) - 1 <= ETSF_RESP_STR, "status line too long");
-	ETSF_RESP_LIT(o->buf, &o->st.out, ETSF_RESP_STATUS_503);
+	if (code == 503)
+		ETSF_RESP_LIT(o->buf, &o->st.out, ETSF_RESP_STATUS_503);
+	else
+		ETSF_RESP_LIT(o->buf, &o->st.out, ETSF_RESP_STATUS_200);
 
 	bpf_loop(ETSF_RESP_CALLS, etsf_resp_steps, &rc, 0);
 
 	if ((o->st.flags & (ETSF_RF_END | ETSF_RF_FAIL)) != ETSF_RF_END)
+		return NULL;
+	if (x && etsf_resp_extra(o, x))
 		return NULL;
 	if (etsf_resp_put(o, o->st.trail, o->st.trail_len))
 		return NULL;

@@ -35,7 +35,8 @@
  * Turn the request frame into the response built in etsf_resp: MACs,
  * addresses and ports swapped, lengths and checksums set, payload replaced.
  * UDP over IPv4 without options or IPv6 without extension headers only.
- * 0 = ready for XDP_TX; else the frame is unchanged or must be dropped.
+ * 0 = ready for XDP_TX; -1: the frame is unchanged; -2: it was changed
+ * and must be dropped.
  * A global function: the verifier checks it once with unknown arguments
  * instead of once per classifier path that reaches it.
  */
@@ -75,7 +76,7 @@ __attribute__((noinline)) int etsf_xdp_reply(struct xdp_md *ctx, __u32 l3off, __
 	data_end = (void *)(long)ctx->data_end;
 	eth = data;
 	if ((void *)(eth + 1) > data_end)
-		return -1;
+		return -2;
 	__builtin_memcpy(mac, eth->h_dest, ETH_ALEN);
 	__builtin_memcpy(eth->h_dest, eth->h_source, ETH_ALEN);
 	__builtin_memcpy(eth->h_source, mac, ETH_ALEN);
@@ -91,7 +92,7 @@ __attribute__((noinline)) int etsf_xdp_reply(struct xdp_md *ctx, __u32 l3off, __
 		__be32 a;
 
 		if ((void *)(ip + 1) + sizeof(*udp) > data_end)
-			return -1;
+			return -2;
 		udp = (void *)(ip + 1);
 		a = ip->saddr;
 		ip->saddr = ip->daddr;
@@ -103,7 +104,7 @@ __attribute__((noinline)) int etsf_xdp_reply(struct xdp_md *ctx, __u32 l3off, __
 		ip->check = 0;
 		sum = bpf_csum_diff(NULL, 0, (__be32 *)ip, sizeof(*ip), 0);
 		if (sum < 0)
-			return -1;
+			return -2;
 		ip->check = etsf_csum_fold(sum);
 		ph.saddr = ip->saddr;
 		ph.daddr = ip->daddr;
@@ -124,7 +125,7 @@ __attribute__((noinline)) int etsf_xdp_reply(struct xdp_md *ctx, __u32 l3off, __
 		} ph = {};
 
 		if ((void *)(ip6 + 1) + sizeof(*udp) > data_end)
-			return -1;
+			return -2;
 		udp = (void *)(ip6 + 1);
 		ph.saddr = ip6->daddr;
 		ph.daddr = ip6->saddr;
@@ -141,10 +142,10 @@ __attribute__((noinline)) int etsf_xdp_reply(struct xdp_md *ctx, __u32 l3off, __
 		sum = bpf_csum_diff(NULL, 0, (__be32 *)&ph, sizeof(ph), 0);
 	}
 	if (sum < 0)
-		return -1;
+		return -2;
 	sum = etsf_resp_csum(o, n, (__u32)sum);
 	if (sum < 0)
-		return -1;
+		return -2;
 	udp->check = etsf_csum_fold(sum);
 	if (udp->check == 0)
 		udp->check = 0xffff;
@@ -154,7 +155,7 @@ __attribute__((noinline)) int etsf_xdp_reply(struct xdp_md *ctx, __u32 l3off, __
 	n &= ETSF_RESP_MASK;
 	n += 1;
 	if (bpf_xdp_store_bytes(ctx, poff, o->buf, n))
-		return -1;
+		return -2;
 	return 0;
 }
 
@@ -166,7 +167,8 @@ int xdp_sip(struct xdp_md *ctx)
 	struct etsf_ifstat *ifs;
 	const struct etsf_policy *pol = NULL;
 	struct etsf_ctl *ctl = NULL;
-	__u32 reason, verdict = ETSF_V_PASS;
+	const struct etsf_ka_cfg *kc = NULL;
+	__u32 reason, verdict = ETSF_V_PASS, code = 0;
 	int valid = 0, tx = 0;
 
 	p.pkt_len = etsf_ctx_len(ctx);
@@ -183,20 +185,65 @@ int xdp_sip(struct xdp_md *ctx)
 		ifs->sip_packets++;
 	verdict = etsf_policy_verdict(ctl, pol, valid, &p, &r, r.reason, &reason);
 	if (reason == ETSF_R_ADMISSION && !(ctl->flags & ETSF_CTL_F_ADMIT_SILENT)) {
-		struct etsf_admit *a = etsf_admit_get();
-		struct etsf_resp *o = etsf_respond(&p, &r, ctl);
+		code = 503;
+	} else if (etsf_ka_candidate(pol, valid, &p, &r, verdict, reason)) {
+		__u32 slot = ctl->active_slot & 1;
 
-		if (o && p.l4proto == IPPROTO_UDP &&
-		    etsf_xdp_reply(ctx, p.l3off, p.l4off, p.family, p.pkt_len) == 0) {
-			reason = ETSF_R_ADMIT_503;
-			tx = 1;
-			if (a)
-				a->replied++;
-		} else if (a) {
-			a->reply_unfit++;
+		kc = bpf_map_lookup_elem(&etsf_ka_cfg, &slot);
+		if (kc)
+			code = 200;
+	} else if (verdict == ETSF_V_PASS && etsf_ka_nat(&p, &r)) {
+		struct etsf_ka_stats *st = etsf_ka_stats_get();
+
+		if (st)
+			st->nat_keepalive_seen++;
+		if (valid && pol && (pol->flags & ETSF_POL_F_NAT_DROP)) {
+			verdict = ETSF_V_DROP;
+			reason = ETSF_R_NAT_KEEPALIVE;
+			if (st)
+				st->nat_keepalive_dropped++;
 		}
 	}
-	if (r.reason == ETSF_R_OK && verdict != ETSF_V_DROP)
+	if (code) {
+		/* one call site: the builder is verified once for both answers */
+		struct etsf_resp *o = etsf_respond(&p, &r, ctl, code, code == 200 ? kc : NULL);
+
+		if (code == 503) {
+			struct etsf_admit *a = etsf_admit_get();
+
+			if (o && p.l4proto == IPPROTO_UDP &&
+			    etsf_xdp_reply(ctx, p.l3off, p.l4off, p.family, p.pkt_len) == 0) {
+				reason = ETSF_R_ADMIT_503;
+				tx = 1;
+				if (a)
+					a->replied++;
+			} else if (a) {
+				a->reply_unfit++;
+			}
+		} else {
+			struct etsf_ka_stats *st = etsf_ka_stats_get();
+
+			if (etsf_ka_decide(ctl, o, &r, ctl->active_slot & 1, st) == ETSF_KA_ANSWER) {
+				int rc = etsf_xdp_reply(ctx, p.l3off, p.l4off, p.family, p.pkt_len);
+
+				if (rc == 0) {
+					verdict = ETSF_V_REDIRECT;
+					reason = ETSF_R_KA_ANSWERED;
+					tx = 1;
+					if (st)
+						st->answered++;
+				} else if (rc == -1) {
+					/* frame untouched: the proxy answers */
+					if (st)
+						st->passed_not_matching++;
+				} else {
+					verdict = ETSF_V_DROP;
+					reason = ETSF_R_INTERNAL;
+				}
+			}
+		}
+	}
+	if (r.reason == ETSF_R_OK && verdict != ETSF_V_DROP && !tx)
 		etsf_tm_observe(ETSF_HOOK_XDP, ctx->ingress_ifindex, &r);
 
 out:

@@ -111,7 +111,10 @@ class Env:
         for slot in range(L.POLICY_SLOTS):
             self.maps["etsf_policy"].update(slot.to_bytes(4, "little"), bytes(L.Policy()))
         self.maps["etsf_admit"].update(bytes(4), bytes(L.Admit()))
-        for name in ("etsf_acl_v4", "etsf_acl_v6", "etsf_rl", "etsf_admit_txn"):
+        for slot in range(L.POLICY_SLOTS):
+            self.maps["etsf_ka_cfg"].update(slot.to_bytes(4, "little"), bytes(L.KaCfg()))
+        self.maps["etsf_ka_stats"].update(bytes(4), bytes(L.KaStats()))
+        for name in ("etsf_acl_v4", "etsf_acl_v6", "etsf_rl", "etsf_admit_txn", "etsf_ka_id"):
             m = self.maps[name]
             for k in m.keys():
                 m.delete(k)
@@ -174,6 +177,15 @@ class Env:
                     tot.tat_ns = max(tot.tat_ns, a.tat_ns)
                 else:
                     setattr(tot, name, getattr(tot, name) + getattr(a, name))
+        return tot
+
+    def ka_stats(self) -> dict[str, int]:
+        """etsf_ka_stats summed over CPUs."""
+        tot = dict.fromkeys((n for n, *_unused in L.KaStats._fields_), 0)
+        for v in self.maps["etsf_ka_stats"].lookup_percpu(bytes(4)):
+            s = L.KaStats.from_bytes(v)
+            for name in tot:
+                tot[name] += getattr(s, name)
         return tot
 
     def last(self) -> L.SipInfo:
