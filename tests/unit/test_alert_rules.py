@@ -21,7 +21,8 @@ SUFFIXES = {"CounterMetricFamily": ("_total",),
             "GaugeMetricFamily": ("",),
             "HistogramMetricFamily": ("_bucket", "_sum", "_count")}
 ALERTS = {"EtsfExporterDown", "EtsfMapsUnreadable", "EtsfBypassEngaged", "EtsfDeadmanTripped",
-          "EtsfSheddingActive", "EtsfSessionEstablishmentRatioLow", "EtsfKeepaliveResponderStale"}
+          "EtsfSheddingActive", "EtsfSessionEstablishmentRatioLow", "EtsfKeepaliveResponderStale",
+          "EtsfKeepaliveProxyNotAnswering"}
 
 
 def promtool() -> str:

@@ -23,7 +23,8 @@ ROLES = Path(__file__).resolve().parents[2] / "roles"
 
 # failsafe role variables that steer the role itself and never land in failsafe.yml as such
 FAILSAFE_ROLE_ONLY = {"failsafe_enabled", "failsafe_config_path", "failsafe_exporter_heartbeat",
-                      "failsafe_exporter_heartbeat_max_age_s", "failsafe_overload_heartbeat_max_age_s"}
+                      "failsafe_exporter_heartbeat_max_age_s", "failsafe_overload_heartbeat_max_age_s",
+                      "failsafe_keepalive_heartbeat_max_age_s"}
 
 
 def _same(a, b) -> bool:

@@ -17,7 +17,7 @@ BRANCH_COOKIE = "z9hG4bK"
 USER_AGENT = f"etsf-keepalive/{__version__}"
 #: compact header names (RFC 3261 section 7.3.3) the prober reads
 COMPACT = {"v": "via", "i": "call-id", "f": "from", "t": "to", "l": "content-length"}
-_STATUS_RE = re.compile(r"^SIP/2\.0 ([1-6][0-9]{2}) ?(.*)$")
+_STATUS_RE = re.compile(r"^SIP/2\.0 ([1-6][0-9]{2})(?: (.*))?$")
 _MAX_ANSWER = 65535
 
 
@@ -110,7 +110,7 @@ def parse(data: bytes) -> Answer | None:
         if name == "via":            # Via values may be comma-separated in one line
             vals = [v.strip() for v in value.split(",") if v.strip()]
         headers.setdefault(name, []).extend(vals)
-    return Answer(status=int(m.group(1)), reason=m.group(2).strip(), headers=headers)
+    return Answer(status=int(m.group(1)), reason=(m.group(2) or "").strip(), headers=headers)
 
 
 def _param(value: str, name: str) -> str | None:
