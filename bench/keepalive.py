@@ -274,8 +274,8 @@ def table_md(res: dict) -> str:
             ("CPU per keep-alive, µs: machine busy (idle accounting, other tenants included)",
              "cpu_us_per_ka_machine", 2),
             ("CPU per keep-alive, µs: Kamailio", "cpu_us_per_ka_kamailio", 2)]
-    out = ["| metric (median over rounds) | K: Kamailio answers | E: eTSF answers | E / K [95 % CI] | target | verdict |",
-           "|---|---|---|---|---|---|"]
+    out = ["| metric (median over rounds) | K: Kamailio answers | E: eTSF answers | E / K [95 % CI] | target "
+           "| verdict |", "|---|---|---|---|---|---|"]
     for label, key, nd in rows:
         s = an.get(key) or {}
         tgt = TARGETS.get(key)
@@ -308,31 +308,44 @@ def _lim(m: dict | None) -> str:
     return ""
 
 
+ROUND_COLS = ("round", "config", "phase", "load avg (1 min)", "window s", "keep-alives sent / answered 200",
+              "calls ok / planned", "INVITE→200 p50 / p99 ms", "switches: bench tasks / machine / Kamailio",
+              "CPU s: bench tasks / machine / Kamailio", "eTSF answered / sampled")
+
+
 def rounds_md(res: dict) -> str:
-    out = ["| round | config | phase | load avg (1 min) | window s | keep-alives sent / answered 200 | calls ok / planned"
-           " | INVITE→200 p50 / p99 ms | machine ctxt | Kamailio ctxt | busy CPU s | Kamailio CPU s | eTSF answered |",
-           "|" + "---|" * 13]
+    out = ["| " + " | ".join(ROUND_COLS) + " |", "|" + "---|" * len(ROUND_COLS)]
     for ph in res.get("phases", []):
+        if ph["round"] < 0:
+            continue
         g = ph.get("gen") or {}
         c = ph["calls"]
-        ka = f"{g['sent']} / {g['answered_200']}" if g else "–"
-        et = (ph.get("etsf_keepalive") or {}).get("answered")
-        out.append(f"| {ph['round'] + 1} | {ph['config']} | {ph['phase']} | {ph['loadavg'][0]} | {ph['window_s']:.1f} | "
-                   f"{ka} | {c['successful']} / {c['planned']} | {_f(c['invite_200_ms']['p50'], 0)} / "
-                   f"{_f(c['invite_200_ms']['p99'], 0)} | {ph['bench_ctx']} / {ph['ctxt']} / {ph['kamailio_ctx']} | "
-                   f"{ph['bench_cpu_s']:.2f} / {ph['busy_s']:.2f} / {ph['kamailio_s']:.2f} | {'–' if et is None else et} |")
+        et = ph.get("etsf_keepalive") or {}
+        lat = c["invite_200_ms"]
+        cells = [ph["round"] + 1, ph["config"], ph["phase"], ph["loadavg"][0], f"{ph['window_s']:.1f}",
+                 f"{g['sent']} / {g['answered_200']}" if g else "–", f"{c['successful']} / {c['planned']}",
+                 f"{_f(lat['p50'], 0)} / {_f(lat['p99'], 0)}",
+                 f"{ph['bench_ctx']} / {ph['ctxt']} / {ph['kamailio_ctx']}",
+                 f"{ph['bench_cpu_s']:.2f} / {ph['busy_s']:.2f} / {ph['kamailio_s']:.2f}",
+                 f"{et.get('answered', '–')} / {et.get('passed_sampled', '–')}"]
+        out.append("| " + " | ".join(str(x) for x in cells) + " |")
     return "\n".join(out) + "\n"
 
 
+SEARCH_COLS = ("config", "keep-alives/s offered", "sent/s", "answered 200 / sent", "calls ok / planned",
+               "INVITE→200 p99 ms", "load avg", "result")
+
+
 def search_md(res: dict) -> str:
-    out = ["| config | keep-alives/s offered | sent/s | answered 200 | calls ok / planned | INVITE→200 p99 ms | result |",
-           "|---|---|---|---|---|---|---|"]
+    out = ["| " + " | ".join(SEARCH_COLS) + " |", "|" + "---|" * len(SEARCH_COLS)]
     for letter in CONFIGS:
         for s in (res.get("max_rate") or {}).get(letter, {}).get("probes", []):
             g = s.get("gen") or {}
-            out.append(f"| {letter} | {s['ka_rate']:g} | {_f(g.get('pps'), 0)} | {g.get('answered_200', '–')} / "
-                       f"{g.get('sent', '–')} | {s['calls']['successful']} / {s['calls']['planned']} | "
-                       f"{_f(s['calls']['invite_200_ms']['p99'], 0)} | {'ok' if s['ok'] else 'FAIL: ' + s['why']} |")
+            cells = [letter, f"{s['ka_rate']:g}", _f(g.get("pps"), 0),
+                     f"{g.get('answered_200', '–')} / {g.get('sent', '–')}",
+                     f"{s['calls']['successful']} / {s['calls']['planned']}", _f(s["calls"]["invite_200_ms"]["p99"], 0),
+                     s["loadavg"][0], "ok" if s["ok"] else "FAIL: " + s["why"]]
+            out.append("| " + " | ".join(str(x) for x in cells) + " |")
     return "\n".join(out) + "\n"
 
 
@@ -358,8 +371,9 @@ def report_md(res: dict, plot_name: str | None = PLOT) -> str:
         out += [f"![per keep-alive cost]({plot_name})", ""]
     out += ["### Rounds", "", rounds_md(res), "### Maximum keep-alive rate with 0 failed calls", "",
             f"Calls at {p.get('call_rate')}/s; keep-alive rate doubling from {p.get('search_start')}/s (cap "
-            f"{p.get('search_max')}/s), then {p.get('search_bisect')} bisection steps; {p.get('search_probe_s')} s probes. "
-            "A probe passes with every call completed, ≥ 99 % of the keep-alives answered and ≥ 90 % of the offered "
+            f"{p.get('search_max')}/s), then {p.get('search_bisect')} bisection steps; "
+            f"{p.get('search_probe_s')} s probes. A probe passes with every call completed, ≥ 99 % of the "
+            "keep-alives answered and ≥ 90 % of the offered "
             "rate sent (otherwise the generator is the limit).", "", search_md(res)]
     if res.get("errors"):
         out += ["Errors: " + "; ".join(res["errors"]), ""]
@@ -480,6 +494,17 @@ class KaBench:
                 raise RuntimeError(f"kamailio not listening on {T.POD}:{T.PORT} after {limit_s:.0f} s")
             time.sleep(0.2)
 
+    def drain(self, limit_s: float = 15.0):
+        """After an overloaded probe: until Kamailio's socket is empty and its transactions of
+        the failed calls have timed out (fr_inv_timer), bounded."""
+        t_end = time.monotonic() + limit_s
+        while time.monotonic() < t_end:
+            r = self.b.topo.sh(self.b.topo.pod, "cat", "/proc/net/udp", check=False)
+            if not (overload.proxy_socket(r.stdout, T.POD, T.PORT) or {}).get("rx_queue"):
+                break
+            time.sleep(0.2)
+        time.sleep(max(0.0, min(8.0, t_end - time.monotonic())))
+
     def apply(self, letter: str):
         pol = self.b.work / f"policy-{letter}.yml"
         pol.write_text(policy_text(letter == "E", self.p))
@@ -498,8 +523,9 @@ class KaBench:
         cmd = ["nsenter", f"--net=/run/netns/{b.topo.node}", sys.executable, "-m", "etsf", "keepalive", "probe",
                "--policy", str(pol)]
         with open(b.work / "prober.log", "w", encoding="utf-8") as logf:
-            self.prober = subprocess.Popen(cmd, env=b.env, stdout=logf, stderr=subprocess.STDOUT,  # pylint: disable=consider-using-with
-                                           stdin=subprocess.DEVNULL, start_new_session=True)
+            self.prober = subprocess.Popen(  # pylint: disable=consider-using-with
+                cmd, env=b.env, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True)
         self.res["pids"].append(self.prober.pid)
         self.res["gate"] = {"how": "held open by the agent's prober (`etsfctl keepalive probe`, OPTIONS to "
                                    f"Kamailio every {self.p['probe_interval_ms']} ms from the node namespace)"}
@@ -568,8 +594,8 @@ class KaBench:
         t0 = time.monotonic()
         gen = None
         if ka_rate:
-            gen = b.topo.popen(b.topo.uac, [str(self.gen_bin), T.VIP, str(T.PORT), T.VIP, f"{ka_rate:g}", f"{seconds:g}",
-                                            KA_BASE, str(p["sources"]), str(KA_PORT), "1"],
+            gen = b.topo.popen(b.topo.uac, [str(self.gen_bin), T.VIP, str(T.PORT), T.VIP, f"{ka_rate:g}",
+                                            f"{seconds:g}", KA_BASE, str(p["sources"]), str(KA_PORT), "1"],
                                d / "kagen.json", limit=seconds + 15, cpu=harness.CPU_LOAD)
         sp = b.topo.popen(b.topo.uac, cmd, d / "sipp.log", limit=seconds + 40, cpu=harness.CPU_LOAD)
         rc = b.topo.stop(sp, timeout=seconds + 50)
@@ -634,7 +660,9 @@ class KaBench:
     def search_reserve(self) -> float:
         p = self.p
         n = 2 * (self._doublings() + p["search_bisect"])
-        return n * (p["search_probe_s"] + p["tail_s"] + p["settle_s"] + 1.0) + 6.0
+        # failed probes are followed by a drain of up to 8 s: about 1 + bisect_steps per configuration
+        drains = 2 * (1 + p["search_bisect"]) * 8.0 if p["search_start"] < p["search_max"] else 0.0
+        return n * (p["search_probe_s"] + p["tail_s"] + p["settle_s"] + 1.0) + 6.0 + drains
 
     def _doublings(self) -> int:
         n, r = 1, self.p["search_start"]
@@ -660,6 +688,8 @@ class KaBench:
                 log(f"max rate {letter} {rate}/s: sent {g['sent']} ({g['pps']:.0f}/s) answered {g['answered_200']}, "
                     f"calls ok {rec['calls']['successful']}/{rec['calls']['planned']} -> {rec['why']}")
                 probes.append(rec)
+                if not rec["ok"]:
+                    self.drain()
                 return rec
             best, _steps = overload.capacity_search(probe, p["search_start"], p["search_max"], p["search_bisect"],
                                                     floor=p["search_start"] // 4)
@@ -802,7 +832,8 @@ def main(argv=None) -> int:
             print(f"bench/keepalive.py: {tool} not installed", file=sys.stderr)
             return 2
     budget = args.budget_min * 60 if args.budget_min else PROFILES["quick" if args.quick else "full"]["budget_s"]
-    out = Path(args.out) if args.out else HERE / "results" / (harness.now_utc().strftime("%Y%m%dT%H%M%SZ") + "-keepalive")
+    stamp = harness.now_utc().strftime("%Y%m%dT%H%M%SZ")
+    out = Path(args.out) if args.out else HERE / "results" / f"{stamp}-keepalive"
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     res = run(out, budget, args.quick, **over)
     with contextlib.suppress(BrokenPipeError):
