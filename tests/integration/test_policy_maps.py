@@ -218,3 +218,81 @@ def test_runtime_controls(etsf_env, etsf_bpf, loaded):
     assert st["overload_level"] == 2 and st["bypass"] is False
     assert "etsf_ctl" in st["pins"]["maps"]
     assert st["heartbeat_age_ms"] is not None and st["heartbeat_age_ms"] < 60_000
+
+
+KA_POLICY = """\
+version: 1
+keepalive:
+  enabled: true
+  identities: [198.18.2.2, "ping@[2001:db8::2]"]
+  allow: INVITE, ACK, BYE, CANCEL, OPTIONS
+  server: eTSF
+  sample_every: 50
+  nat_keepalive: drop
+"""
+
+
+def _ka_ids(bpf, root):
+    from etsf.policy import image
+    m = bpf.open_map("etsf_ka_id", root)
+    try:
+        return {(image.decode_ka_key(bytes(k)) + (int.from_bytes(m.lookup(k)[:4], "little"),))
+                for k in list(m.keys())}
+    finally:
+        m.close()
+
+
+def sip_options(src: str, dst: str = "198.18.2.2") -> bytes:
+    return sip_register(src, dst).replace(b"REGISTER sip:", b"OPTIONS sip:").replace(b"1 REGISTER", b"1 OPTIONS")
+
+
+def test_keepalive_apply_and_kernel_answers(tmp_path, etsf_env, etsf_bpf, loaded):
+    from etsf import layout
+    from etsf import policy as P
+    root = etsf_env["ETSF_PIN_ROOT"]
+    xdp = loaded["xdp_sip"]
+    f1 = tmp_path / "ka.yml"
+    f1.write_text(KA_POLICY)
+    out = json.loads(etsfctl("policy", "apply", str(f1), "--json", env=etsf_env).stdout)
+    assert out["changed"] is True and out["slot"] == 1
+    assert {"path": "keepalive.enabled", "op": "set", "old": None, "new": True} in out["diff"]
+    ctl = _ctl(etsf_bpf, root)
+    assert ctl.ka_sample_every == 50 and ctl.node_secret != 0
+    assert _ka_ids(etsf_bpf, root) == {(1, "198.18.2.2", layout.KA_ID_PRIMARY),
+                                       (1, "ping@2001:db8::2", layout.KA_ID_PRIMARY),
+                                       (1, "ping@2001:0db8:0000:0000:0000:0000:0000:0002", layout.KA_ID_ALIAS)}
+    m = etsf_bpf.open_map("etsf_ka_cfg", root)
+    c = layout.KaCfg.from_bytes(m.lookup((1).to_bytes(4, "little")))
+    m.close()
+    assert bytes(c.hdr[:c.hdr_len]) == b"Allow: INVITE, ACK, BYE, CANCEL, OPTIONS\r\nServer: eTSF\r\n"
+
+    # the kernel: stale probe -> passed; alive -> answered; NAT keep-alive dropped
+    assert etsf_bpf.test_run(xdp.fd, sip_options("198.18.3.9"))[0] == XDP_PASS
+    _set_ctl(etsf_bpf, root, proxy_alive_until_ns=etsf_bpf.monotonic_ns() + 3600 * 10**9)
+    ret, frame, _unused = etsf_bpf.test_run(xdp.fd, sip_options("198.18.3.9"))
+    assert ret == 3 and b"SIP/2.0 200 OK\r\n" in frame and b"Server: eTSF\r\n" in frame   # XDP_TX
+    assert etsf_bpf.test_run(xdp.fd, sip_options("198.18.3.9", dst="198.18.2.3"))[0] == XDP_PASS
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.l2 import Ether
+    nat = bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IP(src="198.18.3.9", dst="198.18.2.2")
+                / UDP(sport=5070, dport=5060) / b"\r\n\r\n")
+    assert etsf_bpf.test_run(xdp.fd, nat)[0] == XDP_DROP
+
+    # show decodes the live policy; the same file again changes nothing
+    live = json.loads(etsfctl("policy", "show", "--json", env=etsf_env).stdout)
+    assert live["keepalive"] == P.load_text(KA_POLICY).to_dict()["keepalive"]
+    before = dump_maps(etsf_bpf, root)
+    out = json.loads(etsfctl("policy", "apply", str(f1), "--json", env=etsf_env).stdout)
+    assert out["changed"] is False and out["diff"] == []
+    assert dump_maps(etsf_bpf, root) == before
+
+    # keepalive off: slot 0 live, slot 1 identities gone, OPTIONS to the proxy again
+    f2 = tmp_path / "off.yml"
+    f2.write_text("version: 1\n")
+    r = etsfctl("policy", "apply", str(f2), "--diff", env=etsf_env)
+    assert "~ keepalive.enabled: true -> false" in r.stdout
+    ctl = _ctl(etsf_bpf, root)
+    assert (ctl.active_slot, ctl.ka_sample_every) == (0, 0)
+    assert _ka_ids(etsf_bpf, root) == set()
+    assert etsf_bpf.test_run(xdp.fd, sip_options("198.18.3.9"))[0] == XDP_PASS
+    assert "keepalive" not in json.loads(etsfctl("policy", "show", "--json", env=etsf_env).stdout)

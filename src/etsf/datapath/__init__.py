@@ -23,7 +23,8 @@ from .loader import attach, detach, forget, interface_status, pins
 from .base import (MAP_CTL, MAP_IFSTATS, MAP_STATS, MODES, OUR_PROGS, TC_OBJ, TC_PROG, XDP_OBJ, XDP_PROG,
                    DatapathError, build, check_objects, ctl_dict, default_build_dir, default_src_dir, heartbeat, ifindex,
                    init_ctl, keepalive_gate, load_state, method_totals, object_path, prog_name, read_ctl, repin, save_state,
-                   set_admission, set_bypass, set_keepalive_gate, set_overload, stats, admission_counters)
+                   set_admission, set_bypass, set_keepalive_gate, set_overload, stats, admission_counters,
+                   keepalive_counters)
 from .ops import REVERT_MODES, read_restore_config, restore, revert, status
 
 __all__ = [
@@ -32,5 +33,5 @@ __all__ = [
     "default_src_dir", "detach", "forget", "heartbeat", "ifindex", "init_ctl", "interface_status", "keepalive_gate",
     "load_state", "method_totals", "object_path", "pin_root", "pins", "prog_name", "read_ctl",
     "read_restore_config", "repin", "restore", "revert", "save_state", "set_admission", "set_bypass", "set_keepalive_gate", "set_overload", "admission_counters",
-    "state_dir", "stats", "status",
+    "keepalive_counters", "state_dir", "stats", "status",
 ]

@@ -400,6 +400,22 @@ def set_keepalive_gate(until_ns: int, sample_every: int | None = None) -> dict[s
             "previous_until_ns": old["v"][0], "previous_sample_every": old["v"][1]}
 
 
+def keepalive_counters() -> dict[str, int]:
+    """etsf_ka_stats summed over CPUs: OPTIONS answered in the kernel, passed to the proxy (stale
+    probe, sampled, not for the node / not answerable) and NAT keep-alives seen / dropped."""
+    m = _open_map("etsf_ka_stats")
+    try:
+        vals = m.lookup_percpu(_key0()) or []
+    finally:
+        m.close()
+    tot = {n: 0 for n, *_unused in layout.KaStats._fields_ if n != "sample_seq"}  # noqa: SLF001
+    for v in vals:
+        a = layout.KaStats.from_bytes(v)
+        for n in tot:
+            tot[n] += int(getattr(a, n))
+    return tot
+
+
 def set_bypass(on: bool) -> dict[str, Any]:
     old = {}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .schema import fmt_value, sort_cidrs
+from .schema import fmt_value, keepalive_default, sort_cidrs
 
 
 # ---------------------------------------------------------------------------
@@ -31,6 +31,8 @@ def diff(old: dict | None, new: dict) -> list[dict[str, Any]]:
     # acl_guard only steers validation: the maps never hold it
     new = {k: v for k, v in new.items() if k not in ("generation", "acl_guard")}
     old = {k: v for k, v in (old or {}).items() if k not in ("generation", "acl_guard")}
+    if "keepalive" in old and "keepalive" not in new:    # back to the default: shown field by field
+        new["keepalive"] = keepalive_default()
     changes = []
     fo, fn = _flatten(old), _flatten(new)
     for path in fn:

@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import layout
-from .consts import (ACL_DENY, ACL_TRUST, METHODS, POL_F_MARK, POL_F_VALID, POLICY_SLOTS, PRIO_DEFAULTS,
-                     PRIO_NAMES, RL_CLASS_NAMES)
-from .schema import Policy
+from .consts import (ACL_DENY, ACL_TRUST, METHODS, POL_F_KA, POL_F_MARK, POL_F_NAT_DROP, POL_F_VALID,
+                     POLICY_SLOTS, PRIO_DEFAULTS, PRIO_NAMES, RL_CLASS_NAMES)
+from .schema import (KA_HEADERS, Policy, ka_header_block, ka_identity_hosts, keepalive_canonical,
+                     keepalive_default)
 
 
 # ---------------------------------------------------------------------------
@@ -29,6 +30,9 @@ class PolicyImage:
     acl_v6: dict[bytes, bytes]
     overload_level: int | None
     deadman_ns: int
+    ka_cfg: bytes = b""                             # struct etsf_ka_cfg
+    ka_ids: dict[bytes, bytes] | None = None        # etsf_ka_id key -> u32 ETSF_KA_ID_*
+    ka_sample_every: int = 0                        # etsf_ctl.ka_sample_every at the swap
 
 
 def _acl_key(net, slot: int) -> bytes:
@@ -80,9 +84,72 @@ def compile_policy(p: Policy, slot: int, generation: int) -> PolicyImage:
     for cidr, action in [(c, ACL_TRUST) for c in p.trust] + [(c, ACL_DENY) for c in p.deny]:
         net = ipaddress.ip_network(cidr)
         (v4 if net.version == 4 else v6)[_acl_key(net, slot)] = u32(action)
+    ka = p.keepalive
+    if ka["enabled"]:
+        s.flags |= POL_F_KA
+    if ka["nat_keepalive"] == "drop":
+        s.flags |= POL_F_NAT_DROP
     return PolicyImage(slot=slot, generation=generation, policy=bytes(s), acl_v4=v4, acl_v6=v6,
                        overload_level=p.overload_level,
-                       deadman_ns=p.deadman_timeout_ms * 1_000_000)
+                       deadman_ns=p.deadman_timeout_ms * 1_000_000,
+                       ka_cfg=_ka_cfg(ka), ka_ids=_ka_ids(ka, slot), ka_sample_every=ka["sample_every"])
+
+
+def _ka_cfg(ka) -> bytes:
+    c = layout.KaCfg()
+    hdr = ka_header_block(ka)
+    c.hdr_len = len(hdr)
+    ctypes.memmove(ctypes.addressof(c) + layout.KaCfg.hdr.offset, hdr, len(hdr))
+    pr = ka["probe"]
+    addr = ipaddress.ip_address(pr["address"])
+    c.probe_interval_ms, c.probe_timeout_ms, c.probe_alive_ms = pr["interval_ms"], pr["timeout_ms"], pr["alive_ms"]
+    c.probe_port, c.probe_family = pr["port"], addr.version
+    ctypes.memmove(ctypes.addressof(c) + layout.KaCfg.probe_addr.offset, addr.packed, len(addr.packed))
+    return bytes(c)
+
+
+def _ka_ids(ka, slot: int) -> dict[bytes, bytes]:
+    """Every Request-URI text form of every identity: the first as written (decoded back), the
+    others (an IPv6 address expanded) as aliases."""
+    out = {}
+    for ident in ka["identities"]:
+        user, hosts = ka_identity_hosts(ident)
+        for i, host in enumerate(hosts):
+            flag = layout.KA_ID_PRIMARY if i == 0 else layout.KA_ID_ALIAS
+            out[layout.ka_id_key(slot, host.encode(), user.encode())] = u32(flag)
+    return out
+
+
+def decode_ka_key(raw: bytes) -> tuple[int, str]:
+    """(slot, identity text) of an etsf_ka_id key written by _ka_ids."""
+    k = layout.KaIdKey.from_bytes(raw)
+    host = bytes(k.host[:k.host_len]).decode("ascii", "replace")
+    user = bytes(k.user[:k.user_len]).decode("ascii", "replace")
+    if host.startswith("{") and host.endswith("}"):     # the fold of an IPv6 reference's brackets
+        host = host[1:-1]
+    return k.slot, f"{user}@{host}" if user else host
+
+
+def decode_keepalive(policy_flags: int, cfg_raw: bytes | None, identities, sample_every: int) -> dict[str, Any]:
+    """The canonical keepalive section from the maps (identities: the slot's primary keys)."""
+    ka = keepalive_default()
+    if cfg_raw is None:
+        return ka
+    c = layout.KaCfg.from_bytes(cfg_raw)
+    hdr = bytes(c.hdr[:min(c.hdr_len, layout.KA_HDR_MAX)]).decode("ascii", "replace")
+    names = {name.lower(): key for key, name in KA_HEADERS}
+    for line in hdr.split("\r\n"):
+        name, sep, value = line.partition(": ")
+        if sep and name.lower() in names:
+            ka[names[name.lower()]] = value
+    fam = c.probe_family
+    addr = ipaddress.ip_address(bytes(c.probe_addr[:4 if fam == 4 else 16])) if fam in (4, 6) else None
+    ka.update(enabled=bool(policy_flags & POL_F_KA), identities=sorted(identities), sample_every=sample_every,
+              nat_keepalive="drop" if policy_flags & POL_F_NAT_DROP else "pass")
+    if addr is not None:
+        ka["probe"] = {"address": str(addr), "port": c.probe_port, "interval_ms": c.probe_interval_ms,
+                       "timeout_ms": c.probe_timeout_ms, "alive_ms": c.probe_alive_ms}
+    return keepalive_canonical(ka)
 
 
 # ---------------------------------------------------------------------------
@@ -105,10 +172,11 @@ def decode_acl_key(raw: bytes):
     return k.slot, ipcls((addr, max(0, bits)), strict=False)
 
 
-def decode(policy_raw: bytes, acl_entries, ctl=None) -> dict[str, Any] | None:
+def decode(policy_raw: bytes, acl_entries, ctl=None, keepalive=None) -> dict[str, Any] | None:
     """Canonical dict of the policy stored in one slot.
 
     acl_entries: iterable of (ip_network, action) already filtered to the slot.
+    keepalive: the slot's decoded keepalive section (decode_keepalive), None: the default.
     Returns None when the slot holds no valid policy.
     """
     s = layout.Policy.from_buffer_copy(policy_raw)
@@ -134,6 +202,7 @@ def decode(policy_raw: bytes, acl_entries, ctl=None) -> dict[str, Any] | None:
         marking_enabled=bool(s.flags & POL_F_MARK),
         dscp=s.dscp, skb_priority=s.skb_priority,
         deadman_timeout_ms=(ctl.deadman_ns // 1_000_000 if ctl is not None else 0),
+        keepalive=keepalive or keepalive_default(),
     )
     out = p.to_dict()
     out["generation"] = s.generation

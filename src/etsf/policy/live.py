@@ -13,8 +13,9 @@ from .. import paths
 from ..errors import PolicyError, policy_maps_missing
 from ..paths import lock, state_dir
 from ..pinmaps import PinnedMaps
-from .image import compile_policy, decode, decode_acl_key, decode_ctl, little_endian, u32
-from .consts import MAP_ACL_V4, MAP_ACL_V6, MAP_CTL, MAP_POLICY, POLICY_SLOTS, ROOT
+from .image import (compile_policy, decode, decode_acl_key, decode_ctl, decode_ka_key, decode_keepalive,
+                    little_endian, u32)
+from .consts import MAP_ACL_V4, MAP_ACL_V6, MAP_CTL, MAP_KA_CFG, MAP_KA_ID, MAP_POLICY, POLICY_SLOTS, ROOT
 from .changes import diff
 from . import history
 from .schema import Policy, sort_services, validate
@@ -57,6 +58,31 @@ def _acl_slot_entries(m, slot):
     return out
 
 
+def _has_ka_maps(maps) -> bool:
+    """The keep-alive maps are pinned (a datapath from before them has none)."""
+    return paths.maps_present(maps.pin_root, (MAP_KA_CFG, MAP_KA_ID))
+
+
+def _ka_slot_keys(maps, slot):
+    """[(raw key, identity, value)] of the etsf_ka_id entries of a slot."""
+    m = maps[MAP_KA_ID]
+    out = []
+    for k in list(m.keys()):
+        s, ident = decode_ka_key(bytes(k))
+        if s == slot:
+            v = m.lookup(k)
+            out.append((bytes(k), ident, int.from_bytes(v[:4], "little" if little_endian() else "big") if v else 0))
+    return out
+
+
+def _read_keepalive(maps, slot, policy_flags, ctl):
+    if not _has_ka_maps(maps):
+        return None
+    from .. import layout
+    ids = [ident for _unused, ident, flag in _ka_slot_keys(maps, slot) if flag & layout.KA_ID_PRIMARY]
+    return decode_keepalive(policy_flags, maps[MAP_KA_CFG].lookup(u32(slot)), ids, ctl.ka_sample_every)
+
+
 def read_live(pin_root=None, maps=None) -> dict[str, Any] | None:
     """Decode the policy the kernel is using now; None when none applied."""
     own = maps is None
@@ -69,7 +95,9 @@ def read_live(pin_root=None, maps=None) -> dict[str, Any] | None:
             return None
         acl = [(n, a) for _unused, n, a in _acl_slot_entries(maps[MAP_ACL_V4], slot)]
         acl += [(n, a) for _unused, n, a in _acl_slot_entries(maps[MAP_ACL_V6], slot)]
-        out = decode(raw, acl, ctl)
+        from .. import layout
+        pflags = layout.Policy.from_bytes(raw).flags
+        out = decode(raw, acl, ctl, _read_keepalive(maps, slot, pflags, ctl))
         if out is not None:
             from .. import fastpath as _fp
             svcs = _fp.decode_slot(slot, maps)
@@ -142,6 +170,10 @@ def apply(p: Policy, *, pin_root=None, check=False, source_text=None, force=Fals
         img = compile_policy(p, target, gen)
         from .. import fastpath as _fp      # services: compiled before any map is written
         fp_plan = _fp.plan_slot(p.services, target, active, maps)
+        ka_maps = _has_ka_maps(maps)
+        if not ka_maps and (p.keepalive["enabled"] or p.keepalive["nat_keepalive"] != "pass"):
+            raise PolicyError(f"{ROOT}.keepalive", "a datapath with the keep-alive maps (etsf_ka_cfg, "
+                              "etsf_ka_id) expected: re-attach ('etsfctl attach') to use keepalive")
         # 1. inactive slot: stale ACL entries out, new ones in, then its policy struct
         for mname, entries in ((MAP_ACL_V4, img.acl_v4), (MAP_ACL_V6, img.acl_v6)):
             m = maps[mname]
@@ -150,6 +182,12 @@ def apply(p: Policy, *, pin_root=None, check=False, source_text=None, force=Fals
             for k, v in entries.items():
                 m.update(k, v)
         _fp.write_slot(fp_plan, maps)
+        if ka_maps:
+            for k, _unused1, _unused2 in _ka_slot_keys(maps, target):
+                maps[MAP_KA_ID].delete(k)
+            for k, v in img.ka_ids.items():
+                maps[MAP_KA_ID].update(k, v)
+            maps[MAP_KA_CFG].update(u32(target), img.ka_cfg)
         maps[MAP_POLICY].update(u32(target), img.policy)
         # 2. one update flips the live slot
         ctl = _read_ctl(maps)
@@ -158,6 +196,9 @@ def apply(p: Policy, *, pin_root=None, check=False, source_text=None, force=Fals
         if img.overload_level is not None:
             ctl.overload_level = img.overload_level
         ctl.deadman_ns = img.deadman_ns
+        ctl.ka_sample_every = img.ka_sample_every
+        if p.keepalive["enabled"] and not ctl.node_secret:     # the To-tag of the 200s
+            ctl.node_secret = int.from_bytes(os.urandom(8), "little") or 1
         if img.deadman_ns and not ctl.heartbeat_ns:
             from .. import bpf
             ctl.heartbeat_ns = bpf.monotonic_ns()
@@ -168,6 +209,9 @@ def apply(p: Policy, *, pin_root=None, check=False, source_text=None, force=Fals
             m = maps[mname]
             for k, _unused1, _unused2 in _acl_slot_entries(m, active):
                 m.delete(k)
+        if ka_maps:
+            for k, _unused1, _unused2 in _ka_slot_keys(maps, active):
+                maps[MAP_KA_ID].delete(k)
         res.update(generation=gen, slot=target)
         history.record(generation=gen, slot=target, doc=new, keep=keep, actor=actor, source=source,
                        action="rollback" if _rollback_to is not None else "apply",
