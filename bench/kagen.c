@@ -246,10 +246,14 @@ int main(int argc, char **argv) {
 			    "To: <sip:%s>\r\n"
 			    "Call-ID: ka-%llu-%llu@kagen\r\n"
 			    "CSeq: 1 OPTIONS\r\n"
+			    "Contact: <sip:dev%u@%s:%d>\r\n"
+			    "User-Agent: kagen-device/1.0\r\n"
+			    "Allow: INVITE, ACK, BYE, CANCEL, OPTIONS, NOTIFY, REFER, INFO, MESSAGE, UPDATE\r\n"
+			    "Supported: replaces, timer, path\r\n"
 			    "Accept: application/sdp\r\n"
 			    "Content-Length: 0\r\n\r\n",
 			    ruri, ip, lport, (unsigned long long)seq, src, ip, (unsigned long long)seq, ruri,
-			    (unsigned long long)seq, us);
+			    (unsigned long long)seq, us, src, ip, lport);
 			iov[n].iov_base = bufs[n];
 			iov[n].iov_len = len;
 			memset(&msgs[n], 0, sizeof(msgs[n]));
