@@ -62,9 +62,9 @@ CONFIGS = ("K", "E")
 NAMES = {"K": "K-kamailio-answers", "E": "E-etsf-answers"}
 
 PROFILES = {
-    # ~12 min on an idle 2-core host: setup ~0.5 min, 6 rounds x 2 configs x 2 phases x ~12 s,
+    # ~12 min on a 2-core host: setup ~0.7 min, 8 rounds x 2 configs x 2 phases x ~13 s,
     # the max-rate search ~4 min
-    "full": dict(rounds=6, phase_s=8, call_rate=100, ka_per_call=20, sources=4096, sample_every=100,
+    "full": dict(rounds=8, phase_s=8, call_rate=100, ka_per_call=20, sources=4096, sample_every=100,
                  search_start=4000, search_max=128000, search_bisect=3, search_probe_s=5, hold_ms=100,
                  kamailio_children=4, settle_s=1.0, tail_s=2.0, probe_interval_ms=200, budget_s=14 * 60),
     # CI: proves the harness (every count accounted for), never judged on speed
@@ -812,7 +812,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", metavar="DIR", help="result directory (default bench/results/<UTC>-keepalive)")
     ap.add_argument("--quick", action="store_true", help="CI form: one round, short phases, <= 90 s")
     ap.add_argument("--budget-min", type=float, metavar="MIN", help="hard time budget (quick 1.5, full 14)")
-    ap.add_argument("--rounds", type=int, metavar="N", help="paired rounds (full 6)")
+    ap.add_argument("--rounds", type=int, metavar="N", help="paired rounds (full 8)")
     ap.add_argument("--work", metavar="DIR", help="keep sipp's, the generator's and Kamailio's raw files in DIR")
     args = ap.parse_args(argv)
     if args.budget_min is not None and not 0 < args.budget_min <= 60:
