@@ -208,3 +208,16 @@ def test_table_md_verdicts_and_max_rate():
     assert row.endswith("| ≤ 0.2× | not met |")
     row = next(ln for ln in md.splitlines() if ln.startswith("| max keep-alive rate"))
     assert "| 8000 | 32000 (≥: generator-limited) | 4.00 | E > K | met |" in row
+
+
+# -- the two policies ---------------------------------------------------------------------------------------------
+
+def test_k_and_e_policies_validate_and_differ_only_in_the_responder():
+    from etsf.policy.schema import load_text  # pylint: disable=import-outside-toplevel
+    prof = KA.PROFILES["full"]
+    k, e = load_text(KA.policy_text(False, prof)), load_text(KA.policy_text(True, prof))
+    assert k.keepalive["enabled"] is False and e.keepalive["enabled"] is True
+    assert e.keepalive["identities"] == [KA.T.VIP] and e.keepalive["sample_every"] == 100
+    assert e.keepalive["probe"]["address"] == KA.T.POD and e.keepalive["probe"]["interval_ms"] == 200
+    k.keepalive["enabled"] = True
+    assert k.to_dict() == e.to_dict()
