@@ -111,12 +111,22 @@ def test_marginal_normalises_both_phases_to_their_windows():
     assert KA.marginal(mix, {"window_s": 5.0}, "ctxt", 10) is None
 
 
+def _groups(kam, prober, ksoft, uas, children):
+    return {"kamailio": {"cpu_s": 0.0, "ctx": kam}, "prober": {"cpu_s": 0.0, "ctx": prober},
+            "ksoftirqd": {"cpu_s": 0.0, "ctx": ksoft}, "sipp uas": {"cpu_s": 0.0, "ctx": uas},
+            "exited children": {"cpu_s": 0.0, "ctx": children}}
+
+
 def test_per_ka_figures_and_generator_subtraction():
-    calls = _phase(6.0, bench_ctx=6000, bench_cpu_s=0.6, kamailio_s=0.2, kamailio_ctx=1200, busy_s=1.2, ctxt=9000)
+    calls = _phase(6.0, bench_ctx=6000, bench_cpu_s=0.6, kamailio_s=0.2, kamailio_ctx=1200, busy_s=1.2, ctxt=9000,
+                   groups=_groups(1200, 100, 50, 2000, 2650))
     mix = _phase(6.0, bench_ctx=14000, bench_cpu_s=1.0, kamailio_s=0.5, kamailio_ctx=4200, busy_s=1.8, ctxt=25000,
+                 groups=_groups(4200, 100, 250, 2000, 7450),
                  gen={"sent": 10000, "cpu_s": {"user": 0.05, "sys": 0.15}})
     v = KA.per_ka(mix, calls)
     assert v["sent"] == 10000
+    # the node's tasks: Kamailio +3000, ksoftirqd +200; the peers (UAS, exited children) are not the node
+    assert v["ctx_per_ka_node"] == pytest.approx(0.32)
     assert v["ctx_per_ka_bench"] == pytest.approx(0.8)
     assert v["ctx_per_ka_kamailio"] == pytest.approx(0.3)
     assert v["ctx_per_ka_machine"] == pytest.approx(1.6)
@@ -130,6 +140,31 @@ def test_per_ka_figures_and_generator_subtraction():
 def test_per_ka_without_keepalives_is_empty():
     v = KA.per_ka(_phase(6.0), _phase(6.0))
     assert v["sent"] == 0 and all(v[k] is None for k in KA.PER_KA)
+
+
+def _ph(config, rnd, phase, **kw):
+    base = _phase(6.0, config=config, round=rnd, phase=phase, groups=_groups(0, 0, 0, 0, 0), loadavg=["1.5"],
+                  calls={"invite_200_ms": {"p50": 1.0, "p99": 2.0}})
+    base.update(kw)
+    return base
+
+
+def test_visits_pair_the_phases_of_each_round_in_run_order():
+    gen = {"sent": 100, "cpu_s": {"user": 0.0, "sys": 0.0}, "answered_200": 100, "duplicate_200": 0,
+           "other_responses": 0, "send_errors": 0, "consistency": [], "latency_us": {"p50": 30},
+           "ctx": {"voluntary": 10, "involuntary": 0}}
+    phases = [_ph("K", 0, "calls"), _ph("K", 0, "mix", ctxt=600, gen=gen),
+              _ph("E", 0, "calls"), _ph("E", 0, "mix", ctxt=60, gen=gen),
+              _ph("E", 1, "calls"), _ph("E", 1, "mix", ctxt=50, gen=gen),
+              _ph("K", 1, "calls"), _ph("K", 1, "mix", ctxt=500, gen=gen),
+              _ph("K", -1, "search-400", ctxt=9, gen=gen), _ph("E", 2, "calls")]
+    vis = KA.visits(phases)
+    assert [(v["config"], v["round"]) for v in vis] == [("K", 0), ("E", 0), ("E", 1), ("K", 1)]
+    assert [v["ctx_per_ka_machine"] for v in vis] == pytest.approx([6.0, 0.6, 0.5, 5.0])
+    res = {"phases": phases}
+    KA.analyse(res)
+    assert res["analysis"]["ctx_per_ka_machine"]["ratios"] == pytest.approx([0.1, 0.1])
+    assert res["observations"][0].startswith("keep-alives: 500 sent, 500 answered 200 (distinct)")
 
 
 # -- E / K over rounds ---------------------------------------------------------------------------------
@@ -198,12 +233,12 @@ def test_search_ok(rec, ok, why):
 # -- rendering --------------------------------------------------------------------------------------------------
 
 def test_table_md_verdicts_and_max_rate():
-    an = {"ctx_per_ka_bench": KA.ratio_summary({0: 2.0, 1: 2.0}, {0: 0.02, 1: 0.04}),
+    an = {"ctx_per_ka_node": KA.ratio_summary({0: 2.0, 1: 2.0}, {0: 0.02, 1: 0.04}),
           "cpu_us_per_ka_bench": KA.ratio_summary({0: 40.0, 1: 44.0}, {0: 20.0, 1: 22.0})}
     res = {"analysis": an, "max_rate": {"K": {"rate": 8000}, "E": {"rate": 32000, "generator_limited": True}}}
     md = KA.table_md(res)
-    row = next(ln for ln in md.splitlines() if "context switches per keep-alive: the benchmark" in ln)
-    assert "| 2.00 | 0.03 |" in row and row.endswith("| ≤ 0.1× | met |")
+    row = next(ln for ln in md.splitlines() if "context switches per keep-alive: the node's tasks" in ln)
+    assert "| 2.000 | 0.030 |" in row and row.endswith("| ≤ 0.1× | met |")
     row = next(ln for ln in md.splitlines() if "generator included" in ln)
     assert row.endswith("| ≤ 0.2× | not met |")
     row = next(ln for ln in md.splitlines() if ln.startswith("| max keep-alive rate"))
