@@ -384,6 +384,8 @@ def _lim(m: dict | None) -> str:
         return " (≥: search cap)"
     if m.get("generator_limited"):
         return " (≥: generator-limited)"
+    if m.get("budget_cut"):
+        return " (≥: search cut by the time budget)"
     return ""
 
 
@@ -755,9 +757,11 @@ class KaBench:
             self.apply(letter)
             time.sleep(p["settle_s"])
             probes: list[dict] = []
+            cut: list[float] = []
 
-            def probe(rate, letter=letter, probes=probes):
+            def probe(rate, letter=letter, probes=probes, cut=cut):
                 if self.left() < p["search_probe_s"] + 20:
+                    cut.append(rate)
                     return None
                 rec = self.phase(letter, -1, f"search-{rate}", rate, p["search_probe_s"])
                 rec["ok"], rec["why"] = search_ok(rec)
@@ -768,14 +772,14 @@ class KaBench:
                 if not rec["ok"]:
                     self.drain()
                 return rec
-            best, _steps = overload.capacity_search(probe, p["search_start"], p["search_max"], p["search_bisect"],
-                                                    floor=p["search_start"] // 4)
+            best, _unused = overload.capacity_search(probe, p["search_start"], p["search_max"], p["search_bisect"],
+                                                     floor=p["search_start"] // 4)
             last_bad = next((s for s in reversed(probes) if not s["ok"]), None)
             self.res["max_rate"][letter] = {
                 "rate": best, "probes": probes,
                 "capped": bool(best and best >= p["search_max"]),
                 "generator_limited": bool(last_bad and "generator-limited" in last_bad["why"]),
-                "budget_cut": len(probes) < len(_steps) or (best is None and not probes)}
+                "budget_cut": cut[0] if cut else None}
             self.save()
 
     # -- analysis -----------------------------------------------------------------------
