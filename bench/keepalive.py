@@ -319,6 +319,11 @@ def analyse(res: dict) -> None:
                    f"{sum(k.get('answered', 0) for k in ka)}, passed {sum(k.get('passed_sampled', 0) for k in ka)} "
                    f"by sampling, {sum(k.get('passed_proxy_stale', 0) for k in ka)} for a stale proxy, "
                    f"{sum(k.get('passed_not_matching', 0) for k in ka)} not answerable")
+    shares = [1 - ph["bench_cpu_s"] / ph["busy_s"] for ph in phases if ph.get("busy_s", 0) > 0]
+    if shares:
+        obs.append(f"busy CPU of the machine not in the benchmark's tasks (other tenants, the harness, kernel "
+                   f"threads): median {100 * statistics.median(shares):.0f} % of the busy time per phase "
+                   f"(range {100 * min(shares):.0f}–{100 * max(shares):.0f} %)")
     loads = [float(ph["loadavg"][0]) for ph in phases]
     if loads:
         obs.append(f"load average (1 min) at phase starts: {min(loads):.2f}–{max(loads):.2f} "
