@@ -19,9 +19,10 @@
  * Supported / Server), "Retry-After: <s>" (503, when not 0), "Content-Length:
  * 0" and the blank line.  On the way the pass notes what a keep-alive answer
  * depends on: the Request-URI's user and host offsets, a Max-Forwards of 0,
- * a Require or Proxy-Require header (etsf_keepalive.h decides).  Commas inside quoted Via parameters are not recognised (the top
- * Via value ends at the first ','); such requests are not expected on the
- * reject path.  A response over ETSF_RESP_MAX bytes, or a header block that
+ * a Require or Proxy-Require header (etsf_keepalive.h decides).  Commas
+ * inside quoted Via parameters are not recognised (the top Via value ends at
+ * the first ','); such requests are not expected from a UA refused with a
+ * 503 or pinging with OPTIONS.  A response over ETSF_RESP_MAX bytes, or a header block that
  * does not end inside the copied bytes, is refused (the caller falls back).
  */
 #ifndef ETSF_RESPOND_H

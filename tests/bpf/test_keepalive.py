@@ -7,7 +7,7 @@ the 200 delivered to a real UDP socket (kernel-verified checksum)."""
 import os
 
 import pytest
-from scapy.all import IP, UDP, Dot1Q, Ether, IPv6, Raw
+from scapy.all import IP, UDP, Dot1Q, Ether, IPOption_RR, IPv6, Raw
 
 from etsf import bpf
 from etsf import layout as L
@@ -424,3 +424,11 @@ def test_200_arrives_at_a_real_socket(env, veth, v6):  # noqa: F811 (fixture)
     data, src, sport = _deliver(ns, iface, [bytes(bad), out], SRC6 if v6 else SRC4, 5062)
     assert (data, src, sport) == (want, DST6 if v6 else DST4, 5060)
     assert _snmp(ns, proto, "InCsumErrors") == errs + 1
+
+
+def test_ipv4_options_go_to_the_proxy(env):
+    ka_on(env)
+    frame = bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+                  / IP(src=SRC4, dst=DST4, options=[IPOption_RR(routers=["198.18.0.9"])])
+                  / UDP(sport=5060, dport=5060) / Raw(ANSWERED["plain"]))
+    passed(env, frame, "passed_not_matching")

@@ -18,16 +18,15 @@ from conftest import read_pinned_ctl
 
 from etsf.keepalive import sip
 
-CFG = {"address": "127.0.0.1", "port": 0, "interval_ms": 100, "timeout_ms": 300, "alive_ms": 3000,
-       "sample_every": 7}
+CFG = {"address": "127.0.0.1", "port": 0, "interval_ms": 100, "timeout_ms": 300, "alive_ms": 600_000}
 
 
 class Peer:
     """A UDP socket on 127.0.0.1 answering every OPTIONS per `mode` (in a thread)."""
 
-    def __init__(self):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
+    def __init__(self, address: str = "127.0.0.1"):
+        self.sock = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((address, 0))
         self.port = self.sock.getsockname()[1]
         self.mode = "200"
         self.seen: list[bytes] = []
@@ -62,7 +61,7 @@ class Peer:
                 self.sock.sendto(self._answer(data, "100", "Trying"), addr)
                 self.sock.sendto(self._answer(data, "200", "OK"), addr)
                 continue
-            code, _, reason = self.mode.partition(" ")
+            code, _sp, reason = self.mode.partition(" ")
             self.sock.sendto(self._answer(data, code, reason or "Whatever"), addr)
 
     def close(self):
@@ -111,8 +110,8 @@ def test_200_opens_the_gate_for_alive_ms(tmp_path, etsf_env, etsf_bpf, loaded, p
     t1 = time.monotonic_ns()
     until, every = _gate(etsf_bpf, etsf_env)
     assert r["probe"]["outcome"] == "ok" and r["probe"]["status"] == 200 and r["alive"] and r["transition"]
-    assert t0 + 3000 * 10**6 <= until <= t1 + 3000 * 10**6 and until == r["alive_until_ns"]
-    assert every == 7
+    assert t0 + 600_000 * 10**6 <= until <= t1 + 600_000 * 10**6 and until == r["alive_until_ns"]
+    assert every == 0                 # the sampling rate is the policy's: the prober leaves it
     # the probe is a well-formed OPTIONS to the proxy itself
     req = sip.parse(b"SIP/2.0 200 X\r\n" + peer.seen[0].split(b"\r\n", 1)[1])
     assert peer.seen[0].startswith(b"OPTIONS sip:127.0.0.1:%d SIP/2.0\r\n" % peer.port)
@@ -130,6 +129,31 @@ def test_200_opens_the_gate_for_alive_ms(tmp_path, etsf_env, etsf_bpf, loaded, p
     assert len(_audit(etsf_env)) == 1 and r2["probe"]["sent"] == 1
 
 
+def test_ipv6_proxy(tmp_path, etsf_env, etsf_bpf, loaded):
+    p6 = Peer("::1")
+    try:
+        pr = _prober(p6.port, tmp_path, address="::1")
+        r = pr.tick()
+        assert r["probe"]["outcome"] == "ok" and r["alive"] and _gate(etsf_bpf, etsf_env)[0] == r["alive_until_ns"]
+        assert p6.seen[0].startswith(b"OPTIONS sip:[::1]:%d SIP/2.0\r\nVia: SIP/2.0/UDP [::1]:" % p6.port)
+        p6.close()
+        r = pr.tick()
+        assert (r["probe"]["outcome"], r["alive"]) == ("refused", False) and _gate(etsf_bpf, etsf_env)[0] == 0
+    finally:
+        p6.close()
+
+
+def test_probes_before_the_programs_are_loaded(tmp_path, etsf_env, peer):
+    """At boot the prober may start before etsf-restore pinned the maps: it probes, writes no
+    gate, keeps its heartbeat, and a stop is clean."""
+    pr = _prober(peer.port, tmp_path)
+    r = pr.tick()
+    assert (r["probe"]["outcome"], r["maps"], r["alive"], r["transition"]) == ("ok", False, False, False)
+    assert (tmp_path / "run" / "ka.heartbeat").exists() and _audit(etsf_env) == []
+    pr.stop()
+    assert json.loads((tmp_path / "state" / "keepalive.json").read_text())["stopped"]
+
+
 def test_provisional_then_200_is_alive(tmp_path, etsf_env, etsf_bpf, loaded, peer):
     peer.mode = "100+200"
     r = _prober(peer.port, tmp_path).tick()
@@ -139,15 +163,15 @@ def test_provisional_then_200_is_alive(tmp_path, etsf_env, etsf_bpf, loaded, pee
 @pytest.mark.parametrize("mode, outcome, status", [("503 Service Unavailable", "rejected", 503),
                                                    ("486 Busy Here", "rejected", 486),
                                                    ("404 Not Found", "rejected", 404)])
-def test_non_2xx_final_answer_shuts_the_gate_at_once(tmp_path, etsf_env, etsf_bpf, loaded, peer, mode, outcome,
-                                                    status):
+def test_non_2xx_final_answer_shuts_the_gate_at_once(tmp_path, etsf_env, etsf_bpf, loaded, peer, mode,
+                                                     outcome, status):
     pr = _prober(peer.port, tmp_path)
     assert pr.tick()["alive"]
     peer.mode = mode
     r = pr.tick()
-    assert (r["probe"]["outcome"], r["probe"]["status"], r["alive"], r["alive_until_ns"]) == (outcome, status,
-                                                                                             False, 0)
-    assert _gate(etsf_bpf, etsf_env) == (0, 7)
+    got = (r["probe"]["outcome"], r["probe"]["status"], r["alive"], r["alive_until_ns"])
+    assert got == (outcome, status, False, 0)
+    assert _gate(etsf_bpf, etsf_env) == (0, 0)
     assert [(a["event"], a["rule"]) for a in _audit(etsf_env)][-1] == ("keepalive_proxy_dead", outcome)
 
 
@@ -158,7 +182,7 @@ def test_closed_port_shuts_the_gate_at_once(tmp_path, etsf_env, etsf_bpf, loaded
     peer.close()                                   # nothing listens: ICMP port unreachable
     r = pr.tick()
     assert (r["probe"]["outcome"], r["alive"], r["probe"]["sent"]) == ("refused", False, 1)
-    assert _gate(etsf_bpf, etsf_env) == (0, 7)
+    assert _gate(etsf_bpf, etsf_env) == (0, 0)
     ev = _audit(etsf_env)
     assert ev[-1]["event"] == "keepalive_proxy_dead" and ev[-1]["rule"] == "refused"
     assert ev[-1]["numbers"]["target"] == f"127.0.0.1:{port}"
@@ -172,7 +196,7 @@ def test_no_answer_leaves_the_gate_to_run_out(tmp_path, etsf_env, etsf_bpf, load
     peer.mode = mode
     r = pr.tick()
     assert r["probe"]["outcome"] == "timeout" and r["alive"] and not r["transition"]
-    assert _gate(etsf_bpf, etsf_env) == (until, 7)            # neither extended nor shut
+    assert _gate(etsf_bpf, etsf_env) == (until, 0)            # neither extended nor shut
     assert len(_audit(etsf_env)) == 1
     # T1 = 500 ms > the 300 ms timeout: one datagram, no retransmission
     assert r["probe"]["sent"] == 1 and len(peer.seen) == 2
@@ -180,11 +204,15 @@ def test_no_answer_leaves_the_gate_to_run_out(tmp_path, etsf_env, etsf_bpf, load
 
 def test_expiry_without_answers_is_audited(tmp_path, etsf_env, etsf_bpf, loaded, peer):
     from etsf import datapath
+    from etsf.keepalive.prober import Prober
     peer.mode = "silent"
-    # the gate runs out 1 ms from now, well inside the 300 ms the silent probe waits
-    datapath.set_keepalive_gate(time.monotonic_ns() + 10**6, 7)
-    r = _prober(peer.port, tmp_path).tick()
+    t = time.monotonic_ns()
+    datapath.set_keepalive_gate(t + 10**9)
+    # the prober's clock: the gate open when the round starts, run out when the silent probe ends
+    clock = iter([t, t + 2 * 10**9])
+    r = Prober(dict(CFG, port=peer.port), clock_ns=lambda: next(clock)).tick()
     assert (r["probe"]["outcome"], r["alive"], r["transition"]) == ("timeout", False, True)
+    assert _gate(etsf_bpf, etsf_env)[0] == t + 10**9           # a timeout writes nothing
     ev = _audit(etsf_env)
     assert [(a["event"], a["rule"]) for a in ev] == [("keepalive_proxy_dead", "expired")]
 
@@ -193,7 +221,7 @@ def test_stop_shuts_the_gate(tmp_path, etsf_env, etsf_bpf, loaded, peer):
     pr = _prober(peer.port, tmp_path)
     assert pr.tick()["alive"]
     pr.stop()
-    assert _gate(etsf_bpf, etsf_env) == (0, 7)
+    assert _gate(etsf_bpf, etsf_env) == (0, 0)
     assert _audit(etsf_env)[-1]["rule"] == "prober_stopped"
     st = json.loads((tmp_path / "state" / "keepalive.json").read_text())
     assert st["alive"] is False and st["stopped"]
@@ -220,7 +248,7 @@ def _sample(fams, name, **labels):
 
 
 def test_status_and_metrics_follow_the_prober(tmp_path, etsf_env, etsf_bpf, loaded, peer):
-    from etsf.keepalive.commands import status
+    from etsf.keepalive.commands import _status_text, status
     root = etsf_env["ETSF_PIN_ROOT"]
     fams = _families(root)
     assert _sample(fams, "etsf_keepalive_proxy_alive") == 0 and "etsf_keepalive_probes" not in fams
@@ -228,16 +256,26 @@ def test_status_and_metrics_follow_the_prober(tmp_path, etsf_env, etsf_bpf, load
     assert _sample(fams, "etsf_keepalive_passed", reason="proxy_stale") == 0
     assert _sample(fams, "etsf_nat_keepalives", action="dropped") == 0
 
+    from etsf import datapath
+    datapath.set_keepalive_gate(0, 7)            # as a policy with keepalive.sample_every: 7 does
     pr = _prober(peer.port, tmp_path)
     pr.tick()
     fams = _families(root)
     assert _sample(fams, "etsf_keepalive_proxy_alive") == 1 and _sample(fams, "etsf_keepalive_sample_every") == 7
-    assert 0 < _sample(fams, "etsf_keepalive_proxy_alive_remaining_seconds") <= 3.0
+    assert 0 < _sample(fams, "etsf_keepalive_proxy_alive_remaining_seconds") <= 600
     assert _sample(fams, "etsf_keepalive_probes", outcome="ok") == 1
     assert _sample(fams, "etsf_keepalive_prober_running") == 1 and _sample(fams, "etsf_keepalive_transitions") == 1
     st = status()
-    assert st["enabled"] and st["gate"]["proxy_alive"] and st["gate"]["sample_every"] == 7
+    assert st["prober_running"] and st["gate"]["proxy_alive"] and st["gate"]["sample_every"] == 7
+    assert not st["enabled"] and st["identities"] == []          # no policy applied here
     assert st["prober"]["last_probe"]["outcome"] == "ok" and st["counters"]["answered"] == 0
+    text = _status_text(st).splitlines()[1:]
+    assert _status_text(st).startswith("keep-alive answers off in the live policy\n")
+    assert text[0].startswith("proxy ALIVE: the kernel answers keep-alive OPTIONS for ")
+    assert text[0].endswith("; 1 in 7 still goes to the proxy")
+    assert text[1].startswith(f"prober running: 127.0.0.1:{peer.port} every 100 ms; "
+                              "last probe ok (200 Whatever); 1 probes")
+    assert text[2].startswith("kernel: answered 0, passed_proxy_stale 0")
 
     peer.mode = "503 Service Unavailable"
     pr.tick()
@@ -247,4 +285,7 @@ def test_status_and_metrics_follow_the_prober(tmp_path, etsf_env, etsf_bpf, load
     assert _sample(fams, "etsf_keepalive_probes", outcome="rejected") == 1
     assert _sample(fams, "etsf_keepalive_prober_running") == 0 and _sample(fams, "etsf_keepalive_transitions") == 2
     st = status()
-    assert not st["enabled"] and not st["gate"]["proxy_alive"] and st["gate"]["proxy_alive_until_ns"] == 0
+    assert not st["prober_running"] and not st["gate"]["proxy_alive"] and st["gate"]["proxy_alive_until_ns"] == 0
+    text = _status_text(st).splitlines()[1:]
+    assert text[0] == "proxy not alive: the kernel passes every OPTIONS to the proxy; 1 in 7 still goes to the proxy"
+    assert text[1].startswith("prober stopped:") and "last probe rejected (503 Service Unavailable)" in text[1]

@@ -281,6 +281,7 @@ def test_keepalive_apply_and_kernel_answers(tmp_path, etsf_env, etsf_bpf, loaded
     # show decodes the live policy; the same file again changes nothing
     live = json.loads(etsfctl("policy", "show", "--json", env=etsf_env).stdout)
     assert live["keepalive"] == P.load_text(KA_POLICY).to_dict()["keepalive"]
+    assert P.read_keepalive(root) == live["keepalive"]
     before = dump_maps(etsf_bpf, root)
     out = json.loads(etsfctl("policy", "apply", str(f1), "--json", env=etsf_env).stdout)
     assert out["changed"] is False and out["diff"] == []
@@ -296,3 +297,4 @@ def test_keepalive_apply_and_kernel_answers(tmp_path, etsf_env, etsf_bpf, loaded
     assert _ka_ids(etsf_bpf, root) == set()
     assert etsf_bpf.test_run(xdp.fd, sip_options("198.18.3.9"))[0] == XDP_PASS
     assert "keepalive" not in json.loads(etsfctl("policy", "show", "--json", env=etsf_env).stdout)
+    assert P.read_keepalive(root)["enabled"] is False

@@ -96,7 +96,47 @@ def policy_docs(draw, with_services=False):
         doc["deadman"] = {"timeout_ms": draw(st.integers(0, 86_400_000))}
     if with_services and draw(st.booleans()):
         doc["services"] = draw(services())
+    if draw(st.booleans()):
+        doc["keepalive"] = draw(keepalive())
     return doc
+
+
+_KA_HOSTS = st.one_of(
+    st.builds(lambda a: str(ipaddress.IPv4Address(a)), st.integers(1, 2**32 - 2)),
+    st.builds(lambda a: str(ipaddress.IPv6Address(a)), st.integers(1, 2**128 - 1)),
+    st.lists(st.from_regex(r"[a-z][a-z0-9-]{0,8}[a-z0-9]", fullmatch=True), min_size=1, max_size=4).map(".".join))
+_KA_IDENT = st.builds(lambda u, h: f"{u}@{h}" if u else h,
+                      st.one_of(st.just(""), st.from_regex(r"[A-Za-z0-9._-]{1,12}", fullmatch=True)), _KA_HOSTS)
+_KA_HDR = st.from_regex(r"[!-~]([ -~]{0,40}[!-~])?", fullmatch=True)
+KA_DEFAULT = {"enabled": False, "identities": [], "allow": None, "accept": None, "supported": None, "server": None,
+              "sample_every": 0, "nat_keepalive": "pass",
+              "probe": {"address": "127.0.0.1", "port": 5060, "interval_ms": 1000, "timeout_ms": 500,
+                        "alive_ms": 3000}}
+
+
+@st.composite
+def keepalive(draw):
+    """A valid keepalive section in canonical spelling (identities lower case, IPv6 compressed)."""
+    ka = {}
+    ids = draw(st.lists(_KA_IDENT, max_size=4, unique=True))
+    if ids:
+        ka["identities"] = ids
+        if draw(st.booleans()):
+            ka["enabled"] = True
+    for key in ("allow", "accept", "supported", "server"):
+        if draw(st.booleans()):
+            ka[key] = draw(_KA_HDR)
+    if draw(st.booleans()):
+        ka["sample_every"] = draw(U32)
+    if draw(st.booleans()):
+        ka["nat_keepalive"] = draw(st.sampled_from(["pass", "drop"]))
+    if draw(st.booleans()):
+        interval = draw(st.integers(100, 600_000))
+        ka["probe"] = {"address": draw(st.sampled_from(["127.0.0.1", "::1", "198.18.0.7"])),
+                       "port": draw(PORTS), "interval_ms": interval,
+                       "timeout_ms": draw(st.integers(10, 600_000)),
+                       "alive_ms": draw(st.integers(interval, 3_600_000))}
+    return ka
 
 
 def expected_live(doc: dict) -> dict:
@@ -129,7 +169,20 @@ def expected_live(doc: dict) -> dict:
                     "dscp": P.DSCP_NAMES[dscp] if isinstance(dscp, str) else dscp,
                     "skb_priority": mk.get("skb_priority", 0)},
         "deadman": {"timeout_ms": (doc.get("deadman") or {}).get("timeout_ms", 0)},
+        **_expected_keepalive(doc.get("keepalive")),
     }
+
+
+def _expected_keepalive(ka) -> dict:
+    """{"keepalive": section} when it differs from the default (the live policy omits a default one)."""
+    out = copy.deepcopy(KA_DEFAULT)
+    for k, v in (ka or {}).items():
+        if k == "probe":
+            out["probe"].update(v)
+        else:
+            out[k] = v
+    out["identities"] = sorted(out["identities"])
+    return {} if out == KA_DEFAULT else {"keepalive": out}
 
 
 # ---- mutations: each one makes a valid document invalid --------------------------------

@@ -79,8 +79,11 @@ def test_every_example_host_gets_the_fleet_defaults():
     ber1 = policy.validate(_merged(hostvars["sbc-acc-ber1"])).to_dict()
     assert ber1["deny"] == [FLEET_DENY, "198.18.251.0/24"]
     assert ber1["trust"] == ["198.19.0.0/24", "198.19.1.0/24", "198.19.2.10/32", "2001:2:0:1::/64"]
+    # keep-alive answers are the host's own: its identity, nowhere else
+    assert ber1["keepalive"]["enabled"] and ber1["keepalive"]["identities"] == ["198.18.11.11"]
+    assert ber1["keepalive"]["probe"]["address"] == "127.0.0.1" and ber1["keepalive"]["sample_every"] == 100
     fra1 = policy.validate(_merged(hostvars["sbc-acc-fra1"])).to_dict()
-    assert fra1["deny"] == [FLEET_DENY]
+    assert fra1["deny"] == [FLEET_DENY] and "keepalive" not in fra1
 
 
 def test_role_default_renders_the_same_merge(tmp_path):

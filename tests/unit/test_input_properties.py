@@ -25,6 +25,7 @@ from etsf import cli
 from etsf import failsafe as F
 from etsf import layout
 from etsf import policy as P
+from etsf.policy import image
 
 from hypothesis_policies import expected_live, failsafe_docs, mutations, policy_docs, resolve
 
@@ -42,7 +43,15 @@ def _decode_image(img, overload_level):
     ctl = layout.Ctl()
     ctl.overload_level = overload_level
     ctl.deadman_ns = img.deadman_ns
-    return P.decode(img.policy, acl, ctl)
+    ctl.ka_sample_every = img.ka_sample_every
+    ids = []
+    for k, v in img.ka_ids.items():
+        slot, ident = image.decode_ka_key(k)
+        assert slot == img.slot
+        if int.from_bytes(v, "little") & layout.KA_ID_PRIMARY:
+            ids.append(ident)
+    ka = image.decode_keepalive(layout.Policy.from_bytes(img.policy).flags, img.ka_cfg, ids, ctl.ka_sample_every)
+    return P.decode(img.policy, acl, ctl, ka)
 
 
 @FAST

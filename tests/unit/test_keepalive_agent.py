@@ -84,7 +84,7 @@ def test_config_from_the_policy(tmp_path):
                               probe={"address": "198.18.0.1", "port": 5070, "interval_ms": 500,
                                      "timeout_ms": 200, "alive_ms": 1500}))
     assert cfg == {"address": "198.18.0.1", "port": 5070, "interval_ms": 500, "timeout_ms": 200,
-                   "alive_ms": 1500, "sample_every": 100}
+                   "alive_ms": 1500}
     # --interval overrides the policy's and bounds the timeout
     cfg = load_config(_policy(tmp_path, enabled=True, identities=["sbc.example.net"]), interval_s=0.1)
     assert (cfg["address"], cfg["port"], cfg["interval_ms"], cfg["timeout_ms"], cfg["alive_ms"]) == \

@@ -32,6 +32,6 @@ __all__ = [
     "XDP_OBJ", "XDP_PROG", "DatapathError", "attach", "build", "check_objects", "ctl_dict", "default_build_dir",
     "default_src_dir", "detach", "forget", "heartbeat", "ifindex", "init_ctl", "interface_status", "keepalive_gate",
     "load_state", "method_totals", "object_path", "pin_root", "pins", "prog_name", "read_ctl",
-    "read_restore_config", "repin", "restore", "revert", "save_state", "set_admission", "set_bypass", "set_keepalive_gate", "set_overload", "admission_counters",
-    "keepalive_counters", "state_dir", "stats", "status",
+    "read_restore_config", "repin", "restore", "revert", "save_state", "set_admission", "set_bypass",
+    "set_keepalive_gate", "set_overload", "admission_counters", "keepalive_counters", "state_dir", "stats", "status",
 ]

@@ -67,6 +67,11 @@ def cmd_status(args):
             lines.append(f"admission of new INVITEs: {a['rate']}/s burst {a['burst']} per CPU, refused "
                          + (f"answered 503 (Retry-After {a['retry_after_s'] or 'none'})"
                             if a["reply_503"] else "dropped"))
+        k = c["keepalive"]
+        if k["proxy_alive_until_ns"]:
+            lines.append("keep-alive answers: " + (f"on, proxy alive for {k['proxy_alive_left_ms']} ms more"
+                                                   if k["proxy_alive"] else "off, proxy probe stale")
+                         + " (etsfctl keepalive status)")
     else:
         lines.append("datapath maps not loaded")
     oa = res.get("overload_auto")

@@ -21,7 +21,7 @@ def load_config(policy_file: str, interval_s: float | None = None) -> dict[str, 
         raise ValueError(f"{policy_file}: keepalive.enabled is false (nothing to probe for)")
     pr = ka["probe"]
     cfg = {"address": pr["address"], "port": pr["port"], "interval_ms": pr["interval_ms"],
-           "timeout_ms": pr["timeout_ms"], "alive_ms": pr["alive_ms"], "sample_every": ka["sample_every"]}
+           "timeout_ms": pr["timeout_ms"], "alive_ms": pr["alive_ms"]}
     if interval_s is not None:
         cfg["interval_ms"] = max(1, int(round(interval_s * 1000)))
         cfg["timeout_ms"] = min(cfg["timeout_ms"], cfg["interval_ms"])
@@ -29,39 +29,34 @@ def load_config(policy_file: str, interval_s: float | None = None) -> dict[str, 
 
 
 def counters() -> dict[str, int] | None:
-    """etsf_ka_stats summed over CPUs; None when the loaded objects have no responder."""
-    from .. import bpf, layout
-    from ..paths import pin_root
+    """The kernel's keep-alive counters; None when the loaded objects have no responder."""
+    from .. import datapath
     try:
-        m = bpf.open_map("etsf_ka_stats", pin_root(), read_only=True)
-    except (OSError, bpf.BpfError):
+        return datapath.keepalive_counters()
+    except datapath.DatapathError:
         return None
-    try:
-        vals = m.lookup_percpu(bytes(4)) or []
-    finally:
-        m.close()
-    tot = {n: 0 for n, *_unused in layout.KaStats._fields_ if n != "sample_seq"}
-    for v in vals:
-        k = layout.KaStats.from_bytes(v)
-        for n in tot:
-            tot[n] += int(getattr(k, n))
-    return tot
 
 
 def status() -> dict[str, Any]:
-    """The responder as the kernel and the prober see it: the gate in etsf_ctl, the prober's
-    state file, the kernel's keep-alive counters."""
+    """The responder as the kernel and the prober see it: whether the live policy answers
+    keep-alives (and for which identities), the gate in etsf_ctl, the prober's state file, the
+    kernel's keep-alive counters."""
     from .. import datapath
     from ..paths import pin_root
-    from ..policy import maps_present
+    from ..policy import PolicyError, maps_present, read_keepalive
     from .state import read_state
-    out: dict[str, Any] = {"prober": read_state(), "gate": None, "counters": None}
+    pr = read_state()
+    out: dict[str, Any] = {"enabled": False, "identities": [], "prober": pr, "gate": None, "counters": None,
+                           "prober_running": bool(pr) and not pr.get("stopped")}
     if maps_present(pin_root()):
         ctl = datapath.read_ctl()
         out["gate"] = datapath.keepalive_gate(ctl, time.monotonic_ns())
         out["counters"] = counters()
-    pr = out["prober"] or {}
-    out["enabled"] = bool(pr.get("enabled")) and not pr.get("stopped")
+        try:
+            ka = read_keepalive(pin_root())
+        except PolicyError:
+            ka = {}
+        out["enabled"], out["identities"] = bool(ka.get("enabled")), list(ka.get("identities") or [])
     return out
 
 
@@ -79,6 +74,8 @@ def _status_text(st: dict[str, Any]) -> str:
     if g is None:
         lines.append("datapath maps not loaded")
     else:
+        lines.append("keep-alive answers " + (f"on in the live policy for {', '.join(st['identities'])}"
+                                              if st["enabled"] else "off in the live policy"))
         what = (f"answers keep-alive OPTIONS for {g['proxy_alive_left_ms']} ms more" if g["proxy_alive"]
                 else "passes every OPTIONS to the proxy")
         sample = f"; 1 in {g['sample_every']} still goes to the proxy" if g["sample_every"] else ""
@@ -89,7 +86,7 @@ def _status_text(st: dict[str, Any]) -> str:
     else:
         lp = pr.get("last_probe") or {}
         answer = f"{lp.get('status')} {lp.get('reason', '')}".strip() if lp.get("status") else lp.get("reason", "")
-        lines.append(f"prober {'stopped' if pr.get('stopped') else 'running'}: {pr.get('target')} every "
+        lines.append(f"prober {'running' if st['prober_running'] else 'stopped'}: {pr.get('target')} every "
                      f"{pr.get('interval_ms')} ms; last probe {lp.get('outcome', '-')} ({answer}); "
                      f"{pr.get('probes_total', 0)} probes, {pr.get('transitions_total', 0)} transitions")
     c = st["counters"]
@@ -99,20 +96,19 @@ def _status_text(st: dict[str, Any]) -> str:
 
 
 def cmd_probe(args):
+    import threading
     from .prober import Prober
     cfg = load_config(args.policy, args.interval)
     pr = Prober(cfg, heartbeat_file=args.heartbeat_file)
-
-    def _stop(_sig, _frm):
-        raise SystemExit(0)
-    signal.signal(signal.SIGTERM, _stop)
-    try:
-        last = pr.run(count=1 if args.once else args.count)
-    except SystemExit:
-        pr.stop()
-        raise
-    if not args.once and args.count is None:
-        pr.stop()
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda _sig, _frm: stop.set())
+    last = pr.run(count=1 if args.once else args.count, stop=stop)
+    if stop.is_set() or (not args.once and args.count is None):
+        pr.stop()                          # systemd stop: nothing vouches for the proxy any more
+    if not last:
+        emit(args, {"ticks": 0, "last": None, "history": []}, "stopped before the first probe")
+        return
     emit(args, {"ticks": pr.ticks, "last": last[-1], "history": last}, _probe_text(last))
 
 

@@ -77,8 +77,8 @@ def probe(target: str, port: int, timeout_s: float, cseq: int = 1,
                     s.send(req.data)
                     sent += 1
                     next_tx, gap = now + gap, min(gap * 2, T2_S)
-                ready, _, _ = select.select([s], [], [], max(0.0, min(deadline, next_tx) - now))
-                if not ready:
+                readable = select.select([s], [], [], max(0.0, min(deadline, next_tx) - now))[0]
+                if not readable:
                     continue
                 data = s.recv(65535)
                 ans = sip.parse(data)

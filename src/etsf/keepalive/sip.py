@@ -115,7 +115,7 @@ def parse(data: bytes) -> Answer | None:
 
 def _param(value: str, name: str) -> str | None:
     for p in value.split(";")[1:]:
-        k, _, v = p.partition("=")
+        k, _eq, v = p.partition("=")
         if k.strip().lower() == name:
             return v.strip()
     return None

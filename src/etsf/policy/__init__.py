@@ -39,7 +39,7 @@ from .schema import (ACL_GUARD_KEYS, BACKEND_KEYS, fmt_value, load_file, load_te
                      sort_cidrs, sort_services, TOP_KEYS, validate)
 from .image import compile_policy, decode, decode_acl_key, decode_ctl, little_endian, PolicyImage, u32
 from .changes import diff, format_diff
-from .live import apply, Maps, maps_present, read_live, resolve_pin_root, rollback
+from .live import apply, Maps, maps_present, read_keepalive, read_live, resolve_pin_root, rollback
 from .layers import merge_layers
 from .history import entries as history_entries
 
@@ -52,6 +52,6 @@ __all__ = [
     "Policy", "PolicyError", "PolicyImage", "RL_CLASSES", "RL_CLASS_NAMES", "ROOT", "SCHEMA_VERSION",
     "SERVICE_KEYS", "SHED_DEFAULTS", "TOP_KEYS", "apply", "compile_policy", "decode", "decode_acl_key",
     "decode_ctl", "diff", "fmt_value", "format_diff", "history_entries", "little_endian", "load_file",
-    "load_text", "lock", "maps_present", "merge_layers", "read_live", "resolve_pin_root", "rollback", "run_dir",
+    "load_text", "lock", "maps_present", "merge_layers", "read_keepalive", "read_live", "resolve_pin_root", "rollback", "run_dir",
     "sort_cidrs", "sort_services", "state_dir", "u32", "validate",
 ]

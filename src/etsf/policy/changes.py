@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .schema import fmt_value, keepalive_default, sort_cidrs
+from .keepalive import keepalive_default
+from .schema import fmt_value, sort_cidrs
 
 
 # ---------------------------------------------------------------------------

@@ -10,8 +10,8 @@ from typing import Any
 from .. import layout
 from .consts import (ACL_DENY, ACL_TRUST, METHODS, POL_F_KA, POL_F_MARK, POL_F_NAT_DROP, POL_F_VALID,
                      POLICY_SLOTS, PRIO_DEFAULTS, PRIO_NAMES, RL_CLASS_NAMES)
-from .schema import (KA_HEADERS, Policy, ka_header_block, ka_identity_hosts, keepalive_canonical,
-                     keepalive_default)
+from .keepalive import KA_HEADERS, ka_header_block, ka_identity_hosts, keepalive_canonical, keepalive_default
+from .schema import Policy
 
 
 # ---------------------------------------------------------------------------

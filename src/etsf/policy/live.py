@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from .. import paths
+from .. import layout, paths
 from ..errors import PolicyError, policy_maps_missing
 from ..paths import lock, state_dir
 from ..pinmaps import PinnedMaps
@@ -18,6 +18,7 @@ from .image import (compile_policy, decode, decode_acl_key, decode_ctl, decode_k
 from .consts import MAP_ACL_V4, MAP_ACL_V6, MAP_CTL, MAP_KA_CFG, MAP_KA_ID, MAP_POLICY, POLICY_SLOTS, ROOT
 from .changes import diff
 from . import history
+from .keepalive import keepalive_default
 from .schema import Policy, sort_services, validate
 
 
@@ -78,7 +79,6 @@ def _ka_slot_keys(maps, slot):
 def _read_keepalive(maps, slot, policy_flags, ctl):
     if not _has_ka_maps(maps):
         return None
-    from .. import layout
     ids = [ident for _unused, ident, flag in _ka_slot_keys(maps, slot) if flag & layout.KA_ID_PRIMARY]
     return decode_keepalive(policy_flags, maps[MAP_KA_CFG].lookup(u32(slot)), ids, ctl.ka_sample_every)
 
@@ -95,7 +95,6 @@ def read_live(pin_root=None, maps=None) -> dict[str, Any] | None:
             return None
         acl = [(n, a) for _unused, n, a in _acl_slot_entries(maps[MAP_ACL_V4], slot)]
         acl += [(n, a) for _unused, n, a in _acl_slot_entries(maps[MAP_ACL_V6], slot)]
-        from .. import layout
         pflags = layout.Policy.from_bytes(raw).flags
         out = decode(raw, acl, ctl, _read_keepalive(maps, slot, pflags, ctl))
         if out is not None:
@@ -109,6 +108,21 @@ def read_live(pin_root=None, maps=None) -> dict[str, Any] | None:
     finally:
         if own:
             maps.close()
+
+
+def read_keepalive(pin_root=None) -> dict[str, Any]:
+    """The live slot's keepalive section, every key (the defaults when no policy or no keep-alive
+    maps are there): what the agent's prober and `etsfctl keepalive status` act on."""
+    if not maps_present(pin_root):
+        return keepalive_default()
+    with Maps(pin_root) as maps:
+        ctl = _read_ctl(maps)
+        slot = ctl.active_slot & 1
+        raw = maps[MAP_POLICY].lookup(u32(slot))
+        pol = layout.Policy.from_bytes(raw) if raw is not None else None
+        if pol is None or not pol.flags & layout.POL_F_VALID:
+            return keepalive_default()
+        return _read_keepalive(maps, slot, pol.flags, ctl) or keepalive_default()
 
 
 def _write_state(text: str | None, p: Policy, result: dict):
