@@ -16,7 +16,7 @@ ETSF_RFC4475_DIR ?= ../shared/reference/rfc4475
 export ETSF_RFC4475_DIR
 RFC4475_PATH = $(if $(filter /%,$(ETSF_RFC4475_DIR)),$(ETSF_RFC4475_DIR),$(CURDIR)/$(ETSF_RFC4475_DIR))
 
-.PHONY: help setup demo test test-py check-corpus lint ansible-lint sanity molecule lab-up lab-down lab-status build collection ee bench-datapath changelog clean bench bench-paired bench-quick bench-path bench-flood bench-lru appliance appliance-qemu reference
+.PHONY: help setup demo test test-py check-corpus lint ansible-lint sanity molecule lab-up lab-down lab-status build collection ee bench-datapath changelog clean bench bench-paired bench-quick bench-path bench-flood bench-lru bench-keepalive appliance appliance-qemu reference
 
 help: ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -94,6 +94,9 @@ bench-flood: setup ## flood baselines: eTSF XDP vs nftables meter vs iptables ha
 
 bench-lru: setup ## LRU insert+lookup ns, one common list vs per-CPU lists (PROG_TEST_RUN, ~1 min): bench/results/<UTC>-lru/
 	$(PY) bench/lrubench.py
+
+bench-keepalive: setup ## keep-alives: eTSF answers OPTIONS in the kernel vs Kamailio, paired rounds + max rate (<= 14 min, quiet host): bench/results/<UTC>-keepalive/
+	$(PY) bench/keepalive.py $(if $(BENCH_KEEPALIVE_BUDGET),--budget-min $(BENCH_KEEPALIVE_BUDGET))
 
 bench-quick: setup ## SIP benchmark harness smoke run (~3 min, correctness only)
 	$(PY) bench/run.py --quick --out $(CURDIR)/build/bench-quick
