@@ -235,7 +235,8 @@ def test_plan_drops_the_highest_multiples_for_every_config():
     full, need = overload.plan(p, kinds, 10_000)
     assert full == [0.5, 1, 1.5, 2, 3, 4]
     step = {m: overload.step_cost(p, m) for m in full}
-    setup = overload.SETUP_S["iptables-nft"] + overload.SETUP_S["etsf-fastpath"]
+    setup = overload.setup_cost("iptables-nft", 10000) + overload.setup_cost("etsf-fastpath", 10000)
+    assert setup == pytest.approx(30 + 35)
     assert need == pytest.approx(setup + 3 * sum(step.values()))
     cut, need = overload.plan(p, kinds, setup + 3 * sum(step[m] for m in (0.5, 1, 1.5, 2)) + 1)
     assert cut == [0.5, 1, 1.5, 2] and need <= setup + 3 * sum(step.values())
@@ -308,7 +309,7 @@ def test_plot_writes_png(tmp_path):
 def test_bad_profile_entries_are_one_line_errors(tmp_path):
     with pytest.raises(ValueError, match="unknown profile entry 'step'"):
         overload.run(tmp_path, 60, True, step=3)
-    with pytest.raises(ValueError, match="configs must be letters of D, A, C"):
+    with pytest.raises(ValueError, match="configs must be letters of D, A, C, F, K"):
         overload.run(tmp_path, 60, True, configs=["X"])
     with pytest.raises(ValueError, match=r"multiples must be in \(0, 10\]"):
         overload.run(tmp_path, 60, True, multiples=[0])
