@@ -123,3 +123,60 @@ def test_bounds_hold_for_any_constant_signal(q):
     ds = run([(i * 0.5, q) for i in range(50)])
     assert all(0 <= d.level <= 3 for d in ds)
     assert all(d.rate == 0 or CFG["min_rate"] <= d.rate <= CFG["max_rate"] for d in ds)
+
+
+# The controller in the overload sweep (bench/overload.py, K at 3x of a 600 calls/s guess on the
+# shared 2-core VM: 1800 new INVITEs/s offered to Kamailio): every tick it audited, as (t, queue
+# bytes, socket drops, INVITE->100 ms), with the policy defaults (targets 65536 B / 200 ms).
+# Kamailio served ~300 calls/s (4750 completed calls in the 15 s sending window).
+SWEEP_3X = [
+    (0.0, 399744, 21, 30.714), (0.59, 402432, 1456, 99.932), (1.24, 411904, 2317, 262.027),
+    (1.86, 436480, 3153, 445.732), (2.48, 432448, 3036, 618.756), (3.08, 401792, 2266, 800.703),
+    (3.76, 434176, 2180, 1110.031), (4.38, 411392, 2679, 1904.94), (4.97, 444608, 2160, 1750.732),
+    (5.62, 427008, 1446, 1353.04), (6.25, 410112, 1088, 1057.666), (6.89, 370304, 275, 1383.572),
+    (7.48, 26752, 130, 995.375), (8.1, 71296, 0, 891.902), (8.73, 0, 0, 533.85), (9.34, 8768, 0, 2.419),
+    (9.96, 193984, 0, 18.126), (10.61, 191552, 0, 47.317), (11.22, 95296, 0, 38.283), (11.91, 0, 0, 13.851),
+    (12.53, 407552, 100, 46.394), (13.19, 380736, 484, 130.878), (13.85, 385024, 397, 172.129),
+    (14.53, 226368, 133, 132.072), (15.14, 0, 0, 150.151),
+]
+SWEEP_SERVED = 300.0
+
+
+def _sweep(served):
+    cfg = dict(AUTO.default_value(), enabled=True)
+    return run([(t, q, {"drops": d, "pdd_ms": pdd, "served": served}) for t, q, d, pdd in SWEEP_3X], cfg), cfg
+
+
+def test_recorded_sweep_without_served_winds_down_below_the_proxy():
+    """Without the served signal the cuts go on while the socket backlog and the retransmissions
+    of calls admitted earlier keep queue and latency over target: the rate falls to ~1/10 of
+    what the proxy serves (the audited run went 2000 -> 35), then jumps by 25 % of max_rate."""
+    ds, _cfg = _sweep(None)
+    rates = [d.rate for d in ds]
+    assert rates[:4] == [2000, 1500, 1125, 844]
+    assert min(rates) < SWEEP_SERVED / 5
+
+
+def test_recorded_sweep_served_floor_and_proportional_increase():
+    ds, cfg = _sweep(SWEEP_SERVED)
+    floor = int(SWEEP_SERVED * (1 - cfg["hysteresis"]))               # 240
+    rates = [d.rate for d in ds]
+    assert rates[:4] == [2000, 1500, 1125, 844]                        # the same cuts while far above
+    assert min(rates) == floor                                          # never under what is served
+    for (a, b), d in zip(zip(rates, rates[1:]), ds[1:]):
+        if d.pressure > 1:
+            assert floor <= b <= a                                      # over target: down, to the floor
+        elif b > a:
+            assert b - a <= cfg["max_step"] * a + 1                     # up by a share of the rate
+    first = rates.index(floor)
+    assert max(rates[first:]) < 2 * SWEEP_SERVED                       # no jump back towards max_rate
+    assert {d.signal for d in ds if d.changed} <= {"queue", "pdd_ms", "drops"}
+    assert all(d.signals["served"] == SWEEP_SERVED for d in ds)
+
+
+def test_served_floor_never_raises_the_rate():
+    """A floor above the current rate (served more than admitted: e.g. calls of the backlog)
+    holds the rate, it does not raise it while over target."""
+    st = State(level=1, rate=100, since=0.0)
+    d = step(dict(CFG), st, Signals(t=10.0, queue=5000, served=900.0))
+    assert d.rate == 100
