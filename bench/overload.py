@@ -424,7 +424,8 @@ def admission_table_md(res: dict) -> str:
             cpu = s.get("cpu_acct") or {}
             ctl = "–" if not k else (f"{_f(k.get('engaged_after_s'), 1)}, {k.get('level_max')}, "
                                      f"{_f(k.get('rate_min'))} / {_f(k.get('rate_median'))} / {_f(k.get('rate_end'))}")
-            adds = "–" if not cpu else ("yes" if cpu.get("adds_up") else "no") + f" ({_f(100 * (cpu.get('residual_ratio') or 0), 1)} % residual)"
+            adds = "–" if not cpu else (("yes" if cpu.get("adds_up") else "no")
+                                        + f" ({_f(100 * (cpu.get('residual_ratio') or 0), 1)} % residual)")
             lines.append(
                 f"| {c['name']} | {s['multiple']:g}× | {a.get('admitted', '–')} | {a.get('rejected', '–')} | "
                 f"{a.get('retrans_admitted', '–')} / {a.get('retrans_rejected', '–')} | {a.get('replied', '–')} | "
@@ -473,7 +474,8 @@ def cpu_account(a: dict, b: dict, roles: dict[int, str], ru, merged_ns: int = 0)
     acc["residual_ratio"] = acc["residual_s"] / acc["whole_s"] if acc["whole_s"] > 0 else None
     acc["adds_up"], acc["adds_up_why"] = cpuacct.adds_up(acc)
     acc["exited_sampled_ns"] = merged_ns
-    r = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in acc.items() if k not in ("parts_s", "ctx_switches")}
+    r = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in acc.items()
+         if k not in ("parts_s", "ctx_switches")}
     r["parts_s"] = {k: round(v, 3) for k, v in sorted(acc["parts_s"].items())}
     return r
 
@@ -797,7 +799,8 @@ class Sweep:
         b = self.b
         obj = Path(b.env["ETSF_BUILD_DIR"]) / "xdp_count.bpf.o"
         b.topo.sh(b.topo.uac, "ip", "link", "set", "dev", T.UAC_IF, "xdp", "obj", str(obj), "sec", "xdp")
-        cfg["uac_xdp"] = "xdp_count (XDP_PASS) on the UAC's veth: a veth delivers XDP_TX frames (the in-kernel 503) only to a peer in NAPI mode"
+        cfg["uac_xdp"] = ("xdp_count (XDP_PASS) on the UAC's veth: a veth delivers XDP_TX frames (the in-kernel 503) "
+                          "only to a peer in NAPI mode")
         if cfg.get("admission") == "fixed":
             fx = fixed_admission(cap, self.p)
             b.etsfctl("overload", "admit", "--rate", str(fx["rate"]), "--burst", str(fx["burst"]),
@@ -844,7 +847,8 @@ class Sweep:
         token = self.b.kam_token.encode()
         for pid in sorted(int(x) for x in os.listdir("/proc") if x.isdigit()):
             with contextlib.suppress(OSError):
-                if token in Path(f"/proc/{pid}/cmdline").read_bytes() and _read(f"/proc/{pid}/comm").strip() == "kamailio":
+                if (token in Path(f"/proc/{pid}/cmdline").read_bytes()
+                        and _read(f"/proc/{pid}/comm").strip() == "kamailio"):
                     return pid
         raise RuntimeError("kamailio's pid not found")
 
