@@ -14,12 +14,15 @@ drives the decision and the audit entry names it.
   ``max_step`` of the rate per tick) while over target, increase by ``max_step`` of the rate
   (at least ``min_rate``) per tick while under ``1 - hysteresis``, held in between; bounded
   to ``min_rate..max_rate`` and switched off once back at ``max_rate`` with level 0.
-* The decrease stops at what the proxy is serving (``served``: new calls it answered 2xx per
-  second and receiving CPU over the tick) times ``1 - hysteresis``.  The queue and latency
-  signals lag the rate by the backlog in the proxy's socket and the callers' retransmissions
-  of calls admitted before the cut; cutting on them alone drives the rate far below what the
-  proxy serves (recorded: 2000 -> 35/s against ~300 served), and an increase of a share of
-  ``max_rate`` per tick then overshoots a capacity far below ``max_rate`` at once.
+* What the proxy serves (``served``: new calls it answered 2xx per second and receiving CPU
+  over the tick) bounds both ways: over target a rate above it drops to it at once (the excess
+  only queues) and no cut goes below ``served x (1 - hysteresis)``; under target the rate
+  grows to at most ``served x (1 + max_step / 2)``.  The queue and latency signals lag the
+  rate by the backlog in the proxy's socket and the callers' retransmissions of calls admitted
+  before the cut; cutting on them alone drives the rate far below what the proxy serves
+  (recorded: 2000 -> 35/s against ~300 served), engaging at ``max_rate`` floods the proxy for
+  the seconds the bounded cuts take, and an increase of a share of ``max_rate`` per tick
+  overshoots a capacity far below ``max_rate`` at once.
 """
 
 from __future__ import annotations
@@ -99,11 +102,17 @@ def _next_rate(cfg, rate: int, level: int, p: float, served: float | None = None
     if rate == 0:
         return hi if p >= 1.0 else 0
     if p > 1.0:
-        new = min(rate, max(rate * max(1.0 / p, 1.0 - step), (served or 0) * (1.0 - cfg["hysteresis"])))
+        new = rate * max(1.0 / p, 1.0 - step)
+        if served:
+            # above what the proxy serves the excess only queues: down to it at once; the cut
+            # stops at served x (1 - hysteresis), and that floor never raises the rate
+            new = min(rate, max(min(new, served), served * (1.0 - cfg["hysteresis"])))
     elif p < 1.0 - cfg["hysteresis"]:
         if rate >= hi and level == 0:
             return 0
         new = rate + step * max(rate, lo)
+        if served:
+            new = min(new, max(rate, served * (1.0 + step / 2)))    # probe half a step over it
     else:
         return rate
     return int(min(hi, max(lo, round(new))))
