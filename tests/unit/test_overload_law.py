@@ -222,3 +222,20 @@ def test_served_floor_never_raises_the_rate():
     st = State(level=1, rate=100, since=0.0)
     d = step(dict(CFG), st, Signals(t=10.0, queue=5000, served=900.0))
     assert d.rate == 100
+
+
+def test_served_is_no_bound_while_the_proxy_fails_calls():
+    """The full sweep's K at 2x (bench/results/20261130T113154Z-overload): Kamailio, out of
+    transaction memory, answered 99.9 % of the INVITEs of a tick with 500, so it served 1.7
+    calls/s; taken as its capacity that cut the rate from 1586 to min_rate in one tick, and the
+    increase bounded by what is served then took 25 s to come back.  With the 5xx ratio over
+    its target the cut is the bounded one; served bounds again once the 5xx are gone."""
+    cfg = dict(AUTO.default_value(), enabled=True)
+    st = State(level=0, rate=1586, since=-10.0)
+    d = step(cfg, st, Signals(t=0.0, queue=0, drops=0, pdd_ms=0.13, ratio_5xx=0.9988, served=1.7))
+    assert d.signal == "ratio_5xx" and d.pressure == pytest.approx(19.976)
+    assert d.rate == round(1586 * (1 - cfg["max_step"]))                 # 1190, not min_rate
+    d = step(cfg, st, Signals(t=0.62, queue=16320, drops=0, pdd_ms=0.846, ratio_5xx=0.7714, served=180.5))
+    assert d.rate == round(1190 * (1 - cfg["max_step"]))                 # still failing: bounded cut
+    d = step(cfg, st, Signals(t=1.24, queue=400000, drops=300, pdd_ms=50.0, ratio_5xx=0.01, served=600.0))
+    assert d.signal == "queue" and d.rate == 600                          # 5xx gone: down to what is served

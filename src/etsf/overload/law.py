@@ -17,7 +17,10 @@ drives the decision and the audit entry names it.
 * What the proxy serves (``served``: new calls it answered 2xx per second and receiving CPU
   over the tick) bounds both ways: over target a rate above it drops to it at once (the excess
   only queues) and no cut goes below ``served x (1 - hysteresis)``; under target the rate
-  grows to at most ``served x (1 + max_step / 2)``.  The queue and latency signals lag the
+  grows to at most ``served x (1 + max_step / 2)`` -- unless the 5xx ratio is over its target:
+  a proxy failing calls (Kamailio out of transaction memory answers 500 at once) serves few
+  2xx for a reason other than its capacity (recorded: served 1.7/s took the rate from 1586 to
+  10 in one tick).  The queue and latency signals lag the
   rate by the backlog in the proxy's socket and the callers' retransmissions of calls admitted
   before the cut; cutting on them alone drives the rate far below what the proxy serves
   (recorded: 2000 -> 35/s against ~300 served), engaging at ``max_rate`` floods the proxy for
@@ -127,7 +130,10 @@ def step(cfg: dict[str, Any], st: State, s: Signals) -> Decision:
     level = st.level
     if st.since is None or s.t - st.since >= cfg["dwell_s"]:
         level = _next_level(cfg, st.level, p)
-    rate = _next_rate(cfg, st.rate, level, p, s.served)
+    # while the proxy fails calls (5xx over target: e.g. Kamailio out of transaction memory
+    # answers 500 at once) its 2xx rate measures the failure, not its capacity: no bound from it
+    failing = "ratio_5xx" in pr and pr["ratio_5xx"] >= 1.0
+    rate = _next_rate(cfg, st.rate, level, p, None if failing else s.served)
     level_changed = level != st.level
     changed = level_changed or rate != st.rate
     if level_changed:
