@@ -1,7 +1,7 @@
 """Overload sweep on the full stack: goodput vs offered INVITE load, per configuration.
 
-    python bench/overload.py --out DIR                  # full sweep (D, A, C; <= 14 min)
-    python bench/overload.py --out DIR --quick          # CI form (<= 90 s): D only, two short steps
+    python bench/overload.py --out DIR                  # full sweep (D, A, C, F, K; <= 25 min)
+    python bench/overload.py --out DIR --quick          # CI form (<= 90 s): D and F, two short steps
     python bench/overload.py --out DIR --budget-min 8   # what does not fit is skipped and listed
 
 The Kamailio topology of bench/run.py (UAC -> node -> Kamailio pod -> UAS, built by
@@ -11,7 +11,16 @@ every call completed, no failure, >= 90 % of the offered rate achieved and no da
 Kamailio's socket; doubling, then bisecting, bounded.  Then each configuration is offered
 0.5x .. 4x that capacity, one step per multiple.  Per step: offered vs achieved rate, goodput
 (calls that got their 200 and completed the BYE, per second), INVITE->200 p50/p99 of answered
-calls, 503s, sipp's retransmissions, drops at Kamailio's socket (/proc/net/udp in the pod).
+calls, 503s, sipp's retransmissions, drops at Kamailio's socket (/proc/net/udp in the pod), the
+machine's load average before and after, CPU accounting that adds up (bench/cpuacct.py), and for
+the eTSF configurations eTSF's admission counters and, with the controller, its level and
+admission rate over the step (sampled from its state file).
+
+No eTSF (D, A), eTSF without admission (C), eTSF with a fixed admission rate at the measured
+capacity (F: what an operator who load-tested the proxy would configure) and eTSF with the
+adaptive controller (K: ``etsfctl overload auto`` as the service runs it, policy
+``overload.auto``) all run against the same measured capacity in one run, so the targets of
+the overload control are ratios within that run (``targets``).
 
 Interface for the benchmark orchestrator: ``run(out, budget_s, quick) -> dict`` (JSON
 serialisable; ``table_md`` the markdown table, ``report_md`` a report section, ``skipped``
@@ -27,6 +36,7 @@ import math
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import time
 import types
@@ -41,30 +51,45 @@ for _p in (str(HERE), str(ROOT / "src"), str(ROOT)):
 import run as harness  # noqa: E402  pylint: disable=wrong-import-position
 import topology as T  # noqa: E402  pylint: disable=wrong-import-position
 import plotting  # noqa: E402  pylint: disable=wrong-import-position
+import cpuacct  # noqa: E402  pylint: disable=wrong-import-position
 
 SCHEMA = "overload/1"
 SCENARIO = HERE / "templates" / "overload_uac.xml"
 PLOT = "overload_goodput.png"
 
 PROFILES = {
-    # the sweep the paper-style curve is drawn from; ~13 min on an idle 2-core host
-    "full": dict(configs=["D", "A", "C"], multiples=[0.5, 1, 1.5, 2, 3, 4], step_s=30, services=10000,
+    # the sweep the paper-style curve is drawn from; ~20 min on an idle 2-core host
+    "full": dict(configs=["D", "A", "C", "F", "K"], multiples=[0.5, 1, 1.5, 2, 3, 4], step_s=30, services=10000,
                  capacity=None, probe_s=6, cap_start=200, cap_max=6400, cap_bisect=2, cap_floor=20,
                  recv_timeout_s=4, max_retrans=5, hold_ms=100, settle_s=1.0, transport="un",
-                 kamailio_children=4, budget_s=14 * 60),
-    # CI: proves the harness (consistent counts), not the host's capacity: a fixed small guess
-    "quick": dict(configs=["D"], multiples=[0.5, 2], step_s=5, services=0, capacity=100,
+                 kamailio_children=4, budget_s=25 * 60, fixed_burst_ms=100, retry_after_s=5, auto={},
+                 sample_s=0.5),
+    # CI: proves the harness (consistent counts, for an eTSF configuration with admission too),
+    # not the host's capacity: a fixed small guess
+    "quick": dict(configs=["D", "F"], multiples=[0.5, 2], step_s=5, services=0, capacity=100,
                   probe_s=3, cap_start=50, cap_max=400, cap_bisect=1, cap_floor=10,
                   recv_timeout_s=4, max_retrans=5, hold_ms=100, settle_s=0.5, transport="un",
-                  kamailio_children=2, budget_s=90),
+                  kamailio_children=2, budget_s=90, fixed_burst_ms=100, retry_after_s=5, auto={},
+                  sample_s=0.5),
 }
 
-# configurations by letter (same names as bench/run.py); more (e.g. eTSF with an admission
-# controller) are added here and picked with configs=[...]
+# configurations by letter (same names as bench/run.py): (name, topology kind[, admission]).
+# admission "fixed": `etsfctl overload admit` at the measured capacity for the whole sweep;
+# "auto": the controller (`etsfctl overload auto`) with the policy's overload.auto settings
 CONFIG_KINDS = {"D": ("D-direct", "direct"), "A": ("A-ipt-nft-{n}", "iptables-nft"),
-                "C": ("C-etsf-fastpath", "etsf-fastpath")}
-# rough setup + teardown cost of a configuration's topology (rules, BPF attach), for planning
-SETUP_S = {"direct": 12.0, "iptables-nft": 30.0, "etsf-fastpath": 35.0}
+                "C": ("C-etsf-fastpath", "etsf-fastpath"),
+                "F": ("F-etsf-fixed-admit", "etsf-fastpath", "fixed"),
+                "K": ("K-etsf-controller", "etsf-fastpath", "auto")}
+# rough setup + teardown cost of a configuration's topology (rules, BPF attach), for planning:
+# seconds without rules + seconds per 10,000 kube-proxy rules
+SETUP_S = {"direct": (12.0, 0.0), "iptables-nft": (8.0, 22.0), "etsf-fastpath": (12.0, 23.0)}
+# a controller's tick of state-file sample: [seconds into the step, level, admit rate, pressure, signal]
+SAMPLE_FIELDS = ("t", "level", "admit_rate", "pressure", "signal")
+
+
+def setup_cost(kind: str, services: int) -> float:
+    base, per10k = SETUP_S.get(kind, (12.0, 23.0))
+    return base + (0.0 if kind == "direct" else per10k * services / 10000)
 
 
 def log(msg):
@@ -72,9 +97,9 @@ def log(msg):
 
 
 def config(letter: str, services: int) -> dict:
-    name, kind = CONFIG_KINDS[letter]
+    name, kind, *adm = CONFIG_KINDS[letter]
     return {"letter": letter, "name": name.format(n=services), "kind": kind,
-            "services": 0 if kind == "direct" else services, "steps": []}
+            "services": 0 if kind == "direct" else services, "admission": adm[0] if adm else None, "steps": []}
 
 
 # ---------------------------------------------------------------------------
@@ -271,12 +296,196 @@ def plan(p: dict, kinds: list[str], left_s: float, first_in_place: bool = True) 
     """The multiples every configuration can run within left_s (the lowest ones: a budget cut
     drops the highest loads for all configurations alike) and the planned seconds."""
     mults = sorted(p["multiples"])
-    setup = sum(SETUP_S.get(k, 30.0) for k in (kinds[1:] if first_in_place else kinds))
+    setup = sum(setup_cost(k, p["services"]) for k in (kinds[1:] if first_in_place else kinds))
     for k in range(len(mults), -1, -1):
         need = setup + len(kinds) * sum(step_cost(p, m) for m in mults[:k])
         if need <= left_s:
             return mults[:k], need
     return [], setup
+
+
+# ---------------------------------------------------------------------------
+# admission and the controller (pure)
+# ---------------------------------------------------------------------------
+
+ADMIT_FIELDS = ("admitted", "rejected", "retrans_admitted", "retrans_rejected", "replied", "reply_unfit")
+
+
+def fixed_admission(cap: int, p: dict) -> dict:
+    """The fixed policy: new INVITEs admitted at the measured capacity, a bucket of
+    fixed_burst_ms of it, refused ones answered 503 with Retry-After.  The rate is per CPU and
+    every INVITE of this topology is received on one CPU (the UAC's veth delivers on the
+    sender's CPU, sipp's): the per-CPU counters of each step show it (``admission.cpus``)."""
+    rate = max(1, int(cap))
+    return {"rate": rate, "burst": max(1, rate * int(p["fixed_burst_ms"]) // 1000),
+            "retry_after": int(p["retry_after_s"])}
+
+
+def auto_policy(p: dict) -> str:
+    """The policy section that switches the controller on: the defaults of overload.auto
+    (docs/overload.md) unless the profile's ``auto`` entry overrides some."""
+    lines = ["overload:", "  auto:", "    enabled: true", f"    proxy_ports: [{T.PORT}]"]
+    lines += [f"    {k}: {v}" for k, v in sorted((p.get("auto") or {}).items())]
+    return "\n".join(lines) + "\n"
+
+
+def admission_delta(a: list[dict] | None, b: list[dict] | None) -> dict | None:
+    """etsf_admit counters between two per-CPU readings: totals and, per CPU that decided
+    anything, its new INVITEs (admitted + rejected): where admission ran."""
+    if a is None or b is None or len(a) != len(b):
+        return None
+    per = [{k: y[k] - x[k] for k in ADMIT_FIELDS} for x, y in zip(a, b)]
+    tot = {k: sum(c[k] for c in per) for k in ADMIT_FIELDS}
+    tot["cpus"] = {str(i): c["admitted"] + c["rejected"] for i, c in enumerate(per) if c["admitted"] + c["rejected"]}
+    return tot
+
+
+def controller_summary(samples: list[list], window_s: float) -> dict | None:
+    """The controller over one step from its state-file samples ([t, level, rate, pressure,
+    signal], t in seconds since sipp started): seconds until it first engaged (level > 0 or a
+    rate), highest level, share of the sending window with admission on, the admission rate
+    (tokens/s per CPU) while on: min, median and the last, and the changes seen."""
+    if not samples:
+        return None
+    win = [x for x in samples if x[0] <= window_s] or samples
+    on = [x for x in win if x[1] or x[2]]
+    rates = sorted(x[2] for x in win if x[2])
+    changes = sum(1 for x, y in zip(samples, samples[1:]) if (x[1], x[2]) != (y[1], y[2]))
+    sigs: dict[str, int] = {}
+    for x in win:
+        if x[4] and (x[1] or x[2]):
+            sigs[x[4]] = sigs.get(x[4], 0) + 1
+    return {"samples": len(samples), "engaged_after_s": on[0][0] if on else None,
+            "level_max": max(x[1] for x in samples), "level_end": samples[-1][1],
+            "on_share": round(len(on) / len(win), 3),
+            "rate_min": rates[0] if rates else None, "rate_median": rates[len(rates) // 2] if rates else None,
+            "rate_end": samples[-1][2], "changes_seen": changes, "signals": sigs}
+
+
+def _step_at(cfg: dict, m: float) -> dict | None:
+    return next((s for s in cfg.get("steps") or [] if s["multiple"] == m and not s.get("sipp_aborted")), None)
+
+
+def targets(res: dict, at: float = 3.0) -> list[dict]:
+    """The overload-control targets at 3x capacity, for every configuration with admission:
+    goodput >= 0.9 x capacity; goodput >= 2 x the goodput without eTSF (each of D and A that
+    ran); INVITE->200 p99 of answered calls <= 2 x its value at 0.5x.  sipp's RTD clock ticks
+    in ms, so a p99 of 0 at 0.5x reads as "under 1 ms": the bound is 2 x max(p99, 1 ms).
+    Each entry: config, target, value, bound, ok (None when a step is missing)."""
+    cap = (res.get("capacity") or {}).get("cps")
+    cfgs = res.get("configs") or []
+    base = [c for c in cfgs if c.get("kind") in ("direct", "iptables-nft")]
+    out = []
+    for c in cfgs:
+        if not c.get("admission"):
+            continue
+        s, s0 = _step_at(c, at), _step_at(c, 0.5)
+        g = s["goodput_cps"] if s else None
+        out.append({"config": c["name"], "target": f"goodput at {at:g}x >= 0.9 x capacity", "value": g,
+                    "bound": None if not cap else round(0.9 * cap, 1),
+                    "ok": None if g is None or not cap else g >= 0.9 * cap})
+        for b in base:
+            sb = _step_at(b, at)
+            gb = sb["goodput_cps"] if sb else None
+            out.append({"config": c["name"], "target": f"goodput at {at:g}x >= 2 x {b['name']}'s", "value": g,
+                        "bound": None if gb is None else round(2 * gb, 1),
+                        "ok": None if g is None or gb is None else g >= 2 * gb})
+        p99 = ((s or {}).get("invite_200_ms") or {}).get("p99")
+        p0 = ((s0 or {}).get("invite_200_ms") or {}).get("p99")
+        out.append({"config": c["name"], "target": f"INVITE->200 p99 at {at:g}x <= 2 x p99 at 0.5x", "value": p99,
+                    "bound": None if p0 is None else 2 * max(p0, 1.0),
+                    "ok": None if p99 is None or p0 is None else p99 <= 2 * max(p0, 1.0)})
+    return out
+
+
+def targets_md(res: dict) -> str:
+    rows = targets(res)
+    if not rows:
+        return ""
+    lines = ["| config | target | value | bound | met |", "|---|---|---|---|---|"]
+    for r in rows:
+        met = "–" if r["ok"] is None else "yes" if r["ok"] else "**no**"
+        lines.append(f"| {r['config']} | {r['target']} | {_f(r['value'], 1)} | {_f(r['bound'], 1)} | {met} |")
+    return "\n".join(lines) + "\n"
+
+
+def admission_table_md(res: dict) -> str:
+    """Per step of the eTSF configurations: eTSF's admission counters, the controller over
+    the step, the machine's load average, and whether the CPU accounting adds up."""
+    head = ("| config | load | new INVITEs admitted | rejected (503) | retrans. admitted / rejected | 503 sent "
+            "| no 503 possible | receive CPUs | controller: engaged after s, level max, rate min / median / end "
+            "| loadavg before → after | CPU adds up |")
+    lines = [head, "|" + "---|" * 11]
+    for c in res.get("configs", []):
+        for s in c.get("steps", []):
+            a = s.get("admission") or {}
+            k = s.get("controller") or {}
+            la = s.get("loadavg") or {}
+            cpu = s.get("cpu_acct") or {}
+            ctl = "–" if not k else (f"{_f(k.get('engaged_after_s'), 1)}, {k.get('level_max')}, "
+                                     f"{_f(k.get('rate_min'))} / {_f(k.get('rate_median'))} / {_f(k.get('rate_end'))}")
+            adds = "–" if not cpu else (("yes" if cpu.get("adds_up") else "no")
+                                        + f" ({_f(100 * (cpu.get('residual_ratio') or 0), 1)} % residual)")
+            lines.append(
+                f"| {c['name']} | {s['multiple']:g}× | {a.get('admitted', '–')} | {a.get('rejected', '–')} | "
+                f"{a.get('retrans_admitted', '–')} / {a.get('retrans_rejected', '–')} | {a.get('replied', '–')} | "
+                f"{a.get('reply_unfit', '–')} | {', '.join(a.get('cpus', {})) or '–'} | {ctl} | "
+                f"{la.get('before', '–')} → {la.get('after', '–')} | {adds} |")
+    return "\n".join(lines) + "\n"
+
+
+def _state(path) -> dict | None:
+    try:
+        doc = json.loads(_read(path) or "null")
+    except ValueError:
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def merge_exited(b: dict, seen: dict, skip_pids: set) -> int:
+    """Put into snapshot b the tasks seen during the window that exited before it closed, with
+    their last sampled CPU time (the machine is shared: other tenants' short-lived tasks would
+    otherwise be in no part), except those of skip_pids (accounted exactly elsewhere).
+    Returns their CPU time since they started (ns)."""
+    ns = 0
+    for tid, v in seen.items():
+        if tid not in b["tasks"] and v[0] not in skip_pids:
+            b["tasks"][tid] = v
+            ns += v[2]
+    return ns
+
+
+def cpu_account(a: dict, b: dict, roles: dict[int, str], ru, merged_ns: int = 0) -> dict:
+    """bench/cpuacct.py's accounting of one step (every task on the machine, grouped by role,
+    against idle accounting; tasks that exited inside the window with their last sample), with
+    the sipp UAC's exact CPU from its rusage (it exits inside the window).  Not in any part:
+    what exited tasks used after their last sample and tasks that lived between two samples
+    (on a shared host, other tenants' short-lived processes): the residual.  merged_ns (their
+    sampled lives) is kept as a figure; their parents' reaped-children time is no estimate of
+    the rest (it holds whole lives, grandchildren included)."""
+    acc = cpuacct.account(a, b, roles)
+    extra = {}
+    if ru is not None:
+        extra["sipp UAC"] = ru.ru_utime + ru.ru_stime
+    for k, v in extra.items():
+        acc["parts_s"][k] = v
+        acc["tasks_sum_s"] += v
+    acc["residual_s"] = acc["whole_s"] - acc["tasks_sum_s"]
+    acc["residual_ratio"] = acc["residual_s"] / acc["whole_s"] if acc["whole_s"] > 0 else None
+    acc["adds_up"], acc["adds_up_why"] = cpuacct.adds_up(acc)
+    acc["exited_sampled_ns"] = merged_ns
+    r = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in acc.items()
+         if k not in ("parts_s", "ctx_switches")}
+    r["parts_s"] = {k: round(v, 3) for k, v in sorted(acc["parts_s"].items())}
+    return r
+
+
+def loadavg(text: str) -> float | None:
+    """The 1-minute load average from /proc/loadavg."""
+    try:
+        return float(text.split()[0])
+    except (IndexError, ValueError):
+        return None
 
 
 # ---------------------------------------------------------------------------
@@ -354,6 +563,32 @@ def report_md(res: dict, plot_name: str | None = PLOT) -> str:
                 "window; failed = all failed calls, (timeouts) those that timed out; error responses: calls "
                 "answered with a final error response, by code.", "",
             res.get("table_md") or table_md(res)]
+    if any(c.get("kind", "").startswith("etsf") for c in res.get("configs", [])):
+        fx = next((c["fixed_admission"] for c in res["configs"] if c.get("fixed_admission")), None)
+        ctl = next((c["controller"] for c in res["configs"] if (c.get("controller") or {}).get("settings")), None)
+        out += ["eTSF's admission of new INVITEs (`etsf_admit`, deltas over the step), the controller over the "
+                "step (state-file samples every "
+                f"{p.get('sample_s')} s: seconds until it engaged, highest level, admission rate in tokens/s per "
+                "CPU), the machine's 1-minute load average before and after the step (other tenants of the host "
+                "included) and whether the step's CPU accounting adds up (bench/cpuacct.py: every task "
+                "against idle accounting, residual ≤ 10 %).", ""]
+        if fx:
+            out += [f"Fixed policy (F): `etsfctl overload admit --rate {fx['rate']} --burst {fx['burst']} "
+                    f"--retry-after {fx['retry_after']}` — admission at the measured capacity, set once.", ""]
+        if ctl:
+            st = ctl["settings"]
+            out += ["Controller (K): `etsfctl overload auto` in the node, reading Kamailio's socket through "
+                    "`--proc-net /proc/<kamailio pid>/net`; targets: " +
+                    ", ".join(f"{k} {st[k]}" for k in ("target_queue", "target_pdd_ms", "target_5xx_ratio",
+                                                        "target_cpu", "min_rate", "max_rate", "dwell_s",
+                                                        "max_step", "hysteresis", "interval_ms") if k in st) +
+                    f"; {ctl.get('audit_entries', 0)} audit entries "
+                    f"({', '.join(f'{k}: {v}' for k, v in (ctl.get('audit_by_signal') or {}).items()) or 'none'}).", ""]
+        out += [admission_table_md(res)]
+    tmd = targets_md(res)
+    if tmd:
+        out += ["**Targets at 3× capacity** (ratios within this run; p99 bound 2 × max(p99 at 0.5×, 1 ms): "
+                "sipp's RTD clock ticks in ms):", "", tmd]
     obs = observations(res)
     if obs:
         out += ["Below capacity goodput follows the offered load; a line that bends down above it is the "
@@ -376,7 +611,9 @@ def report_md(res: dict, plot_name: str | None = PLOT) -> str:
 
 
 def plot(res: dict, path: Path) -> bool:
-    """Goodput vs offered load (the overload-collapse curve) and INVITE->200 p99 vs offered."""
+    """Goodput vs offered load as a multiple of the measured capacity (the overload-collapse
+    curve), INVITE->200 p99 of answered calls vs the same, and the controller's admission rate
+    over the 3x step (or its highest one) when it ran."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -384,7 +621,9 @@ def plot(res: dict, path: Path) -> bool:
     except ImportError:
         return False
     cap = (res.get("capacity") or {}).get("cps")
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    ctl = [c for c in res.get("configs", []) if any(s.get("controller_samples") for s in c.get("steps") or [])]
+    fig, axes = plt.subplots(1, 3 if ctl else 2, figsize=(16 if ctl else 11, 4.2))
+    ax, ax2 = axes[0], axes[1]
     top = 0.0
     for c in res.get("configs", []):
         allst = c.get("steps") or []
@@ -392,30 +631,50 @@ def plot(res: dict, path: Path) -> bool:
         bad = [s for s in allst if s.get("sipp_aborted")]
         if not allst:
             continue
-        top = max(top, *[s["offered_cps"] for s in allst])
-        line = ax.plot([s["offered_cps"] for s in st], [s["goodput_cps"] for s in st], marker="o", label=c["name"])
+        top = max(top, *[s["multiple"] for s in allst])
+        line = ax.plot([s["multiple"] for s in st], [s["goodput_cps"] for s in st], marker="o", label=c["name"])
         if bad:
-            ax.plot([s["offered_cps"] for s in bad], [s["goodput_cps"] for s in bad], ls="", marker="x",
+            ax.plot([s["multiple"] for s in bad], [s["goodput_cps"] for s in bad], ls="", marker="x",
                     color=line[0].get_color(), label=f"{c['name']}: sipp aborted (partial)")
-        p99 = [(s["offered_cps"], (s.get("invite_200_ms") or {}).get("p99")) for s in st]
+        p99 = [(s["multiple"], (s.get("invite_200_ms") or {}).get("p99")) for s in st]
         p99 = [(a, b) for a, b in p99 if b]
         if p99:
             xs, ys = zip(*p99)
             ax2.plot(xs, ys, marker="o", label=c["name"])
-    if top:
-        ax.plot([0, top], [0, top], ls=":", color="grey", label="goodput = offered")
+    if top and cap:
+        ax.plot([0, top], [0, top * cap], ls=":", color="grey", label="goodput = offered")
     if cap:
         ax.axhline(cap, ls="--", color="black", lw=0.8, label=f"capacity {cap}/s")
-    plotting.label(ax, "offered INVITE load (calls/s)", "goodput (completed calls/s)", "Goodput vs offered load",
-                   legend=8)
+        ax.axhline(0.9 * cap, ls=":", color="black", lw=0.6, label="target: 0.9 × capacity")
+    plotting.label(ax, "offered INVITE load (× measured capacity)", "goodput (completed calls/s)",
+                   "Goodput vs offered load", legend=7)
     ax.grid(alpha=0.3)
-    ax2.set_xlabel("offered INVITE load (calls/s)")
+    ax2.set_xlabel("offered INVITE load (× measured capacity)")
     ax2.set_ylabel("INVITE→200 p99 (ms, answered calls)")
     ax2.set_yscale("log")
     ax2.set_title("Latency of answered calls")
     ax2.grid(alpha=0.3)
     if ax2.lines:
         ax2.legend(fontsize=8)
+    if ctl:
+        ax3 = axes[2]
+        for c in ctl:
+            st = [s for s in c["steps"] if s.get("controller_samples")]
+            s = next((x for x in st if x["multiple"] == 3), st[-1])
+            xs = [x[0] for x in s["controller_samples"]]
+            ax3.step(xs, [x[2] for x in s["controller_samples"]], where="post", label=f"{c['name']}: admission rate")
+            ax3.axvline(s["window_s"], ls=":", color="grey")
+            ax3b = ax3.twinx()
+            ax3b.step(xs, [x[1] for x in s["controller_samples"]], where="post", color="tab:red", lw=0.8)
+            ax3b.set_ylabel("overload level", color="tab:red")
+            ax3b.set_ylim(-0.1, 3.5)
+            ax3.set_title(f"Controller at {s['multiple']:g}× ({s['offered_cps']:g} calls/s offered)")
+        if cap:
+            ax3.axhline(cap, ls="--", color="black", lw=0.8, label=f"capacity {cap}/s")
+        ax3.set_xlabel("seconds since the step started (dotted: end of sending)")
+        ax3.set_ylabel("admission rate (new INVITEs/s per CPU; 0 = off)")
+        ax3.grid(alpha=0.3)
+        ax3.legend(fontsize=7)
     plotting.save(fig, path)
     return True
 
@@ -423,6 +682,25 @@ def plot(res: dict, path: Path) -> bool:
 # ---------------------------------------------------------------------------
 # the sweep
 # ---------------------------------------------------------------------------
+
+class _Bench(harness.Bench):
+    """The harness's Bench with the sweep's policy: the UAC is not a trusted peer (a trusted
+    source bypasses the overload level and admission: the crowd of callers is not one), plus
+    a section per configuration (the controller's)."""
+    policy_extra = ""
+
+    def policy(self, fastpath: bool) -> str:
+        text = "".join(ln for ln in super().policy(fastpath).splitlines(keepends=True) if not ln.startswith("trust:"))
+        return text + self.policy_extra
+
+
+def _read(path) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except OSError:
+        return ""
+
 
 class Sweep:
     def __init__(self, out: Path, budget_s: float, prof: dict, profile: str, work: Path | None = None):
@@ -432,7 +710,7 @@ class Sweep:
                   hold_ms=prof["hold_ms"])
         args = types.SimpleNamespace(work=str(work) if work else None, budget_min=budget_s / 60,
                                      profile=f"overload-{profile}", only=None, keep_pcaps=False)
-        self.b = harness.Bench(args, hp, out)
+        self.b = _Bench(args, hp, out)
         # own namespace names, so an orchestrator's Bench in the same process never collides
         self.b.tag = f"o{os.getpid() % 100000}"
         self.t0 = time.monotonic()
@@ -449,6 +727,130 @@ class Sweep:
     def sock(self) -> dict:
         r = self.b.topo.sh(self.b.topo.pod, "cat", "/proc/net/udp", check=False)
         return proxy_socket(r.stdout, T.POD, T.PORT) or {"rx_queue": None, "drops": None}
+
+    def admit_counters(self, cfg: dict) -> list[dict] | None:
+        """etsf_admit per CPU (None without eTSF or when the map cannot be read)."""
+        if not cfg["kind"].startswith("etsf"):
+            return None
+        from etsf import bpfmaps, layout
+        try:
+            m = bpfmaps.open_map("etsf_admit", self.b.pin_root, read_only=True)
+            try:
+                vals = m.lookup_percpu((0).to_bytes(4, "little")) or []
+            finally:
+                m.close()
+        except Exception:  # noqa: BLE001 - a missing map is a missing figure, not a failed step
+            return None
+        return [{k: int(getattr(layout.Admit.from_bytes(v), k)) for k in ADMIT_FIELDS} for v in vals]
+
+    def state_file(self) -> Path:
+        return Path(self.b.env["ETSF_STATE_DIR"]) / "overload.json"
+
+    def roles(self) -> dict[int, str]:
+        """{pid: role} of the long-lived processes of the configuration (each in its session)."""
+        out = {}
+        for q in self.b.topo.procs.procs:
+            if q.poll() is not None:
+                continue
+            args = " ".join(map(str, q.args))
+            role = ("kamailio" if "kamailio" in args else "sipp UAS" if "uas-stat.csv" in args
+                    else "controller" if " overload auto" in args else "other bench")
+            out.update({pid: role for pid in cpuacct.session_pids(q.pid)})
+        return out
+
+    def wait_sipp(self, sp, t0: float, limit_s: float, sample: bool):
+        """Wait for sipp (its exit status and rusage: the UAC's CPU, gone before the window
+        closes) and sample the controller's state file every sample_s meanwhile, every task on
+        the machine every second; past limit_s the group is terminated, then killed.  Returns
+        (rc, rusage or None, samples, {"tasks": last samples, "uac_pids": sipp's})."""
+        samples: list[list] = []
+        seen: dict = {"tasks": {}, "uac_pids": {sp.pid}}
+        nxt, nxt_acct, sig = t0, t0 + 1.0, None
+        while True:
+            pid, status, ru = os.wait4(sp.pid, os.WNOHANG)
+            now = time.monotonic()
+            if pid:
+                sp.returncode = os.waitstatus_to_exitcode(status)
+                break
+            if now >= nxt_acct:
+                # every task once a second: those that exit before the window closes keep
+                # their last sample (cpu_account); sipp's own are accounted from its rusage
+                seen["uac_pids"] |= set(cpuacct.session_pids(sp.pid))
+                seen["tasks"].update(cpuacct.tasks())
+                nxt_acct += 1.0
+            if sample and now >= nxt:
+                doc = _state(self.state_file())
+                if doc is not None:
+                    samples.append([round(now - t0, 2), int(doc.get("level") or 0), int(doc.get("admit_rate") or 0),
+                                    doc.get("pressure"), doc.get("signal")])
+                nxt += self.p["sample_s"]
+            if now > t0 + limit_s and sig != signal.SIGKILL:
+                sig = signal.SIGTERM if sig is None else signal.SIGKILL
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(sp.pid, sig)
+                limit_s += 10
+            time.sleep(0.05)
+        self.b.topo.stop(sp, timeout=5)          # closes its log
+        return sp.returncode, ru, samples, seen
+
+    def setup_admission(self, cfg: dict, cap: int | None):
+        """What the configuration adds on top of the topology: the veth NAPI program at the UAC
+        (every configuration alike), the fixed admission rate, or the controller."""
+        b = self.b
+        obj = Path(b.env["ETSF_BUILD_DIR"]) / "xdp_count.bpf.o"
+        b.topo.sh(b.topo.uac, "ip", "link", "set", "dev", T.UAC_IF, "xdp", "obj", str(obj), "sec", "xdp")
+        cfg["uac_xdp"] = ("xdp_count (XDP_PASS) on the UAC's veth: a veth delivers XDP_TX frames (the in-kernel 503) "
+                          "only to a peer in NAPI mode")
+        if cfg.get("admission") == "fixed":
+            fx = fixed_admission(cap, self.p)
+            b.etsfctl("overload", "admit", "--rate", str(fx["rate"]), "--burst", str(fx["burst"]),
+                      "--retry-after", str(fx["retry_after"]))
+            cfg["fixed_admission"] = fx
+        elif cfg.get("admission") == "auto":
+            from etsf.policy.schema import load_file
+            pol = cfg["_dir"] / "policy.yml"
+            settings = dict(load_file(str(pol))[0].overload_auto)
+            kpid = self.kamailio_pid()
+            cmd = [sys.executable, "-m", "etsf", "overload", "auto", "--policy", str(pol),
+                   "--proc-net", f"/proc/{kpid}/net", "--heartbeat-file", str(cfg["_dir"] / "overload.heartbeat")]
+            # nsenter --net like the harness's etsfctl calls, not `ip netns exec`: that one
+            # remounts /sys in a new mount namespace, where the bpffs with the pins is not
+            with open(cfg["_dir"] / "controller.log", "w") as fh:
+                self.ctl = subprocess.Popen(["nsenter", f"--net=/run/netns/{b.topo.node}", "timeout", "-k", "5",
+                                             "3000", "taskset", "-c", harness.CPU_LOAD, *cmd], stdout=fh,
+                                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                            start_new_session=True, env=b.env)
+            b.topo.procs.procs.append(self.ctl)      # teardown kills it whatever happens
+            self.res["pids"].append(self.ctl.pid)
+            t_end = time.monotonic() + 20
+            while _state(self.state_file()) is None:
+                if time.monotonic() > t_end or self.ctl.poll() is not None:
+                    raise RuntimeError(f"controller not running: {_read(cfg['_dir'] / 'controller.log')[-500:]}")
+                time.sleep(0.2)
+            cfg["controller"] = {"settings": settings, "command": " ".join(cmd[1:]), "cpu": f"cpu{harness.CPU_LOAD}"}
+
+    def stop_controller(self, cfg: dict):
+        if getattr(self, "ctl", None) is None:
+            return
+        self.b.topo.stop(self.ctl, timeout=10, sig=signal.SIGTERM)
+        self.ctl = None
+        lines = _read(Path(self.b.env["ETSF_STATE_DIR"]) / "failsafe-audit.jsonl").splitlines()
+        ev = [json.loads(ln) for ln in lines if '"overload_' in ln]
+        cfg.setdefault("controller", {})["audit_entries"] = len(ev)
+        cfg["controller"]["audit_by_signal"] = {}
+        for e in ev:
+            k = str(e.get("rule"))
+            cfg["controller"]["audit_by_signal"][k] = cfg["controller"]["audit_by_signal"].get(k, 0) + 1
+        cfg["controller"]["state_end"] = _state(self.state_file())
+
+    def kamailio_pid(self) -> int:
+        token = self.b.kam_token.encode()
+        for pid in sorted(int(x) for x in os.listdir("/proc") if x.isdigit()):
+            with contextlib.suppress(OSError):
+                if (token in Path(f"/proc/{pid}/cmdline").read_bytes()
+                        and _read(f"/proc/{pid}/comm").strip() == "kamailio"):
+                    return pid
+        raise RuntimeError("kamailio's pid not found")
 
     def step(self, cfg: dict, rate: float, seconds: float, label: str) -> dict:
         b, p = self.b, self.p
@@ -469,13 +871,24 @@ class Sweep:
         klog = cfg["_dir"] / "kamailio" / "kamailio.log"
         klog0 = klog.stat().st_size if klog.exists() else 0
         s0, udp0 = self.sock(), b.udp_errors()
+        adm0 = self.admit_counters(cfg)
+        load0 = loadavg(_read("/proc/loadavg"))
+        roles = self.roles()
+        roles[os.getpid()] = "harness"
+        acc0 = cpuacct.snapshot()
+        acc0["reaped"].pop(os.getpid(), None)
         kam0, c0, t0 = harness.proc_cpu(b.kam_token), harness.cpu_snap(), time.monotonic()
         sp = b.topo.popen(b.topo.uac, cmd, d / "sipp.log", limit=hard + 5, cpu=harness.CPU_LOAD)
         self.res["pids"].append(sp.pid)
-        rc = b.topo.stop(sp, timeout=hard + 15)
+        rc, ru, samples, seen = self.wait_sipp(sp, t0, hard + 15, sample=cfg.get("admission") == "auto")
         wall = time.monotonic() - t0
         c1, kam1 = harness.cpu_snap(), harness.proc_cpu(b.kam_token)
+        acc1 = cpuacct.snapshot()
+        acc1["reaped"].pop(os.getpid(), None)
+        merged_ns = merge_exited(acc1, seen["tasks"], seen["uac_pids"])
+        load1 = loadavg(_read("/proc/loadavg"))
         s1, udp1 = self.sock(), b.udp_errors()
+        adm1 = self.admit_counters(cfg)
         rows = read_rows((d / "stat.csv").read_text(errors="replace")) if (d / "stat.csv").exists() else []
         counts = {}
         for f in d.glob("*_counts.csv"):
@@ -494,6 +907,13 @@ class Sweep:
         cd = harness.cpu_delta(c0, c1)
         rec["cpu_s"] = {"busy": round(cd["busy"], 3), "softirq": round(cd["softirq"], 3),
                         "kamailio": round(kam1 - kam0, 3), "elapsed": round(cd["elapsed"], 3)}
+        rec["cpu_acct"] = cpu_account(acc0, acc1, roles, ru, merged_ns)
+        rec["loadavg"] = {"before": load0, "after": load1}
+        if cfg["kind"].startswith("etsf"):
+            rec["admission"] = admission_delta(adm0, adm1)
+        if samples:
+            rec["controller"] = controller_summary(samples, rec["window_s"])
+            rec["controller_samples"] = samples
         if b.kam.poll() is not None:
             raise RuntimeError(f"kamailio exited during {label} {rate:g}/s")
         self.drain()
@@ -542,8 +962,10 @@ class Sweep:
         p = self.p
         self.res["host"] = self.b.host_info()
         cfgs = [config(x, p["services"]) for x in p["configs"]]
-        if any(c["kind"].startswith("etsf") for c in cfgs):
-            self.b.prepare()
+        # the BPF objects: eTSF's, and the count-only program every configuration's UAC gets
+        self.b.prepare()
+        self.res["host"]["pinning"]["controller"] = f"cpu{harness.CPU_LOAD}"
+        self.ctl = None
         mults: list[float] = []
         for i, cfg in enumerate(cfgs):
             t_cfg = time.monotonic()
@@ -552,8 +974,10 @@ class Sweep:
                 if i > 0 and not mults:
                     raise _Skip("no capacity" if not self.res["capacity"].get("cps") else "time budget")
                 log(f"== {cfg['name']}")
+                self.b.policy_extra = auto_policy(p) if cfg["admission"] == "auto" else ""
                 self.b.setup_config(cfg)
                 cfg["proxy_ready_s"] = self.wait_proxy()
+                self.setup_admission(cfg, self.res["capacity"].get("cps"))
                 if i == 0:
                     cap = self.capacity(cfg)
                     if not cap:
@@ -590,6 +1014,8 @@ class Sweep:
                 cfg["error"] = f"{type(e).__name__}: {e}"
                 log(f"ERROR in {cfg['name']}: {cfg['error']}")
             finally:
+                with contextlib.suppress(Exception):
+                    self.stop_controller(cfg)
                 if self.b.topo is not None:
                     self.res["pids"] += [q.pid for q in self.b.topo.procs.procs]
                 self.b.teardown_config(cfg)
@@ -620,6 +1046,9 @@ def run(out: Path, budget_s: float, quick: bool, **overrides) -> dict:
     bad = [x for x in prof["configs"] if x not in CONFIG_KINDS]
     if bad or not prof["configs"]:
         raise ValueError(f"overload: configs must be letters of {', '.join(CONFIG_KINDS)} (got {prof['configs']!r})")
+    if len(CONFIG_KINDS[prof["configs"][0]]) > 2:
+        raise ValueError(f"overload: the first configuration measures the capacity: it cannot be one with "
+                         f"admission (got {prof['configs'][0]!r})")
     if not prof["multiples"] or any(not 0 < float(m) <= 10 for m in prof["multiples"]):
         raise ValueError(f"overload: multiples must be in (0, 10] (got {prof['multiples']!r})")
     out.mkdir(parents=True, exist_ok=True)
@@ -639,6 +1068,7 @@ def run(out: Path, budget_s: float, quick: bool, **overrides) -> dict:
         res["finished"] = harness.now_utc().isoformat()
         res["wall_seconds"] = round(time.monotonic() - sw.t0, 1)
         res["table_md"] = table_md(res)
+        res["targets"] = targets(res)
         res["plots"] = [PLOT] if plot(res, out / PLOT) else []
         res["report_md"] = report_md(res, PLOT if res["plots"] else None)
         (out / "overload.json").write_text(json.dumps(res, indent=1, default=str) + "\n")
@@ -650,9 +1080,10 @@ def run(out: Path, budget_s: float, quick: bool, **overrides) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     ap.add_argument("--out", metavar="DIR", help="result directory (default bench/results/<UTC>-overload)")
-    ap.add_argument("--quick", action="store_true", help="CI form: D only, two short steps, <= 90 s")
-    ap.add_argument("--budget-min", type=float, metavar="MIN", help="hard time budget (quick 1.5, full 14)")
-    ap.add_argument("--configs", metavar="LETTERS", help=f"comma list of {', '.join(CONFIG_KINDS)} (default D,A,C)")
+    ap.add_argument("--quick", action="store_true", help="CI form: D and F, two short steps, <= 90 s")
+    ap.add_argument("--budget-min", type=float, metavar="MIN", help="hard time budget (quick 1.5, full 25)")
+    ap.add_argument("--configs", metavar="LETTERS", help=f"comma list of {', '.join(CONFIG_KINDS)} "
+                    "(default D,A,C,F,K; the first one measures the capacity and has no admission)")
     ap.add_argument("--work", metavar="DIR", help="keep sipp's and Kamailio's raw files in DIR")
     args = ap.parse_args(argv)
     if args.budget_min is not None and not 0 < args.budget_min <= 60:
@@ -660,8 +1091,11 @@ def main(argv=None) -> int:
     over = {}
     if args.configs:
         over["configs"] = [x.strip() for x in args.configs.split(",") if x.strip()]
-        if any(x not in CONFIG_KINDS for x in over["configs"]):
+        if any(x not in CONFIG_KINDS for x in over["configs"]) or not over["configs"]:
             ap.error(f"--configs: letters of {', '.join(CONFIG_KINDS)} (got {args.configs!r})")
+        if len(CONFIG_KINDS[over["configs"][0]]) > 2:
+            ap.error(f"--configs: the first configuration measures the capacity: not {over['configs'][0]} "
+                     "(it has admission)")
     if args.work:
         over["work"] = args.work
     if os.geteuid() != 0:

@@ -1,11 +1,14 @@
 """`python bench/overload.py --quick` (the overload sweep's CI form) works end to end and its
-numbers are consistent: D only, two short steps (0.5x and 2x of a fixed small capacity guess).
+numbers are consistent: D (no eTSF) and F (eTSF admitting new INVITEs at a fixed rate, the
+capacity guess), two short steps each (0.5x and 2x of a fixed small capacity guess).
 
 Consistency, not speed: every step accounts for every call it attempted (completed + failed
 == attempted: sipp ended every call before it exited), goodput <= achieved <= offered, and
-Kamailio's socket counters were read before and after.  Failures under overload would be data,
-not errors, so no step is required to be failure-free.  The sweep's namespaces, processes and
-BPF pins are gone afterwards.
+Kamailio's socket counters were read before and after.  For F, eTSF's admission counters and
+sipp agree: every new INVITE was decided once (admitted + rejected == attempted), every refused
+one was answered by the in-kernel 503 sipp counted, and at 2x the bucket refused some.  Failures
+under overload would be data, not errors, so no step is required to be failure-free.  The
+sweep's namespaces, processes and BPF pins are gone afterwards.
 """
 from __future__ import annotations
 
@@ -69,18 +72,21 @@ def test_exits_zero_and_writes_files(quick):
 def test_quick_form_shape_and_budget(quick):
     res = quick[3]
     assert res["schema"] == "overload/1" and res["profile"] == "quick"
-    assert [c["name"] for c in res["configs"]] == ["D-direct"]
+    assert [c["name"] for c in res["configs"]] == ["D-direct", "F-etsf-fixed-admit"]
+    assert res["configs"][1]["fixed_admission"] == {"rate": 100, "burst": 10, "retry_after": 5}
     assert res["capacity"]["cps"] == 100 and "fixed guess" in res["capacity"]["from"]
     # the quick form's budget is 90 s and its plan fits in it (a structural check, not a timing one)
     assert res["budget_s"] == 90 and res["plan"]["planned_s"] <= res["plan"]["left_s"] < 90, res["plan"]
     assert res["skipped"] == []
     assert res["host"]["pinning"]["kamailio"] == "cpu1"
     assert res["host"]["pinning"]["sipp_uac_uas_flood"] == "cpu0"
+    assert res["host"]["pinning"]["controller"] == "cpu0"
 
 
-def test_every_step_accounts_for_every_call(quick):
+@pytest.mark.parametrize("idx", [0, 1], ids=["D", "F"])
+def test_every_step_accounts_for_every_call(quick, idx):
     res = quick[3]
-    steps = res["configs"][0]["steps"]
+    steps = res["configs"][idx]["steps"]
     assert [s["multiple"] for s in steps] == [0.5, 2]
     assert [s["offered_cps"] for s in steps] == [50, 200]
     for s in steps:
@@ -100,7 +106,32 @@ def test_every_step_accounts_for_every_call(quick):
         # latencies only from answered calls, and some were answered
         lat = s["invite_200_ms"]
         assert lat["n"] > 0 and lat["n"] >= s["completed"] and lat["p50"] <= lat["p99"], s
+        # the machine's load around the step, and a CPU account with the benchmark's own parts
+        assert s["loadavg"]["before"] is not None and s["loadavg"]["after"] is not None, s
+        parts = s["cpu_acct"]["parts_s"]
+        assert parts["kamailio"] > 0 and parts["sipp UAC"] > 0 and parts["sipp UAS"] > 0, parts
+        assert s["cpu_acct"]["whole_s"] > 0 and s["cpu_acct"]["tasks_sum_s"] > 0, s["cpu_acct"]
     assert "| D-direct | 2× | 200 |" in res["table_md"]
+
+
+def test_fixed_admission_counts_agree_with_sipp(quick):
+    res = quick[3]
+    d, f = res["configs"]
+    assert all("admission" not in s for s in d["steps"])
+    for s in f["steps"]:
+        a = s["admission"]
+        # one decision per new INVITE sipp created, on the CPUs that received them
+        assert a["admitted"] + a["rejected"] == s["attempted"], (a, s["attempted"])
+        assert sum(a["cpus"].values()) == s["attempted"], a
+        # every refusal answered in the kernel, and every 503 sipp counted is one of them
+        assert a["reply_unfit"] == 0 and a["replied"] == a["rejected"] + a["retrans_rejected"], a
+        assert s["responses_503"] == a["rejected"], (s["responses_503"], a)
+        assert s["final_codes"].get("503", 0) == s["responses_503"]
+    two = f["steps"][1]
+    # 200 calls/s against 100/s per CPU, burst 10: the bucket refused some; the answered calls
+    # are the admitted ones
+    assert two["admission"]["rejected"] > 0 and two["completed"] <= two["admission"]["admitted"], two
+    assert "| F-etsf-fixed-admit | 2× |" in res["report_md"]
 
 
 def test_nothing_left_behind(quick):

@@ -133,11 +133,12 @@ def test_queue_surge_raises_level_cuts_rate_and_recovers(tmp_path, etsf_env, ets
     assert hist[-1]["rate"] == 0 and all(h["signals"]["queue"] == 0 for h in hist)
     c = read_pinned_ctl(etsf_bpf, root)
     assert (c.overload_level, c.invite_admit_rate, c.invite_admit_burst) == (0, 0, 0)
-    # 3 changes up, then rate 100 -> 300 (level 2), 400 (level 1), off (level 0)
-    assert [h["rate"] for h in hist[:3]] == [300, 400, 0] and hist[2]["level"] == 0
+    # 3 changes up, then the rate grows by max_step of itself: 100 -> 150 (level 2), 225 (level 1),
+    # 338 (level 0), 400 (max_rate), off
+    assert [h["rate"] for h in hist[:5]] == [150, 225, 338, 400, 0] and hist[2]["level"] == 0
     oa = json.loads(etsfctl("status", "--json", env=etsf_env).stdout)["overload_auto"]
     assert (oa["level"], oa["admit_rate"], oa["changes_total"], oa["pinned"] if "pinned" in oa else False) == \
-        (0, 0, 6, False)
+        (0, 0, 8, False)
 
 
 def test_manual_level_is_pinned_until_resume(tmp_path, etsf_env, etsf_bpf, loaded, proxy_ns):

@@ -235,7 +235,8 @@ def test_plan_drops_the_highest_multiples_for_every_config():
     full, need = overload.plan(p, kinds, 10_000)
     assert full == [0.5, 1, 1.5, 2, 3, 4]
     step = {m: overload.step_cost(p, m) for m in full}
-    setup = overload.SETUP_S["iptables-nft"] + overload.SETUP_S["etsf-fastpath"]
+    setup = overload.setup_cost("iptables-nft", 10000) + overload.setup_cost("etsf-fastpath", 10000)
+    assert setup == pytest.approx(30 + 35)
     assert need == pytest.approx(setup + 3 * sum(step.values()))
     cut, need = overload.plan(p, kinds, setup + 3 * sum(step[m] for m in (0.5, 1, 1.5, 2)) + 1)
     assert cut == [0.5, 1, 1.5, 2] and need <= setup + 3 * sum(step.values())
@@ -308,8 +309,129 @@ def test_plot_writes_png(tmp_path):
 def test_bad_profile_entries_are_one_line_errors(tmp_path):
     with pytest.raises(ValueError, match="unknown profile entry 'step'"):
         overload.run(tmp_path, 60, True, step=3)
-    with pytest.raises(ValueError, match="configs must be letters of D, A, C"):
+    with pytest.raises(ValueError, match="configs must be letters of D, A, C, F, K"):
         overload.run(tmp_path, 60, True, configs=["X"])
     with pytest.raises(ValueError, match=r"multiples must be in \(0, 10\]"):
         overload.run(tmp_path, 60, True, multiples=[0])
+    assert not list(tmp_path.iterdir())
+
+
+# -- admission and the controller ---------------------------------------------------------------------
+
+def test_config_letters_and_admission():
+    assert overload.config("K", 10000) == {"letter": "K", "name": "K-etsf-controller", "kind": "etsf-fastpath",
+                                           "services": 10000, "admission": "auto", "steps": []}
+    assert overload.config("F", 0)["admission"] == "fixed" and overload.config("A", 5)["name"] == "A-ipt-nft-5"
+    assert overload.config("D", 10000)["services"] == 0 and overload.config("D", 1)["admission"] is None
+    assert overload.setup_cost("direct", 10000) == 12.0 and overload.setup_cost("etsf-fastpath", 0) == 12.0
+
+
+def test_fixed_admission_is_the_capacity_with_a_short_bucket():
+    p = overload.PROFILES["full"]
+    assert overload.fixed_admission(800, p) == {"rate": 800, "burst": 80, "retry_after": 5}
+    assert overload.fixed_admission(5, p) == {"rate": 5, "burst": 1, "retry_after": 5}
+
+
+def test_auto_policy_section_parses_with_the_defaults():
+    from etsf.policy.schema import AUTO, load_text
+    base = "version: 1\nsip_ports: [5060]\n"
+    pol = load_text(base + overload.auto_policy(overload.PROFILES["full"]))
+    assert pol.overload_auto == dict(AUTO.default_value(), enabled=True, proxy_ports=[5060])
+    pol = load_text(base + overload.auto_policy(dict(overload.PROFILES["full"], auto={"max_rate": 900})))
+    assert pol.overload_auto["max_rate"] == 900 and pol.overload_auto["enabled"] is True
+
+
+def _adm(**kw):
+    return dict(dict.fromkeys(overload.ADMIT_FIELDS, 0), **kw)
+
+
+def test_admission_delta_totals_and_receive_cpus():
+    a = [_adm(admitted=10, rejected=2), _adm(admitted=1)]
+    b = [_adm(admitted=510, rejected=1502, replied=1520, retrans_rejected=18), _adm(admitted=1)]
+    d = overload.admission_delta(a, b)
+    assert (d["admitted"], d["rejected"], d["replied"], d["retrans_rejected"]) == (500, 1500, 1520, 18)
+    assert d["cpus"] == {"0": 2000}
+    assert overload.admission_delta(None, b) is None and overload.admission_delta(a, b[:1]) is None
+
+
+# samples of a controller over a step: [t, level, rate, pressure, signal]
+SAMPLES = [[0.0, 0, 0, 0.0, "queue"], [0.5, 1, 2000, 5.4, "queue"], [1.0, 1, 1500, 6.0, "queue"],
+           [1.5, 1, 1500, 6.0, "queue"], [2.0, 2, 1125, 9.1, "pdd_ms"], [2.5, 2, 844, 0.3, "queue"],
+           [3.0, 1, 900, 0.1, "queue"], [3.5, 0, 0, 0.0, "queue"]]
+
+
+def test_controller_summary():
+    s = overload.controller_summary(SAMPLES, 3.0)
+    assert s == {"samples": 8, "engaged_after_s": 0.5, "level_max": 2, "level_end": 0, "on_share": 0.857,
+                 "rate_min": 844, "rate_median": 1500, "rate_end": 0, "changes_seen": 6,
+                 "signals": {"queue": 5, "pdd_ms": 1}}
+    assert overload.controller_summary([], 3.0) is None
+    idle = overload.controller_summary([[0.0, 0, 0, 0.0, None], [0.5, 0, 0, 0.0, None]], 3.0)
+    assert idle["engaged_after_s"] is None and idle["rate_min"] is None and idle["on_share"] == 0.0
+
+
+def _sweep_result(k3, k05_p99=4.0, k3_p99=6.0, d3=300.0, a3=350.0):
+    def st(m, g, p99=4.0):
+        return {"multiple": m, "goodput_cps": g, "invite_200_ms": {"n": 10, "p50": 1, "p99": p99}}
+    return {"capacity": {"cps": 800},
+            "configs": [{"name": "D-direct", "kind": "direct", "admission": None, "steps": [st(0.5, 400), st(3, d3)]},
+                        {"name": "A-ipt-nft-10000", "kind": "iptables-nft", "admission": None,
+                         "steps": [st(0.5, 400), st(3, a3)]},
+                        {"name": "C-etsf-fastpath", "kind": "etsf-fastpath", "admission": None, "steps": []},
+                        {"name": "K-etsf-controller", "kind": "etsf-fastpath", "admission": "auto",
+                         "steps": [st(0.5, 400, k05_p99), st(3, k3, k3_p99)]}]}
+
+
+def test_targets_pass_and_fail_with_numbers():
+    rows = overload.targets(_sweep_result(760.0))
+    assert [(r["target"], r["value"], r["bound"], r["ok"]) for r in rows] == [
+        ("goodput at 3x >= 0.9 x capacity", 760.0, 720.0, True),
+        ("goodput at 3x >= 2 x D-direct's", 760.0, 600.0, True),
+        ("goodput at 3x >= 2 x A-ipt-nft-10000's", 760.0, 700.0, True),
+        ("INVITE->200 p99 at 3x <= 2 x p99 at 0.5x", 6.0, 8.0, True)]
+    assert all(r["config"] == "K-etsf-controller" for r in rows)
+    rows = overload.targets(_sweep_result(710.0, k05_p99=0.0, k3_p99=3.0, a3=400.0))
+    assert [r["ok"] for r in rows] == [False, True, False, False]
+    assert rows[-1]["bound"] == 2.0                 # p99 0 at 0.5x reads "under 1 ms": bound 2 ms
+    md = overload.targets_md(_sweep_result(710.0))
+    assert "| K-etsf-controller | goodput at 3x >= 0.9 x capacity | 710.0 | 720.0 | **no** |" in md
+    res = _sweep_result(760.0)
+    res["configs"][3]["steps"][1]["sipp_aborted"] = "sipp: assertion"
+    assert overload.targets(res)[0]["ok"] is None   # an aborted step is no point: not judged
+    assert overload.targets_md({"configs": [{"name": "D-direct", "kind": "direct", "steps": []}]}) == ""
+
+
+def test_admission_table():
+    res = _result()
+    res["configs"][1]["steps"] = [{"multiple": 3, "admission": {"admitted": 7313, "rejected": 19363,
+                                                                 "retrans_admitted": 4744, "retrans_rejected": 0,
+                                                                 "replied": 19363, "reply_unfit": 0,
+                                                                 "cpus": {"0": 26670, "1": 6}},
+                                   "controller": overload.controller_summary(SAMPLES, 3.0),
+                                   "loadavg": {"before": 7.11, "after": 9.13},
+                                   "cpu_acct": {"adds_up": False, "residual_ratio": 0.168}}]
+    md = overload.admission_table_md(res)
+    lines = md.splitlines()
+    assert all(ln.count("|") == 12 for ln in lines)
+    assert ("| C-etsf-fastpath | 3× | 7313 | 19363 | 4744 / 0 | 19363 | 0 | 0, 1 | 0.5, 2, 844 / 1500 / 0 "
+            "| 7.11 → 9.13 | no (16.8 % residual) |") in lines
+    assert "| D-direct | 0.5× | – | – | – / – | – | – | – | – | – → – | – |" in lines
+
+
+def test_merge_exited_keeps_the_last_sample_of_tasks_gone_before_the_window_closed():
+    b = {"tasks": {10: (10, "kamailio", 5_000, 0, 0, False)}}
+    seen = {10: (10, "kamailio", 4_000, 0, 0, False), 11: (11, "cc1", 700, 1, 0, False),
+            12: (12, "sipp", 300, 0, 0, False)}
+    assert overload.merge_exited(b, seen, {12}) == 700
+    assert b["tasks"][10][2] == 5_000 and b["tasks"][11][1] == "cc1" and 12 not in b["tasks"]
+
+
+def test_loadavg():
+    assert overload.loadavg("7.11 6.27 3.94 10/190 20861\n") == 7.11
+    assert overload.loadavg("") is None
+
+
+def test_first_configuration_has_no_admission(tmp_path):
+    with pytest.raises(ValueError, match="the first configuration measures the capacity"):
+        overload.run(tmp_path, 60, True, configs=["F", "D"])
     assert not list(tmp_path.iterdir())

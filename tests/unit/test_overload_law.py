@@ -162,3 +162,119 @@ def test_recorded_surge_without_refusals_switches_admission_off_midway():
     on = next(i for i, d in enumerate(ds) if d.rate)
     end = next(i for i, k in enumerate(ticks) if k["tick"] == calm)
     assert any(d.rate == 0 for d in ds[on:end])
+
+
+# The controller in the overload sweep (bench/overload.py, K at 3x of a 600 calls/s guess on the
+# shared 2-core VM: 1800 new INVITEs/s offered to Kamailio): every tick it audited, as (t, queue
+# bytes, socket drops, INVITE->100 ms), with the policy defaults (targets 65536 B / 200 ms).
+# Kamailio served ~300 calls/s (4750 completed calls in the 15 s sending window).
+SWEEP_3X = [
+    (0.0, 399744, 21, 30.714), (0.59, 402432, 1456, 99.932), (1.24, 411904, 2317, 262.027),
+    (1.86, 436480, 3153, 445.732), (2.48, 432448, 3036, 618.756), (3.08, 401792, 2266, 800.703),
+    (3.76, 434176, 2180, 1110.031), (4.38, 411392, 2679, 1904.94), (4.97, 444608, 2160, 1750.732),
+    (5.62, 427008, 1446, 1353.04), (6.25, 410112, 1088, 1057.666), (6.89, 370304, 275, 1383.572),
+    (7.48, 26752, 130, 995.375), (8.1, 71296, 0, 891.902), (8.73, 0, 0, 533.85), (9.34, 8768, 0, 2.419),
+    (9.96, 193984, 0, 18.126), (10.61, 191552, 0, 47.317), (11.22, 95296, 0, 38.283), (11.91, 0, 0, 13.851),
+    (12.53, 407552, 100, 46.394), (13.19, 380736, 484, 130.878), (13.85, 385024, 397, 172.129),
+    (14.53, 226368, 133, 132.072), (15.14, 0, 0, 150.151),
+]
+SWEEP_SERVED = 300.0
+
+
+def _sweep(served):
+    cfg = dict(AUTO.default_value(), enabled=True)
+    return run([(t, q, {"drops": d, "pdd_ms": pdd, "served": served}) for t, q, d, pdd in SWEEP_3X], cfg), cfg
+
+
+def test_recorded_sweep_without_served_winds_down_below_the_proxy():
+    """Without the served signal the cuts go on while the socket backlog and the retransmissions
+    of calls admitted earlier keep queue and latency over target: the rate falls to ~1/10 of
+    what the proxy serves (the audited run went 2000 -> 35), then jumps by 25 % of max_rate."""
+    ds, _cfg = _sweep(None)
+    rates = [d.rate for d in ds]
+    assert rates[:4] == [2000, 1500, 1125, 844]
+    assert min(rates) < SWEEP_SERVED / 5
+
+
+def test_recorded_sweep_served_bounds_the_rate_both_ways():
+    ds, cfg = _sweep(SWEEP_SERVED)
+    floor = int(SWEEP_SERVED * (1 - cfg["hysteresis"]))               # 240
+    rates = [d.rate for d in ds]
+    # engaged at max_rate, then straight down to what is served instead of 25 % a tick
+    assert rates[:3] == [2000, int(SWEEP_SERVED), floor]
+    assert min(rates) == floor                                          # never under what is served
+    for (a, b), d in zip(zip(rates, rates[1:]), ds[1:]):
+        if d.pressure > 1:
+            assert floor <= b <= a                                      # over target: down, to the floor
+        elif b > a:
+            assert b - a <= cfg["max_step"] * a + 1                     # up by a share of the rate
+            assert b <= SWEEP_SERVED * (1 + cfg["max_step"] / 2) + 1     # and half a step over served
+    assert {d.signal for d in ds if d.changed} <= {"queue", "pdd_ms", "drops"}
+    assert all(d.signals["served"] == SWEEP_SERVED for d in ds)
+
+
+# The full sweep's K at 3x of 800 calls/s (bench/results/20261130T110832Z-overload): the audited
+# ticks of its first 17 s as (t, queue bytes, drops, INVITE->100 ms, served 2xx/s per CPU), the
+# controller entering the step at 1951/s (left from the pause after 2x).  F, admitting at 800/s,
+# completed 802 calls/s at 3x in the same run.
+SWEEP2_3X = [
+    (0.0, 448256, 580, 43.747, 498.5), (0.77, 458112, 3594, 177.977, 672.1), (1.57, 427776, 3850, 385.849, 766.0),
+    (2.37, 272768, 3676, 589.665, 615.3), (3.11, 408128, 2427, 587.72, 649.5), (3.93, 425856, 2335, 1253.625, 479.6),
+    (4.8, 429568, 3067, 1322.2, 417.6), (5.6, 412672, 2557, 740.539, 271.1), (6.35, 408768, 1539, 507.485, 285.6),
+    (8.44, 0, 0, 115.485, 234.6), (9.19, 16064, 0, 107.185, 287.6), (9.9, 15680, 0, 3.193, 339.0),
+    (10.62, 41216, 0, 1.762, 423.8), (11.32, 28224, 0, 2.989, 523.2), (12.02, 22656, 0, 4.594, 668.5),
+    (12.75, 263040, 0, 11.929, 818.5), (13.49, 15360, 0, 7.536, 720.5), (14.35, 168256, 0, 18.66, 745.4),
+    (15.05, 26752, 215, 58.021, 672.3), (15.83, 14784, 0, 10.503, 550.6), (16.57, 197696, 0, 9.656, 612.8),
+]
+
+
+def test_recorded_full_sweep_3x():
+    """The run's controller had the floor but not the rest; replayed on its signals: without
+    served the law cuts 25 % a tick (1951 -> 1463 -> 1097 -> 823 while 2400/s flood in); with
+    served it is at what the proxy serves from the first tick, never cut under 0.8 x nor
+    grown over 1.125 x the served rate of the tick (the replay cannot show that the queue then
+    stays short: its signals are the recorded run's)."""
+    cfg = dict(AUTO.default_value(), enabled=True)
+
+    def replay(with_served):
+        st = State(level=0, rate=1951, since=-10.0)
+        return [step(cfg, st, Signals(t=t, queue=q, drops=d, pdd_ms=pdd, served=sv if with_served else None))
+                for t, q, d, pdd, sv in SWEEP2_3X]
+    old = [d.rate for d in replay(False)]
+    assert old[:4] == [1463, 1097, 823, 617]
+    new = replay(True)
+    rates = [d.rate for d in new]
+    assert rates[:3] == [498, 498, 498]                                 # 1951 -> served at once
+    prev = 1951
+    for d, (_t, _q, _dr, _pdd, sv) in zip(new, SWEEP2_3X):
+        if d.pressure > 1:
+            assert d.rate <= prev and d.rate >= min(prev, int(sv * (1 - cfg["hysteresis"])))
+        elif d.rate > prev:
+            assert d.rate <= sv * (1 + cfg["max_step"] / 2) + 1
+        prev = d.rate
+    assert max(rates) < 1.05 * 800 and sum(r > 800 for r in old) == 3
+
+
+def test_served_floor_never_raises_the_rate():
+    """A floor above the current rate (served more than admitted: e.g. calls of the backlog)
+    holds the rate, it does not raise it while over target."""
+    st = State(level=1, rate=100, since=0.0)
+    d = step(dict(CFG), st, Signals(t=10.0, queue=5000, served=900.0))
+    assert d.rate == 100
+
+
+def test_served_is_no_bound_while_the_proxy_fails_calls():
+    """The full sweep's K at 2x (bench/results/20261130T113154Z-overload): Kamailio, out of
+    transaction memory, answered 99.9 % of the INVITEs of a tick with 500, so it served 1.7
+    calls/s; taken as its capacity that cut the rate from 1586 to min_rate in one tick, and the
+    increase bounded by what is served then took 25 s to come back.  With the 5xx ratio over
+    its target the cut is the bounded one; served bounds again once the 5xx are gone."""
+    cfg = dict(AUTO.default_value(), enabled=True)
+    st = State(level=0, rate=1586, since=-10.0)
+    d = step(cfg, st, Signals(t=0.0, queue=0, drops=0, pdd_ms=0.13, ratio_5xx=0.9988, served=1.7))
+    assert d.signal == "ratio_5xx" and d.pressure == pytest.approx(19.976)
+    assert d.rate == round(1586 * (1 - cfg["max_step"]))                 # 1190, not min_rate
+    d = step(cfg, st, Signals(t=0.62, queue=16320, drops=0, pdd_ms=0.846, ratio_5xx=0.7714, served=180.5))
+    assert d.rate == round(1190 * (1 - cfg["max_step"]))                 # still failing: bounded cut
+    d = step(cfg, st, Signals(t=1.24, queue=400000, drops=300, pdd_ms=50.0, ratio_5xx=0.01, served=600.0))
+    assert d.signal == "queue" and d.rate == 600                          # 5xx gone: down to what is served

@@ -58,3 +58,15 @@ def test_pin_resume_and_metrics(tmp_path, monkeypatch):
     state.resume()
     doc = state.read_state()
     assert doc["pinned"] is False and "pinned_level" not in doc and doc["changes_total"] == 4
+
+
+def test_served_per_cpu():
+    """INVITE 2xx per second over the tick, per CPU that admission decided on."""
+    from etsf.overload.signals import served_per_cpu
+    old = {"codes": {100: 50, 180: 40, 200: 30, 503: 2}, "decided": [100, 0]}
+    new = {"codes": {100: 350, 180: 340, 200: 330, 202: 10, 500: 9}, "decided": [400, 0]}
+    assert served_per_cpu(old, new, 0.5) == 620.0                 # (300 + 10) / 0.5 s / 1 CPU
+    assert served_per_cpu(old, dict(new, decided=[400, 7]), 0.5) == 310.0      # two CPUs decided
+    assert served_per_cpu(old, dict(new, decided=[100, 0]), 0.5) is None       # admission off
+    assert served_per_cpu(dict(old, decided=None), new, 0.5) is None           # no etsf_admit
+    assert served_per_cpu(old, new, 0.0) is None

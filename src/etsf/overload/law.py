@@ -11,9 +11,21 @@ drives the decision and the audit entry names it.
   hovering around a threshold cannot make the level flap.
 * Admission rate (new INVITEs, tokens/s per CPU; 0 = admission off): engages at ``max_rate``
   when the pressure first reaches 1, then multiplicative decrease by ``1/pressure`` (at most
-  ``max_step`` of the rate per tick) while over target, additive increase (``max_step`` x
-  ``max_rate`` per tick) while under ``1 - hysteresis``, held in between; bounded to
-  ``min_rate..max_rate`` and switched off once back at ``max_rate`` with level 0.
+  ``max_step`` of the rate per tick) while over target, increase by ``max_step`` of the rate
+  (at least ``min_rate``) per tick while under ``1 - hysteresis``, held in between; bounded
+  to ``min_rate..max_rate`` and switched off once back at ``max_rate`` with level 0.
+* What the proxy serves (``served``: new calls it answered 2xx per second and receiving CPU
+  over the tick) bounds both ways: over target a rate above it drops to it at once (the excess
+  only queues) and no cut goes below ``served x (1 - hysteresis)``; under target the rate
+  grows to at most ``served x (1 + max_step / 2)`` -- unless the 5xx ratio is over its target:
+  a proxy failing calls (Kamailio out of transaction memory answers 500 at once) serves few
+  2xx for a reason other than its capacity (recorded: served 1.7/s took the rate from 1586 to
+  10 in one tick).  The queue and latency signals lag the
+  rate by the backlog in the proxy's socket and the callers' retransmissions of calls admitted
+  before the cut; cutting on them alone drives the rate far below what the proxy serves
+  (recorded: 2000 -> 35/s against ~300 served), engaging at ``max_rate`` floods the proxy for
+  the seconds the bounded cuts take, and an increase of a share of ``max_rate`` per tick
+  overshoots a capacity far below ``max_rate`` at once.
   Switched off only after level 0 was held ``dwell_s`` and in a tick where admission refused
   no INVITE: under a sustained surge the pressure dips below target as soon as a cut has
   drained the queue, and switching admission off while it still refuses calls lets the whole
@@ -46,11 +58,12 @@ class Signals:
     ratio_5xx: float | None = None    # 5xx share of INVITE final responses over the tick
     cpu: float | None = None          # busy share of the host CPUs over the tick, 0..1
     refused: int | None = None        # new INVITEs refused by admission over the tick (no pressure)
+    served: float | None = None       # new calls answered 2xx per second per receiving CPU (no pressure)
 
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in (("queue", self.queue), ("drops", self.drops), ("pdd_ms", self.pdd_ms),
                                   ("ratio_5xx", self.ratio_5xx), ("cpu", self.cpu),
-                                  ("refused", self.refused)) if v is not None}
+                                  ("refused", self.refused), ("served", self.served)) if v is not None}
 
 
 @dataclass
@@ -96,16 +109,25 @@ def _next_level(cfg, level: int, p: float) -> int:
     return level
 
 
-def _next_rate(cfg, rate: int, level: int, p: float, may_stop: bool) -> int:
+def _next_rate(cfg, rate: int, level: int, p: float, may_stop: bool, served: float | None = None,
+               refusing: bool = False) -> int:
     lo, hi, step = cfg["min_rate"], cfg["max_rate"], cfg["max_step"]
     if rate == 0:
         return hi if p >= 1.0 else 0
     if p > 1.0:
         new = rate * max(1.0 / p, 1.0 - step)
+        if served:
+            # above what the proxy serves the excess only queues: down to it at once; the cut
+            # stops at served x (1 - hysteresis), and that floor never raises the rate
+            new = min(rate, max(min(new, served), served * (1.0 - cfg["hysteresis"])))
     elif p < 1.0 - cfg["hysteresis"]:
         if rate >= hi:
             return 0 if level == 0 and may_stop else rate
-        new = rate + step * hi
+        new = rate + step * max(rate, lo)
+        if served and refusing:
+            # while admission still turns calls away, probe half a step over what the proxy
+            # serves; once it refuses none the rate may grow on to max_rate and switch off
+            new = min(new, max(rate, served * (1.0 + step / 2)))
     else:
         return rate
     return int(min(hi, max(lo, round(new))))
@@ -140,7 +162,11 @@ def step(cfg: dict[str, Any], st: State, s: Signals) -> Decision:
         level = _next_level(cfg, st.level, p)
     since = s.t if level != st.level else st.since
     quiet = (since is None or s.t - since >= cfg["dwell_s"]) and not s.refused
-    rate = _next_rate(cfg, st.rate, level, p, quiet)
+    # while the proxy fails calls (5xx over target: e.g. Kamailio out of transaction memory
+    # answers 500 at once) its 2xx rate measures the failure, not its capacity: no bound from it
+    failing = "ratio_5xx" in pr and pr["ratio_5xx"] >= 1.0
+    # refusals unknown (no admission map, or a trace without them) count as refusing: the bound holds
+    rate = _next_rate(cfg, st.rate, level, p, quiet, None if failing else s.served, s.refused != 0)
     level_changed = level != st.level
     changed = level_changed or rate != st.rate
     if level_changed:

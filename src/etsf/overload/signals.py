@@ -1,7 +1,9 @@
 """The controller's signals, each cheap and local: proxy socket receive queues and drops
 (/proc/net/udp, /proc/net/udp6), eTSF's own INVITE -> 100 (else 180) latency and 5xx ratio
 (the telemetry maps, via the exporter's snapshot reader), host CPU busy share (/proc/stat)
-and the new INVITEs admission refused (etsf_admit).
+and the new INVITEs admission refused (etsf_admit); and, as a bound of the admission rate, what
+the proxy serves: INVITE 2xx per second (the telemetry's response codes) per CPU that admission
+decided on (etsf_admit per CPU).
 
 Counters (drops, latency sums, response codes, CPU jiffies) are turned into per-tick deltas
 here, so the control law sees one tick's worth and stays pure.
@@ -76,6 +78,36 @@ def admission_refused() -> int | None:
         return None
 
 
+def admit_decisions(root: str | None) -> list[int] | None:
+    """New INVITEs admission decided so far (admitted + rejected), per CPU, or None when the
+    map is not there."""
+    from .. import layout
+    from ..bpfmaps import open_map
+    try:
+        m = open_map("etsf_admit", root, read_only=True)
+        try:
+            vals = m.lookup_percpu((0).to_bytes(4, "little")) or []
+        finally:
+            m.close()
+    except Exception:  # noqa: BLE001 - maps not loaded: no admission figures this tick
+        return None
+    return [int(a.admitted) + int(a.rejected) for a in map(layout.Admit.from_bytes, vals)]
+
+
+def served_per_cpu(old: dict[str, Any], new: dict[str, Any], dt: float) -> float | None:
+    """INVITE 2xx per second between two readings ({"codes", "decided"}), divided by the CPUs
+    whose admission decisions moved (the admission rate is per CPU); None when admission
+    decided nothing in between (it is off) or no time passed."""
+    dec0, dec1 = old.get("decided"), new.get("decided")
+    if dt <= 0 or dec0 is None or dec1 is None or len(dec0) != len(dec1):
+        return None
+    cpus = sum(1 for a, b in zip(dec0, dec1) if b > a)
+    if not cpus:
+        return None
+    ok = sum(max(0, n - old["codes"].get(c, 0)) for c, n in new["codes"].items() if 200 <= c <= 299)
+    return round(ok / dt / cpus, 1)
+
+
 class Sampler:
     """Reads every signal once per tick and keeps the previous counters for the deltas."""
 
@@ -110,8 +142,10 @@ class Sampler:
             self.prev["refused"] = refused
         tel = telemetry(self.pin_root) if self.use_telemetry else None
         if tel is not None:
+            tel["t"], tel["decided"] = t, admit_decisions(self.pin_root)
             if "tel" in self.prev:
                 s.pdd_ms, s.ratio_5xx = tick_latency_and_5xx(self.prev["tel"], tel)
+                s.served = served_per_cpu(self.prev["tel"], tel, t - self.prev["tel"]["t"])
             self.prev["tel"] = tel
         return s
 

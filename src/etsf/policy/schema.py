@@ -273,8 +273,8 @@ AUTO = S.Map({
     "max_rate": S.Int(1, _ADMIT_MAX, "admission rate when the controller engages; back above it, admission "
                       "is switched off", default=2000),
     "dwell_s": S.Num(0, 3600, "seconds a level is held before it changes again", default=5),
-    "max_step": S.Num(0.01, 1, "largest change of the admission rate per tick (share of the rate down, of "
-                      "`max_rate` up)", default=0.25),
+    "max_step": S.Num(0.01, 1, "largest change of the admission rate per tick, as a share of the rate "
+                      "(up: at least `min_rate`)", default=0.25),
     "hysteresis": S.Num(0, 0.9, "a level is left when the pressure is this share below its threshold",
                         default=0.2),
     "interval_ms": S.Int(50, 60_000, "milliseconds between controller ticks", default=500),
