@@ -278,3 +278,19 @@ def test_served_is_no_bound_while_the_proxy_fails_calls():
     assert d.rate == round(1190 * (1 - cfg["max_step"]))                 # still failing: bounded cut
     d = step(cfg, st, Signals(t=1.24, queue=400000, drops=300, pdd_ms=50.0, ratio_5xx=0.01, served=600.0))
     assert d.signal == "queue" and d.rate == 600                          # 5xx gone: down to what is served
+
+
+def test_served_bounds_the_increase_only_while_admission_refuses():
+    """Under target after a transient with a load below capacity: while admission still refuses
+    new INVITEs the rate grows to at most half a step over what is served; once it refuses none
+    it grows on by a share of itself to max_rate and switches off (level 0 held dwell_s)."""
+    cfg = dict(AUTO.default_value(), enabled=True)
+    st = State(level=0, rate=400, since=-100.0)
+    d = step(cfg, st, Signals(t=0.0, queue=0, served=400.0, refused=5))
+    assert d.rate == int(400 * (1 + cfg["max_step"] / 2))
+    rates, t = [], 1.0
+    while st.rate and t < 100:
+        rates.append(step(cfg, st, Signals(t=t, queue=0, served=400.0, refused=0)).rate)
+        t += 1.0
+    assert rates[-1] == 0 and cfg["max_rate"] in rates
+    assert all(b >= a for a, b in zip(rates, rates[1:-1]))
