@@ -118,6 +118,7 @@ def test_queue_surge_raises_level_cuts_rate_and_recovers(tmp_path, etsf_env, ets
     c = read_pinned_ctl(etsf_bpf, root)
     assert (c.overload_level, c.invite_admit_rate) == (3, hist[2]["rate"])
     assert c.invite_admit_burst == max(1, hist[2]["rate"] * 10 // 1000)
+    assert c.retry_after_s == 5                    # the policy's default Retry-After of the 503
     audit = [a for a in _audit(etsf_env) if a["event"].startswith("overload")]
     assert [a["numbers"]["level"] for a in audit] == [1, 2, 3]
     assert audit[0]["rule"] == "queue" and audit[0]["numbers"]["queue"] == hist[0]["signals"]["queue"]

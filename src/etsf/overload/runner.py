@@ -46,7 +46,8 @@ class Controller:
         if dec.level != prev_level:
             datapath.set_overload(dec.level)
         if dec.rate != prev_rate:
-            datapath.set_admission(dec.rate, burst_for(dec.rate, self.cfg["interval_ms"]) if dec.rate else None)
+            datapath.set_admission(dec.rate, burst_for(dec.rate, self.cfg["interval_ms"]) if dec.rate else None,
+                                   retry_after=self.cfg["retry_after_s"])
 
     def _advertise(self, rate: int) -> dict[str, Any] | None:
         """Write the RFC 7339 advertisement for *rate* (or clear it when disabled, once)."""

@@ -278,6 +278,8 @@ AUTO = S.Map({
     "hysteresis": S.Num(0, 0.9, "a level is left when the pressure is this share below its threshold",
                         default=0.2),
     "interval_ms": S.Int(50, 60_000, "milliseconds between controller ticks", default=500),
+    "retry_after_s": S.Int(0, 86_400, "`Retry-After` of the in-kernel 503 to new INVITEs the controller "
+                           "refuses (0: header left out)", default=5),
     "rfc7339": S.Map({
         "enabled": S.Bool("advertise the reduction `100 x (1 - admission rate / max_rate)` to clients whose "
                           "top Via carries `oc` (responses rewritten at TC egress)", default=False),
