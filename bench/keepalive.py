@@ -764,7 +764,8 @@ class KaBench:
             probes: list[dict] = []
             cut: list[float] = []
 
-            def probe(rate, letter=letter, probes=probes, cut=cut):
+            # defaults bind this iteration's lists (fresh per config), not shared mutable defaults
+            def probe(rate, letter=letter, probes=probes, cut=cut):  # pylint: disable=dangerous-default-value
                 if self.left() < p["search_probe_s"] + 20:
                     cut.append(rate)
                     return None

@@ -14,7 +14,8 @@ from etsf import layout as L
 
 from .helpers import DST4, DST6, SRC4, SRC6, M, R, V, tcp4, udp4, udp6
 from .test_respond import STATUS as STATUS_503, _check, expected_503
-from .test_respond_delivery import _deliver, _snmp, veth  # noqa: F401  pylint: disable=unused-import (fixture)
+# veth: a fixture
+from .test_respond_delivery import _deliver, _snmp, veth  # noqa: F401  pylint: disable=unused-import
 
 SECRET = 0x0DDC0FFEE_1234
 STATUS_200 = b"SIP/2.0 200 OK\r\n"

@@ -13,7 +13,8 @@ from etsf import bpf
 from etsf import layout as L
 
 from .helpers import DST4, DST6, M, R, SRC4, SRC6, V, H, sip_request, udp4, udp6
-from .test_respond_delivery import _deliver, _snmp, veth  # noqa: F401  (veth: a fixture)
+# veth: a fixture
+from .test_respond_delivery import _deliver, _snmp, veth  # noqa: F401  pylint: disable=unused-import
 
 OC_PARAMS = {"oc", "oc-validity", "oc-seq", "oc-algo"}
 SEQ = 1764500000123         # thousandths: oc-seq=1764500000.123

@@ -16,7 +16,8 @@ from scapy.all import IP, UDP, Ether, IPv6
 
 from etsf import layout as L
 
-from .test_oc import _stats, expected_payload, oc_on, oc_stats, response  # noqa: F401  (oc_stats: a fixture)
+# oc_stats: a fixture
+from .test_oc import _stats, expected_payload, oc_on, oc_stats, response  # noqa: F401  pylint: disable=unused-import
 from .test_respond_delivery import _snmp
 
 SRV4, CLI4 = "198.18.251.1", "198.18.251.2"

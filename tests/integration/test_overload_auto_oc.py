@@ -14,7 +14,8 @@ import sys
 import time
 
 from conftest import SRC, etsfctl, read_pinned_ctl
-from test_overload_auto import AUTO, _audit, _auto, _policy, loaded, proxy_ns  # noqa: F401  (fixtures)
+# loaded, proxy_ns: fixtures
+from test_overload_auto import AUTO, _audit, _auto, _policy, loaded, proxy_ns  # noqa: F401  pylint: disable=unused-import
 
 from etsf import layout as L
 

@@ -79,8 +79,9 @@ def _snap(t, idle, ctxt, tasks, children):
 
 def test_phase_figures_machine_and_benchmark_tasks():
     hz = KA.cpuacct.HZ
-    a = _snap(100.0, 0, 1000, _tasks(t10=(10, "kamailio", 0, 0, 0, False), t40=(40, "sipp", 0, 0, 0, False),
-                                      t2=(2, "ksoftirqd/1", 0, 0, 0, True)), (1.0, 100))
+    a = _snap(100.0, 0, 1000, _tasks(t10=(10, "kamailio", 0, 0, 0, False),
+                                     t40=(40, "sipp", 0, 0, 0, False),
+                                     t2=(2, "ksoftirqd/1", 0, 0, 0, True)), (1.0, 100))
     b = _snap(104.0, 4 * hz, 5000, _tasks(t10=(10, "kamailio", 300_000_000, 900, 100, False),
                                           t40=(40, "sipp", 100_000_000, 50, 0, False),
                                           t2=(2, "ksoftirqd/1", 10_000_000, 4, 0, True),

@@ -403,10 +403,9 @@ def test_targets_pass_and_fail_with_numbers():
 
 def test_admission_table():
     res = _result()
-    res["configs"][1]["steps"] = [{"multiple": 3, "admission": {"admitted": 7313, "rejected": 19363,
-                                                                 "retrans_admitted": 4744, "retrans_rejected": 0,
-                                                                 "replied": 19363, "reply_unfit": 0,
-                                                                 "cpus": {"0": 26670, "1": 6}},
+    admission = {"admitted": 7313, "rejected": 19363, "retrans_admitted": 4744, "retrans_rejected": 0,
+                 "replied": 19363, "reply_unfit": 0, "cpus": {"0": 26670, "1": 6}}
+    res["configs"][1]["steps"] = [{"multiple": 3, "admission": admission,
                                    "controller": overload.controller_summary(SAMPLES, 3.0),
                                    "loadavg": {"before": 7.11, "after": 9.13},
                                    "cpu_acct": {"adds_up": False, "residual_ratio": 0.168}}]
