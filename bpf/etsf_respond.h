@@ -37,6 +37,7 @@
 #define ETSF_RESP_MASK  (ETSF_RESP_BYTES - 1)
 #define ETSF_RESP_STR   64              /* each prepared string at most               */
 #define ETSF_RESP_STR_MASK (ETSF_RESP_STR - 1)
+#define ETSF_RESP_L2L4  72              /* Ethernet + VLAN + IPv6 + UDP = 66, rounded */
 #define ETSF_RESP_STATUS_503 "SIP/2.0 503 Service Unavailable\r\n"
 #define ETSF_RESP_STATUS_200 "SIP/2.0 200 OK\r\n"
 
@@ -102,6 +103,7 @@ struct etsf_resp {
 	/* + room for the last 64-byte etsf_resp_put and the checksum padding */
 	__u8 buf[ETSF_RESP_BYTES + ETSF_RESP_STR + 8];
 	struct etsf_ka_id_key ka_key;   /* keep-alive identity lookup (off the stack) */
+	__u8 l2l4[ETSF_RESP_L2L4];      /* the frame's headers while it grows at the head */
 };
 
 /* not pinned: private per object, no state across packets */

@@ -32,6 +32,31 @@
 #include "etsf_keepalive.h"
 
 /*
+ * Grow the frame by delta bytes at its head and move the headers (poff
+ * bytes: Ethernet to UDP) to the new start; the payload behind them is
+ * overwritten by the caller.  0 = done; -1: the frame is unchanged (no
+ * headroom); -2: it was changed and must be dropped.
+ */
+static __always_inline int etsf_xdp_grow_head(struct xdp_md *ctx, struct etsf_resp *o, __u32 poff,
+					      int delta)
+{
+	__u64 hl = poff;
+
+	/* 64-bit compares on the register passed to the helpers (not on a copy) */
+	asm volatile("" : "+r"(hl));
+	if (hl > ETSF_RESP_L2L4 || hl < sizeof(struct ethhdr))
+		return -1;
+	asm volatile("" : "+r"(hl));
+	if (bpf_xdp_load_bytes(ctx, 0, o->l2l4, hl))
+		return -1;
+	if (bpf_xdp_adjust_head(ctx, -delta))
+		return -1;
+	if (bpf_xdp_store_bytes(ctx, 0, o->l2l4, hl))
+		return -2;
+	return 0;
+}
+
+/*
  * Turn the request frame into the response built in etsf_resp: MACs,
  * addresses and ports swapped, lengths and checksums set, payload replaced.
  * UDP over IPv4 without options or IPv6 without extension headers only.
@@ -46,7 +71,7 @@ __attribute__((noinline)) int etsf_xdp_reply(struct xdp_md *ctx, __u32 l3off, __
 	struct etsf_resp *o;
 	__u32 zero = 0, n, poff, ulen;
 	__s64 sum;
-	int delta;
+	int delta, rc;
 	void *data, *data_end;
 	struct ethhdr *eth;
 	struct udphdr *udp;
@@ -69,8 +94,19 @@ __attribute__((noinline)) int etsf_xdp_reply(struct xdp_md *ctx, __u32 l3off, __
 	poff = l4off + sizeof(struct udphdr);
 	ulen = sizeof(struct udphdr) + n;
 	delta = (int)(poff + n) - (int)pkt_len;
-	if (bpf_xdp_adjust_tail(ctx, delta))
-		return -1;
+	/*
+	 * Tail first: drivers with page-sized buffers have the room and the
+	 * headers stay where they are.  A veth or generic-XDP frame is an skb
+	 * buffer sized to its data (tailroom: alignment slack), but XDP keeps
+	 * XDP_PACKET_HEADROOM in front of every frame: grow there instead.
+	 */
+	if (bpf_xdp_adjust_tail(ctx, delta)) {
+		if (delta <= 0)
+			return -1;
+		rc = etsf_xdp_grow_head(ctx, o, poff, delta);
+		if (rc)
+			return rc;
+	}
 
 	data = (void *)(long)ctx->data;
 	data_end = (void *)(long)ctx->data_end;
