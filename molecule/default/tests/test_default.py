@@ -1,16 +1,21 @@
-"""Molecule `default` verify: eTSF is attached, pinned, policy maps equal the inventory, restore is
-enabled; after a real reboot (systemd boots again in the lab host) all of it is back."""
+"""Molecule `default` verify, on every host (one Debian 12, one Debian 13): the host runs its
+platform's suite, eTSF is attached, pinned, policy maps equal the inventory, restore is enabled;
+after a real reboot (systemd boots again in the lab host) all of it is back."""
 import json
 import os
 import pathlib
 import subprocess
 
 import testinfra.utils.ansible_runner
+import yaml
 from etsf import policy
 
 INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
 testinfra_hosts = testinfra.utils.ansible_runner.AnsibleRunner(INVENTORY).get_hosts("all")
 REPO = pathlib.Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", pathlib.Path(__file__).parents[3]))
+# each platform's Debian suite, as molecule.yml asks the lab to boot it
+PLATFORMS = yaml.safe_load((pathlib.Path(__file__).parents[1] / "molecule.yml").read_text(encoding="utf-8"))["platforms"]
+SUITES = {p["name"]: p.get("suite", "bookworm") for p in PLATFORMS}
 
 
 def _json(host, cmd):
@@ -46,6 +51,14 @@ def _check_policy(host):
     # the running overload level is kept when the policy does not set one
     want["overload"]["level"] = live["overload"]["level"]
     assert live == want
+
+
+def test_scenario_covers_both_suites_and_host_runs_its_own(host):
+    assert set(SUITES.values()) == {"bookworm", "trixie"}, SUITES
+    assert sorted(testinfra_hosts) == sorted(SUITES)              # the verify runs on every platform
+    release = dict(line.split("=", 1) for line in host.file("/etc/os-release").content_string.splitlines()
+                   if "=" in line)
+    assert release["VERSION_CODENAME"] == SUITES[host.backend.get_hostname()], release
 
 
 def test_programs_attached_by_name(host):
