@@ -77,9 +77,18 @@ def test_rate_limiter_drops_are_excused():
     assert not r["breach"] and r["value"] == 0.0
 
 
+def test_overload_level_drops_count():
+    """Shedding by overload level stays counted: a policy that ranks INVITE low sheds calls at
+    level 3, the mistake this rule reverts (tests/integration/test_failsafe_faults.py)."""
+    cur = snap(2.0, ok=50)
+    cur["stats"].append(("XDP", "INVITE", "DROP", "OVERLOAD", 950))
+    r = fs.rule_drop_ratio(DR, [snap(0.0)], cur)
+    assert r["breach"] and r["drops"] == 950
+
+
 @pytest.mark.parametrize("method,reason", [("INVITE", "ADMISSION"), ("INVITE", "ADMIT_503"),
-                                           ("REGISTER", "OVERLOAD"), ("UNKNOWN", "NAT_KEEPALIVE")])
-def test_overload_control_and_nat_keepalive_drops_are_excused(method, reason):
+                                           ("UNKNOWN", "NAT_KEEPALIVE")])
+def test_admission_and_nat_keepalive_drops_are_excused(method, reason):
     """The admission control refusing 2 of 3 INVITEs in a surge is doing its job: a fail-safe that
     counted it would switch the node to bypass exactly when the proxy needs protecting."""
     cur = snap(2.0, ok=50)

@@ -83,8 +83,8 @@ SCHEMA = S.Map({
             "enabled": _enabled(), "threshold_pct": _percent(20.0, "XDP drops, % of SIP-port packets"),
             "window_s": _window(2.0), "min_packets": _count(0, 20, "fewer packets in the window never trip"),
             "excused_reasons": S.List(_NAMES, "drop reasons that do not count (decisions eTSF was asked to take: "
-                                      "the rate limiter, overload shedding and admission, NAT keep-alive drops)",
-                                      default=["RATE_LIMIT", "OVERLOAD", "ADMISSION", "ADMIT_503", "NAT_KEEPALIVE"]),
+                                      "the rate limiter, admission control, NAT keep-alive drops)",
+                                      default=["RATE_LIMIT", "ADMISSION", "ADMIT_503", "NAT_KEEPALIVE"]),
         }, "too many XDP drops"),
         "ser": S.Map({
             "enabled": _enabled(), "points": S.Num(0, 100, "percentage points below the baseline", default=20.0),
