@@ -175,7 +175,8 @@ class KaNode(KA.KaBench):
     (responder off for R, on for E), the agent's prober holding the proxy-alive gate open
     (it probes the pod's responder), the gate wait and the eTSF keep-alive counters."""
 
-    def __init__(self, b, sample_every: int = 100, probe_interval_ms: int = 200):  # pylint: disable=super-init-not-called
+    # pylint: disable-next=super-init-not-called
+    def __init__(self, b, sample_every: int = 100, probe_interval_ms: int = 200):
         self.b, self.prober = b, None
         self.p = {"sample_every": sample_every, "probe_interval_ms": probe_interval_ms}
         self.res = {"pids": [], "gate": {}}
