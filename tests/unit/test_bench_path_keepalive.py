@@ -53,6 +53,7 @@ def test_ka_visit_is_the_marginal_cost_per_keep_alive():
     assert (v["config"], v["round"], v["sent"]) == ("R", 0, 10_000)
     assert v["ctx_per_ka_node"] == pytest.approx(5.0)
     assert v["ctx_per_ka_bench"] == pytest.approx(2.0)
+    assert v["ctx_per_ka_node_tasks"] == pytest.approx(0.2)       # the responder alone in this fixture
     assert v["ctx_per_ka_responder"] == pytest.approx(0.2)
     assert v["cpu_us_per_ka_node"] == pytest.approx(200.0)
     assert v["cpu_us_per_ka_bench"] == pytest.approx(180.0)
@@ -87,10 +88,32 @@ def test_ka_analyse_ratios_verdicts_and_unchanged_latency():
     assert s["target"] == 0.1 and s["verdict"] == "met"
     assert an["cpu_us_per_ka_node"]["verdict"] == "met"            # 0.1 / 1.0 every round
     assert an["ctx_per_ka_responder"]["verdict"] is None             # no target: figures only
-    assert an["ctx_per_ka_bench"]["verdict"] == "not met"            # 1.0 / 1.0 every round
+    assert an["ctx_per_ka_node_tasks"]["verdict"] == "not met"       # 1.0 / 1.0 every round
+    assert an["ctx_per_ka_bench"]["verdict"] is None
     lat = an["call_request_p50_us"]
     assert lat["target"] is None and lat["verdict"].startswith("no change detected")
     assert lat["diff"]["mde"] is not None
+
+
+def test_ka_analyse_does_not_judge_a_ratio_to_noise():
+    # R's machine-wide cost negative in two rounds (other tenants' work): the ratios of the other
+    # rounds alone would look like a met target
+    an = P.ka_analyse(_visits([5.0, -3.0, 4.0, -1.0, 6.0, 5.0], [0.1] * 6, [20.0] * 6, [20.0] * 6))
+    assert an["ctx_per_ka_node"]["verdict"].startswith("not resolved")
+    an = P.ka_analyse(_visits([-5.0, -3.0, -4.0, -1.0, -6.0, -5.0], [0.1] * 6, [20.0] * 6, [20.0] * 6))
+    assert an["ctx_per_ka_node"]["verdict"].startswith("not resolved")
+
+
+def test_ka_visits_pairs_the_phases_of_each_visit_in_run_order():
+    phases = []
+    for rnd, order in ((0, "RE"), (1, "ER")):
+        for c in order:
+            phases += [_phase(c, rnd, "calls", 100, 1.0, 10, 0.1, 50, 0.5),
+                       _phase(c, rnd, "mix", 1100, 2.0, 20, 0.2, 150, 0.9, sent=1000)]
+    phases.append(_phase("R", 2, "calls", 100, 1.0, 10, 0.1, 50, 0.5))       # a visit cut short: no mix
+    vs = P.ka_visits(phases)
+    assert [(v["round"], v["config"]) for v in vs] == [(0, "R"), (0, "E"), (1, "E"), (1, "R")]
+    assert all(v["ctx_per_ka_node"] == pytest.approx(1.0) for v in vs)
 
 
 def test_ka_analyse_detects_slower_calls():
@@ -113,7 +136,7 @@ def test_report_section_renders_the_pass_and_says_when_it_did_not_run():
     visits = [P.ka_visit(calls, mix), P.ka_visit(e_calls, e_mix)]
     ka = {"params": {"config": "C-0", "sample_every": 100, "phase_s": 4.0, "call_rate": 200, "ka_rate": 4000,
                      "ka_per_call": 20, "sources": 4096},
-          "phases": [calls, mix], "visits": visits, "analysis": P.ka_analyse(visits)}
+          "phases": [calls, mix, e_calls, e_mix], "visits": visits, "analysis": P.ka_analyse(visits)}
     text = "\n".join(path_report.keepalive_section({"keepalive": ka}))
     row = "| context switches per keep-alive: node (/proc/stat ctxt, the whole machine) |"
     assert f"{row} 5.000 | 0.500 | 0.100 –" in text
