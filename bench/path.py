@@ -19,8 +19,10 @@ Key configurations (D, A-ipt-nft-K, C-K, C0-K, E0, E-K, R with K = 10,000 in --f
 in paired rounds in Williams order with a quiet-machine start (run.py's --paired machinery);
 the service sweep (A' included) runs once per point.  Then a separate pass with
 kernel.bpf_stats_enabled=1 (restored) for eTSF's in-traffic ns per packet, next to the
-PROG_TEST_RUN microbenchmark (bench/datapath.py), then the overload sweep (bench/overload.py,
-when present) with the budget that is left.
+PROG_TEST_RUN microbenchmark (bench/datapath.py), then the keep-alive mix (OPTIONS from
+thousands of sources plus calls; the pod's responder answers them vs eTSF in the kernel; paired
+rounds), the service sweep, then the overload sweep (bench/overload.py, when present) with the
+budget that is left.
 
 Output: bench/results/<UTC>-path/{results.json, report.md, *.png}.
 """
@@ -65,8 +67,9 @@ PROFILES = {
                   datapath_repeat=100000, overload_reserve_min=1.0, ka_rounds=1, ka_phase_s=2.0, ka_per_call=20,
                   ka_sources=1024, budget_min=4.75),
     # full: ~19 min for the path passes on a quiet 2-core host, ~27 min on a busy one (key: 7
-    # configurations x 10 rounds x ~11 s; bpf_stats + PROG_TEST_RUN ~1 min; sweep: 20 single runs,
-    # ~4.5 min with the rule loads), the rest of the 40-minute budget for the overload sweep
+    # configurations x 10 rounds x ~11 s; bpf_stats + PROG_TEST_RUN ~1 min; keep-alive mix ~3.3 min;
+    # sweep: 20 single runs, ~4.5 min with the rule loads), the rest of the 40-minute budget for the
+    # overload sweep
     "full": dict(rate=200, seconds=3, u1_seconds=2, rounds=10, key_services=10000,
                  sweep=[0, 1000, 5000, 20000, 30000], sweep_families=list(SWEEP_FAMILIES), vmap_max_services=10000,
                  quiet_limit_s=20.0, stats_seconds=4, datapath_repeat=200000, overload_reserve_min=14.0,
