@@ -2,7 +2,7 @@
 and per call, with a light responder in the pod instead of Kamailio so the application no
 longer hides the path.
 
-    python bench/path.py --quick           # CI form (<= 4 min), correctness + consistency
+    python bench/path.py --quick           # CI form (<= 4.75 min), correctness + consistency
     python bench/path.py --full            # bounded (--budget-min, default 40), quiet host
     python bench/path_report.py DIR        # re-render report.md + plots from DIR/results.json
 
@@ -773,7 +773,7 @@ def main(argv=None) -> int:
     g.add_argument("--full", dest="profile", action="store_const", const="full")
     ap.add_argument("--out", metavar="DIR", help="result directory (default bench/results/<UTC>-path)")
     ap.add_argument("--budget-min", type=float, default=None, metavar="MIN",
-                    help="hard time budget for everything, overload sweep included (quick 4, full 40)")
+                    help="hard time budget for everything, overload sweep included (quick 4.75, full 40)")
     ap.add_argument("--rounds", type=int, help="paired rounds of the key configurations (default: quick 1, full 10)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a profile entry (JSON value), e.g. --set 'sweep=[0,30000]'")
