@@ -2,7 +2,7 @@
 and per call, with a light responder in the pod instead of Kamailio so the application no
 longer hides the path.
 
-    python bench/path.py --quick           # CI form (<= 4 min), correctness + consistency
+    python bench/path.py --quick           # CI form (<= 4.75 min), correctness + consistency
     python bench/path.py --full            # bounded (--budget-min, default 40), quiet host
     python bench/path_report.py DIR        # re-render report.md + plots from DIR/results.json
 
@@ -19,8 +19,10 @@ Key configurations (D, A-ipt-nft-K, C-K, C0-K, E0, E-K, R with K = 10,000 in --f
 in paired rounds in Williams order with a quiet-machine start (run.py's --paired machinery);
 the service sweep (A' included) runs once per point.  Then a separate pass with
 kernel.bpf_stats_enabled=1 (restored) for eTSF's in-traffic ns per packet, next to the
-PROG_TEST_RUN microbenchmark (bench/datapath.py), then the overload sweep (bench/overload.py,
-when present) with the budget that is left.
+PROG_TEST_RUN microbenchmark (bench/datapath.py), then the keep-alive mix (OPTIONS from
+thousands of sources plus calls; the pod's responder answers them vs eTSF in the kernel; paired
+rounds), the service sweep, then the overload sweep (bench/overload.py, when present) with the
+budget that is left.
 
 Output: bench/results/<UTC>-path/{results.json, report.md, *.png}.
 """
@@ -47,6 +49,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT))
 
 import cpuacct  # noqa: E402
+import keepalive as KA  # noqa: E402
 import kubeproxy  # noqa: E402
 import run as R  # noqa: E402
 import stats  # noqa: E402
@@ -61,14 +64,16 @@ SWEEP_FAMILIES = ("ipt-nft", "ipt-legacy", "nft-vmap", "C")
 PROFILES = {
     "quick": dict(rate=40, seconds=3, u1_seconds=2, rounds=1, key_services=200, sweep=[0],
                   sweep_families=["ipt-legacy", "nft-vmap"], vmap_max_services=200, quiet_limit_s=3.0, stats_seconds=2,
-                  datapath_repeat=100000, overload_reserve_min=1.0, budget_min=4.0),
+                  datapath_repeat=100000, overload_reserve_min=1.0, ka_rounds=1, ka_phase_s=2.0, ka_per_call=20,
+                  ka_sources=1024, budget_min=4.75),
     # full: ~19 min for the path passes on a quiet 2-core host, ~27 min on a busy one (key: 7
-    # configurations x 10 rounds x ~11 s; bpf_stats + PROG_TEST_RUN ~1 min; sweep: 20 single runs,
-    # ~4.5 min with the rule loads), the rest of the 40-minute budget for the overload sweep
+    # configurations x 10 rounds x ~11 s; bpf_stats + PROG_TEST_RUN ~1 min; keep-alive mix ~3.3 min;
+    # sweep: 20 single runs, ~4.5 min with the rule loads), the rest of the 40-minute budget for the
+    # overload sweep
     "full": dict(rate=200, seconds=3, u1_seconds=2, rounds=10, key_services=10000,
                  sweep=[0, 1000, 5000, 20000, 30000], sweep_families=list(SWEEP_FAMILIES), vmap_max_services=10000,
                  quiet_limit_s=20.0, stats_seconds=4, datapath_repeat=200000, overload_reserve_min=14.0,
-                 budget_min=40.0),
+                 ka_rounds=7, ka_phase_s=4.0, ka_per_call=20, ka_sources=4096, budget_min=40.0),
 }
 
 # what each configuration is: kind of rules, eTSF parts, target
@@ -104,6 +109,124 @@ def source_snat() -> str:
     return ("table ip etsf_bench_src {\n  chain post {\n    type nat hook postrouting priority srcnat; "
             f"policy accept;\n    ip saddr {T.UAC} snat ip to numgen inc mod {SOURCES} map {{ {elems} }}\n"
             "  }\n}\n")
+
+
+# -- the keep-alive pass (pure parts: tests/unit/test_bench_path_keepalive.py) ------------------
+KA_CALL_MESSAGES = {"request": ("INVITE", "ACK", "BYE"), "response": ("100", "180")}
+KA_TAIL_S, KA_SETTLE_S = 1.2, 0.5
+#: per keep-alive figures of a visit, and the issue's targets for E / R
+KA_PER = {"ctx_per_ka_node": 0.1, "ctx_per_ka_node_tasks": 0.1, "ctx_per_ka_bench": None, "ctx_per_ka_responder": None,
+          "cpu_us_per_ka_node": 0.2, "cpu_us_per_ka_node_tasks": 0.2, "cpu_us_per_ka_bench": None,
+          "cpu_us_per_ka_responder": None}
+#: the tasks that answer or forward keep-alives: the pod's responder, the agent's prober, the
+#: softirq threads (sipp and kagen, the load generators, are the peers)
+KA_NODE_TASKS = ("responder", "prober", "ksoftirqd")
+KA_LATENCY = ("call_request_p50_us", "call_request_p99_us", "call_response_p50_us", "call_response_p99_us")
+
+
+def call_transit(m: dict) -> dict:
+    """The calls' node transit (µs) in a keep-alive phase from transit.match()'s result: the
+    calls' own requests (INVITE, ACK, BYE) and provisional responses (100, 180); a 200 may
+    answer an OPTIONS as well as an INVITE or BYE, so the 200s are left out.  Also how many
+    OPTIONS crossed the node into the pod."""
+    out = {}
+    for dname, kinds in KA_CALL_MESSAGES.items():
+        by = (m.get(dname) or {}).get("by_what") or {}
+        out[dname] = stats.summary([x / 1000 for k in kinds for x in by.get(k, [])])
+    out["options_to_pod"] = len(((m.get("request") or {}).get("by_what") or {}).get("OPTIONS", []))
+    return out
+
+
+def ka_visit(calls: dict, mix: dict) -> dict:
+    """One configuration's figures in one round: the marginal cost per keep-alive ((mix -
+    calls only) / keep-alives sent) and the calls' node transit in the mix phase."""
+    sent = (mix.get("gen") or {}).get("sent") or 0
+
+    def flat(ph):
+        g = ph.get("groups") or {}
+        r = g.get("responder") or {"cpu_s": 0.0, "ctx": 0}
+        return {**ph, "responder_ctx": r["ctx"], "responder_s": r["cpu_s"],
+                "node_tasks_ctx": sum(g[k]["ctx"] for k in KA_NODE_TASKS if k in g),
+                "node_tasks_s": sum(g[k]["cpu_s"] for k in KA_NODE_TASKS if k in g)}
+    fm, fc = flat(mix), flat(calls)
+    out = {"config": mix["config"], "round": mix["round"], "sent": sent,
+           "ctx_per_ka_node": KA.marginal(fm, fc, "ctxt", sent),
+           "ctx_per_ka_node_tasks": KA.marginal(fm, fc, "node_tasks_ctx", sent),
+           "ctx_per_ka_bench": KA.marginal(fm, fc, "bench_ctx", sent),
+           "ctx_per_ka_responder": KA.marginal(fm, fc, "responder_ctx", sent)}
+    for key, src in (("cpu_us_per_ka_node", "busy_s"), ("cpu_us_per_ka_node_tasks", "node_tasks_s"),
+                     ("cpu_us_per_ka_bench", "bench_cpu_s"), ("cpu_us_per_ka_responder", "responder_s")):
+        v = KA.marginal(fm, fc, src, sent)
+        out[key] = None if v is None else v * 1e6
+    ct = mix.get("call_transit") or {}
+    for dname in KA_CALL_MESSAGES:
+        for q in ("p50", "p99"):
+            out[f"call_{dname}_{q}_us"] = (ct.get(dname) or {}).get(q)
+    return out
+
+
+def ka_analyse(visits: list[dict]) -> dict:
+    """E against R for every figure of the visits (keepalive.ratio_summary: paired
+    differences with their interval and smallest detectable effect, per-round ratios), with
+    the verdicts: per keep-alive costs against the targets, the calls' transit unchanged."""
+    an = {}
+    for key in (*KA_PER, *KA_LATENCY):
+        r = {v["round"]: v.get(key) for v in visits if v["config"] == "R"}
+        e = {v["round"]: v.get(key) for v in visits if v["config"] == "E"}
+        s = KA.ratio_summary(r, e)
+        tgt = KA_PER.get(key)
+        s["target"] = tgt
+        if key not in KA_PER:
+            s["verdict"] = KA.unchanged(s["diff"])
+        elif not tgt:
+            s["verdict"] = None
+        elif s["k_median"] is None or s["k_median"] <= 0 or len(s["rounds"]) < len(s["diff"].get("diffs") or []):
+            # a ratio to a cost that is not above the noise (other tenants' work in a machine-wide
+            # figure) says nothing
+            s["verdict"] = "not resolved (R's cost per keep-alive is not above the noise in every round)"
+        else:
+            s["verdict"] = KA.verdict(s, tgt)
+        an[key] = s
+    return an
+
+
+def ka_visits(phases: list[dict]) -> list[dict]:
+    """Every visit (the calls-only and mix phases of one configuration in one round), in run order."""
+    by: dict = {}
+    for ph in phases:
+        by.setdefault((ph["round"], ph["config"]), {})[ph["phase"]] = ph
+    return [ka_visit(d["calls"], d["mix"]) for d in by.values() if "calls" in d and "mix" in d]
+
+
+class KaNode(KA.KaBench):
+    """The keep-alive benchmark's node-side plumbing on the path topology: the policy switch
+    (responder off for R, on for E), the agent's prober holding the proxy-alive gate open
+    (it probes the pod's responder), the gate wait and the eTSF keep-alive counters."""
+
+    # pylint: disable-next=super-init-not-called
+    def __init__(self, b, sample_every: int = 100, probe_interval_ms: int = 200):
+        self.b, self.prober = b, None
+        self.p = {"sample_every": sample_every, "probe_interval_ms": probe_interval_ms}
+        self.res = {"pids": [], "gate": {}}
+        self.saved_env = {k: os.environ.get(k) for k in ("ETSF_PIN_ROOT", "ETSF_STATE_DIR", "ETSF_RUN_DIR")}
+        os.environ.update({k: b.env[k] for k in self.saved_env})
+
+    def close(self):
+        """Stop the prober and put back the environment (the topology is the caller's)."""
+        if self.prober is not None and self.prober.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.prober.pid, signal.SIGTERM)
+            try:
+                self.prober.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.prober.pid, signal.SIGKILL)
+                self.prober.wait(timeout=10)
+        for k, v in self.saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 class RawTopo(T.Topo):
@@ -160,7 +283,7 @@ class PathBench:
         self.tr = transit.Transit(self.work / "transit-build", self.b.pin_root + "-transit")
 
     # -- one configuration ---------------------------------------------------------
-    def setup(self, cfg: dict):
+    def setup(self, cfg: dict, life_s: float | None = None):
         spec = KINDS[cfg["kind"]]
         topo_cls = RawTopo if cfg["kind"] == "raw" else T.Topo
         self.topo = self.b.topo = topo_cls(self.tag, self.work, flood_sources=SOURCES)
@@ -189,7 +312,7 @@ class PathBench:
         d = self.work / f"{cfg['name']}-{self.seq}"
         d.mkdir(parents=True, exist_ok=True)
         cfg["_dir"] = d
-        budget = max(60, int(self.p["seconds"] + self.p["u1_seconds"]) * 4 + 60)
+        budget = int(life_s) if life_s else max(60, int(self.p["seconds"] + self.p["u1_seconds"]) * 4 + 60)
         self.responder = self.topo.popen(self.topo.pod, [str(self.responder_bin), T.POD, str(T.PORT), str(budget),
                                                          str(10_000_000)], d / "responder.log", limit=budget + 10,
                                          cpu=CPU_POD)
@@ -216,19 +339,23 @@ class PathBench:
         shutil.rmtree(self.b.pin_root, ignore_errors=True)
 
     # -- one sipp run -----------------------------------------------------------------
+    def sipp_cmd(self, cfg: dict, transport: str, calls: int, seconds: float, d: Path) -> list[str]:
+        rate = self.p["rate"]
+        target = T.VIP if KINDS[cfg["kind"]]["vip"] else T.POD
+        return ["sipp", "-sf", str(HERE / "templates" / "uac.xml"), f"{target}:{T.PORT}", "-s", "bench",
+                "-i", T.UAC, "-p", "5070", "-t", transport, "-max_socket", "15000", "-m", str(calls), "-r", str(rate),
+                "-rp", "1000", "-l", str(max(50, rate * 3)), "-d", "20", "-max_retrans", "3", "-recv_timeout", "4000",
+                "-timeout", f"{int(seconds + 20)}s", "-nostdin", "-trace_stat", "-stf", str(d / "stat.csv"),
+                "-fd", "1", "-trace_err", "-error_file", str(d / "errors.log")]
+
     def sipp(self, cfg: dict, transport: str, seconds: float) -> dict:
         self.seq += 1
         rate = self.p["rate"]
         d = cfg["_dir"] / f"{self.seq:03d}-{transport}"
         d.mkdir()
-        target = T.VIP if KINDS[cfg["kind"]]["vip"] else T.POD
         calls = max(1, int(round(rate * seconds)))
         cmd = ["ip", "netns", "exec", self.topo.uac, "taskset", "-c", CPU_UAC,
-               "sipp", "-sf", str(HERE / "templates" / "uac.xml"), f"{target}:{T.PORT}", "-s", "bench",
-               "-i", T.UAC, "-p", "5070", "-t", transport, "-max_socket", "15000", "-m", str(calls), "-r", str(rate),
-               "-rp", "1000", "-l", str(max(50, rate * 3)), "-d", "20", "-max_retrans", "3", "-recv_timeout", "4000",
-               "-timeout", f"{int(seconds + 20)}s", "-nostdin", "-trace_stat", "-stf", str(d / "stat.csv"),
-               "-fd", "1", "-trace_err", "-error_file", str(d / "errors.log")]
+               *self.sipp_cmd(cfg, transport, calls, seconds, d)]
         roles = {pid: "responder" for pid, comm in cpuacct.session_pids(self.responder.pid).items()
                  if comm == "responder"}
         a = cpuacct.snapshot()
@@ -324,6 +451,131 @@ class PathBench:
                     R.log(f"   ERROR {cfg['name']}: {e}")
                 entry["rules_load_s"] = cfg.get("rules_load_s")
             self.save()
+
+    def keepalive_pass(self):
+        """Keep-alive mix: OPTIONS from ka_sources addresses (bench/kagen.c) plus calls through
+        eTSF as deployed (C-0), R: the pod's responder answers the OPTIONS (policy
+        keepalive.enabled false) vs E: eTSF answers them in XDP (enabled, gate held open by the
+        prober, 1 in 100 still to the pod); one topology, the policy switched between visits,
+        paired rounds in alternating order, each visit a calls-only and a mix phase."""
+        p = self.p
+        rounds, ph_s = int(p["ka_rounds"]), float(p["ka_phase_s"])
+        ka_rate = p["rate"] * p["ka_per_call"]
+        visit_s = 2 * (ph_s + KA_TAIL_S + KA_SETTLE_S + 2.0) + 2.0
+        out = self.res["keepalive"] = {"params": {"rounds": rounds, "phase_s": ph_s, "call_rate": p["rate"],
+                                                  "ka_rate": ka_rate, "ka_per_call": p["ka_per_call"],
+                                                  "sources": p["ka_sources"], "sample_every": 100,
+                                                  "config": "C-0"},
+                                       "phases": [], "visits": []}
+        if self.path_left() < 40 + 2 * visit_s:
+            self.res["skipped"].append("keep-alive pass (time budget)")
+            return
+        gen_bin = self.work / "kagen"
+        cfg = {"name": "KA-C-0", "kind": "C", "services": 0}
+        node = None
+        try:
+            r = subprocess.run(["gcc", "-O2", "-Wall", "-o", str(gen_bin), str(KA.GEN_SRC)], capture_output=True,
+                               text=True, timeout=120, check=False)
+            if r.returncode != 0:
+                raise RuntimeError(f"gcc kagen.c: {r.stderr.strip()[:500]}")
+            self.setup(cfg, life_s=60 + rounds * 2 * visit_s)
+            topo = self.topo
+            # the devices: KA_NET local to the UAC namespace (one socket sends from each address
+            # and receives its answers); a pass-only XDP program on the UAC's veth so that
+            # XDP_TX frames are delivered (a veth peer needs NAPI), in R and E alike
+            topo.sh(topo.uac, "ip", "route", "add", "local", KA.KA_NET, "dev", "lo")
+            topo.sh(topo.node, "ip", "route", "add", KA.KA_NET, "via", T.UAC, "dev", T.UPLINK_IF)
+            obj = Path(self.b.env["ETSF_BUILD_DIR"]) / "xdp_count.bpf.o"
+            topo.sh(topo.uac, "ip", "link", "set", "dev", T.UAC_IF, "xdp", "obj", str(obj), "sec", "xdp")
+            node = KaNode(self.b)
+            node.start_prober()
+            for rnd in range(rounds):
+                if self.path_left() < 2 * visit_s:
+                    self.res["skipped"].append(f"keep-alive round {rnd + 1} and later (time budget)")
+                    break
+                for letter in (("R", "E") if rnd % 2 == 0 else ("E", "R")):
+                    node.apply(letter)
+                    time.sleep(KA_SETTLE_S)
+                    self.tr.take()
+                    calls = self.ka_phase(cfg, node, (letter, rnd, "calls"), 0, ph_s, gen_bin)
+                    mix = self.ka_phase(cfg, node, (letter, rnd, "mix"), ka_rate, ph_s, gen_bin)
+                    out["phases"] += [calls, mix]
+                    v = ka_visit(calls, mix)
+                    out["visits"].append(v)
+                    g = mix["gen"]
+                    R.log(f"    keep-alive round {rnd + 1} {letter}: sent {g['sent']} answered {g['answered_200']}, "
+                          f"ctx/ka node {fmt(v['ctx_per_ka_node'])} responder {fmt(v['ctx_per_ka_responder'])}, "
+                          f"CPU us/ka node {fmt(v['cpu_us_per_ka_node'])}, calls ok "
+                          f"{mix['calls']['successful']}/{mix['calls']['planned']}, INVITE.. transit p50/p99 "
+                          f"{fmt(v['call_request_p50_us'])}/{fmt(v['call_request_p99_us'])} us")
+                self.save()
+        except Exception as e:  # noqa: BLE001 - recorded, the other passes go on
+            self.res["errors"].append(f"keep-alive pass: {type(e).__name__}: {e}")
+            R.log(f"   ERROR keep-alive pass: {e}")
+        finally:
+            if node is not None:
+                node.close()
+            self.teardown(cfg)
+        out["visits"] = ka_visits(out["phases"])
+        out["analysis"] = ka_analyse(out["visits"])
+        self.save()
+
+    def ka_phase(self, cfg: dict, node: KaNode, what: tuple, ka_rate: float, seconds: float, gen_bin: Path) -> dict:
+        """One phase of a keep-alive visit: sipp's calls and (ka_rate > 0) kagen's OPTIONS
+        together, in a fixed window; the node's figures between two snapshots."""
+        letter, rnd, label = what
+        self.seq += 1
+        d = cfg["_dir"] / f"{self.seq:03d}-ka-{letter}-{label}"
+        d.mkdir()
+        planned = max(1, int(round(self.p["rate"] * seconds)))
+        topo = self.topo
+        roles = {pid: "responder" for pid, comm in cpuacct.session_pids(self.responder.pid).items()
+                 if comm == "responder"}
+        roles[node.prober.pid] = "prober"
+        e0 = node.ka_counters()
+        a = KA.KaBench.snap()
+        t0 = time.monotonic()
+        gen = None
+        if ka_rate:
+            gen = topo.popen(topo.uac, [str(gen_bin), T.VIP, str(T.PORT), T.VIP, f"{ka_rate:g}", f"{seconds:g}",
+                                        KA.KA_BASE, str(self.p["ka_sources"]), str(KA.KA_PORT), "1"],
+                             d / "kagen.json", limit=seconds + 15, cpu=CPU_UAC)
+        sp = topo.popen(topo.uac, self.sipp_cmd(cfg, "un", planned, seconds, d), d / "sipp.log", limit=seconds + 40,
+                        cpu=CPU_UAC)
+        rc = topo.stop(sp, timeout=seconds + 50)
+        grc = topo.stop(gen, timeout=seconds + 20) if gen else None
+        rest = t0 + seconds + KA_TAIL_S - time.monotonic()     # the same window in both phases
+        if rest > 0:
+            time.sleep(rest)
+        b = KA.KaBench.snap()
+        e1 = node.ka_counters()
+        events, counters = self.tr.take()
+        rec = {"config": letter, "round": rnd, "phase": label, "ka_rate": ka_rate, "seconds": seconds,
+               **KA.phase_figures(a, b, roles), "call_transit": call_transit(transit.match(events)),
+               "transit_counters": counters}
+        # the busy time adds up: every live task's schedstat plus the children that ran and
+        # exited in the window (sipp, kagen: getrusage) against idle accounting
+        acc = cpuacct.account(a["acct"], b["acct"], roles)
+        acc["tasks_sum_s"] += b["children"][0] - a["children"][0]
+        acc["residual_s"] = acc["whole_s"] - acc["tasks_sum_s"]
+        acc["residual_ratio"] = acc["residual_s"] / acc["whole_s"] if acc["whole_s"] > 0 else None
+        rec["adds_up"], rec["adds_up_why"] = cpuacct.adds_up(acc)
+        rec["residual_ratio"] = acc["residual_ratio"]
+        sp_res = R.Bench.parse_sipp(d)
+        rec["calls"] = {"planned": planned, "created": sp_res["created"], "successful": sp_res["successful"],
+                        "failed": sp_res["failed"], "retransmissions": sp_res["retransmissions"], "sipp_rc": rc}
+        if gen is not None:
+            g = KA.parse_gen((d / "kagen.json").read_text(errors="replace"))
+            if g is None:
+                raise RuntimeError(f"keep-alive generator (rc {grc}): {(d / 'kagen.json').read_text()[-300:]}")
+            g["consistency"] = KA.gen_consistent(g)
+            rec["gen"] = g
+        if e0 and e1:
+            rec["etsf_keepalive"] = {k: e1[k] - e0.get(k, 0) for k in e1 if isinstance(e1[k], int)}
+        if self.responder.poll() is not None:
+            raise RuntimeError(f"responder exited during {letter} {label}")
+        time.sleep(KA_SETTLE_S)
+        return rec
 
     def sweep_pass(self):
         k = self.p["key_services"]
@@ -464,10 +716,19 @@ class PathBench:
         # the overload sweep's time is held back only when its module is there
         self.reserve = self.p["overload_reserve_min"] * 60 if importlib.util.find_spec("overload") else 0.0
         self.prepare()
+        if self.args.only == "keepalive":
+            self.res["only"] = "keepalive"
+            self.keepalive_pass()
+            self.res["path_seconds"] = round(time.monotonic() - self.t0, 1)
+            self.res["finished"] = R.now_utc().isoformat()
+            self.res["wall_seconds"] = round(time.monotonic() - self.t0, 1)
+            self.save()
+            return
         self.key_pass()
         # the two short passes the headline needs before the sweep, which takes what is left
         self.bpf_stats_pass()
         self.datapath_pass()
+        self.keepalive_pass()
         self.sweep_pass()
         self.res["transit_cdf_us"] = {f"{c}|{t}|{d}": stats.ecdf(v, 300) for (c, t, d), v in self.pooled.items()
                                       if t == "un"}
@@ -512,12 +773,13 @@ def main(argv=None) -> int:
     g.add_argument("--full", dest="profile", action="store_const", const="full")
     ap.add_argument("--out", metavar="DIR", help="result directory (default bench/results/<UTC>-path)")
     ap.add_argument("--budget-min", type=float, default=None, metavar="MIN",
-                    help="hard time budget for everything, overload sweep included (quick 4, full 40)")
+                    help="hard time budget for everything, overload sweep included (quick 4.75, full 40)")
     ap.add_argument("--rounds", type=int, help="paired rounds of the key configurations (default: quick 1, full 10)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a profile entry (JSON value), e.g. --set 'sweep=[0,30000]'")
     ap.add_argument("--work", metavar="DIR", help="raw per-run files (default: a temp dir, removed at the end)")
     ap.add_argument("--no-plots", action="store_true")
+    ap.add_argument("--only", choices=("keepalive",), help="run this pass alone (the keep-alive mix, R vs E)")
     args = ap.parse_args(argv)
     args.profile = args.profile or "quick"
     prof = dict(PROFILES[args.profile])

@@ -175,6 +175,82 @@ def classifier_ns(res: dict) -> str:
     return ", ".join(parts)
 
 
+KA_ROWS = (("context switches per keep-alive: node (/proc/stat ctxt, the whole machine)", "ctx_per_ka_node", 3),
+           ("context switches per keep-alive: the tasks that answer or forward them (responder, prober, "
+            "ksoftirqd)", "ctx_per_ka_node_tasks", 3),
+           ("context switches per keep-alive: the benchmark's tasks (those + sipp and kagen; no other tenants)",
+            "ctx_per_ka_bench", 3),
+           ("context switches per keep-alive: the pod's responder (/proc/<pid>/status)", "ctx_per_ka_responder", 3),
+           ("node CPU per keep-alive, µs (busy time by idle accounting, the whole machine)", "cpu_us_per_ka_node", 2),
+           ("CPU per keep-alive, µs: the tasks that answer or forward them (responder, prober, ksoftirqd)",
+            "cpu_us_per_ka_node_tasks", 2),
+           ("CPU per keep-alive, µs: the benchmark's tasks (those + sipp and kagen, whose softirq carries the "
+            "node's veth forwarding; no other tenants)", "cpu_us_per_ka_bench", 2),
+           ("responder CPU per keep-alive, µs (schedstat)", "cpu_us_per_ka_responder", 2),
+           ("call requests (INVITE, ACK, BYE) node transit p50 in the mix, µs", "call_request_p50_us", 1),
+           ("call requests node transit p99 in the mix, µs", "call_request_p99_us", 1),
+           ("call responses (100, 180) node transit p50 in the mix, µs", "call_response_p50_us", 1),
+           ("call responses node transit p99 in the mix, µs", "call_response_p99_us", 1))
+
+
+def _ci(lohi, nd=3):
+    lo, hi = lohi or (None, None)
+    return "–" if lo is None else f"[{lo:.{nd}f}, {hi:.{nd}f}]"
+
+
+def keepalive_section(res: dict) -> list[str]:
+    """The keep-alive pass (R: the pod's responder answers the OPTIONS, E: eTSF answers them
+    in the kernel): per keep-alive costs and the calls' transit, E against R."""
+    ka = res.get("keepalive")
+    L = ["## Keep-alive mix: the pod answers OPTIONS (R) vs eTSF answers them in the kernel (E)", ""]
+    if not ka:
+        return L + ["keep-alive pass: not run", ""]
+    if ka.get("phases"):
+        import path as P  # noqa: PLC0415  pylint: disable=import-outside-toplevel
+        ka["visits"] = P.ka_visits(ka["phases"])         # re-analysed, so a results file re-renders the same
+        ka["analysis"] = P.ka_analyse(ka["visits"])
+    p, an = ka["params"], ka.get("analysis") or {}
+    rounds = sorted({v["round"] for v in ka.get("visits", [])})
+    L += [f"eTSF as deployed ({p['config']}: XDP classifier + TC fast path steering the VIP to the pod), one "
+          f"topology, the policy switched between visits (`keepalive.enabled` false for R, true for E with the "
+          f"agent's prober holding the proxy-alive gate open and 1 in {p['sample_every']} OPTIONS still sent to "
+          f"the pod). {len(rounds)} paired round(s) in alternating order, phases of {p['phase_s']} s: calls only "
+          f"({p['call_rate']} calls/s) and calls + {p['ka_rate']} OPTIONS/s ({p['ka_per_call']} per call) from "
+          f"{p['sources']} source addresses (bench/kagen.c, every answer matched). Per keep-alive = (mix − calls "
+          "only of the same visit) ÷ keep-alives sent. E / R: median of the per-round ratios with a seeded "
+          "bootstrap 95 % interval (a target is met when the whole interval is under it); Δ: paired "
+          "difference E − R with its interval and the smallest effect the rounds can detect (MDE).", "",
+          "| metric (median over rounds) | R: pod answers | E: eTSF answers | E / R [95 % CI] | Δ E − R [95 % CI], "
+          "MDE | target | verdict |", "|---|---|---|---|---|---|---|"]
+    for label, key, nd in KA_ROWS:
+        s = an.get(key) or {}
+        d = s.get("diff") or {}
+        tgt = s.get("target")
+        goal = f"≤ {tgt:g}×" if tgt else ("unchanged or lower" if key.startswith("call_") else "")
+        L.append(f"| {label} | {f(s.get('k_median'), nd)} | {f(s.get('e_median'), nd)} | {f(s.get('median'), 3)} "
+                 f"{_ci(s.get('ci95'))} | {f(d.get('median'), nd)} {_ci(d.get('ci95'), nd)}, MDE "
+                 f"{f(d.get('mde'), nd)} | {goal} | {s.get('verdict') or ''} |")
+    L.append("")
+    L += ["| round | config | phase | calls ok / planned | OPTIONS sent / answered 200 | eTSF answered / sampled "
+          "| OPTIONS into the pod | node ctxt | responder ctx | node busy CPU s | busy time adds up |",
+          "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for ph in ka.get("phases", []):
+        g = ph.get("gen") or {}
+        et = ph.get("etsf_keepalive") or {}
+        resp = (ph.get("groups") or {}).get("responder") or {}
+        L.append(f"| {ph['round'] + 1} | {ph['config']} | {ph['phase']} | {ph['calls']['successful']} / "
+                 f"{ph['calls']['planned']} | {g.get('sent', '–')} / {g.get('answered_200', '–')} | "
+                 f"{et.get('answered', '–')} / {et.get('passed_sampled', '–')} | "
+                 f"{ph['call_transit']['options_to_pod']} | {ph['ctxt']} | {resp.get('ctx', '–')} | "
+                 f"{ph['busy_s']:.3f} | {'yes' if ph.get('adds_up') else 'no'} "
+                 f"({f(100 * ph['residual_ratio'] if ph.get('residual_ratio') is not None else None)} % residual) |")
+    bad = [f"{ph['config']} r{ph['round'] + 1} {ph['phase']}: {c}" for ph in ka.get("phases", [])
+           for c in (ph.get("gen") or {}).get("consistency", [])]
+    L += ["", "Generator counts " + ("consistent (every answer matched to its request)" if not bad
+                                      else "INCONSISTENT: " + "; ".join(bad[:5])), ""]
+    return L
+
+
 def render(out: Path, plots: bool = True) -> Path:
     out = Path(out)
     res = json.loads((out / "results.json").read_text())
@@ -197,6 +273,10 @@ def render(out: Path, plots: bool = True) -> Path:
         L += ["**Errors:** " + "; ".join(res["errors"]), ""]
     if res.get("skipped"):
         L += ["**Skipped (time budget or tools):** " + "; ".join(res["skipped"]), ""]
+    if res.get("only") == "keepalive":
+        L += keepalive_section(res)
+        (out / "report.md").write_text("\n".join(L) + "\n")
+        return out / "report.md"
 
     hl = headline(res)
     (out / "headline.md").write_text("\n".join(hl) + "\n")
@@ -287,6 +367,8 @@ def render(out: Path, plots: bool = True) -> Path:
           f"Transit samples matched: {tot['n']}; unmatched departures {tot['unmatched_departures']}, unmatched "
           f"arrivals {tot['unmatched_arrivals']}, ambiguous (seen twice) {tot['ambiguous']}. Failed or "
           f"unfinished calls over all runs: {fails}.", ""]
+
+    L += keepalive_section(res)
 
     ov = res.get("overload") or {}
     L += ["## Overload sweep (full Kamailio stack)", ""]

@@ -152,3 +152,34 @@ def test_sysctl_restored_and_nothing_left_behind(quick):
     assert not any(Path(p).exists() for p in own["pin_roots"]), own["pin_roots"]
     assert not Path(own["work_dir"]).exists()
     assert _procs_naming(own["work_dir"]) == []
+
+
+def test_keepalive_pass_answers_every_options_where_the_configuration_says(quick):
+    ka = quick[2]["keepalive"]
+    assert ka["params"]["sources"] >= 1000
+    phases = {(p["round"], p["config"], p["phase"]): p for p in ka["phases"]}
+    assert {(c, ph) for _r, c, ph in phases} == {(c, ph) for c in "RE" for ph in ("calls", "mix")}
+    for (_r, cfg, label), p in phases.items():
+        c, ct, et = p["calls"], p["call_transit"], p["etsf_keepalive"]
+        assert c["successful"] == c["planned"] > 0 and c["failed"] == 0, (cfg, label, c)
+        # the calls' own messages, every one matched at both edges: INVITE, ACK, BYE; 100, 180
+        assert ct["request"]["n"] == 3 * c["successful"] and ct["response"]["n"] == 2 * c["successful"], (cfg, label)
+        assert et["passed_not_matching"] == 0, (cfg, label, et)
+        if label == "calls":
+            assert "gen" not in p and ct["options_to_pod"] == 0 and et["answered"] == 0, (cfg, label)
+            continue
+        g = p["gen"]
+        assert g["sent"] == g["answered_200"] > 0 and g["duplicate_200"] == 0 and not g["consistency"], (cfg, g)
+        if cfg == "R":
+            # the pod answered every OPTIONS: each one crossed the node into the pod
+            assert et["answered"] == 0 and ct["options_to_pod"] == g["sent"], (et, ct["options_to_pod"])
+        else:
+            # the kernel answered them, the sampled ones (and any while the gate was stale) went on
+            assert et["answered"] > 0, et
+            assert et["answered"] + et["passed_sampled"] + et["passed_proxy_stale"] == g["sent"], et
+            assert ct["options_to_pod"] == g["sent"] - et["answered"], (et, ct["options_to_pod"])
+    an = ka["analysis"]
+    assert an["ctx_per_ka_node"]["diff"]["rounds"] == [0] and an["call_request_p50_us"]["diff"]["rounds"] == [0]
+    assert [v["config"] for v in ka["visits"]] == ["R", "E"]
+    text = (quick[1] / "report.md").read_text()
+    assert "## Keep-alive mix: the pod answers OPTIONS (R) vs eTSF answers them in the kernel (E)" in text
