@@ -246,8 +246,8 @@ def keepalive_section(res: dict) -> list[str]:
                  f"({f(100 * ph['residual_ratio'] if ph.get('residual_ratio') is not None else None)} % residual) |")
     bad = [f"{ph['config']} r{ph['round'] + 1} {ph['phase']}: {c}" for ph in ka.get("phases", [])
            for c in (ph.get("gen") or {}).get("consistency", [])]
-    L += ["", "Generator counts " + ("consistent (every answer matched to its request)" if not bad
-                                      else "INCONSISTENT: " + "; ".join(bad[:5])), ""]
+    gen = "consistent (every answer matched to its request)" if not bad else "INCONSISTENT: " + "; ".join(bad[:5])
+    L += ["", "Generator counts " + gen, ""]
     return L
 
 
