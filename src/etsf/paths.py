@@ -11,6 +11,7 @@ import fcntl
 import json
 import os
 import tempfile
+import time
 
 DEFAULT_PIN_ROOT = "/sys/fs/bpf/etsf"
 
@@ -67,3 +68,36 @@ def write_atomic(path: str, text: str, sync: bool = False) -> None:
 def write_json(path: str, doc, indent: int | None = None) -> None:
     """write_atomic of a JSON document (sorted keys, a final newline)."""
     write_atomic(path, json.dumps(doc, indent=indent, sort_keys=True, default=str) + "\n")
+
+
+def read_json(path: str, limit: int = 1 << 20) -> dict | None:
+    """The JSON object in *path* (at most *limit* bytes read), or None when it is missing,
+    unreadable or not an object."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.loads(f.read(limit))
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def update_json(path: str, lock_name: str, mutate) -> dict:
+    """Read-modify-write the JSON object in *path* under the lock *lock_name* (several writers
+    share it); *mutate* changes the dict in place, ``updated`` is stamped, the file replaced
+    atomically and readable by other users (the exporter)."""
+    with lock(lock_name):
+        doc = read_json(path) or {}
+        mutate(doc)
+        doc["updated"] = time.time()
+        write_json(path, doc)
+        return doc
+
+
+def write_heartbeat(path: str) -> None:
+    """Atomically replace *path*; its mtime is the heartbeat the fail-safe watches."""
+    d = os.path.dirname(path) or "."
+    os.makedirs(d, exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="ascii") as f:
+        f.write(json.dumps({"pid": os.getpid(), "time": time.time()}) + "\n")
+    os.replace(tmp, path)

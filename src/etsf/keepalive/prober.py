@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 from .. import datapath
 from ..failsafe.audit import audit
-from ..overload.state import write_heartbeat
+from ..paths import write_heartbeat
 from . import probe as P
 from .state import update_state
 

@@ -7,9 +7,7 @@ Kept free of the data path and telemetry imports so every reader can use it.
 
 from __future__ import annotations
 
-import json
 import os
-import time
 from typing import Any
 
 from .. import paths
@@ -24,19 +22,9 @@ def state_path() -> str:
 
 def read_state() -> dict[str, Any] | None:
     """The state document, or None when the prober never ran (or the file is unreadable)."""
-    try:
-        with open(state_path(), encoding="utf-8") as f:
-            doc = json.loads(f.read(1 << 20))
-    except (OSError, ValueError):
-        return None
-    return doc if isinstance(doc, dict) else None
+    return paths.read_json(state_path())
 
 
 def update_state(mutate) -> dict[str, Any]:
     """Read-modify-write the state file under its lock; *mutate* changes the dict in place."""
-    with paths.lock(LOCK):
-        doc = read_state() or {}
-        mutate(doc)
-        doc["updated"] = time.time()
-        paths.write_json(state_path(), doc)     # the exporter (another user) reads it
-        return doc
+    return paths.update_json(state_path(), LOCK, mutate)

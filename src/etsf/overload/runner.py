@@ -13,7 +13,8 @@ from typing import Any, Callable
 from .. import datapath
 from ..failsafe.audit import audit
 from .law import State, oc_advert, step
-from .state import read_state, update_state, write_heartbeat
+from ..paths import write_heartbeat
+from .state import read_state, update_state
 
 #: ticks of --once / tests are bounded; a service runs until stopped
 MAX_TICKS = 10 ** 9

@@ -8,7 +8,6 @@ Kept free of the data path and telemetry imports so every reader can use it.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from typing import Any
@@ -25,27 +24,13 @@ def state_path() -> str:
 
 def read_state() -> dict[str, Any] | None:
     """The state document, or None when the controller never ran (or the file is unreadable)."""
-    try:
-        with open(state_path(), encoding="utf-8") as f:
-            doc = json.loads(f.read(1 << 20))
-    except (OSError, ValueError):
-        return None
-    return doc if isinstance(doc, dict) else None
-
-
-def _write(doc: dict[str, Any]) -> None:
-    paths.write_json(state_path(), doc)    # the exporter (another user) reads it
+    return paths.read_json(state_path())
 
 
 def update_state(mutate) -> dict[str, Any]:
     """Read-modify-write the state file under its lock (the controller and the manual
     commands both write it); *mutate* changes the dict in place."""
-    with paths.lock(LOCK):
-        doc = read_state() or {}
-        mutate(doc)
-        doc["updated"] = time.time()
-        _write(doc)
-        return doc
+    return paths.update_json(state_path(), LOCK, mutate)
 
 
 def pin(level: int, by: str) -> dict[str, Any]:
@@ -62,12 +47,3 @@ def resume() -> dict[str, Any]:
             doc.pop(k, None)
     return update_state(mut)
 
-
-def write_heartbeat(path: str) -> None:
-    """Atomically replace *path*; its mtime is the heartbeat the fail-safe watches."""
-    d = os.path.dirname(path) or "."
-    os.makedirs(d, exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="ascii") as f:
-        f.write(json.dumps({"pid": os.getpid(), "time": time.time()}) + "\n")
-    os.replace(tmp, path)

@@ -15,7 +15,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from .. import inputs
-from ..paths import pin_root
+from ..paths import pin_root, write_heartbeat
 from .reader import DEFAULT_PORT, DEFAULT_WINDOW, ExporterError, open_counted
 from .collector import EtsfCollector
 from .auth import BCRYPT_PASSWORD_MAX, AuthCollector, Authenticator, verify
@@ -262,14 +262,6 @@ def check_ctl_readable(root: str | None = None) -> None:
             raise ExporterError("etsf_ctl: no entry")
     finally:
         m.close()
-
-
-def write_heartbeat(path: str) -> None:
-    """Atomically replace `path` with {pid, time}; its mtime is the heartbeat."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="ascii") as f:
-        f.write(json.dumps({"pid": os.getpid(), "time": time.time()}) + "\n")
-    os.replace(tmp, path)
 
 
 def _auth_and_tls(web_config_file, basic_auth_file, tls_cert, tls_key):
