@@ -46,4 +46,3 @@ def resume() -> dict[str, Any]:
         for k in ("pinned_level", "pinned_by", "pinned_at"):
             doc.pop(k, None)
     return update_state(mut)
-
