@@ -240,3 +240,25 @@ def read_pinned_ctl(bpf, root):
         return layout.Ctl.from_bytes(m.lookup(bytes(4)))
     finally:
         m.close()
+
+
+def netns_names() -> set[str]:
+    """The network namespaces that exist now (what a test must leave as it found)."""
+    r = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False)
+    return {ln.split()[0] for ln in r.stdout.splitlines() if ln.strip()}
+
+
+def cmdlines_with(token: str) -> list[str]:
+    """Processes (other than this one) whose command line contains *token*: what a test left
+    running."""
+    hits = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if token in cmd:
+            hits.append(f"{pid}: {cmd[:200]}")
+    return hits

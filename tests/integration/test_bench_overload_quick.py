@@ -21,26 +21,9 @@ from pathlib import Path
 
 import pytest
 
+from conftest import cmdlines_with as _cmdlines_with, netns_names as _netns
+
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _netns() -> set[str]:
-    r = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False)
-    return {ln.split()[0] for ln in r.stdout.splitlines() if ln.strip()}
-
-
-def _cmdlines_with(token: str) -> list[str]:
-    hits = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if token in cmd:
-            hits.append(f"{pid}: {cmd[:200]}")
-    return hits
 
 
 @pytest.fixture(scope="module")
