@@ -16,6 +16,7 @@ Only 198.18.0.0/15 addresses are used.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import stat
@@ -262,3 +263,20 @@ def cmdlines_with(token: str) -> list[str]:
         if token in cmd:
             hits.append(f"{pid}: {cmd[:200]}")
     return hits
+
+
+def run_bench_quick(script: str, result: str, base: Path, tools) -> tuple:
+    """Run ``bench/<script> --quick`` into *base* (out/, work/) as root with the checkout's
+    agent; returns (completed process, out dir, work dir, the parsed *result* JSON or None)."""
+    if os.geteuid() != 0:
+        pytest.fail("needs root (namespaces, BPF)")
+    missing = [t for t in tools if not shutil.which(t)]
+    assert not missing, f"tools missing (scripts/setup.sh installs them): {missing}"
+    out, work = base / "out", base / "work"
+    env = dict(os.environ, PYTHONPATH=str(SRC))
+    r = subprocess.run([sys.executable, str(REPO / "bench" / script), "--quick", "--out", str(out),
+                        "--work", str(work)], capture_output=True, text=True, env=env, timeout=150, check=False)
+    print(r.stdout[-4000:])
+    print(r.stderr[-4000:])
+    res = json.loads((out / result).read_text()) if (out / result).exists() else None
+    return r, out, work, res

@@ -12,35 +12,17 @@ sweep's namespaces, processes and BPF pins are gone afterwards.
 """
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import cmdlines_with as _cmdlines_with, netns_names as _netns
-
-REPO = Path(__file__).resolve().parents[2]
+from conftest import cmdlines_with as _cmdlines_with, netns_names as _netns, run_bench_quick
 
 
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
-    if os.geteuid() != 0:
-        pytest.fail("needs root (namespaces)")
-    missing = [t for t in ("sipp", "kamailio", "iptables-nft-restore", "taskset", "nsenter") if not shutil.which(t)]
-    assert not missing, f"tools missing (scripts/setup.sh installs them): {missing}"
-    base = tmp_path_factory.mktemp("bench-overload")
-    out, work = base / "out", base / "work"
-    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
-    r = subprocess.run([sys.executable, str(REPO / "bench" / "overload.py"), "--quick", "--out", str(out),
-                        "--work", str(work)], capture_output=True, text=True, env=env, timeout=150, check=False)
-    print(r.stdout[-4000:])
-    print(r.stderr[-4000:])
-    res = json.loads((out / "overload.json").read_text()) if (out / "overload.json").exists() else None
-    return r, out, work, res
+    return run_bench_quick("overload.py", "overload.json", tmp_path_factory.mktemp("bench-overload"),
+                           ("sipp", "kamailio", "iptables-nft-restore", "taskset", "nsenter"))
 
 
 def test_exits_zero_and_writes_files(quick):

@@ -401,19 +401,25 @@ def set_oc(enabled: bool, reduction: int = 0, validity_ms: int = 0, now_ms: int 
     return {"changed": new != old["v"], "rfc7339": new, "previous": old["v"]}
 
 
-def admission_counters() -> dict[str, int]:
-    """etsf_admit summed over CPUs."""
-    m = _open_map("etsf_admit")
+def _percpu_totals(name: str, struct, skip: str) -> dict[str, int]:
+    """The one entry of the per-CPU array *name*, each counter of *struct* summed over CPUs
+    (the field *skip* is per-CPU state, not a counter)."""
+    m = _open_map(name)
     try:
         vals = m.lookup_percpu(_key0()) or []
     finally:
         m.close()
-    tot = {n: 0 for n, *_unused in layout.Admit._fields_ if n != "tat_ns"}  # noqa: SLF001
+    tot = {n: 0 for n, *_unused in struct._fields_ if n != skip}  # noqa: SLF001
     for v in vals:
-        a = layout.Admit.from_bytes(v)
+        a = struct.from_bytes(v)
         for n in tot:
             tot[n] += int(getattr(a, n))
     return tot
+
+
+def admission_counters() -> dict[str, int]:
+    """etsf_admit summed over CPUs."""
+    return _percpu_totals("etsf_admit", layout.Admit, "tat_ns")
 
 
 def set_keepalive_gate(until_ns: int, sample_every: int | None = None) -> dict[str, Any]:
@@ -439,17 +445,7 @@ def set_keepalive_gate(until_ns: int, sample_every: int | None = None) -> dict[s
 def keepalive_counters() -> dict[str, int]:
     """etsf_ka_stats summed over CPUs: OPTIONS answered in the kernel, passed to the proxy (stale
     probe, sampled, not for the node / not answerable) and NAT keep-alives seen / dropped."""
-    m = _open_map("etsf_ka_stats")
-    try:
-        vals = m.lookup_percpu(_key0()) or []
-    finally:
-        m.close()
-    tot = {n: 0 for n, *_unused in layout.KaStats._fields_ if n != "sample_seq"}  # noqa: SLF001
-    for v in vals:
-        a = layout.KaStats.from_bytes(v)
-        for n in tot:
-            tot[n] += int(getattr(a, n))
-    return tot
+    return _percpu_totals("etsf_ka_stats", layout.KaStats, "sample_seq")
 
 
 def set_bypass(on: bool) -> dict[str, Any]:
