@@ -507,13 +507,10 @@ def main(argv=None) -> int:
     args.budget_min = args.budget_min if args.budget_min is not None else prof["budget_min"]
     if not 0.5 <= args.budget_min <= 30:
         ap.error("--budget-min: 0.5..30 expected")
-    if os.geteuid() != 0:
-        print("bench/floodcmp.py: needs root (network namespaces, BPF)", file=sys.stderr)
+    why = R.preflight("floodcmp.py", ("nft", "iptables", "gcc", "taskset", "nsenter"))
+    if why:
+        print(why, file=sys.stderr)
         return 2
-    for tool in ("nft", "iptables", "gcc", "taskset", "nsenter"):
-        if not shutil.which(tool):
-            print(f"bench/floodcmp.py: {tool} not installed", file=sys.stderr)
-            return 2
     out = Path(args.out) if args.out else HERE / "results" / (R.now_utc().strftime("%Y%m%dT%H%M%SZ") + "-flood")
     out.mkdir(parents=True, exist_ok=True)
     fb = FloodBench(args, prof, out)

@@ -901,13 +901,10 @@ def main(argv=None) -> int:
         over["rounds"] = args.rounds
     if args.work:
         over["work"] = args.work
-    if os.geteuid() != 0:
-        print("bench/keepalive.py: needs root (network namespaces, BPF)", file=sys.stderr)
+    why = harness.preflight("keepalive.py", ("sipp", "kamailio", "iptables-nft-restore", "gcc", "taskset", "nsenter"))
+    if why:
+        print(why, file=sys.stderr)
         return 2
-    for tool in ("sipp", "kamailio", "iptables-nft-restore", "gcc", "taskset", "nsenter"):
-        if not shutil.which(tool):
-            print(f"bench/keepalive.py: {tool} not installed", file=sys.stderr)
-            return 2
     budget = args.budget_min * 60 if args.budget_min else PROFILES["quick" if args.quick else "full"]["budget_s"]
     stamp = harness.now_utc().strftime("%Y%m%dT%H%M%SZ")
     out = Path(args.out) if args.out else HERE / "results" / f"{stamp}-keepalive"

@@ -1098,13 +1098,10 @@ def main(argv=None) -> int:
                      "(it has admission)")
     if args.work:
         over["work"] = args.work
-    if os.geteuid() != 0:
-        print("bench/overload.py: needs root (network namespaces, BPF)", file=sys.stderr)
+    why = harness.preflight("overload.py", ("sipp", "kamailio", "iptables-nft-restore", "taskset", "nsenter"))
+    if why:
+        print(why, file=sys.stderr)
         return 2
-    for tool in ("sipp", "kamailio", "iptables-nft-restore", "taskset", "nsenter"):
-        if not shutil.which(tool):
-            print(f"bench/overload.py: {tool} not installed", file=sys.stderr)
-            return 2
     budget = args.budget_min * 60 if args.budget_min else PROFILES["quick" if args.quick else "full"]["budget_s"]
     out = Path(args.out) if args.out else HERE / "results" / (harness.now_utc().strftime("%Y%m%dT%H%M%SZ") + "-overload")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))

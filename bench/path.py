@@ -809,13 +809,10 @@ def main(argv=None) -> int:
     args.budget_min = args.budget_min if args.budget_min is not None else prof["budget_min"]
     if not 1 <= args.budget_min <= 120:
         ap.error("--budget-min must be in 1..120")
-    if os.geteuid() != 0:
-        print("bench/path.py: needs root (network namespaces, BPF)", file=sys.stderr)
+    why = R.preflight("path.py", ("sipp", "iptables-nft-restore", "nft", "gcc", "taskset", "nsenter"))
+    if why:
+        print(why, file=sys.stderr)
         return 2
-    for tool in ("sipp", "iptables-nft-restore", "nft", "gcc", "taskset", "nsenter"):
-        if not shutil.which(tool):
-            print(f"bench/path.py: {tool} not installed", file=sys.stderr)
-            return 2
     out = Path(args.out) if args.out else HERE / "results" / (R.now_utc().strftime("%Y%m%dT%H%M%SZ") + "-path")
     out.mkdir(parents=True, exist_ok=True)
     pb = PathBench(args, prof, out)

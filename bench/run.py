@@ -81,6 +81,17 @@ PAIRED_LETTERS = {"A": "baseline", "C": "C-etsf-fastpath", "E": "E-etsf-classifi
                   "Cg": "C-etsf-fastpath", "Eg": "E-etsf-classifier"}
 
 
+def preflight(script: str, tools, needs: str = "network namespaces, BPF") -> str | None:
+    """The one line a benchmark prints (and exits 2) when it cannot run here: not root, or a
+    tool missing; None when it can."""
+    if os.geteuid() != 0:
+        return f"bench/{script}: needs root ({needs})"
+    for tool in tools:
+        if not shutil.which(tool):
+            return f"bench/{script}: {tool} not installed"
+    return None
+
+
 def now_utc():
     return _dt.datetime.now(_dt.timezone.utc)
 
@@ -875,13 +886,10 @@ def main(argv=None) -> int:
         prof["rounds"] = args.rounds
     if args.budget_min is None:
         args.budget_min = {"quick": 5.0, "paired": 30.0}.get(args.profile, 40.0)
-    if os.geteuid() != 0:
-        print("bench/run.py: needs root (network namespaces, BPF)", file=sys.stderr)
+    why = preflight("run.py", ("sipp", "kamailio", "iptables-nft-restore", "nft", "gcc", "taskset", "nsenter", "tcpdump"))
+    if why:
+        print(why, file=sys.stderr)
         return 2
-    for tool in ("sipp", "kamailio", "iptables-nft-restore", "nft", "gcc", "taskset", "nsenter", "tcpdump"):
-        if not shutil.which(tool):
-            print(f"bench/run.py: {tool} not installed", file=sys.stderr)
-            return 2
     out = Path(args.out) if args.out else HERE / "results" / now_utc().strftime("%Y%m%dT%H%M%SZ")
     out.mkdir(parents=True, exist_ok=True)
     if not shutil.which("iptables-legacy-restore"):
