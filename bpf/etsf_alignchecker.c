@@ -29,6 +29,9 @@ struct etsf_layout_anchor {
 	struct etsf_ka_cfg      ka_cfg;
 	struct etsf_ka_id_key   ka_id_key;
 	struct etsf_ka_stats    ka_stats;
+	struct etsf_if_cfg      if_cfg;
+	struct etsf_parse_stat  parse_stat;
+	struct etsf_meta        meta;
 	enum etsf_method        method;
 	enum etsf_verdict       verdict;
 	enum etsf_reason        reason;

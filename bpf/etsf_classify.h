@@ -60,11 +60,12 @@ static __always_inline __u32 etsf_port_class(const struct etsf_policy *pol, int 
  * to [1, ETSF_PARSE_BYTES] in a way the verifier can follow, so it can prove
  * the copy fits the scratch buffer.
  */
-static __always_inline void etsf_parse_payload(etsf_ctx_t *ctx, const struct etsf_pkt *p,
+static __always_inline void etsf_parse_payload(etsf_ctx_t *ctx, __u32 hook, const struct etsf_pkt *p,
 					       struct etsf_sip_result *r)
 {
 	__u32 zero = 0, n = p->plen;
 	struct etsf_scratch *s;
+	struct etsf_parse_stat *ps;
 
 	if (n == 0) {
 		r->reason = ETSF_R_EMPTY;
@@ -85,6 +86,9 @@ static __always_inline void etsf_parse_payload(etsf_ctx_t *ctx, const struct ets
 		r->reason = ETSF_R_INTERNAL;
 		return;
 	}
+	ps = bpf_map_lookup_elem(&etsf_parse_stats, &hook);
+	if (ps)
+		ps->sip_parses++;
 	etsf_sip_parse(s, n, p->plen, r);
 }
 
@@ -104,7 +108,7 @@ static __always_inline void etsf_tcp_continuation(const struct etsf_pkt *p, stru
  * r->reason is the parse reason, TLS for a TLS port: counted, never parsed),
  * else the reason to pass it with.  *ctl, *pol and *valid as etsf_prologue.
  */
-static __always_inline __u32 etsf_classify(etsf_ctx_t *ctx, struct etsf_pkt *p,
+static __always_inline __u32 etsf_classify(etsf_ctx_t *ctx, __u32 hook, struct etsf_pkt *p,
 					   struct etsf_sip_result *r, struct etsf_ctl **ctl,
 					   const struct etsf_policy **pol, int *valid)
 {
@@ -125,7 +129,7 @@ static __always_inline __u32 etsf_classify(etsf_ctx_t *ctx, struct etsf_pkt *p,
 		r->reason = ETSF_R_TLS;
 		return ETSF_R_OK;
 	}
-	etsf_parse_payload(ctx, p, r);
+	etsf_parse_payload(ctx, hook, p, r);
 	etsf_tcp_continuation(p, r);
 	return ETSF_R_OK;
 }

@@ -18,7 +18,7 @@
 #define ETSF_RL_CLASSES      4     /* rate-limit method classes               */
 #define ETSF_OVERLOAD_LEVELS 4     /* overload level 0..3                     */
 #define ETSF_PRIO_CLASSES    4     /* priority classes 0..3                   */
-#define ETSF_HOOKS           2     /* XDP ingress, TC egress                  */
+#define ETSF_HOOKS           3     /* XDP ingress, TC egress, TC ingress      */
 #define ETSF_VERDICTS        4
 #define ETSF_REASONS         32
 #define ETSF_ACL_MAX         16384 /* entries per LPM trie (both slots)       */
@@ -117,7 +117,23 @@ enum etsf_oc_result {
 enum etsf_hook {
 	ETSF_HOOK_XDP       = 0,
 	ETSF_HOOK_TC_EGRESS = 1,
+	ETSF_HOOK_TC_INGRESS = 2, /* appended: counter indices of the first two stay */
 };
+
+/*
+ * ---- per-interface hook choice (etsf_if_cfg, keyed by ifindex) ---------------
+ * No entry: steering only, what the TC ingress program did before it could
+ * classify.
+ */
+#define ETSF_IF_F_CLASSIFY 0x1u /* TC ingress classifies here (datapath hook tc) */
+#define ETSF_IF_F_STEER    0x2u /* fast-path steering interface                  */
+#define ETSF_IF_F_XDP      0x4u /* xdp_sip classifies here and hands its result
+                                 * to TC ingress in XDP metadata               */
+
+/* struct etsf_meta.magic: XDP metadata written by xdp_sip ('ETSF') */
+#define ETSF_META_MAGIC    0x46535445u
+/* struct etsf_meta.flags */
+#define ETSF_META_F_CALLID 0x1u /* callid_hash is valid                        */
 
 /* ---- rate-limit classes ----------------------------------------------------- */
 enum etsf_rl_class {
@@ -151,6 +167,7 @@ enum etsf_acl_action {
 #define ETSF_POL_F_MARK    0x2u /* TC egress marks SIP with prio/DSCP       */
 #define ETSF_POL_F_KA      0x4u /* answer keep-alive OPTIONS in the kernel   */
 #define ETSF_POL_F_NAT_DROP 0x8u /* drop NAT keep-alives at XDP              */
+#define ETSF_POL_F_TM_OFF  0x10u /* no transaction-latency telemetry inserts  */
 
 /* value of an etsf_ka_id entry */
 #define ETSF_KA_ID_PRIMARY 0x1u /* the identity as written in the policy     */

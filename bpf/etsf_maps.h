@@ -109,6 +109,22 @@ struct etsf_parse_state {
 	__u32 tmp;          /* step-local value passed through memory          */
 };
 
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, ETSF_IF_MAX);
+	__type(key, __u32);
+	__type(value, struct etsf_if_cfg);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} etsf_if_cfg SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, ETSF_HOOKS);
+	__type(key, __u32);
+	__type(value, struct etsf_parse_stat);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} etsf_parse_stats SEC(".maps");
+
 struct etsf_scratch {
 	struct etsf_parse_state st;
 	__u8 buf[ETSF_PARSE_BYTES + ETSF_SCRATCH_SLACK];

@@ -142,6 +142,36 @@ struct etsf_ifstat {
 	__u64 tx_bytes;
 };
 
+/* Map etsf_if_cfg: HASH ifindex(__u32) -> struct etsf_if_cfg (ETSF_IF_F_*) */
+struct etsf_if_cfg {
+	__u32 flags;
+	__u32 _pad;
+};
+
+/*
+ * Map etsf_parse_stats: PERCPU_ARRAY, one entry per hook.  sip_parses counts
+ * every SIP payload parse, so tests can prove one parse per packet per node.
+ */
+struct etsf_parse_stat {
+	__u64 sip_parses;
+	__u64 meta_used;        /* TC ingress took xdp_sip's result from metadata */
+	__u64 meta_missing;     /* TC ingress expected metadata and found none    */
+	__u64 _rsvd;
+};
+
+/*
+ * XDP metadata (bpf_xdp_adjust_meta) xdp_sip leaves in front of a passed SIP
+ * packet, read by TC ingress through skb->data_meta.  Size a multiple of 4.
+ */
+struct etsf_meta {
+	__u32 magic;            /* ETSF_META_MAGIC                               */
+	__u8  method;
+	__u8  verdict;
+	__u8  reason;
+	__u8  flags;            /* ETSF_META_F_*                                 */
+	__u64 callid_hash;
+};
+
 /*
  * Map etsf_last: ARRAY, 1 entry; written only when ETSF_CTL_F_RECORD is set
  * (tests, `etsfctl` debugging).  The parse result of the last packet.

@@ -172,7 +172,7 @@ static __noinline int etsf_fp_forward(struct __sk_buff *skb, struct etsf_fp_ctx 
 		struct etsf_fp_aff_key ak = {};
 		struct etsf_fp_aff *a;
 
-		etsf_parse_payload(skb, p, &r);
+		etsf_parse_payload(skb, ETSF_HOOK_TC_INGRESS, p, &r);
 		if (r.reason != ETSF_R_OK || !r.has_callid)
 			return -ETSF_FP_NOT_SIP;
 		ak.callid_hash = r.callid_hash;

@@ -78,7 +78,7 @@ int tc_sip_egress(struct __sk_buff *skb)
 	int valid = 0, oc;
 
 	p.pkt_len = etsf_ctx_len(skb);
-	reason = etsf_classify(skb, &p, &r, &ctl, &pol, &valid);
+	reason = etsf_classify(skb, ETSF_HOOK_TC_EGRESS, &p, &r, &ctl, &pol, &valid);
 	if (reason != ETSF_R_OK)
 		goto out;
 	reason = r.reason;      /* TLS, or why the message was not understood */

@@ -214,7 +214,7 @@ int xdp_sip(struct xdp_md *ctx)
 		ifs->rx_bytes += p.pkt_len;
 	}
 
-	reason = etsf_classify(ctx, &p, &r, &ctl, &pol, &valid);
+	reason = etsf_classify(ctx, ETSF_HOOK_XDP, &p, &r, &ctl, &pol, &valid);
 	if (reason != ETSF_R_OK)
 		goto out;
 	if (r.reason == ETSF_R_OK && ifs)

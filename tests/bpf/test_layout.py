@@ -105,8 +105,10 @@ def test_production_objects_use_checked_layouts(btf, objects, obj):
 
 
 def test_stats_idx_and_fnv():
-    assert L.STATS_SLOTS == 2 * 17 * 4 * 32
-    assert L.stats_idx(1, 16, 3, 31) == L.STATS_SLOTS - 1
+    assert L.STATS_SLOTS == 3 * 17 * 4 * 32
+    assert L.stats_idx(2, 16, 3, 31) == L.STATS_SLOTS - 1
+    # the TC ingress hook was appended: the XDP and TC egress indices did not move
+    assert L.stats_idx(1, 16, 3, 31) == 2 * 17 * 4 * 32 - 1
     assert L.stats_unidx(L.stats_idx(1, 5, 1, 21)) == (1, 5, 1, 21)
     # FNV-1a 64 reference vectors
     assert L.fnv1a64(b"") == 0xCBF29CE484222325

@@ -15,7 +15,7 @@ POLICY_SLOTS = 2
 RL_CLASSES = 4
 OVERLOAD_LEVELS = 4
 PRIO_CLASSES = 4
-HOOKS = 2
+HOOKS = 3
 VERDICTS = 4
 REASONS = 32
 ACL_MAX = 16384
@@ -32,6 +32,12 @@ POL_F_VALID = 0x1
 POL_F_MARK = 0x2
 POL_F_KA = 0x4
 POL_F_NAT_DROP = 0x8
+POL_F_TM_OFF = 0x10
+IF_F_CLASSIFY = 0x1
+IF_F_STEER = 0x2
+IF_F_XDP = 0x4
+META_MAGIC = 0x46535445
+META_F_CALLID = 0x1
 
 FNV64_OFFSET = 0xCBF29CE484222325
 FNV64_PRIME = 0x100000001B3
@@ -108,6 +114,7 @@ REASONS_USED = 31
 class Hook(IntEnum):
     XDP = 0
     TC_EGRESS = 1
+    TC_INGRESS = 2
 
 
 class RlClass(IntEnum):
@@ -277,6 +284,30 @@ class Counter(Struct):
     ]
 
 
+class IfCfg(Struct):
+    _fields_ = [("flags", ctypes.c_uint32), ("_pad", ctypes.c_uint32)]
+
+
+class ParseStat(Struct):
+    _fields_ = [
+        ("sip_parses", ctypes.c_uint64),
+        ("meta_used", ctypes.c_uint64),
+        ("meta_missing", ctypes.c_uint64),
+        ("_rsvd", ctypes.c_uint64),
+    ]
+
+
+class Meta(Struct):
+    _fields_ = [
+        ("magic", ctypes.c_uint32),
+        ("method", ctypes.c_uint8),
+        ("verdict", ctypes.c_uint8),
+        ("reason", ctypes.c_uint8),
+        ("flags", ctypes.c_uint8),
+        ("callid_hash", ctypes.c_uint64),
+    ]
+
+
 class IfStat(Struct):
     _fields_ = [
         ("rx_packets", ctypes.c_uint64),
@@ -357,6 +388,9 @@ CORE_STRUCTS = {
     "etsf_rl_state": RlState,
     "etsf_counter": Counter,
     "etsf_ifstat": IfStat,
+    "etsf_if_cfg": IfCfg,
+    "etsf_parse_stat": ParseStat,
+    "etsf_meta": Meta,
     "etsf_sip_info": SipInfo,
     "etsf_admit": Admit,
     "etsf_admit_txn": AdmitTxn,
