@@ -116,4 +116,19 @@ static __always_inline int etsf_admit_invite(const struct etsf_ctl *ctl,
 	return ok;
 }
 
+/*
+ * 1 = this ACK acknowledges a final response to an INVITE that admission
+ * refused (Call-ID + CSeq number of a live refusal): the answer was ours, the
+ * proxy never saw the transaction, so the ACK has nowhere useful to go.  An
+ * ACK for an admitted INVITE (its 2xx or the proxy's error) is never matched.
+ */
+static __always_inline int etsf_admit_refused_ack(const struct etsf_sip_result *r)
+{
+	__u64 key = etsf_admit_key(r->callid_hash, r->cseq);
+	struct etsf_admit_txn *t;
+
+	t = bpf_map_lookup_elem(&etsf_admit_txn, &key);
+	return t && !t->admitted && bpf_ktime_get_ns() - t->ts_ns < ETSF_ADMIT_TXN_NS;
+}
+
 #endif /* ETSF_ADMIT_H */

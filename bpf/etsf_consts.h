@@ -99,7 +99,10 @@ enum etsf_reason {
 	                            * the kernel with a 200 (XDP_TX)        */
 	ETSF_R_NAT_KEEPALIVE = 30, /* DROP: NAT keep-alive (CRLF / zeros) on a
 	                            * SIP port, dropped by policy            */
-	ETSF_REASONS_USED    = 31,
+	ETSF_R_ADMIT_ACK     = 31, /* DROP: the ACK of an in-kernel 503: its
+	                            * INVITE was refused, the proxy never saw
+	                            * that transaction                       */
+	ETSF_REASONS_USED    = 32,
 };
 
 /* ---- RFC 7339 rewrite at TC egress (index of etsf_oc_stats) ------------- */

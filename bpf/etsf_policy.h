@@ -157,6 +157,10 @@ static __always_inline __u32 etsf_policy_verdict(const struct etsf_ctl *ctl,
 		*reason = ETSF_R_TRUSTED;
 		return ETSF_V_PASS;
 	}
+	if (r->method == ETSF_M_ACK && r->has_callid && etsf_admit_refused_ack(r)) {
+		*reason = ETSF_R_ADMIT_ACK;
+		return ETSF_V_DROP;
+	}
 	prot = etsf_protected(r);
 
 	level = ctl->overload_level;

@@ -22,7 +22,7 @@ from . import datapath
 from . import inputs as T
 from .output import EXIT_ERROR, emit
 
-POLICY_DROP_REASONS = ("DENY", "RATE_LIMIT", "OVERLOAD", "ADMISSION", "ADMIT_503", "NAT_KEEPALIVE")
+POLICY_DROP_REASONS = ("DENY", "RATE_LIMIT", "OVERLOAD", "ADMISSION", "ADMIT_503", "ADMIT_ACK", "NAT_KEEPALIVE")
 MAX_WINDOW_S = 60.0
 MAX_PROBES = 5
 

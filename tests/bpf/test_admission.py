@@ -173,3 +173,31 @@ def test_per_source_limit_drops_silently_before_admission(env, one_cpu):
     env.xdp(invite(2), V.DROP, M.INVITE, R.RATE_LIMIT)
     a = env.admit()
     assert (a.rejected, a.replied) == (1, 1)
+
+
+def _ack(i, cseq=1):
+    return udp4(sip_request("ACK", callid=f"adm-{i}@198.18.1.10", cseq=cseq, to_tag="etsf-503"))
+
+
+def test_ack_of_refused_invite_is_absorbed(env, one_cpu):
+    """The ACK of a refused INVITE (same Call-ID and CSeq number) stops at the node; the ACK of an
+    admitted one, and an ACK whose CSeq does not match the refusal, pass."""
+    admission(env, 1, 1)
+    env.xdp(invite(20), V.PASS, M.INVITE, R.OK)
+    env.xdp(invite(21), V.DROP, M.INVITE, R.ADMISSION)
+    env.xdp(_ack(21), V.DROP, M.ACK, R.ADMIT_ACK, n=2)      # a re-ACK of a 503 retransmission too
+    env.xdp(_ack(20), V.PASS, M.ACK, R.OK)
+    env.xdp(_ack(21, cseq=2), V.PASS, M.ACK, R.OK)
+    # admission switched off: the refusal still stands for its transaction's lifetime
+    admission(env, 0, 0)
+    env.xdp(_ack(21), V.DROP, M.ACK, R.ADMIT_ACK)
+    a = env.admit()
+    assert (a.admitted, a.rejected) == (1, 1)
+
+
+def test_ack_after_refusal_expired_passes(env, one_cpu):
+    admission(env, 1, 0)
+    key = L.admit_key(L.fnv1a64(b"adm-22@198.18.1.10"), 1).to_bytes(8, "little")
+    old = L.AdmitTxn(ts_ns=bpf.monotonic_ns() - L.ADMIT_TXN_NS - 10**9, admitted=0)
+    env.maps["etsf_admit_txn"].update(key, bytes(old))
+    env.xdp(_ack(22), V.PASS, M.ACK, R.OK)

@@ -87,7 +87,8 @@ def test_overload_level_drops_count():
 
 
 @pytest.mark.parametrize("method,reason", [("INVITE", "ADMISSION"), ("INVITE", "ADMIT_503"),
-                                           ("UNKNOWN", "NAT_KEEPALIVE")])
+                                           ("UNKNOWN", "NAT_KEEPALIVE"),
+                                           ("ACK", "ADMIT_ACK")])
 def test_admission_and_nat_keepalive_drops_are_excused(method, reason):
     """The admission control refusing 2 of 3 INVITEs in a surge is doing its job: a fail-safe that
     counted it would switch the node to bypass exactly when the proxy needs protecting."""

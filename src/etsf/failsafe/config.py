@@ -84,7 +84,7 @@ SCHEMA = S.Map({
             "window_s": _window(2.0), "min_packets": _count(0, 20, "fewer packets in the window never trip"),
             "excused_reasons": S.List(_NAMES, "drop reasons that do not count (decisions eTSF was asked to take: "
                                       "the rate limiter, admission control, NAT keep-alive drops)",
-                                      default=["RATE_LIMIT", "ADMISSION", "ADMIT_503", "NAT_KEEPALIVE"]),
+                                      default=["RATE_LIMIT", "ADMISSION", "ADMIT_503", "ADMIT_ACK", "NAT_KEEPALIVE"]),
         }, "too many XDP drops"),
         "ser": S.Map({
             "enabled": _enabled(), "points": S.Num(0, 100, "percentage points below the baseline", default=20.0),

@@ -106,9 +106,10 @@ class Reason(IntEnum):
     ADMIT_503 = 28
     KA_ANSWERED = 29
     NAT_KEEPALIVE = 30
+    ADMIT_ACK = 31
 
 
-REASONS_USED = 31
+REASONS_USED = 32
 
 
 class Hook(IntEnum):
