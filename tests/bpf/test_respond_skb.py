@@ -16,13 +16,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from scapy.all import IP, Ether, IPOption_NOP
 
 from etsf import bpf, bpfmaps
-from etsf import layout as L
 from etsf.build import build_test_object
 
 from .conftest import REPO
-from .helpers import DST4, DST6, SRC4, SRC6, SkBuff, udp4, udp6
+from .helpers import DST4, DST6, SRC4, SRC6, SkBuff, sip_request, udp4, udp6
 from .test_keepalive import ANSWERED, SECRET, V6_CASES, expected_200, ka_on
 from .test_keepalive import expected_frame as expected_200_frame
 from .test_respond import CASES, RETRY, _check, expected_503, expected_frame
@@ -129,17 +129,30 @@ def test_200_v6_same_as_xdp(env, check_prog, case):
                  expected_200_frame(req, v6=True, sport=5062))
 
 
+# Call-IDs whose 503 (to SRC4/SRC6 port 5062, this SECRET) sums to 0: sent as 0xffff (found by
+# searching k in "zero-{k}@h17s")
+ZERO_SUM = {False: "zero-348975@h17s", True: "zero-382078@h17s"}
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["v4", "v6"])
+def test_checksum_zero_sent_as_ffff(env, check_prog, v6):
+    both_on(env)
+    req = sip_request("INVITE", callid=ZERO_SUM[v6])
+    frame = (udp6 if v6 else udp4)(req, sport=5062)
+    want = expected_frame(req, v6=v6, sport=5062, secret=SECRET)
+    assert want[(54 if v6 else 34) + 6:][:2] == b"\xff\xff"
+    _same_as_xdp(env, check_prog, frame, want)
+
+
 def test_ip_options_leave_the_skb_unchanged(env, check_prog):
     """IPv4 with options is not answered at TC: -1, the request goes on as it came."""
     prog, counts = check_prog
     both_on(env)
-    frame = bytearray(udp4(ANSWERED["plain"]))
-    # the same packet with a 4-byte NOP/EOL option (IHL 6), checksums rebuilt by scapy
-    from scapy.all import IP, Ether, IPOption_NOP  # pylint: disable=import-outside-toplevel
-    pkt = Ether(bytes(frame))
+    # an answerable OPTIONS with four NOP options (IHL 6), checksums rebuilt by scapy
+    pkt = Ether(udp4(ANSWERED["plain"]))
     pkt[IP].options = [IPOption_NOP()] * 4
     del pkt[IP].ihl, pkt[IP].len, pkt[IP].chksum
-    frame = bytes(Ether(bytes(pkt)))
+    frame = bytes(pkt)
     assert frame[14] == 0x46
     before = _counts(counts)
     assert _tc(prog, frame) == (TC_ACT_OK, frame)
