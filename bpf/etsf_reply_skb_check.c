@@ -13,7 +13,7 @@
  * counts, per packet answered, the skb's checksum state seen on entry
  * (index = ip_summed: 0 NONE, 1 UNNECESSARY, 2 COMPLETE, 3 PARTIAL), so a
  * test knows which state its traffic exercised, and the outcomes of
- * etsf_skb_reply (RC_*).
+ * etsf_skb_reply (ETSF_RCHK_*).
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -30,10 +30,10 @@
 #include "etsf_keepalive.h"
 #include "etsf_reply_skb.h"
 
-#define RC_SENT      4          /* etsf_skb_reply returned 0  */
-#define RC_UNCHANGED 5          /* -1                         */
-#define RC_DROPPED   6          /* -2                         */
-#define RC_SLOTS     8
+#define ETSF_RCHK_SENT      4          /* etsf_skb_reply returned 0  */
+#define ETSF_RCHK_UNCHANGED 5          /* -1                         */
+#define ETSF_RCHK_DROPPED   6          /* -2                         */
+#define ETSF_RCHK_SLOTS     8
 
 #ifndef TC_ACT_SHOT
 #define TC_ACT_SHOT  2
@@ -41,7 +41,7 @@
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, RC_SLOTS);
+	__uint(max_entries, ETSF_RCHK_SLOTS);
 	__type(key, __u32);
 	__type(value, __u64);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
@@ -49,7 +49,7 @@ struct {
 
 extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;
 
-static __always_inline void check_count(__u32 idx)
+static __always_inline void etsf_rchk_count(__u32 idx)
 {
 	__u64 *v = bpf_map_lookup_elem(&etsf_reply_check, &idx);
 
@@ -95,11 +95,11 @@ int tc_reply_check(struct __sk_buff *skb)
 		return verdict == ETSF_V_DROP ? TC_ACT_SHOT : TC_ACT_OK;
 	rc = etsf_skb_reply(skb, p.l3off, p.l4off, p.family, p.pkt_len);
 	if (rc == 0) {
-		check_count(summed);
-		check_count(RC_SENT);
+		etsf_rchk_count(summed);
+		etsf_rchk_count(ETSF_RCHK_SENT);
 		return bpf_redirect(skb->ifindex, 0);
 	}
-	check_count(rc == -1 ? RC_UNCHANGED : RC_DROPPED);
+	etsf_rchk_count(rc == -1 ? ETSF_RCHK_UNCHANGED : ETSF_RCHK_DROPPED);
 	return rc == -1 && verdict != ETSF_V_DROP ? TC_ACT_OK : TC_ACT_SHOT;
 }
 
