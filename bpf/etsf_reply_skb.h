@@ -44,10 +44,6 @@
 
 #include "etsf_respond.h"
 
-#ifndef BPF_F_PSEUDO_HDR
-#define BPF_F_PSEUDO_HDR        (1ULL << 4)
-#endif
-
 /*
  * Turn the request skb into the response built in etsf_resp.  UDP over IPv4
  * without options or IPv6 without extension headers; l3off / l4off from the
