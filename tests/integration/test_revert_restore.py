@@ -83,7 +83,7 @@ def test_health_gate(lab, etsf_env):
     assert r.returncode == 1
     assert f"{lab.srv_if}: xdp_sip not attached" in json.loads(r.stdout)["message"]
 
-    etsfctl("attach", "--iface", lab.srv_if, env=etsf_env, netns=lab.srv_ns)
+    etsfctl("attach", "--hook", "xdp", "--iface", lab.srv_if, env=etsf_env, netns=lab.srv_ns)
     # attached, and a bounded OPTIONS probe from the host makes the counters move
     r = etsfctl("health", "--iface", lab.srv_if, "--window", "1", "--probe", f"{lab_peer(lab)}:5060", "--json",
                 env=etsf_env, netns=lab.srv_ns, check=False)
@@ -113,12 +113,12 @@ def test_reattach_keeps_pin_permissions(lab, etsf_env):
     """The exporter reads pins through group permissions granted once: a re-attach (upgrade)
     must not reset them to root-only."""
     import os
-    etsfctl("attach", "--iface", lab.srv_if, env=etsf_env, netns=lab.srv_ns)
+    etsfctl("attach", "--hook", "xdp", "--iface", lab.srv_if, env=etsf_env, netns=lab.srv_ns)
     pin = os.path.join(etsf_env["ETSF_PIN_ROOT"], "progs", "xdp_sip")
     os.chown(pin, 0, 65534)
     os.chmod(pin, 0o660)
     first = os.stat(pin)
-    etsfctl("attach", "--iface", lab.srv_if, env=etsf_env, netns=lab.srv_ns)   # atomic replace
+    etsfctl("attach", "--hook", "xdp", "--iface", lab.srv_if, env=etsf_env, netns=lab.srv_ns)   # atomic replace
     again = os.stat(pin)
     assert again.st_ino != first.st_ino            # a new pin (new program) ...
     assert (again.st_gid, again.st_mode & 0o777) == (65534, 0o660)   # ... with the same access

@@ -246,7 +246,8 @@ def interface_status(names) -> dict[str, dict[str, Any]]:
     for name in sorted(set(names)):
         rec = managed.get(name, {})
         row = {"ifindex": rec.get("ifindex"), "mode": rec.get("mode"), "present": True,
-               "hook_requested": rec.get("hook_requested"), "hook_reason": rec.get("hook_reason"),
+               "hook_recorded": rec.get("hook"), "hook_requested": rec.get("hook_requested"),
+               "hook_reason": rec.get("hook_reason"),
                "managed": name in managed, "stamp": rec.get("stamp"), "attached": False}
         try:
             idx = socket.if_nametoindex(name)
