@@ -117,6 +117,7 @@ interfaces:
 """
 
 import os
+import socket
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule
@@ -195,7 +196,9 @@ def main():
     require_agent(module)
     p = module.params
     for iface in p["interfaces"] + p["fastpath_interfaces"]:
-        if not os.path.exists(f"/sys/class/net/{iface}"):
+        try:
+            socket.if_nametoindex(iface)     # this network namespace's, which /sys may not show
+        except OSError:
             module.fail_json(msg=f"interfaces: {iface} does not exist on this host")
     try:
         if p["prebuilt"]:

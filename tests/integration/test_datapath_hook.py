@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -146,3 +148,66 @@ def test_bad_hook_is_one_line_and_changes_nothing(veth, etsf_env, etsf_bpf):
         assert _kernel_view(veth) == before
         assert _flags(etsf_bpf, root, before["ifindex"]) == layout.IF_F_XDP
     _ctl(veth, etsf_env, "detach", "--iface", veth.srv_if)
+
+
+def test_restore_reapplies_the_configured_hook(veth, etsf_env, etsf_bpf, tmp_path):
+    root = etsf_env["ETSF_PIN_ROOT"]
+    config = tmp_path / "datapath.yml"
+    config.write_text(f"version: 1\nhook: tc\ninterfaces: [{veth.srv_if}]\nprebuilt: true\n"
+                      f"build_dir: {etsf_env['ETSF_BUILD_DIR']}\n")
+    out = json.loads(_ctl(veth, etsf_env, "restore", "--config", str(config), "--json").stdout)
+    assert out["hooks"] == {veth.srv_if: "tc"}, out
+    k = _kernel_view(veth)
+    assert k["xdp_prog"] is None and k["tc"]["ingress"] == ["tc_fastpath"], k
+    assert _flags(etsf_bpf, root, k["ifindex"]) == layout.IF_F_CLASSIFY
+    r = json.loads(_ctl(veth, etsf_env, "revert", "--mode", "detach", "--json").stdout)
+    assert r["interfaces"] == {veth.srv_if: True}, r
+    assert _kernel_view(veth)["tc"] == {"ingress": [], "egress": []}
+    assert _flags(etsf_bpf, root, k["ifindex"]) is None
+
+
+def _module(lab, env, tmp_path, check: bool = False, **params) -> dict:
+    """One run of the etsf.sip.datapath module on localhost inside the server namespace."""
+    repo = Path(__file__).resolve().parents[2]
+    args = {"interfaces": [lab.srv_if], "prebuilt": True, "build_dir": env["ETSF_BUILD_DIR"], **params}
+    e = dict(os.environ, **env, PYTHONPATH=str(repo / "src"), ANSIBLE_CONFIG=str(repo / "ansible.cfg"),
+             ANSIBLE_LOCAL_TEMP=str(tmp_path / "ansible-local"), ANSIBLE_CALLBACK_RESULT_FORMAT="json")
+    cmd = ["nsenter", f"--net=/run/netns/{lab.srv_ns}", str(repo / ".venv/bin/ansible"), "localhost",
+           "-i", "localhost,", "-c", "local", "-e", f"ansible_python_interpreter={sys.executable}",
+           "-m", "etsf.sip.datapath", "-a", json.dumps(args), "--diff", *(["--check"] if check else [])]
+    r = subprocess.run(cmd, cwd=repo, env=e, capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    head, _sep, body = r.stdout.partition("localhost | ")
+    out = json.loads(body.split("=>", 1)[1])
+    out["diff_text"] = head            # what --diff printed before the result
+    return out
+
+
+def test_module_hook_check_mode_diff_and_idempotence(veth, etsf_env, etsf_bpf, tmp_path):
+    root = etsf_env["ETSF_PIN_ROOT"]
+    res = _module(veth, etsf_env, tmp_path, check=True)            # hook: auto
+    assert res["changed"] and res["actions"] == {veth.srv_if: "attach"}, res
+    assert res["interfaces"][veth.srv_if]["hook"] == "tc", res        # the after view (diff: after)
+    assert _kernel_view(veth)["tc"] == {"ingress": [], "egress": []}        # check mode: nothing done
+
+    res = _module(veth, etsf_env, tmp_path)
+    assert res["changed"] and res["interfaces"][veth.srv_if]["hook"] == "tc", res
+    res = _module(veth, etsf_env, tmp_path)
+    assert not res["changed"] and res["actions"] == {veth.srv_if: "unchanged"}, res
+
+    res = _module(veth, etsf_env, tmp_path, check=True, hook="xdp")
+    assert res["changed"] and res["actions"] == {veth.srv_if: "switch"}, res
+    assert res["interfaces"][veth.srv_if]["hook"] == "xdp", res
+    assert '-        "hook": "tc",' in res["diff_text"], res["diff_text"]
+    assert '+        "hook": "xdp",' in res["diff_text"], res["diff_text"]
+    k = _kernel_view(veth)
+    assert k["xdp_prog"] is None and k["tc"]["ingress"] == ["tc_fastpath"], k
+
+    res = _module(veth, etsf_env, tmp_path, hook="xdp")
+    k = _kernel_view(veth)
+    assert res["changed"] and k["xdp_prog"] == "xdp_sip" and k["tc"]["ingress"] == [], (res, k)
+    assert _flags(etsf_bpf, root, k["ifindex"]) == layout.IF_F_XDP
+
+    res = _module(veth, etsf_env, tmp_path, state="detached")
+    assert res["changed"] and _kernel_view(veth)["xdp_prog"] is None, res
+    assert _flags(etsf_bpf, root, k["ifindex"]) is None

@@ -421,7 +421,8 @@ def test_unverifiable_upgrade_keeps_running(fslab, fs_attached, etsf_env, tmp_pa
     calls = Calls(fslab, tmp_path, calls=40, rate=10)
     time.sleep(1.5)
     st0 = _iface(fslab, etsf_env)
-    r = etsfctl("attach", "--hook", "xdp", "--iface", fslab.srv_if, "--build-dir", bad, env=etsf_env, netns=fslab.srv_ns,
+    r = etsfctl("attach", "--hook", "xdp", "--iface", fslab.srv_if, "--build-dir", bad,
+                env=etsf_env, netns=fslab.srv_ns,
                 check=False)
     st1 = _iface(fslab, etsf_env)
     res = calls.finish()

@@ -25,7 +25,7 @@ def test_revert_bypass_then_detach_then_restore(lab, etsf_env, tmp_path):
     policy = tmp_path / "policy.yml"
     policy.write_text(POLICY)
     config = tmp_path / "datapath.yml"
-    config.write_text(f"version: 1\nmode: native\ninterfaces: [{lab.srv_if}]\n"
+    config.write_text(f"version: 1\nhook: xdp\nmode: native\ninterfaces: [{lab.srv_if}]\n"
                       f"build_dir: {etsf_env['ETSF_BUILD_DIR']}\npolicy: {policy}\n")
 
     # restore from nothing attaches and applies the policy
@@ -66,6 +66,7 @@ def test_restore_config_errors_are_one_line(etsf_env, tmp_path):
     for text, field in (("version: 2\ninterfaces: [x]\n", "version"),
                         ("version: 1\ninterfaces: []\n", "interfaces"),
                         ("version: 1\ninterfaces: [x]\nmode: turbo\n", "mode"),
+                        ("version: 1\ninterfaces: [x]\nhook: ebpf\n", "hook"),
                         ("version: 1\ninterfaces: [x\n", "not valid YAML")):
         bad.write_text(text)
         r = etsfctl("restore", "--config", str(bad), env=etsf_env, check=False)

@@ -231,7 +231,8 @@ def test_upgrade_to_per_cpu_lru_lists_keeps_entries_and_counters(lab, etsf_env, 
             assert len(want[name]) >= len(add), name
     assert old_max["etsf_fp_aff"] == old_max["etsf_fp_flow"] == 65536
 
-    r = json.loads(etsfctl("attach", "--hook", "xdp", "--iface", lab.srv_if, "--json", env=etsf_env, netns=lab.srv_ns).stdout)
+    r = json.loads(etsfctl("attach", "--hook", "xdp", "--iface", lab.srv_if, "--json",
+                           env=etsf_env, netns=lab.srv_ns).stdout)
     assert sorted(r["migrated_maps"]) == ["etsf_admit_txn", "etsf_tm_txn"] and r["replaced_prog_id"]
     r = json.loads(etsfctl("fastpath", "attach", "--iface", lab.srv_if, "--json", env=etsf_env,
                            netns=lab.srv_ns).stdout)
@@ -250,7 +251,8 @@ def test_upgrade_to_per_cpu_lru_lists_keeps_entries_and_counters(lab, etsf_env, 
     assert _xdp_count("OPTIONS") == before + 2                  # the new programs count on them
 
     # the next attach of either re-uses every pinned map as it is
-    r = json.loads(etsfctl("attach", "--hook", "xdp", "--iface", lab.srv_if, "--json", env=etsf_env, netns=lab.srv_ns).stdout)
+    r = json.loads(etsfctl("attach", "--hook", "xdp", "--iface", lab.srv_if, "--json",
+                           env=etsf_env, netns=lab.srv_ns).stdout)
     assert r["migrated_maps"] == []
     r = json.loads(etsfctl("fastpath", "attach", "--iface", lab.srv_if, "--json", env=etsf_env,
                            netns=lab.srv_ns).stdout)
