@@ -15,8 +15,8 @@ description:
     unchanged), then attaches the classifier on the hook O(hook) names (XDP, or TC ingress) and the
     TC egress marker to each of O(interfaces). Programs already attached from an older build are
     replaced atomically; pinned maps and their state (counters, rate-limit buckets, policy) are kept.
-  - A hook change switches in place: the new hook is attached before the old one is removed, so no
-    packet passes unclassified.
+  - A hook change switches in place (action C(switch)); the new hook is attached before the old one
+    is removed, so no packet passes unclassified.
   - With O(state=attached), interfaces that eTSF manages but that are no longer listed are detached.
   - Check mode reports what would be built, attached, replaced and detached; diff mode shows the
     per-interface programs before and after.
@@ -31,8 +31,8 @@ options:
     required: true
   hook:
     description:
-      - Where SIP is classified. V(auto) decides per interface by driver (what C(etsfctl preflight)
-        reports): V(xdp) on a NIC whose driver runs XDP natively (drops before an skb exists),
+      - Where SIP is classified. V(auto) decides per interface by driver, as C(etsfctl preflight)
+        reports it; V(xdp) on a NIC whose driver runs XDP natively (drops before an skb exists),
         V(tc) (TC ingress) on veth, bridges and other virtual interfaces, where native XDP copies
         every skb. V(xdp) and V(tc) force the hook.
     type: str

@@ -123,11 +123,11 @@ def attach(iface: str, mode: str | None = None, build_dir: str | None = None,
             raise DatapathError(f"TC egress attach on {iface} failed: "
                                 f"{str(e).splitlines()[0] if str(e) else e}") from None
         if chosen == "xdp":
-            _, flags = hooks.update_flags(idx, add=layout.IF_F_XDP, clear=layout.IF_F_CLASSIFY)
+            flags = hooks.update_flags(idx, add=layout.IF_F_XDP, clear=layout.IF_F_CLASSIFY)[1]
             if not flags & layout.IF_F_STEER:
                 hooks.detach_tc_ingress(idx)        # was the tc hook: XDP classifies from now
         else:
-            _, flags = hooks.update_flags(idx, add=layout.IF_F_CLASSIFY, clear=layout.IF_F_XDP)
+            flags = hooks.update_flags(idx, add=layout.IF_F_CLASSIFY, clear=layout.IF_F_XDP)[1]
             if cur_ours:                            # was the xdp hook: TC classifies from now
                 bpf.xdp_detach(idx, mode=cur_mode or "native", expected_prog_id=cur_id)
         repin(progs[main_prog], os.path.join(root, "progs", main_prog))

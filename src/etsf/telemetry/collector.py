@@ -85,8 +85,8 @@ class EtsfCollector:
         yield from fams.values()
 
         hk = GaugeMetricFamily("etsf_interface_hook", "1 for the hook that classifies SIP on the interface "
-                               "(xdp or tc); steer=1 where the fast path steers", labels=["iface", "ifindex", "hook",
-                                                                                         "steer"])
+                               "(xdp or tc); steer=1 where the fast path steers",
+                               labels=["iface", "ifindex", "hook", "steer"])
         for name, row in sorted(snap.get("hooks", {}).items()):
             hk.add_metric([name, str(row["ifindex"]), row["hook"] or "none", str(int("steer" in row["flags"]))], 1)
         yield hk
