@@ -63,7 +63,7 @@ VIRTUAL_DRIVERS = frozenset({
     "veth", "bridge", "dummy", "tun", "vxlan", "geneve", "macvlan", "macvtap", "ipvlan", "ipvtap",
     "bonding", "team", "vrf", "ifb", "netkit", "wireguard", "802.1Q VLAN Support", "gre", "ip_gre",
     "ip6_gre", "ipip", "sit", "ip6_tunnel", "ip_vti", "ip6_vti", "nlmon", "openvswitch", "hsr",
-    "macsec", "xfrm", "bareudp", "gtp", "vcan", "batman-adv",
+    "macsec", "xfrm", "bareudp", "gtp", "vcan", "batman-adv", "loopback",
 })
 # What each virtual driver is, for the reason auto gives.
 _VIRTUAL_WHY = {
@@ -316,7 +316,7 @@ def iface_facts(iface: str, sysfs_root: str = "/sys", ifindex: int | None = None
         real = os.path.realpath(net)
         virtual = f"{os.sep}virtual{os.sep}" in real or not os.path.exists(os.path.join(net, "device"))
         lower = sorted(n[len("lower_"):] for n in os.listdir(net) if n.startswith("lower_"))
-    driver = driver or sys_driver
+    driver = driver or sys_driver or ("loopback" if iface == "lo" else "")
     if virtual is None:
         virtual = driver in VIRTUAL_DRIVERS or (drvinfo is not None and not drvinfo[1]) or not driver
     return {"iface": iface, "driver": driver or "unknown", "virtual": bool(virtual), "lower": lower,

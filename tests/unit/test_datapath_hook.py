@@ -117,7 +117,17 @@ def test_sysfs_of_another_namespace_is_ignored(sysfs):
 def test_live_interface_of_this_host():
     """auto_hook on the loopback of the running kernel: a software device, tc."""
     choice = pf.auto_hook("lo")
-    assert choice["hook"] == "tc" and choice["virtual"]
+    assert choice["hook"] == "tc" and choice["virtual"] and choice["driver"] == "loopback"
+
+
+def test_preflight_reports_the_hook_per_interface():
+    rep = pf.run(["lo", "etsf-nope0"])
+    row = next(c for c in rep["checks"] if c["name"] == "hook:lo")
+    assert row["ok"] and row["hook"] == "tc" and row["detail"].startswith("auto hook tc: lo: loopback: virtual")
+    assert rep["interfaces"]["lo"]["hook"] == "tc" and rep["interfaces"]["lo"]["reason"] == row["reason"]
+    # an interface that does not exist gets its failed check, no hook row
+    assert "hook:etsf-nope0" not in [c["name"] for c in rep["checks"]]
+    assert "hook" not in rep["interfaces"]["etsf-nope0"]
 
 
 def test_bad_hook_is_refused_naming_the_field():
