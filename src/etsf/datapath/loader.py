@@ -208,7 +208,9 @@ def detach(iface: str) -> dict[str, Any]:
         bpf.xdp_detach(idx, mode=cur.get("mode") or "native", expected_prog_id=cur_id)
         changed = True
     in_id = hooks.tc_ingress_id(idx)
-    if old & layout.IF_F_CLASSIFY and not flags & layout.IF_F_STEER:
+    # the state's record too: a map re-created without our entry must not leave the program behind
+    was_tc = bool(old & layout.IF_F_CLASSIFY) or load_state()["interfaces"].get(iface, {}).get("hook") == "tc"
+    if was_tc and not flags & layout.IF_F_STEER:
         changed = hooks.detach_tc_ingress(idx) or changed
     tc_id = int(bpf.tc_query(idx, direction="egress") or 0)
     if tc_id and prog_name(tc_id) == TC_PROG:
@@ -219,7 +221,7 @@ def detach(iface: str) -> dict[str, Any]:
     save_state(st)
     return {"changed": changed, "iface": iface, "ifindex": idx, "xdp_prog_id": cur_id or None,
             "tc_prog_id": tc_id or None,
-            "tc_ingress_prog_id": (in_id or None) if old & layout.IF_F_CLASSIFY else None,
+            "tc_ingress_prog_id": (in_id or None) if was_tc else None,
             "if_flags": hooks.flag_names(flags)}
 
 
