@@ -205,7 +205,7 @@ class FloodBench:
                        peer_addrs=[f"{SINK}/24"])
         self.sh(self.src_ns, "ping", "-c1", "-W1", "-I", SRC_BASE, SINK, check=False)
         if cfg in ("X", "G"):
-            self.etsfctl("attach", "--iface", SINK_IF, "--mode", "native" if cfg == "X" else "generic")
+            self.etsfctl("attach", "--hook", "xdp", "--iface", SINK_IF, "--mode", "native" if cfg == "X" else "generic")
             pol = self.work / "policy.yml"
             pol.write_text(policy())
             self.etsfctl("policy", "apply", str(pol))

@@ -299,7 +299,7 @@ class PathBench:
                          timeout=600)
         cfg.setdefault("rules_load_s", []).append(round(time.monotonic() - t0, 2))
         if spec["classifier"]:
-            self.b.etsfctl("attach", "--iface", T.UPLINK_IF, "--mode", "native")
+            self.b.etsfctl("attach", "--hook", "xdp", "--iface", T.UPLINK_IF, "--mode", "native")
         if spec["fastpath"]:
             self.b.etsfctl("fastpath", "attach", "--iface", T.UPLINK_IF, "--iface", T.POD_HOST_IF)
         if spec["classifier"] or spec["fastpath"]:
