@@ -8,7 +8,8 @@ Each run (bounded by counts: sipp -m, sampler iterations; and by sipp -timeout):
                           on top, for FLOOD_S s, then stops;
   calls go on until every one of them has ended.
 Numbers come from the parts themselves: sipp's statistics (calls, INVITE -> 200), `etsfctl
-stats` on the host (packets shed in the kernel), Kamailio's own counters (`kamcmd
+stats` on the host (packets shed in the kernel, counted at the hook that classifies on the host:
+XDP, or TC ingress for the tc hook, the default on the lab's veth sip0), Kamailio's own counters (`kamcmd
 stats.get_statistics`), the host's UDP counters, and the eTSF exporter (scraped over HTTP on the
 host) for SER/NER and the shed-per-second curve.
 
@@ -46,12 +47,14 @@ SIPP_TIMEOUT = "60s"    # hard bound on every sipp process
 EXPORTER = "http://127.0.0.1:9761/metrics"
 SAMPLE_S = 0.5
 FLOOD_METHODS = ("REGISTER", "OPTIONS")
+# datapath hook (etsfctl status) -> the hook its classification counts under (etsfctl stats)
+COUNTER_HOOK = {"xdp": "XDP", "tc": "TC_INGRESS"}
 
 # Runs on the SBC host: scrape the exporter every SAMPLE_S (bounded by a count) and print the
-# sum of the XDP drop counters per scrape, one JSON line each.
+# sum of the drop counters of the classifying hook per scrape, one JSON line each.
 SAMPLER = r"""
 import json, sys, time, urllib.request
-url, n, step = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+url, n, step, hook = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
 for _ in range(n):
     t = time.time()
     try:
@@ -60,7 +63,7 @@ for _ in range(n):
         print(json.dumps({"t": t, "error": str(exc)}), flush=True)
     else:
         shed = sum(float(l.rsplit(" ", 1)[1]) for l in body.splitlines()
-                   if l.startswith("etsf_sip_packets_total{") and 'hook="xdp"' in l
+                   if l.startswith("etsf_sip_packets_total{") and f'hook="{hook}"' in l
                    and 'verdict="drop"' in l)
         print(json.dumps({"t": t, "shed": shed}), flush=True)
     time.sleep(max(0.0, step - (time.time() - t)))
@@ -102,6 +105,15 @@ class Host:
 
     def etsf_status(self) -> dict:
         return json.loads(self.run("/usr/local/bin/etsfctl status --json"))
+
+    def counter_hook(self, st: dict) -> str:
+        """The stats hook (XDP or TC_INGRESS) of the one datapath hook every interface has."""
+        got = {name: row.get("hook") for name, row in st["interfaces"].items()}
+        hooks = set(got.values())
+        if len(hooks) != 1 or not hooks <= set(COUNTER_HOOK):
+            raise DemoError(f"{self.name}: want one datapath hook (xdp or tc) on every interface, got "
+                            + ", ".join(f"{name}: {hook}" for name, hook in sorted(got.items())))
+        return COUNTER_HOOK[hooks.pop()]
 
     def set_bypass(self, on: bool) -> None:
         self.run(f"/usr/local/bin/etsfctl bypass {'on' if on else 'off'} --json")
@@ -163,8 +175,9 @@ def invite_codes(prom: dict[str, float]) -> dict[int, int]:
     return out
 
 
-def deltas(before: dict, after: dict) -> dict:
-    """The numbers of one run, all as differences of the host's own counters."""
+def deltas(before: dict, after: dict, hook: str) -> dict:
+    """The numbers of one run, all as differences of the host's own counters; eTSF's at `hook`
+    (XDP or TC_INGRESS), where the host classifies."""
     def etsf_d(*a, **kw):
         return etsf_packets(after, *a, **kw) - etsf_packets(before, *a, **kw)
 
@@ -175,12 +188,13 @@ def deltas(before: dict, after: dict) -> dict:
     codes = {c: ca.get(c, 0) - cb.get(c, 0) for c in set(ca) | set(cb)}
     codes = {c: n for c, n in codes.items() if n > 0}
     return {
-        "shed_flood": etsf_d("XDP", FLOOD_METHODS, verdict="DROP"),
-        "xdp_flood_seen": etsf_d("XDP", FLOOD_METHODS),
-        "xdp_flood_passed": etsf_d("XDP", FLOOD_METHODS, verdict="PASS"),
-        "xdp_bypass": etsf_d("XDP", {r["method"] for r in after["etsf"]["counters"]},
-                             reason="BYPASS"),
-        "xdp_invite": etsf_d("XDP", ("INVITE",)),
+        "hook": hook,
+        "shed_flood": etsf_d(hook, FLOOD_METHODS, verdict="DROP"),
+        "flood_seen": etsf_d(hook, FLOOD_METHODS),
+        "flood_passed": etsf_d(hook, FLOOD_METHODS, verdict="PASS"),
+        "bypass_seen": etsf_d(hook, {r["method"] for r in after["etsf"]["counters"]},
+                              reason="BYPASS"),
+        "invite_seen": etsf_d(hook, ("INVITE",)),
         "kam_register": kam_d("core:rcv_requests_register"),
         "kam_options": kam_d("core:rcv_requests_options"),
         "kam_invite": kam_d("core:rcv_requests_invite"),
@@ -254,7 +268,7 @@ def rtt_samples(path: Path) -> list[tuple[float, float, int]]:
 
 
 # ---------------------------------------------------------------- one run
-def one_run(host: Host, mode: str, work: Path) -> dict:
+def one_run(host: Host, mode: str, work: Path, hook: str) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     for old in work.iterdir():
         if old.is_file():
@@ -266,7 +280,7 @@ def one_run(host: Host, mode: str, work: Path) -> dict:
     before = host.snapshot()
     procs: list[subprocess.Popen] = []
     try:
-        return _traffic(host, mode, work, before, procs)
+        return _traffic(host, mode, work, before, procs, hook)
     finally:
         for p in procs:             # after an error: nothing of ours keeps running
             if p.poll() is None:
@@ -275,12 +289,12 @@ def one_run(host: Host, mode: str, work: Path) -> dict:
 
 
 def _traffic(host: Host, mode: str, work: Path, before: dict,
-             procs: list[subprocess.Popen]) -> dict:
+             procs: list[subprocess.Popen], hook: str) -> dict:
     uas = sipp("uas", ["-sn", "uas", "-p", "5060"], work, "uas")
     procs.append(uas)
     time.sleep(0.5)   # the UAS socket is bound before the first INVITE is relayed to it
     n_samples = int((CALLS / CALL_RATE + 60) / SAMPLE_S)
-    sampler = subprocess.Popen(host.argv(f"python3 - {EXPORTER} {n_samples} {SAMPLE_S}"),
+    sampler = subprocess.Popen(host.argv(f"python3 - {EXPORTER} {n_samples} {SAMPLE_S} {hook.lower()}"),
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     procs.append(sampler)
     sampler.stdin.write(SAMPLER)
@@ -320,7 +334,7 @@ def _traffic(host: Host, mode: str, work: Path, before: dict,
     inv200 = [ms for _t, ms, rtd in rtt if rtd == 1]
     # sipp's rtt clock starts with the UAC process, i.e. at t0
     done = [t for t, _ms, rtd in rtt if rtd == 2]
-    d = deltas(before, after)
+    d = deltas(before, after, hook)
     return {
         "mode": mode, "uac_rc": rc_uac, "t_flood": [round(t_flood, 2), round(t_flood_end, 2)],
         "seconds": round(t_end, 1),
@@ -345,7 +359,7 @@ ROWS = [
     ("INVITE->200 p50 (ms; sipp ticks 1 ms)", "invite_200_p50_ms", "ms"),
     ("INVITE->200 p95 (ms)", "invite_200_p95_ms", "ms"),
     ("flood messages sent (REGISTER+OPTIONS)", "flood_sent", "{}"),
-    ("flood packets shed in the kernel (eTSF XDP)", "shed_flood", "{}"),
+    ("flood packets shed in the kernel (eTSF)", "shed_flood", "{}"),
     ("REGISTER reaching Kamailio (kamcmd)", "kam_register", "{}"),
     ("OPTIONS reaching Kamailio (kamcmd)", "kam_options", "{}"),
     ("all requests reaching Kamailio (kamcmd)", "kam_requests", "{}"),
@@ -439,9 +453,10 @@ def main(argv=None) -> int:
             raise DemoError(f"{host.name}: eTSF is not attached with a policy; run `make demo`")
         host.run("kamcmd core.uptime")
         was_bypass = bool(st["ctl"]["bypass"])
+        hook = host.counter_hook(st)
         print(f"demo: {host.name} ({host.sip}), Kamailio relaying to the UAS "
               f"{SIP_NET}.{PEERS['uas']}; UAC {SIP_NET}.{PEERS['uac']}, attacker "
-              f"{SIP_NET}.{PEERS['atk']}", flush=True)
+              f"{SIP_NET}.{PEERS['atk']}; eTSF classifies at {hook}", flush=True)
         print(f"demo: live view meanwhile: .venv/bin/python -m lab ssh {host.name} -- "
               "etsfctl top", flush=True)
         runs = {}
@@ -449,7 +464,7 @@ def main(argv=None) -> int:
             for mode in modes:
                 print(f"demo: run '{mode}': {CALLS} calls at {CALL_RATE}/s, flood of "
                       f"{2 * FLOOD_RATE} msg/s from t={FLOOD_AT:.0f}s for {FLOOD_S}s ...", flush=True)
-                runs[mode] = one_run(host, mode, args.out / "work" / mode)
+                runs[mode] = one_run(host, mode, args.out / "work" / mode, hook)
                 r = runs[mode]
                 print(f"demo: run '{mode}' done in {r['seconds']}s: {r['calls_completed']}/"
                       f"{r['calls_attempted']} calls completed, {r['shed_flood']} packets shed",
@@ -465,11 +480,12 @@ def main(argv=None) -> int:
     plot(runs, png)
     summary = (f"eTSF demo on lab host {host.name} ({host.sip}): {CALLS} calls at "
                f"{CALL_RATE}/s from the UAC peer, a REGISTER+OPTIONS flood of "
-               f"{2 * FLOOD_RATE} msg/s for {FLOOD_S}s from the attacker peer on top.\n\n"
+               f"{2 * FLOOD_RATE} msg/s for {FLOOD_S}s from the attacker peer on top; eTSF "
+               f"classifies at {hook}.\n\n"
                f"{text}\n\nPlot: {png}\nRaw sipp files: {args.out / 'work'}\n")
     (args.out / "summary.txt").write_text(summary)
     (args.out / "summary.json").write_text(json.dumps(
-        {"host": host.name, "calls": CALLS, "call_rate": CALL_RATE, "flood_rate": 2 * FLOOD_RATE,
+        {"host": host.name, "hook": hook, "calls": CALLS, "call_rate": CALL_RATE, "flood_rate": 2 * FLOOD_RATE,
          "flood_s": FLOOD_S, "runs": runs}, indent=1) + "\n")
     print("\n" + text + "\n")
     print(f"demo: summary {args.out / 'summary.txt'} (numbers: summary.json), "

@@ -3,6 +3,9 @@ lab with Kamailio (the appliance's template), eTSF rolled out with playbooks/sit
 UAS and attacker peers in the lab namespaces.  Each run (bypass, then enforcing) is bracketed by
 this test's own reads of the host's counters -- `etsfctl stats`, Kamailio's `kamcmd` statistics,
 the exporter -- and the numbers of the demo's table must equal those deltas.  Counts only.
+eTSF's counters are read at the hook that classifies on the host (`etsfctl status`): the lab
+inventory keeps the role's default hook, auto, which is tc (TC ingress) on the veth sip0; the
+other classification hook must count nothing.
 """
 from __future__ import annotations
 
@@ -18,6 +21,8 @@ from labhelpers import PY, REPO, ansible_bin, on_host, playbook_failures
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(1500)]
 
 HOST = "sbc1"
+# datapath hook (etsfctl status) -> the hook its classification counts under (etsfctl stats)
+COUNTER_HOOK = {"xdp": "XDP", "tc": "TC_INGRESS"}
 FLOOD = ("REGISTER", "OPTIONS")
 SCRAPE = ("python3 -c 'import urllib.request,sys;sys.stdout.write(urllib.request.urlopen("
           "\"http://127.0.0.1:9761/metrics\", timeout=5).read().decode())'")
@@ -39,6 +44,15 @@ def rolled_out(lab_up):
     return HOST
 
 
+@pytest.fixture(scope="module")
+def hook(rolled_out) -> str:
+    """The stats hook eTSF classifies at on the host: the default (auto) is tc on the veth sip0."""
+    row = json.loads(on_host(HOST, "/usr/local/bin/etsfctl status --json").stdout)["interfaces"]["sip0"]
+    assert row["attached"] and row["hook_requested"] == "auto" and row["hook"] == "tc", row
+    assert row["tc_ingress_prog_name"] == "tc_fastpath" and row["xdp_prog_id"] is None, row
+    return COUNTER_HOOK[row["hook"]]
+
+
 def _counters() -> dict:
     stats = json.loads(on_host(HOST, "/usr/local/bin/etsfctl stats --json").stdout)
     kam = {}
@@ -52,18 +66,25 @@ def _counters() -> dict:
             code = int(line.split('code="', 1)[1].split('"', 1)[0])
             codes[code] = int(float(line.rsplit(" ", 1)[1]))
     fs = json.loads(on_host(HOST, "/usr/local/bin/etsfctl failsafe status --json").stdout)["state"]
-    return {"xdp": [(r["method"], r["verdict"].upper(), r["reason"].upper(), r["packets"])
-                    for r in stats["counters"] if r["hook"].upper() == "XDP"],
+    return {"etsf": {h: [(r["method"], r["verdict"].upper(), r["reason"].upper(), r["packets"])
+                         for r in stats["counters"] if r["hook"].upper() == h]
+                     for h in COUNTER_HOOK.values()},
             "kam": kam, "codes": codes, "failsafe": (fs["state"], fs["trips_total"])}
 
 
-def _xdp(c: dict, methods=None, verdict=None, reason=None) -> int:
-    return sum(n for m, v, r, n in c["xdp"] if (methods is None or m in methods)
+def _etsf(c: dict, hook: str, methods=None, verdict=None, reason=None) -> int:
+    return sum(n for m, v, r, n in c["etsf"][hook] if (methods is None or m in methods)
                and (verdict is None or v == verdict) and (reason is None or r == reason))
 
 
-def _delta(before: dict, after: dict, **sel) -> int:
-    return _xdp(after, **sel) - _xdp(before, **sel)
+def _delta(before: dict, after: dict, hook: str, **sel) -> int:
+    return _etsf(after, hook, **sel) - _etsf(before, hook, **sel)
+
+
+def _others_idle(before: dict, after: dict, hook: str) -> None:
+    """The classification hook the host does not use counted nothing over the run."""
+    for other in set(COUNTER_HOOK.values()) - {hook}:
+        assert _delta(before, after, other) == 0, (other, after["etsf"][other])
 
 
 def _kam(before: dict, after: dict, name: str) -> int:
@@ -81,16 +102,18 @@ def _run(mode: str, out) -> tuple[dict, dict, dict, str]:
     return before, after, summary["runs"][mode], cp.stdout
 
 
-def test_demo_table_matches_host_counters(rolled_out, tmp_path):
+def test_demo_table_matches_host_counters(rolled_out, hook, tmp_path):
     # ---- bypass: the programs pass everything unparsed; the flood reaches Kamailio
     b0, b1, run, stdout = _run("bypass", tmp_path / "bypass")
+    assert run["hook"] == hook, run
+    _others_idle(b0, b1, hook)
     assert run["calls_attempted"] == run["calls_completed"] + run["calls_failed"] > 0, run
     assert run["flood_sent"] > 0
-    assert run["shed_flood"] == 0 == _delta(b0, b1, methods=FLOOD, verdict="DROP")
+    assert run["shed_flood"] == 0 == _delta(b0, b1, hook, methods=FLOOD, verdict="DROP")
     # every packet on sip0 passed as BYPASS; this test's window is a little wider than the run's
     # (the bypass flag is set before and cleared after it), so it may hold a few more packets
-    assert 0 < run["xdp_bypass"] <= _delta(b0, b1, reason="BYPASS"), run
-    assert run["xdp_bypass"] >= run["kam_requests"], run   # all that reached Kamailio crossed XDP
+    assert 0 < run["bypass_seen"] <= _delta(b0, b1, hook, reason="BYPASS"), run
+    assert run["bypass_seen"] >= run["kam_requests"], run   # all that reached Kamailio crossed the hook
     assert run["kam_register"] == _kam(b0, b1, "core:rcv_requests_register") > 0
     assert run["kam_options"] == _kam(b0, b1, "core:rcv_requests_options") > 0
     assert run["kam_requests"] == _kam(b0, b1, "core:rcv_requests")
@@ -101,20 +124,23 @@ def test_demo_table_matches_host_counters(rolled_out, tmp_path):
 
     # ---- enforcing: the flood is shed in the kernel, the calls all reach Kamailio
     e0, e1, run, _stdout = _run("enforcing", tmp_path / "enforcing")
+    assert run["hook"] == hook, run
+    _others_idle(e0, e1, hook)
     assert run["calls_attempted"] == run["calls_completed"] + run["calls_failed"] > 0, run
-    shed = _delta(e0, e1, methods=FLOOD, verdict="DROP")
+    shed = _delta(e0, e1, hook, methods=FLOOD, verdict="DROP")
     assert run["shed_flood"] == shed > 0
-    assert _delta(e0, e1, methods=FLOOD, verdict="DROP", reason="RATE_LIMIT") == shed
-    seen = _delta(e0, e1, methods=FLOOD)
-    passed = _delta(e0, e1, methods=FLOOD, verdict="PASS")
-    assert run["xdp_flood_seen"] == seen == shed + passed and seen <= run["flood_sent"]
+    assert _delta(e0, e1, hook, methods=FLOOD, verdict="DROP", reason="RATE_LIMIT") == shed
+    seen = _delta(e0, e1, hook, methods=FLOOD)
+    passed = _delta(e0, e1, hook, methods=FLOOD, verdict="PASS")
+    assert run["flood_seen"] == seen == shed + passed and seen <= run["flood_sent"]
+    assert run["flood_passed"] == passed
     assert run["kam_register"] == _kam(e0, e1, "core:rcv_requests_register")
     assert run["kam_options"] == _kam(e0, e1, "core:rcv_requests_options")
     # what reached Kamailio is what eTSF let through (nothing else sends REGISTER/OPTIONS)
     assert run["kam_register"] + run["kam_options"] <= passed
-    # every completed call's INVITE crossed XDP and reached Kamailio
+    # every completed call's INVITE crossed the hook and reached Kamailio
     assert _kam(e0, e1, "core:rcv_requests_invite") >= run["calls_completed"]
-    assert _delta(e0, e1, methods=("INVITE",)) >= run["calls_completed"]
+    assert run["invite_seen"] == _delta(e0, e1, hook, methods=("INVITE",)) >= run["calls_completed"]
     # SER/NER: the exporter's INVITE outcome counters over the run
     codes = {c: n - e0["codes"].get(c, 0) for c, n in e1["codes"].items()}
     codes = {c: n for c, n in codes.items() if n > 0}

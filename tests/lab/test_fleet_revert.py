@@ -40,8 +40,14 @@ def _status(host: str) -> dict:
     return json.loads(on_host(host, "/usr/local/bin/etsfctl status --json").stdout)
 
 
-def _xdp_on_sip0(host: str) -> bool:
-    return "prog/xdp" in on_host(host, "ip -d link show dev sip0").stdout
+def _classifiers_on_sip0(host: str) -> set[str]:
+    """The datapath hooks that carry an eTSF classifier on sip0, as the kernel shows them."""
+    on = set()
+    if "prog/xdp" in on_host(host, "ip -d link show dev sip0").stdout:
+        on.add("xdp")
+    if " name tc_fastpath " in on_host(host, "tc filter show dev sip0 ingress").stdout:
+        on.add("tc")
+    return on
 
 
 @pytest.fixture(scope="module")
@@ -56,10 +62,13 @@ def fleet(lab_up):
 
 
 def test_fleet_revert_bypass_then_detach(fleet):
+    hooks = {}
     for h in HOSTS:
         st = _status(h)
         assert not st["ctl"]["bypass"], (h, st["ctl"])
-        assert _xdp_on_sip0(h), h
+        # the hook each host has (the lab inventory keeps the default: auto, tc on the veth sip0)
+        hooks[h] = st["interfaces"]["sip0"]["hook"]
+        assert _classifiers_on_sip0(h) == {hooks[h]}, (h, hooks[h])
 
     cp, wall_bypass = _playbook("playbooks/revert.yml")
     assert cp.returncode == 0, cp.stdout[-3000:]
@@ -68,7 +77,7 @@ def test_fleet_revert_bypass_then_detach(fleet):
     for h in HOSTS:
         st = _status(h)
         assert st["ctl"]["bypass"], (h, st["ctl"])          # every program passes everything ...
-        assert _xdp_on_sip0(h), h                            # ... and stays attached
+        assert _classifiers_on_sip0(h) == {hooks[h]}, h      # ... and stays attached
 
     again, wall_again = _playbook("playbooks/revert.yml")
     assert again.returncode == 0 and all(r["changed"] == 0 for h, r in _recap(again.stdout).items()
@@ -79,7 +88,7 @@ def test_fleet_revert_bypass_then_detach(fleet):
     recap = _recap(cp.stdout)
     assert all(recap[h]["changed"] == 1 and recap[h]["failed"] == 0 for h in HOSTS), recap
     for h in HOSTS:
-        assert not _xdp_on_sip0(h), h
+        assert _classifiers_on_sip0(h) == set(), h
         assert "tc_sip_egress" not in on_host(h, "tc filter show dev sip0 egress").stdout, h
         assert _status(h)["interfaces"] == {}, h
 

@@ -1,6 +1,8 @@
 """Molecule `default` verify, on every host (one Debian 12, one Debian 13): the host runs its
-platform's suite, eTSF is attached, pinned, policy maps equal the inventory, restore is enabled;
-after a real reboot (systemd boots again in the lab host) all of it is back."""
+platform's suite, eTSF is attached on the hook the inventory asks for (mol-sbc1 `datapath_hook: xdp`,
+mol-sbc2 the default auto, which is tc on the lab's veth sip0), pinned, policy maps equal the
+inventory, restore is enabled; after a real reboot (systemd boots again in the lab host) all of it
+is back, on the same hook."""
 import json
 import os
 import pathlib
@@ -16,6 +18,15 @@ REPO = pathlib.Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", pathlib.Path(__
 # each platform's Debian suite, as molecule.yml asks the lab to boot it
 PLATFORMS = yaml.safe_load((pathlib.Path(__file__).parents[1] / "molecule.yml").read_text(encoding="utf-8"))["platforms"]
 SUITES = {p["name"]: p.get("suite", "bookworm") for p in PLATFORMS}
+HOST_VARS = yaml.safe_load((pathlib.Path(__file__).parents[1] / "molecule.yml").read_text(
+    encoding="utf-8"))["provisioner"]["inventory"].get("host_vars", {})
+# what each host asks for (the role's default is auto) ...
+REQUESTED = {n: HOST_VARS.get(n, {}).get("datapath_hook", "auto") for n in SUITES}
+# ... and the hook it must get: auto picks tc on a veth, and every lab host's sip0 is one
+HOOKS = {n: "tc" if want == "auto" else want for n, want in REQUESTED.items()}
+# the programs that run on sip0 for each hook (TC egress marks on both)
+PROGRAMS = {"xdp": ("xdp_sip", "tc_sip_egress"), "tc": ("tc_fastpath", "tc_sip_egress")}
+TC_HANDLE = "0xe75e"             # etsf.fastpath.slots.TC_HANDLE: the slot the datapath and fast path share
 
 
 def _json(host, cmd):
@@ -24,23 +35,52 @@ def _json(host, cmd):
     return json.loads(out.stdout)
 
 
+def _hook(host):
+    return HOOKS[host.backend.get_hostname()]
+
+
+def _tc_ingress_bpf(host):
+    """The bpf filters on sip0's TC ingress, as tc lists them (options.prog names the program)."""
+    return [f["options"] for f in _json(host, "tc -j filter show dev sip0 ingress")
+            if f.get("kind") == "bpf" and "options" in f]
+
+
 def _check_attached(host):
+    hook = _hook(host)
     st = _json(host, "etsfctl status --json")
     row = st["interfaces"]["sip0"]
-    assert row["attached"] and row["xdp_prog_name"] == "xdp_sip"
+    assert row["attached"] and row["hook"] == hook == row["hook_recorded"], row
+    assert row["hook_requested"] == REQUESTED[host.backend.get_hostname()], row
     assert row["tc_prog_name"] == "tc_sip_egress"
     # attached as the kernel sees it, by name (not just our state file)
     link = _json(host, "ip -j -d link show dev sip0")[0]
-    prog_id = link["xdp"]["prog"]["id"]
-    assert _json(host, f"bpftool -j prog show id {prog_id}")["name"] == "xdp_sip"
+    ingress = _tc_ingress_bpf(host)
+    if hook == "xdp":
+        assert row["xdp_prog_name"] == "xdp_sip" and row["xdp_mode"] == "native", row
+        assert row["if_flags"] == ["xdp"] and row["tc_ingress_prog_id"] is None, row
+        prog_id = link["xdp"]["prog"]["id"]
+        assert _json(host, f"bpftool -j prog show id {prog_id}")["name"] == "xdp_sip"
+        assert ingress == [], ingress                   # no TC ingress classifier besides XDP
+    else:
+        assert "veth" in row["hook_reason"] and row["hook_reason"].endswith("-> tc"), row
+        assert row["tc_ingress_prog_name"] == "tc_fastpath" and row["if_flags"] == ["classify"], row
+        assert row["xdp_prog_id"] is None and "xdp" not in link, link   # no XDP program at all
+        assert [(f["handle"], f["prog"]["name"], f["prog"]["id"]) for f in ingress] == \
+            [(TC_HANDLE, "tc_fastpath", row["tc_ingress_prog_id"])], ingress
+        assert _json(host, f"bpftool -j prog show id {row['tc_ingress_prog_id']}")["name"] == "tc_fastpath"
     return st
 
 
 def _check_pins(host):
-    for name in ("etsf_ctl", "etsf_policy", "etsf_acl_v4", "etsf_acl_v6", "etsf_rl", "etsf_stats"):
+    for name in ("etsf_ctl", "etsf_policy", "etsf_acl_v4", "etsf_acl_v6", "etsf_rl", "etsf_stats",
+                 "etsf_if_cfg"):
         assert host.file(f"/sys/fs/bpf/etsf/maps/{name}").exists, name
-    for name in ("xdp_sip", "tc_sip_egress"):
+    want = PROGRAMS[_hook(host)]
+    for name in want:
         assert host.file(f"/sys/fs/bpf/etsf/progs/{name}").exists, name
+    # the other hook's classifier is not pinned either: it never ran on this host
+    for name in {p for progs in PROGRAMS.values() for p in progs} - set(want):
+        assert not host.file(f"/sys/fs/bpf/etsf/progs/{name}").exists, name
 
 
 def _check_policy(host):
@@ -76,7 +116,13 @@ def test_policy_maps_equal_inventory(host):
 def test_restore_unit_enabled_and_preflight_report(host):
     assert host.service("etsf-restore.service").is_enabled
     report = json.loads(host.file("/var/lib/etsf/preflight.json").content_string)
-    assert report["ok"] and report["interfaces"]["sip0"]["xdp_mode"] == "native"
+    sip0 = report["interfaces"]["sip0"]
+    # preflight reports what auto would pick (tc on the veth), whatever the inventory pins
+    assert report["ok"] and sip0["xdp_mode"] == "native" and sip0["driver"] == "veth", sip0
+    assert sip0["hook"] == "tc" and "veth" in sip0["reason"], sip0
+    # restore re-attaches the hook the inventory asked for (datapath.yml, written by the role)
+    dp = yaml.safe_load(host.file("/etc/etsf/datapath.yml").content_string)
+    assert dp["hook"] == REQUESTED[host.backend.get_hostname()], dp
 
 
 def test_everything_back_after_reboot(host):
@@ -111,7 +157,12 @@ def test_exporter_unprivileged_and_scrapes(host):
     assert cap_eff & (1 << 21) == 0
     body = host.check_output(SCRAPE)
     assert 'etsf_up 1.0' in body
-    assert 'etsf_bpf_program_info{' in body and 'program="xdp_sip"' in body
+    # program_info names exactly the programs this host runs (the pinned ones)
+    info = {line.split('program="', 1)[1].split('"', 1)[0] for line in body.splitlines()
+            if line.startswith("etsf_bpf_program_info{")}
+    assert info == set(PROGRAMS[_hook(host)]), info
+    hooks = [line for line in body.splitlines() if line.startswith('etsf_interface_hook{iface="sip0"')]
+    assert len(hooks) == 1 and f'hook="{_hook(host)}",steer="0"}} 1.0' in hooks[0], hooks
     assert "etsf_policy_generation" in body
     assert "etsf_sip_packets_total" in body
 

@@ -9,9 +9,15 @@ testinfra_hosts = testinfra.utils.ansible_runner.AnsibleRunner(
     os.environ["MOLECULE_INVENTORY_FILE"]).get_hosts("all")
 
 
-def _xdp_attached(host):
+def _programs_on_sip0(host):
+    """Every BPF program on sip0, on either datapath hook: XDP and TC ingress/egress filters."""
     link = json.loads(host.check_output("ip -j -d link show dev sip0"))[0]
-    return bool(link.get("xdp"))
+    progs = [("xdp", link["xdp"]["prog"]["name"])] if link.get("xdp") else []
+    for direction in ("ingress", "egress"):
+        progs += [(direction, f["options"]["prog"]["name"])
+                  for f in json.loads(host.check_output(f"tc -j filter show dev sip0 {direction}"))
+                  if f.get("kind") == "bpf" and "options" in f]
+    return progs
 
 
 def test_outcome_per_batch(host):
@@ -21,7 +27,9 @@ def test_outcome_per_batch(host):
         # the canary: rolled out, attached, policy applied
         assert preflight["ok"]
         status = json.loads(host.check_output("etsfctl status --json"))
-        assert status["interfaces"]["sip0"]["attached"]
+        # the role's default hook (auto) on the lab's veth sip0: TC ingress, no XDP
+        assert status["interfaces"]["sip0"]["attached"] and status["interfaces"]["sip0"]["hook"] == "tc"
+        assert sorted(_programs_on_sip0(host)) == [("egress", "tc_sip_egress"), ("ingress", "tc_fastpath")]
         assert status["policy_generation"] >= 1
         assert host.service("etsf-restore.service").is_enabled
     else:
@@ -34,4 +42,4 @@ def test_outcome_per_batch(host):
         assert not host.file("/etc/etsf/policy.yml").exists
         assert not host.file("/etc/systemd/system/etsf-restore.service").exists
         assert not host.file("/usr/share/etsf/bpf").exists
-        assert not _xdp_attached(host)
+        assert _programs_on_sip0(host) == []
