@@ -373,3 +373,29 @@ def test_xdp_metadata_callid_steers_without_parsing(env, t, dummy_ns):
                 s2["sip_parses"] - s1["sip_parses"]) == (0, 1, 1)
     finally:
         t.clear_if(ifindex)
+
+
+def test_xdp_sip_hands_off_to_tc_one_parse(env, t, dummy_ns):
+    """xdp_sip and tc_fastpath on one interface (ETSF_IF_F_XDP | STEER): xdp_sip classifies and
+    parses, TC ingress steers the dialog to its Maglev backend from the metadata: one parse per
+    packet on the node."""
+    ifindex = dummy_ns
+    env.set_policy()
+    t.apply(SERVICES, target=0, active=1)
+    t.set_if(L.IF_F_XDP | L.IF_F_STEER, ifindex)
+    try:
+        callid = "handoff@198.18.0.1"
+        want = t.bid(maglev_backend(t, callid, B4), 5070)
+        frame = udp4(sip_request("INVITE", callid=callid), src=CLIENT4, dst=VIP4, dport=5060)
+        tc0, xdp0 = t.parse_stat(), t.parse_stat(H.XDP)
+        b0, ok0 = t.bstat(want)["packets"], env.counter(H.XDP, M.INVITE, V.PASS, R.OK)
+        n = 3
+        xdp_live(env.progs["xdp_sip"].fd, frame, b"", ifindex, n)
+        tc1, xdp1 = t.parse_stat(), t.parse_stat(H.XDP)
+        assert xdp1["sip_parses"] - xdp0["sip_parses"] == n
+        assert env.counter(H.XDP, M.INVITE, V.PASS, R.OK) - ok0 == n
+        assert (tc1["meta_used"] - tc0["meta_used"], tc1["meta_missing"] - tc0["meta_missing"],
+                tc1["sip_parses"] - tc0["sip_parses"]) == (n, 0, 0)
+        assert t.bstat(want)["packets"] == b0 + n
+    finally:
+        t.clear_if(ifindex)
