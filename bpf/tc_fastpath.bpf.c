@@ -70,6 +70,8 @@ struct etsf_fp_ctx {
 	__u32 reason;       /* fail-safe / L2..L4 reason, ETSF_R_OK to go on     */
 	__u32 parsed;       /* r holds this packet's parse result                */
 	__u32 meta;         /* XDP metadata: 0 none, else 1 + its flags          */
+	__u32 verdict;      /* classifier: verdict and reason of the packet      */
+	__u32 vreason;
 	__u32 _pad;
 };
 
@@ -96,6 +98,45 @@ static __always_inline int etsf_tc_reply(struct __sk_buff *skb, const struct ets
 }
 
 /*
+ * Build the in-kernel answer (code 503 or 200) and put it on the wire.
+ * Returns 1 when it goes out; c->verdict / c->vreason as etsf_ingress_answered.
+ * A global function: the builder is verified once, on its own.
+ */
+__attribute__((noinline)) int etsf_tc_answer(struct __sk_buff *skb, struct etsf_fp_ctx *c,
+					     const struct etsf_ctl *ctl, __u32 code)
+{
+	const struct etsf_ka_cfg *kc = NULL;
+	int tried, rc;
+
+	if (!skb || !c || !ctl)
+		return 0;
+	if (code == 200) {
+		__u32 slot = ctl->active_slot & 1;
+
+		kc = bpf_map_lookup_elem(&etsf_ka_cfg, &slot);
+		if (!kc)
+			return 0;
+	}
+	tried = etsf_ingress_build(ctl, &c->p, &c->r, code, kc);
+	rc = tried ? etsf_tc_reply(skb, &c->p) : -1;
+	return etsf_ingress_answered(code, tried, rc, &c->verdict, &c->vreason);
+}
+
+/*
+ * The policy verdict (c->verdict, c->vreason) and the answer due (returned:
+ * 503, 200 or 0) of a parsed packet.  A global function: verified once.
+ */
+__attribute__((noinline)) int etsf_tc_decide(struct etsf_fp_ctx *c, const struct etsf_ctl *ctl,
+					     const struct etsf_policy *pol, int valid)
+{
+	const struct etsf_ka_cfg *kc = NULL;
+
+	if (!c || !ctl)
+		return 0;
+	return etsf_ingress_decide(ctl, pol, valid, &c->p, &c->r, &c->verdict, &c->vreason, &kc);
+}
+
+/*
  * The classifier at TC ingress: xdp_sip's checks, verdicts and counters
  * (etsf_ingress.h) at ETSF_HOOK_TC_INGRESS, on the headers main parsed.
  * Returns TC_ACT_SHOT (dropped), TC_ACT_REDIRECT (answered) or ETSF_TC_GO.
@@ -106,7 +147,6 @@ __attribute__((noinline)) int etsf_tc_classify(struct __sk_buff *skb, struct ets
 	struct etsf_ifstat *ifs;
 	const struct etsf_policy *pol = NULL;
 	struct etsf_ctl *ctl = NULL;
-	const struct etsf_ka_cfg *kc = NULL;
 	struct etsf_sip_result *r;
 	struct etsf_pkt *p;
 	__u32 reason, verdict = ETSF_V_PASS, code, pc, zero = 0;
@@ -143,14 +183,13 @@ __attribute__((noinline)) int etsf_tc_classify(struct __sk_buff *skb, struct ets
 	}
 	if (r->reason == ETSF_R_OK && ifs)
 		ifs->sip_packets++;
-	code = etsf_ingress_decide(ctl, pol, valid, p, r, &verdict, &reason, &kc);
-	if (code) {
-		/* one call site: the builder is verified once for both answers */
-		int tried = etsf_ingress_build(ctl, p, r, code, kc);
-		int rc = tried ? etsf_tc_reply(skb, p) : -1;
-
-		tx = etsf_ingress_answered(code, tried, rc, &verdict, &reason);
-	}
+	c->verdict = ETSF_V_PASS;
+	c->vreason = ETSF_R_OK;
+	code = etsf_tc_decide(c, ctl, pol, valid);
+	if (code)
+		tx = etsf_tc_answer(skb, c, ctl, code);
+	verdict = c->verdict & 3;
+	reason = c->vreason;
 	if (r->reason == ETSF_R_OK && verdict != ETSF_V_DROP && !tx && etsf_tm_enabled(pol, valid))
 		etsf_tm_observe(ETSF_HOOK_TC_INGRESS, skb->ingress_ifindex, r);
 
