@@ -23,7 +23,7 @@ from etsf import bpf, fastpath
 from etsf import layout as L
 from etsf import libbpf
 
-from .helpers import SkBuff, M, R, V, sip_request, sip_response, tcp4, udp4, udp6
+from .helpers import M, R, V, sip_request, sip_response, tcp4, udp4, udp6
 from .test_fastpath import B4, CLIENT4, SERVICES, VIP4, Fp, check_csums, maglev_backend
 
 H = L.Hook
@@ -299,10 +299,11 @@ def xdp_live(prog_fd, frame, meta: bytes, ifindex, repeat):
     data = meta + frame
     din = ctypes.create_string_buffer(data, len(data))
     md = XdpMd(data=len(meta), data_end=len(data), data_meta=0, ingress_ifindex=ifindex)
-    opts = libbpf.TestRunOpts(sz=ctypes.sizeof(libbpf.TestRunOpts), data_in=ctypes.cast(din, ctypes.c_void_p),
-                       data_size_in=len(data), ctx_in=ctypes.cast(ctypes.pointer(md), ctypes.c_void_p),
-                       ctx_size_in=ctypes.sizeof(md), repeat=repeat,
-                       flags=BPF_F_TEST_XDP_LIVE_FRAMES)
+    opts = libbpf.TestRunOpts(sz=ctypes.sizeof(libbpf.TestRunOpts),
+                              data_in=ctypes.cast(din, ctypes.c_void_p), data_size_in=len(data),
+                              ctx_in=ctypes.cast(ctypes.pointer(md), ctypes.c_void_p),
+                              ctx_size_in=ctypes.sizeof(md), repeat=repeat,
+                              flags=BPF_F_TEST_XDP_LIVE_FRAMES)
     ret = libbpf.get_lib().bpf_prog_test_run_opts(prog_fd, ctypes.byref(opts))
     assert ret == 0, os.strerror(-ret)
 
