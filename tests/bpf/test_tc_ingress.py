@@ -25,6 +25,7 @@ from etsf import libbpf
 
 from .helpers import M, R, V, sip_request, sip_response, tcp4, udp4, udp6
 from .test_fastpath import B4, CLIENT4, SERVICES, VIP4, Fp, check_csums, maglev_backend
+from .test_rfc4475 import CORPUS, ROWS
 
 H = L.Hook
 FP = L.FpReason
@@ -400,3 +401,23 @@ def test_xdp_sip_hands_off_to_tc_one_parse(env, t, dummy_ns):
         assert t.bstat(want)["packets"] == b0 + n
     finally:
         t.clear_if(ifindex)
+
+
+def test_rfc4475_same_classification_at_tc_ingress(env, t):
+    """Every RFC 4475 torture message that fits a frame: the same counter and the same parse
+    (method, status, Call-ID hash, CSeq) at TC ingress as at XDP."""
+    env.set_policy()
+    t.set_if(L.IF_F_CLASSIFY)
+    n = 0
+    for row in ROWS:
+        msg = (CORPUS / f"{row['name']}.dat").read_bytes()
+        if len(msg) > 1400:
+            continue
+        seen = []
+        for run in (xdp_run(env), tc_run(t)):
+            got = one_count(env, run, udp4(msg))
+            li = env.last()
+            seen.append((got[2:], li.method, li.status, li.callid_hash, li.cseq, li.reason))
+        assert seen[0] == seen[1], row["name"]
+        n += 1
+    assert n == 48, "the corpus's 49 messages less the one larger than a frame"
