@@ -52,6 +52,7 @@
 #include "etsf_stats.h"
 #include "etsf_telemetry.h"
 #include "etsf_ingress.h"
+#include "etsf_reply_skb.h"
 #include "etsf_fastpath.h"
 
 /*
@@ -89,26 +90,17 @@ struct {
 
 #define ETSF_TC_GO (-1)     /* etsf_tc_classify: not consumed, steer it on   */
 
-/* the reply builder's call: the answer goes back out of the ingress interface */
-static __always_inline int etsf_tc_reply(struct __sk_buff *skb, const struct etsf_pkt *p)
-{
-	(void)skb;
-	(void)p;
-	return -1;
-}
-
 /*
- * Build the in-kernel answer (code 503 or 200) and put it on the wire.
- * Returns 1 when it goes out; c->verdict / c->vreason as etsf_ingress_answered.
- * A global function: the builder is verified once, on its own.
+ * Build the in-kernel answer (code 503 or 200) into etsf_resp.  Returns 1
+ * when it is to be put on the wire (etsf_ingress_build).  A global
+ * function: the builder is verified once, on its own.
  */
-__attribute__((noinline)) int etsf_tc_answer(struct __sk_buff *skb, struct etsf_fp_ctx *c,
-					     const struct etsf_ctl *ctl, __u32 code)
+__attribute__((noinline)) int etsf_tc_build(struct etsf_fp_ctx *c, const struct etsf_ctl *ctl,
+					    __u32 code)
 {
 	const struct etsf_ka_cfg *kc = NULL;
-	int tried, rc;
 
-	if (!skb || !c || !ctl)
+	if (!c || !ctl)
 		return 0;
 	if (code == 200) {
 		__u32 slot = ctl->active_slot & 1;
@@ -117,9 +109,7 @@ __attribute__((noinline)) int etsf_tc_answer(struct __sk_buff *skb, struct etsf_
 		if (!kc)
 			return 0;
 	}
-	tried = etsf_ingress_build(ctl, &c->p, &c->r, code, kc);
-	rc = tried ? etsf_tc_reply(skb, &c->p) : -1;
-	return etsf_ingress_answered(code, tried, rc, &c->verdict, &c->vreason);
+	return etsf_ingress_build(ctl, &c->p, &c->r, code, kc);
 }
 
 /*
@@ -186,10 +176,15 @@ __attribute__((noinline)) int etsf_tc_classify(struct __sk_buff *skb, struct ets
 	c->verdict = ETSF_V_PASS;
 	c->vreason = ETSF_R_OK;
 	code = etsf_tc_decide(c, ctl, pol, valid);
-	if (code)
-		tx = etsf_tc_answer(skb, c, ctl, code);
 	verdict = c->verdict & 3;
 	reason = c->vreason;
+	if (code) {
+		/* the answer leaves out of the ingress interface (etsf_reply_skb.h) */
+		int tried = etsf_tc_build(c, ctl, code);
+		int rc = tried ? etsf_skb_reply(skb, p->l3off, p->l4off, p->family, p->pkt_len) : -1;
+
+		tx = etsf_ingress_answered(code, tried, rc, &verdict, &reason);
+	}
 	if (r->reason == ETSF_R_OK && verdict != ETSF_V_DROP && !tx && etsf_tm_enabled(pol, valid))
 		etsf_tm_observe(ETSF_HOOK_TC_INGRESS, skb->ingress_ifindex, r);
 

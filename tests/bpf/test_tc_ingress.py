@@ -23,8 +23,10 @@ from etsf import bpf, fastpath
 from etsf import layout as L
 from etsf import libbpf
 
-from .helpers import M, R, V, sip_request, sip_response, tcp4, udp4, udp6
+from .helpers import SkBuff, M, R, V, sip_request, sip_response, tcp4, udp4, udp6
 from .test_fastpath import B4, CLIENT4, SERVICES, VIP4, Fp, check_csums, maglev_backend
+from .test_keepalive import ANSWERED, ka_on
+from .test_respond import reject_all
 from .test_rfc4475 import CORPUS, ROWS
 
 H = L.Hook
@@ -195,19 +197,41 @@ def test_classify_counts_interface_and_records(env, t):
     assert (last.verdict, last.reason, last.method) == (V.DROP, R.DENY, M.INVITE)
 
 
-def test_admission_refusal_at_tc(env, t):
-    """A new INVITE refused by admission: dropped, counted ADMISSION, the 503 not sent (the TC
-    reply builder is not wired: reply_unfit), exactly as xdp_sip when the answer does not fit."""
-    env.set_policy()
-    c = env.ctl()
-    c.invite_admit_rate = 1
-    c.invite_admit_burst = 0
-    env.maps["etsf_ctl"].update(bytes(4), bytes(c))
+def _answer_503(env):
+    reject_all(env)
+    return udp4(sip_request("INVITE", callid="ans-503@198.18.1.10"), sport=5062), \
+        (M.INVITE, V.DROP, R.ADMIT_503), "replied"
+
+
+def _answer_200(env):
+    ka_on(env)
+    return udp4(ANSWERED["plain"], sport=5062), (M.OPTIONS, V.REDIRECT, R.KA_ANSWERED), "answered"
+
+
+@pytest.mark.parametrize("answer", [_answer_503, _answer_200], ids=["503", "keepalive_200"])
+def test_answers_at_tc_ingress_same_frame_as_xdp(env, t, answer):
+    """A new INVITE refused by admission and a keep-alive OPTIONS: answered in the kernel at TC
+    ingress too (redirected back out), counted as at XDP, the same frame as XDP_TX."""
     t.set_if(L.IF_F_CLASSIFY)
-    unfit = env.admit().reply_unfit
-    assert one_count(env, tc_run(t), _invite(7))[1:] == (H.TC_INGRESS, M.INVITE, V.DROP,
-                                                         R.ADMISSION)
-    assert env.admit().reply_unfit == unfit + 1
+    skb = SkBuff(ingress_ifindex=IFX)
+    out = {}
+    for hook in (H.XDP, H.TC_INGRESS):
+        env.reset()
+        frame, want, stat = answer(env)
+        n0 = getattr(env.admit(), stat) if stat == "replied" else env.ka_stats()[stat]
+        c0 = env.counter(hook, *want)
+        if hook == H.XDP:
+            ret, out[hook], _ns = bpf.test_run(env.progs["xdp_sip"].fd, frame)
+            assert ret == bpf.XDP_TX
+        else:
+            ret, out[hook], _ns, _ctx = bpf.test_run_ctx(t.prog.fd, frame, ctx=bytes(skb))
+            assert ret == TC_ACT_REDIRECT
+        assert (env.last().method, env.last().verdict, env.last().reason) == want
+        assert env.counter(hook, *want) == c0 + 1
+        n1 = getattr(env.admit(), stat) if stat == "replied" else env.ka_stats()[stat]
+        assert n1 == n0 + 1
+    assert out[H.TC_INGRESS] == out[H.XDP]
+    assert Ether(out[H.XDP])[IP].dst == "198.18.1.10" and Ether(out[H.XDP])[UDP].dport == 5062
 
 
 # --- one parse per packet --------------------------------------------------------------------
@@ -421,3 +445,16 @@ def test_rfc4475_same_classification_at_tc_ingress(env, t):
         assert seen[0] == seen[1], row["name"]
         n += 1
     assert n == 48, "the corpus's 49 messages less the one larger than a frame"
+
+
+#: instructions the verifier processed for tc_fastpath with the classifier (Debian 12's clang 14,
+#: kernel 6.18) and the ceiling, +10 % (as tests/bpf/test_verifier_budget.py); steering alone
+#: needed 39,749 before the classifier joined it
+TC_FASTPATH_INSNS = (67_831, 74_614)
+
+
+def test_tc_fastpath_verifier_ceiling(tci_loaded):
+    measured, ceiling = TC_FASTPATH_INSNS
+    assert ceiling == measured * 11 // 10
+    n = bpf.prog_info(tci_loaded["prog"].id)["verified_insns"]
+    assert 0 < n <= ceiling, f"tc_fastpath: {n} instructions processed, ceiling {ceiling}"
