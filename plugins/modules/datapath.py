@@ -232,8 +232,10 @@ def main():
                 if action in ("detach", "reattach"):
                     etsf_datapath.detach(iface)
                 if action in ("attach", "switch", "reattach", "replace"):
+                    # the requested hook (auto decides again, the same way): the state then
+                    # records what was asked for and the driver's reason, as `etsfctl attach` does
                     etsf_datapath.attach(iface, mode=p["mode"] if hooks[iface] == "xdp" else None,
-                                         build_dir=p["build_dir"], hook=hooks[iface])
+                                         build_dir=p["build_dir"], hook=p["hook"])
                 if action == "forget":
                     etsf_datapath.forget(iface)
             to_attach = [i for i, a in fp_actions.items() if a == "attach"]
