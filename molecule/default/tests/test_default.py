@@ -6,6 +6,7 @@ is back, on the same hook."""
 import json
 import os
 import pathlib
+import re
 import subprocess
 
 import testinfra.utils.ansible_runner
@@ -26,6 +27,8 @@ REQUESTED = {n: HOST_VARS.get(n, {}).get("datapath_hook", "auto") for n in SUITE
 HOOKS = {n: "tc" if want == "auto" else want for n, want in REQUESTED.items()}
 # the programs that run on sip0 for each hook (TC egress marks on both)
 PROGRAMS = {"xdp": ("xdp_sip", "tc_sip_egress"), "tc": ("tc_fastpath", "tc_sip_egress")}
+# the hook each datapath hook's classification counts under in `etsfctl stats`
+STATS_HOOK = {"xdp": "XDP", "tc": "TC_INGRESS"}
 TC_HANDLE = "0xe75e"             # etsf.fastpath.slots.TC_HANDLE: the slot the datapath and fast path share
 
 
@@ -103,6 +106,10 @@ def test_scenario_covers_both_suites_and_host_runs_its_own(host):
 
 def test_programs_attached_by_name(host):
     _check_attached(host)
+    # what came in on sip0 since the rollout (the health gate's probe exchange at least) was
+    # classified at this host's hook, and only there
+    counted = {r["hook"] for r in _json(host, "etsfctl stats --json")["counters"] if r["hook"] != "TC_EGRESS"}
+    assert counted == {STATS_HOOK[_hook(host)]}, counted
 
 
 def test_pins_under_sys_fs_bpf_etsf(host):
@@ -144,6 +151,16 @@ SCRAPE = ("python3 -c \"import urllib.request,sys; "
           "sys.stdout.write(r.read().decode())\"")
 
 
+def _samples(body, name):
+    """(labels, value) of every sample of metric `name` in a Prometheus text body."""
+    out = []
+    for line in body.splitlines():
+        if line.startswith(name + "{"):
+            labels, value = line[len(name) + 1:].rsplit("} ", 1)
+            out.append((dict(re.findall(r'(\w+)="([^"]*)"', labels)), float(value)))
+    return out
+
+
 def test_exporter_unprivileged_and_scrapes(host):
     svc = host.service("etsf-exporter.service")
     assert svc.is_running and svc.is_enabled
@@ -158,11 +175,10 @@ def test_exporter_unprivileged_and_scrapes(host):
     body = host.check_output(SCRAPE)
     assert 'etsf_up 1.0' in body
     # program_info names exactly the programs this host runs (the pinned ones)
-    info = {line.split('program="', 1)[1].split('"', 1)[0] for line in body.splitlines()
-            if line.startswith("etsf_bpf_program_info{")}
+    info = {labels["program"] for labels, _value in _samples(body, "etsf_bpf_program_info")}
     assert info == set(PROGRAMS[_hook(host)]), info
-    hooks = [line for line in body.splitlines() if line.startswith('etsf_interface_hook{iface="sip0"')]
-    assert len(hooks) == 1 and f'hook="{_hook(host)}",steer="0"}} 1.0' in hooks[0], hooks
+    hooks = [(labels, value) for labels, value in _samples(body, "etsf_interface_hook") if labels["iface"] == "sip0"]
+    assert [(labels["hook"], labels["steer"], value) for labels, value in hooks] == [(_hook(host), "0", 1.0)], hooks
     assert "etsf_policy_generation" in body
     assert "etsf_sip_packets_total" in body
 
