@@ -17,10 +17,10 @@ INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
 testinfra_hosts = testinfra.utils.ansible_runner.AnsibleRunner(INVENTORY).get_hosts("all")
 REPO = pathlib.Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", pathlib.Path(__file__).parents[3]))
 # each platform's Debian suite, as molecule.yml asks the lab to boot it
-PLATFORMS = yaml.safe_load((pathlib.Path(__file__).parents[1] / "molecule.yml").read_text(encoding="utf-8"))["platforms"]
+SCENARIO = yaml.safe_load((pathlib.Path(__file__).parents[1] / "molecule.yml").read_text(encoding="utf-8"))
+PLATFORMS = SCENARIO["platforms"]
 SUITES = {p["name"]: p.get("suite", "bookworm") for p in PLATFORMS}
-HOST_VARS = yaml.safe_load((pathlib.Path(__file__).parents[1] / "molecule.yml").read_text(
-    encoding="utf-8"))["provisioner"]["inventory"].get("host_vars", {})
+HOST_VARS = SCENARIO["provisioner"]["inventory"].get("host_vars", {})
 # what each host asks for (the role's default is auto) ...
 REQUESTED = {n: HOST_VARS.get(n, {}).get("datapath_hook", "auto") for n in SUITES}
 # ... and the hook it must get: auto picks tc on a veth, and every lab host's sip0 is one
