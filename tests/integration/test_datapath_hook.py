@@ -195,6 +195,9 @@ def test_module_hook_check_mode_diff_and_idempotence(veth, etsf_env, etsf_bpf, t
 
     res = _module(veth, etsf_env, tmp_path)
     assert res["changed"] and res["interfaces"][veth.srv_if]["hook"] == "tc", res
+    # the role's default is recorded as asked (auto) with the driver's reason, as etsfctl does
+    row = _status_row(veth, etsf_env)
+    assert row["hook_requested"] == "auto" and "veth" in row["hook_reason"], row
     res = _module(veth, etsf_env, tmp_path)
     assert not res["changed"] and res["actions"] == {veth.srv_if: "unchanged"}, res
 
