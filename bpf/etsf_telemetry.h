@@ -3,7 +3,8 @@
  * etsf_telemetry.h - in-kernel SIP transaction latency (the paper's "Performance
  * Telemetry Module").  Included by xdp_sip.bpf.c and tc_sip.bpf.c, which call
  * etsf_tm_observe() once per classified SIP message (parse reason OK, not
- * dropped).  Layouts are in etsf_structs.h / etsf_consts.h (struct etsf_tm_*,
+ * dropped) unless the live policy has ETSF_POL_F_TM_OFF (policy key
+ * `telemetry.transactions: false`: no inserts, lookups or code counts).  Layouts are in etsf_structs.h / etsf_consts.h (struct etsf_tm_*,
  * enum etsf_tm_*), maps in etsf_tm_maps.h.
  *
  * Per interface (map etsf_tm_ifcfg, key ifindex, key 0 = default for every
@@ -96,7 +97,18 @@ static __always_inline void etsf_tm_record(__u32 method, __u32 stage, __u64 ns)
 }
 
 /*
- * hook: ETSF_HOOK_XDP or ETSF_HOOK_TC_EGRESS; r: a classified SIP message.
+ * Transaction telemetry is on unless the live policy turns it off
+ * (ETSF_POL_F_TM_OFF); without a valid policy it stays on, as before the
+ * flag existed.
+ */
+static __always_inline int etsf_tm_enabled(const struct etsf_policy *pol, int valid)
+{
+	return !(valid && pol && (pol->flags & ETSF_POL_F_TM_OFF));
+}
+
+/*
+ * hook: ETSF_HOOK_XDP, ETSF_HOOK_TC_INGRESS or ETSF_HOOK_TC_EGRESS; r: a classified
+ * SIP message.
  * A global (non-inlined) function: the verifier checks it once, on its own,
  * instead of once per path of the caller (keeps xdp_sip's budget).
  */
@@ -106,7 +118,7 @@ __attribute__((noinline)) int etsf_tm_observe(__u32 hook, __u32 ifindex,
 	struct etsf_tm_txn_key k = {};
 	struct etsf_tm_ifcfg *cfg;
 	struct etsf_tm_txn *t;
-	__u32 key = ifindex, dir = ETSF_TM_TOWARD, req_hook, is_req;
+	__u32 key = ifindex, dir = ETSF_TM_TOWARD, ingress, is_req;
 	__u32 code, stage, sbit, cbit, seen;
 	__u64 now;
 
@@ -121,9 +133,10 @@ __attribute__((noinline)) int etsf_tm_observe(__u32 hook, __u32 ifindex,
 		dir = cfg->dir;
 	if (dir >= ETSF_TM_OFF)
 		return 0;
-	req_hook = dir == ETSF_TM_TOWARD ? ETSF_HOOK_XDP : ETSF_HOOK_TC_EGRESS;
+	/* both ingress hooks (XDP, TC ingress) see what comes toward the node */
+	ingress = hook != ETSF_HOOK_TC_EGRESS;
 	is_req = r->method != ETSF_M_RESPONSE;
-	if (is_req != (hook == req_hook))
+	if (is_req != (ingress == (dir == ETSF_TM_TOWARD)))
 		return 0;
 
 	k.callid_hash = r->callid_hash;
