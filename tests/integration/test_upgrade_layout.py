@@ -99,7 +99,7 @@ def test_upgrade_carries_ctl_and_counters(lab, etsf_env, etsf_bpf, old_tree, tmp
     # the fast path shares etsf_ctl with XDP/TC: it leaves the carrying over to `attach`
     r = etsfctl("fastpath", "attach", "--iface", lab.srv_if, env=etsf_env, netns=lab.srv_ns, check=False)
     err = [ln for ln in r.stderr.splitlines() if ln.strip()]
-    assert r.returncode != 0 and len(err) == 1 and "etsf_ctl, etsf_stats have an older layout" in err[0], r.stderr
+    assert r.returncode != 0 and len(err) == 1 and "etsf_ctl, etsf_stats, etsf_tm_txn have an older layout" in err[0], r.stderr
     assert _maps(root) == maps_old and _ctl_raw(etsf_bpf, root) == (size, raw)
 
     r = json.loads(etsfctl("attach", "--hook", "xdp", "--iface", lab.srv_if, "--json", env=etsf_env,
