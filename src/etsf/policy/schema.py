@@ -346,9 +346,8 @@ POLICY = S.Map({
                             "than this (0 = off)", default=0),
     }, "dead-man switch", nullable=True),
     "telemetry": S.Map({
-        "transactions": S.Bool("time SIP transactions in the kernel (one LRU insert per request; "
-                               "docs/telemetry.md); false: no inserts, lookups or response-code counts",
-                               default=True),
+        "transactions": S.Bool("time SIP transactions in the kernel, one LRU insert per request "
+                               "(docs/telemetry.md); false: none", default=True),
     }, "in-kernel transaction telemetry", nullable=True),
     "services": S.List(SERVICE, "fast path to local proxy backends (docs/fastpath.md)", max_len=FP_SVC_MAX,
                        what="services", default=[]),
