@@ -698,23 +698,30 @@ static long etsf_sip_steps(__u64 idx, void *ctx)
 
 /*
  * Parse buf[0..len) (len <= ETSF_PARSE_BYTES).  payload_len is the full L4
- * payload length (to tell PARSE_LIMIT from SIP_TRUNC).
+ * payload length (to tell PARSE_LIMIT from SIP_TRUNC).  Returns 0; the
+ * outcome is in *r.
+ * A global function: the verifier checks the parser and its bpf_loop
+ * callback once, with unknown arguments, instead of once for every caller
+ * state that reaches the parse (most of xdp_sip's and tc_sip_egress's
+ * verifier budget before).
  */
-static __always_inline void etsf_sip_parse(struct etsf_scratch *s, __u32 len, __u32 payload_len,
-					   struct etsf_sip_result *r)
+__attribute__((noinline)) int etsf_sip_parse(struct etsf_scratch *s, __u32 len, __u32 payload_len,
+					     struct etsf_sip_result *r)
 {
 	struct etsf_parse_state *cp = &s->st;
 	const __u8 *buf = s->buf;
 	struct etsf_parse_state c = {};
 	__u64 lw;
 
+	if (!s || !r)
+		return 0;
 	c.len = len;
 	c.hash = ETSF_FNV64_OFFSET;
 	c.state = ETSF_PS_METHOD;
 
 	if (len < 8) {
 		r->reason = ETSF_R_NOT_SIP;
-		return;
+		return 0;
 	}
 	lw = etsf_sip_word(buf, 0) | ETSF_SIP_LOWER64;
 	if (lw == ETSF_SIP_C8('s', 'i', 'p', '/', '2', '.', '0', ' ')) {
@@ -722,7 +729,7 @@ static __always_inline void etsf_sip_parse(struct etsf_scratch *s, __u32 len, __
 
 		if (len < 12) {
 			r->reason = ETSF_R_SIP_TRUNC;
-			return;
+			return 0;
 		}
 		d0 = etsf_sip_byte(buf, 8);
 		d1 = etsf_sip_byte(buf, 9);
@@ -731,7 +738,7 @@ static __always_inline void etsf_sip_parse(struct etsf_scratch *s, __u32 len, __
 		if (d0 < '1' || d0 > '9' || d1 < '0' || d1 > '9' || d2 < '0' || d2 > '9' ||
 		    !(sp == ' ' || sp == '\r' || sp == '\n')) {
 			r->reason = ETSF_R_NOT_SIP;
-			return;
+			return 0;
 		}
 		r->status = (d0 - '0') * 100 + (d1 - '0') * 10 + (d2 - '0');
 		c.method = ETSF_M_RESPONSE;
@@ -785,20 +792,21 @@ static __always_inline void etsf_sip_parse(struct etsf_scratch *s, __u32 len, __
 	if (c.flags & ETSF_PF_NOTSIP) {
 		r->method = ETSF_M_UNKNOWN;
 		r->reason = ETSF_R_NOT_SIP;
-		return;
+		return 0;
 	}
 	if (!(c.flags & ETSF_PF_START)) {
 		r->method = ETSF_M_UNKNOWN;
 		r->reason = payload_len > len ? ETSF_R_PARSE_LIMIT : ETSF_R_SIP_TRUNC;
-		return;
+		return 0;
 	}
 	if ((c.flags & ETSF_PF_ALL) == ETSF_PF_ALL || (c.flags & ETSF_PF_END)) {
 		r->reason = !(c.flags & ETSF_PF_CALLID) ? ETSF_R_NO_CALLID :
 			    !(c.flags & ETSF_PF_CSEQ) ? ETSF_R_NO_CSEQ : ETSF_R_OK;
-		return;
+		return 0;
 	}
 	/* ran out of bytes inside the header block */
 	r->reason = payload_len > len ? ETSF_R_PARSE_LIMIT : ETSF_R_SIP_TRUNC;
+	return 0;
 }
 
 #endif /* ETSF_SIP_PARSE_H */

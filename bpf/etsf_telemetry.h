@@ -3,7 +3,8 @@
  * etsf_telemetry.h - in-kernel SIP transaction latency (the paper's "Performance
  * Telemetry Module").  Included by xdp_sip.bpf.c and tc_sip.bpf.c, which call
  * etsf_tm_observe() once per classified SIP message (parse reason OK, not
- * dropped).  Layouts are in etsf_structs.h / etsf_consts.h (struct etsf_tm_*,
+ * dropped) unless the live policy has ETSF_POL_F_TM_OFF (policy key
+ * `telemetry.transactions: false`: no inserts, lookups or code counts).  Layouts are in etsf_structs.h / etsf_consts.h (struct etsf_tm_*,
  * enum etsf_tm_*), maps in etsf_tm_maps.h.
  *
  * Per interface (map etsf_tm_ifcfg, key ifindex, key 0 = default for every
@@ -93,6 +94,16 @@ static __always_inline void etsf_tm_record(__u32 method, __u32 stage, __u64 ns)
 	h->count += 1;
 	h->sum_ns += ns;
 	h->slot[b] += 1;
+}
+
+/*
+ * Transaction telemetry is on unless the live policy turns it off
+ * (ETSF_POL_F_TM_OFF); without a valid policy it stays on, as before the
+ * flag existed.
+ */
+static __always_inline int etsf_tm_enabled(const struct etsf_policy *pol, int valid)
+{
+	return !(valid && pol && (pol->flags & ETSF_POL_F_TM_OFF));
 }
 
 /*

@@ -84,7 +84,8 @@ int tc_sip_egress(struct __sk_buff *skb)
 	reason = r.reason;      /* TLS, or why the message was not understood */
 	if (reason != ETSF_R_OK)
 		goto out;
-	etsf_tm_observe(ETSF_HOOK_TC_EGRESS, skb->ifindex, &r);
+	if (etsf_tm_enabled(pol, valid))
+		etsf_tm_observe(ETSF_HOOK_TC_EGRESS, skb->ifindex, &r);
 	if (!valid || !pol) {
 		reason = ETSF_R_NO_POLICY;
 		goto out;

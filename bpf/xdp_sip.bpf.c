@@ -195,6 +195,36 @@ __attribute__((noinline)) int etsf_xdp_reply(struct xdp_md *ctx, __u32 l3off, __
 	return 0;
 }
 
+/*
+ * Hand the result of a passed SIP packet to TC ingress in XDP metadata
+ * (struct etsf_meta in front of the frame), on interfaces whose etsf_if_cfg
+ * entry has ETSF_IF_F_XDP only.  When the driver has no room for metadata
+ * the packet passes without it: TC ingress parses itself (fail-open).
+ */
+static __always_inline void etsf_xdp_meta(struct xdp_md *ctx, const struct etsf_sip_result *r,
+					  __u32 reason)
+{
+	__u32 key = ctx->ingress_ifindex;
+	struct etsf_if_cfg *ic = bpf_map_lookup_elem(&etsf_if_cfg, &key);
+	struct etsf_meta *m;
+	void *data;
+
+	if (!ic || !(ic->flags & ETSF_IF_F_XDP))
+		return;
+	if (bpf_xdp_adjust_meta(ctx, -(int)sizeof(*m)))
+		return;
+	m = (void *)(long)ctx->data_meta;
+	data = (void *)(long)ctx->data;
+	if ((void *)(m + 1) > data)
+		return;
+	m->magic = ETSF_META_MAGIC;
+	m->method = r->method;
+	m->verdict = ETSF_V_PASS;
+	m->reason = (__u8)reason;
+	m->flags = r->has_callid ? ETSF_META_F_CALLID : 0;
+	m->callid_hash = r->has_callid ? r->callid_hash : 0;
+}
+
 SEC("xdp")
 int xdp_sip(struct xdp_md *ctx)
 {
@@ -279,8 +309,11 @@ int xdp_sip(struct xdp_md *ctx)
 			}
 		}
 	}
-	if (r.reason == ETSF_R_OK && verdict != ETSF_V_DROP && !tx)
+	if (r.reason == ETSF_R_OK && verdict != ETSF_V_DROP && !tx &&
+	    etsf_tm_enabled(pol, valid))
 		etsf_tm_observe(ETSF_HOOK_XDP, ctx->ingress_ifindex, &r);
+	if (r.reason == ETSF_R_OK && verdict == ETSF_V_PASS && !tx)
+		etsf_xdp_meta(ctx, &r, reason);
 
 out:
 	if (verdict == ETSF_V_DROP && ifs)

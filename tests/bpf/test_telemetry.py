@@ -243,3 +243,24 @@ def test_latency_lands_in_log2_bucket(env, tm):
     tc(env, sip_response(200, "OK", callid=cid, cseq=1))
     after = tm.hist(M.INVITE, S.FINAL_2XX)[1]
     assert [a - b for a, b in zip(after, before)] == [0] * 22 + [1] + [0] * 9
+
+
+@pytest.mark.parametrize("tm_off", [False, True])
+def test_policy_turns_transaction_inserts_off(env, tm, tm_off):
+    """Policy `telemetry.transactions: false` (ETSF_POL_F_TM_OFF): neither program
+    observes; the default (flag clear) inserts one transaction per INVITE."""
+    env.set_policy(flags=L.POL_F_VALID | (L.POL_F_TM_OFF if tm_off else 0))
+    cid = "tmflag@x"
+    b = tm.snapshot()
+    xdp(env, sip_request("INVITE", callid=cid, cseq=1))
+    keys = tm.maps["etsf_tm_txn"].keys()
+    tc(env, sip_response(200, "OK", callid=cid, cseq=1))
+    hist, codes, ev = tm.delta(b)
+    if tm_off:
+        assert keys == []
+        assert (hist, codes, ev) == ({}, {}, {})
+    else:
+        assert [L.TmTxnKey.from_bytes(k).callid_hash for k in keys] == [L.fnv1a64(cid.encode())]
+        assert hist == {(M.INVITE, S.FINAL_2XX): 1}
+        assert codes == {(M.INVITE, 200): 1}
+        assert ev == {EV.TXN_START: 1, EV.RESP_MATCHED: 1}
