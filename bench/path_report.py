@@ -128,7 +128,8 @@ def headline(res: dict) -> list[str]:
     head = [("D direct", "D"), ("A iptables-nft N=0", "A-ipt-nft-0"), (f"A iptables-nft N={k}", n["A"]),
             ("A iptables-nft N=30000", "A-ipt-nft-30000"), (f"A′ nftables vmap N={k}", n["A'"]),
             ("C as deployed, default hook (N=0)", "C-0"), (f"C as deployed, default hook (N={k})", n["C"]),
-            ("C as deployed, default hook (N=30000)", "C-30000"), (f"C-xdp: XDP classifier + fast path (N={k})", n["C-xdp"]),
+            ("C as deployed, default hook (N=30000)", "C-30000"),
+            (f"C-xdp: XDP classifier + fast path (N={k})", n["C-xdp"]),
             (f"C0 fast path alone (N={k})", n["C0"]), ("E0 XDP classifier alone, direct path", "E0"),
             ("E0-tc TC classifier alone, direct path", "E0-tc"), (f"E classifier on A (N={k})", n["E"]),
             ("R raw floor", "R")]
@@ -154,8 +155,8 @@ def headline(res: dict) -> list[str]:
         d = transit_cell(res, "D")[0]
         cr, dr = transit_cell(res, f"C-{nn}", direction="response")[0], transit_cell(res, "D", direction="response")[0]
         if c is not None and d is not None:
-            L.append(f"- node transit p50 C (N={nn}) vs D: requests {f(c)} vs {f(d)} µs, responses {f(cr)} vs {f(dr)} µs"
-                     + (" (C-0 and C-30000: one sweep run each against D's median over rounds)" if nn != k else ""))
+            L.append(f"- node transit p50 C (N={nn}) vs D: requests {f(c)} vs {f(d)} µs, responses {f(cr)} vs "
+                     f"{f(dr)} µs" + (" (C-0 and C-30000: one sweep run each against D's median over rounds)" if nn != k else ""))
     for label, a, b in (("E0-tc − D", "E0-tc", "D"), ("E0 − D", "E0", "D"), ("C − D", n["C"], "D")):
         pr = round_trip(res, a, b)
         if pr["diffs"]:
@@ -342,7 +343,8 @@ def render(out: Path, plots: bool = True) -> Path:
               "|---|---|---|---|---|"]
         for cname, doc in bs.items():
             ps = doc.get("parses") or {}
-            cells = [" / ".join(str((ps.get(h) or {}).get(k2, "–")) for k2 in ("sip_parses", "meta_used", "meta_missing"))
+            cells = [" / ".join(str((ps.get(h) or {}).get(k2, "–"))
+                                for k2 in ("sip_parses", "meta_used", "meta_missing"))
                      for h in ("XDP", "TC_INGRESS", "TC_EGRESS")]
             L.append(f"| {cname} | {doc.get('hook') or '–'} | " + " | ".join(cells) + " |")
         L.append("")
