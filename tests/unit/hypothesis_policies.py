@@ -94,6 +94,8 @@ def policy_docs(draw, with_services=False):
                           "skb_priority": draw(U32)}
     if draw(st.booleans()):
         doc["deadman"] = {"timeout_ms": draw(st.integers(0, 86_400_000))}
+    if draw(st.booleans()):
+        doc["telemetry"] = {"transactions": draw(st.booleans())}
     if with_services and draw(st.booleans()):
         doc["services"] = draw(services())
     if draw(st.booleans()):
@@ -169,6 +171,7 @@ def expected_live(doc: dict) -> dict:
                     "dscp": P.DSCP_NAMES[dscp] if isinstance(dscp, str) else dscp,
                     "skb_priority": mk.get("skb_priority", 0)},
         "deadman": {"timeout_ms": (doc.get("deadman") or {}).get("timeout_ms", 0)},
+        **({} if (doc.get("telemetry") or {}).get("transactions", True) else {"telemetry": {"transactions": False}}),
         **_expected_keepalive(doc.get("keepalive")),
     }
 

@@ -97,6 +97,8 @@ INVALID = [
      "policy.marking.enabled: true or false expected (got 'maybe')"),
     ("negative deadman", "version: 1\ndeadman: {timeout_ms: -1}\n",
      "policy.deadman.timeout_ms: an integer 0..86400000 expected (got -1)"),
+    ("telemetry not a boolean", "version: 1\ntelemetry: {transactions: 'no'}\n",
+     "policy.telemetry.transactions: true or false expected (got 'no')"),
     ("rate_limits not mapping", "version: 1\nrate_limits: [1, 2]\n",
      "policy.rate_limits: a mapping or null expected (got a list of 2)"),
     ("deny everything IPv4", "version: 1\ndeny: [198.18.66.0/24, 0.0.0.0/0]\n",

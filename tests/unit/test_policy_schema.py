@@ -106,6 +106,24 @@ def test_compile_struct_fields():
     assert img.deadman_ns == 5_000_000_000
 
 
+@pytest.mark.parametrize("text, tm_off", [
+    ("version: 1\n", False),
+    ("version: 1\ntelemetry: null\n", False),
+    ("version: 1\ntelemetry: {transactions: true}\n", False),
+    ("version: 1\ntelemetry: {transactions: false}\n", True),
+])
+def test_compile_telemetry_transactions_flag(text, tm_off):
+    """`telemetry.transactions: false` sets ETSF_POL_F_TM_OFF (and nothing else); the live policy
+    decoded from the slot says the same, and shows the key only when it is not the default."""
+    p = P.load_text(text)
+    s = layout.Policy.from_buffer_copy(P.compile_policy(p, slot=0, generation=1).policy)
+    assert s.flags == P.POL_F_VALID | P.POL_F_MARK | (layout.POL_F_TM_OFF if tm_off else 0)
+    live = P.decode(bytes(s), [], None)
+    live.pop("generation")
+    assert live == p.to_dict()
+    assert live.get("telemetry") == ({"transactions": False} if tm_off else None)
+
+
 def test_compile_marking_disabled_clears_flag():
     p = P.load_text("version: 1\nmarking: {enabled: false}\n")
     s = layout.Policy.from_buffer_copy(P.compile_policy(p, 0, 1).policy)

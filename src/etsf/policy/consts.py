@@ -18,6 +18,7 @@ POL_F_VALID = layout.POL_F_VALID
 POL_F_MARK = layout.POL_F_MARK
 POL_F_KA = layout.POL_F_KA
 POL_F_NAT_DROP = layout.POL_F_NAT_DROP
+POL_F_TM_OFF = layout.POL_F_TM_OFF
 ACL_DENY = int(layout.AclAction.DENY)
 ACL_TRUST = int(layout.AclAction.TRUST)
 

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import layout
-from .consts import (ACL_DENY, ACL_TRUST, METHODS, POL_F_KA, POL_F_MARK, POL_F_NAT_DROP, POL_F_VALID,
-                     POLICY_SLOTS, PRIO_DEFAULTS, PRIO_NAMES, RL_CLASS_NAMES)
+from .consts import (ACL_DENY, ACL_TRUST, METHODS, POL_F_KA, POL_F_MARK, POL_F_NAT_DROP, POL_F_TM_OFF,
+                     POL_F_VALID, POLICY_SLOTS, PRIO_DEFAULTS, PRIO_NAMES, RL_CLASS_NAMES)
 from .keepalive import KA_HEADERS, ka_header_block, ka_identity_hosts, keepalive_canonical, keepalive_default
 from .schema import Policy
 
@@ -62,6 +62,8 @@ def compile_policy(p: Policy, slot: int, generation: int) -> PolicyImage:
     s = layout.Policy()
     s.generation = generation
     s.flags = POL_F_VALID | (POL_F_MARK if p.marking_enabled else 0)
+    if not p.telemetry_transactions:
+        s.flags |= POL_F_TM_OFF
     for i, port in enumerate(sorted(p.sip_ports)):
         s.sip_ports[i] = port
     for i, port in enumerate(sorted(p.tls_ports)):
@@ -200,6 +202,7 @@ def decode(policy_raw: bytes, acl_entries, ctl=None, keepalive=None) -> dict[str
         overload_level=(ctl.overload_level if ctl is not None else None),
         shed_below=[PRIO_NAMES[v] if v < len(PRIO_NAMES) else str(v) for v in s.shed_below],
         marking_enabled=bool(s.flags & POL_F_MARK),
+        telemetry_transactions=not s.flags & POL_F_TM_OFF,
         dscp=s.dscp, skb_priority=s.skb_priority,
         deadman_timeout_ms=(ctl.deadman_ns // 1_000_000 if ctl is not None else 0),
         keepalive=keepalive or keepalive_default(),

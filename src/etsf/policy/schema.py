@@ -49,6 +49,7 @@ class Policy:
     dscp: int = DSCP_NAMES[DSCP_DEFAULT]
     skb_priority: int = 0
     deadman_timeout_ms: int = 0
+    telemetry_transactions: bool = True      # False: ETSF_POL_F_TM_OFF
     services: list[dict[str, Any]] = field(default_factory=list)   # fast path
     # the overload controller's settings (read by `etsfctl overload auto`, not in the maps)
     overload_auto: dict[str, Any] = field(default_factory=lambda: dict(AUTO.default_value()))
@@ -83,6 +84,7 @@ class Policy:
             "marking": {"enabled": self.marking_enabled, "dscp": self.dscp,
                         "skb_priority": self.skb_priority},
             "deadman": {"timeout_ms": self.deadman_timeout_ms},
+            **({"telemetry": {"transactions": False}} if not self.telemetry_transactions else {}),
             **({"services": sort_services(self.services)} if self.services else {}),
             **({"keepalive": keepalive_canonical(self.keepalive)}
                if keepalive_canonical(self.keepalive) != keepalive_default() else {}),
@@ -343,6 +345,11 @@ POLICY = S.Map({
         "timeout_ms": S.Int(0, 86_400_000, "every program passes everything when the agent heartbeat is older "
                             "than this (0 = off)", default=0),
     }, "dead-man switch", nullable=True),
+    "telemetry": S.Map({
+        "transactions": S.Bool("time SIP transactions in the kernel (one LRU insert per request; "
+                               "docs/telemetry.md); false: no inserts, lookups or response-code counts",
+                               default=True),
+    }, "in-kernel transaction telemetry", nullable=True),
     "services": S.List(SERVICE, "fast path to local proxy backends (docs/fastpath.md)", max_len=FP_SVC_MAX,
                        what="services", default=[]),
     "acl_guard": S.Map({
@@ -474,6 +481,7 @@ def _policy(d) -> Policy:
     p.marking_enabled, p.dscp, p.skb_priority = (d["marking"]["enabled"], d["marking"]["dscp"],
                                                  d["marking"]["skb_priority"])
     p.deadman_timeout_ms = d["deadman"]["timeout_ms"]
+    p.telemetry_transactions = d["telemetry"]["transactions"]
     p.services = _check_services(d["services"])
     g = d["acl_guard"]
     p.acl_min_prefix_v4, p.acl_min_prefix_v6, p.acl_allow_broad = (g["ipv4_min_prefix"], g["ipv6_min_prefix"],

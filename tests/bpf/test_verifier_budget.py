@@ -1,0 +1,30 @@
+"""Verifier complexity of the classifier programs: instructions processed at load time.
+
+The kernel reports how many instructions the verifier processed to accept a program (the
+`processed N insns` of the load log; `verified_insns` of BPF_OBJ_GET_INFO_BY_FD), summed over the
+program and its global functions.  The count is a property of the object and the kernel, not of
+the machine's load, so it is compared exactly against a committed ceiling: the count measured
+when the ceiling was last set (Debian 12's clang 14, kernel 6.18) plus 10 %.  A change that makes
+a program harder to verify fails here and has to say so by raising the ceiling.
+
+Before the SIP parser became a global function xdp_sip needed 510,866 and tc_sip_egress 183,445.
+"""
+import pytest
+
+from etsf import bpf
+
+#: program -> (measured when set, ceiling = measured + 10 %)
+CEILINGS = {
+    "xdp_sip": (216_729, 238_401),
+    "tc_sip_egress": (49_127, 54_039),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CEILINGS))
+def test_processed_instructions_under_ceiling(loaded, name, record_property):
+    measured, ceiling = CEILINGS[name]
+    assert ceiling == measured * 11 // 10
+    n = bpf.prog_info(loaded["progs"][name].id)["verified_insns"]
+    record_property("verified_insns", n)
+    print(f"{name}: {n} instructions processed (ceiling {ceiling})")
+    assert 0 < n <= ceiling, f"{name}: {n} instructions processed, ceiling {ceiling}"
