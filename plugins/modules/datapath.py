@@ -12,9 +12,11 @@ short_description: Build, attach, replace or detach the eTSF SIP eBPF programs o
 version_added: 0.1.0
 description:
   - Compiles the eTSF objects against the host's own BTF (skipped when sources and BTF are
-    unchanged), then attaches the XDP ingress classifier and the TC egress marker to each of
-    O(interfaces). Programs already attached from an older build are replaced atomically; pinned
-    maps and their state (counters, rate-limit buckets, policy) are kept.
+    unchanged), then attaches the classifier on the hook O(hook) names (XDP, or TC ingress) and the
+    TC egress marker to each of O(interfaces). Programs already attached from an older build are
+    replaced atomically; pinned maps and their state (counters, rate-limit buckets, policy) are kept.
+  - A hook change switches in place (action C(switch)); the new hook is attached before the old one
+    is removed, so no packet passes unclassified.
   - With O(state=attached), interfaces that eTSF manages but that are no longer listed are detached.
   - Check mode reports what would be built, attached, replaced and detached; diff mode shows the
     per-interface programs before and after.
@@ -27,8 +29,17 @@ options:
     type: list
     elements: str
     required: true
+  hook:
+    description:
+      - Where SIP is classified. V(auto) decides per interface by driver, as C(etsfctl preflight)
+        reports it; V(xdp) on a NIC whose driver runs XDP natively (drops before an skb exists),
+        V(tc) (TC ingress) on veth, bridges and other virtual interfaces, where native XDP copies
+        every skb. V(xdp) and V(tc) force the hook.
+    type: str
+    choices: [auto, xdp, tc]
+    default: auto
   mode:
-    description: XDP attach mode.
+    description: XDP attach mode, when the hook is xdp.
     type: str
     choices: [native, generic]
     default: native
@@ -73,6 +84,11 @@ EXAMPLES = r"""
     interfaces: [sip0]
     mode: native
 
+- name: Classify at TC ingress on a bridge port whatever its driver
+  etsf.sip.datapath:
+    interfaces: [br-sip]
+    hook: tc
+
 - name: Take eTSF off an interface
   etsf.sip.datapath:
     interfaces: [sip0]
@@ -84,7 +100,7 @@ actions:
   description: Per interface, what was (or in check mode would be) done.
   returned: success
   type: dict
-  sample: {"sip0": "attach", "sip1": "unchanged"}
+  sample: {"sip0": "attach", "sip1": "unchanged", "eth1": "switch"}
 fastpath_actions:
   description: Per fast-path interface, what was (or would be) done.
   returned: success
@@ -95,12 +111,13 @@ built:
   returned: success
   type: bool
 interfaces:
-  description: Per interface after the call, XDP and TC program ids, names and mode.
+  description: Per interface after the call, the hook, XDP and TC program names and mode.
   returned: success
   type: dict
 """
 
 import os
+import socket
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule
@@ -124,6 +141,7 @@ def _view(rows):
     return {
         name: {
             "attached": bool(row.get("attached")),
+            "hook": row.get("hook"),
             "xdp_prog": row.get("xdp_prog_name"),
             "xdp_mode": row.get("xdp_mode"),
             "tc_egress_prog": row.get("tc_prog_name"),
@@ -133,8 +151,9 @@ def _view(rows):
     }
 
 
-def plan(params, current, managed, new_stamp):
-    """What to do per interface: attach, replace, reattach, detach or unchanged."""
+def plan(params, current, managed, new_stamp, hooks):
+    """What to do per interface: attach, switch (hook), replace, reattach, detach or unchanged.
+    hooks: {interface: the hook it gets (xdp|tc)}."""
     actions = {}
     wanted = params["interfaces"]
     if params["state"] == "attached":
@@ -142,7 +161,9 @@ def plan(params, current, managed, new_stamp):
             row = current.get(iface, {})
             if not row.get("attached"):
                 actions[iface] = "attach"
-            elif row.get("xdp_mode") != params["mode"]:
+            elif row.get("hook") != hooks[iface]:
+                actions[iface] = "switch"
+            elif hooks[iface] == "xdp" and row.get("xdp_mode") != params["mode"]:
                 actions[iface] = "reattach"
             elif managed.get(iface, {}).get("stamp") != new_stamp:
                 actions[iface] = "replace"
@@ -161,6 +182,7 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             interfaces=dict(type="list", elements="str", required=True),
+            hook=dict(type="str", choices=["auto", "xdp", "tc"], default="auto"),
             mode=dict(type="str", choices=["native", "generic"], default="native"),
             state=dict(type="str", choices=["attached", "detached"], default="attached"),
             fastpath_interfaces=dict(type="list", elements="str", default=[]),
@@ -174,7 +196,9 @@ def main():
     require_agent(module)
     p = module.params
     for iface in p["interfaces"] + p["fastpath_interfaces"]:
-        if not os.path.exists(f"/sys/class/net/{iface}"):
+        try:
+            socket.if_nametoindex(iface)     # this network namespace's, which /sys may not show
+        except OSError:
             module.fail_json(msg=f"interfaces: {iface} does not exist on this host")
     try:
         if p["prebuilt"]:
@@ -189,7 +213,9 @@ def main():
         managed = etsf_datapath.load_state().get("interfaces", {})
         current = {name: dict(row, stamp=managed.get(name, {}).get("stamp"))
                    for name, row in etsf_datapath.interface_status(list(p["interfaces"]) + list(managed)).items()}
-        actions = plan(p, current, managed, new_stamp)
+        hooks = ({iface: etsf_datapath.hooks.resolve(iface, p["hook"])[0] for iface in p["interfaces"]}
+                 if p["state"] == "attached" else {})
+        actions = plan(p, current, managed, new_stamp, hooks)
         fp_rows = etsf_fastpath.status()["interfaces"]
         fp_actions = {}
         for iface in p["fastpath_interfaces"]:
@@ -205,8 +231,9 @@ def main():
             for iface, action in actions.items():
                 if action in ("detach", "reattach"):
                     etsf_datapath.detach(iface)
-                if action in ("attach", "reattach", "replace"):
-                    etsf_datapath.attach(iface, mode=p["mode"], build_dir=p["build_dir"])
+                if action in ("attach", "switch", "reattach", "replace"):
+                    etsf_datapath.attach(iface, mode=p["mode"] if hooks[iface] == "xdp" else None,
+                                         build_dir=p["build_dir"], hook=hooks[iface])
                 if action == "forget":
                     etsf_datapath.forget(iface)
             to_attach = [i for i, a in fp_actions.items() if a == "attach"]
@@ -226,12 +253,15 @@ def main():
         after = {}
         for iface, action in actions.items():
             if action in ("detach", "forget"):
-                after[iface] = dict(attached=False, xdp_prog=None, xdp_mode=None, tc_egress_prog=None, build=None)
+                after[iface] = dict(attached=False, hook=None, xdp_prog=None, xdp_mode=None, tc_egress_prog=None,
+                                    build=None)
             elif action == "unchanged":
                 after[iface] = before[iface]
             else:
-                after[iface] = dict(attached=True, xdp_prog=etsf_datapath.XDP_PROG, xdp_mode=p["mode"],
-                                    tc_egress_prog=etsf_datapath.TC_PROG, build=(new_stamp or "")[:12] or None)
+                xdp = hooks[iface] == "xdp"
+                after[iface] = dict(attached=True, hook=hooks[iface], xdp_prog=etsf_datapath.XDP_PROG if xdp else None,
+                                    xdp_mode=p["mode"] if xdp else None, tc_egress_prog=etsf_datapath.TC_PROG,
+                                    build=(new_stamp or "")[:12] or None)
     else:
         state = etsf_datapath.load_state().get("interfaces", {})
         after = _view({k: dict(v, stamp=state.get(k, {}).get("stamp")) for k, v in after_rows.items()})

@@ -26,7 +26,8 @@ extends_documentation_fragment:
   - ansible.builtin.action_common_attributes.facts
 options:
   interfaces:
-    description: Interfaces eTSF will attach to; each is checked for XDP mode and foreign programs.
+    description: Interfaces eTSF will attach to; each is checked for XDP mode and foreign programs, and
+      reported with the hook C(auto) picks for it and why.
     type: list
     elements: str
     default: []
@@ -110,7 +111,8 @@ ansible_facts:
           description: Running kernel release.
           type: str
         interfaces:
-          description: Per interface, the XDP mode eTSF will use, the driver and foreign programs.
+          description: Per interface, the XDP mode eTSF will use, the driver, foreign programs, the hook
+            C(auto) picks (C(hook), xdp or tc) and why (C(reason)).
           type: dict
         checks:
           description: Every check with C(name), C(ok), C(severity) and C(detail).

@@ -2,7 +2,8 @@
 
 Used by ``etsfctl health`` and the rollout's gate after each canary batch.  Three checks:
 
-1. every listed interface has ``xdp_sip`` attached (XDP) and ``tc_sip_egress`` (TC egress);
+1. every listed interface has its classifier attached (``xdp_sip`` at XDP, or ``tc_fastpath`` at
+   TC ingress for the tc hook) and ``tc_sip_egress`` (TC egress);
 2. counters move: the per-interface XDP receive counters or the TC egress counters grow during
    the window.  An optional probe (one SIP OPTIONS over UDP to ``host:port``, sent from the host)
    makes sure there is traffic to see even on a quiet segment: it leaves through TC egress and its
@@ -114,7 +115,11 @@ def check(interfaces: list[str], window: float = 2.0, probe: str | None = None,
         if not row.get("present", True):
             problems.append(f"{iface}: interface missing")
         elif not row.get("attached"):
-            problems.append(f"{iface}: xdp_sip not attached (XDP prog {row.get('xdp_prog_name')})")
+            if row.get("hook_recorded") == "tc":
+                problems.append(f"{iface}: tc_fastpath not attached on TC ingress "
+                                f"(TC ingress prog {row.get('tc_ingress_prog_name')})")
+            else:
+                problems.append(f"{iface}: xdp_sip not attached (XDP prog {row.get('xdp_prog_name')})")
         elif row.get("tc_prog_name") != datapath.TC_PROG:
             problems.append(f"{iface}: tc_sip_egress not attached on egress")
 

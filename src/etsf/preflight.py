@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import gzip
 import json
 import os
@@ -19,6 +20,7 @@ import platform
 import re
 import resource
 import shutil
+import socket
 import subprocess
 
 DEFAULT_MIN_KERNEL = "5.18"  # bpf_loop (5.17) and bpf_xdp_load_bytes (5.18)
@@ -50,7 +52,24 @@ NATIVE_XDP_DRIVERS = frozenset({
     "hv_netvsc", "xen-netfront", "bond", "nicvf", "octeontx2-nicpf", "fec", "gve", "idpf",
 })
 
-OUR_PROGRAMS = ("xdp_sip", "tc_sip_egress")
+OUR_PROGRAMS = ("xdp_sip", "tc_sip_egress", "tc_fastpath")
+
+HOOKS = ("auto", "xdp", "tc")
+
+# Software devices (ethtool driver names).  None has XDP headroom in its skbs: native XDP on
+# them converts and copies every packet, generic XDP runs after the skb exists, so the TC
+# ingress program does the same work for less.
+VIRTUAL_DRIVERS = frozenset({
+    "veth", "bridge", "dummy", "tun", "vxlan", "geneve", "macvlan", "macvtap", "ipvlan", "ipvtap",
+    "bonding", "team", "vrf", "ifb", "netkit", "wireguard", "802.1Q VLAN Support", "gre", "ip_gre",
+    "ip6_gre", "ipip", "sit", "ip6_tunnel", "ip_vti", "ip6_vti", "nlmon", "openvswitch", "hsr",
+    "macsec", "xfrm", "bareudp", "gtp", "vcan", "batman-adv", "loopback",
+})
+# What each virtual driver is, for the reason auto gives.
+_VIRTUAL_WHY = {
+    "veth": "native XDP on a veth copies every skb that lacks XDP headroom",
+    "tun": "native XDP on tun/tap runs on skbs built for it",
+}
 MIN_MEMLOCK_BYTES = 64 * 1024 * 1024
 
 
@@ -230,6 +249,121 @@ def _tc_programs(iface: str) -> list[dict]:
     return found
 
 
+# ---------------------------------------------------------------------------
+# which hook classifies on an interface
+# ---------------------------------------------------------------------------
+
+
+class _DrvInfo(ctypes.Structure):
+    """struct ethtool_drvinfo (include/uapi/linux/ethtool.h)."""
+    _fields_ = [("cmd", ctypes.c_uint32), ("driver", ctypes.c_char * 32), ("version", ctypes.c_char * 32),
+                ("fw_version", ctypes.c_char * 32), ("bus_info", ctypes.c_char * 32),
+                ("erom_version", ctypes.c_char * 32), ("reserved2", ctypes.c_char * 12),
+                ("n_priv_flags", ctypes.c_uint32), ("n_stats", ctypes.c_uint32),
+                ("testinfo_len", ctypes.c_uint32), ("eedump_len", ctypes.c_uint32),
+                ("regdump_len", ctypes.c_uint32)]
+
+
+class _IfReq(ctypes.Structure):
+    _fields_ = [("ifr_name", ctypes.c_char * 16), ("ifr_data", ctypes.c_void_p), ("_pad", ctypes.c_char * 16)]
+
+
+SIOCETHTOOL = 0x8946
+ETHTOOL_GDRVINFO = 0x00000003
+
+
+def ethtool_drvinfo(iface: str) -> tuple[str, str] | None:
+    """(driver, bus_info) of iface in this process's network namespace, from the kernel's
+    ETHTOOL_GDRVINFO; None when it cannot be asked.  Unlike /sys/class/net, which under
+    `nsenter --net` still shows the namespace sysfs was mounted in, this follows the netns."""
+    info = _DrvInfo(cmd=ETHTOOL_GDRVINFO)
+    req = _IfReq(ifr_name=iface.encode()[:15], ifr_data=ctypes.addressof(info))
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            fcntl.ioctl(sock.fileno(), SIOCETHTOOL, req)
+    except OSError:
+        return None
+    return info.driver.decode(errors="replace"), info.bus_info.decode(errors="replace")
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read().strip()
+    except OSError:
+        return None
+
+
+def iface_facts(iface: str, sysfs_root: str = "/sys", ifindex: int | None = None,
+                drvinfo: tuple[str, str] | None = None) -> dict:
+    """What decides the hook, from sysfs under sysfs_root (class/net/IFACE: device/driver,
+    the devices/virtual path, lower_* links) and the ethtool driver name (drvinfo).
+    sysfs is used only when its ifindex is `ifindex` (else it shows another namespace's
+    interface of that name); ifindex None trusts it."""
+    net = os.path.join(sysfs_root, "class", "net", iface)
+    visible = os.path.isdir(net)
+    if visible and ifindex is not None and _read(os.path.join(net, "ifindex")) != str(ifindex):
+        visible = False
+    driver = drvinfo[0] if drvinfo else ""
+    sys_driver = ""
+    virtual = None
+    lower: list[str] = []
+    if visible:
+        try:
+            sys_driver = os.path.basename(os.readlink(os.path.join(net, "device", "driver")))
+        except OSError:
+            sys_driver = ""
+        real = os.path.realpath(net)
+        virtual = f"{os.sep}virtual{os.sep}" in real or not os.path.exists(os.path.join(net, "device"))
+        lower = sorted(n[len("lower_"):] for n in os.listdir(net) if n.startswith("lower_"))
+    driver = driver or sys_driver or ("loopback" if iface == "lo" else "")
+    if virtual is None:
+        virtual = driver in VIRTUAL_DRIVERS or (drvinfo is not None and not drvinfo[1]) or not driver
+    return {"iface": iface, "driver": driver or "unknown", "virtual": bool(virtual), "lower": lower,
+            "sysfs": visible}
+
+
+def choose_hook(facts: dict, lower_facts: list[dict] | None = None) -> dict:
+    """{"hook": "xdp"|"tc", "reason"} for an interface described by iface_facts(): native XDP
+    only where the driver runs it before an skb exists (a physical NIC with driver XDP, or a
+    bond over such NICs), TC ingress everywhere else."""
+    drv, name = facts["driver"], facts["iface"]
+    if drv == "bonding" and facts.get("lower"):
+        lows = lower_facts or []
+        if lows and len(lows) == len(facts["lower"]) and all(
+                choose_hook(f)["hook"] == "xdp" for f in lows):
+            return {"hook": "xdp", "reason": f"{name}: bond over native-XDP NICs "
+                    f"({', '.join(f['iface'] + ' ' + f['driver'] for f in lows)}) -> xdp"}
+        return {"hook": "tc", "reason": f"{name}: bond with a member without native XDP "
+                f"({', '.join(facts['lower'])}) -> tc"}
+    if facts["virtual"] or drv in VIRTUAL_DRIVERS:
+        why = _VIRTUAL_WHY.get(drv, "a software device has no driver XDP before the skb")
+        return {"hook": "tc", "reason": f"{name}: {drv}: virtual interface, {why} -> tc"}
+    if drv in NATIVE_XDP_DRIVERS:
+        return {"hook": "xdp", "reason": f"{name}: {drv}: NIC driver with native XDP, drops before "
+                "an skb exists -> xdp"}
+    return {"hook": "tc", "reason": f"{name}: {drv}: NIC driver without native XDP (generic XDP "
+            "runs on the skb, as TC does) -> tc"}
+
+
+def auto_hook(iface: str, sysfs_root: str = "/sys") -> dict:
+    """choose_hook() for a live interface of this network namespace, with its facts."""
+    try:
+        idx = socket.if_nametoindex(iface)
+    except OSError:
+        idx = None
+    facts = iface_facts(iface, sysfs_root, ifindex=idx, drvinfo=ethtool_drvinfo(iface))
+    lows = [iface_facts(low, sysfs_root, drvinfo=ethtool_drvinfo(low)) for low in facts["lower"]]
+    return {**choose_hook(facts, lows), "driver": facts["driver"], "virtual": facts["virtual"]}
+
+
+def check_hook(iface: str, sysfs_root: str = "/sys") -> dict:
+    """The hook `etsfctl attach --hook auto` (and datapath_hook: auto) picks, and why."""
+    choice = auto_hook(iface, sysfs_root)
+    return _check(f"hook:{iface}", True, f"auto hook {choice['hook']}: {choice['reason']}", iface=iface,
+                  hook=choice["hook"], reason=choice["reason"])
+
+
 def check_interface(iface: str) -> dict:
     link = _ip_link(iface)
     if link is None:
@@ -316,14 +450,19 @@ def run(interfaces: list[str] | tuple[str, ...] = (), min_kernel: str = DEFAULT_
         _check("bpf_features", True, "not probed: bpf(2) refused", severity="warning", missing=[]),
         check_memlock(),
     ]
-    checks.extend(check_interface(iface) for iface in interfaces)
+    for iface in interfaces:
+        checks.append(check_interface(iface))
+        if checks[-1].get("driver") is not None:
+            checks.append(check_hook(iface))
     failed = [c for c in checks if not c["ok"] and c["severity"] == "error"]
     return {
         "ok": not failed,
         "kernel": platform.release(),
         "interfaces": {c["iface"]: {"xdp_mode": c.get("xdp_mode"), "driver": c.get("driver"),
-                                    "foreign_programs": c.get("foreign_programs", [])}
-                       for c in checks if "iface" in c},
+                                    "foreign_programs": c.get("foreign_programs", []),
+                                    **{k: h[k] for h in checks if h["name"] == f"hook:{c['iface']}"
+                                       for k in ("hook", "reason")}}
+                       for c in checks if c["name"].startswith("interface:")},
         "checks": checks,
         "failed": [c["name"] for c in failed],
         "message": summary(checks),

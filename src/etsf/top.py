@@ -1,7 +1,8 @@
 """``etsfctl top`` -- a live terminal view for an operator during an incident.
 
 Every refresh takes one exporter snapshot (batch map reads, bounded cost) and
-shows, over the last interval: packet rates per SIP method (XDP ingress),
+shows, over the last interval: packet rates per SIP method (where classified: XDP or TC
+ingress), the hook of each interface,
 drops by reason, response codes, and the latency quantiles of the
 transactions completed in the interval (from histogram deltas), plus the
 fail-safe / overload / policy state.  ``--once`` takes two snapshots one
@@ -42,7 +43,7 @@ def frame(prev: dict, cur: dict) -> dict[str, Any]:
     methods: dict[str, float] = {}
     drops: dict[str, float] = {}
     for (h, m, v, r), n in ds.items():
-        if h != "XDP":
+        if h not in ("XDP", "TC_INGRESS"):        # the classifying hooks (each packet meets one)
             continue
         if m != "UNKNOWN":
             methods[m] = methods.get(m, 0) + n / dt
@@ -72,6 +73,7 @@ def frame(prev: dict, cur: dict) -> dict[str, Any]:
         "kpi": {k: (None if v is None else round(v, 4)) if k != "attempts" else v
                 for k, v in _kpi.compute(inv).items()},
         "state": cur["ctl"],
+        "hooks": {n: r["hook"] for n, r in sorted(cur.get("hooks", {}).items())},
         "overload_auto": overload_auto_state(),
         "scrape_s": round(cur["cost"]["seconds"], 4),
     }
@@ -94,7 +96,9 @@ def render(f: dict) -> str:
                      f"{oa.get('admit_rate') or 'off'}/s/cpu  pressure {oa.get('pressure')} "
                      f"({oa.get('signal') or '-'})  changes {oa.get('changes_total', 0)}"
                      f"{'  PINNED' if oa.get('pinned') else ''}")
-    lines += ["", "RATES (XDP ingress, pkt/s)"]
+    if f.get("hooks"):
+        lines.append("hooks: " + "  ".join(f"{n}={h or 'steer only'}" for n, h in f["hooks"].items()))
+    lines += ["", "RATES (classified at XDP / TC ingress, pkt/s)"]
     lines += [f"  {m:<10} {v:>10.1f}" for m, v in f["rates_pps"].items()] or ["  -"]
     lines += ["", "DROPS by reason (pkt/s)"]
     lines += [f"  {r:<12} {v:>10.1f}" for r, v in f["drops_pps"].items()] or ["  -"]

@@ -49,7 +49,7 @@ def test_manifest_records_layout_arch_and_btf(build_dir):
 
 
 def test_incompatible_objects_refused_running_programs_kept(lab, etsf_env, build_dir, tmp_path):
-    etsfctl("attach", "--iface", lab.srv_if, "--json", env=etsf_env, netns=lab.srv_ns)
+    etsfctl("attach", "--hook", "xdp", "--iface", lab.srv_if, "--json", env=etsf_env, netns=lab.srv_ns)
     before = _snapshot(etsf_env, lab)
     assert before[0] and before[1]
     mine = build.layout_hash()
@@ -65,7 +65,7 @@ def test_incompatible_objects_refused_running_programs_kept(lab, etsf_env, build
     ]
     for i, (change, why) in enumerate(cases):
         pushed = _push(build_dir, tmp_path / f"pushed{i}", **change)
-        r = etsfctl("attach", "--iface", lab.srv_if, "--build-dir", pushed, env=etsf_env,
+        r = etsfctl("attach", "--hook", "xdp", "--iface", lab.srv_if, "--build-dir", pushed, env=etsf_env,
                     netns=lab.srv_ns, check=False)
         assert r.returncode == 1
         want = f"etsfctl: error: refusing the objects: {pushed}/build.json{':' if 'missing' not in why else ''} {why}"

@@ -48,7 +48,8 @@ def _xdp_count(method, verdict=None, reason=None):
 
 def test_attach_replace_detach(lab, etsf_env, etsf_bpf, tmp_path):
     root = etsf_env["ETSF_PIN_ROOT"]
-    r = json.loads(etsfctl("attach", "--iface", lab.srv_if, "--json", env=etsf_env, netns=lab.srv_ns).stdout)
+    r = json.loads(etsfctl("attach", "--hook", "xdp", "--iface", lab.srv_if, "--json",
+                           env=etsf_env, netns=lab.srv_ns).stdout)
     first_xdp, first_tc = r["xdp_prog_id"], r["tc_prog_id"]
     assert r["replaced_prog_id"] is None and r["mode"] == "native"
     assert sorted(os.listdir(os.path.join(root, "progs"))) == ["tc_sip_egress", "xdp_sip"]
@@ -71,7 +72,8 @@ def test_attach_replace_detach(lab, etsf_env, etsf_bpf, tmp_path):
     assert rl_before >= 1
 
     # re-attach = atomic replace: new program ids, same maps, counters/policy/rl state kept
-    r2 = json.loads(etsfctl("attach", "--iface", lab.srv_if, "--json", env=etsf_env, netns=lab.srv_ns).stdout)
+    r2 = json.loads(etsfctl("attach", "--hook", "xdp", "--iface", lab.srv_if, "--json",
+                            env=etsf_env, netns=lab.srv_ns).stdout)
     assert r2["replaced_prog_id"] == first_xdp
     assert r2["xdp_prog_id"] != first_xdp and r2["tc_prog_id"] != first_tc
     assert _xdp_count("OPTIONS") == before_total
@@ -183,7 +185,7 @@ def _egress_tos(lab, n=3):
 
 
 def test_egress_marking_dscp_on_the_wire(lab, etsf_env, tmp_path):
-    etsfctl("attach", "--iface", lab.srv_if, env=etsf_env, netns=lab.srv_ns)
+    etsfctl("attach", "--hook", "xdp", "--iface", lab.srv_if, env=etsf_env, netns=lab.srv_ns)
     try:
         pol = tmp_path / "p.yml"
         pol.write_text("version: 1\nmarking: {dscp: EF}\n")

@@ -162,7 +162,7 @@ def _report(**kw):
 def fs_attached(fslab, etsf_env, tmp_path):
     if not fslab.alive():
         pytest.fail("fail-safe lab namespaces disappeared")
-    info = json.loads(etsfctl("attach", "--iface", fslab.srv_if, "--mode", "native", "--json",
+    info = json.loads(etsfctl("attach", "--hook", "xdp", "--iface", fslab.srv_if, "--mode", "native", "--json",
                               env=etsf_env, netns=fslab.srv_ns).stdout)
     pol = tmp_path / "policy.yml"
     pol.write_text(GOOD_POLICY)
@@ -421,7 +421,8 @@ def test_unverifiable_upgrade_keeps_running(fslab, fs_attached, etsf_env, tmp_pa
     calls = Calls(fslab, tmp_path, calls=40, rate=10)
     time.sleep(1.5)
     st0 = _iface(fslab, etsf_env)
-    r = etsfctl("attach", "--iface", fslab.srv_if, "--build-dir", bad, env=etsf_env, netns=fslab.srv_ns,
+    r = etsfctl("attach", "--hook", "xdp", "--iface", fslab.srv_if, "--build-dir", bad,
+                env=etsf_env, netns=fslab.srv_ns,
                 check=False)
     st1 = _iface(fslab, etsf_env)
     res = calls.finish()
@@ -506,7 +507,7 @@ def test_valid_upgrade_under_load(fslab, fs_attached, etsf_env, tmp_path, build_
     for _round in range(3):
         time.sleep(1.5)
         t = time.monotonic()
-        info = json.loads(etsfctl("attach", "--iface", fslab.srv_if, "--build-dir", str(new), "--json",
+        info = json.loads(etsfctl("attach", "--hook", "xdp", "--iface", fslab.srv_if, "--build-dir", str(new), "--json",
                                   env=etsf_env, netns=fslab.srv_ns).stdout)
         t_up.append(round(time.monotonic() - t, 3))
         assert info["replaced_prog_id"] == ids[-1], info

@@ -275,7 +275,7 @@ def test_baseline_standard_path(topo):
 
 @pytest.fixture(scope="module")
 def fastpath_on(topo, fpenv):
-    r = ctl(topo, fpenv, "attach", "--iface", "fpup", "--mode", "native", "--json")
+    r = ctl(topo, fpenv, "attach", "--hook", "xdp", "--iface", "fpup", "--mode", "native", "--json")
     assert json.loads(r.stdout)["xdp_prog_id"]
     ifs = ["fpup", "fpb1h", "fpb2h", "fpb3h"]
     r = ctl(topo, fpenv, "fastpath", "attach", *sum((["--iface", i] for i in ifs), []), "--json")

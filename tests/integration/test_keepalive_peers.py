@@ -115,7 +115,8 @@ def node(lab, peer_napi, etsf_env, etsf_bpf, tmp_path):
     gate opened by probe rounds (counted); yields a small handle."""
     if not lab.alive():
         pytest.fail("lab namespaces disappeared (another process deleted them)")
-    r = etsfctl("attach", "--iface", lab.srv_if, "--mode", "native", "--json", env=etsf_env, netns=lab.srv_ns)
+    r = etsfctl("attach", "--hook", "xdp", "--iface", lab.srv_if, "--mode", "native", "--json",
+                env=etsf_env, netns=lab.srv_ns)
     assert json.loads(r.stdout)["mode"] == "native"
     pol = tmp_path / "policy.yml"
     pol.write_text(_policy())

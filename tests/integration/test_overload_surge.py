@@ -179,7 +179,7 @@ def surge(etsf_env, build_dir, tmp_path):
         obj = os.path.join(build_dir, "xdp_count.bpf.o")
         subprocess.run(["ip", "-n", lab.cli_ns, "link", "set", "dev", lab.cli_if, "xdp", "obj", obj, "sec", "xdp"],
                        check=True, capture_output=True)
-        info = json.loads(etsfctl("attach", "--iface", lab.srv_if, "--mode", "native", "--json",
+        info = json.loads(etsfctl("attach", "--hook", "xdp", "--iface", lab.srv_if, "--mode", "native", "--json",
                                   env=etsf_env, netns=lab.srv_ns).stdout)
         assert info["mode"] == "native" and info["xdp_prog_id"] and info["tc_prog_id"]
         try:

@@ -25,7 +25,7 @@ def test_revert_bypass_then_detach_then_restore(lab, etsf_env, tmp_path):
     policy = tmp_path / "policy.yml"
     policy.write_text(POLICY)
     config = tmp_path / "datapath.yml"
-    config.write_text(f"version: 1\nmode: native\ninterfaces: [{lab.srv_if}]\n"
+    config.write_text(f"version: 1\nhook: xdp\nmode: native\ninterfaces: [{lab.srv_if}]\n"
                       f"build_dir: {etsf_env['ETSF_BUILD_DIR']}\npolicy: {policy}\n")
 
     # restore from nothing attaches and applies the policy
@@ -66,6 +66,7 @@ def test_restore_config_errors_are_one_line(etsf_env, tmp_path):
     for text, field in (("version: 2\ninterfaces: [x]\n", "version"),
                         ("version: 1\ninterfaces: []\n", "interfaces"),
                         ("version: 1\ninterfaces: [x]\nmode: turbo\n", "mode"),
+                        ("version: 1\ninterfaces: [x]\nhook: ebpf\n", "hook"),
                         ("version: 1\ninterfaces: [x\n", "not valid YAML")):
         bad.write_text(text)
         r = etsfctl("restore", "--config", str(bad), env=etsf_env, check=False)
@@ -83,7 +84,7 @@ def test_health_gate(lab, etsf_env):
     assert r.returncode == 1
     assert f"{lab.srv_if}: xdp_sip not attached" in json.loads(r.stdout)["message"]
 
-    etsfctl("attach", "--iface", lab.srv_if, env=etsf_env, netns=lab.srv_ns)
+    etsfctl("attach", "--hook", "xdp", "--iface", lab.srv_if, env=etsf_env, netns=lab.srv_ns)
     # attached, and a bounded OPTIONS probe from the host makes the counters move
     r = etsfctl("health", "--iface", lab.srv_if, "--window", "1", "--probe", f"{lab_peer(lab)}:5060", "--json",
                 env=etsf_env, netns=lab.srv_ns, check=False)
@@ -113,12 +114,12 @@ def test_reattach_keeps_pin_permissions(lab, etsf_env):
     """The exporter reads pins through group permissions granted once: a re-attach (upgrade)
     must not reset them to root-only."""
     import os
-    etsfctl("attach", "--iface", lab.srv_if, env=etsf_env, netns=lab.srv_ns)
+    etsfctl("attach", "--hook", "xdp", "--iface", lab.srv_if, env=etsf_env, netns=lab.srv_ns)
     pin = os.path.join(etsf_env["ETSF_PIN_ROOT"], "progs", "xdp_sip")
     os.chown(pin, 0, 65534)
     os.chmod(pin, 0o660)
     first = os.stat(pin)
-    etsfctl("attach", "--iface", lab.srv_if, env=etsf_env, netns=lab.srv_ns)   # atomic replace
+    etsfctl("attach", "--hook", "xdp", "--iface", lab.srv_if, env=etsf_env, netns=lab.srv_ns)   # atomic replace
     again = os.stat(pin)
     assert again.st_ino != first.st_ino            # a new pin (new program) ...
     assert (again.st_gid, again.st_mode & 0o777) == (65534, 0o660)   # ... with the same access

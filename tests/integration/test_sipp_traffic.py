@@ -99,7 +99,7 @@ overload: {level: 0}
 def attached(lab, etsf_env, tmp_path):
     if not lab.alive():
         pytest.fail("lab namespaces disappeared (another process deleted them)")
-    r = etsfctl("attach", "--iface", lab.srv_if, "--mode", "native", "--json",
+    r = etsfctl("attach", "--hook", "xdp", "--iface", lab.srv_if, "--mode", "native", "--json",
                 env=etsf_env, netns=lab.srv_ns)
     info = json.loads(r.stdout)
     assert info["mode"] == "native" and info["xdp_prog_id"] and info["tc_prog_id"]

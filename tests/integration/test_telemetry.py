@@ -248,7 +248,7 @@ def _caps(pid):
 def test_sipp_calls_histograms_kpis_unprivileged_exporter(topo, etsf_env, exporter_proc,
                                                           bpf_stats_on, tmp_path):
     # --- eTSF on the proxy's UAC-facing interface
-    r = etsfctl("attach", "--iface", topo.ifs["pc"], "--mode", "native", "--json",
+    r = etsfctl("attach", "--hook", "xdp", "--iface", topo.ifs["pc"], "--mode", "native", "--json",
                 env=etsf_env, netns=topo.ns["p"])
     assert json.loads(r.stdout)["xdp_prog_id"]
     etsfctl("telemetry", "grant", "--group", exporter_proc.group, env=etsf_env)

@@ -102,7 +102,7 @@ def test_upgrade_carries_ctl_and_counters(lab, etsf_env, etsf_bpf, old_tree, tmp
     assert r.returncode != 0 and len(err) == 1 and "etsf_ctl have an older layout" in err[0], r.stderr
     assert _maps(root) == maps_old and _ctl_raw(etsf_bpf, root) == (size, raw)
 
-    r = json.loads(etsfctl("attach", "--iface", lab.srv_if, "--json", env=etsf_env,
+    r = json.loads(etsfctl("attach", "--hook", "xdp", "--iface", lab.srv_if, "--json", env=etsf_env,
                            netns=lab.srv_ns).stdout)
     # etsf_tm_txn: one LRU list per CPU since (map flags changed)
     assert sorted(r["migrated_maps"]) == ["etsf_ctl", "etsf_tm_txn"] and r["replaced_prog_id"]
@@ -126,7 +126,7 @@ def test_upgrade_carries_ctl_and_counters(lab, etsf_env, etsf_bpf, old_tree, tmp
     assert datapath.read_ctl().overload_level == 1
 
     # a second attach re-uses everything (nothing left to migrate)
-    r2 = json.loads(etsfctl("attach", "--iface", lab.srv_if, "--json", env=etsf_env,
+    r2 = json.loads(etsfctl("attach", "--hook", "xdp", "--iface", lab.srv_if, "--json", env=etsf_env,
                             netns=lab.srv_ns).stdout)
     assert r2["migrated_maps"] == []
 
@@ -154,7 +154,7 @@ def test_upgrade_refuses_what_cannot_be_copied(lab, etsf_env, etsf_bpf, old_tree
     ctl_before = _ctl_raw(etsf_bpf, root)
     before = _xdp_count("OPTIONS")
 
-    r = etsfctl("attach", "--iface", lab.srv_if, env=etsf_env, netns=lab.srv_ns, check=False)
+    r = etsfctl("attach", "--hook", "xdp", "--iface", lab.srv_if, env=etsf_env, netns=lab.srv_ns, check=False)
     assert r.returncode != 0
     err = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(err) == 1 and f"cannot upgrade pinned map {pin}: {reason}" in err[0], r.stderr
@@ -231,7 +231,8 @@ def test_upgrade_to_per_cpu_lru_lists_keeps_entries_and_counters(lab, etsf_env, 
             assert len(want[name]) >= len(add), name
     assert old_max["etsf_fp_aff"] == old_max["etsf_fp_flow"] == 65536
 
-    r = json.loads(etsfctl("attach", "--iface", lab.srv_if, "--json", env=etsf_env, netns=lab.srv_ns).stdout)
+    r = json.loads(etsfctl("attach", "--hook", "xdp", "--iface", lab.srv_if, "--json",
+                           env=etsf_env, netns=lab.srv_ns).stdout)
     assert sorted(r["migrated_maps"]) == ["etsf_admit_txn", "etsf_tm_txn"] and r["replaced_prog_id"]
     r = json.loads(etsfctl("fastpath", "attach", "--iface", lab.srv_if, "--json", env=etsf_env,
                            netns=lab.srv_ns).stdout)
@@ -250,7 +251,8 @@ def test_upgrade_to_per_cpu_lru_lists_keeps_entries_and_counters(lab, etsf_env, 
     assert _xdp_count("OPTIONS") == before + 2                  # the new programs count on them
 
     # the next attach of either re-uses every pinned map as it is
-    r = json.loads(etsfctl("attach", "--iface", lab.srv_if, "--json", env=etsf_env, netns=lab.srv_ns).stdout)
+    r = json.loads(etsfctl("attach", "--hook", "xdp", "--iface", lab.srv_if, "--json",
+                           env=etsf_env, netns=lab.srv_ns).stdout)
     assert r["migrated_maps"] == []
     r = json.loads(etsfctl("fastpath", "attach", "--iface", lab.srv_if, "--json", env=etsf_env,
                            netns=lab.srv_ns).stdout)

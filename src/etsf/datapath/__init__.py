@@ -9,6 +9,7 @@ Pins (``PIN_ROOT`` = ``$ETSF_PIN_ROOT`` or ``/sys/fs/bpf/etsf``)::
     PIN_ROOT/maps/<map>            pinned by bpf.load_object (re-used on reload)
     PIN_ROOT/progs/xdp_sip         last loaded XDP ingress program
     PIN_ROOT/progs/tc_sip_egress   last loaded TC egress program
+    PIN_ROOT/progs/tc_fastpath     last loaded TC ingress program (hook tc and the fast path)
 
 The package is layered so the fast path can use it without a cycle: ``base`` (state,
 build, ctl, counters) and ``loader`` (load/pin/attach) know nothing of the policy or the
@@ -19,6 +20,7 @@ the public names, so ``etsf.datapath.attach(...)`` keeps working.
 from __future__ import annotations
 
 from ..paths import pin_root, state_dir
+from .hooks import HOOKS
 from .loader import attach, detach, forget, interface_status, pins
 from .base import (MAP_CTL, MAP_IFSTATS, MAP_STATS, MODES, OUR_PROGS, TC_OBJ, TC_PROG, XDP_OBJ, XDP_PROG,
                    DatapathError, build, check_objects, ctl_dict, default_build_dir, default_src_dir, heartbeat, ifindex,
@@ -28,7 +30,7 @@ from .base import (MAP_CTL, MAP_IFSTATS, MAP_STATS, MODES, OUR_PROGS, TC_OBJ, TC
 from .ops import REVERT_MODES, read_restore_config, restore, revert, status
 
 __all__ = [
-    "MAP_CTL", "MAP_IFSTATS", "MAP_STATS", "MODES", "OUR_PROGS", "REVERT_MODES", "TC_OBJ", "TC_PROG",
+    "HOOKS", "MAP_CTL", "MAP_IFSTATS", "MAP_STATS", "MODES", "OUR_PROGS", "REVERT_MODES", "TC_OBJ", "TC_PROG",
     "XDP_OBJ", "XDP_PROG", "DatapathError", "attach", "build", "check_objects", "ctl_dict", "default_build_dir",
     "default_src_dir", "detach", "forget", "heartbeat", "ifindex", "init_ctl", "interface_status", "keepalive_gate",
     "load_state", "method_totals", "object_path", "pin_root", "pins", "prog_name", "read_ctl",

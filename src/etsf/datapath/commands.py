@@ -19,9 +19,12 @@ def cmd_build(args):
 
 def cmd_attach(args):
     from .. import datapath
-    res = datapath.attach(args.iface, mode=args.mode, build_dir=args.build_dir, force=args.force)
+    res = datapath.attach(args.iface, mode=args.mode, build_dir=args.build_dir, force=args.force,
+                          hook=args.hook)
     verb = "replaced" if res.get("replaced_prog_id") else "attached"
-    emit(args, res, f"{verb} on {res['iface']}: xdp prog {res['xdp_prog_id']} ({res['mode']}), "
+    where = (f"xdp prog {res['xdp_prog_id']} ({res['mode']})" if res["hook"] == "xdp"
+             else f"tc ingress prog {res['tc_ingress_prog_id']}")
+    emit(args, res, f"{verb} on {res['iface']}: hook {res['hook']} ({res['hook_reason']}); {where}, "
                     f"tc egress prog {res['tc_prog_id']}")
 
 
@@ -91,8 +94,10 @@ def cmd_status(args):
         if not r.get("present"):
             lines.append(f"{name}: interface gone")
             continue
-        lines.append(f"{name} (ifindex {r['ifindex']}): xdp {r['xdp_prog_id'] or '-'} "
-                     f"{r['xdp_prog_name'] or ''} {r['xdp_mode'] or ''}; tc egress {r['tc_prog_id'] or '-'}")
+        lines.append(f"{name} (ifindex {r['ifindex']}): hook {r['hook'] or '-'}; xdp {r['xdp_prog_id'] or '-'} "
+                     f"{r['xdp_prog_name'] or ''} {r['xdp_mode'] or ''}; tc ingress {r['tc_ingress_prog_id'] or '-'}"
+                     f"{' (' + ', '.join(r['if_flags']) + ')' if r['if_flags'] else ''}; "
+                     f"tc egress {r['tc_prog_id'] or '-'}")
     print("\n".join(lines))
 
 
@@ -159,7 +164,7 @@ def cmd_revert(args):
 def cmd_restore(args):
     from .. import datapath
     res = datapath.restore(args.config)
-    emit(args, res, "restored: " + ", ".join(f"{i} (xdp prog {p})" for i, p in res["attached"].items())
+    emit(args, res, "restored: " + ", ".join(f"{i} (hook {h})" for i, h in res["hooks"].items())
          + f"; policy generation {res['policy_generation'] or 'none'}")
 
 
@@ -172,14 +177,19 @@ def add_cli(sub, common) -> None:
                    "one), e.g. on a controller for the hosts")
     s.set_defaults(func=cmd_build)
 
-    s = sub.add_parser("attach", parents=[common], help="load, pin and attach XDP ingress + TC egress")
+    s = sub.add_parser("attach", parents=[common], help="load, pin and attach the classifier (XDP or TC "
+                       "ingress) + TC egress")
     s.add_argument("--iface", type=T.iface, required=True, metavar="IF")
-    s.add_argument("--mode", choices=("native", "generic"), default="native")
+    s.add_argument("--hook", choices=("auto", "xdp", "tc"), default="auto",
+                   help="where SIP is classified: auto (by driver: XDP on NICs with native XDP, TC ingress "
+                   "on veth and other virtual interfaces), xdp or tc (forced)")
+    s.add_argument("--mode", choices=("native", "generic"), default=None,
+                   help="XDP attach mode when the hook is xdp (default native)")
     s.add_argument("--build-dir", type=T.path, metavar="DIR", help="where the objects are (default: last build)")
     s.add_argument("--force", action="store_true", help="replace a foreign XDP program")
     s.set_defaults(func=cmd_attach)
 
-    s = sub.add_parser("detach", parents=[common], help="detach XDP and TC programs (maps stay pinned)")
+    s = sub.add_parser("detach", parents=[common], help="detach the classifier and TC egress (maps stay pinned)")
     s.add_argument("--iface", type=T.iface, required=True, metavar="IF")
     s.set_defaults(func=cmd_detach)
 

@@ -1,4 +1,4 @@
-"""Load, pin and attach/detach the XDP ingress and TC egress programs on an interface."""
+"""Load, pin and attach/detach the classifier (XDP or TC ingress) and TC egress on an interface."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import socket
 import time
 from typing import Any
 
-from .. import inputs
-from . import migrate
+from .. import inputs, layout
+from ..fastpath.slots import OBJ as TC_IN_OBJ, PROG as TC_IN_PROG
+from . import hooks, migrate
 from .base import (MODES, TC_OBJ, TC_PROG, XDP_OBJ, XDP_PROG, DatapathError, ifindex,
                    init_ctl, load_state, object_path, pin_root, prog_name, repin, save_state)
 
@@ -24,52 +25,63 @@ def _bpf():
 # ---------------------------------------------------------------------------
 
 
-def attach(iface: str, mode: str = "native", build_dir: str | None = None,
-           force: bool = False) -> dict[str, Any]:
-    """Load (maps pinned & re-used), pin and attach XDP ingress + TC egress.
+def attach(iface: str, mode: str | None = None, build_dir: str | None = None,
+           force: bool = False, hook: str = "auto") -> dict[str, Any]:
+    """Load (maps pinned & re-used), pin and attach the classifier on `hook` + TC egress.
 
-    If our programs are already attached they are replaced atomically
-    (XDP: expected-prog replace; TC: same handle/priority replace); pinned
-    maps and their state (counters, rate-limit buckets, policy) survive.
-    A foreign XDP program is never replaced unless force=True.
+    hook xdp: xdp_sip at XDP; tc: tc_fastpath at TC ingress, classifying (CLASSIFY in
+    etsf_if_cfg); auto: by driver (hooks.resolve).  mode is the XDP mode (default native).
+    If our programs are already attached they are replaced atomically (XDP: expected-prog
+    replace; TC: same handle/priority replace); pinned maps and their state (counters,
+    rate-limit buckets, policy) survive.  Switching hooks attaches the new one before the
+    old one goes, so no packet passes unclassified.  A foreign XDP program is never
+    replaced unless force=True.
     """
-    if mode not in MODES:
+    hooks.check(hook)
+    if mode is not None and mode not in MODES:
         raise DatapathError(f"--mode must be one of {', '.join(MODES)} (got {mode!r})")
+    if mode is not None and hook == "tc":
+        raise DatapathError("--mode is the XDP attach mode: it does not apply to --hook tc")
     idx = ifindex(iface)
+    chosen, reason = hooks.resolve(iface, hook)
+    mode = (mode or "native") if chosen == "xdp" else None
     bpf = _bpf()
     xdp_obj = object_path(build_dir, XDP_OBJ)
     tc_obj = object_path(build_dir, TC_OBJ)
+    in_obj = object_path(build_dir, TC_IN_OBJ) if chosen == "tc" else None
     root = pin_root()
 
     cur = bpf.xdp_query(idx) or {}
     cur_id = int(cur.get("prog_id") or 0)
     cur_mode = cur.get("mode")
-    if cur_id:
-        name = prog_name(cur_id)
-        if name != XDP_PROG and not force:
+    cur_ours = bool(cur_id) and prog_name(cur_id) == XDP_PROG
+    in_prev = hooks.tc_ingress_id(idx) if chosen == "tc" else 0
+    if cur_id and chosen == "xdp":
+        if not cur_ours and not force:
             raise DatapathError(f"{iface} already has a foreign XDP program "
-                                f"(id {cur_id}, name {name!r}); detach it first")
+                                f"(id {cur_id}, name {prog_name(cur_id)!r}); detach it first")
         if cur_mode and cur_mode != mode:
             raise DatapathError(f"{iface} has XDP attached in {cur_mode} mode; "
                                 f"detach before switching to {mode}")
 
-    xprogs: dict = {}
+    objs = [xdp_obj, tc_obj] if chosen == "xdp" else [tc_obj, in_obj]
+    progs: dict = {}
     pins_before: set | None = None
     bpf.ensure_bpffs()
     # pinned maps the new objects define differently: carried over or refused, before loading
-    mig = migrate.plan([xdp_obj, tc_obj], root)
+    mig = migrate.plan(objs, root)
     try:
         os.makedirs(os.path.join(root, "maps"), exist_ok=True)
         os.makedirs(os.path.join(root, "progs"), exist_ok=True)
         pins_before = set(os.listdir(os.path.join(root, "maps")))
-        xprogs = bpf.load_object(xdp_obj, root, pin_paths=mig.pin_paths())
-        tprogs = bpf.load_object(tc_obj, root, pin_paths=mig.pin_paths())
+        for obj in objs:
+            progs.update(bpf.load_object(obj, root, pin_paths=mig.pin_paths()))
     except bpf.BpfError as e:
         mig.drop_tmp()
         mig.close()
         # nothing was attached or re-pinned: the running programs and maps are untouched;
         # drop only map pins this failed load created (never a pre-existing one)
-        for p in xprogs.values():
+        for p in progs.values():
             with contextlib.suppress(Exception):
                 p.close()
         with contextlib.suppress(OSError):
@@ -83,38 +95,55 @@ def attach(iface: str, mode: str = "native", build_dir: str | None = None,
                             + (f"; verifier: {excerpt}" if excerpt else ""))
         err.log = getattr(e, "log", "")  # type: ignore[attr-defined]
         raise err from None
-    if XDP_PROG not in xprogs or TC_PROG not in tprogs:
+    main_prog = XDP_PROG if chosen == "xdp" else TC_IN_PROG
+    if main_prog not in progs or TC_PROG not in progs:
         mig.drop_tmp()
         mig.close()
-        raise DatapathError(f"objects do not contain {XDP_PROG}/{TC_PROG}")
-    xprog, tprog = xprogs[XDP_PROG], tprogs[TC_PROG]
+        for p in progs.values():
+            with contextlib.suppress(Exception):
+                p.close()
+        raise DatapathError(f"objects do not contain {main_prog}/{TC_PROG}")
     attached = False
     try:
         # copied right before the attach: the old programs count on the old maps until then
         migrated = mig.swap()
         init_ctl()
+        if chosen == "xdp":
+            _attach_xdp(iface, idx, progs[XDP_PROG], mode, cur_id)
+        else:
+            try:
+                hooks.attach_tc_ingress(idx, progs[TC_IN_PROG].fd)
+            except bpf.BpfError as e:
+                raise DatapathError(f"TC ingress attach on {iface} failed: "
+                                    f"{str(e).splitlines()[0] if str(e) else e}") from None
+        attached = True                 # the new program runs on the new maps from here
         try:
-            bpf.xdp_attach(idx, xprog.fd, mode=mode, replace_prog_id=cur_id or None)
-        except bpf.BpfError as e:
-            hint = " (try --mode generic)" if mode == "native" else ""
-            raise DatapathError(f"XDP attach ({mode}) on {iface} failed: "
-                                f"{str(e).splitlines()[0] if str(e) else e}{hint}") from None
-        attached = True                 # the new XDP program runs on the new maps from here
-        try:
-            bpf.tc_attach(idx, tprog.fd, direction="egress")
+            bpf.tc_attach(idx, progs[TC_PROG].fd, direction="egress")
         except bpf.BpfError as e:
             raise DatapathError(f"TC egress attach on {iface} failed: "
                                 f"{str(e).splitlines()[0] if str(e) else e}") from None
-        repin(xprog, os.path.join(root, "progs", XDP_PROG))
-        repin(tprog, os.path.join(root, "progs", TC_PROG))
+        if chosen == "xdp":
+            flags = hooks.update_flags(idx, add=layout.IF_F_XDP, clear=layout.IF_F_CLASSIFY)[1]
+            if not flags & layout.IF_F_STEER:
+                hooks.detach_tc_ingress(idx)        # was the tc hook: XDP classifies from now
+        else:
+            flags = hooks.update_flags(idx, add=layout.IF_F_CLASSIFY, clear=layout.IF_F_XDP)[1]
+            if cur_ours:                            # was the xdp hook: TC classifies from now
+                bpf.xdp_detach(idx, mode=cur_mode or "native", expected_prog_id=cur_id)
+        repin(progs[main_prog], os.path.join(root, "progs", main_prog))
+        repin(progs[TC_PROG], os.path.join(root, "progs", TC_PROG))
         xq = bpf.xdp_query(idx) or {}
+        xid = int(xq.get("prog_id") or 0)
         info = {
-            "iface": iface, "ifindex": idx, "mode": mode,
-            "xdp_prog_id": int(xq.get("prog_id") or xprog.id),
-            "tc_prog_id": int(bpf.tc_query(idx, direction="egress") or tprog.id),
-            "replaced_prog_id": cur_id or None,
+            "iface": iface, "ifindex": idx, "hook": chosen, "hook_requested": hook, "hook_reason": reason,
+            "mode": mode,
+            "xdp_prog_id": (xid or progs[XDP_PROG].id) if chosen == "xdp" else None,
+            "tc_prog_id": int(bpf.tc_query(idx, direction="egress") or progs[TC_PROG].id),
+            "tc_ingress_prog_id": hooks.tc_ingress_id(idx) or None,
+            "if_flags": hooks.flag_names(flags),
+            "replaced_prog_id": (cur_id if chosen == "xdp" else in_prev) or None,
             "attached_at": time.time(),
-            "stamp": _object_stamp(xdp_obj),
+            "stamp": _object_stamp(tc_obj),
             "migrated_maps": migrated,
         }
     finally:
@@ -123,7 +152,7 @@ def attach(iface: str, mode: str = "native", build_dir: str | None = None,
             mig.undo()
         mig.drop_tmp()
         mig.close()
-        for p in list(xprogs.values()) + list(tprogs.values()):
+        for p in progs.values():
             with contextlib.suppress(Exception):
                 p.close()
     st = load_state()
@@ -131,6 +160,16 @@ def attach(iface: str, mode: str = "native", build_dir: str | None = None,
     st["pin_root"] = root
     save_state(st)
     return {"changed": True, **info}
+
+
+def _attach_xdp(iface: str, idx: int, prog, mode: str, replace_id: int) -> None:
+    bpf = _bpf()
+    try:
+        bpf.xdp_attach(idx, prog.fd, mode=mode, replace_prog_id=replace_id or None)
+    except bpf.BpfError as e:
+        hint = " (try --mode generic)" if mode == "native" else ""
+        raise DatapathError(f"XDP attach ({mode}) on {iface} failed: "
+                            f"{str(e).splitlines()[0] if str(e) else e}{hint}") from None
 
 
 def _verifier_excerpt(log: str, lines: int = 3) -> str:
@@ -152,7 +191,8 @@ def _object_stamp(obj_path: str) -> str | None:
 
 
 def detach(iface: str) -> dict[str, Any]:
-    """Detach our XDP and TC programs from iface (maps and pins stay)."""
+    """Detach our classifier (XDP or TC ingress) and TC egress from iface (maps and pins
+    stay).  The TC ingress program stays while the fast path steers on iface."""
     idx = ifindex(iface)
     bpf = _bpf()
     changed = False
@@ -162,8 +202,16 @@ def detach(iface: str) -> dict[str, Any]:
         name = prog_name(cur_id)
         if name != XDP_PROG:
             raise DatapathError(f"{iface} XDP program id {cur_id} ({name!r}) is not ours; not detaching")
+    # the fast path's TC ingress stops expecting XDP metadata before the XDP program goes
+    old, flags = hooks.update_flags(idx, clear=layout.IF_F_XDP | layout.IF_F_CLASSIFY)
+    if cur_id:
         bpf.xdp_detach(idx, mode=cur.get("mode") or "native", expected_prog_id=cur_id)
         changed = True
+    in_id = hooks.tc_ingress_id(idx)
+    # the state's record too: a map re-created without our entry must not leave the program behind
+    was_tc = bool(old & layout.IF_F_CLASSIFY) or load_state()["interfaces"].get(iface, {}).get("hook") == "tc"
+    if was_tc and not flags & layout.IF_F_STEER:
+        changed = hooks.detach_tc_ingress(idx) or changed
     tc_id = int(bpf.tc_query(idx, direction="egress") or 0)
     if tc_id and prog_name(tc_id) == TC_PROG:
         bpf.tc_detach(idx, direction="egress")
@@ -172,7 +220,9 @@ def detach(iface: str) -> dict[str, Any]:
     st["interfaces"].pop(iface, None)
     save_state(st)
     return {"changed": changed, "iface": iface, "ifindex": idx, "xdp_prog_id": cur_id or None,
-            "tc_prog_id": tc_id or None}
+            "tc_prog_id": tc_id or None,
+            "tc_ingress_prog_id": (in_id or None) if was_tc else None,
+            "if_flags": hooks.flag_names(flags)}
 
 
 # ---------------------------------------------------------------------------
@@ -193,10 +243,13 @@ def interface_status(names) -> dict[str, dict[str, Any]]:
     """What is attached to each named interface (managed by eTSF or not)."""
     bpf = _bpf()
     managed = load_state().get("interfaces", {})
+    cfg = hooks.all_flags()
     ifaces = {}
     for name in sorted(set(names)):
         rec = managed.get(name, {})
         row = {"ifindex": rec.get("ifindex"), "mode": rec.get("mode"), "present": True,
+               "hook_recorded": rec.get("hook"), "hook_requested": rec.get("hook_requested"),
+               "hook_reason": rec.get("hook_reason"),
                "managed": name in managed, "stamp": rec.get("stamp"), "attached": False}
         try:
             idx = socket.if_nametoindex(name)
@@ -207,10 +260,18 @@ def interface_status(names) -> dict[str, dict[str, Any]]:
         q = bpf.xdp_query(idx) or {}
         xid = int(q.get("prog_id") or 0)
         tid = int(bpf.tc_query(idx, direction="egress") or 0)
+        iid = hooks.tc_ingress_id(idx)
+        flags = cfg.get(idx, 0)
         row.update(ifindex=idx, xdp_prog_id=xid or None, xdp_prog_name=prog_name(xid),
                    xdp_mode=q.get("mode") if xid else None,
-                   tc_prog_id=tid or None, tc_prog_name=prog_name(tid))
-        row["attached"] = bool(xid and row["xdp_prog_name"] == XDP_PROG)
+                   tc_prog_id=tid or None, tc_prog_name=prog_name(tid),
+                   tc_ingress_prog_id=iid or None, tc_ingress_prog_name=prog_name(iid),
+                   if_flags=hooks.flag_names(flags))
+        xdp_on = bool(xid and row["xdp_prog_name"] == XDP_PROG)
+        tc_on = bool(iid and row["tc_ingress_prog_name"] == TC_IN_PROG and flags & layout.IF_F_CLASSIFY)
+        # the hook that classifies now (an XDP program of ours wins: it sees packets first)
+        row["hook"] = "xdp" if xdp_on else "tc" if tc_on else None
+        row["attached"] = xdp_on or tc_on
         ifaces[name] = row
     return ifaces
 

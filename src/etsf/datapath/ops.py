@@ -11,6 +11,7 @@ from typing import Any
 from .. import inputs
 from .. import policy as _policy
 from ..overload.state import read_state as overload_auto_state
+from .hooks import HOOKS
 from .loader import attach, detach, forget, interface_status, pins
 from .base import (MODES, DatapathError, build, check_objects, ctl_dict, default_build_dir, load_state,
                    pin_root, read_ctl, set_bypass)
@@ -89,6 +90,8 @@ def read_restore_config(path: str) -> dict[str, Any]:
         raise DatapathError(f"{path}: interfaces: expected a non-empty list of interface names")
     if cfg.get("mode", "native") not in MODES:
         raise DatapathError(f"{path}: mode: must be one of {', '.join(MODES)}")
+    if cfg.get("hook", "auto") not in HOOKS:
+        raise DatapathError(f"{path}: hook: must be one of {', '.join(HOOKS)}")
     fp = cfg.get("fastpath_interfaces")
     if fp is not None and (not isinstance(fp, list) or not all(isinstance(i, str) for i in fp)):
         raise DatapathError(f"{path}: fastpath_interfaces: expected a list of interface names")
@@ -112,9 +115,13 @@ def restore(config: str = "/etc/etsf/datapath.yml") -> dict[str, Any]:
         built = {"out_dir": out, "changed": False}
     else:
         built = build(out_dir=cfg.get("build_dir"), src_dir=cfg.get("src_dir"))
-    attached = {}
+    attached, chosen = {}, {}
+    hook = cfg.get("hook", "auto")
     for iface in cfg["interfaces"]:
-        attached[iface] = attach(iface, mode=cfg.get("mode", "native"), build_dir=built["out_dir"])["xdp_prog_id"]
+        res = attach(iface, mode=None if hook == "tc" else cfg.get("mode", "native"), build_dir=built["out_dir"],
+                     hook=hook)
+        attached[iface] = res["xdp_prog_id"] or res["tc_ingress_prog_id"]
+        chosen[iface] = res["hook"]
     fp_ifaces = cfg.get("fastpath_interfaces") or []
     if fp_ifaces:
         from .. import fastpath
@@ -125,5 +132,6 @@ def restore(config: str = "/etc/etsf/datapath.yml") -> dict[str, Any]:
         pol, text = _policy.load_file(policy_file)
         # after a reboot the maps are new: force the write even if an old decode matched
         applied = _policy.apply(pol, source_text=text, force=True)["generation"]
-    return {"changed": True, "built": built["changed"], "attached": attached, "fastpath": list(fp_ifaces),
+    return {"changed": True, "built": built["changed"], "attached": attached, "hooks": chosen,
+            "fastpath": list(fp_ifaces),
             "policy_generation": applied}

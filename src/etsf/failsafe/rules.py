@@ -198,14 +198,20 @@ def check_attachments(ifaces: list[str]) -> dict[str, Any]:
             why = "interface gone"
         else:
             # compare ids with what our last attach recorded (names need CAP_SYS_ADMIN to read)
-            xid, tid = r.get("xdp_prog_id"), r.get("tc_prog_id")
-            if not xid:
+            xid, tid, iid = r.get("xdp_prog_id"), r.get("tc_prog_id"), r.get("tc_ingress_prog_id")
+            if rec.get("hook") == "tc":
+                if not iid:
+                    why = "TC ingress: nothing attached"
+                elif iid != rec.get("tc_ingress_prog_id"):
+                    why = (f"TC ingress: program {iid} ({r.get('tc_ingress_prog_name')}) replaced ours "
+                           f"({rec.get('tc_ingress_prog_id')})")
+            elif not xid:
                 why = "XDP: nothing attached"
             elif xid != rec.get("xdp_prog_id"):
                 why = f"XDP: program {xid} ({r.get('xdp_prog_name')}) replaced ours ({rec.get('xdp_prog_id')})"
-            elif not tid:
+            if why is None and not tid:
                 why = "TC egress: nothing attached"
-            elif rec.get("tc_prog_id") and tid != rec.get("tc_prog_id"):
+            elif why is None and rec.get("tc_prog_id") and tid != rec.get("tc_prog_id"):
                 why = f"TC egress: program {tid} ({r.get('tc_prog_name')}) replaced ours ({rec.get('tc_prog_id')})"
         if why:
             bad[name] = why

@@ -131,7 +131,8 @@ class Watchdog:
                 continue
             try:
                 datapath.detach(iface)
-                self.detached[iface] = {"mode": rec.get("mode") or "native", "build_dir": build}
+                self.detached[iface] = {"mode": rec.get("mode"), "hook": rec.get("hook") or "xdp",
+                                        "build_dir": build}
                 done[iface] = True
             except (datapath.DatapathError, OSError) as e:
                 errors[iface] = str(e)
@@ -147,10 +148,14 @@ class Watchdog:
             build = (datapath.load_state().get("build") or {}).get("out_dir")
             for iface in (self.trip.get("numbers") or {}).get("interfaces", {}):
                 if iface in recs and iface not in self.detached:
-                    self.detached[iface] = {"mode": recs[iface].get("mode") or "native", "build_dir": build}
+                    self.detached[iface] = {"mode": recs[iface].get("mode"), "hook": recs[iface].get("hook") or "xdp",
+                                            "build_dir": build}
         for iface, rec in sorted(self.detached.items()):
             try:
-                datapath.attach(iface, mode=rec["mode"], build_dir=rec.get("build_dir"))
+                # the hook it had (records of older releases: xdp, the only one then)
+                hook = rec.get("hook") or "xdp"
+                datapath.attach(iface, mode=rec.get("mode") if hook == "xdp" else None,
+                                build_dir=rec.get("build_dir"), hook=hook)
             except (datapath.DatapathError, OSError) as e:
                 errors[iface] = str(e)
         if errors:

@@ -7,7 +7,8 @@ import socket
 import time
 from typing import Any
 
-from ..datapath import migrate
+from .. import layout as L
+from ..datapath import hooks, migrate
 from ..datapath.base import (DatapathError, ifindex, init_ctl, load_state, object_path, prog_name, repin,
                              save_state)
 from ..paths import pin_root
@@ -76,6 +77,10 @@ def attach(ifaces: list[str], build_dir: str | None = None) -> dict[str, Any]:
             except bpf.BpfError as e:
                 raise FastpathError(f"TC ingress attach on {name} failed: {e}") from None
             attached = True
+            try:
+                hooks.update_flags(ix, add=L.IF_F_STEER)
+            except DatapathError as e:
+                raise FastpathError(str(e)) from None
         repin(prog, os.path.join(pin_root(), "progs", PROG))
         pid = prog.id
     finally:
@@ -88,6 +93,9 @@ def attach(ifaces: list[str], build_dir: str | None = None) -> dict[str, Any]:
     fp = st.setdefault("fastpath", {"interfaces": {}})
     for name, ix in idx.items():
         fp["interfaces"][name] = {"ifindex": ix, "prog_id": pid, "attached_at": time.time()}
+        rec = st["interfaces"].get(name)
+        if rec and rec.get("hook") == "tc":
+            rec["tc_ingress_prog_id"] = pid      # the one program classifies there too
     save_state(st)
     return {"changed": True, "interfaces": {n: {"ifindex": ix, "prog_id": pid} for n, ix in idx.items()},
             "migrated_maps": migrated}
@@ -98,6 +106,11 @@ def detach(ifaces: list[str]) -> dict[str, Any]:
     out = {}
     for name in ifaces:
         ix = ifindex(name)
+        old, flags = hooks.update_flags(ix, clear=L.IF_F_STEER)
+        if flags & L.IF_F_CLASSIFY:
+            # the datapath's tc hook classifies here: the program stays, it only stops steering
+            out[name] = bool(old & L.IF_F_STEER)
+            continue
         pid = bpf.tc_query(ix, direction="ingress", handle=TC_HANDLE, priority=TC_PRIO)
         if pid and prog_name(pid) == PROG:
             bpf.tc_detach(ix, direction="ingress", handle=TC_HANDLE, priority=TC_PRIO)

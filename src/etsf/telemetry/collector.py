@@ -84,6 +84,13 @@ class EtsfCollector:
                 fam.add_metric([name, str(row["ifindex"])], row.get(f, 0))
         yield from fams.values()
 
+        hk = GaugeMetricFamily("etsf_interface_hook", "1 for the hook that classifies SIP on the interface "
+                               "(xdp or tc); steer=1 where the fast path steers",
+                               labels=["iface", "ifindex", "hook", "steer"])
+        for name, row in sorted(snap.get("hooks", {}).items()):
+            hk.add_metric([name, str(row["ifindex"]), row["hook"] or "none", str(int("steer" in row["flags"]))], 1)
+        yield hk
+
         hist = HistogramMetricFamily(
             "etsf_sip_transaction_latency_seconds",
             "SIP transaction latency from request to the first response of each stage "

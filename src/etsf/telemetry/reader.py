@@ -50,7 +50,8 @@ def _u64(b: bytes) -> int:
 
 class Snapshot(dict):
     """Plain dict: t, stats, interfaces, hist, codes, events, ctl, keepalive, programs, maps, cost, oc
-    (RFC 7339 rewrite outcomes at TC egress)."""
+    (RFC 7339 rewrite outcomes at TC egress), hooks (per interface: the classifying hook and the
+    etsf_if_cfg flags)."""
 
 
 def open_counted(name: str, root: str, cost: dict):
@@ -77,7 +78,7 @@ def snapshot(root: str | None = None, programs: bool = True) -> Snapshot:
     cost = {"maps_opened": 0, "batch_calls": 0, "entries_read": 0, "lookups": 0}
     snap = Snapshot(t=time.time(), mono=time.monotonic(), missing=[], stats=[], interfaces={},
                     hist={}, codes={}, events={}, ctl=None, keepalive=None, programs={}, maps={}, cost=cost,
-                    oc={})
+                    oc={}, hooks={})
 
     def read(name, fn):
         try:
@@ -115,6 +116,19 @@ def snapshot(root: str | None = None, programs: bool = True) -> Snapshot:
             except OSError:
                 name = f"ifindex{idx}"
             snap["interfaces"][name] = {"ifindex": idx, **tot}
+
+    def hooks(m):
+        for k, v in m.items():
+            idx = int.from_bytes(bytes(k)[:4], "little")
+            flags = int(L.IfCfg.from_bytes(v).flags)
+            try:
+                name = socket.if_indextoname(idx)
+            except OSError:
+                name = f"ifindex{idx}"
+            hook = "xdp" if flags & L.IF_F_XDP else "tc" if flags & L.IF_F_CLASSIFY else None
+            snap["hooks"][name] = {"ifindex": idx, "hook": hook,
+                                   "flags": [n for f, n in ((L.IF_F_CLASSIFY, "classify"), (L.IF_F_STEER, "steer"),
+                                                            (L.IF_F_XDP, "xdp")) if flags & f]}
 
     def hist(m):
         for k, vals in _items(m, cost):
@@ -194,6 +208,7 @@ def snapshot(root: str | None = None, programs: bool = True) -> Snapshot:
     read("etsf_ctl", ctl)
     read("etsf_oc_stats", oc)
     read("etsf_ka_stats", keepalive)
+    read("etsf_if_cfg", hooks)
     for name in OCCUPANCY_MAPS:
         if name == "etsf_ifstats":
             snap["maps"][name] = {"entries": len(snap["interfaces"]), "max_entries": L.IF_MAX}

@@ -1,0 +1,129 @@
+"""Which hook classifies on an interface, and the per-interface flags that tell the TC ingress
+program what to do there.
+
+Hooks: ``xdp`` (xdp_sip classifies before an skb exists; right on a NIC whose driver runs
+XDP natively) or ``tc`` (tc_fastpath classifies at TC ingress; right on veth, bridges and
+every other software device, where native XDP copies skbs).  ``auto`` picks by driver
+(:func:`etsf.preflight.auto_hook`, shared with ``etsfctl preflight``).
+
+``etsf_if_cfg`` (key: ifindex) holds CLASSIFY (datapath hook tc), STEER (fast-path
+interface) and XDP (xdp_sip hands its result to TC ingress in XDP metadata).  One TC ingress
+program serves both the datapath and the fast path, so whoever removes its own flag detaches
+it only when the other flag is not set; an entry with no flag left is deleted (no entry =
+steering only, what tc_fastpath did before it could classify).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import layout, paths
+from .. import preflight as _preflight
+from ..fastpath.slots import PROG as TC_IN_PROG, TC_HANDLE, TC_PRIO
+from .base import DatapathError, prog_name
+
+HOOKS = ("auto", "xdp", "tc")
+MAP_IF_CFG = "etsf_if_cfg"
+FLAG_NAMES = ((layout.IF_F_CLASSIFY, "classify"), (layout.IF_F_STEER, "steer"), (layout.IF_F_XDP, "xdp"))
+
+
+def _bpf():
+    from .. import bpf
+    return bpf
+
+
+def check(hook: Any) -> str:
+    if hook not in HOOKS:
+        raise DatapathError(f"--hook must be one of {', '.join(HOOKS)} (got {hook!r})")
+    return hook
+
+
+def resolve(iface: str, hook: str) -> tuple[str, str]:
+    """(xdp|tc, why) for iface: auto decides by driver, xdp/tc are forced."""
+    check(hook)
+    if hook != "auto":
+        return hook, f"{iface}: forced (--hook {hook})"
+    choice = _preflight.auto_hook(iface)
+    return choice["hook"], choice["reason"]
+
+
+def flag_names(flags: int) -> list[str]:
+    return [n for f, n in FLAG_NAMES if flags & f]
+
+
+def _key(idx: int) -> bytes:
+    return int(idx).to_bytes(4, "little")
+
+
+def _open(root: str | None = None):
+    bpf = _bpf()
+    try:
+        return bpf.open_map(MAP_IF_CFG, root or paths.pin_root())
+    except (OSError, bpf.BpfError):
+        return None          # pinned by an older release, or nothing loaded: no entries
+
+
+def read_flags(idx: int, root: str | None = None) -> int:
+    m = _open(root)
+    if m is None:
+        return 0
+    try:
+        raw = m.lookup(_key(idx))
+    finally:
+        m.close()
+    return int(layout.IfCfg.from_bytes(raw).flags) if raw else 0
+
+
+def all_flags(root: str | None = None) -> dict[int, int]:
+    """{ifindex: flags} of every entry."""
+    m = _open(root)
+    if m is None:
+        return {}
+    try:
+        return {int.from_bytes(bytes(k)[:4], "little"): int(layout.IfCfg.from_bytes(v).flags)
+                for k, v in m.items()}
+    finally:
+        m.close()
+
+
+def update_flags(idx: int, add: int = 0, clear: int = 0) -> tuple[int, int]:
+    """Set `add` and clear `clear` in ifindex idx's entry (deleted when no flag is left);
+    returns (old flags, new flags).  Read-modify-write under the shared ctl lock: the
+    datapath and the fast path both write here."""
+    with paths.lock():
+        m = _open()
+        if m is None:
+            if add:
+                raise DatapathError(f"map {MAP_IF_CFG} not pinned under {paths.pin_root()} "
+                                    "(run 'etsfctl attach' with this release first)")
+            return 0, 0
+        try:
+            raw = m.lookup(_key(idx))
+            old = int(layout.IfCfg.from_bytes(raw).flags) if raw else 0
+            new = (old | add) & ~clear
+            if new:
+                if new != old:
+                    m.update(_key(idx), bytes(layout.IfCfg(flags=new)))
+            elif raw is not None:
+                m.delete(_key(idx))
+            return old, new
+        finally:
+            m.close()
+
+
+def tc_ingress_id(idx: int) -> int:
+    """Id of the program at the TC ingress slot the datapath and fast path share (0: none)."""
+    return int(_bpf().tc_query(idx, direction="ingress", handle=TC_HANDLE, priority=TC_PRIO) or 0)
+
+
+def attach_tc_ingress(idx: int, prog_fd: int) -> None:
+    _bpf().tc_attach(idx, prog_fd, direction="ingress", handle=TC_HANDLE, priority=TC_PRIO)
+
+
+def detach_tc_ingress(idx: int) -> bool:
+    """Detach tc_fastpath from idx's TC ingress (a foreign program there is left alone)."""
+    pid = tc_ingress_id(idx)
+    if pid and prog_name(pid) == TC_IN_PROG:
+        _bpf().tc_detach(idx, direction="ingress", handle=TC_HANDLE, priority=TC_PRIO)
+        return True
+    return False
