@@ -251,11 +251,19 @@ def _manifest_matches(out_dir: Path, stamp: str, arch: str) -> bool:
 def build_layout_object(src_dir, out_dir, btf: str = DEFAULT_BTF) -> str:
     """Compile the test-only layout object (LAYOUT_SOURCE) with the programs'
     headers and flags; its BTF is what tests compare src/etsf/layout/ with."""
+    return build_test_object(src_dir, out_dir, LAYOUT_SOURCE, btf)
+
+
+def build_test_object(src_dir, out_dir, source: str, btf: str = DEFAULT_BTF) -> str:
+    """Compile one test-only source of src_dir (a ``*.c`` that is not ``*.bpf.c``, so
+    ``build`` never compiles or ships it) with the programs' headers and flags."""
     src_dir = Path(src_dir)
     out_dir = Path(out_dir)
-    src = src_dir / LAYOUT_SOURCE
+    src = src_dir / source
+    if source.endswith(".bpf.c"):
+        raise BuildError(f"test source {source}: a *.bpf.c is a production program")
     if not src.is_file():
-        raise BuildError(f"layout source {src} does not exist")
+        raise BuildError(f"test source {src} does not exist")
     out_dir.mkdir(parents=True, exist_ok=True)
     if not (out_dir / "vmlinux.h").exists():
         generate_vmlinux_h(out_dir, btf)
