@@ -65,8 +65,14 @@ INVITE_HEX = "0x" + b"INVITE".hex()
 NFT_CLIENT = f"""table ip etsfhk {{
   counter req {{ }}
   counter rep {{ }}
-  chain out {{ type filter hook output priority 0; policy accept; udp dport {PORT} counter name req }}
-  chain in {{ type filter hook input priority 0; policy accept; udp sport {PORT} counter name rep }}
+  chain out {{
+    type filter hook output priority 0; policy accept;
+    udp dport {PORT} counter name req
+  }}
+  chain in {{
+    type filter hook input priority 0; policy accept;
+    udp sport {PORT} counter name rep
+  }}
 }}
 """
 NFT_BACKEND = f"""table ip etsfhk {{
@@ -78,7 +84,10 @@ NFT_BACKEND = f"""table ip etsfhk {{
     udp dport {PORT} counter name req
     udp dport {PORT} @th,64,48 {INVITE_HEX} counter name inv
   }}
-  chain out {{ type filter hook output priority 0; policy accept; udp sport {PORT} counter name rep }}
+  chain out {{
+    type filter hook output priority 0; policy accept;
+    udp sport {PORT} counter name rep
+  }}
 }}
 """
 
@@ -110,9 +119,6 @@ class HookTopo(Topology):
         self.bridged(self.host, "hkbr", BK_IF, self.bk, f"{BACKEND}/24", via=BR)
         self.sh(self.cli, "nft", "-f", "-", inp=NFT_CLIENT)
         self.sh(self.bk, "nft", "-f", "-", inp=NFT_BACKEND)
-        # ARP and neighbours resolved before any counted run
-        self.sh(self.cli, "ping", "-c1", "-W2", UPLINK)
-        self.sh(self.bk, "ping", "-c1", "-W2", UAC)
         (self.work / "uas").mkdir()
         self.uas = self.start(self.bk, ["sipp", "-sn", "uas", "-i", BACKEND, "-p", str(PORT), "-nostdin",
                                         "-timeout", "280s"], self.work / "uas" / "sipp.log", limit=300)
@@ -210,7 +216,7 @@ def run_calls(t, name: str) -> tuple[dict, int, int, int]:
     res = t.calls(name)
     time.sleep(0.3)                 # the last BYE's 200 crosses the node before the snapshot
     d = delta(s0, snapshot(t))
-    print(name, json.dumps(d, default=str))
+    print(name, d)
     assert res == {"SuccessfulCall(C)": CALLS, "FailedCall(C)": 0}, res
     req, rep = d["cli"]["req"], d["bk"]["rep"]
     assert req[0] >= 3 * CALLS and rep[0] >= 3 * CALLS, d
