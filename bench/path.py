@@ -475,8 +475,8 @@ class PathBench:
     def keepalive_pass(self):
         """Keep-alive mix: OPTIONS from ka_sources addresses (bench/kagen.c) plus calls through
         eTSF as deployed (C-0), R: the pod's responder answers the OPTIONS (policy
-        keepalive.enabled false) vs E: eTSF answers them in XDP (enabled, gate held open by the
-        prober, 1 in 100 still to the pod); one topology, the policy switched between visits,
+        keepalive.enabled false) vs E: eTSF answers them in the kernel at C's hook (enabled, gate
+        held open by the prober, 1 in 100 still to the pod); one topology, the policy switched between visits,
         paired rounds in alternating order, each visit a calls-only and a mix phase."""
         p = self.p
         rounds, ph_s = int(p["ka_rounds"]), float(p["ka_phase_s"])

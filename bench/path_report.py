@@ -246,7 +246,8 @@ def keepalive_section(res: dict) -> list[str]:
         ka["analysis"] = P.ka_analyse(ka["visits"])
     p, an = ka["params"], ka.get("analysis") or {}
     rounds = sorted({v["round"] for v in ka.get("visits", [])})
-    L += [f"eTSF as deployed ({p['config']}: XDP classifier + TC fast path steering the VIP to the pod), one "
+    L += [f"eTSF as deployed ({p['config']}: the classifier on its default hook + the fast path steering the VIP "
+          "to the pod), one "
           f"topology, the policy switched between visits (`keepalive.enabled` false for R, true for E with the "
           f"agent's prober holding the proxy-alive gate open and 1 in {p['sample_every']} OPTIONS still sent to "
           f"the pod). {len(rounds)} paired round(s) in alternating order, phases of {p['phase_s']} s: calls only "
