@@ -2,7 +2,9 @@
 
 Baseline: bpf/xdp_count.bpf.c (count into a per-CPU array, XDP_PASS).
 Classifier (xdp_sip) on: 1 KB INVITE (pass), REGISTER over its rate limit
-(drop), 200 OK (pass), non-SIP UDP (pass).  Reported as ratios to the
+(drop), 200 OK (pass), non-SIP UDP (pass).  The same classifier at TC ingress
+(tc_fastpath with the interface's CLASSIFY flag) on the 1 KB INVITE, and the
+egress program (tc_sip_egress) on the 200 OK: the reply's one parse.  Reported as ratios to the
 baseline measured in the same run; JSON to bench/results/datapath-<ts>.json.
 """
 from __future__ import annotations
@@ -112,6 +114,11 @@ def main(argv=None) -> int:
         objs = {Path(o).name: o for o in res["objects"]}
         progs.update(bpf.load_object(objs["xdp_count.bpf.o"], root))
         progs.update(bpf.load_object(objs["xdp_sip.bpf.o"], root))
+        progs.update(bpf.load_object(objs["tc_sip.bpf.o"], root))
+        progs.update(bpf.load_object(objs["tc_fastpath.bpf.o"], root))
+        # PROG_TEST_RUN's skb arrives on lo (ifindex 1): the TC ingress program classifies there
+        with bpf.open_map("etsf_if_cfg", root) as ifc:
+            ifc.update((1).to_bytes(4, "little"), bytes(L.IfCfg(flags=L.IF_F_CLASSIFY)))
         ctl = bpf.open_map("etsf_ctl", root)
         pol_map = bpf.open_map("etsf_policy", root)
         ctl.update(bytes(4), bytes(L.Ctl()))          # no RECORD: production path
@@ -131,6 +138,8 @@ def main(argv=None) -> int:
             ("response_200_ok_pass", "xdp_sip", _eth(ok200()), bpf.XDP_PASS),
             ("non_sip_udp_pass", "xdp_sip", _eth(b"\x80\x00" + b"\x00" * 170, sport=16384,
                                                  dport=16386), bpf.XDP_PASS),
+            ("tc_ingress_invite_1k_pass", "tc_fastpath", _eth(invite_1k()), bpf.TC_ACT_OK),
+            ("tc_egress_200_ok", "tc_sip_egress", _eth(ok200()), bpf.TC_ACT_OK),
         ]
         # prime the REGISTER bucket so every measured run is over the limit
         bpf.test_run(progs["xdp_sip"].fd, _eth(register()), repeat=10)
