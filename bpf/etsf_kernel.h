@@ -44,6 +44,9 @@
 #ifndef TC_ACT_OK
 #define TC_ACT_OK	0
 #endif
+#ifndef TC_ACT_SHOT
+#define TC_ACT_SHOT	2
+#endif
 
 /* <linux/socket.h> */
 #ifndef AF_INET

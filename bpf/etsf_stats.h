@@ -20,7 +20,9 @@ static __always_inline void etsf_count(__u32 hook, __u32 method, __u32 verdict,
 
 	if (method >= ETSF_METHODS)
 		method = ETSF_M_UNKNOWN;
-	idx = ETSF_STATS_IDX(hook & 1, method, verdict & 3, reason & (ETSF_REASONS - 1));
+	if (hook >= ETSF_HOOKS)
+		hook = ETSF_HOOK_XDP;
+	idx = ETSF_STATS_IDX(hook, method, verdict & 3, reason & (ETSF_REASONS - 1));
 	ctr = bpf_map_lookup_elem(&etsf_stats, &idx);
 	if (ctr) {
 		ctr->packets++;

@@ -107,7 +107,8 @@ static __always_inline int etsf_tm_enabled(const struct etsf_policy *pol, int va
 }
 
 /*
- * hook: ETSF_HOOK_XDP or ETSF_HOOK_TC_EGRESS; r: a classified SIP message.
+ * hook: ETSF_HOOK_XDP, ETSF_HOOK_TC_INGRESS or ETSF_HOOK_TC_EGRESS; r: a classified
+ * SIP message.
  * A global (non-inlined) function: the verifier checks it once, on its own,
  * instead of once per path of the caller (keeps xdp_sip's budget).
  */
@@ -117,7 +118,7 @@ __attribute__((noinline)) int etsf_tm_observe(__u32 hook, __u32 ifindex,
 	struct etsf_tm_txn_key k = {};
 	struct etsf_tm_ifcfg *cfg;
 	struct etsf_tm_txn *t;
-	__u32 key = ifindex, dir = ETSF_TM_TOWARD, req_hook, is_req;
+	__u32 key = ifindex, dir = ETSF_TM_TOWARD, ingress, is_req;
 	__u32 code, stage, sbit, cbit, seen;
 	__u64 now;
 
@@ -132,9 +133,10 @@ __attribute__((noinline)) int etsf_tm_observe(__u32 hook, __u32 ifindex,
 		dir = cfg->dir;
 	if (dir >= ETSF_TM_OFF)
 		return 0;
-	req_hook = dir == ETSF_TM_TOWARD ? ETSF_HOOK_XDP : ETSF_HOOK_TC_EGRESS;
+	/* both ingress hooks (XDP, TC ingress) see what comes toward the node */
+	ingress = hook != ETSF_HOOK_TC_EGRESS;
 	is_req = r->method != ETSF_M_RESPONSE;
-	if (is_req != (hook == req_hook))
+	if (is_req != (ingress == (dir == ETSF_TM_TOWARD)))
 		return 0;
 
 	k.callid_hash = r->callid_hash;

@@ -1,27 +1,41 @@
 // SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause
 /*
- * tc_fastpath - eTSF fast path, TC clsact INGRESS (direct action).
+ * tc_fastpath - eTSF TC clsact INGRESS (direct action): the one ingress
+ * program of an interface, classifying and steering from one parse.
  *
- * Attached on the uplink (client side) and on the host end of every
- * backend's veth.  Per packet:
+ * What it does on an interface is etsf_if_cfg[ingress ifindex]:
+ *   CLASSIFY  the SIP classifier (the datapath hook `tc`): the same checks,
+ *             verdicts, reasons and counters as xdp_sip, counted at
+ *             ETSF_HOOK_TC_INGRESS; DROP = TC_ACT_SHOT; the in-kernel 503 /
+ *             keep-alive 200 goes back out of the interface (bpf_redirect)
+ *   STEER     the fast path (below); no entry = STEER only
+ *   XDP       xdp_sip classified the packet already and left its result in
+ *             front of it (struct etsf_meta): the Call-ID hash is taken from
+ *             there, the payload is parsed only when it is missing
+ * Per packet:
  *   1. etsf_ctl: bypass / dead-man -> TC_ACT_OK (fallback, counted)
  *   2. Ethernet/IPv4/IPv6/UDP/TCP (fragments -> fallback)
- *   3. FORWARD: destination is a service VIP:port of the live policy slot.
- *      UDP: SIP parsed, Call-ID hash -> affinity LRU (a dialog stays on its
- *      backend while that backend is in the service, even when it is marked
- *      down) or else the service's Maglev table (new dialogs skip down
- *      backends).  TCP: per connection (4-tuple hash, pinned at SYN).
- *      Destination address/port rewritten (IPv4 header + L4 checksums
- *      incrementally), MACs set, bpf_redirect_peer() into the backend's
- *      namespace (or bpf_fib_lookup + bpf_redirect / bpf_redirect_neigh when
- *      the agent did not resolve the backend's veth).
- *   4. RETURN: source is a backend and destination a client seen in (3)
- *      (flow LRU): source rewritten to the VIP:port, bpf_fib_lookup +
+ *   3. RETURN (STEER): source is a backend and destination a client seen in
+ *      (5) (flow LRU): source rewritten to the VIP:port, bpf_fib_lookup +
  *      bpf_redirect (MACs from the FIB) or bpf_redirect_neigh; when the FIB
  *      cannot route it the reply goes back the way the request came
- *      (interface + MACs remembered with the flow).
- * Nothing here touches netfilter: redirected packets skip the bridge,
- * PREROUTING/DNAT and conntrack of this namespace.
+ *      (interface + MACs remembered with the flow).  Never parsed here: the
+ *      egress program parses replies once.
+ *   4. CLASSIFY: SIP port, payload parse, policy; a dropped or answered
+ *      packet ends here
+ *   5. FORWARD (STEER): destination is a service VIP:port of the live policy
+ *      slot.  UDP: Call-ID hash (from the parse of 4, from XDP metadata, or
+ *      parsed here) -> affinity LRU (a dialog stays on its backend while that
+ *      backend is in the service, even when it is marked down) or else the
+ *      service's Maglev table (new dialogs skip down backends).  TCP: per
+ *      connection (4-tuple hash, pinned at SYN).  Destination address/port
+ *      rewritten (IPv4 header + L4 checksums incrementally), MACs set,
+ *      bpf_redirect_peer() into the backend's namespace (or bpf_fib_lookup +
+ *      bpf_redirect / bpf_redirect_neigh when the agent did not resolve the
+ *      backend's veth).
+ * So a packet is parsed at most once here.  Nothing here touches netfilter:
+ * redirected packets skip the bridge, PREROUTING/DNAT and conntrack of this
+ * namespace.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -35,16 +49,154 @@
 #include "etsf_failsafe.h"
 #include "etsf_parse.h"
 #include "etsf_classify.h"
+#include "etsf_stats.h"
+#include "etsf_telemetry.h"
+#include "etsf_ingress.h"
+#include "etsf_reply_skb.h"
 #include "etsf_fastpath.h"
 
+/*
+ * Everything the program knows of a packet, passed by pointer to the global
+ * functions below (each is verified once, on its own).
+ */
 struct etsf_fp_ctx {
 	struct etsf_pkt p;
+	struct etsf_sip_result r;
 	__u8 saddr[16];
 	__u8 daddr[16];
-	__u32 slot;
-	__u32 _pad;
 	__u64 generation;
+	__u64 meta_hash;    /* XDP metadata: Call-ID hash                       */
+	__u32 slot;
+	__u32 ring;         /* FORWARD: the service's Maglev table               */
+	__u32 reason;       /* fail-safe / L2..L4 reason, ETSF_R_OK to go on     */
+	__u32 parsed;       /* r holds this packet's parse result                */
+	__u32 meta;         /* XDP metadata: 0 none, else 1 + its flags          */
+	__u32 verdict;      /* classifier: verdict and reason of the packet      */
+	__u32 vreason;
+	__u32 _pad;
 };
+
+/*
+ * Per-CPU home of the packet's etsf_fp_ctx: on the stack it would not fit
+ * next to the deepest global function's frame (512 bytes for the chain).
+ * Not pinned: private to the object, holds nothing across packets.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct etsf_fp_ctx);
+} etsf_fp_pctx SEC(".maps");
+
+#define ETSF_TC_GO (-1)     /* etsf_tc_classify: not consumed, steer it on   */
+
+/*
+ * Build the in-kernel answer (code 503 or 200) into etsf_resp.  Returns 1
+ * when it is to be put on the wire (etsf_ingress_build).  A global
+ * function: the builder is verified once, on its own.
+ */
+__attribute__((noinline)) int etsf_tc_build(struct etsf_fp_ctx *c, const struct etsf_ctl *ctl,
+					    __u32 code)
+{
+	const struct etsf_ka_cfg *kc = NULL;
+
+	if (!c || !ctl)
+		return 0;
+	if (code == 200) {
+		__u32 slot = ctl->active_slot & 1;
+
+		kc = bpf_map_lookup_elem(&etsf_ka_cfg, &slot);
+		if (!kc)
+			return 0;
+	}
+	return etsf_ingress_build(ctl, &c->p, &c->r, code, kc);
+}
+
+/*
+ * The policy verdict (c->verdict, c->vreason) and the answer due (returned:
+ * 503, 200 or 0) of a parsed packet.  A global function: verified once.
+ */
+__attribute__((noinline)) int etsf_tc_decide(struct etsf_fp_ctx *c, const struct etsf_ctl *ctl,
+					     const struct etsf_policy *pol, int valid)
+{
+	const struct etsf_ka_cfg *kc = NULL;
+
+	if (!c || !ctl)
+		return 0;
+	return etsf_ingress_decide(ctl, pol, valid, &c->p, &c->r, &c->verdict, &c->vreason, &kc);
+}
+
+/*
+ * The classifier at TC ingress: xdp_sip's checks, verdicts and counters
+ * (etsf_ingress.h) at ETSF_HOOK_TC_INGRESS, on the headers main parsed.
+ * Returns TC_ACT_SHOT (dropped), TC_ACT_REDIRECT (answered) or ETSF_TC_GO.
+ * A global function: verified once, with unknown arguments.
+ */
+__attribute__((noinline)) int etsf_tc_classify(struct __sk_buff *skb, struct etsf_fp_ctx *c)
+{
+	struct etsf_ifstat *ifs;
+	const struct etsf_policy *pol = NULL;
+	struct etsf_ctl *ctl = NULL;
+	struct etsf_sip_result *r;
+	struct etsf_pkt *p;
+	__u32 reason, verdict = ETSF_V_PASS, code, pc, zero = 0;
+	int valid = 0, tx = 0;
+
+	if (!skb || !c)
+		return ETSF_TC_GO;
+	p = &c->p;
+	r = &c->r;
+	ifs = etsf_ifstat_get(skb->ingress_ifindex);
+	if (ifs) {
+		ifs->rx_packets++;
+		ifs->rx_bytes += p->pkt_len;
+	}
+	reason = c->reason;
+	if (reason != ETSF_R_OK) {
+		ctl = bpf_map_lookup_elem(&etsf_ctl, &zero);
+		goto out;
+	}
+	reason = etsf_prologue(&ctl, &pol, &valid);
+	if (reason != ETSF_R_OK)
+		goto out;
+	pc = etsf_port_class(pol, valid, p->sport, p->dport);
+	if (pc == ETSF_PORT_NONE) {
+		reason = ETSF_R_NOT_SIP_PORT;
+		goto out;
+	}
+	if (pc == ETSF_PORT_TLS) {
+		r->reason = ETSF_R_TLS;
+	} else {
+		etsf_parse_payload(skb, ETSF_HOOK_TC_INGRESS, p, r);
+		etsf_tcp_continuation(p, r);
+		c->parsed = 1;
+	}
+	if (r->reason == ETSF_R_OK && ifs)
+		ifs->sip_packets++;
+	c->verdict = ETSF_V_PASS;
+	c->vreason = ETSF_R_OK;
+	code = etsf_tc_decide(c, ctl, pol, valid);
+	verdict = c->verdict & 3;
+	reason = c->vreason;
+	if (code) {
+		/* the answer leaves out of the ingress interface (etsf_reply_skb.h) */
+		int tried = etsf_tc_build(c, ctl, code);
+		int rc = tried ? etsf_skb_reply(skb, p->l3off, p->l4off, p->family, p->pkt_len) : -1;
+
+		tx = etsf_ingress_answered(code, tried, rc, &verdict, &reason);
+	}
+	if (r->reason == ETSF_R_OK && verdict != ETSF_V_DROP && !tx && etsf_tm_enabled(pol, valid))
+		etsf_tm_observe(ETSF_HOOK_TC_INGRESS, skb->ingress_ifindex, r);
+
+out:
+	if (verdict == ETSF_V_DROP && ifs)
+		ifs->dropped++;
+	etsf_count(ETSF_HOOK_TC_INGRESS, r->method, verdict, reason, p->pkt_len);
+	etsf_record(ctl, r, p, verdict, reason);
+	if (tx)
+		return bpf_redirect(skb->ifindex, 0);
+	return verdict == ETSF_V_DROP ? TC_ACT_SHOT : ETSF_TC_GO;
+}
 
 static __always_inline int etsf_fp_load_addrs(struct __sk_buff *skb, const struct etsf_pkt *p,
 					 __u8 *saddr, __u8 *daddr)
@@ -81,10 +233,11 @@ static __always_inline int etsf_fp_is_syn(struct __sk_buff *skb, const struct et
 	return (fl & 0x12) == 0x02;      /* SYN without ACK */
 }
 
-static __noinline int etsf_fp_return(struct __sk_buff *skb, struct etsf_fp_ctx *c)
+/* RETURN: a global function (verified once); -ETSF_FP_NOT_SERVICE when no flow matches */
+__attribute__((noinline)) int etsf_fp_return(struct __sk_buff *skb, struct etsf_fp_ctx *c)
 {
-	struct etsf_pkt *p = &c->p;
-	__u8 *saddr = c->saddr, *daddr = c->daddr;
+	struct etsf_pkt *p;
+	__u8 *saddr, *daddr;
 	struct etsf_fp_flow_key fk = {};
 	struct etsf_fp_flow *f;
 	struct etsf_fp_scratch *sc;
@@ -95,6 +248,11 @@ static __noinline int etsf_fp_return(struct __sk_buff *skb, struct etsf_fp_ctx *
 	__u16 vport;
 	long rc;
 
+	if (!skb || !c)
+		return -ETSF_FP_INTERNAL;
+	p = &c->p;
+	saddr = c->saddr;
+	daddr = c->daddr;
 	etsf_fp_flow_key_set(&fk, p, daddr, p->dport, saddr, p->sport, 1);
 	f = bpf_map_lookup_elem(&etsf_fp_flow, &fk);
 	if (!f)
@@ -137,13 +295,12 @@ static __noinline int etsf_fp_return(struct __sk_buff *skb, struct etsf_fp_ctx *
 	return bpf_redirect(f->ifindex, 0);
 }
 
-static __noinline int etsf_fp_forward(struct __sk_buff *skb, struct etsf_fp_ctx *c,
-				 const struct etsf_fp_svc *svc)
+/* FORWARD to a backend of the service c->ring: a global function (verified once) */
+__attribute__((noinline)) int etsf_fp_forward(struct __sk_buff *skb, struct etsf_fp_ctx *c)
 {
-	struct etsf_pkt *p = &c->p;
-	__u8 *saddr = c->saddr, *daddr = c->daddr;
-	__u32 slot = c->slot;
-	struct etsf_sip_result r = {};
+	struct etsf_pkt *p;
+	__u8 *saddr, *daddr;
+	struct etsf_sip_result *r;
 	struct etsf_fp_flow_key fk = {};
 	struct etsf_fp_flow *f, *fvp;
 	struct etsf_fp_backend *b;
@@ -151,12 +308,21 @@ static __noinline int etsf_fp_forward(struct __sk_buff *skb, struct etsf_fp_ctx 
 	const struct etsf_fp_ring *ring;
 	struct etsf_fp_scratch *sc;
 	struct bpf_fib_lookup *fibp;
-	__u32 len = skb->len, bid = ETSF_FP_NONE, ridx = svc->ring, new_dialog = 0, zero = 0;
+	__u32 len, bid = ETSF_FP_NONE, ridx, new_dialog = 0, zero = 0, slot;
 	__u8 baddr[16] = {}, eth[12];
 	__u16 bport;
 	long rc = BPF_FIB_LKUP_RET_SUCCESS;
 	int peer = 0, l2 = 0;
 
+	if (!skb || !c)
+		return -ETSF_FP_INTERNAL;
+	p = &c->p;
+	r = &c->r;
+	saddr = c->saddr;
+	daddr = c->daddr;
+	slot = c->slot & 1;
+	ridx = c->ring;
+	len = skb->len;
 	if (ridx >= ETSF_POLICY_SLOTS * ETSF_FP_SVC_MAX)
 		return -ETSF_FP_INTERNAL;
 	ring = bpf_map_lookup_elem(&etsf_fp_ring, &ridx);
@@ -172,10 +338,14 @@ static __noinline int etsf_fp_forward(struct __sk_buff *skb, struct etsf_fp_ctx 
 		struct etsf_fp_aff_key ak = {};
 		struct etsf_fp_aff *a;
 
-		etsf_parse_payload(skb, ETSF_HOOK_TC_INGRESS, p, &r);
-		if (r.reason != ETSF_R_OK || !r.has_callid)
+		/* no second parse: the classifier's or xdp_sip's result when there is one */
+		if (!c->parsed) {
+			etsf_parse_payload(skb, ETSF_HOOK_TC_INGRESS, p, r);
+			c->parsed = 1;
+		}
+		if (r->reason != ETSF_R_OK || !r->has_callid)
 			return -ETSF_FP_NOT_SIP;
-		ak.callid_hash = r.callid_hash;
+		ak.callid_hash = r->callid_hash;
 		__builtin_memcpy(ak.vip, daddr, 16);
 		ak.vport = p->dport;
 		ak.family = p->family;
@@ -187,7 +357,7 @@ static __noinline int etsf_fp_forward(struct __sk_buff *skb, struct etsf_fp_ctx 
 		if (bid == ETSF_FP_NONE) {
 			struct etsf_fp_aff av = {};
 
-			bid = etsf_fp_pick(ring, r.callid_hash, slot);
+			bid = etsf_fp_pick(ring, r->callid_hash, slot);
 			if (bid == ETSF_FP_NONE)
 				return -ETSF_FP_NO_BACKEND;
 			av.backend = bid;
@@ -269,60 +439,130 @@ static __noinline int etsf_fp_forward(struct __sk_buff *skb, struct etsf_fp_ctx 
 	return bpf_redirect(fibp->ifindex, 0);
 }
 
+/* Call-ID from xdp_sip's metadata: what it parsed stands in for a parse here */
+static __always_inline void etsf_fp_meta_use(struct etsf_fp_ctx *c)
+{
+	__u32 hook = ETSF_HOOK_TC_INGRESS;
+	struct etsf_parse_stat *ps = bpf_map_lookup_elem(&etsf_parse_stats, &hook);
+
+	if (!c->meta) {
+		if (ps)
+			ps->meta_missing++;
+		return;         /* fail-open: etsf_fp_forward parses for the Call-ID */
+	}
+	if (ps)
+		ps->meta_used++;
+	c->parsed = 1;
+	if ((c->meta - 1) & ETSF_META_F_CALLID) {
+		c->r.reason = ETSF_R_OK;
+		c->r.has_callid = 1;
+		c->r.callid_hash = c->meta_hash;
+	} else {
+		c->r.reason = ETSF_R_NOT_SIP;
+	}
+}
+
 SEC("tc")
 int tc_fastpath(struct __sk_buff *skb)
 {
-	struct etsf_fp_ctx c = {};
+	struct etsf_fp_ctx *c;
 	struct etsf_fp_svc_key sk = {};
-	struct etsf_fp_svc *svc;
+	struct etsf_fp_svc *svc = NULL;
+	struct etsf_if_cfg *cfg;
 	struct etsf_ctl *ctl;
-	__u32 zero = 0, len = skb->len;
+	__u32 zero = 0, len = skb->len, ifindex = skb->ingress_ifindex, flags;
 	void *data, *data_end;
 	__u32 reason;
-	int ret;
+	int ret, steer;
 
+	c = bpf_map_lookup_elem(&etsf_fp_pctx, &zero);
+	if (!c)
+		return TC_ACT_OK;
+	__builtin_memset(c, 0, sizeof(*c));
+	cfg = bpf_map_lookup_elem(&etsf_if_cfg, &ifindex);
+	flags = cfg ? cfg->flags : ETSF_IF_F_STEER;
+	steer = flags & ETSF_IF_F_STEER;
+	if ((flags & (ETSF_IF_F_CLASSIFY | ETSF_IF_F_XDP)) == ETSF_IF_F_XDP && steer) {
+		struct etsf_meta *m = (void *)(long)skb->data_meta;
+
+		if ((void *)(m + 1) <= (void *)(long)skb->data && m->magic == ETSF_META_MAGIC) {
+			c->meta = 1 + m->flags;
+			c->meta_hash = m->callid_hash;
+		}
+	}
+
+	c->p.pkt_len = len;
 	ctl = bpf_map_lookup_elem(&etsf_ctl, &zero);
 	if (!ctl) {
+		c->reason = ETSF_R_INTERNAL;
 		reason = ETSF_FP_INTERNAL;
 		goto pass;
 	}
-	reason = etsf_failsafe(ctl);
-	if (reason) {
-		reason = reason == ETSF_R_BYPASS ? ETSF_FP_BYPASS : ETSF_FP_DEADMAN;
+	c->reason = etsf_failsafe(ctl);
+	if (c->reason) {
+		reason = c->reason == ETSF_R_BYPASS ? ETSF_FP_BYPASS : ETSF_FP_DEADMAN;
 		goto pass;
 	}
-	c.slot = ctl->active_slot & 1;
-	c.generation = ctl->generation;
+	c->slot = ctl->active_slot & 1;
+	c->generation = ctl->generation;
 
 	/* headers must be linear for direct access (no-op when they are) */
 	bpf_skb_pull_data(skb, len < 256 ? len : 256);
 	etsf_ctx_bounds(skb, &data, &data_end);
-	c.p.pkt_len = len;
-	reason = etsf_parse_hdrs(data, data_end, &c.p);
-	if (reason != ETSF_R_OK) {
-		reason = reason == ETSF_R_FRAGMENT ? ETSF_FP_FRAGMENT : ETSF_FP_NOT_L4;
+	c->reason = etsf_parse_hdrs(data, data_end, &c->p);
+	if (c->reason != ETSF_R_OK) {
+		reason = c->reason == ETSF_R_FRAGMENT ? ETSF_FP_FRAGMENT : ETSF_FP_NOT_L4;
 		goto pass;
 	}
-	if (etsf_fp_load_addrs(skb, &c.p, c.saddr, c.daddr)) {
-		reason = ETSF_FP_NOT_L4;
-		goto pass;
+	if (steer && etsf_fp_load_addrs(skb, &c->p, c->saddr, c->daddr)) {
+		etsf_fp_count(ETSF_FP_NOT_L4, len);
+		steer = 0;
 	}
-
-	sk.slot = c.slot;
-	sk.family = c.p.family;
-	sk.proto = c.p.l4proto;
-	sk.port = c.p.dport;
-	__builtin_memcpy(sk.addr, c.daddr, 16);
-	svc = bpf_map_lookup_elem(&etsf_fp_svc, &sk);
-	if (svc)
-		ret = etsf_fp_forward(skb, &c, svc);
-	else
-		ret = etsf_fp_return(skb, &c);
+	if (steer) {
+		sk.slot = c->slot;
+		sk.family = c->p.family;
+		sk.proto = c->p.l4proto;
+		sk.port = c->p.dport;
+		__builtin_memcpy(sk.addr, c->daddr, 16);
+		svc = bpf_map_lookup_elem(&etsf_fp_svc, &sk);
+		if (!svc) {
+			ret = etsf_fp_return(skb, c);
+			if (ret >= 0)
+				return ret;
+			if (ret != -ETSF_FP_NOT_SERVICE) {
+				/* a reply of a steered flow that cannot go back the fast way */
+				etsf_fp_count((__u32)(-ret), len);
+				return TC_ACT_OK;
+			}
+		} else {
+			c->ring = svc->ring;
+		}
+	}
+	if (flags & ETSF_IF_F_CLASSIFY) {
+		ret = etsf_tc_classify(skb, c);
+		if (ret != ETSF_TC_GO)
+			return ret;
+	}
+	if (!steer)
+		return TC_ACT_OK;
+	if (!svc) {
+		etsf_fp_count(ETSF_FP_NOT_SERVICE, len);
+		return TC_ACT_OK;
+	}
+	if ((flags & (ETSF_IF_F_CLASSIFY | ETSF_IF_F_XDP)) == ETSF_IF_F_XDP &&
+	    c->p.l4proto == IPPROTO_UDP)
+		etsf_fp_meta_use(c);
+	ret = etsf_fp_forward(skb, c);
 	if (ret >= 0)
 		return ret;
-	reason = (__u32)(-ret);
+	etsf_fp_count((__u32)(-ret), len);
+	return TC_ACT_OK;
+
 pass:
-	etsf_fp_count(reason, len);
+	if (flags & ETSF_IF_F_CLASSIFY)
+		etsf_tc_classify(skb, c);
+	if (steer)
+		etsf_fp_count(reason, len);
 	return TC_ACT_OK;
 }
 
