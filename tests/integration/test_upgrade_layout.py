@@ -99,13 +99,14 @@ def test_upgrade_carries_ctl_and_counters(lab, etsf_env, etsf_bpf, old_tree, tmp
     # the fast path shares etsf_ctl with XDP/TC: it leaves the carrying over to `attach`
     r = etsfctl("fastpath", "attach", "--iface", lab.srv_if, env=etsf_env, netns=lab.srv_ns, check=False)
     err = [ln for ln in r.stderr.splitlines() if ln.strip()]
-    assert r.returncode != 0 and len(err) == 1 and "etsf_ctl have an older layout" in err[0], r.stderr
+    assert r.returncode != 0 and len(err) == 1 and "etsf_ctl, etsf_stats, etsf_tm_txn have an older layout" in err[0], r.stderr
     assert _maps(root) == maps_old and _ctl_raw(etsf_bpf, root) == (size, raw)
 
     r = json.loads(etsfctl("attach", "--hook", "xdp", "--iface", lab.srv_if, "--json", env=etsf_env,
                            netns=lab.srv_ns).stdout)
     # etsf_tm_txn: one LRU list per CPU since (map flags changed)
-    assert sorted(r["migrated_maps"]) == ["etsf_ctl", "etsf_tm_txn"] and r["replaced_prog_id"]
+    # etsf_stats: a third hook (TC ingress) appended
+    assert sorted(r["migrated_maps"]) == ["etsf_ctl", "etsf_stats", "etsf_tm_txn"] and r["replaced_prog_id"]
     size, raw = _ctl_raw(etsf_bpf, root)
     assert size == ctypes.sizeof(layout.Ctl) == 96
     ctl = layout.Ctl.from_buffer_copy(raw)
@@ -115,7 +116,7 @@ def test_upgrade_carries_ctl_and_counters(lab, etsf_env, etsf_bpf, old_tree, tmp
     assert (ctl.invite_admit_rate, ctl.invite_admit_burst, ctl.retry_after_s, ctl.node_secret) == (0, 0, 0, 0)
     assert (ctl.oc_reduction_pct, ctl.oc_validity_ms, ctl.oc_seq, ctl.proxy_alive_until_ns,
             ctl.ka_sample_every) == (0, 0, 0, 0, 0)
-    assert _xdp_count("OPTIONS") == before       # etsf_stats re-used, counters kept
+    assert _xdp_count("OPTIONS") == before       # etsf_stats carried over, counters kept
     maps = _maps(root)
     assert "etsf_admit" in maps and "etsf_admit_txn" in maps
     assert not [m for m in maps if m.endswith("_upgrade")]
@@ -233,7 +234,7 @@ def test_upgrade_to_per_cpu_lru_lists_keeps_entries_and_counters(lab, etsf_env, 
 
     r = json.loads(etsfctl("attach", "--hook", "xdp", "--iface", lab.srv_if, "--json",
                            env=etsf_env, netns=lab.srv_ns).stdout)
-    assert sorted(r["migrated_maps"]) == ["etsf_admit_txn", "etsf_tm_txn"] and r["replaced_prog_id"]
+    assert sorted(r["migrated_maps"]) == ["etsf_admit_txn", "etsf_stats", "etsf_tm_txn"] and r["replaced_prog_id"]
     r = json.loads(etsfctl("fastpath", "attach", "--iface", lab.srv_if, "--json", env=etsf_env,
                            netns=lab.srv_ns).stdout)
     assert sorted(r["migrated_maps"]) == ["etsf_fp_aff", "etsf_fp_flow"]
