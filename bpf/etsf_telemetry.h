@@ -4,8 +4,9 @@
  * Telemetry Module").  Included by xdp_sip.bpf.c and tc_sip.bpf.c, which call
  * etsf_tm_observe() once per classified SIP message (parse reason OK, not
  * dropped) unless the live policy has ETSF_POL_F_TM_OFF (policy key
- * `telemetry.transactions: false`: no inserts, lookups or code counts).  Layouts are in etsf_structs.h / etsf_consts.h (struct etsf_tm_*,
- * enum etsf_tm_*), maps in etsf_tm_maps.h.
+ * `telemetry.transactions: false`: no inserts, lookups or code counts).
+ * Layouts are in etsf_structs.h / etsf_consts.h (struct etsf_tm_*, enum
+ * etsf_tm_*), maps in etsf_tm_maps.h.
  *
  * Per interface (map etsf_tm_ifcfg, key ifindex, key 0 = default for every
  * interface without an entry; no entry at all = TOWARD):

@@ -78,6 +78,9 @@ def test_auto_picks_tc_on_veth_then_xdp_forced_then_detach(veth, etsf_env, etsf_
     assert _flags(etsf_bpf, root, k["ifindex"]) == layout.IF_F_CLASSIFY
     row = _status_row(veth, etsf_env)
     assert row["hook"] == "tc" and row["attached"] and row["if_flags"] == ["classify"], row
+    text = _ctl(veth, etsf_env, "status").stdout
+    assert f"{veth.srv_if} (ifindex {k['ifindex']}): hook tc; xdp - " in text, text
+    assert f"; tc ingress {row['tc_ingress_prog_id']} (classify); tc egress {row['tc_prog_id']}" in text, text
 
     # forced XDP on the veth: native XDP attached, TC ingress gone (nothing steers here)
     r = _attach(veth, etsf_env, "--hook", "xdp")
