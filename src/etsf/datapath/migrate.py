@@ -118,8 +118,7 @@ class Migration:
                         continue
                     cur = new.lookup_percpu(key) or [bytes(new.value_size)] * new.ncpus
                     out = [_u64_add(c, d) for c, d in zip(cur, deltas)]
-                    stride = new._stride        # pylint: disable=protected-access
-                    new.update(key, b"".join(v.ljust(stride, b"\0") for v in out))
+                    new.update_percpu(key, out)
                     n += 1
         self.copied.clear()
         return n
