@@ -185,7 +185,7 @@ def test_headline_table_cpu_sum_and_paired_lines():
     # medians over rounds: D 6.0, C 10.0, A 19.0 (request p50); INVITE x3; response = half
     assert ("| D direct | 18.0 | 24.0 | 6.0 | 12.0 | 3.0 | 6.0 | 3 | 100 + 50 + 20 + 10 = 180 (±10 % in 3/3 runs) |"
             in text)
-    assert "| C eTSF classifier + fast path (N=10000) | 30.0 |" in text and "= 300 (±10 % in 0/3 runs)" in text
+    assert "| C as deployed, default hook (N=10000) | 30.0 |" in text and "= 300 (±10 % in 0/3 runs)" in text
     assert "C/A INVITE transit p50 at N=10000: **0.53** (30.0 / 57.0 µs)" in text
     assert "C/A all requests transit p50 at N=10000: **0.53** (10.0 / 19.0 µs)" in text
     assert ("- C − D (per-round Δ of transit p50, median): INVITE +12.0 µs (95 % CI [+12.0, +12.0], 3 rounds); "
