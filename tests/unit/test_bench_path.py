@@ -191,5 +191,5 @@ def test_headline_table_cpu_sum_and_paired_lines():
     assert ("- C − D (per-round Δ of transit p50, median): INVITE +12.0 µs (95 % CI [+12.0, +12.0], 3 rounds); "
             "request +4.0 µs (95 % CI [+4.0, +4.0], 3 rounds)") in text
     assert "E0 − D" not in text                          # no E0 runs: no line
-    assert "E0 812 ns in traffic, PROG_TEST_RUN (INVITE, hot, back to back) 783 ns" in text
+    assert "eTSF programs per run in traffic: E0 xdp_sip 812 ns, PROG_TEST_RUN (INVITE, hot, back to back) 783 ns" in text
     assert "N=30000" not in text                         # configurations that did not run have no row
