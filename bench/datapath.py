@@ -2,7 +2,9 @@
 
 Baseline: bpf/xdp_count.bpf.c (count into a per-CPU array, XDP_PASS).
 Classifier (xdp_sip) on: 1 KB INVITE (pass), REGISTER over its rate limit
-(drop), 200 OK (pass), non-SIP UDP (pass).  Reported as ratios to the
+(drop), 200 OK (pass), non-SIP UDP (pass).  The same classifier at TC ingress
+(tc_fastpath with the interface's CLASSIFY flag) on the 1 KB INVITE, and the
+egress program (tc_sip_egress) on the 200 OK: the reply's one parse.  Reported as ratios to the
 baseline measured in the same run; JSON to bench/results/datapath-<ts>.json.
 """
 from __future__ import annotations
@@ -78,11 +80,16 @@ def ok200() -> bytes:
             "Content-Length: 0\r\n\r\n").encode()
 
 
-def measure(fd: int, pkt: bytes, repeat: int, rounds: int):
+# struct __sk_buff (192 bytes) with ingress_ifindex (offset 36) = 1: the skb arrives on lo, as a
+# packet on a real interface carries its ingress ifindex
+SKB_ON_LO = (bytes(36) + (1).to_bytes(4, "little")).ljust(192, b"\0")
+
+
+def measure(fd: int, pkt: bytes, repeat: int, rounds: int, ctx: bytes | None = None):
     runs = []
     ret = None
     for _unused in range(rounds):
-        ret, _unused, ns = bpf.test_run(fd, pkt, repeat=repeat)
+        ret, _unused, ns = bpf.test_run(fd, pkt, repeat=repeat, ctx=ctx)
         runs.append(ns)
     return ret, statistics.median(runs), runs
 
@@ -112,6 +119,11 @@ def main(argv=None) -> int:
         objs = {Path(o).name: o for o in res["objects"]}
         progs.update(bpf.load_object(objs["xdp_count.bpf.o"], root))
         progs.update(bpf.load_object(objs["xdp_sip.bpf.o"], root))
+        progs.update(bpf.load_object(objs["tc_sip.bpf.o"], root))
+        progs.update(bpf.load_object(objs["tc_fastpath.bpf.o"], root))
+        # the TC ingress program classifies on lo (ifindex 1), where PROG_TEST_RUN's skb arrives
+        with bpf.open_map("etsf_if_cfg", root) as ifc:
+            ifc.update((1).to_bytes(4, "little"), bytes(L.IfCfg(flags=L.IF_F_CLASSIFY)))
         ctl = bpf.open_map("etsf_ctl", root)
         pol_map = bpf.open_map("etsf_policy", root)
         ctl.update(bytes(4), bytes(L.Ctl()))          # no RECORD: production path
@@ -131,13 +143,16 @@ def main(argv=None) -> int:
             ("response_200_ok_pass", "xdp_sip", _eth(ok200()), bpf.XDP_PASS),
             ("non_sip_udp_pass", "xdp_sip", _eth(b"\x80\x00" + b"\x00" * 170, sport=16384,
                                                  dport=16386), bpf.XDP_PASS),
+            ("tc_ingress_invite_1k_pass", "tc_fastpath", _eth(invite_1k()), bpf.TC_ACT_OK),
+            ("tc_egress_200_ok", "tc_sip_egress", _eth(ok200()), bpf.TC_ACT_OK),
         ]
         # prime the REGISTER bucket so every measured run is over the limit
         bpf.test_run(progs["xdp_sip"].fd, _eth(register()), repeat=10)
 
         results = {}
         for name, prog, pkt, want in cases:
-            ret, med, runs = measure(progs[prog].fd, pkt, args.repeat, args.rounds)
+            ret, med, runs = measure(progs[prog].fd, pkt, args.repeat, args.rounds,
+                                     ctx=SKB_ON_LO if prog.startswith("tc_") else None)
             if ret != want:
                 raise SystemExit(f"{name}: program returned {ret}, expected {want}")
             results[name] = {"ns_per_packet": med, "min_ns": min(runs), "runs_ns": runs,

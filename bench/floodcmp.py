@@ -9,8 +9,9 @@ REGISTER only, paced, from 64 source addresses) in one, a UDP sink (bench/sink.c
 port in the other.  The filter sits on the sink's side of the veth:
 
   N   no filter: every datagram reaches the socket
-  X   eTSF native XDP (etsfctl attach --mode native), REGISTER limited to 20/s per source
-  G   eTSF generic XDP (--mode generic), the same policy
+  X   eTSF native XDP (etsfctl attach --hook xdp --mode native), REGISTER limited to 20/s per source
+  G   eTSF generic XDP (--hook xdp --mode generic), the same policy (--full only)
+  T   eTSF at TC ingress (etsfctl attach --hook tc, the default on a veth), the same policy
   F   nftables prerouting (priority raw): payload match on "REGISTER" at the start of the UDP
       payload + per-source `meter ... limit rate over 20/second` -> counter, drop
   I   iptables raw PREROUTING `-m string --algo bm --string REGISTER` + `-m hashlimit
@@ -70,15 +71,22 @@ CONFIGS = {
     "N": "no filter",
     "X": "eTSF native XDP, REGISTER 20/s per source",
     "G": "eTSF generic XDP, REGISTER 20/s per source",
+    "T": "eTSF TC ingress (hook tc), REGISTER 20/s per source",
     "F": "nftables prerouting: payload \"REGISTER\" + meter limit rate over 20/second, drop",
     "I": "iptables raw (nf_tables backend): string REGISTER + hashlimit above 20/sec srcip, DROP",
     "IL": "iptables-legacy raw: string REGISTER + hashlimit above 20/sec srcip, DROP",
 }
 BASELINE = "F"
+# etsfctl attach arguments of the eTSF configurations, and the hook their drops are counted at
+ETSF = {"X": (["--hook", "xdp", "--mode", "native"], "XDP"), "G": (["--hook", "xdp", "--mode", "generic"], "XDP"),
+        "T": (["--hook", "tc"], "TC_INGRESS")}
 
 PROFILES = {
-    "quick": dict(rate=5000, seconds=1.5, sources=64, rounds=1, quiet_limit_s=1.0, budget_min=1.5),
-    "full": dict(rate=50000, seconds=4.0, sources=64, rounds=4, quiet_limit_s=5.0, budget_min=10.0),
+    # quick: G (generic XDP) left out for T, so the CI run does not grow
+    "quick": dict(rate=5000, seconds=1.5, sources=64, rounds=1, quiet_limit_s=1.0, budget_min=1.5,
+                  configs=["N", "X", "T", "F", "I", "IL"]),
+    "full": dict(rate=50000, seconds=4.0, sources=64, rounds=4, quiet_limit_s=5.0, budget_min=10.0,
+                 configs=list(CONFIGS)),
 }
 
 
@@ -122,11 +130,11 @@ def parse_iptables_drops(text: str) -> int:
     return n
 
 
-def etsf_drops(st: dict) -> tuple[int, int]:
-    """(REGISTERs dropped, REGISTERs passed) at the XDP hook from `etsfctl stats --json`."""
+def etsf_drops(st: dict, hook: str = "XDP") -> tuple[int, int]:
+    """(REGISTERs dropped, REGISTERs passed) at `hook` from `etsfctl stats --json`."""
     drop = passed = 0
     for r in st.get("counters", []):
-        if r["hook"].lower() != "xdp" or r["method"].upper() != "REGISTER":
+        if r["hook"].upper() != hook or r["method"].upper() != "REGISTER":
             continue
         if r["verdict"].upper() == "DROP":
             drop += r["packets"]
@@ -150,14 +158,14 @@ class FloodBench:
         self.t0 = time.monotonic()
         self.deadline = self.t0 + args.budget_min * 60
         self.topo: Topology | None = None
-        self.configs = [c for c in CONFIGS if c != "IL" or shutil.which("iptables-legacy")]
+        self.configs = [c for c in prof["configs"] if c != "IL" or shutil.which("iptables-legacy")]
         self.res = {"schema": SCHEMA, "profile": args.profile, "started": R.now_utc().isoformat(),
                     "params": dict(prof, limit_per_source=LIMIT, burst=BURST, port=PORT),
                     "configs": {c: {"what": CONFIGS[c], "runs": []} for c in self.configs},
                     "skipped": [], "errors": [], "notes": [],
                     "resources": {"namespaces": [self.src_ns, self.sink_ns], "pin_root": self.pin_root,
                                   "work_dir": str(self.work)}}
-        if "IL" not in self.configs:
+        if "IL" in prof["configs"] and "IL" not in self.configs:
             self.res["skipped"].append("IL (iptables-legacy not installed)")
 
     # -- plumbing -------------------------------------------------------------------
@@ -204,8 +212,8 @@ class FloodBench:
                        addrs=[f"198.18.44.{base + i}/24" for i in range(self.p["sources"])],
                        peer_addrs=[f"{SINK}/24"])
         self.sh(self.src_ns, "ping", "-c1", "-W1", "-I", SRC_BASE, SINK, check=False)
-        if cfg in ("X", "G"):
-            self.etsfctl("attach", "--hook", "xdp", "--iface", SINK_IF, "--mode", "native" if cfg == "X" else "generic")
+        if cfg in ETSF:
+            self.etsfctl("attach", "--iface", SINK_IF, *ETSF[cfg][0])
             pol = self.work / "policy.yml"
             pol.write_text(policy())
             self.etsfctl("policy", "apply", str(pol))
@@ -215,7 +223,7 @@ class FloodBench:
             self.sh(self.sink_ns, "iptables" if cfg == "I" else "iptables-legacy", *iptables_rule())
 
     def teardown(self, cfg: str):
-        if self.topo and cfg in ("X", "G"):
+        if self.topo and cfg in ETSF:
             self.etsfctl("detach", "--iface", SINK_IF, check=False)
         if self.topo:
             self.topo.close()
@@ -227,8 +235,9 @@ class FloodBench:
         c = {"udp": parse_snmp_udp(self.sh(self.sink_ns, "cat", "/proc/net/snmp").stdout), "links": {}}
         for ns, dev, what in ((self.src_ns, SRC_IF, "tx_dropped"), (self.sink_ns, SINK_IF, "rx_dropped")):
             c["links"][f"{dev}.{what}"] = int(self.sh(ns, "cat", f"/sys/class/net/{dev}/statistics/{what}").stdout)
-        if cfg in ("X", "G"):
-            c["filter_dropped"], c["filter_passed"] = etsf_drops(json.loads(self.etsfctl("stats", "--json").stdout))
+        if cfg in ETSF:
+            c["filter_dropped"], c["filter_passed"] = etsf_drops(json.loads(self.etsfctl("stats", "--json").stdout),
+                                                                 ETSF[cfg][1])
         elif cfg == "F":
             doc = json.loads(self.sh(self.sink_ns, "nft", "-j", "list", "counter", "ip", "etsf_flood",
                                      "dropped").stdout)

@@ -9,13 +9,17 @@ longer hides the path.
 Configurations (bench/topology.py's topology; docs/benchmark.md):
   D            UAC -> pod address, no NAT rules (the node routes and bridges only)
   A-<fam>-N    kube-proxy emulation with N filler services (fam: ipt-nft, ipt-legacy, nft-vmap = A')
-  C-N          eTSF as deployed: XDP classifier + TC fast path steering the VIP (N rules still loaded)
-  C0-N         the TC fast path alone (no XDP classifier)
-  E0           the XDP classifier alone on the direct path (D + classifier)
+  C-N          eTSF as deployed: `etsfctl attach` with the default hook (auto: TC on a veth), one TC
+               ingress program classifying and steering the VIP (N rules still loaded)
+  C-xdp-N      the deployment before the TC hook: XDP classifier + TC fast path (--hook xdp, native)
+  C0-N         the TC fast path alone (no classifier)
+  E0           the XDP classifier alone on the direct path (D + classifier, --hook xdp, native)
+  E0-tc        the classifier alone on the direct path at TC ingress (--hook tc)
   E-N          the XDP classifier on A-ipt-nft-N
   R            raw floor: the UAC's veth straight into the pod, no node at all
 
-Key configurations (D, A-ipt-nft-K, C-K, C0-K, E0, E-K, R with K = 10,000 in --full) run
+Key configurations (D, A-ipt-nft-K, C-K, C-xdp-K, C0-K, E0, E0-tc, E-K, R with K = 10,000 in
+--full; --quick swaps C0 and E for C-xdp and E0-tc) run
 in paired rounds in Williams order with a quiet-machine start (run.py's --paired machinery);
 the service sweep (A' included) runs once per point.  Then a separate pass with
 kernel.bpf_stats_enabled=1 (restored) for eTSF's in-traffic ns per packet, next to the
@@ -63,41 +67,55 @@ SWEEP_FAMILIES = ("ipt-nft", "ipt-legacy", "nft-vmap", "C")
 
 PROFILES = {
     "quick": dict(rate=40, seconds=3, u1_seconds=2, rounds=1, key_services=200, sweep=[0],
+                  key_kinds=["direct", "ipt-nft", "C", "C-xdp", "E0", "E0-tc", "raw"],
+                  stats_kinds=["C", "C-xdp", "E0", "E0-tc"],
                   sweep_families=["ipt-legacy", "nft-vmap"], vmap_max_services=200, quiet_limit_s=3.0, stats_seconds=2,
                   datapath_repeat=100000, overload_reserve_min=1.0, ka_rounds=1, ka_phase_s=2.0, ka_per_call=20,
                   ka_sources=1024, budget_min=4.75),
-    # full: ~19 min for the path passes on a quiet 2-core host, ~27 min on a busy one (key: 7
-    # configurations x 10 rounds x ~11 s; bpf_stats + PROG_TEST_RUN ~1 min; keep-alive mix ~3.3 min;
+    # full: ~23 min for the path passes on a quiet 2-core host, ~31 min on a busy one (key: 9
+    # configurations x 10 rounds x ~11 s; bpf_stats + PROG_TEST_RUN ~1.5 min; keep-alive mix ~3.3 min;
     # sweep: 20 single runs, ~4.5 min with the rule loads), the rest of the 40-minute budget for the
     # overload sweep
     "full": dict(rate=200, seconds=3, u1_seconds=2, rounds=10, key_services=10000,
+                 key_kinds=["direct", "ipt-nft", "C", "C-xdp", "C0", "E0", "E0-tc", "E", "raw"],
+                 stats_kinds=["C", "C-xdp", "C0", "E0", "E0-tc", "E"],
                  sweep=[0, 1000, 5000, 20000, 30000], sweep_families=list(SWEEP_FAMILIES), vmap_max_services=10000,
                  quiet_limit_s=20.0, stats_seconds=4, datapath_repeat=200000, overload_reserve_min=14.0,
                  ka_rounds=7, ka_phase_s=4.0, ka_per_call=20, ka_sources=4096, budget_min=40.0),
 }
 
-# what each configuration is: kind of rules, eTSF parts, target
+# what each configuration is: kind of rules, eTSF parts (classifier: the `etsfctl attach` arguments
+# that choose its hook, [] = the default, auto), target
+XDP_NATIVE = ["--hook", "xdp", "--mode", "native"]
 KINDS = {
-    "direct": dict(rules=None, classifier=False, fastpath=False, vip=False),
-    "ipt-nft": dict(rules="iptables-nft-restore", classifier=False, fastpath=False, vip=True),
-    "ipt-legacy": dict(rules="iptables-legacy-restore", classifier=False, fastpath=False, vip=True),
-    "nft-vmap": dict(rules="nft", classifier=False, fastpath=False, vip=True),
-    "C": dict(rules="iptables-nft-restore", classifier=True, fastpath=True, vip=True),
-    "C0": dict(rules="iptables-nft-restore", classifier=False, fastpath=True, vip=True),
-    "E0": dict(rules=None, classifier=True, fastpath=False, vip=False),
-    "E": dict(rules="iptables-nft-restore", classifier=True, fastpath=False, vip=True),
-    "raw": dict(rules=None, classifier=False, fastpath=False, vip=False),
+    "direct": dict(rules=None, classifier=None, fastpath=False, vip=False),
+    "ipt-nft": dict(rules="iptables-nft-restore", classifier=None, fastpath=False, vip=True),
+    "ipt-legacy": dict(rules="iptables-legacy-restore", classifier=None, fastpath=False, vip=True),
+    "nft-vmap": dict(rules="nft", classifier=None, fastpath=False, vip=True),
+    "C": dict(rules="iptables-nft-restore", classifier=[], fastpath=True, vip=True),
+    "C-xdp": dict(rules="iptables-nft-restore", classifier=XDP_NATIVE, fastpath=True, vip=True),
+    "C0": dict(rules="iptables-nft-restore", classifier=None, fastpath=True, vip=True),
+    "E0": dict(rules=None, classifier=XDP_NATIVE, fastpath=False, vip=False),
+    "E0-tc": dict(rules=None, classifier=["--hook", "tc"], fastpath=False, vip=False),
+    "E": dict(rules="iptables-nft-restore", classifier=XDP_NATIVE, fastpath=False, vip=True),
+    "raw": dict(rules=None, classifier=None, fastpath=False, vip=False),
 }
 
 
 def cfg_name(kind: str, n: int) -> str:
-    return {"direct": "D", "raw": "R", "E0": "E0", "C": f"C-{n}", "C0": f"C0-{n}", "E": f"E-{n}",
-            "ipt-nft": f"A-ipt-nft-{n}", "ipt-legacy": f"A-ipt-legacy-{n}", "nft-vmap": f"A'-nft-vmap-{n}"}[kind]
+    return {"direct": "D", "raw": "R", "E0": "E0", "E0-tc": "E0-tc", "C": f"C-{n}", "C-xdp": f"C-xdp-{n}",
+            "C0": f"C0-{n}", "E": f"E-{n}", "ipt-nft": f"A-ipt-nft-{n}", "ipt-legacy": f"A-ipt-legacy-{n}",
+            "nft-vmap": f"A'-nft-vmap-{n}"}[kind]
 
 
-def key_configs(k: int) -> list[dict]:
-    return [{"name": cfg_name(kind, n), "kind": kind, "services": n}
-            for kind, n in (("direct", 0), ("ipt-nft", k), ("C", k), ("C0", k), ("E0", 0), ("E", k), ("raw", 0))]
+def kind_services(kind: str, k: int) -> int:
+    """The key rounds' service count of a kind: K where rules are loaded, 0 on the direct path."""
+    return k if KINDS[kind]["rules"] else 0
+
+
+def key_configs(k: int, kinds=("direct", "ipt-nft", "C", "C-xdp", "C0", "E0", "E0-tc", "E", "raw")) -> list[dict]:
+    return [{"name": cfg_name(kind, kind_services(kind, k)), "kind": kind, "services": kind_services(kind, k)}
+            for kind in kinds]
 
 
 def source_snat() -> str:
@@ -298,11 +316,12 @@ class PathBench:
             self.topo.sh(self.topo.node, spec["rules"], inp=kubeproxy.iptables_ruleset(n, T.VIP, T.PORT, T.POD, T.PORT),
                          timeout=600)
         cfg.setdefault("rules_load_s", []).append(round(time.monotonic() - t0, 2))
-        if spec["classifier"]:
-            self.b.etsfctl("attach", "--hook", "xdp", "--iface", T.UPLINK_IF, "--mode", "native")
+        if spec["classifier"] is not None:
+            r = self.b.etsfctl("attach", "--iface", T.UPLINK_IF, *spec["classifier"], "--json")
+            cfg["hook"] = json.loads(r.stdout).get("hook")
         if spec["fastpath"]:
             self.b.etsfctl("fastpath", "attach", "--iface", T.UPLINK_IF, "--iface", T.POD_HOST_IF)
-        if spec["classifier"] or spec["fastpath"]:
+        if spec["classifier"] is not None or spec["fastpath"]:
             pol = self.work / f"policy-{cfg['name']}.yml"
             pol.write_text(self.b.policy(spec["fastpath"]))
             self.b.etsfctl("policy", "apply", str(pol))
@@ -328,7 +347,7 @@ class PathBench:
                 self.tr.take()
         if self.topo and spec["fastpath"]:
             self.b.etsfctl("fastpath", "detach", "--iface", T.UPLINK_IF, "--iface", T.POD_HOST_IF, check=False)
-        if self.topo and spec["classifier"]:
+        if self.topo and spec["classifier"] is not None:
             self.b.etsfctl("detach", "--iface", T.UPLINK_IF, check=False)
         if self.responder is not None:
             self.topo.stop(self.responder, timeout=5, sig=signal.SIGTERM)
@@ -430,7 +449,7 @@ class PathBench:
 
     # -- the passes -----------------------------------------------------------------
     def key_pass(self):
-        cfgs = key_configs(self.p["key_services"])
+        cfgs = key_configs(self.p["key_services"], self.p["key_kinds"])
         rounds = self.p["rounds"]
         orders = R.williams_orders(len(cfgs))
         self.res["orders"] = [[cfgs[i]["name"] for i in orders[r % len(orders)]] for r in range(rounds)]
@@ -450,13 +469,14 @@ class PathBench:
                     self.res["errors"].append(f"{cfg['name']} round {rnd + 1}: {type(e).__name__}: {e}")
                     R.log(f"   ERROR {cfg['name']}: {e}")
                 entry["rules_load_s"] = cfg.get("rules_load_s")
+                entry["hook"] = cfg.get("hook")
             self.save()
 
     def keepalive_pass(self):
         """Keep-alive mix: OPTIONS from ka_sources addresses (bench/kagen.c) plus calls through
         eTSF as deployed (C-0), R: the pod's responder answers the OPTIONS (policy
-        keepalive.enabled false) vs E: eTSF answers them in XDP (enabled, gate held open by the
-        prober, 1 in 100 still to the pod); one topology, the policy switched between visits,
+        keepalive.enabled false) vs E: eTSF answers them in the kernel at C's hook (enabled, gate
+        held open by the prober, 1 in 100 still to the pod); one topology, the policy switched between visits,
         paired rounds in alternating order, each visit a calls-only and a mix phase."""
         p = self.p
         rounds, ph_s = int(p["ka_rounds"]), float(p["ka_phase_s"])
@@ -611,6 +631,7 @@ class PathBench:
                 self.res["errors"].append(f"{cfg['name']}: {type(e).__name__}: {e}")
                 R.log(f"   ERROR {cfg['name']}: {e}")
             entry["rules_load_s"] = cfg.get("rules_load_s")
+            entry["hook"] = cfg.get("hook")
             self.save()
 
     def bpf_stats_pass(self):
@@ -621,7 +642,8 @@ class PathBench:
         path = Path("/proc/sys/kernel/bpf_stats_enabled")
         old = path.read_text().strip()
         try:
-            for kind, n in (("C", k), ("C0", k), ("E0", 0), ("E", k)):
+            for kind in self.p["stats_kinds"]:
+                n = kind_services(kind, k)
                 cfg = {"name": cfg_name(kind, n), "kind": kind, "services": n}
                 if self.path_left() < self.p["stats_seconds"] + 20:
                     self.res["skipped"].append(f"bpf_stats {cfg['name']} (time budget)")
@@ -640,7 +662,8 @@ class PathBench:
                         progs[name] = {"run_cnt": cnt, "run_time_ns": st["run_time_ns"] - b0["run_time_ns"],
                                        "ns_per_run": (st["run_time_ns"] - b0["run_time_ns"]) / cnt if cnt else None}
                     out[cfg["name"]] = {"programs": progs, "calls_ok": rec["successful"],
-                                        "calls": rec["created"]}
+                                        "calls": rec["created"], "hook": cfg.get("hook"),
+                                        "parses": self.parse_stats()}
                     R.log(f"   bpf_stats {cfg['name']}: " + ", ".join(
                         f"{p} {v['ns_per_run']:.0f} ns x {v['run_cnt']}" for p, v in progs.items() if v["ns_per_run"]))
                 except Exception as e:  # noqa: BLE001
@@ -651,6 +674,20 @@ class PathBench:
         finally:
             path.write_text(old + "\n")
         self.res["bpf_stats"] = {"in_traffic": out, "sysctl_restored_to": old}
+
+    def parse_stats(self) -> dict | None:
+        """etsf_parse_stats summed over the CPUs, by hook: how many SIP parses the run took."""
+        from etsf import bpf, layout
+        try:
+            with bpf.open_map("etsf_parse_stats", self.b.pin_root) as m:
+                out = {}
+                for h in layout.Hook:
+                    vals = [layout.ParseStat.from_buffer_copy(v) for v in m.lookup_percpu(int(h).to_bytes(4, "little"))]
+                    out[h.name] = {f: sum(getattr(v, f) for v in vals) for f in ("sip_parses", "meta_used",
+                                                                                 "meta_missing")}
+                return out
+        except Exception:  # noqa: BLE001 - a figure of the report, not of the run
+            return None
 
     def prog_stats(self) -> dict:
         from etsf import bpf

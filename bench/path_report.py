@@ -48,8 +48,11 @@ def f(v, nd=1):
 
 def names(res: dict) -> dict:
     k = res["params"]["key_services"]
-    return {"D": "D", "A": f"A-ipt-nft-{k}", "A'": f"A'-nft-vmap-{k}", "C": f"C-{k}", "C0": f"C0-{k}",
-            "E0": "E0", "E": f"E-{k}", "R": "R", "k": k}
+    return {"D": "D", "A": f"A-ipt-nft-{k}", "A'": f"A'-nft-vmap-{k}", "C": f"C-{k}", "C-xdp": f"C-xdp-{k}",
+            "C0": f"C0-{k}", "E0": "E0", "E0-tc": "E0-tc", "E": f"E-{k}", "R": "R", "k": k}
+
+
+KEY_ORDER = ("D", "A", "C", "C-xdp", "C0", "E0", "E0-tc", "E", "R")
 
 
 def transit_cell(res, name, tr="un", direction="request"):
@@ -60,8 +63,18 @@ def transit_cell(res, name, tr="un", direction="request"):
 
 def comparisons(res: dict) -> list[tuple[str, str, str]]:
     n = names(res)
-    return [("C − D", n["C"], "D"), ("E0 − D", "E0", "D"), ("C0 − D", n["C0"], "D"), ("A − D", n["A"], "D"),
-            ("C − A", n["C"], n["A"]), ("E − A", n["E"], n["A"]), ("D − R", "D", "R")]
+    return [("C − D", n["C"], "D"), ("E0-tc − D", "E0-tc", "D"), ("E0 − D", "E0", "D"),
+            ("C − C-xdp", n["C"], n["C-xdp"]), ("C-xdp − D", n["C-xdp"], "D"), ("C0 − D", n["C0"], "D"),
+            ("A − D", n["A"], "D"), ("C − A", n["C"], n["A"]), ("E − A", n["E"], n["A"]), ("D − R", "D", "R")]
+
+
+def round_trip(res: dict, a: str, b: str, tr: str = "un") -> dict:
+    """a − b per request/response round trip: per round, Δ request p50 + Δ response p50 (both
+    directions cross the node once each), paired over the rounds both ran."""
+    rq = [by_round(res, x, tr, "request", "p50") for x in (a, b)]
+    rs = [by_round(res, x, tr, "response", "p50") for x in (a, b)]
+    both = sorted(set(rq[0]) & set(rq[1]) & set(rs[0]) & set(rs[1]))
+    return stats.paired({r: rq[0][r] + rs[0][r] for r in both}, {r: rq[1][r] + rs[1][r] for r in both})
 
 
 def paired_table(res: dict, tr: str = "un") -> tuple[list[str], dict]:
@@ -114,8 +127,12 @@ def headline(res: dict) -> list[str]:
          "|---|---|---|---|---|---|---|---|---|"]
     head = [("D direct", "D"), ("A iptables-nft N=0", "A-ipt-nft-0"), (f"A iptables-nft N={k}", n["A"]),
             ("A iptables-nft N=30000", "A-ipt-nft-30000"), (f"A′ nftables vmap N={k}", n["A'"]),
-            (f"C eTSF classifier + fast path (N={k})", n["C"]), (f"C0 fast path alone (N={k})", n["C0"]),
-            ("E0 classifier alone, direct path", "E0"), (f"E classifier on A (N={k})", n["E"]), ("R raw floor", "R")]
+            ("C as deployed, default hook (N=0)", "C-0"), (f"C as deployed, default hook (N={k})", n["C"]),
+            ("C as deployed, default hook (N=30000)", "C-30000"),
+            (f"C-xdp: XDP classifier + fast path (N={k})", n["C-xdp"]),
+            (f"C0 fast path alone (N={k})", n["C0"]), ("E0 XDP classifier alone, direct path", "E0"),
+            ("E0-tc TC classifier alone, direct path", "E0-tc"), (f"E classifier on A (N={k})", n["E"]),
+            ("R raw floor", "R")]
     for label, name in head:
         rs = runs(res, name)
         if not rs:
@@ -133,7 +150,21 @@ def headline(res: dict) -> list[str]:
             if c is not None and a:
                 L.append(f"- C/A {view if view == 'INVITE' else 'all requests'} transit p50 at N={nn}: "
                          f"**{c / a:.2f}** ({f(c)} / {f(a)} µs)")
-    for label, a, b in comparisons(res)[:2]:
+    for nn in (0, k, 30000):
+        c = transit_cell(res, f"C-{nn}")[0]
+        d = transit_cell(res, "D")[0]
+        cr, dr = transit_cell(res, f"C-{nn}", direction="response")[0], transit_cell(res, "D", direction="response")[0]
+        if c is not None and d is not None:
+            L.append(f"- node transit p50 C (N={nn}) vs D: requests {f(c)} vs {f(d)} µs, responses {f(cr)} vs "
+                     f"{f(dr)} µs" + (" (C-0 and C-30000: one sweep run each against D's median over rounds)" if nn != k else ""))
+    for label, a, b in (("E0-tc − D", "E0-tc", "D"), ("E0 − D", "E0", "D"), ("C − D", n["C"], "D")):
+        pr = round_trip(res, a, b)
+        if pr["diffs"]:
+            lo, hi = pr["ci95"]
+            ci = "no interval from one round" if lo is None else f"95 % CI [{lo:+.2f}, {hi:+.2f}]"
+            L.append(f"- {label} per request/response round trip (per-round Δ of request p50 + response p50, "
+                     f"median): {pr['median']:+.2f} µs ({ci}, {len(pr['diffs'])} rounds)")
+    for label, a, b in comparisons(res)[:4]:
         cells = []
         for direction in ("INVITE", "request", "response"):
             pr = stats.paired(by_round(res, a, "un", direction, "p50"), by_round(res, b, "un", direction, "p50"))
@@ -145,7 +176,7 @@ def headline(res: dict) -> list[str]:
             L.append(f"- {label} (per-round Δ of transit p50, median): " + "; ".join(cells))
     ns = classifier_ns(res)
     if ns:
-        L.append(f"- XDP classifier per packet: {ns}")
+        L.append(f"- eTSF programs per run in traffic: {ns}")
     return L
 
 
@@ -164,11 +195,15 @@ def cpu_sum(rs: list[dict]) -> str:
             f"(±10 % in {good}/{len(rs)} runs)")
 
 
+PROGS = ("xdp_sip", "tc_fastpath", "tc_sip_egress")
+
+
 def classifier_ns(res: dict) -> str:
-    """xdp_sip's ns per run in traffic (bpf_stats pass) next to PROG_TEST_RUN's INVITE pass."""
+    """eTSF's programs' ns per run in traffic (bpf_stats pass) next to PROG_TEST_RUN's INVITE pass."""
     bs = (res.get("bpf_stats") or {}).get("in_traffic") or {}
-    parts = [f"{c} {f(doc['programs']['xdp_sip']['ns_per_run'], 0)} ns in traffic"
-             for c, doc in bs.items() if (doc["programs"].get("xdp_sip") or {}).get("run_cnt")]
+    parts = [f"{c} " + " + ".join(f"{prog} {f(doc['programs'][prog]['ns_per_run'], 0)}" for prog in PROGS
+                                  if (doc["programs"].get(prog) or {}).get("run_cnt")) + " ns"
+             for c, doc in bs.items() if any((doc["programs"].get(prog) or {}).get("run_cnt") for prog in PROGS)]
     ptr = (res.get("prog_test_run") or {}).get("invite_1k_pass")
     if ptr is not None:
         parts.append(f"PROG_TEST_RUN (INVITE, hot, back to back) {f(ptr, 0)} ns")
@@ -211,7 +246,8 @@ def keepalive_section(res: dict) -> list[str]:
         ka["analysis"] = P.ka_analyse(ka["visits"])
     p, an = ka["params"], ka.get("analysis") or {}
     rounds = sorted({v["round"] for v in ka.get("visits", [])})
-    L += [f"eTSF as deployed ({p['config']}: XDP classifier + TC fast path steering the VIP to the pod), one "
+    L += [f"eTSF as deployed ({p['config']}: the classifier on its default hook + the fast path steering the VIP "
+          "to the pod), one "
           f"topology, the policy switched between visits (`keepalive.enabled` false for R, true for E with the "
           f"agent's prober holding the proxy-alive gate open and 1 in {p['sample_every']} OPTIONS still sent to "
           f"the pod). {len(rounds)} paired round(s) in alternating order, phases of {p['phase_s']} s: calls only "
@@ -303,6 +339,16 @@ def render(out: Path, plots: bool = True) -> Path:
                 if v["run_cnt"]:
                     L.append(f"| {cname} | {prog} | {v['run_cnt']} | {f(v['ns_per_run'], 0)} |")
         L.append("")
+        L += ["SIP payload parses in that pass (etsf_parse_stats, by hook: parses / XDP metadata used / "
+              "metadata missing):", "", "| configuration | hook chosen | XDP | TC_INGRESS | TC_EGRESS |",
+              "|---|---|---|---|---|"]
+        for cname, doc in bs.items():
+            ps = doc.get("parses") or {}
+            cells = [" / ".join(str((ps.get(h) or {}).get(k2, "–"))
+                                for k2 in ("sip_parses", "meta_used", "meta_missing"))
+                     for h in ("XDP", "TC_INGRESS", "TC_EGRESS")]
+            L.append(f"| {cname} | {doc.get('hook') or '–'} | " + " | ".join(cells) + " |")
+        L.append("")
         st0 = res["host"].get("bpf_stats_enabled_at_start")
         L.append(f"kernel.bpf_stats_enabled was set to 1 for that pass only and restored to "
                  f"{res['bpf_stats'].get('sysctl_restored_to')}"
@@ -317,7 +363,7 @@ def render(out: Path, plots: bool = True) -> Path:
     L.append("")
 
     # CPU
-    keyn = [n[x] for x in ("D", "A", "C", "C0", "E0", "E", "R")]
+    keyn = [n[x] for x in KEY_ORDER]
     L += ["## CPU per call (µs, -t un): every task on the machine + what no live task holds = the whole", "",
           *cpu_rows(res, keyn), "",
           "The whole is (elapsed × CPUs) − idle − iowait from /proc/stat; the parts are each task's schedstat "
@@ -410,10 +456,11 @@ def make_plots(out: Path, res: dict) -> list[str]:
             xs, ys = [x[0] for x in pts], [x[1] for x in pts]
             ax.errorbar(xs, ys, yerr=[[y - x[2] for y, x in zip(ys, pts)], [x[3] - y for y, x in zip(ys, pts)]],
                         marker="o", capsize=3, label=lbl)
-    for c, lbl in (("D", "D direct"), ("E0", "E0 classifier, direct")):
+    for c, lbl, col in (("D", "D direct", "grey"), ("E0", "E0 XDP classifier, direct", "tab:purple"),
+                        ("E0-tc", "E0-tc TC classifier, direct", "tab:olive")):
         if runs(res, c):
             ax.axhline(transit_cell(res, c, direction="INVITE")[0], linestyle="--", linewidth=1, label=lbl,
-                       color="grey" if c == "D" else "tab:purple")
+                       color=col)
     plotting.label(ax, "services N", "node transit, INVITE p50 (µs)",
                    "INVITE (new flow) node transit vs services (-t un; bars: min–max over runs)", legend=8)
     plotting.save(fig, out / "transit_vs_services.png")
@@ -421,7 +468,7 @@ def make_plots(out: Path, res: dict) -> list[str]:
     # CDF at the key N
     fig, axs = plt.subplots(1, 2, figsize=(10, 4))
     for ax, direction in zip(axs, ("request", "response")):
-        for key in ("D", "A", "A'", "C", "C0", "E0", "E", "R"):
+        for key in ("A'", *KEY_ORDER):
             cdf = (res.get("transit_cdf_us") or {}).get(f"{n[key]}|un|{direction}")
             if cdf and cdf[0]:
                 ax.plot(cdf[0], cdf[1], label=n[key])
@@ -431,7 +478,7 @@ def make_plots(out: Path, res: dict) -> list[str]:
     plotting.save(fig, out / f"transit_cdf_{n['k']}.png")
     made.append(f"transit_cdf_{n['k']}.png")
     # stacked CPU per call
-    keyn = [n[x] for x in ("D", "A", "C", "C0", "E0", "E", "R") if runs(res, n[x])]
+    keyn = [n[x] for x in KEY_ORDER if runs(res, n[x])]
     if keyn:
         fig, ax = plt.subplots(figsize=(8, 4))
         bottom = [0.0] * len(keyn)

@@ -267,7 +267,11 @@ class Bench:
                                             str(d / "uas-errors.log")],
                             d / "uas.log", limit=3000, cpu=CPU_LOAD)
         if kind in ("etsf-fastpath", "etsf-classifier"):
-            self.etsfctl("attach", "--hook", "xdp", "--iface", T.UPLINK_IF, "--mode", cfg.get("xdp_mode", "native"))
+            # C as deployed: the default hook (auto: TC ingress on this veth); E and the generic-XDP
+            # variants: the XDP classifier
+            hook = ([] if kind == "etsf-fastpath" and "xdp_mode" not in cfg
+                    else ["--hook", "xdp", "--mode", cfg.get("xdp_mode", "native")])
+            self.etsfctl("attach", "--iface", T.UPLINK_IF, *hook)
             if kind == "etsf-fastpath":
                 self.etsfctl("fastpath", "attach", "--iface", T.UPLINK_IF, "--iface", T.POD_HOST_IF)
             pol = d / "policy.yml"

@@ -155,6 +155,12 @@ class Map:
         return [raw[i * self._stride: i * self._stride + self.value_size]
                 for i in range(self.ncpus)]
 
+    def update_percpu(self, key: bytes, values: list[bytes], flags: int = 0) -> None:
+        """One value per possible CPU (each value_size bytes), as lookup_percpu returns them."""
+        if len(values) != self.ncpus:
+            raise BpfError(f"map {self.name}: {len(values)} per-CPU values, expected {self.ncpus}")
+        self.update(key, b"".join(bytes(v).ljust(self._stride, b"\0") for v in values), flags)
+
     def update(self, key: bytes, value: bytes, flags: int = 0) -> None:
         k = self._key(key)
         value = bytes(value)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-KEY = ("D", "A-ipt-nft-200", "C-200", "C0-200", "E0", "E-200", "R")
+KEY = ("D", "A-ipt-nft-200", "C-200", "C-xdp-200", "E0", "E0-tc", "R")
 SWEEP = ("A-ipt-legacy-0", "A'-nft-vmap-0", "A-ipt-legacy-200", "A'-nft-vmap-200")
 STATS = Path("/proc/sys/kernel/bpf_stats_enabled")
 
@@ -77,7 +77,8 @@ def test_exits_zero_and_writes_report_and_plots(quick):
         assert (out / f).is_file() and (out / f).stat().st_size > 0, f
     assert (out / "transit_cdf_200.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = (out / "report.md").read_text()
-    assert "## Headline" in text and "| C0 fast path alone (N=200) |" in text
+    assert "## Headline" in text and "| C-xdp: XDP classifier + fast path (N=200) |" in text
+    assert "| E0-tc TC classifier alone, direct path |" in text
     assert (out / "headline.md").read_text() in text
     assert "overload" in res and ("table_md" in res["overload"] or res["overload"]["available"] is False)
 
@@ -133,10 +134,19 @@ def test_configurations_run_the_programs_they_claim(quick):
     def ran(cfg, prog):
         return bs[cfg]["programs"].get(prog, {}).get("run_cnt", 0) > 0
 
-    assert ran("C-200", "xdp_sip") and ran("C-200", "tc_fastpath")
-    assert ran("C0-200", "tc_fastpath") and not ran("C0-200", "xdp_sip")
+    # the default hook on a veth is TC: one TC ingress program classifies and steers
+    assert bs["C-200"]["hook"] == "tc" and bs["C-xdp-200"]["hook"] == "xdp", bs
+    assert ran("C-200", "tc_fastpath") and ran("C-200", "tc_sip_egress") and not ran("C-200", "xdp_sip")
+    assert ran("C-xdp-200", "xdp_sip") and ran("C-xdp-200", "tc_fastpath")
     assert ran("E0", "xdp_sip") and not ran("E0", "tc_fastpath")
-    assert ran("E-200", "xdp_sip") and not ran("E-200", "tc_fastpath")
+    assert ran("E0-tc", "tc_fastpath") and not ran("E0-tc", "xdp_sip")
+    # one SIP parse per datagram per node: requests at the hook that classifies, replies at egress
+    for cfg, hook in (("C-200", "TC_INGRESS"), ("C-xdp-200", "XDP"), ("E0", "XDP"), ("E0-tc", "TC_INGRESS")):
+        ps = bs[cfg]["parses"]
+        other = "XDP" if hook == "TC_INGRESS" else "TC_INGRESS"
+        assert ps[hook]["sip_parses"] >= 3 * bs[cfg]["calls_ok"] and ps[other]["sip_parses"] == 0, (cfg, ps)
+        assert ps["TC_EGRESS"]["sip_parses"] >= 4 * bs[cfg]["calls_ok"], (cfg, ps)
+    assert bs["C-xdp-200"]["parses"]["TC_INGRESS"]["meta_used"] >= 3 * bs["C-xdp-200"]["calls_ok"]
     for cfg in bs:
         assert bs[cfg]["calls_ok"] == bs[cfg]["calls"] > 0
         assert ran(cfg, "(bench) transit_uac_egress") and ran(cfg, "(bench) transit_pod_ingress")

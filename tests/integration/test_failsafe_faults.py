@@ -521,3 +521,94 @@ def test_valid_upgrade_under_load(fslab, fs_attached, etsf_env, tmp_path, build_
     assert res["FailedCall(C)"] == 0 and res["SuccessfulCall(C)"] == calls_n, res
     # counters carried across the three replacements: every INVITE (retransmissions included)
     assert inv1 - inv0 >= calls_n
+
+
+# the release before the TC ingress hook: xdp_sip on every interface, two counter hooks
+PREV_RELEASE = "54d70071b88b2cf76bfef3184c0d2fd7f044dece"
+
+
+@pytest.fixture(scope="module")
+def prev_tree(tmp_path_factory):
+    from test_upgrade_layout import _tree
+    return _tree(tmp_path_factory, PREV_RELEASE)
+
+
+def _hook_counts() -> dict[str, int]:
+    """SIP packets counted per hook (every method, every verdict: what a dashboard sums),
+    INVITEs per ingress hook, and the ingress hooks' INVITEs together."""
+    from etsf import datapath
+    out = {"XDP": 0, "TC_INGRESS": 0, "TC_EGRESS": 0, "XDP INVITE": 0, "TC_INGRESS INVITE": 0}
+    for r in datapath.stats()["counters"]:
+        if r["method"] == "UNKNOWN":
+            continue
+        out[r["hook"]] = out.get(r["hook"], 0) + r["packets"]
+        if r["method"] == "INVITE" and r["hook"] in ("XDP", "TC_INGRESS"):
+            out[f"{r['hook']} INVITE"] += r["packets"]
+    out["ingress"] = out["XDP"] + out["TC_INGRESS"]
+    out["INVITE"] = out["XDP INVITE"] + out["TC_INGRESS INVITE"]
+    return out
+
+
+def test_upgrade_across_hook_change_under_load(fslab, etsf_env, tmp_path, prev_tree):
+    """A host of the previous release (xdp_sip natively on the veth, tc_sip_egress) upgraded by
+    this release's attach with the default hook (auto: TC on a veth) while calls run at 50 % of
+    the topology's capacity: no call fails, the XDP program is gone, no counter goes back
+    (sampled through the switch), the XDP hook's counts stay as the old programs left them, and
+    every INVITE is counted at an ingress hook."""
+    from test_upgrade_layout import old_etsfctl
+    pol = tmp_path / "policy.yml"
+    pol.write_text(GOOD_POLICY)
+    old_etsfctl(prev_tree, etsf_env, "attach", "--iface", fslab.srv_if, "--mode", "native", netns=fslab.srv_ns)
+    old_etsfctl(prev_tree, etsf_env, "policy", "apply", str(pol))
+    old_xdp = _xdp_id(fslab)
+    assert old_xdp
+    try:
+        capacity, steps = _capacity(fslab, tmp_path)
+        assert capacity >= 200, steps
+        rate = capacity // 2
+        calls_n = rate * 8
+        c0 = _hook_counts()
+        samples = [c0]
+        calls = Calls(fslab, tmp_path, calls=calls_n, rate=rate, tag="hook")
+        t_up = time.monotonic() + 3.0
+        while time.monotonic() < t_up:
+            samples.append(_hook_counts())
+            time.sleep(0.2)
+        before = _hook_counts()
+        samples.append(before)
+        t = time.monotonic()
+        info = json.loads(etsfctl("attach", "--iface", fslab.srv_if, "--json", env=etsf_env,
+                                  netns=fslab.srv_ns).stdout)
+        attach_s = round(time.monotonic() - t, 3)
+        after = _hook_counts()
+        samples.append(after)
+        while calls.uac.poll() is None and len(samples) < 600:
+            samples.append(_hook_counts())
+            time.sleep(0.2)
+        res = calls.finish()
+        end = _hook_counts()
+        samples.append(end)
+        xdp_now = _xdp_id(fslab)
+    finally:
+        etsfctl("detach", "--iface", fslab.srv_if, env=etsf_env, netns=fslab.srv_ns, check=False)
+    _report(test="upgrade_across_hook_change", capacity_cps=capacity, rate_cps=rate, calls=res, attach_s=attach_s,
+            hook=info.get("hook"), counts_start=c0, counts_before=before, counts_after=after, counts_end=end,
+            samples=len(samples))
+    assert info["hook"] == "tc", info
+    assert xdp_now == 0, "the XDP program left the veth"
+    assert res["FailedCall(C)"] == 0 and res["SuccessfulCall(C)"] == calls_n, res
+    for a, b in zip(samples, samples[1:]):
+        for k in ("XDP", "TC_EGRESS", "ingress", "INVITE"):
+            assert b[k] >= a[k], (k, a, b)
+    # the old programs' XDP counts carried over, and nothing runs at XDP any more
+    assert after["XDP"] >= before["XDP"] > c0["XDP"]
+    assert end["XDP"] == after["XDP"] and end["XDP INVITE"] == after["XDP INVITE"]
+    assert end["TC_INGRESS INVITE"] > after["TC_INGRESS INVITE"] >= 0
+    # every INVITE counted at an ingress hook across the switch (none lost between the hooks)
+    assert end["INVITE"] - c0["INVITE"] >= calls_n, (c0, end, res)
+
+
+def _xdp_id(lab) -> int:
+    out = subprocess.run(["ip", "-n", lab.srv_ns, "-j", "-d", "link", "show", lab.srv_if],
+                         capture_output=True, text=True, check=True, timeout=30).stdout
+    return int((json.loads(out)[0].get("xdp") or {}).get("prog", {}).get("id", 0))

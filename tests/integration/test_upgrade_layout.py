@@ -116,7 +116,7 @@ def test_upgrade_carries_ctl_and_counters(lab, etsf_env, etsf_bpf, old_tree, tmp
     assert (ctl.invite_admit_rate, ctl.invite_admit_burst, ctl.retry_after_s, ctl.node_secret) == (0, 0, 0, 0)
     assert (ctl.oc_reduction_pct, ctl.oc_validity_ms, ctl.oc_seq, ctl.proxy_alive_until_ns,
             ctl.ka_sample_every) == (0, 0, 0, 0, 0)
-    assert _xdp_count("OPTIONS") == before       # etsf_stats re-used, counters kept
+    assert _xdp_count("OPTIONS") == before       # etsf_stats carried over, counters kept
     maps = _maps(root)
     assert "etsf_admit" in maps and "etsf_admit_txn" in maps
     assert not [m for m in maps if m.endswith("_upgrade")]

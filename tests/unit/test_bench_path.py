@@ -185,11 +185,11 @@ def test_headline_table_cpu_sum_and_paired_lines():
     # medians over rounds: D 6.0, C 10.0, A 19.0 (request p50); INVITE x3; response = half
     assert ("| D direct | 18.0 | 24.0 | 6.0 | 12.0 | 3.0 | 6.0 | 3 | 100 + 50 + 20 + 10 = 180 (±10 % in 3/3 runs) |"
             in text)
-    assert "| C eTSF classifier + fast path (N=10000) | 30.0 |" in text and "= 300 (±10 % in 0/3 runs)" in text
+    assert "| C as deployed, default hook (N=10000) | 30.0 |" in text and "= 300 (±10 % in 0/3 runs)" in text
     assert "C/A INVITE transit p50 at N=10000: **0.53** (30.0 / 57.0 µs)" in text
     assert "C/A all requests transit p50 at N=10000: **0.53** (10.0 / 19.0 µs)" in text
     assert ("- C − D (per-round Δ of transit p50, median): INVITE +12.0 µs (95 % CI [+12.0, +12.0], 3 rounds); "
             "request +4.0 µs (95 % CI [+4.0, +4.0], 3 rounds)") in text
     assert "E0 − D" not in text                          # no E0 runs: no line
-    assert "E0 812 ns in traffic, PROG_TEST_RUN (INVITE, hot, back to back) 783 ns" in text
+    assert "eTSF programs per run in traffic: E0 xdp_sip 812 ns, PROG_TEST_RUN (INVITE, hot, back to back) 783 ns" in text
     assert "N=30000" not in text                         # configurations that did not run have no row

@@ -130,6 +130,8 @@ def attach(iface: str, mode: str | None = None, build_dir: str | None = None,
             flags = hooks.update_flags(idx, add=layout.IF_F_CLASSIFY, clear=layout.IF_F_XDP)[1]
             if cur_ours:                            # was the xdp hook: TC classifies from now
                 bpf.xdp_detach(idx, mode=cur_mode or "native", expected_prog_id=cur_id)
+        # the old programs are gone: what they counted after the copy goes into the new maps
+        mig.settle(root)
         repin(progs[main_prog], os.path.join(root, "progs", main_prog))
         repin(progs[TC_PROG], os.path.join(root, "progs", TC_PROG))
         xq = bpf.xdp_query(idx) or {}

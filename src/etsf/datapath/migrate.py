@@ -10,8 +10,12 @@ line naming the map, nothing changed.  After the objects loaded, ``Migration.swa
 copies every entry old -> new (old value zero-extended; into an LRU with one list per CPU
 spread over the CPUs, see ``copy_entries``) and renames the temporary pin over
 the old one (rename(2) on bpffs: readers see the old or the new map, never none).  The old
-programs keep running on the old map until the new ones are attached, so what they count
-between the copy and the attach (a few ms) is not carried over.
+programs keep running on the old map until the new ones are attached (and, when the hook
+changes, until the old one is detached); ``Migration.settle()``, called once they are gone,
+adds what they counted into a counter map after its copy to the new map.  A key the new
+programs count into too (TC egress) is read, added to and written back from user space, so an
+increment the new program makes in those few µs can be lost; XDP's keys after a change to the
+TC hook have no other writer.
 """
 
 from __future__ import annotations
@@ -37,6 +41,9 @@ _LRUS = {9, 10}                        # LRU_HASH, LRU_PERCPU_HASH
 # per-CPU LRU lists (BPF_F_NO_COMMON_LRU) on an LRU hash
 _BOOKKEEPING_FLAGS = 1 << 1
 TMP_SUFFIX = "_upgrade"                # bpffs refuses names with a dot
+# maps whose values are u64 counters only: what the old programs count between the copy and
+# their detach is added to the new map afterwards (settle)
+COUNTER_MAPS = {"etsf_stats", "etsf_parse_stats", "etsf_ifstats"}
 
 
 def _refuse(name: str, why: str) -> DatapathError:
@@ -74,6 +81,7 @@ class Migration:
     def __init__(self):
         self.maps: dict[str, tuple[str, str, object]] = {}
         self.swapped: list[str] = []
+        self.copied: dict[str, dict] = {}     # counter map -> {key: per-CPU values at the copy}
 
     def pin_paths(self) -> dict[str, str]:
         """{map name: temporary pin} for bpf.load_object(pin_paths=...)."""
@@ -85,6 +93,8 @@ class Migration:
         for name, (path, tmp, old) in self.maps.items():
             try:
                 with bpf.Map.open_pinned(tmp) as new:
+                    if name in COUNTER_MAPS and old.percpu:
+                        self.copied[name] = dict(old.items_percpu())
                     copy_entries(old, new)
                 _keep_mode(path, tmp)
                 os.replace(tmp, path)
@@ -92,6 +102,26 @@ class Migration:
                 raise DatapathError(f"carrying pinned map {name} over failed: {e}") from None
             self.swapped.append(name)
         return list(self.swapped)
+
+    def settle(self, root: str) -> int:
+        """Once the old programs are detached: add to each new counter map what they counted
+        into the old one after its copy.  Returns the keys topped up."""
+        bpf = _bpf()
+        n = 0
+        for name, before in self.copied.items():
+            path, _tmp, old = self.maps[name]
+            with bpf.Map.open_pinned(path) as new:
+                for key, vals in old.items_percpu():
+                    was = before.get(key) or [b""] * len(vals)
+                    deltas = [_u64_delta(v, w) for v, w in zip(vals, was)]
+                    if not any(any(d) for d in deltas):
+                        continue
+                    cur = new.lookup_percpu(key) or [bytes(new.value_size)] * new.ncpus
+                    out = [_u64_add(c, d) for c, d in zip(cur, deltas)]
+                    new.update_percpu(key, out)
+                    n += 1
+        self.copied.clear()
+        return n
 
     def undo(self) -> None:
         """Put the old maps back under their pins (the new objects were not attached)."""
@@ -186,6 +216,21 @@ def copy_entries(old, new) -> int:
     finally:
         os.sched_setaffinity(0, allowed)
     return len(items)
+
+
+def _u64_delta(now: bytes, was: bytes) -> list[int]:
+    """Per u64 field: now - was (was may be shorter or empty: zeros)."""
+    was = was.ljust(len(now), b"\0")
+    return [int.from_bytes(now[i:i + 8], "little") - int.from_bytes(was[i:i + 8], "little")
+            for i in range(0, len(now) - len(now) % 8, 8)]
+
+
+def _u64_add(cur: bytes, delta: list[int]) -> bytes:
+    out = bytearray(cur)
+    for j, d in enumerate(delta):
+        v = (int.from_bytes(cur[8 * j:8 * j + 8], "little") + d) % (1 << 64)
+        out[8 * j:8 * j + 8] = v.to_bytes(8, "little")
+    return bytes(out)
 
 
 def _keep_mode(path: str, tmp: str) -> None:
