@@ -135,6 +135,14 @@ enum etsf_hook {
 
 /* struct etsf_meta.magic: XDP metadata written by xdp_sip ('ETSF') */
 #define ETSF_META_MAGIC    0x46535445u
+/*
+ * skb->cb[0] of an answer (503 / keep-alive 200) TC ingress sends out of the
+ * interface, cb[1] = its length: TC egress lets it go uncounted and
+ * unparsed, as it never sees an XDP_TX answer (its own 503s in the response
+ * code counters would feed the overload controller's 5xx signal).
+ */
+#define ETSF_CB_OWN_ANSWER 0x41535445u
+
 /* struct etsf_meta.flags */
 #define ETSF_META_F_CALLID 0x1u /* callid_hash is valid                        */
 

@@ -193,8 +193,11 @@ out:
 		ifs->dropped++;
 	etsf_count(ETSF_HOOK_TC_INGRESS, r->method, verdict, reason, p->pkt_len);
 	etsf_record(ctl, r, p, verdict, reason);
-	if (tx)
+	if (tx) {
+		skb->cb[0] = ETSF_CB_OWN_ANSWER;
+		skb->cb[1] = skb->len;
 		return bpf_redirect(skb->ifindex, 0);
+	}
 	return verdict == ETSF_V_DROP ? TC_ACT_SHOT : ETSF_TC_GO;
 }
 

@@ -77,6 +77,10 @@ int tc_sip_egress(struct __sk_buff *skb)
 	__u32 reason, verdict = ETSF_V_PASS;
 	int valid = 0, oc;
 
+	if (skb->cb[0] == ETSF_CB_OWN_ANSWER && skb->cb[1] == skb->len) {
+		skb->cb[0] = 0;
+		return TC_ACT_OK;
+	}
 	p.pkt_len = etsf_ctx_len(skb);
 	reason = etsf_classify(skb, ETSF_HOOK_TC_EGRESS, &p, &r, &ctl, &pol, &valid);
 	if (reason != ETSF_R_OK)

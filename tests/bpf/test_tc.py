@@ -102,3 +102,24 @@ def test_tc_records_parse(env):
     li = env.last()
     assert (li.method, li.cseq, li.callid_hash, li.verdict) == (M.CANCEL, 5, L.fnv1a64(b"tc@x"),
                                                                 V.MARK)
+
+
+def test_own_answer_leaves_unmarked_and_uncounted(env):
+    """An answer TC ingress sent out of the interface (cb[0] = CB_OWN_ANSWER, cb[1] = its length)
+    is not parsed, marked or counted at egress, like an XDP_TX answer that never reaches it: its
+    503 must not reach the response-code counters the overload controller reads."""
+    from .helpers import SkBuff
+    env.set_policy(flags=L.POL_F_VALID | L.POL_F_MARK, dscp=24, skb_priority=6)
+    pkt = udp4(sip_response(503, "Service Unavailable"), sport=5060, dport=5060)
+    skb = SkBuff()
+    skb.cb[0] = L.CB_OWN_ANSWER
+    skb.cb[1] = len(pkt)
+    before = env.counter(H.TC_EGRESS, M.RESPONSE, V.MARK, R.OK)
+    ret, out, _unused, _ctx = bpf.test_run_ctx(env.progs["tc_sip_egress"].fd, pkt, ctx=bytes(skb))
+    assert (ret, out) == (bpf.TC_ACT_OK, pkt)
+    assert env.counter(H.TC_EGRESS, M.RESPONSE, V.MARK, R.OK) == before
+    # a stale cb (another length) is any other response: marked and counted
+    skb.cb[1] = len(pkt) + 1
+    ret, out, _unused, _ctx = bpf.test_run_ctx(env.progs["tc_sip_egress"].fd, pkt, ctx=bytes(skb))
+    assert ret == bpf.TC_ACT_OK and Ether(out)[IP].tos >> 2 == 24
+    assert env.counter(H.TC_EGRESS, M.RESPONSE, V.MARK, R.OK) == before + 1

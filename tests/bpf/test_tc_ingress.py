@@ -224,8 +224,11 @@ def test_answers_at_tc_ingress_same_frame_as_xdp(env, t, answer):
             ret, out[hook], _ns = bpf.test_run(env.progs["xdp_sip"].fd, frame)
             assert ret == bpf.XDP_TX
         else:
-            ret, out[hook], _ns, _ctx = bpf.test_run_ctx(t.prog.fd, frame, ctx=bytes(skb))
+            ret, out[hook], _ns, ctx = bpf.test_run_ctx(t.prog.fd, frame, ctx=bytes(skb))
             assert ret == TC_ACT_REDIRECT
+            # tagged for TC egress, which lets its own answer go uncounted (as XDP_TX skips it)
+            cb = SkBuff.from_buffer_copy(ctx.ljust(ctypes.sizeof(SkBuff), b"\0")).cb
+            assert (cb[0], cb[1]) == (L.CB_OWN_ANSWER, len(out[hook]))
         assert (env.last().method, env.last().verdict, env.last().reason) == want
         assert env.counter(hook, *want) == c0 + 1
         n1 = getattr(env.admit(), stat) if stat == "replied" else env.ka_stats()[stat]

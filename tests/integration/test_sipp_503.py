@@ -14,7 +14,7 @@ import time
 import pytest
 
 from conftest import SCENARIOS, UAC_IP, UAS_IP, etsfctl
-from test_sipp_traffic import SIP_PORT, _counts, _delta, _sipp, _snapshot, _stat, attached  # noqa: F401  pylint: disable=unused-import
+from test_sipp_traffic import POLICY, SIP_PORT, _counts, _delta, _sipp, _snapshot, _stat, attached  # noqa: F401  pylint: disable=unused-import
 
 
 def _admit(etsf_env, lab, *args):
@@ -34,6 +34,32 @@ def peer_napi(lab, build_dir):
 
 
 def test_refused_invites_answered_503(lab, attached, peer_napi, etsf_env, tmp_path):  # noqa: F811
+    _refuse_all(lab, etsf_env, tmp_path, "XDP")
+
+
+@pytest.fixture
+def attached_tc(lab, etsf_env, tmp_path):
+    """The classifier on the UAS veth's TC ingress (the default hook on a veth)."""
+    r = json.loads(etsfctl("attach", "--iface", lab.srv_if, "--json", env=etsf_env, netns=lab.srv_ns).stdout)
+    assert r["hook"] == "tc", r
+    pol = tmp_path / "policy.yml"
+    pol.write_text(POLICY)
+    etsfctl("policy", "apply", str(pol), env=etsf_env)
+    yield r
+    etsfctl("detach", "--iface", lab.srv_if, env=etsf_env, netns=lab.srv_ns, check=False)
+
+
+def test_refused_invites_answered_503_at_tc_ingress(lab, attached_tc, etsf_env, tmp_path):
+    """The same with the TC hook: the 503 leaves through the interface's egress, where
+    tc_sip_egress lets eTSF's own answer go uncounted (its 503s must not feed the overload
+    controller's 5xx signal)."""
+    before = _snapshot()
+    _refuse_all(lab, etsf_env, tmp_path, "TC_INGRESS")
+    egress = _delta(before, _snapshot(), "TC_EGRESS")
+    assert "RESPONSE" not in egress, egress
+
+
+def _refuse_all(lab, etsf_env, tmp_path, hook):
     from etsf import datapath
     calls, rate = 20, 10
     out = _admit(etsf_env, lab, "--rate", "1", "--burst", "0", "--retry-after", "5")
@@ -66,7 +92,7 @@ def test_refused_invites_answered_503(lab, attached, peer_napi, etsf_env, tmp_pa
     assert uacc.get(("503", "Recv")) == calls and uacc.get(("ACK", "Sent")) == calls, uacc
     uasc = _counts(uas_dir, "uas")
     assert uasc.get(("INVITE", "Recv"), 0) == 0, uasc            # nothing refused got through
-    xdp = _delta(before, after, "XDP")
+    xdp = _delta(before, after, hook)
     assert xdp["INVITE"] == {"DROP/ADMIT_503": calls, "total": calls}, xdp
     # the ACK of each in-kernel 503 stops at eTSF: the UAS never saw the transaction
     assert xdp["ACK"] == {"DROP/ADMIT_ACK": calls, "total": calls}, xdp

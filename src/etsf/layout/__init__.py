@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from .core import (ABI_VERSION, ACL_MAX, APPEND_ONLY, Admit, admit_key, ADMIT_TXN_MAX, ADMIT_TXN_NS,
                    AdmitTxn,
-                   CTL_F_ADMIT_SILENT, CTL_F_OC, resp_tag, RESP_MAX, AclAction, AclV4Key, AclV6Key, AclValue,
+                   CB_OWN_ANSWER, CTL_F_ADMIT_SILENT, CTL_F_OC, resp_tag, RESP_MAX, AclAction, AclV4Key, AclV6Key, AclValue,
                    CORE_ENUMS, CORE_STRUCTS,
                    Counter, Ctl, CTL_F_RECORD, fnv1a64, FNV64_OFFSET, FNV64_PRIME, Hook, HOOKS, IF_MAX,
                    IF_F_CLASSIFY, IF_F_STEER, IF_F_XDP, IfCfg, IfStat, META_F_CALLID, META_MAGIC, Meta,
@@ -39,7 +39,7 @@ ENUMS = {**CORE_ENUMS, **TM_ENUMS}
 __all__ = [
     "ABI_VERSION", "ACL_MAX", "Admit", "APPEND_ONLY", "admit_key", "ADMIT_TXN_MAX", "ADMIT_TXN_NS",
     "AdmitTxn",
-    "CTL_F_ADMIT_SILENT", "CTL_F_OC", "resp_tag", "RESP_MAX", "AclAction", "AclV4Key", "AclV6Key", "AclValue",
+    "CB_OWN_ANSWER", "CTL_F_ADMIT_SILENT", "CTL_F_OC", "resp_tag", "RESP_MAX", "AclAction", "AclV4Key", "AclV6Key", "AclValue",
     "CORE_ENUMS", "CORE_STRUCTS",
     "Counter", "Ctl", "CTL_F_RECORD", "ENUMS", "fnv1a64", "FNV64_OFFSET", "FNV64_PRIME", "FP_AFF_MAX",
     "FP_B_L2", "FP_B_PEER", "fp_b_slot", "FP_BACKENDS_MAX", "FP_ENUMS", "FP_FLOW_MAX", "FP_NAME_LEN",
