@@ -172,8 +172,11 @@ def run(config: str = DEFAULT_CONFIG, *, seed_label: str = SEED_LABEL, min_kerne
         Path(ATTACHED_MARK).write_text(result["started_at"] + "\n", encoding="utf-8")
         result["units_started"] = _start_units(UNITS_AFTER) if start_units else []
         mode = cfg.get("mode", "native")
+        hooks = result["restore"].get("hooks") or {}
+        where = ", ".join(f"tc_fastpath to {i} (tc ingress)" if hooks.get(i) == "tc" else f"xdp_sip to {i} ({mode})"
+                          for i in ifaces)
         result["result"] = "ok"
-        result["line"] = (f"{PREFIX} OK attached xdp_sip to {','.join(ifaces)} ({mode}), "
+        result["line"] = (f"{PREFIX} OK attached {where}, "
                           f"built against {os.uname().release} BTF, policy generation "
                           f"{result['restore'].get('policy_generation') or 'none'}"
                           f"{seed_note(result['seed'], seed_label)}; exporter and fail-safe started")

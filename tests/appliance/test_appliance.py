@@ -82,10 +82,13 @@ def test_firstboot_attaches_and_says_so(box):
     assert fb["preflight"]["ok"], fb["preflight"]["message"]
     assert fb["restore"]["attached"].get("sip0"), fb["restore"]
     assert fb["restore"]["policy_generation"], "the seeded policy was not applied"
-    assert "etsf-firstboot: OK attached xdp_sip to sip0" in fb["line"]
+    # the box's sip0 is a veth: the default hook (auto) is TC ingress there, and the line says so
+    assert fb["restore"]["hooks"] == {"sip0": "tc"}, fb["restore"]
+    line = "etsf-firstboot: OK attached tc_fastpath to sip0 (tc ingress)"
+    assert line in fb["line"], fb["line"]
     # the line reached the console
     deadline = time.monotonic() + 10
-    while "etsf-firstboot: OK attached xdp_sip to sip0" not in box.console_log.read_text(errors="replace"):
+    while line not in box.console_log.read_text(errors="replace"):
         assert time.monotonic() < deadline, "first-boot line not on the console"
         time.sleep(0.5)
 
@@ -105,11 +108,15 @@ def test_units_and_attached_programs(box):
     assert res == "ConditionResult=no", res
     st = json.loads(box.sh(["/usr/local/bin/etsfctl", "status", "--json"]).stdout)
     row = st["interfaces"]["sip0"]
-    assert row["xdp_prog_name"] == "xdp_sip", row
+    assert row["hook"] == "tc" and row["tc_ingress_prog_name"] == "tc_fastpath", row
+    assert row["xdp_prog_id"] is None, row
     assert row["tc_prog_name"] == "tc_sip_egress", row
     link = subprocess.run(["ip", "-n", apl.BOX, "-d", "link", "show", "dev", "sip0"], capture_output=True,
                           text=True, check=True).stdout
-    assert "prog/xdp" in link, link
+    assert "prog/xdp" not in link, link
+    ingress = subprocess.run(["ip", "netns", "exec", apl.BOX, "tc", "filter", "show", "dev", "sip0", "ingress"],
+                             capture_output=True, text=True, check=True).stdout
+    assert "tc_fastpath" in ingress, ingress
 
 
 def _scrape() -> str:
@@ -124,7 +131,7 @@ def _scrape() -> str:
 def _invites(metrics: str) -> float:
     total = 0.0
     for line in metrics.splitlines():
-        if line.startswith("etsf_sip_packets_total{") and 'hook="xdp"' in line and 'method="INVITE"' in line:
+        if line.startswith("etsf_sip_packets_total{") and 'hook="tc_ingress"' in line and 'method="INVITE"' in line:
             total += float(line.rsplit(" ", 1)[1])
     return total
 
