@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import ctypes
 import ipaddress
+import json
+import subprocess
+import sys
 
 from scapy.all import IP, TCP, UDP, Dot1Q, Ether, IPv6, Raw  # noqa: F401
 
@@ -240,3 +243,34 @@ class SkBuff(ctypes.Structure):
         ("tstamp_type", ctypes.c_uint8), ("_pad", ctypes.c_uint8 * 3),
         ("hwtstamp", ctypes.c_uint64),
     ]
+
+
+# sends each request from src:sport to dst:5060, waits for its answer (bounded: one timeout per
+# request), prints [hex, address, port] or null per request as JSON
+_UDP_CLIENT = r"""
+import json, socket, sys
+src, dst, sport, timeout = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+fam = socket.AF_INET6 if ":" in src else socket.AF_INET
+s = socket.socket(fam, socket.SOCK_DGRAM)
+s.bind((src, sport))
+s.settimeout(timeout)
+out = []
+for req in json.loads(sys.stdin.read()):
+    s.sendto(bytes.fromhex(req), (dst, 5060))
+    try:
+        data, addr = s.recvfrom(65535)
+        out.append([data.hex(), addr[0], addr[1]])
+    except socket.timeout:
+        out.append(None)
+print(json.dumps(out))
+"""
+
+
+def udp_exchange(ns: str, reqs, v6: bool, sport: int, timeout_s: float):
+    """Send each request from a real UDP socket in netns `ns` (SRC -> DST:5060) and collect the
+    answers: [(bytes, address, port) or None]."""
+    src, dst = (SRC6, DST6) if v6 else (SRC4, DST4)
+    r = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", _UDP_CLIENT, src, dst, str(sport),
+                        str(timeout_s)], input=json.dumps([q.hex() for q in reqs]), capture_output=True,
+                       text=True, timeout=timeout_s * len(reqs) + 30, check=True)
+    return [None if a is None else (bytes.fromhex(a[0]), a[1], a[2]) for a in json.loads(r.stdout)]

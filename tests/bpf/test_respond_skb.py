@@ -9,10 +9,8 @@ OPTIONS are answered byte for byte, with the request's checksum state NONE (the 
 software: the client's stack verifies ours), PARTIAL with the node's egress summing in software
 (skb_checksum_help from our pseudo-header seed, then verified by the client) and PARTIAL end to
 end; no checksum error is counted in the client's namespace."""
-import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,7 +20,7 @@ from etsf import bpf, bpfmaps
 from etsf.build import build_test_object
 
 from .conftest import REPO
-from .helpers import DST4, DST6, SRC4, SRC6, SkBuff, sip_request, udp4, udp6
+from .helpers import DST4, DST6, SRC4, SRC6, SkBuff, sip_request, udp4, udp6, udp_exchange
 from .test_keepalive import ANSWERED, SECRET, V6_CASES, expected_200, ka_on
 from .test_keepalive import expected_frame as expected_200_frame
 from .test_respond import CASES, RETRY, _check, expected_503, expected_frame
@@ -164,24 +162,6 @@ def test_ip_options_leave_the_skb_unchanged(env, check_prog):
 N = 12
 SPORT = 5062
 
-# sends each request, waits for its answer (bounded: 3 s each), prints them as hex
-CLIENT = r"""
-import json, socket, sys
-src, dst, sport = sys.argv[1], sys.argv[2], int(sys.argv[3])
-fam = socket.AF_INET6 if ":" in src else socket.AF_INET
-s = socket.socket(fam, socket.SOCK_DGRAM)
-s.bind((src, sport))
-s.settimeout(3)
-out = []
-for req in json.loads(sys.stdin.read()):
-    s.sendto(bytes.fromhex(req), (dst, 5060))
-    try:
-        data, addr = s.recvfrom(65535)
-        out.append([data.hex(), addr[0], addr[1]])
-    except socket.timeout:
-        out.append(None)
-print(json.dumps(out))
-"""
 
 
 def _run(*cmd):
@@ -230,11 +210,7 @@ def _snmp_errors(ns, v6):
 
 
 def _exchange(cli, reqs, v6):
-    src, dst = (SRC6, DST6) if v6 else (SRC4, DST4)
-    r = subprocess.run(["ip", "netns", "exec", cli, sys.executable, "-c", CLIENT, src, dst, str(SPORT)],
-                       input=json.dumps([q.hex() for q in reqs]), capture_output=True, text=True,
-                       timeout=3 * len(reqs) + 30, check=True)
-    return [None if a is None else (bytes.fromhex(a[0]), a[1], a[2]) for a in json.loads(r.stdout)]
+    return udp_exchange(cli, reqs, v6, SPORT, 3)
 
 
 def _requests(v6):

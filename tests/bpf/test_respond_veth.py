@@ -7,41 +7,21 @@ XDP_PACKET_HEADROOM every XDP frame has.  Here the request comes from a real UDP
 namespace of its own, through the veth pair into the node's namespace, where xdp_sip is attached
 (native); the answer leaves with XDP_TX and must reach that socket: every one of N requests
 answered, byte for byte, counted N times."""
-import json
 import os
 import subprocess
-import sys
 
 import pytest
 
 from etsf import bpfmaps
 from etsf import layout as L
 
-from .helpers import DST4, DST6, SRC4, SRC6, M, R, V
+from .helpers import DST4, DST6, SRC4, SRC6, M, R, V, udp_exchange
 from .test_keepalive import expected_200, ka_on
 from .test_respond import expected_503, reject_all
 
 N = 40
 SPORT = 5062
 
-# sends each request, waits for its answer (bounded: N requests, 5 s each), prints them as hex
-CLIENT = r"""
-import json, socket, sys
-src, dst, sport = sys.argv[1], sys.argv[2], int(sys.argv[3])
-fam = socket.AF_INET6 if ":" in src else socket.AF_INET
-s = socket.socket(fam, socket.SOCK_DGRAM)
-s.bind((src, sport))
-s.settimeout(5)
-out = []
-for req in json.loads(sys.stdin.read()):
-    s.sendto(bytes.fromhex(req), (dst, 5060))
-    try:
-        data, addr = s.recvfrom(65535)
-        out.append([data.hex(), addr[0], addr[1]])
-    except socket.timeout:
-        out.append(None)
-print(json.dumps(out))
-"""
 
 
 def _run(*cmd):
@@ -81,11 +61,7 @@ def pair(env):
 
 
 def _exchange(cli, reqs, v6):
-    src, dst = (SRC6, DST6) if v6 else (SRC4, DST4)
-    r = subprocess.run(["ip", "netns", "exec", cli, sys.executable, "-c", CLIENT, src, dst, str(SPORT)],
-                       input=json.dumps([q.hex() for q in reqs]), capture_output=True, text=True,
-                       timeout=5 * len(reqs) + 30, check=True)
-    return [None if a is None else (bytes.fromhex(a[0]), a[1], a[2]) for a in json.loads(r.stdout)]
+    return udp_exchange(cli, reqs, v6, SPORT, 5)
 
 
 def _bare_options(k):
