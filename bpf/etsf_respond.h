@@ -678,4 +678,40 @@ static __always_inline __u16 etsf_csum_fold(__u64 s)
 	return (__u16)~s;
 }
 
+/*
+ * The request's IP header turned into the answer's (both answer builders:
+ * XDP in the frame, TC in a copy of the headers): addresses swapped, length
+ * for a UDP datagram of ulen bytes, no fragment, TTL 64, checksum.  -1 on a
+ * helper failure.
+ */
+static __always_inline int etsf_resp_ip4(struct iphdr *ip, __u32 ulen)
+{
+	__be32 a = ip->saddr;
+	__s64 sum;
+
+	ip->saddr = ip->daddr;
+	ip->daddr = a;
+	ip->tot_len = bpf_htons(sizeof(*ip) + ulen);
+	ip->id = 0;
+	ip->frag_off = 0;
+	ip->ttl = 64;
+	ip->check = 0;
+	sum = bpf_csum_diff(NULL, 0, (__be32 *)ip, sizeof(*ip), 0);
+	if (sum < 0)
+		return -1;
+	ip->check = etsf_csum_fold(sum);
+	return 0;
+}
+
+/* the same for IPv6 (no extension headers): addresses swapped, length, hop limit 64 */
+static __always_inline void etsf_resp_ip6(struct ipv6hdr *ip6, __u32 ulen)
+{
+	struct in6_addr a = ip6->saddr;
+
+	ip6->saddr = ip6->daddr;
+	ip6->daddr = a;
+	ip6->payload_len = bpf_htons(ulen);
+	ip6->hop_limit = 64;
+}
+
 #endif /* ETSF_RESPOND_H */

@@ -125,23 +125,12 @@ __attribute__((noinline)) int etsf_xdp_reply(struct xdp_md *ctx, __u32 l3off, __
 			__be16 len;
 			struct udphdr uh;
 		} ph = {};
-		__be32 a;
 
 		if ((void *)(ip + 1) + sizeof(*udp) > data_end)
 			return -2;
 		udp = (void *)(ip + 1);
-		a = ip->saddr;
-		ip->saddr = ip->daddr;
-		ip->daddr = a;
-		ip->tot_len = bpf_htons(sizeof(*ip) + ulen);
-		ip->id = 0;
-		ip->frag_off = 0;
-		ip->ttl = 64;
-		ip->check = 0;
-		sum = bpf_csum_diff(NULL, 0, (__be32 *)ip, sizeof(*ip), 0);
-		if (sum < 0)
+		if (etsf_resp_ip4(ip, ulen))
 			return -2;
-		ip->check = etsf_csum_fold(sum);
 		ph.saddr = ip->saddr;
 		ph.daddr = ip->daddr;
 		ph.proto = IPPROTO_UDP;
@@ -163,12 +152,9 @@ __attribute__((noinline)) int etsf_xdp_reply(struct xdp_md *ctx, __u32 l3off, __
 		if ((void *)(ip6 + 1) + sizeof(*udp) > data_end)
 			return -2;
 		udp = (void *)(ip6 + 1);
-		ph.saddr = ip6->daddr;
-		ph.daddr = ip6->saddr;
-		ip6->saddr = ph.saddr;
-		ip6->daddr = ph.daddr;
-		ip6->payload_len = bpf_htons(ulen);
-		ip6->hop_limit = 64;
+		etsf_resp_ip6(ip6, ulen);
+		ph.saddr = ip6->saddr;
+		ph.daddr = ip6->daddr;
 		ph.len = bpf_htonl(ulen);
 		ph.nh = bpf_htonl(IPPROTO_UDP);
 		ph.uh.source = udp->dest;
