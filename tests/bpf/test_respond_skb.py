@@ -163,7 +163,6 @@ N = 12
 SPORT = 5062
 
 
-
 def _run(*cmd):
     subprocess.run(cmd, check=True, capture_output=True)
 

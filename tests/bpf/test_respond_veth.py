@@ -23,7 +23,6 @@ N = 40
 SPORT = 5062
 
 
-
 def _run(*cmd):
     subprocess.run(cmd, check=True, capture_output=True)
 
