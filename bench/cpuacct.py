@@ -24,13 +24,15 @@ HZ = os.sysconf("SC_CLK_TCK")
 
 
 def parse_stat(text: str) -> dict:
-    """/proc/stat -> {"cpus": n, user.. steal (ticks), "ctxt": n}."""
-    out = {"cpus": 0}
+    """/proc/stat -> {"cpus": n, user.. steal (ticks), "ctxt": n, "per_cpu": {cpu: {user.. steal}}}."""
+    out = {"cpus": 0, "per_cpu": {}}
     for ln in text.splitlines():
         if ln.startswith("cpu "):
             out.update(zip(CPU_FIELDS, (int(x) for x in ln.split()[1:9])))
         elif ln.startswith("cpu"):
             out["cpus"] += 1
+            f = ln.split()
+            out["per_cpu"][int(f[0][3:])] = dict(zip(CPU_FIELDS, (int(x) for x in f[1:9])))
         elif ln.startswith("ctxt "):
             out["ctxt"] = int(ln.split()[1])
     return out
@@ -147,8 +149,13 @@ def account(a: dict, b: dict, roles: dict[int, str]) -> dict:
     ra, rb = a.get("reaped", {}), b.get("reaped", {})
     dre = sum(rb[p] - ra[p] for p in rb if p in ra and rb[p] > ra[p]) / HZ
     tasks_sum = sum(parts.values())
+    # per CPU by the same idle accounting: with NOHZ idle, interrupt and softirq work that lands
+    # on an otherwise idle CPU is not idle time, so it is in that CPU's busy figure
+    pa, pb = sa.get("per_cpu") or {}, sb.get("per_cpu") or {}
+    cpu_busy = {c: elapsed - (pb[c]["idle"] - pa[c]["idle"] + pb[c]["iowait"] - pa[c]["iowait"]) / HZ
+                for c in pb if c in pa}
     return {
-        "elapsed_s": elapsed, "cpus": cpus, "whole_s": whole, "idle_s": idle,
+        "elapsed_s": elapsed, "cpus": cpus, "whole_s": whole, "idle_s": idle, "cpu_busy_s": cpu_busy,
         "parts_s": parts, "tasks_sum_s": tasks_sum, "residual_s": whole - tasks_sum,
         "residual_ratio": (whole - tasks_sum) / whole if whole > 0 else None,
         "softirq_s": (sb["softirq"] - sa["softirq"]) / HZ, "irq_s": (sb["irq"] - sa["irq"]) / HZ,

@@ -66,15 +66,18 @@ PROFILES = {
     # the max-rate search ~4 min
     "full": dict(rounds=8, phase_s=8, call_rate=100, ka_per_call=20, sources=4096, sample_every=100,
                  search_start=4000, search_max=128000, search_bisect=3, search_probe_s=5, hold_ms=100,
-                 kamailio_children=4, settle_s=1.0, tail_s=2.0, probe_interval_ms=200, budget_s=14 * 60),
+                 kamailio_children=4, settle_s=1.0, tail_s=2.0, probe_interval_ms=200, budget_s=14 * 60,
+                 rps=True),
     # CI: proves the harness (every count accounted for), never judged on speed
     "quick": dict(rounds=1, phase_s=2, call_rate=20, ka_per_call=20, sources=1024, sample_every=100,
                   search_start=400, search_max=400, search_bisect=0, search_probe_s=2, hold_ms=50,
-                  kamailio_children=2, settle_s=0.5, tail_s=1.2, probe_interval_ms=200, budget_s=90),
+                  kamailio_children=2, settle_s=0.5, tail_s=1.2, probe_interval_ms=200, budget_s=90,
+                  rps=True),
 }
 
 # the issue's targets: E relative to K
-TARGETS = {"ctx_per_ka_node": 0.1, "ctx_per_ka_machine": 0.1, "cpu_us_per_ka_bench": 0.2,
+TARGETS = {"ctx_per_ka_node": 0.1, "ctx_per_ka_machine": 0.1, "cpu_us_per_ka_node_cpu": 0.2,
+           "cpu_us_per_ka_bench": 0.2,
            "cpu_us_per_ka_net_of_generator_user": 0.2, "cpu_us_per_ka_machine": 0.2}
 
 
@@ -126,7 +129,7 @@ def group_delta(a_tasks: dict, b_tasks: dict, member) -> dict:
     return out
 
 
-def phase_figures(a: dict, b: dict, roles: dict[int, str]) -> dict:
+def phase_figures(a: dict, b: dict, roles: dict[int, str], node_cpu: int | None = None) -> dict:
     """Figures between two snapshots ({"acct": cpuacct.snapshot(), "children": (CPU-seconds,
     context switches) of this process's reaped children}).
 
@@ -134,7 +137,11 @@ def phase_figures(a: dict, b: dict, roles: dict[int, str]) -> dict:
       host, other tenants included;
     * the benchmark's tasks: the long-lived ones by role (roles: {pid: role}, every thread),
       ksoftirqd (softirq work deferred to its thread), and the processes that ran and exited
-      inside the window (sipp's UAC, the keep-alive generator), from getrusage(RUSAGE_CHILDREN)."""
+      inside the window (sipp's UAC, the keep-alive generator), from getrusage(RUSAGE_CHILDREN);
+    * the node's CPU (node_cpu): its busy CPU-seconds by the same idle accounting.  With the
+      node's receive processing steered onto it (RPS, see KaBench.steer_receive) and the peers
+      pinned elsewhere, that is everything the node does for its traffic: the proxy, the agent,
+      eTSF's programs and the kernel's receive, forward and send work, interrupts included."""
     aa, bb = a["acct"], b["acct"]
     acc = cpuacct.account(aa, bb, {})
     groups = {role: group_delta(aa["tasks"], bb["tasks"], lambda pid, _c, r=role: roles.get(pid) == r)
@@ -148,6 +155,9 @@ def phase_figures(a: dict, b: dict, roles: dict[int, str]) -> dict:
             "bench_ctx": sum(g["ctx"] for g in groups.values()),
             "kamailio_s": round(groups.get("kamailio", {"cpu_s": 0.0})["cpu_s"], 4),
             "kamailio_ctx": groups.get("kamailio", {"ctx": 0})["ctx"],
+            "node_cpu": node_cpu,
+            "node_cpu_busy_s": (None if node_cpu is None or node_cpu not in acc["cpu_busy_s"]
+                                else round(acc["cpu_busy_s"][node_cpu], 4)),
             "groups": {k: {"cpu_s": round(v["cpu_s"], 4), "ctx": v["ctx"]} for k, v in groups.items()}}
 
 
@@ -173,7 +183,8 @@ def node_figures(ph: dict) -> dict:
             "node_ctx": sum(g[k]["ctx"] for k in NODE_GROUPS if k in g)}
 
 
-PER_KA = ("ctx_per_ka_node", "ctx_per_ka_bench", "ctx_per_ka_machine", "ctx_per_ka_kamailio", "cpu_us_per_ka_bench",
+PER_KA = ("ctx_per_ka_node", "ctx_per_ka_bench", "ctx_per_ka_machine", "ctx_per_ka_kamailio",
+          "cpu_us_per_ka_node_cpu", "cpu_us_per_ka_bench",
           "cpu_us_per_ka_net_of_generator_user", "cpu_us_per_ka_net_of_generator", "cpu_us_per_ka_machine",
           "cpu_us_per_ka_kamailio")
 
@@ -190,7 +201,8 @@ def per_ka(mix: dict, calls: dict) -> dict:
     out["ctx_per_ka_bench"] = marginal(mix, calls, "bench_ctx", sent)
     out["ctx_per_ka_machine"] = marginal(mix, calls, "ctxt", sent)
     out["ctx_per_ka_kamailio"] = marginal(mix, calls, "kamailio_ctx", sent)
-    for key, src in (("cpu_us_per_ka_bench", "bench_cpu_s"), ("cpu_us_per_ka_machine", "busy_s"),
+    for key, src in (("cpu_us_per_ka_node_cpu", "node_cpu_busy_s"),
+                     ("cpu_us_per_ka_bench", "bench_cpu_s"), ("cpu_us_per_ka_machine", "busy_s"),
                      ("cpu_us_per_ka_kamailio", "kamailio_s")):
         m = marginal(mix, calls, src, sent)
         out[key] = None if m is None else m * 1e6
@@ -350,6 +362,8 @@ def table_md(res: dict) -> str:
             ("context switches per keep-alive: machine (/proc/stat ctxt, other tenants included)",
              "ctx_per_ka_machine", 2),
             ("context switches per keep-alive: Kamailio's threads", "ctx_per_ka_kamailio", 2),
+            ("CPU per keep-alive, µs: the node's CPU (idle accounting; the node's receive work steered "
+             "onto it, the peers on the other CPU)", "cpu_us_per_ka_node_cpu", 2),
             ("CPU per keep-alive, µs: the benchmark's tasks (generator included)", "cpu_us_per_ka_bench", 2),
             ("CPU per keep-alive, µs: the same net of the generator's user-space time",
              "cpu_us_per_ka_net_of_generator_user", 2),
@@ -531,6 +545,7 @@ class KaBench:
         self.saved_env = {k: os.environ.get(k) for k in ("ETSF_PIN_ROOT", "ETSF_STATE_DIR", "ETSF_RUN_DIR")}
         os.environ.update({k: self.b.env[k] for k in self.saved_env})
         self.prober = None
+        self.saved_affinity: set[int] | None = None
         self.res: dict = {"schema": SCHEMA, "profile": profile, "started": harness.now_utc().isoformat(),
                           "budget_s": budget_s, "params": dict(prof), "phases": [], "visits": [], "max_rate": {},
                           "errors": [], "skipped": [], "pids": [], "gate": {},
@@ -545,6 +560,8 @@ class KaBench:
         b, p = self.b, self.p
         self.res["host"] = b.host_info()
         self.res["host"]["pinning"]["keepalive_generator"] = f"cpu{harness.CPU_LOAD}"
+        self.res["host"]["pinning"]["harness"] = f"cpu{harness.CPU_LOAD}"
+        self.res["host"]["pinning"]["prober"] = f"cpu{harness.CPU_PROXY}"
         b.prepare()
         self.gen_bin = b.work / "kagen"
         subprocess.run(["gcc", "-O2", "-Wall", "-o", str(self.gen_bin), str(GEN_SRC)], check=True,
@@ -555,13 +572,39 @@ class KaBench:
         # one socket sends from each of them with IP_PKTINFO and receives their answers)
         topo.sh(topo.uac, "ip", "route", "add", "local", KA_NET, "dev", "lo")
         topo.sh(topo.node, "ip", "route", "add", KA_NET, "via", T.UAC, "dev", T.UPLINK_IF)
-        # a veth delivers XDP_TX frames only to a peer running NAPI: a pass-only XDP program on
-        # the UAC side, in both configurations alike
-        obj = Path(b.env["ETSF_BUILD_DIR"]) / "xdp_count.bpf.o"
-        topo.sh(topo.uac, "ip", "link", "set", "dev", T.UAC_IF, "xdp", "obj", str(obj), "sec", "xdp")
+        if self.cfg.get("xdp_mode"):
+            # a veth delivers XDP_TX frames only to a peer running NAPI: a pass-only XDP program
+            # on the UAC side, in both configurations alike (the tc hook answers through the
+            # uplink's egress, which needs none)
+            obj = Path(b.env["ETSF_BUILD_DIR"]) / "xdp_count.bpf.o"
+            topo.sh(topo.uac, "ip", "link", "set", "dev", T.UAC_IF, "xdp", "obj", str(obj), "sec", "xdp")
+        if p.get("rps"):
+            self.steer_receive()
         self.kam_pids = {int(x) for x in os.listdir("/proc") if x.isdigit() and self._has(x, b.kam_token)}
         self.uas_pids = {int(x) for x in os.listdir("/proc") if x.isdigit() and self._has(x, b.uas_token)}
         self.wait_proxy()
+
+    def steer_receive(self):
+        """Make the node's CPU hold all of the node's work, as on a real SBC where the NIC
+        interrupts the node's own CPUs.  A veth runs the receiver's stack in the SENDER's
+        softirq, so without this the node's receive work for a keep-alive (and eTSF's program
+        that answers it) lands on the generator's CPU, and the peers' receive work on the
+        node's.  RPS on every veth end moves each receive to its side's CPU: the node's ends
+        (uplink, bridge ports, the pod's interface) to the node's CPU, the peers' ends (UAC,
+        UAS) to the load CPU.  Both configurations alike."""
+        topo = self.b.topo
+        node, load = 1 << int(harness.CPU_PROXY), 1 << int(harness.CPU_LOAD)
+        ends = ((topo.node, T.UPLINK_IF, node), (topo.node, T.POD_HOST_IF, node), (topo.node, T.UAS_HOST_IF, node),
+                (topo.pod, "eth0", node), (topo.uac, T.UAC_IF, load), (topo.uas, "eth0", load))
+        done = []
+        for ns, dev, mask in ends:
+            topo.sh(ns, "sh", "-c", f"for q in /sys/class/net/{dev}/queues/rx-*; do echo {mask:x} > $q/rps_cpus; done")
+            got = topo.sh(ns, "sh", "-c", f"cat /sys/class/net/{dev}/queues/rx-*/rps_cpus").stdout.split()
+            if not got or any(int(x.replace(",", ""), 16) != mask for x in got):
+                raise RuntimeError(f"RPS on {dev} in {ns}: wanted mask {mask:x}, have {got}")
+            done.append(f"{dev}->{mask:x}")
+        self.res["host"]["pinning"]["rps"] = ", ".join(done)
+        self.res["node_cpu"] = int(harness.CPU_PROXY)
 
     @staticmethod
     def _has(pid: str, token: str) -> bool:
@@ -606,8 +649,9 @@ class KaBench:
         b = self.b
         pol = b.work / "policy-E.yml"
         pol.write_text(policy_text(True, self.p))
-        cmd = ["nsenter", f"--net=/run/netns/{b.topo.node}", sys.executable, "-m", "etsf", "keepalive", "probe",
-               "--policy", str(pol)]
+        # the agent is node work: on the node's CPU
+        cmd = ["taskset", "-c", harness.CPU_PROXY, "nsenter", f"--net=/run/netns/{b.topo.node}", sys.executable,
+               "-m", "etsf", "keepalive", "probe", "--policy", str(pol)]
         with open(b.work / "prober.log", "w", encoding="utf-8") as logf:
             self.prober = subprocess.Popen(  # pylint: disable=consider-using-with
                 cmd, env=b.env, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -694,7 +738,7 @@ class KaBench:
         e1 = self.ka_counters()
         rec = {"config": letter, "round": rnd, "phase": label, "ka_rate": ka_rate, "seconds": seconds,
                "call_rate": p["call_rate"], "loadavg": load, "dir": str(d.relative_to(b.work)),
-               **phase_figures(a, bsnap, self.roles())}
+               **phase_figures(a, bsnap, self.roles(), self.res.get("node_cpu"))}
         sp_res = harness.Bench.parse_sipp(d)
         rtd = sp_res["latency"].get("rtd1_ms") or harness.lat_summary([])
         rec["calls"] = {"planned": planned, "created": sp_res["created"], "successful": sp_res["successful"],
@@ -796,12 +840,17 @@ class KaBench:
         (self.out / "keepalive.json").write_text(json.dumps(self.res, indent=1, default=str) + "\n")
 
     def run(self):
+        # the harness (its /proc snapshots, etsfctl calls) is not node work: off the node's CPU
+        self.saved_affinity = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, {int(harness.CPU_LOAD)})
         self.setup()
         self.start_prober()
         self.rounds()
         self.max_rate()
 
     def cleanup(self):
+        if self.saved_affinity:
+            os.sched_setaffinity(0, self.saved_affinity)
         for k, v in self.saved_env.items():
             if v is None:
                 os.environ.pop(k, None)

@@ -93,6 +93,22 @@ def test_phase_figures_machine_and_benchmark_tasks():
     assert f["bench_cpu_s"] == pytest.approx(0.3 + 0.1 + 0.01 + 0.5)
     assert f["bench_ctx"] == 1000 + 50 + 4 + 300
     assert set(f["groups"]) == {"kamailio", "sipp uas", "ksoftirqd", "exited children"}
+    assert f["node_cpu_busy_s"] is None               # no node CPU named: no figure
+
+
+def test_phase_figures_node_cpu_by_its_own_idle_time():
+    hz = KA.cpuacct.HZ
+    a = _snap(100.0, 0, 0, {}, (0.0, 0))
+    b = _snap(104.0, 4 * hz, 0, {}, (0.0, 0))
+    # per CPU over the 4 s window: cpu0 idle 3.5 s; cpu1 idle 0.5 s and iowait 0.25 s (not busy
+    # either), so cpu1 was busy 4 - 0.5 - 0.25 s
+    a["acct"]["stat"]["per_cpu"] = {0: {"idle": 0, "iowait": 0}, 1: {"idle": 0, "iowait": 0}}
+    b["acct"]["stat"]["per_cpu"] = {0: {"idle": int(3.5 * hz), "iowait": 0},
+                                    1: {"idle": int(0.5 * hz), "iowait": int(0.25 * hz)}}
+    f = KA.phase_figures(a, b, {}, node_cpu=1)
+    assert f["node_cpu"] == 1 and f["node_cpu_busy_s"] == pytest.approx(3.25)
+    assert KA.phase_figures(a, b, {}, node_cpu=0)["node_cpu_busy_s"] == pytest.approx(0.5)
+    assert KA.phase_figures(a, b, {}, node_cpu=5)["node_cpu_busy_s"] is None
 
 
 # -- per keep-alive ----------------------------------------------------------------------------------
@@ -136,6 +152,13 @@ def test_per_ka_figures_and_generator_subtraction():
     assert v["cpu_us_per_ka_net_of_generator"] == pytest.approx(20.0)
     assert v["cpu_us_per_ka_kamailio"] == pytest.approx(30.0)
     assert v["cpu_us_per_ka_machine"] == pytest.approx(60.0)
+    assert v["cpu_us_per_ka_node_cpu"] is None        # phases without the node CPU's figure
+
+
+def test_per_ka_node_cpu():
+    calls = _phase(6.0, node_cpu_busy_s=0.6, groups=_groups(0, 0, 0, 0, 0))
+    mix = _phase(6.0, node_cpu_busy_s=0.9, groups=_groups(0, 0, 0, 0, 0), gen={"sent": 10000, "cpu_s": {}})
+    assert KA.per_ka(mix, calls)["cpu_us_per_ka_node_cpu"] == pytest.approx(30.0)
 
 
 def test_per_ka_without_keepalives_is_empty():
