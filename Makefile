@@ -95,7 +95,7 @@ bench-flood: setup ## flood baselines: eTSF XDP vs nftables meter vs iptables ha
 bench-lru: setup ## LRU insert+lookup ns, one common list vs per-CPU lists (PROG_TEST_RUN, ~1 min): bench/results/<UTC>-lru/
 	$(PY) bench/lrubench.py
 
-bench-keepalive: setup ## keep-alives: eTSF answers OPTIONS in the kernel vs Kamailio, paired rounds + max rate (<= 14 min, quiet host): bench/results/<UTC>-keepalive/
+bench-keepalive: setup ## keep-alives: eTSF answers OPTIONS in the kernel vs Kamailio, paired rounds + max rate (<= 19 min, quiet host): bench/results/<UTC>-keepalive/
 	$(PY) bench/keepalive.py $(if $(BENCH_KEEPALIVE_BUDGET),--budget-min $(BENCH_KEEPALIVE_BUDGET))
 
 bench-quick: setup ## SIP benchmark harness smoke run (~3 min, correctness only)

@@ -1,11 +1,12 @@
 /* eTSF keep-alive benchmark generator: OPTIONS pings from many sources, and their answers.
  *
- *   kagen DST_IP DST_PORT RURI_HOST RATE_PPS SECONDS SRC_BASE NSRC LPORT WAIT_S
+ *   kagen DST_IP DST_PORT RURI_HOST RATE_PPS SECONDS SRC_BASE NSRC LPORT WAIT_S [BATCH_N]
  *
  * Sends out-of-dialog OPTIONS to DST_IP:DST_PORT, Request-URI sip:RURI_HOST, from the NSRC
  * source addresses SRC_BASE + 0..NSRC-1 in turn (all local to the namespace), port LPORT,
- * paced to RATE_PPS with sendmmsg batches of 32 (one socket: IP_PKTINFO picks each
- * message's source address).  The same socket receives the responses: each one is matched
+ * paced to RATE_PPS with sendmmsg batches of BATCH_N (default 32, at most 32; one socket:
+ * IP_PKTINFO picks each message's source address).  BATCH_N 1 spaces every datagram evenly,
+ * as independent devices would send them; 32 reaches the highest rates.  The same socket receives the responses: each one is matched
  * to its request by the Call-ID ("ka-<seq>-<send time in us>@kagen"), so answered requests
  * are counted, not assumed: distinct requests answered 200, duplicate 200s, other status
  * codes, datagrams that match no request, and the request->response time.
@@ -179,18 +180,21 @@ static void wait_readable(double until) {
 }
 
 int main(int argc, char **argv) {
-	if (argc != 10) {
-		fprintf(stderr, "usage: kagen DST_IP DST_PORT RURI_HOST RATE_PPS SECONDS SRC_BASE NSRC LPORT WAIT_S\n");
+	if (argc != 10 && argc != 11) {
+		fprintf(stderr, "usage: kagen DST_IP DST_PORT RURI_HOST RATE_PPS SECONDS SRC_BASE NSRC LPORT WAIT_S "
+				"[BATCH_N]\n");
 		return 2;
 	}
 	const char *dst = argv[1], *ruri = argv[3];
 	int dport = atoi(argv[2]), nsrc = atoi(argv[7]), lport = atoi(argv[8]);
 	double rate = atof(argv[4]), secs = atof(argv[5]), wait_s = atof(argv[9]);
+	int batch = argc == 11 ? atoi(argv[10]) : BATCH;
 	struct in_addr base;
 	struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons(dport)};
 	if (inet_pton(AF_INET, argv[6], &base) != 1 || inet_pton(AF_INET, dst, &to.sin_addr) != 1 || nsrc < 1 ||
 	    nsrc > MAXSRC || rate <= 0 || rate > 1e6 || secs <= 0 || secs > 600 || dport < 1 || dport > 65535 ||
-	    lport < 1 || lport > 65535 || wait_s < 0 || wait_s > 60 || strlen(ruri) > 100) {
+	    lport < 1 || lport > 65535 || wait_s < 0 || wait_s > 60 || strlen(ruri) > 100 || batch < 1 ||
+	    batch > BATCH) {
 		fprintf(stderr, "kagen: bad arguments\n");
 		return 2;
 	}
@@ -217,7 +221,7 @@ int main(int argc, char **argv) {
 	struct mmsghdr msgs[BATCH];
 	struct iovec iov[BATCH];
 	uint64_t sent = 0, errors = 0, seq = 0;
-	double interval = BATCH / rate;
+	double interval = batch / rate;
 	uint32_t src = 0;
 	t0 = now();
 	double next = t0;
@@ -233,7 +237,7 @@ int main(int argc, char **argv) {
 		if (next < t - 1.0)
 			next = t; /* cannot keep up: do not burst to catch up */
 		int n = 0;
-		for (; n < BATCH && seq < max_pkts; n++, seq++) {
+		for (; n < batch && seq < max_pkts; n++, seq++) {
 			struct in_addr a = {.s_addr = htonl(ntohl(base.s_addr) + src)};
 			char ip[INET_ADDRSTRLEN];
 			inet_ntop(AF_INET, &a, ip, sizeof(ip));
