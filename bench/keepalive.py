@@ -64,7 +64,7 @@ NAMES = {"K": "K-kamailio-answers", "E": "E-etsf-answers"}
 PROFILES = {
     # ~17 min on a 2-core host: setup ~0.7 min, 10 rounds x 2 configs x 2 phases x ~17 s,
     # the max-rate search ~4 min
-    "full": dict(rounds=10, phase_s=12, call_rate=100, ka_per_call=20, sources=4096, sample_every=100,
+    "full": dict(rounds=10, phase_s=12, call_rate=50, ka_per_call=60, sources=4096, sample_every=100,
                  search_start=4000, search_max=128000, search_bisect=3, search_probe_s=5, hold_ms=100,
                  kamailio_children=4, settle_s=1.0, tail_s=2.0, probe_interval_ms=200, budget_s=19 * 60,
                  rps=True, batch=1, search_batch=32),
@@ -76,9 +76,8 @@ PROFILES = {
 }
 
 # the targets: E relative to K
-TARGETS = {"ctx_per_ka_node": 0.1, "ctx_per_ka_machine": 0.1, "cpu_us_per_ka_node_cpu": 0.2,
-           "cpu_us_per_ka_bench": 0.2,
-           "cpu_us_per_ka_net_of_generator_user": 0.2, "cpu_us_per_ka_machine": 0.2}
+# (the node's figures: the other rows include the load generators, which are the peers)
+TARGETS = {"ctx_per_ka_node": 0.1, "cpu_us_per_ka_node_cpu": 0.2}
 
 
 def log(msg):

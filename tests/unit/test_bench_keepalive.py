@@ -258,13 +258,17 @@ def test_search_ok(rec, ok, why):
 
 def test_table_md_verdicts_and_max_rate():
     an = {"ctx_per_ka_node": KA.ratio_summary({0: 2.0, 1: 2.0}, {0: 0.02, 1: 0.04}),
-          "cpu_us_per_ka_bench": KA.ratio_summary({0: 40.0, 1: 44.0}, {0: 20.0, 1: 22.0})}
+          "cpu_us_per_ka_node_cpu": KA.ratio_summary({0: 40.0, 1: 44.0}, {0: 20.0, 1: 22.0}),
+          "cpu_us_per_ka_bench": KA.ratio_summary({0: 40.0, 1: 44.0}, {0: 4.0, 1: 4.4})}
     res = {"analysis": an, "max_rate": {"K": {"rate": 8000}, "E": {"rate": 32000, "generator_limited": True}}}
     md = KA.table_md(res)
     row = next(ln for ln in md.splitlines() if "context switches per keep-alive: the node's tasks" in ln)
     assert "| 2.000 | 0.030 |" in row and row.endswith("| ≤ 0.1× | met |")
-    row = next(ln for ln in md.splitlines() if "generator included" in ln)
+    row = next(ln for ln in md.splitlines() if "the node's CPU" in ln)
     assert row.endswith("| ≤ 0.2× | not met |")
+    # the figures that include the load generators (the peers) carry no target
+    row = next(ln for ln in md.splitlines() if "generator included" in ln)
+    assert "| 0.100 [" in row and row.endswith("|  |  |")
     row = next(ln for ln in md.splitlines() if ln.startswith("| max keep-alive rate"))
     assert "| 8000 | 32000 (≥: generator-limited) | 4.00 | E > K | met |" in row
 
