@@ -11,7 +11,7 @@ variant: `--count` 1 KB INVITEs at `--rate` per second, each answered from the n
 350-byte 200 OK (egress), then `--count` 350-byte 200 OKs into the node (the reply path of
 tc_fastpath).  At 500/s the program's code and maps go cold between packets, as in traffic.
 
-Variants: `base` = bpf/ of git ref --base, `work` = this tree's bpf/, each built into its own
+Variants: `base` = bpf/ of git ref --base, `work` = this tree's bpf/ (or that of --work), each built into its own
 directory and attached with its own pin root; rounds interleave them (base work base work ...).
 kernel.bpf_stats_enabled is 1 only while packets are sent and restored after every pass.
 Report: medians over the rounds and the paired difference (work - base), JSON + markdown.
@@ -119,7 +119,7 @@ def render(doc: dict) -> str:
     lines = [f"# Program cost in traffic ({doc['stamp']})", "",
              f"{doc['params']['count']} packets per phase at {doc['params']['rate']}/s, "
              f"{doc['params']['rounds']} rounds, variants interleaved; base = bpf/ of "
-             f"`{doc['base_ref']}` ({doc['base_commit'][:12]}), work = the tree's bpf/ "
+             f"`{doc['base_ref']}` ({doc['base_commit'][:12]}), work = bpf/ of `{doc.get('work_ref', '(tree)')}` "
              f"({doc['work_commit'][:12]}{' + changes' if doc['work_dirty'] else ''}).", "",
              "ns per program run (run_time_ns / run_cnt), medians over the rounds; diff = median of the "
              "paired per-round differences (work - base); 'lower' = rounds where work was lower.", "",
@@ -299,6 +299,7 @@ def export_bpf(ref: str, dest: Path) -> Path:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--base", default="HEAD", help="git ref whose bpf/ is the base variant")
+    ap.add_argument("--work", default="", help="git ref whose bpf/ is the work variant (default: this tree's)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--count", type=int, default=2000, help="packets per phase and pass")
     ap.add_argument("--rate", type=int, default=500, help="packets per second")
@@ -316,7 +317,7 @@ def main(argv=None) -> int:
     old = STATS.read_text().strip()
     try:
         variants = [Variant("base", export_bpf(a.base, work / "base-src"), work),
-                    Variant("work", ROOT / "bpf", work)]
+                    Variant("work", export_bpf(a.work, work / "work-src") if a.work else ROOT / "bpf", work)]
         pc.setup()
         for i in range(a.rounds):
             r = {}
@@ -331,8 +332,9 @@ def main(argv=None) -> int:
         pc.close()
         shutil.rmtree(work, ignore_errors=True)
     doc = {"stamp": stamp, "params": {"rounds": a.rounds, "count": a.count, "rate": a.rate},
-           "base_ref": a.base, "base_commit": git("rev-parse", a.base), "work_commit": git("rev-parse", "HEAD"),
-           "work_dirty": bool(git("status", "--porcelain", "bpf")), "kernel": os.uname().release,
+           "base_ref": a.base, "base_commit": git("rev-parse", a.base), "work_ref": a.work or "(tree)",
+           "work_commit": git("rev-parse", a.work or "HEAD"),
+           "work_dirty": not a.work and bool(git("status", "--porcelain", "bpf")), "kernel": os.uname().release,
            "rounds": rounds, "summary": summarize(rounds), "lost": pc.lost,
            "stats_restored_to": STATS.read_text().strip()}
     out = Path(a.out) / f"{stamp}-progcost"
