@@ -473,7 +473,7 @@ int tc_fastpath(struct __sk_buff *skb)
 	struct etsf_fp_svc *svc = NULL;
 	struct etsf_if_cfg *cfg;
 	struct etsf_ctl *ctl;
-	__u32 zero = 0, len = skb->len, ifindex = skb->ingress_ifindex, flags, need;
+	__u32 zero = 0, len = skb->len, ifindex = skb->ingress_ifindex, flags;
 	void *data, *data_end;
 	__u32 reason;
 	int ret, steer;
@@ -509,16 +509,9 @@ int tc_fastpath(struct __sk_buff *skb)
 	c->slot = ctl->active_slot & 1;
 	c->generation = ctl->generation;
 
-	/*
-	 * Headers must be linear for direct access.  They nearly always are: the
-	 * helper call (and its un-clone check) only when they are not.
-	 */
-	need = len < 256 ? len : 256;
+	/* headers must be linear for direct access (no-op when they are) */
+	bpf_skb_pull_data(skb, len < 256 ? len : 256);
 	etsf_ctx_bounds(skb, &data, &data_end);
-	if (data + need > data_end) {
-		bpf_skb_pull_data(skb, need);
-		etsf_ctx_bounds(skb, &data, &data_end);
-	}
 	c->reason = etsf_parse_hdrs(data, data_end, &c->p);
 	if (c->reason != ETSF_R_OK) {
 		reason = c->reason == ETSF_R_FRAGMENT ? ETSF_FP_FRAGMENT : ETSF_FP_NOT_L4;
