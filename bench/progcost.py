@@ -118,7 +118,7 @@ def render(doc: dict) -> str:
     s = doc["summary"]
     lines = [f"# Program cost in traffic ({doc['stamp']})", "",
              f"{doc['params']['count']} packets per phase at {doc['params']['rate']}/s, "
-             f"{doc['params']['rounds']} rounds, variants interleaved; base = bpf/ of "
+             f"{doc['params']['rounds']} rounds, variants interleaved (order flipped every round); base = bpf/ of "
              f"`{doc['base_ref']}` ({doc['base_commit'][:12]}), work = bpf/ of `{doc.get('work_ref', '(tree)')}` "
              f"({doc['work_commit'][:12]}{' + changes' if doc['work_dirty'] else ''}).", "",
              "ns per program run (run_time_ns / run_cnt), medians over the rounds; diff = median of the "
@@ -321,7 +321,8 @@ def main(argv=None) -> int:
         pc.setup()
         for i in range(a.rounds):
             r = {}
-            for v in variants:
+            # ABBA: the order flips every round, so neither variant always runs second
+            for v in (variants if i % 2 == 0 else variants[::-1]):
                 r[v.name] = pc.pass_(v)
                 print(f"round {i + 1} {v.name}: " + "; ".join(
                     f"{ph} " + ", ".join(f"{pg} {fmt(x['ns_per_run'])} ns x {x['runs']}" for pg, x in progs.items())
