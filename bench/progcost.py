@@ -12,7 +12,7 @@ variant: `--count` 1 KB INVITEs at `--rate` per second, each answered from the n
 tc_fastpath).  At 500/s the program's code and maps go cold between packets, as in traffic.
 
 Variants: `base` = bpf/ of git ref --base, `work` = this tree's bpf/ (or that of --work), each built into its own
-directory and attached with its own pin root; rounds interleave them (base work base work ...).
+directory and attached with its own pin root; rounds interleave them, the order flipping every round.
 kernel.bpf_stats_enabled is 1 only while packets are sent and restored after every pass.
 Report: medians over the rounds and the paired difference (work - base), JSON + markdown.
 
