@@ -212,8 +212,10 @@ class ProgCost:
             idx = socket.if_nametoindex(NODE_IF)
             for d in ("ingress", "egress"):
                 bpf.tc_detach(idx, d, REF_HANDLE, TC_PRIO)
-        self.ctl(v, "detach", "--iface", NODE_IF)
-        shutil.rmtree(v.env["ETSF_PIN_ROOT"], ignore_errors=True)
+        try:
+            self.ctl(v, "detach", "--iface", NODE_IF)
+        finally:
+            shutil.rmtree(v.env["ETSF_PIN_ROOT"], ignore_errors=True)
 
     def sockets(self):
         from transit import in_netns
@@ -250,11 +252,12 @@ class ProgCost:
 
     def pass_(self, v: Variant) -> dict:
         from etsf import bpf
-        ids = self.attach(v)
-        c, n = self.sockets()
         old = STATS.read_text().strip()
         res = {}
+        c = n = None
         try:
+            ids = self.attach(v)
+            c, n = self.sockets()
             self.send("invite", c, n, WARMUP)
             for phase in PHASES:
                 STATS.write_text("1\n")
@@ -267,8 +270,9 @@ class ProgCost:
                 res[phase] = per_run(before, after)
         finally:
             STATS.write_text(old + "\n")
-            c.close()
-            n.close()
+            for sk in (c, n):
+                if sk is not None:
+                    sk.close()
             self.detach(v)
         return res
 
