@@ -670,11 +670,14 @@ static __always_inline long etsf_sip_step(struct etsf_scratch *s)
 }
 
 /*
- * bpf_loop callback: ETSF_STEPS_PER_CALL steps per call.  A BPF-to-BPF call
- * and return cost far more than a step on CPUs with return-thunk mitigations
- * (SRSO/retbleed), so several steps share one call.
+ * bpf_loop callback: ETSF_STEPS_PER_CALL steps per call.  One step: every
+ * further step is another inlined copy of the whole state machine (eight
+ * made ~90 KB of JIT code).  Hot (PROG_TEST_RUN) more steps per call save
+ * call/return thunks, but in traffic, where a packet finds the code cold,
+ * one step measured cheaper than two or eight (bench/progcost.py,
+ * docs/datapath.md "Per-packet cost").
  */
-#define ETSF_STEPS_PER_CALL 8
+#define ETSF_STEPS_PER_CALL 1
 #define ETSF_PARSE_CALLS    ((2 * ETSF_PARSE_BYTES + 16) / ETSF_STEPS_PER_CALL + 1)
 
 static long etsf_sip_steps(__u64 idx, void *ctx)

@@ -1,0 +1,61 @@
+"""The pure parts of bench/progcost.py: the messages it sends, the ns-per-run arithmetic of
+bpf_stats snapshots, and the paired summary over interleaved rounds."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+sys.path.insert(0, str(BENCH))
+
+import progcost  # noqa: E402
+
+
+def test_messages_have_their_sizes_and_own_call_ids():
+    a, b = progcost.invite(1), progcost.invite(2)
+    assert len(a) == len(b) == 1024
+    assert a.startswith(b"INVITE ") and a != b
+    assert b"Call-ID: 00000000000001@pc33" in a
+    oks = [progcost.ok200(seq=i) for i in (0, 7)]
+    assert [len(x) for x in oks] == [350, 350]
+    assert oks[0].startswith(b"SIP/2.0 200 OK\r\n") and oks[0] != oks[1]
+    assert oks[0].endswith(b"Content-Length: 0\r\n\r\n")
+    with pytest.raises(ValueError, match="too small"):
+        progcost.ok200(size=100)
+
+
+def test_per_run_divides_the_differences_and_drops_stray_runs():
+    before = {"tc_fastpath": {"run_cnt": 100, "run_time_ns": 50_000},
+              "tc_sip_egress": {"run_cnt": 10, "run_time_ns": 9_000}}
+    after = {"tc_fastpath": {"run_cnt": 2100, "run_time_ns": 6_050_000},
+             "tc_sip_egress": {"run_cnt": 11, "run_time_ns": 12_000},
+             "ref_ingress": {"run_cnt": 2000, "run_time_ns": 300_000}}
+    r = progcost.per_run(before, after)
+    assert r["tc_fastpath"] == {"runs": 2000, "ns_per_run": 3000.0}
+    assert r["tc_sip_egress"] == {"runs": 1, "ns_per_run": None}       # one ARP reply
+    assert r["ref_ingress"] == {"runs": 2000, "ns_per_run": 150.0}    # absent before: from 0
+
+
+def _round(base, work):
+    return {"base": {"invite": {"tc_fastpath": {"runs": 10, "ns_per_run": base}}},
+            "work": {"invite": {"tc_fastpath": {"runs": 10, "ns_per_run": work}}}}
+
+
+def test_summary_medians_and_paired_differences():
+    rounds = [_round(3000, 2000), _round(5000, 4500), _round(4000, 4100), _round(3500, None)]
+    s = progcost.summarize(rounds)["invite/tc_fastpath"]
+    assert s["base"] == 3750 and s["work"] == 4100
+    assert s["diffs"] == [-1000, -500, 100] and s["diff"] == -500
+    assert s["rounds"] == 3 and s["lower_in"] == 2
+
+
+def test_render_names_every_row():
+    rounds = [_round(3000, 2000)]
+    doc = {"stamp": "20261130T000000Z", "params": {"count": 10, "rate": 500, "rounds": 1},
+           "base_ref": "HEAD", "base_commit": "a" * 40, "work_commit": "b" * 40, "work_dirty": False,
+           "rounds": rounds, "summary": progcost.summarize(rounds), "lost": 0, "stats_restored_to": "0"}
+    text = progcost.render(doc)
+    assert "| invite | tc_fastpath | 3000 | 2000 | -1000 | 1/1 |" in text
+    assert "restored to 0" in text
