@@ -83,8 +83,9 @@ CONFIG_KINDS = {"D": ("D-direct", "direct"), "A": ("A-ipt-nft-{n}", "iptables-nf
 # rough setup + teardown cost of a configuration's topology (rules, BPF attach), for planning:
 # seconds without rules + seconds per 10,000 kube-proxy rules
 SETUP_S = {"direct": (12.0, 0.0), "iptables-nft": (8.0, 22.0), "etsf-fastpath": (12.0, 23.0)}
-# a controller's tick of state-file sample: [seconds into the step, level, admit rate, pressure, signal]
-SAMPLE_FIELDS = ("t", "level", "admit_rate", "pressure", "signal")
+# a controller's tick of state-file sample: [seconds into the step, level, admit rate, pressure, signal,
+# the tick's signal values (queue, drops, pdd_ms, ratio_5xx, refused, served, admitted, ...)]
+SAMPLE_FIELDS = ("t", "level", "admit_rate", "pressure", "signal", "signals")
 
 
 def setup_cost(kind: str, services: int) -> float:
@@ -782,7 +783,7 @@ class Sweep:
                 doc = _state(self.state_file())
                 if doc is not None:
                     samples.append([round(now - t0, 2), int(doc.get("level") or 0), int(doc.get("admit_rate") or 0),
-                                    doc.get("pressure"), doc.get("signal")])
+                                    doc.get("pressure"), doc.get("signal"), doc.get("signals") or {}])
                 nxt += self.p["sample_s"]
             if now > t0 + limit_s and sig != signal.SIGKILL:
                 sig = signal.SIGTERM if sig is None else signal.SIGKILL
