@@ -59,7 +59,7 @@ MAX_LEVEL = len(LEVEL_UP)
 #: pressure a tick with socket drops has at least (the queue overflowed: level 2)
 DROP_PRESSURE = LEVEL_UP[1]
 #: ticks after a cut during which a proxy still failing calls gets no further cut
-REACT_TICKS = 2
+REACT_TICKS = 3
 #: additive increase per tick while admission refuses calls: this share of max_step x rate
 AI_SHARE = 0.1
 
@@ -160,7 +160,7 @@ def _next_rate(cfg, st: State, level: int, p: float, may_stop: bool, s: Signals,
             # stops at served x (1 - hysteresis), and that floor never raises the rate
             new = min(eff, max(min(new, served), served * (1.0 - cfg["hysteresis"])))
         if not st.over or st.ceiling is None:
-            st.ceiling = eff
+            st.ceiling = min(eff, new)
         st.cut = s.t
     elif p < 1.0 - cfg["hysteresis"]:
         if rate >= hi:

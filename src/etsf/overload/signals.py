@@ -1,10 +1,9 @@
 """The controller's signals, each cheap and local: proxy socket receive queues and drops
 (/proc/net/udp, /proc/net/udp6), eTSF's own INVITE -> 100 (else 180) latency and 5xx ratio
 (the telemetry maps, via the exporter's snapshot reader), host CPU busy share (/proc/stat)
-and the new INVITEs admission refused (etsf_admit); and, per CPU that received new INVITEs
-(etsf_admit per CPU, else etsf_stats per CPU), what passes to the proxy (the cuts start from
-it) and what it serves, INVITE 2xx per second (the telemetry's response codes; a bound of the
-admission rate).
+and the new INVITEs admission refused (etsf_admit); and, per CPU that received INVITEs
+(etsf_stats per CPU), what passes to the proxy (the cuts start from it) and what it serves:
+INVITE 2xx per second (the telemetry's response codes; a bound of the admission rate).
 
 Counters (drops, latency sums, response codes, CPU jiffies) are turned into per-tick deltas
 here, so the control law sees one tick's worth and stays pure.
@@ -130,23 +129,23 @@ def _moved(old: list[int] | None, new: list[int] | None) -> list[int] | None:
 
 
 def passed_per_cpu(old: dict[str, Any], new: dict[str, Any], dt: float) -> tuple[float | None, int]:
-    """(new INVITEs let through to the proxy per second per receiving CPU, receiving CPUs)
-    between two readings: admission's first copies admitted (etsf_admit) when it decided on
-    any, else every INVITE the classifier passed (etsf_stats; admission off).  The receiving
-    CPUs are those whose count moved: the token rate is per CPU, so the total rate the proxy
-    gets is the per-CPU rate times them."""
+    """(INVITEs let through to the proxy per second per receiving CPU, receiving CPUs) between
+    two readings: every INVITE the classifier passed (etsf_stats: admission on or off, or
+    switched within the tick), else, without that map, the new INVITEs admission admitted
+    (etsf_admit).  The receiving CPUs are those whose count moved: the token rate is per CPU,
+    so the total rate the proxy gets is the per-CPU rate times them."""
     if dt <= 0:
         return None, 0
-    dec = _moved(old.get("decided"), new.get("decided"))
-    if dec is not None and any(dec):
-        adm = _moved(old.get("admitted"), new.get("admitted")) or [0] * len(dec)
-        cpus = sum(1 for d in dec if d)
-        return round(sum(adm) / dt / cpus, 1), cpus
     pas = _moved(old.get("passed"), new.get("passed"))
-    if pas is not None and any(pas):
-        cpus = sum(1 for d in pas if d)
-        return round(sum(pas) / dt / cpus, 1), cpus
-    return (0.0, 0) if dec is not None or pas is not None else (None, 0)
+    if pas is None:
+        dec = _moved(old.get("decided"), new.get("decided"))
+        adm = _moved(old.get("admitted"), new.get("admitted"))
+        if dec is None or adm is None:
+            return None, 0
+        cpus = sum(1 for d in dec if d)
+        return (round(sum(adm) / dt / cpus, 1), cpus) if cpus else (0.0, 0)
+    cpus = sum(1 for d in pas if d)
+    return (round(sum(pas) / dt / cpus, 1), cpus) if cpus else (0.0, 0)
 
 
 def served_per_cpu(old: dict[str, Any], new: dict[str, Any], dt: float) -> float | None:
