@@ -407,3 +407,12 @@ def test_cut_starts_from_what_passes():
     assert d.rate == 900
     d = step(cfg, State(), Signals(t=0.0, ratio_5xx=1.0, admitted=1200.0, served=0.0, refused=0))
     assert d.rate == 900 and d.level == 1                                 # engaging: the same
+
+
+def test_invite_level_from_the_policy():
+    """The first level whose shed_below drops INVITE's priority class (one past level 3: none)."""
+    from etsf.overload.commands import invite_level
+    assert invite_level(["low", "normal", "high", "critical"], "high") == 3          # the defaults
+    assert invite_level(["low", "normal", "high", "high"], "high") == 4
+    assert invite_level(["low", "critical", "critical", "critical"], "high") == 1
+    assert invite_level(["low", "normal", "high", "critical"], "critical") == 4
