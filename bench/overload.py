@@ -63,14 +63,14 @@ PROFILES = {
                  capacity=None, probe_s=6, cap_start=200, cap_max=6400, cap_bisect=2, cap_floor=20,
                  recv_timeout_s=4, max_retrans=5, hold_ms=100, settle_s=1.0, transport="un",
                  kamailio_children=4, budget_s=25 * 60, fixed_burst_ms=100, retry_after_s=5, auto={},
-                 sample_s=0.5),
+                 sample_s=0.5, kamailio_shm_mb=128),
     # CI: proves the harness (consistent counts, for an eTSF configuration with admission too),
     # not the host's capacity: a fixed small guess
     "quick": dict(configs=["D", "F"], multiples=[0.5, 2], step_s=5, services=0, capacity=100,
                   probe_s=3, cap_start=50, cap_max=400, cap_bisect=1, cap_floor=10,
                   recv_timeout_s=4, max_retrans=5, hold_ms=100, settle_s=0.5, transport="un",
                   kamailio_children=2, budget_s=90, fixed_burst_ms=100, retry_after_s=5, auto={},
-                  sample_s=0.5),
+                  sample_s=0.5, kamailio_shm_mb=128),
 }
 
 # configurations by letter (same names as bench/run.py): (name, topology kind[, admission]).
@@ -83,8 +83,9 @@ CONFIG_KINDS = {"D": ("D-direct", "direct"), "A": ("A-ipt-nft-{n}", "iptables-nf
 # rough setup + teardown cost of a configuration's topology (rules, BPF attach), for planning:
 # seconds without rules + seconds per 10,000 kube-proxy rules
 SETUP_S = {"direct": (12.0, 0.0), "iptables-nft": (8.0, 22.0), "etsf-fastpath": (12.0, 23.0)}
-# a controller's tick of state-file sample: [seconds into the step, level, admit rate, pressure, signal]
-SAMPLE_FIELDS = ("t", "level", "admit_rate", "pressure", "signal")
+# a controller's tick of state-file sample: [seconds into the step, level, admit rate, pressure, signal,
+# the tick's signal values (queue, drops, pdd_ms, ratio_5xx, refused, served, admitted, ...)]
+SAMPLE_FIELDS = ("t", "level", "admit_rate", "pressure", "signal", "signals")
 
 
 def setup_cost(kind: str, services: int) -> float:
@@ -556,7 +557,8 @@ def report_md(res: dict, plot_name: str | None = PLOT) -> str:
                    "achieved and no datagram dropped at Kamailio's socket.")
     else:
         out.append(f"Proxy capacity: not found ({cap.get('why', 'no probe passed')}); no sweep.")
-    out += ["", f"Steps of {p.get('step_s')} s, `-t {p.get('transport')}`, sipp `-recv_timeout "
+    out += ["", f"Steps of {p.get('step_s')} s, `-t {p.get('transport')}`, Kamailio shared memory "
+                f"`-m {p.get('kamailio_shm_mb', 128)}` MB, sipp `-recv_timeout "
                 f"{p.get('recv_timeout_s')} s -max_retrans {p.get('max_retrans')}`; pinning: "
                 f"{', '.join(f'{k} {v}' for k, v in ((res.get('host') or {}).get('pinning') or {}).items())}. "
                 "Goodput = calls that got their 200 and completed the BYE, per second of the sending "
@@ -707,7 +709,7 @@ class Sweep:
         self.out, self.p, self.budget_s = out, prof, budget_s
         hp = dict(harness.PROFILES["full"])
         hp.update(kamailio_children=prof["kamailio_children"], flood_sources=0, settle=prof["settle_s"],
-                  hold_ms=prof["hold_ms"])
+                  hold_ms=prof["hold_ms"], kamailio_shm_mb=prof.get("kamailio_shm_mb", 128))
         args = types.SimpleNamespace(work=str(work) if work else None, budget_min=budget_s / 60,
                                      profile=f"overload-{profile}", only=None, keep_pcaps=False)
         self.b = _Bench(args, hp, out)
@@ -782,7 +784,7 @@ class Sweep:
                 doc = _state(self.state_file())
                 if doc is not None:
                     samples.append([round(now - t0, 2), int(doc.get("level") or 0), int(doc.get("admit_rate") or 0),
-                                    doc.get("pressure"), doc.get("signal")])
+                                    doc.get("pressure"), doc.get("signal"), doc.get("signals") or {}])
                 nxt += self.p["sample_s"]
             if now > t0 + limit_s and sig != signal.SIGKILL:
                 sig = signal.SIGTERM if sig is None else signal.SIGKILL
@@ -1085,6 +1087,8 @@ def main(argv=None) -> int:
     ap.add_argument("--configs", metavar="LETTERS", help=f"comma list of {', '.join(CONFIG_KINDS)} "
                     "(default D,A,C,F,K; the first one measures the capacity and has no admission)")
     ap.add_argument("--work", metavar="DIR", help="keep sipp's and Kamailio's raw files in DIR")
+    ap.add_argument("--kamailio-shm-mb", type=int, metavar="MB", help="Kamailio's shared memory (-m; default 128: "
+                    "it then answers the excess over its capacity with 500 'out of memory')")
     args = ap.parse_args(argv)
     if args.budget_min is not None and not 0 < args.budget_min <= 60:
         ap.error("--budget-min must be in (0, 60]")
@@ -1098,6 +1102,10 @@ def main(argv=None) -> int:
                      "(it has admission)")
     if args.work:
         over["work"] = args.work
+    if args.kamailio_shm_mb is not None:
+        if not 16 <= args.kamailio_shm_mb <= 65536:
+            ap.error("--kamailio-shm-mb must be in 16..65536")
+        over["kamailio_shm_mb"] = args.kamailio_shm_mb
     why = harness.preflight("overload.py", ("sipp", "kamailio", "iptables-nft-restore", "taskset", "nsenter"))
     if why:
         print(why, file=sys.stderr)

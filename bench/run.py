@@ -257,8 +257,9 @@ class Bench:
                        .replace("@CHILDREN@", str(self.p["kamailio_children"])))
             (kd / "kamailio.cfg").write_text(cfgtext)
             self.kam_token = str(kd / "kamailio.cfg")
+            shm = str(self.p.get("kamailio_shm_mb", 128))
             self.kam = self.topo.popen(self.topo.pod, ["kamailio", "-f", self.kam_token, "-DD", "-E",
-                                                       "-m", "128", "-M", "16", "-Y", str(kd)],
+                                                       "-m", shm, "-M", "16", "-Y", str(kd)],
                                        kd / "kamailio.log", limit=3000, cpu=CPU_PROXY)
             self.uas_token = str(d / "uas-stat.csv")
             self.topo.popen(self.topo.uas, ["sipp", "-sn", "uas", "-i", T.UAS, "-p", str(T.PORT), "-t", "u1",

@@ -61,12 +61,30 @@ def test_pin_resume_and_metrics(tmp_path, monkeypatch):
 
 
 def test_served_per_cpu():
-    """INVITE 2xx per second over the tick, per CPU that admission decided on."""
+    """INVITE 2xx per second over the tick, per CPU that received INVITEs (etsf_stats; without
+    it, per CPU admission decided on)."""
     from etsf.overload.signals import served_per_cpu
-    old = {"codes": {100: 50, 180: 40, 200: 30, 503: 2}, "decided": [100, 0]}
-    new = {"codes": {100: 350, 180: 340, 200: 330, 202: 10, 500: 9}, "decided": [400, 0]}
+    old = {"codes": {100: 50, 180: 40, 200: 30, 503: 2}, "passed": [100, 0]}
+    new = {"codes": {100: 350, 180: 340, 200: 330, 202: 10, 500: 9}, "passed": [400, 0]}
     assert served_per_cpu(old, new, 0.5) == 620.0                 # (300 + 10) / 0.5 s / 1 CPU
-    assert served_per_cpu(old, dict(new, decided=[400, 7]), 0.5) == 310.0      # two CPUs decided
-    assert served_per_cpu(old, dict(new, decided=[100, 0]), 0.5) is None       # admission off
-    assert served_per_cpu(dict(old, decided=None), new, 0.5) is None           # no etsf_admit
+    assert served_per_cpu(old, dict(new, passed=[400, 7]), 0.5) == 310.0       # two CPUs received
+    assert served_per_cpu(old, dict(new, passed=[100, 0]), 0.5) is None        # no INVITE came in
     assert served_per_cpu(old, new, 0.0) is None
+    adm_old = dict(old, passed=None, decided=[100, 0], admitted=[90, 0])
+    adm_new = dict(new, passed=None, decided=[400, 0], admitted=[300, 0])
+    assert served_per_cpu(adm_old, adm_new, 0.5) == 620.0         # no etsf_stats: etsf_admit's CPUs
+    assert served_per_cpu(dict(adm_old, decided=None), adm_new, 0.5) is None
+
+
+def test_passed_per_cpu():
+    """INVITEs let through per second per receiving CPU: etsf_stats whether admission is on or
+    off (a tick that switched it still counts every INVITE), etsf_admit's admitted without it."""
+    from etsf.overload.signals import passed_per_cpu
+    old = {"passed": [1000, 50], "decided": [0, 0], "admitted": [0, 0]}
+    new = {"passed": [1600, 50], "decided": [40, 0], "admitted": [40, 0]}   # admission off mid-tick
+    assert passed_per_cpu(old, new, 0.5) == (1200.0, 1)
+    assert passed_per_cpu(old, dict(new, passed=[1600, 650]), 0.5) == (1200.0, 2)
+    assert passed_per_cpu(old, dict(new, passed=[1000, 50]), 0.5) == (0.0, 0)
+    assert passed_per_cpu(dict(old, passed=None), dict(new, passed=None), 0.5) == (80.0, 1)
+    assert passed_per_cpu({}, {}, 0.5) == (None, 0)
+    assert passed_per_cpu(old, new, 0.0) == (None, 0)

@@ -21,7 +21,18 @@ def load_config(policy_file: str, interval_s: float | None = None) -> tuple[dict
         raise ValueError(f"{policy_file}: overload.auto.enabled is false (the controller is off)")
     if interval_s is not None:
         cfg["interval_ms"] = max(1, int(round(interval_s * 1000)))
+    cfg["invite_level"] = invite_level(p.shed_below, p.priorities["INVITE"])
     return cfg, list(cfg["proxy_ports"] or p.sip_ports)
+
+
+def invite_level(shed_below, invite_prio: str) -> int:
+    """The first overload level whose `shed_below` drops new INVITEs (silently, in the kernel);
+    one past the last level when none does.  The control law enters it only with admission at
+    min_rate (law._next_level)."""
+    from ..policy.consts import PRIO_NAMES
+    prio = PRIO_NAMES.index(invite_prio)
+    return next((lvl for lvl, name in enumerate(shed_below) if lvl and PRIO_NAMES.index(name) > prio),
+                len(shed_below))
 
 
 def _text(last: list[dict]) -> str:

@@ -8,12 +8,26 @@ drives the decision and the audit entry names it.
 * Level: rises one step when the pressure reaches the next level's threshold (``LEVEL_UP``),
   falls one step when it is below the current level's threshold times ``1 - hysteresis``.
   A level is held at least ``dwell_s`` before it changes again (either way), so a signal
-  hovering around a threshold cannot make the level flap.
-* Admission rate (new INVITEs, tokens/s per CPU; 0 = admission off): engages at ``max_rate``
-  when the pressure first reaches 1, then multiplicative decrease by ``1/pressure`` (at most
-  ``max_step`` of the rate per tick) while over target, increase by ``max_step`` of the rate
-  (at least ``min_rate``) per tick while under ``1 - hysteresis``, held in between; bounded
-  to ``min_rate..max_rate`` and switched off once back at ``max_rate`` with level 0.
+  hovering around a threshold cannot make the level flap.  A level whose ``shed_below`` drops
+  new INVITEs (``invite_level``, from the policy: 3 with the defaults) is entered only once
+  the admission rate is down to ``min_rate``: the level drops them silently, the callers
+  retransmit into the surge and time out (recorded: K at 1.5x and 2x of an 800 calls/s proxy
+  reached level 3 on the 5xx ratio, INVITE->200 p99 3.5 s, 33,000 retransmissions), while
+  admission answers each refused INVITE with a 503.
+* Admission rate (new INVITEs, tokens/s per CPU; 0 = admission off), AIMD on the rate that
+  actually passes (``admitted``: new INVITEs let through per second per receiving CPU, so the
+  total is the rate times the receiving CPUs): engages when the pressure first reaches 1 at
+  what passed in the tick cut once (``max_rate`` when that is not measured); over target it
+  is cut from what passed (not from a token rate above the offered load, which refuses
+  nothing) by ``1/pressure``, at most ``max_step`` of it per tick; while the proxy fails
+  calls (5xx ratio over target) one cut per ``REACT_TICKS`` ticks, since its failures go on
+  for a tick or two after a cut (its transaction memory frees as old calls end); under
+  ``1 - hysteresis`` it grows additively by ``AI_SHARE x max_step`` of the rate that passed
+  when the congestion began (at least ``min_rate``) while admission refuses calls, by
+  ``max_step`` of itself once it refuses none; held in between; bounded to
+  ``min_rate..max_rate``.  Engaging at ``max_rate`` (recorded: 2000/s against 1200/s offered)
+  and cutting the token rate refused nothing for seconds, then the increase by 25 % a tick
+  brought it back over the offered load within three ticks, every five seconds.
 * What the proxy serves (``served``: new calls it answered 2xx per second and receiving CPU
   over the tick) bounds both ways: over target a rate above it drops to it at once (the excess
   only queues) and no cut goes below ``served x (1 - hysteresis)``; under target the rate
@@ -23,9 +37,7 @@ drives the decision and the audit entry names it.
   10 in one tick).  The queue and latency signals lag the
   rate by the backlog in the proxy's socket and the callers' retransmissions of calls admitted
   before the cut; cutting on them alone drives the rate far below what the proxy serves
-  (recorded: 2000 -> 35/s against ~300 served), engaging at ``max_rate`` floods the proxy for
-  the seconds the bounded cuts take, and an increase of a share of ``max_rate`` per tick
-  overshoots a capacity far below ``max_rate`` at once.
+  (recorded: 2000 -> 35/s against ~300 served).
   Switched off only after level 0 was held ``dwell_s`` and in a tick where admission refused
   no INVITE: under a sustained surge the pressure dips below target as soon as a cut has
   drained the queue, and switching admission off while it still refuses calls lets the whole
@@ -46,6 +58,10 @@ LEVEL_UP = (1.0, 2.0, 4.0)
 MAX_LEVEL = len(LEVEL_UP)
 #: pressure a tick with socket drops has at least (the queue overflowed: level 2)
 DROP_PRESSURE = LEVEL_UP[1]
+#: ticks after a cut during which a proxy still failing calls gets no further cut
+REACT_TICKS = 3
+#: additive increase per tick while admission refuses calls: this share of max_step x rate
+AI_SHARE = 0.1
 
 
 @dataclass
@@ -59,11 +75,13 @@ class Signals:
     cpu: float | None = None          # busy share of the host CPUs over the tick, 0..1
     refused: int | None = None        # new INVITEs refused by admission over the tick (no pressure)
     served: float | None = None       # new calls answered 2xx per second per receiving CPU (no pressure)
+    admitted: float | None = None     # new INVITEs let through per second per receiving CPU (no pressure)
 
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in (("queue", self.queue), ("drops", self.drops), ("pdd_ms", self.pdd_ms),
                                   ("ratio_5xx", self.ratio_5xx), ("cpu", self.cpu),
-                                  ("refused", self.refused), ("served", self.served)) if v is not None}
+                                  ("refused", self.refused), ("served", self.served),
+                                  ("admitted", self.admitted)) if v is not None}
 
 
 @dataclass
@@ -72,6 +90,9 @@ class State:
     rate: int = 0                     # 0: admission off
     since: float | None = None        # time of the last level change
     changes: int = 0                  # level or rate changes so far
+    cut: float | None = None          # time of the last decrease of the rate
+    ceiling: float | None = None      # what passed when the last congestion began
+    over: bool = False                # the last tick was over target
 
 
 @dataclass
@@ -101,32 +122,56 @@ def pressures(cfg: dict[str, Any], s: Signals) -> dict[str, float]:
     return out
 
 
-def _next_level(cfg, level: int, p: float) -> int:
+def _next_level(cfg, level: int, p: float, rate: int) -> int:
     if level < MAX_LEVEL and p >= LEVEL_UP[level]:
-        return level + 1
+        # a level that sheds new INVITEs drops them silently (the callers retransmit into the
+        # surge): entered only once admission, which answers 503, is down to min_rate
+        if level + 1 < cfg.get("invite_level", MAX_LEVEL) or rate <= cfg["min_rate"]:
+            return level + 1
+        return level
     if level > 0 and p < LEVEL_UP[level - 1] * (1 - cfg["hysteresis"]):
         return level - 1
     return level
 
 
-def _next_rate(cfg, rate: int, level: int, p: float, may_stop: bool, served: float | None = None,
-               refusing: bool = False) -> int:
+def _next_rate(cfg, st: State, level: int, p: float, may_stop: bool, s: Signals, failing: bool) -> int:
     lo, hi, step = cfg["min_rate"], cfg["max_rate"], cfg["max_step"]
-    if rate == 0:
-        return hi if p >= 1.0 else 0
-    if p > 1.0:
-        new = rate * max(1.0 / p, 1.0 - step)
+    rate = st.rate
+    # what the proxy serves bounds the rate, unless it fails calls (its 2xx rate then measures
+    # the failure, not its capacity)
+    served = None if failing else s.served
+    # what admission lets through: below the token rate when the offered load is; cuts start
+    # from it, else a cut of a rate above the offered load refuses nothing
+    passed = s.admitted if s.admitted else None
+    if rate == 0 or p > 1.0:
+        if rate == 0 and p < 1.0:
+            return 0
+        eff = rate or hi
+        if passed is not None:
+            eff = min(eff, passed)
+        if rate and failing and st.cut is not None and s.t - st.cut < cfg["interval_ms"] * REACT_TICKS / 1000:
+            # the signals of a cut show a tick or two later (the proxy's queue drains, its
+            # failing calls end): one multiplicative decrease per reaction time, not one per
+            # tick of the same congestion
+            return rate
+        new = eff * max(1.0 / p, 1.0 - step) if (rate or passed is not None) else hi
         if served:
             # above what the proxy serves the excess only queues: down to it at once; the cut
             # stops at served x (1 - hysteresis), and that floor never raises the rate
-            new = min(rate, max(min(new, served), served * (1.0 - cfg["hysteresis"])))
+            new = min(eff, max(min(new, served), served * (1.0 - cfg["hysteresis"])))
+        if not st.over or st.ceiling is None:
+            st.ceiling = min(eff, new)
+        st.cut = s.t
     elif p < 1.0 - cfg["hysteresis"]:
         if rate >= hi:
             return 0 if level == 0 and may_stop else rate
-        new = rate + step * max(rate, lo)
-        if served and refusing:
-            # while admission still turns calls away, probe half a step over what the proxy
-            # serves; once it refuses none the rate may grow on to max_rate and switch off
+        if s.refused == 0:
+            new = rate + step * max(rate, lo)     # nothing refused: the rate does not bind
+        else:
+            # refusing (or unknown): additive increase, a small share of the rate that congested
+            # the proxy last, so the probe above its capacity is small when it comes
+            new = rate + max(lo, step * AI_SHARE * (st.ceiling or hi))
+        if served and s.refused != 0:
             new = min(new, max(rate, served * (1.0 + step / 2)))
     else:
         return rate
@@ -159,14 +204,15 @@ def step(cfg: dict[str, Any], st: State, s: Signals) -> Decision:
     p = pr[signal] if signal else 0.0
     level = st.level
     if st.since is None or s.t - st.since >= cfg["dwell_s"]:
-        level = _next_level(cfg, st.level, p)
+        level = _next_level(cfg, st.level, p, st.rate)
     since = s.t if level != st.level else st.since
     quiet = (since is None or s.t - since >= cfg["dwell_s"]) and not s.refused
     # while the proxy fails calls (5xx over target: e.g. Kamailio out of transaction memory
     # answers 500 at once) its 2xx rate measures the failure, not its capacity: no bound from it
     failing = "ratio_5xx" in pr and pr["ratio_5xx"] >= 1.0
     # refusals unknown (no admission map, or a trace without them) count as refusing: the bound holds
-    rate = _next_rate(cfg, st.rate, level, p, quiet, None if failing else s.served, s.refused != 0)
+    rate = _next_rate(cfg, st, level, p, quiet, s, failing)
+    st.over = p > 1.0
     level_changed = level != st.level
     changed = level_changed or rate != st.rate
     if level_changed:

@@ -1,9 +1,9 @@
 """The controller's signals, each cheap and local: proxy socket receive queues and drops
 (/proc/net/udp, /proc/net/udp6), eTSF's own INVITE -> 100 (else 180) latency and 5xx ratio
 (the telemetry maps, via the exporter's snapshot reader), host CPU busy share (/proc/stat)
-and the new INVITEs admission refused (etsf_admit); and, as a bound of the admission rate, what
-the proxy serves: INVITE 2xx per second (the telemetry's response codes) per CPU that admission
-decided on (etsf_admit per CPU).
+and the new INVITEs admission refused (etsf_admit); and, per CPU that received INVITEs
+(etsf_stats per CPU), what passes to the proxy (the cuts start from it) and what it serves:
+INVITE 2xx per second (the telemetry's response codes; a bound of the admission rate).
 
 Counters (drops, latency sums, response codes, CPU jiffies) are turned into per-tick deltas
 here, so the control law sees one tick's worth and stays pure.
@@ -78,9 +78,9 @@ def admission_refused() -> int | None:
         return None
 
 
-def admit_decisions(root: str | None) -> list[int] | None:
-    """New INVITEs admission decided so far (admitted + rejected), per CPU, or None when the
-    map is not there."""
+def admit_decisions(root: str | None) -> tuple[list[int], list[int]] | None:
+    """(new INVITEs admission decided so far, of them admitted) per CPU, or None when the map
+    is not there."""
     from .. import layout
     from ..bpfmaps import open_map
     try:
@@ -91,17 +91,68 @@ def admit_decisions(root: str | None) -> list[int] | None:
             m.close()
     except Exception:  # noqa: BLE001 - maps not loaded: no admission figures this tick
         return None
-    return [int(a.admitted) + int(a.rejected) for a in map(layout.Admit.from_bytes, vals)]
+    rows = [layout.Admit.from_bytes(v) for v in vals]
+    return [int(a.admitted) + int(a.rejected) for a in rows], [int(a.admitted) for a in rows]
+
+
+def invite_passes(root: str | None) -> list[int] | None:
+    """INVITE requests the classifier let through at ingress so far (every copy), per CPU, or
+    None when the map is not there: what reaches the proxy while admission is off (etsf_admit
+    then counts nothing)."""
+    from .. import layout as L
+    from ..bpfmaps import open_map
+    try:
+        m = open_map("etsf_stats", root, read_only=True)
+        try:
+            rows = m.items_percpu()
+        finally:
+            m.close()
+    except Exception:  # noqa: BLE001 - maps not loaded: no counts this tick
+        return None
+    out: list[int] = []
+    for k, vals in rows:
+        hook, method, verdict, _r = L.stats_unidx(int.from_bytes(k[:4], "little"))
+        if method != L.Method.INVITE or verdict == L.Verdict.DROP or hook == L.Hook.TC_EGRESS:
+            continue
+        if not out:
+            out = [0] * len(vals)
+        for i, v in enumerate(vals):
+            out[i] += L.Counter.from_bytes(v).packets
+    return out
+
+
+def _moved(old: list[int] | None, new: list[int] | None) -> list[int] | None:
+    """Per-CPU deltas of two readings of a per-CPU counter, None when not comparable."""
+    if old is None or new is None or len(old) != len(new) or not new:
+        return None
+    return [max(0, b - a) for a, b in zip(old, new)]
+
+
+def passed_per_cpu(old: dict[str, Any], new: dict[str, Any], dt: float) -> tuple[float | None, int]:
+    """(INVITEs let through to the proxy per second per receiving CPU, receiving CPUs) between
+    two readings: every INVITE the classifier passed (etsf_stats: admission on or off, or
+    switched within the tick), else, without that map, the new INVITEs admission admitted
+    (etsf_admit).  The receiving CPUs are those whose count moved: the token rate is per CPU,
+    so the total rate the proxy gets is the per-CPU rate times them."""
+    if dt <= 0:
+        return None, 0
+    pas = _moved(old.get("passed"), new.get("passed"))
+    if pas is None:
+        dec = _moved(old.get("decided"), new.get("decided"))
+        adm = _moved(old.get("admitted"), new.get("admitted"))
+        if dec is None or adm is None:
+            return None, 0
+        cpus = sum(1 for d in dec if d)
+        return (round(sum(adm) / dt / cpus, 1), cpus) if cpus else (0.0, 0)
+    cpus = sum(1 for d in pas if d)
+    return (round(sum(pas) / dt / cpus, 1), cpus) if cpus else (0.0, 0)
 
 
 def served_per_cpu(old: dict[str, Any], new: dict[str, Any], dt: float) -> float | None:
-    """INVITE 2xx per second between two readings ({"codes", "decided"}), divided by the CPUs
-    whose admission decisions moved (the admission rate is per CPU); None when admission
-    decided nothing in between (it is off) or no time passed."""
-    dec0, dec1 = old.get("decided"), new.get("decided")
-    if dt <= 0 or dec0 is None or dec1 is None or len(dec0) != len(dec1):
-        return None
-    cpus = sum(1 for a, b in zip(dec0, dec1) if b > a)
+    """INVITE 2xx per second between two readings ({"codes", "decided", "passed"}), divided by
+    the CPUs that received new INVITEs (passed_per_cpu; the admission rate is per CPU); None
+    when no INVITE came in between or no time passed."""
+    _rate, cpus = passed_per_cpu(old, new, dt)
     if not cpus:
         return None
     ok = sum(max(0, n - old["codes"].get(c, 0)) for c, n in new["codes"].items() if 200 <= c <= 299)
@@ -142,10 +193,14 @@ class Sampler:
             self.prev["refused"] = refused
         tel = telemetry(self.pin_root) if self.use_telemetry else None
         if tel is not None:
-            tel["t"], tel["decided"] = t, admit_decisions(self.pin_root)
+            dec = admit_decisions(self.pin_root)
+            tel["t"], tel["passed"] = t, invite_passes(self.pin_root)
+            tel["decided"], tel["admitted"] = dec if dec is not None else (None, None)
             if "tel" in self.prev:
+                dt = t - self.prev["tel"]["t"]
                 s.pdd_ms, s.ratio_5xx = tick_latency_and_5xx(self.prev["tel"], tel)
-                s.served = served_per_cpu(self.prev["tel"], tel, t - self.prev["tel"]["t"])
+                s.served = served_per_cpu(self.prev["tel"], tel, dt)
+                s.admitted = passed_per_cpu(self.prev["tel"], tel, dt)[0]
             self.prev["tel"] = tel
         return s
 
