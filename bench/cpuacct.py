@@ -24,7 +24,8 @@ HZ = os.sysconf("SC_CLK_TCK")
 
 
 def parse_stat(text: str) -> dict:
-    """/proc/stat -> {"cpus": n, user.. steal (ticks), "ctxt": n, "per_cpu": {cpu: {user.. steal}}}."""
+    """/proc/stat -> {"cpus": n, user.. steal (ticks), "ctxt": n, "per_cpu": {"<cpu>": {user.. steal}}}
+    (CPU numbers as strings: the figures go into JSON as they are)."""
     out = {"cpus": 0, "per_cpu": {}}
     for ln in text.splitlines():
         if ln.startswith("cpu "):
@@ -32,7 +33,7 @@ def parse_stat(text: str) -> dict:
         elif ln.startswith("cpu"):
             out["cpus"] += 1
             f = ln.split()
-            out["per_cpu"][int(f[0][3:])] = dict(zip(CPU_FIELDS, (int(x) for x in f[1:9])))
+            out["per_cpu"][f[0][3:]] = dict(zip(CPU_FIELDS, (int(x) for x in f[1:9])))
         elif ln.startswith("ctxt "):
             out["ctxt"] = int(ln.split()[1])
     return out

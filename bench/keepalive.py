@@ -155,8 +155,8 @@ def phase_figures(a: dict, b: dict, roles: dict[int, str], node_cpu: int | None 
             "kamailio_s": round(groups.get("kamailio", {"cpu_s": 0.0})["cpu_s"], 4),
             "kamailio_ctx": groups.get("kamailio", {"ctx": 0})["ctx"],
             "node_cpu": node_cpu,
-            "node_cpu_busy_s": (None if node_cpu is None or node_cpu not in acc["cpu_busy_s"]
-                                else round(acc["cpu_busy_s"][node_cpu], 4)),
+            "node_cpu_busy_s": (None if node_cpu is None or str(node_cpu) not in acc["cpu_busy_s"]
+                                else round(acc["cpu_busy_s"][str(node_cpu)], 4)),
             "groups": {k: {"cpu_s": round(v["cpu_s"], 4), "ctx": v["ctx"]} for k, v in groups.items()}}
 
 

@@ -102,9 +102,9 @@ def test_phase_figures_node_cpu_by_its_own_idle_time():
     b = _snap(104.0, 4 * hz, 0, {}, (0.0, 0))
     # per CPU over the 4 s window: cpu0 idle 3.5 s; cpu1 idle 0.5 s and iowait 0.25 s (not busy
     # either), so cpu1 was busy 4 - 0.5 - 0.25 s
-    a["acct"]["stat"]["per_cpu"] = {0: {"idle": 0, "iowait": 0}, 1: {"idle": 0, "iowait": 0}}
-    b["acct"]["stat"]["per_cpu"] = {0: {"idle": int(3.5 * hz), "iowait": 0},
-                                    1: {"idle": int(0.5 * hz), "iowait": int(0.25 * hz)}}
+    a["acct"]["stat"]["per_cpu"] = {"0": {"idle": 0, "iowait": 0}, "1": {"idle": 0, "iowait": 0}}
+    b["acct"]["stat"]["per_cpu"] = {"0": {"idle": int(3.5 * hz), "iowait": 0},
+                                    "1": {"idle": int(0.5 * hz), "iowait": int(0.25 * hz)}}
     f = KA.phase_figures(a, b, {}, node_cpu=1)
     assert f["node_cpu"] == 1 and f["node_cpu_busy_s"] == pytest.approx(3.25)
     assert KA.phase_figures(a, b, {}, node_cpu=0)["node_cpu_busy_s"] == pytest.approx(0.5)

@@ -43,7 +43,7 @@ def test_parse_stat_schedstat_status():
     s = cpuacct.parse_stat(STAT_A)
     assert s["cpus"] == 2 and s["user"] == 1000 and s["idle"] == 80000 and s["iowait"] == 20
     assert s["softirq"] == 40 and s["ctxt"] == 5000
-    assert s["per_cpu"][1] == {"user": 500, "nice": 5, "system": 250, "idle": 40000, "iowait": 10, "irq": 0,
+    assert s["per_cpu"]["1"] == {"user": 500, "nice": 5, "system": 250, "idle": 40000, "iowait": 10, "irq": 0,
                                "softirq": 20, "steal": 0}
     assert cpuacct.parse_schedstat("123456789 2000 17\n") == 123456789
     assert cpuacct.parse_status(STATUS) == {"voluntary": 1234, "involuntary": 56}
@@ -72,7 +72,7 @@ def test_account_whole_by_idle_and_parts_by_task():
     whole = 2.0 * 2 - (100 + 10) / hz
     assert acc["whole_s"] == pytest.approx(whole)
     # per CPU, the same idle accounting: each CPU idle 50 + iowait 5 ticks of its 2 s
-    assert acc["cpu_busy_s"] == pytest.approx({0: 2.0 - 55 / hz, 1: 2.0 - 55 / hz})
+    assert acc["cpu_busy_s"] == pytest.approx({"0": 2.0 - 55 / hz, "1": 2.0 - 55 / hz})
     assert sum(acc["cpu_busy_s"].values()) == pytest.approx(whole)
     assert acc["parts_s"]["responder"] == pytest.approx(0.4)          # both threads
     assert acc["parts_s"]["softirq threads"] == pytest.approx(0.02)
