@@ -43,8 +43,8 @@ def test_parse_stat_schedstat_status():
     s = cpuacct.parse_stat(STAT_A)
     assert s["cpus"] == 2 and s["user"] == 1000 and s["idle"] == 80000 and s["iowait"] == 20
     assert s["softirq"] == 40 and s["ctxt"] == 5000
-    assert s["per_cpu"]["1"] == {"user": 500, "nice": 5, "system": 250, "idle": 40000, "iowait": 10, "irq": 0,
-                               "softirq": 20, "steal": 0}
+    assert s["per_cpu"]["1"] == {"user": 500, "nice": 5, "system": 250, "idle": 40000, "iowait": 10,
+                                 "irq": 0, "softirq": 20, "steal": 0}
     assert cpuacct.parse_schedstat("123456789 2000 17\n") == 123456789
     assert cpuacct.parse_status(STATUS) == {"voluntary": 1234, "involuntary": 56}
 
