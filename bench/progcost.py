@@ -7,9 +7,15 @@ Two namespaces joined by a veth (198.18.44.0/24 only):
 `etsfctl attach --hook tc` puts tc_fastpath (classify) on pcn's ingress and tc_sip_egress on its
 egress.  A trivial count-only program (bench/bpf/progcost_ref.c) sits in front of each on the
 same hook and hands every packet on: the cold floor of any program there.  Per round and
-variant: `--count` 1 KB INVITEs at `--rate` per second, each answered from the node by a
-350-byte 200 OK (egress), then `--count` 350-byte 200 OKs into the node (the reply path of
-tc_fastpath).  At 500/s the program's code and maps go cold between packets, as in traffic.
+variant, `--count` packets per phase at `--rate` per second:
+  invite   1 KB INVITEs, each answered from the node by a 350-byte 200 OK (egress);
+  reply    350-byte 200 OKs into the node (the reply path of tc_fastpath);
+  options  keep-alive OPTIONS to the node's address (policy `keepalive:` on, the proxy-alive gate
+           written fresh, no sampling): tc_fastpath answers every one in the kernel, the 200
+           comes back to the client; the keep-alive `answered` counter must move by the count;
+  deny     1 KB INVITEs from a second client address the policy denies (dropped at the hook).
+At 500/s the program's code and maps go cold between packets, as in traffic.  After the passes,
+PROG_TEST_RUN (hot: one packet repeated) of tc_fastpath on the OPTIONS and on the INVITE.
 
 Variants: `base` = bpf/ of git ref --base, `work` = this tree's bpf/ (or that of --work), each built into its own
 directory and attached with its own pin root; rounds interleave them, the order flipping every round.
@@ -29,6 +35,7 @@ import os
 import shutil
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 import tarfile
@@ -42,13 +49,21 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
-CLI_ADDR, NODE_ADDR, PORT = "198.18.44.1", "198.18.44.2", 5060
+CLI_ADDR, NODE_ADDR, DENIED_ADDR, PORT = "198.18.44.1", "198.18.44.2", "198.18.44.3", 5060
 NODE_IF, CLI_IF = "pcn", "pcc"
 REF_HANDLE = 0xB8            # same priority as eTSF's filters, added after them: runs first
 TC_IN_HANDLE, TC_EG_HANDLE, TC_PRIO = 0xE75E, 0xE75F, 1
-PHASES = ("invite", "reply")
-POLICY = f"version: 1\nsip_ports: [{PORT}]\n"
+PHASES = ("invite", "reply", "options", "deny")
+# the client's OPTIONS must not meet a rate limit: every one is to be answered
+POLICY = (f"version: 1\nsip_ports: [{PORT}]\ndeny: [{DENIED_ADDR}]\n"
+          "rate_limits:\n  options: {rate: 0}\n  invite: {rate: 0}\n"
+          f"keepalive:\n  enabled: true\n  identities: [\"{NODE_ADDR}\"]\n  sample_every: 0\n"
+          "  server: \"eTSF progcost\"\n")
+GATE_S = 3600                # proxy-alive gate written before every pass: open for the whole pass
 STATS = Path("/proc/sys/kernel/bpf_stats_enabled")
+TC_ACT_OK, TC_ACT_REDIRECT = 0, 7
+# one run per PROG_TEST_RUN call: a repeat would run the program again on the answer it made
+HOT_RUNS = 1000
 MIN_RUNS = 10
 WARMUP = 200                 # exchanges before the measured phases: ARP and map entries exist
 
@@ -80,6 +95,37 @@ def invite(seq: int = 0) -> bytes:
     if msg.count(old) != 1:
         raise ValueError("the 1 KB INVITE's Call-ID changed")
     return msg.replace(old, f"{seq % 10**14:014d}@".encode())
+
+
+def options(seq: int = 0) -> bytes:
+    """A device's keep-alive OPTIONS to the node (the shape bench/kagen.c sends), Call-ID per seq."""
+    return ("OPTIONS sip:198.18.44.2 SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP {CLI_ADDR}:{PORT};branch=z9hG4bKka{seq};rport\r\n"
+            "Max-Forwards: 70\r\n"
+            f"From: <sip:dev1@{CLI_ADDR}>;tag=k{seq}\r\n"
+            f"To: <sip:{NODE_ADDR}>\r\n"
+            f"Call-ID: ka-{seq}-progcost@kagen\r\n"
+            "CSeq: 1 OPTIONS\r\n"
+            f"Contact: <sip:dev1@{CLI_ADDR}:{PORT}>\r\n"
+            "User-Agent: kagen-device/1.0\r\n"
+            "Allow: INVITE, ACK, BYE, CANCEL, OPTIONS, NOTIFY, REFER, INFO, MESSAGE, UPDATE\r\n"
+            "Supported: replaces, timer, path\r\n"
+            "Accept: application/sdp\r\n"
+            "Content-Length: 0\r\n\r\n").encode()
+
+
+def frame(payload: bytes, src: str = CLI_ADDR, dst: str = NODE_ADDR, sport: int = PORT,
+          dport: int = PORT) -> bytes:
+    """Ethernet + IPv4 + UDP around payload (PROG_TEST_RUN input; UDP checksum 0 = none)."""
+    ulen = 8 + len(payload)
+    ip = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + ulen, 0, 0x4000, 64, 17, 0,
+                               socket.inet_aton(src), socket.inet_aton(dst)))
+    s = sum(struct.unpack("!10H", bytes(ip)))
+    while s >> 16:
+        s = (s & 0xffff) + (s >> 16)
+    ip[10:12] = struct.pack("!H", ~s & 0xffff)
+    eth = bytes.fromhex("020000000002" "020000000001" "0800")
+    return eth + bytes(ip) + struct.pack("!HHHH", sport, dport, ulen, 0) + payload
 
 
 def per_run(before: dict, after: dict, min_runs: int = MIN_RUNS) -> dict:
@@ -122,7 +168,8 @@ def render(doc: dict) -> str:
              f"`{doc['base_ref']}` ({doc['base_commit'][:12]}), work = bpf/ of `{doc.get('work_ref', '(tree)')}` "
              f"({doc['work_commit'][:12]}{' + changes' if doc['work_dirty'] else ''}).", "",
              "ns per program run (run_time_ns / run_cnt), medians over the rounds; diff = median of the "
-             "paired per-round differences (work - base); 'lower' = rounds where work was lower.", "",
+             "paired per-round differences (work - base); 'lower' = rounds where work was lower.  Phases "
+             "ending in _hot: PROG_TEST_RUN of tc_fastpath, one run per call (median ns of the calls).", "",
              "| phase | program | base | work | diff | lower |", "|---|---|---|---|---|---|"]
     for key, v in s.items():
         ph, pg = key.split("/", 1)
@@ -172,17 +219,33 @@ class ProgCost:
         self.topo.netns(self.cli)
         self.topo.netns(self.node)
         self.topo.veth(self.node, NODE_IF, self.cli, CLI_IF, addrs=[f"{NODE_ADDR}/24"],
-                       peer_addrs=[f"{CLI_ADDR}/24"])
+                       peer_addrs=[f"{CLI_ADDR}/24", f"{DENIED_ADDR}/24"])
         obj = build_test_object(HERE / "bpf", self.work / "ref", "progcost_ref.c")
         self.ref = bpf.load_object(obj)
 
     def ctl(self, v: Variant, *args):
+        return self.py(v, "-m", "etsf", *args)
+
+    def py(self, v: Variant, *args):
+        """Python (of this venv, the variant's pin root) in the node's namespace: stdout."""
         env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), **v.env)
-        r = subprocess.run(["nsenter", f"--net=/run/netns/{self.node}", sys.executable, "-m", "etsf", *args],
+        r = subprocess.run(["nsenter", f"--net=/run/netns/{self.node}", sys.executable, *args],
                            capture_output=True, text=True, env=env, timeout=120, check=False)
         if r.returncode != 0:
-            raise RuntimeError(f"etsfctl {' '.join(args)}: {r.stderr.strip()[-300:]}")
+            raise RuntimeError(f"{' '.join(args)[:80]}: {r.stderr.strip()[-300:]}")
         return r.stdout
+
+    def ka_gate(self, v: Variant) -> dict:
+        """Open the proxy-alive gate for GATE_S (what the agent's prober writes after a 200) and
+        return the keep-alive counters."""
+        return json.loads(self.py(v, "-c", (
+            "import json, time\nfrom etsf import datapath\n"
+            f"datapath.set_keepalive_gate(time.monotonic_ns() + {GATE_S} * 10**9, 0)\n"
+            "print(json.dumps(datapath.keepalive_counters()))")))
+
+    def ka_counters(self, v: Variant) -> dict:
+        return json.loads(self.py(v, "-c", "import json\nfrom etsf import datapath\n"
+                                         "print(json.dumps(datapath.keepalive_counters()))"))
 
     def attach(self, v: Variant):
         from etsf import bpf
@@ -221,28 +284,42 @@ class ProgCost:
         from transit import in_netns
         with in_netns(self.cli):
             c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            d = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         with in_netns(self.node):
             n = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         c.bind((CLI_ADDR, PORT))
+        d.bind((DENIED_ADDR, PORT))
         n.bind((NODE_ADDR, PORT))
-        for s in (c, n):
+        for s in (c, n, d):
             s.settimeout(1.0)
-        return c, n
+        return c, n, d
 
-    def send(self, phase: str, c, n, count: int):
-        """`count` exchanges at `rate`/s: INVITE -> node, 200 OK back; or 200 OK -> node.
-        Every exchange has a Call-ID of its own, as the calls of real traffic."""
+    def send(self, phase: str, socks, count: int):
+        """`count` exchanges at `rate`/s: INVITE -> node, 200 OK back; 200 OK -> node; OPTIONS ->
+        node, the kernel's 200 back to the client; INVITE from the denied address (nothing back:
+        one exchange = one packet sent).  Every exchange has a Call-ID of its own, as the calls
+        of real traffic."""
+        c, n, d = socks
         gap = 1.0 / self.a.rate
         t = time.monotonic()
         for _i in range(count):
             self.seq += 1
             ok = ok200(seq=self.seq)
-            c.sendto(invite(self.seq) if phase == "invite" else ok, (NODE_ADDR, PORT))
             try:
-                n.recvfrom(4096)
                 if phase == "invite":
+                    c.sendto(invite(self.seq), (NODE_ADDR, PORT))
+                    n.recvfrom(4096)
                     n.sendto(ok, (CLI_ADDR, PORT))
                     c.recvfrom(4096)
+                elif phase == "reply":
+                    c.sendto(ok, (NODE_ADDR, PORT))
+                    n.recvfrom(4096)
+                elif phase == "options":
+                    c.sendto(options(self.seq), (NODE_ADDR, PORT))
+                    if not c.recvfrom(4096)[0].startswith(b"SIP/2.0 200 OK\r\n"):
+                        self.lost += 1
+                else:
+                    d.sendto(invite(self.seq), (NODE_ADDR, PORT))
             except socket.timeout:
                 self.lost += 1
             t += gap
@@ -250,29 +327,59 @@ class ProgCost:
             if delay > 0:
                 time.sleep(delay)
 
+    def hot(self, ids: dict) -> dict:
+        """PROG_TEST_RUN of tc_fastpath (one packet, HOT_RUNS calls back to back: code and maps
+        hot) on the OPTIONS (answered: TC_ACT_REDIRECT) and the 1 KB INVITE (passed: TC_ACT_OK),
+        as arriving on pcn; the median of the runs."""
+        from etsf import bpf
+        from transit import in_netns
+        with in_netns(self.node):
+            idx = socket.if_nametoindex(NODE_IF)
+        ctx = (bytes(36) + idx.to_bytes(4, "little")).ljust(192, b"\0")
+        prog = bpf.Program.from_id(ids["tc_fastpath"])
+        out = {}
+        try:
+            for name, pkt, want in (("options_hot", frame(options(1)), TC_ACT_REDIRECT),
+                                    ("invite_hot", frame(invite(1)), TC_ACT_OK)):
+                runs = []
+                for _i in range(HOT_RUNS):
+                    ret, _unused, ns = bpf.test_run(prog.fd, pkt, repeat=1, ctx=ctx)
+                    if ret != want:
+                        raise RuntimeError(f"{name}: tc_fastpath returned {ret}, expected {want}")
+                    runs.append(ns)
+                out[name] = {"tc_fastpath": {"runs": HOT_RUNS, "ns_per_run": statistics.median(runs)}}
+        finally:
+            prog.close()
+        return out
+
     def pass_(self, v: Variant) -> dict:
         from etsf import bpf
         old = STATS.read_text().strip()
         res = {}
-        c = n = None
+        socks = ()
         try:
             ids = self.attach(v)
-            c, n = self.sockets()
-            self.send("invite", c, n, WARMUP)
+            socks = self.sockets()
+            self.send("invite", socks, WARMUP)
             for phase in PHASES:
+                ka0 = self.ka_gate(v) if phase == "options" else None
                 STATS.write_text("1\n")
                 try:
                     before = {k: bpf.prog_info(i) for k, i in ids.items()}
-                    self.send(phase, c, n, self.a.count)
+                    self.send(phase, socks, self.a.count)
                     after = {k: bpf.prog_info(i) for k, i in ids.items()}
                 finally:
                     STATS.write_text(old + "\n")
                 res[phase] = per_run(before, after)
+                if ka0 is not None:
+                    answered = self.ka_counters(v)["answered"] - ka0["answered"]
+                    if answered != self.a.count:
+                        raise RuntimeError(f"{v.name}: {answered} of {self.a.count} OPTIONS answered in the kernel")
+            res.update(self.hot(ids))
         finally:
             STATS.write_text(old + "\n")
-            for sk in (c, n):
-                if sk is not None:
-                    sk.close()
+            for sk in socks:
+                sk.close()
             self.detach(v)
         return res
 

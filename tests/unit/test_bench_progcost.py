@@ -59,3 +59,25 @@ def test_render_names_every_row():
     text = progcost.render(doc)
     assert "| invite | tc_fastpath | 3000 | 2000 | -1000 | 1/1 |" in text
     assert "restored to 0" in text
+
+
+def test_options_is_a_keepalive_to_the_node_with_its_own_call_id():
+    a, b = progcost.options(1), progcost.options(2)
+    assert a.startswith(b"OPTIONS sip:198.18.44.2 SIP/2.0\r\n") and a != b
+    assert b"Call-ID: ka-1-progcost@kagen\r\n" in a and b";rport\r\n" in a
+    assert b"To: <sip:198.18.44.2>\r\n" in a and b";tag=" not in a.split(b"To:")[1].split(b"\r\n")[0]
+    assert a.endswith(b"Content-Length: 0\r\n\r\n")
+    # the policy answers it: keep-alive on for the node's address, no sampling, no OPTIONS limit
+    assert 'identities: ["198.18.44.2"]' in progcost.POLICY and "sample_every: 0" in progcost.POLICY
+    assert "options: {rate: 0}" in progcost.POLICY and "deny: [198.18.44.3]" in progcost.POLICY
+
+
+def test_frame_wraps_the_payload_in_valid_ipv4_udp():
+    from scapy.all import Ether, IP, UDP
+    f = progcost.frame(b"hello", sport=5062)
+    p = Ether(f)
+    assert (p[IP].src, p[IP].dst, p[UDP].sport, p[UDP].dport) == ("198.18.44.1", "198.18.44.2", 5062, 5060)
+    assert bytes(p[UDP].payload) == b"hello" and p[UDP].len == 13 and p[IP].len == 33
+    chk = p[IP].chksum
+    del p[IP].chksum
+    assert Ether(bytes(p))[IP].chksum == chk
