@@ -19,8 +19,8 @@
  *     skb without summing.  csum_start / csum_offset stay valid: the headers
  *     do not move (change_tail grows at the tail; pskb_expand_head keeps
  *     csum_start relative).
- *   - CHECKSUM_COMPLETE (skb->csum covers the old bytes): removed by the
- *     first bpf_skb_change_tail, which trims and so resets it to NONE.
+ *   - CHECKSUM_COMPLETE (skb->csum covers the old bytes): reset to NONE by
+ *     bpf_skb_change_tail, which trims or grows (see etsf_skb_reply).
  * The field is therefore built from zero with two bpf_l4_csum_replace()
  * calls whose kernel side differs per state: the sum of the UDP header and
  * payload is added only when the skb is not PARTIAL, the pseudo-header sum
@@ -44,6 +44,14 @@
 
 #include "etsf_respond.h"
 
+/* a 64-bit sum of 32-bit words folded to 32 bits with the end-around carry (a __wsum) */
+static __always_inline __u32 etsf_wsum_fold(__u64 s)
+{
+	s = (s & 0xffffffff) + (s >> 32);
+	s = (s & 0xffffffff) + (s >> 32);
+	return (__u32)s;
+}
+
 /*
  * Turn the request skb into the response built in etsf_resp.  UDP over IPv4
  * without options or IPv6 without extension headers; l3off / l4off from the
@@ -51,17 +59,27 @@
  * 0: the skb holds the response, return bpf_redirect(skb->ifindex, 0);
  * -1: the skb is unchanged; -2: it was changed and must be dropped.
  * A global function: verified once with unknown arguments.
+ *
+ * One resize: bpf_skb_change_tail linearises the skb (its whole length is
+ * made writable first) and grows or trims it, either of which resets
+ * CHECKSUM_COMPLETE; an answer exactly as long as the request would leave
+ * the length, and so COMPLETE, as it was: that one is trimmed first.  The
+ * headers are then rewritten in place (direct access), the sums of the
+ * pseudo header and the UDP header are added up here, and only the payload
+ * is summed and stored by helpers.
  */
 __attribute__((noinline)) int etsf_skb_reply(struct __sk_buff *skb, __u32 l3off, __u32 l4off,
 					     __u32 family, __u32 pkt_len)
 {
 	struct etsf_resp *o;
-	struct udphdr uh = {};
-	__u32 zero = 0, n, poff, ulen, csum_off;
-	__u64 hl;
+	__u32 zero = 0, n, poff, ulen, csum_off, psum, usum;
+	__u64 ps;
 	__u16 chk;
-	__s64 sum, psum;
-	__u8 *hdr, mac[ETH_ALEN];
+	__s64 sum;
+	void *data, *data_end;
+	struct ethhdr *eth;
+	struct udphdr *udp;
+	__u8 mac[ETH_ALEN];
 
 	if (!skb)
 		return -1;
@@ -81,83 +99,67 @@ __attribute__((noinline)) int etsf_skb_reply(struct __sk_buff *skb, __u32 l3off,
 	if (pkt_len <= poff || pkt_len != skb->len)
 		return -1;
 	ulen = sizeof(struct udphdr) + n;
-	hdr = o->l2l4;
-	/* 64-bit compares on the register passed to the helpers (not on a copy) */
-	hl = poff;
-	asm volatile("" : "+r"(hl));
-	if (hl > ETSF_RESP_L2L4 || hl < sizeof(struct ethhdr))
-		return -1;
-	asm volatile("" : "+r"(hl));
-	if (bpf_skb_load_bytes(skb, 0, hdr, hl))
-		return -1;
 
-	/* trim to the headers, then grow: see the checksum notes above */
-	if (bpf_skb_change_tail(skb, poff, 0))
+	if (poff + n == pkt_len) {
+		if (bpf_skb_change_tail(skb, poff, 0))
+			return -1;
+		if (bpf_skb_change_tail(skb, poff + n, 0))
+			return -2;
+	} else if (bpf_skb_change_tail(skb, poff + n, 0)) {
 		return -1;
-	if (bpf_skb_change_tail(skb, poff + n, 0))
-		return -2;
+	}
 	bpf_csum_level(skb, BPF_CSUM_LEVEL_RESET);
 
-	__builtin_memcpy(mac, hdr, ETH_ALEN);
-	__builtin_memcpy(hdr, hdr + ETH_ALEN, ETH_ALEN);
-	__builtin_memcpy(hdr + ETH_ALEN, mac, ETH_ALEN);
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	eth = data;
+	if ((void *)(eth + 1) > data_end)
+		return -2;
+	__builtin_memcpy(mac, eth->h_dest, ETH_ALEN);
+	__builtin_memcpy(eth->h_dest, eth->h_source, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, mac, ETH_ALEN);
 
 	if (family == 4) {
-		struct iphdr *ip = (struct iphdr *)(hdr + l3off);
-		struct {
-			__be32 saddr, daddr;
-			__u8 zero, proto;
-			__be16 len;
-		} ph = {};
+		struct iphdr *ip = data + l3off;
 
+		if ((void *)(ip + 1) + sizeof(*udp) > data_end)
+			return -2;
+		udp = (void *)(ip + 1);
 		if (etsf_resp_ip4(ip, ulen))
 			return -2;
-		ph.saddr = ip->saddr;
-		ph.daddr = ip->daddr;
-		ph.proto = IPPROTO_UDP;
-		ph.len = bpf_htons(ulen);
-		psum = bpf_csum_diff(NULL, 0, (__be32 *)&ph, sizeof(ph), 0);
+		/* saddr, daddr, then zero / protocol / length as one 32-bit word */
+		ps = (__u64)ip->saddr + ip->daddr +
+		     ((__u32)IPPROTO_UDP << 8 | (__u32)bpf_htons(ulen) << 16);
 	} else {
-		struct ipv6hdr *ip6 = (struct ipv6hdr *)(hdr + l3off);
-		struct {
-			struct in6_addr saddr, daddr;
-			__be32 len;
-			__be32 nh;
-		} ph = {};
+		struct ipv6hdr *ip6 = data + l3off;
+		int i;
 
+		if ((void *)(ip6 + 1) + sizeof(*udp) > data_end)
+			return -2;
+		udp = (void *)(ip6 + 1);
 		etsf_resp_ip6(ip6, ulen);
-		ph.saddr = ip6->saddr;
-		ph.daddr = ip6->daddr;
-		ph.len = bpf_htonl(ulen);
-		ph.nh = bpf_htonl(IPPROTO_UDP);
-		psum = bpf_csum_diff(NULL, 0, (__be32 *)&ph, sizeof(ph), 0);
+		ps = (__u64)bpf_htonl(ulen) + bpf_htonl(IPPROTO_UDP);
+#pragma unroll
+		for (i = 0; i < 4; i++)
+			ps += (__u64)ip6->saddr.in6_u.u6_addr32[i] + ip6->daddr.in6_u.u6_addr32[i];
 	}
-	if (psum < 0)
-		return -2;
+	psum = etsf_wsum_fold(ps);
 	{
-		struct udphdr *u = (struct udphdr *)(hdr + l4off);
+		__be16 sport = udp->source;
 
-		uh.source = u->dest;
-		uh.dest = u->source;
-		uh.len = bpf_htons(ulen);
-		uh.check = 0;
-		*u = uh;
+		udp->source = udp->dest;
+		udp->dest = sport;
+		udp->len = bpf_htons(ulen);
+		udp->check = 0;
+		/* the UDP header as two 32-bit words: ports, then length and a zero checksum */
+		usum = etsf_wsum_fold((__u64)((__u32)udp->source | (__u32)udp->dest << 16) +
+				      udp->len);
 	}
 	/* the UDP header and payload without the pseudo header */
-	sum = bpf_csum_diff(NULL, 0, (__be32 *)&uh, sizeof(uh), 0);
-	if (sum < 0)
-		return -2;
-	sum = etsf_resp_csum(o, n, (__u32)sum);
+	sum = etsf_resp_csum(o, n, usum);
 	if (sum < 0)
 		return -2;
 
-	hl = poff;
-	asm volatile("" : "+r"(hl));
-	if (hl > ETSF_RESP_L2L4 || hl < sizeof(struct ethhdr))
-		return -2;
-	asm volatile("" : "+r"(hl));
-	if (bpf_skb_store_bytes(skb, 0, hdr, hl, 0))
-		return -2;
 	n -= 1;
 	asm volatile("" : "+r"(n));
 	n &= ETSF_RESP_MASK;
@@ -168,8 +170,15 @@ __attribute__((noinline)) int etsf_skb_reply(struct __sk_buff *skb, __u32 l3off,
 	csum_off = l4off + offsetof(struct udphdr, check);
 	if (bpf_l4_csum_replace(skb, csum_off, 0, (__u32)sum, 0))
 		return -2;
-	if (bpf_l4_csum_replace(skb, csum_off, 0, (__u32)psum, BPF_F_PSEUDO_HDR))
+	if (bpf_l4_csum_replace(skb, csum_off, 0, psum, BPF_F_PSEUDO_HDR))
 		return -2;
+	/*
+	 * The field can only have come out 0 when the full sum folds to
+	 * 0xffff (not PARTIAL: the complement of it); the pseudo-header sum
+	 * alone (PARTIAL) is never 0.  Only then is it read back.
+	 */
+	if (etsf_csum_fold((__u64)psum + (__u32)sum) != 0)
+		return 0;
 	if (bpf_skb_load_bytes(skb, csum_off, &chk, sizeof(chk)))
 		return -2;
 	if (chk == 0) {

@@ -400,35 +400,120 @@ static __always_inline __u64 etsf_resp_has(__u64 w, __u8 c)
 	return ~(((x & ~ETSF_RESP_HIGHS) + ~ETSF_RESP_HIGHS) | x) & ETSF_RESP_HIGHS;
 }
 
+/* a masked output index (the asm keeps clang from dropping the mask after a bounds check) */
+static __always_inline __u32 etsf_resp_idx(__u32 out)
+{
+	asm volatile("" : "+r"(out));
+	return out & ETSF_RESP_MASK;
+}
+
 /*
- * 8 bytes at once when none of them ends a line (and, in the top Via, none
- * is ',' or 't'/'T'): skipped, or copied as one word.  1 = done.
+ * Index (0..7) of the first byte flagged in an etsf_resp_has() mask m != 0,
+ * without a branch: the lowest flag, moved to bit 8k, multiplied into the top
+ * byte of 0x0001020304050607 (whose byte 7 - k is k).  A value the verifier
+ * tracks as unknown, so the paths after it converge.
  */
-static __always_inline int etsf_resp_word(struct etsf_resp *o, const __u8 *buf, __u32 pos, int copy)
+static __always_inline __u32 etsf_resp_first(__u64 m)
+{
+	return (__u32)((((m & -m) >> 7) * 0x0001020304050607ULL) >> 56);
+}
+
+/* the bytes of w a byte step must see: line ends, and in the top Via ',' and 't'/'T' */
+static __always_inline __u64 etsf_resp_stops(__u64 w, __u32 flags)
+{
+	__u64 m = etsf_resp_has(w, '\n') | etsf_resp_has(w, '\r');
+
+	if (flags & ETSF_RF_TOPVIA)
+		m |= etsf_resp_has(w, ',') | etsf_resp_has(w | ETSF_SIP_LOWER64, 't');
+	return m;
+}
+
+#define ETSF_RESP_RUN_WORDS 4
+
+/*
+ * A run of up to ETSF_RESP_RUN_WORDS words of a header's bytes that need no
+ * byte step (etsf_resp_stops): skipped, or copied word by word (the bytes of
+ * the last word past the run are overwritten by what follows, or lie past
+ * the end).  1 = done (pos, out moved), 0 = the byte at pos needs a byte step.
+ */
+static __always_inline int etsf_resp_run(struct etsf_resp *o, const __u8 *buf, __u32 pos, int copy)
 {
 	struct etsf_resp_state *c = &o->st;
-	__u64 w, lw;
-	__u32 out = c->out;
+	__u32 out = c->out, len = c->in_len, flags = c->flags, k = 0, n = 0;
+	__u64 w, m;
+	int i;
+
+#pragma unroll
+	for (i = 0; i < ETSF_RESP_RUN_WORDS; i++) {
+		if (pos + 8 * i + 8 > len)
+			break;
+		if (copy && out + 8 * i + 8 > ETSF_RESP_MAX)
+			break;
+		w = etsf_sip_word(buf, pos + 8 * i);
+		m = etsf_resp_stops(w, copy ? flags : 0);
+		k = m ? etsf_resp_first(m) : 8;
+		if (copy)
+			*(__u64 *)(o->buf + etsf_resp_idx(out + 8 * i)) = w;
+		n = 8 * i + k;
+		if (k < 8)
+			break;
+	}
+	if (!n)
+		return 0;
+	if (copy)
+		c->out = out + n;
+	c->pos = pos + n;
+	return 1;
+}
+
+/*
+ * The bytes of a Max-Forwards value up to the line end, a word at a time:
+ * any non-zero digit makes it > 0.  1 = done, 0 = byte step.
+ */
+static __always_inline int etsf_resp_maxfwd(struct etsf_resp_state *c, const __u8 *buf, __u32 pos)
+{
+	__u64 w, m;
+	__u32 k;
+	__u8 b;
+	int i;
 
 	if (pos + 8 > c->in_len)
 		return 0;
 	w = etsf_sip_word(buf, pos);
-	if (etsf_resp_has(w, '\n') || etsf_resp_has(w, '\r'))
+	m = etsf_resp_stops(w, 0);
+	k = m ? etsf_resp_first(m) : 8;
+	if (!k)
 		return 0;
-	if (!copy) {
-		c->pos = pos + 8;
-		return 1;
+#pragma unroll
+	for (i = 0; i < 8; i++) {
+		b = (__u8)(w >> (8 * i));
+		if ((__u32)i < k && b >= '1' && b <= '9')
+			c->flags &= ~ETSF_RF_MFZERO;
 	}
-	if (c->flags & ETSF_RF_TOPVIA) {
-		lw = w | ETSF_SIP_LOWER64;
-		if (etsf_resp_has(w, ',') || etsf_resp_has(lw, 't'))
-			return 0;
-	}
-	if (out + 8 > ETSF_RESP_MAX)
+	c->pos = pos + k;
+	return 1;
+}
+
+/* request-line bytes etsf_resp_uri() must see: SP, LF and, inside a sip: URI, its delimiters */
+static __always_inline int etsf_resp_rline_run(struct etsf_resp_state *c, const __u8 *buf, __u32 pos)
+{
+	__u64 w, m;
+	__u32 k;
+
+	if (pos + 8 > c->in_len)
 		return 0;
-	*(__u64 *)(o->buf + (out & ETSF_RESP_MASK)) = w;
-	c->out = out + 8;
-	c->pos = pos + 8;
+	w = etsf_sip_word(buf, pos);
+	m = etsf_resp_has(w, '\n');
+	if (!(c->u_flags & ETSF_RU_DONE)) {
+		m |= etsf_resp_has(w, ' ');
+		if (c->u_start)
+			m |= etsf_resp_has(w, '[') | etsf_resp_has(w, ']') | etsf_resp_has(w, '@') |
+			     etsf_resp_has(w, ':') | etsf_resp_has(w, ';') | etsf_resp_has(w, '?');
+	}
+	k = m ? etsf_resp_first(m) : 8;
+	if (!k)
+		return 0;
+	c->pos = pos + k;
 	return 1;
 }
 
@@ -491,6 +576,8 @@ static __always_inline int etsf_resp_step(struct etsf_resp *o, const __u8 *buf)
 	b = etsf_sip_byte(buf, pos);
 	switch (c->state) {
 	case ETSF_RS_RLINE:
+		if (etsf_resp_rline_run(c, buf, pos))
+			return 0;
 		c->pos = pos + 1;
 		if (b == '\n')
 			c->state = ETSF_RS_LINE;
@@ -520,10 +607,17 @@ static __always_inline int etsf_resp_step(struct etsf_resp *o, const __u8 *buf)
 		return 0;
 	case ETSF_RS_SKIP:
 		if (c->hdr == ETSF_RH_MAXFWD) {
-			/* byte by byte: any non-zero digit makes it > 0 */
+			if (etsf_resp_maxfwd(c, buf, pos))
+				return 0;
+			/* byte by byte near the end: any non-zero digit makes it > 0 */
 			if (b >= '1' && b <= '9')
 				c->flags &= ~ETSF_RF_MFZERO;
-		} else if (etsf_resp_word(o, buf, pos, 0)) {
+		} else if (etsf_resp_run(o, buf, pos, 0)) {
+			return 0;
+		}
+		if (b == '\r' && pos + 1 < c->in_len && etsf_sip_byte(buf, pos + 1) == '\n') {
+			c->pos = pos + 2;
+			c->state = ETSF_RS_LINE;
 			return 0;
 		}
 		c->pos = pos + 1;
@@ -531,7 +625,7 @@ static __always_inline int etsf_resp_step(struct etsf_resp *o, const __u8 *buf)
 			c->state = ETSF_RS_LINE;
 		return 0;
 	case ETSF_RS_COPY:
-		if (etsf_resp_word(o, buf, pos, 1))
+		if (etsf_resp_run(o, buf, pos, 1))
 			return 0;
 		return etsf_resp_copy(o, buf, pos, b);
 	}
@@ -543,7 +637,7 @@ struct etsf_resp_ctx {
 	struct etsf_scratch *s;
 };
 
-#define ETSF_RESP_STEPS_PER_CALL 2
+#define ETSF_RESP_STEPS_PER_CALL 1
 #define ETSF_RESP_CALLS ((2 * ETSF_PARSE_BYTES + 16) / ETSF_RESP_STEPS_PER_CALL + 1)
 
 static long etsf_resp_steps(__u64 idx, void *ctx)
