@@ -140,16 +140,24 @@ static __always_inline void etsf_resp_ch(__u8 *dst, __u32 *n, __u8 b)
 	*n = v + 1;
 }
 
+/* v / 10 for any 32-bit v, by multiplication: a BPF division is a hardware divide per digit */
+static __always_inline __u32 etsf_resp_div10(__u32 v)
+{
+	return (__u32)(((__u64)v * 0xcccccccdULL) >> 35);
+}
+
 /* decimal, no leading zeros */
 static __always_inline void etsf_resp_dec(__u8 *dst, __u32 *n, __u32 v)
 {
 	__u8 d[10];
+	__u32 q;
 	int i, k = 0;
 
 #pragma unroll
 	for (i = 0; i < 10; i++) {
-		d[i] = '0' + v % 10;
-		v /= 10;
+		q = etsf_resp_div10(v);
+		d[i] = '0' + (v - q * 10);
+		v = q;
 		if (v)
 			k = i + 1;
 	}
@@ -157,6 +165,21 @@ static __always_inline void etsf_resp_dec(__u8 *dst, __u32 *n, __u32 v)
 	for (i = 9; i >= 0; i--)
 		if (i <= k)
 			etsf_resp_ch(dst, n, d[i]);
+}
+
+/* 8 lower-case hex digits of v, most significant first, as the bytes of a word */
+static __always_inline __u64 etsf_resp_hex32(__u32 v)
+{
+	__u64 x = v, m;
+
+	/* one nibble per byte, the lowest in byte 0; then the highest first */
+	x = (x | x << 16) & 0x0000ffff0000ffffULL;
+	x = (x | x << 8) & 0x00ff00ff00ff00ffULL;
+	x = (x | x << 4) & 0x0f0f0f0f0f0f0f0fULL;
+	x = __builtin_bswap64(x);
+	/* '0' + d, and 'a' - '0' - 10 more where d > 9 */
+	m = ((x + 0x0606060606060606ULL) >> 4) & 0x0101010101010101ULL;
+	return x + 0x3030303030303030ULL + m * ('a' - '0' - 10);
 }
 
 static __always_inline __u8 etsf_resp_hexd(__u32 v)
@@ -191,12 +214,14 @@ static __always_inline void etsf_resp_prepare(struct etsf_resp_state *c, const s
 					      const struct etsf_ctl *ctl, __u32 retry_after)
 {
 	__u32 *n;
-	__u64 tag;
+	__u64 tag, hi, lo;
 	int i;
 
 	n = &c->recv_len;
-	*n = 0;
-	ETSF_RESP_LIT(c->recv, n, ";received=");
+	/* the literals as whole words (little-endian byte order) */
+	*(__u64 *)c->recv = ETSF_SIP_C8(';', 'r', 'e', 'c', 'e', 'i', 'v', 'e');
+	*(__u64 *)(c->recv + 8) = ETSF_SIP_C8('d', '=', 0, 0, 0, 0, 0, 0);
+	*n = 10;
 	if (p->family == 4) {
 #pragma unroll
 		for (i = 0; i < 4; i++) {
@@ -219,21 +244,27 @@ static __always_inline void etsf_resp_prepare(struct etsf_resp_state *c, const s
 	etsf_resp_ch(c->port, n, '=');
 	etsf_resp_dec(c->port, n, p->sport);
 
-	n = &c->tag_len;
-	*n = 0;
-	ETSF_RESP_LIT(c->tag, n, ";tag=");
+	/* ";tag=" and 16 hex digits: 21 bytes */
 	tag = etsf_resp_tag(r->callid_hash, ctl->node_secret);
-#pragma unroll
-	for (i = 15; i >= 0; i--)
-		etsf_resp_ch(c->tag, n, etsf_resp_hexd((__u32)(tag >> (4 * i))));
+	hi = etsf_resp_hex32((__u32)(tag >> 32));
+	lo = etsf_resp_hex32((__u32)tag);
+	*(__u64 *)c->tag = ETSF_SIP_C8(';', 't', 'a', 'g', '=', 0, 0, 0) | hi << 40;
+	*(__u64 *)(c->tag + 8) = hi >> 24 | lo << 40;
+	*(__u64 *)(c->tag + 16) = lo >> 24;
+	c->tag_len = 21;
 
 	n = &c->trail_len;
-	*n = 0;
-	if (retry_after) {
-		ETSF_RESP_LIT(c->trail, n, "Retry-After: ");
-		etsf_resp_dec(c->trail, n, retry_after);
-		ETSF_RESP_LIT(c->trail, n, "\r\n");
+	if (!retry_after) {
+		*(__u64 *)c->trail = ETSF_SIP_C8('C', 'o', 'n', 't', 'e', 'n', 't', '-');
+		*(__u64 *)(c->trail + 8) = ETSF_SIP_C8('L', 'e', 'n', 'g', 't', 'h', ':', ' ');
+		*(__u64 *)(c->trail + 16) = ETSF_SIP_C8('0', '\r', '\n', '\r', '\n', 0, 0, 0);
+		*n = 21;
+		return;
 	}
+	*n = 0;
+	ETSF_RESP_LIT(c->trail, n, "Retry-After: ");
+	etsf_resp_dec(c->trail, n, retry_after);
+	ETSF_RESP_LIT(c->trail, n, "\r\n");
 	ETSF_RESP_LIT(c->trail, n, "Content-Length: 0\r\n\r\n");
 }
 
@@ -717,10 +748,14 @@ static __always_inline struct etsf_resp *etsf_respond(const struct etsf_pkt *p,
 	o->st.out = 0;
 	/* etsf_resp_ch masks to ETSF_RESP_STR: the status line must fit in it */
 	_Static_assert(sizeof(ETSF_RESP_STATUS_503) - 1 <= ETSF_RESP_STR, "status line too long");
-	if (code == 503)
+	if (code == 503) {
 		ETSF_RESP_LIT(o->buf, &o->st.out, ETSF_RESP_STATUS_503);
-	else
-		ETSF_RESP_LIT(o->buf, &o->st.out, ETSF_RESP_STATUS_200);
+	} else {
+		_Static_assert(sizeof(ETSF_RESP_STATUS_200) - 1 == 16, "200 status line: two words");
+		*(__u64 *)o->buf = ETSF_SIP_C8('S', 'I', 'P', '/', '2', '.', '0', ' ');
+		*(__u64 *)(o->buf + 8) = ETSF_SIP_C8('2', '0', '0', ' ', 'O', 'K', '\r', '\n');
+		o->st.out = 16;
+	}
 
 	bpf_loop(ETSF_RESP_CALLS, etsf_resp_steps, &rc, 0);
 
