@@ -634,7 +634,14 @@ static __always_inline int etsf_resp_step(struct etsf_resp *o, const __u8 *buf)
 			c->flags |= ETSF_RF_REQUIRE;
 		else if (h == ETSF_RH_MAXFWD)
 			c->flags |= ETSF_RF_MFZERO;
-		c->state = h && h <= ETSF_RH_CSEQ ? ETSF_RS_COPY : ETSF_RS_SKIP;
+		if (h && h <= ETSF_RH_CSEQ) {
+			c->state = ETSF_RS_COPY;
+			return 0;
+		}
+		c->state = ETSF_RS_SKIP;
+		/* a skipped line's first run in the same step (Max-Forwards: its digits count) */
+		if (h != ETSF_RH_MAXFWD)
+			etsf_resp_run(o, buf, pos, 0);
 		return 0;
 	case ETSF_RS_SKIP:
 		if (c->hdr == ETSF_RH_MAXFWD) {
