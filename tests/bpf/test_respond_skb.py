@@ -21,7 +21,7 @@ from etsf.build import build_test_object
 
 from .conftest import REPO
 from .helpers import DST4, DST6, SRC4, SRC6, SkBuff, sip_request, udp4, udp6, udp_exchange
-from .test_keepalive import ANSWERED, SECRET, V6_CASES, expected_200, ka_on
+from .test_keepalive import ANSWERED, SECRET, V6_CASES, expected_200, ka_on, options
 from .test_keepalive import expected_frame as expected_200_frame
 from .test_respond import CASES, RETRY, _check, expected_503, expected_frame
 
@@ -116,6 +116,18 @@ def test_503_vlan_same_as_xdp(env, check_prog):
 def test_200_v4_same_as_xdp(env, check_prog, case):
     both_on(env)
     req = ANSWERED[case]
+    _same_as_xdp(env, check_prog, udp4(req, sport=5062), expected_200_frame(req, sport=5062))
+
+
+def test_200_as_long_as_the_request_same_as_xdp(env, check_prog):
+    """An answer exactly as long as its request: the one case where the skb is trimmed to its
+    headers before it is grown (a single resize to the same length would change nothing)."""
+    both_on(env)
+    base = options()
+    pad = len(expected_200(base, SRC4, 5062)) - len(base) - len(b"X-Pad: \r\n")
+    assert pad > 0
+    req = options(extra=b"X-Pad: " + b"p" * pad + b"\r\n")
+    assert len(expected_200(req, SRC4, 5062)) == len(req)
     _same_as_xdp(env, check_prog, udp4(req, sport=5062), expected_200_frame(req, sport=5062))
 
 
