@@ -4,9 +4,14 @@
  *
  * The request payload is already in the per-CPU parse scratch (etsf_scratch,
  * copied by etsf_parse_payload); the response is built into another per-CPU
- * buffer (etsf_resp) by a byte-wise state machine under bpf_loop() with a
- * fixed budget, and the hook's own code (etsf_xdp_reply in xdp_sip) puts it
- * on the wire.  Built: the status line (503 or 200), then every Via / From /
+ * buffer (etsf_resp) by a state machine under bpf_loop() with a fixed budget,
+ * and the hook's own code (etsf_xdp_reply in xdp_sip, etsf_skb_reply at TC)
+ * puts it on the wire.  A step takes a run of up to ETSF_RESP_RUN_WORDS
+ * 8-byte words (skipped, or copied a word at a time) up to the next byte that
+ * needs looking at (SWAR scans: a line end, in the top Via ',' and 't', in
+ * the request line the URI's delimiters), or one such byte; the inserted
+ * strings are prepared once per packet, with word stores where they are
+ * fixed.  Built: the status line (503 or 200), then every Via / From /
  * To / Call-ID / CSeq header of the request in request order, copied
  * verbatim (long or compact names, folded lines kept as they are), with
  *   - ";received=<source address>" appended to the first value of the top
