@@ -413,6 +413,41 @@ def targets_md(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def placement_md(res: dict) -> str:
+    """Where the work ran, per configuration (the proxy's CPU quota, RPS, the socket buffers in
+    force) and per step (each CPU's busy share, Kamailio's CPU and the share of its quota periods
+    it was throttled in, sipp's UAC and UAS): which side was the bottleneck."""
+    cfgs = [c for c in res.get("configs", []) if c.get("steps")]
+    if not cfgs:
+        return ""
+    out = []
+    for c in cfgs:
+        q, b = c.get("proxy_cpu") or {}, c.get("buffers") or {}
+        quota = f"{_f(q.get('pct_of_one_cpu'))} % of cpu1" if q else "the whole of cpu1"
+        out.append(f"* {c['name']}: Kamailio {quota}; RPS {c.get('rps') or 'off'}; Kamailio's socket rb "
+                   f"{b.get('proxy_rcvbuf_bytes', '–')} B (net.core.rmem_default {b.get('net.core.rmem_default', '–')}, "
+                   f"rmem_max {b.get('net.core.rmem_max', '–')})")
+    lines = ["| config | load | cpu0 busy | cpu1 busy | Kamailio CPU | quota periods throttled | sipp UAC + UAS CPU |"
+             " controller CPU | other tenants' CPU |", "|" + "---|" * 9]
+    for c in cfgs:
+        for s in c["steps"]:
+            a = s.get("cpu_acct") or {}
+            el = a.get("elapsed_s") or 0
+            busy = a.get("cpu_busy_s") or {}
+            parts = a.get("parts_s") or {}
+            thr = s.get("proxy_throttled") or {}
+
+            def share(v):
+                return "–" if v is None or not el else f"{v / el:.2f}"
+            lines.append(
+                f"| {c['name']} | {s['multiple']:g}× | {share(busy.get('0'))} | {share(busy.get('1'))} | "
+                f"{share(parts.get('kamailio'))} | "
+                f"{_f(100 * thr['throttled'] / thr['periods'], 0) + ' %' if thr.get('periods') else '–'} | "
+                f"{share((parts.get('sipp UAC') or 0) + (parts.get('sipp UAS') or 0))} | "
+                f"{share(parts.get('controller'))} | {share(parts.get('other tasks'))} |")
+    return "\n".join(out) + "\n\n" + "\n".join(lines) + "\n"
+
+
 def admission_table_md(res: dict) -> str:
     """Per step of the eTSF configurations: eTSF's admission counters, the controller over
     the step, the machine's load average, and whether the CPU accounting adds up."""
@@ -568,6 +603,12 @@ def report_md(res: dict, plot_name: str | None = PLOT) -> str:
                 "window; failed = all failed calls, (timeouts) those that timed out; error responses: calls "
                 "answered with a final error response, by code.", "",
             res.get("table_md") or table_md(res)]
+    pl = placement_md(res)
+    if pl:
+        out += ["Placement and CPU per step, as shares of one CPU over the step (bench/cpuacct.py; "
+                "\"other tenants\" are processes outside the benchmark on this shared host). The proxy is "
+                "the bottleneck when its quota periods are throttled and cpu0 (the load generators) has "
+                "room.", "", pl]
     if any(c.get("kind", "").startswith("etsf") for c in res.get("configs", [])):
         fx = next((c["fixed_admission"] for c in res["configs"] if c.get("fixed_admission")), None)
         ctl = next((c["controller"] for c in res["configs"] if (c.get("controller") or {}).get("settings")), None)
