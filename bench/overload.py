@@ -1112,8 +1112,8 @@ class Sweep:
     def capacity(self, cfg: dict) -> int | None:
         p = self.p
         if p["capacity"]:
-            self.res["capacity"] = {"cps": int(p["capacity"]), "from": "given (the quick form's guess or --capacity)",
-                                    "probes": []}
+            how = "a fixed guess (quick form)" if self.res["profile"] == "quick" else "given (--capacity)"
+            self.res["capacity"] = {"cps": int(p["capacity"]), "from": how, "probes": []}
             return int(p["capacity"])
 
         def probe(rate):
