@@ -418,9 +418,9 @@ def test_invite_level_from_the_policy():
     assert invite_level(["low", "normal", "high", "critical"], "critical") == 4
 
 
-# K at 3x of a 350 calls/s Kamailio (a 20 % CPU quota; bench/overload.py --proxy-cpu-pct 20
-# --rps, /tmp run of the placement fix): the controller off between steps, its first two
-# ticks of the surge.  The tick that engaged saw 283/s pass (the surge began within it) and
+# K at 3x of a 350 calls/s Kamailio (a 20 % CPU quota, RPS:
+# bench/results/20261130T231622Z-overload-quota20-rps-DK): the controller off between steps,
+# its first two ticks of the surge.  The tick that engaged saw 283/s pass (the surge began within it) and
 # 154/s served: the 200s of those calls were still to come.
 SURGE_350 = [
     (0.51, 80640, {"admitted": 282.9, "drops": 0, "pdd_ms": 8.911, "ratio_5xx": 0.0, "refused": 0, "served": 154.4}),
