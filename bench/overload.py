@@ -764,7 +764,7 @@ def rcvbuf(ss_text: str, port: int) -> int | None:
             k = rest.find("skmem:(")
             if k < 0:
                 return None
-            for item in rest[k + 7:].split(")")[0].split(","):
+            for item in rest[k + 7:].split(")", maxsplit=1)[0].split(","):
                 if item.startswith("rb") and item[2:].isdigit():
                     return int(item[2:])
     return None
