@@ -58,19 +58,22 @@ SCENARIO = HERE / "templates" / "overload_uac.xml"
 PLOT = "overload_goodput.png"
 
 PROFILES = {
-    # the sweep the paper-style curve is drawn from; ~20 min on an idle 2-core host
+    # the sweep the paper-style curve is drawn from; ~20 min on an idle 2-core host.  The proxy
+    # is the only bottleneck: Kamailio gets 20 % of its CPU (a cgroup quota), so sipp's UAC and
+    # UAS generate 4x its capacity on the other CPU with room to spare, and RPS keeps the node's
+    # receive work on the node's CPU; shared memory ample (no 500 "out of memory")
     "full": dict(configs=["D", "A", "C", "F", "K"], multiples=[0.5, 1, 1.5, 2, 3, 4], step_s=30, services=10000,
                  capacity=None, probe_s=6, cap_start=200, cap_max=6400, cap_bisect=2, cap_floor=20,
                  recv_timeout_s=4, max_retrans=5, hold_ms=100, settle_s=1.0, transport="un",
                  kamailio_children=4, budget_s=25 * 60, fixed_burst_ms=100, retry_after_s=5, auto={},
-                 sample_s=0.5, kamailio_shm_mb=128),
+                 sample_s=0.5, kamailio_shm_mb=1024, proxy_cpu_pct=20, rps=True),
     # CI: proves the harness (consistent counts, for an eTSF configuration with admission too),
     # not the host's capacity: a fixed small guess
     "quick": dict(configs=["D", "F"], multiples=[0.5, 2], step_s=5, services=0, capacity=100,
                   probe_s=3, cap_start=50, cap_max=400, cap_bisect=1, cap_floor=10,
                   recv_timeout_s=4, max_retrans=5, hold_ms=100, settle_s=0.5, transport="un",
                   kamailio_children=2, budget_s=90, fixed_burst_ms=100, retry_after_s=5, auto={},
-                  sample_s=0.5, kamailio_shm_mb=128),
+                  sample_s=0.5, kamailio_shm_mb=128, proxy_cpu_pct=None, rps=False),
 }
 
 # configurations by letter (same names as bench/run.py): (name, topology kind[, admission]).
@@ -410,6 +413,41 @@ def targets_md(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def placement_md(res: dict) -> str:
+    """Where the work ran, per configuration (the proxy's CPU quota, RPS, the socket buffers in
+    force) and per step (each CPU's busy share, Kamailio's CPU and the share of its quota periods
+    it was throttled in, sipp's UAC and UAS): which side was the bottleneck."""
+    cfgs = [c for c in res.get("configs", []) if c.get("steps")]
+    if not cfgs:
+        return ""
+    out = []
+    for c in cfgs:
+        q, b = c.get("proxy_cpu") or {}, c.get("buffers") or {}
+        quota = f"{_f(q.get('pct_of_one_cpu'))} % of cpu1" if q else "the whole of cpu1"
+        out.append(f"* {c['name']}: Kamailio {quota}; RPS {c.get('rps') or 'off'}; Kamailio's socket rb "
+                   f"{b.get('proxy_rcvbuf_bytes', '–')} B (net.core.rmem_default {b.get('net.core.rmem_default', '–')}, "
+                   f"rmem_max {b.get('net.core.rmem_max', '–')})")
+    lines = ["| config | load | cpu0 busy | cpu1 busy | Kamailio CPU | quota periods throttled | sipp UAC + UAS CPU |"
+             " controller CPU | other tenants' CPU |", "|" + "---|" * 9]
+    for c in cfgs:
+        for s in c["steps"]:
+            a = s.get("cpu_acct") or {}
+            el = a.get("elapsed_s") or 0
+            busy = a.get("cpu_busy_s") or {}
+            parts = a.get("parts_s") or {}
+            thr = s.get("proxy_throttled") or {}
+
+            def share(v):
+                return "–" if v is None or not el else f"{v / el:.2f}"
+            lines.append(
+                f"| {c['name']} | {s['multiple']:g}× | {share(busy.get('0'))} | {share(busy.get('1'))} | "
+                f"{share(parts.get('kamailio'))} | "
+                f"{_f(100 * thr['throttled'] / thr['periods'], 0) + ' %' if thr.get('periods') else '–'} | "
+                f"{share((parts.get('sipp UAC') or 0) + (parts.get('sipp UAS') or 0))} | "
+                f"{share(parts.get('controller'))} | {share(parts.get('other tasks'))} |")
+    return "\n".join(out) + "\n\n" + "\n".join(lines) + "\n"
+
+
 def admission_table_md(res: dict) -> str:
     """Per step of the eTSF configurations: eTSF's admission counters, the controller over
     the step, the machine's load average, and whether the CPU accounting adds up."""
@@ -565,6 +603,12 @@ def report_md(res: dict, plot_name: str | None = PLOT) -> str:
                 "window; failed = all failed calls, (timeouts) those that timed out; error responses: calls "
                 "answered with a final error response, by code.", "",
             res.get("table_md") or table_md(res)]
+    pl = placement_md(res)
+    if pl:
+        out += ["Placement and CPU per step, as shares of one CPU over the step (bench/cpuacct.py; "
+                "\"other tenants\" are processes outside the benchmark on this shared host). The proxy is "
+                "the bottleneck when its quota periods are throttled and cpu0 (the load generators) has "
+                "room.", "", pl]
     if any(c.get("kind", "").startswith("etsf") for c in res.get("configs", [])):
         fx = next((c["fixed_admission"] for c in res["configs"] if c.get("fixed_admission")), None)
         ctl = next((c["controller"] for c in res["configs"] if (c.get("controller") or {}).get("settings")), None)
@@ -679,6 +723,51 @@ def plot(res: dict, path: Path) -> bool:
         ax3.legend(fontsize=7)
     plotting.save(fig, path)
     return True
+
+
+# ---------------------------------------------------------------------------
+# placement: the proxy's CPU quota, receive steering, socket buffers
+# ---------------------------------------------------------------------------
+
+CPU_PERIOD_US = 10000
+
+
+def cpu_cgroup(name: str, root: str = "/sys/fs/cgroup") -> tuple[str, Path] | None:
+    """("v1" | "v2", directory) of a new CPU cgroup for the proxy, or None when the host has no
+    CPU controller to put a quota on: cgroup v1's cpu hierarchy, else v2 with cpu enabled."""
+    v1 = Path(root) / "cpu"
+    if (v1 / "cpu.cfs_quota_us").exists():
+        return "v1", v1 / name
+    if "cpu" in _read(Path(root) / "cgroup.subtree_control").split():
+        return "v2", Path(root) / name
+    return None
+
+
+def quota_lines(version: str, pct: float, period_us: int = CPU_PERIOD_US) -> dict[str, str]:
+    """The files and values that give a cgroup pct % of one CPU, in periods of period_us (short
+    periods: a proxy throttled for most of a long period would answer in bursts), longer when
+    the quota would be under the kernel's minimum of 1 ms."""
+    period_us = max(period_us, int(math.ceil(1000 * 100 / pct)))
+    quota = int(round(period_us * pct / 100))
+    if version == "v1":
+        return {"cpu.cfs_period_us": str(period_us), "cpu.cfs_quota_us": str(quota)}
+    return {"cpu.max": f"{quota} {period_us}"}
+
+
+def rcvbuf(ss_text: str, port: int) -> int | None:
+    """The receive buffer (bytes, skmem rb) of the UDP socket bound to port in `ss -uamn` output."""
+    lines = ss_text.splitlines()
+    for i, ln in enumerate(lines):
+        f = ln.split()
+        if len(f) >= 4 and f[3].endswith(f":{port}"):
+            rest = " ".join(lines[i:i + 2])
+            k = rest.find("skmem:(")
+            if k < 0:
+                return None
+            for item in rest[k + 7:].split(")", maxsplit=1)[0].split(","):
+                if item.startswith("rb") and item[2:].isdigit():
+                    return int(item[2:])
+    return None
 
 
 # ---------------------------------------------------------------------------
@@ -845,6 +934,83 @@ class Sweep:
             cfg["controller"]["audit_by_signal"][k] = cfg["controller"]["audit_by_signal"].get(k, 0) + 1
         cfg["controller"]["state_end"] = _state(self.state_file())
 
+    def limit_proxy(self, cfg: dict):
+        """Kamailio (every process of its session) into a CPU cgroup with proxy_cpu_pct % of one
+        CPU: the proxy, not the load generators, is then the bottleneck up to the highest load
+        (sipp's UAC and UAS share the other CPU and must generate 4x its capacity)."""
+        pct = self.p.get("proxy_cpu_pct")
+        if not pct or pct >= 100:
+            return
+        cg = cpu_cgroup(f"etsf-bench-{self.b.tag}")
+        if cg is None:
+            raise RuntimeError("proxy_cpu_pct: no CPU cgroup controller on this host")
+        version, path = cg
+        path.mkdir(exist_ok=True)
+        self.cgroup = path
+        lines = quota_lines(version, float(pct))
+        for k, v in lines.items():
+            (path / k).write_text(v + "\n")
+        pids = sorted(cpuacct.session_pids(self.b.kam.pid))
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, OSError):
+                (path / "cgroup.procs").write_text(f"{pid}\n")
+        inside = {int(x) for x in _read(path / "cgroup.procs").split()}
+        kam = [pid for pid in pids if _read(f"/proc/{pid}/comm").strip() == "kamailio"]
+        if not kam or not set(kam) <= inside:
+            raise RuntimeError(f"proxy_cpu_pct: kamailio {kam} not all in {path} ({sorted(inside)})")
+        cfg["proxy_cpu"] = {"pct_of_one_cpu": float(pct), "cgroup": f"{version}:{path}", **lines,
+                            "processes": len(inside)}
+
+    def unlimit_proxy(self):
+        path, self.cgroup = getattr(self, "cgroup", None), None
+        if path is not None:
+            with contextlib.suppress(OSError):
+                path.rmdir()
+
+    def throttled(self) -> dict | None:
+        """The proxy cgroup's throttling counters (periods throttled, time throttled in s)."""
+        path = getattr(self, "cgroup", None)
+        if path is None:
+            return None
+        st = dict(ln.split()[:2] for ln in _read(path / "cpu.stat").splitlines() if len(ln.split()) >= 2)
+        ns = int(st.get("throttled_time", 0)) or int(st.get("throttled_usec", 0)) * 1000
+        return {"periods": int(st.get("nr_periods", 0)), "throttled": int(st.get("nr_throttled", 0)),
+                "throttled_s": ns / 1e9}
+
+    def steer_receive(self, cfg: dict):
+        """RPS on every veth end, so each side's receive work runs on its own CPU: the node's
+        ends (uplink, the pod's and the UAS's host ends) and the pod's interface on the proxy's
+        CPU, the peers' ends (UAC, UAS) on the load CPU.  A veth runs the receiver's stack in the
+        sender's softirq: without this the node's forwarding, eTSF's TC program (admission and
+        its 503s) and the enqueue into Kamailio's socket run on sipp's CPU, and at 3x the load
+        generator's CPU carries the node's work too.  (XDP programs still run on the sender's
+        CPU: RPS acts after them.)"""
+        if not self.p.get("rps"):
+            return
+        topo = self.b.topo
+        node, load = 1 << int(harness.CPU_PROXY), 1 << int(harness.CPU_LOAD)
+        ends = ((topo.node, T.UPLINK_IF, node), (topo.node, T.POD_HOST_IF, node), (topo.node, T.UAS_HOST_IF, node),
+                (topo.pod, "eth0", node), (topo.uac, T.UAC_IF, load), (topo.uas, "eth0", load))
+        done = []
+        for ns, dev, mask in ends:
+            topo.sh(ns, "sh", "-c", f"for q in /sys/class/net/{dev}/queues/rx-*; do echo {mask:x} > $q/rps_cpus; done")
+            got = topo.sh(ns, "sh", "-c", f"cat /sys/class/net/{dev}/queues/rx-*/rps_cpus").stdout.split()
+            if not got or any(int(x.replace(",", ""), 16) != mask for x in got):
+                raise RuntimeError(f"RPS on {dev}: wanted CPU mask {mask:x}, have {got}")
+            done.append(f"{dev}->{mask:x}")
+        cfg["rps"] = ", ".join(done)
+
+    def socket_buffers(self) -> dict:
+        """What bounds the proxy's queue: Kamailio's socket receive buffer in force (skmem rb:
+        Kamailio raises it itself up to its maxbuffer) and the pod namespace's rmem sysctls."""
+        topo = self.b.topo
+        ss = topo.sh(topo.pod, "ss", "-uamn", check=False).stdout
+        out = {"proxy_rcvbuf_bytes": rcvbuf(ss, T.PORT)}
+        for k in ("rmem_default", "rmem_max"):
+            v = topo.sh(topo.pod, "cat", f"/proc/sys/net/core/{k}", check=False).stdout.strip()
+            out[f"net.core.{k}"] = int(v) if v.isdigit() else None
+        return out
+
     def kamailio_pid(self) -> int:
         token = self.b.kam_token.encode()
         for pid in sorted(int(x) for x in os.listdir("/proc") if x.isdigit()):
@@ -879,6 +1045,7 @@ class Sweep:
         roles[os.getpid()] = "harness"
         acc0 = cpuacct.snapshot()
         acc0["reaped"].pop(os.getpid(), None)
+        thr0 = self.throttled()
         kam0, c0, t0 = harness.proc_cpu(b.kam_token), harness.cpu_snap(), time.monotonic()
         sp = b.topo.popen(b.topo.uac, cmd, d / "sipp.log", limit=hard + 5, cpu=harness.CPU_LOAD)
         self.res["pids"].append(sp.pid)
@@ -910,6 +1077,9 @@ class Sweep:
         rec["cpu_s"] = {"busy": round(cd["busy"], 3), "softirq": round(cd["softirq"], 3),
                         "kamailio": round(kam1 - kam0, 3), "elapsed": round(cd["elapsed"], 3)}
         rec["cpu_acct"] = cpu_account(acc0, acc1, roles, ru, merged_ns)
+        thr1 = self.throttled()
+        if thr0 and thr1:
+            rec["proxy_throttled"] = {k: round(thr1[k] - thr0[k], 3) for k in thr1}
         rec["loadavg"] = {"before": load0, "after": load1}
         if cfg["kind"].startswith("etsf"):
             rec["admission"] = admission_delta(adm0, adm1)
@@ -942,7 +1112,8 @@ class Sweep:
     def capacity(self, cfg: dict) -> int | None:
         p = self.p
         if p["capacity"]:
-            self.res["capacity"] = {"cps": int(p["capacity"]), "from": "a fixed guess (quick form)", "probes": []}
+            how = "a fixed guess (quick form)" if self.res["profile"] == "quick" else "given (--capacity)"
+            self.res["capacity"] = {"cps": int(p["capacity"]), "from": how, "probes": []}
             return int(p["capacity"])
 
         def probe(rate):
@@ -979,6 +1150,9 @@ class Sweep:
                 self.b.policy_extra = auto_policy(p) if cfg["admission"] == "auto" else ""
                 self.b.setup_config(cfg)
                 cfg["proxy_ready_s"] = self.wait_proxy()
+                self.limit_proxy(cfg)
+                self.steer_receive(cfg)
+                cfg["buffers"] = self.socket_buffers()
                 self.setup_admission(cfg, self.res["capacity"].get("cps"))
                 if i == 0:
                     cap = self.capacity(cfg)
@@ -1021,6 +1195,7 @@ class Sweep:
                 if self.b.topo is not None:
                     self.res["pids"] += [q.pid for q in self.b.topo.procs.procs]
                 self.b.teardown_config(cfg)
+                self.unlimit_proxy()
                 cfg.pop("_dir", None)
                 cfg["wall_s"] = round(time.monotonic() - t_cfg, 1)
         return self.res
@@ -1087,12 +1262,39 @@ def main(argv=None) -> int:
     ap.add_argument("--configs", metavar="LETTERS", help=f"comma list of {', '.join(CONFIG_KINDS)} "
                     "(default D,A,C,F,K; the first one measures the capacity and has no admission)")
     ap.add_argument("--work", metavar="DIR", help="keep sipp's and Kamailio's raw files in DIR")
-    ap.add_argument("--kamailio-shm-mb", type=int, metavar="MB", help="Kamailio's shared memory (-m; default 128: "
-                    "it then answers the excess over its capacity with 500 'out of memory')")
+    ap.add_argument("--kamailio-shm-mb", type=int, metavar="MB", help="Kamailio's shared memory (-m; full "
+                    "default 1024, quick 128: with 128 it answers load over ~800 calls/s with 500 'out of memory')")
+    ap.add_argument("--multiples", metavar="LIST", help="comma list of loads as multiples of the capacity "
+                    "(default 0.5,1,1.5,2,3,4)")
+    ap.add_argument("--step-s", type=float, metavar="S", help="seconds of sending per step (default 30)")
+    ap.add_argument("--capacity", type=int, metavar="CPS", help="use this capacity instead of measuring it")
+    ap.add_argument("--proxy-cpu-pct", type=float, metavar="PCT", help="Kamailio's CPU quota, %% of one CPU "
+                    "(a cgroup on its CPU; full default 20, 100 = the whole CPU)")
+    ap.add_argument("--rps", action=argparse.BooleanOptionalAction, default=None,
+                    help="steer each veth end's receive work to its side's CPU (RPS; the full profile's default)")
     args = ap.parse_args(argv)
+    over: dict = {}
+    if args.multiples:
+        try:
+            over["multiples"] = [float(x) for x in args.multiples.split(",") if x.strip()]
+        except ValueError:
+            ap.error(f"--multiples: numbers (got {args.multiples!r})")
+    if args.step_s is not None:
+        if not 1 <= args.step_s <= 120:
+            ap.error("--step-s must be in 1..120")
+        over["step_s"] = args.step_s
+    if args.capacity is not None:
+        if not 1 <= args.capacity <= 100000:
+            ap.error("--capacity must be in 1..100000")
+        over["capacity"] = args.capacity
+    if args.proxy_cpu_pct is not None:
+        if not 1 <= args.proxy_cpu_pct <= 100:
+            ap.error("--proxy-cpu-pct must be in 1..100")
+        over["proxy_cpu_pct"] = args.proxy_cpu_pct
+    if args.rps is not None:
+        over["rps"] = args.rps
     if args.budget_min is not None and not 0 < args.budget_min <= 60:
         ap.error("--budget-min must be in (0, 60]")
-    over = {}
     if args.configs:
         over["configs"] = [x.strip() for x in args.configs.split(",") if x.strip()]
         if any(x not in CONFIG_KINDS for x in over["configs"]) or not over["configs"]:

@@ -434,3 +434,38 @@ def test_first_configuration_has_no_admission(tmp_path):
     with pytest.raises(ValueError, match="the first configuration measures the capacity"):
         overload.run(tmp_path, 60, True, configs=["F", "D"])
     assert not list(tmp_path.iterdir())
+
+
+# -- placement: the proxy's CPU quota and its socket buffer ----------------------------------------
+
+def test_quota_lines_for_both_cgroup_versions():
+    assert overload.quota_lines("v1", 20) == {"cpu.cfs_period_us": "10000", "cpu.cfs_quota_us": "2000"}
+    assert overload.quota_lines("v2", 25) == {"cpu.max": "2500 10000"}
+    # the kernel's minimum quota is 1 ms: a longer period, not a larger share
+    assert overload.quota_lines("v1", 1) == {"cpu.cfs_period_us": "100000", "cpu.cfs_quota_us": "1000"}
+
+
+def test_cpu_cgroup_picks_the_hierarchy_with_a_cpu_controller(tmp_path):
+    assert overload.cpu_cgroup("x", str(tmp_path)) is None
+    (tmp_path / "cgroup.subtree_control").write_text("memory pids\n")
+    assert overload.cpu_cgroup("x", str(tmp_path)) is None
+    (tmp_path / "cgroup.subtree_control").write_text("cpuset cpu memory\n")
+    assert overload.cpu_cgroup("x", str(tmp_path)) == ("v2", tmp_path / "x")
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
+    assert overload.cpu_cgroup("x", str(tmp_path)) == ("v1", tmp_path / "cpu" / "x")
+
+
+SS_UAMN = """State  Recv-Q Send-Q   Local Address:Port  Peer Address:PortProcess
+UNCONN 0      0        198.18.2.2:15060       0.0.0.0:*
+\t skmem:(r0,rb212992,t0,tb212992,f0,w0,o0,bl0,d0)
+UNCONN 2304   0        198.18.2.2:5060        0.0.0.0:*
+\t skmem:(r2304,rb524288,t0,tb212992,f1792,w0,o0,bl0,d7)
+"""
+
+
+def test_rcvbuf_of_the_proxy_socket_from_ss():
+    assert overload.rcvbuf(SS_UAMN, 5060) == 524288
+    assert overload.rcvbuf(SS_UAMN, 15060) == 212992
+    assert overload.rcvbuf(SS_UAMN, 5070) is None
+    assert overload.rcvbuf("UNCONN 0 0 198.18.2.2:5060 0.0.0.0:*\n", 5060) is None

@@ -416,3 +416,27 @@ def test_invite_level_from_the_policy():
     assert invite_level(["low", "normal", "high", "high"], "high") == 4
     assert invite_level(["low", "critical", "critical", "critical"], "high") == 1
     assert invite_level(["low", "normal", "high", "critical"], "critical") == 4
+
+
+# K at 3x of a 350 calls/s Kamailio (a 20 % CPU quota, RPS:
+# bench/results/20261130T231622Z-overload-quota20-rps-DK): the controller off between steps,
+# its first two ticks of the surge.  The tick that engaged saw 283/s pass (the surge began within it) and
+# 154/s served: the 200s of those calls were still to come.
+SURGE_350 = [
+    (0.51, 80640, {"admitted": 282.9, "drops": 0, "pdd_ms": 8.911, "ratio_5xx": 0.0, "refused": 0, "served": 154.4}),
+    (1.01, 0, {"admitted": 307.3, "drops": 0, "pdd_ms": 49.311, "ratio_5xx": 0.0, "refused": 372,
+               "served": 433.1}),
+]
+
+
+def test_engaging_from_off_cuts_what_passed_not_to_served():
+    """Engaging from off, the cut is the bounded one from what passed (282.9 / pressure 1.23 ->
+    230), not down to that tick's served rate (154, what the run did: it then took 10 s of
+    additive increase to come back to the capacity); from the next tick served bounds again."""
+    cfg = dict(AUTO.default_value(), enabled=True)
+    ds = run(SURGE_350, cfg)
+    assert ds[0].pressure == pytest.approx(80640 / 65536, abs=1e-3) and ds[0].level == 1
+    assert [d.rate for d in ds] == [230, 240]
+    st = State(level=1, rate=300, since=-10.0)                 # already on: down to served at once
+    d = step(cfg, st, Signals(t=0.0, **dict(SURGE_350[0][2]), queue=80640))
+    assert d.rate == 154

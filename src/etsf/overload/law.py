@@ -140,6 +140,12 @@ def _next_rate(cfg, st: State, level: int, p: float, may_stop: bool, s: Signals,
     # what the proxy serves bounds the rate, unless it fails calls (its 2xx rate then measures
     # the failure, not its capacity)
     served = None if failing else s.served
+    if rate == 0 and s.admitted:
+        # engaging from off, the cut is from what passed in the tick; its 2xx lag the INVITEs by
+        # the call setup and, in the tick a surge begins, cover time before it, not what the
+        # proxy can serve (recorded: 283/s passed, 154/s served, capacity 350/s: engaged at 154
+        # and took 10 s to come back); served bounds from the next tick on
+        served = None
     # what admission lets through: below the token rate when the offered load is; cuts start
     # from it, else a cut of a rate above the offered load refuses nothing
     passed = s.admitted if s.admitted else None
