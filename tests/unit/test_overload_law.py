@@ -440,3 +440,59 @@ def test_engaging_from_off_cuts_what_passed_not_to_served():
     st = State(level=1, rate=300, since=-10.0)                 # already on: down to served at once
     d = step(cfg, st, Signals(t=0.0, **dict(SURGE_350[0][2]), queue=80640))
     assert d.rate == 154
+
+
+def test_no_load_holds_the_rate_then_switches_off():
+    """Ticks in which nothing is offered (admitted 0, nothing refused) teach nothing: the rate is
+    held (it grew 340 -> 449/s in a 3 s pause between sweep steps, and the next surge met a rate
+    above the capacity), and admission switches off once that lasted dwell_s at level 0."""
+    cfg = dict(AUTO.default_value(), enabled=True)
+    st = State(level=0, rate=340, since=-10.0)
+    idle = [step(cfg, st, Signals(t=i * 0.5, queue=0, pdd_ms=0.0, ratio_5xx=0.0, admitted=0.0, refused=0,
+                                  served=0.0)) for i in range(13)]
+    rates = [d.rate for d in idle]
+    assert rates[:10] == [340] * 10 and set(rates[10:]) == {0}
+    assert rates.index(0) == int(cfg["dwell_s"] / 0.5)          # idle since the first tick
+    # unmeasured admission (no admission map) is not "nothing offered": the calm growth stands
+    st = State(level=0, rate=340, since=-10.0)
+    assert step(cfg, st, Signals(t=0.0, queue=0, refused=0)).rate > 340
+
+
+def test_surge_after_a_pause_cuts_from_what_passed_and_returns_fast():
+    """Admission on at 340/s, a pause, then a 2x surge that begins within a tick (recorded:
+    195.5/s passed, 80.3/s served, queue 84,480 B). The cut is the bounded one from what passed
+    (152), not down to that tick's served rate (80); calm ticks then take the rate back by
+    max_step / 2 a tick to 7/8 of the 340/s it held (6 ticks, where the additive increase of
+    10/s a tick took 13 s), and only the small probes beyond."""
+    cfg = dict(AUTO.default_value(), enabled=True)
+    st = State(level=0, rate=340, since=-10.0)
+    step(cfg, st, Signals(t=0.0, queue=0, pdd_ms=0.0, ratio_5xx=0.0, admitted=0.0, refused=0, served=0.0))
+    d = step(cfg, st, Signals(t=0.5, queue=84480, pdd_ms=15.7, ratio_5xx=0.0, admitted=195.5, refused=0,
+                              served=80.3))
+    assert d.level == 1 and d.rate == 152 and st.peak == 340
+    rates = []
+    for i in range(10):
+        r = st.rate
+        rates.append(step(cfg, st, Signals(t=1.0 + i * 0.5, queue=0, pdd_ms=0.4, ratio_5xx=0.0, admitted=float(r),
+                                           refused=300, served=float(r))).rate)
+    top = 340 * (1 - cfg["max_step"] / 2)
+    assert rates[:6] == [171, 192, 216, 243, 273, 298] and rates[5] == round(top)
+    assert [b - a for a, b in zip(rates[6:], rates[7:])] == [10, 10, 10]
+
+
+def test_fast_return_only_from_a_known_peak():
+    """From a steady state the peak is what passed when the congestion began; when the proxy
+    fails calls (its 5xx come ticks late) there is none, and the increase stays additive."""
+    cfg = dict(AUTO.default_value(), enabled=True)
+    st = State(level=1, rate=400, since=-10.0)
+    step(cfg, st, Signals(t=0.0, queue=100_000, pdd_ms=20.0, ratio_5xx=0.0, admitted=380.0, refused=50,
+                          served=360.0))
+    assert st.peak == 380
+    st = State(level=1, rate=400, since=-10.0)
+    d = step(cfg, st, Signals(t=0.0, queue=0, pdd_ms=1.0, ratio_5xx=0.5, admitted=380.0, refused=50,
+                              served=300.0))
+    assert st.peak is None
+    r = d.rate
+    d = step(cfg, st, Signals(t=5.0, queue=0, pdd_ms=1.0, ratio_5xx=0.0, admitted=float(r), refused=50,
+                              served=float(r)))
+    assert d.rate - r == max(cfg["min_rate"], round(cfg["max_step"] * 0.1 * st.ceiling))

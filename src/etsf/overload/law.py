@@ -25,7 +25,10 @@ drives the decision and the audit entry names it.
   ``1 - hysteresis`` it grows additively by ``AI_SHARE x max_step`` of the rate that passed
   when the congestion began (at least ``min_rate``) while admission refuses calls, by
   ``max_step`` of itself once it refuses none; held in between; bounded to
-  ``min_rate..max_rate``.  Engaging at ``max_rate`` (recorded: 2000/s against 1200/s offered)
+  ``min_rate..max_rate``.  Under 7/8 of the *peak* (the rate the proxy took when the last
+  congestion began; none engaging from off or while it fails calls) the increase is
+  ``max_step / 2`` of the rate a tick, up to that.  A tick with nothing offered holds the rate;
+  ``dwell_s`` of them at level 0 switch admission off.  Engaging at ``max_rate`` (recorded: 2000/s against 1200/s offered)
   and cutting the token rate refused nothing for seconds, then the increase by 25 % a tick
   brought it back over the offered load within three ticks, every five seconds.
 * What the proxy serves (``served``: new calls it answered 2xx per second and receiving CPU
@@ -93,6 +96,8 @@ class State:
     cut: float | None = None          # time of the last decrease of the rate
     ceiling: float | None = None      # what passed when the last congestion began
     over: bool = False                # the last tick was over target
+    peak: float | None = None         # the rate in force when the last congestion began
+    idle_since: float | None = None   # start of the ticks in a row in which nothing was offered
 
 
 @dataclass
@@ -140,11 +145,12 @@ def _next_rate(cfg, st: State, level: int, p: float, may_stop: bool, s: Signals,
     # what the proxy serves bounds the rate, unless it fails calls (its 2xx rate then measures
     # the failure, not its capacity)
     served = None if failing else s.served
-    if rate == 0 and s.admitted:
-        # engaging from off, the cut is from what passed in the tick; its 2xx lag the INVITEs by
-        # the call setup and, in the tick a surge begins, cover time before it, not what the
-        # proxy can serve (recorded: 283/s passed, 154/s served, capacity 350/s: engaged at 154
-        # and took 10 s to come back); served bounds from the next tick on
+    if (rate == 0 or st.idle_since is not None) and s.admitted:
+        # engaging from off, or load arriving after ticks without any, the cut is from what
+        # passed in the tick; its 2xx lag the INVITEs by the call setup and, in the tick a surge
+        # begins, cover time before it, not what the proxy can serve (recorded: 283/s passed,
+        # 154/s served, capacity 350/s: engaged at 154 and took 10 s to come back; on at 340/s
+        # after a pause, cut to 80/s served); served bounds from the next tick on
         served = None
     # what admission lets through: below the token rate when the offered load is; cuts start
     # from it, else a cut of a rate above the offered load refuses nothing
@@ -167,8 +173,19 @@ def _next_rate(cfg, st: State, level: int, p: float, may_stop: bool, s: Signals,
             new = min(eff, max(min(new, served), served * (1.0 - cfg["hysteresis"])))
         if not st.over or st.ceiling is None:
             st.ceiling = min(eff, new)
+            # the rate the proxy took before it congested: what passed, from a steady state;
+            # after ticks without load the token rate it held (what passed covers part of the
+            # tick); unknown engaging from off (what passed is the surge) and when the proxy
+            # fails calls (its 5xx show ticks late, after the rate went on past its capacity)
+            st.peak = None if rate == 0 or failing else (rate if st.idle_since is not None else eff)
         st.cut = s.t
     elif p < 1.0 - cfg["hysteresis"]:
+        if s.admitted == 0 and not s.refused:
+            # nothing offered, nothing learnt: growing now would meet the next surge with a rate
+            # above the capacity (recorded: 340/s grew to 449/s in a 3 s pause, and the first tick
+            # of a 3x surge queued 400 KB in the proxy's socket); off once idle for dwell_s
+            idle_for = s.t - st.idle_since if st.idle_since is not None else 0.0
+            return 0 if level == 0 and may_stop and idle_for >= cfg["dwell_s"] else rate
         if rate >= hi:
             return 0 if level == 0 and may_stop else rate
         if s.refused == 0:
@@ -177,6 +194,11 @@ def _next_rate(cfg, st: State, level: int, p: float, may_stop: bool, s: Signals,
             # refusing (or unknown): additive increase, a small share of the rate that congested
             # the proxy last, so the probe above its capacity is small when it comes
             new = rate + max(lo, step * AI_SHARE * (st.ceiling or hi))
+            if st.peak and rate < st.peak * (1.0 - step / 2):
+                # far under the rate that congested last: back towards it by max_step / 2 of
+                # itself a tick, the small probes only near it (recorded: from a cut to 80/s
+                # the additive increase took 13 s back to a 350/s capacity)
+                new = max(new, min(rate * (1.0 + step / 2), st.peak * (1.0 - step / 2)))
         if served and s.refused != 0:
             new = min(new, max(rate, served * (1.0 + step / 2)))
     else:
@@ -219,6 +241,10 @@ def step(cfg: dict[str, Any], st: State, s: Signals) -> Decision:
     # refusals unknown (no admission map, or a trace without them) count as refusing: the bound holds
     rate = _next_rate(cfg, st, level, p, quiet, s, failing)
     st.over = p > 1.0
+    if s.admitted == 0 and not s.refused:
+        st.idle_since = s.t if st.idle_since is None else st.idle_since
+    else:
+        st.idle_since = None
     level_changed = level != st.level
     changed = level_changed or rate != st.rate
     if level_changed:
