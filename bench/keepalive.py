@@ -593,18 +593,7 @@ class KaBench:
         node's.  RPS on every veth end moves each receive to its side's CPU: the node's ends
         (uplink, bridge ports, the pod's interface) to the node's CPU, the peers' ends (UAC,
         UAS) to the load CPU.  Both configurations alike."""
-        topo = self.b.topo
-        node, load = 1 << int(harness.CPU_PROXY), 1 << int(harness.CPU_LOAD)
-        ends = ((topo.node, T.UPLINK_IF, node), (topo.node, T.POD_HOST_IF, node), (topo.node, T.UAS_HOST_IF, node),
-                (topo.pod, "eth0", node), (topo.uac, T.UAC_IF, load), (topo.uas, "eth0", load))
-        done = []
-        for ns, dev, mask in ends:
-            topo.sh(ns, "sh", "-c", f"for q in /sys/class/net/{dev}/queues/rx-*; do echo {mask:x} > $q/rps_cpus; done")
-            got = topo.sh(ns, "sh", "-c", f"cat /sys/class/net/{dev}/queues/rx-*/rps_cpus").stdout.split()
-            if not got or any(int(x.replace(",", ""), 16) != mask for x in got):
-                raise RuntimeError(f"RPS on {dev} in {ns}: wanted mask {mask:x}, have {got}")
-            done.append(f"{dev}->{mask:x}")
-        self.res["host"]["pinning"]["rps"] = ", ".join(done)
+        self.res["host"]["pinning"]["rps"] = harness.steer_rps(self.b.topo)
         self.res["node_cpu"] = int(harness.CPU_PROXY)
 
     @staticmethod

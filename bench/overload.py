@@ -987,18 +987,7 @@ class Sweep:
         CPU: RPS acts after them.)"""
         if not self.p.get("rps"):
             return
-        topo = self.b.topo
-        node, load = 1 << int(harness.CPU_PROXY), 1 << int(harness.CPU_LOAD)
-        ends = ((topo.node, T.UPLINK_IF, node), (topo.node, T.POD_HOST_IF, node), (topo.node, T.UAS_HOST_IF, node),
-                (topo.pod, "eth0", node), (topo.uac, T.UAC_IF, load), (topo.uas, "eth0", load))
-        done = []
-        for ns, dev, mask in ends:
-            topo.sh(ns, "sh", "-c", f"for q in /sys/class/net/{dev}/queues/rx-*; do echo {mask:x} > $q/rps_cpus; done")
-            got = topo.sh(ns, "sh", "-c", f"cat /sys/class/net/{dev}/queues/rx-*/rps_cpus").stdout.split()
-            if not got or any(int(x.replace(",", ""), 16) != mask for x in got):
-                raise RuntimeError(f"RPS on {dev}: wanted CPU mask {mask:x}, have {got}")
-            done.append(f"{dev}->{mask:x}")
-        cfg["rps"] = ", ".join(done)
+        cfg["rps"] = harness.steer_rps(self.b.topo)
 
     def socket_buffers(self) -> dict:
         """What bounds the proxy's queue: Kamailio's socket receive buffer in force (skmem rb:

@@ -124,7 +124,7 @@ def frame(payload: bytes, src: str = CLI_ADDR, dst: str = NODE_ADDR, sport: int 
     while s >> 16:
         s = (s & 0xffff) + (s >> 16)
     ip[10:12] = struct.pack("!H", ~s & 0xffff)
-    eth = bytes.fromhex("020000000002" "020000000001" "0800")
+    eth = bytes.fromhex("020000000002" + "020000000001" + "0800")   # destination, source, IPv4
     return eth + bytes(ip) + struct.pack("!HHHH", sport, dport, ulen, 0) + payload
 
 
@@ -244,8 +244,9 @@ class ProgCost:
             "print(json.dumps(datapath.keepalive_counters()))")))
 
     def ka_counters(self, v: Variant) -> dict:
-        return json.loads(self.py(v, "-c", "import json\nfrom etsf import datapath\n"
-                                         "print(json.dumps(datapath.keepalive_counters()))"))
+        return json.loads(self.py(v, "-c", (
+            "import json\nfrom etsf import datapath\n"
+            "print(json.dumps(datapath.keepalive_counters()))")))
 
     def attach(self, v: Variant):
         from etsf import bpf

@@ -92,6 +92,24 @@ def preflight(script: str, tools, needs: str = "network namespaces, BPF") -> str
     return None
 
 
+def steer_rps(topo) -> str:
+    """RPS on every veth end of the full-stack topology: the node's ends (uplink, the pod's and
+    the UAS's host ends, the pod's interface) to CPU_PROXY, the peers' (UAC, UAS) to CPU_LOAD.
+    A veth runs the receiver's stack in the sender's softirq; this moves each receive to its
+    side's CPU.  Returns "dev->mask, ..."; raises if the kernel kept another mask."""
+    node, load = 1 << int(CPU_PROXY), 1 << int(CPU_LOAD)
+    ends = ((topo.node, T.UPLINK_IF, node), (topo.node, T.POD_HOST_IF, node), (topo.node, T.UAS_HOST_IF, node),
+            (topo.pod, "eth0", node), (topo.uac, T.UAC_IF, load), (topo.uas, "eth0", load))
+    done = []
+    for ns, dev, mask in ends:
+        topo.sh(ns, "sh", "-c", f"for q in /sys/class/net/{dev}/queues/rx-*; do echo {mask:x} > $q/rps_cpus; done")
+        got = topo.sh(ns, "sh", "-c", f"cat /sys/class/net/{dev}/queues/rx-*/rps_cpus").stdout.split()
+        if not got or any(int(x.replace(",", ""), 16) != mask for x in got):
+            raise RuntimeError(f"RPS on {dev} in {ns}: wanted mask {mask:x}, have {got}")
+        done.append(f"{dev}->{mask:x}")
+    return ", ".join(done)
+
+
 def now_utc():
     return _dt.datetime.now(_dt.timezone.utc)
 

@@ -120,6 +120,16 @@ struct {
 } etsf_resp SEC(".maps");
 
 /* the To-tag of a response: mixes the Call-ID hash with the node secret */
+/* An answer goes back to the hop it came from: source and destination MACs swap. */
+static __always_inline void etsf_resp_swap_macs(struct ethhdr *eth)
+{
+	__u8 mac[ETH_ALEN];
+
+	__builtin_memcpy(mac, eth->h_dest, ETH_ALEN);
+	__builtin_memcpy(eth->h_dest, eth->h_source, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, mac, ETH_ALEN);
+}
+
 static __always_inline __u64 etsf_resp_tag(__u64 callid_hash, __u64 secret)
 {
 	__u64 h = callid_hash ^ secret;

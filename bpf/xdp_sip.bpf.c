@@ -75,7 +75,6 @@ __attribute__((noinline)) int etsf_xdp_reply(struct xdp_md *ctx, __u32 l3off, __
 	void *data, *data_end;
 	struct ethhdr *eth;
 	struct udphdr *udp;
-	__u8 mac[ETH_ALEN];
 
 	if (!ctx)
 		return -1;
@@ -113,9 +112,7 @@ __attribute__((noinline)) int etsf_xdp_reply(struct xdp_md *ctx, __u32 l3off, __
 	eth = data;
 	if ((void *)(eth + 1) > data_end)
 		return -2;
-	__builtin_memcpy(mac, eth->h_dest, ETH_ALEN);
-	__builtin_memcpy(eth->h_dest, eth->h_source, ETH_ALEN);
-	__builtin_memcpy(eth->h_source, mac, ETH_ALEN);
+	etsf_resp_swap_macs(eth);
 
 	if (family == 4) {
 		struct iphdr *ip = data + l3off;
