@@ -1268,6 +1268,8 @@ def main(argv=None) -> int:
             over["multiples"] = [float(x) for x in args.multiples.split(",") if x.strip()]
         except ValueError:
             ap.error(f"--multiples: numbers (got {args.multiples!r})")
+        if not over["multiples"] or not all(0 < m <= 10 for m in over["multiples"]):
+            ap.error(f"--multiples: one or more numbers in (0, 10] (got {args.multiples!r})")
     if args.step_s is not None:
         if not 1 <= args.step_s <= 120:
             ap.error("--step-s must be in 1..120")

@@ -28,9 +28,10 @@ drives the decision and the audit entry names it.
   ``min_rate..max_rate``.  Under 7/8 of the *peak* (the rate the proxy took when the last
   congestion began; none engaging from off or while it fails calls) the increase is
   ``max_step / 2`` of the rate a tick, up to that.  A tick with nothing offered holds the rate;
-  ``dwell_s`` of them at level 0 switch admission off.  Engaging at ``max_rate`` (recorded: 2000/s against 1200/s offered)
-  and cutting the token rate refused nothing for seconds, then the increase by 25 % a tick
-  brought it back over the offered load within three ticks, every five seconds.
+  ``dwell_s`` of them at level 0 switch admission off.  Engaging at ``max_rate`` (recorded:
+  2000/s against 1200/s offered) and cutting the token rate refused nothing for seconds, then
+  the increase by 25 % a tick brought it back over the offered load within three ticks, every
+  five seconds.
 * What the proxy serves (``served``: new calls it answered 2xx per second and receiving CPU
   over the tick) bounds both ways: over target a rate above it drops to it at once (the excess
   only queues) and no cut goes below ``served x (1 - hysteresis)``; under target the rate
