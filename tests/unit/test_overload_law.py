@@ -496,3 +496,10 @@ def test_fast_return_only_from_a_known_peak():
     d = step(cfg, st, Signals(t=5.0, queue=0, pdd_ms=1.0, ratio_5xx=0.0, admitted=float(r), refused=50,
                               served=float(r)))
     assert d.rate - r == max(cfg["min_rate"], round(cfg["max_step"] * 0.1 * st.ceiling))
+
+
+def test_bucket_depth_is_a_tick_at_most_100_ms_of_the_rate():
+    from etsf.overload.runner import burst_for
+    assert burst_for(437, 500) == 43          # not 218: a full bucket is what a surge gets at once
+    assert burst_for(437, 50) == 21           # a short tick: one tick's worth
+    assert burst_for(5, 500) == 1             # never an empty bucket with admission on

@@ -20,9 +20,16 @@ from .state import read_state, update_state
 MAX_TICKS = 10 ** 9
 
 
+#: longest run of new INVITEs admitted back to back, in ms of the rate
+BURST_MS = 100
+
+
 def burst_for(rate: int, interval_ms: int) -> int:
-    """Bucket depth per CPU: one tick's worth of tokens (at least 1)."""
-    return max(1, rate * interval_ms // 1000)
+    """Bucket depth per CPU: one tick's worth of tokens, at most BURST_MS of them (at least 1).
+    A full bucket is what a surge gets at once on top of the rate (recorded: a bucket of one
+    500 ms tick at 437/s let 400 INVITEs through in the first half second of a 3x surge,
+    349 KB queued in the proxy's socket, 78 drops, INVITE->200 p99 212 ms)."""
+    return max(1, rate * min(interval_ms, BURST_MS) // 1000)
 
 
 class Controller:
