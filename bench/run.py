@@ -183,6 +183,17 @@ def lat_summary(vals):
 # ---------------------------------------------------------------------------
 
 
+
+def proxy_work(iters: int) -> str:
+    """Kamailio script lines for the routing work of a new call (a location or number lookup in
+    a real proxy) as *iters* loop iterations of CPU: a proxy whose capacity is its own work, not
+    a CPU quota that serves in bursts.  Empty for 0."""
+    if iters <= 0:
+        return ""
+    return (f"\tif (is_method(\"INVITE\") && !has_totag()) {{\n\t\t$var(i) = 0;\n"
+            f"\t\twhile ($var(i) < {iters}) {{\n\t\t\t$var(i) = $var(i) + 1;\n\t\t}}\n\t}}")
+
+
 class Bench:
     def __init__(self, args, prof: dict, out: Path):
         self.args = args
@@ -272,7 +283,9 @@ class Bench:
             cfgtext = ((HERE / "templates" / "kamailio.cfg.in").read_text()
                        .replace("@ADDR@", T.POD).replace("@PORT@", str(T.PORT)).replace("@UAS@", T.UAS)
                        .replace("@UASPORT@", str(T.PORT))
-                       .replace("@CHILDREN@", str(self.p["kamailio_children"])))
+                       .replace("@CHILDREN@", str(self.p["kamailio_children"]))
+                       .replace("@WORKLOOPS@", str(max(100, int(self.p.get("proxy_work_iters") or 0) + 1)))
+                       .replace("@WORK@", proxy_work(int(self.p.get("proxy_work_iters") or 0))))
             (kd / "kamailio.cfg").write_text(cfgtext)
             self.kam_token = str(kd / "kamailio.cfg")
             shm = str(self.p.get("kamailio_shm_mb", 128))

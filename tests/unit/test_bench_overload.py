@@ -167,11 +167,11 @@ def test_proxy_socket_from_proc_net_udp():
 
 # -- capacity search ---------------------------------------------------------------------------------
 
-def _probe_rec(rate, completed=None, failed=0, unfinished=0, achieved=None, drops=0, seconds=6):
+def _probe_rec(rate, completed=None, failed=0, unfinished=0, achieved=None, drops=0, seconds=6, retrans=0):
     planned = rate * seconds
     return {"offered_cps": rate, "planned": planned, "completed": planned if completed is None else completed,
             "failed": failed, "unfinished": unfinished, "achieved_cps": rate if achieved is None else achieved,
-            "proxy_drops": drops}
+            "proxy_drops": drops, "retransmissions": retrans}
 
 
 def test_capacity_ok_criteria():
@@ -182,6 +182,10 @@ def test_capacity_ok_criteria():
     assert overload.capacity_ok(_probe_rec(400, achieved=360))
     assert not overload.capacity_ok(_probe_rec(400, drops=1))
     assert not overload.capacity_ok(_probe_rec(400, drops=None))       # drops unread: not proven
+    # callers retransmitting: a backlog the socket buffer hides; one per 1,000 calls tolerated
+    assert overload.capacity_ok(_probe_rec(400, retrans=2))             # 2,400 calls
+    assert not overload.capacity_ok(_probe_rec(400, retrans=3))
+    assert not overload.capacity_ok(_probe_rec(400, retrans=None))
 
 
 def _replay(recorded):
@@ -469,3 +473,12 @@ def test_rcvbuf_of_the_proxy_socket_from_ss():
     assert overload.rcvbuf(SS_UAMN, 15060) == 212992
     assert overload.rcvbuf(SS_UAMN, 5070) is None
     assert overload.rcvbuf("UNCONN 0 0 198.18.2.2:5060 0.0.0.0:*\n", 5060) is None
+
+
+def test_fixed_admission_shares_expand_f_only():
+    p = dict(overload.PROFILES["full"])
+    cfgs = overload.expand_fixed([overload.config(x, 0) for x in ("D", "F", "K")], [0.8, 1.0])
+    assert [c["name"] for c in cfgs] == ["D-direct", "F-etsf-fixed-admit-0.8", "F-etsf-fixed-admit",
+                                         "K-etsf-controller"]
+    assert cfgs[1]["steps"] is not cfgs[2]["steps"]
+    assert overload.fixed_admission(300, p, cfgs[1]["fixed_share"]) == {"rate": 240, "burst": 24, "retry_after": 5}
