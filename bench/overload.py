@@ -653,7 +653,7 @@ def report_md(res: dict, plot_name: str | None = PLOT) -> str:
                     "`--proc-net /proc/<kamailio pid>/net`; targets: " +
                     ", ".join(f"{k} {st[k]}" for k in (
                         "target_queue", "target_pdd_ms", "target_5xx_ratio", "target_cpu", "min_rate",
-                        "max_rate", "dwell_s", "max_step", "hysteresis", "interval_ms") if k in st) +
+                        "max_rate", "dwell_s", "max_step", "hysteresis", "probe_hold_s", "interval_ms") if k in st) +
                     f"; {ctl.get('audit_entries', 0)} audit entries "
                     f"({', '.join(f'{k}: {v}' for k, v in (ctl.get('audit_by_signal') or {}).items()) or 'none'}).", ""]
         out += [admission_table_md(res)]

@@ -62,7 +62,7 @@ UAC_CPU = str(max(os.sched_getaffinity(0)))
 POLL_S = 0.1                     # the state file is read twice a tick: every tick is seen
 AUTO = {"enabled": True, "proxy_ports": [PROXY_PORT], "target_queue": 16384, "target_pdd_ms": 200,
         "target_5xx_ratio": 0.05, "min_rate": 1, "dwell_s": 1, "max_step": 0.25, "hysteresis": 0.2,
-        "interval_ms": int(TICK_S * 1000)}
+        "probe_hold_s": 2, "interval_ms": int(TICK_S * 1000)}
 SIGNALS = ("queue", "drops", "pdd_ms", "ratio_5xx", "cpu")
 
 

@@ -463,8 +463,9 @@ def test_surge_after_a_pause_cuts_from_what_passed_and_returns_fast():
     195.5/s passed, 80.3/s served, queue 84,480 B). The cut is the bounded one from what passed
     (152), not down to that tick's served rate (80); calm ticks then take the rate back by
     max_step / 2 a tick to 7/8 of the 340/s it held (6 ticks, where the additive increase of
-    10/s a tick took 13 s), and only the small probes beyond."""
-    cfg = dict(AUTO.default_value(), enabled=True)
+    10/s a tick took 13 s), small probes up to 15/16 of it, held there probe_hold_s after the
+    cut, and only then probes beyond."""
+    cfg = dict(AUTO.default_value(), enabled=True, probe_hold_s=30)
     st = State(level=0, rate=340, since=-10.0)
     step(cfg, st, Signals(t=0.0, queue=0, pdd_ms=0.0, ratio_5xx=0.0, admitted=0.0, refused=0, served=0.0))
     d = step(cfg, st, Signals(t=0.5, queue=84480, pdd_ms=15.7, ratio_5xx=0.0, admitted=195.5, refused=0,
@@ -477,7 +478,37 @@ def test_surge_after_a_pause_cuts_from_what_passed_and_returns_fast():
                                            refused=300, served=float(r))).rate)
     top = 340 * (1 - cfg["max_step"] / 2)
     assert rates[:6] == [171, 192, 216, 243, 273, 298] and rates[5] == round(top)
-    assert [b - a for a, b in zip(rates[6:], rates[7:])] == [10, 10, 10]
+    hold = 340 * (1 - cfg["max_step"] / 4)                      # 15/16 of the peak: 318.75
+    assert rates[6:] == [308, 318, round(hold), round(hold)]    # small probes up to it, then held
+    probes = []
+    for i in range(4):                                           # the hold is over 30 s after the cut
+        r = st.rate
+        probes.append(step(cfg, st, Signals(t=0.5 + cfg["probe_hold_s"] + i * 0.5, queue=0, pdd_ms=0.4,
+                                            ratio_5xx=0.0, admitted=float(r), refused=300, served=float(r))).rate)
+    assert [b - a for a, b in zip([round(hold)] + probes, probes)] == [10, 10, 10, 10]
+
+
+def test_probe_hold_keeps_the_rate_under_the_last_congestion():
+    """At 3x (recorded: the proxy took 500-590/s): a probe to 514/s queues 111 KB, the cut, the
+    fast return and small probes bring the rate back to 15/16 of 513/s, and there it stays while the proxy is
+    calm and callers are refused -- each further probe would queue a tick of calls (three in
+    20 s took INVITE->200 p99 to 148 ms) -- until probe_hold_s after the cut; 0 probes at once."""
+    for hold_s, probing in ((30, False), (0, True)):
+        cfg = dict(AUTO.default_value(), enabled=True, probe_hold_s=hold_s)
+        st = State(level=0, rate=514, since=-10.0)
+        step(cfg, st, Signals(t=0.0, queue=0, pdd_ms=0.3, ratio_5xx=0.0, admitted=502.4, refused=500, served=502.4))
+        d = step(cfg, st, Signals(t=0.5, queue=111360, pdd_ms=14.9, ratio_5xx=0.0, admitted=513.4, refused=500,
+                                  served=451.0))
+        assert d.rate < 449 and st.peak == 513.4
+        rates = []
+        for i in range(30):                                      # 15 s of calm, callers refused
+            r = st.rate
+            rates.append(step(cfg, st, Signals(t=1.0 + i * 0.5, queue=0, pdd_ms=0.3, ratio_5xx=0.0,
+                                               admitted=float(r), refused=500, served=float(r))).rate)
+        hold = round(513.4 * (1 - cfg["max_step"] / 4))
+        assert (max(rates) > hold) is probing
+        if not probing:
+            assert rates[-10:] == [hold] * 10
 
 
 def test_fast_return_only_from_a_known_peak():

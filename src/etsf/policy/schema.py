@@ -73,10 +73,8 @@ class Policy:
         guard = self.acl_guard()
         return {
             "version": self.version,
-            "sip_ports": sorted(self.sip_ports),
-            "tls_ports": sorted(self.tls_ports),
-            "trust": sort_cidrs(self.trust),
-            "deny": sort_cidrs(self.deny),
+            "sip_ports": sorted(self.sip_ports), "tls_ports": sorted(self.tls_ports),
+            "trust": sort_cidrs(self.trust), "deny": sort_cidrs(self.deny),
             "rate_limits": {c: dict(self.rate_limits[c]) for c in RL_CLASS_NAMES},
             "aggregation": {"ipv4_prefix": self.ipv4_prefix, "ipv6_prefix": self.ipv6_prefix},
             "priorities": {m: self.priorities[m] for m in METHOD_NAMES},
@@ -279,6 +277,8 @@ AUTO = S.Map({
                       "(up: at least `min_rate`)", default=0.25),
     "hysteresis": S.Num(0, 0.9, "a level is left when the pressure is this share below its threshold",
                         default=0.2),
+    "probe_hold_s": S.Num(0, 3600, "seconds after a cut during which the admission rate probes no higher than "
+                          "`1 - max_step / 4` of the rate that congested the proxy (0: at once)", default=0),
     "interval_ms": S.Int(50, 60_000, "milliseconds between controller ticks", default=500),
     "retry_after_s": S.Int(0, 86_400, "`Retry-After` of the in-kernel 503 to new INVITEs the controller "
                            "refuses (0: header left out)", default=5),
