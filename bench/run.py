@@ -178,12 +178,6 @@ def lat_summary(vals):
             "mean": statistics.fmean(vals)}
 
 
-# ---------------------------------------------------------------------------
-# the bench
-# ---------------------------------------------------------------------------
-
-
-
 def proxy_work(iters: int) -> str:
     """Kamailio script lines for the routing work of a new call (a location or number lookup in
     a real proxy) as *iters* loop iterations of CPU: a proxy whose capacity is its own work, not
@@ -192,6 +186,11 @@ def proxy_work(iters: int) -> str:
         return ""
     return (f"\tif (is_method(\"INVITE\") && !has_totag()) {{\n\t\t$var(i) = 0;\n"
             f"\t\twhile ($var(i) < {iters}) {{\n\t\t\t$var(i) = $var(i) + 1;\n\t\t}}\n\t}}")
+
+
+# ---------------------------------------------------------------------------
+# the bench
+# ---------------------------------------------------------------------------
 
 
 class Bench:

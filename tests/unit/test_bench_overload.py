@@ -482,3 +482,13 @@ def test_fixed_admission_shares_expand_f_only():
                                          "K-etsf-controller"]
     assert cfgs[1]["steps"] is not cfgs[2]["steps"]
     assert overload.fixed_admission(300, p, cfgs[1]["fixed_share"]) == {"rate": 240, "burst": 24, "retry_after": 5}
+
+
+def test_proxy_work_renders_into_the_kamailio_template():
+    import run  # noqa: E402  pylint: disable=import-outside-toplevel
+    tpl = (Path(run.__file__).parent / "templates" / "kamailio.cfg.in").read_text()
+    assert tpl.count("@WORK@") == 1 and "max_while_loops=@WORKLOOPS@" in tpl
+    assert run.proxy_work(0) == ""                                  # the proxy as before: no extra lines
+    lines = run.proxy_work(1500).splitlines()
+    assert lines[0].strip() == 'if (is_method("INVITE") && !has_totag()) {'   # new calls only
+    assert "while ($var(i) < 1500) {" in lines[2]
