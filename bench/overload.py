@@ -1276,6 +1276,18 @@ def run(out: Path, budget_s: float, quick: bool, **overrides) -> dict:
     return res
 
 
+def _numbers(ap, flag: str, text: str, hi: float) -> list[float]:
+    """A comma list of numbers in (0, hi], or a one-line usage error naming the flag."""
+    vals: list[float] = []
+    try:
+        vals = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        ap.error(f"{flag}: numbers (got {text!r})")
+    if not vals or not all(0 < v <= hi for v in vals):
+        ap.error(f"{flag}: one or more numbers in (0, {hi:g}] (got {text!r})")
+    return vals
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     ap.add_argument("--out", metavar="DIR", help="result directory (default bench/results/<UTC>-overload)")
@@ -1301,12 +1313,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     over: dict = {}
     if args.multiples:
-        try:
-            over["multiples"] = [float(x) for x in args.multiples.split(",") if x.strip()]
-        except ValueError:
-            ap.error(f"--multiples: numbers (got {args.multiples!r})")
-        if not over["multiples"] or not all(0 < m <= 10 for m in over["multiples"]):
-            ap.error(f"--multiples: one or more numbers in (0, 10] (got {args.multiples!r})")
+        over["multiples"] = _numbers(ap, "--multiples", args.multiples, 10)
     if args.step_s is not None:
         if not 1 <= args.step_s <= 120:
             ap.error("--step-s must be in 1..120")
@@ -1322,12 +1329,7 @@ def main(argv=None) -> int:
     if args.rps is not None:
         over["rps"] = args.rps
     if args.fixed_shares:
-        try:
-            over["fixed_shares"] = [float(x) for x in args.fixed_shares.split(",") if x.strip()]
-        except ValueError:
-            ap.error(f"--fixed-shares: numbers (got {args.fixed_shares!r})")
-        if not over["fixed_shares"] or not all(0 < s <= 4 for s in over["fixed_shares"]):
-            ap.error(f"--fixed-shares: one or more numbers in (0, 4] (got {args.fixed_shares!r})")
+        over["fixed_shares"] = _numbers(ap, "--fixed-shares", args.fixed_shares, 4)
     if args.proxy_work is not None:
         if not 0 <= args.proxy_work <= 1000000:
             ap.error("--proxy-work must be in 0..1000000")
