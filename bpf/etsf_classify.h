@@ -103,17 +103,16 @@ static __always_inline void etsf_tcp_continuation(const struct etsf_pkt *p, stru
 }
 
 /*
- * Fail-safe prologue, L2..L4, port class, SIP parse.  p->pkt_len is set by
- * the caller.  Returns ETSF_R_OK when the packet is on a SIP or TLS port (then
- * r->reason is the parse reason, TLS for a TLS port: counted, never parsed),
+ * Fail-safe prologue, L2..L4, port class.  p->pkt_len is set by the caller.
+ * Returns ETSF_R_OK when the packet is on a SIP or TLS port (*pc says which),
  * else the reason to pass it with.  *ctl, *pol and *valid as etsf_prologue.
  */
-static __always_inline __u32 etsf_classify(etsf_ctx_t *ctx, __u32 hook, struct etsf_pkt *p,
-					   struct etsf_sip_result *r, struct etsf_ctl **ctl,
-					   const struct etsf_policy **pol, int *valid)
+static __always_inline __u32 etsf_classify_l4(etsf_ctx_t *ctx, struct etsf_pkt *p,
+					      struct etsf_ctl **ctl, const struct etsf_policy **pol,
+					      int *valid, __u32 *pc)
 {
 	void *data, *data_end;
-	__u32 reason, pc;
+	__u32 reason;
 
 	reason = etsf_prologue(ctl, pol, valid);
 	if (reason != ETSF_R_OK)
@@ -122,15 +121,39 @@ static __always_inline __u32 etsf_classify(etsf_ctx_t *ctx, __u32 hook, struct e
 	reason = etsf_parse_hdrs(data, data_end, p);
 	if (reason != ETSF_R_OK)
 		return reason;
-	pc = etsf_port_class(*pol, *valid, p->sport, p->dport);
-	if (pc == ETSF_PORT_NONE)
+	*pc = etsf_port_class(*pol, *valid, p->sport, p->dport);
+	if (*pc == ETSF_PORT_NONE)
 		return ETSF_R_NOT_SIP_PORT;
+	return ETSF_R_OK;
+}
+
+/* the SIP parse of a packet on a SIP port; TLS ports are counted, never parsed */
+static __always_inline void etsf_classify_sip(etsf_ctx_t *ctx, __u32 hook, const struct etsf_pkt *p,
+					      __u32 pc, struct etsf_sip_result *r)
+{
 	if (pc == ETSF_PORT_TLS) {
 		r->reason = ETSF_R_TLS;
-		return ETSF_R_OK;
+		return;
 	}
 	etsf_parse_payload(ctx, hook, p, r);
 	etsf_tcp_continuation(p, r);
+}
+
+/*
+ * Fail-safe prologue, L2..L4, port class, SIP parse.  Returns ETSF_R_OK when
+ * the packet is on a SIP or TLS port (then r->reason is the parse reason, TLS
+ * for a TLS port), else the reason to pass it with.
+ */
+static __always_inline __u32 etsf_classify(etsf_ctx_t *ctx, __u32 hook, struct etsf_pkt *p,
+					   struct etsf_sip_result *r, struct etsf_ctl **ctl,
+					   const struct etsf_policy **pol, int *valid)
+{
+	__u32 reason, pc = ETSF_PORT_NONE;
+
+	reason = etsf_classify_l4(ctx, p, ctl, pol, valid, &pc);
+	if (reason != ETSF_R_OK)
+		return reason;
+	etsf_classify_sip(ctx, hook, p, pc, r);
 	return ETSF_R_OK;
 }
 

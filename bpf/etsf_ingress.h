@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause */
 /*
- * etsf_ingress.h - what an ingress classifier decides after the parse, the
- * same at every ingress hook (XDP, TC ingress): the policy verdict, the NAT
+ * etsf_ingress.h - what an ingress classifier decides before the parse (a
+ * denied source, a REGISTER over its limit) and after it, the same at every
+ * ingress hook (XDP, TC ingress): the policy verdict, the NAT
  * keep-alive drop, and whether an in-kernel answer is due (503 for a new
  * INVITE refused by admission, 200 for a keep-alive OPTIONS).  Putting an
  * answer on the wire is the hook's own code (etsf_xdp_reply at XDP,
@@ -17,6 +18,75 @@
 #include "etsf_admit.h"
 #include "etsf_respond.h"
 #include "etsf_keepalive.h"
+#include "etsf_classify.h"
+
+/*
+ * The method a payload's first token names, from its first 16 bytes, as the
+ * parser's start line names it in a well-formed message (RESPONSE for
+ * "SIP/2.0 "); ETSF_M_UNKNOWN for any other token, a TLS port or fewer bytes.
+ */
+static __always_inline __u32 etsf_peek_method(etsf_ctx_t *ctx, const struct etsf_pkt *p, __u32 pc)
+{
+	__u8 b[16];
+	__u64 w;
+	__u32 n;
+
+	if (pc != ETSF_PORT_SIP || p->plen < sizeof(b) ||
+	    etsf_ctx_load_bytes(ctx, p->poff, b, sizeof(b)))
+		return ETSF_M_UNKNOWN;
+	__builtin_memcpy(&w, b, 8);
+	if ((w | ETSF_SIP_LOWER64) == ETSF_SIP_C8('s', 'i', 'p', '/', '2', '.', '0', ' '))
+		return ETSF_M_RESPONSE;
+	n = b[3] == ' ' ? 3 : b[4] == ' ' ? 4 : b[5] == ' ' ? 5 : b[6] == ' ' ? 6 :
+	    b[7] == ' ' ? 7 : b[8] == ' ' ? 8 : b[9] == ' ' ? 9 : 0;
+	n = etsf_sip_method_word(w, b[8], n);
+	return n == ETSF_M_OTHER ? ETSF_M_UNKNOWN : n;
+}
+
+/* etsf_classify_early's arguments and outcome */
+struct etsf_early {
+	__u32 hook;         /* in: ETSF_HOOK_*                                  */
+	__u32 pc;           /* in: ETSF_PORT_SIP / ETSF_PORT_TLS                */
+	__u32 verdict;      /* out, when decided                                */
+	__u32 reason;
+};
+
+/*
+ * What an ingress hook decides before the payload is copied or parsed
+ * (etsf_policy_early, under the live policy): returns 1 when decided
+ * (e->verdict, e->reason; r->method the peeked method, what the packet is
+ * counted under).  A global function: the verifier checks its branches once,
+ * and the caller goes on with one state whatever the ACL and the method were.
+ */
+__attribute__((noinline)) int etsf_classify_early(etsf_ctx_t *ctx, struct etsf_pkt *p,
+						  struct etsf_sip_result *r, struct etsf_early *e)
+{
+	const struct etsf_policy *pol;
+	struct etsf_parse_stat *ps;
+	struct etsf_ctl *ctl;
+	__u32 zero = 0, slot, m, verdict, reason;
+
+	if (!ctx || !p || !r || !e)
+		return 0;
+	ctl = bpf_map_lookup_elem(&etsf_ctl, &zero);
+	if (!ctl)
+		return 0;
+	slot = ctl->active_slot & 1;
+	pol = bpf_map_lookup_elem(&etsf_policy, &slot);
+	if (!pol || !(pol->flags & ETSF_POL_F_VALID))
+		return 0;
+	m = etsf_peek_method(ctx, p, e->pc);
+	if (!etsf_policy_early(ctl, pol, 1, p, m, &verdict, &reason))
+		return 0;
+	r->method = m;
+	e->verdict = verdict;
+	e->reason = reason;
+	slot = e->hook;
+	ps = bpf_map_lookup_elem(&etsf_parse_stats, &slot);
+	if (ps)
+		ps->early++;
+	return 1;
+}
 
 /*
  * Verdict for a packet on a SIP/TLS port (r parsed, pr = r->reason).  Returns
@@ -25,7 +95,7 @@
  */
 static __always_inline __u32 etsf_ingress_decide(const struct etsf_ctl *ctl,
 						 const struct etsf_policy *pol, int valid,
-						 const struct etsf_pkt *p,
+						 struct etsf_pkt *p,
 						 const struct etsf_sip_result *r, __u32 *verdict,
 						 __u32 *reason, const struct etsf_ka_cfg **kc)
 {

@@ -26,7 +26,8 @@ struct etsf_pkt {
 	__u16 dport;
 	__u8  family;       /* 4 / 6                                         */
 	__u8  l4proto;
-	__u8  _pad[2];
+	__u8  acl;          /* ETSF_PKT_ACL_KNOWN | the ACL action, once looked up */
+	__u8  _pad;
 	__u8  saddr[16];
 };
 

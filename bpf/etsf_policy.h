@@ -36,6 +36,21 @@ static __always_inline __u32 etsf_acl(__u32 slot, const struct etsf_pkt *p)
 	return act ? *act : 0;
 }
 
+/* etsf_pkt.acl: the ACL action is known (no second LPM lookup) */
+#define ETSF_PKT_ACL_KNOWN 0x80
+
+/* the ACL action for p's source in the live slot, looked up once per packet */
+static __always_inline __u32 etsf_acl_of(__u32 slot, struct etsf_pkt *p)
+{
+	__u32 acl;
+
+	if (p->acl & ETSF_PKT_ACL_KNOWN)
+		return p->acl & 3;
+	acl = etsf_acl(slot, p);
+	p->acl = ETSF_PKT_ACL_KNOWN | (acl & 3);
+	return acl & 3;
+}
+
 static __always_inline __u32 etsf_rl_class(__u32 method)
 {
 	switch (method) {
@@ -73,16 +88,22 @@ static __always_inline void etsf_rl_key(struct etsf_rl_key *k, const struct etsf
 	}
 }
 
+/* etsf_gcra modes */
+#define ETSF_GCRA_PEEK 0    /* protected traffic: would it conform? nothing changes   */
+#define ETSF_GCRA_TAKE 1    /* conforming: takes its slot; over: counted as dropped   */
+#define ETSF_GCRA_OVER 2    /* over: counted as dropped; conforming: nothing changes  */
+
 /*
  * GCRA: emission interval T = 1e9 / rate, tolerance tau = (burst - 1) * T.
  * A request at time t conforms when max(tat, t) - t <= tau; then tat =
  * max(tat, t) + T.  Burst N admits exactly N back-to-back requests.
- * consume = 0 only peeks (protected traffic): returns whether it would conform.
  * Returns 1 = conforming, 0 = over the limit.
  */
 static __always_inline int etsf_gcra(const struct etsf_pkt *p, const struct etsf_policy *pol,
-				     __u32 cls, const struct etsf_rate *rt, int consume)
+				     __u32 cls, const struct etsf_rate *rt, int mode)
 {
+	int consume = mode == ETSF_GCRA_TAKE;
+
 	struct etsf_rl_key k = {};
 	struct etsf_rl_state *st;
 	__u64 now = bpf_ktime_get_ns();
@@ -107,7 +128,7 @@ static __always_inline int etsf_gcra(const struct etsf_pkt *p, const struct etsf
 	}
 	tat = st->tat_ns > now ? st->tat_ns : now;
 	if (tat - now > tau) {
-		if (consume)
+		if (mode != ETSF_GCRA_PEEK)
 			__sync_fetch_and_add(&st->dropped, 1);
 		return 0;
 	}
@@ -118,10 +139,61 @@ static __always_inline int etsf_gcra(const struct etsf_pkt *p, const struct etsf
 	return 1;
 }
 
+/*
+ * Responses, ACK, BYE, CANCEL and requests inside a dialog (To-tag).  A
+ * REGISTER is never inside a dialog (RFC 3261 10.2: its To-tag means
+ * nothing), so a To-tag does not protect it: else a flood could pass its
+ * limit by adding one, and the limit can be applied before the parse.
+ */
 static __always_inline int etsf_protected(const struct etsf_sip_result *r)
 {
 	return r->method == ETSF_M_RESPONSE || r->method == ETSF_M_ACK ||
-	       r->method == ETSF_M_BYE || r->method == ETSF_M_CANCEL || r->has_to_tag;
+	       r->method == ETSF_M_BYE || r->method == ETSF_M_CANCEL ||
+	       (r->has_to_tag && r->method != ETSF_M_REGISTER);
+}
+
+/*
+ * Before the payload is copied or parsed (valid policy, SIP or TLS port;
+ * method = what the payload's first token names, etsf_peek_method): a denied
+ * source (deny applies to every packet on those ports, understood or not),
+ * and a REGISTER over UDP that the overload level sheds or that is over its
+ * source's limit: nothing later in a REGISTER can protect it.  Returns 1
+ * when decided (*verdict, *reason set); else the parse and
+ * etsf_policy_verdict decide, and a conforming REGISTER takes its slot there.
+ */
+static __always_inline int etsf_policy_early(const struct etsf_ctl *ctl,
+					     const struct etsf_policy *pol, int valid,
+					     struct etsf_pkt *p, __u32 method, __u32 *verdict,
+					     __u32 *reason)
+{
+	__u32 level, acl;
+	const struct etsf_rate *rt;
+
+	if (!valid || !pol)
+		return 0;
+	acl = etsf_acl_of(ctl->active_slot & 1, p);
+	if (acl == ETSF_ACL_DENY) {
+		*verdict = ETSF_V_DROP;
+		*reason = ETSF_R_DENY;
+		return 1;
+	}
+	if (acl == ETSF_ACL_TRUST || method != ETSF_M_REGISTER || p->l4proto != IPPROTO_UDP)
+		return 0;
+	level = ctl->overload_level;
+	if (level > ETSF_OVERLOAD_LEVELS - 1)
+		level = ETSF_OVERLOAD_LEVELS - 1;
+	if (pol->method_prio[ETSF_M_REGISTER] < pol->shed_below[level & 3]) {
+		*verdict = ETSF_V_DROP;
+		*reason = ETSF_R_OVERLOAD;
+		return 1;
+	}
+	rt = &pol->rate[ETSF_RL_REGISTER];
+	if (rt->rate_pps && !etsf_gcra(p, pol, ETSF_RL_REGISTER, rt, ETSF_GCRA_OVER)) {
+		*verdict = ETSF_V_DROP;
+		*reason = ETSF_R_RATE_LIMIT;
+		return 1;
+	}
+	return 0;
 }
 
 /*
@@ -130,7 +202,7 @@ static __always_inline int etsf_protected(const struct etsf_sip_result *r)
  */
 static __always_inline __u32 etsf_policy_verdict(const struct etsf_ctl *ctl,
 						 const struct etsf_policy *pol, int valid,
-						 const struct etsf_pkt *p,
+						 struct etsf_pkt *p,
 						 const struct etsf_sip_result *r, __u32 pr,
 						 __u32 *reason)
 {
@@ -140,7 +212,7 @@ static __always_inline __u32 etsf_policy_verdict(const struct etsf_ctl *ctl,
 	const struct etsf_rate *rt;
 
 	if (valid && pol)
-		acl = etsf_acl(slot, p);
+		acl = etsf_acl_of(slot, p);
 	if (acl == ETSF_ACL_DENY) {
 		*reason = ETSF_R_DENY;
 		return ETSF_V_DROP;
@@ -187,11 +259,11 @@ static __always_inline __u32 etsf_policy_verdict(const struct etsf_ctl *ctl,
 	rt = &pol->rate[cls & 3];
 	if (rt->rate_pps) {
 		if (prot) {
-			would = !etsf_gcra(p, pol, cls, rt, 0);
+			would = !etsf_gcra(p, pol, cls, rt, ETSF_GCRA_PEEK);
 			*reason = would ? ETSF_R_PROTECTED : ETSF_R_OK;
 			return ETSF_V_PASS;
 		}
-		if (!etsf_gcra(p, pol, cls, rt, 1)) {
+		if (!etsf_gcra(p, pol, cls, rt, ETSF_GCRA_TAKE)) {
 			*reason = ETSF_R_RATE_LIMIT;
 			return ETSF_V_DROP;
 		}

@@ -118,14 +118,15 @@ static __always_inline int etsf_sip_is_token(__u8 b)
 	return 0;
 }
 
-/* method token at [off, off+n) -> enum etsf_method (case-sensitive, RFC 3261) */
-static __always_inline __u32 etsf_sip_match_method(const __u8 *buf, __u32 off, __u32 n)
+/*
+ * method token of n bytes: w = its first 8 bytes (more are ignored), b8 its
+ * ninth byte -> enum etsf_method (case-sensitive, RFC 3261)
+ */
+static __always_inline __u32 etsf_sip_method_word(__u64 w, __u8 b8, __u32 n)
 {
-	__u64 w;
-
 	if (n < 3 || n > 9)
 		return ETSF_M_OTHER;
-	w = etsf_sip_word(buf, off) & etsf_sip_mask(n);
+	w &= etsf_sip_mask(n);
 	switch (n) {
 	case 3:
 		if (w == ETSF_SIP_C8('A', 'C', 'K', 0, 0, 0, 0, 0)) return ETSF_M_ACK;
@@ -153,12 +154,19 @@ static __always_inline __u32 etsf_sip_match_method(const __u8 *buf, __u32 off, _
 		if (w == ETSF_SIP_C8('R', 'E', 'G', 'I', 'S', 'T', 'E', 'R')) return ETSF_M_REGISTER;
 		break;
 	case 9:
-		if (w == ETSF_SIP_C8('S', 'U', 'B', 'S', 'C', 'R', 'I', 'B') &&
-		    etsf_sip_byte(buf, off + 8) == 'E')
+		if (w == ETSF_SIP_C8('S', 'U', 'B', 'S', 'C', 'R', 'I', 'B') && b8 == 'E')
 			return ETSF_M_SUBSCRIBE;
 		break;
 	}
 	return ETSF_M_OTHER;
+}
+
+/* method token at [off, off+n) of the scratch buffer -> enum etsf_method */
+static __always_inline __u32 etsf_sip_match_method(const __u8 *buf, __u32 off, __u32 n)
+{
+	if (n < 3 || n > 9)
+		return ETSF_M_OTHER;
+	return etsf_sip_method_word(etsf_sip_word(buf, off), n == 9 ? etsf_sip_byte(buf, off + 8) : 0, n);
 }
 
 /* header name at the start of a line: which header do we care about? */

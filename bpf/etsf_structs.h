@@ -156,7 +156,7 @@ struct etsf_parse_stat {
 	__u64 sip_parses;
 	__u64 meta_used;        /* TC ingress took xdp_sip's result from metadata */
 	__u64 meta_missing;     /* TC ingress expected metadata and found none    */
-	__u64 _rsvd;
+	__u64 early;            /* decided before any payload copy or parse      */
 };
 
 /*

@@ -140,6 +140,7 @@ __attribute__((noinline)) int etsf_tc_classify(struct __sk_buff *skb, struct ets
 	struct etsf_sip_result *r;
 	struct etsf_pkt *p;
 	__u32 reason, verdict = ETSF_V_PASS, code, pc, zero = 0;
+	struct etsf_early e = {};
 	int valid = 0, tx = 0;
 
 	if (!skb || !c)
@@ -164,13 +165,17 @@ __attribute__((noinline)) int etsf_tc_classify(struct __sk_buff *skb, struct ets
 		reason = ETSF_R_NOT_SIP_PORT;
 		goto out;
 	}
-	if (pc == ETSF_PORT_TLS) {
-		r->reason = ETSF_R_TLS;
-	} else {
-		etsf_parse_payload(skb, ETSF_HOOK_TC_INGRESS, p, r);
-		etsf_tcp_continuation(p, r);
-		c->parsed = 1;
+	e.hook = ETSF_HOOK_TC_INGRESS;
+	e.pc = pc;
+	if (valid && pol && etsf_classify_early(skb, p, r, &e)) {
+		verdict = e.verdict;
+		reason = e.reason;
+		if (r->method != ETSF_M_UNKNOWN && ifs)
+			ifs->sip_packets++;
+		goto out;
 	}
+	etsf_classify_sip(skb, ETSF_HOOK_TC_INGRESS, p, pc, r);
+	c->parsed = pc == ETSF_PORT_SIP;
 	if (r->reason == ETSF_R_OK && ifs)
 		ifs->sip_packets++;
 	c->verdict = ETSF_V_PASS;

@@ -30,6 +30,7 @@
 #include "etsf_admit.h"
 #include "etsf_respond.h"
 #include "etsf_keepalive.h"
+#include "etsf_ingress.h"
 
 /*
  * Grow the frame by delta bytes at its head and move the headers (poff
@@ -217,7 +218,8 @@ int xdp_sip(struct xdp_md *ctx)
 	const struct etsf_policy *pol = NULL;
 	struct etsf_ctl *ctl = NULL;
 	const struct etsf_ka_cfg *kc = NULL;
-	__u32 reason, verdict = ETSF_V_PASS, code = 0;
+	__u32 reason, verdict = ETSF_V_PASS, code = 0, pc = ETSF_PORT_NONE;
+	struct etsf_early e = {};
 	int valid = 0, tx = 0;
 
 	p.pkt_len = etsf_ctx_len(ctx);
@@ -227,9 +229,19 @@ int xdp_sip(struct xdp_md *ctx)
 		ifs->rx_bytes += p.pkt_len;
 	}
 
-	reason = etsf_classify(ctx, ETSF_HOOK_XDP, &p, &r, &ctl, &pol, &valid);
+	reason = etsf_classify_l4(ctx, &p, &ctl, &pol, &valid, &pc);
 	if (reason != ETSF_R_OK)
 		goto out;
+	e.hook = ETSF_HOOK_XDP;
+	e.pc = pc;
+	if (valid && pol && etsf_classify_early(ctx, &p, &r, &e)) {
+		verdict = e.verdict;
+		reason = e.reason;
+		if (r.method != ETSF_M_UNKNOWN && ifs)
+			ifs->sip_packets++;
+		goto out;
+	}
+	etsf_classify_sip(ctx, ETSF_HOOK_XDP, &p, pc, &r);
 	if (r.reason == ETSF_R_OK && ifs)
 		ifs->sip_packets++;
 	verdict = etsf_policy_verdict(ctl, pol, valid, &p, &r, r.reason, &reason);

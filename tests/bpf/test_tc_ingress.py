@@ -131,6 +131,8 @@ def _overload(env):
 FRAG = bytes(Ether() / IP(src="198.18.1.10", dst="198.18.0.1", flags="MF") / UDP(sport=5060, dport=5060)
              / Raw(sip_request("INVITE")))
 
+NO_CALLID_REGISTER = b"REGISTER sip:example.com SIP/2.0\r\nCSeq: 1 REGISTER\r\n\r\n"
+
 # case: (setup, packets, the (method, verdict, reason) each packet must get at both hooks)
 CASES = {
     "ok_invite": (lambda env: env.set_policy(), [_invite()], [(M.INVITE, V.PASS, R.OK)]),
@@ -142,6 +144,23 @@ CASES = {
     "rate_limit": (lambda env: env.set_policy(rates={L.RlClass.REGISTER: (1, 1)}),
                    [udp4(sip_request("REGISTER", callid=f"rl-{i}@x")) for i in range(3)],
                    [(M.REGISTER, V.PASS, R.OK)] + [(M.REGISTER, V.DROP, R.RATE_LIMIT)] * 2),
+    # REGISTER is never in a dialog: a To-tag does not protect it, a malformed one is limited
+    # on its start line once its source is over the limit (both decided before the parse)
+    "register_tagged_over_limit": (
+        lambda env: env.set_policy(rates={L.RlClass.REGISTER: (1, 1)}),
+        [udp4(sip_request("REGISTER", callid="rt-0@x")),
+         udp4(sip_request("REGISTER", callid="rt-1@x", to_tag="t1"))],
+        [(M.REGISTER, V.PASS, R.OK), (M.REGISTER, V.DROP, R.RATE_LIMIT)]),
+    "register_malformed_over_limit": (
+        lambda env: env.set_policy(rates={L.RlClass.REGISTER: (1, 1)}),
+        [udp4(NO_CALLID_REGISTER), udp4(sip_request("REGISTER", callid="rm-0@x")),
+         udp4(NO_CALLID_REGISTER)],
+        [(M.REGISTER, V.PASS, R.NO_CALLID), (M.REGISTER, V.PASS, R.OK),
+         (M.REGISTER, V.DROP, R.RATE_LIMIT)]),
+    "register_shed": (
+        lambda env: (env.set_policy(), env.set_ctl(overload_level=2)),
+        [udp4(sip_request("REGISTER", callid="rs-0@x", to_tag="t1"))],
+        [(M.REGISTER, V.DROP, R.OVERLOAD)]),
     "overload": (_overload, [udp4(sip_request("OPTIONS")), _invite(), udp4(sip_response(180, "Ringing"))],
                  [(M.OPTIONS, V.DROP, R.OVERLOAD), (M.INVITE, V.DROP, R.OVERLOAD),
                   (M.RESPONSE, V.PASS, R.OK)]),
@@ -170,6 +189,49 @@ def test_classify_at_tc_ingress_same_as_xdp(env, t, case):
         assert [g[1] for g in got[hook]] == [hook] * len(pkts)
         assert [tuple(g[2:]) for g in got[hook]] == want, (hook, got[hook])
     assert [TC_OF_XDP[g[0]] for g in got[H.XDP]] == [g[0] for g in got[H.TC_INGRESS]]
+
+
+EARLY = {
+    # case: (setup, packet, (method, verdict, reason), decided before the parse?)
+    "deny": (_deny, _invite(), (M.INVITE, V.DROP, R.DENY), True),
+    "deny_response": (_deny, udp4(sip_response(180, "Ringing")), (M.RESPONSE, V.DROP, R.DENY), True),
+    "register_over": (lambda env: env.set_policy(rates={L.RlClass.REGISTER: (1, 1)}),
+                      udp4(sip_request("REGISTER", callid="eo@x")),
+                      (M.REGISTER, V.DROP, R.RATE_LIMIT), True),
+    "register_conforming": (lambda env: env.set_policy(rates={L.RlClass.REGISTER: (1, 2)}),
+                            udp4(sip_request("REGISTER", callid="ec@x")),
+                            (M.REGISTER, V.PASS, R.OK), False),
+    "options_over": (lambda env: env.set_policy(rates={L.RlClass.OPTIONS: (1, 1)}),
+                     udp4(sip_request("OPTIONS", callid="op@x")),
+                     (M.OPTIONS, V.DROP, R.RATE_LIMIT), False),
+    "register_tcp_over": (lambda env: env.set_policy(rates={L.RlClass.REGISTER: (1, 1)}),
+                          tcp4(sip_request("REGISTER", callid="et@x")),
+                          (M.REGISTER, V.DROP, R.RATE_LIMIT), False),
+    "trusted_register": (lambda env: (env.set_policy(rates={L.RlClass.REGISTER: (1, 1)}),
+                                      env.acl("198.18.1.0/24", L.AclAction.TRUST)),
+                         udp4(sip_request("REGISTER", callid="tr@x")),
+                         (M.REGISTER, V.PASS, R.TRUSTED), False),
+}
+
+
+@pytest.mark.parametrize("case", sorted(EARLY))
+def test_early_decision_parses_nothing(env, t, case):
+    """A denied source and a REGISTER over UDP over its limit are decided before the payload
+    is copied or parsed, at both ingress hooks: no parse counted, one early decision; all
+    else is parsed once. Over-limit cases send one conforming packet first (not counted)."""
+    setup, pkt, want, early = EARLY[case]
+    t.set_if(L.IF_F_CLASSIFY)
+    for hook, run in ((H.XDP, xdp_run(env)), (H.TC_INGRESS, tc_run(t))):
+        env.reset()
+        setup(env)
+        if want[2] == R.RATE_LIMIT:
+            run(pkt)                                   # takes the one slot of the burst
+        s0 = t.parse_stat(hook)
+        got = one_count(env, run, pkt)
+        s1 = t.parse_stat(hook)
+        assert (got[1], *got[2:]) == (hook, *want), (hook, got)
+        assert (s1["sip_parses"] - s0["sip_parses"], s1["early"] - s0["early"]) == \
+            ((0, 1) if early else (1, 0)), (hook, s0, s1)
 
 
 def test_classify_counts_interface_and_records(env, t):

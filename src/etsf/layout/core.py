@@ -295,7 +295,7 @@ class ParseStat(Struct):
         ("sip_parses", ctypes.c_uint64),
         ("meta_used", ctypes.c_uint64),
         ("meta_missing", ctypes.c_uint64),
-        ("_rsvd", ctypes.c_uint64),
+        ("early", ctypes.c_uint64),
     ]
 
 
