@@ -12,6 +12,8 @@ port in the other.  The filter sits on the sink's side of the veth:
   X   eTSF native XDP (etsfctl attach --hook xdp --mode native), REGISTER limited to 20/s per source
   G   eTSF generic XDP (--hook xdp --mode generic), the same policy (--full only)
   T   eTSF at TC ingress (etsfctl attach --hook tc, the default on a veth), the same policy
+  T0  with --base REF: T with the BPF programs of git ref REF (its bpf/ built apart), so a change
+      to the datapath is measured before/after in the same rounds (the paired T - T0 table)
   F   nftables prerouting (priority raw): payload match on "REGISTER" at the start of the UDP
       payload + per-source `meter ... limit rate over 20/second` -> counter, drop
   I   iptables raw PREROUTING `-m string --algo bm --string REGISTER` + `-m hashlimit
@@ -55,6 +57,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT))
 
 import cpuacct  # noqa: E402
+import progcost  # noqa: E402
 import run as R  # noqa: E402
 import stats  # noqa: E402
 from lab.netns import Topology  # noqa: E402
@@ -72,6 +75,7 @@ CONFIGS = {
     "X": "eTSF native XDP, REGISTER 20/s per source",
     "G": "eTSF generic XDP, REGISTER 20/s per source",
     "T": "eTSF TC ingress (hook tc), REGISTER 20/s per source",
+    "T0": "T with the BPF programs of --base",
     "F": "nftables prerouting: payload \"REGISTER\" + meter limit rate over 20/second, drop",
     "I": "iptables raw (nf_tables backend): string REGISTER + hashlimit above 20/sec srcip, DROP",
     "IL": "iptables-legacy raw: string REGISTER + hashlimit above 20/sec srcip, DROP",
@@ -79,14 +83,14 @@ CONFIGS = {
 BASELINE = "F"
 # etsfctl attach arguments of the eTSF configurations, and the hook their drops are counted at
 ETSF = {"X": (["--hook", "xdp", "--mode", "native"], "XDP"), "G": (["--hook", "xdp", "--mode", "generic"], "XDP"),
-        "T": (["--hook", "tc"], "TC_INGRESS")}
+        "T": (["--hook", "tc"], "TC_INGRESS"), "T0": (["--hook", "tc"], "TC_INGRESS")}
 
 PROFILES = {
     # quick: G (generic XDP) left out for T, so the CI run does not grow
     "quick": dict(rate=5000, seconds=1.5, sources=64, rounds=1, quiet_limit_s=1.0, budget_min=1.5,
                   configs=["N", "X", "T", "F", "I", "IL"]),
     "full": dict(rate=50000, seconds=4.0, sources=64, rounds=4, quiet_limit_s=5.0, budget_min=10.0,
-                 configs=list(CONFIGS)),
+                 configs=[c for c in CONFIGS if c != "T0"]),
 }
 
 
@@ -159,8 +163,15 @@ class FloodBench:
         self.deadline = self.t0 + args.budget_min * 60
         self.topo: Topology | None = None
         self.configs = [c for c in prof["configs"] if c != "IL" or shutil.which("iptables-legacy")]
+        if args.base:
+            self.configs.append("T0")
+        # T0's programs: bpf/ of --base, built apart (prepare)
+        self.base_env = {"ETSF_BPF_SRC": str(self.work / "base-src" / "bpf"),
+                         "ETSF_BUILD_DIR": str(self.work / "base-build")}
         self.res = {"schema": SCHEMA, "profile": args.profile, "started": R.now_utc().isoformat(),
-                    "params": dict(prof, limit_per_source=LIMIT, burst=BURST, port=PORT),
+                    "params": dict(prof, limit_per_source=LIMIT, burst=BURST, port=PORT,
+                                   base_ref=args.base, base_commit=progcost.git("rev-parse", args.base)
+                                   if args.base else None),
                     "configs": {c: {"what": CONFIGS[c], "runs": []} for c in self.configs},
                     "skipped": [], "errors": [], "notes": [],
                     "resources": {"namespaces": [self.src_ns, self.sink_ns], "pin_root": self.pin_root,
@@ -172,9 +183,10 @@ class FloodBench:
     def sh(self, ns: str, *cmd, inp: str | None = None, check: bool = True, timeout: float = 60):
         return self.topo.sh(ns, *cmd, inp=inp, check=check, timeout=timeout)
 
-    def etsfctl(self, *args, check=True):
+    def etsfctl(self, *args, check=True, base=False):
         cmd = ["nsenter", f"--net=/run/netns/{self.sink_ns}", sys.executable, "-m", "etsf", *args]
-        r = subprocess.run(cmd, capture_output=True, text=True, env=self.env, timeout=120, check=False)
+        env = dict(self.env, **self.base_env) if base else self.env
+        r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120, check=False)
         if check and r.returncode != 0:
             raise RuntimeError(f"etsfctl {' '.join(args)}: {r.stderr.strip()}")
         return r
@@ -189,6 +201,9 @@ class FloodBench:
                            env=self.env, capture_output=True, text=True, timeout=600, check=False)
         if r.returncode != 0:
             raise RuntimeError(f"etsfctl build: {r.stderr.strip()}")
+        if self.args.base:
+            from etsf.build import build  # pylint: disable=import-outside-toplevel
+            build(progcost.export_bpf(self.args.base, self.work / "base-src"), self.base_env["ETSF_BUILD_DIR"])
 
     def host_info(self) -> dict:
         def out(*c):
@@ -213,10 +228,10 @@ class FloodBench:
                        peer_addrs=[f"{SINK}/24"])
         self.sh(self.src_ns, "ping", "-c1", "-W1", "-I", SRC_BASE, SINK, check=False)
         if cfg in ETSF:
-            self.etsfctl("attach", "--iface", SINK_IF, *ETSF[cfg][0])
+            self.etsfctl("attach", "--iface", SINK_IF, *ETSF[cfg][0], base=cfg == "T0")
             pol = self.work / "policy.yml"
             pol.write_text(policy())
-            self.etsfctl("policy", "apply", str(pol))
+            self.etsfctl("policy", "apply", str(pol), base=cfg == "T0")
         elif cfg == "F":
             self.sh(self.sink_ns, "nft", "-f", "-", inp=nft_rules())
         elif cfg in ("I", "IL"):
@@ -224,7 +239,7 @@ class FloodBench:
 
     def teardown(self, cfg: str):
         if self.topo and cfg in ETSF:
-            self.etsfctl("detach", "--iface", SINK_IF, check=False)
+            self.etsfctl("detach", "--iface", SINK_IF, check=False, base=cfg == "T0")
         if self.topo:
             self.topo.close()
         self.topo = None
@@ -412,6 +427,14 @@ def summarize(res: dict) -> dict:
                 med = s["vs_F"][m]["paired"]["median"]
                 s["vs_F"][m]["ns_per_dropped_more_than_F"] = (med * 1e6 / s["filter_dropped"]
                                                               if med is not None and s["filter_dropped"] else None)
+    if "T" in out and "T0" in by_round:
+        # the datapath change itself: this tree's programs against --base's, same rounds
+        t = out["T"]
+        t["vs_T0"] = {m: {"paired": stats.paired(by_round["T"][m], by_round["T0"][m])} for m in METRICS}
+        for m in METRICS:
+            med = t["vs_T0"][m]["paired"]["median"]
+            t["vs_T0"][m]["ns_per_dropped"] = (med * 1e6 / t["filter_dropped"]
+                                              if med is not None and t["filter_dropped"] else None)
     return out
 
 
@@ -469,6 +492,17 @@ def render(res: dict) -> str:
             lines.append(f"| {name} | {m[:-3]} | {_f(pw['median'])} | [{_f(pw['ci95'][0])}, {_f(pw['ci95'][1])}] | "
                          f"{pw['sign']['pos']}/{pw['sign']['neg']} ({pw['sign']['p']:.3f}) | {_f(pw['mde'])} | "
                          f"{_f(v[m].get('ns_per_dropped_more_than_F'))} |")
+    v = s.get("T", {}).get("vs_T0")
+    if v:
+        lines += ["", f"## T - T0: this tree's programs against `{p.get('base_ref')}` "
+                  f"({(p.get('base_commit') or '')[:12]})", "",
+                  "| CPU | median diff ms | 95 % interval | sign +/- (p) | smallest detectable ms | "
+                  "ns per dropped datagram |", "|---|--:|---|---|--:|--:|"]
+        for m in METRICS:
+            pw = v[m]["paired"]
+            lines.append(f"| {m[:-3]} | {_f(pw['median'])} | [{_f(pw['ci95'][0])}, {_f(pw['ci95'][1])}] | "
+                         f"{pw['sign']['pos']}/{pw['sign']['neg']} ({pw['sign']['p']:.3f}) | {_f(pw['mde'])} | "
+                         f"{_f(v[m].get('ns_per_dropped'))} |")
     busy = [x.get("busy_share") for x in s.values() if x.get("busy_share") is not None]
     if busy and statistics.median(busy) > 0.95:
         lines += ["", f"**The machine was saturated** (median busy share {100 * statistics.median(busy):.0f} % of "
@@ -496,6 +530,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rate", type=int, help="flood datagrams/s (quick 5,000, full 50,000)")
     ap.add_argument("--work", metavar="DIR", help="raw per-run files (default: a temp dir, removed at the end)")
     ap.add_argument("--render", metavar="DIR", help="only re-render DIR/report.md from DIR/results.json")
+    ap.add_argument("--base", metavar="REF", help="also run T0: T with the BPF programs of git ref REF")
     args = ap.parse_args(argv)
     if args.render:
         res = json.loads((Path(args.render) / "results.json").read_text())
@@ -516,6 +551,11 @@ def main(argv=None) -> int:
     args.budget_min = args.budget_min if args.budget_min is not None else prof["budget_min"]
     if not 0.5 <= args.budget_min <= 30:
         ap.error("--budget-min: 0.5..30 expected")
+    if args.base:
+        try:
+            progcost.git("rev-parse", "--verify", args.base + "^{commit}")
+        except subprocess.CalledProcessError:
+            ap.error(f"--base: not a commit in this repository: {args.base}")
     why = R.preflight("floodcmp.py", ("nft", "iptables", "gcc", "taskset", "nsenter"))
     if why:
         print(why, file=sys.stderr)

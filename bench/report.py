@@ -390,7 +390,8 @@ def render(out: Path, plots: bool = True) -> Path:
         fb, fe = g(base, "flood_success"), g(etsf, "flood_success")
         if fb is not None and fe is not None:
             obs.append(f"Under the flood, {100 * fb:.1f} % of legitimate calls completed on A and {100 * fe:.1f} % on C "
-                       "(eTSF drops the over-limit REGISTER/OPTIONS at XDP before they reach netfilter or Kamailio).")
+                       "(eTSF drops the over-limit REGISTER/OPTIONS at its ingress hook, before they reach netfilter "
+                       "or Kamailio).")
         if obs:
             L.append("Observations (computed from this run):\n")
             L += [f"- {o}" for o in obs]
@@ -419,7 +420,7 @@ def render(out: Path, plots: bool = True) -> Path:
     L.append("")
     L += failure_table(cfgs)
     L.append("## Flood mix (legitimate calls at the fixed rate + REGISTER/OPTIONS flood)\n")
-    L.append("| config | flood sent pps | legit success | legit INVITE→200 p50 / p99 ms | eTSF XDP drops | "
+    L.append("| config | flood sent pps | legit success | legit INVITE→200 p50 / p99 ms | eTSF drops (ingress hook) | "
              "UDP rcvbuf drops pod (Kamailio) / UAC | eTSF KPIs under flood (ASR/NER/SEER) |")
     L.append("|---|---|---|---|---|---|---|")
     for s in S:

@@ -21,18 +21,41 @@
 #include "etsf_classify.h"
 
 /*
- * The method a payload's first token names, from its first 16 bytes, as the
- * parser's start line names it in a well-formed message (RESPONSE for
- * "SIP/2.0 "); ETSF_M_UNKNOWN for any other token, a TLS port or fewer bytes.
+ * The payload's first 16 bytes into *b (in place in the linear head, the
+ * usual case: no helper call; else copied to copy).  0 when there are fewer.
+ */
+static __always_inline int etsf_peek(etsf_ctx_t *ctx, const struct etsf_pkt *p, __u8 *copy,
+				     const __u8 **b)
+{
+	void *data, *data_end;
+	__u32 off = p->poff;
+
+	if (p->plen < 16)
+		return 0;
+	etsf_ctx_bounds(ctx, &data, &data_end);
+	if (off < 512 && data + off + 16 <= data_end) {
+		*b = data + off;
+		return 1;
+	}
+	if (etsf_ctx_load_bytes(ctx, off, copy, 16))
+		return 0;
+	*b = copy;
+	return 1;
+}
+
+/*
+ * The method a payload's first token names, as the parser's start line names
+ * it in a well-formed message (RESPONSE for "SIP/2.0 "); ETSF_M_UNKNOWN for
+ * any other token, a TLS port or fewer than 16 bytes.
  */
 static __always_inline __u32 etsf_peek_method(etsf_ctx_t *ctx, const struct etsf_pkt *p, __u32 pc)
 {
-	__u8 b[16];
-	__u64 w;
+	const __u8 *b = NULL;
+	__u8 copy[16];
 	__u32 n;
+	__u64 w;
 
-	if (pc != ETSF_PORT_SIP || p->plen < sizeof(b) ||
-	    etsf_ctx_load_bytes(ctx, p->poff, b, sizeof(b)))
+	if (pc != ETSF_PORT_SIP || !etsf_peek(ctx, p, copy, &b) || !b)
 		return ETSF_M_UNKNOWN;
 	__builtin_memcpy(&w, b, 8);
 	if ((w | ETSF_SIP_LOWER64) == ETSF_SIP_C8('s', 'i', 'p', '/', '2', '.', '0', ' '))
@@ -41,6 +64,19 @@ static __always_inline __u32 etsf_peek_method(etsf_ctx_t *ctx, const struct etsf
 	    b[7] == ' ' ? 7 : b[8] == ' ' ? 8 : b[9] == ' ' ? 9 : 0;
 	n = etsf_sip_method_word(w, b[8], n);
 	return n == ETSF_M_OTHER ? ETSF_M_UNKNOWN : n;
+}
+
+/* does the payload start "REGISTER "? (the only method decided before the parse) */
+static __always_inline int etsf_peek_register(etsf_ctx_t *ctx, const struct etsf_pkt *p)
+{
+	const __u8 *b = NULL;
+	__u8 copy[16];
+	__u64 w;
+
+	if (!etsf_peek(ctx, p, copy, &b) || !b)
+		return 0;
+	__builtin_memcpy(&w, b, 8);
+	return w == ETSF_SIP_C8('R', 'E', 'G', 'I', 'S', 'T', 'E', 'R') && b[8] == ' ';
 }
 
 /* etsf_classify_early's arguments and outcome */
@@ -52,11 +88,15 @@ struct etsf_early {
 };
 
 /*
- * What an ingress hook decides before the payload is copied or parsed
- * (etsf_policy_early, under the live policy): returns 1 when decided
- * (e->verdict, e->reason; r->method the peeked method, what the packet is
- * counted under).  A global function: the verifier checks its branches once,
- * and the caller goes on with one state whatever the ACL and the method were.
+ * What an ingress hook decides before the payload is copied or parsed, under
+ * the live (valid) policy: a denied source -> DROP/DENY (deny applies to
+ * every packet on a SIP or TLS port, understood or not), counted under the
+ * method its first token names; a REGISTER over UDP from a source neither
+ * denied nor trusted that etsf_policy_register_early drops.  Returns 1 when
+ * decided (e->verdict, e->reason, r->method).  The ACL action stays in
+ * p->acl for etsf_policy_verdict.  A global function: the verifier checks its
+ * branches once, and the caller goes on with one state whatever the ACL and
+ * the method were.
  */
 __attribute__((noinline)) int etsf_classify_early(etsf_ctx_t *ctx, struct etsf_pkt *p,
 						  struct etsf_sip_result *r, struct etsf_early *e)
@@ -64,7 +104,7 @@ __attribute__((noinline)) int etsf_classify_early(etsf_ctx_t *ctx, struct etsf_p
 	const struct etsf_policy *pol;
 	struct etsf_parse_stat *ps;
 	struct etsf_ctl *ctl;
-	__u32 zero = 0, slot, m, verdict, reason;
+	__u32 zero = 0, slot, acl, why;
 
 	if (!ctx || !p || !r || !e)
 		return 0;
@@ -75,12 +115,22 @@ __attribute__((noinline)) int etsf_classify_early(etsf_ctx_t *ctx, struct etsf_p
 	pol = bpf_map_lookup_elem(&etsf_policy, &slot);
 	if (!pol || !(pol->flags & ETSF_POL_F_VALID))
 		return 0;
-	m = etsf_peek_method(ctx, p, e->pc);
-	if (!etsf_policy_early(ctl, pol, 1, p, m, &verdict, &reason))
-		return 0;
-	r->method = m;
-	e->verdict = verdict;
-	e->reason = reason;
+	acl = etsf_acl_of(slot, p);
+	if (acl == ETSF_ACL_DENY) {
+		r->method = etsf_peek_method(ctx, p, e->pc);
+		e->verdict = ETSF_V_DROP;
+		e->reason = ETSF_R_DENY;
+	} else {
+		if (acl == ETSF_ACL_TRUST || e->pc != ETSF_PORT_SIP || p->l4proto != IPPROTO_UDP ||
+		    !etsf_peek_register(ctx, p))
+			return 0;
+		why = etsf_policy_register_early(ctl, pol, p);
+		if (!why)
+			return 0;
+		r->method = ETSF_M_REGISTER;
+		e->verdict = ETSF_V_DROP;
+		e->reason = why;
+	}
 	slot = e->hook;
 	ps = bpf_map_lookup_elem(&etsf_parse_stats, &slot);
 	if (ps)

@@ -153,46 +153,27 @@ static __always_inline int etsf_protected(const struct etsf_sip_result *r)
 }
 
 /*
- * Before the payload is copied or parsed (valid policy, SIP or TLS port;
- * method = what the payload's first token names, etsf_peek_method): a denied
- * source (deny applies to every packet on those ports, understood or not),
- * and a REGISTER over UDP that the overload level sheds or that is over its
- * source's limit: nothing later in a REGISTER can protect it.  Returns 1
- * when decided (*verdict, *reason set); else the parse and
- * etsf_policy_verdict decide, and a conforming REGISTER takes its slot there.
+ * A REGISTER over UDP, before its payload is copied or parsed (valid policy,
+ * a source neither denied nor trusted): the overload level sheds it, or its
+ * source is over its limit.  Nothing later in a REGISTER can protect it.
+ * Returns the drop reason, or 0 to go on to the parse and
+ * etsf_policy_verdict, where a conforming REGISTER takes its slot.
  */
-static __always_inline int etsf_policy_early(const struct etsf_ctl *ctl,
-					     const struct etsf_policy *pol, int valid,
-					     struct etsf_pkt *p, __u32 method, __u32 *verdict,
-					     __u32 *reason)
+static __always_inline __u32 etsf_policy_register_early(const struct etsf_ctl *ctl,
+							const struct etsf_policy *pol,
+							const struct etsf_pkt *p)
 {
-	__u32 level, acl;
 	const struct etsf_rate *rt;
+	__u32 level;
 
-	if (!valid || !pol)
-		return 0;
-	acl = etsf_acl_of(ctl->active_slot & 1, p);
-	if (acl == ETSF_ACL_DENY) {
-		*verdict = ETSF_V_DROP;
-		*reason = ETSF_R_DENY;
-		return 1;
-	}
-	if (acl == ETSF_ACL_TRUST || method != ETSF_M_REGISTER || p->l4proto != IPPROTO_UDP)
-		return 0;
 	level = ctl->overload_level;
 	if (level > ETSF_OVERLOAD_LEVELS - 1)
 		level = ETSF_OVERLOAD_LEVELS - 1;
-	if (pol->method_prio[ETSF_M_REGISTER] < pol->shed_below[level & 3]) {
-		*verdict = ETSF_V_DROP;
-		*reason = ETSF_R_OVERLOAD;
-		return 1;
-	}
+	if (pol->method_prio[ETSF_M_REGISTER] < pol->shed_below[level & 3])
+		return ETSF_R_OVERLOAD;
 	rt = &pol->rate[ETSF_RL_REGISTER];
-	if (rt->rate_pps && !etsf_gcra(p, pol, ETSF_RL_REGISTER, rt, ETSF_GCRA_OVER)) {
-		*verdict = ETSF_V_DROP;
-		*reason = ETSF_R_RATE_LIMIT;
-		return 1;
-	}
+	if (rt->rate_pps && !etsf_gcra(p, pol, ETSF_RL_REGISTER, rt, ETSF_GCRA_OVER))
+		return ETSF_R_RATE_LIMIT;
 	return 0;
 }
 

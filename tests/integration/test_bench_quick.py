@@ -101,7 +101,7 @@ def test_results_schema_and_calls_completed(quick_run):
 
 def test_etsf_configs_steered_and_counted(quick_run):
     """C: eTSF's kernel counters saw the INVITE transactions and its KPIs are computed;
-    under the flood the classifier dropped the over-limit REGISTER/OPTIONS at XDP."""
+    under the flood the classifier dropped the over-limit REGISTER/OPTIONS at its ingress hook."""
     out = quick_run[1]
     res = json.loads((out / "results.json").read_text())
     for name in ("C-etsf-fastpath", "E-etsf-classifier"):

@@ -94,3 +94,32 @@ def test_summary_medians_per_datagram_and_paired_to_f():
                             "configs": {c: {"what": floodcmp.CONFIGS[c], **v} for c, v in res["configs"].items()},
                             "summary": s, "skipped": [], "errors": [], "orders": []})
     assert "| X | 65 | 75 |" in text and "1 (baseline)" in text
+
+
+def test_summary_pairs_t_with_its_base_build():
+    """--base: T0 runs T's attach with another tree's programs; T - T0 is paired per round."""
+    res = {"configs": {
+        "F": {"runs": [_run(1, 1000, 100, 900, 50, 40), _run(2, 1000, 100, 900, 60, 50)]},
+        "T": {"runs": [_run(1, 1000, 100, 900, 55, 45), _run(2, 1000, 100, 900, 62, 52)]},
+        "T0": {"runs": [_run(1, 1000, 100, 900, 70, 60), _run(2, 1000, 100, 900, 80, 70)]}}}
+    s = floodcmp.summarize(res)
+    assert s["T"]["vs_T0"]["bench_ms"]["paired"]["diffs"] == [-15, -18]
+    assert s["T"]["vs_T0"]["bench_ms"]["ns_per_dropped"] == pytest.approx(-16.5e6 / 900)
+    assert "vs_T0" not in s["T0"] and "vs_T0" not in s["F"]
+    params = {"rate": 1, "seconds": 1, "sources": 1, "port": 5060, "limit_per_source": 20, "burst": 5,
+              "rounds": 2, "base_ref": "v1", "base_commit": "0123456789abcdef"}
+    text = floodcmp.render({"profile": "full", "params": params,
+                            "host": {"kernel": "k", "cpus": 2, "nft": "n", "iptables": "i"},
+                            "configs": {c: {"what": floodcmp.CONFIGS[c], **v} for c, v in res["configs"].items()},
+                            "summary": s, "skipped": [], "errors": [], "orders": []})
+    assert "## T - T0: this tree's programs against `v1` (0123456789ab)" in text
+    assert "| bench | -16 |" in text or "| bench | -17 |" in text
+    del res["configs"]["T0"]
+    assert "vs_T0" not in floodcmp.summarize(res)["T"]
+
+
+def test_base_must_be_a_commit(capsys):
+    with pytest.raises(SystemExit) as e:
+        floodcmp.main(["--base", "no-such-ref-anywhere"])
+    assert e.value.code == 2
+    assert "--base: not a commit in this repository: no-such-ref-anywhere" in capsys.readouterr().err
