@@ -515,8 +515,8 @@ def test_rfc4475_same_classification_at_tc_ingress(env, t):
 #: instructions the verifier processed for tc_fastpath with the classifier (Debian 12's clang 14,
 #: kernel 6.18) and the ceiling, +10 % (as tests/bpf/test_verifier_budget.py); steering alone
 #: needed 39,749 before the classifier joined it, and 67,831 with eight parser steps per bpf_loop call;
-#: 42,686 before the decisions ahead of the parse (their global function: ~2,800)
-TC_FASTPATH_INSNS = (46_604, 51_264)
+#: 42,686 before the decisions ahead of the parse (their global function)
+TC_FASTPATH_INSNS = (44_296, 48_725)
 
 
 def test_tc_fastpath_verifier_ceiling(tci_loaded):
