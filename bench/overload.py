@@ -353,8 +353,8 @@ def plan(p: dict, kinds: list[str], left_s: float, first_in_place: bool = True,
 
 # switching an eTSF configuration's admission in place between interleaved steps: etsf_ctl
 # reset and re-set (etsfctl calls, a Python start each), for K the controller's start (until
-# its first state file) and its stop
-SWITCH_S = 4.0
+# its first state file) and its stop; under 1 s on an idle host, twice that for a loaded one
+SWITCH_S = 2.0
 # what the shared topology's setup recorded, copied to each interleaved configuration (the
 # placement table and the report read them per configuration)
 SHARED_SETUP = ("_dir", "rules", "rules_load_seconds", "background", "policy", "proxy_ready_s", "proxy_cpu", "rps",
