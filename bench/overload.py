@@ -3,6 +3,7 @@
     python bench/overload.py --out DIR                  # full sweep (D, A, C, F, K; <= 25 min)
     python bench/overload.py --out DIR --quick          # CI form (<= 90 s): D and F, two short steps
     python bench/overload.py --out DIR --budget-min 8   # what does not fit is skipped and listed
+    python bench/overload.py --out DIR --interleave     # C, F, K step by step on one topology
 
 The Kamailio topology of bench/run.py (UAC -> node -> Kamailio pod -> UAS, built by
 bench/topology.py, kube-proxy rules from bench/kubeproxy.py).  First the proxy's capacity is
@@ -20,7 +21,11 @@ No eTSF (D, A), eTSF without admission (C), eTSF with a fixed admission rate at 
 capacity (F: what an operator who load-tested the proxy would configure) and eTSF with the
 adaptive controller (K: ``etsfctl overload auto`` as the service runs it, policy
 ``overload.auto``) all run against the same measured capacity in one run, so the targets of
-the overload control are ratios within that run (``targets``).
+the overload control are ratios within that run (``targets``).  The proxy's capacity drifts
+from minute to minute, so configurations run one after the other meet different capacities:
+``--interleave`` runs the eTSF fast-path configurations on one shared topology, for each
+multiple one step each in alternating order (``--repeats`` rounds), switching only the
+admission between steps, and the report pairs K with F step by step (``paired``).
 
 Interface for the benchmark orchestrator: ``run(out, budget_s, quick) -> dict`` (JSON
 serialisable; ``table_md`` the markdown table, ``report_md`` a report section, ``skipped``
@@ -36,6 +41,7 @@ import math
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -66,14 +72,16 @@ PROFILES = {
                  capacity=None, probe_s=None, cap_start=200, cap_max=6400, cap_bisect=2, cap_floor=20,
                  recv_timeout_s=4, max_retrans=5, hold_ms=100, settle_s=1.0, transport="un",
                  kamailio_children=4, budget_s=25 * 60, fixed_burst_ms=100, retry_after_s=5, auto={},
-                 sample_s=0.5, kamailio_shm_mb=1024, proxy_cpu_pct=20, rps=True, proxy_work_iters=0, fixed_shares=[1.0]),
+                 sample_s=0.5, kamailio_shm_mb=1024, proxy_cpu_pct=20, rps=True, proxy_work_iters=0, fixed_shares=[1.0],
+                 interleave=False, repeats=1),
     # CI: proves the harness (consistent counts, for an eTSF configuration with admission too),
     # not the host's capacity: a fixed small guess
     "quick": dict(configs=["D", "F"], multiples=[0.5, 2], step_s=5, services=0, capacity=100,
                   probe_s=3, cap_start=50, cap_max=400, cap_bisect=1, cap_floor=10,
                   recv_timeout_s=4, max_retrans=5, hold_ms=100, settle_s=0.5, transport="un",
                   kamailio_children=2, budget_s=90, fixed_burst_ms=100, retry_after_s=5, auto={},
-                  sample_s=0.5, kamailio_shm_mb=128, proxy_cpu_pct=None, rps=False, proxy_work_iters=0, fixed_shares=[1.0]),
+                  sample_s=0.5, kamailio_shm_mb=128, proxy_cpu_pct=None, rps=False, proxy_work_iters=0, fixed_shares=[1.0],
+                  interleave=False, repeats=1),
 }
 
 # configurations by letter (same names as bench/run.py): (name, topology kind[, admission]).
@@ -320,16 +328,66 @@ def call_life(p: dict) -> float:
     return 2 * p["recv_timeout_s"] + p["hold_ms"] / 1000 + 1.0
 
 
-def plan(p: dict, kinds: list[str], left_s: float, first_in_place: bool = True) -> tuple[list[float], float]:
+def plan(p: dict, kinds: list[str], left_s: float, first_in_place: bool = True,
+         group: int = 0, repeats: int = 1) -> tuple[list[float], float]:
     """The multiples every configuration can run within left_s (the lowest ones: a budget cut
-    drops the highest loads for all configurations alike) and the planned seconds."""
+    drops the highest loads for all configurations alike) and the planned seconds.  kinds:
+    the configurations run one after the other, each on its own topology; group: how many more
+    are interleaved on one shared eTSF topology, each `repeats` steps per multiple and each
+    step preceded by the switch of admission."""
     mults = sorted(p["multiples"])
     setup = sum(setup_cost(k, p["services"]) for k in (kinds[1:] if first_in_place else kinds))
+    if group:
+        setup += setup_cost("etsf-fastpath", p["services"])
     for k in range(len(mults), -1, -1):
-        need = setup + len(kinds) * sum(step_cost(p, m) for m in mults[:k])
+        need = (setup + len(kinds) * sum(step_cost(p, m) for m in mults[:k])
+                + group * repeats * sum(step_cost(p, m) + SWITCH_S for m in mults[:k]))
         if need <= left_s:
             return mults[:k], need
     return [], setup
+
+
+# ---------------------------------------------------------------------------
+# interleaving (pure)
+# ---------------------------------------------------------------------------
+
+# switching an eTSF configuration's admission in place between interleaved steps: etsf_ctl
+# reset and re-set (etsfctl calls, a Python start each), for K the controller's start (until
+# its first state file) and its stop; under 1 s on an idle host, twice that for a loaded one
+SWITCH_S = 2.0
+# what the shared topology's setup recorded, copied to each interleaved configuration (the
+# placement table and the report read them per configuration)
+SHARED_SETUP = ("_dir", "rules", "rules_load_seconds", "background", "policy", "proxy_ready_s", "proxy_cpu", "rps",
+                "buffers", "uac_xdp")
+
+
+def split_interleaved(cfgs: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(configurations run one after the other, each on its own topology; those interleaved
+    on one shared topology).  The interleaved ones are the eTSF fast-path configurations after
+    the first (the first measures the capacity on its own): they differ only in admission,
+    which can be switched between steps without rebuilding 10,000 services."""
+    alone = cfgs[:1] + [c for c in cfgs[1:] if c["kind"] != "etsf-fastpath"]
+    return alone, [c for c in cfgs[1:] if c["kind"] == "etsf-fastpath"]
+
+
+def interleave_orders(names: list[str], mults: list[float], repeats: int = 1) -> list[dict]:
+    """The interleaved schedule: per multiple (in the order given) `repeats` rounds, each
+    running every configuration once, the order reversed from one round to the next (F, K then
+    K, F): each configuration is first as often as last, so neither meets the host's drift
+    systematically earlier than its partner.  Rounds are numbered across the whole run."""
+    out: list[dict] = []
+    for m in mults:
+        for r in range(repeats):
+            g = len(out)
+            out.append({"round": g, "multiple": m, "repeat": r,
+                        "order": list(names) if g % 2 == 0 else list(reversed(names))})
+    return out
+
+
+def round_cost(p: dict, multiple: float, n: int) -> float:
+    """Seconds one interleaved round of n steps can take at worst: checked before it starts,
+    so a round is run whole or skipped whole (a half round has no pair)."""
+    return n * (step_cost(p, multiple, worst=True) + SWITCH_S)
 
 
 # ---------------------------------------------------------------------------
@@ -434,6 +492,59 @@ def targets_md(res: dict) -> str:
     for r in rows:
         met = "–" if r["ok"] is None else "yes" if r["ok"] else "**no**"
         lines.append(f"| {r['config']} | {r['target']} | {_f(r['value'], 1)} | {_f(r['bound'], 1)} | {met} |")
+    return "\n".join(lines) + "\n"
+
+
+def paired(res: dict) -> list[dict]:
+    """K against each F of the same interleaved round, per multiple (lowest first).  Each pair:
+    the two goodputs, K/F, which ran first and how far apart the two steps started; per
+    multiple: the median K/F and how many pairs had K >= 0.9 x capacity and K >= 0.95 x F.  Two
+    steps of one round met the same minutes of the host, so their ratio is not decided by the
+    proxy's drift the way a ratio of two configurations run minutes apart is.  A pair with an
+    aborted step is listed, not counted."""
+    cap = (res.get("capacity") or {}).get("cps")
+    cfgs = [c for c in res.get("configs") or [] if any("round" in s for s in c.get("steps") or [])]
+    out = []
+    for k in (c for c in cfgs if c.get("admission") == "auto"):
+        for f in (c for c in cfgs if c.get("admission") == "fixed"):
+            f_at = {s["round"]: s for s in f["steps"] if "round" in s}
+            by_m: dict[float, list[dict]] = {}
+            for s in k["steps"]:
+                t = f_at.get(s.get("round"))
+                if t is None:
+                    continue
+                kg, fg = s["goodput_cps"], t["goodput_cps"]
+                t0, t1 = s.get("started_unix"), t.get("started_unix")
+                by_m.setdefault(s["multiple"], []).append({
+                    "round": s["round"], "k_goodput": kg, "f_goodput": fg,
+                    "ratio": round(kg / fg, 3) if fg else None, "k_first": s["position"] < t["position"],
+                    "gap_s": None if t0 is None or t1 is None else round(abs(t1 - t0), 1),
+                    "aborted": bool(s.get("sipp_aborted") or t.get("sipp_aborted"))})
+            for m in sorted(by_m):
+                ok = [x for x in by_m[m] if not x["aborted"]]
+                ratios = [x["ratio"] for x in ok if x["ratio"] is not None]
+                out.append({"k": k["name"], "f": f["name"], "multiple": m, "pairs": by_m[m], "n": len(ok),
+                            "ratio_median": round(statistics.median(ratios), 3) if ratios else None,
+                            "k_at_capacity": None if not cap else sum(x["k_goodput"] >= 0.9 * cap for x in ok),
+                            "k_near_f": sum(x["k_goodput"] >= 0.95 * x["f_goodput"] for x in ok)})
+    return out
+
+
+def paired_md(res: dict) -> str:
+    rows = paired(res)
+    if not rows:
+        return ""
+    lines = ["| K vs F | load | pairs | K / F goodput per pair (first, starts apart) | median K/F "
+             "| K ≥ 0.9 × capacity | K ≥ 0.95 × F |", "|" + "---|" * 7]
+    for r in rows:
+        each = []
+        for x in r["pairs"]:
+            txt = (f"{x['k_goodput']:.0f} / {x['f_goodput']:.0f} = {_f(x['ratio'], 2)} "
+                   f"({'K' if x['k_first'] else 'F'} first, {_f(x['gap_s'])} s)")
+            each.append(txt + (" aborted, not counted" if x["aborted"] else ""))
+        cap_ok = "–" if r["k_at_capacity"] is None else f"{r['k_at_capacity']}/{r['n']}"
+        lines.append(f"| {r['k']} vs {r['f']} | {r['multiple']:g}× | {r['n']} | {'; '.join(each)} | "
+                     f"{_f(r['ratio_median'], 2)} | {cap_ok} | {r['k_near_f']}/{r['n']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -569,6 +680,7 @@ def table_md(res: dict) -> str:
             lat = s.get("invite_200_ms") or {}
             gx = s["goodput_cps"] / cap if cap else None
             flag = " (sipp aborted)" if s.get("sipp_aborted") else " (stopped at deadline)" if s.get("hit_deadline") else ""
+            flag = (f" (round {s['round']})" if "round" in s else "") + flag
             lines.append(
                 f"| {c['name']} | {s['multiple']:g}×{flag} | {_f(s['offered_cps'])} | {_f(s['achieved_cps'])} | "
                 f"{_f(s['goodput_cps'])} | {_f(gx, 2)} | {s['attempted']} | {s['completed']} | "
@@ -643,10 +755,12 @@ def report_md(res: dict, plot_name: str | None = PLOT) -> str:
                 "CPU), the machine's 1-minute load average before and after the step (other tenants of the host "
                 "included) and whether the step's CPU accounting adds up (bench/cpuacct.py: every task "
                 "against idle accounting, residual ≤ 10 %).", ""]
+        inter = res.get("interleaved") or {}
         for name, share, fx in fxs:
             at = "the measured capacity" if share == 1.0 else f"{share:g} × the measured capacity"
+            when = "set again before each of its steps" if name in inter.get("configs", []) else "set once"
             out += [f"Fixed policy ({name}): `etsfctl overload admit --rate {fx['rate']} --burst {fx['burst']} "
-                    f"--retry-after {fx['retry_after']}` — admission at {at}, set once.", ""]
+                    f"--retry-after {fx['retry_after']}` — admission at {at}, {when}.", ""]
         if ctl:
             st = ctl["settings"]
             out += ["Controller (K): `etsfctl overload auto` in the node, reading Kamailio's socket through "
@@ -654,13 +768,29 @@ def report_md(res: dict, plot_name: str | None = PLOT) -> str:
                     ", ".join(f"{k} {st[k]}" for k in (
                         "target_queue", "target_pdd_ms", "target_5xx_ratio", "target_cpu", "min_rate",
                         "max_rate", "dwell_s", "max_step", "hysteresis", "probe_hold_s", "interval_ms") if k in st) +
+                    ("; started afresh for each of its steps (level 0, admission off, no state file)"
+                     if inter else "") +
                     f"; {ctl.get('audit_entries', 0)} audit entries "
                     f"({', '.join(f'{k}: {v}' for k, v in (ctl.get('audit_by_signal') or {}).items()) or 'none'}).", ""]
         out += [admission_table_md(res)]
+    inter = res.get("interleaved") or {}
+    if inter:
+        out += [f"**Interleaved** ({', '.join(inter.get('configs', []))}): one eTSF topology for all of them; "
+                f"per multiple {inter.get('repeats', 1)} round(s), each running every one of them once, the order "
+                "reversed from round to round; before each step etsf_ctl is reset (level 0, admission off) and the "
+                "configuration's admission set again: F's fixed rate, or K's controller started afresh and "
+                "stopped after the step. The first configuration and those of other topologies ran before, "
+                "each on its own topology.", ""]
+        pmd = paired_md(res)
+        if pmd:
+            out += ["**Paired steps**: K and F of the same round met the same minutes of the host (the proxy's "
+                    "capacity drifts by ±20 % from minute to minute), so K/F within a round is not decided by "
+                    "drift:", "", pmd]
     tmd = targets_md(res)
     if tmd:
+        first = "; repeated steps: the first at each multiple" if inter.get("repeats", 1) > 1 else ""
         out += ["**Targets at 3× capacity** (ratios within this run; p99 bound 2 × max(p99 at 0.5×, 1 ms): "
-                "sipp's RTD clock ticks in ms):", "", tmd]
+                f"sipp's RTD clock ticks in ms{first}):", "", tmd]
     obs = observations(res)
     if obs:
         out += ["Below capacity goodput follows the offered load; a line that bends down above it is the "
@@ -675,7 +805,8 @@ def report_md(res: dict, plot_name: str | None = PLOT) -> str:
     if plot_name:
         out += [f"![goodput vs offered load]({plot_name})", ""]
     if res.get("skipped"):
-        what = [f"{s['config']} {s['multiple']:g}× ({s['why']})" if "multiple" in s
+        what = [f"{s['config']} {s['multiple']:g}×{' round ' + str(s['round']) if 'round' in s else ''} ({s['why']})"
+                if "multiple" in s
                 else f"{s['config']} ({s['why']})" for s in res["skipped"]]
         out.append("Skipped: " + "; ".join(what) + ".")
         out.append("")
@@ -914,11 +1045,20 @@ class Sweep:
     def setup_admission(self, cfg: dict, cap: int | None):
         """What the configuration adds on top of the topology: the veth NAPI program at the UAC
         (every configuration alike), the fixed admission rate, or the controller."""
+        self.uac_xdp(cfg)
+        self.admission(cfg, cap)
+
+    def uac_xdp(self, cfg: dict):
         b = self.b
         obj = Path(b.env["ETSF_BUILD_DIR"]) / "xdp_count.bpf.o"
         b.topo.sh(b.topo.uac, "ip", "link", "set", "dev", T.UAC_IF, "xdp", "obj", str(obj), "sec", "xdp")
         cfg["uac_xdp"] = ("xdp_count (XDP_PASS) on the UAC's veth: a veth delivers XDP_TX frames (the in-kernel 503) "
                           "only to a peer in NAPI mode")
+
+    def admission(self, cfg: dict, cap: int | None):
+        """The fixed admission rate, or the controller started (once its first tick is in the
+        state file)."""
+        b = self.b
         if cfg.get("admission") == "fixed":
             fx = fixed_admission(cap, self.p, cfg.get("fixed_share", 1.0))
             b.etsfctl("overload", "admit", "--rate", str(fx["rate"]), "--burst", str(fx["burst"]),
@@ -933,7 +1073,8 @@ class Sweep:
                    "--proc-net", f"/proc/{kpid}/net", "--heartbeat-file", str(cfg["_dir"] / "overload.heartbeat")]
             # nsenter --net like the harness's etsfctl calls, not `ip netns exec`: that one
             # remounts /sys in a new mount namespace, where the bpffs with the pins is not
-            with open(cfg["_dir"] / "controller.log", "w") as fh:
+            # appended: interleaved, one log holds every start of the controller
+            with open(cfg["_dir"] / "controller.log", "a") as fh:
                 self.ctl = subprocess.Popen(["nsenter", f"--net=/run/netns/{b.topo.node}", "timeout", "-k", "5",
                                              "3000", "taskset", "-c", harness.CPU_LOAD, *cmd], stdout=fh,
                                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -1063,6 +1204,7 @@ class Sweep:
         acc0["reaped"].pop(os.getpid(), None)
         thr0 = self.throttled()
         kam0, c0, t0 = harness.proc_cpu(b.kam_token), harness.cpu_snap(), time.monotonic()
+        started = time.time()
         sp = b.topo.popen(b.topo.uac, cmd, d / "sipp.log", limit=hard + 5, cpu=harness.CPU_LOAD)
         self.res["pids"].append(sp.pid)
         rc, ru, samples, seen = self.wait_sipp(sp, t0, hard + 15, sample=cfg.get("admission") == "auto")
@@ -1079,7 +1221,8 @@ class Sweep:
         for f in d.glob("*_counts.csv"):
             crow = read_rows(f.read_text(errors="replace"))
             counts = crow[-1] if crow else {}
-        rec = {"label": label, "seconds": seconds, **summarize(rows, counts, rate, planned),
+        rec = {"label": label, "seconds": seconds, "started_unix": round(started, 3),
+               **summarize(rows, counts, rate, planned),
                "sipp_rc": rc, "wall_s": round(wall, 2), "hit_deadline": wall >= hard,
                "dir": str(d.relative_to(b.work))}
         rec["sipp_aborted"] = sipp_aborted(rc, (d / "sipp.log").read_text(errors="replace"), rec["hit_deadline"])
@@ -1157,70 +1300,224 @@ class Sweep:
         p = self.p
         self.res["host"] = self.b.host_info()
         cfgs = expand_fixed([config(x, p["services"]) for x in p["configs"]], p.get("fixed_shares") or [1.0])
+        alone, group = split_interleaved(cfgs) if p.get("interleave") else (cfgs, [])
+        if group:
+            self.res["interleaved"] = {"configs": [c["name"] for c in group], "repeats": int(p.get("repeats") or 1),
+                                       "rounds": []}
         # the BPF objects: eTSF's, and the count-only program every configuration's UAC gets
         self.b.prepare()
         self.res["host"]["pinning"]["controller"] = f"cpu{harness.CPU_LOAD}"
         self.ctl = None
-        mults: list[float] = []
-        for i, cfg in enumerate(cfgs):
-            t_cfg = time.monotonic()
-            self.res["configs"].append(cfg)
-            try:
-                if i > 0 and not mults:
-                    raise _Skip("no capacity" if not self.res["capacity"].get("cps") else "time budget")
-                log(f"== {cfg['name']}")
-                self.b.policy_extra = auto_policy(p) if cfg["admission"] == "auto" else ""
-                self.b.setup_config(cfg)
-                cfg["proxy_ready_s"] = self.wait_proxy()
-                self.limit_proxy(cfg)
-                self.steer_receive(cfg)
-                cfg["buffers"] = self.socket_buffers()
-                self.setup_admission(cfg, self.res["capacity"].get("cps"))
-                if i == 0:
-                    cap = self.capacity(cfg)
-                    if not cap:
-                        raise _Skip("no capacity")
-                    mults, need = plan(p, [c["kind"] for c in cfgs], self.left() - 5)
-                    self.res["plan"] = {"multiples": mults, "planned_s": round(need, 1),
-                                        "left_s": round(self.left(), 1)}
-                    for m in sorted(set(p["multiples"]) - set(mults)):
-                        self.res["skipped"] += [{"config": c["name"], "multiple": m, "why": "time budget (planned)"}
-                                                for c in cfgs]
-                cap = self.res["capacity"]["cps"]
-                for m in mults:
-                    if self.left() < step_cost(p, m, worst=True):
-                        self.res["skipped"].append({"config": cfg["name"], "multiple": m, "why": "time budget"})
-                        continue
-                    rate = round(cap * m, 1)
-                    rec = self.step(cfg, rate, p["step_s"], f"x{m:g}")
-                    if rec["sipp_aborted"] and self.left() >= step_cost(p, m, worst=True):
-                        log(f"{cfg['name']} {m:g}x: sipp aborted ({rec['sipp_aborted']}): once more")
-                        first = rec
-                        rec = self.step(cfg, rate, p["step_s"], f"x{m:g}-again")
-                        rec["aborted_attempts"] = [first]
-                    rec["multiple"] = m
-                    cfg["steps"].append(rec)
-                    lat = rec["invite_200_ms"]
-                    log(f"{cfg['name']} {m:g}x ({rate:g}/s): achieved {rec['achieved_cps']}/s goodput "
-                        f"{rec['goodput_cps']}/s, completed {rec['completed']}/{rec['attempted']}, failed {rec['failed']} "
-                        f"(timeouts {rec['failed_timeout']}, error responses {rec['final_codes'] or 0}), retrans "
-                        f"{rec['retransmissions']}, p50/p99 {lat['p50']}/{lat['p99']} ms, drops {rec['proxy_drops']}, "
-                        f"proxy out of memory {rec['proxy_out_of_memory']}")
-            except _Skip as e:
-                self.res["skipped"].append({"config": cfg["name"], "why": str(e)})
-            except Exception as e:  # noqa: BLE001 - record and go on with the others
-                cfg["error"] = f"{type(e).__name__}: {e}"
-                log(f"ERROR in {cfg['name']}: {cfg['error']}")
-            finally:
-                with contextlib.suppress(Exception):
-                    self.stop_controller(cfg)
-                if self.b.topo is not None:
-                    self.res["pids"] += [q.pid for q in self.b.topo.procs.procs]
-                self.b.teardown_config(cfg)
-                self.unlimit_proxy()
-                cfg.pop("_dir", None)
-                cfg["wall_s"] = round(time.monotonic() - t_cfg, 1)
+        self.mults: list[float] = []
+        for i, cfg in enumerate(alone):
+            self.run_alone(i, cfg, alone, group, cfgs)
+        if group:
+            self.run_interleaved(group)
         return self.res
+
+    def run_alone(self, i: int, cfg: dict, alone: list[dict], group: list[dict], cfgs: list[dict]):
+        """One configuration on its own topology, every multiple in turn; the first measures
+        the capacity and plans the sweep."""
+        p = self.p
+        t_cfg = time.monotonic()
+        self.res["configs"].append(cfg)
+        try:
+            if i > 0 and not self.mults:
+                raise _Skip("no capacity" if not self.res["capacity"].get("cps") else "time budget")
+            log(f"== {cfg['name']}")
+            self.b.policy_extra = auto_policy(p) if cfg["admission"] == "auto" else ""
+            self.b.setup_config(cfg)
+            cfg["proxy_ready_s"] = self.wait_proxy()
+            self.limit_proxy(cfg)
+            self.steer_receive(cfg)
+            cfg["buffers"] = self.socket_buffers()
+            self.setup_admission(cfg, self.res["capacity"].get("cps"))
+            if i == 0:
+                cap = self.capacity(cfg)
+                if not cap:
+                    raise _Skip("no capacity")
+                reps = int(p.get("repeats") or 1)
+                self.mults, need = plan(p, [c["kind"] for c in alone], self.left() - 5, group=len(group),
+                                        repeats=reps)
+                self.res["plan"] = {"multiples": self.mults, "planned_s": round(need, 1),
+                                    "left_s": round(self.left(), 1)}
+                if group:
+                    self.res["plan"]["interleaved"] = {"configs": len(group), "repeats": reps, "switch_s": SWITCH_S}
+                for m in sorted(set(p["multiples"]) - set(self.mults)):
+                    self.res["skipped"] += [{"config": c["name"], "multiple": m, "why": "time budget (planned)"}
+                                            for c in cfgs]
+            for m in self.mults:
+                if self.left() < step_cost(p, m, worst=True):
+                    self.res["skipped"].append({"config": cfg["name"], "multiple": m, "why": "time budget"})
+                    continue
+                cfg["steps"].append(self.run_step(cfg, m))
+        except _Skip as e:
+            self.res["skipped"].append({"config": cfg["name"], "why": str(e)})
+        except Exception as e:  # noqa: BLE001 - record and go on with the others
+            cfg["error"] = f"{type(e).__name__}: {e}"
+            log(f"ERROR in {cfg['name']}: {cfg['error']}")
+        finally:
+            with contextlib.suppress(Exception):
+                self.stop_controller(cfg)
+            if self.b.topo is not None:
+                self.res["pids"] += [q.pid for q in self.b.topo.procs.procs]
+            self.b.teardown_config(cfg)
+            self.unlimit_proxy()
+            cfg.pop("_dir", None)
+            cfg["wall_s"] = round(time.monotonic() - t_cfg, 1)
+
+    def run_step(self, cfg: dict, m: float, fresh=None) -> dict:
+        """One step at m x capacity, once more if sipp aborted (and the budget allows); fresh():
+        what puts the configuration's admission in its starting state, before each attempt."""
+        p = self.p
+        rate = round(self.res["capacity"]["cps"] * m, 1)
+        if fresh:
+            fresh()
+        rec = self.step(cfg, rate, p["step_s"], f"x{m:g}")
+        if rec["sipp_aborted"] and self.left() >= step_cost(p, m, worst=True):
+            log(f"{cfg['name']} {m:g}x: sipp aborted ({rec['sipp_aborted']}): once more")
+            first = rec
+            if fresh:
+                fresh()
+            rec = self.step(cfg, rate, p["step_s"], f"x{m:g}-again")
+            rec["aborted_attempts"] = [first]
+        rec["multiple"] = m
+        lat = rec["invite_200_ms"]
+        log(f"{cfg['name']} {m:g}x ({rate:g}/s): achieved {rec['achieved_cps']}/s goodput "
+            f"{rec['goodput_cps']}/s, completed {rec['completed']}/{rec['attempted']}, failed {rec['failed']} "
+            f"(timeouts {rec['failed_timeout']}, error responses {rec['final_codes'] or 0}), retrans "
+            f"{rec['retransmissions']}, p50/p99 {lat['p50']}/{lat['p99']} ms, drops {rec['proxy_drops']}, "
+            f"proxy out of memory {rec['proxy_out_of_memory']}")
+        return rec
+
+    def run_interleaved(self, group: list[dict]):
+        """The eTSF configurations on ONE topology, step by step: per multiple and repeat a round
+        runs each of them once (interleave_orders), admission switched in place before each
+        step.  Every step goes into its own configuration's steps, with its round, repeat and
+        position in the round."""
+        p = self.p
+        t_grp = time.monotonic()
+        info = self.res["interleaved"]
+        shared = {"letter": "+".join(c["letter"] for c in group), "name": "etsf-interleaved",
+                  "kind": "etsf-fastpath", "services": p["services"], "admission": None, "steps": []}
+        self.res["configs"] += group
+        byname = {c["name"]: c for c in group}
+        cap = self.res["capacity"].get("cps")
+        current = None
+        try:
+            if not self.mults:
+                raise _Skip("no capacity" if not cap else "time budget")
+            log(f"== interleaved: {', '.join(byname)}")
+            # K's policy for all: overload.auto is read by the controller alone (etsfctl overload
+            # auto); applying it programs nothing into the data path, so F's steps are not
+            # touched by it
+            self.b.policy_extra = auto_policy(p) if any(c["admission"] == "auto" for c in group) else ""
+            self.b.setup_config(shared)
+            shared["proxy_ready_s"] = self.wait_proxy()
+            self.limit_proxy(shared)
+            self.steer_receive(shared)
+            shared["buffers"] = self.socket_buffers()
+            self.uac_xdp(shared)
+            for c in group:
+                c.update({k: shared[k] for k in SHARED_SETUP if k in shared})
+                c["interleaved"] = shared["name"]
+            info["rounds"] = interleave_orders(list(byname), self.mults, info["repeats"])
+            for rd in info["rounds"]:
+                m = rd["multiple"]
+                if self.left() < round_cost(p, m, len(rd["order"])):
+                    self.res["skipped"] += [{"config": n, "multiple": m, "round": rd["round"], "why": "time budget"}
+                                            for n in rd["order"]]
+                    continue
+                for pos, name in enumerate(rd["order"]):
+                    current = byname[name]
+                    rec = self.interleaved_step(current, cap, m)
+                    rec.update(round=rd["round"], repeat=rd["repeat"], position=pos, order=rd["order"])
+                    current["steps"].append(rec)
+                current = None
+        except _Skip as e:
+            self.res["skipped"] += [{"config": c["name"], "why": str(e)} for c in group]
+        except Exception as e:  # noqa: BLE001 - record; the other configurations' steps stay
+            err = f"{type(e).__name__}: {e}"
+            shared["error"] = err
+            for c in group:
+                c["error"] = err if c is current or current is None else f"stopped with {current['name']}: {err}"
+            log(f"ERROR in the interleaved run{' (' + current['name'] + ')' if current else ''}: {err}")
+        finally:
+            with contextlib.suppress(Exception):
+                self.stop_controller(current or shared)
+            if self.b.topo is not None:
+                self.res["pids"] += [q.pid for q in self.b.topo.procs.procs]
+            self.b.teardown_config(shared)
+            self.unlimit_proxy()
+            for c in group:
+                c.pop("_dir", None)
+            shared.pop("_dir", None)
+            shared.pop("steps", None)
+            shared["wall_s"] = round(time.monotonic() - t_grp, 1)
+            info["setup"] = shared
+
+    def interleaved_step(self, cfg: dict, cap: int, m: float) -> dict:
+        """One step of an interleaved configuration: its admission switched in (switch_admission)
+        before the step (and before a second attempt), the controller stopped after it."""
+        audit0 = self.audit_entries()
+        switched: list[dict] = []
+
+        def fresh():
+            self.stop_controller(cfg)
+            switched.append(self.switch_admission(cfg, cap))
+        try:
+            rec = self.run_step(cfg, m, fresh)
+        finally:
+            self.stop_controller(cfg)
+        rec["etsf_ctl_before"] = switched[-1]
+        if cfg["admission"] == "auto":
+            rec["controller_audit_entries"] = self.audit_entries() - audit0
+        return rec
+
+    def switch_admission(self, cfg: dict, cap: int) -> dict:
+        """etsf_ctl back to what a fresh topology holds (level 0, admission off), the controller's
+        state file removed, then the configuration's own admission: F's fixed rate set again, K's
+        controller started afresh.  The controller seeds its law from etsf_ctl and its counters
+        from the state file, so without this a K step would start from whatever the previous
+        step (F's rate, or K's own level and rate at another multiple) left: its result would
+        depend on the order of the round.  Returns etsf_ctl as the step starts with it."""
+        ctl = self.read_ctl()
+        if ctl is None:
+            raise RuntimeError("etsf_ctl unreadable")
+        if ctl["admit_rate"]:
+            self.b.etsfctl("overload", "admit", "--off")
+        if ctl["level"]:
+            self.b.etsfctl("overload", "set", "0")      # pins it in the state file, removed next
+        self.state_file().unlink(missing_ok=True)
+        reset = self.read_ctl()
+        if reset is None or reset["level"] or reset["admit_rate"]:
+            raise RuntimeError(f"etsf_ctl not reset before {cfg['name']}: {reset}")
+        self.admission(cfg, cap)
+        now = self.read_ctl()
+        if cfg["admission"] == "fixed" and (now is None or now["admit_rate"] != cfg["fixed_admission"]["rate"]
+                                            or now["level"]):
+            raise RuntimeError(f"etsf_ctl after {cfg['name']}'s admission: {now}")
+        return {"before_reset": ctl, "at_start": now}
+
+    def read_ctl(self) -> dict | None:
+        """etsf_ctl's level, admission and RFC 7339 flag, read from the pinned map (None when
+        it cannot be read)."""
+        from etsf import bpfmaps, layout
+        try:
+            m = bpfmaps.open_map("etsf_ctl", self.b.pin_root, read_only=True)
+            try:
+                raw = m.lookup((0).to_bytes(4, "little"))
+            finally:
+                m.close()
+            c = layout.Ctl.from_buffer_copy(raw)
+        except Exception:  # noqa: BLE001 - the caller decides what a missing reading means
+            return None
+        return {"level": int(c.overload_level), "admit_rate": int(c.invite_admit_rate),
+                "admit_burst": int(c.invite_admit_burst), "oc": bool(c.flags & layout.CTL_F_OC)}
+
+    def audit_entries(self) -> int:
+        return sum(1 for ln in _read(Path(self.b.env["ETSF_STATE_DIR"]) / "failsafe-audit.jsonl").splitlines()
+                   if '"overload_' in ln)
 
     def cleanup(self):
         self.b.cleanup()
@@ -1250,6 +1547,8 @@ def run(out: Path, budget_s: float, quick: bool, **overrides) -> dict:
                          f"admission (got {prof['configs'][0]!r})")
     if not prof["multiples"] or any(not 0 < float(m) <= 10 for m in prof["multiples"]):
         raise ValueError(f"overload: multiples must be in (0, 10] (got {prof['multiples']!r})")
+    if isinstance(prof["repeats"], bool) or not isinstance(prof["repeats"], int) or not 1 <= prof["repeats"] <= 10:
+        raise ValueError(f"overload: repeats must be an integer in 1..10 (got {prof['repeats']!r})")
     out.mkdir(parents=True, exist_ok=True)
     sw = Sweep(out, float(budget_s), prof, profile, work=Path(work) if work else None)
     log(f"{profile} sweep, budget {budget_s:.0f} s -> {out}")
@@ -1308,6 +1607,10 @@ def main(argv=None) -> int:
                     "Kamailio's script (a proxy bound by its own CPU; 0 = none)")
     ap.add_argument("--fixed-shares", metavar="LIST", help="F's admission rate(s) as shares of the capacity, "
                     "one F configuration each (default 1)")
+    ap.add_argument("--interleave", action="store_true", help="run the eTSF fast-path configurations (C, F, K) "
+                    "on one topology, one step each per multiple in alternating order (pairs that meet the same "
+                    "drift of the proxy's capacity)")
+    ap.add_argument("--repeats", type=int, metavar="N", help="with --interleave: rounds per multiple (default 1)")
     ap.add_argument("--rps", action=argparse.BooleanOptionalAction, default=None,
                     help="steer each veth end's receive work to its side's CPU (RPS; the full profile's default)")
     args = ap.parse_args(argv)
@@ -1334,6 +1637,14 @@ def main(argv=None) -> int:
         if not 0 <= args.proxy_work <= 1000000:
             ap.error("--proxy-work must be in 0..1000000")
         over["proxy_work_iters"] = args.proxy_work
+    if args.interleave:
+        over["interleave"] = True
+    if args.repeats is not None:
+        if not args.interleave:
+            ap.error("--repeats needs --interleave")
+        if not 1 <= args.repeats <= 10:
+            ap.error("--repeats must be in 1..10")
+        over["repeats"] = args.repeats
     if args.budget_min is not None and not 0 < args.budget_min <= 60:
         ap.error("--budget-min must be in (0, 60]")
     if args.configs:

@@ -492,3 +492,279 @@ def test_proxy_work_renders_into_the_kamailio_template():
     lines = run.proxy_work(1500).splitlines()
     assert lines[0].strip() == 'if (is_method("INVITE") && !has_totag()) {'   # new calls only
     assert "while ($var(i) < 1500) {" in lines[2]
+
+
+# -- interleaving: the schedule, its budget, the run loop, the switch of admission ------------------
+
+def test_interleave_orders_alternate_and_repeat():
+    once = overload.interleave_orders(["F", "K"], [0.5, 1, 3])
+    assert [(r["round"], r["multiple"], r["repeat"], r["order"]) for r in once] == [
+        (0, 0.5, 0, ["F", "K"]), (1, 1, 0, ["K", "F"]), (2, 3, 0, ["F", "K"])]
+    twice = overload.interleave_orders(["F", "K"], [0.5, 3], repeats=2)
+    assert [(r["round"], r["multiple"], r["repeat"], r["order"]) for r in twice] == [
+        (0, 0.5, 0, ["F", "K"]), (1, 0.5, 1, ["K", "F"]), (2, 3, 0, ["F", "K"]), (3, 3, 1, ["K", "F"])]
+    # more than two: reversed round to round, so each is first as often as last per two rounds
+    three = overload.interleave_orders(["F-0.8", "F", "K"], [3], repeats=4)
+    assert [r["order"] for r in three] == [["F-0.8", "F", "K"], ["K", "F", "F-0.8"]] * 2
+    for name in ("F-0.8", "F", "K"):
+        assert sum(r["order"][0] == name for r in three) == sum(r["order"][-1] == name for r in three)
+    assert overload.interleave_orders(["F", "K"], []) == []
+    # the caller's list is not aliased into the rounds
+    names = ["F", "K"]
+    rounds = overload.interleave_orders(names, [1])
+    rounds[0]["order"].append("X")
+    assert names == ["F", "K"]
+
+
+def test_split_interleaved_keeps_the_first_and_other_topologies_alone():
+    cfgs = overload.expand_fixed([overload.config(x, 10000) for x in ("D", "A", "C", "F", "K")], [0.8, 1.0])
+    alone, group = overload.split_interleaved(cfgs)
+    assert [c["letter"] for c in alone] == ["D", "A"]
+    assert [c["name"] for c in group] == ["C-etsf-fastpath", "F-etsf-fixed-admit-0.8", "F-etsf-fixed-admit",
+                                          "K-etsf-controller"]
+    # the first measures the capacity on its own topology, even when it is an eTSF one
+    alone, group = overload.split_interleaved([overload.config(x, 0) for x in ("C", "F", "K")])
+    assert [c["letter"] for c in alone] == ["C"] and [c["letter"] for c in group] == ["F", "K"]
+
+
+def test_plan_counts_the_interleaved_steps_and_one_shared_setup():
+    p = dict(overload.PROFILES["full"])
+    mults = [0.5, 1, 1.5, 2, 3, 4]
+    step = {m: overload.step_cost(p, m) for m in mults}
+    etsf = overload.setup_cost("etsf-fastpath", 10000)
+    full, need = overload.plan(p, ["direct"], 10_000, group=2, repeats=3)
+    assert full == mults
+    assert need == pytest.approx(etsf + sum(step.values()) + 2 * 3 * sum(step[m] + overload.SWITCH_S for m in mults))
+    # against F and K on their own topologies: one setup less, a switch per step more
+    _m, alone = overload.plan(p, ["direct", "etsf-fastpath", "etsf-fastpath"], 10_000)
+    _m, inter = overload.plan(p, ["direct"], 10_000, group=2)
+    assert inter == pytest.approx(alone - etsf + 2 * len(mults) * overload.SWITCH_S)
+    # repeats multiply the interleaved steps only
+    _m, twice = overload.plan(p, ["direct"], 10_000, group=2, repeats=2)
+    assert twice - inter == pytest.approx(2 * sum(step[m] + overload.SWITCH_S for m in mults))
+    # a budget cut drops the highest multiples for every configuration alike
+    low = [0.5, 1, 1.5, 2]
+    fits = etsf + sum(step[m] for m in low) + 2 * 3 * sum(step[m] + overload.SWITCH_S for m in low)
+    assert overload.plan(p, ["direct"], fits + 1, group=2, repeats=3)[0] == low
+    assert overload.plan(p, ["direct"], fits - 1, group=2, repeats=3)[0] == [0.5, 1, 1.5]
+    assert overload.plan(p, ["direct"], 10, group=2)[0] == []
+    # a round is checked whole, at its worst
+    assert overload.round_cost(p, 3, 2) == pytest.approx(2 * (overload.step_cost(p, 3, worst=True)
+                                                              + overload.SWITCH_S))
+
+
+class _FakeBench:
+    """The harness's Bench as far as the interleaved loop and the switch of admission use it:
+    etsf_ctl is a dict, etsfctl calls change it and are recorded."""
+
+    def __init__(self, state_dir):
+        self.env = {"ETSF_STATE_DIR": str(state_dir)}
+        self.topo = None
+        self.policy_extra = None
+        self.calls, self.setups, self.teardowns = [], [], []
+        self.ctl = {"level": 0, "admit_rate": 0, "admit_burst": 0, "oc": False}
+
+    def etsfctl(self, *args):
+        self.calls.append(args)
+        if args[:2] == ("overload", "set"):
+            self.ctl["level"] = int(args[2])
+        elif args[:3] == ("overload", "admit", "--off"):
+            self.ctl.update(admit_rate=0, admit_burst=0)
+        elif args[:3] == ("overload", "admit", "--rate"):
+            self.ctl.update(admit_rate=int(args[3]), admit_burst=int(args[5]))
+
+    def setup_config(self, cfg):
+        self.setups.append(cfg["name"])
+        cfg["_dir"] = Path("/nonexistent")
+
+    def teardown_config(self, cfg):
+        self.teardowns.append(cfg["name"])
+
+
+def _sweep(tmp_path, left, **prof):
+    sw = overload.Sweep.__new__(overload.Sweep)
+    sw.p = dict(overload.PROFILES["full"], **prof)
+    sw.b = _FakeBench(tmp_path)
+    sw.ctl = None
+    sw.res = {"capacity": {"cps": 400}, "configs": [], "skipped": [], "pids": []}
+    sw.left = lambda: left[0]
+    sw.read_ctl = lambda: dict(sw.b.ctl)
+    for name in ("wait_proxy", "limit_proxy", "steer_receive", "socket_buffers", "uac_xdp", "unlimit_proxy"):
+        setattr(sw, name, lambda *a, **k: None)
+    return sw
+
+
+def test_interleaved_loop_records_rounds_into_each_configuration(tmp_path):
+    left = [10_000.0]
+    sw = _sweep(tmp_path, left, repeats=2)
+    cfgs = overload.expand_fixed([overload.config(x, 0) for x in ("D", "F", "K")], [1.0])
+    _alone, group = overload.split_interleaved(cfgs)
+    sw.mults = [0.5, 3]
+    sw.res["interleaved"] = {"configs": [c["name"] for c in group], "repeats": 2, "rounds": []}
+    ran = []
+
+    def step(cfg, cap, m):
+        ran.append((cfg["letter"], m))
+        left[0] -= 100
+        return {"multiple": m, "goodput_cps": 1.0}
+    sw.interleaved_step = step
+    sw.run_interleaved(group)
+    # one topology for both, K's policy section on it, torn down once
+    assert sw.b.setups == ["etsf-interleaved"] == sw.b.teardowns
+    assert sw.b.policy_extra == overload.auto_policy(sw.p)
+    assert ran == [("F", 0.5), ("K", 0.5), ("K", 0.5), ("F", 0.5), ("F", 3), ("K", 3), ("K", 3), ("F", 3)]
+    f, k = group
+    assert [(s["multiple"], s["round"], s["repeat"], s["position"]) for s in f["steps"]] == [
+        (0.5, 0, 0, 0), (0.5, 1, 1, 1), (3, 2, 0, 0), (3, 3, 1, 1)]
+    assert [(s["round"], s["position"]) for s in k["steps"]] == [(0, 1), (1, 0), (2, 1), (3, 0)]
+    assert k["steps"][1]["order"] == ["K-etsf-controller", "F-etsf-fixed-admit"]
+    assert sw.res["configs"] == group and sw.res["skipped"] == []
+    assert not any("_dir" in c or "error" in c for c in group) and f["interleaved"] == "etsf-interleaved"
+    assert [r["order"][0] for r in sw.res["interleaved"]["rounds"]] == [f["name"], k["name"]] * 2
+
+
+def test_interleaved_loop_skips_whole_rounds_out_of_budget(tmp_path):
+    p = overload.PROFILES["full"]
+    # enough for the round at 0.5x and half of the one at 3x: that round is not started
+    left = [overload.round_cost(p, 0.5, 2) + overload.round_cost(p, 3, 2) / 2 + 1]
+    sw = _sweep(tmp_path, left)
+    group = [overload.config("F", 0), overload.config("K", 0)]
+    sw.mults = [0.5, 3]
+    sw.res["interleaved"] = {"configs": [c["name"] for c in group], "repeats": 1, "rounds": []}
+
+    def step(cfg, cap, m):
+        left[0] -= overload.round_cost(p, m, 1)
+        return {"multiple": m}
+    sw.interleaved_step = step
+    sw.run_interleaved(group)
+    assert [len(c["steps"]) for c in group] == [1, 1]
+    assert sw.res["skipped"] == [{"config": "K-etsf-controller", "multiple": 3, "round": 1, "why": "time budget"},
+                                 {"config": "F-etsf-fixed-admit", "multiple": 3, "round": 1, "why": "time budget"}]
+    # an error stops the run and is recorded on every configuration of it, the topology torn down
+    left[0] = 10_000.0
+    sw = _sweep(tmp_path, left)
+    group = [overload.config("F", 0), overload.config("K", 0)]
+    sw.mults = [0.5]
+    sw.res["interleaved"] = {"configs": [c["name"] for c in group], "repeats": 1, "rounds": []}
+
+    def broken(cfg, cap, m):
+        if cfg["letter"] == "K":
+            raise RuntimeError("kamailio exited")
+        return {"multiple": m}
+    sw.interleaved_step = broken
+    sw.run_interleaved(group)
+    assert group[1]["error"] == "RuntimeError: kamailio exited"
+    assert group[0]["error"] == "stopped with K-etsf-controller: RuntimeError: kamailio exited"
+    assert len(group[0]["steps"]) == 1 and sw.b.teardowns == ["etsf-interleaved"]
+
+
+def test_switch_admission_resets_etsf_ctl_and_the_controller_state(tmp_path):
+    sw = _sweep(tmp_path, [10_000.0])
+    started = []
+
+    def admission(cfg, cap):
+        if cfg["admission"] == "fixed":
+            fx = overload.fixed_admission(cap, sw.p, cfg.get("fixed_share", 1.0))
+            sw.b.etsfctl("overload", "admit", "--rate", str(fx["rate"]), "--burst", str(fx["burst"]),
+                         "--retry-after", str(fx["retry_after"]))
+            cfg["fixed_admission"] = fx
+        elif cfg["admission"] == "auto":
+            started.append(sw.state_file().exists())
+            sw.b.ctl["admit_rate"] = 0           # a fresh controller's first tick at rest
+    sw.admission = admission
+    sw.state_file = lambda: tmp_path / "overload.json"
+    f, k = overload.config("F", 0), overload.config("K", 0)
+    # after a K step: its level and rate are still in etsf_ctl, its state file is there
+    sw.b.ctl.update(level=1, admit_rate=300, admit_burst=30)
+    (tmp_path / "overload.json").write_text('{"level": 1, "admit_rate": 300, "changes_total": 9}')
+    got = sw.switch_admission(f, 400)
+    assert sw.b.calls == [("overload", "admit", "--off"), ("overload", "set", "0"),
+                          ("overload", "admit", "--rate", "400", "--burst", "40", "--retry-after", "5")]
+    assert got["before_reset"]["level"] == 1 and got["at_start"] == {"level": 0, "admit_rate": 400,
+                                                                     "admit_burst": 40, "oc": False}
+    assert not (tmp_path / "overload.json").exists()
+    # after an F step: K's controller starts from level 0, admission off, no state file
+    sw.b.calls.clear()
+    (tmp_path / "overload.json").write_text('{"pinned": true}')
+    got = sw.switch_admission(k, 400)
+    assert sw.b.calls == [("overload", "admit", "--off")] and started == [False]
+    assert got["at_start"]["admit_rate"] == 0 and got["at_start"]["level"] == 0
+    # nothing to reset: no etsfctl call before the fixed rate
+    sw.b.calls.clear()
+    sw.switch_admission(f, 400)
+    assert [c[:3] for c in sw.b.calls] == [("overload", "admit", "--rate")]
+    # a reset that did not take is an error, not a step run from the wrong state
+    sw.b.etsfctl = lambda *a: None
+    sw.b.ctl.update(level=2)
+    with pytest.raises(RuntimeError, match="etsf_ctl not reset before K-etsf-controller"):
+        sw.switch_admission(k, 400)
+
+
+# -- the paired summary ------------------------------------------------------------------------------
+
+def _paired_result(cap=400):
+    def st(m, g, rnd, pos, t, aborted=None):
+        return {"multiple": m, "goodput_cps": g, "round": rnd, "position": pos, "started_unix": t,
+                "sipp_aborted": aborted, "invite_200_ms": {"n": 1, "p50": 1, "p99": 4}, "offered_cps": 400 * m,
+                "achieved_cps": 400 * m, "attempted": 10, "completed": 9, "failed": 1, "failed_timeout": 0,
+                "responses_503": 1, "final_codes": {"503": 1}, "retransmissions": 0, "proxy_drops": 0}
+    f = {"name": "F-etsf-fixed-admit", "letter": "F", "kind": "etsf-fastpath", "admission": "fixed",
+         "steps": [st(0.5, 200, 0, 0, 1000.0), st(3, 390, 2, 0, 1100.0), st(3, 380, 3, 1, 1160.5),
+                   st(3, 400, 4, 0, 1200.0)]}
+    k = {"name": "K-etsf-controller", "letter": "K", "kind": "etsf-fastpath", "admission": "auto",
+         "steps": [st(0.5, 198, 0, 1, 1030.0), st(3, 370, 2, 1, 1130.0), st(3, 380, 3, 0, 1130.2),
+                   st(3, 300, 4, 1, 1230.0, aborted="sipp: assertion")]}
+    d = {"name": "D-direct", "kind": "direct", "admission": None, "steps": [st(3, 150, 0, 0, 900.0)]}
+    for s in d["steps"]:
+        del s["round"]
+    return {"capacity": {"cps": cap}, "configs": [d, f, k], "skipped": [],
+            "interleaved": {"configs": [f["name"], k["name"]], "repeats": 3, "rounds": []}}
+
+
+def test_paired_ratios_per_round_and_counts():
+    rows = overload.paired(_paired_result())
+    assert [(r["k"], r["f"], r["multiple"], r["n"]) for r in rows] == [
+        ("K-etsf-controller", "F-etsf-fixed-admit", 0.5, 1), ("K-etsf-controller", "F-etsf-fixed-admit", 3, 2)]
+    three = rows[1]
+    assert [(x["round"], x["k_goodput"], x["f_goodput"], x["ratio"], x["k_first"], x["gap_s"], x["aborted"])
+            for x in three["pairs"]] == [(2, 370, 390, 0.949, False, 30.0, False),
+                                         (3, 380, 380, 1.0, True, 30.3, False),
+                                         (4, 300, 400, 0.75, False, 30.0, True)]
+    # the aborted pair is listed, not counted: median of 0.949 and 1.0; K >= 360 in both;
+    # K >= 0.95 x F: 370 < 370.5 no, 380 >= 361 yes
+    assert three["ratio_median"] == pytest.approx(0.974, abs=1e-3)
+    assert (three["k_at_capacity"], three["k_near_f"]) == (2, 1)
+    assert rows[0]["k_at_capacity"] == 0 and rows[0]["k_near_f"] == 1      # 198 >= 190, < 360
+    # no capacity: that count is not made; no interleaved steps: no pairs
+    assert overload.paired(_paired_result(cap=None))[1]["k_at_capacity"] is None
+    res = _paired_result()
+    for c in res["configs"]:
+        for s in c["steps"]:
+            s.pop("round", None)
+    assert overload.paired(res) == [] and overload.paired_md(res) == ""
+
+
+def test_paired_section_in_the_report():
+    res = _paired_result()
+    md = overload.paired_md(res)
+    lines = md.splitlines()
+    assert all(ln.count("|") == 8 for ln in lines)
+    assert lines[-1] == ("| K-etsf-controller vs F-etsf-fixed-admit | 3× | 2 | 370 / 390 = 0.95 (F first, 30 s); "
+                         "380 / 380 = 1.00 (K first, 30 s); 300 / 400 = 0.75 (F first, 30 s) aborted, not counted "
+                         "| 0.97 | 2/2 | 1/2 |")
+    text = overload.report_md(res, None)
+    assert "**Interleaved** (F-etsf-fixed-admit, K-etsf-controller): one eTSF topology" in text
+    assert "**Paired steps**" in text and lines[-1] in text
+    assert "repeated steps: the first at each multiple" in text
+    assert "| F-etsf-fixed-admit | 3× (round 2) |" in overload.table_md(res)
+    del res["interleaved"]
+    assert "**Paired steps**" not in overload.report_md(res, None)
+
+
+def test_interleave_profile_entries_and_flags(tmp_path):
+    assert overload.PROFILES["full"]["interleave"] is False and overload.PROFILES["quick"]["repeats"] == 1
+    with pytest.raises(ValueError, match=r"repeats must be an integer in 1\.\.10"):
+        overload.run(tmp_path, 60, True, interleave=True, repeats=0)
+    with pytest.raises(SystemExit):
+        overload.main(["--repeats", "2"])
+    assert not list(tmp_path.iterdir())
