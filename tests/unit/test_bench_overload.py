@@ -396,7 +396,7 @@ def test_targets_pass_and_fail_with_numbers():
     assert all(r["config"] == "K-etsf-controller" for r in rows)
     rows = overload.targets(_sweep_result(710.0, k05_p99=0.0, k3_p99=3.0, a3=400.0))
     assert [r["ok"] for r in rows] == [False, True, False, False]
-    assert rows[-1]["bound"] == 2.0                 # p99 0 at 0.5x reads "under 1 ms": bound 2 ms
+    assert rows[-1]["bound"] == 2.0                 # p99 0 at 0.5x, readings in 1 ms steps: bound 2 ms
     md = overload.targets_md(_sweep_result(710.0))
     assert "| K-etsf-controller | goodput at 3x >= 0.9 x capacity | 710.0 | 720.0 | **no** |" in md
     res = _sweep_result(760.0)
@@ -768,3 +768,45 @@ def test_interleave_profile_entries_and_flags(tmp_path):
     with pytest.raises(SystemExit):
         overload.main(["--repeats", "2"])
     assert not list(tmp_path.iterdir())
+
+
+def test_p99_bound_is_one_step_of_sipps_clock():
+    """Readings that are all multiples of 4 ms: a p99 of 0 at 0.5x means "under 4 ms", so the
+    bound is 8 ms, not 2; one reading off the step brings the step down with it."""
+    res = _sweep_result(760.0, k05_p99=0.0, k3_p99=8.0)
+    for c in res["configs"]:
+        for st in c["steps"]:
+            st["invite_200_ms"]["p50"] = 0.0
+            st["invite_200_ms"]["p99"] = st["invite_200_ms"]["p99"] or 0.0
+    assert overload.rtd_quantum_ms(res) == 4.0
+    row = overload.targets(res)[-1]
+    assert (row["value"], row["bound"], row["ok"]) == (8.0, 8.0, True)
+    res["configs"][3]["steps"][1]["invite_200_ms"]["p99"] = 12.0
+    assert overload.targets(res)[-1]["ok"] is False
+    res["configs"][0]["steps"][1]["invite_200_ms"]["p99"] = 6.0
+    assert overload.rtd_quantum_ms(res) == 2.0 and overload.targets(res)[-1]["bound"] == 4.0
+    assert overload.rtd_quantum_ms({"configs": [{"steps": [{"invite_200_ms": {"p50": 0.0, "p99": 0.0}}]}]}) == 1.0
+
+
+@pytest.mark.parametrize("items,err", [
+    (["target_pdd_ms"], "--auto: KEY=VALUE of a scalar overload.auto setting expected (got 'target_pdd_ms')"),
+    (["enabled=false"], "--auto: KEY=VALUE of a scalar overload.auto setting expected (got 'enabled=false')"),
+    (["target_pdd=20"], "--auto: overload.auto.target_pdd: one of the keys"),
+    (["target_pdd_ms=-5"], "--auto: overload.auto.target_pdd_ms:"),
+    (["max_step=[1"], "--auto: max_step: a number expected (got '[1')"),
+])
+def test_auto_settings_refused_in_one_line(capsys, items, err):
+    with pytest.raises(SystemExit) as e:
+        overload.main([a for it in items for a in ("--auto", it)] + ["--quick", "--out", "/nonexistent/x"])
+    assert e.value.code == 2
+    msg = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err in msg, msg
+
+
+def test_auto_settings_reach_ks_policy():
+    import argparse
+    over = overload.auto_settings(argparse.ArgumentParser(), ["target_pdd_ms=20", "target_queue=8192",
+                                                              "max_step=0.1"])
+    assert over == {"target_pdd_ms": 20, "target_queue": 8192, "max_step": 0.1}
+    text = overload.auto_policy({"auto": over})
+    assert "    target_pdd_ms: 20\n" in text and "    target_queue: 8192\n" in text and "enabled: true" in text
