@@ -434,7 +434,7 @@ def summarize(res: dict) -> dict:
         for m in METRICS:
             med = t["vs_T0"][m]["paired"]["median"]
             t["vs_T0"][m]["ns_per_dropped"] = (med * 1e6 / t["filter_dropped"]
-                                              if med is not None and t["filter_dropped"] else None)
+                                               if med is not None and t["filter_dropped"] else None)
     return out
 
 
