@@ -191,25 +191,28 @@ def test_classify_at_tc_ingress_same_as_xdp(env, t, case):
     assert [TC_OF_XDP[g[0]] for g in got[H.XDP]] == [g[0] for g in got[H.TC_INGRESS]]
 
 
+def _limit(cls, burst=1):
+    return lambda env: env.set_policy(rates={cls: (1, burst)})
+
+
+def _trust_register(env):
+    env.set_policy(rates={L.RlClass.REGISTER: (1, 1)})
+    env.acl("198.18.1.0/24", L.AclAction.TRUST)
+
+
 EARLY = {
     # case: (setup, packet, (method, verdict, reason), decided before the parse?)
     "deny": (_deny, _invite(), (M.INVITE, V.DROP, R.DENY), True),
     "deny_response": (_deny, udp4(sip_response(180, "Ringing")), (M.RESPONSE, V.DROP, R.DENY), True),
-    "register_over": (lambda env: env.set_policy(rates={L.RlClass.REGISTER: (1, 1)}),
-                      udp4(sip_request("REGISTER", callid="eo@x")),
+    "register_over": (_limit(L.RlClass.REGISTER), udp4(sip_request("REGISTER", callid="eo@x")),
                       (M.REGISTER, V.DROP, R.RATE_LIMIT), True),
-    "register_conforming": (lambda env: env.set_policy(rates={L.RlClass.REGISTER: (1, 2)}),
-                            udp4(sip_request("REGISTER", callid="ec@x")),
+    "register_conforming": (_limit(L.RlClass.REGISTER, 2), udp4(sip_request("REGISTER", callid="ec@x")),
                             (M.REGISTER, V.PASS, R.OK), False),
-    "options_over": (lambda env: env.set_policy(rates={L.RlClass.OPTIONS: (1, 1)}),
-                     udp4(sip_request("OPTIONS", callid="op@x")),
+    "options_over": (_limit(L.RlClass.OPTIONS), udp4(sip_request("OPTIONS", callid="op@x")),
                      (M.OPTIONS, V.DROP, R.RATE_LIMIT), False),
-    "register_tcp_over": (lambda env: env.set_policy(rates={L.RlClass.REGISTER: (1, 1)}),
-                          tcp4(sip_request("REGISTER", callid="et@x")),
+    "register_tcp_over": (_limit(L.RlClass.REGISTER), tcp4(sip_request("REGISTER", callid="et@x")),
                           (M.REGISTER, V.DROP, R.RATE_LIMIT), False),
-    "trusted_register": (lambda env: (env.set_policy(rates={L.RlClass.REGISTER: (1, 1)}),
-                                      env.acl("198.18.1.0/24", L.AclAction.TRUST)),
-                         udp4(sip_request("REGISTER", callid="tr@x")),
+    "trusted_register": (_trust_register, udp4(sip_request("REGISTER", callid="tr@x")),
                          (M.REGISTER, V.PASS, R.TRUSTED), False),
 }
 

@@ -75,11 +75,25 @@ def _run(rnd, sent, reached, dropped, whole, bench):
                                      "flood_ms": bench, "sink_ms": 0.0, "residual_ratio": 0.0}}
 
 
+def _two(dropped, first, second):
+    """One configuration's two rounds of 1,000 datagrams: (whole ms, bench ms) each."""
+    return {"runs": [_run(i, 1000, 1000 - dropped, dropped, *cpu) for i, cpu in ((1, first), (2, second))]}
+
+
+def _render(res, summary, **params):
+    params = {"rate": 1, "seconds": 1, "sources": 1, "port": 5060, "limit_per_source": 20, "burst": 5,
+              "rounds": 2, **params}
+    return floodcmp.render({"profile": "quick", "params": params,
+                            "host": {"kernel": "k", "cpus": 2, "nft": "n", "iptables": "i"},
+                            "configs": {c: {"what": floodcmp.CONFIGS[c], **v} for c, v in res["configs"].items()},
+                            "summary": summary, "skipped": [], "errors": [], "orders": []})
+
+
 def test_summary_medians_per_datagram_and_paired_to_f():
     res = {"configs": {
-        "N": {"runs": [_run(1, 1000, 1000, 0, 100, 80), _run(2, 1000, 1000, 0, 110, 90)]},
-        "F": {"runs": [_run(1, 1000, 100, 900, 50, 40), _run(2, 1000, 100, 900, 60, 50)]},
-        "X": {"runs": [_run(1, 1000, 100, 900, 70, 60), _run(2, 1000, 100, 900, 80, 70)]}}}
+        "N": _two(0, (100, 80), (110, 90)),
+        "F": _two(900, (50, 40), (60, 50)),
+        "X": _two(900, (70, 60), (80, 70))}}
     s = floodcmp.summarize(res)
     assert s["N"]["whole_ms"] == 105 and s["F"]["bench_ms"] == 45
     assert s["X"]["ns_per_sent_bench"] == pytest.approx(65_000)          # median of 60 and 70 ms / 1000
@@ -88,30 +102,21 @@ def test_summary_medians_per_datagram_and_paired_to_f():
     assert s["X"]["vs_F"]["bench_ms"]["ratio"] == pytest.approx(65 / 45)
     assert s["X"]["vs_F"]["whole_ms"]["paired"]["diffs"] == [20, 20]
     assert "vs_F" not in s["F"] and "saved_ns_per_dropped_vs_N" not in s["N"]
-    params = {"rate": 1, "seconds": 1, "sources": 1, "port": 5060, "limit_per_source": 20, "burst": 5, "rounds": 2}
-    text = floodcmp.render({"profile": "quick", "params": params,
-                            "host": {"kernel": "k", "cpus": 2, "nft": "n", "iptables": "i"},
-                            "configs": {c: {"what": floodcmp.CONFIGS[c], **v} for c, v in res["configs"].items()},
-                            "summary": s, "skipped": [], "errors": [], "orders": []})
+    text = _render(res, s)
     assert "| X | 65 | 75 |" in text and "1 (baseline)" in text
 
 
 def test_summary_pairs_t_with_its_base_build():
     """--base: T0 runs T's attach with another tree's programs; T - T0 is paired per round."""
     res = {"configs": {
-        "F": {"runs": [_run(1, 1000, 100, 900, 50, 40), _run(2, 1000, 100, 900, 60, 50)]},
-        "T": {"runs": [_run(1, 1000, 100, 900, 55, 45), _run(2, 1000, 100, 900, 62, 52)]},
-        "T0": {"runs": [_run(1, 1000, 100, 900, 70, 60), _run(2, 1000, 100, 900, 80, 70)]}}}
+        "F": _two(900, (50, 40), (60, 50)),
+        "T": _two(900, (55, 45), (62, 52)),
+        "T0": _two(900, (70, 60), (80, 70))}}
     s = floodcmp.summarize(res)
     assert s["T"]["vs_T0"]["bench_ms"]["paired"]["diffs"] == [-15, -18]
     assert s["T"]["vs_T0"]["bench_ms"]["ns_per_dropped"] == pytest.approx(-16.5e6 / 900)
     assert "vs_T0" not in s["T0"] and "vs_T0" not in s["F"]
-    params = {"rate": 1, "seconds": 1, "sources": 1, "port": 5060, "limit_per_source": 20, "burst": 5,
-              "rounds": 2, "base_ref": "v1", "base_commit": "0123456789abcdef"}
-    text = floodcmp.render({"profile": "full", "params": params,
-                            "host": {"kernel": "k", "cpus": 2, "nft": "n", "iptables": "i"},
-                            "configs": {c: {"what": floodcmp.CONFIGS[c], **v} for c, v in res["configs"].items()},
-                            "summary": s, "skipped": [], "errors": [], "orders": []})
+    text = _render(res, s, base_ref="v1", base_commit="0123456789abcdef")
     assert "## T - T0: this tree's programs against `v1` (0123456789ab)" in text
     assert "| bench | -16 |" in text or "| bench | -17 |" in text
     del res["configs"]["T0"]
