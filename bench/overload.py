@@ -996,16 +996,25 @@ class Sweep:
         """etsf_admit per CPU (None without eTSF or when the map cannot be read)."""
         if not cfg["kind"].startswith("etsf"):
             return None
-        from etsf import bpfmaps, layout
-        try:
-            m = bpfmaps.open_map("etsf_admit", self.b.pin_root, read_only=True)
-            try:
-                vals = m.lookup_percpu((0).to_bytes(4, "little")) or []
-            finally:
-                m.close()
-        except Exception:  # noqa: BLE001 - a missing map is a missing figure, not a failed step
+        from etsf import layout
+        vals = self.pinned_entry0("etsf_admit", percpu=True)
+        if vals is None:
             return None
         return [{k: int(getattr(layout.Admit.from_bytes(v), k)) for k in ADMIT_FIELDS} for v in vals]
+
+    def pinned_entry0(self, name: str, percpu: bool = False):
+        """Entry 0 of the node's pinned array map `name` (per CPU: a list of values), read only;
+        None when it cannot be read: a missing map is a missing figure, the caller decides."""
+        from etsf import bpfmaps
+        try:
+            m = bpfmaps.open_map(name, self.b.pin_root, read_only=True)
+            try:
+                key = (0).to_bytes(4, "little")
+                return (m.lookup_percpu(key) or []) if percpu else m.lookup(key)
+            finally:
+                m.close()
+        except Exception:  # noqa: BLE001 - see the docstring
+            return None
 
     def state_file(self) -> Path:
         return Path(self.b.env["ETSF_STATE_DIR"]) / "overload.json"
@@ -1517,15 +1526,11 @@ class Sweep:
     def read_ctl(self) -> dict | None:
         """etsf_ctl's level, admission and RFC 7339 flag, read from the pinned map (None when
         it cannot be read)."""
-        from etsf import bpfmaps, layout
+        from etsf import layout
+        raw = self.pinned_entry0("etsf_ctl")
         try:
-            m = bpfmaps.open_map("etsf_ctl", self.b.pin_root, read_only=True)
-            try:
-                raw = m.lookup((0).to_bytes(4, "little"))
-            finally:
-                m.close()
             c = layout.Ctl.from_buffer_copy(raw)
-        except Exception:  # noqa: BLE001 - the caller decides what a missing reading means
+        except (TypeError, ValueError):       # unreadable or short: no reading
             return None
         return {"level": int(c.overload_level), "admit_rate": int(c.invite_admit_rate),
                 "admit_burst": int(c.invite_admit_burst), "oc": bool(c.flags & layout.CTL_F_OC)}
