@@ -11,7 +11,9 @@
 #define ETSF_ADMIT_H
 
 #include "etsf.h"
+#include "etsf_parse.h"
 #include "etsf_sip_parse.h"
+#include "etsf_tm_maps.h"
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -48,19 +50,29 @@ static __always_inline struct etsf_admit *etsf_admit_get(void)
 }
 
 /*
- * Admission off: the INVITE passes, and is remembered as admitted unless a
- * live decision to admit it is there already, so that its retransmissions
- * still pass once admission is switched on (the proxy has the first copy;
- * a 503 to a copy would end a call the proxy goes on to connect).  Call only
- * for an out-of-dialog INVITE with a Call-ID.
+ * Admission off: the INVITE passes, and is remembered as admitted, so that
+ * its retransmissions still pass once admission is switched on (the proxy
+ * has the first copy; a 503 to a copy would end a call the proxy goes on to
+ * connect).  When telemetry inserts this INVITE's transaction entry
+ * (etsf_tm_txn, never deleted on the final response) that entry is the
+ * memory, and etsf_admit_invite looks there: one LRU insert per INVITE, not
+ * two (an LRU insert is the dearest step of an INVITE's classification).
+ * A decision already stored is overwritten unless it is a live admit (a
+ * refusal from before admission was switched off no longer holds).  Call
+ * only for an out-of-dialog INVITE with a Call-ID.
  */
-static __always_inline void etsf_admit_note(const struct etsf_sip_result *r)
+static __always_inline void etsf_admit_note(const struct etsf_policy *pol, int valid,
+					    const struct etsf_pkt *p,
+					    const struct etsf_sip_result *r)
 {
 	__u64 key = etsf_admit_key(r->callid_hash, r->cseq);
-	__u64 now = bpf_ktime_get_ns();
 	struct etsf_admit_txn *t, nt = {};
+	__u64 now;
 
 	t = bpf_map_lookup_elem(&etsf_admit_txn, &key);
+	if (!t && etsf_tm_records_request_in(pol, valid, p->ifindex))
+		return;
+	now = bpf_ktime_get_ns();
 	if (t && t->admitted && now - t->ts_ns < ETSF_ADMIT_TXN_NS)
 		return;
 	nt.ts_ns = now;
@@ -73,6 +85,7 @@ static __always_inline void etsf_admit_note(const struct etsf_sip_result *r)
  * Call-ID and admission on (ctl->invite_admit_rate != 0).
  */
 static __always_inline int etsf_admit_invite(const struct etsf_ctl *ctl,
+					     const struct etsf_pkt *p,
 					     const struct etsf_sip_result *r)
 {
 	struct etsf_admit *a = etsf_admit_get();
@@ -93,6 +106,12 @@ static __always_inline int etsf_admit_invite(const struct etsf_ctl *ctl,
 		}
 		a->retrans_rejected++;
 		return 0;
+	}
+	/* passed while admission was off, remembered by telemetry (etsf_admit_note) */
+	if (etsf_tm_request_seen(r->callid_hash, r->cseq, ETSF_M_INVITE, p->ifindex, now,
+				       ETSF_ADMIT_TXN_NS)) {
+		a->retrans_admitted++;
+		return 1;
 	}
 	ok = 0;
 	if (burst) {

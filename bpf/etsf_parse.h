@@ -29,6 +29,7 @@ struct etsf_pkt {
 	__u8  acl;          /* ETSF_PKT_ACL_KNOWN | the ACL action, once looked up */
 	__u8  _pad;
 	__u8  saddr[16];
+	__u32 ifindex;      /* interface the packet entered on (telemetry's key) */
 };
 
 static __always_inline int etsf_is_vlan(__u16 proto)

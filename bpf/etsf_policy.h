@@ -251,8 +251,8 @@ static __always_inline __u32 etsf_policy_verdict(const struct etsf_ctl *ctl,
 	}
 	if (r->method == ETSF_M_INVITE && !prot && r->has_callid) {
 		if (!ctl->invite_admit_rate) {
-			etsf_admit_note(r);
-		} else if (!etsf_admit_invite(ctl, r)) {
+			etsf_admit_note(pol, valid, p, r);
+		} else if (!etsf_admit_invite(ctl, p, r)) {
 			*reason = ETSF_R_ADMISSION;
 			return ETSF_V_DROP;
 		}

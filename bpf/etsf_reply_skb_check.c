@@ -72,6 +72,7 @@ int tc_reply_check(struct __sk_buff *skb)
 
 	summed = (__u32)BPF_CORE_READ_BITFIELD(kskb, ip_summed) & 3;
 	p.pkt_len = skb->len;
+	p.ifindex = skb->ingress_ifindex;
 	reason = etsf_classify(skb, ETSF_HOOK_TC_INGRESS, &p, &r, &ctl, &pol, &valid);
 	if (reason != ETSF_R_OK || !ctl)
 		return TC_ACT_OK;

@@ -98,16 +98,6 @@ static __always_inline void etsf_tm_record(__u32 method, __u32 stage, __u64 ns)
 }
 
 /*
- * Transaction telemetry is on unless the live policy turns it off
- * (ETSF_POL_F_TM_OFF); without a valid policy it stays on, as before the
- * flag existed.
- */
-static __always_inline int etsf_tm_enabled(const struct etsf_policy *pol, int valid)
-{
-	return !(valid && pol && (pol->flags & ETSF_POL_F_TM_OFF));
-}
-
-/*
  * hook: ETSF_HOOK_XDP, ETSF_HOOK_TC_INGRESS or ETSF_HOOK_TC_EGRESS; r: a classified
  * SIP message.
  * A global (non-inlined) function: the verifier checks it once, on its own,
@@ -117,21 +107,14 @@ __attribute__((noinline)) int etsf_tm_observe(__u32 hook, __u32 ifindex,
 					       const struct etsf_sip_result *r)
 {
 	struct etsf_tm_txn_key k = {};
-	struct etsf_tm_ifcfg *cfg;
 	struct etsf_tm_txn *t;
-	__u32 key = ifindex, dir = ETSF_TM_TOWARD, ingress, is_req;
+	__u32 dir, ingress, is_req;
 	__u32 code, stage, sbit, cbit, seen;
 	__u64 now;
 
 	if (!r || !r->has_callid || r->method == ETSF_M_UNKNOWN || r->method >= ETSF_METHODS)
 		return 0;
-	cfg = bpf_map_lookup_elem(&etsf_tm_ifcfg, &key);
-	if (!cfg) {
-		key = 0;
-		cfg = bpf_map_lookup_elem(&etsf_tm_ifcfg, &key);
-	}
-	if (cfg)
-		dir = cfg->dir;
+	dir = etsf_tm_dir(ifindex);
 	if (dir >= ETSF_TM_OFF)
 		return 0;
 	/* both ingress hooks (XDP, TC ingress) see what comes toward the node */

@@ -56,4 +56,53 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } etsf_tm_events SEC(".maps");
 
+/*
+ * Transaction telemetry is on unless the live policy turns it off
+ * (ETSF_POL_F_TM_OFF); without a valid policy it stays on, as before the
+ * flag existed.
+ */
+static __always_inline int etsf_tm_enabled(const struct etsf_policy *pol, int valid)
+{
+	return !(valid && pol && (pol->flags & ETSF_POL_F_TM_OFF));
+}
+
+/* the interface's direction (enum etsf_tm_dir): its entry, else key 0, else TOWARD */
+static __always_inline __u32 etsf_tm_dir(__u32 ifindex)
+{
+	struct etsf_tm_ifcfg *cfg;
+	__u32 key = ifindex;
+
+	cfg = bpf_map_lookup_elem(&etsf_tm_ifcfg, &key);
+	if (!cfg) {
+		key = 0;
+		cfg = bpf_map_lookup_elem(&etsf_tm_ifcfg, &key);
+	}
+	return cfg ? cfg->dir : ETSF_TM_TOWARD;
+}
+
+/*
+ * Does telemetry insert an entry for a request that passes an ingress hook
+ * on ifindex?  (etsf_tm_observe's condition for a request seen entering.)
+ */
+static __always_inline int etsf_tm_records_request_in(const struct etsf_policy *pol, int valid,
+						      __u32 ifindex)
+{
+	return etsf_tm_enabled(pol, valid) && etsf_tm_dir(ifindex) == ETSF_TM_TOWARD;
+}
+
+/* the request (Call-ID hash, CSeq, method) entered on ifindex less than max_age_ns ago */
+static __always_inline int etsf_tm_request_seen(__u64 callid_hash, __u32 cseq, __u32 method,
+						__u32 ifindex, __u64 now, __u64 max_age_ns)
+{
+	struct etsf_tm_txn_key k = {};
+	struct etsf_tm_txn *t;
+
+	k.callid_hash = callid_hash;
+	k.cseq = cseq;
+	k.ifindex = ifindex;
+	k.method = method;
+	t = bpf_map_lookup_elem(&etsf_tm_txn, &k);
+	return t && now - t->start_ns < max_age_ns;
+}
+
 #endif /* ETSF_TM_MAPS_H */

@@ -500,6 +500,7 @@ int tc_fastpath(struct __sk_buff *skb)
 	}
 
 	c->p.pkt_len = len;
+	c->p.ifindex = ifindex;
 	ctl = bpf_map_lookup_elem(&etsf_ctl, &zero);
 	if (!ctl) {
 		c->reason = ETSF_R_INTERNAL;

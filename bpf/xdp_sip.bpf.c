@@ -223,6 +223,7 @@ int xdp_sip(struct xdp_md *ctx)
 	int valid = 0, tx = 0;
 
 	p.pkt_len = etsf_ctx_len(ctx);
+	p.ifindex = ctx->ingress_ifindex;
 	ifs = etsf_ifstat_get(ctx->ingress_ifindex);
 	if (ifs) {
 		ifs->rx_packets++;

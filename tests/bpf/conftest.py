@@ -49,7 +49,7 @@ def loaded(objects):
     maps = {n: bpf.open_map(n, root) for n in
             ("etsf_ctl", "etsf_policy", "etsf_acl_v4", "etsf_acl_v6", "etsf_rl",
              "etsf_stats", "etsf_ifstats", "etsf_last", "etsf_admit", "etsf_admit_txn",
-             "etsf_ka_cfg", "etsf_ka_id", "etsf_ka_stats")}
+             "etsf_ka_cfg", "etsf_ka_id", "etsf_ka_stats", "etsf_tm_txn")}
     yield {"root": root, "progs": progs, "maps": maps}
     for m in maps.values():
         m.close()

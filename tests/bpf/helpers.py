@@ -117,7 +117,8 @@ class Env:
         for slot in range(L.POLICY_SLOTS):
             self.maps["etsf_ka_cfg"].update(slot.to_bytes(4, "little"), bytes(L.KaCfg()))
         self.maps["etsf_ka_stats"].update(bytes(4), bytes(L.KaStats()))
-        for name in ("etsf_acl_v4", "etsf_acl_v6", "etsf_rl", "etsf_admit_txn", "etsf_ka_id"):
+        for name in ("etsf_acl_v4", "etsf_acl_v6", "etsf_rl", "etsf_admit_txn", "etsf_ka_id",
+                     "etsf_tm_txn"):
             m = self.maps[name]
             for k in m.keys():
                 m.delete(k)

@@ -20,7 +20,9 @@ def one_cpu():
     os.sched_setaffinity(0, old)
 
 
-def admission(env, rate, burst, flags=L.CTL_F_RECORD | L.CTL_F_ADMIT_SILENT, **pol):
+def admission(env, rate, burst, flags=L.CTL_F_RECORD | L.CTL_F_ADMIT_SILENT, pol_flags=None, **pol):
+    if pol_flags is not None:
+        pol["flags"] = pol_flags
     env.set_policy(**pol)
     c = env.ctl()
     c.invite_admit_rate = rate
@@ -45,22 +47,36 @@ def test_off_admits_everything(env, one_cpu):
     assert (a.admitted, a.rejected) == (0, 0)
 
 
-def test_passed_while_off_stays_admitted_once_on(env, one_cpu):
+def tm_key(i, cseq=1, ifindex=1):
+    return bytes(L.TmTxnKey(callid_hash=L.fnv1a64(f"adm-{i}@198.18.1.10".encode()), cseq=cseq,
+                            ifindex=ifindex, method=M.INVITE))
+
+
+@pytest.mark.parametrize("tm_off", [False, True], ids=["telemetry-on", "telemetry-off"])
+def test_passed_while_off_stays_admitted_once_on(env, one_cpu, tm_off):
     """An INVITE that passed while admission was off reached the proxy: once admission is on,
-    its retransmissions pass too (no token, no 503), while new INVITEs are refused."""
-    admission(env, 0, 0)
+    its retransmissions pass too (no token, no 503), while new INVITEs are refused.  With
+    telemetry on, its transaction entry is the memory (no etsf_admit_txn insert: one LRU insert
+    per INVITE); with telemetry off, etsf_admit_txn holds it."""
+    flags = L.POL_F_VALID | (L.POL_F_TM_OFF if tm_off else 0)
+    admission(env, 0, 0, pol_flags=flags)
     env.xdp(invite(5), V.PASS, M.INVITE, R.OK)
     key = L.admit_key(L.fnv1a64(b"adm-5@198.18.1.10"), 1).to_bytes(8, "little")
-    t = L.AdmitTxn.from_bytes(env.maps["etsf_admit_txn"].lookup(key))
-    assert t.admitted == 1 and t.ts_ns > 0
-    admission(env, 1000, 0)                                   # on, admitting no new INVITE
+    if tm_off:
+        t = L.AdmitTxn.from_bytes(env.maps["etsf_admit_txn"].lookup(key))
+        assert t.admitted == 1 and t.ts_ns > 0
+        assert env.maps["etsf_tm_txn"].lookup(tm_key(5)) is None
+    else:
+        assert env.maps["etsf_admit_txn"].lookup(key) is None
+        assert env.maps["etsf_tm_txn"].lookup(tm_key(5)) is not None
+    admission(env, 1000, 0, pol_flags=flags)                      # on, admitting no new INVITE
     env.xdp(invite(5), V.PASS, M.INVITE, R.OK, n=2)
     env.xdp(invite(6), V.DROP, M.INVITE, R.ADMISSION)
     a = env.admit()
     assert (a.admitted, a.retrans_admitted, a.rejected, a.retrans_rejected) == (0, 2, 1, 0)
-    admission(env, 0, 0)                                      # off again: the refused one passes
+    admission(env, 0, 0, pol_flags=flags)                         # off again: the refused one passes
     env.xdp(invite(6), V.PASS, M.INVITE, R.OK)
-    admission(env, 1000, 0)                                   # and stays admitted
+    admission(env, 1000, 0, pol_flags=flags)                      # and stays admitted
     env.xdp(invite(6), V.PASS, M.INVITE, R.OK)
     assert (env.admit().retrans_admitted, env.admit().retrans_rejected) == (3, 0)
 

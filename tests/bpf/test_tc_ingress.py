@@ -302,6 +302,26 @@ def test_answers_at_tc_ingress_same_frame_as_xdp(env, t, answer):
     assert Ether(out[H.XDP])[IP].dst == "198.18.1.10" and Ether(out[H.XDP])[UDP].dport == 5062
 
 
+def test_passed_while_admission_off_remembered_by_telemetry_at_tc(env, t):
+    """At TC ingress, as at XDP: an INVITE that passed while admission was off leaves one LRU
+    entry (telemetry's, keyed by the skb's ingress ifindex), none in etsf_admit_txn, and once
+    admission refuses every new INVITE its retransmission still passes (retrans_admitted)."""
+    t.set_if(L.IF_F_CLASSIFY)
+    env.set_policy()
+    frame = udp4(sip_request("INVITE", callid="tc-off@198.18.1.10", cseq=1))
+    key = L.admit_key(L.fnv1a64(b"tc-off@198.18.1.10"), 1).to_bytes(8, "little")
+    tm = bytes(L.TmTxnKey(callid_hash=L.fnv1a64(b"tc-off@198.18.1.10"), cseq=1, ifindex=IFX,
+                          method=M.INVITE))
+    assert t.run(frame)[0] == TC_ACT_OK
+    assert env.maps["etsf_admit_txn"].lookup(key) is None
+    assert env.maps["etsf_tm_txn"].lookup(tm) is not None
+    reject_all(env)
+    assert t.run(frame)[0] == TC_ACT_OK
+    assert (env.last().method, env.last().verdict, env.last().reason) == (M.INVITE, V.PASS, R.OK)
+    assert (env.admit().retrans_admitted, env.admit().rejected) == (1, 0)
+    t.clear_if()
+
+
 # --- one parse per packet --------------------------------------------------------------------
 
 
@@ -527,3 +547,4 @@ def test_tc_fastpath_verifier_ceiling(tci_loaded):
     assert ceiling == measured * 11 // 10
     n = bpf.prog_info(tci_loaded["prog"].id)["verified_insns"]
     assert 0 < n <= ceiling, f"tc_fastpath: {n} instructions processed, ceiling {ceiling}"
+
