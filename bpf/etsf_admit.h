@@ -50,16 +50,31 @@ static __always_inline struct etsf_admit *etsf_admit_get(void)
 }
 
 /*
+ * The INVITE passed an ingress hook less than a transaction lifetime ago
+ * (etsf_admit_note).  A global function: verified once, not on every path
+ * of the policy that reaches it.
+ */
+__attribute__((noinline)) int etsf_admit_passed(const struct etsf_pkt *p,
+						const struct etsf_sip_result *r, __u64 now)
+{
+	if (!p || !r)
+		return 0;
+	return etsf_tm_request_seen(r->callid_hash, r->cseq, ETSF_M_INVITE, p->ifindex, now,
+				    ETSF_ADMIT_TXN_NS);
+}
+
+/*
  * Admission off: the INVITE passes, and is remembered as admitted, so that
  * its retransmissions still pass once admission is switched on (the proxy
  * has the first copy; a 503 to a copy would end a call the proxy goes on to
  * connect).  When telemetry inserts this INVITE's transaction entry
  * (etsf_tm_txn, never deleted on the final response) that entry is the
- * memory, and etsf_admit_invite looks there: one LRU insert per INVITE, not
- * two (an LRU insert is the dearest step of an INVITE's classification).
- * A decision already stored is overwritten unless it is a live admit (a
- * refusal from before admission was switched off no longer holds).  Call
- * only for an out-of-dialog INVITE with a Call-ID.
+ * memory (etsf_admit_passed) and etsf_admit_txn is not touched: one LRU
+ * insert per INVITE, not two, and no lookup in a table too big to stay in
+ * the cache (an LRU insert and such misses are the dearest steps of an
+ * INVITE's classification).  Otherwise etsf_admit_txn gets an admit,
+ * overwriting any decision but a live admit.  Call only for an
+ * out-of-dialog INVITE with a Call-ID.
  */
 static __always_inline void etsf_admit_note(const struct etsf_policy *pol, int valid,
 					    const struct etsf_pkt *p,
@@ -69,9 +84,9 @@ static __always_inline void etsf_admit_note(const struct etsf_policy *pol, int v
 	struct etsf_admit_txn *t, nt = {};
 	__u64 now;
 
-	t = bpf_map_lookup_elem(&etsf_admit_txn, &key);
-	if (!t && etsf_tm_records_request_in(pol, valid, p->ifindex))
+	if (etsf_tm_records_request_in(pol, valid, p->ifindex))
 		return;
+	t = bpf_map_lookup_elem(&etsf_admit_txn, &key);
 	now = bpf_ktime_get_ns();
 	if (t && t->admitted && now - t->ts_ns < ETSF_ADMIT_TXN_NS)
 		return;
@@ -94,24 +109,24 @@ static __always_inline int etsf_admit_invite(const struct etsf_ctl *ctl,
 	__u64 now = bpf_ktime_get_ns();
 	__u64 T, tau, tat;
 	__u32 burst = ctl->invite_admit_burst;
-	int ok;
+	int ok, live;
 
 	if (!a)
 		return 1;       /* fail open */
 	t = bpf_map_lookup_elem(&etsf_admit_txn, &key);
-	if (t && now - t->ts_ns < ETSF_ADMIT_TXN_NS) {
-		if (t->admitted) {
-			a->retrans_admitted++;
-			return 1;
-		}
-		a->retrans_rejected++;
-		return 0;
-	}
-	/* passed while admission was off, remembered by telemetry (etsf_admit_note) */
-	if (etsf_tm_request_seen(r->callid_hash, r->cseq, ETSF_M_INVITE, p->ifindex, now,
-				       ETSF_ADMIT_TXN_NS)) {
+	live = t && now - t->ts_ns < ETSF_ADMIT_TXN_NS;
+	if (live && t->admitted) {
 		a->retrans_admitted++;
 		return 1;
+	}
+	/* passed while admission was off (etsf_admit_note): a refusal from before no longer holds */
+	if (etsf_admit_passed(p, r, now)) {
+		a->retrans_admitted++;
+		return 1;
+	}
+	if (live) {
+		a->retrans_rejected++;
+		return 0;
 	}
 	ok = 0;
 	if (burst) {
@@ -139,15 +154,21 @@ static __always_inline int etsf_admit_invite(const struct etsf_ctl *ctl,
  * 1 = this ACK acknowledges a final response to an INVITE that admission
  * refused (Call-ID + CSeq number of a live refusal): the answer was ours, the
  * proxy never saw the transaction, so the ACK has nowhere useful to go.  An
- * ACK for an admitted INVITE (its 2xx or the proxy's error) is never matched.
+ * ACK for an admitted INVITE (its 2xx or the proxy's error) is never matched,
+ * nor one for an INVITE that passed after its refusal, while admission was off.
  */
-static __always_inline int etsf_admit_refused_ack(const struct etsf_sip_result *r)
+static __always_inline int etsf_admit_refused_ack(const struct etsf_pkt *p,
+						  const struct etsf_sip_result *r)
 {
 	__u64 key = etsf_admit_key(r->callid_hash, r->cseq);
 	struct etsf_admit_txn *t;
+	__u64 now;
 
 	t = bpf_map_lookup_elem(&etsf_admit_txn, &key);
-	return t && !t->admitted && bpf_ktime_get_ns() - t->ts_ns < ETSF_ADMIT_TXN_NS;
+	if (!t || t->admitted)
+		return 0;
+	now = bpf_ktime_get_ns();
+	return now - t->ts_ns < ETSF_ADMIT_TXN_NS && !etsf_admit_passed(p, r, now);
 }
 
 #endif /* ETSF_ADMIT_H */

@@ -210,7 +210,7 @@ static __always_inline __u32 etsf_policy_verdict(const struct etsf_ctl *ctl,
 		*reason = ETSF_R_TRUSTED;
 		return ETSF_V_PASS;
 	}
-	if (r->method == ETSF_M_ACK && r->has_callid && etsf_admit_refused_ack(r)) {
+	if (r->method == ETSF_M_ACK && r->has_callid && etsf_admit_refused_ack(p, r)) {
 		*reason = ETSF_R_ADMIT_ACK;
 		return ETSF_V_DROP;
 	}

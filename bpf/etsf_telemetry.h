@@ -24,7 +24,9 @@
  * neither timed nor counted again).  Entries are never deleted on the final
  * response, so a retransmitted final or a late retransmitted request is still
  * recognised; the LRU bounds the map.  Responses without a tracked request are
- * counted (by code) and as RESP_NOMATCH, never timed.
+ * counted (by code) and as RESP_NOMATCH, never timed.  Admission control reads
+ * an INVITE's entry as the record that it passed while admission was off
+ * (etsf_admit.h: etsf_admit_note), so it keeps no entry of its own for it.
  */
 #ifndef ETSF_TELEMETRY_H
 #define ETSF_TELEMETRY_H

@@ -195,20 +195,29 @@ def _ack(i, cseq=1):
     return udp4(sip_request("ACK", callid=f"adm-{i}@198.18.1.10", cseq=cseq, to_tag="etsf-503"))
 
 
-def test_ack_of_refused_invite_is_absorbed(env, one_cpu):
+@pytest.mark.parametrize("tm_off", [False, True], ids=["telemetry-on", "telemetry-off"])
+def test_ack_of_refused_invite_is_absorbed(env, one_cpu, tm_off):
     """The ACK of a refused INVITE (same Call-ID and CSeq number) stops at the node; the ACK of an
-    admitted one, and an ACK whose CSeq does not match the refusal, pass."""
-    admission(env, 1, 1)
+    admitted one, and an ACK whose CSeq does not match the refusal, pass.  Once a copy of the
+    refused INVITE has passed (admission off), the proxy has it and its ACK passes too."""
+    flags = L.POL_F_VALID | (L.POL_F_TM_OFF if tm_off else 0)
+    admission(env, 1, 1, pol_flags=flags)
     env.xdp(invite(20), V.PASS, M.INVITE, R.OK)
     env.xdp(invite(21), V.DROP, M.INVITE, R.ADMISSION)
     env.xdp(_ack(21), V.DROP, M.ACK, R.ADMIT_ACK, n=2)      # a re-ACK of a 503 retransmission too
     env.xdp(_ack(20), V.PASS, M.ACK, R.OK)
     env.xdp(_ack(21, cseq=2), V.PASS, M.ACK, R.OK)
     # admission switched off: the refusal still stands for its transaction's lifetime
-    admission(env, 0, 0)
+    admission(env, 0, 0, pol_flags=flags)
     env.xdp(_ack(21), V.DROP, M.ACK, R.ADMIT_ACK)
     a = env.admit()
     assert (a.admitted, a.rejected) == (1, 1)
+    env.xdp(invite(21), V.PASS, M.INVITE, R.OK)              # a copy passes while admission is off
+    env.xdp(_ack(21), V.PASS, M.ACK, R.OK)
+    admission(env, 1, 0, pol_flags=flags)                    # on again: the copy stays admitted
+    env.xdp(invite(21), V.PASS, M.INVITE, R.OK)
+    env.xdp(_ack(21), V.PASS, M.ACK, R.OK)
+    assert env.admit().retrans_admitted == 1
 
 
 def test_ack_after_refusal_expired_passes(env, one_cpu):

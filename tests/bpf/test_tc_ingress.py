@@ -546,5 +546,6 @@ def test_tc_fastpath_verifier_ceiling(tci_loaded):
     measured, ceiling = TC_FASTPATH_INSNS
     assert ceiling == measured * 11 // 10
     n = bpf.prog_info(tci_loaded["prog"].id)["verified_insns"]
+    print(f"tc_fastpath: {n} instructions processed (ceiling {ceiling})")
     assert 0 < n <= ceiling, f"tc_fastpath: {n} instructions processed, ceiling {ceiling}"
 
