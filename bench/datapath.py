@@ -6,6 +6,13 @@ Classifier (xdp_sip) on: 1 KB INVITE (pass), REGISTER over its rate limit
 (tc_fastpath with the interface's CLASSIFY flag) on the 1 KB INVITE, and the
 egress program (tc_sip_egress) on the 200 OK: the reply's one parse.  Reported as ratios to the
 baseline measured in the same run; JSON to bench/results/datapath-<ts>.json.
+
+The repeated cases run one packet back to back: for an INVITE that is a retransmission after the
+first run, and the telemetry and admission tables are never written.  The *_new_call cases are
+what traffic looks like: NEW_CALLS INVITEs, each with a Call-ID of its own, one run each (median
+ns of the runs; the syscall between runs leaves the caches part cold), so each run inserts a new
+transaction.  --bpf-src builds the programs from another bpf/ directory (e.g. a worktree of an
+older commit), so two trees can be compared with the same cases.
 """
 from __future__ import annotations
 
@@ -85,6 +92,27 @@ def ok200() -> bytes:
 SKB_ON_LO = (bytes(36) + (1).to_bytes(4, "little")).ljust(192, b"\0")
 
 
+NEW_CALLS = 2000
+
+
+def invite_new_call(i: int) -> bytes:
+    """The 1 KB INVITE with a Call-ID of its own (same length)."""
+    return _eth(invite_1k().replace(b"a84b4c76e66710", b"%014x" % (0x5ee0000000000 + i)))
+
+
+def measure_new_calls(fd: int, rounds: int, ctx: bytes | None = None, base: int = 0):
+    """Median ns of NEW_CALLS one-run calls, each a new Call-ID; the median over rounds."""
+    meds = []
+    ret = None
+    for rnd in range(rounds):
+        ns = []
+        for i in range(NEW_CALLS):
+            ret, _unused, t = bpf.test_run(fd, invite_new_call(base + rnd * NEW_CALLS + i), repeat=1, ctx=ctx)
+            ns.append(t)
+        meds.append(statistics.median(ns))
+    return ret, statistics.median(meds), meds
+
+
 def measure(fd: int, pkt: bytes, repeat: int, rounds: int, ctx: bytes | None = None):
     runs = []
     ret = None
@@ -107,7 +135,11 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat", type=int, default=200000)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    ap.add_argument("--bpf-src", default=str(ROOT / "bpf"),
+                    help="bpf/ source directory to build the programs from (default: this tree's)")
     args = ap.parse_args(argv)
+    if not (Path(args.bpf_src) / "xdp_sip.bpf.c").is_file():
+        ap.error(f"--bpf-src {args.bpf_src}: no xdp_sip.bpf.c there")
     if args.repeat < 100000:
         ap.error("--repeat must be >= 100000")
 
@@ -115,7 +147,7 @@ def main(argv=None) -> int:
     root = f"/sys/fs/bpf/etsf-bench-{os.getpid()}"
     progs = {}
     try:
-        res = build(ROOT / "bpf", tmp)
+        res = build(Path(args.bpf_src), tmp)
         objs = {Path(o).name: o for o in res["objects"]}
         progs.update(bpf.load_object(objs["xdp_count.bpf.o"], root))
         progs.update(bpf.load_object(objs["xdp_sip.bpf.o"], root))
@@ -158,6 +190,17 @@ def main(argv=None) -> int:
             results[name] = {"ns_per_packet": med, "min_ns": min(runs), "runs_ns": runs,
                              "frame_bytes": len(pkt),
                              "retval": ret}
+        # each new-call INVITE passes (a new transaction: telemetry and admission see it first)
+        for name, prog in (("invite_1k_new_call", "xdp_sip"), ("tc_ingress_invite_1k_new_call", "tc_fastpath")):
+            tc = prog.startswith("tc_")
+            ret, med, runs = measure_new_calls(progs[prog].fd, args.rounds, ctx=SKB_ON_LO if tc else None,
+                                               base=(1 << 40) if tc else 0)
+            want = bpf.TC_ACT_OK if tc else bpf.XDP_PASS
+            if ret != want:
+                raise SystemExit(f"{name}: program returned {ret}, expected {want}")
+            results[name] = {"ns_per_packet": med, "min_ns": min(runs), "runs_ns": runs,
+                             "frame_bytes": len(invite_new_call(0)), "retval": ret,
+                             "calls_per_round": NEW_CALLS}
         base = results["count_only"]["ns_per_packet"] or 1
         for r in results.values():
             r["ratio_to_count_only"] = round(r["ns_per_packet"] / base, 2)
@@ -165,7 +208,9 @@ def main(argv=None) -> int:
         doc = {
             "benchmark": "datapath",
             "timestamp": ts,
-            "method": "BPF_PROG_TEST_RUN, median of rounds, avg ns per repetition",
+            "method": "BPF_PROG_TEST_RUN, median of rounds, avg ns per repetition; *_new_call: "
+                      "median of one-run calls, each a new Call-ID, median of rounds",
+            "bpf_src": str(Path(args.bpf_src).resolve()),
             "repeat": args.repeat,
             "rounds": args.rounds,
             "kernel": platform.release(),

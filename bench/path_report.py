@@ -133,10 +133,12 @@ def headline(res: dict) -> list[str]:
             (f"C0 fast path alone (N={k})", n["C0"]), ("E0 XDP classifier alone, direct path", "E0"),
             ("E0-tc TC classifier alone, direct path", "E0-tc"), (f"E classifier on A (N={k})", n["E"]),
             ("R raw floor", "R")]
+    shown = set()
     for label, name in head:
         rs = runs(res, name)
-        if not rs:
+        if not rs or name in shown:     # with k = 0, C-0 is also the key C
             continue
+        shown.add(name)
         i50, i99, _runs = transit_cell(res, name, direction="INVITE")
         q50, q99, cnt = transit_cell(res, name)
         r50, r99, _runs = transit_cell(res, name, direction="response")
@@ -150,7 +152,7 @@ def headline(res: dict) -> list[str]:
             if c is not None and a:
                 L.append(f"- C/A {view if view == 'INVITE' else 'all requests'} transit p50 at N={nn}: "
                          f"**{c / a:.2f}** ({f(c)} / {f(a)} µs)")
-    for nn in (0, k, 30000):
+    for nn in sorted({0, k, 30000}):
         c = transit_cell(res, f"C-{nn}")[0]
         d = transit_cell(res, "D")[0]
         cr, dr = transit_cell(res, f"C-{nn}", direction="response")[0], transit_cell(res, "D", direction="response")[0]
