@@ -242,6 +242,8 @@ def keepalive_section(res: dict) -> list[str]:
     L = ["## Keep-alive mix: the pod answers OPTIONS (R) vs eTSF answers them in the kernel (E)", ""]
     if not ka:
         return L + ["keep-alive pass: not run", ""]
+    if not ka.get("phases"):
+        return L + [f"keep-alive pass: not run ({ka.get('params', {}).get('rounds', 0)} rounds asked for)", ""]
     if ka.get("phases"):
         import path as P  # noqa: PLC0415  pylint: disable=import-outside-toplevel
         ka["visits"] = P.ka_visits(ka["phases"])         # re-analysed, so a results file re-renders the same

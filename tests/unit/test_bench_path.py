@@ -198,3 +198,13 @@ def test_headline_table_cpu_sum_and_paired_lines():
     assert "E0 − D" not in text                          # no E0 runs: no line
     assert "eTSF programs per run in traffic: E0 xdp_sip 812 ns, PROG_TEST_RUN (INVITE, hot, back to back) 783 ns" in text
     assert "N=30000" not in text                         # configurations that did not run have no row
+
+
+def test_headline_with_no_services_lists_c_once():
+    """key_services 0: the key C is C-0, one row and one C-vs-D line, not two."""
+    res = {"params": {"key_services": 0},
+           "configs": {"D": {"runs": {"un": [_run(r, 5.0 + r, 0.01, 0.005, 0.002, 0.018) for r in range(3)]}},
+                       "C-0": {"runs": {"un": [_run(r, 9.0 + r, 0.01, 0.005, 0.002, 0.030) for r in range(3)]}}}}
+    text = "\n".join(path_report.headline(res))
+    assert text.count("| C as deployed, default hook (N=0) |") == 1
+    assert text.count("- node transit p50 C (N=0) vs D:") == 1

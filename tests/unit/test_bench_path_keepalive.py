@@ -124,6 +124,8 @@ def test_ka_analyse_detects_slower_calls():
 
 def test_report_section_renders_the_pass_and_says_when_it_did_not_run():
     assert "not run" in "\n".join(path_report.keepalive_section({}))
+    none = {"params": {"rounds": 0}, "phases": [], "visits": [], "analysis": {}}
+    assert "not run (0 rounds asked for)" in "\n".join(path_report.keepalive_section({"keepalive": none}))
     calls = _phase("R", 0, "calls", 10_000, 1.0, 200, 0.05, 4_000, 0.8)
     mix = _phase("R", 0, "mix", 60_000, 3.0, 2_200, 0.45, 24_000, 2.6, sent=10_000)
     for ph in (calls, mix):
