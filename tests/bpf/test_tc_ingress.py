@@ -548,4 +548,3 @@ def test_tc_fastpath_verifier_ceiling(tci_loaded):
     n = bpf.prog_info(tci_loaded["prog"].id)["verified_insns"]
     print(f"tc_fastpath: {n} instructions processed (ceiling {ceiling})")
     assert 0 < n <= ceiling, f"tc_fastpath: {n} instructions processed, ceiling {ceiling}"
-
