@@ -108,7 +108,7 @@ static __always_inline void etsf_tm_record(__u32 method, __u32 stage, __u64 ns)
 __attribute__((noinline)) int etsf_tm_observe(__u32 hook, __u32 ifindex,
 					       const struct etsf_sip_result *r)
 {
-	struct etsf_tm_txn_key k = {};
+	struct etsf_tm_txn_key k;
 	struct etsf_tm_txn *t;
 	__u32 dir, ingress, is_req;
 	__u32 code, stage, sbit, cbit, seen;
@@ -125,9 +125,8 @@ __attribute__((noinline)) int etsf_tm_observe(__u32 hook, __u32 ifindex,
 	if (is_req != (ingress == (dir == ETSF_TM_TOWARD)))
 		return 0;
 
-	k.callid_hash = r->callid_hash;
-	k.cseq = r->cseq;
-	k.ifindex = ifindex;
+	etsf_tm_key(&k, r->callid_hash, r->cseq, ifindex,
+		    is_req ? r->method : r->cseq_method);
 	now = bpf_ktime_get_ns();
 
 	if (is_req) {
@@ -135,7 +134,6 @@ __attribute__((noinline)) int etsf_tm_observe(__u32 hook, __u32 ifindex,
 
 		if (r->method == ETSF_M_ACK)     /* no response to wait for */
 			return 0;
-		k.method = r->method;
 		nt.start_ns = now;
 		if (bpf_map_update_elem(&etsf_tm_txn, &k, &nt, BPF_NOEXIST) == 0)
 			etsf_tm_event(ETSF_TM_EV_TXN_START);
@@ -147,7 +145,6 @@ __attribute__((noinline)) int etsf_tm_observe(__u32 hook, __u32 ifindex,
 	}
 
 	code = r->status;
-	k.method = r->cseq_method;
 	stage = ETSF_TM_STAGES;          /* none */
 	sbit = 0;
 	if (code == 100) {

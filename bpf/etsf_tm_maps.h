@@ -90,17 +90,28 @@ static __always_inline int etsf_tm_records_request_in(const struct etsf_policy *
 	return etsf_tm_enabled(pol, valid) && etsf_tm_dir(ifindex) == ETSF_TM_TOWARD;
 }
 
+/*
+ * The etsf_tm_txn key of a transaction: the one place it is built, so what
+ * admission looks up (etsf_tm_request_seen) is what telemetry writes.
+ */
+static __always_inline void etsf_tm_key(struct etsf_tm_txn_key *k, __u64 callid_hash, __u32 cseq,
+					__u32 ifindex, __u32 method)
+{
+	__builtin_memset(k, 0, sizeof(*k));
+	k->callid_hash = callid_hash;
+	k->cseq = cseq;
+	k->ifindex = ifindex;
+	k->method = method;
+}
+
 /* the request (Call-ID hash, CSeq, method) entered on ifindex less than max_age_ns ago */
 static __always_inline int etsf_tm_request_seen(__u64 callid_hash, __u32 cseq, __u32 method,
 						__u32 ifindex, __u64 now, __u64 max_age_ns)
 {
-	struct etsf_tm_txn_key k = {};
+	struct etsf_tm_txn_key k;
 	struct etsf_tm_txn *t;
 
-	k.callid_hash = callid_hash;
-	k.cseq = cseq;
-	k.ifindex = ifindex;
-	k.method = method;
+	etsf_tm_key(&k, callid_hash, cseq, ifindex, method);
 	t = bpf_map_lookup_elem(&etsf_tm_txn, &k);
 	return t && now - t->start_ns < max_age_ns;
 }

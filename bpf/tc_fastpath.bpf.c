@@ -191,7 +191,7 @@ __attribute__((noinline)) int etsf_tc_classify(struct __sk_buff *skb, struct ets
 		tx = etsf_ingress_answered(code, tried, rc, &verdict, &reason);
 	}
 	if (r->reason == ETSF_R_OK && verdict != ETSF_V_DROP && !tx && etsf_tm_enabled(pol, valid))
-		etsf_tm_observe(ETSF_HOOK_TC_INGRESS, skb->ingress_ifindex, r);
+		etsf_tm_observe(ETSF_HOOK_TC_INGRESS, p->ifindex, r);
 
 out:
 	if (verdict == ETSF_V_DROP && ifs)

@@ -307,7 +307,7 @@ int xdp_sip(struct xdp_md *ctx)
 	}
 	if (r.reason == ETSF_R_OK && verdict != ETSF_V_DROP && !tx &&
 	    etsf_tm_enabled(pol, valid))
-		etsf_tm_observe(ETSF_HOOK_XDP, ctx->ingress_ifindex, &r);
+		etsf_tm_observe(ETSF_HOOK_XDP, p.ifindex, &r);
 	if (r.reason == ETSF_R_OK && verdict == ETSF_V_PASS && !tx)
 		etsf_xdp_meta(ctx, &r, reason);
 
