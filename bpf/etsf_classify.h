@@ -92,6 +92,23 @@ static __always_inline void etsf_parse_payload(etsf_ctx_t *ctx, __u32 hook, cons
 	etsf_sip_parse(s, n, p->plen, r);
 }
 
+/*
+ * L2..L4 of the packet into p (etsf_parse_hdrs).  A global function: its VLAN,
+ * IPv6 extension header and L4 paths end here, so the caller goes on as one
+ * path with the result in p instead of carrying each path's packet offsets
+ * (the verifier then checks the rest of the program once, not once per header
+ * shape).  The caller keeps no packet pointer across the call.
+ */
+__attribute__((noinline)) int etsf_hdrs(etsf_ctx_t *ctx, struct etsf_pkt *p)
+{
+	void *data, *data_end;
+
+	if (!p)
+		return ETSF_R_INTERNAL;
+	etsf_ctx_bounds(ctx, &data, &data_end);
+	return etsf_parse_hdrs(data, data_end, p);
+}
+
 /* a TCP segment whose payload does not start a SIP message is a continuation */
 static __always_inline void etsf_tcp_continuation(const struct etsf_pkt *p, struct etsf_sip_result *r)
 {
@@ -111,14 +128,12 @@ static __always_inline __u32 etsf_classify_l4(etsf_ctx_t *ctx, struct etsf_pkt *
 					      struct etsf_ctl **ctl, const struct etsf_policy **pol,
 					      int *valid, __u32 *pc)
 {
-	void *data, *data_end;
 	__u32 reason;
 
 	reason = etsf_prologue(ctl, pol, valid);
 	if (reason != ETSF_R_OK)
 		return reason;
-	etsf_ctx_bounds(ctx, &data, &data_end);
-	reason = etsf_parse_hdrs(data, data_end, p);
+	reason = etsf_hdrs(ctx, p);
 	if (reason != ETSF_R_OK)
 		return reason;
 	*pc = etsf_port_class(*pol, *valid, p->sport, p->dport);

@@ -50,11 +50,15 @@ static __always_inline __u32 etsf_fp_member(__u32 id, __u32 slot)
  * down, up to ETSF_FP_RETRIES further buckets chosen by independent re-hashes
  * (murmur3 finaliser of hash + i * golden ratio: Maglev tables are built
  * along arithmetic progressions, so stepping through the table would keep
- * hitting the same backend).  Returns a backend id or ETSF_FP_NONE.
+ * hitting the same backend).  Returns a backend id or ETSF_FP_NONE.  A global
+ * function: its nine probes are checked once, not once per caller path.
  */
-static __always_inline __u32 etsf_fp_pick(const struct etsf_fp_ring *ring, __u64 h, __u32 slot)
+__attribute__((noinline)) int etsf_fp_pick(const struct etsf_fp_ring *ring, __u64 h, __u32 slot)
 {
 	int i;
+
+	if (!ring)
+		return ETSF_FP_NONE;
 
 #pragma unroll
 	for (i = 0; i <= ETSF_FP_RETRIES; i++) {

@@ -61,11 +61,20 @@ static __always_inline __u32 etsf_rl_class(__u32 method)
 	return ETSF_RL_OTHER;
 }
 
-static __always_inline void etsf_rl_key(struct etsf_rl_key *k, const struct etsf_pkt *p,
-					const struct etsf_policy *pol, __u32 cls)
+/*
+ * The rate-limit key of the packet's source: its address under the policy's
+ * aggregation prefix.  A global function: the 16 masked bytes are a long
+ * stretch of code, checked once instead of at every rate check of each path.
+ */
+__attribute__((noinline)) int etsf_rl_key(struct etsf_rl_key *k, const struct etsf_pkt *p,
+					  const struct etsf_policy *pol, __u32 cls)
 {
-	__u32 plen, maxp = p->family == 4 ? 32 : 128;
+	__u32 plen, maxp;
 	int i;
+
+	if (!k || !p || !pol)
+		return -1;
+	maxp = p->family == 4 ? 32 : 128;
 
 	plen = p->family == 4 ? pol->agg_prefix_v4 : pol->agg_prefix_v6;
 	if (plen == 0 || plen > maxp)
@@ -86,6 +95,7 @@ static __always_inline void etsf_rl_key(struct etsf_rl_key *k, const struct etsf
 			b &= (__u8)(0xff << (8 - bits));
 		k->addr[i] = b;
 	}
+	return 0;
 }
 
 /* etsf_gcra modes */

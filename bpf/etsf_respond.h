@@ -161,27 +161,56 @@ static __always_inline __u32 etsf_resp_div10(__u32 v)
 	return (__u32)(((__u64)v * 0xcccccccdULL) >> 35);
 }
 
-/* decimal, no leading zeros */
-static __always_inline void etsf_resp_dec(__u8 *dst, __u32 *n, __u32 v)
+/* 1 if v is not 0, by arithmetic: a compare would be a branch, and a path per digit count */
+static __always_inline __u32 etsf_resp_nz(__u32 v)
 {
-	__u8 d[10];
-	__u32 q;
-	int i, k = 0;
+	__u64 t = (__u64)v + 0xffffffffULL;
 
-#pragma unroll
-	for (i = 0; i < 10; i++) {
-		q = etsf_resp_div10(v);
-		d[i] = '0' + (v - q * 10);
-		v = q;
-		if (v)
-			k = i + 1;
-	}
-#pragma unroll
-	for (i = 9; i >= 0; i--)
-		if (i <= k)
-			etsf_resp_ch(dst, n, d[i]);
+	asm volatile("" : "+r"(t));     /* keep clang from making it a compare again */
+	return (__u32)(t >> 32);
 }
 
+/*
+ * Append the last len of the w digits d[0..w-1] (most significant first)
+ * without a branch per digit: digit j goes to *n + max(0, j - (w - len)), so
+ * the leading zeros all land on the first position and the first digit kept
+ * overwrites them.  One path for the verifier whatever the digit count.
+ */
+static __always_inline void etsf_resp_digits(__u8 *dst, __u32 *n, const __u8 *d, int w, __u32 len)
+{
+	__u32 v;
+	__s32 x, neg;
+	int j;
+
+	asm volatile("" ::: "memory");  /* reload *n: the verifier then sees no constant */
+	v = *n;
+#pragma unroll
+	for (j = 0; j < w; j++) {
+		x = j - (w - (__s32)len);
+		neg = x >> 31;
+		asm volatile("" : "+r"(neg));   /* else clang makes max(x, 0) a branch */
+		dst[(v + (x & ~neg)) & ETSF_RESP_STR_MASK] = d[j];
+	}
+	*n = v + len;
+}
+
+/* decimal of v < 10^w, no leading zeros */
+static __always_inline void etsf_resp_dec(__u8 *dst, __u32 *n, __u32 v, int w)
+{
+	__u8 d[10];
+	__u32 q, len = 1;
+	int i;
+
+#pragma unroll
+	for (i = 0; i < w; i++) {
+		q = etsf_resp_div10(v);
+		d[w - 1 - i] = '0' + (v - q * 10);
+		v = q;
+		if (i < w - 1)
+			len += etsf_resp_nz(v);   /* the non-zero quotients come first */
+	}
+	etsf_resp_digits(dst, n, d, w, len);
+}
 /* 8 lower-case hex digits of v, most significant first, as the bytes of a word */
 static __always_inline __u64 etsf_resp_hex32(__u32 v)
 {
@@ -197,22 +226,24 @@ static __always_inline __u64 etsf_resp_hex32(__u32 v)
 	return x + 0x3030303030303030ULL + m * ('a' - '0' - 10);
 }
 
+/* the hex digit of v's low nibble, lower case, without a branch */
 static __always_inline __u8 etsf_resp_hexd(__u32 v)
 {
 	v &= 0xf;
-	return v < 10 ? '0' + v : 'a' + v - 10;
+	return '0' + v + ((v + 6) >> 4) * ('a' - '0' - 10);
 }
 
 /* hex of a 16-bit group, no leading zeros (RFC 4291 text form) */
 static __always_inline void etsf_resp_hex16(__u8 *dst, __u32 *n, __u32 v)
 {
-	if (v >= 0x1000)
-		etsf_resp_ch(dst, n, etsf_resp_hexd(v >> 12));
-	if (v >= 0x100)
-		etsf_resp_ch(dst, n, etsf_resp_hexd(v >> 8));
-	if (v >= 0x10)
-		etsf_resp_ch(dst, n, etsf_resp_hexd(v >> 4));
-	etsf_resp_ch(dst, n, etsf_resp_hexd(v));
+	__u8 d[4];
+
+	d[0] = etsf_resp_hexd(v >> 12);
+	d[1] = etsf_resp_hexd(v >> 8);
+	d[2] = etsf_resp_hexd(v >> 4);
+	d[3] = etsf_resp_hexd(v);
+	etsf_resp_digits(dst, n, d, 4,
+			 1 + etsf_resp_nz(v >> 4) + etsf_resp_nz(v >> 8) + etsf_resp_nz(v >> 12));
 }
 
 #define ETSF_RESP_LIT(dst, n, lit)                                       \
@@ -242,7 +273,7 @@ static __always_inline void etsf_resp_prepare(struct etsf_resp_state *c, const s
 		for (i = 0; i < 4; i++) {
 			if (i)
 				etsf_resp_ch(c->recv, n, '.');
-			etsf_resp_dec(c->recv, n, p->saddr[i]);
+			etsf_resp_dec(c->recv, n, p->saddr[i], 3);
 		}
 	} else {
 #pragma unroll
@@ -257,7 +288,7 @@ static __always_inline void etsf_resp_prepare(struct etsf_resp_state *c, const s
 	n = &c->port_len;
 	*n = 0;
 	etsf_resp_ch(c->port, n, '=');
-	etsf_resp_dec(c->port, n, p->sport);
+	etsf_resp_dec(c->port, n, p->sport, 5);
 
 	/* ";tag=" and 16 hex digits: 21 bytes */
 	tag = etsf_resp_tag(r->callid_hash, ctl->node_secret);
@@ -278,7 +309,7 @@ static __always_inline void etsf_resp_prepare(struct etsf_resp_state *c, const s
 	}
 	*n = 0;
 	ETSF_RESP_LIT(c->trail, n, "Retry-After: ");
-	etsf_resp_dec(c->trail, n, retry_after);
+	etsf_resp_dec(c->trail, n, retry_after, 10);
 	ETSF_RESP_LIT(c->trail, n, "\r\n");
 	ETSF_RESP_LIT(c->trail, n, "Content-Length: 0\r\n\r\n");
 }
@@ -742,19 +773,21 @@ static __always_inline int etsf_resp_extra(struct etsf_resp *o, const struct ets
  * Returns the response (o->st.out bytes in o->buf) or NULL when it does not
  * fit.
  */
-static __always_inline struct etsf_resp *etsf_respond(const struct etsf_pkt *p,
-						      const struct etsf_sip_result *r,
-						      const struct etsf_ctl *ctl, __u32 code,
-						      const struct etsf_ka_cfg *x)
+__attribute__((noinline)) int etsf_resp_build(const struct etsf_pkt *p,
+					       const struct etsf_sip_result *r,
+					       const struct etsf_ctl *ctl, __u32 code,
+					       const struct etsf_ka_cfg *x)
 {
 	struct etsf_resp_ctx rc = {};
 	struct etsf_resp *o;
 	__u32 zero = 0;
 
+	if (!p || !r || !ctl)
+		return -1;
 	rc.s = bpf_map_lookup_elem(&etsf_scratch, &zero);
 	o = bpf_map_lookup_elem(&etsf_resp, &zero);
 	if (!rc.s || !o)
-		return NULL;
+		return -1;
 	rc.o = o;
 	o->st.in_len = p->plen < ETSF_PARSE_BYTES ? p->plen : ETSF_PARSE_BYTES;
 	o->st.pos = 0;
@@ -782,12 +815,29 @@ static __always_inline struct etsf_resp *etsf_respond(const struct etsf_pkt *p,
 	bpf_loop(ETSF_RESP_CALLS, etsf_resp_steps, &rc, 0);
 
 	if ((o->st.flags & (ETSF_RF_END | ETSF_RF_FAIL)) != ETSF_RF_END)
-		return NULL;
+		return -1;
 	if (x && etsf_resp_extra(o, x))
-		return NULL;
+		return -1;
 	if (etsf_resp_put(o, o->st.trail, o->st.trail_len))
+		return -1;
+	return 0;
+}
+
+/*
+ * The builder is a global function: the verifier checks it once, on its own,
+ * not once per path of each caller that answers (it is most of an answering
+ * program's code).
+ */
+static __always_inline struct etsf_resp *etsf_respond(const struct etsf_pkt *p,
+						      const struct etsf_sip_result *r,
+						      const struct etsf_ctl *ctl, __u32 code,
+						      const struct etsf_ka_cfg *x)
+{
+	__u32 zero = 0;
+
+	if (etsf_resp_build(p, r, ctl, code, x))
 		return NULL;
-	return o;
+	return bpf_map_lookup_elem(&etsf_resp, &zero);
 }
 
 /* ones' complement sum of buf[0..n) (n <= ETSF_RESP_MAX), zero-padded to 4 */

@@ -68,4 +68,21 @@ static __always_inline void etsf_record(const struct etsf_ctl *ctl, const struct
 	li->payload_len = p->plen > 0xffff ? 0xffff : p->plen;
 }
 
+/*
+ * An ingress packet's interface counters, all at once at the end of the
+ * program: an entry pointer held from the start would split every path after
+ * it on whether the entry exists (the verifier keeps NULL and non-NULL apart).
+ */
+static __always_inline void etsf_ifstat_rx(__u32 ifindex, __u32 bytes, int sip, int dropped)
+{
+	struct etsf_ifstat *s = etsf_ifstat_get(ifindex);
+
+	if (!s)
+		return;
+	s->rx_packets++;
+	s->rx_bytes += bytes;
+	s->sip_packets += sip;
+	s->dropped += dropped;
+}
+
 #endif /* ETSF_STATS_H */

@@ -50,20 +50,34 @@ static __always_inline void etsf_tm_event(__u32 ev)
 		*v += 1;
 }
 
-/* bit length of the latency in microseconds: slot b holds [2^(b-1), 2^b) us */
+/*
+ * Bit length of the latency in microseconds: slot b holds [2^(b-1), 2^b) us.
+ * A binary search without branches: each step's "is the upper half non-zero"
+ * is 0 or 1 by arithmetic ((x + 2^k - 1) >> k for x < 2^k), so the verifier
+ * walks one path here, not one per slot (64 with a branch per step).  The
+ * barriers keep clang from turning a step back into a compare and a branch.
+ */
+static __always_inline __u64 etsf_tm_upper(__u64 x, __u32 k)
+{
+	__u64 t = x >> k;
+
+	t += (1ULL << k) - 1;
+	asm volatile("" : "+r"(t));
+	return t >> k;          /* 1 if x >> k was non-zero, else 0 */
+}
+
 static __always_inline __u32 etsf_tm_slot(__u64 ns)
 {
-	__u64 us = ns / 1000;
-	__u32 b = 0;
+	__u64 us = ns / 1000, s, b;
 
-	if (us >> 32) { us >>= 32; b += 32; }
-	if (us >> 16) { us >>= 16; b += 16; }
-	if (us >> 8)  { us >>= 8;  b += 8; }
-	if (us >> 4)  { us >>= 4;  b += 4; }
-	if (us >> 2)  { us >>= 2;  b += 2; }
-	if (us >> 1)  { us >>= 1;  b += 1; }
-	b += (__u32)us;         /* us is 0 or 1 here */
-	return b > ETSF_TM_BUCKETS - 1 ? ETSF_TM_BUCKETS - 1 : b;
+	s = etsf_tm_upper(us, 32) << 5; us >>= s; b = s;
+	s = etsf_tm_upper(us, 16) << 4; us >>= s; b += s;
+	s = etsf_tm_upper(us, 8) << 3;  us >>= s; b += s;
+	s = etsf_tm_upper(us, 4) << 2;  us >>= s; b += s;
+	s = etsf_tm_upper(us, 2) << 1;  us >>= s; b += s;
+	s = etsf_tm_upper(us, 1);       us >>= s; b += s;
+	b += us;                /* us is 0 or 1 here */
+	return b > ETSF_TM_BUCKETS - 1 ? ETSF_TM_BUCKETS - 1 : (__u32)b;
 }
 
 static __always_inline void etsf_tm_count_code(__u32 method, __u32 code)

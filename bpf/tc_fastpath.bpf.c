@@ -134,24 +134,18 @@ __attribute__((noinline)) int etsf_tc_decide(struct etsf_fp_ctx *c, const struct
  */
 __attribute__((noinline)) int etsf_tc_classify(struct __sk_buff *skb, struct etsf_fp_ctx *c)
 {
-	struct etsf_ifstat *ifs;
 	const struct etsf_policy *pol = NULL;
 	struct etsf_ctl *ctl = NULL;
 	struct etsf_sip_result *r;
 	struct etsf_pkt *p;
 	__u32 reason, verdict = ETSF_V_PASS, code, pc, zero = 0;
 	struct etsf_early e = {};
-	int valid = 0, tx = 0;
+	int valid = 0, tx = 0, sip = 0;
 
 	if (!skb || !c)
 		return ETSF_TC_GO;
 	p = &c->p;
 	r = &c->r;
-	ifs = etsf_ifstat_get(skb->ingress_ifindex);
-	if (ifs) {
-		ifs->rx_packets++;
-		ifs->rx_bytes += p->pkt_len;
-	}
 	reason = c->reason;
 	if (reason != ETSF_R_OK) {
 		ctl = bpf_map_lookup_elem(&etsf_ctl, &zero);
@@ -170,14 +164,12 @@ __attribute__((noinline)) int etsf_tc_classify(struct __sk_buff *skb, struct ets
 	if (valid && pol && etsf_classify_early(skb, p, r, &e)) {
 		verdict = e.verdict;
 		reason = e.reason;
-		if (r->method != ETSF_M_UNKNOWN && ifs)
-			ifs->sip_packets++;
+		sip = r->method != ETSF_M_UNKNOWN;
 		goto out;
 	}
 	etsf_classify_sip(skb, ETSF_HOOK_TC_INGRESS, p, pc, r);
 	c->parsed = pc == ETSF_PORT_SIP;
-	if (r->reason == ETSF_R_OK && ifs)
-		ifs->sip_packets++;
+	sip = r->reason == ETSF_R_OK;
 	c->verdict = ETSF_V_PASS;
 	c->vreason = ETSF_R_OK;
 	code = etsf_tc_decide(c, ctl, pol, valid);
@@ -194,8 +186,7 @@ __attribute__((noinline)) int etsf_tc_classify(struct __sk_buff *skb, struct ets
 		etsf_tm_observe(ETSF_HOOK_TC_INGRESS, p->ifindex, r);
 
 out:
-	if (verdict == ETSF_V_DROP && ifs)
-		ifs->dropped++;
+	etsf_ifstat_rx(skb->ingress_ifindex, p->pkt_len, sip, verdict == ETSF_V_DROP);
 	etsf_count(ETSF_HOOK_TC_INGRESS, r->method, verdict, reason, p->pkt_len);
 	etsf_record(ctl, r, p, verdict, reason);
 	if (tx) {
@@ -479,7 +470,6 @@ int tc_fastpath(struct __sk_buff *skb)
 	struct etsf_if_cfg *cfg;
 	struct etsf_ctl *ctl;
 	__u32 zero = 0, len = skb->len, ifindex = skb->ingress_ifindex, flags;
-	void *data, *data_end;
 	__u32 reason;
 	int ret, steer;
 
@@ -517,8 +507,7 @@ int tc_fastpath(struct __sk_buff *skb)
 
 	/* headers must be linear for direct access (no-op when they are) */
 	bpf_skb_pull_data(skb, len < 256 ? len : 256);
-	etsf_ctx_bounds(skb, &data, &data_end);
-	c->reason = etsf_parse_hdrs(data, data_end, &c->p);
+	c->reason = etsf_hdrs(skb, &c->p);
 	if (c->reason != ETSF_R_OK) {
 		reason = c->reason == ETSF_R_FRAGMENT ? ETSF_FP_FRAGMENT : ETSF_FP_NOT_L4;
 		goto pass;

@@ -214,21 +214,15 @@ int xdp_sip(struct xdp_md *ctx)
 {
 	struct etsf_pkt p = {};
 	struct etsf_sip_result r = {};
-	struct etsf_ifstat *ifs;
 	const struct etsf_policy *pol = NULL;
 	struct etsf_ctl *ctl = NULL;
 	const struct etsf_ka_cfg *kc = NULL;
 	__u32 reason, verdict = ETSF_V_PASS, code = 0, pc = ETSF_PORT_NONE;
 	struct etsf_early e = {};
-	int valid = 0, tx = 0;
+	int valid = 0, tx = 0, sip = 0;
 
 	p.pkt_len = etsf_ctx_len(ctx);
 	p.ifindex = ctx->ingress_ifindex;
-	ifs = etsf_ifstat_get(ctx->ingress_ifindex);
-	if (ifs) {
-		ifs->rx_packets++;
-		ifs->rx_bytes += p.pkt_len;
-	}
 
 	reason = etsf_classify_l4(ctx, &p, &ctl, &pol, &valid, &pc);
 	if (reason != ETSF_R_OK)
@@ -238,13 +232,11 @@ int xdp_sip(struct xdp_md *ctx)
 	if (valid && pol && etsf_classify_early(ctx, &p, &r, &e)) {
 		verdict = e.verdict;
 		reason = e.reason;
-		if (r.method != ETSF_M_UNKNOWN && ifs)
-			ifs->sip_packets++;
+		sip = r.method != ETSF_M_UNKNOWN;
 		goto out;
 	}
 	etsf_classify_sip(ctx, ETSF_HOOK_XDP, &p, pc, &r);
-	if (r.reason == ETSF_R_OK && ifs)
-		ifs->sip_packets++;
+	sip = r.reason == ETSF_R_OK;
 	verdict = etsf_policy_verdict(ctl, pol, valid, &p, &r, r.reason, &reason);
 	if (reason == ETSF_R_ADMISSION && !(ctl->flags & ETSF_CTL_F_ADMIT_SILENT)) {
 		code = 503;
@@ -312,8 +304,7 @@ int xdp_sip(struct xdp_md *ctx)
 		etsf_xdp_meta(ctx, &r, reason);
 
 out:
-	if (verdict == ETSF_V_DROP && ifs)
-		ifs->dropped++;
+	etsf_ifstat_rx(p.ifindex, p.pkt_len, sip, verdict == ETSF_V_DROP);
 	etsf_count(ETSF_HOOK_XDP, r.method, verdict, reason, p.pkt_len);
 	etsf_record(ctl, &r, &p, verdict, reason);
 	if (tx)
