@@ -210,6 +210,36 @@ def test_503_vlan(env):
     _check(out, expected_frame(req, vlan=42, sport=5070))
 
 
+#: (source address, source port, Retry-After): every digit count the answer writes, with zeros
+#: inside and at the end (decimal octets 0..255, ports 1..65535, Retry-After up to 2^32 - 1,
+#: IPv6 groups of one to four hex digits)
+DIGITS = [
+    ("198.19.0.9", 1, 1),
+    ("198.18.10.99", 9, 9),
+    ("198.19.100.255", 10, 10),
+    ("198.18.200.100", 99, 99),
+    ("198.19.255.0", 100, 100),
+    ("198.18.1.10", 65535, 3600),
+    ("198.18.0.0", 40000, 4294967295),
+    ("2001:db8:0:f:10:fff:1000:ffff", 1, 10),
+    ("2001:db8::", 65535, 4294967295),
+    ("2001:db8:a:ab:abc:abcd:f000:100", 10009, 100000),
+]
+
+
+@pytest.mark.parametrize("src,sport,retry", DIGITS)
+def test_503_decimal_and_hex_digits(env, src, sport, retry):
+    """The received address, the rport value and Retry-After are written without leading zeros
+    and with every zero they contain, whatever their number of digits."""
+    reject_all(env, retry=retry)
+    req = CASES["rport_bare"]
+    v6 = ":" in src
+    frame = (udp6 if v6 else udp4)(req, src=src, sport=sport)
+    out = run_503(env, frame)
+    payload = expected_503(req, src, sport, retry=retry)
+    assert Ether(out)[Raw].load == payload, "\n" + repr(Ether(out)[Raw].load) + "\n!=\n" + repr(payload)
+
+
 def test_503_without_retry_after(env):
     reject_all(env, retry=0)
     req = CASES["plain"]
