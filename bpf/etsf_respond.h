@@ -211,6 +211,7 @@ static __always_inline void etsf_resp_dec(__u8 *dst, __u32 *n, __u32 v, int w)
 	}
 	etsf_resp_digits(dst, n, d, w, len);
 }
+
 /* 8 lower-case hex digits of v, most significant first, as the bytes of a word */
 static __always_inline __u64 etsf_resp_hex32(__u32 v)
 {
@@ -770,8 +771,8 @@ static __always_inline int etsf_resp_extra(struct etsf_resp *o, const struct ets
  * Build "SIP/2.0 503 Service Unavailable" (code 503, with Retry-After from
  * etsf_ctl) or "SIP/2.0 200 OK" (any other code, with the header lines of x
  * when not NULL) for the request in the parse scratch into etsf_resp.
- * Returns the response (o->st.out bytes in o->buf) or NULL when it does not
- * fit.
+ * Returns 0 with the response in etsf_resp (o->st.out bytes in o->buf), -1
+ * when it does not fit.
  */
 __attribute__((noinline)) int etsf_resp_build(const struct etsf_pkt *p,
 					       const struct etsf_sip_result *r,
@@ -824,9 +825,9 @@ __attribute__((noinline)) int etsf_resp_build(const struct etsf_pkt *p,
 }
 
 /*
- * The builder is a global function: the verifier checks it once, on its own,
- * not once per path of each caller that answers (it is most of an answering
- * program's code).
+ * The response in etsf_resp, or NULL when it does not fit.  The builder is a
+ * global function: the verifier checks it once, on its own, not once per path
+ * of each caller that answers (it is most of an answering program's code).
  */
 static __always_inline struct etsf_resp *etsf_respond(const struct etsf_pkt *p,
 						      const struct etsf_sip_result *r,
