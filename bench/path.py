@@ -15,11 +15,13 @@ Configurations (bench/topology.py's topology; docs/benchmark.md):
   C0-N         the TC fast path alone (no classifier)
   E0           the XDP classifier alone on the direct path (D + classifier, --hook xdp, native)
   E0-tc        the classifier alone on the direct path at TC ingress (--hook tc)
+  E0-tc-nt     E0-tc with transaction telemetry off in the policy (`telemetry.transactions: false`):
+               E0-tc − E0-tc-nt is what the in-kernel latency measurement costs on the path
   E-N          the XDP classifier on A-ipt-nft-N
   R            raw floor: the UAC's veth straight into the pod, no node at all
 
-Key configurations (D, A-ipt-nft-K, C-K, C-xdp-K, C0-K, E0, E0-tc, E-K, R with K = 10,000 in
---full; --quick swaps C0 and E for C-xdp and E0-tc) run
+Key configurations (D, A-ipt-nft-K, C-K, C-xdp-K, C0-K, E0, E0-tc, E0-tc-nt, E-K, R with K = 10,000
+in --full; --quick swaps C0, E0-tc-nt and E for C-xdp and E0-tc) run
 in paired rounds in Williams order with a quiet-machine start (run.py's --paired machinery);
 the service sweep (A' included) runs once per point.  Then a separate pass with
 kernel.bpf_stats_enabled=1 (restored) for eTSF's in-traffic ns per packet, next to the
@@ -72,13 +74,13 @@ PROFILES = {
                   sweep_families=["ipt-legacy", "nft-vmap"], vmap_max_services=200, quiet_limit_s=3.0, stats_seconds=2,
                   datapath_repeat=100000, overload_reserve_min=1.0, ka_rounds=1, ka_phase_s=2.0, ka_per_call=20,
                   ka_sources=1024, budget_min=4.75),
-    # full: ~23 min for the path passes on a quiet 2-core host, ~31 min on a busy one (key: 9
+    # full: ~25 min for the path passes on a quiet 2-core host, ~31 min on a busy one (key: 10
     # configurations x 10 rounds x ~11 s; bpf_stats + PROG_TEST_RUN ~1.5 min; keep-alive mix ~3.3 min;
     # sweep: 20 single runs, ~4.5 min with the rule loads), the rest of the 40-minute budget for the
     # overload sweep
     "full": dict(rate=200, seconds=3, u1_seconds=2, rounds=10, key_services=10000,
-                 key_kinds=["direct", "ipt-nft", "C", "C-xdp", "C0", "E0", "E0-tc", "E", "raw"],
-                 stats_kinds=["C", "C-xdp", "C0", "E0", "E0-tc", "E"],
+                 key_kinds=["direct", "ipt-nft", "C", "C-xdp", "C0", "E0", "E0-tc", "E0-tc-nt", "E", "raw"],
+                 stats_kinds=["C", "C-xdp", "C0", "E0", "E0-tc", "E0-tc-nt", "E"],
                  sweep=[0, 1000, 5000, 20000, 30000], sweep_families=list(SWEEP_FAMILIES), vmap_max_services=10000,
                  quiet_limit_s=20.0, stats_seconds=4, datapath_repeat=200000, overload_reserve_min=14.0,
                  ka_rounds=7, ka_phase_s=4.0, ka_per_call=20, ka_sources=4096, budget_min=40.0),
@@ -97,13 +99,20 @@ KINDS = {
     "C0": dict(rules="iptables-nft-restore", classifier=None, fastpath=True, vip=True),
     "E0": dict(rules=None, classifier=XDP_NATIVE, fastpath=False, vip=False),
     "E0-tc": dict(rules=None, classifier=["--hook", "tc"], fastpath=False, vip=False),
+    "E0-tc-nt": dict(rules=None, classifier=["--hook", "tc"], fastpath=False, vip=False, telemetry=False),
     "E": dict(rules="iptables-nft-restore", classifier=XDP_NATIVE, fastpath=False, vip=True),
     "raw": dict(rules=None, classifier=None, fastpath=False, vip=False),
 }
 
 
+def node_policy(text: str, spec: dict) -> str:
+    """The node's policy for a configuration: the bench's policy text, and transaction telemetry
+    turned off where the kind says so (E0-tc-nt)."""
+    return text + ("" if spec.get("telemetry", True) else "telemetry:\n  transactions: false\n")
+
+
 def cfg_name(kind: str, n: int) -> str:
-    return {"direct": "D", "raw": "R", "E0": "E0", "E0-tc": "E0-tc", "C": f"C-{n}", "C-xdp": f"C-xdp-{n}",
+    return {"direct": "D", "raw": "R", "E0": "E0", "E0-tc": "E0-tc", "E0-tc-nt": "E0-tc-nt", "C": f"C-{n}", "C-xdp": f"C-xdp-{n}",
             "C0": f"C0-{n}", "E": f"E-{n}", "ipt-nft": f"A-ipt-nft-{n}", "ipt-legacy": f"A-ipt-legacy-{n}",
             "nft-vmap": f"A'-nft-vmap-{n}"}[kind]
 
@@ -323,7 +332,7 @@ class PathBench:
             self.b.etsfctl("fastpath", "attach", "--iface", T.UPLINK_IF, "--iface", T.POD_HOST_IF)
         if spec["classifier"] is not None or spec["fastpath"]:
             pol = self.work / f"policy-{cfg['name']}.yml"
-            pol.write_text(self.b.policy(spec["fastpath"]))
+            pol.write_text(node_policy(self.b.policy(spec["fastpath"]), spec))
             self.b.etsfctl("policy", "apply", str(pol))
         self.tr.attach(self.topo.uac, T.UAC_IF, "uac")
         self.tr.attach(self.topo.pod, "eth0", "pod")

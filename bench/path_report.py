@@ -49,10 +49,11 @@ def f(v, nd=1):
 def names(res: dict) -> dict:
     k = res["params"]["key_services"]
     return {"D": "D", "A": f"A-ipt-nft-{k}", "A'": f"A'-nft-vmap-{k}", "C": f"C-{k}", "C-xdp": f"C-xdp-{k}",
-            "C0": f"C0-{k}", "E0": "E0", "E0-tc": "E0-tc", "E": f"E-{k}", "R": "R", "k": k}
+            "C0": f"C0-{k}", "E0": "E0", "E0-tc": "E0-tc", "E0-tc-nt": "E0-tc-nt",
+            "E": f"E-{k}", "R": "R", "k": k}
 
 
-KEY_ORDER = ("D", "A", "C", "C-xdp", "C0", "E0", "E0-tc", "E", "R")
+KEY_ORDER = ("D", "A", "C", "C-xdp", "C0", "E0", "E0-tc", "E0-tc-nt", "E", "R")
 
 
 def transit_cell(res, name, tr="un", direction="request"):
@@ -65,7 +66,8 @@ def comparisons(res: dict) -> list[tuple[str, str, str]]:
     n = names(res)
     return [("C − D", n["C"], "D"), ("E0-tc − D", "E0-tc", "D"), ("E0 − D", "E0", "D"),
             ("C − C-xdp", n["C"], n["C-xdp"]), ("C-xdp − D", n["C-xdp"], "D"), ("C0 − D", n["C0"], "D"),
-            ("A − D", n["A"], "D"), ("C − A", n["C"], n["A"]), ("E − A", n["E"], n["A"]), ("D − R", "D", "R")]
+            ("A − D", n["A"], "D"), ("C − A", n["C"], n["A"]), ("E − A", n["E"], n["A"]), ("D − R", "D", "R"),
+            ("E0-tc-nt − D", "E0-tc-nt", "D"), ("E0-tc − E0-tc-nt", "E0-tc", "E0-tc-nt")]
 
 
 def round_trip(res: dict, a: str, b: str, tr: str = "un") -> dict:
@@ -131,7 +133,8 @@ def headline(res: dict) -> list[str]:
             ("C as deployed, default hook (N=30000)", "C-30000"),
             (f"C-xdp: XDP classifier + fast path (N={k})", n["C-xdp"]),
             (f"C0 fast path alone (N={k})", n["C0"]), ("E0 XDP classifier alone, direct path", "E0"),
-            ("E0-tc TC classifier alone, direct path", "E0-tc"), (f"E classifier on A (N={k})", n["E"]),
+            ("E0-tc TC classifier alone, direct path", "E0-tc"),
+            ("E0-tc-nt TC classifier alone, telemetry off", "E0-tc-nt"), (f"E classifier on A (N={k})", n["E"]),
             ("R raw floor", "R")]
     shown = set()
     for label, name in head:
@@ -159,7 +162,8 @@ def headline(res: dict) -> list[str]:
         if c is not None and d is not None:
             L.append(f"- node transit p50 C (N={nn}) vs D: requests {f(c)} vs {f(d)} µs, responses {f(cr)} vs "
                      f"{f(dr)} µs" + (" (C-0 and C-30000: one sweep run each against D's median over rounds)" if nn != k else ""))
-    for label, a, b in (("E0-tc − D", "E0-tc", "D"), ("E0 − D", "E0", "D"), ("C − D", n["C"], "D")):
+    for label, a, b in (("E0-tc − D", "E0-tc", "D"), ("E0 − D", "E0", "D"), ("C − D", n["C"], "D"),
+                        ("E0-tc-nt − D", "E0-tc-nt", "D"), ("E0-tc − E0-tc-nt (telemetry)", "E0-tc", "E0-tc-nt")):
         pr = round_trip(res, a, b)
         if pr["diffs"]:
             lo, hi = pr["ci95"]

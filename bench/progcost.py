@@ -166,7 +166,9 @@ def render(doc: dict) -> str:
              f"{doc['params']['count']} packets per phase at {doc['params']['rate']}/s, "
              f"{doc['params']['rounds']} rounds, variants interleaved (order flipped every round); base = bpf/ of "
              f"`{doc['base_ref']}` ({doc['base_commit'][:12]}), work = bpf/ of `{doc.get('work_ref', '(tree)')}` "
-             f"({doc['work_commit'][:12]}{' + changes' if doc['work_dirty'] else ''}).", "",
+             f"({doc['work_commit'][:12]}{' + changes' if doc['work_dirty'] else ''})"
+             + "".join(f"; the {v} variant's policy turns transaction telemetry off (`telemetry.transactions: false`)"
+                       for v in ("base", "work") if doc.get(f"{v}_telemetry") == "off") + ".", "",
              "ns per program run (run_time_ns / run_cnt), medians over the rounds; diff = median of the "
              "paired per-round differences (work - base); 'lower' = rounds where work was lower.  Phases "
              "ending in _hot: PROG_TEST_RUN of tc_fastpath, one run per call (median ns of the calls).", "",
@@ -190,10 +192,11 @@ def fmt(v, sign=False) -> str:
 
 # ---------------------------------------------------------------- the run
 class Variant:
-    def __init__(self, name: str, src: Path, work: Path):
+    def __init__(self, name: str, src: Path, work: Path, telemetry: bool = True):
         from etsf.build import build
         self.name = name
         self.src = src
+        self.telemetry = telemetry
         self.build_dir = work / f"build-{name}"
         build(src, self.build_dir)
         self.env = {"ETSF_BPF_SRC": str(src), "ETSF_BUILD_DIR": str(self.build_dir),
@@ -255,7 +258,8 @@ class ProgCost:
         if out.get("hook") != "tc":
             raise RuntimeError(f"attach chose {out.get('hook')!r}, not tc")
         pol = self.work / "policy.yml"
-        pol.write_text(POLICY)
+        # telemetry off: the variant's policy says so (no transaction insert, lookup or code count)
+        pol.write_text(POLICY + ("" if v.telemetry else "telemetry:\n  transactions: false\n"))
         self.ctl(v, "policy", "apply", str(pol))
         with in_netns(self.node):
             idx = socket.if_nametoindex(NODE_IF)
@@ -412,6 +416,11 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--base", default="HEAD", help="git ref whose bpf/ is the base variant")
     ap.add_argument("--work", default="", help="git ref whose bpf/ is the work variant (default: this tree's)")
+    ap.add_argument("--work-telemetry", choices=("on", "off"), default="on",
+                    help="off: the work variant's policy turns transaction telemetry off (with --base HEAD: "
+                         "what telemetry costs per packet, same programs)")
+    ap.add_argument("--base-telemetry", choices=("on", "off"), default="on",
+                    help="off: the base variant's policy turns transaction telemetry off")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--count", type=int, default=2000, help="packets per phase and pass")
     ap.add_argument("--rate", type=int, default=500, help="packets per second")
@@ -428,8 +437,9 @@ def main(argv=None) -> int:
     rounds = []
     old = STATS.read_text().strip()
     try:
-        variants = [Variant("base", export_bpf(a.base, work / "base-src"), work),
-                    Variant("work", export_bpf(a.work, work / "work-src") if a.work else ROOT / "bpf", work)]
+        variants = [Variant("base", export_bpf(a.base, work / "base-src"), work, telemetry=a.base_telemetry == "on"),
+                    Variant("work", export_bpf(a.work, work / "work-src") if a.work else ROOT / "bpf", work,
+                            telemetry=a.work_telemetry == "on")]
         pc.setup()
         for i in range(a.rounds):
             r = {}
@@ -446,7 +456,8 @@ def main(argv=None) -> int:
         shutil.rmtree(work, ignore_errors=True)
     doc = {"stamp": stamp, "params": {"rounds": a.rounds, "count": a.count, "rate": a.rate},
            "base_ref": a.base, "base_commit": git("rev-parse", a.base), "work_ref": a.work or "(tree)",
-           "work_commit": git("rev-parse", a.work or "HEAD"),
+           "work_commit": git("rev-parse", a.work or "HEAD"), "work_telemetry": a.work_telemetry,
+           "base_telemetry": a.base_telemetry,
            "work_dirty": not a.work and bool(git("status", "--porcelain", "bpf")), "kernel": os.uname().release,
            "rounds": rounds, "summary": summarize(rounds), "lost": pc.lost,
            "stats_restored_to": STATS.read_text().strip()}

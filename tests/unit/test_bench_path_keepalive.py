@@ -144,3 +144,13 @@ def test_report_section_renders_the_pass_and_says_when_it_did_not_run():
     assert f"{row} 5.000 | 0.500 | 0.100 –" in text
     assert "| 1 | R | mix | 160 / 160 | 10000 / 10000 |" in text
     assert "Generator counts consistent" in text and "4096 source addresses" in text
+
+
+def test_telemetry_off_kind_is_e0_tc_with_telemetry_off_in_its_policy():
+    from etsf.policy import schema
+    base = "version: 1\nsip_ports: [5060]\ntrust: [198.18.40.0/30]\n"
+    off, on = P.node_policy(base, P.KINDS["E0-tc-nt"]), P.node_policy(base, P.KINDS["E0-tc"])
+    assert schema.load_text(off).telemetry_transactions is False
+    assert schema.load_text(on).telemetry_transactions is True
+    assert {k: v for k, v in P.KINDS["E0-tc-nt"].items() if k != "telemetry"} == P.KINDS["E0-tc"]
+    assert P.cfg_name("E0-tc-nt", 0) == "E0-tc-nt"
