@@ -44,6 +44,7 @@ struct etsf_layout_anchor {
 	struct etsf_tm_ifcfg    tm_ifcfg;
 	struct etsf_tm_txn_key  tm_txn_key;
 	struct etsf_tm_txn      tm_txn;
+	struct etsf_tm_set      tm_set;
 	struct etsf_tm_hist     tm_hist;
 	enum etsf_tm_stage      tm_stage;
 	enum etsf_tm_dir        tm_dir;

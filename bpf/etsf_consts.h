@@ -189,7 +189,10 @@ enum etsf_acl_action {
 	((((hook) * ETSF_METHODS + (method)) * ETSF_VERDICTS + (verdict)) * ETSF_REASONS + (reason))
 
 /* ---- telemetry: SIP transaction latency (etsf_telemetry.h) ---------------- */
-#define ETSF_TM_TXN_MAX     32768 /* outstanding transactions tracked (LRU)      */
+#define ETSF_TM_TXN_MAX     32768 /* transactions tracked (512 KiB of sets)       */
+#define ETSF_TM_WAYS        4     /* entries per set: one 64-byte cache line     */
+#define ETSF_TM_SETS        (ETSF_TM_TXN_MAX / ETSF_TM_WAYS) /* a power of two   */
+#define ETSF_TM_TXN_LIFE_NS (32ULL * 1000000000ULL) /* 64 x T1: a transaction's life */
 #define ETSF_TM_BUCKETS     32    /* log2 buckets: b counts latency < 2^b us     */
 #define ETSF_TM_CODE_MIN    100   /* response codes counted: 100..699           */
 #define ETSF_TM_CODES       600
@@ -221,7 +224,7 @@ enum etsf_tm_event {
 	ETSF_TM_EV_RESP_MATCHED = 2, /* response recorded in a histogram       */
 	ETSF_TM_EV_RESP_RETRANS = 3, /* response for a stage already recorded  */
 	ETSF_TM_EV_RESP_NOMATCH = 4, /* response without a tracked request     */
-	ETSF_TM_EV_TXN_FULL     = 5, /* transaction insert failed              */
+	ETSF_TM_EV_TXN_FULL     = 5, /* a full set gave up an open transaction (no final, < 32 s) */
 	ETSF_TM_EVENTS          = 6,
 };
 

@@ -272,7 +272,10 @@ struct etsf_tm_ifcfg {
 	__u32 _pad;
 };
 
-/* Map etsf_tm_txn: LRU_HASH, ETSF_TM_TXN_MAX entries */
+/*
+ * A transaction's identity; etsf_tm_hash() of it picks the set of etsf_tm_txn
+ * and the tag that stands for it there.
+ */
 struct etsf_tm_txn_key {
 	__u64 callid_hash;      /* FNV-1a 64 of the Call-ID                    */
 	__u32 cseq;             /* CSeq number                                 */
@@ -281,10 +284,19 @@ struct etsf_tm_txn_key {
 	__u8  _pad[7];
 };
 
+/* one way of a set: a transaction (tag 0 = free) */
 struct etsf_tm_txn {
 	__u64 start_ns;         /* bpf_ktime_get_ns() of the first request copy */
+	__u32 tag;              /* etsf_tm_hash() >> 32, never 0               */
 	__u32 seen;             /* bit per recorded stage / counted code       */
-	__u32 _pad;
+};
+
+/*
+ * Map etsf_tm_txn: ARRAY of ETSF_TM_SETS sets, index etsf_tm_hash() &
+ * (ETSF_TM_SETS - 1): ETSF_TM_WAYS transactions per 64-byte set.
+ */
+struct etsf_tm_set {
+	struct etsf_tm_txn way[ETSF_TM_WAYS];
 };
 
 /*

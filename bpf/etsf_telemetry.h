@@ -113,6 +113,33 @@ static __always_inline void etsf_tm_record(__u32 method, __u32 stage, __u64 ns)
 	h->slot[b] += 1;
 }
 
+/* a < b for a, b < 2^63 (clock readings, 0 for a free way), by arithmetic */
+static __always_inline __u64 etsf_tm_lt(__u64 a, __u64 b)
+{
+	__u64 x = a - b;
+
+	asm volatile("" : "+r"(x));
+	return x >> 63;
+}
+
+/*
+ * The way a new transaction takes: a free one (start 0) or else the set's
+ * oldest.  A tournament without branches (one verifier path, not four).
+ */
+static __always_inline __u32 etsf_tm_victim(const struct etsf_tm_set *s)
+{
+	__u64 s0 = s->way[0].start_ns, s1 = s->way[1].start_ns;
+	__u64 s2 = s->way[2].start_ns, s3 = s->way[3].start_ns;
+	__u64 c1 = etsf_tm_lt(s1, s0), c3 = etsf_tm_lt(s3, s2), c;
+	__u64 m01 = s0 - c1 * (s0 - s1), m23 = s2 - c3 * (s2 - s3);
+	__u32 i01 = (__u32)c1, i23 = 2 + (__u32)c3, i;
+
+	c = etsf_tm_lt(m23, m01);
+	i = i01 + (__u32)c * (i23 - i01);
+	asm volatile("" : "+r"(i));
+	return i & (ETSF_TM_WAYS - 1);
+}
+
 /*
  * hook: ETSF_HOOK_XDP, ETSF_HOOK_TC_INGRESS or ETSF_HOOK_TC_EGRESS; r: a classified
  * SIP message.
@@ -123,10 +150,11 @@ __attribute__((noinline)) int etsf_tm_observe(__u32 hook, __u32 ifindex,
 					       const struct etsf_sip_result *r)
 {
 	struct etsf_tm_txn_key k;
+	struct etsf_tm_set *s;
 	struct etsf_tm_txn *t;
-	__u32 dir, ingress, is_req;
+	__u32 dir, ingress, is_req, tag;
 	__u32 code, stage, sbit, cbit, seen;
-	__u64 now;
+	__u64 now, h;
 
 	if (!r || !r->has_callid || r->method == ETSF_M_UNKNOWN || r->method >= ETSF_METHODS)
 		return 0;
@@ -141,20 +169,30 @@ __attribute__((noinline)) int etsf_tm_observe(__u32 hook, __u32 ifindex,
 
 	etsf_tm_key(&k, r->callid_hash, r->cseq, ifindex,
 		    is_req ? r->method : r->cseq_method);
+	h = etsf_tm_hash(&k);
+	tag = etsf_tm_tag(h);
+	s = etsf_tm_set_of(h);
+	if (!s)
+		return 0;
 	now = bpf_ktime_get_ns();
 
 	if (is_req) {
-		struct etsf_tm_txn nt = {};
-
 		if (r->method == ETSF_M_ACK)     /* no response to wait for */
 			return 0;
-		nt.start_ns = now;
-		if (bpf_map_update_elem(&etsf_tm_txn, &k, &nt, BPF_NOEXIST) == 0)
-			etsf_tm_event(ETSF_TM_EV_TXN_START);
-		else if (bpf_map_lookup_elem(&etsf_tm_txn, &k))
+		if (etsf_tm_way(s, tag)) {
 			etsf_tm_event(ETSF_TM_EV_REQ_RETRANS);
-		else
+			return 0;
+		}
+		t = &s->way[etsf_tm_victim(s)];
+		/* an open transaction gives up its way: its answer will not be timed */
+		if (t->tag && !(t->seen & ETSF_TM_SEEN_FINAL) && now - t->start_ns < ETSF_TM_TXN_LIFE_NS)
 			etsf_tm_event(ETSF_TM_EV_TXN_FULL);
+		/* the tag last: a response on another CPU never pairs it with the old start */
+		t->start_ns = now;
+		t->seen = 0;
+		asm volatile("" ::: "memory");
+		t->tag = tag;
+		etsf_tm_event(ETSF_TM_EV_TXN_START);
 		return 0;
 	}
 
@@ -179,7 +217,7 @@ __attribute__((noinline)) int etsf_tm_observe(__u32 hook, __u32 ifindex,
 		sbit = cbit = ETSF_TM_SEEN_FINAL;
 	}
 
-	t = bpf_map_lookup_elem(&etsf_tm_txn, &k);
+	t = etsf_tm_way(s, tag);
 	if (!t) {
 		etsf_tm_event(ETSF_TM_EV_RESP_NOMATCH);
 		etsf_tm_count_code(k.method, code);

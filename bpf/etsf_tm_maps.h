@@ -18,17 +18,21 @@ struct {
 } etsf_tm_ifcfg SEC(".maps");
 
 /*
- * One LRU list per CPU (BPF_F_NO_COMMON_LRU): every INVITE and BYE inserts, so
- * a shared list lock would be taken on every CPU for every transaction.  The
- * table stays shared (a response on another CPU finds its request); a CPU
- * evicts from its own list only, which at worst loses a latency sample.
+ * Open transactions, set-associative: a request's insert and a response's
+ * lookup touch one 64-byte set (etsf_tm_hash picks it), with no lock and no
+ * list to keep.  An LRU hash took a bucket, a free node and the nodes its
+ * list rotation scans, every one a cache miss in traffic (~500 ns per new
+ * INVITE).  A full set gives its oldest transaction's way to the new one:
+ * eviction by age within the set, where the LRU evicted by age in the table.
+ * BPF_F_MMAPABLE: the array's data starts on a page, so each set is exactly
+ * one cache line; readers map it instead of copying it.
  */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(map_flags, BPF_F_NO_COMMON_LRU);
-	__uint(max_entries, ETSF_TM_TXN_MAX);
-	__type(key, struct etsf_tm_txn_key);
-	__type(value, struct etsf_tm_txn);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, ETSF_TM_SETS);
+	__type(key, __u32);
+	__type(value, struct etsf_tm_set);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } etsf_tm_txn SEC(".maps");
 
@@ -104,15 +108,76 @@ static __always_inline void etsf_tm_key(struct etsf_tm_txn_key *k, __u64 callid_
 	k->method = method;
 }
 
+/*
+ * 64-bit mix of a transaction key (the Call-ID hash is FNV-1a: its low bits
+ * alone would crowd sets).  Low bits: the set; high 32 bits: the tag.  The
+ * agent computes the same (etsf.layout.tm_hash).
+ */
+static __always_inline __u64 etsf_tm_hash(const struct etsf_tm_txn_key *k)
+{
+	__u64 h = k->callid_hash;
+
+	h ^= ((__u64)k->cseq << 32 | k->ifindex) * 0x9e3779b97f4a7c15ULL;
+	h ^= (__u64)k->method * 0xc2b2ae3d27d4eb4fULL;
+	h ^= h >> 31;
+	h *= 0xbf58476d1ce4e5b9ULL;
+	h ^= h >> 29;
+	return h;
+}
+
+static __always_inline __u32 etsf_tm_tag(__u64 h)
+{
+	return (__u32)(h >> 32) | 1;    /* 0 marks a free way */
+}
+
+static __always_inline struct etsf_tm_set *etsf_tm_set_of(__u64 h)
+{
+	__u32 i = (__u32)h & (ETSF_TM_SETS - 1);
+
+	return bpf_map_lookup_elem(&etsf_tm_txn, &i);
+}
+
+/* 1 when a == b, else 0, by arithmetic: (a ^ b) - 1 borrows out of 64 bits only for 0 */
+static __always_inline __u64 etsf_tm_eq(__u32 a, __u32 b)
+{
+	__u64 x = (__u64)(a ^ b) - 1;
+
+	asm volatile("" : "+r"(x));
+	return x >> 63;
+}
+
+/*
+ * The way of s holding tag, or NULL.  Without a branch per way: the verifier
+ * goes on with one pointer (a masked offset into the set), not one per way.
+ */
+static __always_inline struct etsf_tm_txn *etsf_tm_way(struct etsf_tm_set *s, __u32 tag)
+{
+	__u64 h1 = etsf_tm_eq(s->way[1].tag, tag), h2 = etsf_tm_eq(s->way[2].tag, tag);
+	__u64 h3 = etsf_tm_eq(s->way[3].tag, tag);
+	__u64 hit = etsf_tm_eq(s->way[0].tag, tag) | h1 | h2 | h3;
+	__u32 i = (__u32)(h1 | h2 << 1 | h3 * 3);
+
+	if (!hit)
+		return NULL;
+	asm volatile("" : "+r"(i));
+	return &s->way[i & (ETSF_TM_WAYS - 1)];
+}
+
 /* the request (Call-ID hash, CSeq, method) entered on ifindex less than max_age_ns ago */
 static __always_inline int etsf_tm_request_seen(__u64 callid_hash, __u32 cseq, __u32 method,
 						__u32 ifindex, __u64 now, __u64 max_age_ns)
 {
 	struct etsf_tm_txn_key k;
+	struct etsf_tm_set *s;
 	struct etsf_tm_txn *t;
+	__u64 h;
 
 	etsf_tm_key(&k, callid_hash, cseq, ifindex, method);
-	t = bpf_map_lookup_elem(&etsf_tm_txn, &k);
+	h = etsf_tm_hash(&k);
+	s = etsf_tm_set_of(h);
+	if (!s)
+		return 0;
+	t = etsf_tm_way(s, etsf_tm_tag(h));
 	return t && now - t->start_ns < max_age_ns;
 }
 

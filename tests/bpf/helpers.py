@@ -52,6 +52,39 @@ def sip_response(status=200, reason="OK", callid="a84b4c76e66710@pc33.example.co
             + b"Content-Length: 0\r\n\r\n")
 
 
+# -- etsf_tm_txn: an ARRAY of sets of ways (etsf_tm_maps.h)
+def tm_clear(m) -> None:
+    """Every set emptied (only the sets holding a transaction are written)."""
+    for k, v in m.items():
+        if any(v):
+            m.update(k, bytes(len(v)))
+
+
+def tm_txns(m) -> list[L.TmTxn]:
+    """The open transactions (ways with a tag) of the whole table."""
+    return [w for _k, v in m.items() if any(v) for w in L.TmSet.from_bytes(v).way if w.tag]
+
+
+def tm_key(callid: str, cseq: int, ifindex: int, method: int) -> L.TmTxnKey:
+    return L.TmTxnKey(callid_hash=L.fnv1a64(callid.encode()), cseq=cseq, ifindex=ifindex, method=int(method))
+
+
+def tm_get(m, key: L.TmTxnKey) -> L.TmTxn | None:
+    """The transaction of key, as the programs find it (its set, its tag), else None."""
+    idx, tag = L.tm_slot(key)
+    return L.tm_find(L.TmSet.from_bytes(m.lookup(L.tm_set_key(idx))), tag)
+
+
+def tm_set_start(m, key: L.TmTxnKey, start_ns: int) -> None:
+    """Rewrite the start time of key's transaction (it must be open)."""
+    idx, tag = L.tm_slot(key)
+    s = L.TmSet.from_bytes(m.lookup(L.tm_set_key(idx)))
+    w = L.tm_find(s, tag)
+    assert w is not None, "no such transaction"
+    w.start_ns = start_ns
+    m.update(L.tm_set_key(idx), bytes(s))
+
+
 def udp4(payload, src=SRC4, dst=DST4, sport=5060, dport=5060, vlan=None):
     l2 = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
     if vlan is not None:
@@ -117,11 +150,11 @@ class Env:
         for slot in range(L.POLICY_SLOTS):
             self.maps["etsf_ka_cfg"].update(slot.to_bytes(4, "little"), bytes(L.KaCfg()))
         self.maps["etsf_ka_stats"].update(bytes(4), bytes(L.KaStats()))
-        for name in ("etsf_acl_v4", "etsf_acl_v6", "etsf_rl", "etsf_admit_txn", "etsf_ka_id",
-                     "etsf_tm_txn"):
+        for name in ("etsf_acl_v4", "etsf_acl_v6", "etsf_rl", "etsf_admit_txn", "etsf_ka_id"):
             m = self.maps[name]
             for k in m.keys():
                 m.delete(k)
+        tm_clear(self.maps["etsf_tm_txn"])
         self.maps["etsf_last"].update(bytes(4), bytes(L.SipInfo()))
 
     def set_ctl(self, **kw):

@@ -9,7 +9,7 @@ import pytest
 from etsf import bpf
 from etsf import layout as L
 
-from .helpers import M, R, V, sip_request, sip_response, udp4
+from .helpers import M, R, V, sip_request, sip_response, tm_get, udp4
 
 
 @pytest.fixture
@@ -48,15 +48,15 @@ def test_off_admits_everything(env, one_cpu):
 
 
 def tm_key(i, cseq=1, ifindex=1):
-    return bytes(L.TmTxnKey(callid_hash=L.fnv1a64(f"adm-{i}@198.18.1.10".encode()), cseq=cseq,
-                            ifindex=ifindex, method=M.INVITE))
+    return L.TmTxnKey(callid_hash=L.fnv1a64(f"adm-{i}@198.18.1.10".encode()), cseq=cseq,
+                      ifindex=ifindex, method=M.INVITE)
 
 
 @pytest.mark.parametrize("tm_off", [False, True], ids=["telemetry-on", "telemetry-off"])
 def test_passed_while_off_stays_admitted_once_on(env, one_cpu, tm_off):
     """An INVITE that passed while admission was off reached the proxy: once admission is on,
     its retransmissions pass too (no token, no 503), while new INVITEs are refused.  With
-    telemetry on, its transaction entry is the memory (no etsf_admit_txn insert: one LRU insert
+    telemetry on, its transaction entry is the memory (no etsf_admit_txn insert: one table write
     per INVITE); with telemetry off, etsf_admit_txn holds it."""
     flags = L.POL_F_VALID | (L.POL_F_TM_OFF if tm_off else 0)
     admission(env, 0, 0, pol_flags=flags)
@@ -65,10 +65,10 @@ def test_passed_while_off_stays_admitted_once_on(env, one_cpu, tm_off):
     if tm_off:
         t = L.AdmitTxn.from_bytes(env.maps["etsf_admit_txn"].lookup(key))
         assert t.admitted == 1 and t.ts_ns > 0
-        assert env.maps["etsf_tm_txn"].lookup(tm_key(5)) is None
+        assert tm_get(env.maps["etsf_tm_txn"], tm_key(5)) is None
     else:
         assert env.maps["etsf_admit_txn"].lookup(key) is None
-        assert env.maps["etsf_tm_txn"].lookup(tm_key(5)) is not None
+        assert tm_get(env.maps["etsf_tm_txn"], tm_key(5)) is not None
     admission(env, 1000, 0, pol_flags=flags)                      # on, admitting no new INVITE
     env.xdp(invite(5), V.PASS, M.INVITE, R.OK, n=2)
     env.xdp(invite(6), V.DROP, M.INVITE, R.ADMISSION)

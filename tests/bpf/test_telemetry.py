@@ -10,7 +10,7 @@ import pytest
 from etsf import bpf
 from etsf import layout as L
 
-from .helpers import M, sip_request, sip_response, udp4
+from .helpers import M, sip_request, sip_response, tm_clear, tm_get, tm_key, tm_set_start, tm_txns, udp4
 
 S = L.TmStage
 EV = L.TmEvent
@@ -29,10 +29,10 @@ class Tm:
             m.close()
 
     def reset(self, default_dir=None):
-        for name in ("etsf_tm_txn", "etsf_tm_ifcfg"):
-            m = self.maps[name]
-            for k in m.keys():
-                m.delete(k)
+        tm_clear(self.maps["etsf_tm_txn"])
+        m = self.maps["etsf_tm_ifcfg"]
+        for k in m.keys():
+            m.delete(k)
         if default_dir is not None:
             self.set_dir(0, default_dir)
 
@@ -232,13 +232,10 @@ def test_latency_lands_in_log2_bucket(env, tm):
     cid = "lat-1@x"
     xdp(env, sip_request("INVITE", callid=cid, cseq=1))
     m = tm.maps["etsf_tm_txn"]
-    keys = m.keys()
-    assert len(keys) == 1
-    k = L.TmTxnKey.from_bytes(keys[0])
-    assert (k.cseq, k.method, k.callid_hash) == (1, M.INVITE, L.fnv1a64(cid.encode()))
-    t = L.TmTxn.from_bytes(m.lookup(keys[0]))
-    t.start_ns = bpf.monotonic_ns() - 3_000_000_000
-    m.update(keys[0], bytes(t))
+    assert len(tm_txns(m)) == 1
+    k = tm_key(cid, 1, 1, M.INVITE)         # XDP's PROG_TEST_RUN: ifindex 1
+    assert tm_get(m, k) is not None
+    tm_set_start(m, k, bpf.monotonic_ns() - 3_000_000_000)
     before = tm.hist(M.INVITE, S.FINAL_2XX)[1]
     tc(env, sip_response(200, "OK", callid=cid, cseq=1))
     after = tm.hist(M.INVITE, S.FINAL_2XX)[1]
@@ -253,14 +250,102 @@ def test_policy_turns_transaction_inserts_off(env, tm, tm_off):
     cid = "tmflag@x"
     b = tm.snapshot()
     xdp(env, sip_request("INVITE", callid=cid, cseq=1))
-    keys = tm.maps["etsf_tm_txn"].keys()
+    txns = tm_txns(tm.maps["etsf_tm_txn"])
+    found = tm_get(tm.maps["etsf_tm_txn"], tm_key(cid, 1, 1, M.INVITE))
     tc(env, sip_response(200, "OK", callid=cid, cseq=1))
     hist, codes, ev = tm.delta(b)
     if tm_off:
-        assert keys == []
+        assert txns == [] and found is None
         assert (hist, codes, ev) == ({}, {}, {})
     else:
-        assert [L.TmTxnKey.from_bytes(k).callid_hash for k in keys] == [L.fnv1a64(cid.encode())]
+        assert len(txns) == 1 and found is not None and found.start_ns > 0
         assert hist == {(M.INVITE, S.FINAL_2XX): 1}
         assert codes == {(M.INVITE, 200): 1}
         assert ev == {EV.TXN_START: 1, EV.RESP_MATCHED: 1}
+
+
+def _same_set(n: int, ifindex: int = 1) -> list[str]:
+    """n Call-IDs whose INVITE (CSeq 1) transactions share one etsf_tm_txn set."""
+    by_set: dict[int, list[str]] = {}
+    i = 0
+    while True:
+        cid = f"set-{i}@198.18.1.10"
+        idx = L.tm_slot(tm_key(cid, 1, ifindex, M.INVITE))[0]
+        by_set.setdefault(idx, []).append(cid)
+        if len(by_set[idx]) == n:
+            return by_set[idx]
+        i += 1
+
+
+def test_full_set_gives_its_oldest_way_to_a_new_transaction(env, tm):
+    """Four ways per set: a fifth INVITE of the same set takes the oldest's way and counts
+    TXN_FULL (that transaction was younger than 32 s); its 200 then finds nothing, the others'
+    still match.  Once the ways are older than a transaction's life, taking one is not counted."""
+    m = tm.maps["etsf_tm_txn"]
+    cids = _same_set(6)
+    b = tm.snapshot()
+    for cid in cids[:4]:
+        xdp(env, sip_request("INVITE", callid=cid, cseq=1))
+    assert len(tm_txns(m)) == 4
+    assert tm.delta(b)[2] == {EV.TXN_START: 4}
+    xdp(env, sip_request("INVITE", callid=cids[4], cseq=1))
+    assert tm.delta(b)[2] == {EV.TXN_START: 5, EV.TXN_FULL: 1}
+    assert tm_get(m, tm_key(cids[0], 1, 1, M.INVITE)) is None          # the oldest went
+    assert all(tm_get(m, tm_key(c, 1, 1, M.INVITE)) for c in cids[1:5])
+    assert len(tm_txns(m)) == 4
+    b = tm.snapshot()
+    tc(env, sip_response(200, "OK", callid=cids[0], cseq=1))
+    tc(env, sip_response(200, "OK", callid=cids[4], cseq=1))
+    assert tm.delta(b)[2] == {EV.RESP_NOMATCH: 1, EV.RESP_MATCHED: 1}
+    # every way older than a transaction's life: the next one replaces the oldest, uncounted
+    old = bpf.monotonic_ns() - L.TM_TXN_LIFE_NS - 1_000_000_000
+    for j, c in enumerate(cids[1:5]):
+        tm_set_start(m, tm_key(c, 1, 1, M.INVITE), old + j)
+    b = tm.snapshot()
+    xdp(env, sip_request("INVITE", callid=cids[5], cseq=1))
+    assert tm.delta(b)[2] == {EV.TXN_START: 1}
+    assert tm_get(m, tm_key(cids[1], 1, 1, M.INVITE)) is None
+    assert tm_get(m, tm_key(cids[5], 1, 1, M.INVITE)) is not None
+
+
+def test_agent_hash_is_the_programs(env, tm):
+    """etsf.layout.tm_slot() finds what the programs wrote, for Call-IDs, CSeqs and methods
+    across the table (the set and the tag both come from one 64-bit mix)."""
+    m = tm.maps["etsf_tm_txn"]
+    sent = [(f"h{i}-{'x' * (i % 13)}@198.18.1.10", 1 + i * 7919, meth)
+            for i, meth in enumerate([M.INVITE, M.REGISTER, M.BYE, M.OPTIONS] * 8)]
+    for cid, cseq, meth in sent:
+        xdp(env, sip_request(M(meth).name, callid=cid, cseq=cseq))
+    assert len(tm_txns(m)) == len(sent)
+    assert all(tm_get(m, tm_key(cid, cseq, 1, meth)) is not None for cid, cseq, meth in sent)
+    assert {L.tm_slot(tm_key(cid, cseq, 1, meth))[0] for cid, cseq, meth in sent}.__len__() > len(sent) // 2
+
+
+def test_answered_transaction_gives_up_its_way_uncounted(env, tm):
+    """A full set of answered transactions (final response seen): the next one takes the
+    oldest's way and nothing is counted as lost (its timing is already recorded)."""
+    m = tm.maps["etsf_tm_txn"]
+    cids = _same_set(5)
+    for cid in cids[:4]:
+        xdp(env, sip_request("INVITE", callid=cid, cseq=1))
+        tc(env, sip_response(200, "OK", callid=cid, cseq=1))
+    b = tm.snapshot()
+    xdp(env, sip_request("INVITE", callid=cids[4], cseq=1))
+    assert tm.delta(b)[2] == {EV.TXN_START: 1}
+    assert tm_get(m, tm_key(cids[0], 1, 1, M.INVITE)) is None
+    assert len(tm_txns(m)) == 4
+
+
+def test_exported_occupancy_is_the_live_transactions(env, tm):
+    """What the exporter (and the fail-safe's map_pressure rule) reads as the table's entries:
+    the transactions started less than 32 s ago, not every way ever written (ways are reused,
+    never deleted, so that count would say "full" on any node that has seen 32,768)."""
+    from etsf.telemetry import reader
+    m = tm.maps["etsf_tm_txn"]
+    cids = [f"occ-{i}@198.18.1.10" for i in range(3)]
+    for cid in cids:
+        xdp(env, sip_request("INVITE", callid=cid, cseq=1))
+    tm_set_start(m, tm_key(cids[0], 1, 1, M.INVITE), bpf.monotonic_ns() - L.TM_TXN_LIFE_NS - 10**9)
+    snap = reader.snapshot(root=env.root, programs=False)
+    assert snap["maps"]["etsf_tm_txn"] == {"entries": 2, "max_entries": L.TM_TXN_MAX}
+    assert len(tm_txns(m)) == 3

@@ -9,8 +9,7 @@ from etsf import layout as L
 TM_MAPS = {
     # name: (type, key_size, value size, max_entries)
     "etsf_tm_ifcfg": (bpf.MAP_TYPE_HASH, 4, ctypes.sizeof(L.TmIfCfg), L.IF_MAX + 1),
-    "etsf_tm_txn": (bpf.MAP_TYPE_LRU_HASH, ctypes.sizeof(L.TmTxnKey), ctypes.sizeof(L.TmTxn),
-                    L.TM_TXN_MAX),
+    "etsf_tm_txn": (bpf.MAP_TYPE_ARRAY, 4, ctypes.sizeof(L.TmSet), L.TM_SETS),
     "etsf_tm_hist": (bpf.MAP_TYPE_PERCPU_ARRAY, 4, ctypes.sizeof(L.TmHist),
                      L.METHODS * L.TM_STAGES),
     "etsf_tm_codes": (bpf.MAP_TYPE_PERCPU_ARRAY, 4, 8, L.TM_CODE_METHODS * L.TM_CODES),

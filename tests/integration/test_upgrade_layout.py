@@ -1,8 +1,9 @@
 """Upgrade in place from the release before in-kernel admission (etsf_ctl 40 -> 64 bytes,
 two new pinned maps): the old agent attaches its own objects, the new agent's attach carries
 the control block and the counters over; a pinned map that cannot be carried is refused.
-And from the release whose LRU maps keep one common list: the transaction, affinity and flow
-LRUs change flags (one list per CPU) and size, and keep every entry."""
+And from the release whose LRU maps keep one common list: the admission, affinity and flow
+LRUs change flags (one list per CPU) and size, and keep every entry; the transaction LRU
+becomes the set-associative table, every transaction in its set."""
 
 from __future__ import annotations
 
@@ -202,7 +203,8 @@ def test_copy_keeps_every_cpu_and_hash_entry(etsf_bpf, build_dir):
 
 
 # map -> the command that carries it over (the XDP/TC objects' maps: attach; the fast path's own: fastpath attach)
-LRU_MAPS = {"etsf_tm_txn": "attach", "etsf_admit_txn": "attach", "etsf_fp_aff": "fastpath", "etsf_fp_flow": "fastpath"}
+LRU_MAPS = {"etsf_admit_txn": "attach", "etsf_fp_aff": "fastpath", "etsf_fp_flow": "fastpath"}
+TM_CARRIED = 1000       # transactions written into the old LRU: far fewer than a set overflows at
 
 
 def _lru_entries(m, n: int) -> dict:
@@ -231,10 +233,20 @@ def test_upgrade_to_per_cpu_lru_lists_keeps_entries_and_counters(lab, etsf_env, 
             want[name] = {**dict(m.items()), **add}             # with what the old programs wrote
             assert len(want[name]) >= len(add), name
     assert old_max["etsf_fp_aff"] == old_max["etsf_fp_flow"] == 65536
+    with etsf_bpf.open_map("etsf_tm_txn", root) as m:
+        assert (m.map_type, m.map_flags) == (etsf_bpf.MAP_TYPE_LRU_HASH, 0)
+        for i in range(TM_CARRIED):
+            k = layout.TmTxnKey(callid_hash=0x5A00_0000_0000 + i, cseq=i, ifindex=7, method=layout.Method.INVITE)
+            m.update(bytes(k), (10_000 + i).to_bytes(8, "little") + (i & 0xFF).to_bytes(4, "little") + bytes(4))
+        # with what the old programs wrote
+        tm_want = {k: (int.from_bytes(v[:8], "little"), int.from_bytes(v[8:12], "little"))
+                   for k, v in m.items()}
+    assert len(tm_want) >= TM_CARRIED
 
     r = json.loads(etsfctl("attach", "--hook", "xdp", "--iface", lab.srv_if, "--json",
                            env=etsf_env, netns=lab.srv_ns).stdout)
     assert sorted(r["migrated_maps"]) == ["etsf_admit_txn", "etsf_stats", "etsf_tm_txn"] and r["replaced_prog_id"]
+    assert r["migration_not_carried"] == {}                     # every transaction found room
     r = json.loads(etsfctl("fastpath", "attach", "--iface", lab.srv_if, "--json", env=etsf_env,
                            netns=lab.srv_ns).stdout)
     assert sorted(r["migrated_maps"]) == ["etsf_fp_aff", "etsf_fp_flow"]
@@ -247,6 +259,14 @@ def test_upgrade_to_per_cpu_lru_lists_keeps_entries_and_counters(lab, etsf_env, 
             assert m.max_entries == etsf_bpf.lru_max_entries(m.map_type, new_max[name], m.map_flags,
                                                              etsf_bpf.num_possible_cpus())
             assert dict(m.items()) == want[name], name          # every entry, none evicted
+    with etsf_bpf.open_map("etsf_tm_txn", root) as m:
+        assert (m.map_type, m.max_entries) == (etsf_bpf.MAP_TYPE_ARRAY, layout.TM_SETS)
+        got = {}
+        for kb in tm_want:
+            idx, tag = layout.tm_slot(layout.TmTxnKey.from_bytes(kb))
+            w = layout.tm_find(layout.TmSet.from_bytes(m.lookup(layout.tm_set_key(idx))), tag)
+            got[kb] = (w.start_ns, w.seen) if w else None
+        assert got == tm_want                                   # every transaction, in its set
     assert _xdp_count("OPTIONS") == before                      # counters kept
     _send_sip(lab, 2)
     assert _xdp_count("OPTIONS") == before + 2                  # the new programs count on them
@@ -273,9 +293,9 @@ def test_copy_into_per_cpu_lists_spreads_over_the_cpus(etsf_bpf, build_dir):
         with loaded(etsf_bpf, build_dir, "xdp_sip.bpf.o", roots[0]), \
                 loaded(etsf_bpf, build_dir, "xdp_sip.bpf.o", roots[1]), \
                 loaded(etsf_bpf, build_dir, "xdp_sip.bpf.o", roots[2]):
-            with etsf_bpf.open_map("etsf_tm_txn", roots[0]) as a, \
-                    etsf_bpf.open_map("etsf_tm_txn", roots[1]) as b, \
-                    etsf_bpf.open_map("etsf_tm_txn", roots[2]) as c:
+            with etsf_bpf.open_map("etsf_admit_txn", roots[0]) as a, \
+                    etsf_bpf.open_map("etsf_admit_txn", roots[1]) as b, \
+                    etsf_bpf.open_map("etsf_admit_txn", roots[2]) as c:
                 assert b.map_flags & etsf_bpf.BPF_F_NO_COMMON_LRU
                 want = _lru_entries(a, a.max_entries * 3 // 4)
                 items = list(want.items())
@@ -295,5 +315,62 @@ def test_copy_into_per_cpu_lists_spreads_over_the_cpus(etsf_bpf, build_dir):
                 assert len(c.keys()) < len(want)
     finally:
         os.sched_setaffinity(0, allowed)
+        for r in roots:
+            shutil.rmtree(r, ignore_errors=True)
+
+
+def _old_tm_lru(etsf_bpf, path: str, entries: dict):
+    """An etsf_tm_txn as releases before the set-associative table made it (LRU hash, key
+    TmTxnKey, value start_ns u64 + seen u32 + pad), pinned at path, holding entries."""
+    lib = etsf_bpf.get_lib()
+    fn = lib.bpf_map_create
+    fn.restype = ctypes.c_int
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32,
+                   ctypes.c_void_p]
+    fd = fn(etsf_bpf.MAP_TYPE_LRU_HASH, b"etsf_tm_txn", 24, 16, 1024, None)
+    assert fd >= 0, fd
+    try:
+        assert lib.bpf_obj_pin(fd, path.encode()) == 0
+    finally:
+        os.close(fd)
+    m = etsf_bpf.Map.open_pinned(path)
+    for k, (start, seen) in entries.items():
+        m.update(k, start.to_bytes(8, "little") + seen.to_bytes(4, "little") + bytes(4))
+    return m
+
+
+def test_transactions_converted_into_their_sets_and_the_overflow_counted(etsf_bpf, build_dir):
+    """The converter an upgrade uses for the transaction table: each old transaction lands in
+    the set the programs look in (found by etsf.layout.tm_slot, start and seen bits kept); a set
+    given six keeps its newest four and the two it had no room for are counted."""
+    from etsf import layout
+    from etsf.datapath import migrate
+    keys: dict[int, list] = {}
+    i = 0
+    while not any(len(v) == 6 for v in keys.values()):
+        k = layout.TmTxnKey(callid_hash=layout.fnv1a64(f"conv-{i}".encode()), cseq=1, ifindex=9,
+                            method=layout.Method.INVITE)
+        keys.setdefault(layout.tm_slot(k)[0], []).append(k)
+        i += 1
+    crowded = next(v for v in keys.values() if len(v) == 6)
+    alone = [v[0] for v in keys.values() if len(v) == 1][:2]
+    entries = {bytes(k): (1_000 + 10 * j, j) for j, k in enumerate(crowded + alone)}
+    roots = [f"/sys/fs/bpf/etsf-it-{os.getpid()}-{uuid.uuid4().hex[:8]}" for _i in range(2)]
+    try:
+        os.makedirs(roots[1])
+        old = _old_tm_lru(etsf_bpf, os.path.join(roots[1], "old_tm"), entries)
+        with loaded(etsf_bpf, build_dir, "xdp_sip.bpf.o", roots[0]), old, \
+                etsf_bpf.open_map("etsf_tm_txn", roots[0]) as new:
+            assert migrate.CONVERTED["etsf_tm_txn"][4](old, new) == (8, 6)
+            got = {}
+            for kb in entries:
+                idx, tag = layout.tm_slot(layout.TmTxnKey.from_bytes(kb))
+                w = layout.tm_find(layout.TmSet.from_bytes(new.lookup(layout.tm_set_key(idx))), tag)
+                got[kb] = (w.start_ns, w.seen) if w else None
+        want = dict(entries)
+        for k in crowded[:2]:                   # the set's two oldest had no way left
+            want[bytes(k)] = None
+        assert got == want
+    finally:
         for r in roots:
             shutil.rmtree(r, ignore_errors=True)

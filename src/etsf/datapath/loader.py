@@ -147,6 +147,8 @@ def attach(iface: str, mode: str | None = None, build_dir: str | None = None,
             "attached_at": time.time(),
             "stamp": _object_stamp(tc_obj),
             "migrated_maps": migrated,
+            # entries a converted map's new form had no room for (counted, not silently gone)
+            "migration_not_carried": dict(mig.not_carried),
         }
     finally:
         if not attached:

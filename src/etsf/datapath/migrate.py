@@ -9,7 +9,9 @@ a map whose change is migratable gets a temporary pin that the new objects load 
 line naming the map, nothing changed.  After the objects loaded, ``Migration.swap()``
 copies every entry old -> new (old value zero-extended; into an LRU with one list per CPU
 spread over the CPUs, see ``copy_entries``) and renames the temporary pin over
-the old one (rename(2) on bpffs: readers see the old or the new map, never none).  The old
+the old one (rename(2) on bpffs: readers see the old or the new map, never none).  A map
+whose kind changed (``CONVERTED``: the transaction table, LRU hash -> sets of ways) is carried
+over by its converter instead of copied.  The old
 programs keep running on the old map until the new ones are attached (and, when the hook
 changes, until the old one is detached); ``Migration.settle()``, called once they are gone,
 adds what they counted into a counter map after its copy to the new map.  A key the new
@@ -50,8 +52,36 @@ def _refuse(name: str, why: str) -> DatapathError:
     return DatapathError(f"cannot upgrade pinned map {name}: {why} (running programs unchanged)")
 
 
+def _tm_txn_to_sets(old, new) -> tuple[int, int]:
+    """etsf_tm_txn from an LRU hash (TmTxnKey -> start_ns u64, seen u32, pad u32) into the
+    set-associative array: each transaction into its set as the programs place it (a set with
+    more than its ways keeps its newest).  Returns (transactions held, placed)."""
+    sets: dict[int, layout.TmSet] = {}
+    rows = old.items()
+    for k, v in sorted(rows, key=lambda kv: int.from_bytes(kv[1][:8], "little")):
+        idx, tag = layout.tm_slot(layout.TmTxnKey.from_bytes(k))
+        s = sets.setdefault(idx, layout.TmSet())
+        layout.tm_place(s, tag, int.from_bytes(v[:8], "little"), int.from_bytes(v[8:12], "little"))
+    for idx, s in sets.items():
+        new.update(layout.tm_set_key(idx), bytes(s))
+    return len(rows), sum(layout.tm_open(s) for s in sets.values())
+
+
+# maps whose definition changed in kind, carried over entry by entry by a converter:
+# name -> (old type, old key size, old value size, new type, converter(old, new))
+CONVERTED = {
+    "etsf_tm_txn": (9, 24, 16, 2, _tm_txn_to_sets),     # LRU hash -> ARRAY of sets
+}
+
+
 def _check(name: str, old, new: dict) -> None:
     """Raise unless the pinned map `old` (a bpf.Map) can be copied into `new`'s definition."""
+    conv = CONVERTED.get(name)
+    if conv and old.map_type != new["type"]:
+        if (old.map_type, old.key_size, old.value_size, new["type"]) != conv[:4]:
+            raise _refuse(name, f"map type changed ({old.map_type} -> {new['type']}) from a "
+                          f"definition no converter knows ({old.key_size}/{old.value_size}-byte key/value)")
+        return
     if old.map_type != new["type"]:
         raise _refuse(name, f"map type changed ({old.map_type} -> {new['type']})")
     if old.map_type not in _ARRAYS | _HASHES:
@@ -82,6 +112,7 @@ class Migration:
         self.maps: dict[str, tuple[str, str, object]] = {}
         self.swapped: list[str] = []
         self.copied: dict[str, dict] = {}     # counter map -> {key: per-CPU values at the copy}
+        self.not_carried: dict[str, int] = {}  # converted map -> entries its new form had no room for
 
     def pin_paths(self) -> dict[str, str]:
         """{map name: temporary pin} for bpf.load_object(pin_paths=...)."""
@@ -95,7 +126,12 @@ class Migration:
                 with bpf.Map.open_pinned(tmp) as new:
                     if name in COUNTER_MAPS and old.percpu:
                         self.copied[name] = dict(old.items_percpu())
-                    copy_entries(old, new)
+                    if name in CONVERTED and old.map_type != new.map_type:
+                        held, placed = CONVERTED[name][4](old, new)
+                        if held > placed:
+                            self.not_carried[name] = held - placed
+                    else:
+                        copy_entries(old, new)
                 _keep_mode(path, tmp)
                 os.replace(tmp, path)
             except (OSError, bpf.BpfError) as e:

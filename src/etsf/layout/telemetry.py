@@ -9,6 +9,9 @@ from enum import IntEnum
 from .core import Method, Struct
 
 TM_TXN_MAX = 32768
+TM_WAYS = 4
+TM_SETS = TM_TXN_MAX // TM_WAYS
+TM_TXN_LIFE_NS = 32 * 1_000_000_000
 TM_BUCKETS = 32
 TM_CODE_MIN = 100
 TM_CODES = 600
@@ -64,11 +67,79 @@ class TmTxnKey(Struct):
 
 
 class TmTxn(Struct):
+    """One way of an etsf_tm_txn set: a transaction; tag 0 = free."""
     _fields_ = [
         ("start_ns", ctypes.c_uint64),
+        ("tag", ctypes.c_uint32),
         ("seen", ctypes.c_uint32),
-        ("_pad", ctypes.c_uint32),
     ]
+
+
+class TmSet(Struct):
+    """The value of etsf_tm_txn (an ARRAY of TM_SETS sets, one cache line each)."""
+    _fields_ = [
+        ("way", TmTxn * TM_WAYS),
+    ]
+
+
+_M64 = (1 << 64) - 1
+
+
+def tm_hash(key: TmTxnKey) -> int:
+    """etsf_tm_hash(): the 64-bit mix of a transaction key (low bits: set, high 32: tag)."""
+    h = key.callid_hash
+    h ^= (((key.cseq << 32) | key.ifindex) * 0x9E3779B97F4A7C15) & _M64
+    h ^= (key.method * 0xC2B2AE3D27D4EB4F) & _M64
+    h ^= h >> 31
+    h = (h * 0xBF58476D1CE4E5B9) & _M64
+    h ^= h >> 29
+    return h
+
+
+def tm_slot(key: TmTxnKey) -> tuple[int, int]:
+    """(set index, tag) of a transaction in etsf_tm_txn."""
+    h = tm_hash(key)
+    return h & (TM_SETS - 1), ((h >> 32) & 0xFFFFFFFF) | 1
+
+
+def tm_set_key(index: int) -> bytes:
+    """The etsf_tm_txn (array) key of set `index`."""
+    return int(index).to_bytes(4, "little")
+
+
+def tm_find(tm_set: TmSet, tag: int) -> TmTxn | None:
+    """The way of a set holding tag (etsf_tm_way()), else None."""
+    for w in tm_set.way:
+        if w.tag == tag:
+            return w
+    return None
+
+
+def tm_place(tm_set: TmSet, tag: int, start_ns: int, seen: int = 0) -> bool:
+    """Put a transaction into a set as the programs do: its own way if the tag is there, else
+    a free one, else the oldest's.  Returns False when it is older than every way of a full
+    set (it is the one that would go)."""
+    ways = list(tm_set.way)
+    w = tm_find(tm_set, tag) or min(ways, key=lambda x: x.start_ns)
+    if w.tag not in (0, tag) and w.start_ns > start_ns:
+        return False
+    w.start_ns, w.tag, w.seen = start_ns, tag, seen
+    return True
+
+
+def tm_open_in(raw: bytes, now_ns: int) -> int:
+    """tm_open(..., now_ns) summed over sets laid end to end in raw (the table read at once):
+    one pass over its u64 words, no struct per set."""
+    words = memoryview(bytes(raw)).cast("Q")
+    life = TM_TXN_LIFE_NS
+    return sum(1 for start, tagseen in zip(words[0::2], words[1::2])
+               if tagseen & 0xFFFFFFFF and now_ns - start < life)
+
+
+def tm_open(tm_set: TmSet, now_ns: int | None = None) -> int:
+    """Ways of a set that hold a transaction; with now_ns (CLOCK_MONOTONIC), only those
+    started less than TM_TXN_LIFE_NS before it."""
+    return sum(1 for w in tm_set.way if w.tag and (now_ns is None or now_ns - w.start_ns < TM_TXN_LIFE_NS))
 
 
 class TmHist(Struct):
@@ -99,6 +170,7 @@ TM_STRUCTS = {
     "etsf_tm_ifcfg": TmIfCfg,
     "etsf_tm_txn_key": TmTxnKey,
     "etsf_tm_txn": TmTxn,
+    "etsf_tm_set": TmSet,
     "etsf_tm_hist": TmHist,
 }
 
