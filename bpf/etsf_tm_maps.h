@@ -25,7 +25,7 @@ struct {
  * INVITE).  A full set gives its oldest transaction's way to the new one:
  * eviction by age within the set, where the LRU evicted by age in the table.
  * BPF_F_MMAPABLE: the array's data starts on a page, so each set is exactly
- * one cache line; readers map it instead of copying it.
+ * one cache line.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -109,9 +109,10 @@ static __always_inline void etsf_tm_key(struct etsf_tm_txn_key *k, __u64 callid_
 }
 
 /*
- * 64-bit mix of a transaction key (the Call-ID hash is FNV-1a: its low bits
- * alone would crowd sets).  Low bits: the set; high 32 bits: the tag.  The
- * agent computes the same (etsf.layout.tm_hash).
+ * 64-bit mix of a transaction key's four fields, so that every one of them
+ * moves the set.  Low bits: the set; high 32 bits: the tag (a different part
+ * of the mix, so two keys of one set rarely share it).  The agent computes the
+ * same (etsf.layout.tm_hash).
  */
 static __always_inline __u64 etsf_tm_hash(const struct etsf_tm_txn_key *k)
 {
