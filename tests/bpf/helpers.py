@@ -71,8 +71,7 @@ def tm_key(callid: str, cseq: int, ifindex: int, method: int) -> L.TmTxnKey:
 
 def tm_get(m, key: L.TmTxnKey) -> L.TmTxn | None:
     """The transaction of key, as the programs find it (its set, its tag), else None."""
-    idx, tag = L.tm_slot(key)
-    return L.tm_find(L.TmSet.from_bytes(m.lookup(L.tm_set_key(idx))), tag)
+    return L.tm_get(m.lookup, key)
 
 
 def tm_set_start(m, key: L.TmTxnKey, start_ns: int) -> None:

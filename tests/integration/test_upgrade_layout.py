@@ -263,8 +263,7 @@ def test_upgrade_to_per_cpu_lru_lists_keeps_entries_and_counters(lab, etsf_env, 
         assert (m.map_type, m.max_entries) == (etsf_bpf.MAP_TYPE_ARRAY, layout.TM_SETS)
         got = {}
         for kb in tm_want:
-            idx, tag = layout.tm_slot(layout.TmTxnKey.from_bytes(kb))
-            w = layout.tm_find(layout.TmSet.from_bytes(m.lookup(layout.tm_set_key(idx))), tag)
+            w = layout.tm_get(m.lookup, layout.TmTxnKey.from_bytes(kb))
             got[kb] = (w.start_ns, w.seen) if w else None
         assert got == tm_want                                   # every transaction, in its set
     assert _xdp_count("OPTIONS") == before                      # counters kept
@@ -364,8 +363,7 @@ def test_transactions_converted_into_their_sets_and_the_overflow_counted(etsf_bp
             assert migrate.CONVERTED["etsf_tm_txn"][4](old, new) == (8, 6)
             got = {}
             for kb in entries:
-                idx, tag = layout.tm_slot(layout.TmTxnKey.from_bytes(kb))
-                w = layout.tm_find(layout.TmSet.from_bytes(new.lookup(layout.tm_set_key(idx))), tag)
+                w = layout.tm_get(new.lookup, layout.TmTxnKey.from_bytes(kb))
                 got[kb] = (w.start_ns, w.seen) if w else None
         want = dict(entries)
         for k in crowded[:2]:                   # the set's two oldest had no way left

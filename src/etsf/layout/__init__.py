@@ -23,7 +23,7 @@ from .core import (ABI_VERSION, ACL_MAX, APPEND_ONLY, Admit, admit_key, ADMIT_TX
                    REASONS_USED, RL_CLASSES, RL_MAX, RlClass, RlKey, RlState, SipInfo, stats_idx, STATS_SLOTS,
                    stats_unidx, Struct, Verdict, VERDICTS)
 from .telemetry import (TM_BUCKETS, tm_code_idx, TM_CODE_METHODS, TM_CODE_MIN, TM_CODES, TM_ENUMS, TM_EVENTS,
-                        tm_find, tm_hash, tm_hist_idx, tm_open, tm_open_in, tm_place, tm_set_key, tm_slot, TM_SETS,
+                        tm_find, tm_get, tm_hash, tm_hist_idx, tm_open, tm_open_in, tm_place, tm_set_key, tm_slot, TM_SETS,
                         TM_STAGES, TM_STRUCTS, TM_TXN_LIFE_NS, TM_TXN_MAX, TM_WAYS, TmDir, TmEvent, TmHist,
                         TmIfCfg, TmSet, TmStage, TmTxn, TmTxnKey)
 from .keepalive import (KA_HDR_MAX, KA_HOST_LEN, KA_ID_ALIAS, KA_ID_MAX, KA_ID_PRIMARY, ka_host_fold, ka_id_key,
@@ -55,7 +55,7 @@ __all__ = [
     "Prio", "PRIO_CLASSES", "Rate", "Reason", "REASONS", "REASONS_USED", "RL_CLASSES", "RL_MAX", "RlClass",
     "RlKey", "RlState", "SipInfo", "stats_idx", "STATS_SLOTS", "stats_unidx", "Struct", "STRUCTS",
     "TM_BUCKETS", "tm_code_idx", "TM_CODE_METHODS", "TM_CODE_MIN", "TM_CODES", "TM_ENUMS", "TM_EVENTS",
-    "tm_find", "tm_hash", "tm_hist_idx", "tm_open", "tm_open_in", "tm_place", "tm_set_key", "tm_slot", "TM_SETS",
+    "tm_find", "tm_get", "tm_hash", "tm_hist_idx", "tm_open", "tm_open_in", "tm_place", "tm_set_key", "tm_slot", "TM_SETS",
     "TM_STAGES", "TM_STRUCTS", "TM_TXN_LIFE_NS", "TM_TXN_MAX", "TM_WAYS", "TmDir", "TmEvent", "TmHist",
     "TmIfCfg", "TmSet", "TmStage", "TmTxn", "TmTxnKey", "Verdict", "VERDICTS"
 ]

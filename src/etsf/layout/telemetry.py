@@ -115,6 +115,13 @@ def tm_find(tm_set: TmSet, tag: int) -> TmTxn | None:
     return None
 
 
+def tm_get(lookup, key: TmTxnKey) -> TmTxn | None:
+    """The transaction of key where the programs look for it: lookup(set key bytes) is the
+    table's lookup (a pinned etsf_tm_txn's Map.lookup)."""
+    idx, tag = tm_slot(key)
+    return tm_find(TmSet.from_bytes(lookup(tm_set_key(idx))), tag)
+
+
 def tm_place(tm_set: TmSet, tag: int, start_ns: int, seen: int = 0) -> bool:
     """Put a transaction into a set as the programs do: its own way if the tag is there, else
     a free one, else the oldest's.  Returns False when it is older than every way of a full
