@@ -11,7 +11,8 @@ The repeated cases run one packet back to back: for an INVITE that is a retransm
 first run, and the telemetry and admission tables are never written.  The *_new_call cases are
 what traffic looks like: NEW_CALLS INVITEs, each with a Call-ID of its own, one run each (median
 ns of the runs; the syscall between runs leaves the caches part cold), so each run inserts a new
-transaction.  --bpf-src builds the programs from another bpf/ directory (e.g. a worktree of an
+transaction; two more new-call cases write admission's table instead (telemetry off in the
+policy; admission on, refusing every new INVITE silently).  --bpf-src builds the programs from another bpf/ directory (e.g. a worktree of an
 older commit), so two trees can be compared with the same cases.
 """
 from __future__ import annotations
@@ -201,6 +202,28 @@ def main(argv=None) -> int:
             results[name] = {"ns_per_packet": med, "min_ns": min(runs), "runs_ns": runs,
                              "frame_bytes": len(invite_new_call(0)), "retval": ret,
                              "calls_per_round": NEW_CALLS}
+        # admission's table, written once per new INVITE in two cases: telemetry off in the policy
+        # (admission off, the INVITE noted as admitted) and admission refusing every new INVITE
+        # (silently: the 503 builder would hide the table's cost)
+        variants = (
+            ("invite_1k_new_call_telemetry_off", L.Ctl(), L.POL_F_TM_OFF, bpf.XDP_PASS, 2 << 40),
+            ("invite_1k_new_call_admission_refused",
+             L.Ctl(flags=L.CTL_F_ADMIT_SILENT, invite_admit_rate=1, invite_admit_burst=0), 0, bpf.XDP_DROP,
+             3 << 40),
+        )
+        for name, c, pol_flags, want, first in variants:
+            ctl.update(bytes(4), bytes(c))
+            p2 = L.Policy.from_bytes(bytes(pol))
+            p2.flags |= pol_flags
+            pol_map.update(bytes(4), bytes(p2))
+            ret, med, runs = measure_new_calls(progs["xdp_sip"].fd, args.rounds, base=first)
+            if ret != want:
+                raise SystemExit(f"{name}: program returned {ret}, expected {want}")
+            results[name] = {"ns_per_packet": med, "min_ns": min(runs), "runs_ns": runs,
+                             "frame_bytes": len(invite_new_call(0)), "retval": ret,
+                             "calls_per_round": NEW_CALLS}
+        ctl.update(bytes(4), bytes(L.Ctl()))
+        pol_map.update(bytes(4), bytes(pol))
         base = results["count_only"]["ns_per_packet"] or 1
         for r in results.values():
             r["ratio_to_count_only"] = round(r["ns_per_packet"] / base, 2)

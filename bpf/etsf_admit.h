@@ -2,7 +2,7 @@
 /*
  * etsf_admit.h - admission of new INVITEs by fraction: a GCRA token bucket
  * per CPU (etsf_ctl.invite_admit_rate / invite_admit_burst), and a shared
- * LRU of decisions keyed by Call-ID + CSeq so that retransmissions of an
+ * table of decisions keyed by Call-ID + CSeq so that retransmissions of an
  * INVITE get the answer the first copy got without taking a token.  Only
  * out-of-dialog INVITEs (no To-tag) come here: ACK, BYE, CANCEL, in-dialog
  * requests and responses are never shed by admission.
@@ -24,22 +24,106 @@ struct {
 } etsf_admit SEC(".maps");
 
 /*
- * One LRU list per CPU (BPF_F_NO_COMMON_LRU), like the token bucket: a
- * retransmission arriving on another CPU still finds the decision (the table
- * is shared); an early eviction only lets a retransmission take a token.
+ * Sets of four ways, one cache line each, as telemetry's transactions
+ * (etsf_tm_maps.h): a decision reads and writes one line, with no lock and no
+ * list to keep; an LRU hash insert cost a bucket, a free node and the list
+ * nodes its rotation scans, each a cache miss in traffic.  Shared by all CPUs,
+ * so a retransmission arriving on another CPU finds the decision.  A full set
+ * gives its oldest decision's way to the new one: an early eviction only lets
+ * a retransmission take a token.
  */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(map_flags, BPF_F_NO_COMMON_LRU);
-	__uint(max_entries, ETSF_ADMIT_TXN_MAX);
-	__type(key, __u64);
-	__type(value, struct etsf_admit_txn);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, ETSF_ADMIT_SETS);
+	__type(key, __u32);
+	__type(value, struct etsf_admit_set);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } etsf_admit_txn SEC(".maps");
 
 static __always_inline __u64 etsf_admit_key(__u64 callid_hash, __u32 cseq)
 {
 	return callid_hash ^ ((__u64)cseq * 0x9E3779B97F4A7C15ULL);
+}
+
+/*
+ * The set of an INVITE's decision (NULL only if the map is missing) and, in
+ * *tag, its tag.  Both from the mixed key, so an upgrade can place the
+ * decisions an LRU of these keys held (etsf.layout.admit_slot).
+ */
+static __always_inline struct etsf_admit_set *etsf_admit_set_of(__u64 callid_hash, __u32 cseq,
+								 __u32 *tag)
+{
+	__u64 h = etsf_mix64(etsf_admit_key(callid_hash, cseq));
+	__u32 i = (__u32)h & (ETSF_ADMIT_SETS - 1);
+
+	*tag = etsf_tm_tag(h);
+	return bpf_map_lookup_elem(&etsf_admit_txn, &i);
+}
+
+/* the decision of s holding tag, or NULL */
+static __always_inline struct etsf_admit_txn *etsf_admit_way(struct etsf_admit_set *s, __u32 tag)
+{
+	__u64 hit;
+	__u32 i = etsf_way_match(s->way[0].tag, s->way[1].tag, s->way[2].tag, s->way[3].tag, tag, &hit);
+
+	if (!hit)
+		return NULL;
+	asm volatile("" : "+r"(i));
+	return &s->way[i & (ETSF_TM_WAYS - 1)];
+}
+
+#define ETSF_ADMIT_NONE (-1)     /* no live decision */
+
+/*
+ * The live decision for r's INVITE: 1 admitted, 0 refused, ETSF_ADMIT_NONE
+ * (none, or older than ETSF_ADMIT_TXN_NS).  This and etsf_admit_record are
+ * global functions: the set's steps are verified once, not on every path of
+ * the policy that reaches admission.
+ */
+__attribute__((noinline)) int etsf_admit_decision(const struct etsf_sip_result *r, __u64 now)
+{
+	struct etsf_admit_set *s;
+	struct etsf_admit_txn *t;
+	__u32 tag;
+
+	if (!r)
+		return ETSF_ADMIT_NONE;
+	s = etsf_admit_set_of(r->callid_hash, r->cseq, &tag);
+	if (!s)
+		return ETSF_ADMIT_NONE;
+	t = etsf_admit_way(s, tag);
+	if (!t || now - t->ts_ns >= ETSF_ADMIT_TXN_NS)
+		return ETSF_ADMIT_NONE;
+	return t->admitted ? 1 : 0;
+}
+
+/*
+ * Write the decision for r's INVITE: into its own way, else a free one or the
+ * set's oldest.  The tag last: a reader on another CPU never pairs it with
+ * the way's previous decision.
+ */
+__attribute__((noinline)) int etsf_admit_record(const struct etsf_sip_result *r, __u64 now,
+						__u32 admitted)
+{
+	struct etsf_admit_set *s;
+	struct etsf_admit_txn *t;
+	__u32 tag;
+
+	if (!r)
+		return 0;
+	s = etsf_admit_set_of(r->callid_hash, r->cseq, &tag);
+	if (!s)
+		return 0;
+	t = etsf_admit_way(s, tag);
+	if (!t)
+		t = &s->way[etsf_way_oldest(s->way[0].ts_ns, s->way[1].ts_ns, s->way[2].ts_ns,
+					    s->way[3].ts_ns)];
+	t->ts_ns = now;
+	t->admitted = admitted;
+	asm volatile("" ::: "memory");
+	t->tag = tag;
+	return 0;
 }
 
 static __always_inline struct etsf_admit *etsf_admit_get(void)
@@ -69,10 +153,10 @@ __attribute__((noinline)) int etsf_admit_passed(const struct etsf_pkt *p,
  * has the first copy; a 503 to a copy would end a call the proxy goes on to
  * connect).  When telemetry inserts this INVITE's transaction entry
  * (etsf_tm_txn, never deleted on the final response) that entry is the
- * memory (etsf_admit_passed) and etsf_admit_txn is not touched: one LRU
- * insert per INVITE, not two, and no lookup in a table too big to stay in
- * the cache (an LRU insert and such misses are the dearest steps of an
- * INVITE's classification).  Otherwise etsf_admit_txn gets an admit,
+ * memory (etsf_admit_passed) and etsf_admit_txn is not touched: one table
+ * write per INVITE, not two (a write and the cache misses of a table too big
+ * to stay in the cache are the dearest steps of an INVITE's
+ * classification).  Otherwise etsf_admit_txn gets an admit,
  * overwriting any decision but a live admit.  Call only for an
  * out-of-dialog INVITE with a Call-ID.
  */
@@ -80,19 +164,13 @@ static __always_inline void etsf_admit_note(const struct etsf_policy *pol, int v
 					    const struct etsf_pkt *p,
 					    const struct etsf_sip_result *r)
 {
-	__u64 key = etsf_admit_key(r->callid_hash, r->cseq);
-	struct etsf_admit_txn *t, nt = {};
 	__u64 now;
 
 	if (etsf_tm_records_request_in(pol, valid, p->ifindex))
 		return;
-	t = bpf_map_lookup_elem(&etsf_admit_txn, &key);
 	now = bpf_ktime_get_ns();
-	if (t && t->admitted && now - t->ts_ns < ETSF_ADMIT_TXN_NS)
-		return;
-	nt.ts_ns = now;
-	nt.admitted = 1;
-	bpf_map_update_elem(&etsf_admit_txn, &key, &nt, BPF_ANY);
+	if (etsf_admit_decision(r, now) != 1)
+		etsf_admit_record(r, now, 1);
 }
 
 /*
@@ -104,18 +182,15 @@ static __always_inline int etsf_admit_invite(const struct etsf_ctl *ctl,
 					     const struct etsf_sip_result *r)
 {
 	struct etsf_admit *a = etsf_admit_get();
-	struct etsf_admit_txn *t, nt = {};
-	__u64 key = etsf_admit_key(r->callid_hash, r->cseq);
 	__u64 now = bpf_ktime_get_ns();
 	__u64 T, tau, tat;
 	__u32 burst = ctl->invite_admit_burst;
-	int ok, live;
+	int ok, d;
 
 	if (!a)
 		return 1;       /* fail open */
-	t = bpf_map_lookup_elem(&etsf_admit_txn, &key);
-	live = t && now - t->ts_ns < ETSF_ADMIT_TXN_NS;
-	if (live && t->admitted) {
+	d = etsf_admit_decision(r, now);
+	if (d == 1) {
 		a->retrans_admitted++;
 		return 1;
 	}
@@ -124,7 +199,7 @@ static __always_inline int etsf_admit_invite(const struct etsf_ctl *ctl,
 		a->retrans_admitted++;
 		return 1;
 	}
-	if (live) {
+	if (d == 0) {
 		a->retrans_rejected++;
 		return 0;
 	}
@@ -144,9 +219,7 @@ static __always_inline int etsf_admit_invite(const struct etsf_ctl *ctl,
 		a->admitted++;
 	else
 		a->rejected++;
-	nt.ts_ns = now;
-	nt.admitted = ok;
-	bpf_map_update_elem(&etsf_admit_txn, &key, &nt, BPF_ANY);
+	etsf_admit_record(r, now, ok);
 	return ok;
 }
 
@@ -160,15 +233,9 @@ static __always_inline int etsf_admit_invite(const struct etsf_ctl *ctl,
 static __always_inline int etsf_admit_refused_ack(const struct etsf_pkt *p,
 						  const struct etsf_sip_result *r)
 {
-	__u64 key = etsf_admit_key(r->callid_hash, r->cseq);
-	struct etsf_admit_txn *t;
-	__u64 now;
+	__u64 now = bpf_ktime_get_ns();
 
-	t = bpf_map_lookup_elem(&etsf_admit_txn, &key);
-	if (!t || t->admitted)
-		return 0;
-	now = bpf_ktime_get_ns();
-	return now - t->ts_ns < ETSF_ADMIT_TXN_NS && !etsf_admit_passed(p, r, now);
+	return etsf_admit_decision(r, now) == 0 && !etsf_admit_passed(p, r, now);
 }
 
 #endif /* ETSF_ADMIT_H */

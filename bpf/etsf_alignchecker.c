@@ -26,6 +26,7 @@ struct etsf_layout_anchor {
 	struct etsf_sip_info    sip_info;
 	struct etsf_admit       admit;
 	struct etsf_admit_txn   admit_txn;
+	struct etsf_admit_set   admit_set;
 	struct etsf_ka_cfg      ka_cfg;
 	struct etsf_ka_id_key   ka_id_key;
 	struct etsf_ka_stats    ka_stats;

@@ -24,7 +24,8 @@
 #define ETSF_ACL_MAX         16384 /* entries per LPM trie (both slots)       */
 #define ETSF_RL_MAX          65536 /* rate-limit LRU entries                  */
 #define ETSF_IF_MAX          64    /* interfaces counted                      */
-#define ETSF_ADMIT_TXN_MAX   65536 /* admission decisions remembered (LRU)    */
+#define ETSF_ADMIT_TXN_MAX   65536 /* admission decisions remembered (1 MiB)  */
+#define ETSF_ADMIT_SETS      (ETSF_ADMIT_TXN_MAX / ETSF_TM_WAYS) /* of ways, as telemetry's */
 #define ETSF_ADMIT_TXN_NS    32000000000ULL /* decision lifetime: 64*T1      */
 #define ETSF_RESP_MAX        1400  /* in-kernel response payload at most      */
 #define ETSF_KA_ID_MAX       512   /* keep-alive identity keys (both slots)   */

@@ -206,15 +206,23 @@ struct etsf_admit {
 };
 
 /*
- * Map etsf_admit_txn: LRU_HASH, ETSF_ADMIT_TXN_MAX entries, shared by all
- * CPUs.  Key: etsf_admit_key(Call-ID hash, CSeq number).  The decision for a
- * new INVITE, so its retransmissions get the same one without a token.
- * Entries older than ETSF_ADMIT_TXN_NS are treated as absent.
+ * Map etsf_admit_txn: ARRAY (BPF_F_MMAPABLE) of ETSF_ADMIT_SETS sets of
+ * ETSF_TM_WAYS decisions, one 64-byte cache line each, shared by all CPUs.
+ * The set and the tag of a decision come from etsf_admit_key(Call-ID hash,
+ * CSeq number) mixed (etsf_mix64).  The decision for a new INVITE, so its
+ * retransmissions get the same one without a token.  Decisions older than
+ * ETSF_ADMIT_TXN_NS are treated as absent.  A way is laid out as telemetry's
+ * (struct etsf_tm_txn: time, tag, one word), so both tables find and replace
+ * ways with the same branch-free steps (etsf_tm_maps.h).
  */
 struct etsf_admit_txn {
 	__u64 ts_ns;            /* bpf_ktime_get_ns() of the decision          */
+	__u32 tag;              /* etsf_tm_tag() of the mixed key; 0 = free    */
 	__u32 admitted;         /* 1 admitted, 0 refused                       */
-	__u32 _pad;
+};
+
+struct etsf_admit_set {
+	struct etsf_admit_txn way[ETSF_TM_WAYS];
 };
 
 /* ---- keep-alive answers (etsf_keepalive.h) ------------------------------ */

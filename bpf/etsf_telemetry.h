@@ -113,31 +113,11 @@ static __always_inline void etsf_tm_record(__u32 method, __u32 stage, __u64 ns)
 	h->slot[b] += 1;
 }
 
-/* a < b for a, b < 2^63 (clock readings, 0 for a free way), by arithmetic */
-static __always_inline __u64 etsf_tm_lt(__u64 a, __u64 b)
-{
-	__u64 x = a - b;
-
-	asm volatile("" : "+r"(x));
-	return x >> 63;
-}
-
-/*
- * The way a new transaction takes: a free one (start 0) or else the set's
- * oldest.  A tournament without branches (one verifier path, not four).
- */
+/* the way a new transaction takes: a free one or else the set's oldest */
 static __always_inline __u32 etsf_tm_victim(const struct etsf_tm_set *s)
 {
-	__u64 s0 = s->way[0].start_ns, s1 = s->way[1].start_ns;
-	__u64 s2 = s->way[2].start_ns, s3 = s->way[3].start_ns;
-	__u64 c1 = etsf_tm_lt(s1, s0), c3 = etsf_tm_lt(s3, s2), c;
-	__u64 m01 = s0 - c1 * (s0 - s1), m23 = s2 - c3 * (s2 - s3);
-	__u32 i01 = (__u32)c1, i23 = 2 + (__u32)c3, i;
-
-	c = etsf_tm_lt(m23, m01);
-	i = i01 + (__u32)c * (i23 - i01);
-	asm volatile("" : "+r"(i));
-	return i & (ETSF_TM_WAYS - 1);
+	return etsf_way_oldest(s->way[0].start_ns, s->way[1].start_ns, s->way[2].start_ns,
+			       s->way[3].start_ns);
 }
 
 /*

@@ -109,6 +109,18 @@ static __always_inline void etsf_tm_key(struct etsf_tm_txn_key *k, __u64 callid_
 }
 
 /*
+ * The last steps of splitmix64's finalizer: every input bit moves the low
+ * bits (a set) and the high 32 (a tag).  etsf.layout.mix64 is the same.
+ */
+static __always_inline __u64 etsf_mix64(__u64 h)
+{
+	h ^= h >> 31;
+	h *= 0xbf58476d1ce4e5b9ULL;
+	h ^= h >> 29;
+	return h;
+}
+
+/*
  * 64-bit mix of a transaction key's four fields, so that every one of them
  * moves the set.  Low bits: the set; high 32 bits: the tag (a different part
  * of the mix, so two keys of one set rarely share it).  The agent computes the
@@ -120,10 +132,7 @@ static __always_inline __u64 etsf_tm_hash(const struct etsf_tm_txn_key *k)
 
 	h ^= ((__u64)k->cseq << 32 | k->ifindex) * 0x9e3779b97f4a7c15ULL;
 	h ^= (__u64)k->method * 0xc2b2ae3d27d4eb4fULL;
-	h ^= h >> 31;
-	h *= 0xbf58476d1ce4e5b9ULL;
-	h ^= h >> 29;
-	return h;
+	return etsf_mix64(h);
 }
 
 static __always_inline __u32 etsf_tm_tag(__u64 h)
@@ -147,16 +156,53 @@ static __always_inline __u64 etsf_tm_eq(__u32 a, __u32 b)
 	return x >> 63;
 }
 
+/* a < b for a, b < 2^63 (clock readings, 0 for a free way), by arithmetic */
+static __always_inline __u64 etsf_tm_lt(__u64 a, __u64 b)
+{
+	__u64 x = a - b;
+
+	asm volatile("" : "+r"(x));
+	return x >> 63;
+}
+
 /*
- * The way of s holding tag, or NULL.  Without a branch per way: the verifier
- * goes on with one pointer (a masked offset into the set), not one per way.
+ * Which of a set's four tags t0..t3 is tag: its index (0 when none), and
+ * *hit 1 or 0.  Without a branch per way: the caller goes on with one
+ * pointer (a masked offset into the set), so the verifier walks one path,
+ * not one per way.  Telemetry's transactions and admission's decisions are
+ * sets of this shape.
  */
+static __always_inline __u32 etsf_way_match(__u32 t0, __u32 t1, __u32 t2, __u32 t3, __u32 tag,
+					    __u64 *hit)
+{
+	__u64 h1 = etsf_tm_eq(t1, tag), h2 = etsf_tm_eq(t2, tag), h3 = etsf_tm_eq(t3, tag);
+
+	*hit = etsf_tm_eq(t0, tag) | h1 | h2 | h3;
+	return (__u32)(h1 | h2 << 1 | h3 * 3);
+}
+
+/*
+ * The way a new entry takes among four with times s0..s3: a free one (time
+ * 0) or else the oldest.  A tournament without branches (one verifier path,
+ * not four).
+ */
+static __always_inline __u32 etsf_way_oldest(__u64 s0, __u64 s1, __u64 s2, __u64 s3)
+{
+	__u64 c1 = etsf_tm_lt(s1, s0), c3 = etsf_tm_lt(s3, s2), c;
+	__u64 m01 = s0 - c1 * (s0 - s1), m23 = s2 - c3 * (s2 - s3);
+	__u32 i01 = (__u32)c1, i23 = 2 + (__u32)c3, i;
+
+	c = etsf_tm_lt(m23, m01);
+	i = i01 + (__u32)c * (i23 - i01);
+	asm volatile("" : "+r"(i));
+	return i & (ETSF_TM_WAYS - 1);
+}
+
+/* the way of s holding tag, or NULL */
 static __always_inline struct etsf_tm_txn *etsf_tm_way(struct etsf_tm_set *s, __u32 tag)
 {
-	__u64 h1 = etsf_tm_eq(s->way[1].tag, tag), h2 = etsf_tm_eq(s->way[2].tag, tag);
-	__u64 h3 = etsf_tm_eq(s->way[3].tag, tag);
-	__u64 hit = etsf_tm_eq(s->way[0].tag, tag) | h1 | h2 | h3;
-	__u32 i = (__u32)(h1 | h2 << 1 | h3 * 3);
+	__u64 hit;
+	__u32 i = etsf_way_match(s->way[0].tag, s->way[1].tag, s->way[2].tag, s->way[3].tag, tag, &hit);
 
 	if (!hit)
 		return NULL;

@@ -53,8 +53,9 @@ def sip_response(status=200, reason="OK", callid="a84b4c76e66710@pc33.example.co
 
 
 # -- etsf_tm_txn: an ARRAY of sets of ways (etsf_tm_maps.h)
-def tm_clear(m) -> None:
-    """Every set emptied (only the sets holding a transaction are written)."""
+def sets_clear(m) -> None:
+    """Every set of a set-associative table emptied (only the sets holding an entry are
+    written)."""
     for k, v in m.items():
         if any(v):
             m.update(k, bytes(len(v)))
@@ -82,6 +83,25 @@ def tm_set_start(m, key: L.TmTxnKey, start_ns: int) -> None:
     assert w is not None, "no such transaction"
     w.start_ns = start_ns
     m.update(L.tm_set_key(idx), bytes(s))
+
+
+def admit_get(m, callid: str, cseq: int) -> L.AdmitTxn | None:
+    """The admission decision for an INVITE, as the programs find it (its set, its tag)."""
+    return L.admit_get(m.lookup, L.fnv1a64(callid.encode()), cseq)
+
+
+def admit_put(m, callid: str, cseq: int, ts_ns: int, admitted: int) -> None:
+    """Write a decision where the programs would (its own way, else a free one, else the
+    oldest's); admitted None empties its way instead."""
+    idx, tag = L.admit_slot(L.admit_key(L.fnv1a64(callid.encode()), cseq))
+    s = L.AdmitSet.from_bytes(m.lookup(L.set_key(idx)))
+    if admitted is None:
+        w = L.way_find(s.way, tag)
+        if w is not None:
+            w.ts_ns = w.tag = w.admitted = 0
+    else:
+        assert L.way_place(s.way, tag, ts_ns, admitted)
+    m.update(L.set_key(idx), bytes(s))
 
 
 def udp4(payload, src=SRC4, dst=DST4, sport=5060, dport=5060, vlan=None):
@@ -149,11 +169,12 @@ class Env:
         for slot in range(L.POLICY_SLOTS):
             self.maps["etsf_ka_cfg"].update(slot.to_bytes(4, "little"), bytes(L.KaCfg()))
         self.maps["etsf_ka_stats"].update(bytes(4), bytes(L.KaStats()))
-        for name in ("etsf_acl_v4", "etsf_acl_v6", "etsf_rl", "etsf_admit_txn", "etsf_ka_id"):
+        for name in ("etsf_acl_v4", "etsf_acl_v6", "etsf_rl", "etsf_ka_id"):
             m = self.maps[name]
             for k in m.keys():
                 m.delete(k)
-        tm_clear(self.maps["etsf_tm_txn"])
+        sets_clear(self.maps["etsf_admit_txn"])
+        sets_clear(self.maps["etsf_tm_txn"])
         self.maps["etsf_last"].update(bytes(4), bytes(L.SipInfo()))
 
     def set_ctl(self, **kw):

@@ -9,7 +9,7 @@ import pytest
 from etsf import bpf
 from etsf import layout as L
 
-from .helpers import M, R, V, sip_request, sip_response, tm_get, udp4
+from .helpers import admit_get, admit_put, M, R, V, sip_request, sip_response, tm_get, udp4
 
 
 @pytest.fixture
@@ -61,13 +61,12 @@ def test_passed_while_off_stays_admitted_once_on(env, one_cpu, tm_off):
     flags = L.POL_F_VALID | (L.POL_F_TM_OFF if tm_off else 0)
     admission(env, 0, 0, pol_flags=flags)
     env.xdp(invite(5), V.PASS, M.INVITE, R.OK)
-    key = L.admit_key(L.fnv1a64(b"adm-5@198.18.1.10"), 1).to_bytes(8, "little")
     if tm_off:
-        t = L.AdmitTxn.from_bytes(env.maps["etsf_admit_txn"].lookup(key))
+        t = admit_get(env.maps["etsf_admit_txn"], "adm-5@198.18.1.10", 1)
         assert t.admitted == 1 and t.ts_ns > 0
         assert tm_get(env.maps["etsf_tm_txn"], tm_key(5)) is None
     else:
-        assert env.maps["etsf_admit_txn"].lookup(key) is None
+        assert admit_get(env.maps["etsf_admit_txn"], "adm-5@198.18.1.10", 1) is None
         assert tm_get(env.maps["etsf_tm_txn"], tm_key(5)) is not None
     admission(env, 1000, 0, pol_flags=flags)                      # on, admitting no new INVITE
     env.xdp(invite(5), V.PASS, M.INVITE, R.OK, n=2)
@@ -136,12 +135,10 @@ def test_decision_expires_after_transaction_lifetime(env, one_cpu):
     """An etsf_admit_txn entry older than 32 s is ignored: a new decision is taken."""
     admission(env, 1, 0)
     req = sip_request("INVITE", callid="old@198.18.1.10", cseq=9)
-    key = L.admit_key(L.fnv1a64(b"old@198.18.1.10"), 9).to_bytes(8, "little")
-    old = L.AdmitTxn(ts_ns=bpf.monotonic_ns() - L.ADMIT_TXN_NS - 10**9, admitted=1)
-    env.maps["etsf_admit_txn"].update(key, bytes(old))
+    m = env.maps["etsf_admit_txn"]
+    admit_put(m, "old@198.18.1.10", 9, bpf.monotonic_ns() - L.ADMIT_TXN_NS - 10**9, 1)
     env.xdp(udp4(req), V.DROP, M.INVITE, R.ADMISSION)
-    fresh = L.AdmitTxn(ts_ns=bpf.monotonic_ns(), admitted=1)
-    env.maps["etsf_admit_txn"].update(key, bytes(fresh))
+    admit_put(m, "old@198.18.1.10", 9, bpf.monotonic_ns(), 1)
     env.xdp(udp4(req), V.PASS, M.INVITE, R.OK)
     a = env.admit()
     assert (a.rejected, a.retrans_admitted) == (1, 1)
@@ -150,9 +147,57 @@ def test_decision_expires_after_transaction_lifetime(env, one_cpu):
 def test_decision_recorded_in_txn_map(env, one_cpu):
     admission(env, 1, 0)
     env.xdp(invite(4, cseq=44), V.DROP, M.INVITE, R.ADMISSION)
-    key = L.admit_key(L.fnv1a64(b"adm-4@198.18.1.10"), 44).to_bytes(8, "little")
-    t = L.AdmitTxn.from_bytes(env.maps["etsf_admit_txn"].lookup(key))
+    t = admit_get(env.maps["etsf_admit_txn"], "adm-4@198.18.1.10", 44)
     assert t.admitted == 0 and t.ts_ns > 0
+
+
+def _same_set(n: int) -> list[int]:
+    """n INVITE numbers (invite(i), CSeq 1) whose decisions share one etsf_admit_txn set."""
+    by_set: dict[int, list[int]] = {}
+    i = 1000
+    while True:
+        idx = L.admit_slot(L.admit_key(L.fnv1a64(f"adm-{i}@198.18.1.10".encode()), 1))[0]
+        by_set.setdefault(idx, []).append(i)
+        if len(by_set[idx]) == n:
+            return by_set[idx]
+        i += 1
+
+
+def test_full_set_gives_its_oldest_decision_way(env, one_cpu):
+    """Four decisions per set: a fifth new INVITE of the same set takes the oldest's way.  The
+    others' retransmissions keep their answer without a token; the first's is decided again
+    (a new refusal, not a retransmission's)."""
+    m = env.maps["etsf_admit_txn"]
+    ids = _same_set(5)
+    admission(env, 1, 0)                                        # every new INVITE refused
+    for i in ids:
+        env.xdp(invite(i), V.DROP, M.INVITE, R.ADMISSION)
+    assert admit_get(m, f"adm-{ids[0]}@198.18.1.10", 1) is None   # the oldest went
+    assert all(admit_get(m, f"adm-{i}@198.18.1.10", 1).admitted == 0 for i in ids[1:])
+    a = env.admit()
+    assert (a.rejected, a.retrans_rejected) == (5, 0)
+    for i in ids[1:]:
+        env.xdp(invite(i), V.DROP, M.INVITE, R.ADMISSION)
+    env.xdp(invite(ids[0]), V.DROP, M.INVITE, R.ADMISSION)
+    a = env.admit()
+    assert (a.rejected, a.retrans_rejected) == (6, 4)
+    assert admit_get(m, f"adm-{ids[1]}@198.18.1.10", 1) is None   # now the oldest of the set
+
+
+def test_agent_slot_is_the_programs(env, one_cpu):
+    """etsf.layout.admit_get() finds each decision the programs wrote, admitted or refused,
+    across Call-IDs and CSeq numbers (set and tag from one mix of the key)."""
+    sent = [(3000 + i, 1 + i * 7919) for i in range(40)]
+    admission(env, 1000, 1000)                                  # the first 20 admitted
+    for i, cseq in sent[:20]:
+        env.xdp(invite(i, cseq=cseq), V.PASS, M.INVITE, R.OK)
+    admission(env, 1, 0)                                        # the next 20 refused
+    for i, cseq in sent[20:]:
+        env.xdp(invite(i, cseq=cseq), V.DROP, M.INVITE, R.ADMISSION)
+    got = [admit_get(env.maps["etsf_admit_txn"], f"adm-{i}@198.18.1.10", cseq) for i, cseq in sent]
+    assert [t.admitted for t in got] == [1] * 20 + [0] * 20
+    a = env.admit()
+    assert (a.admitted, a.rejected) == (20, 20)
 
 
 @pytest.mark.parametrize("method", ["ACK", "BYE", "CANCEL", "PRACK", "UPDATE"])
@@ -222,7 +267,6 @@ def test_ack_of_refused_invite_is_absorbed(env, one_cpu, tm_off):
 
 def test_ack_after_refusal_expired_passes(env, one_cpu):
     admission(env, 1, 0)
-    key = L.admit_key(L.fnv1a64(b"adm-22@198.18.1.10"), 1).to_bytes(8, "little")
-    old = L.AdmitTxn(ts_ns=bpf.monotonic_ns() - L.ADMIT_TXN_NS - 10**9, admitted=0)
-    env.maps["etsf_admit_txn"].update(key, bytes(old))
+    admit_put(env.maps["etsf_admit_txn"], "adm-22@198.18.1.10", 1,
+              bpf.monotonic_ns() - L.ADMIT_TXN_NS - 10**9, 0)
     env.xdp(_ack(22), V.PASS, M.ACK, R.OK)

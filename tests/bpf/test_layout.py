@@ -127,7 +127,7 @@ MAPS = {
     "etsf_ifstats": (5, 4, L.IfStat, L.IF_MAX),
     "etsf_last": (2, 4, L.SipInfo, 1),
     "etsf_admit": (6, 4, L.Admit, 1),
-    "etsf_admit_txn": (9, 8, L.AdmitTxn, L.ADMIT_TXN_MAX),
+    "etsf_admit_txn": (2, 4, L.AdmitSet, L.ADMIT_SETS),
     "etsf_ka_cfg": (2, 4, L.KaCfg, L.POLICY_SLOTS),
     "etsf_ka_id": (1, ctypes.sizeof(L.KaIdKey), 4, L.KA_ID_MAX),
     "etsf_ka_stats": (6, 4, L.KaStats, 1),

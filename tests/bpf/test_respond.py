@@ -10,7 +10,7 @@ from scapy.all import IP, UDP, Dot1Q, Ether, IPv6, Raw
 from etsf import bpf
 from etsf import layout as L
 
-from .helpers import DST4, DST6, SRC4, SRC6, M, R, V, sip_request, udp4, udp6
+from .helpers import admit_put, DST4, DST6, SRC4, SRC6, M, R, V, sip_request, udp4, udp6
 
 SECRET = 0x5EC2E7_0DDBA11_42
 RETRY = 30
@@ -266,8 +266,7 @@ def test_503_tag_depends_on_secret(env):
     c = env.ctl()
     c.node_secret = SECRET + 1
     env.maps["etsf_ctl"].update(bytes(4), bytes(c))
-    env.maps["etsf_admit_txn"].delete(
-        L.admit_key(L.fnv1a64(_callid(req)), 314159).to_bytes(8, "little"))
+    admit_put(env.maps["etsf_admit_txn"], _callid(req).decode(), 314159, 0, None)   # forgotten
     out2 = run_503(env, udp4(req))
     _check(out2, expected_frame(req, secret=SECRET + 1))
     assert out1 != out2

@@ -23,7 +23,7 @@ from etsf import bpf, fastpath
 from etsf import layout as L
 from etsf import libbpf
 
-from .helpers import SkBuff, M, R, V, sip_request, sip_response, tcp4, tm_get, udp4, udp6
+from .helpers import admit_get, SkBuff, M, R, V, sip_request, sip_response, tcp4, tm_get, udp4, udp6
 from .test_fastpath import B4, CLIENT4, SERVICES, VIP4, Fp, check_csums, maglev_backend
 from .test_keepalive import ANSWERED, ka_on
 from .test_respond import reject_all
@@ -309,10 +309,9 @@ def test_passed_while_admission_off_remembered_by_telemetry_at_tc(env, t):
     t.set_if(L.IF_F_CLASSIFY)
     env.set_policy()
     frame = udp4(sip_request("INVITE", callid="tc-off@198.18.1.10", cseq=1))
-    key = L.admit_key(L.fnv1a64(b"tc-off@198.18.1.10"), 1).to_bytes(8, "little")
     tm = L.TmTxnKey(callid_hash=L.fnv1a64(b"tc-off@198.18.1.10"), cseq=1, ifindex=IFX, method=M.INVITE)
     assert t.run(frame)[0] == TC_ACT_OK
-    assert env.maps["etsf_admit_txn"].lookup(key) is None
+    assert admit_get(env.maps["etsf_admit_txn"], "tc-off@198.18.1.10", 1) is None
     assert tm_get(env.maps["etsf_tm_txn"], tm) is not None
     reject_all(env)
     assert t.run(frame)[0] == TC_ACT_OK

@@ -10,7 +10,7 @@ import pytest
 from etsf import bpf
 from etsf import layout as L
 
-from .helpers import M, sip_request, sip_response, tm_clear, tm_get, tm_key, tm_set_start, tm_txns, udp4
+from .helpers import M, sets_clear, sip_request, sip_response, tm_get, tm_key, tm_set_start, tm_txns, udp4
 
 S = L.TmStage
 EV = L.TmEvent
@@ -29,7 +29,7 @@ class Tm:
             m.close()
 
     def reset(self, default_dir=None):
-        tm_clear(self.maps["etsf_tm_txn"])
+        sets_clear(self.maps["etsf_tm_txn"])
         m = self.maps["etsf_tm_ifcfg"]
         for k in m.keys():
             m.delete(k)

@@ -203,8 +203,8 @@ def test_copy_keeps_every_cpu_and_hash_entry(etsf_bpf, build_dir):
 
 
 # map -> the command that carries it over (the XDP/TC objects' maps: attach; the fast path's own: fastpath attach)
-LRU_MAPS = {"etsf_admit_txn": "attach", "etsf_fp_aff": "fastpath", "etsf_fp_flow": "fastpath"}
-TM_CARRIED = 1000       # transactions written into the old LRU: far fewer than a set overflows at
+LRU_MAPS = {"etsf_fp_aff": "fastpath", "etsf_fp_flow": "fastpath"}
+TM_CARRIED = 1000       # transactions / decisions written into the old LRUs: far fewer than a set overflows at
 
 
 def _lru_entries(m, n: int) -> dict:
@@ -242,6 +242,13 @@ def test_upgrade_to_per_cpu_lru_lists_keeps_entries_and_counters(lab, etsf_env, 
         tm_want = {k: (int.from_bytes(v[:8], "little"), int.from_bytes(v[8:12], "little"))
                    for k, v in m.items()}
     assert len(tm_want) >= TM_CARRIED
+    with etsf_bpf.open_map("etsf_admit_txn", root) as m:
+        assert (m.map_type, m.map_flags, m.max_entries) == (etsf_bpf.MAP_TYPE_LRU_HASH, 0, 65536)
+        calls = [(0x7B00_0000_0000 + i, i + 1) for i in range(TM_CARRIED)]
+        for j, (h, cseq) in enumerate(calls):
+            m.update(layout.admit_key(h, cseq).to_bytes(8, "little"),
+                     (20_000 + j).to_bytes(8, "little") + (j & 1).to_bytes(4, "little") + bytes(4))
+        admit_want = {c: (20_000 + j, j & 1) for j, c in enumerate(calls)}
 
     r = json.loads(etsfctl("attach", "--hook", "xdp", "--iface", lab.srv_if, "--json",
                            env=etsf_env, netns=lab.srv_ns).stdout)
@@ -251,8 +258,7 @@ def test_upgrade_to_per_cpu_lru_lists_keeps_entries_and_counters(lab, etsf_env, 
                            netns=lab.srv_ns).stdout)
     assert sorted(r["migrated_maps"]) == ["etsf_fp_aff", "etsf_fp_flow"]
     assert not [m for m in _maps(root) if m.endswith("_upgrade")]
-    new_max = {"etsf_tm_txn": layout.TM_TXN_MAX, "etsf_admit_txn": layout.ADMIT_TXN_MAX,
-               "etsf_fp_aff": layout.FP_AFF_MAX, "etsf_fp_flow": layout.FP_FLOW_MAX}
+    new_max = {"etsf_fp_aff": layout.FP_AFF_MAX, "etsf_fp_flow": layout.FP_FLOW_MAX}
     for name in LRU_MAPS:
         with etsf_bpf.open_map(name, root) as m:
             assert m.map_flags == etsf_bpf.BPF_F_NO_COMMON_LRU, name
@@ -266,6 +272,10 @@ def test_upgrade_to_per_cpu_lru_lists_keeps_entries_and_counters(lab, etsf_env, 
             w = layout.tm_get(m.lookup, layout.TmTxnKey.from_bytes(kb))
             got[kb] = (w.start_ns, w.seen) if w else None
         assert got == tm_want                                   # every transaction, in its set
+    with etsf_bpf.open_map("etsf_admit_txn", root) as m:
+        assert (m.map_type, m.max_entries) == (etsf_bpf.MAP_TYPE_ARRAY, layout.ADMIT_SETS)
+        got = {c: layout.admit_get(m.lookup, *c) for c in admit_want}
+        assert {c: (w.ts_ns, w.admitted) if w else None for c, w in got.items()} == admit_want
     assert _xdp_count("OPTIONS") == before                      # counters kept
     _send_sip(lab, 2)
     assert _xdp_count("OPTIONS") == before + 2                  # the new programs count on them
@@ -289,12 +299,12 @@ def test_copy_into_per_cpu_lists_spreads_over_the_cpus(etsf_bpf, build_dir):
     roots = [f"/sys/fs/bpf/etsf-it-{os.getpid()}-{uuid.uuid4().hex[:8]}" for _i in range(3)]
     allowed = os.sched_getaffinity(0)
     try:
-        with loaded(etsf_bpf, build_dir, "xdp_sip.bpf.o", roots[0]), \
-                loaded(etsf_bpf, build_dir, "xdp_sip.bpf.o", roots[1]), \
-                loaded(etsf_bpf, build_dir, "xdp_sip.bpf.o", roots[2]):
-            with etsf_bpf.open_map("etsf_admit_txn", roots[0]) as a, \
-                    etsf_bpf.open_map("etsf_admit_txn", roots[1]) as b, \
-                    etsf_bpf.open_map("etsf_admit_txn", roots[2]) as c:
+        with loaded(etsf_bpf, build_dir, "tc_fastpath.bpf.o", roots[0]), \
+                loaded(etsf_bpf, build_dir, "tc_fastpath.bpf.o", roots[1]), \
+                loaded(etsf_bpf, build_dir, "tc_fastpath.bpf.o", roots[2]):
+            with etsf_bpf.open_map("etsf_fp_aff", roots[0]) as a, \
+                    etsf_bpf.open_map("etsf_fp_aff", roots[1]) as b, \
+                    etsf_bpf.open_map("etsf_fp_aff", roots[2]) as c:
                 assert b.map_flags & etsf_bpf.BPF_F_NO_COMMON_LRU
                 want = _lru_entries(a, a.max_entries * 3 // 4)
                 items = list(want.items())
@@ -318,56 +328,77 @@ def test_copy_into_per_cpu_lists_spreads_over_the_cpus(etsf_bpf, build_dir):
             shutil.rmtree(r, ignore_errors=True)
 
 
-def _old_tm_lru(etsf_bpf, path: str, entries: dict):
-    """An etsf_tm_txn as releases before the set-associative table made it (LRU hash, key
-    TmTxnKey, value start_ns u64 + seen u32 + pad), pinned at path, holding entries."""
+def _old_lru(etsf_bpf, path: str, name: str, key_size: int, entries: dict):
+    """A table as releases before the set-associative ones made it (LRU hash, value time u64 +
+    word u32 + pad), pinned at path, holding entries {key bytes: (time, word)}."""
     lib = etsf_bpf.get_lib()
     fn = lib.bpf_map_create
     fn.restype = ctypes.c_int
     fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32,
                    ctypes.c_void_p]
-    fd = fn(etsf_bpf.MAP_TYPE_LRU_HASH, b"etsf_tm_txn", 24, 16, 1024, None)
+    fd = fn(etsf_bpf.MAP_TYPE_LRU_HASH, name.encode(), key_size, 16, 1024, None)
     assert fd >= 0, fd
     try:
         assert lib.bpf_obj_pin(fd, path.encode()) == 0
     finally:
         os.close(fd)
     m = etsf_bpf.Map.open_pinned(path)
-    for k, (start, seen) in entries.items():
-        m.update(k, start.to_bytes(8, "little") + seen.to_bytes(4, "little") + bytes(4))
+    for k, (ts, word) in entries.items():
+        m.update(k, ts.to_bytes(8, "little") + word.to_bytes(4, "little") + bytes(4))
     return m
 
 
-def test_transactions_converted_into_their_sets_and_the_overflow_counted(etsf_bpf, build_dir):
-    """The converter an upgrade uses for the transaction table: each old transaction lands in
-    the set the programs look in (found by etsf.layout.tm_slot, start and seen bits kept); a set
-    given six keeps its newest four and the two it had no room for are counted."""
+def _tm_case(layout, i: int):
+    """(old key bytes, set index, find(lookup) -> (start, seen) or None) of transaction i."""
+    k = layout.TmTxnKey(callid_hash=layout.fnv1a64(f"conv-{i}".encode()), cseq=1, ifindex=9,
+                        method=layout.Method.INVITE)
+
+    def find(lookup):
+        t = layout.tm_get(lookup, k)
+        return (t.start_ns, t.seen) if t else None
+    return bytes(k), layout.tm_slot(k)[0], find
+
+
+def _admit_case(layout, i: int):
+    """(old key bytes, set index, find(lookup) -> (time, admitted) or None) of decision i."""
+    h = layout.fnv1a64(f"conv-{i}".encode())
+    key = layout.admit_key(h, 1)
+
+    def find(lookup):
+        t = layout.admit_get(lookup, h, 1)
+        return (t.ts_ns, t.admitted) if t else None
+    return key.to_bytes(8, "little"), layout.admit_slot(key)[0], find
+
+
+@pytest.mark.parametrize("name,key_size,case", [("etsf_tm_txn", 24, _tm_case), ("etsf_admit_txn", 8, _admit_case)],
+                         ids=["transactions", "admission"])
+def test_tables_converted_into_their_sets_and_the_overflow_counted(etsf_bpf, build_dir, name, key_size, case):
+    """The converter an upgrade uses for each set-associative table: each old entry lands in
+    the set the programs look in (found by etsf.layout, time and word kept); a set given six
+    keeps its newest four and the two it had no room for are counted."""
     from etsf import layout
     from etsf.datapath import migrate
-    keys: dict[int, list] = {}
+    by_set: dict[int, list] = {}
     i = 0
-    while not any(len(v) == 6 for v in keys.values()):
-        k = layout.TmTxnKey(callid_hash=layout.fnv1a64(f"conv-{i}".encode()), cseq=1, ifindex=9,
-                            method=layout.Method.INVITE)
-        keys.setdefault(layout.tm_slot(k)[0], []).append(k)
+    while not any(len(v) == 6 for v in by_set.values()):
+        c = case(layout, i)
+        by_set.setdefault(c[1], []).append(c)
         i += 1
-    crowded = next(v for v in keys.values() if len(v) == 6)
-    alone = [v[0] for v in keys.values() if len(v) == 1][:2]
-    entries = {bytes(k): (1_000 + 10 * j, j) for j, k in enumerate(crowded + alone)}
+    crowded = next(v for v in by_set.values() if len(v) == 6)
+    alone = [v[0] for v in by_set.values() if len(v) == 1][:2]
+    cases = crowded + alone
+    entries = {c[0]: (1_000 + 10 * j, j & 1) for j, c in enumerate(cases)}
     roots = [f"/sys/fs/bpf/etsf-it-{os.getpid()}-{uuid.uuid4().hex[:8]}" for _i in range(2)]
     try:
         os.makedirs(roots[1])
-        old = _old_tm_lru(etsf_bpf, os.path.join(roots[1], "old_tm"), entries)
+        old = _old_lru(etsf_bpf, os.path.join(roots[1], "old"), name, key_size, entries)
         with loaded(etsf_bpf, build_dir, "xdp_sip.bpf.o", roots[0]), old, \
-                etsf_bpf.open_map("etsf_tm_txn", roots[0]) as new:
-            assert migrate.CONVERTED["etsf_tm_txn"][4](old, new) == (8, 6)
-            got = {}
-            for kb in entries:
-                w = layout.tm_get(new.lookup, layout.TmTxnKey.from_bytes(kb))
-                got[kb] = (w.start_ns, w.seen) if w else None
+                etsf_bpf.open_map(name, roots[0]) as new:
+            assert migrate.CONVERTED[name][4](old, new) == (8, 6)
+            got = {c[0]: c[2](new.lookup) for c in cases}
         want = dict(entries)
-        for k in crowded[:2]:                   # the set's two oldest had no way left
-            want[bytes(k)] = None
+        for c in crowded[:2]:                   # the set's two oldest had no way left
+            want[c[0]] = None
         assert got == want
     finally:
         for r in roots:

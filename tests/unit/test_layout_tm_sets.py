@@ -1,6 +1,7 @@
-"""The transaction table's placement as the agent computes it (etsf.layout): the upgrade's
-converter places old LRU entries with it, the exporter counts the live ones with it.  That it
-is the programs' own placement is tested against the programs in tests/bpf/test_telemetry.py."""
+"""The transaction and admission tables' placement as the agent computes it (etsf.layout):
+the upgrade's converter places old LRU entries with it, the exporter counts the live
+transactions with it.  That it is the programs' own placement is tested against the programs
+in tests/bpf/test_telemetry.py and tests/bpf/test_admission.py."""
 from __future__ import annotations
 
 import ctypes
@@ -57,3 +58,20 @@ def test_open_in_a_table_read_at_once_is_the_sum_over_its_sets():
     L.tm_place(sets[2], 9, now - 2, seen=0x80)
     raw = b"".join(bytes(s) for s in sets)
     assert L.tm_open_in(raw, now) == sum(L.tm_open(s, now) for s in sets) == 3
+
+
+def test_admission_sets_are_lines_of_four_ways_placed_alike():
+    """Admission's decisions: the same set shape and placement, keyed by the mixed admit_key
+    (so an upgrade can place what an LRU of those keys held)."""
+    assert ctypes.sizeof(L.AdmitSet) == 64 and L.ADMIT_SETS * L.SET_WAYS == L.ADMIT_TXN_MAX
+    assert L.ADMIT_SETS & (L.ADMIT_SETS - 1) == 0
+    slots = [L.admit_slot(L.admit_key(L.fnv1a64(f"a{i}".encode()), 1)) for i in range(4096)]
+    assert all(tag & 1 and 0 <= idx < L.ADMIT_SETS for idx, tag in slots)
+    assert len({idx for idx, _t in slots}) > 3500            # 4096 keys over 16,384 sets
+    assert L.admit_slot(L.admit_key(7, 1)) != L.admit_slot(L.admit_key(7, 2))
+    s = L.AdmitSet()
+    for tag, ts in ((3, 500), (5, 100), (7, 300), (9, 400)):
+        assert L.way_place(s.way, tag, ts, tag & 2)
+    assert L.way_place(s.way, 11, 600, 1)                    # the oldest (tag 5) goes
+    assert L.way_find(s.way, 5) is None
+    assert (L.way_find(s.way, 11).ts_ns, L.way_find(s.way, 11).admitted) == (600, 1)

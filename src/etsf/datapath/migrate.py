@@ -10,7 +10,8 @@ line naming the map, nothing changed.  After the objects loaded, ``Migration.swa
 copies every entry old -> new (old value zero-extended; into an LRU with one list per CPU
 spread over the CPUs, see ``copy_entries``) and renames the temporary pin over
 the old one (rename(2) on bpffs: readers see the old or the new map, never none).  A map
-whose kind changed (``CONVERTED``: the transaction table, LRU hash -> sets of ways) is carried
+whose kind changed (``CONVERTED``: the transaction and admission tables, LRU hash -> sets of
+ways) is carried
 over by its converter instead of copied.  The old
 programs keep running on the old map until the new ones are attached (and, when the hook
 changes, until the old one is detached); ``Migration.settle()``, called once they are gone,
@@ -52,25 +53,37 @@ def _refuse(name: str, why: str) -> DatapathError:
     return DatapathError(f"cannot upgrade pinned map {name}: {why} (running programs unchanged)")
 
 
-def _tm_txn_to_sets(old, new) -> tuple[int, int]:
-    """etsf_tm_txn from an LRU hash (TmTxnKey -> start_ns u64, seen u32, pad u32) into the
-    set-associative array: each transaction into its set as the programs place it (a set with
-    more than its ways keeps its newest).  Returns (transactions held, placed)."""
-    sets: dict[int, layout.TmSet] = {}
+def _into_sets(old, new, slot, value_set) -> tuple[int, int]:
+    """An LRU hash whose values start with a time u64 and a word u32 into a set-associative
+    array, oldest first, each entry into its set as the programs place it (a set with more
+    entries than ways keeps its newest).  slot(key bytes) -> (set, tag).  Returns (entries
+    held, placed)."""
+    sets: dict[int, object] = {}
     rows = old.items()
     for k, v in sorted(rows, key=lambda kv: int.from_bytes(kv[1][:8], "little")):
-        idx, tag = layout.tm_slot(layout.TmTxnKey.from_bytes(k))
-        s = sets.setdefault(idx, layout.TmSet())
-        layout.tm_place(s, tag, int.from_bytes(v[:8], "little"), int.from_bytes(v[8:12], "little"))
+        idx, tag = slot(k)
+        layout.way_place(sets.setdefault(idx, value_set()).way, tag, int.from_bytes(v[:8], "little"),
+                         int.from_bytes(v[8:12], "little"))
     for idx, s in sets.items():
-        new.update(layout.tm_set_key(idx), bytes(s))
-    return len(rows), sum(layout.tm_open(s) for s in sets.values())
+        new.update(layout.set_key(idx), bytes(s))
+    return len(rows), sum(1 for s in sets.values() for w in s.way if w.tag)
+
+
+def _tm_txn_to_sets(old, new) -> tuple[int, int]:
+    """etsf_tm_txn from an LRU hash (TmTxnKey -> start_ns u64, seen u32, pad u32)."""
+    return _into_sets(old, new, lambda k: layout.tm_slot(layout.TmTxnKey.from_bytes(k)), layout.TmSet)
+
+
+def _admit_txn_to_sets(old, new) -> tuple[int, int]:
+    """etsf_admit_txn from an LRU hash (admit_key u64 -> ts_ns u64, admitted u32, pad u32)."""
+    return _into_sets(old, new, lambda k: layout.admit_slot(int.from_bytes(k, "little")), layout.AdmitSet)
 
 
 # maps whose definition changed in kind, carried over entry by entry by a converter:
 # name -> (old type, old key size, old value size, new type, converter(old, new))
 CONVERTED = {
     "etsf_tm_txn": (9, 24, 16, 2, _tm_txn_to_sets),     # LRU hash -> ARRAY of sets
+    "etsf_admit_txn": (9, 8, 16, 2, _admit_txn_to_sets),  # the same
 }
 
 

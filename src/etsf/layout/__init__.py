@@ -11,8 +11,9 @@ structs.  Change both together.
 """
 from __future__ import annotations
 
-from .core import (ABI_VERSION, ACL_MAX, APPEND_ONLY, Admit, admit_key, ADMIT_TXN_MAX, ADMIT_TXN_NS,
-                   AdmitTxn,
+from .core import (ABI_VERSION, ACL_MAX, APPEND_ONLY, Admit, admit_get, admit_key, admit_slot, ADMIT_SETS,
+                   ADMIT_TXN_MAX, ADMIT_TXN_NS, AdmitSet, AdmitTxn, mix64, set_key, set_slot, SET_WAYS, way_find,
+                   way_place,
                    CB_OWN_ANSWER, CTL_F_ADMIT_SILENT, CTL_F_OC, resp_tag, RESP_MAX, AclAction, AclV4Key, AclV6Key, AclValue,
                    CORE_ENUMS, CORE_STRUCTS,
                    Counter, Ctl, CTL_F_RECORD, fnv1a64, FNV64_OFFSET, FNV64_PRIME, Hook, HOOKS, IF_MAX,
@@ -38,8 +39,9 @@ STRUCTS = {**CORE_STRUCTS, **TM_STRUCTS, **KA_STRUCTS}
 ENUMS = {**CORE_ENUMS, **TM_ENUMS}
 
 __all__ = [
-    "ABI_VERSION", "ACL_MAX", "Admit", "APPEND_ONLY", "admit_key", "ADMIT_TXN_MAX", "ADMIT_TXN_NS",
-    "AdmitTxn",
+    "ABI_VERSION", "ACL_MAX", "Admit", "APPEND_ONLY", "admit_get", "admit_key", "admit_slot", "ADMIT_SETS",
+    "ADMIT_TXN_MAX", "ADMIT_TXN_NS", "AdmitSet", "AdmitTxn", "mix64", "set_key", "set_slot", "SET_WAYS", "way_find",
+    "way_place",
     "CB_OWN_ANSWER", "CTL_F_ADMIT_SILENT", "CTL_F_OC", "resp_tag", "RESP_MAX", "AclAction", "AclV4Key", "AclV6Key", "AclValue",
     "CORE_ENUMS", "CORE_STRUCTS",
     "Counter", "Ctl", "CTL_F_RECORD", "ENUMS", "fnv1a64", "FNV64_OFFSET", "FNV64_PRIME", "FP_AFF_MAX",

@@ -21,7 +21,9 @@ REASONS = 32
 ACL_MAX = 16384
 RL_MAX = 65536
 IF_MAX = 64
+SET_WAYS = 4                           # ways of a set-associative table: one 64-byte line
 ADMIT_TXN_MAX = 65536
+ADMIT_SETS = ADMIT_TXN_MAX // SET_WAYS
 ADMIT_TXN_NS = 32_000_000_000
 RESP_MAX = 1400
 
@@ -351,19 +353,79 @@ class Admit(Struct):
 
 
 class AdmitTxn(Struct):
+    """One way of an etsf_admit_txn set: a decision; tag 0 = free."""
     _fields_ = [
         ("ts_ns", ctypes.c_uint64),
+        ("tag", ctypes.c_uint32),
         ("admitted", ctypes.c_uint32),
-        ("_pad", ctypes.c_uint32),
+    ]
+
+
+class AdmitSet(Struct):
+    """The value of etsf_admit_txn (an ARRAY of ADMIT_SETS sets, one cache line each)."""
+    _fields_ = [
+        ("way", AdmitTxn * SET_WAYS),
     ]
 
 
 _MIX_M = 0xFF51AFD7ED558CCD
 
 
+def mix64(h: int) -> int:
+    """etsf_mix64(): the last steps of splitmix64's finalizer."""
+    h ^= h >> 31
+    h = (h * 0xBF58476D1CE4E5B9) & _U64
+    h ^= h >> 29
+    return h
+
+
+def set_slot(h: int, sets: int) -> tuple[int, int]:
+    """(set index, tag) of a mixed key h in a table of `sets` sets (a power of two)."""
+    return h & (sets - 1), ((h >> 32) & 0xFFFFFFFF) | 1
+
+
+def set_key(index: int) -> bytes:
+    """The array key of set `index` of a set-associative table."""
+    return int(index).to_bytes(4, "little")
+
+
+def way_find(ways, tag: int):
+    """The way holding tag (etsf_way_match()), else None."""
+    for w in ways:
+        if w.tag == tag:
+            return w
+    return None
+
+
+def way_place(ways, tag: int, ts: int, word: int) -> bool:
+    """Put an entry into a set's ways (structs of time, tag, word) as the programs do: its own
+    way if the tag is there, else a free one, else the oldest's.  Returns False when it is
+    older than every way of a full set (it is the one that would go)."""
+    ts_name, _tag, word_name = (f[0] for f in ways[0]._fields_)
+    w = way_find(ways, tag) or min(ways, key=lambda x: getattr(x, ts_name))
+    if w.tag not in (0, tag) and getattr(w, ts_name) > ts:
+        return False
+    setattr(w, ts_name, ts)
+    w.tag = tag
+    setattr(w, word_name, word)
+    return True
+
+
 def admit_key(callid_hash: int, cseq: int) -> int:
-    """etsf_admit_key(): the etsf_admit_txn key of an INVITE transaction."""
+    """etsf_admit_key(): the key of an INVITE transaction's admission decision."""
     return (callid_hash ^ ((cseq * 0x9E3779B97F4A7C15) & _U64)) & _U64
+
+
+def admit_slot(key: int) -> tuple[int, int]:
+    """(set index, tag) in etsf_admit_txn of a decision keyed admit_key(...)."""
+    return set_slot(mix64(key), ADMIT_SETS)
+
+
+def admit_get(lookup, callid_hash: int, cseq: int) -> AdmitTxn | None:
+    """The decision for an INVITE where the programs look for it: lookup(set key bytes) is the
+    table's lookup (a pinned etsf_admit_txn's Map.lookup)."""
+    idx, tag = admit_slot(admit_key(callid_hash, cseq))
+    return way_find(AdmitSet.from_bytes(lookup(set_key(idx))).way, tag)
 
 
 def resp_tag(callid_hash: int, secret: int) -> str:
@@ -396,6 +458,7 @@ CORE_STRUCTS = {
     "etsf_sip_info": SipInfo,
     "etsf_admit": Admit,
     "etsf_admit_txn": AdmitTxn,
+    "etsf_admit_set": AdmitSet,
 }
 
 CORE_ENUMS = {

@@ -6,10 +6,10 @@ from __future__ import annotations
 import ctypes
 from enum import IntEnum
 
-from .core import Method, Struct
+from .core import Method, mix64, SET_WAYS, set_key, set_slot, Struct, way_find, way_place
 
 TM_TXN_MAX = 32768
-TM_WAYS = 4
+TM_WAYS = SET_WAYS
 TM_SETS = TM_TXN_MAX // TM_WAYS
 TM_TXN_LIFE_NS = 32 * 1_000_000_000
 TM_BUCKETS = 32
@@ -90,29 +90,20 @@ def tm_hash(key: TmTxnKey) -> int:
     h = key.callid_hash
     h ^= (((key.cseq << 32) | key.ifindex) * 0x9E3779B97F4A7C15) & _M64
     h ^= (key.method * 0xC2B2AE3D27D4EB4F) & _M64
-    h ^= h >> 31
-    h = (h * 0xBF58476D1CE4E5B9) & _M64
-    h ^= h >> 29
-    return h
+    return mix64(h)
 
 
 def tm_slot(key: TmTxnKey) -> tuple[int, int]:
     """(set index, tag) of a transaction in etsf_tm_txn."""
-    h = tm_hash(key)
-    return h & (TM_SETS - 1), ((h >> 32) & 0xFFFFFFFF) | 1
+    return set_slot(tm_hash(key), TM_SETS)
 
 
-def tm_set_key(index: int) -> bytes:
-    """The etsf_tm_txn (array) key of set `index`."""
-    return int(index).to_bytes(4, "little")
+tm_set_key = set_key                    # the etsf_tm_txn (array) key of a set
 
 
 def tm_find(tm_set: TmSet, tag: int) -> TmTxn | None:
     """The way of a set holding tag (etsf_tm_way()), else None."""
-    for w in tm_set.way:
-        if w.tag == tag:
-            return w
-    return None
+    return way_find(tm_set.way, tag)
 
 
 def tm_get(lookup, key: TmTxnKey) -> TmTxn | None:
@@ -123,15 +114,8 @@ def tm_get(lookup, key: TmTxnKey) -> TmTxn | None:
 
 
 def tm_place(tm_set: TmSet, tag: int, start_ns: int, seen: int = 0) -> bool:
-    """Put a transaction into a set as the programs do: its own way if the tag is there, else
-    a free one, else the oldest's.  Returns False when it is older than every way of a full
-    set (it is the one that would go)."""
-    ways = list(tm_set.way)
-    w = tm_find(tm_set, tag) or min(ways, key=lambda x: x.start_ns)
-    if w.tag not in (0, tag) and w.start_ns > start_ns:
-        return False
-    w.start_ns, w.tag, w.seen = start_ns, tag, seen
-    return True
+    """Put a transaction into a set as the programs do (way_place)."""
+    return way_place(tm_set.way, tag, start_ns, seen)
 
 
 def tm_open_in(raw: bytes, now_ns: int) -> int:
