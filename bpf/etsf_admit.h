@@ -161,12 +161,12 @@ __attribute__((noinline)) int etsf_admit_passed(const struct etsf_pkt *p,
  * out-of-dialog INVITE with a Call-ID.
  */
 static __always_inline void etsf_admit_note(const struct etsf_policy *pol, int valid,
-					    const struct etsf_pkt *p,
+					    struct etsf_pkt *p,
 					    const struct etsf_sip_result *r)
 {
 	__u64 now;
 
-	if (etsf_tm_records_request_in(pol, valid, p->ifindex))
+	if (etsf_tm_records_request_in(pol, valid, p))
 		return;
 	now = bpf_ktime_get_ns();
 	if (etsf_admit_decision(r, now) != 1)

@@ -27,7 +27,7 @@ struct etsf_pkt {
 	__u8  family;       /* 4 / 6                                         */
 	__u8  l4proto;
 	__u8  acl;          /* ETSF_PKT_ACL_KNOWN | the ACL action, once looked up */
-	__u8  _pad;
+	__u8  tm;           /* ETSF_PKT_TM_KNOWN | telemetry's direction, once looked up */
 	__u8  saddr[16];
 	__u32 ifindex;      /* interface the packet entered on (telemetry's key) */
 };

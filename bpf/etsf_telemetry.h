@@ -121,24 +121,24 @@ static __always_inline __u32 etsf_tm_victim(const struct etsf_tm_set *s)
 }
 
 /*
- * hook: ETSF_HOOK_XDP, ETSF_HOOK_TC_INGRESS or ETSF_HOOK_TC_EGRESS; r: a classified
- * SIP message.
+ * hook: ETSF_HOOK_XDP, ETSF_HOOK_TC_INGRESS or ETSF_HOOK_TC_EGRESS; dir: the
+ * interface's direction (etsf_tm_dir; at ingress etsf_pkt_tm_dir, shared with
+ * admission's note); r: a classified SIP message.
  * A global (non-inlined) function: the verifier checks it once, on its own,
  * instead of once per path of the caller (keeps xdp_sip's budget).
  */
-__attribute__((noinline)) int etsf_tm_observe(__u32 hook, __u32 ifindex,
+__attribute__((noinline)) int etsf_tm_observe(__u32 hook, __u32 ifindex, __u32 dir,
 					       const struct etsf_sip_result *r)
 {
 	struct etsf_tm_txn_key k;
 	struct etsf_tm_set *s;
 	struct etsf_tm_txn *t;
-	__u32 dir, ingress, is_req, tag;
+	__u32 ingress, is_req, tag;
 	__u32 code, stage, sbit, cbit, seen;
 	__u64 now, h;
 
 	if (!r || !r->has_callid || r->method == ETSF_M_UNKNOWN || r->method >= ETSF_METHODS)
 		return 0;
-	dir = etsf_tm_dir(ifindex);
 	if (dir >= ETSF_TM_OFF)
 		return 0;
 	/* both ingress hooks (XDP, TC ingress) see what comes toward the node */

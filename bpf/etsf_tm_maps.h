@@ -84,14 +84,34 @@ static __always_inline __u32 etsf_tm_dir(__u32 ifindex)
 	return cfg ? cfg->dir : ETSF_TM_TOWARD;
 }
 
+#define ETSF_PKT_TM_KNOWN 0x80
+
 /*
- * Does telemetry insert an entry for a request that passes an ingress hook
- * on ifindex?  (etsf_tm_observe's condition for a request seen entering.)
+ * The direction of the interface p entered on, looked up once per packet and
+ * kept in p->tm: an interface without an entry of its own costs two hash
+ * lookups, and an INVITE asks twice (admission's note, then telemetry).
+ */
+static __always_inline __u32 etsf_pkt_tm_dir(struct etsf_pkt *p)
+{
+	__u32 d;
+
+	if (p->tm & ETSF_PKT_TM_KNOWN)
+		return p->tm & 3;
+	d = etsf_tm_dir(p->ifindex);
+	if (d > ETSF_TM_OFF)
+		d = ETSF_TM_OFF;
+	p->tm = ETSF_PKT_TM_KNOWN | d;
+	return d;
+}
+
+/*
+ * Does telemetry insert an entry for a request that passes an ingress hook?
+ * (etsf_tm_observe's condition for a request seen entering.)
  */
 static __always_inline int etsf_tm_records_request_in(const struct etsf_policy *pol, int valid,
-						      __u32 ifindex)
+						      struct etsf_pkt *p)
 {
-	return etsf_tm_enabled(pol, valid) && etsf_tm_dir(ifindex) == ETSF_TM_TOWARD;
+	return etsf_tm_enabled(pol, valid) && etsf_pkt_tm_dir(p) == ETSF_TM_TOWARD;
 }
 
 /*

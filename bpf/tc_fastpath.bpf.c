@@ -183,7 +183,7 @@ __attribute__((noinline)) int etsf_tc_classify(struct __sk_buff *skb, struct ets
 		tx = etsf_ingress_answered(code, tried, rc, &verdict, &reason);
 	}
 	if (r->reason == ETSF_R_OK && verdict != ETSF_V_DROP && !tx && etsf_tm_enabled(pol, valid))
-		etsf_tm_observe(ETSF_HOOK_TC_INGRESS, p->ifindex, r);
+		etsf_tm_observe(ETSF_HOOK_TC_INGRESS, p->ifindex, etsf_pkt_tm_dir(p), r);
 
 out:
 	etsf_ifstat_rx(skb->ingress_ifindex, p->pkt_len, sip, verdict == ETSF_V_DROP);

@@ -299,7 +299,7 @@ int xdp_sip(struct xdp_md *ctx)
 	}
 	if (r.reason == ETSF_R_OK && verdict != ETSF_V_DROP && !tx &&
 	    etsf_tm_enabled(pol, valid))
-		etsf_tm_observe(ETSF_HOOK_XDP, p.ifindex, &r);
+		etsf_tm_observe(ETSF_HOOK_XDP, p.ifindex, etsf_pkt_tm_dir(&p), &r);
 	if (r.reason == ETSF_R_OK && verdict == ETSF_V_PASS && !tx)
 		etsf_xdp_meta(ctx, &r, reason);
 

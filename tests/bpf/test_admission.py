@@ -131,6 +131,32 @@ def test_new_cseq_is_a_new_decision(env, one_cpu):
     env.xdp(invite(3, cseq=2), V.DROP, M.INVITE, R.ADMISSION)
 
 
+@pytest.mark.parametrize("default_dir,if_dir,in_tm", [(None, L.TmDir.OFF, False), (L.TmDir.OFF, L.TmDir.TOWARD, True),
+                                                      (L.TmDir.TOWARD, L.TmDir.FROM, False)],
+                         ids=["iface-off", "iface-toward-default-off", "iface-from"])
+def test_note_follows_the_interface_direction(env, one_cpu, default_dir, if_dir, in_tm):
+    """Telemetry on in the policy: the INVITE's memory is telemetry's transaction only where the
+    interface it entered (ifindex 1 here; else key 0) records requests entering (`toward`),
+    else admission's own decision; never both.  The direction is looked up once per packet and
+    serves both."""
+    with bpf.open_map("etsf_tm_ifcfg", env.root) as ifc:
+        try:
+            if default_dir is not None:
+                ifc.update(bytes(4), bytes(L.TmIfCfg(dir=int(default_dir))))
+            ifc.update((1).to_bytes(4, "little"), bytes(L.TmIfCfg(dir=int(if_dir))))
+            admission(env, 0, 0)
+            env.xdp(invite(7), V.PASS, M.INVITE, R.OK)
+            assert (tm_get(env.maps["etsf_tm_txn"], tm_key(7)) is not None) == in_tm
+            t = admit_get(env.maps["etsf_admit_txn"], "adm-7@198.18.1.10", 1)
+            assert (t is None) == in_tm and (in_tm or t.admitted == 1)
+            admission(env, 1000, 0)                             # on, no token: the copy still passes
+            env.xdp(invite(7), V.PASS, M.INVITE, R.OK)
+            assert env.admit().retrans_admitted == 1
+        finally:
+            for k in ifc.keys():
+                ifc.delete(k)
+
+
 def test_decision_expires_after_transaction_lifetime(env, one_cpu):
     """An etsf_admit_txn entry older than 32 s is ignored: a new decision is taken."""
     admission(env, 1, 0)
