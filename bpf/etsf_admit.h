@@ -64,13 +64,7 @@ static __always_inline struct etsf_admit_set *etsf_admit_set_of(__u64 callid_has
 /* the decision of s holding tag, or NULL */
 static __always_inline struct etsf_admit_txn *etsf_admit_way(struct etsf_admit_set *s, __u32 tag)
 {
-	__u64 hit;
-	__u32 i = etsf_way_match(s->way[0].tag, s->way[1].tag, s->way[2].tag, s->way[3].tag, tag, &hit);
-
-	if (!hit)
-		return NULL;
-	asm volatile("" : "+r"(i));
-	return &s->way[i & (ETSF_TM_WAYS - 1)];
+	return ETSF_SET_WAY(s, tag);
 }
 
 #define ETSF_ADMIT_NONE (-1)     /* no live decision */

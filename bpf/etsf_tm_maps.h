@@ -218,16 +218,22 @@ static __always_inline __u32 etsf_way_oldest(__u64 s0, __u64 s1, __u64 s2, __u64
 	return i & (ETSF_TM_WAYS - 1);
 }
 
-/* the way of s holding tag, or NULL */
+/*
+ * The way of set s holding tag, or NULL: for any set of ETSF_TM_WAYS ways
+ * with a tag each (a macro, so each table keeps its own way type).
+ */
+#define ETSF_SET_WAY(s, tag) ({								\
+	__u64 hit_;									\
+	__u32 i_ = etsf_way_match((s)->way[0].tag, (s)->way[1].tag, (s)->way[2].tag,	\
+				  (s)->way[3].tag, (tag), &hit_);			\
+	asm volatile("" : "+r"(i_));							\
+	hit_ ? &(s)->way[i_ & (ETSF_TM_WAYS - 1)] : NULL;				\
+})
+
+/* the transaction of s holding tag, or NULL */
 static __always_inline struct etsf_tm_txn *etsf_tm_way(struct etsf_tm_set *s, __u32 tag)
 {
-	__u64 hit;
-	__u32 i = etsf_way_match(s->way[0].tag, s->way[1].tag, s->way[2].tag, s->way[3].tag, tag, &hit);
-
-	if (!hit)
-		return NULL;
-	asm volatile("" : "+r"(i));
-	return &s->way[i & (ETSF_TM_WAYS - 1)];
+	return ETSF_SET_WAY(s, tag);
 }
 
 /* the request (Call-ID hash, CSeq, method) entered on ifindex less than max_age_ns ago */
