@@ -16,14 +16,14 @@
  *           latency of the next hop, as seen by the host.
  *   OFF:    nothing.
  *
- * A request (not ACK) inserts (Call-ID hash, CSeq, ifindex, method) ->
- * start time with BPF_NOEXIST: a retransmitted request keeps the first
- * timestamp.  A response looks up (Call-ID hash, CSeq, ifindex, CSeq method);
+ * A request (not ACK) writes its transaction (Call-ID hash, CSeq, ifindex,
+ * method) -> start time into a way of its set, unless its tag is already
+ * there: a retransmitted request keeps the first timestamp.  A response looks up (Call-ID hash, CSeq, ifindex, CSeq method);
  * per transaction each stage is recorded once (first 100, first 180/183,
  * first final), and each code is counted once (retransmitted responses are
  * neither timed nor counted again).  Entries are never deleted on the final
  * response, so a retransmitted final or a late retransmitted request is still
- * recognised; the LRU bounds the map.  Responses without a tracked request are
+ * recognised; a set's oldest way goes to a new transaction.  Responses without a tracked request are
  * counted (by code) and as RESP_NOMATCH, never timed.  Admission control reads
  * an INVITE's entry as the record that it passed while admission was off
  * (etsf_admit.h: etsf_admit_note), so it keeps no entry of its own for it.
