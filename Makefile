@@ -47,10 +47,10 @@ ansible-lint:
 sanity: ## ansible-test sanity on a copy laid out as ansible_collections/etsf/sip
 	@scripts/sanity.sh
 
-MOLECULE_SCENARIOS ?= default fleet policy_change check_mode
+MOLECULE_SCENARIOS ?= default fleet policy_change
 
 # Every scenario is merged over the one base config (named here so a tree without .git works too).
-molecule: ## Molecule scenarios on lab-booted hosts (default, fleet, policy_change, check_mode)
+molecule: ## Molecule scenarios on lab-booted hosts (default, fleet, policy_change)
 	cd $(CURDIR) && for s in $(MOLECULE_SCENARIOS); do \
 	  molecule -c .config/molecule/config.yml test -s $$s || exit 1; done
 
