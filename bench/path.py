@@ -73,7 +73,7 @@ PROFILES = {
                   stats_kinds=["C", "C-xdp", "E0", "E0-tc"],
                   sweep_families=["ipt-legacy", "nft-vmap"], vmap_max_services=200, quiet_limit_s=3.0, stats_seconds=2,
                   datapath_repeat=100000, overload_reserve_min=1.0, ka_rounds=1, ka_phase_s=2.0, ka_per_call=20,
-                  ka_sources=1024, budget_min=4.75),
+                  ka_sources=1024, budget_min=4.75, overload=True),
     # full: ~25 min for the path passes on a quiet 2-core host, ~31 min on a busy one (key: 10
     # configurations x 10 rounds x ~11 s; bpf_stats + PROG_TEST_RUN ~1.5 min; keep-alive mix ~3.3 min;
     # sweep: 20 single runs, ~4.5 min with the rule loads), the rest of the 40-minute budget for the
@@ -83,7 +83,7 @@ PROFILES = {
                  stats_kinds=["C", "C-xdp", "C0", "E0", "E0-tc", "E0-tc-nt", "E"],
                  sweep=[0, 1000, 5000, 20000, 30000], sweep_families=list(SWEEP_FAMILIES), vmap_max_services=10000,
                  quiet_limit_s=20.0, stats_seconds=4, datapath_repeat=200000, overload_reserve_min=14.0,
-                 ka_rounds=7, ka_phase_s=4.0, ka_per_call=20, ka_sources=4096, budget_min=40.0),
+                 ka_rounds=7, ka_phase_s=4.0, ka_per_call=20, ka_sources=4096, budget_min=40.0, overload=True),
 }
 
 # what each configuration is: kind of rules, eTSF parts (classifier: the `etsfctl attach` arguments
@@ -730,6 +730,11 @@ class PathBench:
         self.res["prog_test_run_bpf_stats_enabled"] = doc.get("bpf_stats_enabled")
 
     def overload_pass(self):
+        if not self.p["overload"]:
+            self.res["overload"] = {"available": False,
+                                    "note": "overload sweep: not run (overload=false; bench/overload.py runs it alone)"}
+            R.log("overload sweep: not run (overload=false)")
+            return
         try:
             import overload  # noqa: PLC0415 - built on another branch; optional here
         except ImportError:
@@ -760,7 +765,8 @@ class PathBench:
         self.res["host"]["pinning"] = {"sipp_uac": f"cpu{CPU_UAC}", "responder": f"cpu{CPU_POD}",
                                        "softirq": "the sending task's CPU (veth delivers in the sender's softirq)"}
         # the overload sweep's time is held back only when its module is there
-        self.reserve = self.p["overload_reserve_min"] * 60 if importlib.util.find_spec("overload") else 0.0
+        self.reserve = (self.p["overload_reserve_min"] * 60
+                        if self.p["overload"] and importlib.util.find_spec("overload") else 0.0)
         self.prepare()
         if self.args.only == "keepalive":
             self.res["only"] = "keepalive"
@@ -850,6 +856,8 @@ def main(argv=None) -> int:
         ap.error(f"sweep: a list of service counts in 0..{kubeproxy.MAX_SERVICES}")
     if not isinstance(prof["vmap_max_services"], int) or not 0 <= prof["vmap_max_services"] <= kubeproxy.MAX_SERVICES:
         ap.error(f"vmap_max_services: a service count in 0..{kubeproxy.MAX_SERVICES}")
+    if not isinstance(prof["overload"], bool):
+        ap.error("overload: true or false")
     if not set(prof["sweep_families"]) <= set(SWEEP_FAMILIES):
         ap.error(f"sweep_families: a subset of {', '.join(SWEEP_FAMILIES)}")
     args.budget_min = args.budget_min if args.budget_min is not None else prof["budget_min"]

@@ -52,7 +52,9 @@ def quick(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench-path")
     before = (_netns(), STATS.read_text())
     env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
-    r = subprocess.run([sys.executable, str(REPO / "bench" / "path.py"), "--quick", "--out", str(out)],
+    # the overload sweep's quick form has its own test (test_bench_overload_quick.py)
+    r = subprocess.run([sys.executable, str(REPO / "bench" / "path.py"), "--quick", "--out", str(out),
+                        "--set", "overload=false"],
                        capture_output=True, text=True, env=env, timeout=420, check=False)
     print(r.stdout[-4000:])
     print(r.stderr[-4000:])
@@ -80,7 +82,10 @@ def test_exits_zero_and_writes_report_and_plots(quick):
     assert "## Headline" in text and "| C-xdp: XDP classifier + fast path (N=200) |" in text
     assert "| E0-tc TC classifier alone, direct path |" in text
     assert (out / "headline.md").read_text() in text
-    assert "overload" in res and ("table_md" in res["overload"] or res["overload"]["available"] is False)
+    # not run when asked not to, and the report says so
+    assert res["overload"] == {"available": False,
+                               "note": "overload sweep: not run (overload=false; bench/overload.py runs it alone)"}
+    assert "overload sweep: not run (overload=false" in text
 
 
 def test_every_configuration_ran_and_every_call_completed(quick):

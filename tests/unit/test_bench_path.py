@@ -13,6 +13,7 @@ BENCH = Path(__file__).resolve().parents[2] / "bench"
 sys.path.insert(0, str(BENCH))
 
 import cpuacct  # noqa: E402
+import path  # noqa: E402
 import path_report  # noqa: E402
 import stats  # noqa: E402
 import transit  # noqa: E402
@@ -208,3 +209,11 @@ def test_headline_with_no_services_lists_c_once():
     text = "\n".join(path_report.headline(res))
     assert text.count("| C as deployed, default hook (N=0) |") == 1
     assert text.count("- node transit p50 C (N=0) vs D:") == 1
+
+
+@pytest.mark.parametrize("value", ["1", '"no"', "null"])
+def test_overload_setting_must_be_a_boolean(value, capsys):
+    with pytest.raises(SystemExit) as e:
+        path.main(["--quick", "--set", f"overload={value}"])
+    assert e.value.code == 2
+    assert "overload: true or false" in capsys.readouterr().err
