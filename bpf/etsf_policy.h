@@ -62,13 +62,34 @@ static __always_inline __u32 etsf_rl_class(__u32 method)
 }
 
 /*
+ * The mask of 32-bit word `word` (network order) of an address under a
+ * prefix of plen bits.
+ */
+static __always_inline __u32 etsf_prefix_mask32(__u32 plen, __u32 word)
+{
+	__s32 bits = (__s32)plen - (__s32)(word * 32);
+
+	if (bits <= 0)
+		return 0;
+	if (bits >= 32)
+		return 0xffffffff;
+	return bpf_htonl((__u32)(0xffffffff00000000ULL >> bits));
+}
+
+/*
  * The rate-limit key of the packet's source: its address under the policy's
- * aggregation prefix.  A global function: the 16 masked bytes are a long
- * stretch of code, checked once instead of at every rate check of each path.
+ * aggregation prefix (IPv4's prefix is at most 32, so its words 1..3 are
+ * zero).  Masked a word at a time: every packet with a rate check runs this
+ * code, and byte by byte it was ~380 instructions of straight-line code.  A
+ * global function, checked once instead of at every rate check of each path.
  */
 __attribute__((noinline)) int etsf_rl_key(struct etsf_rl_key *k, const struct etsf_pkt *p,
 					  const struct etsf_policy *pol, __u32 cls)
 {
+	/* saddr is at a 4-byte boundary of struct etsf_pkt, addr at one of the
+	 * key: whole-word loads and stores, not bytes */
+	const __u32 *src = (const __u32 *)p->saddr;
+	__u32 *dst = (__u32 *)k->addr;
 	__u32 plen, maxp;
 	int i;
 
@@ -83,18 +104,8 @@ __attribute__((noinline)) int etsf_rl_key(struct etsf_rl_key *k, const struct et
 	k->rl_class = cls;
 	k->prefix = plen;
 #pragma unroll
-	for (i = 0; i < 16; i++) {
-		__u8 b = p->saddr[i];
-		int bits = (int)plen - i * 8;
-
-		if (i >= 4 && p->family == 4)
-			b = 0;
-		else if (bits <= 0)
-			b = 0;
-		else if (bits < 8)
-			b &= (__u8)(0xff << (8 - bits));
-		k->addr[i] = b;
-	}
+	for (i = 0; i < 4; i++)
+		dst[i] = src[i] & etsf_prefix_mask32(plen, i);
 	return 0;
 }
 

@@ -538,7 +538,7 @@ def test_rfc4475_same_classification_at_tc_ingress(env, t):
 #: needed 39,749 before the classifier joined it, and 67,831 with eight parser steps per bpf_loop call;
 #: 42,686 before the decisions ahead of the parse (their global function); 44,240 before the header
 #: parse, the answer builder, the Maglev pick and the rate-limit key became global functions
-TC_FASTPATH_INSNS = (27_207, 29_927)
+TC_FASTPATH_INSNS = (26_701, 29_371)
 #: the datapath's goal: at least 30 % fewer than steering alone needed (39,749)
 TC_FASTPATH_GOAL = 39_749 * 7 // 10
 

@@ -1,4 +1,6 @@
 """xdp_sip policy: fail-safe, ACLs, GCRA rate limits, overload shedding, protection."""
+import socket
+
 import pytest
 
 from etsf import bpf
@@ -190,6 +192,36 @@ def test_aggregation_v6_64(env):
     env.xdp(udp6(sip_request("INVITE"), src="2001:db8:1:2::77"), V.DROP, M.INVITE,
             R.RATE_LIMIT)
     env.xdp(udp6(sip_request("INVITE"), src="2001:db8:1:3::1"), V.PASS, M.INVITE, R.OK)
+
+
+def _masked(addr: bytes, plen: int) -> list[int]:
+    """addr under a prefix of plen bits, computed bit by bit (the reference for the key)."""
+    bits = "".join(f"{b:08b}" for b in addr)
+    bits = bits[:plen] + "0" * (len(bits) - plen)
+    return [int(bits[i:i + 8], 2) for i in range(0, len(bits), 8)]
+
+
+@pytest.mark.parametrize("family,src,policy_prefix,key_prefix", [
+    (4, "198.19.171.205", 32, 32), (4, "198.19.171.205", 20, 20), (4, "198.19.171.205", 1, 1),
+    (4, "198.19.171.205", 31, 31), (4, "198.19.171.205", 0, 32), (4, "198.19.171.205", 33, 32),
+    (6, "2001:db8:abcd:ef12:3456:789a:bcde:f0ff", 128, 128),
+    (6, "2001:db8:abcd:ef12:3456:789a:bcde:f0ff", 61, 61),
+    (6, "2001:db8:abcd:ef12:3456:789a:bcde:f0ff", 64, 64),
+    (6, "2001:db8:abcd:ef12:3456:789a:bcde:f0ff", 95, 95),
+    (6, "2001:db8:abcd:ef12:3456:789a:bcde:f0ff", 127, 127),
+    (6, "2001:db8:abcd:ef12:3456:789a:bcde:f0ff", 0, 128),
+])
+def test_rate_limit_key_is_the_source_under_the_prefix(env, family, src, policy_prefix, key_prefix):
+    """The one etsf_rl entry a REGISTER makes holds its source masked to the aggregation prefix
+    (0 or over the family's length: the whole address), the rest of the key zero."""
+    agg = {"agg_prefix_v4": policy_prefix} if family == 4 else {"agg_prefix_v6": policy_prefix}
+    env.set_policy(rates={RL.REGISTER: (10, 10)}, **agg)
+    pkt = udp4(sip_request("REGISTER"), src=src) if family == 4 else udp6(sip_request("REGISTER"), src=src)
+    env.xdp(pkt, V.PASS, M.REGISTER, R.OK)
+    raw = socket.inet_pton(socket.AF_INET if family == 4 else socket.AF_INET6, src)
+    want = L.RlKey(family=family, rl_class=RL.REGISTER, prefix=key_prefix)
+    want.addr[:len(raw)] = _masked(raw, key_prefix)
+    assert env.maps["etsf_rl"].keys() == [bytes(want)]
 
 
 PROTECTED = [
