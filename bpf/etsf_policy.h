@@ -80,8 +80,9 @@ static __always_inline __u32 etsf_prefix_mask32(__u32 plen, __u32 word)
  * The rate-limit key of the packet's source: its address under the policy's
  * aggregation prefix (IPv4's prefix is at most 32, so its words 1..3 are
  * zero).  Masked a word at a time: every packet with a rate check runs this
- * code, and byte by byte it was ~380 instructions of straight-line code.  A
- * global function, checked once instead of at every rate check of each path.
+ * code, and a byte at a time it is ~380 instructions of straight-line code,
+ * cold in traffic.  A global function, checked once instead of at every rate
+ * check of each path.
  */
 __attribute__((noinline)) int etsf_rl_key(struct etsf_rl_key *k, const struct etsf_pkt *p,
 					  const struct etsf_policy *pol, __u32 cls)
