@@ -154,4 +154,3 @@ def test_telemetry_off_kind_is_e0_tc_with_telemetry_off_in_its_policy():
     assert schema.load_text(on).telemetry_transactions is True
     assert {k: v for k, v in P.KINDS["E0-tc-nt"].items() if k != "telemetry"} == P.KINDS["E0-tc"]
     assert P.cfg_name("E0-tc-nt", 0) == "E0-tc-nt"
-
