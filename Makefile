@@ -98,7 +98,7 @@ bench-lru: setup ## LRU insert+lookup ns, one common list vs per-CPU lists (PROG
 bench-keepalive: setup ## keep-alives: eTSF answers OPTIONS in the kernel vs Kamailio, paired rounds + max rate (<= 19 min, quiet host): bench/results/<UTC>-keepalive/
 	$(PY) bench/keepalive.py $(if $(BENCH_KEEPALIVE_BUDGET),--budget-min $(BENCH_KEEPALIVE_BUDGET))
 
-bench-quick: setup ## SIP benchmark harness smoke run (~3 min, correctness only)
+bench-quick: setup ## SIP benchmark harness smoke run (~2.5 min, correctness only)
 	$(PY) bench/run.py --quick --out $(CURDIR)/build/bench-quick
 
 APPLIANCE_NAME ?= etsf-appliance
