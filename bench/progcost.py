@@ -17,6 +17,16 @@ variant, `--count` packets per phase at `--rate` per second:
 At 500/s the program's code and maps go cold between packets, as in traffic.  After the passes,
 PROG_TEST_RUN (hot: one packet repeated) of tc_fastpath on the OPTIONS and on the INVITE.
 
+The floor passes (every round unless --no-floor): eTSF detached, the count-only programs and
+progcost_ref.c's floor programs on the same hooks, the invite and reply phases; a second pass
+runs them without their table (parse).  A floor program
+does the least a Call-ID-aware classifier has to (L2-L4 and port check, the start line, the
+Call-ID found by a SWAR line-end search in place and hashed a word at a time, one line of a
+512 KiB table written by the request and read by the response) and leaves out the rest of the job,
+so its ns per run is a lower bound for any program doing the whole job on this machine.  Its hot
+figures: one-run PROG_TEST_RUN calls on the INVITE as for tc_fastpath, and a repeat of
+REPEAT_RUNS (bench/datapath.py's method) for it and the count-only program.
+
 Variants: `base` = bpf/ of git ref --base, `work` = this tree's bpf/ (or that of --work), each built into its own
 directory and attached with its own pin root; rounds interleave them, the order flipping every round.
 kernel.bpf_stats_enabled is 1 only while packets are sent and restored after every pass.
@@ -52,6 +62,9 @@ sys.path.insert(0, str(HERE))
 CLI_ADDR, NODE_ADDR, DENIED_ADDR, PORT = "198.18.44.1", "198.18.44.2", "198.18.44.3", 5060
 NODE_IF, CLI_IF = "pcn", "pcc"
 REF_HANDLE = 0xB8            # same priority as eTSF's filters, added after them: runs first
+FLOOR_HANDLE = 0xB9          # the floor pass: after the count-only program (eTSF detached)
+FLOOR_PHASES = ("invite", "reply")
+REPEAT_RUNS = 200000         # bench/datapath.py's repeat: the code and data fully hot
 TC_IN_HANDLE, TC_EG_HANDLE, TC_PRIO = 0xE75E, 0xE75F, 1
 PHASES = ("invite", "reply", "options", "deny")
 # the client's OPTIONS must not meet a rate limit: every one is to be answered
@@ -144,7 +157,8 @@ def per_run(before: dict, after: dict, min_runs: int = MIN_RUNS) -> dict:
 def summarize(rounds: list[dict], a: str = "base", b: str = "work") -> dict:
     """rounds: [{variant: {phase: {prog: {ns_per_run}}}}] -> per (phase, prog): median ns of
     each variant and the median paired difference b - a over the rounds that have both."""
-    keys = sorted({(ph, pg) for r in rounds for v in r.values() for ph, pr in v.items() for pg in pr})
+    keys = sorted({(ph, pg) for r in rounds for name, v in r.items() if name in (a, b)
+                   for ph, pr in v.items() for pg in pr})
     out = {}
     for ph, pg in keys:
         def val(r, v, ph=ph, pg=pg):
@@ -160,10 +174,45 @@ def summarize(rounds: list[dict], a: str = "base", b: str = "work") -> dict:
     return out
 
 
+def floor_summary(rounds: list[dict], v: str = "work") -> dict:
+    """eTSF (variant v) against the floor passes, per round: median of each, the median paired
+    difference (eTSF - floor) and ratio, the parse-only floor (no table) and the count-only
+    program of the floor pass."""
+    rows = (("invite", "tc_fastpath", "ingress"), ("invite", "tc_sip_egress", "egress"),
+            ("reply", "tc_fastpath", "ingress"), ("invite_hot", "tc_fastpath", "ingress"),
+            ("invite_repeat", None, "ingress"))
+    out = {}
+    for ph, prog, d in rows:
+        def val(r, var, pg, ph=ph):
+            return ((r.get(var) or {}).get(ph) or {}).get(pg, {}).get("ns_per_run") if pg else None
+        e = [val(r, v, prog) for r in rounds]
+        f = [val(r, "floor", f"floor_{d}") for r in rounds]
+        c = [val(r, "floor", f"ref_{d}") for r in rounds]
+        pv = [x for x in (val(r, "parse", f"parse_{d}") for r in rounds) if x is not None]
+        pairs = [(a, b) for a, b in zip(e, f) if a is not None and b]
+        fv = [x for x in f if x is not None]
+        cv = [x for x in c if x is not None]
+        ev = [x for x in e if x is not None]
+        fc = [b / a for a, b in zip(c, f) if a and b is not None]
+        if not fv:
+            continue
+        out[f"{ph}/{prog or '-'}"] = {
+            "etsf": statistics.median(ev) if ev else None, "floor": statistics.median(fv),
+            "parse_only": statistics.median(pv) if pv else None,
+            "count_only": statistics.median(cv) if cv else None,
+            "diff": statistics.median(a - b for a, b in pairs) if pairs else None,
+            "ratio": statistics.median(a / b for a, b in pairs) if pairs else None,
+            "floor_over_count_only": statistics.median(fc) if fc else None,
+            "rounds": len(pairs)}
+    return out
+
+
 def render(doc: dict) -> str:
     s = doc["summary"]
     lines = [f"# Program cost in traffic ({doc['stamp']})", "",
              f"{doc['params']['count']} packets per phase at {doc['params']['rate']}/s, "
+             + (f"the run pinned to CPU {doc['params']['cpu']}, " if doc["params"].get("cpu") is not None
+                else "the run not pinned, ") +
              f"{doc['params']['rounds']} rounds, variants interleaved (order flipped every round); base = bpf/ of "
              f"`{doc['base_ref']}` ({doc['base_commit'][:12]}), work = bpf/ of `{doc.get('work_ref', '(tree)')}` "
              f"({doc['work_commit'][:12]}{' + changes' if doc['work_dirty'] else ''})"
@@ -181,6 +230,27 @@ def render(doc: dict) -> str:
         f"{var} {ph}: " + ", ".join(f"{pg} {x['runs']}" for pg, x in progs.items())
         for var, phases in doc["rounds"][0].items() for ph, progs in phases.items()) if doc["rounds"] else "",
         "", f"Lost exchanges: {doc['lost']}.  kernel.bpf_stats_enabled restored to {doc['stats_restored_to']}."]
+    fs = doc.get("floor") or {}
+    if fs:
+        lines += ["", "## The floor: the least the job costs on this machine", "",
+                  "The floor pass (eTSF detached): a program that only checks L2-L4 and the port, reads the "
+                  "start line, finds and hashes the Call-ID and touches one line of a 512 KiB table "
+                  "(`bench/bpf/progcost_ref.c`), measured as eTSF's programs are, in the same rounds; a "
+                  "second pass runs the same program without the table. "
+                  "A program doing the whole job cannot cost less. eTSF = the work variant; diff and "
+                  "ratio = medians of the per-round eTSF - floor and eTSF / floor. `invite_hot`: one-run "
+                  "PROG_TEST_RUN calls (median); `invite_repeat`: one PROG_TEST_RUN of "
+                  f"{REPEAT_RUNS:,} runs (bench/datapath.py's method).", "",
+                  "| phase | eTSF program | eTSF | floor | floor without the table | count-only | eTSF - floor "
+                  "| eTSF / floor | floor / count-only |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for key, v in fs.items():
+            ph, pg = key.split("/", 1)
+            ratio = "-" if v["ratio"] is None else f"{v['ratio']:.1f}"
+            fc = "-" if v["floor_over_count_only"] is None else f"{v['floor_over_count_only']:.1f}"
+            lines.append(f"| {ph} | {pg} | {fmt(v['etsf'])} | {fmt(v['floor'])} | {fmt(v.get('parse_only'))} | "
+                         f"{fmt(v['count_only'])} | "
+                         f"{fmt(v['diff'], True)} | {ratio} | {fc} |")
     return "\n".join(lines) + "\n"
 
 
@@ -272,6 +342,72 @@ class ProgCost:
         if not all(ids.values()):
             raise RuntimeError(f"programs not attached: {ids}")
         return ids
+
+    def attach_floor(self, kind: str) -> dict:
+        from etsf import bpf
+        from transit import in_netns
+        with in_netns(self.node):
+            idx = socket.if_nametoindex(NODE_IF)
+            for d in ("ingress", "egress"):
+                bpf.tc_attach(idx, self.ref[f"pc_ref_{d}"].fd, d, REF_HANDLE, TC_PRIO)
+                bpf.tc_attach(idx, self.ref[f"pc_{kind}_{d}"].fd, d, FLOOR_HANDLE, TC_PRIO)
+        return {f"{k}_{d}": self.ref[f"pc_{k}_{d}"].id for k in ("ref", kind) for d in ("ingress", "egress")}
+
+    def detach_floor(self):
+        from etsf import bpf
+        from transit import in_netns
+        with contextlib.suppress(Exception), in_netns(self.node):
+            idx = socket.if_nametoindex(NODE_IF)
+            for d in ("ingress", "egress"):
+                for h in (FLOOR_HANDLE, REF_HANDLE):
+                    with contextlib.suppress(Exception):
+                        bpf.tc_detach(idx, d, h, TC_PRIO)
+
+    def hot_floor(self, kind: str) -> dict:
+        """The floor and count-only programs on the 1 KB INVITE: HOT_RUNS one-run calls (median),
+        as hot() runs tc_fastpath, and one call of REPEAT_RUNS runs."""
+        from etsf import bpf
+        from transit import in_netns
+        with in_netns(self.node):
+            idx = socket.if_nametoindex(NODE_IF)
+        ctx = (bytes(36) + idx.to_bytes(4, "little")).ljust(192, b"\0")
+        pkt = frame(invite(1))
+        out = {"invite_hot": {}, "invite_repeat": {}}
+        for name in ("ref_ingress", f"{kind}_ingress"):
+            fd = self.ref[f"pc_{name}"].fd
+            runs = [bpf.test_run(fd, pkt, repeat=1, ctx=ctx)[2] for _i in range(HOT_RUNS)]
+            out["invite_hot"][name] = {"runs": HOT_RUNS, "ns_per_run": statistics.median(runs)}
+            out["invite_repeat"][name] = {"runs": REPEAT_RUNS,
+                                          "ns_per_run": bpf.test_run(fd, pkt, repeat=REPEAT_RUNS, ctx=ctx)[2]}
+        return out
+
+    def pass_floor(self, kind: str) -> dict:
+        """kind floor (with the table) or parse (without): eTSF detached, the count-only program and
+        the kind's program on each hook, the FLOOR_PHASES, then their hot figures."""
+        from etsf import bpf
+        old = STATS.read_text().strip()
+        res = {}
+        socks = ()
+        try:
+            ids = self.attach_floor(kind)
+            socks = self.sockets()
+            self.send("invite", socks, WARMUP)
+            for phase in FLOOR_PHASES:
+                STATS.write_text("1\n")
+                try:
+                    before = {k: bpf.prog_info(i) for k, i in ids.items()}
+                    self.send(phase, socks, self.a.count)
+                    after = {k: bpf.prog_info(i) for k, i in ids.items()}
+                finally:
+                    STATS.write_text(old + "\n")
+                res[phase] = per_run(before, after)
+            res.update(self.hot_floor(kind))
+        finally:
+            STATS.write_text(old + "\n")
+            for sk in socks:
+                sk.close()
+            self.detach_floor()
+        return res
 
     def detach(self, v: Variant):
         from etsf import bpf
@@ -424,6 +560,11 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--count", type=int, default=2000, help="packets per phase and pass")
     ap.add_argument("--rate", type=int, default=500, help="packets per second")
+    ap.add_argument("--no-floor", action="store_true",
+                    help="leave out the floor passes (eTSF detached, the floor programs measured)")
+    ap.add_argument("--cpu", type=int, default=(os.cpu_count() or 1) - 1,
+                    help="pin the run (its sockets' sends and receives, so the veth's receive path "
+                         "and the programs too) to this CPU; -1: no pinning (default: the last CPU)")
     ap.add_argument("--prefix", default="etsf-pc-", help="namespace name prefix")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
     a = ap.parse_args(argv)
@@ -431,6 +572,12 @@ def main(argv=None) -> int:
         ap.error("--rounds 1..50, --count 10..100000, --rate 10..20000")
     if os.geteuid() != 0:
         ap.error("needs root")
+    if a.cpu >= 0:
+        if a.cpu not in os.sched_getaffinity(0):
+            ap.error(f"--cpu {a.cpu}: not a CPU this process may run on ({sorted(os.sched_getaffinity(0))})")
+        # sender and receiver on one CPU: every packet meets the caches that CPU left, and
+        # the programs (run in the sender's softirq on a veth) never change CPU between passes
+        os.sched_setaffinity(0, {a.cpu})
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     work = Path(tempfile.mkdtemp(prefix="etsf-progcost-"))
     pc = ProgCost(a, work)
@@ -444,7 +591,14 @@ def main(argv=None) -> int:
         for i in range(a.rounds):
             r = {}
             # ABBA: the order flips every round, so neither variant always runs second
-            for v in (variants if i % 2 == 0 else variants[::-1]):
+            order = variants + ([] if a.no_floor else ["floor", "parse"])
+            for v in (order if i % 2 == 0 else order[::-1]):
+                if isinstance(v, str):
+                    r[v] = pc.pass_floor(v)
+                    print(f"round {i + 1} {v}: " + "; ".join(
+                        f"{ph} " + ", ".join(f"{pg} {fmt(x['ns_per_run'])} ns x {x['runs']}" for pg, x in progs.items())
+                        for ph, progs in r[v].items()), flush=True)
+                    continue
                 r[v.name] = pc.pass_(v)
                 print(f"round {i + 1} {v.name}: " + "; ".join(
                     f"{ph} " + ", ".join(f"{pg} {fmt(x['ns_per_run'])} ns x {x['runs']}" for pg, x in progs.items())
@@ -454,12 +608,13 @@ def main(argv=None) -> int:
         STATS.write_text(old + "\n")
         pc.close()
         shutil.rmtree(work, ignore_errors=True)
-    doc = {"stamp": stamp, "params": {"rounds": a.rounds, "count": a.count, "rate": a.rate},
+    doc = {"stamp": stamp, "params": {"rounds": a.rounds, "count": a.count, "rate": a.rate,
+                                      "cpu": a.cpu if a.cpu >= 0 else None},
            "base_ref": a.base, "base_commit": git("rev-parse", a.base), "work_ref": a.work or "(tree)",
            "work_commit": git("rev-parse", a.work or "HEAD"), "work_telemetry": a.work_telemetry,
            "base_telemetry": a.base_telemetry,
            "work_dirty": not a.work and bool(git("status", "--porcelain", "bpf")), "kernel": os.uname().release,
-           "rounds": rounds, "summary": summarize(rounds), "lost": pc.lost,
+           "rounds": rounds, "summary": summarize(rounds), "floor": floor_summary(rounds), "lost": pc.lost,
            "stats_restored_to": STATS.read_text().strip()}
     out = Path(a.out) / f"{stamp}-progcost"
     out.mkdir(parents=True, exist_ok=True)

@@ -81,3 +81,43 @@ def test_frame_wraps_the_payload_in_valid_ipv4_udp():
     chk = p[IP].chksum
     del p[IP].chksum
     assert Ether(bytes(p))[IP].chksum == chk
+
+
+def _floor_round(etsf, floor, count_only, etsf_eg=None):
+    r = _round(etsf + 1, etsf)
+    r["work"]["invite"]["tc_sip_egress"] = {"runs": 10, "ns_per_run": etsf_eg}
+    r["floor"] = {"invite": {"floor_ingress": {"runs": 10, "ns_per_run": floor},
+                             "ref_ingress": {"runs": 10, "ns_per_run": count_only},
+                             "floor_egress": {"runs": 10, "ns_per_run": None}},
+                  "invite_repeat": {"floor_ingress": {"runs": 9, "ns_per_run": 80},
+                                    "ref_ingress": {"runs": 9, "ns_per_run": 16}}}
+    r["parse"] = {"invite": {"parse_ingress": {"runs": 10, "ns_per_run": floor // 2},
+                             "ref_ingress": {"runs": 10, "ns_per_run": count_only}}}
+    return r
+
+
+def test_floor_summary_pairs_etsf_with_the_floor_of_the_same_round():
+    rounds = [_floor_round(2000, 500, 100), _floor_round(1200, 400, 50), _floor_round(900, 300, 100)]
+    f = progcost.floor_summary(rounds)
+    inv = f["invite/tc_fastpath"]
+    assert (inv["etsf"], inv["floor"], inv["count_only"]) == (1200, 400, 100)
+    assert inv["parse_only"] == 200                   # the pass without the table: 250, 200, 150
+    assert inv["diff"] == 800 and inv["ratio"] == 3.0 and inv["rounds"] == 3   # 1500, 800, 600; 4, 3, 3
+    assert inv["floor_over_count_only"] == 5.0                                  # 5, 8, 3
+    assert f["invite_repeat/-"]["etsf"] is None and f["invite_repeat/-"]["floor_over_count_only"] == 5.0
+    assert "invite/tc_sip_egress" not in f            # no floor figure: no row
+    # the floor pass never enters the base/work table
+    assert not any("floor" in k or "parse" in k or "ref_" in k for k in progcost.summarize(rounds))
+
+
+def test_render_has_the_floor_table_when_there_is_a_floor():
+    rounds = [_floor_round(2000, 500, 100)]
+    doc = {"stamp": "20261130T000000Z", "params": {"count": 10, "rate": 500, "rounds": 1},
+           "base_ref": "HEAD", "base_commit": "a" * 40, "work_commit": "b" * 40, "work_dirty": False,
+           "rounds": rounds, "summary": progcost.summarize(rounds), "floor": progcost.floor_summary(rounds),
+           "lost": 0, "stats_restored_to": "0"}
+    text = progcost.render(doc)
+    assert "| invite | tc_fastpath | 2000 | 500 | 250 | 100 | +1500 | 4.0 | 5.0 |" in text
+    assert "| invite_repeat | - | - | 80 | - | 16 | - | - | 5.0 |" in text
+    doc["floor"] = {}
+    assert "## The floor" not in progcost.render(doc)
