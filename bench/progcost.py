@@ -27,8 +27,9 @@ so its ns per run is a lower bound for any program doing the whole job on this m
 figures: one-run PROG_TEST_RUN calls on the INVITE as for tc_fastpath, and a repeat of
 REPEAT_RUNS (bench/datapath.py's method) for it and the count-only program.
 
-Variants: `base` = bpf/ of git ref --base, `work` = this tree's bpf/ (or that of --work), each built into its own
-directory and attached with its own pin root; rounds interleave them, the order flipping every round.
+Variants: `base` = bpf/ of git ref --base, `work` = a copy of this tree's bpf/ taken at the start (or
+bpf/ of --work), each built into its own directory and attached with its own pin root; rounds
+interleave them, the order flipping every round.
 kernel.bpf_stats_enabled is 1 only while packets are sent and restored after every pass.
 Report: medians over the rounds and the paired difference (work - base), JSON + markdown.
 
@@ -384,30 +385,8 @@ class ProgCost:
     def pass_floor(self, kind: str) -> dict:
         """kind floor (with the table) or parse (without): eTSF detached, the count-only program and
         the kind's program on each hook, the FLOOR_PHASES, then their hot figures."""
-        from etsf import bpf
-        old = STATS.read_text().strip()
-        res = {}
-        socks = ()
-        try:
-            ids = self.attach_floor(kind)
-            socks = self.sockets()
-            self.send("invite", socks, WARMUP)
-            for phase in FLOOR_PHASES:
-                STATS.write_text("1\n")
-                try:
-                    before = {k: bpf.prog_info(i) for k, i in ids.items()}
-                    self.send(phase, socks, self.a.count)
-                    after = {k: bpf.prog_info(i) for k, i in ids.items()}
-                finally:
-                    STATS.write_text(old + "\n")
-                res[phase] = per_run(before, after)
-            res.update(self.hot_floor(kind))
-        finally:
-            STATS.write_text(old + "\n")
-            for sk in socks:
-                sk.close()
-            self.detach_floor()
-        return res
+        return self.run_pass(lambda: self.attach_floor(kind), self.detach_floor, FLOOR_PHASES,
+                             lambda _ids: self.hot_floor(kind))
 
     def detach(self, v: Variant):
         from etsf import bpf
@@ -493,36 +472,52 @@ class ProgCost:
             prog.close()
         return out
 
-    def pass_(self, v: Variant) -> dict:
+    def run_pass(self, attach, detach, phases, hot, before=None, after=None) -> dict:
+        """attach() -> {name: program id}; the warm-up exchanges, then each phase's packets with
+        kernel.bpf_stats_enabled on (before(phase) -> a token, after(phase, token) checks it),
+        then hot(ids); the sysctl restored, the sockets closed and detach() called whatever
+        happens."""
         from etsf import bpf
         old = STATS.read_text().strip()
         res = {}
         socks = ()
         try:
-            ids = self.attach(v)
+            ids = attach()
             socks = self.sockets()
             self.send("invite", socks, WARMUP)
-            for phase in PHASES:
-                ka0 = self.ka_gate(v) if phase == "options" else None
+            for phase in phases:
+                token = before(phase) if before else None
                 STATS.write_text("1\n")
                 try:
-                    before = {k: bpf.prog_info(i) for k, i in ids.items()}
+                    b4 = {k: bpf.prog_info(i) for k, i in ids.items()}
                     self.send(phase, socks, self.a.count)
-                    after = {k: bpf.prog_info(i) for k, i in ids.items()}
+                    aft = {k: bpf.prog_info(i) for k, i in ids.items()}
                 finally:
                     STATS.write_text(old + "\n")
-                res[phase] = per_run(before, after)
-                if ka0 is not None:
-                    answered = self.ka_counters(v)["answered"] - ka0["answered"]
-                    if answered != self.a.count:
-                        raise RuntimeError(f"{v.name}: {answered} of {self.a.count} OPTIONS answered in the kernel")
-            res.update(self.hot(ids))
+                res[phase] = per_run(b4, aft)
+                if after:
+                    after(phase, token)
+            res.update(hot(ids))
         finally:
             STATS.write_text(old + "\n")
             for sk in socks:
                 sk.close()
-            self.detach(v)
+            detach()
         return res
+
+    def pass_(self, v: Variant) -> dict:
+        def gate(phase):
+            return self.ka_gate(v) if phase == "options" else None
+
+        def answered_all(_phase, ka0):
+            if ka0 is None:
+                return
+            answered = self.ka_counters(v)["answered"] - ka0["answered"]
+            if answered != self.a.count:
+                raise RuntimeError(f"{v.name}: {answered} of {self.a.count} OPTIONS answered in the kernel")
+
+        return self.run_pass(lambda: self.attach(v), lambda: self.detach(v), PHASES, self.hot,
+                             gate, answered_all)
 
     def close(self):
         for p in (self.ref or {}).values():
@@ -545,6 +540,14 @@ def export_bpf(ref: str, dest: Path) -> Path:
             if m.isfile() and m.name.startswith("bpf/") and ".." not in m.name.split("/"):
                 (dest / m.name).parent.mkdir(parents=True, exist_ok=True)
                 (dest / m.name).write_bytes(tf.extractfile(m).read())
+    return dest / "bpf"
+
+
+def snapshot_bpf(dest: Path) -> Path:
+    """A copy of this tree's bpf/ as it is now: `etsfctl attach` rebuilds from its source directory
+    when the sources change, so a variant built from the live tree would pick up edits made while
+    the run goes on."""
+    shutil.copytree(ROOT / "bpf", dest / "bpf", ignore=shutil.ignore_patterns("__pycache__"))
     return dest / "bpf"
 
 
@@ -583,9 +586,10 @@ def main(argv=None) -> int:
     pc = ProgCost(a, work)
     rounds = []
     old = STATS.read_text().strip()
+    dirty = not a.work and bool(git("status", "--porcelain", "bpf"))   # as snapshot_bpf copies it
     try:
         variants = [Variant("base", export_bpf(a.base, work / "base-src"), work, telemetry=a.base_telemetry == "on"),
-                    Variant("work", export_bpf(a.work, work / "work-src") if a.work else ROOT / "bpf", work,
+                    Variant("work", export_bpf(a.work, work / "work-src") if a.work else snapshot_bpf(work / "work-src"), work,
                             telemetry=a.work_telemetry == "on")]
         pc.setup()
         for i in range(a.rounds):
@@ -613,7 +617,7 @@ def main(argv=None) -> int:
            "base_ref": a.base, "base_commit": git("rev-parse", a.base), "work_ref": a.work or "(tree)",
            "work_commit": git("rev-parse", a.work or "HEAD"), "work_telemetry": a.work_telemetry,
            "base_telemetry": a.base_telemetry,
-           "work_dirty": not a.work and bool(git("status", "--porcelain", "bpf")), "kernel": os.uname().release,
+           "work_dirty": dirty, "kernel": os.uname().release,
            "rounds": rounds, "summary": summarize(rounds), "floor": floor_summary(rounds), "lost": pc.lost,
            "stats_restored_to": STATS.read_text().strip()}
     out = Path(a.out) / f"{stamp}-progcost"
