@@ -19,11 +19,11 @@ PROG_TEST_RUN (hot: one packet repeated) of tc_fastpath on the OPTIONS and on th
 
 The floor passes (every round unless --no-floor): eTSF detached, the count-only programs and
 progcost_ref.c's floor programs on the same hooks, the invite and reply phases; a second pass
-runs them without their table (parse).  A floor program
-does the least a Call-ID-aware classifier has to (L2-L4 and port check, the start line, the
-Call-ID found by a SWAR line-end search in place and hashed a word at a time, one line of a
-512 KiB table written by the request and read by the response) and leaves out the rest of the job,
-so its ns per run is a lower bound for any program doing the whole job on this machine.  Its hot
+runs them without their table (parse).  A floor program does the least a Call-ID-aware
+classifier has to (L2-L4 and port check, the start line, the Call-ID found by a SWAR line-end
+search in place and hashed a word at a time, one line of a 512 KiB table written by a request
+and read otherwise) and leaves out the rest of the job, so its ns per run is a lower bound for
+any program doing the whole job on this machine.  Its hot
 figures: one-run PROG_TEST_RUN calls on the INVITE as for tc_fastpath, and a repeat of
 REPEAT_RUNS (bench/datapath.py's method) for it and the count-only program.
 
@@ -364,14 +364,18 @@ class ProgCost:
                     with contextlib.suppress(Exception):
                         bpf.tc_detach(idx, d, h, TC_PRIO)
 
+    def skb_ctx(self) -> bytes:
+        """PROG_TEST_RUN's __sk_buff context: the packet as arriving on pcn (ifindex at offset 36)."""
+        from transit import in_netns
+        with in_netns(self.node):
+            idx = socket.if_nametoindex(NODE_IF)
+        return (bytes(36) + idx.to_bytes(4, "little")).ljust(192, b"\0")
+
     def hot_floor(self, kind: str) -> dict:
         """The floor and count-only programs on the 1 KB INVITE: HOT_RUNS one-run calls (median),
         as hot() runs tc_fastpath, and one call of REPEAT_RUNS runs."""
         from etsf import bpf
-        from transit import in_netns
-        with in_netns(self.node):
-            idx = socket.if_nametoindex(NODE_IF)
-        ctx = (bytes(36) + idx.to_bytes(4, "little")).ljust(192, b"\0")
+        ctx = self.skb_ctx()
         pkt = frame(invite(1))
         out = {"invite_hot": {}, "invite_repeat": {}}
         for name in ("ref_ingress", f"{kind}_ingress"):
@@ -452,10 +456,7 @@ class ProgCost:
         hot) on the OPTIONS (answered: TC_ACT_REDIRECT) and the 1 KB INVITE (passed: TC_ACT_OK),
         as arriving on pcn; the median of the runs."""
         from etsf import bpf
-        from transit import in_netns
-        with in_netns(self.node):
-            idx = socket.if_nametoindex(NODE_IF)
-        ctx = (bytes(36) + idx.to_bytes(4, "little")).ljust(192, b"\0")
+        ctx = self.skb_ctx()
         prog = bpf.Program.from_id(ids["tc_fastpath"])
         out = {}
         try:
@@ -597,16 +598,11 @@ def main(argv=None) -> int:
             # ABBA: the order flips every round, so neither variant always runs second
             order = variants + ([] if a.no_floor else ["floor", "parse"])
             for v in (order if i % 2 == 0 else order[::-1]):
-                if isinstance(v, str):
-                    r[v] = pc.pass_floor(v)
-                    print(f"round {i + 1} {v}: " + "; ".join(
-                        f"{ph} " + ", ".join(f"{pg} {fmt(x['ns_per_run'])} ns x {x['runs']}" for pg, x in progs.items())
-                        for ph, progs in r[v].items()), flush=True)
-                    continue
-                r[v.name] = pc.pass_(v)
-                print(f"round {i + 1} {v.name}: " + "; ".join(
+                name = v if isinstance(v, str) else v.name
+                r[name] = pc.pass_floor(v) if isinstance(v, str) else pc.pass_(v)
+                print(f"round {i + 1} {name}: " + "; ".join(
                     f"{ph} " + ", ".join(f"{pg} {fmt(x['ns_per_run'])} ns x {x['runs']}" for pg, x in progs.items())
-                    for ph, progs in r[v.name].items()), flush=True)
+                    for ph, progs in r[name].items()), flush=True)
             rounds.append(r)
     finally:
         STATS.write_text(old + "\n")

@@ -3,6 +3,7 @@ messages they find the Call-ID, hash its value a word at a time, and a request w
 table line the other side then reads.  A floor that skipped the work would measure nothing."""
 from __future__ import annotations
 
+import os
 import re
 import struct
 import sys
@@ -38,7 +39,7 @@ def word_fnv(value: bytes) -> int:
 
 @pytest.fixture(scope="module")
 def floor(tmp_path_factory):
-    if __import__("os").geteuid() != 0:
+    if os.geteuid() != 0:
         pytest.fail("BPF tests need root")
     obj = build_test_object(REPO / "bench" / "bpf", tmp_path_factory.mktemp("progcost-ref"), "progcost_ref.c")
     progs = bpf.load_object(obj, str(tmp_path_factory.mktemp("pins")))
