@@ -485,17 +485,6 @@ static __always_inline __u32 etsf_resp_idx(__u32 out)
 	return out & ETSF_RESP_MASK;
 }
 
-/*
- * Index (0..7) of the first byte flagged in an etsf_resp_has() mask m != 0,
- * without a branch: the lowest flag, moved to bit 8k, multiplied into the top
- * byte of 0x0001020304050607 (whose byte 7 - k is k).  A value the verifier
- * tracks as unknown, so the paths after it converge.
- */
-static __always_inline __u32 etsf_resp_first(__u64 m)
-{
-	return (__u32)((((m & -m) >> 7) * 0x0001020304050607ULL) >> 56);
-}
-
 /* the bytes of w a byte step must see: line ends, and in the top Via ',' and 't'/'T' */
 static __always_inline __u64 etsf_resp_stops(__u64 w, __u32 flags)
 {
@@ -529,7 +518,7 @@ static __always_inline int etsf_resp_run(struct etsf_resp *o, const __u8 *buf, _
 			break;
 		w = etsf_sip_word(buf, pos + 8 * i);
 		m = etsf_resp_stops(w, copy ? flags : 0);
-		k = m ? etsf_resp_first(m) : 8;
+		k = m ? etsf_sip_first_byte(m) : 8;
 		if (copy)
 			*(__u64 *)(o->buf + etsf_resp_idx(out + 8 * i)) = w;
 		n = 8 * i + k;
@@ -559,7 +548,7 @@ static __always_inline int etsf_resp_maxfwd(struct etsf_resp_state *c, const __u
 		return 0;
 	w = etsf_sip_word(buf, pos);
 	m = etsf_resp_stops(w, 0);
-	k = m ? etsf_resp_first(m) : 8;
+	k = m ? etsf_sip_first_byte(m) : 8;
 	if (!k)
 		return 0;
 #pragma unroll
@@ -588,7 +577,7 @@ static __always_inline int etsf_resp_rline_run(struct etsf_resp_state *c, const 
 			m |= etsf_resp_has(w, '[') | etsf_resp_has(w, ']') | etsf_resp_has(w, '@') |
 			     etsf_resp_has(w, ':') | etsf_resp_has(w, ';') | etsf_resp_has(w, '?');
 	}
-	k = m ? etsf_resp_first(m) : 8;
+	k = m ? etsf_sip_first_byte(m) : 8;
 	if (!k)
 		return 0;
 	c->pos = pos + k;

@@ -120,9 +120,11 @@ static __always_inline int etsf_sip_is_token(__u8 b)
 
 /*
  * method token of n bytes: w = its first 8 bytes (more are ignored), b8 its
- * ninth byte -> enum etsf_method (case-sensitive, RFC 3261)
+ * ninth byte -> enum etsf_method (case-sensitive, RFC 3261).  A global
+ * function: the comparisons are verified and emitted once for the request
+ * line and the CSeq, not once per place that names a method.
  */
-static __always_inline __u32 etsf_sip_method_word(__u64 w, __u8 b8, __u32 n)
+__attribute__((noinline)) __u32 etsf_sip_method_word(__u64 w, __u32 b8, __u32 n)
 {
 	if (n < 3 || n > 9)
 		return ETSF_M_OTHER;
@@ -237,38 +239,35 @@ static __always_inline __u64 etsf_sip_has_byte(__u64 w, __u8 ch)
 	return (x - ETSF_SIP_ONES) & ~x & ETSF_SIP_HIGHS;
 }
 
-/* skip whole 8-byte words that hold no LF; stop at a word that may */
-/* index (0..7) of the lowest flagged byte of a non-zero SWAR match mask */
+/*
+ * Index (0..7) of the lowest flagged byte of a non-zero SWAR match mask, without a branch:
+ * the lowest flag, moved to bit 8k, multiplied into the top byte of 0x0001020304050607 (whose
+ * byte 7 - k is k).  A value the verifier tracks as unknown, so the paths after it converge.
+ * For the inexact zero-byte test (etsf_sip_has_byte) the lowest flag is still exact.
+ */
 static __always_inline __u32 etsf_sip_first_byte(__u64 m)
 {
 	__u64 low = m & (~m + 1);
-	__u32 i = 0;
 
-	if (!(low & 0xffffffffULL)) {
-		i += 4;
-		low >>= 32;
-	}
-	if (!(low & 0xffff)) {
-		i += 2;
-		low >>= 16;
-	}
-	if (!(low & 0xff))
-		i += 1;
-	return i;
+	return (__u32)(((low >> 7) * 0x0001020304050607ULL) >> 56);
 }
 
 /*
- * Advance c->pos over whole 8-byte words (up to 4) without an LF; when a word
- * holds one, stop exactly on the first LF (the lowest SWAR hit is exact).
- * Returns 1 when c->pos reached the end of the copied bytes.
+ * Advance c->pos over whole 8-byte words (up to ETSF_SKIP_WORDS) without an
+ * LF; when a word holds one, stop exactly on the first LF (the lowest SWAR hit
+ * is exact).  Returns 1 when c->pos reached the end of the copied bytes.
+ * Eight words cover most header lines in one step: a step costs a bpf_loop
+ * call, a word test a few instructions.
  */
+#define ETSF_SKIP_WORDS 8
+
 static __always_inline int etsf_sip_skip_words(struct etsf_parse_state *c, const __u8 *buf)
 {
 	__u32 pos = c->pos;
 	int i;
 
 #pragma unroll
-	for (i = 0; i < 4; i++) {
+	for (i = 0; i < ETSF_SKIP_WORDS; i++) {
 		__u64 m;
 
 		if (pos + 8 > c->len)
@@ -312,32 +311,41 @@ static __always_inline long etsf_sip_st_method(struct etsf_parse_state *c, const
 	return 1;
 }
 
-/* rest of the request line: it must end in " SIP/2.0" [CR] LF */
-static __always_inline long etsf_sip_st_rline(struct etsf_parse_state *c, const __u8 *buf,
-					      __u32 pos, __u8 b)
+/* the request line ends at the LF at pos: it must end in " SIP/2.0" [CR] LF */
+static __always_inline int etsf_sip_rline_ok(const __u8 *buf, __u32 pos)
 {
+	__u32 end = pos;
+	__u64 lw;
+
+	if (end > 0 && etsf_sip_byte(buf, end - 1) == '\r')
+		end--;
+	if (end < 9 + 2)
+		return 0;
+	lw = etsf_sip_word(buf, end - 7) | ETSF_SIP_LOWER64;
+	return (lw & etsf_sip_mask(7)) == ETSF_SIP_C8('s', 'i', 'p', '/', '2', '.', '0', 0) &&
+	       etsf_sip_byte(buf, end - 8) == ' ';
+}
+
+/*
+ * The rest of the request line (ETSF_PS_RLINE) or of a header line
+ * (ETSF_PS_SKIP), one word scan for both: at the LF the next line starts
+ * (ETSF_PS_LINE); a request line must end in " SIP/2.0".
+ */
+static __always_inline long etsf_sip_st_skip(struct etsf_parse_state *c, const __u8 *buf)
+{
+	__u32 pos;
+
 	if (etsf_sip_skip_words(c, buf))
 		return 1;
 	pos = c->pos;
-	b = etsf_sip_byte(buf, pos);
-	if (b == '\n') {
-		/* the line must end in " SIP/2.0" [CR] LF */
-		__u32 end = pos;
-		__u64 lw;
-
-		if (end > 0 && etsf_sip_byte(buf, end - 1) == '\r')
-			end--;
-		if (end < 9 + 2) {
-			c->flags |= ETSF_PF_NOTSIP;
-			return 1;
+	if (etsf_sip_byte(buf, pos) == '\n') {
+		if (c->state == ETSF_PS_RLINE) {
+			if (!etsf_sip_rline_ok(buf, pos)) {
+				c->flags |= ETSF_PF_NOTSIP;
+				return 1;
+			}
+			c->flags |= ETSF_PF_START;
 		}
-		lw = etsf_sip_word(buf, end - 7) | ETSF_SIP_LOWER64;
-		if ((lw & etsf_sip_mask(7)) != ETSF_SIP_C8('s', 'i', 'p', '/', '2', '.', '0', 0) ||
-		    etsf_sip_byte(buf, end - 8) != ' ') {
-			c->flags |= ETSF_PF_NOTSIP;
-			return 1;
-		}
-		c->flags |= ETSF_PF_START;
 		c->state = ETSF_PS_LINE;
 	}
 	c->pos = pos + 1;
@@ -380,19 +388,6 @@ static __always_inline long etsf_sip_st_line(struct etsf_parse_state *c, const _
 	}
 	c->pos = pos + nlen;
 	c->state = ETSF_PS_NAME_WS;
-	return 0;
-}
-
-/* skip to the end of the line */
-static __always_inline long etsf_sip_st_skip(struct etsf_parse_state *c, const __u8 *buf,
-					     __u32 pos, __u8 b)
-{
-	if (etsf_sip_skip_words(c, buf))
-		return 1;
-	pos = c->pos;
-	if (etsf_sip_byte(buf, pos) == '\n')
-		c->state = ETSF_PS_LINE;
-	c->pos = pos + 1;
 	return 0;
 }
 
@@ -440,29 +435,68 @@ static __always_inline long etsf_sip_st_lws_nl(struct etsf_parse_state *c, const
 	return 0;
 }
 
-/* Call-ID value: FNV-1a 64, 8 bytes a step */
+/*
+ * Call-ID value: FNV-1a 64, up to ETSF_CALLID_WORDS words of 8 bytes a step
+ * (a typical Call-ID in one or two steps).
+ */
+#define ETSF_CALLID_WORDS 4
+
+/* FNV-1a 64 of the low nb bytes of w (nb <= 8) */
+static __always_inline __u64 etsf_sip_fnv_bytes(__u64 h, __u64 w, __u32 nb)
+{
+	int j;
+
+#pragma unroll
+	for (j = 0; j < 8; j++) {
+		if (j >= nb)
+			break;
+		h ^= (w >> (8 * j)) & 0xff;
+		h *= ETSF_FNV64_PRIME;
+	}
+	return h;
+}
+
 static __always_inline long etsf_sip_st_callid(struct etsf_parse_state *c, const __u8 *buf,
 					       __u32 pos, __u8 b)
 {
 	if (pos + 8 <= c->len) {
-		__u64 w = etsf_sip_word(buf, pos);
-		__u64 m = etsf_sip_has_byte(w, ' ') | etsf_sip_has_byte(w, '\t') |
-			  etsf_sip_has_byte(w, '\r') | etsf_sip_has_byte(w, '\n');
-		__u32 n = m ? etsf_sip_first_byte(m) : 8;   /* value bytes in w */
-		__u64 h = c->hash;
-		int j;
+		__u64 h = c->hash, tail = 0;
+		__u32 n = 0, nb = 8;
+		int i, j;
 
+		/* whole words of the value: eight bytes each, without a branch */
 #pragma unroll
-		for (j = 0; j < 8; j++) {
-			if (j >= n)
+		for (i = 0; i < ETSF_CALLID_WORDS; i++) {
+			__u64 w, m;
+
+			if (pos + 8 > c->len)
 				break;
-			h ^= (w >> (8 * j)) & 0xff;
-			h *= ETSF_FNV64_PRIME;
+			w = etsf_sip_word(buf, pos);
+			m = etsf_sip_has_byte(w, ' ') | etsf_sip_has_byte(w, '\t') |
+			    etsf_sip_has_byte(w, '\r') | etsf_sip_has_byte(w, '\n');
+			if (m) {
+				nb = etsf_sip_first_byte(m);   /* value bytes in w */
+				tail = w;
+				break;
+			}
+#pragma unroll
+			for (j = 0; j < 8; j++) {
+				h ^= (w >> (8 * j)) & 0xff;
+				h *= ETSF_FNV64_PRIME;
+			}
+			n += 8;
+			pos += 8;
+		}
+		/* the word holding the terminator */
+		if (nb < 8) {
+			h = etsf_sip_fnv_bytes(h, tail, nb);
+			n += nb;
+			pos += nb;
 		}
 		c->hash = h;
 		c->hlen += n;
-		c->pos = pos + n;
-		c->tmp = n;
+		c->pos = pos;
+		c->tmp = nb;
 		ETSF_SIP_SYNC();
 		if (c->tmp >= 8)
 			return 0;
@@ -509,8 +543,26 @@ static __always_inline long etsf_sip_st_cseq_num(struct etsf_parse_state *c, con
 		c->cseq = v;
 		c->ndig = nd;
 		c->pos = pos;
-		if (nd > 10 || v > 0xffffffffULL)
+		if (nd > 10 || v > 0xffffffffULL) {
 			c->state = ETSF_PS_SKIP;     /* overlarge: invalid */
+			return 0;
+		}
+		/* common case "digits SP known-method" ending the value: done in this step */
+		if (b == ' ' && pos + 10 <= c->len) {
+			__u64 w = etsf_sip_word(buf, pos + 1);
+			__u64 m = etsf_sip_has_byte(w, ' ') | etsf_sip_has_byte(w, '\t') |
+				  etsf_sip_has_byte(w, '\r') | etsf_sip_has_byte(w, '\n');
+			__u8 e = etsf_sip_byte(buf, pos + 9);
+			__u32 n = m ? etsf_sip_first_byte(m) :
+				  (etsf_sip_is_ws(e) || e == '\r' || e == '\n') ? 8 : 0;
+			__u32 meth = n ? etsf_sip_method_word(w, 0, n) : ETSF_M_OTHER;
+
+			if (meth != ETSF_M_OTHER) {
+				c->cseq_method = meth;
+				c->pos = pos + 1 + n;
+				return etsf_sip_header_done(c, ETSF_PF_CSEQ);
+			}
+		}
 		return 0;
 	}
 	if (c->ndig > 0 && (etsf_sip_is_ws(b) || b == '\r' || b == '\n')) {
@@ -581,6 +633,12 @@ static __always_inline long etsf_sip_st_to(struct etsf_parse_state *c, const __u
 	}
 	c->pos = pos + 1;
 	if (b == '\n') {
+		/* the next line's first byte, when copied, says folding or end */
+		if (pos + 1 < c->len && !etsf_sip_is_ws(etsf_sip_byte(buf, pos + 1))) {
+			c->flags |= ETSF_PF_TO;
+			c->state = ETSF_PS_LINE;
+			return (c->flags & ETSF_PF_ALL) == ETSF_PF_ALL;
+		}
 		c->state = ETSF_PS_TO_NL;
 	} else if (c->flags & ETSF_PF_QUOTE) {
 		if (b == '"')
@@ -634,7 +692,14 @@ static __always_inline long etsf_sip_st_to_param(struct etsf_parse_state *c, con
 	return 0;
 }
 
-/* one state-machine step, dispatched by state: consumes >= 0 bytes; returns 1 to stop */
+/*
+ * One step: consumes >= 0 bytes; returns 1 to stop.  A step runs the states
+ * of a line in order, each reading its position back from the map value:
+ * the rest of the line (request line or skipped header) up to its LF, then
+ * the next line's header name, then that header's value state.  A header
+ * line of up to ETSF_SKIP_WORDS words costs one step, and a wanted header
+ * starts its value in the step that names it.
+ */
 static __always_inline long etsf_sip_step(struct etsf_scratch *s)
 {
 	struct etsf_parse_state *c = &s->st;
@@ -644,17 +709,32 @@ static __always_inline long etsf_sip_step(struct etsf_scratch *s)
 
 	if (pos >= c->len || pos >= ETSF_PARSE_BYTES)
 		return 1;
+	if (c->state == ETSF_PS_SKIP || c->state == ETSF_PS_RLINE) {
+		if (etsf_sip_st_skip(c, buf))
+			return 1;
+		if (c->state != ETSF_PS_LINE)
+			return 0;
+		ETSF_SIP_SYNC();
+		pos = c->pos;
+		if (pos >= c->len || pos >= ETSF_PARSE_BYTES)
+			return 1;
+	}
 	b = etsf_sip_byte(buf, pos);
+	if (c->state == ETSF_PS_LINE) {
+		if (etsf_sip_st_line(c, buf, pos, b))
+			return 1;
+		ETSF_SIP_SYNC();
+		pos = c->pos;
+		if (pos >= c->len || pos >= ETSF_PARSE_BYTES)
+			return 1;
+		b = etsf_sip_byte(buf, pos);
+	}
 
 	switch (c->state) {
 	case ETSF_PS_METHOD:
 		return etsf_sip_st_method(c, buf, pos, b);
-	case ETSF_PS_RLINE:
-		return etsf_sip_st_rline(c, buf, pos, b);
-	case ETSF_PS_LINE:
-		return etsf_sip_st_line(c, buf, pos, b);
-	case ETSF_PS_SKIP:
-		return etsf_sip_st_skip(c, buf, pos, b);
+	case ETSF_PS_SKIP:          /* set by the header name: the next step skips */
+		return 0;
 	case ETSF_PS_NAME_WS:
 		return etsf_sip_st_name_ws(c, buf, pos, b);
 	case ETSF_PS_LWS:

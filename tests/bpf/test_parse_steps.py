@@ -1,0 +1,151 @@
+"""The SIP parser's work per message, counted: bpf_loop steps (etsf_parse_state.iters).
+
+A step of the parser is a bpf_loop callback call, the unit its cost in traffic grows with. A
+header line of up to eight words costs one step (the rest of the line and the next line's name in
+one step), a wanted header starts its value in the step that names it, a Call-ID of up to 32 bytes
+is hashed in one step and "CSeq: <digits> <known method>" is read in one.
+"""
+import ctypes
+
+import pytest
+
+from etsf import bpf
+from etsf.bpfmaps import Map
+
+from .helpers import M, R, V, sip_request, sip_response, udp4
+
+# struct etsf_parse_state (bpf/etsf_maps.h), at the start of the etsf_scratch value
+class ParseState(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_uint32), ("pos", ctypes.c_uint32), ("state", ctypes.c_uint32),
+                ("next", ctypes.c_uint32), ("flags", ctypes.c_uint32), ("tok", ctypes.c_uint32),
+                ("ndig", ctypes.c_uint32), ("hlen", ctypes.c_uint32), ("cseq", ctypes.c_uint64),
+                ("hash", ctypes.c_uint64), ("method", ctypes.c_uint32),
+                ("cseq_method", ctypes.c_uint32), ("iters", ctypes.c_uint32),
+                ("tmp", ctypes.c_uint32)]
+
+
+PARSE_BYTES, SLACK = 2048, 64
+
+# the benchmark's 1 KB INVITE (bench/datapath.py): nine header lines before its body
+INVITE_1K_HDRS = ("INVITE sip:bob@biloxi.example.com SIP/2.0\r\n"
+                  "Via: SIP/2.0/UDP pc33.atlanta.example.com;branch=z9hG4bK776asdhds\r\n"
+                  "Max-Forwards: 70\r\n"
+                  "To: Bob <sip:bob@biloxi.example.com>\r\n"
+                  "From: Alice <sip:alice@atlanta.example.com>;tag=1928301774\r\n"
+                  "Call-ID: a84b4c76e66710@pc33.atlanta.example.com\r\n"
+                  "CSeq: 314159 INVITE\r\n"
+                  "Contact: <sip:alice@pc33.atlanta.example.com>\r\n"
+                  "Content-Type: application/sdp\r\n").encode()
+
+
+@pytest.fixture(scope="module")
+def scratch(loaded):
+    info = bpf.prog_info(loaded["progs"]["xdp_sip"].id)
+    for mid in info["map_ids"]:
+        m = Map.from_id(mid)
+        if m.name == "etsf_scratch":
+            assert m.value_size == ctypes.sizeof(ParseState) + PARSE_BYTES + SLACK
+            yield m
+            m.close()
+            return
+        m.close()
+    pytest.fail("xdp_sip has no etsf_scratch map")
+
+
+def steps(env, scratch, payload, method, reason=R.OK):
+    """Parser steps for one run of xdp_sip on payload (the parse state is zeroed first)."""
+    scratch.update_percpu(bytes(4), [bytes(scratch.value_size)] * scratch.ncpus)
+    env.xdp(udp4(payload), V.PASS, method, reason)
+    ran = [ParseState.from_buffer_copy(v) for v in scratch.lookup_percpu(bytes(4))]
+    ran = [st for st in ran if st.iters]
+    assert len(ran) == 1, ran
+    return ran[0].iters
+
+
+def test_invite_1k_steps(env, scratch):
+    env.set_policy()
+    body = b"v=0\r\n" + b"a=x-pad:" + b"p" * 600 + b"\r\n"
+    msg = INVITE_1K_HDRS + b"Content-Length: %d\r\n\r\n" % len(body) + body
+    li_steps = steps(env, scratch, msg, M.INVITE)
+    # request line, Via (two), Max-Forwards, To (the value's '<' '>' and end), From, Call-ID,
+    # CSeq: the parse stops at CSeq with all three headers found
+    assert li_steps <= 11, li_steps
+    li = env.last()
+    assert (li.cseq, li.cseq_method, li.has_callid) == (314159, M.INVITE, 1)
+
+
+@pytest.mark.parametrize("line", [b"X-A: 1\r\n", b"X-Long: " + b"y" * 53 + b"\r\n"])
+def test_one_step_per_skipped_line(env, scratch, line):
+    """Each header line the parser does not want, up to 64 bytes, costs exactly one step."""
+    assert len(line) <= 64
+    env.set_policy()
+    base = steps(env, scratch, sip_request("OPTIONS"), M.OPTIONS)
+    for k in (1, 4, 16):
+        msg = sip_request("OPTIONS").replace(b"Max-Forwards: 70\r\n", b"Max-Forwards: 70\r\n" + line * k)
+        assert steps(env, scratch, msg, M.OPTIONS) == base + k, k
+
+
+def test_long_line_steps(env, scratch):
+    """A skipped line longer than eight words takes a step per 65 bytes, not per byte."""
+    env.set_policy()
+    base = steps(env, scratch, sip_request("OPTIONS"), M.OPTIONS)
+    for n in (100, 300, 600):
+        line = b"X-Long: " + b"y" * (n - 10) + b"\r\n"
+        msg = sip_request("OPTIONS").replace(b"Max-Forwards: 70\r\n", b"Max-Forwards: 70\r\n" + line)
+        assert steps(env, scratch, msg, M.OPTIONS) == base + (n - 1) // 65 + 1, n
+
+
+@pytest.mark.parametrize("n", [8, 31, 32, 33, 64, 65, 120])
+def test_callid_steps(env, scratch, n):
+    """A Call-ID takes one step more for each 32 bytes the step that names it hashed whole."""
+    env.set_policy()
+    base = steps(env, scratch, sip_request("BYE", callid="c" * 7), M.BYE)
+    assert steps(env, scratch, sip_request("BYE", callid="c" * n), M.BYE) == base + n // 32
+
+
+@pytest.mark.parametrize("cseq_line,cseq,method,extra_steps", [
+    (b"CSeq: 9 INVITE\r\n", 9, M.INVITE, 0),
+    (b"CSeq: 4294967295 REGISTER\r\n", 4294967295, M.REGISTER, 0),    # eight bytes, no terminator in the word
+    (b"CSeq: 9 BYE \r\n", 9, M.BYE, 0),
+    (b"CSeq: 9 ACK\t\r\n", 9, M.ACK, 0),
+    # the state path, a byte or a token a step: nine bytes, two spaces, an unknown method
+    (b"CSeq: 9 SUBSCRIBE\r\n", 9, M.SUBSCRIBE, 5),
+    (b"CSeq: 9  INVITE\r\n", 9, M.INVITE, 6),
+    (b"CSeq: 9 FOO\r\n", 9, M.OTHER, 5),
+])
+def test_cseq_in_one_step(env, scratch, cseq_line, cseq, method, extra_steps):
+    env.set_policy()
+    msg = sip_request("INVITE").replace(b"CSeq: 314159 INVITE\r\n", cseq_line)
+    assert cseq_line in msg
+    base = steps(env, scratch, sip_request("INVITE"), M.INVITE)
+    assert steps(env, scratch, msg, M.INVITE) == base + extra_steps
+    li = env.last()
+    assert (li.cseq, li.cseq_method) == (cseq, method)
+
+
+@pytest.mark.parametrize("tail,tagged", [
+    (b"\r\n", False),
+    (b";tag=x1\r\n", True),
+    (b"\r\n ;tag=x2\r\n", True),        # folded: the next line continues the value
+    (b"\r\n\t;tag=x3\r\n", True),
+])
+def test_to_end_and_folding(env, scratch, tail, tagged):
+    """The byte after the To line's LF says folding or end in the same step."""
+    env.set_policy()
+    msg = sip_response(to_tag=None).replace(b"To: Bob <sip:bob@example.com>\r\n",
+                                            b"To: Bob <sip:bob@example.com>" + tail)
+    steps(env, scratch, msg, M.RESPONSE)
+    li = env.last()
+    assert li.has_to_tag == int(tagged)
+    assert li.status == 200 and li.has_callid == 1
+
+
+def test_to_last_copied_byte(env, scratch):
+    """A To line whose LF is the message's last byte: no byte says whether it folds, so the
+    message is cut short (SIP_TRUNC), as without the shortcut; what was read is kept."""
+    env.set_policy()
+    msg = (b"SIP/2.0 180 Ringing\r\nCall-ID: t1@x\r\nCSeq: 5 INVITE\r\n"
+           b"To: <sip:b@x>;tag=9\r\n")
+    steps(env, scratch, msg, M.RESPONSE, R.SIP_TRUNC)
+    li = env.last()
+    assert (li.has_to_tag, li.cseq, li.status) == (1, 5, 180)
