@@ -15,7 +15,9 @@ variant, `--count` packets per phase at `--rate` per second:
            comes back to the client; the keep-alive `answered` counter must move by the count;
   deny     1 KB INVITEs from a second client address the policy denies (dropped at the hook).
 At 500/s the program's code and maps go cold between packets, as in traffic.  After the passes,
-PROG_TEST_RUN (hot: one packet repeated) of tc_fastpath on the OPTIONS and on the INVITE.
+PROG_TEST_RUN (hot: one packet repeated) of tc_fastpath on the OPTIONS and on the INVITE, and
+the INVITE as one call of REPEAT_RUNS runs for tc_fastpath and the count-only program (their ratio
+is the one the issue's PROG_TEST_RUN target names).
 
 The floor passes (every round unless --no-floor): eTSF detached, the count-only programs and
 progcost_ref.c's floor programs on the same hooks, the invite and reply phases; a second pass
@@ -181,7 +183,7 @@ def floor_summary(rounds: list[dict], v: str = "work") -> dict:
     program of the floor pass."""
     rows = (("invite", "tc_fastpath", "ingress"), ("invite", "tc_sip_egress", "egress"),
             ("reply", "tc_fastpath", "ingress"), ("invite_hot", "tc_fastpath", "ingress"),
-            ("invite_repeat", None, "ingress"))
+            ("invite_repeat", "tc_fastpath", "ingress"))
     out = {}
     for ph, prog, d in rows:
         def val(r, var, pg, ph=ph):
@@ -208,6 +210,22 @@ def floor_summary(rounds: list[dict], v: str = "work") -> dict:
     return out
 
 
+def repeat_ratio(rounds: list[dict]) -> dict:
+    """Per variant: tc_fastpath's INVITE repeat over the count-only program's, each round's pair
+    from the same pass; the median ratio and the rounds' range."""
+    out = {}
+    for v in ("base", "work"):
+        rs = []
+        for r in rounds:
+            rep = (r.get(v) or {}).get("invite_repeat") or {}
+            e, c = (rep.get(k, {}).get("ns_per_run") for k in ("tc_fastpath", "ref_ingress"))
+            if e is not None and c:
+                rs.append(e / c)
+        if rs:
+            out[v] = {"ratio": statistics.median(rs), "min": min(rs), "max": max(rs), "rounds": len(rs)}
+    return out
+
+
 def render(doc: dict) -> str:
     s = doc["summary"]
     lines = [f"# Program cost in traffic ({doc['stamp']})", "",
@@ -231,6 +249,13 @@ def render(doc: dict) -> str:
         f"{var} {ph}: " + ", ".join(f"{pg} {x['runs']}" for pg, x in progs.items())
         for var, phases in doc["rounds"][0].items() for ph, progs in phases.items()) if doc["rounds"] else "",
         "", f"Lost exchanges: {doc['lost']}.  kernel.bpf_stats_enabled restored to {doc['stats_restored_to']}."]
+    rr = doc.get("repeat_ratio") or {}
+    if rr:
+        lines += ["", f"`invite_repeat`: one PROG_TEST_RUN of {REPEAT_RUNS:,} runs of the 1 KB INVITE, "
+                  "tc_fastpath and the count-only program (`ref_ingress`) in the same pass; "
+                  "tc_fastpath / count-only, median of the rounds [range]: "
+                  + "; ".join(f"{v} {x['ratio']:.1f} [{x['min']:.1f}, {x['max']:.1f}]" for v, x in rr.items())
+                  + "."]
     fs = doc.get("floor") or {}
     if fs:
         lines += ["", "## The floor: the least the job costs on this machine", "",
@@ -454,7 +479,9 @@ class ProgCost:
     def hot(self, ids: dict) -> dict:
         """PROG_TEST_RUN of tc_fastpath (one packet, HOT_RUNS calls back to back: code and maps
         hot) on the OPTIONS (answered: TC_ACT_REDIRECT) and the 1 KB INVITE (passed: TC_ACT_OK),
-        as arriving on pcn; the median of the runs."""
+        as arriving on pcn; the median of the runs.  Then the INVITE as one call of REPEAT_RUNS
+        runs, for tc_fastpath and the count-only program alike: the ratio the issue's target
+        names (bench/datapath.py's method), both in the same pass."""
         from etsf import bpf
         ctx = self.skb_ctx()
         prog = bpf.Program.from_id(ids["tc_fastpath"])
@@ -469,6 +496,13 @@ class ProgCost:
                         raise RuntimeError(f"{name}: tc_fastpath returned {ret}, expected {want}")
                     runs.append(ns)
                 out[name] = {"tc_fastpath": {"runs": HOT_RUNS, "ns_per_run": statistics.median(runs)}}
+            pkt = frame(invite(1))
+            out["invite_repeat"] = {}
+            for name, fd in (("tc_fastpath", prog.fd), ("ref_ingress", self.ref["pc_ref_ingress"].fd)):
+                ret, _unused, ns = bpf.test_run(fd, pkt, repeat=REPEAT_RUNS, ctx=ctx)
+                if name == "tc_fastpath" and ret != TC_ACT_OK:
+                    raise RuntimeError(f"invite_repeat: tc_fastpath returned {ret}, expected {TC_ACT_OK}")
+                out["invite_repeat"][name] = {"runs": REPEAT_RUNS, "ns_per_run": ns}
         finally:
             prog.close()
         return out
@@ -614,7 +648,8 @@ def main(argv=None) -> int:
            "work_commit": git("rev-parse", a.work or "HEAD"), "work_telemetry": a.work_telemetry,
            "base_telemetry": a.base_telemetry,
            "work_dirty": dirty, "kernel": os.uname().release,
-           "rounds": rounds, "summary": summarize(rounds), "floor": floor_summary(rounds), "lost": pc.lost,
+           "rounds": rounds, "summary": summarize(rounds), "repeat_ratio": repeat_ratio(rounds),
+           "floor": floor_summary(rounds), "lost": pc.lost,
            "stats_restored_to": STATS.read_text().strip()}
     out = Path(a.out) / f"{stamp}-progcost"
     out.mkdir(parents=True, exist_ok=True)

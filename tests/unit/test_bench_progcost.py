@@ -104,7 +104,8 @@ def test_floor_summary_pairs_etsf_with_the_floor_of_the_same_round():
     assert inv["parse_only"] == 200                   # the pass without the table: 250, 200, 150
     assert inv["diff"] == 800 and inv["ratio"] == 3.0 and inv["rounds"] == 3   # 1500, 800, 600; 4, 3, 3
     assert inv["floor_over_count_only"] == 5.0                                  # 5, 8, 3
-    assert f["invite_repeat/-"]["etsf"] is None and f["invite_repeat/-"]["floor_over_count_only"] == 5.0
+    assert f["invite_repeat/tc_fastpath"]["etsf"] is None       # no repeat in the work pass here
+    assert f["invite_repeat/tc_fastpath"]["floor_over_count_only"] == 5.0
     assert "invite/tc_sip_egress" not in f            # no floor figure: no row
     # the floor pass never enters the base/work table
     assert not any("floor" in k or "parse" in k or "ref_" in k for k in progcost.summarize(rounds))
@@ -118,6 +119,28 @@ def test_render_has_the_floor_table_when_there_is_a_floor():
            "lost": 0, "stats_restored_to": "0"}
     text = progcost.render(doc)
     assert "| invite | tc_fastpath | 2000 | 500 | 250 | 100 | +1500 | 4.0 | 5.0 |" in text
-    assert "| invite_repeat | - | - | 80 | - | 16 | - | - | 5.0 |" in text
+    assert "| invite_repeat | tc_fastpath | - | 80 | - | 16 | - | - | 5.0 |" in text
     doc["floor"] = {}
     assert "## The floor" not in progcost.render(doc)
+
+
+def _repeat_round(base, work, count_only):
+    rep = {v: {"invite_repeat": {"tc_fastpath": {"runs": 9, "ns_per_run": e},
+                                 "ref_ingress": {"runs": 9, "ns_per_run": count_only}}}
+           for v, e in (("base", base), ("work", work))}
+    return rep
+
+
+def test_repeat_ratio_pairs_each_variant_with_the_count_only_run_of_its_pass():
+    rounds = [_repeat_round(340, 255, 17), _repeat_round(360, 270, 20), _repeat_round(350, 240, 15)]
+    rr = progcost.repeat_ratio(rounds)
+    assert rr["work"] == {"ratio": 15.0, "min": 13.5, "max": 16.0, "rounds": 3}      # 15, 13.5, 16
+    assert rr["base"]["ratio"] == 20.0 and rr["base"]["rounds"] == 3                  # 20, 18, 23.3
+    # a round without the count-only figure is left out, not divided by zero
+    rounds.append({"work": {"invite_repeat": {"tc_fastpath": {"runs": 9, "ns_per_run": 1}}}})
+    assert progcost.repeat_ratio(rounds)["work"]["rounds"] == 3
+    doc = {"stamp": "20261130T000000Z", "params": {"count": 10, "rate": 500, "rounds": 3},
+           "base_ref": "HEAD", "base_commit": "a" * 40, "work_commit": "b" * 40, "work_dirty": False,
+           "rounds": rounds, "summary": progcost.summarize(rounds), "repeat_ratio": rr,
+           "lost": 0, "stats_restored_to": "0"}
+    assert "base 20.0 [18.0, 23.3]; work 15.0 [13.5, 16.0]." in progcost.render(doc)
