@@ -160,8 +160,10 @@ def main(argv=None) -> int:
         ctl = bpf.open_map("etsf_ctl", root)
         pol_map = bpf.open_map("etsf_policy", root)
         ctl.update(bytes(4), bytes(L.Ctl()))          # no RECORD: production path
-        pol = L.Policy(generation=1, flags=L.POL_F_VALID, agg_prefix_v4=32, agg_prefix_v6=128,
-                       dscp=24)
+        # no ACL entries: the flags compile_policy sets then (no trie lookup); a tree that does
+        # not know them ignores them
+        pol = L.Policy(generation=1, flags=L.POL_F_VALID | L.POL_F_NO_ACL4 | L.POL_F_NO_ACL6,
+                       agg_prefix_v4=32, agg_prefix_v6=128, dscp=24)
         pol.sip_ports[0] = 5060
         pol.tls_ports[0] = 5061
         pol.method_prio[L.Method.INVITE] = L.Prio.HIGH

@@ -180,6 +180,13 @@ enum etsf_acl_action {
 #define ETSF_POL_F_KA      0x4u /* answer keep-alive OPTIONS in the kernel   */
 #define ETSF_POL_F_NAT_DROP 0x8u /* drop NAT keep-alives at XDP              */
 #define ETSF_POL_F_TM_OFF  0x10u /* no transaction-latency telemetry inserts  */
+/*
+ * The slot has no ACL entry for IPv4 / IPv6 sources: no trie lookup (an empty
+ * LPM trie still costs a helper call per packet).  Set only by an agent that
+ * wrote the slot's ACL; a policy without them is looked up as always.
+ */
+#define ETSF_POL_F_NO_ACL4 0x20u
+#define ETSF_POL_F_NO_ACL6 0x40u
 
 /* value of an etsf_ka_id entry */
 #define ETSF_KA_ID_PRIMARY 0x1u /* the identity as written in the policy     */

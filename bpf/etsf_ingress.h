@@ -115,7 +115,7 @@ __attribute__((noinline)) int etsf_classify_early(etsf_ctx_t *ctx, struct etsf_p
 	pol = bpf_map_lookup_elem(&etsf_policy, &slot);
 	if (!pol || !(pol->flags & ETSF_POL_F_VALID))
 		return 0;
-	acl = etsf_acl_of(slot, p);
+	acl = etsf_acl_of(pol, slot, p);
 	if (acl == ETSF_ACL_DENY) {
 		r->method = etsf_peek_method(ctx, p, e->pc);
 		e->verdict = ETSF_V_DROP;

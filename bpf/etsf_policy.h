@@ -14,10 +14,13 @@
 #include "etsf_sip_parse.h"
 #include "etsf_admit.h"
 
-static __always_inline __u32 etsf_acl(__u32 slot, const struct etsf_pkt *p)
+static __always_inline __u32 etsf_acl(const struct etsf_policy *pol, __u32 slot,
+				      const struct etsf_pkt *p)
 {
 	__u32 *act;
 
+	if (pol->flags & (p->family == 4 ? ETSF_POL_F_NO_ACL4 : ETSF_POL_F_NO_ACL6))
+		return 0;
 	if (p->family == 4) {
 		struct etsf_acl_v4_key k = {};
 
@@ -40,13 +43,14 @@ static __always_inline __u32 etsf_acl(__u32 slot, const struct etsf_pkt *p)
 #define ETSF_PKT_ACL_KNOWN 0x80
 
 /* the ACL action for p's source in the live slot, looked up once per packet */
-static __always_inline __u32 etsf_acl_of(__u32 slot, struct etsf_pkt *p)
+static __always_inline __u32 etsf_acl_of(const struct etsf_policy *pol, __u32 slot,
+					 struct etsf_pkt *p)
 {
 	__u32 acl;
 
 	if (p->acl & ETSF_PKT_ACL_KNOWN)
 		return p->acl & 3;
-	acl = etsf_acl(slot, p);
+	acl = etsf_acl(pol, slot, p);
 	p->acl = ETSF_PKT_ACL_KNOWN | (acl & 3);
 	return acl & 3;
 }
@@ -215,7 +219,7 @@ static __always_inline __u32 etsf_policy_verdict(const struct etsf_ctl *ctl,
 	const struct etsf_rate *rt;
 
 	if (valid && pol)
-		acl = etsf_acl_of(slot, p);
+		acl = etsf_acl_of(pol, slot, p);
 	if (acl == ETSF_ACL_DENY) {
 		*reason = ETSF_R_DENY;
 		return ETSF_V_DROP;

@@ -92,6 +92,41 @@ def test_deny_in_inactive_slot_ignored(env):
     env.xdp(udp4(sip_request("INVITE")), V.DROP, M.INVITE, R.DENY)
 
 
+def _apply_compiled(env, text):
+    """The slot as the agent writes it: compile_policy's struct and ACL entries in slot 0."""
+    from etsf import policy as P
+    img = P.compile_policy(P.load_text(text), slot=0, generation=1)
+    for name, entries in (("etsf_acl_v4", img.acl_v4), ("etsf_acl_v6", img.acl_v6)):
+        for k, v in entries.items():
+            env.maps[name].update(k, v)
+    env.set_policy(L.Policy.from_bytes(img.policy))
+    return L.Policy.from_bytes(img.policy)
+
+
+def test_compiled_policy_skips_only_the_empty_family(env):
+    """A v6-only deny list: the v4 lookup is skipped (flag), the v6 source is still denied."""
+    pol = _apply_compiled(env, "version: 1\ndeny: ['2001:db8:1::/48']\n")
+    assert pol.flags & L.POL_F_NO_ACL4 and not pol.flags & L.POL_F_NO_ACL6
+    env.xdp(udp6(sip_request("REGISTER")), V.DROP, M.REGISTER, R.DENY)
+    env.xdp(udp4(sip_request("INVITE")), V.PASS, M.INVITE, R.OK)
+    pol = _apply_compiled(env, "version: 1\ndeny: ['198.18.1.0/24']\n")
+    assert pol.flags & L.POL_F_NO_ACL6 and not pol.flags & L.POL_F_NO_ACL4
+    env.xdp(udp4(sip_request("INVITE")), V.DROP, M.INVITE, R.DENY)
+
+
+def test_no_acl_flag_is_what_the_program_trusts(env):
+    """The flag says the family has no entry: an entry written behind it is not looked up (only
+    compile_policy sets it, with the slot's entries); without the flag the entry applies."""
+    pol = env.set_policy()
+    env.acl(f"{SRC4}/32", L.AclAction.DENY)
+    pol.flags |= L.POL_F_NO_ACL4
+    env.set_policy(pol)
+    env.xdp(udp4(sip_request("INVITE")), V.PASS, M.INVITE, R.OK)
+    pol.flags &= ~L.POL_F_NO_ACL4
+    env.set_policy(pol)
+    env.xdp(udp4(sip_request("INVITE")), V.DROP, M.INVITE, R.DENY)
+
+
 def test_trust_bypasses_limits(env):
     env.set_policy(rates={RL.INVITE: (1, 1)}, shed_below=[4, 4, 4, 4])
     env.acl(f"{SRC4}/32", L.AclAction.TRUST)

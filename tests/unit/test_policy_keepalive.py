@@ -45,7 +45,8 @@ def test_normalised():
 def test_compiled_maps():
     img = image.compile_policy(P.load_text(KA), 1, 7)
     pol = layout.Policy.from_bytes(img.policy)
-    assert pol.flags == layout.POL_F_VALID | layout.POL_F_MARK | layout.POL_F_KA | layout.POL_F_NAT_DROP
+    assert pol.flags == (layout.POL_F_VALID | layout.POL_F_MARK | layout.POL_F_KA | layout.POL_F_NAT_DROP
+                         | layout.POL_F_NO_ACL4 | layout.POL_F_NO_ACL6)
     assert img.ka_sample_every == 100
     c = layout.KaCfg.from_bytes(img.ka_cfg)
     want = b"Allow: INVITE, ACK, CANCEL, BYE, OPTIONS\r\nSupported: replaces\r\nServer: eTSF\r\n"

@@ -87,7 +87,7 @@ def test_compile_struct_fields():
     assert len(img.policy) == ctypes.sizeof(layout.Policy)
     s = layout.Policy.from_buffer_copy(img.policy)
     assert s.generation == 7
-    assert s.flags == P.POL_F_VALID | P.POL_F_MARK
+    assert s.flags == P.POL_F_VALID | P.POL_F_MARK      # ACL entries of both families: no NO_ACL flag
     assert list(s.sip_ports) == [5060, 5080, 0, 0, 0, 0, 0, 0]
     assert list(s.tls_ports) == [5061, 0, 0, 0]
     assert s.method_prio[layout.Method.INVITE] == layout.Prio.CRITICAL
@@ -117,7 +117,8 @@ def test_compile_telemetry_transactions_flag(text, tm_off):
     decoded from the slot says the same, and shows the key only when it is not the default."""
     p = P.load_text(text)
     s = layout.Policy.from_buffer_copy(P.compile_policy(p, slot=0, generation=1).policy)
-    assert s.flags == P.POL_F_VALID | P.POL_F_MARK | (layout.POL_F_TM_OFF if tm_off else 0)
+    assert s.flags == (P.POL_F_VALID | P.POL_F_MARK | (layout.POL_F_TM_OFF if tm_off else 0)
+                       | layout.POL_F_NO_ACL4 | layout.POL_F_NO_ACL6)
     live = P.decode(bytes(s), [], None)
     live.pop("generation")
     assert live == p.to_dict()
@@ -127,7 +128,29 @@ def test_compile_telemetry_transactions_flag(text, tm_off):
 def test_compile_marking_disabled_clears_flag():
     p = P.load_text("version: 1\nmarking: {enabled: false}\n")
     s = layout.Policy.from_buffer_copy(P.compile_policy(p, 0, 1).policy)
-    assert s.flags == P.POL_F_VALID
+    assert s.flags == P.POL_F_VALID | layout.POL_F_NO_ACL4 | layout.POL_F_NO_ACL6
+
+
+@pytest.mark.parametrize("acl, no_acl", [
+    ("", layout.POL_F_NO_ACL4 | layout.POL_F_NO_ACL6),
+    ("trust: [198.18.1.0/24]\n", layout.POL_F_NO_ACL6),
+    ("deny: [2001:db8::/32]\n", layout.POL_F_NO_ACL4),
+    ("trust: [198.18.1.0/24]\ndeny: [2001:db8::/32]\n", 0),
+])
+def test_compile_no_acl_flags(acl, no_acl):
+    """A family the slot has no ACL entry for is flagged (the programs skip its trie lookup);
+    the flags do not show in the live policy decoded from the slot."""
+    p = P.load_text("version: 1\n" + acl)
+    img = P.compile_policy(p, 0, 1)
+    s = layout.Policy.from_buffer_copy(img.policy)
+    assert s.flags & (layout.POL_F_NO_ACL4 | layout.POL_F_NO_ACL6) == no_acl
+    assert bool(img.acl_v4) == (not no_acl & layout.POL_F_NO_ACL4)
+    assert bool(img.acl_v6) == (not no_acl & layout.POL_F_NO_ACL6)
+    entries = [(P.decode_acl_key(k)[1], int.from_bytes(v, "little"))
+               for k, v in {**img.acl_v4, **img.acl_v6}.items()]
+    live = P.decode(bytes(s), entries, None)
+    live.pop("generation")
+    assert live == p.to_dict()
 
 
 def test_compile_acl_keys():

@@ -19,6 +19,8 @@ POL_F_MARK = layout.POL_F_MARK
 POL_F_KA = layout.POL_F_KA
 POL_F_NAT_DROP = layout.POL_F_NAT_DROP
 POL_F_TM_OFF = layout.POL_F_TM_OFF
+POL_F_NO_ACL4 = layout.POL_F_NO_ACL4
+POL_F_NO_ACL6 = layout.POL_F_NO_ACL6
 ACL_DENY = int(layout.AclAction.DENY)
 ACL_TRUST = int(layout.AclAction.TRUST)
 

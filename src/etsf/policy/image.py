@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import layout
-from .consts import (ACL_DENY, ACL_TRUST, METHODS, POL_F_KA, POL_F_MARK, POL_F_NAT_DROP, POL_F_TM_OFF,
-                     POL_F_VALID, POLICY_SLOTS, PRIO_DEFAULTS, PRIO_NAMES, RL_CLASS_NAMES)
+from .consts import (ACL_DENY, ACL_TRUST, METHODS, POL_F_KA, POL_F_MARK, POL_F_NAT_DROP, POL_F_NO_ACL4,
+                     POL_F_NO_ACL6, POL_F_TM_OFF, POL_F_VALID, POLICY_SLOTS, PRIO_DEFAULTS, PRIO_NAMES, RL_CLASS_NAMES)
 from .keepalive import KA_HEADERS, ka_header_block, ka_identity_hosts, keepalive_canonical, keepalive_default
 from .schema import Policy
 
@@ -86,6 +86,11 @@ def compile_policy(p: Policy, slot: int, generation: int) -> PolicyImage:
     for cidr, action in [(c, ACL_TRUST) for c in p.trust] + [(c, ACL_DENY) for c in p.deny]:
         net = ipaddress.ip_network(cidr)
         (v4 if net.version == 4 else v6)[_acl_key(net, slot)] = u32(action)
+    # the programs skip the trie lookup for a family the slot has no entry for
+    if not v4:
+        s.flags |= POL_F_NO_ACL4
+    if not v6:
+        s.flags |= POL_F_NO_ACL6
     ka = p.keepalive
     if ka["enabled"]:
         s.flags |= POL_F_KA
