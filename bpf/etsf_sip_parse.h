@@ -263,23 +263,27 @@ static __always_inline __u32 etsf_sip_first_byte(__u64 m)
 
 static __always_inline int etsf_sip_skip_words(struct etsf_parse_state *c, const __u8 *buf)
 {
-	__u32 pos = c->pos;
+	__u32 pos = c->pos, len = c->len, n = 0;
+	/* one masked base, the words at constant offsets from it, the words available counted
+	 * once: a word test is a load and the SWAR arithmetic, no index or length reloads */
+	const __u8 *base = buf + etsf_sip_idx(pos);
+	__u32 words = len > pos ? (len - pos) >> 3 : 0;
 	int i;
 
 #pragma unroll
 	for (i = 0; i < ETSF_SKIP_WORDS; i++) {
 		__u64 m;
 
-		if (pos + 8 > c->len)
+		if (i >= words)
 			break;
-		m = etsf_sip_has_byte(etsf_sip_word(buf, pos), '\n');
+		m = etsf_sip_has_byte(*(const __u64 *)(base + 8 * i), '\n');
 		if (m) {
-			pos += etsf_sip_first_byte(m);
+			n += etsf_sip_first_byte(m);
 			break;
 		}
-		pos += 8;
+		n += 8;
 	}
-	c->pos = pos;
+	c->pos = pos + n;
 	ETSF_SIP_SYNC();
 	return c->pos >= c->len;
 }
