@@ -14,6 +14,7 @@ from etsf.bpfmaps import Map
 
 from .helpers import M, R, V, sip_request, sip_response, udp4
 
+
 # struct etsf_parse_state (bpf/etsf_maps.h), at the start of the etsf_scratch value
 class ParseState(ctypes.Structure):
     _fields_ = [("len", ctypes.c_uint32), ("pos", ctypes.c_uint32), ("state", ctypes.c_uint32),
