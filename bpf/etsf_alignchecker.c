@@ -32,6 +32,7 @@ struct etsf_layout_anchor {
 	struct etsf_ka_stats    ka_stats;
 	struct etsf_if_cfg      if_cfg;
 	struct etsf_parse_stat  parse_stat;
+	struct etsf_parse_state parse_state;
 	struct etsf_meta        meta;
 	enum etsf_method        method;
 	enum etsf_verdict       verdict;

@@ -87,27 +87,6 @@ struct {
  */
 #define ETSF_SCRATCH_MASK  (ETSF_PARSE_BYTES - 1)
 #define ETSF_SCRATCH_SLACK 64
-/*
- * Parser state lives in the map value, not on the stack: the verifier then
- * treats it as unknown scalars in every bpf_loop iteration and the callback
- * converges after a few passes instead of tracking every position.
- */
-struct etsf_parse_state {
-	__u32 len;          /* valid bytes in buf (<= ETSF_PARSE_BYTES)        */
-	__u32 pos;
-	__u32 state;
-	__u32 next;         /* state after the LWS state                       */
-	__u32 flags;
-	__u32 tok;          /* start of the current token                      */
-	__u32 ndig;
-	__u32 hlen;         /* Call-ID bytes hashed                            */
-	__u64 cseq;
-	__u64 hash;
-	__u32 method;
-	__u32 cseq_method;
-	__u32 iters;        /* bpf_loop callback calls of the last parse (bench) */
-	__u32 tmp;          /* step-local value passed through memory          */
-};
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from etsf import bpf
+from etsf import layout as L
 from etsf.bpfmaps import Map
 
 from .helpers import M, R, V, sip_request, sip_response, udp4
@@ -20,17 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 import datapath  # noqa: E402  (the benchmark's 1 KB INVITE)
 
 
-# struct etsf_parse_state (bpf/etsf_maps.h), at the start of the etsf_scratch value
-class ParseState(ctypes.Structure):
-    _fields_ = [("len", ctypes.c_uint32), ("pos", ctypes.c_uint32), ("state", ctypes.c_uint32),
-                ("next", ctypes.c_uint32), ("flags", ctypes.c_uint32), ("tok", ctypes.c_uint32),
-                ("ndig", ctypes.c_uint32), ("hlen", ctypes.c_uint32), ("cseq", ctypes.c_uint64),
-                ("hash", ctypes.c_uint64), ("method", ctypes.c_uint32),
-                ("cseq_method", ctypes.c_uint32), ("iters", ctypes.c_uint32),
-                ("tmp", ctypes.c_uint32)]
-
-
-PARSE_BYTES, SLACK = 2048, 64
+SCRATCH_SLACK = 64      # ETSF_SCRATCH_SLACK: the word reads' tail after the copied bytes
 
 @pytest.fixture(scope="module")
 def scratch(loaded):
@@ -38,7 +29,7 @@ def scratch(loaded):
     for mid in info["map_ids"]:
         m = Map.from_id(mid)
         if m.name == "etsf_scratch":
-            assert m.value_size == ctypes.sizeof(ParseState) + PARSE_BYTES + SLACK
+            assert m.value_size == ctypes.sizeof(L.ParseState) + L.PARSE_BYTES + SCRATCH_SLACK
             yield m
             m.close()
             return
@@ -50,7 +41,7 @@ def steps(env, scratch, payload, method, reason=R.OK):
     """Parser steps for one run of xdp_sip on payload (the parse state is zeroed first)."""
     scratch.update_percpu(bytes(4), [bytes(scratch.value_size)] * scratch.ncpus)
     env.xdp(udp4(payload), V.PASS, method, reason)
-    ran = [ParseState.from_buffer_copy(v) for v in scratch.lookup_percpu(bytes(4))]
+    ran = [L.ParseState.from_buffer_copy(v) for v in scratch.lookup_percpu(bytes(4))]
     ran = [st for st in ran if st.iters]
     assert len(ran) == 1, ran
     return ran[0].iters

@@ -294,6 +294,27 @@ class IfCfg(Struct):
     _fields_ = [("flags", ctypes.c_uint32), ("_pad", ctypes.c_uint32)]
 
 
+class ParseState(Struct):
+    """struct etsf_parse_state: the SIP parser's state at the start of the per-CPU etsf_scratch
+    value; iters = bpf_loop steps of the last parse (read by tests and benchmarks)."""
+    _fields_ = [
+        ("len", ctypes.c_uint32),
+        ("pos", ctypes.c_uint32),
+        ("state", ctypes.c_uint32),
+        ("next", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),
+        ("tok", ctypes.c_uint32),
+        ("ndig", ctypes.c_uint32),
+        ("hlen", ctypes.c_uint32),
+        ("cseq", ctypes.c_uint64),
+        ("hash", ctypes.c_uint64),
+        ("method", ctypes.c_uint32),
+        ("cseq_method", ctypes.c_uint32),
+        ("iters", ctypes.c_uint32),
+        ("tmp", ctypes.c_uint32),
+    ]
+
+
 class ParseStat(Struct):
     _fields_ = [
         ("sip_parses", ctypes.c_uint64),
@@ -456,6 +477,7 @@ CORE_STRUCTS = {
     "etsf_ifstat": IfStat,
     "etsf_if_cfg": IfCfg,
     "etsf_parse_stat": ParseStat,
+    "etsf_parse_state": ParseState,
     "etsf_meta": Meta,
     "etsf_sip_info": SipInfo,
     "etsf_admit": Admit,
