@@ -23,6 +23,7 @@ import datapath  # noqa: E402  (the benchmark's 1 KB INVITE)
 
 SCRATCH_SLACK = 64      # ETSF_SCRATCH_SLACK: the word reads' tail after the copied bytes
 
+
 @pytest.fixture(scope="module")
 def scratch(loaded):
     info = bpf.prog_info(loaded["progs"]["xdp_sip"].id)
