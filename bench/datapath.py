@@ -157,7 +157,7 @@ def main(argv=None) -> int:
         progs.update(bpf.load_object(objs["tc_fastpath.bpf.o"], root))
         # the count-only program at TC (bench/progcost.py's), for the TC cases' ratio
         ref = build_test_object(ROOT / "bench" / "bpf", Path(tmp) / "ref", "progcost_ref.c")
-        progs["pc_ref_ingress"] = bpf.load_object(ref, root)["pc_ref_ingress"]
+        progs.update(bpf.load_object(ref, root))      # pc_*: closed with the others
         # the TC ingress program classifies on lo (ifindex 1), where PROG_TEST_RUN's skb arrives
         with bpf.open_map("etsf_if_cfg", root) as ifc:
             ifc.update((1).to_bytes(4, "little"), bytes(L.IfCfg(flags=L.IF_F_CLASSIFY)))

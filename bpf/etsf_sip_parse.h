@@ -11,9 +11,11 @@
  * every step consumes >= 1 byte except LWS/fold transitions, so the budget
  * covers ETSF_PARSE_BYTES), and the parser state lives in the per-CPU map
  * value, so the verifier checks one callback body that converges quickly.
- * Hot states consume up to 8..32 bytes per step (SWAR word scans for line
- * ends and To-value delimiters, 8-byte Call-ID hashing, digit runs), and the
- * request line of a known method is matched before the loop.
+ * A step runs a line's states in order (etsf_sip_step): a SWAR scan of up to
+ * 64 bytes for the line end, the next header name, then its value (up to 32
+ * bytes of Call-ID hashed, "CSeq: <digits> <method>" at once, the To value's
+ * delimiters four words apart), and the request line of a known method is
+ * matched before the loop.
  *
  * What is extracted: start line (request method or response status), Call-ID
  * (long "Call-ID" or compact "i"), CSeq number + method, To (or compact "t")
