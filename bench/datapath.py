@@ -36,6 +36,7 @@ from scapy.all import IP, UDP, Ether, Raw  # noqa: E402
 
 from etsf import bpf  # noqa: E402
 from etsf import layout as L  # noqa: E402
+from etsf.datapath import hooks  # noqa: E402
 from etsf.build import build, build_test_object  # noqa: E402
 
 
@@ -158,9 +159,12 @@ def main(argv=None) -> int:
         # the count-only program at TC (bench/progcost.py's), for the TC cases' ratio
         ref = build_test_object(ROOT / "bench" / "bpf", Path(tmp) / "ref", "progcost_ref.c")
         progs.update(bpf.load_object(ref, root))      # pc_*: closed with the others
-        # the TC ingress program classifies on lo (ifindex 1), where PROG_TEST_RUN's skb arrives
+        # the TC ingress program classifies on lo (ifindex 1), where PROG_TEST_RUN's skb arrives;
+        # the entry as the agent writes it (with the interface's telemetry direction); a tree that
+        # does not know the direction field ignores it
         with bpf.open_map("etsf_if_cfg", root) as ifc:
-            ifc.update((1).to_bytes(4, "little"), bytes(L.IfCfg(flags=L.IF_F_CLASSIFY)))
+            ifc.update((1).to_bytes(4, "little"),
+                       bytes(L.IfCfg(flags=L.IF_F_CLASSIFY, tm=hooks.tm_field(hooks.tm_directions(root), 1))))
         ctl = bpf.open_map("etsf_ctl", root)
         pol_map = bpf.open_map("etsf_policy", root)
         ctl.update(bytes(4), bytes(L.Ctl()))          # no RECORD: production path

@@ -133,6 +133,14 @@ enum etsf_hook {
 #define ETSF_IF_F_STEER    0x2u /* fast-path steering interface                  */
 #define ETSF_IF_F_XDP      0x4u /* xdp_sip classifies here and hands its result
                                  * to TC ingress in XDP metadata               */
+/*
+ * struct etsf_if_cfg.tm: the interface's telemetry direction (enum
+ * etsf_tm_dir) with ETSF_IF_TM_KNOWN, kept there by the agent from
+ * etsf_tm_ifcfg, so TC ingress takes it from the lookup it does anyway instead
+ * of up to two hash lookups of etsf_tm_ifcfg per request.  0 (an entry written
+ * by an older agent): not known, etsf_tm_ifcfg is looked up as before.
+ */
+#define ETSF_IF_TM_KNOWN   0x80u
 
 /* struct etsf_meta.magic: XDP metadata written by xdp_sip ('ETSF') */
 #define ETSF_META_MAGIC    0x46535445u

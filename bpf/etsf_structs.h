@@ -145,7 +145,7 @@ struct etsf_ifstat {
 /* Map etsf_if_cfg: HASH ifindex(__u32) -> struct etsf_if_cfg (ETSF_IF_F_*) */
 struct etsf_if_cfg {
 	__u32 flags;
-	__u32 _pad;
+	__u32 tm;               /* ETSF_IF_TM_KNOWN | enum etsf_tm_dir, or 0     */
 };
 
 /*

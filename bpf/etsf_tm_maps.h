@@ -84,7 +84,8 @@ static __always_inline __u32 etsf_tm_dir(__u32 ifindex)
 	return cfg ? cfg->dir : ETSF_TM_TOWARD;
 }
 
-#define ETSF_PKT_TM_KNOWN 0x80
+/* p->tm's encoding is struct etsf_if_cfg.tm's: TC ingress copies it from there */
+#define ETSF_PKT_TM_KNOWN ETSF_IF_TM_KNOWN
 
 /*
  * The direction of the interface p entered on, looked up once per packet and

@@ -479,6 +479,8 @@ int tc_fastpath(struct __sk_buff *skb)
 	__builtin_memset(c, 0, sizeof(*c));
 	cfg = bpf_map_lookup_elem(&etsf_if_cfg, &ifindex);
 	flags = cfg ? cfg->flags : ETSF_IF_F_STEER;
+	/* the telemetry direction the agent keeps with the flags (0: looked up when needed) */
+	c->p.tm = cfg ? cfg->tm & (ETSF_IF_TM_KNOWN | 3) : 0;
 	steer = flags & ETSF_IF_F_STEER;
 	if ((flags & (ETSF_IF_F_CLASSIFY | ETSF_IF_F_XDP)) == ETSF_IF_F_XDP && steer) {
 		struct etsf_meta *m = (void *)(long)skb->data_meta;

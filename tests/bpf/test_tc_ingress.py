@@ -55,8 +55,8 @@ def tci_loaded(loaded, objects):
 class Tci(Fp):
     """The fast-path helper plus the interface's hook choice and the parse counters."""
 
-    def set_if(self, flags, ifindex=IFX):
-        self.maps["etsf_if_cfg"].update(ifindex.to_bytes(4, "little"), bytes(L.IfCfg(flags=flags)))
+    def set_if(self, flags, ifindex=IFX, tm=0):
+        self.maps["etsf_if_cfg"].update(ifindex.to_bytes(4, "little"), bytes(L.IfCfg(flags=flags, tm=tm)))
 
     def clear_if(self, ifindex=IFX):
         try:
@@ -320,6 +320,34 @@ def test_passed_while_admission_off_remembered_by_telemetry_at_tc(env, t):
     t.clear_if()
 
 
+@pytest.mark.parametrize("tm, looked_up, recorded", [
+    (0, None, True),                                       # an older agent's entry: no etsf_tm_ifcfg entry = TOWARD
+    (0, L.TmDir.OFF, False),                               # looked up: the default says OFF
+    (L.IF_TM_KNOWN | L.TmDir.OFF, None, False),            # the entry's copy is what the program reads
+    (L.IF_TM_KNOWN | L.TmDir.TOWARD, L.TmDir.OFF, True),
+    (L.IF_TM_KNOWN | L.TmDir.FROM, L.TmDir.TOWARD, False),
+], ids=["unknown-none", "unknown-default-off", "known-off", "known-toward", "known-from"])
+def test_tc_ingress_direction_from_the_interface_entry(env, t, tm, looked_up, recorded):
+    """TC ingress takes the telemetry direction from the interface's etsf_if_cfg entry when the
+    agent put it there (IF_TM_KNOWN), without looking etsf_tm_ifcfg up; an entry without it
+    (written by an older agent) has the direction looked up as before."""
+    env.set_policy()
+    t.set_if(L.IF_F_CLASSIFY, tm=tm)
+    callid = f"tc-dir-{tm}-{looked_up}@198.18.1.10"
+    key = L.TmTxnKey(callid_hash=L.fnv1a64(callid.encode()), cseq=1, ifindex=IFX, method=M.INVITE)
+    with bpf.open_map("etsf_tm_ifcfg", env.root) as ifc:
+        try:
+            if looked_up is not None:
+                ifc.update(bytes(4), bytes(L.TmIfCfg(dir=int(looked_up))))
+            assert t.run(udp4(sip_request("INVITE", callid=callid, cseq=1)))[0] == TC_ACT_OK
+            assert (env.last().method, env.last().verdict, env.last().reason) == (M.INVITE, V.PASS, R.OK)
+            assert (tm_get(env.maps["etsf_tm_txn"], key) is not None) == recorded
+        finally:
+            for k in ifc.keys():
+                ifc.delete(k)
+    t.clear_if()
+
+
 # --- one parse per packet --------------------------------------------------------------------
 
 
@@ -537,8 +565,9 @@ def test_rfc4475_same_classification_at_tc_ingress(env, t):
 #: kernel 6.18) and the ceiling, +10 % (as tests/bpf/test_verifier_budget.py); steering alone
 #: needed 39,749 before the classifier joined it, and 67,831 with eight parser steps per bpf_loop call;
 #: 42,686 before the decisions ahead of the parse (their global function); 44,240 before the header
-#: parse, the answer builder, the Maglev pick and the rate-limit key became global functions
-TC_FASTPATH_INSNS = (26_701, 29_371)
+#: parse, the answer builder, the Maglev pick and the rate-limit key became global functions; 26,701
+#: before the telemetry direction came with the interface's entry
+TC_FASTPATH_INSNS = (26_226, 28_848)
 #: the datapath's goal: at least 30 % fewer than steering alone needed (39,749)
 TC_FASTPATH_GOAL = 39_749 * 7 // 10
 

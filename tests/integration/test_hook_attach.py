@@ -140,6 +140,40 @@ def test_tc_hook_and_fast_path_share_one_ingress_program(veth, etsf_env, etsf_bp
     assert _flags(etsf_bpf, root, idx) is None
 
 
+def _tm(bpf, root: str, ifindex: int) -> int | None:
+    """etsf_if_cfg's telemetry direction copy for ifindex (None: no entry)."""
+    with bpf.open_map("etsf_if_cfg", root) as m:
+        raw = m.lookup(ifindex.to_bytes(4, "little"))
+    return None if raw is None else int(layout.IfCfg.from_bytes(raw).tm)
+
+
+def test_interface_entry_carries_the_telemetry_direction(veth, etsf_env, etsf_bpf):
+    """Attach puts the interface's telemetry direction next to its flags (what etsf_tm_ifcfg gives
+    it: its own entry, else the default, else toward) and `etsfctl telemetry direction` keeps that
+    copy current, so TC ingress need not look etsf_tm_ifcfg up per request."""
+    root = etsf_env["ETSF_PIN_ROOT"]
+    known = layout.IF_TM_KNOWN
+    idx = _attach(veth, etsf_env, "--hook", "tc")["ifindex"]
+    try:
+        assert _tm(etsf_bpf, root, idx) == known | layout.TmDir.TOWARD
+        _ctl(veth, etsf_env, "telemetry", "direction", "--default", "off")
+        assert _tm(etsf_bpf, root, idx) == known | layout.TmDir.OFF
+        _ctl(veth, etsf_env, "telemetry", "direction", "--iface", veth.srv_if, "from")
+        assert _tm(etsf_bpf, root, idx) == known | layout.TmDir.FROM
+        _ctl(veth, etsf_env, "telemetry", "direction", "--default", "toward")
+        assert _tm(etsf_bpf, root, idx) == known | layout.TmDir.FROM      # its own entry wins
+        # a second attach (another flag, the same entry) keeps the direction
+        _attach(veth, etsf_env, "--hook", "tc")
+        assert (_flags(etsf_bpf, root, idx), _tm(etsf_bpf, root, idx)) == (layout.IF_F_CLASSIFY,
+                                                                           known | layout.TmDir.FROM)
+    finally:
+        with etsf_bpf.open_map("etsf_tm_ifcfg", root) as m:
+            for k in list(m.keys()):
+                m.delete(k)
+        _ctl(veth, etsf_env, "detach", "--iface", veth.srv_if)
+    assert _tm(etsf_bpf, root, idx) is None
+
+
 def test_bad_hook_is_one_line_and_changes_nothing(veth, etsf_env, etsf_bpf):
     root = etsf_env["ETSF_PIN_ROOT"]
     _attach(veth, etsf_env, "--hook", "xdp")

@@ -153,6 +153,19 @@ def test_flag_names():
     assert hooks.flag_names(layout.IF_F_XDP) == ["xdp"]
 
 
+def test_tm_field_follows_the_programs_rule():
+    """etsf_if_cfg.tm: the interface's etsf_tm_ifcfg entry, else key 0's, else toward; past OFF is
+    OFF; nothing known (0) when etsf_tm_ifcfg is not pinned."""
+    from etsf import layout
+    k, d = layout.IF_TM_KNOWN, layout.TmDir
+    assert hooks.tm_field(None, 5) == 0
+    assert hooks.tm_field({}, 5) == k | d.TOWARD
+    assert hooks.tm_field({0: d.OFF}, 5) == k | d.OFF
+    assert hooks.tm_field({0: d.OFF, 5: d.FROM}, 5) == k | d.FROM
+    assert hooks.tm_field({0: d.FROM, 6: d.OFF}, 5) == k | d.FROM
+    assert hooks.tm_field({5: 7}, 5) == k | d.OFF
+
+
 def test_role_hook_is_one_schema():
     """datapath_hook: spec, defaults, README table, the module's choices and the agent agree."""
     role = ROOT / "roles" / "datapath"

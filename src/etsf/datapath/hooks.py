@@ -11,6 +11,12 @@ interface) and XDP (xdp_sip hands its result to TC ingress in XDP metadata).  On
 program serves both the datapath and the fast path, so whoever removes its own flag detaches
 it only when the other flag is not set; an entry with no flag left is deleted (no entry =
 steering only, what tc_fastpath did before it could classify).
+
+Each entry also carries the interface's telemetry direction (``tm``: IF_TM_KNOWN | the direction
+``etsf_tm_ifcfg`` gives it), so TC ingress reads it with the flags instead of looking
+``etsf_tm_ifcfg`` up for every request.  Whoever writes either map keeps it current
+(:func:`update_flags`, :func:`refresh_tm`); tm = 0 (an entry of an older release, or no
+``etsf_tm_ifcfg`` pinned) makes the program look the direction up itself.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from .base import DatapathError, prog_name
 
 HOOKS = ("auto", "xdp", "tc")
 MAP_IF_CFG = "etsf_if_cfg"
+MAP_TM_IFCFG = "etsf_tm_ifcfg"
 FLAG_NAMES = ((layout.IF_F_CLASSIFY, "classify"), (layout.IF_F_STEER, "steer"), (layout.IF_F_XDP, "xdp"))
 
 
@@ -86,6 +93,50 @@ def all_flags(root: str | None = None) -> dict[int, int]:
         m.close()
 
 
+def tm_directions(root: str | None = None) -> dict[int, int] | None:
+    """{ifindex: direction} of etsf_tm_ifcfg (key 0: the default); None when it is not pinned."""
+    bpf = _bpf()
+    try:
+        m = bpf.open_map(MAP_TM_IFCFG, root or paths.pin_root())
+    except (OSError, bpf.BpfError):
+        return None
+    try:
+        return {int.from_bytes(bytes(k)[:4], "little"): int(layout.TmIfCfg.from_bytes(v).dir)
+                for k, v in m.items()}
+    finally:
+        m.close()
+
+
+def tm_field(dirs: dict[int, int] | None, idx: int) -> int:
+    """etsf_if_cfg.tm for ifindex idx: the program's own rule (the interface's entry, else key 0,
+    else TOWARD; anything past OFF is OFF) with IF_TM_KNOWN; 0 without etsf_tm_ifcfg."""
+    if dirs is None:
+        return 0
+    d = dirs.get(idx, dirs.get(0, int(layout.TmDir.TOWARD)))
+    return layout.IF_TM_KNOWN | min(d, int(layout.TmDir.OFF))
+
+
+def refresh_tm(root: str | None = None) -> int:
+    """Rewrite the tm field of every etsf_if_cfg entry from etsf_tm_ifcfg (after a direction
+    changed); returns how many entries changed.  The caller holds paths.lock()."""
+    m = _open(root)
+    if m is None:
+        return 0
+    dirs = tm_directions(root)
+    changed = 0
+    try:
+        for k, v in list(m.items()):
+            cfg = layout.IfCfg.from_bytes(v)
+            tm = tm_field(dirs, int.from_bytes(bytes(k)[:4], "little"))
+            if cfg.tm != tm:
+                cfg.tm = tm
+                m.update(bytes(k), bytes(cfg))
+                changed += 1
+    finally:
+        m.close()
+    return changed
+
+
 def update_flags(idx: int, add: int = 0, clear: int = 0) -> tuple[int, int]:
     """Set `add` and clear `clear` in ifindex idx's entry (deleted when no flag is left);
     returns (old flags, new flags).  Read-modify-write under the shared ctl lock: the
@@ -99,11 +150,13 @@ def update_flags(idx: int, add: int = 0, clear: int = 0) -> tuple[int, int]:
             return 0, 0
         try:
             raw = m.lookup(_key(idx))
-            old = int(layout.IfCfg.from_bytes(raw).flags) if raw else 0
+            cur = layout.IfCfg.from_bytes(raw) if raw else layout.IfCfg()
+            old = int(cur.flags)
             new = (old | add) & ~clear
             if new:
-                if new != old:
-                    m.update(_key(idx), bytes(layout.IfCfg(flags=new)))
+                tm = tm_field(tm_directions(), idx)
+                if new != old or tm != cur.tm:
+                    m.update(_key(idx), bytes(layout.IfCfg(flags=new, tm=tm)))
             elif raw is not None:
                 m.delete(_key(idx))
             return old, new

@@ -40,6 +40,7 @@ POL_F_NO_ACL6 = 0x40
 IF_F_CLASSIFY = 0x1
 IF_F_STEER = 0x2
 IF_F_XDP = 0x4
+IF_TM_KNOWN = 0x80
 META_MAGIC = 0x46535445
 META_F_CALLID = 0x1
 CB_OWN_ANSWER = 0x41535445
@@ -291,7 +292,9 @@ class Counter(Struct):
 
 
 class IfCfg(Struct):
-    _fields_ = [("flags", ctypes.c_uint32), ("_pad", ctypes.c_uint32)]
+    """struct etsf_if_cfg: IF_F_* flags; tm = IF_TM_KNOWN | the interface's telemetry direction
+    (TmDir) as etsf_tm_ifcfg gives it, or 0 (not known: the program looks etsf_tm_ifcfg up)."""
+    _fields_ = [("flags", ctypes.c_uint32), ("tm", ctypes.c_uint32)]
 
 
 class ParseState(Struct):

@@ -6,6 +6,8 @@ import os
 import socket
 
 from .. import layout as L
+from .. import paths
+from ..datapath import hooks
 from ..paths import pin_root
 from .reader import ExporterError, enum_name
 
@@ -39,10 +41,12 @@ def set_direction(iface: str | None, direction: str, root: str | None = None) ->
         m = bpf.open_map("etsf_tm_ifcfg", root or pin_root())
     except (OSError, bpf.BpfError) as e:
         raise ExporterError(f"etsf_tm_ifcfg not pinned (attach first): {e}") from None
-    with m:
+    # the copy each etsf_if_cfg entry carries for TC ingress follows, under the lock its writers share
+    with paths.lock(), m:
         old = m.lookup(key)
         oldd = L.TmIfCfg.from_bytes(old).dir if old else None
         m.update(key, bytes(L.TmIfCfg(dir=int(d))))
+        hooks.refresh_tm(root)
     return {"changed": oldd != int(d), "iface": iface or "default", "ifindex": idx,
             "direction": d.name.lower(),
             "previous": None if oldd is None else enum_name(L.TmDir, oldd).lower()}
