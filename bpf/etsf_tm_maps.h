@@ -8,6 +8,7 @@
 #define ETSF_TM_MAPS_H
 
 #include "etsf.h"
+#include "etsf_maps.h"
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -88,6 +89,20 @@ static __always_inline __u32 etsf_tm_dir(__u32 ifindex)
 #define ETSF_PKT_TM_KNOWN ETSF_IF_TM_KNOWN
 
 /*
+ * The interface's direction from the copy the agent keeps in its etsf_if_cfg
+ * entry (one lookup that finds the entry of every interface eTSF is attached
+ * to), else etsf_tm_dir (an entry of an older agent, or none).
+ */
+static __always_inline __u32 etsf_if_tm_dir(__u32 ifindex)
+{
+	struct etsf_if_cfg *cfg = bpf_map_lookup_elem(&etsf_if_cfg, &ifindex);
+
+	if (cfg && (cfg->tm & ETSF_IF_TM_KNOWN))
+		return cfg->tm & 3;
+	return etsf_tm_dir(ifindex);
+}
+
+/*
  * The direction of the interface p entered on, looked up once per packet and
  * kept in p->tm: an interface without an entry of its own costs two hash
  * lookups, and an INVITE asks twice (admission's note, then telemetry).
@@ -98,7 +113,7 @@ static __always_inline __u32 etsf_pkt_tm_dir(struct etsf_pkt *p)
 
 	if (p->tm & ETSF_PKT_TM_KNOWN)
 		return p->tm & 3;
-	d = etsf_tm_dir(p->ifindex);
+	d = etsf_if_tm_dir(p->ifindex);
 	if (d > ETSF_TM_OFF)
 		d = ETSF_TM_OFF;
 	p->tm = ETSF_PKT_TM_KNOWN | d;

@@ -89,7 +89,7 @@ int tc_sip_egress(struct __sk_buff *skb)
 	if (reason != ETSF_R_OK)
 		goto out;
 	if (etsf_tm_enabled(pol, valid))
-		etsf_tm_observe(ETSF_HOOK_TC_EGRESS, skb->ifindex, etsf_tm_dir(skb->ifindex), &r);
+		etsf_tm_observe(ETSF_HOOK_TC_EGRESS, skb->ifindex, etsf_if_tm_dir(skb->ifindex), &r);
 	if (!valid || !pol) {
 		reason = ETSF_R_NO_POLICY;
 		goto out;

@@ -349,3 +349,32 @@ def test_exported_occupancy_is_the_live_transactions(env, tm):
     snap = reader.snapshot(root=env.root, programs=False)
     assert snap["maps"]["etsf_tm_txn"] == {"entries": 2, "max_entries": L.TM_TXN_MAX}
     assert len(tm_txns(m)) == 3
+
+
+FROM_SEEN = {EV.TXN_START: 1, EV.RESP_MATCHED: 1}
+
+
+@pytest.mark.parametrize("looked_up, tm_copy, want_events", [
+    (L.TmDir.FROM, 0, FROM_SEEN),                                        # no copy: looked up
+    (None, L.IF_TM_KNOWN | L.TmDir.FROM, FROM_SEEN),
+    (L.TmDir.FROM, L.IF_TM_KNOWN | L.TmDir.TOWARD, {EV.RESP_NOMATCH: 1}),
+    (L.TmDir.FROM, L.IF_TM_KNOWN | L.TmDir.OFF, {}),
+], ids=["no-copy", "copy-from", "copy-toward", "copy-off"])
+def test_xdp_and_egress_read_the_interface_entry(env, tm, looked_up, tm_copy, want_events):
+    """xdp_sip and tc_sip_egress take the interface's direction from the copy the agent keeps in
+    its etsf_if_cfg entry, as TC ingress does, and look etsf_tm_ifcfg up only without one.  FROM:
+    the INVITE leaving (TC egress) starts the transaction and its 180 entering (XDP) is timed;
+    TOWARD: only the 200 leaving is seen (no request: unmatched); OFF: nothing."""
+    tm.reset(default_dir=looked_up)
+    key = (1).to_bytes(4, "little")
+    with bpf.open_map("etsf_if_cfg", env.root) as ifc:
+        ifc.update(key, bytes(L.IfCfg(flags=L.IF_F_XDP, tm=tm_copy)))
+        try:
+            b = tm.snapshot()
+            tc(env, sip_request("INVITE", callid="ifcopy@x", cseq=5))
+            xdp(env, sip_response(180, "Ringing", callid="ifcopy@x", cseq=5))
+            tc(env, sip_response(200, "OK", callid="ifcopy@x", cseq=5))
+            ev = tm.delta(b)[2]
+        finally:
+            ifc.delete(key)
+    assert ev == want_events
