@@ -28,3 +28,27 @@ def test_bpf_src_without_programs_is_a_usage_error(tmp_path, capsys):
         datapath.main(["--bpf-src", str(tmp_path)])
     assert e.value.code == 2
     assert "--bpf-src" in capsys.readouterr().err
+
+
+def test_paired_summary_pairs_by_round():
+    """work - base per round: a drift both trees share cancels; the TC ratio is per tree and round."""
+    runs = {"base": {"tc_ingress_invite_1k_pass": [300, 600, 310, 620], "tc_count_only": [15, 30, 15, 30]},
+            "work": {"tc_ingress_invite_1k_pass": [280, 570, 290, 600], "tc_count_only": [15, 30, 15, 30]}}
+    r = datapath.paired_summary(runs)
+    inv = r["tc_ingress_invite_1k_pass"]
+    assert inv["diff_ns"] == -20 and inv["work_lower_rounds"] == 4 and inv["work_higher_rounds"] == 0
+    lo, hi = inv["diff_ci95"]
+    assert lo <= -20 <= hi and hi < 0
+    assert inv["base_ratio_to_tc_count_only"] == 20.33 and inv["work_ratio_to_tc_count_only"] == 19.17
+    assert inv["base_ratio_range"] == [20.0, 20.67]
+    assert "base_ratio_to_tc_count_only" not in r["tc_count_only"]
+    assert r["tc_count_only"]["diff_ns"] == 0
+
+
+def test_base_src_and_cpu_are_checked(tmp_path, capsys):
+    for args, word in ((["--base-src", str(tmp_path)], "--base-src"), (["--cpu", "4096"], "--cpu"),
+                       (["--rounds", "0"], "--rounds")):
+        with pytest.raises(SystemExit) as e:
+            datapath.main(args)
+        assert e.value.code == 2
+        assert word in capsys.readouterr().err
