@@ -82,11 +82,12 @@ struct {
 /*
  * Per-CPU scratch: the L4 payload (at most ETSF_PARSE_BYTES) is copied here
  * and parsed from here.  ETSF_SCRATCH_SLACK bytes after the copy let the
- * parser read 8-byte words at any masked index without a bounds check.
+ * parser read 8-byte words at any masked index without a bounds check: the
+ * widest read from one masked base is a line-end scan of ETSF_SKIP_WORDS words.
  * Not pinned: private to each object, holds no state across packets.
  */
 #define ETSF_SCRATCH_MASK  (ETSF_PARSE_BYTES - 1)
-#define ETSF_SCRATCH_SLACK 64
+#define ETSF_SCRATCH_SLACK 128
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

@@ -12,7 +12,7 @@
  * covers ETSF_PARSE_BYTES), and the parser state lives in the per-CPU map
  * value, so the verifier checks one callback body that converges quickly.
  * A step runs a line's states in order (etsf_sip_step): a SWAR scan of up to
- * 64 bytes for the line end, the next header name, then its value (up to 32
+ * 96 bytes for the line end, the next header name, then its value (up to 48
  * bytes of Call-ID hashed, "CSeq: <digits> <method>" at once, the To value's
  * delimiters four words apart), and the request line of a known method is
  * matched before the loop.
@@ -258,10 +258,11 @@ static __always_inline __u32 etsf_sip_first_byte(__u64 m)
  * Advance c->pos over whole 8-byte words (up to ETSF_SKIP_WORDS) without an
  * LF; when a word holds one, stop exactly on the first LF (the lowest SWAR hit
  * is exact).  Returns 1 when c->pos reached the end of the copied bytes.
- * Eight words cover most header lines in one step: a step costs a bpf_loop
- * call, a word test a few instructions.
+ * Twelve words cover most header lines in one step, a Via with its branch,
+ * received and rport included: a step costs a bpf_loop call (a call and a
+ * return through the return thunk), a word test a few instructions.
  */
-#define ETSF_SKIP_WORDS 8
+#define ETSF_SKIP_WORDS 12
 
 static __always_inline int etsf_sip_skip_words(struct etsf_parse_state *c, const __u8 *buf)
 {
@@ -443,9 +444,9 @@ static __always_inline long etsf_sip_st_lws_nl(struct etsf_parse_state *c, const
 
 /*
  * Call-ID value: FNV-1a 64, up to ETSF_CALLID_WORDS words of 8 bytes a step
- * (a typical Call-ID in one or two steps).
+ * (a Call-ID of up to 48 bytes, a UUID with its host included, in one step).
  */
-#define ETSF_CALLID_WORDS 4
+#define ETSF_CALLID_WORDS 6
 
 /* FNV-1a 64 of the low nb bytes of w (nb <= 8) */
 static __always_inline __u64 etsf_sip_fnv_bytes(__u64 h, __u64 w, __u32 nb)
