@@ -154,8 +154,8 @@ __attribute__((noinline)) int etsf_tm_observe(__u32 hook, __u32 ifindex, __u32 d
 	s = etsf_tm_set_of(h);
 	if (!s)
 		return 0;
-	now = bpf_ktime_get_ns();
 
+	/* the clock is read only where a time is kept or timed: a retransmission needs none */
 	if (is_req) {
 		if (r->method == ETSF_M_ACK)     /* no response to wait for */
 			return 0;
@@ -163,6 +163,7 @@ __attribute__((noinline)) int etsf_tm_observe(__u32 hook, __u32 ifindex, __u32 d
 			etsf_tm_event(ETSF_TM_EV_REQ_RETRANS);
 			return 0;
 		}
+		now = bpf_ktime_get_ns();
 		t = &s->way[etsf_tm_victim(s)];
 		/* an open transaction gives up its way: its answer will not be timed */
 		if (t->tag && !(t->seen & ETSF_TM_SEEN_FINAL) && now - t->start_ns < ETSF_TM_TXN_LIFE_NS)
@@ -211,6 +212,7 @@ __attribute__((noinline)) int etsf_tm_observe(__u32 hook, __u32 ifindex, __u32 d
 	t->seen = seen | cbit | sbit;
 	etsf_tm_count_code(k.method, code);
 	if (stage < ETSF_TM_STAGES && !(seen & sbit)) {
+		now = bpf_ktime_get_ns();
 		etsf_tm_record(k.method, stage, now - t->start_ns);
 		etsf_tm_event(ETSF_TM_EV_RESP_MATCHED);
 	}
