@@ -38,6 +38,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))      # bench/stats.py
 
 from scapy.all import IP, UDP, Ether, Raw  # noqa: E402
 

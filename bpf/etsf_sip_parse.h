@@ -605,6 +605,53 @@ static __always_inline long etsf_sip_st_cseq_method(struct etsf_parse_state *c, 
 	return 0;
 }
 
+/*
+ * After the '<' of a To value (pos: the byte after it): inside <...> only '>',
+ * '"' and LF change anything (';' and another '<' do not), so up to
+ * ETSF_TO_ANGLE_WORDS words are scanned for those three in the same step.  At
+ * '>' the URI is closed, and when CRLF and a line that does not continue the
+ * value follow, the To header ends in this step too.  Anything else is left
+ * at the hit, or after the words scanned, for the next step: what the scan a
+ * delimiter a step would have reached there.
+ */
+#define ETSF_TO_ANGLE_WORDS 6
+
+static __always_inline long etsf_sip_to_angle(struct etsf_parse_state *c, const __u8 *buf, __u32 pos)
+{
+	__u32 n = 0;
+	int j;
+
+#pragma unroll
+	for (j = 0; j < ETSF_TO_ANGLE_WORDS; j++) {
+		__u64 w, m;
+
+		if (pos + n + 8 > c->len)
+			break;
+		w = etsf_sip_word(buf, pos + n);
+		m = etsf_sip_has_byte(w, '>') | etsf_sip_has_byte(w, '"') | etsf_sip_has_byte(w, '\n');
+		if (m) {
+			n += etsf_sip_first_byte(m);
+			break;
+		}
+		n += 8;
+	}
+	c->pos = pos + n;
+	ETSF_SIP_SYNC();
+	pos = c->pos;
+	if (pos >= c->len || etsf_sip_byte(buf, pos) != '>')
+		return 0;
+	c->flags &= ~ETSF_PF_ANGLE;
+	c->pos = pos + 1;
+	if (pos + 3 < c->len && etsf_sip_byte(buf, pos + 1) == '\r' && etsf_sip_byte(buf, pos + 2) == '\n' &&
+	    !etsf_sip_is_ws(etsf_sip_byte(buf, pos + 3))) {
+		c->pos = pos + 3;
+		c->flags |= ETSF_PF_TO;
+		c->state = ETSF_PS_LINE;
+		return (c->flags & ETSF_PF_ALL) == ETSF_PF_ALL;
+	}
+	return 0;
+}
+
 /* To value: quotes, <...> and the parameters after ';' */
 static __always_inline long etsf_sip_st_to(struct etsf_parse_state *c, const __u8 *buf,
 					   __u32 pos, __u8 b)
@@ -656,6 +703,7 @@ static __always_inline long etsf_sip_st_to(struct etsf_parse_state *c, const __u
 		c->flags |= ETSF_PF_QUOTE;
 	} else if (b == '<') {
 		c->flags |= ETSF_PF_ANGLE;
+		return etsf_sip_to_angle(c, buf, pos + 1);
 	} else if (b == '>') {
 		c->flags &= ~ETSF_PF_ANGLE;
 	} else if (b == ';' && !(c->flags & ETSF_PF_ANGLE)) {

@@ -54,8 +54,9 @@ def test_invite_1k_steps(env, scratch):
     li_steps = steps(env, scratch, msg, M.INVITE)
     # the parse stops at CSeq with all three headers found; the rules per line are the tests
     # below (29 steps when a step was one state, 10 with eight-word line scans and 32 bytes of
-    # Call-ID a step: the 70-byte Via and the 39-byte Call-ID took two each)
-    assert li_steps == 8, li_steps
+    # Call-ID a step: the 70-byte Via and the 39-byte Call-ID took two each; 8 while the To value
+    # took a step for each of '<', '>' and its LF)
+    assert li_steps == 6, li_steps
     li = env.last()
     assert (li.cseq, li.cseq_method, li.has_callid) == (314159, M.INVITE, 1)
 
@@ -136,3 +137,26 @@ def test_to_last_copied_byte(env, scratch):
     steps(env, scratch, msg, M.RESPONSE, R.SIP_TRUNC)
     li = env.last()
     assert (li.has_to_tag, li.cseq, li.status) == (1, 5, 180)
+
+
+@pytest.mark.parametrize("to_line,tagged,extra_steps", [
+    (b"To: Bob <sip:bob@example.com>\r\n", False, 0),                   # '<' to the line's end: one step
+    (b"To: <sip:bob@example.com>\r\n", False, 0),
+    (b"To: <sip:bob@example.com;transport=udp>\r\n", False, 0),        # ';' inside <...> is no parameter
+    (b"To: <sip:bob@example.com>;tag=a1\r\n", True, 3),                 # ';', the parameter, the LF: a step each
+    (b"To: <sip:bob@example.com>\r\n ;tag=a2\r\n", True, 5),           # folded after '>'
+    (b"To: <sip:bob@example.com>\n", False, 1),                          # a bare LF: the state path
+    (b"To: <sip:b\"ob@example.com>;tag=a3\r\n", False, 25),             # a quote inside <...>: a byte a step
+    (b"To: <sip:" + b"b" * 60 + b"@example.com>\r\n", False, 2),          # '>' past the six words
+    (b"To: <sip:bob@example.com;tag=no>\r\n", False, 0),                # a tag inside the URI is none
+    (b"To: \"B<o>b\" <sip:bob@example.com>;tag=a4\r\n", True, 10),      # '<' and '>' quoted in the name
+])
+def test_to_angle_in_one_step(env, scratch, to_line, tagged, extra_steps):
+    """After the To value's '<', its '>' and the end of the line are found in the same step; what
+    is not (a parameter, folding, a bare LF, a quote, a long URI) goes on a delimiter a step."""
+    env.set_policy()
+    base = steps(env, scratch, sip_request("OPTIONS"), M.OPTIONS)
+    msg = sip_request("OPTIONS").replace(b"To: Bob <sip:bob@example.com>\r\n", to_line)
+    assert to_line in msg
+    assert steps(env, scratch, msg, M.OPTIONS) == base + extra_steps
+    assert env.last().has_to_tag == int(tagged)
