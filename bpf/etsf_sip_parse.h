@@ -610,9 +610,10 @@ static __always_inline long etsf_sip_st_cseq_method(struct etsf_parse_state *c, 
  * '"' and LF change anything (';' and another '<' do not), so up to
  * ETSF_TO_ANGLE_WORDS words are scanned for those three in the same step.  At
  * '>' the URI is closed, and when CRLF and a line that does not continue the
- * value follow, the To header ends in this step too.  Anything else is left
- * at the hit, or after the words scanned, for the next step: what the scan a
- * delimiter a step would have reached there.
+ * value follow, the To header ends in this step too; when ";" and a parameter
+ * name follow, the parameter is read as ETSF_PS_TO_PARAM reads it (";tag=").
+ * Anything else is left at the hit, or after the words scanned, for the next
+ * step: what the scan a delimiter a step would have reached there.
  */
 #define ETSF_TO_ANGLE_WORDS 6
 
@@ -648,6 +649,19 @@ static __always_inline long etsf_sip_to_angle(struct etsf_parse_state *c, const 
 		c->flags |= ETSF_PF_TO;
 		c->state = ETSF_PS_LINE;
 		return (c->flags & ETSF_PF_ALL) == ETSF_PF_ALL;
+	}
+	/* ";name": the ';' and the parameter's "tag" test of ETSF_PS_TO_PARAM, here */
+	if (pos + 6 <= c->len && etsf_sip_byte(buf, pos + 1) == ';' &&
+	    !etsf_sip_is_ws(etsf_sip_byte(buf, pos + 2))) {
+		__u64 lw = etsf_sip_word(buf, pos + 2) | ETSF_SIP_LOWER64;
+		__u8 e = etsf_sip_byte(buf, pos + 5);
+
+		c->pos = pos + 2;
+		if ((lw & etsf_sip_mask(3)) == ETSF_SIP_C8('t', 'a', 'g', 0, 0, 0, 0, 0) &&
+		    (e == '=' || etsf_sip_is_ws(e))) {
+			c->flags |= ETSF_PF_TOTAG;
+			c->pos = pos + 5;
+		}
 	}
 	return 0;
 }

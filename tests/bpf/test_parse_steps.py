@@ -143,17 +143,21 @@ def test_to_last_copied_byte(env, scratch):
     (b"To: Bob <sip:bob@example.com>\r\n", False, 0),                   # '<' to the line's end: one step
     (b"To: <sip:bob@example.com>\r\n", False, 0),
     (b"To: <sip:bob@example.com;transport=udp>\r\n", False, 0),        # ';' inside <...> is no parameter
-    (b"To: <sip:bob@example.com>;tag=a1\r\n", True, 3),                 # ';', the parameter, the LF: a step each
+    (b"To: <sip:bob@example.com>;tag=a1\r\n", True, 1),                 # ";tag" in the same step, the LF in one
+    (b"To: <sip:bob@example.com>;x=1;tag=a5\r\n", True, 3),             # another parameter first
+    (b"To: <sip:bob@example.com>; tag=a6\r\n", True, 4),                # LWS after ';': the state path
+    (b"To: <sip:bob@example.com>;tagx=1\r\n", False, 1),
     (b"To: <sip:bob@example.com>\r\n ;tag=a2\r\n", True, 5),           # folded after '>'
     (b"To: <sip:bob@example.com>\n", False, 1),                          # a bare LF: the state path
     (b"To: <sip:b\"ob@example.com>;tag=a3\r\n", False, 25),             # a quote inside <...>: a byte a step
     (b"To: <sip:" + b"b" * 60 + b"@example.com>\r\n", False, 2),          # '>' past the six words
     (b"To: <sip:bob@example.com;tag=no>\r\n", False, 0),                # a tag inside the URI is none
-    (b"To: \"B<o>b\" <sip:bob@example.com>;tag=a4\r\n", True, 10),      # '<' and '>' quoted in the name
+    (b"To: \"B<o>b\" <sip:bob@example.com>;tag=a4\r\n", True, 8),       # '<' and '>' quoted in the name
 ])
 def test_to_angle_in_one_step(env, scratch, to_line, tagged, extra_steps):
-    """After the To value's '<', its '>' and the end of the line are found in the same step; what
-    is not (a parameter, folding, a bare LF, a quote, a long URI) goes on a delimiter a step."""
+    """After the To value's '<', its '>' and the end of the line, or a ";tag" right after '>', are
+    found in the same step; what is not (another parameter, folding, a bare LF, a quote, a long URI)
+    goes on a delimiter a step."""
     env.set_policy()
     base = steps(env, scratch, sip_request("OPTIONS"), M.OPTIONS)
     msg = sip_request("OPTIONS").replace(b"To: Bob <sip:bob@example.com>\r\n", to_line)
