@@ -606,6 +606,27 @@ static __always_inline long etsf_sip_st_cseq_method(struct etsf_parse_state *c, 
 }
 
 /*
+ * The To header ended and the next line (not a continuation) starts at pos with
+ * byte b.  A name that cannot be one the parser wants (its first letter is not
+ * c, t or i in either case) and is not the end of the header block is skipped
+ * from its second byte on, which is what ETSF_PS_LINE would decide for it in
+ * the next step; any other line is left for ETSF_PS_LINE.
+ */
+static __always_inline void etsf_sip_to_ended(struct etsf_parse_state *c, __u32 pos, __u8 b)
+{
+	__u8 l = b | 0x20;
+
+	c->flags |= ETSF_PF_TO;
+	if (l != 'c' && l != 't' && l != 'i' && b != '\r' && b != '\n') {
+		c->pos = pos + 1;
+		c->state = ETSF_PS_SKIP;
+	} else {
+		c->pos = pos;
+		c->state = ETSF_PS_LINE;
+	}
+}
+
+/*
  * After the '<' of a To value (pos: the byte after it): inside <...> only '>',
  * '"' and LF change anything (';' and another '<' do not), so up to
  * ETSF_TO_ANGLE_WORDS words are scanned for those three in the same step.  At
@@ -645,9 +666,7 @@ static __always_inline long etsf_sip_to_angle(struct etsf_parse_state *c, const 
 	c->pos = pos + 1;
 	if (pos + 3 < c->len && etsf_sip_byte(buf, pos + 1) == '\r' && etsf_sip_byte(buf, pos + 2) == '\n' &&
 	    !etsf_sip_is_ws(etsf_sip_byte(buf, pos + 3))) {
-		c->pos = pos + 3;
-		c->flags |= ETSF_PF_TO;
-		c->state = ETSF_PS_LINE;
+		etsf_sip_to_ended(c, pos + 3, etsf_sip_byte(buf, pos + 3));
 		return (c->flags & ETSF_PF_ALL) == ETSF_PF_ALL;
 	}
 	/* ";name": the ';' and the parameter's "tag" test of ETSF_PS_TO_PARAM, here */
@@ -703,8 +722,7 @@ static __always_inline long etsf_sip_st_to(struct etsf_parse_state *c, const __u
 	if (b == '\n') {
 		/* the next line's first byte, when copied, says folding or end */
 		if (pos + 1 < c->len && !etsf_sip_is_ws(etsf_sip_byte(buf, pos + 1))) {
-			c->flags |= ETSF_PF_TO;
-			c->state = ETSF_PS_LINE;
+			etsf_sip_to_ended(c, pos + 1, etsf_sip_byte(buf, pos + 1));
 			return (c->flags & ETSF_PF_ALL) == ETSF_PF_ALL;
 		}
 		c->state = ETSF_PS_TO_NL;

@@ -55,8 +55,9 @@ def test_invite_1k_steps(env, scratch):
     # the parse stops at CSeq with all three headers found; the rules per line are the tests
     # below (29 steps when a step was one state, 10 with eight-word line scans and 32 bytes of
     # Call-ID a step: the 70-byte Via and the 39-byte Call-ID took two each; 8 while the To value
-    # took a step for each of '<', '>' and its LF)
-    assert li_steps == 6, li_steps
+    # took a step for each of '<', '>' and its LF; 6 while the From after it took a step of its own
+    # to be named)
+    assert li_steps == 5, li_steps
     li = env.last()
     assert (li.cseq, li.cseq_method, li.has_callid) == (314159, M.INVITE, 1)
 
@@ -164,3 +165,24 @@ def test_to_angle_in_one_step(env, scratch, to_line, tagged, extra_steps):
     assert to_line in msg
     assert steps(env, scratch, msg, M.OPTIONS) == base + extra_steps
     assert env.last().has_to_tag == int(tagged)
+
+
+@pytest.mark.parametrize("after_to,callid,steps_more", [
+    (b"", b"a84b4c76e66710@pc33.example.com", 0),              # From: skipped from the step that ends To
+    (b"X-A: 1\r\n", b"a84b4c76e66710@pc33.example.com", 1),    # one more unwanted line, one more step
+    (b"i: zz1@x\r\n", b"zz1@x", 1),                            # a Call-ID right after To: named in the next
+    (b"Call-ID: zz2@x\r\n", b"zz2@x", 1),                      # step, then From takes a step to be named
+    (b"c: x\r\n", b"a84b4c76e66710@pc33.example.com", 2),      # a 'c' line is named, then skipped
+])
+def test_line_after_to(env, scratch, after_to, callid, steps_more):
+    """The step that ends the To header decides the next line as the header-name state would: an
+    unwanted name is skipped from that step on, a wanted or possibly wanted one is named in the next;
+    the message's first Call-ID is the one hashed."""
+    env.set_policy()
+    base = steps(env, scratch, sip_request("OPTIONS"), M.OPTIONS)
+    msg = sip_request("OPTIONS").replace(b"To: Bob <sip:bob@example.com>\r\n",
+                                         b"To: Bob <sip:bob@example.com>\r\n" + after_to)
+    if after_to.lower().startswith((b"i:", b"call-id:")):
+        msg = msg.replace(b"Call-ID: a84b4c76e66710@pc33.example.com\r\n", b"")
+    assert steps(env, scratch, msg, M.OPTIONS) == base + steps_more
+    assert env.last().callid_hash == L.fnv1a64(callid)
