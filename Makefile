@@ -16,7 +16,7 @@ ETSF_RFC4475_DIR ?= ../shared/reference/rfc4475
 export ETSF_RFC4475_DIR
 RFC4475_PATH = $(if $(filter /%,$(ETSF_RFC4475_DIR)),$(ETSF_RFC4475_DIR),$(CURDIR)/$(ETSF_RFC4475_DIR))
 
-.PHONY: help setup demo test test-py check-corpus lint ansible-lint sanity molecule lab-up lab-down lab-status build collection ee bench-datapath changelog clean bench bench-paired bench-quick bench-path bench-flood bench-lru bench-keepalive appliance appliance-qemu reference
+.PHONY: help setup demo test test-py check-corpus lint ansible-lint sanity molecule lab-up lab-down lab-status build collection ee bench-datapath changelog clean bench bench-paired bench-quick bench-path bench-flood bench-pingpong bench-lru bench-keepalive appliance appliance-qemu reference
 
 help: ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -91,6 +91,9 @@ bench-path: setup ## node path benchmark: transit per packet, CPU that adds up, 
 
 bench-flood: setup ## flood baselines: eTSF XDP vs nftables meter vs iptables hashlimit, side by side (<= 10 min): bench/results/<UTC>-flood/
 	$(PY) bench/floodcmp.py --full
+
+bench-pingpong: setup ## pinned ping-pong: what eTSF adds to one SIP round trip on the direct path, paired with D (<= 15 min): bench/results/<UTC>-pingpong/
+	$(PY) bench/pingpong.py --full
 
 bench-lru: setup ## LRU insert+lookup ns, one common list vs per-CPU lists (PROG_TEST_RUN, ~1 min): bench/results/<UTC>-lru/
 	$(PY) bench/lrubench.py

@@ -1,0 +1,74 @@
+"""The pinned ping-pong's pure parts (bench/pingpong.py): its messages, its policy and how it
+pairs each filter's run with the D run just before it."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+sys.path.insert(0, str(BENCH))
+
+import pingpong  # noqa: E402
+
+
+def test_request_and_answer_share_the_call_id_field():
+    req, roff, ans, aoff = pingpong.messages()
+    assert len(req) == 1024 and len(ans) == pingpong.ANSWER_SIZE == 350
+    assert req.startswith(b"INVITE ") and ans.startswith(b"SIP/2.0 200 OK\r\n")
+    assert req[roff:roff + 14] == ans[aoff:aoff + 14] == pingpong.FIELD
+    for msg, off in ((req, roff), (ans, aoff)):
+        line = msg[msg.rindex(b"\r\n", 0, off) + 2:msg.index(b"\r\n", off)]
+        assert line.startswith(b"Call-ID: "), line
+    # the answer's CSeq names the request's method: telemetry closes the INVITE's transaction
+    assert b"CSeq: 314159 INVITE\r\n" in req and b"CSeq: 314159 INVITE\r\n" in ans
+    assert ans.endswith(b"Content-Length: 0\r\n\r\n")
+
+
+def test_policy_lets_every_invite_through_and_telemetry_off_only_when_asked():
+    on, off = pingpong.policy(), pingpong.policy(telemetry=False)
+    assert "invite: {rate: 0}" in on and "telemetry" not in on
+    assert off.startswith(on) and off.endswith("telemetry:\n  transactions: false\n")
+
+
+def _run(rnd, p50, ref=None, **kw):
+    rec = {"round": rnd, "timed": 100, "lost": 0, "stale": 0, "counts_add_up": True, "min_ns": p50 - 500,
+           "p50_ns": p50, "p90_ns": p50 + 500, "p99_ns": p50 + 900, "mean_ns": p50 + 100, **kw}
+    if ref is not None:
+        rec["ref_p50_ns"], rec["ref_mean_ns"] = ref, ref + 100
+    return rec
+
+
+def test_each_filter_is_paired_with_the_d_run_before_it():
+    # D moves between phases (13 and 16 µs); T is always 1 µs above the D run made just before it
+    res = {"configs": {
+        "D": {"runs": [_run(1, 13000), _run(1, 16000), _run(2, 16000), _run(2, 13000)]},
+        "T": {"runs": [_run(1, 14000, ref=13000), _run(2, 17000, ref=16000)]},
+        "F": {"runs": [_run(1, 16500, ref=16000), _run(2, 13500, ref=13000)]}}}
+    s = pingpong.summarize(res)
+    td, fd, tf = s["paired"]["T - D"], s["paired"]["F - D"], s["paired"]["T - F"]
+    assert td["p50"]["diffs"] == pytest.approx([1.0, 1.0]) and td["p50"]["median"] == pytest.approx(1.0)
+    assert fd["p50"]["diffs"] == pytest.approx([0.5, 0.5])
+    # two filters: the difference of their differences to their own D, round by round
+    assert tf["p50"]["diffs"] == pytest.approx([0.5, 0.5])
+    assert td["mean"]["median"] == pytest.approx(1.0)
+    assert s["configs"]["D"]["runs"] == 4 and s["configs"]["T"]["p50_us"] == pytest.approx(15.5)
+    assert "T - T0" not in s["paired"]                 # no T0 in this run
+
+
+def test_a_run_without_timed_exchanges_is_left_out():
+    res = {"configs": {"D": {"runs": [_run(1, 13000)]},
+                       "T": {"runs": [_run(1, 14000, ref=13000), {"round": 2, "timed": 0, "error": "x"}]}}}
+    s = pingpong.summarize(res)
+    assert s["configs"]["T"]["runs"] == 1 and s["paired"]["T - D"]["p50"]["rounds"] == [1]
+
+
+@pytest.mark.parametrize("args, field", [(["--rounds", "0"], "--rounds"), (["--count", "5"], "--count"),
+                                         (["--cpu", "999"], "--cpu"), (["--budget-min", "0.1"], "--budget-min"),
+                                         (["--base", "no-such-ref-xyz"], "--base")])
+def test_bad_arguments_are_usage_errors_naming_the_option(args, field, capsys):
+    with pytest.raises(SystemExit) as e:
+        pingpong.main(args)
+    assert e.value.code == 2
+    assert field in capsys.readouterr().err
