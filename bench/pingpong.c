@@ -1,7 +1,7 @@
 /* eTSF pinned ping-pong: one SIP request, one answer, back to back, timed at the client.
  *
  *   pingpong server ADDR PORT SECONDS REQ_FILE REQ_OFF RESP_FILE RESP_OFF
- *   pingpong client SRC DST PORT SECONDS REQ_FILE REQ_OFF RESP_FILE RESP_OFF
+ *   pingpong client SRC_A DST_A SRC_B DST_B PORT SECONDS REQ_FILE REQ_OFF RESP_FILE RESP_OFF
  *
  * REQ_FILE and RESP_FILE hold the request and the answer (bench/pingpong.py writes them: a 1 KB
  * INVITE and a 350-byte 200 OK of the same Call-ID); at REQ_OFF / RESP_OFF each carries a
@@ -9,10 +9,11 @@
  * server copies from request to answer, so every exchange is a call of its own and a late
  * answer is never taken for the current one.
  *
- * The client keeps one socket for its whole life and runs on command: for each line
- * "COUNT WARMUP" on stdin it sends a request, waits for its answer (200 ms at most), times the
- * exchange with CLOCK_MONOTONIC, WARMUP exchanges untimed and then COUNT timed, and prints one
- * JSON line: counts, lost and stale answers, min / p50 / p90 / p99 / mean in ns.  The server answers every request
+ * The client keeps two sockets for its whole life, one per path (a: to server A, b: to server B),
+ * and runs on command: for each line "COUNT WARMUP" on stdin it makes WARMUP untimed and then
+ * COUNT timed exchanges on each path, the paths taking turns exchange by exchange; an exchange
+ * sends a request, waits for its answer (200 ms at most) and is timed with CLOCK_MONOTONIC.  One
+ * JSON line per run: per path, counts, lost and stale answers, min / p50 / p90 / p99 / mean in ns.  The server answers every request
  * whose length and field are as expected, and prints one JSON line of counts when it stops.
  *
  * Bounded: each run stops after COUNT + WARMUP exchanges; the client exits at the end of stdin or
@@ -128,74 +129,107 @@ static int cmp_u64(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-/* one run: WARMUP untimed exchanges, then COUNT timed ones; its JSON line on stdout */
-static void run(int fd, char *req, size_t req_len, size_t req_off, size_t resp_len, size_t resp_off,
-		long count, long warmup, uint64_t deadline, uint64_t *rtt)
+struct path {
+	int fd;
+	long done, lost, stale, sent;
+	uint64_t *rtt;
+};
+
+/* one exchange on one path: send the request, wait for its own answer; the round trip in ns, 0 when lost */
+static uint64_t exchange(struct path *p, char *req, size_t req_len, size_t req_off, size_t resp_len, size_t resp_off,
+			 uint64_t seq)
 {
-	static uint64_t next;
 	char buf[MSGMAX], want[FIELD + 1];
-	long done = 0, lost = 0, stale = 0, sent = 0;
-	/* exchange numbers start from the clock and only grow: no two exchanges share a Call-ID */
-	if (!next)
-		next = now_ns() / 1000;
-	for (long i = 0; i < warmup + count && now_ns() < deadline; i++) {
-		snprintf(want, sizeof(want), "%014llx", (unsigned long long)(next++ & 0xffffffffffffffull));
-		memcpy(req + req_off, want, FIELD);
-		uint64_t t0 = now_ns();
-		if (send(fd, req, req_len, 0) != (ssize_t)req_len) {
-			lost++;
-			continue;
-		}
-		sent++;
-		for (;;) {
-			ssize_t n = recv(fd, buf, sizeof(buf), 0);
-			if (n < 0) {
-				lost++;
-				break;
-			}
-			if ((size_t)n == resp_len && !memcmp(buf + resp_off, want, FIELD)) {
-				uint64_t t1 = now_ns();
-				if (i >= warmup)
-					rtt[done++] = t1 - t0;
-				break;
-			}
-			stale++;
-		}
+	snprintf(want, sizeof(want), "%014llx", (unsigned long long)(seq & 0xffffffffffffffull));
+	memcpy(req + req_off, want, FIELD);
+	uint64_t t0 = now_ns();
+	if (send(p->fd, req, req_len, 0) != (ssize_t)req_len) {
+		p->lost++;
+		return 0;
 	}
+	p->sent++;
+	for (;;) {
+		ssize_t n = recv(p->fd, buf, sizeof(buf), 0);
+		if (n < 0) {
+			p->lost++;
+			return 0;
+		}
+		if ((size_t)n == resp_len && !memcmp(buf + resp_off, want, FIELD))
+			return now_ns() - t0;
+		p->stale++;
+	}
+}
+
+static void report(const char *name, struct path *p)
+{
+	long done = p->done;
+	uint64_t *rtt = p->rtt;
 	qsort(rtt, done, sizeof(*rtt), cmp_u64);
 	double sum = 0;
 	for (long i = 0; i < done; i++)
 		sum += rtt[i];
 #define Q(q) (done ? (unsigned long long)rtt[(long)((q) * (done - 1) + 0.5)] : 0ull)
-	printf("{\"sent\": %ld, \"timed\": %ld, \"lost\": %ld, \"stale\": %ld, \"min_ns\": %llu, \"p50_ns\": %llu, "
-	       "\"p90_ns\": %llu, \"p99_ns\": %llu, \"mean_ns\": %.1f}\n",
-	       sent, done, lost, stale, Q(0.0), Q(0.5), Q(0.9), Q(0.99), done ? sum / done : 0.0);
+	printf("\"%s\": {\"sent\": %ld, \"timed\": %ld, \"lost\": %ld, \"stale\": %ld, \"min_ns\": %llu, "
+	       "\"p50_ns\": %llu, \"p90_ns\": %llu, \"p99_ns\": %llu, \"mean_ns\": %.1f}",
+	       name, p->sent, done, p->lost, p->stale, Q(0.0), Q(0.5), Q(0.9), Q(0.99), done ? sum / done : 0.0);
+}
+
+/* one run: WARMUP untimed exchanges on each path, then COUNT timed ones on each, the paths
+ * taking turns exchange by exchange (a, b, b, a, a, b, ...: each follows the other as often);
+ * its JSON line on stdout */
+static void run(struct path *paths, char *req, size_t req_len, size_t req_off, size_t resp_len, size_t resp_off,
+		long count, long warmup, uint64_t deadline)
+{
+	static uint64_t next;
+	/* exchange numbers start from the clock and only grow: no two exchanges share a Call-ID */
+	if (!next)
+		next = now_ns() / 1000;
+	for (int k = 0; k < 2; k++)
+		paths[k].done = paths[k].lost = paths[k].stale = paths[k].sent = 0;
+	for (long i = 0; i < 2 * (warmup + count) && now_ns() < deadline; i++) {
+		struct path *p = &paths[((i + 1) >> 1) & 1];
+		uint64_t t = exchange(p, req, req_len, req_off, resp_len, resp_off, next++);
+		if (t && i >= 2 * warmup)
+			p->rtt[p->done++] = t;
+	}
+	printf("{");
+	report("a", &paths[0]);
+	printf(", ");
+	report("b", &paths[1]);
+	printf("}\n");
 	fflush(stdout);
 }
 
-/* one socket for the client's whole life: every run (a line "COUNT WARMUP" on stdin) goes out
- * of the same socket, so the runs of different configurations differ only in the filter */
+static int open_path(struct path *p, const char *src_s, const char *dst_s, int port)
+{
+	struct sockaddr_in src, dst;
+	p->fd = udp_socket(src_s, 0, &src);
+	if (p->fd < 0 || udp_socket(dst_s, port, &dst) < 0 || bind(p->fd, (struct sockaddr *)&src, sizeof(src)) ||
+	    connect(p->fd, (struct sockaddr *)&dst, sizeof(dst))) {
+		fprintf(stderr, "pingpong client: %s -> %s:%d: %s\n", src_s, dst_s, port, strerror(errno));
+		return -1;
+	}
+	struct timeval tv = {.tv_sec = 0, .tv_usec = 200000};
+	setsockopt(p->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	p->rtt = calloc(COUNT_MAX, sizeof(*p->rtt));
+	return p->rtt ? 0 : -1;
+}
+
+/* two sockets (paths a and b) for the client's whole life: every run (a line "COUNT WARMUP" on
+ * stdin) alternates between them, so the two paths are measured in the same moments */
 static int client(char **argv)
 {
 	char req[MSGMAX], resp[MSGMAX], line[128];
 	size_t req_len, req_off, resp_len, resp_off;
-	struct sockaddr_in src, dst;
-	double secs = atof(argv[3]);
-	if (secs <= 0 || secs > 7200 || load(argv[4], argv[5], req, &req_len, &req_off) ||
-	    load(argv[6], argv[7], resp, &resp_len, &resp_off)) {
+	struct path paths[2] = {0};
+	int port = atoi(argv[4]);
+	double secs = atof(argv[5]);
+	if (secs <= 0 || secs > 7200 || load(argv[6], argv[7], req, &req_len, &req_off) ||
+	    load(argv[8], argv[9], resp, &resp_len, &resp_off)) {
 		fprintf(stderr, "pingpong client: bad arguments\n");
 		return 2;
 	}
-	int fd = udp_socket(argv[0], 0, &src);
-	if (fd < 0 || udp_socket(argv[1], atoi(argv[2]), &dst) < 0 || bind(fd, (struct sockaddr *)&src, sizeof(src)) ||
-	    connect(fd, (struct sockaddr *)&dst, sizeof(dst))) {
-		fprintf(stderr, "pingpong client: %s -> %s:%s: %s\n", argv[0], argv[1], argv[2], strerror(errno));
-		return 1;
-	}
-	struct timeval tv = {.tv_sec = 0, .tv_usec = 200000};
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	uint64_t *rtt = calloc(COUNT_MAX, sizeof(*rtt));
-	if (!rtt)
+	if (open_path(&paths[0], argv[0], argv[1], port) || open_path(&paths[1], argv[2], argv[3], port))
 		return 1;
 	uint64_t deadline = now_ns() + (uint64_t)(secs * 1e9);
 	printf("ready\n");
@@ -208,9 +242,8 @@ static int client(char **argv)
 			fflush(stdout);
 			continue;
 		}
-		run(fd, req, req_len, req_off, resp_len, resp_off, count, warmup, deadline, rtt);
+		run(paths, req, req_len, req_off, resp_len, resp_off, count, warmup, deadline);
 	}
-	free(rtt);
 	return 0;
 }
 
@@ -218,9 +251,9 @@ int main(int argc, char **argv)
 {
 	if (argc == 9 && !strcmp(argv[1], "server"))
 		return server(argv + 2);
-	if (argc == 10 && !strcmp(argv[1], "client"))
+	if (argc == 12 && !strcmp(argv[1], "client"))
 		return client(argv + 2);
 	fprintf(stderr, "usage: pingpong server ADDR PORT SECONDS REQ_FILE REQ_OFF RESP_FILE RESP_OFF\n"
-			"       pingpong client SRC DST PORT SECONDS REQ_FILE REQ_OFF RESP_FILE RESP_OFF   (stdin: COUNT WARMUP lines)\n");
+			"       pingpong client SRC_A DST_A SRC_B DST_B PORT SECONDS REQ_FILE REQ_OFF RESP_FILE RESP_OFF   (stdin: COUNT WARMUP lines)\n");
 	return 2;
 }

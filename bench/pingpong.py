@@ -4,17 +4,23 @@ direct path, with both ends on one CPU.
     python bench/pingpong.py --quick       # CI form (~40 s, hard bound 2 min): the counts add up
     python bench/pingpong.py --full        # 20 interleaved rounds of 6,000 round trips per configuration
 
-Topology: two namespaces joined by one veth pair (198.18.46.0/24 only):
+Topology: a client namespace with two veth pairs, each to a node namespace of its own
+(198.18.46.0/24 and 198.18.47.0/24 only):
 
-    <prefix>c  client 198.18.46.1 --veth-- qpn 198.18.46.2  <prefix>n  (the node: server + filter)
+    <prefix>c  client 198.18.46.1 qpa --veth-- qpn 198.18.46.2  <prefix>a  node A: server, no filter (D)
+               client 198.18.47.1 qpb --veth-- qpn 198.18.47.2  <prefix>b  node B: server + the filter
 
-The namespaces, the server and the client (one socket) live for the whole run; between runs only
-the filter changes.  The client (bench/pingpong.c) sends a 1 KB INVITE, waits for the server's 350-byte 200 OK of the
+The client (bench/pingpong.c) sends a 1 KB INVITE, waits for the server's 350-byte 200 OK of the
 same Call-ID, and times the exchange; then the next, with a new Call-ID (every exchange is a new
-call: telemetry starts a transaction per INVITE and closes it with the 200).  Client and server are
-pinned to the same CPU (--cpu), so no exchange waits for an idle vCPU to wake (tens of µs on a VM:
-a round trip across two CPUs is ~4x one on a single CPU, and never compared with it).  The filter
-sits on the node's side of the veth, where requests arrive and answers leave:
+call: telemetry starts a transaction per INVITE and closes it with the 200).  Its exchanges take
+turns between the two paths (a, b, b, a, ...), so D and the filter are measured in the same moments:
+this VM's speed moves between phases (the same round trip is 12.6 or 15.5 µs for seconds at a time),
+and a difference taken between runs made seconds apart carries those phases.  Client and both
+servers are pinned to the same CPU (--cpu), so no exchange waits for an idle vCPU to wake (tens of
+µs on a VM: a round trip across two CPUs is ~4x one on a single CPU, and never compared with it).
+The namespaces, the servers and the client live for the whole run; between runs only node B's
+filter changes.  The filter sits on node B's side of its veth, where requests arrive and answers
+leave:
 
   D     no filter (the direct path)
   T     eTSF as `etsfctl attach` deploys it on a veth (hook auto: TC ingress + TC egress)
@@ -29,11 +35,10 @@ sits on the node's side of the veth, where requests arrive and answers leave:
         "REGISTER" + per-source meter): what a netfilter hook costs a passing INVITE
   T0    with --base REF: T with the BPF programs of git ref REF, paired with T in the same rounds
 
-Per run: COUNT timed exchanges after WARMUP untimed ones; p50 / p90 / p99 / mean of the round trip.
-Every filter's run is paired with a D run made just before it (seconds apart: this VM's speed moves
-in phases longer than that, and the pair shares the phase).  Per configuration: medians over runs;
-per round the filter's difference to its D (and T - T0, T - F through those), with a bootstrap 95 % interval, the sign test and the smallest difference the rounds detect
-(bench/stats.py).  eTSF's counters must show every INVITE passed at the chosen hook, and its parse
+Per run: COUNT timed exchanges on each path after WARMUP untimed ones; p50 / p90 / p99 / mean of
+each path's round trip.  Per configuration: medians over runs; per round the filter's difference to
+the D of the same run (and T - T0, T - F through those), with a bootstrap 95 % interval, the sign
+test and the smallest difference the rounds detect (bench/stats.py).  eTSF's counters must show every INVITE passed at the chosen hook, and its parse
 counters one parse per packet: requests at ingress, answers at egress.  A separate pass (one run
 per eTSF configuration) sets kernel.bpf_stats_enabled=1 and reads each program's
 run_time_ns / run_cnt: its in-traffic ns per INVITE (ingress) and per 200 OK (egress) back to back.
@@ -73,8 +78,10 @@ from lab.netns import Topology  # noqa: E402
 
 SCHEMA = "etsf-bench-pingpong/1"
 NS_PREFIX = "etsf-bn-q"
-CLIENT, NODE, PORT = "198.18.46.1", "198.18.46.2", 5060
-CLIENT_IF, NODE_IF = "qpc", "qpn"
+# path a: the client's qpa to node A (no filter, D); path b: its qpb to node B (the filter)
+PATHS = {"a": ("198.18.46.1", "198.18.46.2", "qpa"), "b": ("198.18.47.1", "198.18.47.2", "qpb")}
+PORT = 5060
+NODE_IF = "qpn"
 FIELD = b"a84b4c76e66710"          # the 14 characters of the Call-ID each exchange sets
 ANSWER_SIZE = 350
 STATS = Path("/proc/sys/kernel/bpf_stats_enabled")
@@ -139,7 +146,7 @@ def _med(vals):
 
 def summarize(res: dict) -> dict:
     """Medians per configuration and the paired differences (µs per round trip): each filter's
-    run against the D run just before it; two filters against each other through those pairs."""
+    path against the D path of the same run; two filters against each other through those pairs."""
     out, delta = {}, {}
     for name, c in res["configs"].items():
         runs = [r for r in c["runs"] if r.get("timed")]
@@ -172,7 +179,7 @@ def render(res: dict) -> str:
     p, s, h = res["params"], res.get("summary", {}), res.get("host", {})
     lines = [f"# Pinned ping-pong ({res['profile']}): what eTSF adds to one SIP round trip on the direct path", "",
              f"A {p['request_bytes']}-byte INVITE and its {p['answer_bytes']}-byte 200 OK between two namespaces "
-             f"(one veth), client and server both pinned to CPU {p['cpu']}; {p['count']:,} timed round trips "
+             f"(two veths, the paths taking turns), client and both servers pinned to CPU {p['cpu']}; {p['count']:,} timed round trips "
              f"after {p['warmup']} untimed per run, {p['rounds']} interleaved rounds (Williams order).  Host: kernel "
              f"{h.get('kernel')}, {h.get('cpus')} CPUs, {h.get('cpu_model')}.", "",
              "## Round trip (µs, median over rounds of each run's quantile)", "",
@@ -185,8 +192,8 @@ def render(res: dict) -> str:
                          f"{_f(x['p50_us'])} | {_f(x['p90_us'])} | {_f(x['p99_us'])} | {_f(x['mean_us'])} | "
                          f"{_f(x['min_us'])} | {x['timed']:,} | {x['lost']} | {'yes' if x['counts_add_up'] else 'NO'} |")
     lines += ["", "## Paired differences (µs per round trip)", "",
-              "Per round, a filter's run minus the D run just before it (seconds apart; two filters: the difference "
-              "of those differences), of the runs' p50 (and mean); median over rounds, bootstrap 95 % interval, sign "
+              "Per round, a filter's path minus the D path of the same run (their exchanges taking turns; two "
+              "filters: the difference of those differences), of the runs' p50 (and mean); median over rounds, bootstrap 95 % interval, sign "
               "test, smallest difference the rounds detect at 80 % power:", "",
               "| a − b | p50: median | 95 % interval | sign +/- (p) | smallest detectable | mean: median | "
               "95 % interval |", "|---|--:|---|---|--:|--:|---|"]
@@ -228,7 +235,9 @@ class PingPong:
         self.work = Path(args.work or tempfile.mkdtemp(prefix="etsf-bench-pingpong-"))
         self.work.mkdir(parents=True, exist_ok=True)
         self.tag = str(os.getpid() % 100000)
-        self.cli_ns, self.node_ns = f"{NS_PREFIX}c{self.tag}", f"{NS_PREFIX}n{self.tag}"
+        self.cli_ns = f"{NS_PREFIX}c{self.tag}"
+        self.nodes = {k: f"{NS_PREFIX}{k}{self.tag}" for k in PATHS}
+        self.node_ns = self.nodes["b"]             # where the filter goes
         self.pin_root = f"/sys/fs/bpf/etsf-bnq-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         st = self.work / "etsf-state"
         self.env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), ETSF_PIN_ROOT=self.pin_root,
@@ -239,7 +248,7 @@ class PingPong:
         self.t0 = time.monotonic()
         self.deadline = self.t0 + args.budget_min * 60
         self.topo: Topology | None = None
-        self.server = None
+        self.servers: list = []
         self.client_proc: subprocess.Popen | None = None
         self.ref: dict = {}
         self.bin = self.work / "pingpong"
@@ -255,7 +264,7 @@ class PingPong:
                                    base_commit=progcost.git("rev-parse", args.base) if args.base else None),
                     "configs": {c: {"what": CONFIGS[c], "runs": []} for c in self.configs},
                     "skipped": [], "errors": [], "notes": [],
-                    "resources": {"namespaces": [self.cli_ns, self.node_ns], "pin_root": self.pin_root,
+                    "resources": {"namespaces": [self.cli_ns, *self.nodes.values()], "pin_root": self.pin_root,
                                   "work_dir": str(self.work)}}
 
     def etsfctl(self, *args, check=True, base=False):
@@ -288,37 +297,39 @@ class PingPong:
                       if ln.startswith("model name")), None)
         return {"kernel": os.uname().release, "cpus": os.cpu_count(), "cpu_model": model,
                 "loadavg_at_start": Path("/proc/loadavg").read_text(encoding="ascii").split()[:3],
-                "pinning": {"client": f"cpu{self.cpu}", "server": f"cpu{self.cpu}",
+                "pinning": {"client": f"cpu{self.cpu}", "servers": f"cpu{self.cpu}",
                             "softirq": "the sender's CPU (a veth delivers in the sender's softirq): the same CPU"}}
 
     def setup(self):
         """The namespaces, the veth, the server and the client: once for the whole run, so the
         runs of different configurations differ only in the filter on the node's side."""
         self.topo = Topology()
-        for ns in (self.cli_ns, self.node_ns):
+        for ns in (self.cli_ns, *self.nodes.values()):
             self.topo.netns(ns)
-        self.topo.veth(self.cli_ns, CLIENT_IF, self.node_ns, NODE_IF, addrs=[f"{CLIENT}/24"],
-                       peer_addrs=[f"{NODE}/24"])
-        # permanent neighbours: no ARP in a run, so every packet the filter sees is an exchange's
-        mac = {ns: self.topo.sh(ns, "cat", f"/sys/class/net/{dev}/address").stdout.strip()
-               for ns, dev in ((self.cli_ns, CLIENT_IF), (self.node_ns, NODE_IF))}
-        self.topo.sh(self.cli_ns, "ip", "neigh", "replace", NODE, "lladdr", mac[self.node_ns], "dev", CLIENT_IF,
-                     "nud", "permanent")
-        self.topo.sh(self.node_ns, "ip", "neigh", "replace", CLIENT, "lladdr", mac[self.cli_ns], "dev", NODE_IF,
-                     "nud", "permanent")
         life = int(self.args.budget_min * 60) + 60
-        log = self.work / "server.log"
-        self.server = self.topo.start(self.node_ns, [str(self.bin), "server", NODE, str(PORT), str(life),
-                                                     *self.msg_args], log, limit=life + 10, cpu=self.cpu)
-        t_ready = time.monotonic() + 10
-        while "ready" not in log.read_text():
-            if self.server.poll() is not None or time.monotonic() > t_ready:
-                raise RuntimeError(f"pingpong server did not start: {log.read_text()[-300:]}")
-            time.sleep(0.02)
+        self.servers = []
+        for k, (cli, node, cif) in PATHS.items():
+            ns = self.nodes[k]
+            self.topo.veth(self.cli_ns, cif, ns, NODE_IF, addrs=[f"{cli}/24"], peer_addrs=[f"{node}/24"])
+            # permanent neighbours: no ARP in a run, so every packet a filter sees is an exchange's
+            mac = {n: self.topo.sh(n, "cat", f"/sys/class/net/{dev}/address").stdout.strip()
+                   for n, dev in ((self.cli_ns, cif), (ns, NODE_IF))}
+            self.topo.sh(self.cli_ns, "ip", "neigh", "replace", node, "lladdr", mac[ns], "dev", cif, "nud", "permanent")
+            self.topo.sh(ns, "ip", "neigh", "replace", cli, "lladdr", mac[self.cli_ns], "dev", NODE_IF, "nud",
+                         "permanent")
+            log = self.work / f"server-{k}.log"
+            srv = self.topo.start(ns, [str(self.bin), "server", node, str(PORT), str(life), *self.msg_args], log,
+                                  limit=life + 10, cpu=self.cpu)
+            t_ready = time.monotonic() + 10
+            while "ready" not in log.read_text():
+                if srv.poll() is not None or time.monotonic() > t_ready:
+                    raise RuntimeError(f"pingpong server {k} did not start: {log.read_text()[-300:]}")
+                time.sleep(0.02)
+            self.servers.append(srv)
         # the client: its own session, killed with the run (cleanup)
         self.client_proc = subprocess.Popen(
             ["ip", "netns", "exec", self.cli_ns, "timeout", "-k", "5", str(life + 10), "taskset", "-c", self.cpu,
-             str(self.bin), "client", CLIENT, NODE, str(PORT), str(life), *self.msg_args],
+             str(self.bin), "client", *PATHS["a"][:2], *PATHS["b"][:2], str(PORT), str(life), *self.msg_args],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
             start_new_session=True)
         if self.client_proc.stdout.readline().strip() != "ready":
@@ -395,11 +406,16 @@ class PingPong:
             raise RuntimeError(f"pingpong client: {rec['error']}")
         return rec
 
-    def one(self, cfg: str, rnd: int) -> dict:
+    def one(self, cfg: str, rnd: int) -> tuple[dict, dict]:
+        """One run: (path a's record = D, path b's record = cfg), measured in the same moments."""
         st0 = json.loads(self.etsfctl("stats", "--json").stdout) if cfg in ETSF else None
         ps0 = self.parse_stats() if cfg in ETSF else None
-        rec = self.client(self.p["count"], self.p["warmup"])
-        rec["round"] = rnd
+        both = self.client(self.p["count"], self.p["warmup"])
+        ref, rec = both["a"], both["b"]
+        for r in (ref, rec):
+            r["round"] = rnd
+            r["counts_add_up"] = r["lost"] == 0
+        ref["alongside"] = cfg
         if cfg in ETSF:
             hook = ETSF[cfg][1] or {"tc": "TC_INGRESS", "xdp": "XDP"}.get(self.res["configs"][cfg].get("hook"), "TC_INGRESS")
             st1 = json.loads(self.etsfctl("stats", "--json").stdout)
@@ -408,9 +424,8 @@ class PingPong:
             if ps0 and ps1:
                 rec["parses"] = {k: {"sip_parses": ps1[k]["sip_parses"] - ps0[k]["sip_parses"]} for k in ps1}
             rec["counts_add_up"] = rec["invites_passed"] == rec["sent"] and rec["lost"] == 0
-        else:
-            rec["counts_add_up"] = rec["lost"] == 0
-        return rec
+        rec["ref_p50_ns"], rec["ref_mean_ns"] = ref["p50_ns"], ref["mean_ns"]
+        return ref, rec
 
     def run(self):
         self.res["host"] = self.host_info()
@@ -428,20 +443,15 @@ class PingPong:
                     self.res["skipped"].append(f"{cfg} round {rnd + 1} (time budget)")
                     continue
                 try:
-                    # D right before: the pair is seconds apart, closer than the VM's phases
-                    R.wait_quiet(limit_s=self.p["quiet_limit_s"])
-                    ref = self.one(BASELINE, rnd + 1)
-                    ref["before"] = cfg
                     self.apply(cfg)
                     waited = R.wait_quiet(limit_s=self.p["quiet_limit_s"])
-                    rec = self.one(cfg, rnd + 1)
+                    ref, rec = self.one(cfg, rnd + 1)
                     rec["quiet_wait_s"] = round(waited, 2)
-                    rec["ref_p50_ns"], rec["ref_mean_ns"] = ref["p50_ns"], ref["mean_ns"]
                     self.res["configs"][BASELINE]["runs"].append(ref)
                     self.res["configs"][cfg]["runs"].append(rec)
                     R.log(f"round {rnd + 1} {cfg}: {rec['timed']} timed, lost {rec['lost']}, p50 "
-                          f"{rec['p50_ns'] / 1000:.2f} µs (D before it {ref['p50_ns'] / 1000:.2f}), mean "
-                          f"{rec['mean_ns'] / 1000:.2f} µs")
+                          f"{rec['p50_ns'] / 1000:.2f} µs (D alongside {ref['p50_ns'] / 1000:.2f}), mean "
+                          f"{rec['mean_ns'] / 1000:.2f} µs (D {ref['mean_ns'] / 1000:.2f})")
                 except Exception as e:  # noqa: BLE001 - recorded, the others go on
                     self.res["errors"].append(f"{cfg} round {rnd + 1}: {type(e).__name__}: {e}")
                     R.log(f"ERROR {cfg} round {rnd + 1}: {e}")
@@ -468,7 +478,7 @@ class PingPong:
                     self.apply(cfg)
                     STATS.write_text("1\n")
                     before = self.prog_stats()
-                    rec = self.client(self.p["count"], self.p["warmup"])
+                    rec = self.client(self.p["count"], self.p["warmup"])["b"]
                     after = self.prog_stats()
                     STATS.write_text(old + "\n")
                     progs = {}
@@ -502,7 +512,7 @@ class PingPong:
         with contextlib.suppress(Exception):
             if self.topo:
                 self.topo.close()
-        for ns in (self.cli_ns, self.node_ns):
+        for ns in (self.cli_ns, *self.nodes.values()):
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
         shutil.rmtree(self.pin_root, ignore_errors=True)
 

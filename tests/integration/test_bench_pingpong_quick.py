@@ -1,6 +1,6 @@
 """`python bench/pingpong.py --quick` (the CI form of the pinned ping-pong) works end to end.
 
-Every filter runs once per round, each paired with a D run just before it; every exchange is
+Every filter runs once per round on path b, the D path a alongside it in the same run; every exchange is
 answered (none lost, none stale); eTSF passes every INVITE at the hook `attach` chose (TC on a
 veth by default, XDP when forced) and parses each packet once: the INVITE at that ingress hook,
 the 200 OK at TC egress; the bpf_stats pass counts one program run per packet and direction and
@@ -48,7 +48,7 @@ def quick(tmp_path_factory):
     return r, out, res, before, _netns(), stats_before
 
 
-def test_exits_zero_every_filter_ran_each_round_after_its_d(quick):
+def test_exits_zero_every_filter_ran_each_round_with_d_alongside(quick):
     r, out, res = quick[:3]
     assert r.returncode == 0, r.stderr[-2000:]
     assert not res["errors"] and not res["skipped"], (res["errors"], res["skipped"])
@@ -57,7 +57,7 @@ def test_exits_zero_every_filter_ran_each_round_after_its_d(quick):
         assert sorted(x["round"] for x in res["configs"][c]["runs"]) == list(range(1, QUICK["rounds"] + 1)), c
     d = res["configs"]["D"]["runs"]
     assert len(d) == QUICK["rounds"] * len(filters)
-    assert sorted(x["before"] for x in d) == sorted(filters * QUICK["rounds"])
+    assert sorted(x["alongside"] for x in d) == sorted(filters * QUICK["rounds"])
     text = (out / "report.md").read_text()
     for c in QUICK["configs"]:
         assert f"| {c} | {pingpong.CONFIGS[c]} |" in text
