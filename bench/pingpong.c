@@ -12,7 +12,7 @@
  * The client keeps two sockets for its whole life, one per path (a: to server A, b: to server B),
  * and runs on command: for each line "COUNT WARMUP" on stdin it makes WARMUP untimed and then
  * COUNT timed exchanges on each path, the paths taking turns exchange by exchange; an exchange
- * sends a request, waits for its answer (200 ms at most) and is timed with CLOCK_MONOTONIC.  One
+ * sends a request, waits for its answer (1 s at most) and is timed with CLOCK_MONOTONIC.  One
  * JSON line per run: per path, counts, lost and stale answers, min / p50 / p90 / p99 / mean in ns.  The server answers every request
  * whose length and field are as expected, and prints one JSON line of counts when it stops.
  *
@@ -98,7 +98,7 @@ static int server(char **argv)
 		fprintf(stderr, "pingpong server: bind %s:%s: %s\n", argv[0], argv[1], strerror(errno));
 		return 1;
 	}
-	struct timeval tv = {.tv_sec = 0, .tv_usec = 200000};
+	struct timeval tv = {.tv_sec = 1, .tv_usec = 0};
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	signal(SIGTERM, on_signal);
 	signal(SIGINT, on_signal);
@@ -209,7 +209,7 @@ static int open_path(struct path *p, const char *src_s, const char *dst_s, int p
 		fprintf(stderr, "pingpong client: %s -> %s:%d: %s\n", src_s, dst_s, port, strerror(errno));
 		return -1;
 	}
-	struct timeval tv = {.tv_sec = 0, .tv_usec = 200000};
+	struct timeval tv = {.tv_sec = 1, .tv_usec = 0};
 	setsockopt(p->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	p->rtt = calloc(COUNT_MAX, sizeof(*p->rtt));
 	return p->rtt ? 0 : -1;

@@ -209,8 +209,8 @@ def render(res: dict) -> str:
                   "| config | exchanges | " + " | ".join(["XDP", "TC_INGRESS", "TC_EGRESS"]) + " |", "|---|--:|--:|--:|--:|"]
         for n, ps in parses.items():
             ex = res["configs"][n]["runs"][0]["sent"]
-            lines.append(f"| {n} | {ex:,} | " + " | ".join(f"{ps.get(k, {}).get('sip_parses', 0):,}"
-                                                          for k in ("XDP", "TC_INGRESS", "TC_EGRESS")) + " |")
+            cells = [f"{ps.get(k, {}).get('sip_parses', 0):,}" for k in ("XDP", "TC_INGRESS", "TC_EGRESS")]
+            lines.append(f"| {n} | {ex:,} | " + " | ".join(cells) + " |")
     bs = res.get("bpf_stats", {}).get("in_traffic", {})
     if bs:
         lines += ["", "## In traffic, back to back (separate pass, kernel.bpf_stats_enabled=1)", "",
@@ -398,8 +398,7 @@ class PingPong:
         while not line:
             if p.poll() is not None or time.monotonic() > limit:
                 raise RuntimeError(f"pingpong client stopped answering (rc {p.poll()})")
-            ready, _, _ = select.select([p.stdout], [], [], 0.5)
-            if ready:
+            if select.select([p.stdout], [], [], 0.5)[0]:
                 line = p.stdout.readline()
         rec = json.loads(line)
         if "error" in rec:
@@ -526,6 +525,8 @@ def main(argv=None) -> int:
     ap.add_argument("--budget-min", type=float, default=None, metavar="MIN", help="hard time budget (quick 2, full 15)")
     ap.add_argument("--rounds", type=int, help="interleaved rounds (quick 2, full 20)")
     ap.add_argument("--count", type=int, help="timed round trips per run (quick 300, full 6,000)")
+    ap.add_argument("--configs", metavar="LIST",
+                    help="comma-separated configurations to run (D always runs alongside; default: the profile's)")
     ap.add_argument("--cpu", type=int, default=0, help="the one CPU client and server run on (default 0)")
     ap.add_argument("--work", metavar="DIR", help="raw per-run files (default: a temp dir, removed at the end)")
     ap.add_argument("--render", metavar="DIR", help="only re-render DIR/report.md from DIR/results.json")
@@ -543,6 +544,16 @@ def main(argv=None) -> int:
         prof["rounds"] = args.rounds
     if args.count is not None:
         prof["count"] = args.count
+    if args.configs is not None:
+        chosen = [c.strip() for c in args.configs.split(",") if c.strip()]
+        bad = [c for c in chosen if c not in CONFIGS or c == "T0"]
+        if bad or not chosen:
+            ap.error(f"--configs: unknown {', '.join(bad) or '(empty)'}; choose from "
+                     f"{', '.join(c for c in CONFIGS if c != 'T0')} (T0 comes with --base)")
+        prof["configs"] = ["D", *[c for c in dict.fromkeys(chosen) if c != "D"]]
+        if len(prof["configs"]) == 1 and not args.base:
+            ap.error("--configs: name at least one filter (D runs alongside every one)")
+        prof["stats_configs"] = [c for c in prof["stats_configs"] if c in prof["configs"]]
     if not 1 <= prof["rounds"] <= 40:
         ap.error("--rounds: 1..40 expected")
     if not 10 <= prof["count"] <= 100000:

@@ -66,7 +66,9 @@ def test_a_run_without_timed_exchanges_is_left_out():
 
 @pytest.mark.parametrize("args, field", [(["--rounds", "0"], "--rounds"), (["--count", "5"], "--count"),
                                          (["--cpu", "999"], "--cpu"), (["--budget-min", "0.1"], "--budget-min"),
-                                         (["--base", "no-such-ref-xyz"], "--base")])
+                                         (["--base", "no-such-ref-xyz"], "--base"),
+                                         (["--configs", "T,Q"], "--configs"), (["--configs", ","], "--configs"),
+                                         (["--configs", "D"], "--configs")])
 def test_bad_arguments_are_usage_errors_naming_the_option(args, field, capsys):
     with pytest.raises(SystemExit) as e:
         pingpong.main(args)
