@@ -112,6 +112,12 @@ def iptables_rule() -> list[str]:
             str(BURST), "--hashlimit-mode", "srcip", "--hashlimit-name", "etsf_reg", "-j", "DROP"]
 
 
+def attach_args(cfg: str, build_dir: str, base_build_dir: str) -> list[str]:
+    """etsfctl attach for an eTSF configuration, naming its objects: without --build-dir attach
+    takes the last build recorded in the state directory, which T and T0 share."""
+    return ["attach", "--iface", SINK_IF, *ETSF[cfg][0], "--build-dir", base_build_dir if cfg == "T0" else build_dir]
+
+
 def policy() -> str:
     return (f"version: 1\nsip_ports: [{PORT}]\nrate_limits:\n  register: {{rate: {LIMIT}, burst: {BURST}}}\n")
 
@@ -228,7 +234,8 @@ class FloodBench:
                        peer_addrs=[f"{SINK}/24"])
         self.sh(self.src_ns, "ping", "-c1", "-W1", "-I", SRC_BASE, SINK, check=False)
         if cfg in ETSF:
-            self.etsfctl("attach", "--iface", SINK_IF, *ETSF[cfg][0], base=cfg == "T0")
+            self.etsfctl(*attach_args(cfg, self.env["ETSF_BUILD_DIR"], self.base_env["ETSF_BUILD_DIR"]),
+                         base=cfg == "T0")
             pol = self.work / "policy.yml"
             pol.write_text(policy())
             self.etsfctl("policy", "apply", str(pol), base=cfg == "T0")

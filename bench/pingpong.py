@@ -134,6 +134,13 @@ def policy(telemetry: bool = True) -> str:
     return text + ("" if telemetry else "telemetry:\n  transactions: false\n")
 
 
+def attach_args(cfg: str, build_dir: str, base_build_dir: str) -> list[str]:
+    """etsfctl attach for an eTSF configuration, naming its objects: without --build-dir attach
+    takes the last build recorded in the state directory, which T and T0 share."""
+    return ["attach", "--iface", NODE_IF, *ETSF[cfg][0], "--build-dir", base_build_dir if cfg == "T0" else build_dir,
+            "--json"]
+
+
 def invites_passed(st: dict, hook: str) -> int:
     """INVITEs passed at `hook` in `etsfctl stats --json`."""
     return sum(r["packets"] for r in st.get("counters", [])
@@ -337,7 +344,8 @@ class PingPong:
 
     def apply(self, cfg: str):
         if cfg in ETSF:
-            r = self.etsfctl("attach", "--iface", NODE_IF, *ETSF[cfg][0], "--json", base=cfg == "T0")
+            r = self.etsfctl(*attach_args(cfg, self.env["ETSF_BUILD_DIR"], self.base_env["ETSF_BUILD_DIR"]),
+                             base=cfg == "T0")
             self.res["configs"][cfg]["hook"] = json.loads(r.stdout).get("hook")
             pol = self.work / f"policy-{cfg}.yml"
             pol.write_text(policy(telemetry=cfg != "T-nt"))

@@ -74,3 +74,13 @@ def test_bad_arguments_are_usage_errors_naming_the_option(args, field, capsys):
         pingpong.main(args)
     assert e.value.code == 2
     assert field in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("mod", ["pingpong", "floodcmp"])
+def test_t0_attaches_the_base_objects_and_t_its_own(mod):
+    """attach without --build-dir takes the state directory's last build, which T and T0 share:
+    T0 would run T's programs and a before/after pair would compare a tree with itself."""
+    m = __import__(mod)
+    for cfg, want in (("T", "/w/build"), ("T0", "/w/base-build")):
+        args = m.attach_args(cfg, "/w/build", "/w/base-build")
+        assert args[0] == "attach" and args[args.index("--build-dir") + 1] == want, (mod, cfg, args)
