@@ -60,6 +60,7 @@ import cpuacct  # noqa: E402
 import progcost  # noqa: E402
 import run as R  # noqa: E402
 import stats  # noqa: E402
+from trees import Trees  # noqa: E402
 from lab.netns import Topology  # noqa: E402
 
 SCHEMA = "etsf-bench-flood/1"
@@ -112,12 +113,6 @@ def iptables_rule() -> list[str]:
             str(BURST), "--hashlimit-mode", "srcip", "--hashlimit-name", "etsf_reg", "-j", "DROP"]
 
 
-def attach_args(cfg: str, build_dir: str, base_build_dir: str) -> list[str]:
-    """etsfctl attach for an eTSF configuration, naming its objects: without --build-dir attach
-    takes the last build recorded in the state directory, which T and T0 share."""
-    return ["attach", "--iface", SINK_IF, *ETSF[cfg][0], "--build-dir", base_build_dir if cfg == "T0" else build_dir]
-
-
 def policy() -> str:
     return (f"version: 1\nsip_ports: [{PORT}]\nrate_limits:\n  register: {{rate: {LIMIT}, burst: {BURST}}}\n")
 
@@ -161,19 +156,13 @@ class FloodBench:
         self.tag = str(os.getpid() % 100000)
         self.src_ns, self.sink_ns = f"{NS_PREFIX}s{self.tag}", f"{NS_PREFIX}k{self.tag}"
         self.pin_root = f"/sys/fs/bpf/etsf-bnf-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        st = self.work / "etsf-state"
-        self.env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), ETSF_PIN_ROOT=self.pin_root,
-                        ETSF_STATE_DIR=str(st / "state"), ETSF_RUN_DIR=str(st / "run"),
-                        ETSF_BUILD_DIR=str(st / "build"))
+        self.trees = Trees(self.work, self.pin_root, args.base)
         self.t0 = time.monotonic()
         self.deadline = self.t0 + args.budget_min * 60
         self.topo: Topology | None = None
         self.configs = [c for c in prof["configs"] if c != "IL" or shutil.which("iptables-legacy")]
         if args.base:
             self.configs.append("T0")
-        # T0's programs: bpf/ of --base, built apart (prepare)
-        self.base_env = {"ETSF_BPF_SRC": str(self.work / "base-src" / "bpf"),
-                         "ETSF_BUILD_DIR": str(self.work / "base-build")}
         self.res = {"schema": SCHEMA, "profile": args.profile, "started": R.now_utc().isoformat(),
                     "params": dict(prof, limit_per_source=LIMIT, burst=BURST, port=PORT,
                                    base_ref=args.base, base_commit=progcost.git("rev-parse", args.base)
@@ -190,12 +179,7 @@ class FloodBench:
         return self.topo.sh(ns, *cmd, inp=inp, check=check, timeout=timeout)
 
     def etsfctl(self, *args, check=True, base=False):
-        cmd = ["nsenter", f"--net=/run/netns/{self.sink_ns}", sys.executable, "-m", "etsf", *args]
-        env = dict(self.env, **self.base_env) if base else self.env
-        r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120, check=False)
-        if check and r.returncode != 0:
-            raise RuntimeError(f"etsfctl {' '.join(args)}: {r.stderr.strip()}")
-        return r
+        return self.trees.etsfctl(self.sink_ns, *args, check=check, base=base)
 
     def prepare(self):
         for src in ("flood", "sink"):
@@ -203,13 +187,7 @@ class FloodBench:
                                capture_output=True, text=True, timeout=120, check=False)
             if r.returncode != 0:
                 raise RuntimeError(f"gcc {src}.c: {r.stderr.strip()[:500]}")
-        r = subprocess.run([sys.executable, "-m", "etsf", "build", "--out", self.env["ETSF_BUILD_DIR"], "--json"],
-                           env=self.env, capture_output=True, text=True, timeout=600, check=False)
-        if r.returncode != 0:
-            raise RuntimeError(f"etsfctl build: {r.stderr.strip()}")
-        if self.args.base:
-            from etsf.build import build  # pylint: disable=import-outside-toplevel
-            build(progcost.export_bpf(self.args.base, self.work / "base-src"), self.base_env["ETSF_BUILD_DIR"])
+        self.trees.build()
 
     def host_info(self) -> dict:
         def out(*c):
@@ -234,8 +212,7 @@ class FloodBench:
                        peer_addrs=[f"{SINK}/24"])
         self.sh(self.src_ns, "ping", "-c1", "-W1", "-I", SRC_BASE, SINK, check=False)
         if cfg in ETSF:
-            self.etsfctl(*attach_args(cfg, self.env["ETSF_BUILD_DIR"], self.base_env["ETSF_BUILD_DIR"]),
-                         base=cfg == "T0")
+            self.etsfctl(*self.trees.attach_args(SINK_IF, ETSF[cfg][0], base=cfg == "T0"), base=cfg == "T0")
             pol = self.work / "policy.yml"
             pol.write_text(policy())
             self.etsfctl("policy", "apply", str(pol), base=cfg == "T0")

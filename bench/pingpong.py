@@ -74,6 +74,7 @@ import floodcmp  # noqa: E402
 import progcost  # noqa: E402
 import run as R  # noqa: E402
 import stats  # noqa: E402
+from trees import Trees  # noqa: E402
 from lab.netns import Topology  # noqa: E402
 
 SCHEMA = "etsf-bench-pingpong/1"
@@ -132,13 +133,6 @@ def policy(telemetry: bool = True) -> str:
     text = (f"version: 1\nsip_ports: [{PORT}]\nrate_limits:\n  invite: {{rate: 0}}\n"
             f"  register: {{rate: {floodcmp.LIMIT}, burst: {floodcmp.BURST}}}\n")
     return text + ("" if telemetry else "telemetry:\n  transactions: false\n")
-
-
-def attach_args(cfg: str, build_dir: str, base_build_dir: str) -> list[str]:
-    """etsfctl attach for an eTSF configuration, naming its objects: without --build-dir attach
-    takes the last build recorded in the state directory, which T and T0 share."""
-    return ["attach", "--iface", NODE_IF, *ETSF[cfg][0], "--build-dir", base_build_dir if cfg == "T0" else build_dir,
-            "--json"]
 
 
 def invites_passed(st: dict, hook: str) -> int:
@@ -246,12 +240,7 @@ class PingPong:
         self.nodes = {k: f"{NS_PREFIX}{k}{self.tag}" for k in PATHS}
         self.node_ns = self.nodes["b"]             # where the filter goes
         self.pin_root = f"/sys/fs/bpf/etsf-bnq-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        st = self.work / "etsf-state"
-        self.env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), ETSF_PIN_ROOT=self.pin_root,
-                        ETSF_STATE_DIR=str(st / "state"), ETSF_RUN_DIR=str(st / "run"),
-                        ETSF_BUILD_DIR=str(st / "build"))
-        self.base_env = {"ETSF_BPF_SRC": str(self.work / "base-src" / "bpf"),
-                         "ETSF_BUILD_DIR": str(self.work / "base-build")}
+        self.trees = Trees(self.work, self.pin_root, args.base)
         self.t0 = time.monotonic()
         self.deadline = self.t0 + args.budget_min * 60
         self.topo: Topology | None = None
@@ -275,29 +264,18 @@ class PingPong:
                                   "work_dir": str(self.work)}}
 
     def etsfctl(self, *args, check=True, base=False):
-        cmd = ["nsenter", f"--net=/run/netns/{self.node_ns}", sys.executable, "-m", "etsf", *args]
-        env = dict(self.env, **self.base_env) if base else self.env
-        r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120, check=False)
-        if check and r.returncode != 0:
-            raise RuntimeError(f"etsfctl {' '.join(args)}: {r.stderr.strip()}")
-        return r
+        return self.trees.etsfctl(self.node_ns, *args, check=check, base=base)
 
     def prepare(self):
         r = subprocess.run(["gcc", "-O2", "-Wall", "-o", str(self.bin), str(HERE / "pingpong.c")],
                            capture_output=True, text=True, timeout=120, check=False)
         if r.returncode != 0:
             raise RuntimeError(f"gcc pingpong.c: {r.stderr.strip()[:500]}")
-        r = subprocess.run([sys.executable, "-m", "etsf", "build", "--out", self.env["ETSF_BUILD_DIR"], "--json"],
-                           env=self.env, capture_output=True, text=True, timeout=600, check=False)
-        if r.returncode != 0:
-            raise RuntimeError(f"etsfctl build: {r.stderr.strip()}")
+        self.trees.build()
         if any(c in REF_PROGS for c in self.configs):
             from etsf import bpf  # pylint: disable=import-outside-toplevel
             from etsf.build import build_test_object  # pylint: disable=import-outside-toplevel
             self.ref = bpf.load_object(build_test_object(HERE / "bpf", self.work / "ref", "progcost_ref.c"))
-        if self.args.base:
-            from etsf.build import build  # pylint: disable=import-outside-toplevel
-            build(progcost.export_bpf(self.args.base, self.work / "base-src"), self.base_env["ETSF_BUILD_DIR"])
 
     def host_info(self) -> dict:
         model = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
@@ -344,9 +322,15 @@ class PingPong:
 
     def apply(self, cfg: str):
         if cfg in ETSF:
-            r = self.etsfctl(*attach_args(cfg, self.env["ETSF_BUILD_DIR"], self.base_env["ETSF_BUILD_DIR"]),
+            r = self.etsfctl(*self.trees.attach_args(NODE_IF, ETSF[cfg][0], base=cfg == "T0"), "--json",
                              base=cfg == "T0")
-            self.res["configs"][cfg]["hook"] = json.loads(r.stdout).get("hook")
+            out = json.loads(r.stdout)
+            self.res["configs"][cfg]["hook"] = out.get("hook")
+            # which objects run: T0's tags differ from T's whenever the two trees' programs do
+            from etsf import bpf  # pylint: disable=import-outside-toplevel
+            self.res["configs"][cfg]["prog_tags"] = {
+                k: bpf.prog_info(out[k])["tag"] for k in ("xdp_prog_id", "tc_ingress_prog_id", "tc_prog_id")
+                if out.get(k)}
             pol = self.work / f"policy-{cfg}.yml"
             pol.write_text(policy(telemetry=cfg != "T-nt"))
             self.etsfctl("policy", "apply", str(pol), base=cfg == "T0")

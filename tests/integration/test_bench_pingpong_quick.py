@@ -106,3 +106,30 @@ def test_nothing_left_behind(quick):
     assert not set(res["resources"]["namespaces"]) & after
     assert not os.path.exists(res["resources"]["pin_root"])
     assert not os.path.exists(res["resources"]["work_dir"])
+
+
+@pytest.fixture(scope="module")
+def with_base(tmp_path_factory):
+    """One short round of T against T0 = the parent of the last commit that changed bpf/: two
+    trees whose programs differ, so T0 must attach other programs than T."""
+    head = subprocess.run(["git", "-C", str(REPO), "rev-list", "-n", "1", "HEAD", "--", "bpf"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    base = f"{head}^"
+    out = tmp_path_factory.mktemp("bench-pingpong-base")
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+    r = subprocess.run([sys.executable, str(REPO / "bench" / "pingpong.py"), "--quick", "--configs", "T", "--rounds", "1",
+                        "--count", "50", "--base", base, "--out", str(out)],
+                       capture_output=True, text=True, env=env, timeout=300, check=False)
+    print(r.stdout[-2000:])
+    print(r.stderr[-2000:])
+    return r, json.loads((out / "results.json").read_text())
+
+
+def test_t0_runs_the_base_trees_programs(with_base):
+    r, res = with_base
+    assert r.returncode == 0, r.stderr[-2000:]
+    t, t0 = res["configs"]["T"], res["configs"]["T0"]
+    assert t["prog_tags"]["tc_ingress_prog_id"] != t0["prog_tags"]["tc_ingress_prog_id"], (t, t0)
+    for cfg in (t, t0):
+        run = cfg["runs"][0]
+        assert run["counts_add_up"] and run["invites_passed"] == run["sent"], run

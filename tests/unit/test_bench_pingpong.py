@@ -76,11 +76,15 @@ def test_bad_arguments_are_usage_errors_naming_the_option(args, field, capsys):
     assert field in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("mod", ["pingpong", "floodcmp"])
-def test_t0_attaches_the_base_objects_and_t_its_own(mod):
+def test_t0_attaches_the_base_objects_and_t_its_own(tmp_path):
     """attach without --build-dir takes the state directory's last build, which T and T0 share:
     T0 would run T's programs and a before/after pair would compare a tree with itself."""
-    m = __import__(mod)
-    for cfg, want in (("T", "/w/build"), ("T0", "/w/base-build")):
-        args = m.attach_args(cfg, "/w/build", "/w/base-build")
-        assert args[0] == "attach" and args[args.index("--build-dir") + 1] == want, (mod, cfg, args)
+    import trees  # pylint: disable=import-outside-toplevel
+    t = trees.Trees(tmp_path, "/sys/fs/bpf/etsf-test-trees", "HEAD")
+    own, base = t.attach_args("qpn", ["--hook", "tc"]), t.attach_args("qpn", ["--hook", "tc"], base=True)
+    assert own[:4] == base[:4] == ["attach", "--iface", "qpn", "--hook"]
+    assert own[own.index("--build-dir") + 1] == t.env["ETSF_BUILD_DIR"] == str(tmp_path / "etsf-state" / "build")
+    assert base[base.index("--build-dir") + 1] == str(tmp_path / "base-build") != t.env["ETSF_BUILD_DIR"]
+    # both variants share the pin root and the state directory: the same counters, the same detach
+    assert dict(t.env, **t.base_env)["ETSF_STATE_DIR"] == t.env["ETSF_STATE_DIR"]
+    assert dict(t.env, **t.base_env)["ETSF_PIN_ROOT"] == t.env["ETSF_PIN_ROOT"]
