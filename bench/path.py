@@ -55,6 +55,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT))
 
 import cpuacct  # noqa: E402
+import etsfread  # noqa: E402
 import keepalive as KA  # noqa: E402
 import kubeproxy  # noqa: E402
 import run as R  # noqa: E402
@@ -664,12 +665,7 @@ class PathBench:
                     rec = self.sipp(cfg, "un", self.p["stats_seconds"])
                     after = self.prog_stats()
                     path.write_text(old + "\n")
-                    progs = {}
-                    for name, st in after.items():
-                        b0 = before.get(name, {"run_cnt": 0, "run_time_ns": 0})
-                        cnt = st["run_cnt"] - b0["run_cnt"]
-                        progs[name] = {"run_cnt": cnt, "run_time_ns": st["run_time_ns"] - b0["run_time_ns"],
-                                       "ns_per_run": (st["run_time_ns"] - b0["run_time_ns"]) / cnt if cnt else None}
+                    progs = etsfread.runs_delta(before, after)
                     out[cfg["name"]] = {"programs": progs, "calls_ok": rec["successful"],
                                         "calls": rec["created"], "hook": cfg.get("hook"),
                                         "parses": self.parse_stats()}
@@ -686,32 +682,12 @@ class PathBench:
 
     def parse_stats(self) -> dict | None:
         """etsf_parse_stats summed over the CPUs, by hook: how many SIP parses the run took."""
-        from etsf import bpf, layout
-        try:
-            with bpf.open_map("etsf_parse_stats", self.b.pin_root) as m:
-                out = {}
-                for h in layout.Hook:
-                    vals = [layout.ParseStat.from_buffer_copy(v) for v in m.lookup_percpu(int(h).to_bytes(4, "little"))]
-                    out[h.name] = {f: sum(getattr(v, f) for v in vals) for f in ("sip_parses", "meta_used",
-                                                                                 "meta_missing")}
-                return out
-        except Exception:  # noqa: BLE001 - a figure of the report, not of the run
-            return None
+        return etsfread.parse_counts(self.b.pin_root)
 
     def prog_stats(self) -> dict:
-        from etsf import bpf
-        out = {}
-        progs = Path(self.b.pin_root) / "progs"
-        for f in sorted(progs.iterdir()) if progs.is_dir() else []:
-            with contextlib.suppress(Exception):
-                info = bpf.prog_info_pinned(f)
-                out[f.name] = {"run_cnt": info["run_cnt"], "run_time_ns": info["run_time_ns"]}
-        # the benchmark's own stamps, for what the measurement itself costs per packet
-        for name, prog in (self.tr.progs.items() if self.tr else ()):
-            with contextlib.suppress(Exception):
-                info = bpf.prog_info(prog.id)
-                out[f"(bench) {name}"] = {"run_cnt": info["run_cnt"], "run_time_ns": info["run_time_ns"]}
-        return out
+        # the benchmark's own stamps too, for what the measurement itself costs per packet
+        return etsfread.prog_runs(self.b.pin_root, {f"(bench) {name}": prog.id
+                                                    for name, prog in (self.tr.progs.items() if self.tr else ())})
 
     def datapath_pass(self):
         if self.path_left() < 60:

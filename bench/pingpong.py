@@ -70,6 +70,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT))
 
 import datapath  # noqa: E402
+import etsfread  # noqa: E402
 import floodcmp  # noqa: E402
 import progcost  # noqa: E402
 import run as R  # noqa: E402
@@ -354,31 +355,10 @@ class PingPong:
         self.topo.sh(self.node_ns, "tc", "qdisc", "del", "dev", NODE_IF, "clsact", check=False)
 
     def parse_stats(self) -> dict | None:
-        """etsf_parse_stats summed over the CPUs, by hook."""
-        from etsf import bpf, layout  # pylint: disable=import-outside-toplevel
-        try:
-            with bpf.open_map("etsf_parse_stats", self.pin_root) as m:
-                out = {}
-                for h in layout.Hook:
-                    vals = [layout.ParseStat.from_buffer_copy(v) for v in m.lookup_percpu(int(h).to_bytes(4, "little"))]
-                    out[h.name] = {"sip_parses": sum(v.sip_parses for v in vals)}
-                return out
-        except Exception:  # noqa: BLE001 - a figure of the report, not of the run
-            return None
+        return etsfread.parse_counts(self.pin_root)
 
     def prog_stats(self) -> dict:
-        from etsf import bpf  # pylint: disable=import-outside-toplevel
-        out = {}
-        progs = Path(self.pin_root) / "progs"
-        for f in sorted(progs.iterdir()) if progs.is_dir() else []:
-            with contextlib.suppress(Exception):
-                info = bpf.prog_info_pinned(f)
-                out[f.name] = {"run_cnt": info["run_cnt"], "run_time_ns": info["run_time_ns"]}
-        for name, prog in self.ref.items():
-            with contextlib.suppress(Exception):
-                info = bpf.prog_info(prog.id)
-                out[name] = {"run_cnt": info["run_cnt"], "run_time_ns": info["run_time_ns"]}
-        return out
+        return etsfread.prog_runs(self.pin_root, {name: prog.id for name, prog in self.ref.items()})
 
     def client(self, count: int, warmup: int) -> dict:
         """One run of the client (COUNT timed round trips after WARMUP), bounded in time."""
@@ -472,11 +452,7 @@ class PingPong:
                     rec = self.client(self.p["count"], self.p["warmup"])["b"]
                     after = self.prog_stats()
                     STATS.write_text(old + "\n")
-                    progs = {}
-                    for name, st in after.items():
-                        b0 = before.get(name, {"run_cnt": 0, "run_time_ns": 0})
-                        cnt, ns = st["run_cnt"] - b0["run_cnt"], st["run_time_ns"] - b0["run_time_ns"]
-                        progs[name] = {"run_cnt": cnt, "run_time_ns": ns, "ns_per_run": ns / cnt if cnt else None}
+                    progs = etsfread.runs_delta(before, after)
                     out[cfg] = {"programs": progs, "sent": rec["sent"], "hook": self.res["configs"][cfg].get("hook")}
                     R.log(f"bpf_stats {cfg}: " + ", ".join(f"{p} {v['ns_per_run']:.0f} ns x {v['run_cnt']}"
                                                            for p, v in progs.items() if v["ns_per_run"]))

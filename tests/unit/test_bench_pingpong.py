@@ -88,3 +88,13 @@ def test_t0_attaches_the_base_objects_and_t_its_own(tmp_path):
     # both variants share the pin root and the state directory: the same counters, the same detach
     assert dict(t.env, **t.base_env)["ETSF_STATE_DIR"] == t.env["ETSF_STATE_DIR"]
     assert dict(t.env, **t.base_env)["ETSF_PIN_ROOT"] == t.env["ETSF_PIN_ROOT"]
+
+
+def test_runs_delta_per_program():
+    import etsfread  # pylint: disable=import-outside-toplevel
+    before = {"tc_fastpath": {"run_cnt": 10, "run_time_ns": 5000}}
+    after = {"tc_fastpath": {"run_cnt": 110, "run_time_ns": 105000},
+             "pc_ref_ingress": {"run_cnt": 0, "run_time_ns": 0}}
+    d = etsfread.runs_delta(before, after)
+    assert d["tc_fastpath"] == {"run_cnt": 100, "run_time_ns": 100000, "ns_per_run": 1000.0}
+    assert d["pc_ref_ingress"]["ns_per_run"] is None           # no runs: no figure, not 0
