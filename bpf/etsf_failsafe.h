@@ -26,6 +26,16 @@ static __always_inline __u32 etsf_failsafe(const struct etsf_ctl *ctl)
 	return 0;
 }
 
+/* the live policy slot of ctl: *pol (NULL when missing), *valid when it holds a valid policy */
+static __always_inline void etsf_live_policy(const struct etsf_ctl *ctl,
+					     const struct etsf_policy **pol, int *valid)
+{
+	__u32 slot = ctl->active_slot & 1;
+
+	*pol = bpf_map_lookup_elem(&etsf_policy, &slot);
+	*valid = *pol && ((*pol)->flags & ETSF_POL_F_VALID);
+}
+
 /*
  * Prologue shared by every classifier program: the control block, the fail-safe
  * (bypass / dead-man, read first) and the live policy slot.  Returns ETSF_R_OK to go
@@ -34,7 +44,7 @@ static __always_inline __u32 etsf_failsafe(const struct etsf_ctl *ctl)
 static __always_inline __u32 etsf_prologue(struct etsf_ctl **ctl, const struct etsf_policy **pol,
 					   int *valid)
 {
-	__u32 zero = 0, slot, reason;
+	__u32 zero = 0, reason;
 
 	*ctl = bpf_map_lookup_elem(&etsf_ctl, &zero);
 	if (!*ctl)
@@ -42,9 +52,7 @@ static __always_inline __u32 etsf_prologue(struct etsf_ctl **ctl, const struct e
 	reason = etsf_failsafe(*ctl);
 	if (reason)
 		return reason;
-	slot = (*ctl)->active_slot & 1;
-	*pol = bpf_map_lookup_elem(&etsf_policy, &slot);
-	*valid = *pol && ((*pol)->flags & ETSF_POL_F_VALID);
+	etsf_live_policy(*ctl, pol, valid);
 	return ETSF_R_OK;
 }
 

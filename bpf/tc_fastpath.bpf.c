@@ -129,6 +129,8 @@ __attribute__((noinline)) int etsf_tc_decide(struct etsf_fp_ctx *c, const struct
 /*
  * The classifier at TC ingress: xdp_sip's checks, verdicts and counters
  * (etsf_ingress.h) at ETSF_HOOK_TC_INGRESS, on the headers main parsed.
+ * c->reason is main's fail-safe and header outcome: ETSF_R_OK means the
+ * bypass and dead-man checks passed for this packet, so they are not repeated.
  * Returns TC_ACT_SHOT (dropped), TC_ACT_REDIRECT (answered) or ETSF_TC_GO.
  * A global function: verified once, with unknown arguments.
  */
@@ -151,9 +153,13 @@ __attribute__((noinline)) int etsf_tc_classify(struct __sk_buff *skb, struct ets
 		ctl = bpf_map_lookup_elem(&etsf_ctl, &zero);
 		goto out;
 	}
-	reason = etsf_prologue(&ctl, &pol, &valid);
-	if (reason != ETSF_R_OK)
+	/* the caller ran the fail-safe on this packet already: a second clock read decides nothing */
+	ctl = bpf_map_lookup_elem(&etsf_ctl, &zero);
+	if (!ctl) {
+		reason = ETSF_R_INTERNAL;
 		goto out;
+	}
+	etsf_live_policy(ctl, &pol, &valid);
 	pc = etsf_port_class(pol, valid, p->sport, p->dport);
 	if (pc == ETSF_PORT_NONE) {
 		reason = ETSF_R_NOT_SIP_PORT;
@@ -469,7 +475,7 @@ int tc_fastpath(struct __sk_buff *skb)
 	struct etsf_fp_svc *svc = NULL;
 	struct etsf_if_cfg *cfg;
 	struct etsf_ctl *ctl;
-	__u32 zero = 0, len = skb->len, ifindex = skb->ingress_ifindex, flags;
+	__u32 zero = 0, len = skb->len, ifindex = skb->ingress_ifindex, flags, lin;
 	__u32 reason;
 	int ret, steer;
 
@@ -507,8 +513,10 @@ int tc_fastpath(struct __sk_buff *skb)
 	c->slot = ctl->active_slot & 1;
 	c->generation = ctl->generation;
 
-	/* headers must be linear for direct access (no-op when they are) */
-	bpf_skb_pull_data(skb, len < 256 ? len : 256);
+	/* headers must be linear for direct access; the helper call only when they are not */
+	lin = len < 256 ? len : 256;
+	if ((long)skb->data + lin > (long)skb->data_end)
+		bpf_skb_pull_data(skb, lin);
 	c->reason = etsf_hdrs(skb, &c->p);
 	if (c->reason != ETSF_R_OK) {
 		reason = c->reason == ETSF_R_FRAGMENT ? ETSF_FP_FRAGMENT : ETSF_FP_NOT_L4;
