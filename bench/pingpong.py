@@ -29,7 +29,7 @@ leave:
   G     eTSF generic XDP (--hook xdp --mode generic) + TC egress (--full)
   K     a count-only BPF program at TC ingress and one at TC egress: what any program there costs
   KX    K's programs on tcx links (kernel >= 6.6) instead of clsact filters: what the hook costs
-  TX    T with its two TC programs moved onto tcx links (attach puts them into clsact filters)
+  TX    T with its two TC programs on tcx links (`etsfctl attach --tc-api tcx`)
   P     bench/bpf/progcost_ref.c's floor programs there (L2-L4, the start line, the Call-ID found
         and hashed, one table line written by the request and read by the answer): the least a
         Call-ID-aware classifier does, so T - P is what eTSF does beyond it
@@ -101,14 +101,15 @@ CONFIGS = {
     "P": "bench/bpf/progcost_ref.c's floor programs at TC ingress and egress (the least a Call-ID classifier does)",
     "F": "nftables prerouting: payload \"REGISTER\" + per-source meter (the flood rule)",
     "T0": "T with the BPF programs of --base",
-    "TX": "T with its two TC programs moved from clsact filters to tcx links",
+    "TX": "T with its two TC programs on tcx links (attach --tc-api tcx)",
 }
 BASELINE = "D"
 # etsfctl attach arguments of the eTSF configurations, the hook its INVITEs are counted at
 # the tc filter handles of K and P (eTSF's own are 0xE75E / 0xE75F)
 REF_PROGS = {"K": (("pc_ref_ingress", "ingress", 0xB8), ("pc_ref_egress", "egress", 0xB8)),
              "P": (("pc_floor_ingress", "ingress", 0xB9), ("pc_floor_egress", "egress", 0xB9))}
-ETSF = {"T": ([], None), "T-nt": (["--hook", "tc"], "TC_INGRESS"), "TX": (["--hook", "tc"], "TC_INGRESS"), "T0": (["--hook", "tc"], "TC_INGRESS"),
+ETSF = {"T": ([], None), "T-nt": (["--hook", "tc"], "TC_INGRESS"), "T0": (["--hook", "tc"], "TC_INGRESS"),
+        "TX": (["--hook", "tc", "--tc-api", "tcx"], "TC_INGRESS"),
         "X": (["--hook", "xdp", "--mode", "native"], "XDP"), "G": (["--hook", "xdp", "--mode", "generic"], "XDP")}
 
 PROFILES = {
@@ -117,23 +118,6 @@ PROFILES = {
     "full": dict(count=6000, warmup=500, rounds=20, quiet_limit_s=5.0, budget_min=15.0,
                  configs=["D", "T", "T-nt", "X", "G", "K", "P", "F"], stats_configs=["T", "T-nt", "X", "K", "P", "KX", "TX"]),
 }
-
-
-# ---------------------------------------------------------------- tcx
-BPF_LINK_CREATE = 28
-TCX_ATTACH = {"ingress": 46, "egress": 47}      # BPF_TCX_INGRESS / BPF_TCX_EGRESS
-
-
-def tcx_link(ifindex: int, prog_fd: int, direction: str) -> int:
-    """A tcx link of prog_fd at ifindex's ingress or egress (kernel >= 6.6); its fd.  The raw
-    syscall: libbpf 1.1 has no tcx API."""
-    import ctypes  # pylint: disable=import-outside-toplevel
-    libc = ctypes.CDLL(None, use_errno=True)
-    attr = (ctypes.c_uint32 * 16)(prog_fd, ifindex, TCX_ATTACH[direction], 0)
-    fd = libc.syscall(321, BPF_LINK_CREATE, ctypes.byref(attr), ctypes.sizeof(attr))
-    if fd < 0:
-        raise OSError(ctypes.get_errno(), f"tcx {direction} link on ifindex {ifindex}")
-    return fd
 
 
 # ---------------------------------------------------------------- pure parts
@@ -357,8 +341,6 @@ class PingPong:
             pol = self.work / f"policy-{cfg}.yml"
             pol.write_text(policy(telemetry=cfg != "T-nt"))
             self.etsfctl("policy", "apply", str(pol), base=cfg == "T0")
-            if cfg == "TX":
-                self.move_to_tcx(out)
         elif cfg in REF_PROGS:
             from etsf import bpf  # pylint: disable=import-outside-toplevel
             from transit import in_netns  # pylint: disable=import-outside-toplevel
@@ -367,34 +349,16 @@ class PingPong:
                 for prog, d, handle in REF_PROGS[cfg]:
                     bpf.tc_attach(idx, self.ref[prog].fd, d, handle, 1)
         elif cfg == "KX":
+            from etsf import bpf  # pylint: disable=import-outside-toplevel
             from transit import in_netns  # pylint: disable=import-outside-toplevel
             with in_netns(self.node_ns):
                 idx = socket.if_nametoindex(NODE_IF)
                 for prog, d, _handle in REF_PROGS["K"]:
-                    self.links.append(tcx_link(idx, self.ref[prog].fd, d))
+                    pin = os.path.join(self.pin_root, "kx-links", d)
+                    bpf.tcx_attach(pin, idx, self.ref[prog].fd, d)
+                    self.links.append((pin, idx, d))
         elif cfg == "F":
             self.topo.sh(self.node_ns, "nft", "-f", "-", inp=floodcmp.nft_rules())
-
-    def move_to_tcx(self, out: dict):
-        """The programs `attach` put into clsact filters, on tcx links instead (the filters go:
-        a tcx program that returns a verdict ends the hook before any filter runs anyway)."""
-        from etsf import bpf  # pylint: disable=import-outside-toplevel
-        from etsf.fastpath.slots import TC_HANDLE, TC_PRIO  # pylint: disable=import-outside-toplevel
-        from etsf.libbpf import get_lib  # pylint: disable=import-outside-toplevel
-        from transit import in_netns  # pylint: disable=import-outside-toplevel
-        with in_netns(self.node_ns):
-            idx = socket.if_nametoindex(NODE_IF)
-            for key, d in (("tc_ingress_prog_id", "ingress"), ("tc_prog_id", "egress")):
-                fd = get_lib().bpf_prog_get_fd_by_id(out[key])
-                if fd < 0:
-                    raise RuntimeError(f"TX: program {out[key]} is gone")
-                try:
-                    self.links.append(tcx_link(idx, fd, d))
-                finally:
-                    os.close(fd)
-            bpf.tc_detach(idx, direction="ingress", handle=TC_HANDLE, priority=TC_PRIO)
-            bpf.tc_detach(idx, direction="egress")
-        self.topo.sh(self.node_ns, "tc", "qdisc", "del", "dev", NODE_IF, "clsact", check=False)
 
     def remove(self, cfg: str):
         if cfg in ETSF:
@@ -402,8 +366,12 @@ class PingPong:
             shutil.rmtree(self.pin_root, ignore_errors=True)
         elif cfg == "F":
             self.topo.sh(self.node_ns, "nft", "delete", "table", "ip", "etsf_flood", check=False)
-        while self.links:              # an unpinned tcx link detaches when its last fd closes
-            os.close(self.links.pop())
+        if self.links:
+            from etsf import bpf  # pylint: disable=import-outside-toplevel
+            from transit import in_netns  # pylint: disable=import-outside-toplevel
+            with in_netns(self.node_ns):
+                while self.links:
+                    bpf.tcx_detach(*self.links.pop())
         # D runs with no clsact qdisc at all, as on a host without a TC program
         self.topo.sh(self.node_ns, "tc", "qdisc", "del", "dev", NODE_IF, "clsact", check=False)
 

@@ -43,6 +43,15 @@ options:
     type: str
     choices: [native, generic]
     default: native
+  tc_api:
+    description:
+      - How the TC programs (TC ingress on the tc hook, TC egress on both) are attached. V(clsact)
+        puts them into clsact filters; V(tcx) runs them on tcx links (kernel 6.6 or later), without
+        the qdisc and classifier layers around them, pinned under the pin root. A change switches
+        in place (action C(switch)), the new attachment before the old one goes.
+    type: str
+    choices: [clsact, tcx]
+    default: clsact
   state:
     description: Whether the programs should be attached or detached.
     type: str
@@ -88,6 +97,11 @@ EXAMPLES = r"""
   etsf.sip.datapath:
     interfaces: [br-sip]
     hook: tc
+
+- name: Run the TC programs on tcx links (kernel 6.6 or later)
+  etsf.sip.datapath:
+    interfaces: [sip0]
+    tc_api: tcx
 
 - name: Take eTSF off an interface
   etsf.sip.datapath:
@@ -145,6 +159,7 @@ def _view(rows):
             "xdp_prog": row.get("xdp_prog_name"),
             "xdp_mode": row.get("xdp_mode"),
             "tc_egress_prog": row.get("tc_prog_name"),
+            "tc_api": row.get("tc_api"),
             "build": (row.get("stamp") or "")[:12] or None,
         }
         for name, row in sorted(rows.items())
@@ -161,7 +176,8 @@ def plan(params, current, managed, new_stamp, hooks):
             row = current.get(iface, {})
             if not row.get("attached"):
                 actions[iface] = "attach"
-            elif row.get("hook") != hooks[iface]:
+            elif row.get("hook") != hooks[iface] or \
+                    (row.get("tc_api") or "clsact") != params.get("tc_api", "clsact"):
                 actions[iface] = "switch"
             elif hooks[iface] == "xdp" and row.get("xdp_mode") != params["mode"]:
                 actions[iface] = "reattach"
@@ -184,6 +200,7 @@ def main():
             interfaces=dict(type="list", elements="str", required=True),
             hook=dict(type="str", choices=["auto", "xdp", "tc"], default="auto"),
             mode=dict(type="str", choices=["native", "generic"], default="native"),
+            tc_api=dict(type="str", choices=["clsact", "tcx"], default="clsact"),
             state=dict(type="str", choices=["attached", "detached"], default="attached"),
             fastpath_interfaces=dict(type="list", elements="str", default=[]),
             src_dir=dict(type="path", default="/usr/share/etsf/bpf"),
@@ -235,7 +252,7 @@ def main():
                     # the requested hook (auto decides again, the same way): the state then
                     # records what was asked for and the driver's reason, as `etsfctl attach` does
                     etsf_datapath.attach(iface, mode=p["mode"] if hooks[iface] == "xdp" else None,
-                                         build_dir=p["build_dir"], hook=p["hook"])
+                                         build_dir=p["build_dir"], hook=p["hook"], tc_api=p["tc_api"])
                 if action == "forget":
                     etsf_datapath.forget(iface)
             to_attach = [i for i, a in fp_actions.items() if a == "attach"]
@@ -256,14 +273,14 @@ def main():
         for iface, action in actions.items():
             if action in ("detach", "forget"):
                 after[iface] = dict(attached=False, hook=None, xdp_prog=None, xdp_mode=None, tc_egress_prog=None,
-                                    build=None)
+                                    tc_api=None, build=None)
             elif action == "unchanged":
                 after[iface] = before[iface]
             else:
                 xdp = hooks[iface] == "xdp"
                 after[iface] = dict(attached=True, hook=hooks[iface], xdp_prog=etsf_datapath.XDP_PROG if xdp else None,
                                     xdp_mode=p["mode"] if xdp else None, tc_egress_prog=etsf_datapath.TC_PROG,
-                                    build=(new_stamp or "")[:12] or None)
+                                    tc_api=p["tc_api"], build=(new_stamp or "")[:12] or None)
     else:
         state = etsf_datapath.load_state().get("interfaces", {})
         after = _view({k: dict(v, stamp=state.get(k, {}).get("stamp")) for k, v in after_rows.items()})

@@ -23,6 +23,7 @@ from .libbpf import (BPF_F_NO_COMMON_LRU, BPF_F_RDONLY, BPF_TC_EGRESS, BPF_TC_F_
                      num_possible_cpus, ObjectOpenOpts, ProgInfo, TcHook, TcOpts, TestRunOpts, XdpAttachOpts,
                      XdpQueryOpts)
 from .bpfmaps import ensure_bpffs, Map, obj_get, obj_get_rw, open_map, pin_program, unpin
+from .bpflinks import tcx_attach, tcx_detach, tcx_prog_ids, tcx_query, tcx_supported
 
 
 # ---------------------------------------------------------------- programs
@@ -408,5 +409,5 @@ __all__ = [
     "XDP_FLAGS_REPLACE", "XDP_FLAGS_SKB_MODE", "XDP_FLAGS_UPDATE_IF_NOEXIST", "XDP_PASS", "XDP_TX",
     "bpf_stats_enabled", "ensure_bpffs", "load_object", "lru_max_entries", "monotonic_ns", "num_possible_cpus",
     "obj_get", "object_maps", "open_map", "pin_program", "prog_info", "prog_info_pinned", "tc_attach", "tc_detach", "tc_query",
-    "test_run", "test_run_ctx", "unpin", "xdp_attach", "xdp_detach", "xdp_query",
+    "tcx_attach", "tcx_detach", "tcx_prog_ids", "tcx_query", "tcx_supported", "test_run", "test_run_ctx", "unpin", "xdp_attach", "xdp_detach", "xdp_query",
 ]

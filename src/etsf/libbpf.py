@@ -272,6 +272,10 @@ def get_lib():
             "bpf_tc_attach": (INT, [P, P]),
             "bpf_tc_detach": (INT, [P, P]),
             "bpf_tc_query": (INT, [P, P]),
+            "bpf_link_create": (INT, [INT, INT, U32, P]),
+            "bpf_link_update": (INT, [INT, INT, P]),
+            "bpf_link_detach": (INT, [INT]),
+            "bpf_prog_query": (INT, [INT, U32, U32, P, P, P]),
         }
         for name, (res, args) in sigs.items():
             fn = getattr(lib, name)

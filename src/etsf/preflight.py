@@ -246,7 +246,27 @@ def _tc_programs(iface: str) -> list[dict]:
             if flt.get("kind") == "bpf" and opts.get("prog", {}).get("id"):
                 found.append({"direction": direction, "id": opts["prog"]["id"],
                               "name": opts["prog"].get("name", "?")})
+    # programs on tcx links run ahead of every filter, and tc does not list them
+    for direction in ("ingress", "egress"):
+        for prog_id in _tcx_ids(iface, direction):
+            found.append({"direction": direction, "id": prog_id, "name": _prog_name(prog_id)})
     return found
+
+
+def _tcx_ids(iface: str, direction: str) -> list[int]:
+    """Program ids at iface's tcx attach point ([] on a kernel without tcx, or where the agent's
+    libbpf cannot be loaded: preflight reports that under its own checks)."""
+    try:
+        from . import bpflinks
+        from .libbpf import BpfError
+    except (ImportError, OSError):
+        return []
+    try:
+        if not bpflinks.tcx_supported():
+            return []
+        return bpflinks.tcx_prog_ids(socket.if_nametoindex(iface), direction)
+    except (OSError, BpfError):
+        return []
 
 
 # ---------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 platform's suite, eTSF is attached on the hook the inventory asks for (mol-sbc1 `datapath_hook: xdp`,
 mol-sbc2 the default auto, which is tc on the lab's veth sip0), pinned, policy maps equal the
 inventory, restore is enabled; after a real reboot (systemd boots again in the lab host) all of it
-is back, on the same hook."""
+is back, on the same hook.  mol-sbc2 runs its TC programs on tcx links (`datapath_tc_api: tcx`):
+the kernel lists them at the tcx attach points, and `tc filter show` lists none."""
 import json
 import os
 import pathlib
@@ -30,6 +31,18 @@ PROGRAMS = {"xdp": ("xdp_sip", "tc_sip_egress"), "tc": ("tc_fastpath", "tc_sip_e
 # the hook each datapath hook's classification counts under in `etsfctl stats`
 STATS_HOOK = {"xdp": "XDP", "tc": "TC_INGRESS"}
 TC_HANDLE = "0xe75e"             # etsf.fastpath.slots.TC_HANDLE: the slot the datapath and fast path share
+# how each host's TC programs are attached (the role's default is clsact)
+TC_API = {n: HOST_VARS.get(n, {}).get("datapath_tc_api", "clsact") for n in SUITES}
+# the program ids at sip0's tcx attach points, as the kernel lists them (BPF_PROG_QUERY)
+TCX_QUERY = ("python3 -c \"import ctypes, json, socket\n"
+             "libc = ctypes.CDLL(None, use_errno=True)\nout = {}\n"
+             "for d, t in (('ingress', 46), ('egress', 47)):\n"
+             "    ids = (ctypes.c_uint32 * 8)(); attr = (ctypes.c_uint64 * 8)()\n"
+             "    a = ctypes.cast(attr, ctypes.POINTER(ctypes.c_uint32))\n"
+             "    a[0], a[1] = socket.if_nametoindex('sip0'), t; attr[2] = ctypes.addressof(ids); a[6] = 8\n"
+             "    rc = libc.syscall(321, 16, ctypes.byref(attr), ctypes.sizeof(attr))\n"
+             "    out[d] = list(ids[:a[6]]) if rc == 0 else 'errno %d' % ctypes.get_errno()\n"
+             "print(json.dumps(out))\"")
 
 
 def _json(host, cmd):
@@ -55,9 +68,17 @@ def _check_attached(host):
     assert row["attached"] and row["hook"] == hook == row["hook_recorded"], row
     assert row["hook_requested"] == REQUESTED[host.backend.get_hostname()], row
     assert row["tc_prog_name"] == "tc_sip_egress"
+    api = TC_API[host.backend.get_hostname()]
+    assert row["tc_api"] == api, row
     # attached as the kernel sees it, by name (not just our state file)
     link = _json(host, "ip -j -d link show dev sip0")[0]
     ingress = _tc_ingress_bpf(host)
+    tcx = _json(host, TCX_QUERY)
+    if api == "tcx":
+        assert ingress == [] and tcx["egress"] == [row["tc_prog_id"]], (ingress, tcx, row)
+        assert tcx["ingress"] == ([row["tc_ingress_prog_id"]] if hook == "tc" else []), (tcx, row)
+    else:
+        assert tcx == {"ingress": [], "egress": []}, tcx
     if hook == "xdp":
         assert row["xdp_prog_name"] == "xdp_sip" and row["xdp_mode"] == "native", row
         assert row["if_flags"] == ["xdp"] and row["tc_ingress_prog_id"] is None, row
@@ -68,8 +89,9 @@ def _check_attached(host):
         assert "veth" in row["hook_reason"] and row["hook_reason"].endswith("-> tc"), row
         assert row["tc_ingress_prog_name"] == "tc_fastpath" and row["if_flags"] == ["classify"], row
         assert row["xdp_prog_id"] is None and "xdp" not in link, link   # no XDP program at all
-        assert [(f["handle"], f["prog"]["name"], f["prog"]["id"]) for f in ingress] == \
-            [(TC_HANDLE, "tc_fastpath", row["tc_ingress_prog_id"])], ingress
+        if api == "clsact":
+            assert [(f["handle"], f["prog"]["name"], f["prog"]["id"]) for f in ingress] == \
+                [(TC_HANDLE, "tc_fastpath", row["tc_ingress_prog_id"])], ingress
         assert _json(host, f"bpftool -j prog show id {row['tc_ingress_prog_id']}")["name"] == "tc_fastpath"
     return st
 
@@ -84,6 +106,11 @@ def _check_pins(host):
     # the other hook's classifier is not pinned either: it never ran on this host
     for name in {p for progs in PROGRAMS.values() for p in progs} - set(want):
         assert not host.file(f"/sys/fs/bpf/etsf/progs/{name}").exists, name
+    # tcx links live as long as their pins (one per direction eTSF attaches there)
+    links = host.file("/sys/fs/bpf/etsf/links")
+    names = sorted(links.listdir()) if links.exists else []
+    want_links = ["egress"] + (["ingress"] if _hook(host) == "tc" else [])
+    assert [n.split("-")[1] for n in names] == (want_links if TC_API[host.backend.get_hostname()] == "tcx" else []), names
 
 
 def _check_policy(host):
@@ -130,6 +157,7 @@ def test_restore_unit_enabled_and_preflight_report(host):
     # restore re-attaches the hook the inventory asked for (datapath.yml, written by the role)
     dp = yaml.safe_load(host.file("/etc/etsf/datapath.yml").content_string)
     assert dp["hook"] == REQUESTED[host.backend.get_hostname()], dp
+    assert dp["tc_api"] == TC_API[host.backend.get_hostname()], dp
 
 
 def test_everything_back_after_reboot(host):

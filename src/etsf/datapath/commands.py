@@ -20,12 +20,12 @@ def cmd_build(args):
 def cmd_attach(args):
     from .. import datapath
     res = datapath.attach(args.iface, mode=args.mode, build_dir=args.build_dir, force=args.force,
-                          hook=args.hook)
+                          hook=args.hook, tc_api=args.tc_api)
     verb = "replaced" if res.get("replaced_prog_id") else "attached"
     where = (f"xdp prog {res['xdp_prog_id']} ({res['mode']})" if res["hook"] == "xdp"
              else f"tc ingress prog {res['tc_ingress_prog_id']}")
     emit(args, res, f"{verb} on {res['iface']}: hook {res['hook']} ({res['hook_reason']}); {where}, "
-                    f"tc egress prog {res['tc_prog_id']}")
+                    f"tc egress prog {res['tc_prog_id']} (TC through {res['tc_api']})")
 
 
 def cmd_detach(args):
@@ -97,7 +97,8 @@ def cmd_status(args):
         lines.append(f"{name} (ifindex {r['ifindex']}): hook {r['hook'] or '-'}; xdp {r['xdp_prog_id'] or '-'} "
                      f"{r['xdp_prog_name'] or ''} {r['xdp_mode'] or ''}; tc ingress {r['tc_ingress_prog_id'] or '-'}"
                      f"{' (' + ', '.join(r['if_flags']) + ')' if r['if_flags'] else ''}; "
-                     f"tc egress {r['tc_prog_id'] or '-'}")
+                     f"tc egress {r['tc_prog_id'] or '-'}"
+                     f"{' (tcx links)' if 'tcx' in (r.get('tc_api'), r.get('tc_ingress_api')) else ''}")
     print("\n".join(lines))
 
 
@@ -185,6 +186,9 @@ def add_cli(sub, common) -> None:
                    "on veth and other virtual interfaces), xdp or tc (forced)")
     s.add_argument("--mode", choices=("native", "generic"), default=None,
                    help="XDP attach mode when the hook is xdp (default native)")
+    s.add_argument("--tc-api", choices=("clsact", "tcx"), default="clsact",
+                   help="how the TC programs are attached: clsact filters (default) or tcx links (kernel "
+                   "6.6 or later; no qdisc and classifier layers around the programs)")
     s.add_argument("--build-dir", type=T.path, metavar="DIR", help="where the objects are (default: last build)")
     s.add_argument("--force", action="store_true", help="replace a foreign XDP program")
     s.set_defaults(func=cmd_attach)

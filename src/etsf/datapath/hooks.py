@@ -21,11 +21,12 @@ Each entry also carries the interface's telemetry direction (``tm``: IF_TM_KNOWN
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from .. import layout, paths
 from .. import preflight as _preflight
-from ..fastpath.slots import PROG as TC_IN_PROG, TC_HANDLE, TC_PRIO
+from ..fastpath.slots import PROG as TC_IN_PROG, TC_EGRESS_HANDLE, TC_HANDLE, TC_PRIO
 from .base import DatapathError, prog_name
 
 HOOKS = ("auto", "xdp", "tc")
@@ -164,19 +165,82 @@ def update_flags(idx: int, add: int = 0, clear: int = 0) -> tuple[int, int]:
             m.close()
 
 
+# eTSF's TC slots: a clsact filter (handle, priority) or a tcx link pinned per interface
+TC_SLOTS = {"ingress": (TC_HANDLE, TC_PRIO), "egress": (TC_EGRESS_HANDLE, 1)}
+TC_APIS = ("clsact", "tcx")
+
+
+def link_pin(idx: int, direction: str) -> str:
+    """Where the tcx link of idx's direction is pinned: under the pin root, named by the
+    network namespace too (an ifindex is only unique within one)."""
+    ns = os.stat("/proc/thread-self/ns/net").st_ino
+    return os.path.join(paths.pin_root(), "links", f"tc-{direction}-{ns}-{idx}")
+
+
+def tc_slot(idx: int, direction: str) -> tuple[str | None, int]:
+    """(api, program id) at eTSF's TC slot of idx's direction: ("tcx", id) when a tcx link
+    runs there (it runs ahead of any clsact filter), else ("clsact", id) or (None, 0)."""
+    bpf = _bpf()
+    pid = bpf.tcx_query(link_pin(idx, direction), idx, direction)
+    if pid:
+        return "tcx", pid
+    handle, prio = TC_SLOTS[direction]
+    pid = int(bpf.tc_query(idx, direction=direction, handle=handle, priority=prio) or 0)
+    return ("clsact", pid) if pid else (None, 0)
+
+
+def check_tc_api(api: Any) -> str:
+    if api not in TC_APIS:
+        raise DatapathError(f"--tc-api must be one of {', '.join(TC_APIS)} (got {api!r})")
+    if api == "tcx" and not _bpf().tcx_supported():
+        raise DatapathError(f"--tc-api tcx needs tcx links (kernel 6.6 or later); this kernel is "
+                            f"{os.uname().release}: use --tc-api clsact")
+    return api
+
+
+def tc_attach(idx: int, prog_fd: int, direction: str, api: str | None = None) -> str:
+    """Run prog_fd at eTSF's TC slot of idx's direction through api (None: the one in use
+    there, clsact when none); returns the api.  Switching api attaches the new slot before the
+    old one goes: a tcx link ends the hook before clsact filters, so no packet is classified
+    twice or not at all."""
+    bpf = _bpf()
+    if api is None:
+        api = tc_slot(idx, direction)[0] or "clsact"
+    handle, prio = TC_SLOTS[direction]
+    pin = link_pin(idx, direction)
+    if api == "tcx":
+        bpf.tcx_attach(pin, idx, prog_fd, direction)
+        bpf.tc_detach(idx, direction=direction, handle=handle, priority=prio)
+    else:
+        bpf.tc_attach(idx, prog_fd, direction=direction, handle=handle, priority=prio)
+        bpf.tcx_detach(pin, idx, direction)
+    return api
+
+
+def tc_detach(idx: int, direction: str) -> None:
+    """Whatever holds eTSF's TC slot of idx's direction goes (tcx link and clsact filter)."""
+    handle, prio = TC_SLOTS[direction]
+    _bpf().tcx_detach(link_pin(idx, direction), idx, direction)
+    _bpf().tc_detach(idx, direction=direction, handle=handle, priority=prio)
+
+
 def tc_ingress_id(idx: int) -> int:
     """Id of the program at the TC ingress slot the datapath and fast path share (0: none)."""
-    return int(_bpf().tc_query(idx, direction="ingress", handle=TC_HANDLE, priority=TC_PRIO) or 0)
+    return tc_slot(idx, "ingress")[1]
 
 
-def attach_tc_ingress(idx: int, prog_fd: int) -> None:
-    _bpf().tc_attach(idx, prog_fd, direction="ingress", handle=TC_HANDLE, priority=TC_PRIO)
+def tc_egress_id(idx: int) -> int:
+    return tc_slot(idx, "egress")[1]
+
+
+def attach_tc_ingress(idx: int, prog_fd: int, api: str | None = None) -> str:
+    return tc_attach(idx, prog_fd, "ingress", api)
 
 
 def detach_tc_ingress(idx: int) -> bool:
     """Detach tc_fastpath from idx's TC ingress (a foreign program there is left alone)."""
     pid = tc_ingress_id(idx)
     if pid and prog_name(pid) == TC_IN_PROG:
-        _bpf().tc_detach(idx, direction="ingress", handle=TC_HANDLE, priority=TC_PRIO)
+        tc_detach(idx, "ingress")
         return True
     return False

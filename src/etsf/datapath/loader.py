@@ -26,7 +26,7 @@ def _bpf():
 
 
 def attach(iface: str, mode: str | None = None, build_dir: str | None = None,
-           force: bool = False, hook: str = "auto") -> dict[str, Any]:
+           force: bool = False, hook: str = "auto", tc_api: str = "clsact") -> dict[str, Any]:
     """Load (maps pinned & re-used), pin and attach the classifier on `hook` + TC egress.
 
     hook xdp: xdp_sip at XDP; tc: tc_fastpath at TC ingress, classifying (CLASSIFY in
@@ -35,9 +35,11 @@ def attach(iface: str, mode: str | None = None, build_dir: str | None = None,
     replace; TC: same handle/priority replace); pinned maps and their state (counters,
     rate-limit buckets, policy) survive.  Switching hooks attaches the new one before the
     old one goes, so no packet passes unclassified.  A foreign XDP program is never
-    replaced unless force=True.
+    replaced unless force=True.  tc_api is how the TC programs are attached: clsact
+    filters, or tcx links (kernel 6.6 or later: no qdisc and classifier layers around them).
     """
     hooks.check(hook)
+    hooks.check_tc_api(tc_api)
     if mode is not None and mode not in MODES:
         raise DatapathError(f"--mode must be one of {', '.join(MODES)} (got {mode!r})")
     if mode is not None and hook == "tc":
@@ -112,13 +114,13 @@ def attach(iface: str, mode: str | None = None, build_dir: str | None = None,
             _attach_xdp(iface, idx, progs[XDP_PROG], mode, cur_id)
         else:
             try:
-                hooks.attach_tc_ingress(idx, progs[TC_IN_PROG].fd)
+                hooks.attach_tc_ingress(idx, progs[TC_IN_PROG].fd, tc_api)
             except bpf.BpfError as e:
                 raise DatapathError(f"TC ingress attach on {iface} failed: "
                                     f"{str(e).splitlines()[0] if str(e) else e}") from None
         attached = True                 # the new program runs on the new maps from here
         try:
-            bpf.tc_attach(idx, progs[TC_PROG].fd, direction="egress")
+            hooks.tc_attach(idx, progs[TC_PROG].fd, "egress", tc_api)
         except bpf.BpfError as e:
             raise DatapathError(f"TC egress attach on {iface} failed: "
                                 f"{str(e).splitlines()[0] if str(e) else e}") from None
@@ -140,7 +142,8 @@ def attach(iface: str, mode: str | None = None, build_dir: str | None = None,
             "iface": iface, "ifindex": idx, "hook": chosen, "hook_requested": hook, "hook_reason": reason,
             "mode": mode,
             "xdp_prog_id": (xid or progs[XDP_PROG].id) if chosen == "xdp" else None,
-            "tc_prog_id": int(bpf.tc_query(idx, direction="egress") or progs[TC_PROG].id),
+            "tc_prog_id": int(hooks.tc_egress_id(idx) or progs[TC_PROG].id),
+            "tc_api": tc_api,
             "tc_ingress_prog_id": hooks.tc_ingress_id(idx) or None,
             "if_flags": hooks.flag_names(flags),
             "replaced_prog_id": (cur_id if chosen == "xdp" else in_prev) or None,
@@ -216,9 +219,9 @@ def detach(iface: str) -> dict[str, Any]:
     was_tc = bool(old & layout.IF_F_CLASSIFY) or load_state()["interfaces"].get(iface, {}).get("hook") == "tc"
     if was_tc and not flags & layout.IF_F_STEER:
         changed = hooks.detach_tc_ingress(idx) or changed
-    tc_id = int(bpf.tc_query(idx, direction="egress") or 0)
+    tc_id = hooks.tc_egress_id(idx)
     if tc_id and prog_name(tc_id) == TC_PROG:
-        bpf.tc_detach(idx, direction="egress")
+        hooks.tc_detach(idx, "egress")
         changed = True
     st = load_state()
     st["interfaces"].pop(iface, None)
@@ -263,13 +266,14 @@ def interface_status(names) -> dict[str, dict[str, Any]]:
             continue
         q = bpf.xdp_query(idx) or {}
         xid = int(q.get("prog_id") or 0)
-        tid = int(bpf.tc_query(idx, direction="egress") or 0)
-        iid = hooks.tc_ingress_id(idx)
+        eapi, tid = hooks.tc_slot(idx, "egress")
+        iapi, iid = hooks.tc_slot(idx, "ingress")
         flags = cfg.get(idx, 0)
         row.update(ifindex=idx, xdp_prog_id=xid or None, xdp_prog_name=prog_name(xid),
                    xdp_mode=q.get("mode") if xid else None,
                    tc_prog_id=tid or None, tc_prog_name=prog_name(tid),
                    tc_ingress_prog_id=iid or None, tc_ingress_prog_name=prog_name(iid),
+                   tc_api=eapi, tc_ingress_api=iapi,
                    if_flags=hooks.flag_names(flags))
         xdp_on = bool(xid and row["xdp_prog_name"] == XDP_PROG)
         tc_on = bool(iid and row["tc_ingress_prog_name"] == TC_IN_PROG and flags & layout.IF_F_CLASSIFY)

@@ -12,7 +12,7 @@ from ..datapath import hooks, migrate
 from ..datapath.base import (DatapathError, ifindex, init_ctl, load_state, object_path, prog_name, repin,
                              save_state)
 from ..paths import pin_root
-from .slots import FP_MAPS, OBJ, PROG, TC_HANDLE, TC_PRIO, FastpathError, maps_present
+from .slots import FP_MAPS, OBJ, PROG, FastpathError, maps_present
 
 
 def _bpf():
@@ -73,7 +73,8 @@ def attach(ifaces: list[str], build_dir: str | None = None) -> dict[str, Any]:
         init_ctl()                               # heartbeat = now
         for name, ix in idx.items():
             try:
-                bpf.tc_attach(ix, prog.fd, direction="ingress", handle=TC_HANDLE, priority=TC_PRIO)
+                # the API already in use there (the datapath's tc hook may have put a tcx link)
+                hooks.attach_tc_ingress(ix, prog.fd)
             except bpf.BpfError as e:
                 raise FastpathError(f"TC ingress attach on {name} failed: {e}") from None
             attached = True
@@ -102,7 +103,6 @@ def attach(ifaces: list[str], build_dir: str | None = None) -> dict[str, Any]:
 
 
 def detach(ifaces: list[str]) -> dict[str, Any]:
-    bpf = _bpf()
     out = {}
     for name in ifaces:
         ix = ifindex(name)
@@ -111,9 +111,9 @@ def detach(ifaces: list[str]) -> dict[str, Any]:
             # the datapath's tc hook classifies here: the program stays, it only stops steering
             out[name] = bool(old & L.IF_F_STEER)
             continue
-        pid = bpf.tc_query(ix, direction="ingress", handle=TC_HANDLE, priority=TC_PRIO)
+        pid = hooks.tc_ingress_id(ix)
         if pid and prog_name(pid) == PROG:
-            bpf.tc_detach(ix, direction="ingress", handle=TC_HANDLE, priority=TC_PRIO)
+            hooks.tc_detach(ix, "ingress")
             out[name] = True
         else:
             out[name] = False
@@ -125,12 +125,11 @@ def detach(ifaces: list[str]) -> dict[str, Any]:
 
 
 def status() -> dict[str, Any]:
-    bpf = _bpf()
     rows = {}
     for name, rec in sorted(load_state().get("fastpath", {}).get("interfaces", {}).items()):
         try:
             ix = socket.if_nametoindex(name)
-            pid = bpf.tc_query(ix, direction="ingress", handle=TC_HANDLE, priority=TC_PRIO)
+            pid = hooks.tc_ingress_id(ix)
             rows[name] = {"ifindex": ix, "prog_id": pid or None,
                           "attached": bool(pid) and prog_name(pid) == PROG}
         except OSError:

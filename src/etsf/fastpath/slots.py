@@ -18,7 +18,8 @@ from ..errors import PolicyError
 
 PROG = "tc_fastpath"
 OBJ = "tc_fastpath.bpf.o"
-TC_HANDLE = 0xE75E          # tc_sip_egress uses 0xE75F
+TC_HANDLE = 0xE75E
+TC_EGRESS_HANDLE = 0xE75F   # tc_sip_egress's filter (priority 1)
 TC_PRIO = 1
 
 MAP_SVC = "etsf_fp_svc"
