@@ -11,7 +11,7 @@ import ctypes
 import functools
 import os
 
-from .bpfmaps import unpin
+from .bpfmaps import obj_get_rw, unpin
 from .libbpf import U32, BpfError, fail, get_lib
 
 TCX_ATTACH = {"ingress": 46, "egress": 47}      # BPF_TCX_INGRESS / BPF_TCX_EGRESS
@@ -48,9 +48,7 @@ def _tcx_open(pin: str, ifindex: int, direction: str) -> int | None:
     link whose device went away is removed)."""
     if not os.path.exists(pin):
         return None
-    fd = get_lib().bpf_obj_get(os.fsencode(pin))
-    if fd < 0:
-        raise fail(f"open pinned link {pin}", fd)
+    fd = obj_get_rw(pin)
     try:
         typ, _prog, idx, atype = _link_info(fd)
     except BpfError:
