@@ -279,7 +279,7 @@ class PingPong:
         if r.returncode != 0:
             raise RuntimeError(f"gcc pingpong.c: {r.stderr.strip()[:500]}")
         self.trees.build()
-        if any(c in REF_PROGS for c in self.configs):
+        if any(c in REF_PROGS or c == "KX" for c in self.configs):
             from etsf import bpf  # pylint: disable=import-outside-toplevel
             from etsf.build import build_test_object  # pylint: disable=import-outside-toplevel
             self.ref = bpf.load_object(build_test_object(HERE / "bpf", self.work / "ref", "progcost_ref.c"))
@@ -341,22 +341,18 @@ class PingPong:
             pol = self.work / f"policy-{cfg}.yml"
             pol.write_text(policy(telemetry=cfg != "T-nt"))
             self.etsfctl("policy", "apply", str(pol), base=cfg == "T0")
-        elif cfg in REF_PROGS:
+        elif cfg in REF_PROGS or cfg == "KX":
             from etsf import bpf  # pylint: disable=import-outside-toplevel
             from transit import in_netns  # pylint: disable=import-outside-toplevel
             with in_netns(self.node_ns):
                 idx = socket.if_nametoindex(NODE_IF)
-                for prog, d, handle in REF_PROGS[cfg]:
-                    bpf.tc_attach(idx, self.ref[prog].fd, d, handle, 1)
-        elif cfg == "KX":
-            from etsf import bpf  # pylint: disable=import-outside-toplevel
-            from transit import in_netns  # pylint: disable=import-outside-toplevel
-            with in_netns(self.node_ns):
-                idx = socket.if_nametoindex(NODE_IF)
-                for prog, d, _handle in REF_PROGS["K"]:
-                    pin = os.path.join(self.pin_root, "kx-links", d)
-                    bpf.tcx_attach(pin, idx, self.ref[prog].fd, d)
-                    self.links.append((pin, idx, d))
+                for prog, d, handle in REF_PROGS["K" if cfg == "KX" else cfg]:
+                    if cfg == "KX":         # K's programs on tcx links
+                        pin = os.path.join(self.pin_root, "kx-links", d)
+                        bpf.tcx_attach(pin, idx, self.ref[prog].fd, d)
+                        self.links.append((pin, idx, d))
+                    else:
+                        bpf.tc_attach(idx, self.ref[prog].fd, d, handle, 1)
         elif cfg == "F":
             self.topo.sh(self.node_ns, "nft", "-f", "-", inp=floodcmp.nft_rules())
 

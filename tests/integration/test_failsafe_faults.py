@@ -162,8 +162,10 @@ def _report(**kw):
 def fs_attached(fslab, etsf_env, tmp_path):
     if not fslab.alive():
         pytest.fail("fail-safe lab namespaces disappeared")
-    info = json.loads(etsfctl("attach", "--hook", "xdp", "--iface", fslab.srv_if, "--mode", "native", "--json",
-                              env=etsf_env, netns=fslab.srv_ns).stdout)
+    # TC egress on a tcx link: the watchdog's checks, detach and re-attach keep that API too
+    # (every other lab and Molecule host runs the default clsact filters)
+    info = json.loads(etsfctl("attach", "--hook", "xdp", "--iface", fslab.srv_if, "--mode", "native",
+                              "--tc-api", "tcx", "--json", env=etsf_env, netns=fslab.srv_ns).stdout)
     pol = tmp_path / "policy.yml"
     pol.write_text(GOOD_POLICY)
     etsfctl("policy", "apply", str(pol), env=etsf_env)
@@ -244,6 +246,7 @@ def test_detach_from_outside_detected(fslab, fs_attached, etsf_env, tmp_path):
     assert st_det is None                              # no longer managed: programs detached
     assert ack["changed"] and ack["by"] == "watchdog" and ack["state"] == "engaged", ack
     assert st_ack["attached"] and st_ack["tc_prog_name"] == "tc_sip_egress", st_ack
+    assert st_ack["tc_api"] == "tcx", st_ack                 # re-attached as it was
     assert bypass_after_ack == 0
     assert [a["event"] for a in _audit(etsf_env)][:4] == ["start", "trip", "detach", "ack"]
 

@@ -132,7 +132,7 @@ class Watchdog:
             try:
                 datapath.detach(iface)
                 self.detached[iface] = {"mode": rec.get("mode"), "hook": rec.get("hook") or "xdp",
-                                        "tc_api": rec.get("tc_api") or "clsact", "build_dir": build}
+                                        "tc_api": rec.get("tc_api"), "build_dir": build}
                 done[iface] = True
             except (datapath.DatapathError, OSError) as e:
                 errors[iface] = str(e)
@@ -149,10 +149,10 @@ class Watchdog:
             for iface in (self.trip.get("numbers") or {}).get("interfaces", {}):
                 if iface in recs and iface not in self.detached:
                     self.detached[iface] = {"mode": recs[iface].get("mode"), "hook": recs[iface].get("hook") or "xdp",
-                                            "tc_api": recs[iface].get("tc_api") or "clsact", "build_dir": build}
+                                            "tc_api": recs[iface].get("tc_api"), "build_dir": build}
         for iface, rec in sorted(self.detached.items()):
             try:
-                # the hook it had (records of older releases: xdp, the only one then)
+                # the hook and TC API it had (records of older releases: xdp and clsact, the only ones then)
                 hook = rec.get("hook") or "xdp"
                 datapath.attach(iface, mode=rec.get("mode") if hook == "xdp" else None,
                                 build_dir=rec.get("build_dir"), hook=hook, tc_api=rec.get("tc_api") or "clsact")
