@@ -69,10 +69,10 @@ SOURCES = 64                          # -t un calls leave from 64 addresses (new
 SWEEP_FAMILIES = ("ipt-nft", "ipt-legacy", "nft-vmap", "C")
 
 PROFILES = {
-    "quick": dict(rate=40, seconds=3, u1_seconds=2, rounds=1, key_services=200, sweep=[0],
+    "quick": dict(rate=40, seconds=2, u1_seconds=1, rounds=1, key_services=200, sweep=[0],
                   key_kinds=["direct", "ipt-nft", "C", "C-xdp", "E0", "E0-tc", "raw"],
                   stats_kinds=["C", "C-xdp", "E0", "E0-tc"],
-                  sweep_families=["ipt-legacy", "nft-vmap"], vmap_max_services=200, quiet_limit_s=3.0, stats_seconds=2,
+                  sweep_families=["ipt-legacy", "nft-vmap"], vmap_max_services=200, quiet_limit_s=3.0, stats_seconds=1,
                   datapath_repeat=100000, overload_reserve_min=1.0, ka_rounds=1, ka_phase_s=2.0, ka_per_call=20,
                   ka_sources=1024, budget_min=4.75, overload=True),
     # full: ~25 min for the path passes on a quiet 2-core host, ~31 min on a busy one (key: 10

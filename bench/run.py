@@ -56,8 +56,8 @@ PROFILES = {
     # quick: prove the harness (every config kind and workload once, tiny loads, one bisection
     # step: the search itself is the full profile's); never judged on speed
     "quick": dict(services=[200], legacy_services=[200], vmap_services=[200], etsf_services=200,
-                  latency_seconds=2, register_seconds=2, bisect_seconds=2, bisect_steps=1,
-                  flood_seconds=2, repeats=1, fixed_rate=40, bisect_start=60, max_rate=400,
+                  latency_seconds=1, register_seconds=1, bisect_seconds=1, bisect_steps=1,
+                  flood_seconds=1, repeats=1, fixed_rate=40, bisect_start=60, max_rate=400,
                   flood_mult=15, flood_cap_pps=3000, flood_min_pps=0, flood_sources=16, hold_ms=50,
                   kamailio_children=2, flood_configs="all", settle=0.5, min_config_s=25, light_services=[]),
     # full: one command, bounded (~34 min estimated on an idle 2-core host; --budget-min 40 enforces it)

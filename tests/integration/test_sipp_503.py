@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import time
 
@@ -79,7 +80,9 @@ def _refuse_all(lab, etsf_env, tmp_path, hook):
                                       "-max_retrans", "3", "-timeout", "30s", "-stf", "uac_stat.csv"),
                     cwd=uac_dir, log=uac_dir / "sipp.log")
     rc_uac = lab.stop(uac, timeout=60)
-    lab.stop(uas, timeout=30)
+    # every transaction has ended: stop the UAS (it writes its counts on the way out) rather
+    # than wait out its -timeout
+    lab.stop(uas, timeout=30, sig=signal.SIGTERM)
     after = _snapshot()
     adm = {k: v - adm0[k] for k, v in datapath.admission_counters().items()}
     _admit(etsf_env, lab, "--off")

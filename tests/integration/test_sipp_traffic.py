@@ -15,6 +15,7 @@ from __future__ import annotations
 import glob
 import json
 import shutil
+import signal
 import time
 from pathlib import Path
 
@@ -203,7 +204,8 @@ def test_register_flood_dropped_calls_survive(lab, attached, etsf_env, tmp_path,
     lab.stop(atk, timeout=60)
     flood_elapsed = time.monotonic() - t0
     rc_uac = lab.stop(uac, timeout=90)
-    lab.stop(uas, timeout=40)
+    # every call has ended: stop the UAS now rather than wait out its -timeout
+    lab.stop(uas, timeout=40, sig=signal.SIGTERM)
     after = _snapshot()
 
     sent = _counts(atk_dir, "register_flood").get(("REGISTER", "Sent"), 0)

@@ -1,11 +1,17 @@
-"""`make demo`'s scenario part (scripts/demo_scenario.py) against the real lab: sbc1 booted by the
-lab with Kamailio (the appliance's template), eTSF rolled out with playbooks/site.yml; sipp UAC,
-UAS and attacker peers in the lab namespaces.  Each run (bypass, then enforcing) is bracketed by
-this test's own reads of the host's counters -- `etsfctl stats`, Kamailio's `kamcmd` statistics,
-the exporter -- and the numbers of the demo's table must equal those deltas.  Counts only.
-eTSF's counters are read at the hook that classifies on the host (`etsfctl status`): the lab
-inventory keeps the role's default hook, auto, which is tc (TC ingress) on the veth sip0; the
-other classification hook must count nothing.
+"""`make demo`'s scenario part (scripts/demo_scenario.py) and the fleet revert, against one real
+lab fleet: sbc1..sbc3 booted by the lab (sbc1 with Kamailio, the appliance's template) and eTSF
+rolled out to all three in one site.yml run.
+
+* The demo: sipp UAC, UAS and attacker peers in the lab namespaces against sbc1.  Each run
+  (bypass, then enforcing) is bracketed by this test's own reads of the host's counters --
+  `etsfctl stats`, Kamailio's `kamcmd` statistics, the exporter -- and the numbers of the demo's
+  table must equal those deltas.  Counts only.  eTSF's counters are read at the hook that
+  classifies on the host (`etsfctl status`): the lab inventory keeps the role's default hook,
+  auto, which is tc (TC ingress) on the veth sip0; the other classification hook must count
+  nothing.
+* Then the fleet revert: playbooks/revert.yml in one run -- bypass, then detach -- with the wall
+  time of each run reported (``FLEET_REVERT {json}`` lines, pytest -s) and the result checked on
+  every host.  It runs last: it takes eTSF off the fleet.
 """
 from __future__ import annotations
 
@@ -13,14 +19,16 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
-from labhelpers import PY, REPO, ansible_bin, on_host, playbook_failures
+from labhelpers import PY, REPO, ansible_bin, on_host, playbook_env, playbook_failures, recap
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(1500)]
 
 HOST = "sbc1"
+FLEET = ["sbc1", "sbc2", "sbc3"]
 # datapath hook (etsfctl status) -> the hook its classification counts under (etsfctl stats)
 COUNTER_HOOK = {"xdp": "XDP", "tc": "TC_INGRESS"}
 FLOOD = ("REGISTER", "OPTIONS")
@@ -31,16 +39,27 @@ sys.path.insert(0, str(REPO / "src"))
 from etsf import kpi  # noqa: E402
 
 
+def _playbook(*args: str, timeout: float = 900) -> tuple[subprocess.CompletedProcess, float]:
+    t0 = time.monotonic()
+    cp = subprocess.run([ansible_bin("ansible-playbook"), "-i", "inventory/lab/hosts.yml", *args], cwd=REPO,
+                        env=playbook_env(), capture_output=True, text=True, timeout=timeout, check=False)
+    return cp, time.monotonic() - t0
+
+
 @pytest.fixture(scope="module")
 def rolled_out(lab_up):
-    """eTSF rolled out to sbc1 (Kamailio is already there: the lab's host setup)."""
+    """eTSF rolled out to sbc1..sbc3 (Kamailio is already on sbc1: the lab's host setup).  The
+    rollout is the set-up, not the subject (the canary batches and the on-host build have their
+    own tests): one batch, the objects compiled once on the controller."""
     assert "kamailio: running on sbc1" in lab_up, lab_up[-2000:]
-    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_HOST_KEY_CHECKING="False",
-               ANSIBLE_NOCOLOR="1", PYTHONPATH=str(REPO / "src"))
-    cp = subprocess.run([ansible_bin("ansible-playbook"), "-i", "inventory/lab/hosts.yml",
-                         "playbooks/site.yml", "-e", f"etsf_target={HOST}"], cwd=REPO, env=env,
-                        capture_output=True, text=True, timeout=1200, check=False)
-    assert cp.returncode == 0, f"site.yml failed: {playbook_failures(cp.stdout)}\n{cp.stdout[-3000:]}"
+    cp, wall = _playbook("playbooks/site.yml", "-e", '{"etsf_rollout_batches": ["100%"]}',
+                         "-e", "datapath_build=controller", "-e", f"datapath_build_arch={os.uname().machine}",
+                         timeout=1500)
+    assert cp.returncode == 0, (f"site.yml failed: {playbook_failures(cp.stdout)}\n--- tail ---\n"
+                                + cp.stdout[-3000:] + cp.stderr[-2000:])
+    rows = recap(cp.stdout)
+    assert set(FLEET) <= set(rows) and all(rows[h]["failed"] == 0 for h in FLEET), rows
+    print("FLEET_REVERT", json.dumps({"step": "rollout", "hosts": len(FLEET), "wall_s": round(wall, 1)}))
     return HOST
 
 
@@ -153,3 +172,56 @@ def test_demo_table_matches_host_counters(rolled_out, hook, tmp_path):
     assert b0["failsafe"] == e1["failsafe"] and e1["failsafe"][0] == "engaged", e1["failsafe"]
     assert (tmp_path / "enforcing" / "demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "flood packets shed in the kernel" in (tmp_path / "enforcing" / "summary.txt").read_text()
+
+
+def _status(host: str) -> dict:
+    return json.loads(on_host(host, "/usr/local/bin/etsfctl status --json").stdout)
+
+
+def _classifiers_on_sip0(host: str) -> set[str]:
+    """The datapath hooks that carry an eTSF classifier on sip0, as the kernel shows them."""
+    on = set()
+    if "prog/xdp" in on_host(host, "ip -d link show dev sip0").stdout:
+        on.add("xdp")
+    if " name tc_fastpath " in on_host(host, "tc filter show dev sip0 ingress").stdout:
+        on.add("tc")
+    return on
+
+
+def test_fleet_revert_bypass_then_detach(rolled_out):
+    hooks = {}
+    for h in FLEET:
+        st = _status(h)
+        assert not st["ctl"]["bypass"], (h, st["ctl"])
+        # the hook each host has (the lab inventory keeps the default: auto, tc on the veth sip0)
+        hooks[h] = st["interfaces"]["sip0"]["hook"]
+        assert _classifiers_on_sip0(h) == {hooks[h]}, (h, hooks[h])
+
+    cp, wall_bypass = _playbook("playbooks/revert.yml")
+    assert cp.returncode == 0, cp.stdout[-3000:]
+    rows = recap(cp.stdout)
+    assert all(rows[h]["changed"] == 1 and rows[h]["failed"] == 0 for h in FLEET), rows
+    for h in FLEET:
+        st = _status(h)
+        assert st["ctl"]["bypass"], (h, st["ctl"])          # every program passes everything ...
+        assert _classifiers_on_sip0(h) == {hooks[h]}, h      # ... and stays attached
+
+    again, wall_again = _playbook("playbooks/revert.yml")
+    assert again.returncode == 0 and all(r["changed"] == 0 for h, r in recap(again.stdout).items()
+                                         if h in FLEET), again.stdout[-2000:]
+
+    cp, wall_detach = _playbook("playbooks/revert.yml", "-e", "etsf_revert_mode=detach")
+    assert cp.returncode == 0, cp.stdout[-3000:]
+    rows = recap(cp.stdout)
+    assert all(rows[h]["changed"] == 1 and rows[h]["failed"] == 0 for h in FLEET), rows
+    for h in FLEET:
+        assert _classifiers_on_sip0(h) == set(), h
+        assert "tc_sip_egress" not in on_host(h, "tc filter show dev sip0 egress").stdout, h
+        assert _status(h)["interfaces"] == {}, h
+
+    bad = _playbook("playbooks/revert.yml", "-e", "etsf_revert_mode=unplug")[0]
+    assert bad.returncode != 0 and "etsf_revert_mode must be bypass or detach (got unplug)" in bad.stdout
+
+    print("FLEET_REVERT", json.dumps({"step": "revert", "hosts": len(FLEET), "bypass_wall_s": round(wall_bypass, 2),
+                                      "bypass_again_wall_s": round(wall_again, 2),
+                                      "detach_wall_s": round(wall_detach, 2)}))

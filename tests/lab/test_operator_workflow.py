@@ -3,8 +3,8 @@ $ETSF_LAB_OPS_PREFIX, default `ops-`; only that prefix's hosts are brought up an
 
 One boot and one rollout, in test order:
 
-1. site.yml from a read-only installed collection, run from another directory, with the objects
-   compiled once on the controller (datapath_build: controller) and the exporter on the
+1. site.yml from a read-only installed collection, run from another directory, in one batch, with
+   the objects compiled once on the controller (datapath_build: controller) and the exporter on the
    management address: the rollout succeeds, no host gets a compiler and each loads the pushed
    objects, nothing is written into the collection and no scratch directory is left on the
    controller.
@@ -148,6 +148,8 @@ def fleet(tmp_path_factory):
             ["unshare", "--mount", "--propagation", "private", "sh", "-c",
              'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" "$1" && shift && exec "$@"', "sh",
              str(coll), ansible_bin("ansible-playbook"), "-i", str(inv), "etsf.sip.site", *LISTEN,
+             # one batch: the canary batches are the Molecule fleet scenario's to test
+             "-e", '{"etsf_rollout_batches": ["100%"]}',
              "-e", "datapath_build=controller", "-e", f"datapath_build_arch={os.uname().machine}"],
             cwd=elsewhere, env=env, capture_output=True, text=True, timeout=1800, check=False)
         WALL["site_s"] = time.monotonic() - t0

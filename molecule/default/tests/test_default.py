@@ -4,6 +4,7 @@ mol-sbc2 the default auto, which is tc on the lab's veth sip0), pinned, policy m
 inventory, restore is enabled; after a real reboot (systemd boots again in the lab host) all of it
 is back, on the same hook.  mol-sbc2 runs its TC programs on tcx links (`datapath_tc_api: tcx`):
 the kernel lists them at the tcx attach points, and `tc filter show` lists none."""
+import hashlib
 import json
 import os
 import pathlib
@@ -141,6 +142,19 @@ def test_programs_attached_by_name(host):
 
 def test_pins_under_sys_fs_bpf_etsf(host):
     _check_pins(host)
+
+
+def test_sources_on_the_host_are_the_checkouts(host):
+    """datapath_build host: the eBPF sources arrive as one archive, unpacked unchanged, and the
+    unpacked tree matches the archive (what the next rollout compares before unpacking again)."""
+    want = {str(p.relative_to(REPO / "bpf")): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in (REPO / "bpf").rglob("*") if p.is_file()}
+    out = host.check_output("cd /usr/share/etsf/bpf && find . -type f -exec sha256sum -- {} +")
+    got = {name.strip().lstrip("*").removeprefix("./"): digest
+           for digest, name in (line.split(None, 1) for line in out.splitlines())}
+    assert got == want, sorted(set(got.items()) ^ set(want.items()))
+    cmp = host.run("tar --compare -f /var/lib/etsf/dist/etsf-bpf-src.tar -C /usr/share/etsf/bpf")
+    assert cmp.rc == 0, cmp.stdout + cmp.stderr
 
 
 def test_policy_maps_equal_inventory(host):
