@@ -23,13 +23,16 @@ filter changes.  The filter sits on node B's side of its veth, where requests ar
 leave:
 
   D     no filter (the direct path)
-  T     eTSF as `etsfctl attach` deploys it on a veth (hook auto: TC ingress + TC egress)
+  T     eTSF as `etsfctl attach` deploys it on a veth (hook auto: TC ingress + TC egress; TC API
+        auto: tcx links where the kernel has them, as here)
   T-nt  T with transaction telemetry off in the policy (`telemetry.transactions: false`)
   X     eTSF native XDP (--hook xdp --mode native) + TC egress
   G     eTSF generic XDP (--hook xdp --mode generic) + TC egress (--full)
   K     a count-only BPF program at TC ingress and one at TC egress: what any program there costs
   KX    K's programs on tcx links (kernel >= 6.6) instead of clsact filters: what the hook costs
-  TX    T with its two TC programs on tcx links (`etsfctl attach --tc-api tcx`)
+  TX    T with its two TC programs on tcx links (`etsfctl attach --tc-api tcx`): T itself on a kernel
+        with tcx, so T - TX is 0 within the run's noise there
+  T-cls T with its two TC programs in clsact filters (`--tc-api clsact`, the default before auto)
   P     bench/bpf/progcost_ref.c's floor programs there (L2-L4, the start line, the Call-ID found
         and hashed, one table line written by the request and read by the answer): the least a
         Call-ID-aware classifier does, so T - P is what eTSF does beyond it
@@ -102,6 +105,7 @@ CONFIGS = {
     "F": "nftables prerouting: payload \"REGISTER\" + per-source meter (the flood rule)",
     "T0": "T with the BPF programs of --base",
     "TX": "T with its two TC programs on tcx links (attach --tc-api tcx)",
+    "T-cls": "T with its two TC programs in clsact filters (attach --tc-api clsact)",
 }
 BASELINE = "D"
 # etsfctl attach arguments of the eTSF configurations, the hook its INVITEs are counted at
@@ -110,13 +114,15 @@ REF_PROGS = {"K": (("pc_ref_ingress", "ingress", 0xB8), ("pc_ref_egress", "egres
              "P": (("pc_floor_ingress", "ingress", 0xB9), ("pc_floor_egress", "egress", 0xB9))}
 ETSF = {"T": ([], None), "T-nt": (["--hook", "tc"], "TC_INGRESS"), "T0": (["--hook", "tc"], "TC_INGRESS"),
         "TX": (["--hook", "tc", "--tc-api", "tcx"], "TC_INGRESS"),
+        "T-cls": (["--hook", "tc", "--tc-api", "clsact"], "TC_INGRESS"),
         "X": (["--hook", "xdp", "--mode", "native"], "XDP"), "G": (["--hook", "xdp", "--mode", "generic"], "XDP")}
 
 PROFILES = {
     "quick": dict(count=300, warmup=50, rounds=2, quiet_limit_s=1.0, budget_min=2.0,
                   configs=["D", "T", "X", "K", "F"], stats_configs=["T", "K"]),
     "full": dict(count=6000, warmup=500, rounds=20, quiet_limit_s=5.0, budget_min=15.0,
-                 configs=["D", "T", "T-nt", "X", "G", "K", "P", "F"], stats_configs=["T", "T-nt", "X", "K", "P", "KX", "TX"]),
+                 configs=["D", "T", "T-nt", "T-cls", "X", "G", "K", "P", "F"],
+                 stats_configs=["T", "T-nt", "T-cls", "X", "K", "P", "KX", "TX"]),
 }
 
 
@@ -166,7 +172,7 @@ def summarize(res: dict) -> dict:
         if name != BASELINE:
             delta[name] = {m: {r["round"]: (r[f"{m}_ns"] - r[f"ref_{m}_ns"]) / 1000 for r in runs if f"ref_{m}_ns" in r}
                            for m in ("p50", "mean")}
-    pairs = [(n, BASELINE) for n in delta] + [("T", "F"), ("T", "T0"), ("T", "T-nt"), ("T", "X"), ("T", "TX"), ("K", "KX")]
+    pairs = [(n, BASELINE) for n in delta] + [("T", "F"), ("T", "T0"), ("T", "T-nt"), ("T", "X"), ("T", "TX"), ("T", "T-cls"), ("K", "KX")]
     diffs = {}
     for a, b in pairs:
         if a in delta and (b in delta or b == BASELINE) and a != b:

@@ -350,7 +350,9 @@ class ProgCost:
     def attach(self, v: Variant):
         from etsf import bpf
         from transit import in_netns
-        out = json.loads(self.ctl(v, "attach", "--iface", NODE_IF, "--hook", "tc", "--json"))
+        # clsact filters: the reference programs sit in the same hook beside eTSF's (a tcx program's
+        # verdict would end the hook before them)
+        out = json.loads(self.ctl(v, "attach", "--iface", NODE_IF, "--hook", "tc", "--tc-api", "clsact", "--json"))
         if out.get("hook") != "tc":
             raise RuntimeError(f"attach chose {out.get('hook')!r}, not tc")
         pol = self.work / "policy.yml"

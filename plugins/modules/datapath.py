@@ -49,9 +49,12 @@ options:
         puts them into clsact filters; V(tcx) runs them on tcx links (kernel 6.6 or later), without
         the qdisc and classifier layers around them, pinned under the pin root. A change switches
         in place (action C(switch)), the new attachment before the old one goes.
+      - V(auto) takes V(tcx) per interface where the kernel has tcx links and no other BPF program
+        sits in a clsact filter on the interface (it would stop running behind a tcx link), else
+        V(clsact).
     type: str
-    choices: [clsact, tcx]
-    default: clsact
+    choices: [auto, clsact, tcx]
+    default: auto
   state:
     description: Whether the programs should be attached or detached.
     type: str
@@ -166,9 +169,10 @@ def _view(rows):
     }
 
 
-def plan(params, current, managed, new_stamp, hooks):
-    """What to do per interface: attach, switch (hook), replace, reattach, detach or unchanged.
-    hooks: {interface: the hook it gets (xdp|tc)}."""
+def plan(params, current, managed, new_stamp, hooks, apis):
+    """What to do per interface: attach, switch (hook or TC API), replace, reattach, detach or
+    unchanged.  hooks: {interface: the hook it gets (xdp|tc)}; apis: {interface: the TC API it
+    gets (clsact|tcx)}."""
     actions = {}
     wanted = params["interfaces"]
     if params["state"] == "attached":
@@ -177,7 +181,7 @@ def plan(params, current, managed, new_stamp, hooks):
             if not row.get("attached"):
                 actions[iface] = "attach"
             elif row.get("hook") != hooks[iface] or \
-                    (row.get("tc_api") or "clsact") != params.get("tc_api", "clsact"):
+                    (row.get("tc_api") or "clsact") != apis[iface]:
                 actions[iface] = "switch"
             elif hooks[iface] == "xdp" and row.get("xdp_mode") != params["mode"]:
                 actions[iface] = "reattach"
@@ -200,7 +204,7 @@ def main():
             interfaces=dict(type="list", elements="str", required=True),
             hook=dict(type="str", choices=["auto", "xdp", "tc"], default="auto"),
             mode=dict(type="str", choices=["native", "generic"], default="native"),
-            tc_api=dict(type="str", choices=["clsact", "tcx"], default="clsact"),
+            tc_api=dict(type="str", choices=["auto", "clsact", "tcx"], default="auto"),
             state=dict(type="str", choices=["attached", "detached"], default="attached"),
             fastpath_interfaces=dict(type="list", elements="str", default=[]),
             src_dir=dict(type="path", default="/usr/share/etsf/bpf"),
@@ -232,7 +236,9 @@ def main():
                    for name, row in etsf_datapath.interface_status(list(p["interfaces"]) + list(managed)).items()}
         hooks = ({iface: etsf_datapath.hooks.resolve(iface, p["hook"])[0] for iface in p["interfaces"]}
                  if p["state"] == "attached" else {})
-        actions = plan(p, current, managed, new_stamp, hooks)
+        apis = ({iface: etsf_datapath.hooks.resolve_tc_api(iface, p["tc_api"])[0] for iface in p["interfaces"]}
+                if p["state"] == "attached" else {})
+        actions = plan(p, current, managed, new_stamp, hooks, apis)
         fp_rows = etsf_fastpath.status()["interfaces"]
         fp_actions = {}
         for iface in p["fastpath_interfaces"]:
@@ -280,7 +286,7 @@ def main():
                 xdp = hooks[iface] == "xdp"
                 after[iface] = dict(attached=True, hook=hooks[iface], xdp_prog=etsf_datapath.XDP_PROG if xdp else None,
                                     xdp_mode=p["mode"] if xdp else None, tc_egress_prog=etsf_datapath.TC_PROG,
-                                    tc_api=p["tc_api"], build=(new_stamp or "")[:12] or None)
+                                    tc_api=apis[iface], build=(new_stamp or "")[:12] or None)
     else:
         state = etsf_datapath.load_state().get("interfaces", {})
         after = _view({k: dict(v, stamp=state.get(k, {}).get("stamp")) for k, v in after_rows.items()})

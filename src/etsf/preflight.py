@@ -232,7 +232,8 @@ def _prog_name(prog_id: int) -> str:
     return "?"
 
 
-def _tc_programs(iface: str) -> list[dict]:
+def clsact_programs(iface: str) -> list[dict]:
+    """BPF programs in iface's clsact filters, both directions, as `tc filter show` lists them."""
     found = []
     for direction in ("ingress", "egress"):
         try:
@@ -246,11 +247,13 @@ def _tc_programs(iface: str) -> list[dict]:
             if flt.get("kind") == "bpf" and opts.get("prog", {}).get("id"):
                 found.append({"direction": direction, "id": opts["prog"]["id"],
                               "name": opts["prog"].get("name", "?")})
-    # programs on tcx links run ahead of every filter, and tc does not list them
-    for direction in ("ingress", "egress"):
-        for prog_id in _tcx_ids(iface, direction):
-            found.append({"direction": direction, "id": prog_id, "name": _prog_name(prog_id)})
     return found
+
+
+def _tc_programs(iface: str) -> list[dict]:
+    # programs on tcx links run ahead of every filter, and tc does not list them
+    return clsact_programs(iface) + [{"direction": d, "id": i, "name": _prog_name(i)}
+                                     for d in ("ingress", "egress") for i in _tcx_ids(iface, d)]
 
 
 def _tcx_ids(iface: str, direction: str) -> list[int]:

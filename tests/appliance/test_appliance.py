@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,6 +22,8 @@ import pytest
 from conftest import booted_box, sipp_calls_through_box
 from lab import appliance as apl
 
+#: the kernel's own view of the TC hooks (lab/tcview.py)
+TCVIEW = Path(__file__).resolve().parents[2] / "lab" / "tcview.py"
 CALLS = 10
 
 
@@ -114,9 +117,13 @@ def test_units_and_attached_programs(box):
     link = subprocess.run(["ip", "-n", apl.BOX, "-d", "link", "show", "dev", "sip0"], capture_output=True,
                           text=True, check=True).stdout
     assert "prog/xdp" not in link, link
-    ingress = subprocess.run(["ip", "netns", "exec", apl.BOX, "tc", "filter", "show", "dev", "sip0", "ingress"],
-                             capture_output=True, text=True, check=True).stdout
-    assert "tc_fastpath" in ingress, ingress
+    # as the kernel shows it (tcx links and clsact filters): the API the default (auto) chose
+    view = json.loads(subprocess.run(["ip", "netns", "exec", apl.BOX, sys.executable, str(TCVIEW), "sip0"],
+                                     capture_output=True, text=True, check=True).stdout)
+    api = row["tc_api"]
+    assert row["tc_api_requested"] == "auto" and api in ("tcx", "clsact"), row
+    assert [p["name"] for p in view[api]["ingress"]] == ["tc_fastpath"], view
+    assert [p["name"] for p in view[api]["egress"]] == ["tc_sip_egress"], view
 
 
 def _scrape() -> str:

@@ -19,6 +19,9 @@ from conftest import NS_PREFIX, Lab, etsfctl
 
 from etsf import layout
 
+#: the kernel's own view of the TC hooks (tcx links and clsact filters)
+TCVIEW = (Path(__file__).resolve().parents[2] / "lab" / "tcview.py").read_text()
+
 
 @pytest.fixture(scope="module")
 def veth():
@@ -39,12 +42,12 @@ def _kernel_view(lab) -> dict:
     prog = xdp.get("prog") or {}
     out = {"ifindex": int(link["ifindex"]), "xdp_mode": {1: "native", 2: "generic"}.get(xdp.get("mode")),
            "xdp_prog": prog.get("name"), "tc": {}}
+    # tcx links and clsact filters both (tc lists only the filters): lab/tcview.py
+    r = subprocess.run(["ip", "netns", "exec", lab.srv_ns, sys.executable, "-c", TCVIEW, lab.srv_if],
+                       capture_output=True, text=True, timeout=20, check=True)
+    v = json.loads(r.stdout)
     for direction in ("ingress", "egress"):
-        r = subprocess.run(["tc", "-n", lab.srv_ns, "-j", "filter", "show", "dev", lab.srv_if, direction],
-                           capture_output=True, text=True, timeout=10, check=False)
-        names = [f["options"]["prog"].get("name") for f in json.loads(r.stdout or "[]")
-                 if f.get("kind") == "bpf" and (f.get("options") or {}).get("prog")]
-        out["tc"][direction] = sorted(names)
+        out["tc"][direction] = sorted(p["name"] for p in v["tcx"][direction] + v["clsact"][direction])
     return out
 
 

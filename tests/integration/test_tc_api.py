@@ -10,27 +10,14 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
 from conftest import NS_PREFIX, UAC_IP, UAS_IP, Lab, etsfctl
 
-#: what the kernel runs at the tcx attach points (raw BPF_PROG_QUERY, not the agent's code)
-QUERY = textwrap.dedent("""
-    import ctypes, json, socket, sys
-    libc = ctypes.CDLL(None, use_errno=True)
-    out = {}
-    for d, t in (("ingress", 46), ("egress", 47)):
-        ids = (ctypes.c_uint32 * 8)()
-        attr = (ctypes.c_uint64 * 8)()
-        a32 = ctypes.cast(attr, ctypes.POINTER(ctypes.c_uint32))
-        a32[0], a32[1] = socket.if_nametoindex(sys.argv[1]), t
-        attr[2] = ctypes.addressof(ids)
-        a32[6] = 8
-        rc = libc.syscall(321, 16, ctypes.byref(attr), ctypes.sizeof(attr))
-        out[d] = list(ids[:a32[6]]) if rc == 0 else ["errno %d" % ctypes.get_errno()]
-    print(json.dumps(out))
-""")
+#: the kernel's own view of the TC hooks (raw BPF_PROG_QUERY at the tcx points, tc for clsact)
+TCVIEW = (Path(__file__).resolve().parents[2] / "lab" / "tcview.py").read_text()
 
 INVITE = ("INVITE sip:bob@198.18.2.2 SIP/2.0\r\nVia: SIP/2.0/UDP 198.18.2.1:5060;branch=z9hG4bK{n}\r\n"
           "From: <sip:alice@198.18.2.1>;tag=a{n}\r\nTo: <sip:bob@198.18.2.2>\r\nCall-ID: tcx-{n}@198.18.2.1\r\n"
@@ -64,15 +51,11 @@ def _ctl(lab, env, *args, check=True):
 
 def _kernel(lab) -> dict:
     """{"tcx": {direction: [prog ids]}, "tc": {direction: [filter prog names]}} on the server end."""
-    r = subprocess.run(["ip", "netns", "exec", lab.srv_ns, sys.executable, "-c", QUERY, lab.srv_if],
+    r = subprocess.run(["ip", "netns", "exec", lab.srv_ns, sys.executable, "-c", TCVIEW, lab.srv_if],
                        capture_output=True, text=True, timeout=20, check=True)
-    out = {"tcx": json.loads(r.stdout), "tc": {}}
-    for d in ("ingress", "egress"):
-        t = subprocess.run(["tc", "-n", lab.srv_ns, "-j", "filter", "show", "dev", lab.srv_if, d],
-                           capture_output=True, text=True, timeout=10, check=False)
-        out["tc"][d] = sorted(f["options"]["prog"].get("name") for f in json.loads(t.stdout or "[]")
-                              if f.get("kind") == "bpf" and (f.get("options") or {}).get("prog"))
-    return out
+    v = json.loads(r.stdout)
+    return {"tcx": {d: [p["id"] for p in v["tcx"][d]] for d in ("ingress", "egress")},
+            "tc": {d: sorted(p["name"] for p in v["clsact"][d]) for d in ("ingress", "egress")}}
 
 
 def _count(lab, env, hook: str, method: str) -> int:
@@ -127,8 +110,8 @@ def test_tcx_links_carry_the_tc_programs(veth, etsf_env, etsf_bpf):
     # clsact and back under traffic: every INVITE is counted once at TC ingress, none twice
     inv0 = _count(veth, etsf_env, "TC_INGRESS", "INVITE")
     p = _send(veth.cli_ns, UAC_IP, UAS_IP, INVITE, 1500, 0.002)
-    r3 = json.loads(_ctl(veth, etsf_env, "attach", "--iface", veth.srv_if, "--json").stdout)
-    assert r3["tc_api"] == "clsact"
+    r3 = json.loads(_ctl(veth, etsf_env, "attach", "--iface", veth.srv_if, "--tc-api", "clsact", "--json").stdout)
+    assert r3["tc_api"] == "clsact" and r3["tc_api_reason"].endswith("forced (--tc-api clsact)"), r3
     k = _kernel(veth)
     assert k["tcx"] == {"ingress": [], "egress": []} and k["tc"] == {"ingress": ["tc_fastpath"],
                                                                      "egress": ["tc_sip_egress"]}, k
@@ -182,16 +165,20 @@ FOREIGN = textwrap.dedent("""
     idx = socket.if_nametoindex(sys.argv[1])
     if sys.argv[5] == "on":
         bpf.tcx_attach(sys.argv[2], idx, progs["pc_ref_ingress"].fd, "ingress")
-    else:
+    elif sys.argv[5] == "off":
         bpf.tcx_detach(sys.argv[2], idx, "ingress")
+    elif sys.argv[5] == "clsact-on":
+        bpf.tc_attach(idx, progs["pc_ref_ingress"].fd, direction="ingress", handle=0xB8, priority=1)
+    else:
+        bpf.tc_detach(idx, direction="ingress", handle=0xB8, priority=1)
 """)
 
 
-def _foreign(lab, env, pin, tmp, on):
+def _foreign(lab, env, pin, tmp, on, how="on"):
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     e = dict(os.environ, PYTHONPATH=os.path.join(root, "src"), **env)
     subprocess.run(["nsenter", f"--net=/run/netns/{lab.srv_ns}", sys.executable, "-c", FOREIGN, lab.srv_if, pin,
-                    root, str(tmp), "on" if on else "off"], env=e, check=True, timeout=120, capture_output=True)
+                    root, str(tmp), how if on else how.replace("on", "off")], env=e, check=True, timeout=120, capture_output=True)
 
 
 def _iface_check(lab, env) -> dict:
@@ -216,3 +203,40 @@ def test_preflight_names_foreign_tcx_programs(veth, etsf_env, etsf_bpf, tmp_path
         _foreign(veth, etsf_env, pin, tmp_path, False)
         _ctl(veth, etsf_env, "detach", "--iface", veth.srv_if)
     assert _iface_check(veth, etsf_env)["ok"]
+
+
+def test_auto_takes_tcx_links_unless_a_clsact_program_would_be_cut_off(veth, etsf_env, etsf_bpf, tmp_path):
+    """The default (--tc-api auto): tcx links where the kernel has them; clsact filters where
+    another program sits in a clsact filter, which a tcx program's verdict would skip."""
+    r = json.loads(_ctl(veth, etsf_env, "attach", "--iface", veth.srv_if, "--json").stdout)
+    want = "tcx" if etsf_bpf.tcx_supported() else "clsact"
+    assert r["tc_api_requested"] == "auto" and r["tc_api"] == want, r
+    k = _kernel(veth)
+    if want == "tcx":
+        assert "no other clsact program -> tcx" in r["tc_api_reason"], r
+        assert k == {"tcx": {"ingress": [r["tc_ingress_prog_id"]], "egress": [r["tc_prog_id"]]},
+                     "tc": {"ingress": [], "egress": []}}, (k, r)
+    else:
+        assert "has no tcx links -> clsact" in r["tc_api_reason"], r
+    row = json.loads(_ctl(veth, etsf_env, "status", "--json").stdout)["interfaces"][veth.srv_if]
+    assert (row["tc_api"], row["tc_api_requested"], row["tc_api_reason"]) == (want, "auto", r["tc_api_reason"]), row
+    _ctl(veth, etsf_env, "detach", "--iface", veth.srv_if)
+    if want == "clsact":
+        return
+
+    # an operator's own program in a clsact filter: auto keeps eTSF in clsact and says why
+    _foreign(veth, etsf_env, "", tmp_path, True, how="clsact-on")
+    try:
+        r = json.loads(_ctl(veth, etsf_env, "attach", "--iface", veth.srv_if, "--json").stdout)
+        assert r["tc_api"] == "clsact" and "ingress pc_ref_ingress" in r["tc_api_reason"], r
+        assert r["tc_api_reason"].endswith("-> clsact"), r
+        k = _kernel(veth)
+        assert k == {"tcx": {"ingress": [], "egress": []},
+                     "tc": {"ingress": ["pc_ref_ingress", "tc_fastpath"], "egress": ["tc_sip_egress"]}}, k
+        # the same attach again changes nothing about that choice (eTSF's own filters do not count)
+        r = json.loads(_ctl(veth, etsf_env, "attach", "--iface", veth.srv_if, "--json").stdout)
+        assert r["tc_api"] == "clsact", r
+    finally:
+        _ctl(veth, etsf_env, "detach", "--iface", veth.srv_if)
+        _foreign(veth, etsf_env, "", tmp_path, False, how="clsact-on")
+    assert _kernel(veth) == {"tcx": {"ingress": [], "egress": []}, "tc": {"ingress": [], "egress": []}}

@@ -32,6 +32,8 @@ FLEET = ["sbc1", "sbc2", "sbc3"]
 # datapath hook (etsfctl status) -> the hook its classification counts under (etsfctl stats)
 COUNTER_HOOK = {"xdp": "XDP", "tc": "TC_INGRESS"}
 FLOOD = ("REGISTER", "OPTIONS")
+#: the kernel's own view of the TC hooks, run on a lab host from stdin
+TCVIEW = (REPO / "lab" / "tcview.py").read_bytes()
 SCRAPE = ("python3 -c 'import urllib.request,sys;sys.stdout.write(urllib.request.urlopen("
           "\"http://127.0.0.1:9761/metrics\", timeout=5).read().decode())'")
 
@@ -178,12 +180,18 @@ def _status(host: str) -> dict:
     return json.loads(on_host(host, "/usr/local/bin/etsfctl status --json").stdout)
 
 
+def _tc_on_sip0(host: str) -> dict:
+    """lab/tcview.py on host: the programs at sip0's TC hooks (tcx links and clsact filters)."""
+    view = json.loads(on_host(host, "python3 - sip0", input=TCVIEW).stdout)
+    return {d: [p["name"] for p in view["tcx"][d] + view["clsact"][d]] for d in ("ingress", "egress")}
+
+
 def _classifiers_on_sip0(host: str) -> set[str]:
     """The datapath hooks that carry an eTSF classifier on sip0, as the kernel shows them."""
     on = set()
     if "prog/xdp" in on_host(host, "ip -d link show dev sip0").stdout:
         on.add("xdp")
-    if " name tc_fastpath " in on_host(host, "tc filter show dev sip0 ingress").stdout:
+    if "tc_fastpath" in _tc_on_sip0(host)["ingress"]:
         on.add("tc")
     return on
 
@@ -216,7 +224,7 @@ def test_fleet_revert_bypass_then_detach(rolled_out):
     assert all(rows[h]["changed"] == 1 and rows[h]["failed"] == 0 for h in FLEET), rows
     for h in FLEET:
         assert _classifiers_on_sip0(h) == set(), h
-        assert "tc_sip_egress" not in on_host(h, "tc filter show dev sip0 egress").stdout, h
+        assert "tc_sip_egress" not in _tc_on_sip0(h)["egress"], h
         assert _status(h)["interfaces"] == {}, h
 
     bad = _playbook("playbooks/revert.yml", "-e", "etsf_revert_mode=unplug")[0]

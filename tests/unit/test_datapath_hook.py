@@ -186,14 +186,19 @@ def test_role_hook_is_one_schema():
 
 def test_role_tc_api_is_one_schema():
     """datapath_tc_api: spec, defaults, the module's option, the restore file and the agent agree."""
+    from etsf.cli import build_parser
     role = ROOT / "roles" / "datapath"
     spec = yaml.safe_load((role / "meta" / "argument_specs.yml").read_text())["argument_specs"]["main"]["options"]
     defaults = yaml.safe_load((role / "defaults" / "main.yml").read_text())
-    assert spec["datapath_tc_api"]["choices"] == list(hooks.TC_APIS) and defaults["datapath_tc_api"] == "clsact"
-    assert spec["datapath_tc_api"]["default"] == "clsact"
+    assert spec["datapath_tc_api"]["choices"] == list(hooks.TC_APIS) and defaults["datapath_tc_api"] == "auto"
+    assert spec["datapath_tc_api"]["default"] == "auto"
     module = (ROOT / "plugins" / "modules" / "datapath.py").read_text()
-    assert "choices: [clsact, tcx]" in module
-    assert 'tc_api=dict(type="str", choices=["clsact", "tcx"], default="clsact")' in module
+    assert "choices: [auto, clsact, tcx]" in module and "default: auto" in module
+    assert 'tc_api=dict(type="str", choices=["auto", "clsact", "tcx"], default="auto")' in module
     assert 'tc_api: "{{ datapath_tc_api }}"' in (role / "tasks" / "run.yml").read_text()
     assert "tc_api: {{ datapath_tc_api }}" in (role / "templates" / "datapath.yml.j2").read_text()
-    assert "datapath_tc_api in ['clsact', 'tcx']" in (role / "tasks" / "preflight.yml").read_text()
+    assert "datapath_tc_api in ['auto', 'clsact', 'tcx']" in (role / "tasks" / "preflight.yml").read_text()
+    args = build_parser().parse_args(["attach", "--iface", "lo"])
+    assert args.tc_api == "auto"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["attach", "--iface", "lo", "--tc-api", "tc"])

@@ -2,8 +2,9 @@
 platform's suite, eTSF is attached on the hook the inventory asks for (mol-sbc1 `datapath_hook: xdp`,
 mol-sbc2 the default auto, which is tc on the lab's veth sip0), pinned, policy maps equal the
 inventory, restore is enabled; after a real reboot (systemd boots again in the lab host) all of it
-is back, on the same hook.  mol-sbc2 runs its TC programs on tcx links (`datapath_tc_api: tcx`):
-the kernel lists them at the tcx attach points, and `tc filter show` lists none."""
+is back, on the same hook.  mol-sbc1 keeps its TC programs in clsact filters (`datapath_tc_api:
+clsact`); mol-sbc2 has the default (auto), which runs them on tcx links on this kernel: the kernel
+lists them at the tcx attach points, and `tc filter show` lists none."""
 import hashlib
 import json
 import os
@@ -32,18 +33,13 @@ PROGRAMS = {"xdp": ("xdp_sip", "tc_sip_egress"), "tc": ("tc_fastpath", "tc_sip_e
 # the hook each datapath hook's classification counts under in `etsfctl stats`
 STATS_HOOK = {"xdp": "XDP", "tc": "TC_INGRESS"}
 TC_HANDLE = "0xe75e"             # etsf.fastpath.slots.TC_HANDLE: the slot the datapath and fast path share
-# how each host's TC programs are attached (the role's default is clsact)
-TC_API = {n: HOST_VARS.get(n, {}).get("datapath_tc_api", "clsact") for n in SUITES}
-# the program ids at sip0's tcx attach points, as the kernel lists them (BPF_PROG_QUERY)
-TCX_QUERY = ("python3 -c \"import ctypes, json, socket\n"
-             "libc = ctypes.CDLL(None, use_errno=True)\nout = {}\n"
-             "for d, t in (('ingress', 46), ('egress', 47)):\n"
-             "    ids = (ctypes.c_uint32 * 8)(); attr = (ctypes.c_uint64 * 8)()\n"
-             "    a = ctypes.cast(attr, ctypes.POINTER(ctypes.c_uint32))\n"
-             "    a[0], a[1] = socket.if_nametoindex('sip0'), t; attr[2] = ctypes.addressof(ids); a[6] = 8\n"
-             "    rc = libc.syscall(321, 16, ctypes.byref(attr), ctypes.sizeof(attr))\n"
-             "    out[d] = list(ids[:a[6]]) if rc == 0 else 'errno %d' % ctypes.get_errno()\n"
-             "print(json.dumps(out))\"")
+# how each host's TC programs are attached: what it asks for (the role's default is auto) and
+# what it gets (auto: tcx links, where the kernel has them; every lab host runs this kernel)
+TC_API_REQUESTED = {n: HOST_VARS.get(n, {}).get("datapath_tc_api", "auto") for n in SUITES}
+KERNEL_TCX = b"BPF_TCX_INGRESS" in pathlib.Path("/sys/kernel/btf/vmlinux").read_bytes()
+TC_API = {n: "tcx" if a == "tcx" or (a == "auto" and KERNEL_TCX) else "clsact" for n, a in TC_API_REQUESTED.items()}
+# the programs at sip0's TC hooks as the kernel lists them (tcx links by BPF_PROG_QUERY, clsact by tc)
+TCVIEW = (REPO / "lab" / "tcview.py").read_text()
 
 
 def _json(host, cmd):
@@ -70,11 +66,13 @@ def _check_attached(host):
     assert row["hook_requested"] == REQUESTED[host.backend.get_hostname()], row
     assert row["tc_prog_name"] == "tc_sip_egress"
     api = TC_API[host.backend.get_hostname()]
-    assert row["tc_api"] == api, row
+    assert row["tc_api"] == api and row["tc_api_requested"] == TC_API_REQUESTED[host.backend.get_hostname()], row
     # attached as the kernel sees it, by name (not just our state file)
     link = _json(host, "ip -j -d link show dev sip0")[0]
     ingress = _tc_ingress_bpf(host)
-    tcx = _json(host, TCX_QUERY)
+    out = host.run("python3 -c %s sip0", TCVIEW)
+    assert out.rc == 0, out.stderr
+    tcx = {d: [p["id"] for p in progs] for d, progs in json.loads(out.stdout)["tcx"].items()}
     if api == "tcx":
         assert ingress == [] and tcx["egress"] == [row["tc_prog_id"]], (ingress, tcx, row)
         assert tcx["ingress"] == ([row["tc_ingress_prog_id"]] if hook == "tc" else []), (tcx, row)
@@ -171,7 +169,7 @@ def test_restore_unit_enabled_and_preflight_report(host):
     # restore re-attaches the hook the inventory asked for (datapath.yml, written by the role)
     dp = yaml.safe_load(host.file("/etc/etsf/datapath.yml").content_string)
     assert dp["hook"] == REQUESTED[host.backend.get_hostname()], dp
-    assert dp["tc_api"] == TC_API[host.backend.get_hostname()], dp
+    assert dp["tc_api"] == TC_API_REQUESTED[host.backend.get_hostname()], dp
 
 
 def test_everything_back_after_reboot(host):

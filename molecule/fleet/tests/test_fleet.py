@@ -2,6 +2,7 @@
 later batch was never touched (serial + max_fail_percentage 0)."""
 import json
 import os
+import pathlib
 
 import testinfra.utils.ansible_runner
 
@@ -9,14 +10,18 @@ testinfra_hosts = testinfra.utils.ansible_runner.AnsibleRunner(
     os.environ["MOLECULE_INVENTORY_FILE"]).get_hosts("all")
 
 
+#: the programs at an interface's TC hooks as the kernel lists them: tcx links and clsact filters
+TCVIEW = (pathlib.Path(__file__).resolve().parents[3] / "lab" / "tcview.py").read_text()
+
+
 def _programs_on_sip0(host):
-    """Every BPF program on sip0, on either datapath hook: XDP and TC ingress/egress filters."""
+    """Every BPF program on sip0, on either datapath hook: XDP, and TC ingress/egress through
+    tcx links or clsact filters."""
     link = json.loads(host.check_output("ip -j -d link show dev sip0"))[0]
     progs = [("xdp", link["xdp"]["prog"]["name"])] if link.get("xdp") else []
+    view = json.loads(host.check_output("python3 -c %s sip0", TCVIEW))
     for direction in ("ingress", "egress"):
-        progs += [(direction, f["options"]["prog"]["name"])
-                  for f in json.loads(host.check_output(f"tc -j filter show dev sip0 {direction}"))
-                  if f.get("kind") == "bpf" and "options" in f]
+        progs += [(direction, p["name"]) for p in view["tcx"][direction] + view["clsact"][direction]]
     return progs
 
 

@@ -25,7 +25,7 @@ def cmd_attach(args):
     where = (f"xdp prog {res['xdp_prog_id']} ({res['mode']})" if res["hook"] == "xdp"
              else f"tc ingress prog {res['tc_ingress_prog_id']}")
     emit(args, res, f"{verb} on {res['iface']}: hook {res['hook']} ({res['hook_reason']}); {where}, "
-                    f"tc egress prog {res['tc_prog_id']} (TC through {res['tc_api']})")
+                    f"tc egress prog {res['tc_prog_id']} (TC through {res['tc_api']}: {res['tc_api_reason']})")
 
 
 def cmd_detach(args):
@@ -186,9 +186,10 @@ def add_cli(sub, common) -> None:
                    "on veth and other virtual interfaces), xdp or tc (forced)")
     s.add_argument("--mode", choices=("native", "generic"), default=None,
                    help="XDP attach mode when the hook is xdp (default native)")
-    s.add_argument("--tc-api", choices=("clsact", "tcx"), default="clsact",
-                   help="how the TC programs are attached: clsact filters (default) or tcx links (kernel "
-                   "6.6 or later; no qdisc and classifier layers around the programs)")
+    s.add_argument("--tc-api", choices=("auto", "clsact", "tcx"), default="auto",
+                   help="how the TC programs are attached: auto (default: tcx links where the kernel has "
+                   "them and no other program sits in a clsact filter on IF, else clsact), clsact filters, "
+                   "or tcx links (kernel 6.6 or later; no qdisc and classifier layers around the programs)")
     s.add_argument("--build-dir", type=T.path, metavar="DIR", help="where the objects are (default: last build)")
     s.add_argument("--force", action="store_true", help="replace a foreign XDP program")
     s.set_defaults(func=cmd_attach)

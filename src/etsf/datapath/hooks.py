@@ -167,7 +167,7 @@ def update_flags(idx: int, add: int = 0, clear: int = 0) -> tuple[int, int]:
 
 # eTSF's TC slots: a clsact filter (handle, priority) or a tcx link pinned per interface
 TC_SLOTS = {"ingress": (TC_HANDLE, TC_PRIO), "egress": (TC_EGRESS_HANDLE, 1)}
-TC_APIS = ("clsact", "tcx")
+TC_APIS = ("auto", "clsact", "tcx")
 
 
 def link_pin(idx: int, direction: str) -> str:
@@ -196,6 +196,25 @@ def check_tc_api(api: Any) -> str:
         raise DatapathError(f"--tc-api tcx needs tcx links (kernel 6.6 or later); this kernel is "
                             f"{os.uname().release}: use --tc-api clsact")
     return api
+
+
+def resolve_tc_api(iface: str, api: str) -> tuple[str, str]:
+    """(clsact|tcx, why) for iface.  auto takes tcx links where the kernel has them (no qdisc
+    and classifier layers around the programs), except where another BPF program sits in a
+    clsact filter on iface: a tcx program that returns a verdict ends the hook before any
+    clsact filter runs, so that program would silently stop seeing packets.  eTSF's own
+    filters do not count (switching moves them)."""
+    check_tc_api(api)
+    if api != "auto":
+        return api, f"{iface}: forced (--tc-api {api})"
+    if not _bpf().tcx_supported():
+        return "clsact", f"{iface}: kernel {os.uname().release} has no tcx links -> clsact"
+    foreign = [p for p in _preflight.clsact_programs(iface) if p["name"] not in _preflight.OUR_PROGRAMS]
+    if foreign:
+        names = ", ".join(f"{p['direction']} {p['name']} (id {p['id']})" for p in foreign)
+        return "clsact", (f"{iface}: other programs in clsact filters ({names}) would stop running "
+                          "behind a tcx link -> clsact")
+    return "tcx", f"{iface}: kernel has tcx links, no other clsact program -> tcx"
 
 
 def tc_attach(idx: int, prog_fd: int, direction: str, api: str | None = None) -> str:

@@ -26,7 +26,7 @@ def _bpf():
 
 
 def attach(iface: str, mode: str | None = None, build_dir: str | None = None,
-           force: bool = False, hook: str = "auto", tc_api: str = "clsact") -> dict[str, Any]:
+           force: bool = False, hook: str = "auto", tc_api: str = "auto") -> dict[str, Any]:
     """Load (maps pinned & re-used), pin and attach the classifier on `hook` + TC egress.
 
     hook xdp: xdp_sip at XDP; tc: tc_fastpath at TC ingress, classifying (CLASSIFY in
@@ -36,7 +36,9 @@ def attach(iface: str, mode: str | None = None, build_dir: str | None = None,
     rate-limit buckets, policy) survive.  Switching hooks attaches the new one before the
     old one goes, so no packet passes unclassified.  A foreign XDP program is never
     replaced unless force=True.  tc_api is how the TC programs are attached: clsact
-    filters, or tcx links (kernel 6.6 or later: no qdisc and classifier layers around them).
+    filters, or tcx links (kernel 6.6 or later: no qdisc and classifier layers around them);
+    auto: tcx where the kernel has it and no other program sits in a clsact filter on iface
+    (hooks.resolve_tc_api).
     """
     hooks.check(hook)
     hooks.check_tc_api(tc_api)
@@ -46,6 +48,8 @@ def attach(iface: str, mode: str | None = None, build_dir: str | None = None,
         raise DatapathError("--mode is the XDP attach mode: it does not apply to --hook tc")
     idx = ifindex(iface)
     chosen, reason = hooks.resolve(iface, hook)
+    tc_api_requested = tc_api
+    tc_api, tc_api_reason = hooks.resolve_tc_api(iface, tc_api)
     mode = (mode or "native") if chosen == "xdp" else None
     bpf = _bpf()
     xdp_obj = object_path(build_dir, XDP_OBJ)
@@ -143,7 +147,7 @@ def attach(iface: str, mode: str | None = None, build_dir: str | None = None,
             "mode": mode,
             "xdp_prog_id": (xid or progs[XDP_PROG].id) if chosen == "xdp" else None,
             "tc_prog_id": int(hooks.tc_egress_id(idx) or progs[TC_PROG].id),
-            "tc_api": tc_api,
+            "tc_api": tc_api, "tc_api_requested": tc_api_requested, "tc_api_reason": tc_api_reason,
             "tc_ingress_prog_id": hooks.tc_ingress_id(idx) or None,
             "if_flags": hooks.flag_names(flags),
             "replaced_prog_id": (cur_id if chosen == "xdp" else in_prev) or None,
@@ -256,7 +260,8 @@ def interface_status(names) -> dict[str, dict[str, Any]]:
         rec = managed.get(name, {})
         row = {"ifindex": rec.get("ifindex"), "mode": rec.get("mode"), "present": True,
                "hook_recorded": rec.get("hook"), "hook_requested": rec.get("hook_requested"),
-               "hook_reason": rec.get("hook_reason"),
+               "hook_reason": rec.get("hook_reason"), "tc_api_requested": rec.get("tc_api_requested"),
+               "tc_api_reason": rec.get("tc_api_reason"),
                "managed": name in managed, "stamp": rec.get("stamp"), "attached": False}
         try:
             idx = socket.if_nametoindex(name)

@@ -92,7 +92,7 @@ def read_restore_config(path: str) -> dict[str, Any]:
         raise DatapathError(f"{path}: mode: must be one of {', '.join(MODES)}")
     if cfg.get("hook", "auto") not in HOOKS:
         raise DatapathError(f"{path}: hook: must be one of {', '.join(HOOKS)}")
-    if cfg.get("tc_api", "clsact") not in TC_APIS:
+    if cfg.get("tc_api", "auto") not in TC_APIS:
         raise DatapathError(f"{path}: tc_api: must be one of {', '.join(TC_APIS)}")
     fp = cfg.get("fastpath_interfaces")
     if fp is not None and (not isinstance(fp, list) or not all(isinstance(i, str) for i in fp)):
@@ -121,7 +121,7 @@ def restore(config: str = "/etc/etsf/datapath.yml") -> dict[str, Any]:
     hook = cfg.get("hook", "auto")
     for iface in cfg["interfaces"]:
         res = attach(iface, mode=None if hook == "tc" else cfg.get("mode", "native"), build_dir=built["out_dir"],
-                     hook=hook, tc_api=cfg.get("tc_api", "clsact"))
+                     hook=hook, tc_api=cfg.get("tc_api", "auto"))
         attached[iface] = res["xdp_prog_id"] or res["tc_ingress_prog_id"]
         chosen[iface] = res["hook"]
     fp_ifaces = cfg.get("fastpath_interfaces") or []
