@@ -95,7 +95,7 @@ STATS = Path("/proc/sys/kernel/bpf_stats_enabled")
 
 CONFIGS = {
     "D": "no filter (the direct path)",
-    "T": "eTSF as attached by default (hook auto: TC on a veth)",
+    "T": "eTSF as attached by default (hook auto: TC on a veth; TC API auto)",
     "T-nt": "T with transaction telemetry off",
     "X": "eTSF native XDP + TC egress",
     "G": "eTSF generic XDP + TC egress",
@@ -196,12 +196,14 @@ def render(res: dict) -> str:
              f"after {p['warmup']} untimed per run, {p['rounds']} interleaved rounds (Williams order).  Host: kernel "
              f"{h.get('kernel')}, {h.get('cpus')} CPUs, {h.get('cpu_model')}.", "",
              "## Round trip (µs, median over rounds of each run's quantile)", "",
-             "| config | what | hook | p50 | p90 | p99 | mean | min | timed | lost | counts add up |",
+             "| config | what | hook (TC API) | p50 | p90 | p99 | mean | min | timed | lost | counts add up |",
              "|---|---|---|--:|--:|--:|--:|--:|--:|--:|---|"]
     for name in CONFIGS:
         x = s.get("configs", {}).get(name)
         if x:
-            lines.append(f"| {name} | {CONFIGS[name]} | {res['configs'][name].get('hook') or '-'} | "
+            c = res["configs"][name]
+            api = f" ({c['tc_api']})" if c.get("tc_api") else ""
+            lines.append(f"| {name} | {CONFIGS[name]} | {c.get('hook') or '-'}{api} | "
                          f"{_f(x['p50_us'])} | {_f(x['p90_us'])} | {_f(x['p99_us'])} | {_f(x['mean_us'])} | "
                          f"{_f(x['min_us'])} | {x['timed']:,} | {x['lost']} | {'yes' if x['counts_add_up'] else 'NO'} |")
     lines += ["", "## Paired differences (µs per round trip)", "",
@@ -339,6 +341,7 @@ class PingPong:
                              base=cfg == "T0")
             out = json.loads(r.stdout)
             self.res["configs"][cfg]["hook"] = out.get("hook")
+            self.res["configs"][cfg]["tc_api"] = out.get("tc_api")
             # which objects run: T0's tags differ from T's whenever the two trees' programs do
             from etsf import bpf  # pylint: disable=import-outside-toplevel
             self.res["configs"][cfg]["prog_tags"] = {
@@ -359,6 +362,7 @@ class PingPong:
                         self.links.append((pin, idx, d))
                     else:
                         bpf.tc_attach(idx, self.ref[prog].fd, d, handle, 1)
+            self.res["configs"][cfg]["tc_api"] = "tcx" if cfg == "KX" else "clsact"
         elif cfg == "F":
             self.topo.sh(self.node_ns, "nft", "-f", "-", inp=floodcmp.nft_rules())
 
