@@ -5,8 +5,9 @@
 prints {"tcx": {"ingress": [...], "egress": [...]}, "clsact": {...}}, each program as
 {"id": N, "name": "..."}, in the order the kernel runs them.  tcx links are read with a raw
 BPF_PROG_QUERY (tc does not list them, and Debian 12's bpftool 7.1 does not know them);
-clsact filters with `tc -j filter show`.  Standard library only, so a test can run it inside
-any namespace, lab host or Molecule host that has python3 and iproute2.
+clsact filters with `tc -j filter show`.  Standard library only and none of eTSF's code (the
+tests' oracle must not be the agent's own reading), so a test can run it inside any namespace,
+lab host or Molecule host that has python3 and iproute2.
 """
 import ctypes
 import json
@@ -70,11 +71,6 @@ def view(iface: str) -> dict:
     idx = socket.if_nametoindex(iface)
     return {"tcx": {d: [{"id": i, "name": prog_name(i)} for i in tcx_ids(idx, d)] for d in TCX},
             "clsact": {d: clsact(iface, d) for d in TCX}}
-
-
-def names(v: dict, direction: str) -> list[str]:
-    """Every program name at direction, tcx links first (they run ahead of clsact filters)."""
-    return [p["name"] for p in v["tcx"][direction] + v["clsact"][direction]]
 
 
 if __name__ == "__main__":

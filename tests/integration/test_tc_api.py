@@ -154,7 +154,8 @@ def test_restore_config_tc_api(tmp_path, etsf_env):
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and "tc_api" in r.stderr, r.stderr
 
 
-#: a foreign program on a tcx link (not eTSF's): bench/bpf's count-only program, pinned at argv[2]
+#: a foreign program (not eTSF's), bench/bpf's count-only program, at TC ingress: on a tcx link pinned at argv[2]
+#: or in a clsact filter (argv[5]: tcx-on, tcx-off, clsact-on, clsact-off)
 FOREIGN = textwrap.dedent("""
     import socket, sys
     from pathlib import Path
@@ -163,22 +164,25 @@ FOREIGN = textwrap.dedent("""
     root = Path(sys.argv[3])
     progs = bpf.load_object(build_test_object(root / "bench" / "bpf", Path(sys.argv[4]), "progcost_ref.c"))
     idx = socket.if_nametoindex(sys.argv[1])
-    if sys.argv[5] == "on":
+    api, on = sys.argv[5].split("-")
+    if api == "tcx" and on == "on":
         bpf.tcx_attach(sys.argv[2], idx, progs["pc_ref_ingress"].fd, "ingress")
-    elif sys.argv[5] == "off":
+    elif api == "tcx":
         bpf.tcx_detach(sys.argv[2], idx, "ingress")
-    elif sys.argv[5] == "clsact-on":
+    elif on == "on":
         bpf.tc_attach(idx, progs["pc_ref_ingress"].fd, direction="ingress", handle=0xB8, priority=1)
     else:
         bpf.tc_detach(idx, direction="ingress", handle=0xB8, priority=1)
 """)
 
 
-def _foreign(lab, env, pin, tmp, on, how="on"):
+def _foreign(lab, env, pin, tmp, on, api="tcx"):
+    """Put bench/bpf's count-only program at lab's TC ingress (on) or take it off, on a tcx link
+    pinned at pin or in a clsact filter."""
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     e = dict(os.environ, PYTHONPATH=os.path.join(root, "src"), **env)
     subprocess.run(["nsenter", f"--net=/run/netns/{lab.srv_ns}", sys.executable, "-c", FOREIGN, lab.srv_if, pin,
-                    root, str(tmp), how if on else how.replace("on", "off")], env=e, check=True, timeout=120, capture_output=True)
+                    root, str(tmp), f"{api}-{'on' if on else 'off'}"], env=e, check=True, timeout=120, capture_output=True)
 
 
 def _iface_check(lab, env) -> dict:
@@ -225,7 +229,7 @@ def test_auto_takes_tcx_links_unless_a_clsact_program_would_be_cut_off(veth, ets
         return
 
     # an operator's own program in a clsact filter: auto keeps eTSF in clsact and says why
-    _foreign(veth, etsf_env, "", tmp_path, True, how="clsact-on")
+    _foreign(veth, etsf_env, "", tmp_path, True, api="clsact")
     try:
         r = json.loads(_ctl(veth, etsf_env, "attach", "--iface", veth.srv_if, "--json").stdout)
         assert r["tc_api"] == "clsact" and "ingress pc_ref_ingress" in r["tc_api_reason"], r
@@ -238,5 +242,5 @@ def test_auto_takes_tcx_links_unless_a_clsact_program_would_be_cut_off(veth, ets
         assert r["tc_api"] == "clsact", r
     finally:
         _ctl(veth, etsf_env, "detach", "--iface", veth.srv_if)
-        _foreign(veth, etsf_env, "", tmp_path, False, how="clsact-on")
+        _foreign(veth, etsf_env, "", tmp_path, False, api="clsact")
     assert _kernel(veth) == {"tcx": {"ingress": [], "egress": []}, "tc": {"ingress": [], "egress": []}}

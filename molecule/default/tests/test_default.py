@@ -15,6 +15,7 @@ import subprocess
 import testinfra.utils.ansible_runner
 import yaml
 from etsf import policy
+from etsf.bpflinks import tcx_supported
 
 INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
 testinfra_hosts = testinfra.utils.ansible_runner.AnsibleRunner(INVENTORY).get_hosts("all")
@@ -36,8 +37,8 @@ TC_HANDLE = "0xe75e"             # etsf.fastpath.slots.TC_HANDLE: the slot the d
 # how each host's TC programs are attached: what it asks for (the role's default is auto) and
 # what it gets (auto: tcx links, where the kernel has them; every lab host runs this kernel)
 TC_API_REQUESTED = {n: HOST_VARS.get(n, {}).get("datapath_tc_api", "auto") for n in SUITES}
-KERNEL_TCX = b"BPF_TCX_INGRESS" in pathlib.Path("/sys/kernel/btf/vmlinux").read_bytes()
-TC_API = {n: "tcx" if a == "tcx" or (a == "auto" and KERNEL_TCX) else "clsact" for n, a in TC_API_REQUESTED.items()}
+TC_API = {n: "tcx" if a == "tcx" or (a == "auto" and tcx_supported()) else "clsact"
+          for n, a in TC_API_REQUESTED.items()}
 # the programs at sip0's TC hooks as the kernel lists them (tcx links by BPF_PROG_QUERY, clsact by tc)
 TCVIEW = (REPO / "lab" / "tcview.py").read_text()
 
