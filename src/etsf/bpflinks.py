@@ -19,8 +19,10 @@ BPF_LINK_TYPE_TCX = 11
 
 
 @functools.lru_cache(maxsize=1)
+@functools.lru_cache(maxsize=None)
 def tcx_supported() -> bool:
-    """Whether this kernel has tcx links (the BPF_TCX_* attach types, kernel 6.6)."""
+    """Whether this kernel has tcx links (the BPF_TCX_* attach types, kernel 6.6).  Read once per
+    process: every attach asks (--tc-api auto), and the answer is in the whole vmlinux BTF."""
     try:
         with open("/sys/kernel/btf/vmlinux", "rb") as f:
             return b"BPF_TCX_INGRESS" in f.read()
