@@ -164,8 +164,9 @@ def load_tree(src: Path, tmp: Path, root: str) -> dict:
     pol_map = bpf.open_map("etsf_policy", root)
     ctl.update(bytes(4), bytes(L.Ctl()))          # no RECORD: production path
     # no ACL entries: the flags compile_policy sets then (no trie lookup); a tree that does
-    # not know them ignores them
-    pol = L.Policy(generation=1, flags=L.POL_F_VALID | L.POL_F_NO_ACL4 | L.POL_F_NO_ACL6,
+    # not know them ignores them.  Marking on, as compile_policy's default (marking.enabled):
+    # the egress case rewrites the DSCP of the 200 OK as a deployed node does.
+    pol = L.Policy(generation=1, flags=L.POL_F_VALID | L.POL_F_MARK | L.POL_F_NO_ACL4 | L.POL_F_NO_ACL6,
                    agg_prefix_v4=32, agg_prefix_v6=128, dscp=24)
     pol.sip_ports[0] = 5060
     pol.tls_ports[0] = 5061

@@ -88,6 +88,8 @@ struct {
 	__type(value, struct etsf_fp_ctx);
 } etsf_fp_pctx SEC(".maps");
 
+#define ETSF_FP_L3_OFF_MAX 18   /* Ethernet and at most one VLAN tag (etsf_parse_eth) */
+
 #define ETSF_TC_GO (-1)     /* etsf_tc_classify: not consumed, steer it on   */
 
 /*
@@ -203,16 +205,35 @@ out:
 	return verdict == ETSF_V_DROP ? TC_ACT_SHOT : ETSF_TC_GO;
 }
 
+/* the addresses straight from the linear headers (main pulled them in), the helper otherwise */
 static __always_inline int etsf_fp_load_addrs(struct __sk_buff *skb, const struct etsf_pkt *p,
 					 __u8 *saddr, __u8 *daddr)
 {
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	__u32 l3 = p->l3off;
+	__u8 *h;
+
+	if (l3 <= ETSF_FP_L3_OFF_MAX) {
+		h = data + l3;
+		if (p->family == 4 && (void *)(h + 20) <= data_end) {
+			__builtin_memcpy(saddr, h + 12, 4);
+			__builtin_memcpy(daddr, h + 16, 4);
+			return 0;
+		}
+		if (p->family == 6 && (void *)(h + 40) <= data_end) {
+			__builtin_memcpy(saddr, h + 8, 16);
+			__builtin_memcpy(daddr, h + 24, 16);
+			return 0;
+		}
+	}
 	if (p->family == 4) {
-		if (bpf_skb_load_bytes(skb, p->l3off + 12, saddr, 4) ||
-		    bpf_skb_load_bytes(skb, p->l3off + 16, daddr, 4))
+		if (bpf_skb_load_bytes(skb, l3 + 12, saddr, 4) ||
+		    bpf_skb_load_bytes(skb, l3 + 16, daddr, 4))
 			return -1;
 	} else {
-		if (bpf_skb_load_bytes(skb, p->l3off + 8, saddr, 16) ||
-		    bpf_skb_load_bytes(skb, p->l3off + 24, daddr, 16))
+		if (bpf_skb_load_bytes(skb, l3 + 8, saddr, 16) ||
+		    bpf_skb_load_bytes(skb, l3 + 24, daddr, 16))
 			return -1;
 	}
 	return 0;

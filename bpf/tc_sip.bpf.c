@@ -31,11 +31,78 @@
 #include "etsf_telemetry.h"
 #include "etsf_oc.h"
 
+#define ETSF_L3_OFF_MAX 18      /* Ethernet and at most one VLAN tag (etsf_parse_eth) */
+
+/*
+ * RFC 1624 eqn. 3: the header checksum after one 16-bit word changed from
+ * old to new, HC' = ~(~HC + ~m + m').  The one's complement sum does not
+ * depend on byte order, so the words are used as loaded.
+ */
+static __always_inline __u16 etsf_csum16_replace(__u16 csum, __u16 old, __u16 new)
+{
+	__u32 sum = (__u16)~csum + (__u16)~old + (__u32)new;
+
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return (__u16)~sum;
+}
+
+/*
+ * The TOS / traffic class byte written in place when the IP header is in the
+ * linear part of the skb (every locally generated datagram): loads and
+ * stores, no helper call.  1 = done, 0 = not linear (the caller uses the
+ * helpers), -1 = not IP.
+ */
+static __always_inline int etsf_set_dscp_direct(struct __sk_buff *skb, const struct etsf_pkt *p,
+						__u8 dscp)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	__u32 l3 = p->l3off;
+	__u8 *h;
+
+	if (l3 > ETSF_L3_OFF_MAX)
+		return 0;
+	h = data + l3;
+	if (p->family == 4) {
+		__u16 oldw, neww, csum;
+
+		if ((void *)(h + 12) > data_end)
+			return 0;
+		__builtin_memcpy(&oldw, h, 2);
+		neww = oldw;
+		((__u8 *)&neww)[1] = (__u8)((dscp << 2) | (h[1] & 0x3));
+		if (oldw == neww)
+			return 1;
+		__builtin_memcpy(&csum, h + 10, 2);
+		csum = etsf_csum16_replace(csum, oldw, neww);
+		h[1] = ((__u8 *)&neww)[1];
+		__builtin_memcpy(h + 10, &csum, 2);
+		return 1;
+	}
+	if (p->family == 6) {
+		__u8 tc;
+
+		if ((void *)(h + 2) > data_end)
+			return 0;
+		tc = (__u8)(((h[0] & 0x0f) << 4) | (h[1] >> 4));
+		tc = (__u8)((dscp << 2) | (tc & 0x3));
+		h[0] = (__u8)(0x60 | (tc >> 4));
+		h[1] = (__u8)(((tc & 0x0f) << 4) | (h[1] & 0x0f));
+		return 1;
+	}
+	return -1;
+}
+
+/* the same through the skb helpers, for a header outside the linear part */
 static __always_inline int etsf_set_dscp(struct __sk_buff *skb, const struct etsf_pkt *p,
 					 __u8 dscp)
 {
 	__u32 l3 = p->l3off;
+	int rc = etsf_set_dscp_direct(skb, p, dscp);
 
+	if (rc)
+		return rc > 0 ? 0 : -1;
 	if (p->family == 4) {
 		__u8 hdr[2];     /* version/ihl, tos */
 		__u16 oldw, neww;

@@ -104,8 +104,14 @@ def admit_put(m, callid: str, cseq: int, ts_ns: int, admitted: int) -> None:
     m.update(L.set_key(idx), bytes(s))
 
 
+def eth():
+    """Ethernet with both addresses given: scapy would otherwise resolve the destination
+    through its route tables, ~1 s for an IPv6 packet."""
+    return Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+
+
 def udp4(payload, src=SRC4, dst=DST4, sport=5060, dport=5060, vlan=None):
-    l2 = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+    l2 = eth()
     if vlan is not None:
         for v in ([vlan] if isinstance(vlan, int) else vlan):
             l2 = l2 / Dot1Q(vlan=v)
@@ -113,8 +119,7 @@ def udp4(payload, src=SRC4, dst=DST4, sport=5060, dport=5060, vlan=None):
 
 
 def udp6(payload, src=SRC6, dst=DST6, sport=5060, dport=5060):
-    return bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
-                 / IPv6(src=src, dst=dst) / UDP(sport=sport, dport=dport) / Raw(payload))
+    return bytes(eth() / IPv6(src=src, dst=dst) / UDP(sport=sport, dport=dport) / Raw(payload))
 
 
 def tcp4(payload, src=SRC4, dst=DST4, sport=40000, dport=5060, flags="PA"):

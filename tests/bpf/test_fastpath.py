@@ -19,7 +19,7 @@ from etsf import bpf, fastpath
 from etsf import layout as L
 from etsf import policy as P
 
-from .helpers import SkBuff, sip_request, sip_response, tcp4, udp4, udp6
+from .helpers import SkBuff, eth, sip_request, sip_response, tcp4, udp4, udp6
 
 TC_ACT_OK = 0
 TC_ACT_REDIRECT = 7
@@ -235,7 +235,7 @@ def test_forward_and_return_v6_checksums(f):
               sip_request("BYE", callid=callid, cseq=2, to_tag="x")):
         ret, out = f.run(udp6(m, src=CLIENT6, dst=VIP6, sport=5062, dport=5060))
         assert ret == TC_ACT_REDIRECT and check_csums(out)[IPv6].dst == b
-    reply = bytes(Ether() / IPv6(src=b, dst=CLIENT6) / UDP(sport=5070, dport=5062)
+    reply = bytes(eth() / IPv6(src=b, dst=CLIENT6) / UDP(sport=5070, dport=5062)
                   / Raw(sip_response(200, callid=callid)))
     ret, out = f.run(reply)
     assert ret == TC_ACT_REDIRECT
@@ -276,17 +276,17 @@ def test_tcp_per_segment_connection_pinned(f):
 
 
 def test_tcp_v6_rewrite_checksums(f):
-    syn = bytes(Ether() / IPv6(src=CLIENT6, dst=VIP6) / TCP(sport=40002, dport=5060, flags="S", seq=7))
+    syn = bytes(eth() / IPv6(src=CLIENT6, dst=VIP6) / TCP(sport=40002, dport=5060, flags="S", seq=7))
     ret, out = f.run(syn)
     assert ret == TC_ACT_REDIRECT
     pkt = check_csums(out)
     b = pkt[IPv6].dst
     assert b in B6 and pkt[TCP].dport == 5080
-    seg = bytes(Ether() / IPv6(src=CLIENT6, dst=VIP6) / TCP(sport=40002, dport=5060, flags="PA", seq=8, ack=1)
+    seg = bytes(eth() / IPv6(src=CLIENT6, dst=VIP6) / TCP(sport=40002, dport=5060, flags="PA", seq=8, ack=1)
                 / Raw(sip_request("INVITE", callid="tcp6@x")))
     ret, out = f.run(seg)
     assert ret == TC_ACT_REDIRECT and check_csums(out)[IPv6].dst == b
-    reply = bytes(Ether() / IPv6(src=b, dst=CLIENT6) / TCP(sport=5080, dport=40002, flags="SA", seq=1, ack=8))
+    reply = bytes(eth() / IPv6(src=b, dst=CLIENT6) / TCP(sport=5080, dport=40002, flags="SA", seq=1, ack=8))
     ret, out = f.run(reply)
     assert ret == TC_ACT_REDIRECT
     pkt = check_csums(out)

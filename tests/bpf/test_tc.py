@@ -1,10 +1,10 @@
 """tc_sip_egress: marking of locally generated SIP (DSCP + skb->priority)."""
-from scapy.all import IP, UDP, Ether, IPv6
+from scapy.all import IP, UDP, Dot1Q, Ether, IPv6
 
 from etsf import bpf
 from etsf import layout as L
 
-from .helpers import M, R, V, H, sip_request, sip_response, tcp4, udp4
+from .helpers import M, R, V, H, eth, sip_request, sip_response, tcp4, udp4
 
 
 def tc_expect(env, pkt, verdict, method, reason, priority=0):
@@ -44,13 +44,55 @@ def test_mark_ipv4_keeps_ecn(env):
 
 def test_mark_ipv6(env):
     env.set_policy(flags=L.POL_F_VALID | L.POL_F_MARK, dscp=24, skb_priority=5)
-    raw = bytes(Ether() / IPv6(src="2001:db8::1", dst="2001:db8::2", tc=0x01, fl=0xABCDE)
+    raw = bytes(eth() / IPv6(src="2001:db8::1", dst="2001:db8::2", tc=0x01, fl=0xABCDE)
                 / UDP(sport=5060, dport=5060) / sip_request("OPTIONS"))
     out, skb = tc_expect(env, raw, V.MARK, M.OPTIONS, R.OK)
     ip6 = Ether(out)[IPv6]
     assert ip6.tc == (24 << 2) | 0x01
     assert ip6.fl == 0xABCDE
     assert skb.priority == 5
+
+
+def test_mark_rewrites_every_dscp_with_a_valid_checksum(env):
+    """The TOS byte is rewritten in place with the checksum fixed by RFC 1624: every DSCP over
+    every ECN value and a spread of header checksums (IP ids), with and without a VLAN tag."""
+    payload = sip_response(200)
+    seen = set()
+    for dscp in range(64):
+        env.set_policy(flags=L.POL_F_VALID | L.POL_F_MARK, dscp=dscp, skb_priority=1)
+        for ecn in range(4):
+            ip_id = (dscp * 4 + ecn) * 257 % 65536
+            vlan = 7 if ecn == 2 else None
+            l2 = Ether() / Dot1Q(vlan=vlan) if vlan is not None else Ether()
+            raw = bytes(l2 / IP(src="198.18.0.1", dst="198.18.1.1", tos=(37 << 2) | ecn, id=ip_id)
+                        / UDP(sport=5060, dport=5060) / payload)
+            out, _skb = tc_expect(env, raw, V.MARK, M.RESPONSE, R.OK)
+            ip = Ether(out)[IP]
+            assert ip.tos == (dscp << 2) | ecn, (dscp, ecn, ip.tos)
+            chk = ip.chksum
+            seen.add(chk)
+            del ip.chksum
+            assert IP(bytes(ip)).chksum == chk, (dscp, ecn, hex(chk))
+            l3 = 18 if vlan is not None else 14
+            assert out[l3 + 12:] == raw[l3 + 12:] and out[:l3 + 1] == raw[:l3 + 1]
+    assert len(seen) > 200                       # the checksums were spread, not one value
+
+
+def test_mark_ipv6_every_dscp_keeps_ecn_and_flow_label(env):
+    # one scapy build (an IPv6 build looks up routes), then only the traffic class varies
+    base = bytearray(bytes(eth() / IPv6(src="2001:db8::1", dst="2001:db8::2", fl=0xF0F0F)
+                           / UDP(sport=5060, dport=5060) / sip_request("OPTIONS")))
+    for dscp in range(64):
+        env.set_policy(flags=L.POL_F_VALID | L.POL_F_MARK, dscp=dscp, skb_priority=1)
+        ecn = dscp % 4
+        tc = (9 << 2) | ecn
+        raw = bytearray(base)
+        raw[14] = 0x60 | tc >> 4
+        raw[15] = (tc & 0x0F) << 4 | 0x0F
+        out, _skb = tc_expect(env, bytes(raw), V.MARK, M.OPTIONS, R.OK)
+        want = (dscp << 2) | ecn
+        assert (out[14], out[15]) == (0x60 | want >> 4, (want & 0x0F) << 4 | 0x0F), dscp
+        assert out[16:] == raw[16:] and out[:14] == raw[:14]
 
 
 def test_mark_tcp(env):

@@ -4,7 +4,7 @@ from scapy.all import ARP, ICMP, IP, UDP, Ether, IPv6, IPv6ExtHdrFragment, Raw, 
 
 from etsf import layout as L
 
-from .helpers import (DST4, DST6, SRC4, SRC6, M, R, V, sip_request, sip_response, tcp4, udp4,
+from .helpers import (DST4, DST6, SRC4, SRC6, M, R, V, eth, sip_request, sip_response, tcp4, udp4,
                       udp6)
 
 CALLID = "a84b4c76e66710@pc33.example.com"
@@ -312,7 +312,7 @@ def test_fragment_v4_offset_only(env):
 
 def test_fragment_v6(env):
     env.set_policy()
-    pkt = bytes(Ether() / IPv6(src=SRC6, dst=DST6) / IPv6ExtHdrFragment(m=1, id=7)
+    pkt = bytes(eth() / IPv6(src=SRC6, dst=DST6) / IPv6ExtHdrFragment(m=1, id=7)
                 / UDP(sport=5060, dport=5060) / Raw(sip_request("INVITE")))
     env.xdp(pkt, V.PASS, M.UNKNOWN, R.FRAGMENT)
 
@@ -320,7 +320,7 @@ def test_fragment_v6(env):
 def test_v6_hop_by_hop_then_udp(env):
     from scapy.all import IPv6ExtHdrHopByHop
     env.set_policy()
-    pkt = bytes(Ether() / IPv6(src=SRC6, dst=DST6) / IPv6ExtHdrHopByHop()
+    pkt = bytes(eth() / IPv6(src=SRC6, dst=DST6) / IPv6ExtHdrHopByHop()
                 / UDP(sport=5060, dport=5060) / Raw(sip_request("NOTIFY")))
     env.xdp(pkt, V.PASS, M.NOTIFY, R.OK)
 
@@ -403,7 +403,7 @@ def test_ipv4_options(env):
 
 def test_v6_unknown_ext_header(env):
     env.set_policy()
-    pkt = bytes(Ether() / IPv6(src=SRC6, dst=DST6, nh=51) / Raw(b"\x11\x04" + b"\x00" * 30))
+    pkt = bytes(eth() / IPv6(src=SRC6, dst=DST6, nh=51) / Raw(b"\x11\x04" + b"\x00" * 30))
     env.xdp(pkt, V.PASS, M.UNKNOWN, R.IPV6_EXTHDR)
 
 
