@@ -17,6 +17,8 @@ APT_PACKAGES=(
   python3 python3-venv python3-dev python3-pip python3-yaml python3-prometheus-client python3-bcrypt
   # ansible-test sanity; promtool (package prometheus) checks the exporter's output
   shellcheck prometheus
+  # bench/jitprof.py samples the BPF programs with perf
+  linux-perf
   # appliance builder (make appliance): GPT, ESP, ext4 from a directory, GRUB for BIOS and
   # UEFI; make appliance-qemu boots the raw image under software emulation
   gdisk dosfstools mtools e2fsprogs grub-pc-bin grub-efi-amd64-bin zstd qemu-system-x86 qemu-utils ovmf
