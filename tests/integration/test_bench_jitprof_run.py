@@ -31,8 +31,11 @@ def run(tmp_path_factory):
     assert shutil.which("perf"), "perf missing (scripts/setup.sh installs linux-perf)"
     out = tmp_path_factory.mktemp("jitprof")
     before = _pins()
+    cpus = os.sched_getaffinity(0)
     assert jitprof.main(["--case", "tc_egress_200_ok", "--seconds", "1", "--freq", "5000",
                          "--out", str(out)]) == 0
+    # the run pins itself to --cpu; whoever called it keeps its CPUs (every later test runs here)
+    assert os.sched_getaffinity(0) == cpus
     return out, before
 
 
