@@ -32,6 +32,9 @@ struct etsf_pkt {
 	__u32 ifindex;      /* interface the packet entered on (telemetry's key) */
 };
 
+/* the largest L3 offset etsf_parse_eth gives: Ethernet and at most one VLAN tag */
+#define ETSF_L3_OFF_MAX 18
+
 static __always_inline int etsf_is_vlan(__u16 proto)
 {
 	return proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD);

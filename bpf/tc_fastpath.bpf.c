@@ -88,8 +88,6 @@ struct {
 	__type(value, struct etsf_fp_ctx);
 } etsf_fp_pctx SEC(".maps");
 
-#define ETSF_FP_L3_OFF_MAX 18   /* Ethernet and at most one VLAN tag (etsf_parse_eth) */
-
 #define ETSF_TC_GO (-1)     /* etsf_tc_classify: not consumed, steer it on   */
 
 /*
@@ -214,7 +212,7 @@ static __always_inline int etsf_fp_load_addrs(struct __sk_buff *skb, const struc
 	__u32 l3 = p->l3off;
 	__u8 *h;
 
-	if (l3 <= ETSF_FP_L3_OFF_MAX) {
+	if (l3 <= ETSF_L3_OFF_MAX) {
 		h = data + l3;
 		if (p->family == 4 && (void *)(h + 20) <= data_end) {
 			__builtin_memcpy(saddr, h + 12, 4);

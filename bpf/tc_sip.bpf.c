@@ -31,8 +31,6 @@
 #include "etsf_telemetry.h"
 #include "etsf_oc.h"
 
-#define ETSF_L3_OFF_MAX 18      /* Ethernet and at most one VLAN tag (etsf_parse_eth) */
-
 /*
  * RFC 1624 eqn. 3: the header checksum after one 16-bit word changed from
  * old to new, HC' = ~(~HC + ~m + m').  The one's complement sum does not
