@@ -39,6 +39,7 @@ leave:
   F     the nftables rule an operator deploys instead (bench/floodcmp.py's F: payload match on
         "REGISTER" + per-source meter): what a netfilter hook costs a passing INVITE
   T0    with --base REF: T with the BPF programs of git ref REF, paired with T in the same rounds
+        (--base-src DIR: built from the bpf/ source directory DIR instead)
 
 Per run: COUNT timed exchanges on each path after WARMUP untimed ones; p50 / p90 / p99 / mean of
 each path's round trip.  Per configuration: medians over runs; per round the filter's difference to
@@ -103,7 +104,7 @@ CONFIGS = {
     "KX": "K's programs attached through tcx links instead of clsact filters",
     "P": "bench/bpf/progcost_ref.c's floor programs at TC ingress and egress (the least a Call-ID classifier does)",
     "F": "nftables prerouting: payload \"REGISTER\" + per-source meter (the flood rule)",
-    "T0": "T with the BPF programs of --base",
+    "T0": "T with the BPF programs of --base (or --base-src)",
     "TX": "T with its two TC programs on tcx links (attach --tc-api tcx)",
     "T-cls": "T with its two TC programs in clsact filters (attach --tc-api clsact)",
 }
@@ -254,7 +255,7 @@ class PingPong:
         self.nodes = {k: f"{NS_PREFIX}{k}{self.tag}" for k in PATHS}
         self.node_ns = self.nodes["b"]             # where the filter goes
         self.pin_root = f"/sys/fs/bpf/etsf-bnq-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self.trees = Trees(self.work, self.pin_root, args.base)
+        self.trees = Trees(self.work, self.pin_root, args.base, args.base_src)
         self.t0 = time.monotonic()
         self.deadline = self.t0 + args.budget_min * 60
         self.topo: Topology | None = None
@@ -263,7 +264,7 @@ class PingPong:
         self.ref: dict = {}
         self.links: list = []
         self.bin = self.work / "pingpong"
-        self.configs = list(prof["configs"]) + (["T0"] if args.base else [])
+        self.configs = list(prof["configs"]) + (["T0"] if args.base or args.base_src else [])
         req, roff, ans, aoff = messages()
         (self.work / "request").write_bytes(req)
         (self.work / "answer").write_bytes(ans)
@@ -272,7 +273,8 @@ class PingPong:
         self.res = {"schema": SCHEMA, "profile": args.profile, "started": R.now_utc().isoformat(),
                     "params": dict(prof, cpu=args.cpu, request_bytes=len(req), answer_bytes=len(ans), port=PORT,
                                    base_ref=args.base,
-                                   base_commit=progcost.git("rev-parse", args.base) if args.base else None),
+                                   base_commit=progcost.git("rev-parse", args.base) if args.base else None,
+                                   base_src=str(Path(args.base_src).resolve()) if args.base_src else None),
                     "configs": {c: {"what": CONFIGS[c], "runs": []} for c in self.configs},
                     "skipped": [], "errors": [], "notes": [],
                     "resources": {"namespaces": [self.cli_ns, *self.nodes.values()], "pin_root": self.pin_root,
@@ -502,7 +504,7 @@ class PingPong:
             self.client_proc.wait()
         with contextlib.suppress(Exception):
             if self.topo:
-                self.remove("T0" if self.args.base else "T")
+                self.remove("T0" if "T0" in self.configs else "T")
         with contextlib.suppress(Exception):
             if self.topo:
                 self.topo.close()
@@ -526,6 +528,8 @@ def main(argv=None) -> int:
     ap.add_argument("--work", metavar="DIR", help="raw per-run files (default: a temp dir, removed at the end)")
     ap.add_argument("--render", metavar="DIR", help="only re-render DIR/report.md from DIR/results.json")
     ap.add_argument("--base", metavar="REF", help="also run T0: T with the BPF programs of git ref REF")
+    ap.add_argument("--base-src", metavar="DIR",
+                    help="also run T0: T with the BPF programs built from source directory DIR (a bpf/ tree)")
     args = ap.parse_args(argv)
     if args.render:
         res = json.loads((Path(args.render) / "results.json").read_text())
@@ -544,9 +548,9 @@ def main(argv=None) -> int:
         bad = [c for c in chosen if c not in CONFIGS or c == "T0"]
         if bad or not chosen:
             ap.error(f"--configs: unknown {', '.join(bad) or '(empty)'}; choose from "
-                     f"{', '.join(c for c in CONFIGS if c != 'T0')} (T0 comes with --base)")
+                     f"{', '.join(c for c in CONFIGS if c != 'T0')} (T0 comes with --base or --base-src)")
         prof["configs"] = ["D", *[c for c in dict.fromkeys(chosen) if c != "D"]]
-        if len(prof["configs"]) == 1 and not args.base:
+        if len(prof["configs"]) == 1 and not (args.base or args.base_src):
             ap.error("--configs: name at least one filter (D runs alongside every one)")
         prof["stats_configs"] = [c for c in prof["stats_configs"] if c in prof["configs"]]
     if not 1 <= prof["rounds"] <= 40:
@@ -558,11 +562,15 @@ def main(argv=None) -> int:
     args.budget_min = args.budget_min if args.budget_min is not None else prof["budget_min"]
     if not 0.5 <= args.budget_min <= 60:
         ap.error("--budget-min: 0.5..60 expected")
+    if args.base and args.base_src:
+        ap.error("--base-src: give --base REF or --base-src DIR, not both")
     if args.base:
         try:
             progcost.git("rev-parse", "--verify", args.base + "^{commit}")
         except subprocess.CalledProcessError:
             ap.error(f"--base: not a commit in this repository: {args.base}")
+    if args.base_src and not (Path(args.base_src) / "etsf_parse.h").is_file():
+        ap.error(f"--base-src: not an eTSF bpf/ source directory (no etsf_parse.h): {args.base_src}")
     why = R.preflight("pingpong.py", ("nft", "gcc", "taskset", "nsenter"))
     if why:
         print(why, file=sys.stderr)

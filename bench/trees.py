@@ -1,4 +1,5 @@
-"""This tree's eTSF programs and, with --base REF, those of another git ref, side by side in one
+"""This tree's eTSF programs and, with --base REF, those of another git ref (or, with a base source
+directory, those built from it), side by side in one
 benchmark run (T and T0): their build directories, the environment etsfctl runs with for each,
 and the attach command that names each one's objects.
 
@@ -10,6 +11,7 @@ run T's programs, so every attach here names its variant's build directory.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,8 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 class Trees:
-    def __init__(self, work: Path, pin_root: str, base: str | None):
-        self.work, self.base = Path(work), base
+    def __init__(self, work: Path, pin_root: str, base: str | None, base_src: str | None = None):
+        self.work, self.base, self.base_src = Path(work), base, base_src
         st = self.work / "etsf-state"
         self.env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), ETSF_PIN_ROOT=pin_root,
                         ETSF_STATE_DIR=str(st / "state"), ETSF_RUN_DIR=str(st / "run"),
@@ -33,14 +35,21 @@ class Trees:
         return self.base_env["ETSF_BUILD_DIR"] if base else self.env["ETSF_BUILD_DIR"]
 
     def build(self) -> None:
-        """This tree's objects (bpf/, or $ETSF_BPF_SRC) and, with a base, the base ref's bpf/."""
+        """This tree's objects (bpf/, or $ETSF_BPF_SRC) and, with a base, the base ref's bpf/ or a
+        copy of the base source directory (copied so edits made during the run do not leak in)."""
         r = subprocess.run([sys.executable, "-m", "etsf", "build", "--out", self.build_dir(), "--json"],
                            env=self.env, capture_output=True, text=True, timeout=600, check=False)
         if r.returncode != 0:
             raise RuntimeError(f"etsfctl build: {r.stderr.strip()}")
-        if self.base:
+        if self.base or self.base_src:
             from etsf.build import build  # pylint: disable=import-outside-toplevel
-            build(progcost.export_bpf(self.base, self.work / "base-src"), self.build_dir(base=True))
+            dest = self.work / "base-src"
+            if self.base_src:
+                shutil.copytree(self.base_src, dest / "bpf", ignore=shutil.ignore_patterns("__pycache__", "*.o"))
+                src = dest / "bpf"
+            else:
+                src = progcost.export_bpf(self.base, dest)
+            build(src, self.build_dir(base=True))
 
     def attach_args(self, iface: str, hook_args: list[str], base: bool = False) -> list[str]:
         return ["attach", "--iface", iface, *hook_args, "--build-dir", self.build_dir(base)]

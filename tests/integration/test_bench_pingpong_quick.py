@@ -110,15 +110,20 @@ def test_nothing_left_behind(quick):
 
 @pytest.fixture(scope="module")
 def with_base(tmp_path_factory):
-    """One short round of T against T0 = the parent of the last commit that changed bpf/: two
-    trees whose programs differ, so T0 must attach other programs than T."""
-    head = subprocess.run(["git", "-C", str(REPO), "rev-list", "-n", "1", "HEAD", "--", "bpf"],
-                          capture_output=True, text=True, check=True).stdout.strip()
-    base = f"{head}^"
+    """One short round of T against T0 built from a copy of bpf/ whose TC programs are known to
+    differ: the L3 offset bound raised from 18 (one VLAN tag) to 22 changes the bounds checks the
+    programs carry, not what an untagged packet meets.  A base taken from git history need not
+    differ (a commit may touch bpf/ and compile to the same programs), so T0 would not be tested."""
     out = tmp_path_factory.mktemp("bench-pingpong-base")
+    src = tmp_path_factory.mktemp("base-src") / "bpf"
+    shutil.copytree(REPO / "bpf", src, ignore=shutil.ignore_patterns("*.o", "__pycache__"))
+    hdr = src / "etsf_parse.h"
+    text = hdr.read_text()
+    assert text.count("#define ETSF_L3_OFF_MAX 18\n") == 1, "etsf_parse.h: the bound this test raises moved"
+    hdr.write_text(text.replace("#define ETSF_L3_OFF_MAX 18\n", "#define ETSF_L3_OFF_MAX 22\n"))
     env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
     r = subprocess.run([sys.executable, str(REPO / "bench" / "pingpong.py"), "--quick", "--configs", "T", "--rounds", "1",
-                        "--count", "50", "--base", base, "--out", str(out)],
+                        "--count", "50", "--base-src", str(src), "--out", str(out)],
                        capture_output=True, text=True, env=env, timeout=300, check=False)
     print(r.stdout[-2000:])
     print(r.stderr[-2000:])
@@ -129,6 +134,7 @@ def test_t0_runs_the_base_trees_programs(with_base):
     r, res = with_base
     assert r.returncode == 0, r.stderr[-2000:]
     t, t0 = res["configs"]["T"], res["configs"]["T0"]
+    assert res["params"]["base_src"] and res["params"]["base_ref"] is None
     assert t["prog_tags"]["tc_ingress_prog_id"] != t0["prog_tags"]["tc_ingress_prog_id"], (t, t0)
     for cfg in (t, t0):
         run = cfg["runs"][0]

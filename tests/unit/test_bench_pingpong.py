@@ -2,12 +2,14 @@
 pairs each filter's run with the D run just before it."""
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
+REPO = Path(__file__).resolve().parents[2]
+BENCH = REPO / "bench"
 sys.path.insert(0, str(BENCH))
 
 import pingpong  # noqa: E402
@@ -67,6 +69,8 @@ def test_a_run_without_timed_exchanges_is_left_out():
 @pytest.mark.parametrize("args, field", [(["--rounds", "0"], "--rounds"), (["--count", "5"], "--count"),
                                          (["--cpu", "999"], "--cpu"), (["--budget-min", "0.1"], "--budget-min"),
                                          (["--base", "no-such-ref-xyz"], "--base"),
+                                         (["--base-src", "/nonexistent-etsf-src"], "--base-src"),
+                                         (["--base", "HEAD", "--base-src", "bpf"], "--base-src"),
                                          (["--configs", "T,Q"], "--configs"), (["--configs", ","], "--configs"),
                                          (["--configs", "D"], "--configs")])
 def test_bad_arguments_are_usage_errors_naming_the_option(args, field, capsys):
@@ -88,6 +92,19 @@ def test_t0_attaches_the_base_objects_and_t_its_own(tmp_path):
     # both variants share the pin root and the state directory: the same counters, the same detach
     assert dict(t.env, **t.base_env)["ETSF_STATE_DIR"] == t.env["ETSF_STATE_DIR"]
     assert dict(t.env, **t.base_env)["ETSF_PIN_ROOT"] == t.env["ETSF_PIN_ROOT"]
+
+
+def test_base_ref_exports_that_commits_bpf_tree(tmp_path):
+    """T0 of --base REF builds from `git archive REF bpf`: every tracked file, byte for byte."""
+    import progcost  # pylint: disable=import-outside-toplevel
+    src = progcost.export_bpf("HEAD", tmp_path)
+    listed = subprocess.run(["git", "-C", str(REPO), "ls-tree", "-r", "--name-only", "HEAD", "bpf"],
+                            capture_output=True, text=True, check=True).stdout.split()
+    got = sorted(str(f.relative_to(tmp_path)) for f in src.rglob("*") if f.is_file())
+    assert got == sorted(listed) and "bpf/etsf_parse.h" in got
+    for name in listed:
+        blob = subprocess.run(["git", "-C", str(REPO), "show", f"HEAD:{name}"], capture_output=True, check=True).stdout
+        assert (tmp_path / name).read_bytes() == blob, name
 
 
 def test_runs_delta_per_program():
