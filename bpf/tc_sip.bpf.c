@@ -46,6 +46,19 @@ static __always_inline __u16 etsf_csum16_replace(__u16 csum, __u16 old, __u16 ne
 }
 
 /*
+ * The DSCP into an IPv6 header's first two bytes: version(4) traffic
+ * class(8) flow-label-high(4); the ECN bits and the flow label stay.
+ */
+static __always_inline void etsf_v6_set_dscp(__u8 *h, __u8 dscp)
+{
+	__u8 tc = (__u8)(((h[0] & 0x0f) << 4) | (h[1] >> 4));
+
+	tc = (__u8)((dscp << 2) | (tc & 0x3));
+	h[0] = (__u8)(0x60 | (tc >> 4));
+	h[1] = (__u8)(((tc & 0x0f) << 4) | (h[1] & 0x0f));
+}
+
+/*
  * The TOS / traffic class byte written in place when the IP header is in the
  * linear part of the skb (every locally generated datagram): loads and
  * stores, no helper call.  1 = done, 0 = not linear (the caller uses the
@@ -79,14 +92,9 @@ static __always_inline int etsf_set_dscp_direct(struct __sk_buff *skb, const str
 		return 1;
 	}
 	if (p->family == 6) {
-		__u8 tc;
-
 		if ((void *)(h + 2) > data_end)
 			return 0;
-		tc = (__u8)(((h[0] & 0x0f) << 4) | (h[1] >> 4));
-		tc = (__u8)((dscp << 2) | (tc & 0x3));
-		h[0] = (__u8)(0x60 | (tc >> 4));
-		h[1] = (__u8)(((tc & 0x0f) << 4) | (h[1] & 0x0f));
+		etsf_v6_set_dscp(h, dscp);
 		return 1;
 	}
 	return -1;
@@ -117,15 +125,11 @@ static __always_inline int etsf_set_dscp(struct __sk_buff *skb, const struct ets
 		return bpf_skb_store_bytes(skb, l3 + 1, &hdr[1], 1, 0) ? -1 : 0;
 	}
 	if (p->family == 6) {
-		__u8 hdr[2];     /* version(4) tc(8) flow-label-high(4) */
-		__u8 tc;
+		__u8 hdr[2];
 
 		if (bpf_skb_load_bytes(skb, l3, hdr, 2))
 			return -1;
-		tc = (__u8)(((hdr[0] & 0x0f) << 4) | (hdr[1] >> 4));
-		tc = (__u8)((dscp << 2) | (tc & 0x3));
-		hdr[0] = (__u8)(0x60 | (tc >> 4));
-		hdr[1] = (__u8)(((tc & 0x0f) << 4) | (hdr[1] & 0x0f));
+		etsf_v6_set_dscp(hdr, dscp);
 		return bpf_skb_store_bytes(skb, l3, hdr, 2, 0) ? -1 : 0;
 	}
 	return -1;
