@@ -44,6 +44,11 @@ class Trees:
         if self.base or self.base_src:
             from etsf.build import build  # pylint: disable=import-outside-toplevel
             dest = self.work / "base-src"
+            # a --work directory given again holds the last run's base: start from nothing, so a
+            # file the base no longer has is not built with it
+            if self.base_src and Path(self.base_src).resolve().is_relative_to(dest.resolve()):
+                raise RuntimeError(f"--base-src {self.base_src} lies in the run's own copy {dest}: give the source")
+            shutil.rmtree(dest, ignore_errors=True)
             if self.base_src:
                 shutil.copytree(self.base_src, dest / "bpf", ignore=shutil.ignore_patterns("__pycache__", "*.o"))
                 src = dest / "bpf"

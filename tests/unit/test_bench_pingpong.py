@@ -107,6 +107,28 @@ def test_base_ref_exports_that_commits_bpf_tree(tmp_path):
         assert (tmp_path / name).read_bytes() == blob, name
 
 
+def test_base_src_copy_starts_fresh_and_never_removes_its_source(tmp_path, monkeypatch):
+    """T0's copy of --base-src: a --work directory given again loses the last run's files (a file
+    the base no longer has is not built), and a source inside that copy is refused, not deleted."""
+    import trees  # pylint: disable=import-outside-toplevel
+    from etsf import build as etsf_build  # pylint: disable=import-outside-toplevel
+    built = []
+    monkeypatch.setattr(trees.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0, "", ""))
+    monkeypatch.setattr(etsf_build, "build", lambda src, out: built.append(sorted(f.name for f in Path(src).iterdir())))
+    src = tmp_path / "src" / "bpf"
+    src.mkdir(parents=True)
+    (src / "etsf_parse.h").write_text("/* base */\n")
+    work = tmp_path / "work"
+    stale = work / "base-src" / "bpf" / "gone.bpf.c"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("/* the last run's */\n")
+    trees.Trees(work, "/sys/fs/bpf/etsf-test-trees", None, str(src)).build()
+    assert built == [["etsf_parse.h"]] and not stale.exists()
+    with pytest.raises(RuntimeError, match="--base-src"):
+        trees.Trees(work, "/sys/fs/bpf/etsf-test-trees", None, str(work / "base-src" / "bpf")).build()
+    assert (work / "base-src" / "bpf" / "etsf_parse.h").read_text() == "/* base */\n"
+
+
 def test_runs_delta_per_program():
     import etsfread  # pylint: disable=import-outside-toplevel
     before = {"tc_fastpath": {"run_cnt": 10, "run_time_ns": 5000}}
