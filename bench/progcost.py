@@ -580,11 +580,11 @@ def export_bpf(ref: str, dest: Path) -> Path:
     return dest / "bpf"
 
 
-def snapshot_bpf(dest: Path) -> Path:
-    """A copy of this tree's bpf/ as it is now: `etsfctl attach` rebuilds from its source directory
-    when the sources change, so a variant built from the live tree would pick up edits made while
-    the run goes on."""
-    shutil.copytree(ROOT / "bpf", dest / "bpf", ignore=shutil.ignore_patterns("__pycache__"))
+def snapshot_bpf(dest: Path, src: Path | None = None) -> Path:
+    """A copy of this tree's bpf/ (or of the source directory src) as it is now: `etsfctl attach`
+    rebuilds from its source directory when the sources change, so a variant built from the live
+    tree would pick up edits made while the run goes on."""
+    shutil.copytree(src or ROOT / "bpf", dest / "bpf", ignore=shutil.ignore_patterns("__pycache__", "*.o"))
     return dest / "bpf"
 
 

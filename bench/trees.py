@@ -49,11 +49,8 @@ class Trees:
             if self.base_src and Path(self.base_src).resolve().is_relative_to(dest.resolve()):
                 raise RuntimeError(f"--base-src {self.base_src} lies in the run's own copy {dest}: give the source")
             shutil.rmtree(dest, ignore_errors=True)
-            if self.base_src:
-                shutil.copytree(self.base_src, dest / "bpf", ignore=shutil.ignore_patterns("__pycache__", "*.o"))
-                src = dest / "bpf"
-            else:
-                src = progcost.export_bpf(self.base, dest)
+            src = (progcost.snapshot_bpf(dest, Path(self.base_src)) if self.base_src
+                   else progcost.export_bpf(self.base, dest))
             build(src, self.build_dir(base=True))
 
     def attach_args(self, iface: str, hook_args: list[str], base: bool = False) -> list[str]:
