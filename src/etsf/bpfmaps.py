@@ -228,9 +228,13 @@ class Map:
             out.append((k, [raw[i * stride: i * stride + vs] for i in range(self.ncpus)]))
         return out
 
-    def _items_batch(self) -> list[tuple[bytes, bytes]]:
+    def _batch_chunks(self, limit: int | None = None):
+        """Yield (count, keys, values) per BPF_MAP_LOOKUP_BATCH call: the raw buffers, of which
+        the first count keys and values are filled.  limit: stop after that many keys (an
+        array's first `limit` indices)."""
         lib = get_lib()
-        chunk = max(1, min(self.max_entries, 4096))
+        chunk = max(1, min(self.max_entries, 4096, limit or 4096))
+        left = limit
         keys = ctypes.create_string_buffer(self.key_size * chunk)
         vals = ctypes.create_string_buffer(self._vbuf_size * chunk)
         opts = BatchOpts(sz=ctypes.sizeof(BatchOpts))
@@ -239,25 +243,82 @@ class Map:
         in_b = ctypes.create_string_buffer(tok_size)
         out_b = ctypes.create_string_buffer(tok_size)
         first = True
-        res = []
         self.last_batch_calls = 0
         while True:
             self.last_batch_calls += 1
             count = U32(chunk)
+            if left is not None:
+                count.value = min(chunk, left)
             ret = lib.bpf_map_lookup_batch(self.fd, None if first else in_b, out_b, keys, vals,
                                            ctypes.byref(count), ctypes.byref(opts))
-            n = count.value
-            kr, vr = keys.raw, vals.raw
-            for i in range(n):
-                res.append((kr[i * self.key_size:(i + 1) * self.key_size],
-                            vr[i * self._vbuf_size:(i + 1) * self._vbuf_size]))
+            yield count.value, keys.raw, vals.raw
+            if left is not None:
+                left -= count.value
+                if left <= 0 and ret >= 0:
+                    break
             if ret < 0:
                 if errno_of(ret) == _errno.ENOENT:
                     break
                 raise fail(f"batch lookup in {self.name}", ret)
             ctypes.memmove(in_b, out_b, tok_size)
             first = False
+
+    def _items_batch(self) -> list[tuple[bytes, bytes]]:
+        ks, vs = self.key_size, self._vbuf_size
+        res = []
+        for n, kr, vr in self._batch_chunks():
+            res.extend((kr[i * ks:(i + 1) * ks], vr[i * vs:(i + 1) * vs]) for i in range(n))
         return res
+
+    def _chunks_or_items(self, limit: int | None = None):
+        """_batch_chunks() where the kernel has batch lookups for this map, else the items() read
+        one key at a time, as one chunk."""
+        if self.map_type in BATCH_TYPES:
+            try:
+                return list(self._batch_chunks(limit))
+            except BpfError as e:
+                if e.errno not in (524, _errno.EINVAL, _errno.EOPNOTSUPP):
+                    raise
+        rows = self.items()[:limit]
+        return [(len(rows), b"".join(k for k, _v in rows), b"".join(v for _k, v in rows))]
+
+    def count(self) -> int:
+        """Entries present (an array: max_entries), read in batches, without a row per entry."""
+        return sum(n for n, _k, _v in self._chunks_or_items())
+
+    def values_raw(self) -> bytes:
+        """Every value laid end to end in key order (per-CPU maps: each key's CPUs in a row)."""
+        return b"".join(vr[:n * self._vbuf_size] for n, _k, vr in self._chunks_or_items())
+
+    def percpu_sums(self, words: int | None = None, nonzero_only: bool = True,
+                    limit: int | None = None) -> list[tuple[bytes, tuple[int, ...]]]:
+        """For a value made of u64 fields: each key with its first `words` fields (default: all)
+        summed over the CPUs, without a Python object per CPU.  nonzero_only leaves out the keys
+        whose value is zero on every CPU (one memcmp each), which is most of a sparse counter
+        array.  limit: read only the first `limit` keys (an array's leading indices).
+        self.last_entries counts the keys read, zero or not."""
+        if self.value_size % 8 or (self.percpu and self._stride != self.value_size):
+            raise BpfError(f"map {self.name}: value of {self.value_size} bytes is not whole u64 fields")
+        per_key = self._vbuf_size // 8          # u64 words per key, all CPUs
+        stride = self._stride // 8
+        words = words or stride
+        if words > stride:
+            raise BpfError(f"map {self.name}: {words} fields asked, the value has {stride}")
+        ks, vs = self.key_size, self._vbuf_size
+        zero = bytes(vs)
+        out: list[tuple[bytes, tuple[int, ...]]] = []
+        self.last_entries = 0
+        chunks = self._chunks_or_items(limit)
+        for n, kr, vr in chunks:
+            self.last_entries += n
+            q = memoryview(vr).cast("Q")
+            for i in range(n):
+                if nonzero_only and vr[i * vs:(i + 1) * vs] == zero:
+                    continue
+                b = i * per_key
+                out.append((kr[i * ks:(i + 1) * ks],
+                            tuple(sum(q[b + f:b + per_key:stride]) for f in range(words))))
+        return out
 
     def close(self):
         if self.fd is not None and self.fd >= 0:

@@ -15,13 +15,18 @@ from .config import REASONS_NOT_SIP
 # ---------------------------------------------------------------------------
 
 
+#: what the rules below read (the rest of a telemetry snapshot would cost every tick for nothing);
+#: of the counters only the XDP hook's: _xdp_sums looks at no other
+SNAPSHOT_PARTS = ("stats_xdp", "codes", "ctl", "maps")
+
+
 def take_snapshot() -> dict[str, Any]:
     """{t, stats: [(hook, method, verdict, reason, pk)], codes: {code: n}, maps: {name: {...}},
     ctl: {...}|None, fastpath: {reason: packets}|None}"""
     snap: dict[str, Any] = {"t": time.monotonic(), "codes": {}, "maps": {}, "fastpath": None}
     try:
         from ..telemetry.reader import snapshot
-        es = snapshot(programs=False)
+        es = snapshot(programs=False, parts=SNAPSHOT_PARTS)
         snap["stats"] = [tuple(r[:5]) for r in es.get("stats", [])]
         snap["codes"] = {int(c): int(n) for (m, c), n in es.get("codes", {}).items() if m == "INVITE"}
         snap["maps"] = dict(es.get("maps", {}))
@@ -36,7 +41,7 @@ def take_snapshot() -> dict[str, Any]:
     try:
         from .. import fastpath
         if fastpath.maps_present():
-            snap["fastpath"] = {k: v["packets"] for k, v in fastpath.stats()["reasons"].items()}
+            snap["fastpath"] = {k: v["packets"] for k, v in fastpath.reasons().items()}
     except Exception:  # noqa: BLE001 - fast path absent / older objects: rule has no data
         snap["fastpath"] = None
     return snap

@@ -32,7 +32,7 @@ from .slots import (FP_MAPS, IPPROTO, MAP_AFF, MAP_BACKENDS, MAP_BSTATS, MAP_FLO
                     MAP_SVC, OBJ, PROG, PROTO_NAME, SLOT_BITS, TC_HANDLE, TC_PRIO, addr_bytes, addr_str,
                     backend_ident, decode_slot, FastpathError, maglev, maps_present, plan_slot, read_backends,
                     release_slot, resolve_egress, slot_keys, svc_key, u32, write_slot)
-from .runtime import backends, probe, run_prober, set_health, stats
+from .runtime import backends, probe, reasons, run_prober, set_health, stats
 from .loader import attach, detach, load, status
 from .commands import add_cli
 
@@ -41,6 +41,6 @@ __all__ = [
     "MAP_RING", "MAP_STATS", "MAP_SVC", "OBJ", "PROG", "PROTO_NAME", "SLOT_BITS", "TC_HANDLE",
     "TC_PRIO", "add_cli", "addr_bytes", "addr_str", "attach", "backend_ident", "backends",
     "decode_slot", "detach", "load", "maglev", "maps_present", "pin_root", "plan_slot", "probe",
-    "read_backends", "release_slot", "resolve_egress", "run_prober", "set_health", "slot_keys", "stats",
+    "read_backends", "reasons", "release_slot", "resolve_egress", "run_prober", "set_health", "slot_keys", "stats",
     "status", "svc_key", "u32", "write_slot",
 ]

@@ -76,19 +76,26 @@ def set_health(address: str, port: int, up: bool) -> dict[str, Any]:
     raise FastpathError(f"backend {address}:{port} is not in any fast-path service")
 
 
-def stats() -> dict[str, Any]:
+def reasons() -> dict[str, dict[str, int]]:
+    """Fast-path packets and bytes per reason (FWD, RET and each fallback), summed over the
+    CPUs: the counters alone, without the per-backend reads of stats()."""
+    out = {}
     with _maps() as m:
-        reasons = {}
         for r in L.FpReason:
             pk = by = 0
             for v in m[MAP_STATS].lookup_percpu(u32(int(r))) or []:
                 c = L.Counter.from_bytes(v)
                 pk += c.packets
                 by += c.bytes
-            reasons[r.name] = {"packets": pk, "bytes": by}
-    fwd, ret = reasons["FWD"], reasons["RET"]
-    fallback = {k: v["packets"] for k, v in reasons.items() if k not in ("FWD", "RET") and v["packets"]}
-    return {"forward": fwd, "return": ret, "fallback": fallback, "reasons": reasons,
+            out[r.name] = {"packets": pk, "bytes": by}
+    return out
+
+
+def stats() -> dict[str, Any]:
+    reasons_ = reasons()
+    fwd, ret = reasons_["FWD"], reasons_["RET"]
+    fallback = {k: v["packets"] for k, v in reasons_.items() if k not in ("FWD", "RET") and v["packets"]}
+    return {"forward": fwd, "return": ret, "fallback": fallback, "reasons": reasons_,
             "backends": backends()}
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes
 from enum import IntEnum
+from itertools import compress
 
 from .core import Method, mix64, SET_WAYS, set_key, set_slot, Struct, way_find, way_place
 
@@ -123,8 +124,10 @@ def tm_open_in(raw: bytes, now_ns: int) -> int:
     one pass over its u64 words, no struct per set."""
     words = memoryview(bytes(raw)).cast("Q")
     life = TM_TXN_LIFE_NS
-    return sum(1 for start, tagseen in zip(words[0::2], words[1::2])
-               if tagseen & 0xFFFFFFFF and now_ns - start < life)
+    tagseen = words[1::2]
+    # compress() drops the empty ways (most of a table) before any Python-level test
+    return sum(1 for start, ts in compress(zip(words[0::2], tagseen), tagseen)
+               if ts & 0xFFFFFFFF and now_ns - start < life)
 
 
 def tm_open(tm_set: TmSet, now_ns: int | None = None) -> int:

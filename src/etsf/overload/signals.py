@@ -58,7 +58,7 @@ def telemetry(root: str | None) -> dict[str, Any] | None:
     """INVITE latency histogram sums and response code counters, or None when the maps are
     not there (the controller then runs on the socket signals alone)."""
     try:
-        snap = snapshot(root, programs=False)
+        snap = snapshot(root, programs=False, parts=("hist", "codes"))
     except Exception:  # noqa: BLE001 - maps not loaded: no telemetry this tick
         return None
     if "etsf_tm_hist" in snap["missing"] and "etsf_tm_codes" in snap["missing"]:

@@ -39,10 +39,6 @@ def enum_name(cls, v: int) -> str:
         return str(v)
 
 
-def _u64(b: bytes) -> int:
-    return int.from_bytes(b[:8], "little")
-
-
 # ---------------------------------------------------------------------------
 # snapshot: one read of every map (the exporter, `etsfctl top` and the tests use it)
 # ---------------------------------------------------------------------------
@@ -68,10 +64,30 @@ def _items(m, cost: dict):
     return rows
 
 
-def snapshot(root: str | None = None, programs: bool = True) -> Snapshot:
+def _sums(m, cost: dict, words: int | None = None, nonzero_only: bool = True, limit: int | None = None):
+    """Per key, the value's u64 fields summed over the CPUs (Map.percpu_sums): a counter array
+    is read without one Python object per entry and CPU, so a read costs about the same on a
+    host with many CPUs and stays cheap at a watchdog's tick rate."""
+    rows = m.percpu_sums(words, nonzero_only, limit)
+    cost["batch_calls"] += getattr(m, "last_batch_calls", 0) or 0
+    cost["entries_read"] += m.last_entries
+    return rows
+
+
+#: what snapshot() can read; parts= names a subset (a daemon's tick reads only what it uses).
+#: "stats_xdp" fills stats with the XDP hook's rows alone: the leading third of etsf_stats.
+PARTS = ("stats", "stats_xdp", "interfaces", "hist", "codes", "events", "ctl", "oc", "keepalive", "hooks", "maps")
+
+
+def snapshot(root: str | None = None, programs: bool = True, parts=None) -> Snapshot:
     """Read counters, histograms, response codes, control state, program
     stats and map occupancy.  Missing maps (older objects) are skipped and
-    listed in snap['missing']."""
+    listed in snap['missing'].  parts (default: all of PARTS) limits the read to those keys;
+    the others keep their empty values."""
+    want = set(PARTS if parts is None else parts)
+    unknown = want - set(PARTS)
+    if unknown:
+        raise ValueError(f"snapshot parts: unknown {sorted(unknown)}; known: {', '.join(PARTS)}")
     bpf = _bpf()
     root = root or pin_root()
     t0 = time.perf_counter()
@@ -91,26 +107,18 @@ def snapshot(root: str | None = None, programs: bool = True) -> Snapshot:
         finally:
             m.close()
 
-    def stats(m):
-        for k, vals in _items(m, cost):
-            pk = by = 0
-            for v in vals:
-                c = L.Counter.from_bytes(v)
-                pk += c.packets
-                by += c.bytes
+    def stats(m, limit=None):
+        for k, (pk, by) in _sums(m, cost, 2, limit=limit):
             if pk or by:
                 h, me, v, r = L.stats_unidx(int.from_bytes(k[:4], "little"))
                 snap["stats"].append((enum_name(L.Hook, h), enum_name(L.Method, me),
                                       enum_name(L.Verdict, v), enum_name(L.Reason, r), pk, by))
 
     def ifstats(m):
-        for k, vals in _items(m, cost):
+        fields = [f[0] for f in L.IfStat._fields_]
+        for k, sums in _sums(m, cost, len(fields), nonzero_only=False):
             idx = int.from_bytes(k[:4], "little")
-            tot = {f[0]: 0 for f in L.IfStat._fields_}
-            for v in vals:
-                s = L.IfStat.from_bytes(v)
-                for f in tot:
-                    tot[f] += getattr(s, f)
+            tot = dict(zip(fields, sums))
             try:
                 name = socket.if_indextoname(idx)
             except OSError:
@@ -131,37 +139,27 @@ def snapshot(root: str | None = None, programs: bool = True) -> Snapshot:
                                                             (L.IF_F_XDP, "xdp")) if flags & f]}
 
     def hist(m):
-        for k, vals in _items(m, cost):
+        for k, (count, total, *slots) in _sums(m, cost, 2 + L.TM_BUCKETS):
             idx = int.from_bytes(k[:4], "little")
-            count = total = 0
-            slots = [0] * L.TM_BUCKETS
-            for v in vals:
-                h = L.TmHist.from_bytes(v)
-                count += h.count
-                total += h.sum_ns
-                for i in range(L.TM_BUCKETS):
-                    slots[i] += h.slot[i]
             if count:
                 me, st = divmod(idx, L.TM_STAGES)
                 snap["hist"][(enum_name(L.Method, me), STAGE_LABEL.get(st, str(st)))] = {
                     "count": count, "sum_ns": total, "slots": slots}
 
     def codes(m):
-        for k, vals in _items(m, cost):
-            n = sum(_u64(v) for v in vals)
+        for k, (n,) in _sums(m, cost, 1):
             if n:
                 idx = int.from_bytes(k[:4], "little")
                 mi, off = divmod(idx, L.TM_CODES)
                 snap["codes"][("INVITE" if mi == 0 else "REGISTER", L.TM_CODE_MIN + off)] = n
 
     def events(m):
-        for k, vals in _items(m, cost):
-            snap["events"][enum_name(L.TmEvent, int.from_bytes(k[:4], "little"))] = sum(
-                _u64(v) for v in vals)
+        for k, (n,) in _sums(m, cost, 1, nonzero_only=False):
+            snap["events"][enum_name(L.TmEvent, int.from_bytes(k[:4], "little"))] = n
 
     def oc(m):
-        for k, vals in _items(m, cost):
-            snap["oc"][enum_name(L.OcResult, int.from_bytes(k[:4], "little"))] = sum(_u64(v) for v in vals)
+        for k, (n,) in _sums(m, cost, 1, nonzero_only=False):
+            snap["oc"][enum_name(L.OcResult, int.from_bytes(k[:4], "little"))] = n
 
     def ctl(m):
         raw = m.lookup(bytes(4))
@@ -196,27 +194,34 @@ def snapshot(root: str | None = None, programs: bool = True) -> Snapshot:
 
     def occupancy(name):
         def fn(m):
-            rows = _items(m, cost)
             if name == "etsf_tm_txn":
                 # sets of ways, never emptied: what it holds is the transactions still alive
                 # (started less than a transaction's life ago; the clock is bpf_ktime_get_ns's)
-                n = L.tm_open_in(b"".join(v[0] for _k, v in rows), time.monotonic_ns())
-                snap["maps"][name] = {"entries": n, "max_entries": m.max_entries * L.TM_WAYS}
-                return
-            snap["maps"][name] = {"entries": len(rows), "max_entries": m.max_entries}
+                raw = m.values_raw()
+                n = L.tm_open_in(raw, time.monotonic_ns())
+                read_n = len(raw) // m.value_size
+                cap = m.max_entries * L.TM_WAYS
+            else:
+                n = read_n = m.count()
+                cap = m.max_entries
+            cost["batch_calls"] += getattr(m, "last_batch_calls", 0) or 0
+            cost["entries_read"] += read_n
+            snap["maps"][name] = {"entries": n, "max_entries": cap}
         return fn
 
-    read("etsf_stats", stats)
-    read("etsf_ifstats", ifstats)
-    read("etsf_tm_hist", hist)
-    read("etsf_tm_codes", codes)
-    read("etsf_tm_events", events)
-    read("etsf_ctl", ctl)
-    read("etsf_oc_stats", oc)
-    read("etsf_ka_stats", keepalive)
-    read("etsf_if_cfg", hooks)
-    for name in OCCUPANCY_MAPS:
+    for part, name, fn in (("stats", "etsf_stats", stats), ("interfaces", "etsf_ifstats", ifstats),
+                           ("hist", "etsf_tm_hist", hist), ("codes", "etsf_tm_codes", codes),
+                           ("events", "etsf_tm_events", events), ("ctl", "etsf_ctl", ctl),
+                           ("oc", "etsf_oc_stats", oc), ("keepalive", "etsf_ka_stats", keepalive),
+                           ("hooks", "etsf_if_cfg", hooks)):
+        if part in want:
+            read(name, fn)
+    if "stats_xdp" in want and "stats" not in want:
+        read("etsf_stats", lambda m: stats(m, limit=L.stats_idx(L.Hook.XDP + 1, 0, 0, 0)))
+    for name in OCCUPANCY_MAPS if "maps" in want else ():
         if name == "etsf_ifstats":
+            if "interfaces" not in want:
+                continue
             snap["maps"][name] = {"entries": len(snap["interfaces"]), "max_entries": L.IF_MAX}
             continue
         read(name, occupancy(name))
