@@ -10,6 +10,10 @@ from . import paths
 from .libbpf import (BATCH_TYPES, BPF_F_RDONLY, PERCPU_TYPES, U32, BatchOpts, BpfError, errno_of,
                      fail, get_lib, get_libc, MapInfo, num_possible_cpus, ObjGetOpts)
 
+#: what BPF_MAP_LOOKUP_BATCH fails with where the kernel cannot batch a map: read it key by key
+#: (524 is the kernel's ENOTSUPP, which Python's errno does not name)
+NO_BATCH_ERRNOS = (_errno.EINVAL, 524, _errno.EOPNOTSUPP)
+
 
 # ---------------------------------------------------------------- bpffs / pins
 def _is_bpffs(path: str) -> bool:
@@ -208,8 +212,7 @@ class Map:
             try:
                 return self._items_batch()
             except BpfError as e:
-                if e.errno not in (_errno.EINVAL, _errno.ENOTSUPP if hasattr(_errno, "ENOTSUPP")
-                                   else 524, 524, _errno.EOPNOTSUPP):
+                if e.errno not in NO_BATCH_ERRNOS:
                     raise
         res = []
         for k in self.keys():
@@ -277,7 +280,7 @@ class Map:
             try:
                 return list(self._batch_chunks(limit))
             except BpfError as e:
-                if e.errno not in (524, _errno.EINVAL, _errno.EOPNOTSUPP):
+                if e.errno not in NO_BATCH_ERRNOS:
                     raise
         rows = self.items()[:limit]
         return [(len(rows), b"".join(k for k, _v in rows), b"".join(v for _k, v in rows))]

@@ -57,13 +57,6 @@ def open_counted(name: str, root: str, cost: dict):
     return m
 
 
-def _items(m, cost: dict):
-    rows = m.items_percpu()
-    cost["batch_calls"] += getattr(m, "last_batch_calls", 0) or 0
-    cost["entries_read"] += len(rows)
-    return rows
-
-
 def _sums(m, cost: dict, words: int | None = None, nonzero_only: bool = True, limit: int | None = None):
     """Per key, the value's u64 fields summed over the CPUs (Map.percpu_sums): a counter array
     is read without one Python object per entry and CPU, so a read costs about the same on a
