@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -174,6 +175,41 @@ def test_demo_table_matches_host_counters(rolled_out, hook, tmp_path):
     assert b0["failsafe"] == e1["failsafe"] and e1["failsafe"][0] == "engaged", e1["failsafe"]
     assert (tmp_path / "enforcing" / "demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "flood packets shed in the kernel" in (tmp_path / "enforcing" / "summary.txt").read_text()
+
+
+AGENT_SERVICES = ("etsf-failsafe", "etsf-exporter", "etsf-overload", "etsf-keepalive")
+
+
+def _units(host: str) -> dict[str, tuple[str, str]]:
+    """(ActiveState, InvocationID) of each of the agent's services on host."""
+    out = on_host(host, "for u in " + " ".join(AGENT_SERVICES) + "; do "
+                        "systemctl show -p ActiveState --value $u.service; "
+                        "systemctl show -p InvocationID --value $u.service; done").stdout.splitlines()
+    return {u: (out[2 * i], out[2 * i + 1]) for i, u in enumerate(AGENT_SERVICES)}
+
+
+def test_new_agent_restarts_the_running_agent_services(rolled_out):
+    """A rollout that installs a new agent wheel restarts the agent's services that run, so they
+    run the new code at once; the stopped ones stay stopped.  The wheel's copy on the host is
+    removed first: to the role that is a new wheel, as an upgrade is."""
+    host = "sbc2"
+    before = _units(host)
+    running = {u for u, (state, _i) in before.items() if state == "active"}
+    assert {"etsf-failsafe", "etsf-exporter"} <= running, before
+    on_host(host, "rm -f /var/lib/etsf/dist/etsf_agent-*.whl")
+    cp, _wall = _playbook("playbooks/site.yml", "-l", host, "-e", '{"etsf_rollout_batches": ["100%"]}',
+                          "-e", "datapath_build=controller", "-e", f"datapath_build_arch={os.uname().machine}",
+                          timeout=900)
+    assert cp.returncode == 0, playbook_failures(cp.stdout) + cp.stdout[-3000:]
+    handler = re.search(r"RUNNING HANDLER \[etsf\.sip\.datapath : Restart the agent's running services "
+                        r"on the new agent\][^\n]*\n(changed|ok): \[" + host + r"\]", cp.stdout)
+    assert handler and handler.group(1) == "changed", cp.stdout[-4000:]
+    after = _units(host)
+    for u, (state, inv) in after.items():
+        if u in running:
+            assert state == "active" and inv != before[u][1], (u, before[u], after[u])
+        else:
+            assert state == before[u][0] != "active", (u, before[u], after[u])
 
 
 def _status(host: str) -> dict:
