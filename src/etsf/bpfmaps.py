@@ -208,18 +208,9 @@ class Map:
         return out
 
     def items(self) -> list[tuple[bytes, bytes]]:
-        if self.map_type in BATCH_TYPES:
-            try:
-                return self._items_batch()
-            except BpfError as e:
-                if e.errno not in NO_BATCH_ERRNOS:
-                    raise
-        res = []
-        for k in self.keys():
-            v = self.lookup(k)
-            if v is not None:
-                res.append((k, v))
-        return res
+        ks, vs = self.key_size, self._vbuf_size
+        return [(kr[i * ks:(i + 1) * ks], vr[i * vs:(i + 1) * vs])
+                for n, kr, vr in self._chunks_or_items() for i in range(n)]
 
     def items_percpu(self) -> list[tuple[bytes, list[bytes]]]:
         """items() with per-CPU values split (one value per CPU; non-per-CPU maps: one).
@@ -266,23 +257,22 @@ class Map:
             ctypes.memmove(in_b, out_b, tok_size)
             first = False
 
-    def _items_batch(self) -> list[tuple[bytes, bytes]]:
-        ks, vs = self.key_size, self._vbuf_size
-        res = []
-        for n, kr, vr in self._batch_chunks():
-            res.extend((kr[i * ks:(i + 1) * ks], vr[i * vs:(i + 1) * vs]) for i in range(n))
-        return res
-
     def _chunks_or_items(self, limit: int | None = None):
-        """_batch_chunks() where the kernel has batch lookups for this map, else the items() read
-        one key at a time, as one chunk."""
+        """_batch_chunks() where the kernel has batch lookups for this map, else the map read one
+        key at a time (get_next_key + lookup), as one chunk."""
         if self.map_type in BATCH_TYPES:
             try:
                 return list(self._batch_chunks(limit))
             except BpfError as e:
                 if e.errno not in NO_BATCH_ERRNOS:
                     raise
-        rows = self.items()[:limit]
+        rows = []
+        for k in self.keys():
+            if limit is not None and len(rows) >= limit:
+                break
+            v = self.lookup(k)
+            if v is not None:
+                rows.append((k, v))
         return [(len(rows), b"".join(k for k, _v in rows), b"".join(v for _k, v in rows))]
 
     def count(self) -> int:
@@ -300,7 +290,7 @@ class Map:
         whose value is zero on every CPU (one memcmp each), which is most of a sparse counter
         array.  limit: read only the first `limit` keys (an array's leading indices).
         self.last_entries counts the keys read, zero or not."""
-        if self.value_size % 8 or (self.percpu and self._stride != self.value_size):
+        if self.value_size % 8:
             raise BpfError(f"map {self.name}: value of {self.value_size} bytes is not whole u64 fields")
         per_key = self._vbuf_size // 8          # u64 words per key, all CPUs
         stride = self._stride // 8
