@@ -11,7 +11,9 @@ rolled out to all three in one site.yml run.
   nothing.
 * Then the fleet revert: playbooks/revert.yml in one run -- bypass, then detach -- with the wall
   time of each run reported (``FLEET_REVERT {json}`` lines, pytest -s) and the result checked on
-  every host.  It runs last: it takes eTSF off the fleet.
+  every host.  It takes eTSF off the fleet, so only the failed-rollout test comes after it: a
+  detached host whose rollout fails after attaching is reverted, a converged host whose rollout
+  fails without changing its programs or policy keeps them, a bad input changes nothing.
 """
 from __future__ import annotations
 
@@ -269,3 +271,54 @@ def test_fleet_revert_bypass_then_detach(rolled_out):
     print("FLEET_REVERT", json.dumps({"step": "revert", "hosts": len(FLEET), "bypass_wall_s": round(wall_bypass, 2),
                                       "bypass_again_wall_s": round(wall_again, 2),
                                       "detach_wall_s": round(wall_detach, 2)}))
+
+
+def _traffic_path(host: str) -> tuple:
+    """What carries the host's traffic: the policy generation and, per interface, the hook and the
+    programs attached (their kernel ids change with every attach)."""
+    st = _status(host)
+    return st["policy_generation"], {i: (r["hook"], r["xdp_prog_id"], r["tc_ingress_prog_id"], r["tc_prog_id"])
+                                     for i, r in st["interfaces"].items()}
+
+
+def test_failed_rollout_reverts_only_what_it_changed(rolled_out):
+    """site.yml's rescue detaches a failed host's programs only when the run changed them or the
+    policy generation; a bad input stops the host before any role runs.  After the fleet revert
+    (above), so sbc3 starts detached; the objects are built on the controller as in the set-up."""
+    host = "sbc3"
+    one = ("playbooks/site.yml", "-l", host, "-e", '{"etsf_rollout_batches": ["100%"]}',
+           "-e", "datapath_build=controller", "-e", f"datapath_build_arch={os.uname().machine}")
+    attach_task = re.compile(r"TASK \[etsf\.sip\.datapath : Build the objects against this host's BTF and "
+                             r"attach them\][^\n]*\n(changed|ok): \[" + host + r"\]")
+    assert _status(host)["interfaces"] == {}
+    on_host(host, "/usr/local/bin/etsfctl bypass off")    # the fleet revert's bypass, or every gate fails
+
+    # the last role's input is bad: the host stops before the first role starts
+    cp = _playbook(*one, "-e", "failsafe_recovery=sometimes")[0]
+    assert cp.returncode != 0
+    assert (f"{host}: rollout failed before its programs or policy changed, both left as they were;\n"
+            "rollout stopped: Validation of arguments failed:\n"
+            "value of failsafe_recovery must be one of: manual, auto, got: sometimes") in cp.stdout, cp.stdout[-3000:]
+    assert "TASK [etsf.sip.datapath" not in cp.stdout
+    assert _status(host)["interfaces"] == {}
+
+    # this run attaches the programs, then its health gate fails: reverted
+    cp = _playbook(*one, "-e", "etsf_health_window=100")[0]
+    assert cp.returncode != 0
+    hit = attach_task.search(cp.stdout)
+    assert hit and hit.group(1) == "changed", cp.stdout[-4000:]
+    assert f"{host}: rollout failed, host reverted to the normal path;" in cp.stdout, cp.stdout[-3000:]
+    assert _status(host)["interfaces"] == {}
+
+    cp = _playbook(*one)[0]
+    assert cp.returncode == 0, playbook_failures(cp.stdout) + cp.stdout[-3000:]
+    before = _traffic_path(host)
+    assert before[1]["sip0"][0] in COUNTER_HOOK and any(before[1]["sip0"][1:]), before
+
+    # the same gate failure on a host this run did not change: its programs and policy stay
+    cp = _playbook(*one, "-e", "etsf_health_window=100")[0]
+    assert cp.returncode != 0
+    hit = attach_task.search(cp.stdout)
+    assert hit and hit.group(1) == "ok", cp.stdout[-4000:]
+    assert f"{host}: rollout failed before its programs or policy changed, both left as they were;" in cp.stdout
+    assert _traffic_path(host) == before
