@@ -126,7 +126,8 @@ def check(interfaces: list[str], window: float = 2.0, probe: str | None = None,
     try:
         if datapath.read_ctl().bypass:
             problems.append("bypass is ON (a revert or the fail-safe): SIP is on the normal path; "
-                            "clear it with 'etsfctl failsafe ack' or 'etsfctl bypass off'")
+                            "clear it with 'etsfctl failsafe ack' "
+                            "(a fleet: playbooks/revert.yml -e etsf_revert_mode=off)")
         drops0, if0 = _snapshot()
     except datapath.DatapathError as exc:
         problems.append(f"datapath maps not loaded ({exc})")

@@ -347,6 +347,29 @@ def test_ser_drop_with_live_failing_calls(fslab, fs_attached, etsf_env, tmp_path
     assert bypass_after_ack == 0
 
 
+def test_ack_ends_an_operator_bypass_with_the_watchdog_running(fslab, fs_attached, etsf_env, tmp_path):
+    """A bypass the watchdog did not set (`etsfctl revert`, as playbooks/revert.yml runs it) is
+    ended by `failsafe ack` with the watchdog running too, as the health gate's message says;
+    the watchdog stays engaged and audits the ack."""
+    from etsf import datapath
+    wd = Watchdog(fslab, etsf_env, _cfg(), tmp_path / "fs.yml", iterations=600)
+    try:
+        assert _wait(lambda: any(a["event"] == "start" for a in _audit(etsf_env)), 10)
+        rev = json.loads(etsfctl("revert", "--mode", "bypass", "--json", env=etsf_env, netns=fslab.srv_ns).stdout)
+        assert rev["changed"] and datapath.read_ctl().bypass
+        ack = json.loads(etsfctl("failsafe", "ack", "--json", env=etsf_env, netns=fslab.srv_ns).stdout)
+        bypass_after_ack = datapath.read_ctl().bypass
+        again = json.loads(etsfctl("failsafe", "ack", "--json", env=etsf_env, netns=fslab.srv_ns).stdout)
+    finally:
+        log = wd.stop()
+    assert ack == {"changed": True, "by": "watchdog", "state": "engaged"}, (ack, log)
+    assert not bypass_after_ack
+    assert again == {"changed": False, "by": "watchdog", "state": "engaged"}, again
+    acks = [a for a in _audit(etsf_env) if a["event"] == "ack"]
+    assert len(acks) == 1 and acks[0]["numbers"]["bypass_cleared"] is True, _audit(etsf_env)
+    assert not any(a["event"] == "trip" for a in _audit(etsf_env))
+
+
 def test_exporter_stops_heartbeating(fslab, fs_attached, etsf_env, tmp_path):
     """The exporter rewrites its heartbeat file while it can read the maps; the watchdog's
     heartbeat rule watches the file.  Kill the exporter: the rule trips once the file is older

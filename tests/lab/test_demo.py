@@ -9,7 +9,7 @@ rolled out to all three in one site.yml run.
   classifies on the host (`etsfctl status`): the lab inventory keeps the role's default hook,
   auto, which is tc (TC ingress) on the veth sip0; the other classification hook must count
   nothing.
-* Then the fleet revert: playbooks/revert.yml in one run -- bypass, then detach -- with the wall
+* Then the fleet revert: playbooks/revert.yml in one run -- bypass, off, then detach -- with the wall
   time of each run reported (``FLEET_REVERT {json}`` lines, pytest -s) and the result checked on
   every host.  It takes eTSF off the fleet, so only the failed-rollout test comes after it: a
   detached host whose rollout fails after attaching is reverted, a converged host whose rollout
@@ -256,6 +256,18 @@ def test_fleet_revert_bypass_then_detach(rolled_out):
     assert again.returncode == 0 and all(r["changed"] == 0 for h, r in recap(again.stdout).items()
                                          if h in FLEET), again.stdout[-2000:]
 
+    # mode off ends the bypass on every host (each runs its watchdog: the ack goes through it)
+    off, wall_off = _playbook("playbooks/revert.yml", "-e", "etsf_revert_mode=off")
+    assert off.returncode == 0, off.stdout[-3000:]
+    rows = recap(off.stdout)
+    assert all(rows[h]["changed"] == 1 and rows[h]["failed"] == 0 for h in FLEET), rows
+    for h in FLEET:
+        st = _status(h)
+        assert not st["ctl"]["bypass"] and _classifiers_on_sip0(h) == {hooks[h]}, (h, st["ctl"])
+        acks = [json.loads(x) for x in on_host(h, "cat /var/lib/etsf/failsafe-audit.jsonl").stdout.splitlines()
+                if '"ack"' in x]
+        assert acks and acks[-1]["numbers"]["bypass_cleared"] is True, (h, acks)
+
     cp, wall_detach = _playbook("playbooks/revert.yml", "-e", "etsf_revert_mode=detach")
     assert cp.returncode == 0, cp.stdout[-3000:]
     rows = recap(cp.stdout)
@@ -266,10 +278,10 @@ def test_fleet_revert_bypass_then_detach(rolled_out):
         assert _status(h)["interfaces"] == {}, h
 
     bad = _playbook("playbooks/revert.yml", "-e", "etsf_revert_mode=unplug")[0]
-    assert bad.returncode != 0 and "etsf_revert_mode must be bypass or detach (got unplug)" in bad.stdout
+    assert bad.returncode != 0 and "etsf_revert_mode must be bypass, detach or off (got unplug)" in bad.stdout
 
     print("FLEET_REVERT", json.dumps({"step": "revert", "hosts": len(FLEET), "bypass_wall_s": round(wall_bypass, 2),
-                                      "bypass_again_wall_s": round(wall_again, 2),
+                                      "bypass_again_wall_s": round(wall_again, 2), "off_wall_s": round(wall_off, 2),
                                       "detach_wall_s": round(wall_detach, 2)}))
 
 
@@ -291,7 +303,7 @@ def test_failed_rollout_reverts_only_what_it_changed(rolled_out):
     attach_task = re.compile(r"TASK \[etsf\.sip\.datapath : Build the objects against this host's BTF and "
                              r"attach them\][^\n]*\n(changed|ok): \[" + host + r"\]")
     assert _status(host)["interfaces"] == {}
-    on_host(host, "/usr/local/bin/etsfctl bypass off")    # the fleet revert's bypass, or every gate fails
+    assert not _status(host)["ctl"]["bypass"]              # the fleet revert ended its bypass
 
     # the last role's input is bad: the host stops before the first role starts
     cp = _playbook(*one, "-e", "failsafe_recovery=sometimes")[0]

@@ -193,8 +193,14 @@ class Watchdog:
         cur = take_snapshot()
         now = cur["t"]
         act = self.cfg["actions"]
-        if self._ack_requested() and self.state != ENGAGED:
-            self.do_reengage(cur, "ack")
+        if self._ack_requested():
+            if self.state != ENGAGED:
+                self.do_reengage(cur, "ack")
+            elif (cur.get("ctl") or {}).get("bypass"):
+                # a bypass the watchdog did not set (`etsfctl revert`, `bypass on`): an ack
+                # re-engages that too, as it does with no watchdog running
+                datapath.set_bypass(False)
+                audit("ack", state=ENGAGED, numbers={"watchdog_running": True, "bypass_cleared": True})
         res = self.evaluate(cur)
         self.last_results = res
         tripped = [(n, r) for n, r in res.items() if r.get("breach")]
@@ -285,9 +291,15 @@ def run(cfg: dict[str, Any], iterations: int | None = None) -> dict[str, Any]:
     return doc
 
 
+def _bypass_on() -> bool:
+    return paths.maps_present(None, (datapath.MAP_CTL,)) and bool(datapath.read_ctl().bypass)
+
+
 def ack(wait_s: float = 5.0) -> dict[str, Any]:
-    """Ask the running watchdog to re-engage; without a watchdog, re-engage here."""
+    """Ask the running watchdog to re-engage; without a watchdog, re-engage here.  Either way
+    the bypass ends, whoever set it."""
     st = read_state() or {}
+    was_bypass = _bypass_on()
     d = datapath.state_dir()
     os.makedirs(d, exist_ok=True)
     with open(state_path(ACK_FILE), "w", encoding="utf-8") as f:
@@ -312,7 +324,8 @@ def ack(wait_s: float = 5.0) -> dict[str, Any]:
                     break
                 time.sleep(0.05)
             now_st = read_state() or {}
-            return {"changed": st.get("state") != ENGAGED, "by": "watchdog", "state": now_st.get("state")}
+            changed = st.get("state") != ENGAGED or (was_bypass and not _bypass_on())
+            return {"changed": changed, "by": "watchdog", "state": now_st.get("state")}
     # nobody consumed it: do the re-engage here
     with contextlib.suppress(OSError):
         os.unlink(state_path(ACK_FILE))
