@@ -369,6 +369,14 @@ def test_ack_ends_an_operator_bypass_with_the_watchdog_running(fslab, fs_attache
     assert len(acks) == 1 and acks[0]["numbers"]["bypass_cleared"] is True, _audit(etsf_env)
     assert not any(a["event"] == "trip" for a in _audit(etsf_env))
 
+    # no watchdog running: the ack does the same itself, audited the same way
+    etsfctl("revert", "--mode", "bypass", "--json", env=etsf_env, netns=fslab.srv_ns)
+    alone = json.loads(etsfctl("failsafe", "ack", "--json", env=etsf_env, netns=fslab.srv_ns).stdout)
+    assert alone == {"changed": True, "by": "etsfctl", "state": "engaged"}, alone
+    assert not datapath.read_ctl().bypass
+    last = [a for a in _audit(etsf_env) if a["event"] == "ack"][-1]
+    assert last["numbers"] == {"watchdog_running": False, "bypass_cleared": True}, last
+
 
 def test_exporter_stops_heartbeating(fslab, fs_attached, etsf_env, tmp_path):
     """The exporter rewrites its heartbeat file while it can read the maps; the watchdog's

@@ -332,7 +332,7 @@ def ack(wait_s: float = 5.0) -> dict[str, Any]:
     changed = False
     if paths.maps_present(None, (datapath.MAP_CTL,)):
         changed = datapath.set_bypass(False)["changed"]
-    audit("ack", state=ENGAGED, numbers={"watchdog_running": False})
+    audit("ack", state=ENGAGED, numbers={"watchdog_running": False, "bypass_cleared": changed})
     return {"changed": changed, "by": "etsfctl", "state": ENGAGED}
 
 
