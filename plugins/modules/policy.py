@@ -38,6 +38,7 @@ options:
     description:
       - With O(state=rolled_back), also write the re-applied policy to this file (normally the
         policy file C(etsf-restore.service) re-applies at boot), so a reboot keeps the rollback.
+      - A file that already holds the same policy (compared after validation) is left as it is.
     type: path
   src:
     description: Policy file on the managed host (used when O(content) and O(layers) are not given).
@@ -126,7 +127,6 @@ changes:
   sample: [{"path": "rate_limits.register.rate", "old": 20, "new": 10}]
 """
 
-import os
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule
@@ -152,25 +152,12 @@ def _after(new, before):
 
 
 def _write_dest(module, dest, result):
-    """Write the rolled-back document to dest (atomically); True when the file changes."""
-    header = f"# eTSF SIP policy: rolled back to kept generation {result['rollback_to']} (etsfctl policy history)\n"
-    text = header + yaml.safe_dump(result["document"], sort_keys=True, default_flow_style=False)
+    """Make dest hold the rolled-back document (atomically, the agent's own rule); True when it changes."""
     try:
-        with open(dest, encoding="utf-8") as f:
-            if f.read() == text:
-                return False
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        module.fail_json(msg=f"dest: cannot read {dest}: {exc.strerror}")
-    if module.check_mode:
-        return True
-    tmp = f"{dest}.etsf-rollback"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)
-    module.atomic_move(tmp, dest)
-    return True
+        return etsf_policy.write_boot_file(dest, result["document"], result["rollback_to"], check=module.check_mode)
+    except etsf_policy.PolicyError as exc:
+        module.fail_json(msg=f"dest: {exc.message}")
+    return False
 
 
 def _load(module):

@@ -25,6 +25,11 @@ def state_dir() -> str:
     return os.environ.get("ETSF_STATE_DIR", "/var/lib/etsf")
 
 
+def datapath_config() -> str:
+    """The datapath config etsf-restore.service reads at boot (ETSF_DATAPATH_CONFIG > default)."""
+    return os.environ.get("ETSF_DATAPATH_CONFIG") or "/etc/etsf/datapath.yml"
+
+
 def run_dir() -> str:
     return os.environ.get("ETSF_RUN_DIR", "/run/etsf")
 

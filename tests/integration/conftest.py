@@ -73,6 +73,8 @@ def etsf_env(tmp_path, monkeypatch, build_dir, etsf_bpf):
         "ETSF_STATE_DIR": str(tmp_path / "state"),
         "ETSF_RUN_DIR": str(tmp_path / "run"),
         "ETSF_BUILD_DIR": build_dir,
+        # never the controller's own /etc/etsf: a test that wants a boot-time config writes it here
+        "ETSF_DATAPATH_CONFIG": str(tmp_path / "etc" / "datapath.yml"),
     }
     for k, v in env.items():
         monkeypatch.setenv(k, v)

@@ -4,6 +4,7 @@ on a real veth with the real objects."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 
 from conftest import UAC_IP, UAS_IP, etsfctl
@@ -59,6 +60,119 @@ def test_revert_bypass_then_detach_then_restore(lab, etsf_env, tmp_path):
     live = json.loads(etsfctl("policy", "show", "--json", env=etsf_env, netns=lab.srv_ns).stdout)
     assert live["rate_limits"]["register"] == {"rate": 5, "burst": 5}
     assert live["deny"] == ["198.18.250.0/24"]
+
+
+ROLLED_OUT = """version: 1
+rate_limits:
+  register: {rate: 50, burst: 50}
+deny: [198.18.251.0/24]
+"""
+
+
+def test_rollback_on_the_host_survives_a_reboot(lab, etsf_env, tmp_path):
+    """`etsfctl policy rollback` rewrites the boot-time policy file etsf-restore.service re-applies,
+    so a restore after it (what a reboot runs) brings back the rolled-back policy, not the bad one."""
+    boot = tmp_path / "etc" / "policy.yml"
+    boot.parent.mkdir()
+    boot.write_text(POLICY)
+    config = tmp_path / "etc" / "datapath.yml"
+    assert str(config) == etsf_env["ETSF_DATAPATH_CONFIG"]
+    config.write_text(f"version: 1\nhook: tc\ninterfaces: [{lab.srv_if}]\n"
+                      f"build_dir: {etsf_env['ETSF_BUILD_DIR']}\npolicy: {boot}\n")
+
+    def run(*args, check=True):
+        return etsfctl(*args, env=etsf_env, netns=lab.srv_ns, check=check)
+
+    def live():
+        doc = json.loads(run("policy", "show", "--json").stdout)
+        return doc["rate_limits"]["register"], doc["deny"], doc["generation"]
+
+    assert json.loads(run("restore", "--json").stdout)["policy_generation"] == 1
+    # the rollout that goes wrong: a new boot-time file, applied
+    boot.write_text(ROLLED_OUT)
+    out = run("policy", "apply", str(boot)).stdout
+    assert "generation 2 live" in out and "note:" not in out, out
+    assert live() == ({"rate": 50, "burst": 50}, ["198.18.251.0/24"], 2)
+
+    # check mode: says what it would write, writes nothing
+    out = run("policy", "rollback", "--check").stdout
+    assert f"boot-time policy {boot}: would be rewritten" in out, out
+    assert boot.read_text() == ROLLED_OUT and live()[2] == 2
+
+    res = json.loads(run("policy", "rollback", "--json").stdout)
+    assert res["rollback_to"] == 1 and res["boot_file"] == {"path": str(boot), "changed": True}
+    assert live() == ({"rate": 5, "burst": 5}, ["198.18.250.0/24"], 3)
+    assert "rolled back to kept generation 1" in boot.read_text()
+    # the same rollback again finds the file already right
+    assert json.loads(run("policy", "rollback", "1", "--json").stdout)["boot_file"]["changed"] is False
+
+    before = json.loads(run("policy", "history", "--json").stdout)
+    # a reboot: programs detached, bpffs empty, the state directory kept; then etsf-restore's command
+    run("revert", "--mode", "detach")
+    shutil.rmtree(etsf_env["ETSF_PIN_ROOT"])
+    out = json.loads(run("restore", "--json").stdout)
+    assert live() == ({"rate": 5, "burst": 5}, ["198.18.250.0/24"], 4)
+    # new maps count on from the history: no earlier record overwritten, the newest is live
+    assert out["policy_generation"] == 4
+    hist = json.loads(run("policy", "history", "--json").stdout)
+    assert [(h["generation"], h["action"]) for h in hist] == [
+        (1, "apply"), (2, "apply"), (3, "rollback"), (4, "apply")]
+    assert [h["generation"] for h in sorted(hist, key=lambda h: h["time"])] == [1, 2, 3, 4]
+    assert hist[-1]["live"] and hist[-1]["source"] == str(boot) and hist[-1]["actor"] == "etsf-restore (boot)"
+    assert hist[:3] == [dict(h, live=False) for h in before]
+    # so the operator's next rollback goes where the history says: to the one before
+    assert json.loads(run("policy", "rollback", "--json").stdout)["rollback_to"] == 3
+
+
+def test_boot_file_choices_and_errors(lab, etsf_env, tmp_path):
+    """--no-boot-file leaves the file; --boot-file names another; an unreadable datapath config
+    stops the rollback before any map changes; an apply of another file says a reboot drops it."""
+    boot = tmp_path / "boot.yml"
+    boot.write_text(POLICY)
+    other = tmp_path / "hotfix.yml"
+    other.write_text(ROLLED_OUT)
+    config = tmp_path / "etc" / "datapath.yml"
+    config.parent.mkdir()
+    config.write_text(f"version: 1\nhook: tc\ninterfaces: [{lab.srv_if}]\n"
+                      f"build_dir: {etsf_env['ETSF_BUILD_DIR']}\npolicy: {boot}\n")
+
+    def run(*args, check=True):
+        return etsfctl(*args, env=etsf_env, netns=lab.srv_ns, check=check)
+
+    run("restore")
+    out = run("policy", "apply", str(other)).stdout
+    assert f"note: after a reboot etsf-restore.service re-applies {boot}, not this policy" in out, out
+    res = json.loads(run("policy", "apply", str(other), "--json").stdout)
+    assert res["boot_file"] == {"path": str(boot), "holds_live": False}
+
+    # the config cannot be read: one line naming it, generation and file unchanged
+    config.write_text("version: 1\ninterfaces: [\n")
+    r = run("policy", "rollback", check=False)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
+    assert r.stderr.startswith("etsfctl: error: boot file:") and "--no-boot-file" in r.stderr, r.stderr
+    assert json.loads(run("policy", "show", "--json").stdout)["generation"] == 2
+    assert boot.read_text() == POLICY
+
+    out = run("policy", "rollback", "--no-boot-file").stdout
+    assert "boot-time policy: not written (--no-boot-file)" in out, out
+    assert boot.read_text() == POLICY
+
+    elsewhere = tmp_path / "kept.yml"
+    res = json.loads(run("policy", "rollback", "2", "--boot-file", str(elsewhere), "--json").stdout)
+    assert res["boot_file"] == {"path": str(elsewhere), "changed": True}
+    assert boot.read_text() == POLICY
+    pol = json.loads(run("policy", "show", "--json").stdout)
+    assert pol["rate_limits"]["register"] == {"rate": 50, "burst": 50}
+    # the file written validates as a policy and holds what is live
+    assert run("policy", "apply", str(elsewhere), "--check").returncode == 0
+    assert "no changes" in run("policy", "apply", str(elsewhere), "--check").stdout
+
+    # the history names who did it in full, however long the name
+    actor = "ansible rollback (noc-oncall-frankfurt)"
+    etsfctl("policy", "rollback", "--no-boot-file", env={**etsf_env, "ETSF_ACTOR": actor}, netns=lab.srv_ns)
+    rows = run("policy", "history").stdout.splitlines()
+    assert rows[0].split() == ["GEN", "TIME", "(UTC)", "ACTION", "ACTOR", "SHA256", "SOURCE"]
+    assert f"rollback  {actor}  " in rows[-1] and rows[-1].startswith("*"), rows
 
 
 def test_restore_config_errors_are_one_line(etsf_env, tmp_path):

@@ -243,5 +243,6 @@ def add_cli(sub, common) -> None:
     s.set_defaults(func=cmd_revert)
 
     s = sub.add_parser("restore", parents=[common], help="boot-time restore of programs and policy")
-    s.add_argument("--config", type=T.path, default="/etc/etsf/datapath.yml", metavar="FILE")
+    s.add_argument("--config", type=T.path, default=None, metavar="FILE",
+                   help="default $ETSF_DATAPATH_CONFIG or /etc/etsf/datapath.yml")
     s.set_defaults(func=cmd_restore)

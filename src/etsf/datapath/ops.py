@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .. import inputs
+from .. import inputs, paths
 from .. import policy as _policy
 from ..overload.state import read_state as overload_auto_state
 from .hooks import HOOKS, TC_APIS
@@ -106,9 +106,9 @@ def read_restore_config(path: str) -> dict[str, Any]:
     return cfg
 
 
-def restore(config: str = "/etc/etsf/datapath.yml") -> dict[str, Any]:
+def restore(config: str | None = None) -> dict[str, Any]:
     """Boot-time restore: build if needed, (re)attach every configured interface, re-apply the policy."""
-    cfg = read_restore_config(config)
+    cfg = read_restore_config(config or paths.datapath_config())
     if cfg.get("prebuilt"):
         # objects built on the controller: this host may have no compiler; refuse them before
         # anything is attached if they do not fit this agent
@@ -133,7 +133,8 @@ def restore(config: str = "/etc/etsf/datapath.yml") -> dict[str, Any]:
     if policy_file and os.path.exists(policy_file):
         pol, text = _policy.load_file(policy_file)
         # after a reboot the maps are new: force the write even if an old decode matched
-        applied = _policy.apply(pol, source_text=text, force=True)["generation"]
+        applied = _policy.apply(pol, source_text=text, force=True, source=policy_file,
+                                actor="etsf-restore (boot)")["generation"]
     return {"changed": True, "built": built["changed"], "attached": attached, "hooks": chosen,
             "fastpath": list(fp_ifaces),
             "policy_generation": applied}

@@ -21,7 +21,8 @@ policy changes nothing already applied.
 Layers, each importing only those above it: ``consts`` (limits from etsf.layout, names,
 defaults) -> ``schema`` (load + validate) -> ``image`` (compile/decode one slot) ->
 ``changes`` (diff) -> ``history`` (kept applied policies, audit) -> ``live`` (read the maps,
-apply, rollback); ``layers`` (merge fleet/group/host documents) stands alone.  This module re-exports the public
+apply, rollback); ``layers`` (merge fleet/group/host documents) stands alone; ``bootfile`` (the policy file
+etsf-restore.service re-applies at boot) reads it with ``schema``.  This module re-exports the public
 names, so ``etsf.policy.apply(...)`` and friends keep working.
 """
 
@@ -41,11 +42,12 @@ from .image import compile_policy, decode, decode_acl_key, decode_ctl, little_en
 from .changes import diff, format_diff
 from .live import apply, Maps, maps_present, read_keepalive, read_live, resolve_pin_root, rollback
 from .layers import merge_layers
+from .bootfile import boot_file_holds, write_boot_file
 from .history import entries as history_entries
 
 __all__ = [
     "ACL_DENY", "ACL_GUARD_KEYS", "ACL_MAX", "ACL_MIN_PREFIX_V4", "ACL_MIN_PREFIX_V6", "ACL_PER_SLOT",
-    "ACL_TRUST", "BACKEND_KEYS", "DSCP_DEFAULT", "DSCP_NAMES", "FP_AFFINITIES",
+    "ACL_TRUST", "BACKEND_KEYS", "boot_file_holds", "DSCP_DEFAULT", "DSCP_NAMES", "FP_AFFINITIES",
     "FP_BACKENDS_PER_POLICY", "FP_PROTOCOLS", "FP_SVC_MAX", "FP_WEIGHT_MAX", "MAP_ACL_V4", "MAP_ACL_V6",
     "MAP_CTL", "MAP_POLICY", "MAX_SIP_PORTS", "MAX_TLS_PORTS", "METHODS", "METHOD_NAMES", "Maps",
     "OVERLOAD_LEVELS", "POLICY", "POLICY_SLOTS", "POL_F_MARK", "POL_F_VALID", "PRIO_DEFAULTS", "PRIO_NAMES",
@@ -53,5 +55,5 @@ __all__ = [
     "SERVICE_KEYS", "SHED_DEFAULTS", "TOP_KEYS", "apply", "compile_policy", "decode", "decode_acl_key",
     "decode_ctl", "diff", "fmt_value", "format_diff", "history_entries", "little_endian", "load_file",
     "load_text", "lock", "maps_present", "merge_layers", "read_keepalive", "read_live", "resolve_pin_root", "rollback", "run_dir",
-    "sort_cidrs", "sort_services", "state_dir", "u32", "validate",
+    "sort_cidrs", "sort_services", "state_dir", "u32", "validate", "write_boot_file",
 ]

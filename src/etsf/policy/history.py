@@ -84,6 +84,13 @@ def _atomic_write(path: str, data: str) -> None:
     paths.write_atomic(path, data, sync=True)
 
 
+def newest_generation() -> int:
+    """The highest generation kept (0 when none): pruning keeps the newest, so this is the
+    newest this host ever applied, also after a reboot emptied the maps."""
+    gens = _generations()
+    return gens[-1] if gens else 0
+
+
 def kept(generation: int) -> bool:
     return os.path.exists(os.path.join(_dir(), f"{generation}.json"))
 

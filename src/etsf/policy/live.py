@@ -180,7 +180,9 @@ def apply(p: Policy, *, pin_root=None, check=False, source_text=None, force=Fals
             history.record(generation=prev_gen, slot=ctl.active_slot, action="adopt", actor=actor,
                            source="live maps", keep=keep + 1, previous=None,
                            doc={k: v for k, v in live.items() if k not in ("generation", "active_slot")})
-        gen = ctl.generation + 1
+        # maps made new at boot start from generation 0: counting on from the kept history keeps
+        # generations growing, so a restore never overwrites the record of an earlier apply
+        gen = max(ctl.generation, history.newest_generation()) + 1
         img = compile_policy(p, target, gen)
         from .. import fastpath as _fp      # services: compiled before any map is written
         fp_plan = _fp.plan_slot(p.services, target, active, maps)
