@@ -13,7 +13,8 @@ rolled out to all three in one site.yml run.
   time of each run reported (``FLEET_REVERT {json}`` lines, pytest -s) and the result checked on
   every host.  It takes eTSF off the fleet, so only the failed-rollout test comes after it: a
   detached host whose rollout fails after attaching is reverted, a converged host whose rollout
-  fails without changing its programs or policy keeps them, a bad input changes nothing.
+  fails without changing its programs or policy keeps them, a bad input changes nothing.  Last,
+  playbooks/remove.yml takes eTSF off that host for good and site.yml puts it back.
 """
 from __future__ import annotations
 
@@ -336,3 +337,73 @@ def test_failed_rollout_reverts_only_what_it_changed(rolled_out):
     assert hit and hit.group(1) == "ok", cp.stdout[-4000:]
     assert f"{host}: rollout failed before its programs or policy changed, both left as they were;" in cp.stdout
     assert _traffic_path(host) == before
+
+
+def _sip_options(address: str) -> str:
+    """The status line of the answer to one SIP OPTIONS from the UAC peer (sipsak, bounded)."""
+    cp = subprocess.run(["ip", "netns", "exec", "etsf-uac", "timeout", "10", "sipsak", "-v", "-s", f"sip:{address}:5060"],
+                        capture_output=True, text=True, timeout=30, check=False)
+    return (cp.stdout.splitlines() or [cp.stderr.strip()])[0]
+
+
+#: what site.yml leaves on a host, each as a shell test that holds while it is there
+FOOTPRINT = {
+    "units": "ls /etc/systemd/system/etsf-*.service",
+    "pins": "test -e /sys/fs/bpf/etsf",
+    "config": "test -e /etc/etsf",
+    "sources": "test -e /usr/share/etsf",       # the eBPF sources, there when built on the host
+    "etsfctl": "test -e /usr/local/bin/etsfctl",
+    "agent": "python3 -c 'import etsf'",
+    "user": "getent passwd etsf",
+    "build": "test -e /var/lib/etsf/build",
+}
+
+
+def _footprint(host: str) -> set[str]:
+    script = "; ".join(f"({cmd}) >/dev/null 2>&1 && echo {name}" for name, cmd in FOOTPRINT.items())
+    return set(on_host(host, script + "; true").stdout.split())
+
+
+def test_remove_takes_etsf_off_and_site_puts_it_back(rolled_out):
+    """playbooks/remove.yml on sbc3 (converged by the test above): check mode changes nothing; the
+    run detaches the programs, then removes the services, pins, agent, files and user, keeps the
+    policy history and audit logs, and SIP still reaches the host's Kamailio; a second run changes
+    nothing; etsf_remove_state=true takes /var/lib/etsf too; site.yml puts eTSF back."""
+    host = "sbc3"
+    address = json.loads(on_host(host, "ip -j -4 addr show dev sip0").stdout)[0]["addr_info"][0]["local"]
+    rm = ("playbooks/remove.yml", "-e", f"etsf_target={host}")
+    installed = set(FOOTPRINT) - {"sources"}           # the objects were built on the controller
+    assert _footprint(host) == installed
+    on_host(host, "mkdir -p /usr/share/etsf/bpf")      # as a host that built them before has
+    before = _traffic_path(host)
+    assert before[1]["sip0"][2], before
+
+    bad = _playbook("playbooks/remove.yml")[0]
+    assert bad.returncode != 0 and "etsf_target: name the hosts or group to remove eTSF from" in bad.stdout
+
+    cp = _playbook(*rm, "--check", "--diff")[0]
+    assert cp.returncode == 0, playbook_failures(cp.stdout) + cp.stdout[-3000:]
+    assert recap(cp.stdout)[host]["changed"] > 0 and "would detach eTSF from sip0" in cp.stdout
+    assert _footprint(host) == set(FOOTPRINT) and _traffic_path(host) == before
+
+    cp = _playbook(*rm)[0]
+    assert cp.returncode == 0, playbook_failures(cp.stdout) + cp.stdout[-3000:]
+    assert f"{host}: eTSF is off this host: programs detached from sip0;" in cp.stdout, cp.stdout[-2000:]
+    assert _footprint(host) == set()
+    assert _classifiers_on_sip0(host) == set() and _tc_on_sip0(host)["egress"] == []
+    assert {"policy-audit.jsonl", "policy-history"} <= set(on_host(host, "ls /var/lib/etsf").stdout.split())
+    assert on_host(host, "systemctl is-system-running", check=False).stdout.strip() == "running"
+    assert _sip_options(address) == "SIP/2.0 200 OK"
+
+    cp = _playbook(*rm, "-e", "etsf_remove_state=true")[0]
+    assert cp.returncode == 0 and recap(cp.stdout)[host]["changed"] == 1, cp.stdout[-3000:]
+    assert on_host(host, "test -e /var/lib/etsf", check=False).returncode != 0
+    cp = _playbook(*rm, "-e", "etsf_remove_state=true")[0]
+    assert cp.returncode == 0 and recap(cp.stdout)[host]["changed"] == 0, cp.stdout[-3000:]
+
+    cp = _playbook("playbooks/site.yml", "-l", host, "-e", '{"etsf_rollout_batches": ["100%"]}',
+                   "-e", "datapath_build=controller", "-e", f"datapath_build_arch={os.uname().machine}")[0]
+    assert cp.returncode == 0, playbook_failures(cp.stdout) + cp.stdout[-3000:]
+    assert _footprint(host) == installed
+    after = _traffic_path(host)
+    assert after[0] == 1 and after[1]["sip0"][0] == before[1]["sip0"][0], (before, after)
