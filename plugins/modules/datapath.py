@@ -142,6 +142,7 @@ from ansible_collections.etsf.sip.plugins.module_utils.agent import agent_module
 
 etsf_build = agent_module("etsf.build")
 etsf_datapath = agent_module("etsf.datapath")
+etsf_held = agent_module("etsf.datapath.held")
 etsf_fastpath = agent_module("etsf.fastpath")
 
 
@@ -247,7 +248,10 @@ def main():
                 fp_actions[iface] = "detach" if attached else "unchanged"
             else:
                 fp_actions[iface] = "attach" if not attached or need_build else "unchanged"
-        changed = need_build or any(a != "unchanged" for a in list(actions.values()) + list(fp_actions.values()))
+        # attaching ends an operator's held detach (etsfctl revert --mode detach): a reboot attaches again
+        held_detach = p["state"] == "attached" and (etsf_held.read() or {}).get("mode") == "detach"
+        changed = need_build or held_detach or any(a != "unchanged"
+                                                   for a in list(actions.values()) + list(fp_actions.values()))
         if changed and not module.check_mode:
             if need_build:
                 etsf_datapath.build(out_dir=p["build_dir"], src_dir=p["src_dir"])
@@ -267,6 +271,8 @@ def main():
                 etsf_fastpath.attach(to_attach, build_dir=p["build_dir"])
             if to_detach:
                 etsf_fastpath.detach(to_detach)
+            if held_detach:
+                etsf_held.release("detach")
         after_rows = etsf_datapath.interface_status(list(actions)) if not module.check_mode else None
     except (etsf_datapath.DatapathError, etsf_build.BuildError, etsf_fastpath.FastpathError) as exc:
         module.fail_json(msg=str(exc).splitlines()[0])

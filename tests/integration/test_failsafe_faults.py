@@ -378,6 +378,38 @@ def test_ack_ends_an_operator_bypass_with_the_watchdog_running(fslab, fs_attache
     assert last["numbers"] == {"watchdog_running": False, "bypass_cleared": True}, last
 
 
+def test_a_reverted_watchdog_keeps_the_host_reverted_after_a_reboot(fslab, fs_attached, etsf_env, tmp_path):
+    """The watchdog trips (a heartbeat file that never appears), then the host "reboots": the
+    maps are made new by the restore's attach and policy, so the bypass flag is 0 again.  The
+    watchdog that starts next resumes reverted from its state file and sets the bypass again
+    before anything else; the host stays reverted until an ack."""
+    from etsf import datapath
+    missing = tmp_path / "never.heartbeat"
+    cfg = _cfg(heartbeat={"max_age_s": 5.0, "files": [{"path": str(missing), "max_age_s": 0.5}]})
+    wd = Watchdog(fslab, etsf_env, cfg, tmp_path / "fs.yml", iterations=600)
+    try:
+        assert _wait(lambda: any(a["event"] == "trip" for a in _audit(etsf_env)), 15), wd.logpath.read_text()
+    finally:
+        wd.stop()
+    assert datapath.read_ctl().bypass
+    # the reboot: nothing attached, bpffs empty; etsf-restore attaches and applies the policy
+    etsfctl("detach", "--iface", fslab.srv_if, env=etsf_env, netns=fslab.srv_ns)
+    shutil.rmtree(etsf_env["ETSF_PIN_ROOT"])
+    etsfctl("attach", "--hook", "xdp", "--iface", fslab.srv_if, "--mode", "native", env=etsf_env, netns=fslab.srv_ns)
+    etsfctl("policy", "apply", str(tmp_path / "policy.yml"), env=etsf_env)
+    assert not datapath.read_ctl().bypass
+    wd = Watchdog(fslab, etsf_env, _cfg(), tmp_path / "fs2.yml", iterations=5)
+    try:
+        assert wd.p.wait(timeout=60) == 0, wd.logpath.read_text()
+    finally:
+        wd.stop()
+    assert datapath.read_ctl().bypass
+    resumed = [a for a in _audit(etsf_env) if a["event"] == "resume_bypass"]
+    assert len(resumed) == 1 and resumed[0]["state"] == "bypassed", _audit(etsf_env)
+    ack = json.loads(etsfctl("failsafe", "ack", "--json", env=etsf_env, netns=fslab.srv_ns).stdout)
+    assert ack["changed"] and not datapath.read_ctl().bypass
+
+
 def test_exporter_stops_heartbeating(fslab, fs_attached, etsf_env, tmp_path):
     """The exporter rewrites its heartbeat file while it can read the maps; the watchdog's
     heartbeat rule watches the file.  Kill the exporter: the rule trips once the file is older

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from pathlib import Path
 
 from conftest import UAC_IP, UAS_IP, etsfctl
 
@@ -51,6 +52,12 @@ def test_revert_bypass_then_detach_then_restore(lab, etsf_env, tmp_path):
     ip = json.loads(etsfctl("status", "--json", env=etsf_env, netns=lab.srv_ns).stdout)
     assert ip["interfaces"] == {}
 
+    # the operator's detach is held: a restore (a reboot) attaches nothing ...
+    out = json.loads(etsfctl("restore", "--config", str(config), "--json", env=etsf_env, netns=lab.srv_ns).stdout)
+    assert out["attached"] == {} and out["revert_held"]["mode"] == "detach"
+    # ... until an explicit attach ends it (here undone again by a plain detach, which is not held)
+    etsfctl("attach", "--iface", lab.srv_if, "--hook", "xdp", env=etsf_env, netns=lab.srv_ns)
+    etsfctl("detach", "--iface", lab.srv_if, env=etsf_env, netns=lab.srv_ns)
     # restore brings programs back (new ids) and re-applies the policy (new generation)
     etsfctl("bypass", "off", env=etsf_env, netns=lab.srv_ns)
     out = json.loads(etsfctl("restore", "--config", str(config), "--json", env=etsf_env, netns=lab.srv_ns).stdout)
@@ -60,6 +67,22 @@ def test_revert_bypass_then_detach_then_restore(lab, etsf_env, tmp_path):
     live = json.loads(etsfctl("policy", "show", "--json", env=etsf_env, netns=lab.srv_ns).stdout)
     assert live["rate_limits"]["register"] == {"rate": 5, "burst": 5}
     assert live["deny"] == ["198.18.250.0/24"]
+
+
+def _boot_config(lab, env, policy) -> Path:
+    """The datapath config etsf-restore reads (at $ETSF_DATAPATH_CONFIG), naming *policy*, and a
+    runner of etsfctl in the lab's server netns."""
+    config = Path(env["ETSF_DATAPATH_CONFIG"])
+    config.parent.mkdir(exist_ok=True)
+    config.write_text(f"version: 1\nhook: tc\ninterfaces: [{lab.srv_if}]\n"
+                      f"build_dir: {env['ETSF_BUILD_DIR']}\npolicy: {policy}\n")
+    return config
+
+
+def _runner(lab, env):
+    def run(*args, check=True):
+        return etsfctl(*args, env=env, netns=lab.srv_ns, check=check)
+    return run
 
 
 ROLLED_OUT = """version: 1
@@ -72,16 +95,10 @@ deny: [198.18.251.0/24]
 def test_rollback_on_the_host_survives_a_reboot(lab, etsf_env, tmp_path):
     """`etsfctl policy rollback` rewrites the boot-time policy file etsf-restore.service re-applies,
     so a restore after it (what a reboot runs) brings back the rolled-back policy, not the bad one."""
-    boot = tmp_path / "etc" / "policy.yml"
-    boot.parent.mkdir()
+    boot = tmp_path / "boot-policy.yml"
     boot.write_text(POLICY)
-    config = tmp_path / "etc" / "datapath.yml"
-    assert str(config) == etsf_env["ETSF_DATAPATH_CONFIG"]
-    config.write_text(f"version: 1\nhook: tc\ninterfaces: [{lab.srv_if}]\n"
-                      f"build_dir: {etsf_env['ETSF_BUILD_DIR']}\npolicy: {boot}\n")
-
-    def run(*args, check=True):
-        return etsfctl(*args, env=etsf_env, netns=lab.srv_ns, check=check)
+    _boot_config(lab, etsf_env, boot)
+    run = _runner(lab, etsf_env)
 
     def live():
         doc = json.loads(run("policy", "show", "--json").stdout)
@@ -108,7 +125,7 @@ def test_rollback_on_the_host_survives_a_reboot(lab, etsf_env, tmp_path):
 
     before = json.loads(run("policy", "history", "--json").stdout)
     # a reboot: programs detached, bpffs empty, the state directory kept; then etsf-restore's command
-    run("revert", "--mode", "detach")
+    run("detach", "--iface", lab.srv_if)
     shutil.rmtree(etsf_env["ETSF_PIN_ROOT"])
     out = json.loads(run("restore", "--json").stdout)
     assert live() == ({"rate": 5, "burst": 5}, ["198.18.250.0/24"], 4)
@@ -131,13 +148,8 @@ def test_boot_file_choices_and_errors(lab, etsf_env, tmp_path):
     boot.write_text(POLICY)
     other = tmp_path / "hotfix.yml"
     other.write_text(ROLLED_OUT)
-    config = tmp_path / "etc" / "datapath.yml"
-    config.parent.mkdir()
-    config.write_text(f"version: 1\nhook: tc\ninterfaces: [{lab.srv_if}]\n"
-                      f"build_dir: {etsf_env['ETSF_BUILD_DIR']}\npolicy: {boot}\n")
-
-    def run(*args, check=True):
-        return etsfctl(*args, env=etsf_env, netns=lab.srv_ns, check=check)
+    config = _boot_config(lab, etsf_env, boot)
+    run = _runner(lab, etsf_env)
 
     run("restore")
     out = run("policy", "apply", str(other)).stdout
@@ -173,6 +185,66 @@ def test_boot_file_choices_and_errors(lab, etsf_env, tmp_path):
     rows = run("policy", "history").stdout.splitlines()
     assert rows[0].split() == ["GEN", "TIME", "(UTC)", "ACTION", "ACTOR", "SHA256", "SOURCE"]
     assert f"rollback  {actor}  " in rows[-1] and rows[-1].startswith("*"), rows
+
+
+def test_an_operator_revert_outlives_a_reboot(lab, etsf_env, tmp_path):
+    """A bypass or detach made by `etsfctl revert` is held in the state directory: the boot-time
+    restore attaches with the bypass on (before the policy) or attaches nothing, until the
+    revert is ended on purpose (`bypass off` / `failsafe ack`, or an explicit attach)."""
+    policy = tmp_path / "policy.yml"
+    policy.write_text(POLICY)
+    _boot_config(lab, etsf_env, policy)
+    held = Path(etsf_env["ETSF_STATE_DIR"]) / "revert.json"
+    run = _runner(lab, etsf_env)
+
+    def reboot():
+        """What a reboot leaves: nothing attached, bpffs empty, the state directory; then etsf-restore."""
+        st = _status(etsf_env, lab)
+        if st["interfaces"]:
+            run("detach", "--iface", lab.srv_if)
+        shutil.rmtree(etsf_env["ETSF_PIN_ROOT"])
+        return run("restore").stdout
+
+    run("restore")
+    assert not held.exists() and _status(etsf_env, lab)["revert_held"] is None
+
+    # bypass: held, and the restore after a reboot attaches with the bypass on
+    r = json.loads(run("revert", "--mode", "bypass", "--json").stdout)
+    assert r["changed"] and json.loads(held.read_text())["mode"] == "bypass"
+    assert not json.loads(run("revert", "--mode", "bypass", "--json").stdout)["changed"]
+    assert "operator revert: bypass held since" in run("status").stdout
+    out = reboot()
+    assert "bypass ON (operator revert: bypass held)" in out, out
+    st = _status(etsf_env, lab)
+    assert st["bypass"] and st["interfaces"][lab.srv_if]["attached"] and st["policy_applied"], st
+    # ended on purpose: the next reboot enforces again
+    assert json.loads(run("bypass", "off", "--json").stdout)["changed"] and not held.exists()
+    reboot()
+    st = _status(etsf_env, lab)
+    assert not st["bypass"] and st["interfaces"][lab.srv_if]["attached"] and st["revert_held"] is None
+
+    # `bypass on` by hand is held too; `failsafe ack` (no watchdog running) ends it
+    run("bypass", "on")
+    assert json.loads(held.read_text())["mode"] == "bypass"
+    assert json.loads(run("failsafe", "ack", "--json").stdout)["changed"] and not held.exists()
+    assert not _status(etsf_env, lab)["bypass"]
+
+    # detach: held, and the restore after a reboot attaches nothing
+    r = json.loads(run("revert", "--mode", "detach", "--json").stdout)
+    assert r["changed"] and json.loads(held.read_text())["mode"] == "detach"
+    run("bypass", "on")                       # a bypass does not replace a held detach
+    assert json.loads(held.read_text())["mode"] == "detach"
+    out = reboot()
+    assert out.startswith("not restored: operator revert (detach held since"), out
+    assert _status(etsf_env, lab)["interfaces"] == {}
+    res = json.loads(run("restore", "--json").stdout)
+    assert res["attached"] == {} and res["revert_held"]["mode"] == "detach"
+    # an explicit attach ends it: the next reboot attaches again
+    r = json.loads(run("attach", "--iface", lab.srv_if, "--hook", "tc", "--json").stdout)
+    assert r["revert_released"] and not held.exists()
+    reboot()
+    st = _status(etsf_env, lab)
+    assert st["interfaces"][lab.srv_if]["attached"] and not st["bypass"], st
 
 
 def test_restore_config_errors_are_one_line(etsf_env, tmp_path):

@@ -27,7 +27,7 @@ import time
 
 import pytest
 
-from labhelpers import PY, REPO, ansible_bin, on_host, playbook_env, playbook_failures, recap
+from labhelpers import PY, REPO, ansible_bin, lab, on_host, playbook_env, playbook_failures, recap
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(1500)]
 
@@ -253,6 +253,12 @@ def test_fleet_revert_bypass_then_detach(rolled_out):
         assert st["ctl"]["bypass"], (h, st["ctl"])          # every program passes everything ...
         assert _classifiers_on_sip0(h) == {hooks[h]}, h      # ... and stays attached
 
+    # the revert outlives a reboot: etsf-restore attaches the programs with the bypass on
+    lab("reboot", "sbc2", timeout=240)
+    st = _status("sbc2")
+    assert st["ctl"]["bypass"] and st["revert_held"]["mode"] == "bypass", st
+    assert _classifiers_on_sip0("sbc2") == {hooks["sbc2"]}
+
     again, wall_again = _playbook("playbooks/revert.yml")
     assert again.returncode == 0 and all(r["changed"] == 0 for h, r in recap(again.stdout).items()
                                          if h in FLEET), again.stdout[-2000:]
@@ -268,6 +274,7 @@ def test_fleet_revert_bypass_then_detach(rolled_out):
         acks = [json.loads(x) for x in on_host(h, "cat /var/lib/etsf/failsafe-audit.jsonl").stdout.splitlines()
                 if '"ack"' in x]
         assert acks and acks[-1]["numbers"]["bypass_cleared"] is True, (h, acks)
+        assert st["revert_held"] is None, (h, st)
 
     cp, wall_detach = _playbook("playbooks/revert.yml", "-e", "etsf_revert_mode=detach")
     assert cp.returncode == 0, cp.stdout[-3000:]
@@ -277,6 +284,11 @@ def test_fleet_revert_bypass_then_detach(rolled_out):
         assert _classifiers_on_sip0(h) == set(), h
         assert "tc_sip_egress" not in _tc_on_sip0(h)["egress"], h
         assert _status(h)["interfaces"] == {}, h
+    # a reboot does not attach a detached host again
+    lab("reboot", "sbc2", timeout=240)
+    assert _classifiers_on_sip0("sbc2") == set() and _status("sbc2")["revert_held"]["mode"] == "detach"
+    assert "not restored: operator revert (detach held" in on_host(
+        "sbc2", "journalctl -b -u etsf-restore -o cat --no-pager").stdout
 
     bad = _playbook("playbooks/revert.yml", "-e", "etsf_revert_mode=unplug")[0]
     assert bad.returncode != 0 and "etsf_revert_mode must be bypass, detach or off (got unplug)" in bad.stdout

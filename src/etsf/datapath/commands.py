@@ -19,8 +19,11 @@ def cmd_build(args):
 
 def cmd_attach(args):
     from .. import datapath
+    from . import held
     res = datapath.attach(args.iface, mode=args.mode, build_dir=args.build_dir, force=args.force,
                           hook=args.hook, tc_api=args.tc_api)
+    # attaching by hand ends an operator's detach: a reboot attaches again
+    res["revert_released"] = held.release("detach")
     verb = "replaced" if res.get("replaced_prog_id") else "attached"
     where = (f"xdp prog {res['xdp_prog_id']} ({res['mode']})" if res["hook"] == "xdp"
              else f"tc ingress prog {res['tc_ingress_prog_id']}")
@@ -88,6 +91,11 @@ def cmd_status(args):
                      f"{f'{rate}/s per CPU' if rate else 'off'}, "
                      f"{'PINNED (etsfctl overload auto --resume)' if oa.get('pinned') else 'automatic'}; "
                      f"{oa.get('changes_total', 0)} changes; last signal {oa.get('signal') or '-'}")
+    if res.get("revert_held"):
+        from .held import describe
+        undo = ("'etsfctl failsafe ack' or 'etsfctl bypass off'" if res["revert_held"]["mode"] == "bypass"
+                else "'etsfctl attach' or site.yml")
+        lines.append(f"operator revert: {describe(res['revert_held'])}; a reboot keeps it; {undo} ends it")
     if not res["interfaces"]:
         lines.append("no interfaces attached")
     for name, r in res["interfaces"].items():
@@ -128,7 +136,12 @@ def cmd_overload_admit(args):
 
 def cmd_bypass(args):
     from .. import datapath
-    res = datapath.set_bypass(args.state == "on")
+    from . import held
+    on = args.state == "on"
+    res = datapath.set_bypass(on)
+    # the operator's bypass outlives a reboot until it is turned off
+    kept = held.hold("bypass") if on else held.release("bypass")
+    res["changed"] = res["changed"] or kept
     emit(args, res, f"bypass {'ON' if res['bypass'] else 'off'}")
 
 
@@ -165,8 +178,15 @@ def cmd_revert(args):
 def cmd_restore(args):
     from .. import datapath
     res = datapath.restore(args.config)
+    rec = res.get("revert_held")
+    if rec and rec["mode"] == "detach":
+        from .held import describe
+        emit(args, res, f"not restored: operator revert ({describe(rec)}); 'etsfctl attach' or site.yml "
+                        "attaches again")
+        return
     emit(args, res, "restored: " + ", ".join(f"{i} (hook {h})" for i, h in res["hooks"].items())
-         + f"; policy generation {res['policy_generation'] or 'none'}")
+         + f"; policy generation {res['policy_generation'] or 'none'}"
+         + (f"; bypass ON (operator revert: {rec['mode']} held)" if rec else ""))
 
 
 def add_cli(sub, common) -> None:

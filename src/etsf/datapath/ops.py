@@ -10,6 +10,7 @@ from typing import Any
 
 from .. import inputs, paths
 from .. import policy as _policy
+from . import held
 from ..overload.state import read_state as overload_auto_state
 from .hooks import HOOKS, TC_APIS
 from .loader import attach, detach, forget, interface_status, pins
@@ -38,6 +39,7 @@ def status() -> dict[str, Any]:
         out.update(ctl=None, policy_generation=None, bypass=None, overload_level=None,
                    heartbeat_age_ms=None, policy_applied=False)
     out["overload_auto"] = overload_auto_state()
+    out["revert_held"] = held.read()
     return out
 
 
@@ -57,7 +59,8 @@ def revert(mode: str = "bypass") -> dict[str, Any]:
         if not _policy.maps_present(pin_root()):
             return {"changed": False, "mode": mode, "detail": "eTSF maps not loaded: nothing to bypass"}
         res = set_bypass(True)
-        return {"changed": res["changed"], "mode": mode, "bypass": True}
+        kept = held.hold(mode)
+        return {"changed": res["changed"] or kept, "mode": mode, "bypass": True}
     detached = {}
     fp_ifaces = sorted(load_state().get("fastpath", {}).get("interfaces", {}))
     if fp_ifaces:
@@ -75,7 +78,8 @@ def revert(mode: str = "bypass") -> dict[str, Any]:
                 detached[iface] = False
             else:
                 raise
-    return {"changed": any(detached.values()), "mode": mode, "interfaces": detached}
+    kept = held.hold(mode)
+    return {"changed": any(detached.values()) or kept, "mode": mode, "interfaces": detached}
 
 
 def read_restore_config(path: str) -> dict[str, Any]:
@@ -109,6 +113,13 @@ def read_restore_config(path: str) -> dict[str, Any]:
 def restore(config: str | None = None) -> dict[str, Any]:
     """Boot-time restore: build if needed, (re)attach every configured interface, re-apply the policy."""
     cfg = read_restore_config(config or paths.datapath_config())
+    rec = held.read()
+    if rec and rec["mode"] == "detach":
+        # an operator took eTSF off this host: a reboot must not put it back.  The pin root
+        # still exists, empty: the exporter's unit bind-mounts it and reports etsf_up 0
+        os.makedirs(pin_root(), mode=0o755, exist_ok=True)
+        return {"changed": False, "built": False, "attached": {}, "hooks": {}, "fastpath": [],
+                "policy_generation": None, "revert_held": rec}
     if cfg.get("prebuilt"):
         # objects built on the controller: this host may have no compiler; refuse them before
         # anything is attached if they do not fit this agent
@@ -128,6 +139,9 @@ def restore(config: str | None = None) -> dict[str, Any]:
     if fp_ifaces:
         from .. import fastpath
         fastpath.attach(list(fp_ifaces), build_dir=built["out_dir"])
+    if rec:
+        # a held bypass, set before the policy makes the programs enforce anything
+        set_bypass(True)
     policy_file = cfg.get("policy")
     applied = None
     if policy_file and os.path.exists(policy_file):
@@ -137,4 +151,4 @@ def restore(config: str | None = None) -> dict[str, Any]:
                                 actor="etsf-restore (boot)")["generation"]
     return {"changed": True, "built": built["changed"], "attached": attached, "hooks": chosen,
             "fastpath": list(fp_ifaces),
-            "policy_generation": applied}
+            "policy_generation": applied, "revert_held": rec}

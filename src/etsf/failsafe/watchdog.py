@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from .. import datapath, paths
+from ..datapath import held
 from .config import (ACK_FILE, BYPASSED, DETACHED, ENGAGED, FailsafeError, MAX_HISTORY, MAX_ITERATIONS,
                      STATE_CODES)
 from .audit import audit, read_audit, read_state, state_path, write_state
@@ -42,6 +43,7 @@ class Watchdog:
         self.ticks = 0
         self.heartbeat_ns: int | None = None
         self.own_bypass = False
+        self.resumed_reverted = False
         self.started_t = clock()
         self.max_window = max([r.get("window_s", 0) for r in cfg["rules"].values()] + [1.0])
 
@@ -57,6 +59,7 @@ class Watchdog:
         self.consecutive = int(prev.get("consecutive_trips") or 1)
         self.cooldown_s = float(prev.get("cooldown_s") or self.cooldown_s)
         self.own_bypass = bool(prev.get("own_bypass"))
+        self.resumed_reverted = True
         det = prev.get("detached") or {}
         self.detached = {k: dict(v) for k, v in det.items()} if isinstance(det, dict) else {}
 
@@ -201,6 +204,13 @@ class Watchdog:
                 # re-engages that too, as it does with no watchdog running
                 datapath.set_bypass(False)
                 audit("ack", state=ENGAGED, numbers={"watchdog_running": True, "bypass_cleared": True})
+        if self.resumed_reverted and self.state != ENGAGED and cur.get("ctl") is not None:
+            # resumed reverted onto maps without the bypass: a reboot made them new and the
+            # restore attached the programs again; the host stays reverted until an ack
+            self.resumed_reverted = False
+            if not cur["ctl"].get("bypass"):
+                datapath.set_bypass(True)
+                audit("resume_bypass", state=self.state, numbers={"bypass_restored": True})
         res = self.evaluate(cur)
         self.last_results = res
         tripped = [(n, r) for n, r in res.items() if r.get("breach")]
@@ -325,7 +335,8 @@ def ack(wait_s: float = 5.0) -> dict[str, Any]:
                 time.sleep(0.05)
             now_st = read_state() or {}
             changed = st.get("state") != ENGAGED or (was_bypass and not _bypass_on())
-            return {"changed": changed, "by": "watchdog", "state": now_st.get("state")}
+            released = held.release("bypass")   # an operator's bypass no longer outlives a reboot
+            return {"changed": changed or released, "by": "watchdog", "state": now_st.get("state")}
     # nobody consumed it: do the re-engage here
     with contextlib.suppress(OSError):
         os.unlink(state_path(ACK_FILE))
@@ -333,7 +344,8 @@ def ack(wait_s: float = 5.0) -> dict[str, Any]:
     if paths.maps_present(None, (datapath.MAP_CTL,)):
         changed = datapath.set_bypass(False)["changed"]
     audit("ack", state=ENGAGED, numbers={"watchdog_running": False, "bypass_cleared": changed})
-    return {"changed": changed, "by": "etsfctl", "state": ENGAGED}
+    released = held.release("bypass")
+    return {"changed": changed or released, "by": "etsfctl", "state": ENGAGED}
 
 
 def status() -> dict[str, Any]:
