@@ -13,12 +13,12 @@ for a detach.
 from __future__ import annotations
 
 import contextlib
-import getpass
 import os
 import time
 from typing import Any
 
 from .. import paths
+from ..policy.history import default_actor
 
 FILE = "revert.json"
 MODES = ("bypass", "detach")
@@ -43,8 +43,7 @@ def hold(mode: str, actor: str | None = None) -> bool:
     cur = read()
     if cur and (cur["mode"] == mode or (mode == "bypass" and cur["mode"] == "detach")):
         return False
-    who = actor or os.environ.get("ETSF_ACTOR") or os.environ.get("SUDO_USER") or getpass.getuser()
-    paths.write_json(_path(), {"mode": mode, "time": time.time(), "actor": who})
+    paths.write_json(_path(), {"mode": mode, "time": time.time(), "actor": actor or default_actor()})
     return True
 
 
