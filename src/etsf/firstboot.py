@@ -30,13 +30,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import inputs
+from . import inputs, paths
 from .output import emit
 
 STAMP = "/var/lib/etsf/firstboot.json"
 DISABLED = "/var/lib/etsf/disabled"
 ATTACHED_MARK = "/run/etsf/firstboot-attached"
-DEFAULT_CONFIG = "/etc/etsf/datapath.yml"
+DEFAULT_CONFIG = paths.DEFAULT_DATAPATH_CONFIG
 DEFAULT_POLICY = "/etc/etsf/policy.yml"
 SEED_LABEL = "ETSFSEED"
 UNITS_AFTER = ("etsf-exporter.service", "etsf-failsafe.service")

@@ -25,9 +25,12 @@ def state_dir() -> str:
     return os.environ.get("ETSF_STATE_DIR", "/var/lib/etsf")
 
 
+DEFAULT_DATAPATH_CONFIG = "/etc/etsf/datapath.yml"
+
+
 def datapath_config() -> str:
     """The datapath config etsf-restore.service reads at boot (ETSF_DATAPATH_CONFIG > default)."""
-    return os.environ.get("ETSF_DATAPATH_CONFIG") or "/etc/etsf/datapath.yml"
+    return os.environ.get("ETSF_DATAPATH_CONFIG") or DEFAULT_DATAPATH_CONFIG
 
 
 def run_dir() -> str:

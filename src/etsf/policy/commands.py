@@ -49,7 +49,7 @@ def _result_lines(policy, args, res, verb="applied"):
 def _configured_boot_file() -> tuple[str | None, str]:
     """(the policy file etsf-restore.service re-applies at boot, or None and why there is none)."""
     from .. import policy
-    from ..datapath.ops import DatapathError, read_restore_config
+    from ..datapath import DatapathError, read_restore_config
     config = paths.datapath_config()
     if not os.path.exists(config):
         return None, f"no {config}: nothing re-applies a policy at boot"
