@@ -246,6 +246,17 @@ def test_an_operator_revert_outlives_a_reboot(lab, etsf_env, tmp_path):
     st = _status(etsf_env, lab)
     assert st["interfaces"][lab.srv_if]["attached"] and not st["bypass"], st
 
+    # a plain detach of an interface the boot config lists is not held, and says so
+    out = run("detach", "--iface", lab.srv_if).stdout
+    assert "lists " + lab.srv_if + ": the next boot attaches it again" in out and "revert --mode detach" in out, out
+    assert not held.exists()
+    reboot()
+    assert _status(etsf_env, lab)["interfaces"][lab.srv_if]["attached"]
+    # without a boot config nothing would attach it again: no note
+    r = etsfctl("detach", "--iface", lab.srv_if, "--json", netns=lab.srv_ns,
+                env=dict(etsf_env, ETSF_DATAPATH_CONFIG=str(tmp_path / "absent.yml")))
+    assert json.loads(r.stdout)["changed"] and json.loads(r.stdout)["reattached_at_boot"] is False
+
 
 def test_restore_config_errors_are_one_line(etsf_env, tmp_path):
     bad = tmp_path / "bad.yml"

@@ -20,7 +20,7 @@ SCRAPE_SERIES = {"up"}
 SUFFIXES = {"CounterMetricFamily": ("_total",),
             "GaugeMetricFamily": ("",),
             "HistogramMetricFamily": ("_bucket", "_sum", "_count")}
-ALERTS = {"EtsfExporterDown", "EtsfMapsUnreadable", "EtsfBypassEngaged", "EtsfDeadmanTripped",
+ALERTS = {"EtsfExporterDown", "EtsfMapsUnreadable", "EtsfBypassEngaged", "EtsfRevertHeld", "EtsfDeadmanTripped",
           "EtsfSheddingActive", "EtsfSessionEstablishmentRatioLow", "EtsfKeepaliveResponderStale",
           "EtsfKeepaliveProxyNotAnswering"}
 

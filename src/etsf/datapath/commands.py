@@ -32,9 +32,20 @@ def cmd_attach(args):
 
 
 def cmd_detach(args):
-    from .. import datapath
+    from .. import datapath, paths
     res = datapath.detach(args.iface)
-    emit(args, res, f"detached from {args.iface}" if res["changed"] else f"nothing attached on {args.iface}")
+    text = f"detached from {args.iface}" if res["changed"] else f"nothing attached on {args.iface}"
+    # a detach of one interface is not held: say so where the boot-time restore would undo it
+    cfg_path = paths.datapath_config()
+    try:
+        boot = args.iface in datapath.read_restore_config(cfg_path)["interfaces"]
+    except (datapath.DatapathError, OSError):
+        boot = False
+    res["reattached_at_boot"] = boot
+    if boot:
+        text += (f"\nnote: {cfg_path} lists {args.iface}: the next boot attaches it again; "
+                 "'etsfctl revert --mode detach' keeps eTSF off this host across reboots")
+    emit(args, res, text)
 
 
 def cmd_stats(args):

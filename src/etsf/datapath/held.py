@@ -34,6 +34,8 @@ def read() -> dict[str, Any] | None:
     doc = paths.read_json(_path(), limit=4096)
     if not doc or doc.get("mode") not in MODES:
         return None
+    t = doc.get("time")
+    doc["time"] = float(t) if isinstance(t, (int, float)) and not isinstance(t, bool) else 0.0  # 0: unknown
     return doc
 
 
@@ -58,5 +60,5 @@ def release(mode: str) -> bool:
 
 
 def describe(rec: dict[str, Any]) -> str:
-    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(rec.get("time") or 0)))
+    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(rec["time"])) if rec["time"] else "an unknown time"
     return f"{rec['mode']} held since {when} by {rec.get('actor') or '?'}"

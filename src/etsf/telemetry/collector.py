@@ -7,6 +7,7 @@ import threading
 from typing import Any
 
 from .. import kpi as _kpi
+from ..datapath import held as _held
 from ..keepalive.state import read_state as keepalive_state
 from ..overload.state import read_state as overload_auto_state
 from ..paths import pin_root
@@ -48,6 +49,7 @@ class EtsfCollector:
                 up = GaugeMetricFamily("etsf_up", "1 when the eTSF maps could be read")
                 up.add_metric([], 0)
                 yield up
+                yield from revert_held_metrics(_held.read())
                 return
             k = self.window.kpis(snap["mono"], invite_codes(snap))
             self.window.add(snap["mono"], invite_codes(snap))
@@ -56,6 +58,7 @@ class EtsfCollector:
         up = GaugeMetricFamily("etsf_up", "1 when the eTSF maps could be read")
         up.add_metric([], 0 if "etsf_stats" in snap["missing"] else 1)
         yield up
+        yield from revert_held_metrics(_held.read())
 
         lbl = ["hook", "method", "verdict", "reason"]
         pk = CounterMetricFamily("etsf_sip_packets", "Packets seen by the eTSF programs, by "
@@ -210,6 +213,24 @@ class EtsfCollector:
                                 "the maps")
         c.add_metric([], self.scrape_errors)
         yield c
+
+
+def revert_held_metrics(rec: dict[str, Any] | None):
+    """An operator's revert that outlives reboots ($ETSF_STATE_DIR/revert.json): a held detach leaves
+    the maps unreadable on purpose, a held bypass sets the flag again at every boot; both series are
+    always there (0 when nothing is held) so an alert can tell a revert from a fault."""
+    from prometheus_client.core import GaugeMetricFamily
+    g = GaugeMetricFamily("etsf_revert_held", "1 while an operator's revert of this mode outlives "
+                          "reboots (etsfctl revert / bypass on; ended by bypass off, failsafe ack, attach)",
+                          labels=["mode"])
+    for mode in _held.MODES:
+        g.add_metric([mode], 1 if rec and rec["mode"] == mode else 0)
+    yield g
+    if rec:
+        g = GaugeMetricFamily("etsf_revert_held_since_timestamp_seconds", "When the held revert was made "
+                              "(Unix time)", labels=["mode"])
+        g.add_metric([rec["mode"]], rec["time"])
+        yield g
 
 
 def overload_auto_metrics(doc: dict[str, Any] | None):
