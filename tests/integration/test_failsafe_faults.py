@@ -228,7 +228,8 @@ def test_detach_from_outside_detected(fslab, fs_attached, etsf_env, tmp_path):
         detached_s = time.monotonic() - t0
         st_det = _iface(fslab, etsf_env) if fslab.srv_if in json.loads(etsfctl(
             "status", "--json", env=etsf_env, netns=fslab.srv_ns).stdout)["interfaces"] else None
-        ack = json.loads(etsfctl("failsafe", "ack", "--json", env=etsf_env, netns=fslab.srv_ns).stdout)
+        ack = json.loads(etsfctl("failsafe", "ack", "--json", env=dict(etsf_env, ETSF_ACTOR="noc (carol)"),
+                                 netns=fslab.srv_ns).stdout)
         st_ack = _iface(fslab, etsf_env)
         bypass_after_ack = datapath.read_ctl().bypass
     finally:
@@ -249,6 +250,7 @@ def test_detach_from_outside_detected(fslab, fs_attached, etsf_env, tmp_path):
     assert st_ack["tc_api"] == "tcx", st_ack                 # re-attached as it was
     assert bypass_after_ack == 0
     assert [a["event"] for a in _audit(etsf_env)][:4] == ["start", "trip", "detach", "ack"]
+    assert _audit(etsf_env)[3]["actor"] == "noc (carol)"       # who asked, carried to the watchdog
 
 
 MISTAKES = {
@@ -357,7 +359,8 @@ def test_ack_ends_an_operator_bypass_with_the_watchdog_running(fslab, fs_attache
         assert _wait(lambda: any(a["event"] == "start" for a in _audit(etsf_env)), 10)
         rev = json.loads(etsfctl("revert", "--mode", "bypass", "--json", env=etsf_env, netns=fslab.srv_ns).stdout)
         assert rev["changed"] and datapath.read_ctl().bypass
-        ack = json.loads(etsfctl("failsafe", "ack", "--json", env=etsf_env, netns=fslab.srv_ns).stdout)
+        ack = json.loads(etsfctl("failsafe", "ack", "--json", env=dict(etsf_env, ETSF_ACTOR="ansible (alice) CHG7"),
+                                 netns=fslab.srv_ns).stdout)
         bypass_after_ack = datapath.read_ctl().bypass
         again = json.loads(etsfctl("failsafe", "ack", "--json", env=etsf_env, netns=fslab.srv_ns).stdout)
     finally:
@@ -367,15 +370,17 @@ def test_ack_ends_an_operator_bypass_with_the_watchdog_running(fslab, fs_attache
     assert again == {"changed": False, "by": "watchdog", "state": "engaged"}, again
     acks = [a for a in _audit(etsf_env) if a["event"] == "ack"]
     assert len(acks) == 1 and acks[0]["numbers"]["bypass_cleared"] is True, _audit(etsf_env)
+    assert acks[0]["actor"] == "ansible (alice) CHG7", acks
     assert not any(a["event"] == "trip" for a in _audit(etsf_env))
 
     # no watchdog running: the ack does the same itself, audited the same way
     etsfctl("revert", "--mode", "bypass", "--json", env=etsf_env, netns=fslab.srv_ns)
-    alone = json.loads(etsfctl("failsafe", "ack", "--json", env=etsf_env, netns=fslab.srv_ns).stdout)
+    alone = json.loads(etsfctl("failsafe", "ack", "--json", env=dict(etsf_env, ETSF_ACTOR="bob"),
+                               netns=fslab.srv_ns).stdout)
     assert alone == {"changed": True, "by": "etsfctl", "state": "engaged"}, alone
     assert not datapath.read_ctl().bypass
     last = [a for a in _audit(etsf_env) if a["event"] == "ack"][-1]
-    assert last["numbers"] == {"watchdog_running": False, "bypass_cleared": True}, last
+    assert last["numbers"] == {"watchdog_running": False, "bypass_cleared": True} and last["actor"] == "bob", last
 
 
 def test_a_reverted_watchdog_keeps_the_host_reverted_after_a_reboot(fslab, fs_attached, etsf_env, tmp_path):

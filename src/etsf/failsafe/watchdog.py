@@ -11,6 +11,7 @@ from typing import Any
 
 from .. import datapath, paths
 from ..datapath import held
+from ..policy.history import default_actor
 from .config import (ACK_FILE, BYPASSED, DETACHED, ENGAGED, FailsafeError, MAX_HISTORY, MAX_ITERATIONS,
                      STATE_CODES)
 from .audit import audit, read_audit, read_state, state_path, write_state
@@ -34,6 +35,7 @@ class Watchdog:
         self.detached: dict[str, dict[str, Any]] = {}
         self.consecutive = 0
         self.trips_total = 0
+        self.ack_actor: str | None = None     # who asked for the last ack (etsfctl failsafe ack)
         self.cooldown_s = cfg["actions"]["cooldown_s"]
         self.clear_since: float | None = None
         self.breach_since: dict[str, float] = {}
@@ -107,6 +109,8 @@ class Watchdog:
         old = self.state
         self.state = new
         self.since = time.time()
+        if event == "ack":
+            fields.setdefault("actor", self.ack_actor)
         audit(event, state=new, previous=old, counters=counters_summary(cur) if cur else None, **fields)
 
     # -- actions ---------------------------------------------------------
@@ -178,8 +182,11 @@ class Watchdog:
         return True
 
     def _ack_requested(self) -> bool:
+        """True when `etsfctl failsafe ack` asked; self.ack_actor says who (the file's JSON)."""
         p = state_path(ACK_FILE)
         if os.path.exists(p):
+            doc = paths.read_json(p, limit=4096) or {}
+            self.ack_actor = str(doc.get("actor") or "?")[:128]
             with contextlib.suppress(OSError):
                 os.unlink(p)
             return True
@@ -203,7 +210,8 @@ class Watchdog:
                 # a bypass the watchdog did not set (`etsfctl revert`, `bypass on`): an ack
                 # re-engages that too, as it does with no watchdog running
                 datapath.set_bypass(False)
-                audit("ack", state=ENGAGED, numbers={"watchdog_running": True, "bypass_cleared": True})
+                audit("ack", state=ENGAGED, actor=self.ack_actor,
+                      numbers={"watchdog_running": True, "bypass_cleared": True})
         if self.resumed_reverted and self.state != ENGAGED and cur.get("ctl") is not None:
             # resumed reverted onto maps without the bypass: a reboot made them new and the
             # restore attached the programs again; the host stays reverted until an ack
@@ -312,8 +320,7 @@ def ack(wait_s: float = 5.0) -> dict[str, Any]:
     was_bypass = _bypass_on()
     d = datapath.state_dir()
     os.makedirs(d, exist_ok=True)
-    with open(state_path(ACK_FILE), "w", encoding="utf-8") as f:
-        f.write(f"{time.time()}\n")
+    paths.write_json(state_path(ACK_FILE), {"time": time.time(), "actor": default_actor()})
     alive = False
     if st.get("pid"):
         try:
@@ -343,7 +350,8 @@ def ack(wait_s: float = 5.0) -> dict[str, Any]:
     changed = False
     if paths.maps_present(None, (datapath.MAP_CTL,)):
         changed = datapath.set_bypass(False)["changed"]
-    audit("ack", state=ENGAGED, numbers={"watchdog_running": False, "bypass_cleared": changed})
+    audit("ack", state=ENGAGED, actor=default_actor(),
+          numbers={"watchdog_running": False, "bypass_cleared": changed})
     released = held.release("bypass")
     return {"changed": changed or released, "by": "etsfctl", "state": ENGAGED}
 
