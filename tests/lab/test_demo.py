@@ -14,7 +14,8 @@ rolled out to all three in one site.yml run.
   every host.  It takes eTSF off the fleet, so only the failed-rollout test comes after it: a
   detached host whose rollout fails after attaching is reverted, a converged host whose rollout
   fails without changing its programs or policy keeps them, a bad input changes nothing.  Last,
-  playbooks/remove.yml takes eTSF off that host for good and site.yml puts it back.
+  playbooks/remove.yml takes eTSF off that host for good and site.yml puts it back; then a rollout
+  whose exporter cannot start (a TLS key it cannot read, its port taken) fails on that host.
 """
 from __future__ import annotations
 
@@ -419,3 +420,50 @@ def test_remove_takes_etsf_off_and_site_puts_it_back(rolled_out):
     assert _footprint(host) == installed
     after = _traffic_path(host)
     assert after[0] == 1 and after[1]["sip0"][0] == before[1]["sip0"][0], (before, after)
+
+
+def test_an_exporter_that_cannot_start_fails_the_rollout(rolled_out):
+    """The exporter's unit is Type=notify: a rollout whose exporter cannot start fails on that host,
+    naming the exporter's own error, instead of leaving a unit that restarts forever (and, a minute
+    later, a heartbeat the fail-safe watchdog calls stale).  A TLS key only root can read is found
+    before anything changes.  `--tags telemetry` (no preflight run) says what the host kept."""
+    host = "sbc3"
+    tel = ("playbooks/site.yml", "-l", host, "-e", '{"etsf_rollout_batches": ["100%"]}', "--tags", "telemetry")
+    tls = ("-e", '{"telemetry_tls_cert_file": "/etc/etsf/tls/cert.pem", '
+                 '"telemetry_tls_key_file": "/etc/etsf/tls/key.pem"}')
+    kept = f"{host}: rollout failed before its programs or policy changed, both left as they were;"
+
+    def exporter() -> dict:
+        out = on_host(host, "systemctl show -p ActiveState,MainPID,Type etsf-exporter").stdout
+        return dict(line.split("=", 1) for line in out.split())
+
+    start = exporter()
+    assert start["ActiveState"] == "active" and start["Type"] == "notify", start
+    on_host(host, "mkdir -p /etc/etsf/tls && cd /etc/etsf/tls && openssl req -x509 -newkey ec -pkeyopt "
+                  "ec_paramgen_curve:prime256v1 -nodes -days 1 -subj /CN=sbc3 -keyout key.pem -out cert.pem "
+                  "2>/dev/null && chgrp etsf cert.pem key.pem && chmod 600 key.pem")
+    try:
+        cp = _playbook(*tel, *tls)[0]
+        assert cp.returncode != 0
+        assert (f"{kept}\nrollout stopped: telemetry: TLS files must be readable by the exporter's user etsf "
+                "(group etsf), and their directories searchable (got unreadable /etc/etsf/tls/key.pem)") in cp.stdout, \
+            playbook_failures(cp.stdout) + cp.stdout[-3000:]
+        assert on_host(host, "test -e /etc/etsf/exporter-web.yml", check=False).returncode != 0
+        assert exporter() == start                       # the running exporter was not touched
+
+        # another process holds the exporter's port: the start fails and says so
+        on_host(host, "systemctl stop etsf-exporter && (setsid timeout 120 python3 -m http.server 9761 "
+                      "--bind 127.0.0.1 </dev/null >/dev/null 2>&1 &) && sleep 1 && ss -ltn | grep -q 127.0.0.1:9761")
+        try:
+            cp = _playbook(*tel)[0]
+        finally:
+            on_host(host, "pkill -f 'http.server 9761'", check=False)
+        assert cp.returncode != 0
+        assert (f"{kept}\nrollout stopped: telemetry: etsf-exporter.service did not start: cannot listen on "
+                "127.0.0.1:9761: Address already in use") in cp.stdout, playbook_failures(cp.stdout) + cp.stdout[-3000:]
+    finally:
+        on_host(host, "rm -rf /etc/etsf/tls", check=False)
+        cp = _playbook(*tel)[0]
+    assert cp.returncode == 0, playbook_failures(cp.stdout) + cp.stdout[-3000:]
+    assert exporter()["ActiveState"] == "active"
+    assert "etsf_up 1.0" in on_host(host, SCRAPE).stdout

@@ -6,7 +6,6 @@ import base64
 import hashlib
 import os
 import socket
-import ssl
 import sys
 import threading
 from http import HTTPStatus
@@ -205,12 +204,25 @@ def parse_listen(text: str, port: int | None = None) -> tuple[str, int]:
     return addr, int(p)
 
 
+class _MetricsOf:  # pylint: disable=too-few-public-methods
+    """prometheus_client collector of an object's own metrics() (the TLS reloader's counters)."""
+
+    def __init__(self, obj):
+        self.obj = obj
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        yield from self.obj.metrics()
+
+
 class ExporterServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
     def __init__(self, addr, collector: EtsfCollector, auth: Authenticator | None = None,
-                 tls: ssl.SSLContext | None = None):
+                 tls: webconfig.ReloadingTls | None = None):
         family = socket.AF_INET6 if ":" in addr[0] else socket.AF_INET
         self.address_family = family
         super().__init__(addr, _Handler)
@@ -221,11 +233,22 @@ class ExporterServer(ThreadingHTTPServer):
         self.auth = auth
         if auth is not None:
             self.registry.register(AuthCollector(auth))
+        self.tls = tls
         if tls is not None:
-            # handshake in the per-connection thread (first read), not in accept():
-            # a silent client cannot stall the accept loop
-            self.socket = tls.wrap_socket(self.socket, server_side=True,
-                                          do_handshake_on_connect=False)
+            self.registry.register(_MetricsOf(tls))
+
+    def get_request(self):
+        conn, addr = super().get_request()
+        if self.tls is not None:
+            # the context of the files on disk now (a renewed certificate needs no restart); the
+            # handshake happens in the per-connection thread (first read), not in accept(): a
+            # silent client cannot stall the accept loop
+            try:
+                conn = self.tls.current().wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
+            except Exception as e:  # noqa: BLE001 - socketserver drops a connection on OSError only
+                conn.close()
+                raise OSError(f"TLS wrap: {e}") from e
+        return conn, addr
 
     def server_bind(self):
         if self.address_family == socket.AF_INET6:
@@ -284,8 +307,27 @@ def _auth_and_tls(web_config_file, basic_auth_file, tls_cert, tls_key):
             if any(not h.startswith("pbkdf2_sha256$") for h in users.values()):
                 raise ExporterError("basic_auth_users: the bcrypt module expected (got none; "
                                     "install python3-bcrypt)") from None
-    ctx = webconfig.tls_context(tls) if tls else None
+    ctx = webconfig.ReloadingTls(tls) if tls else None
     return (Authenticator(users) if users else None), ctx
+
+
+def sd_notify(state: str) -> bool:
+    """Tell systemd (Type=notify units: $NOTIFY_SOCKET) the service's state; False outside systemd.
+    A notification that cannot be sent is one line on stderr: systemd then fails the start by its
+    timeout, which names the unit."""
+    addr = os.environ.get("NOTIFY_SOCKET")
+    if not addr:
+        return False
+    if addr.startswith("@"):
+        addr = "\0" + addr[1:]                 # abstract namespace
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            s.connect(addr)
+            s.sendall(state.encode())
+    except OSError as e:
+        sys.stderr.write(f"etsf-exporter: cannot notify systemd ({addr!r}): {e}\n")
+        return False
+    return True
 
 
 def check_config(listen: str = "127.0.0.1", port: int | None = None, tls_cert: str | None = None,
@@ -363,6 +405,7 @@ def serve(listen: str = "127.0.0.1", port: int | None = None, window: float = DE
     if ready_file:
         with open(ready_file, "w", encoding="ascii") as f:
             f.write(f"{srv.server_address[1]}\n")
+    sd_notify("READY=1")                     # Type=notify: `systemctl start` returns now, not before
     try:
         srv.serve_forever(poll_interval=0.5)
     finally:

@@ -12,8 +12,12 @@ with the role's argument_specs).  Errors read ``<file>: <path>: <what was expect
 
 from __future__ import annotations
 
+import os
 import re
 import ssl
+import sys
+import threading
+import time
 from dataclasses import dataclass, field
 
 from .. import inputs
@@ -140,6 +144,72 @@ def tls_context(tls: dict) -> ssl.SSLContext:
                                 f"(got {tls['client_ca_file']!r}: {getattr(e, 'reason', None) or e})") from None
     ctx.verify_mode = CLIENT_AUTH[tls["client_auth_type"]]
     return ctx
+
+
+class ReloadingTls:
+    """The server's TLS context, built again when its files change.
+
+    Certificates are renewed in place (a PKI agent rewrites or re-links the same paths); a context
+    loaded once would keep serving the old certificate until it expires and every scrape fails.
+    Prometheus' own exporters read the files at each handshake; here the files are looked at (one
+    stat each) at most once per ``check_every`` seconds, whatever the clients do, and read only when
+    their identity, size or mtime changed.  Files that do not load together (a new certificate
+    before its key is written) keep the old context and are tried again at their next change."""
+
+    FILES = ("cert_file", "key_file", "client_ca_file")
+
+    def __init__(self, tls: dict, check_every: float = 1.0, clock=time.monotonic):
+        self.tls = tls
+        self.check_every = check_every
+        self.clock = clock
+        self.ctx = tls_context(tls)
+        self._sig = self._signature()
+        self._refused: tuple | None = None
+        self._next = clock() + check_every
+        self._lock = threading.Lock()
+        self.reloads = {"ok": 0, "error": 0}
+
+    def _signature(self) -> tuple:
+        sig = []
+        for k in self.FILES:
+            if self.tls.get(k):
+                try:
+                    st = os.stat(self.tls[k])
+                    sig.append((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
+                except OSError:
+                    sig.append(None)
+        return tuple(sig)
+
+    def current(self) -> ssl.SSLContext:
+        now = self.clock()
+        if now < self._next:
+            return self.ctx
+        with self._lock:
+            if now < self._next:
+                return self.ctx
+            self._next = now + self.check_every
+            sig = self._signature()
+            if sig in (self._sig, self._refused):
+                return self.ctx
+            try:
+                ctx = tls_context(self.tls)
+            except ExporterError as e:
+                self._refused = sig
+                self.reloads["error"] += 1
+                sys.stderr.write(f"etsf-exporter: TLS files changed, not reloaded (the loaded certificate stays): {e}\n")
+                return self.ctx
+            self.ctx, self._sig, self._refused = ctx, sig, None
+            self.reloads["ok"] += 1
+            sys.stderr.write(f"etsf-exporter: TLS files changed: reloaded {self.tls['cert_file']}\n")
+            return self.ctx
+
+    def metrics(self):
+        from prometheus_client.core import CounterMetricFamily  # pylint: disable=import-outside-toplevel
+        c = CounterMetricFamily("etsf_exporter_tls_reloads", "TLS files that changed on disk: loaded "
+                                "(ok) or refused, the loaded certificate kept (error)", labels=["result"])
+        for result, n in sorted(self.reloads.items()):
+            c.add_metric([result], n)
+        yield c
 
 
 def reference_notes() -> str:
