@@ -422,11 +422,12 @@ def test_remove_takes_etsf_off_and_site_puts_it_back(rolled_out):
     assert after[0] == 1 and after[1]["sip0"][0] == before[1]["sip0"][0], (before, after)
 
 
-def test_an_exporter_that_cannot_start_fails_the_rollout(rolled_out):
+def test_a_service_that_cannot_start_fails_the_rollout(rolled_out):
     """The exporter's unit is Type=notify: a rollout whose exporter cannot start fails on that host,
     naming the exporter's own error, instead of leaving a unit that restarts forever (and, a minute
     later, a heartbeat the fail-safe watchdog calls stale).  A TLS key only root can read is found
-    before anything changes.  `--tags telemetry` (no preflight run) says what the host kept."""
+    before anything changes.  A watchdog that does not tick fails the rollout the same way.
+    `--tags telemetry` (no preflight run) says what the host kept."""
     host = "sbc3"
     tel = ("playbooks/site.yml", "-l", host, "-e", '{"etsf_rollout_batches": ["100%"]}', "--tags", "telemetry")
     tls = ("-e", '{"telemetry_tls_cert_file": "/etc/etsf/tls/cert.pem", '
@@ -467,3 +468,19 @@ def test_an_exporter_that_cannot_start_fails_the_rollout(rolled_out):
     assert cp.returncode == 0, playbook_failures(cp.stdout) + cp.stdout[-3000:]
     assert exporter()["ActiveState"] == "active"
     assert "etsf_up 1.0" in on_host(host, SCRAPE).stdout
+
+    # the watchdog's unit starts a command that exits at once (as a broken agent would)
+    dropin = "/etc/systemd/system/etsf-failsafe.service.d"
+    on_host(host, f"mkdir -p {dropin} && printf '[Service]\\nExecStart=\\nExecStart=/usr/local/bin/etsfctl "
+                  f"failsafe status --config /nonexistent\\n' > {dropin}/zz-broken.conf && systemctl daemon-reload "
+                  "&& systemctl restart etsf-failsafe")
+    try:
+        cp = _playbook(*tel[:-1], "failsafe")[0]
+    finally:
+        on_host(host, f"rm -rf {dropin} && systemctl daemon-reload")
+    assert cp.returncode != 0
+    assert (f"{kept}\nrollout stopped: failsafe: etsf-failsafe.service did not start: "
+            "unrecognized arguments: --config /nonexistent") in cp.stdout, playbook_failures(cp.stdout) + cp.stdout[-3000:]
+    cp = _playbook(*tel[:-1], "failsafe")[0]
+    assert cp.returncode == 0, playbook_failures(cp.stdout) + cp.stdout[-3000:]
+    assert "watchdog running" in on_host(host, "/usr/local/bin/etsfctl failsafe status").stdout

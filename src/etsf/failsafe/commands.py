@@ -44,7 +44,7 @@ def _cmd_status(args):
         age = time.time() - float(st.get("updated_at", 0))
         text = (f"failsafe: {st['state']} since {time.strftime('%H:%M:%S', time.localtime(st['since']))}; "
                 f"trips {st['trips_total']}; last rule {(st.get('last_trip') or {}).get('rule') or '-'}; "
-                f"updated {age:.1f}s ago")
+                f"updated {age:.1f}s ago; watchdog {'running' if res['running'] else 'NOT running'}")
     emit(args, res, text)
 
 

@@ -321,14 +321,7 @@ def ack(wait_s: float = 5.0) -> dict[str, Any]:
     d = datapath.state_dir()
     os.makedirs(d, exist_ok=True)
     paths.write_json(state_path(ACK_FILE), {"time": time.time(), "actor": default_actor()})
-    alive = False
-    if st.get("pid"):
-        try:
-            os.kill(int(st["pid"]), 0)
-            alive = time.time() - float(st.get("updated_at", 0)) < max(5.0, 10 * float(st.get("interval_s", 1)))
-        except (OSError, ValueError):
-            alive = False
-    if alive:
+    if running(st):
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline and os.path.exists(state_path(ACK_FILE)):
             time.sleep(0.05)
@@ -356,6 +349,22 @@ def ack(wait_s: float = 5.0) -> dict[str, Any]:
     return {"changed": changed or released, "by": "etsfctl", "state": ENGAGED}
 
 
+def running(st: dict[str, Any] | None) -> bool:
+    """A watchdog process is alive and wrote its state file within the last few ticks."""
+    if not st or not st.get("pid"):
+        return False
+    try:
+        os.kill(int(st["pid"]), 0)
+    except PermissionError:
+        pass                               # alive, another user's (a status read without root)
+    except (OSError, ValueError, TypeError):
+        return False
+    try:
+        return time.time() - float(st.get("updated_at", 0)) < max(5.0, 10 * float(st.get("interval_s", 1)))
+    except (ValueError, TypeError):
+        return False
+
+
 def status() -> dict[str, Any]:
     st = read_state()
-    return {"state": st, "audit": read_audit(10)}
+    return {"state": st, "running": running(st), "audit": read_audit(10)}

@@ -1,0 +1,23 @@
+"""`etsfctl failsafe status` says whether a watchdog runs: a live process that wrote its state file
+within the last few ticks.  The role's rollout waits on it; `failsafe ack` decides by it whether the
+watchdog or the command itself re-engages."""
+import os
+import subprocess
+import sys
+import time
+
+from etsf.failsafe.watchdog import running
+
+
+def test_running_needs_a_live_process_that_ticks():
+    now = time.time()
+    me = {"pid": os.getpid(), "updated_at": now, "interval_s": 0.2}
+    assert running(me)
+    assert not running(None) and not running({}) and not running({"pid": None})
+    assert not running(dict(me, updated_at=now - 6))              # 5 s, or 10 ticks when longer
+    assert running(dict(me, interval_s=2.0, updated_at=now - 15))
+    assert not running(dict(me, interval_s=2.0, updated_at=now - 25))
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    assert not running(dict(me, pid=int(gone.stdout)))             # exited (its pid not reused here)
+    assert not running(dict(me, pid="x")) and not running(dict(me, updated_at="soon"))
