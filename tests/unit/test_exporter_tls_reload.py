@@ -54,7 +54,9 @@ def _metrics(port: int) -> dict[str, float]:
 def test_a_renewed_certificate_is_served_without_a_restart(tmp_path, capfd):
     live = tmp_path / "live"
     live.mkdir()
-    for name in ("old", "new", "other"):
+    # names of different lengths: each certificate file has its own size, so a change shows even
+    # where two writes fall within one tick of the filesystem clock
+    for name in ("old", "renewed", "another-one"):
         _cert(tmp_path, name)
     shutil.copy(tmp_path / "old.pem", live / "cert.pem")
     shutil.copy(tmp_path / "old.key", live / "key.pem")
@@ -71,20 +73,20 @@ def test_a_renewed_certificate_is_served_without_a_restart(tmp_path, capfd):
                                   'etsf_exporter_tls_reloads_total{result="ok"}': 0}
 
         # renewed in place, as a PKI agent rewrites the files: the next connection gets it
-        shutil.copy(tmp_path / "new.pem", live / "cert.pem")
-        shutil.copy(tmp_path / "new.key", live / "key.pem")
-        assert _served(port) == "new"
+        shutil.copy(tmp_path / "renewed.pem", live / "cert.pem")
+        shutil.copy(tmp_path / "renewed.key", live / "key.pem")
+        assert _served(port) == "renewed"
 
         # half way through the next renewal (certificate written, key not yet): the loaded
         # certificate stays, once counted and logged, however many clients connect meanwhile
-        shutil.copy(tmp_path / "other.pem", live / "cert.pem")
-        assert [_served(port) for _i in range(3)] == ["new"] * 3
+        shutil.copy(tmp_path / "another-one.pem", live / "cert.pem")
+        assert [_served(port) for _i in range(3)] == ["renewed"] * 3
         got = _metrics(port)
         assert got['etsf_exporter_tls_reloads_total{result="error"}'] == 1, got
         # the key arrives (a rename, as certbot's symlinks do it): loaded at the next connection
-        (live / "key.tmp").write_bytes((tmp_path / "other.key").read_bytes())
+        (live / "key.tmp").write_bytes((tmp_path / "another-one.key").read_bytes())
         (live / "key.tmp").rename(live / "key.pem")
-        assert _served(port) == "other"
+        assert _served(port) == "another-one"
         assert _metrics(port) == {'etsf_exporter_tls_reloads_total{result="error"}': 1,
                                   'etsf_exporter_tls_reloads_total{result="ok"}': 2}
     finally:
@@ -97,13 +99,18 @@ def test_a_renewed_certificate_is_served_without_a_restart(tmp_path, capfd):
 
 def test_the_files_are_looked_at_once_per_interval(tmp_path):
     """With a 1 s interval (the exporter's), connections within it cost no stat and no reload."""
-    cert, key = _cert(tmp_path, "a")
+    for name in ("a", "bbb"):
+        _cert(tmp_path, name)
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    shutil.copy(tmp_path / "a.pem", cert)
+    shutil.copy(tmp_path / "a.key", key)
     now = [100.0]
     tls = webconfig.ReloadingTls({"cert_file": str(cert), "key_file": str(key), "client_auth_type": "NoClientCert",
                                   "client_ca_file": "", "min_version": "TLS12", "max_version": "TLS13"},
                                  check_every=1.0, clock=lambda: now[0])
     first = tls.current()
-    _cert(tmp_path, "a")                       # new files at the same paths
+    shutil.copy(tmp_path / "bbb.pem", cert)          # renewed at the same paths
+    shutil.copy(tmp_path / "bbb.key", key)
     now[0] += 0.5
     assert tls.current() is first and tls.reloads == {"ok": 0, "error": 0}
     now[0] += 0.6

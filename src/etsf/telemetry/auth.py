@@ -205,16 +205,3 @@ class Authenticator:
         for reason, n in sorted(rej.items()):
             c.add_metric([reason], n)
         yield c
-
-
-class AuthCollector:  # pylint: disable=too-few-public-methods
-    """prometheus_client collector of an Authenticator's counters."""
-
-    def __init__(self, auth: Authenticator):
-        self.auth = auth
-
-    def describe(self):
-        return []
-
-    def collect(self):
-        yield from self.auth.metrics()

@@ -15,7 +15,7 @@ from .. import inputs
 from ..paths import pin_root, write_heartbeat
 from .reader import DEFAULT_PORT, DEFAULT_WINDOW, ExporterError, open_counted
 from .collector import EtsfCollector
-from .auth import BCRYPT_PASSWORD_MAX, AuthCollector, Authenticator, verify
+from .auth import BCRYPT_PASSWORD_MAX, Authenticator, verify
 from . import webconfig
 
 
@@ -205,7 +205,8 @@ def parse_listen(text: str, port: int | None = None) -> tuple[str, int]:
 
 
 class _MetricsOf:  # pylint: disable=too-few-public-methods
-    """prometheus_client collector of an object's own metrics() (the TLS reloader's counters)."""
+    """prometheus_client collector of an object's own metrics() (the authenticator's and the TLS
+    reloader's counters)."""
 
     def __init__(self, obj):
         self.obj = obj
@@ -232,7 +233,7 @@ class ExporterServer(ThreadingHTTPServer):
         self.collector = collector
         self.auth = auth
         if auth is not None:
-            self.registry.register(AuthCollector(auth))
+            self.registry.register(_MetricsOf(auth))
         self.tls = tls
         if tls is not None:
             self.registry.register(_MetricsOf(tls))
