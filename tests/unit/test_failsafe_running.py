@@ -1,6 +1,7 @@
 """`etsfctl failsafe status` says whether a watchdog runs: a live process that wrote its state file
 within the last few ticks.  The role's rollout waits on it; `failsafe ack` decides by it whether the
 watchdog or the command itself re-engages."""
+import json
 import os
 import subprocess
 import sys
@@ -21,3 +22,26 @@ def test_running_needs_a_live_process_that_ticks():
                           capture_output=True, text=True, check=True)
     assert not running(dict(me, pid=int(gone.stdout)))             # exited (its pid not reused here)
     assert not running(dict(me, pid="x")) and not running(dict(me, updated_at="soon"))
+
+
+def _status(state_dir, *args):
+    env = dict(os.environ, ETSF_STATE_DIR=str(state_dir))
+    return subprocess.run([sys.executable, "-m", "etsf", "failsafe", "status", *args], env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_status_require_running_is_the_exit_code(tmp_path):
+    """What the failsafe role polls after a start: exit 0 only with a live watchdog that ticks."""
+    cp = _status(tmp_path)
+    assert cp.returncode == 0 and "no state (watchdog never ran)" in cp.stdout
+    cp = _status(tmp_path, "--require-running")
+    assert cp.returncode == 1 and "no state (watchdog never ran)" in cp.stdout, cp
+    now = time.time()
+    doc = {"state": "engaged", "since": now, "trips_total": 0, "pid": os.getpid(), "updated_at": now,
+           "interval_s": 0.2}
+    (tmp_path / "failsafe.json").write_text(json.dumps(doc))
+    cp = _status(tmp_path, "--require-running")
+    assert cp.returncode == 0 and cp.stdout.rstrip().endswith("watchdog running"), cp
+    (tmp_path / "failsafe.json").write_text(json.dumps(dict(doc, updated_at=now - 60)))
+    cp = _status(tmp_path, "--require-running")
+    assert cp.returncode == 1 and cp.stdout.rstrip().endswith("watchdog NOT running"), cp

@@ -46,6 +46,8 @@ def _cmd_status(args):
                 f"trips {st['trips_total']}; last rule {(st.get('last_trip') or {}).get('rule') or '-'}; "
                 f"updated {age:.1f}s ago; watchdog {'running' if res['running'] else 'NOT running'}")
     emit(args, res, text)
+    if args.require_running and not res["running"]:
+        raise SystemExit(1)              # the output above says why; the rollout polls this
 
 
 def add_cli(sub, common) -> None:
@@ -62,4 +64,6 @@ def add_cli(sub, common) -> None:
     a = fsub.add_parser("ack", parents=[common], help="re-engage after a fail-safe revert")
     a.set_defaults(func=_cmd_ack)
     a = fsub.add_parser("status", parents=[common], help="current fail-safe state and recent audit entries")
+    a.add_argument("--require-running", action="store_true",
+                   help="exit 1 unless a watchdog process is alive and ticking")
     a.set_defaults(func=_cmd_status)
