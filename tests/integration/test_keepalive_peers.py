@@ -20,11 +20,13 @@ Topology (namespaces prefixed ``<ETSF_IT_NS_PREFIX>ka``, 198.18.0.0/15 only)::
 Every load is bounded (sipp -m / -timeout, sipsak one request, probe rounds counted)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -326,7 +328,10 @@ def test_prober_as_a_service_follows_the_proxy(lab, node, tmp_path, etsf_env):
     """The prober's loop as etsf-keepalive.service runs it: every interval, until SIGTERM, which
     shuts the gate on its way out."""
     hb = tmp_path / "run" / "keepalive.heartbeat"
-    env = dict(os.environ, PYTHONPATH=str(HERE.parents[1] / "src"), **etsf_env)
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)     # systemd's end of Type=notify
+    notify.bind(str(tmp_path / "notify"))
+    env = dict(os.environ, PYTHONPATH=str(HERE.parents[1] / "src"), NOTIFY_SOCKET=str(tmp_path / "notify"),
+               **etsf_env)
     log = (tmp_path / "prober.log").open("w")
     proc = subprocess.Popen(["nsenter", f"--net=/run/netns/{lab.srv_ns}", sys.executable, "-m", "etsf",
                              "keepalive", "probe", "--policy", str(node.policy), "--interval", "0.1",
@@ -336,6 +341,9 @@ def test_prober_as_a_service_follows_the_proxy(lab, node, tmp_path, etsf_env):
         n0 = _state(etsf_env).get("probes_total", 0)
         st = _wait_probes(etsf_env, proc, lambda s: s["probes_total"] >= n0 + 2)
         assert st["alive"] and st["last_probe"]["outcome"] == "ok" and hb.exists()
+        notify.settimeout(5)
+        assert notify.recv(64) == b"READY=1"
+        notify.setblocking(False)
 
         node.proxy.stop()
         st = _wait_probes(etsf_env, proc, lambda s: s["last_probe"]["outcome"] == "refused")
@@ -355,7 +363,12 @@ def test_prober_as_a_service_follows_the_proxy(lab, node, tmp_path, etsf_env):
             proc.send_signal(signal.SIGTERM)
         rc = proc.wait(timeout=30)
         log.close()
+        extra = []
+        with contextlib.suppress(BlockingIOError):
+            extra.append(notify.recv(64))
+        notify.close()
     assert rc == 0, (tmp_path / "prober.log").read_text()[-2000:]
+    assert extra == [], extra                                   # ready is told once
     assert node.gate()[0] == 0                                  # a stopped prober vouches for nothing
     st = _state(etsf_env)
     assert st["stopped"] and not st["alive"]

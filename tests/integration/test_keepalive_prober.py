@@ -289,3 +289,17 @@ def test_status_and_metrics_follow_the_prober(tmp_path, etsf_env, etsf_bpf, load
     text = _status_text(st).splitlines()[1:]
     assert text[0] == "proxy not alive: the kernel passes every OPTIONS to the proxy; 1 in 7 still goes to the proxy"
     assert text[1].startswith("prober stopped:") and "last probe rejected (503 Service Unavailable)" in text[1]
+
+
+def test_ready_once_after_the_first_probe_whatever_the_answer(tmp_path, etsf_env, etsf_bpf, loaded, peer):
+    """etsf-keepalive.service is Type=notify: ready is told once, after the first probe wrote the
+    state file and the heartbeat, also when the proxy does not answer (a dead proxy is what the
+    prober reports, not a prober that failed to start)."""
+    peer.mode = "silent"
+    pr = _prober(peer.port, tmp_path, timeout_ms=100)
+    hb = tmp_path / "run" / "ka.heartbeat"
+    state = tmp_path / "state" / "keepalive.json"
+    seen = []
+    last = pr.run(count=3, ready=lambda: seen.append((pr.ticks, hb.exists(), state.exists())))
+    assert [r["probe"]["outcome"] for r in last] == ["timeout"] * 3
+    assert seen == [(1, True, True)]

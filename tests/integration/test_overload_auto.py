@@ -6,8 +6,10 @@ heartbeat, leaves a manually pinned level alone until resumed, and returns to le
 admission off once the queue is empty.  Ticks are counted; nothing is timed."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import uuid
@@ -184,3 +186,35 @@ def test_disabled_or_invalid_controller_refused(tmp_path, etsf_env, etsf_bpf, lo
         assert len(r.stderr.strip().splitlines()) == 1 and needle in r.stderr
     assert bytes(read_pinned_ctl(etsf_bpf, root)) == before
     assert not os.path.exists(os.path.join(etsf_env["ETSF_STATE_DIR"], "overload.json"))
+
+
+def _notify_socket(tmp_path):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    s.bind(str(tmp_path / "notify"))
+    s.setblocking(False)
+    return s
+
+
+def _datagrams(s) -> list[bytes]:
+    out = []
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            out.append(s.recv(256))
+    return out
+
+
+def test_ready_after_the_first_tick_only(tmp_path, etsf_env, etsf_bpf, loaded, proxy_ns):
+    """etsf-overload.service is Type=notify: the controller tells systemd READY=1 once, after
+    its first tick wrote etsf_ctl, the state file and the heartbeat; one that cannot tick (its
+    policy unreadable) never does, so its start fails instead of restarting in a loop."""
+    ns, _cmd = proxy_ns
+    hb = tmp_path / "run" / "overload.heartbeat"
+    hb.parent.mkdir()
+    with _notify_socket(tmp_path) as s:
+        env = dict(etsf_env, NOTIFY_SOCKET=str(tmp_path / "notify"))
+        out = _auto(env, ns, _policy(tmp_path), "--count", "3", "--heartbeat-file", str(hb))
+        assert out["ticks"] == 3 and hb.exists()
+        assert _datagrams(s) == [b"READY=1"]
+        r = etsfctl("overload", "auto", "--policy", str(tmp_path / "missing.yml"), env=env, netns=ns, check=False)
+        assert r.returncode == 1 and "policy: cannot read" in r.stderr
+        assert _datagrams(s) == []

@@ -484,3 +484,51 @@ def test_a_service_that_cannot_start_fails_the_rollout(rolled_out):
     cp = _playbook(*tel[:-1], "failsafe")[0]
     assert cp.returncode == 0, playbook_failures(cp.stdout) + cp.stdout[-3000:]
     assert "watchdog running" in on_host(host, "/usr/local/bin/etsfctl failsafe status").stdout
+
+
+def test_a_controller_or_prober_that_cannot_start_fails_the_rollout(rolled_out):
+    """The overload controller and the keep-alive prober are Type=notify too: ready once their
+    first tick has written the heartbeat.  Turned on from inventory they run; one whose start
+    fails stops the rollout with its own error line instead of restarting until the fail-safe
+    calls its heartbeat stale; turned off again, both stop and are disabled."""
+    host = "sbc3"
+    on = {"etsf_rollout_batches": ["100%"],
+          "etsf_policy_defaults": {"version": 1, "overload": {"auto": {"enabled": True}},
+                                   "keepalive": {"enabled": True, "identities": ["198.18.1.13"],
+                                                 "probe": {"address": "198.18.1.13", "port": 5060}}}}
+    pol = ("playbooks/site.yml", "-l", host, "--tags", "policy")
+    units = ("etsf-overload", "etsf-keepalive")
+
+    def state() -> dict:
+        out = on_host(host, "systemctl show -p Id,Type,ActiveState,UnitFileState " + " ".join(units)).stdout
+        return {d["Id"].removesuffix(".service"): (d["Type"], d["ActiveState"], d["UnitFileState"])
+                for d in (dict(ln.split("=", 1) for ln in blk.splitlines()) for blk in out.strip().split("\n\n"))}
+
+    cp = _playbook(*pol, "-e", json.dumps(on))[0]
+    assert cp.returncode == 0, playbook_failures(cp.stdout) + cp.stdout[-3000:]
+    assert state() == {u: ("notify", "active", "enabled") for u in units}, state()
+    assert on_host(host, "test -s /run/etsf-overload/heartbeat && test -s /run/etsf-keepalive/heartbeat",
+                   check=False).returncode == 0
+
+    why = "policy: cannot read /nonexistent.yml: No such file or directory"
+    for unit, sub in (("etsf-overload", "overload auto"), ("etsf-keepalive", "keepalive probe")):
+        dropin = f"/etc/systemd/system/{unit}.service.d"
+        on_host(host, f"mkdir -p {dropin} && printf '[Service]\\nExecStart=\\nExecStart=/usr/local/bin/etsfctl "
+                      f"{sub} --policy /nonexistent.yml\\n' > {dropin}/zz-broken.conf && systemctl daemon-reload "
+                      f"&& (systemctl restart {unit} || true)")
+        try:
+            assert state()[unit][1] != "active", state()
+            cp = _playbook(*pol, "-e", json.dumps(on))[0]
+        finally:
+            on_host(host, f"rm -rf {dropin} && systemctl daemon-reload")
+        assert cp.returncode != 0
+        assert (f"{host}: rollout failed before its programs or policy changed, both left as they were;\n"
+                f"rollout stopped: policy: {unit}.service did not start: {why}") in cp.stdout, \
+            playbook_failures(cp.stdout) + cp.stdout[-3000:]
+
+    cp = _playbook(*pol, "-e", json.dumps(on))[0]
+    assert cp.returncode == 0, playbook_failures(cp.stdout) + cp.stdout[-3000:]
+    assert state() == {u: ("notify", "active", "enabled") for u in units}, state()
+    cp = _playbook(*pol, "-e", '{"etsf_rollout_batches": ["100%"]}')[0]
+    assert cp.returncode == 0, playbook_failures(cp.stdout) + cp.stdout[-3000:]
+    assert {u: s[1:] for u, s in state().items()} == {u: ("inactive", "disabled") for u in units}, state()

@@ -3,7 +3,7 @@ outside systemd nothing is sent; a socket that is gone is one line on stderr, no
 import os
 import socket
 
-from etsf.telemetry.server import sd_notify
+from etsf.sdnotify import sd_notify
 
 
 def test_ready_reaches_the_socket(tmp_path, monkeypatch, capfd):

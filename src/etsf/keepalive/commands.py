@@ -8,6 +8,7 @@ from typing import Any
 
 from .. import inputs as T
 from ..output import emit
+from ..sdnotify import sd_notify
 
 DEFAULT_POLICY = "/etc/etsf/policy.yml"
 
@@ -103,7 +104,7 @@ def cmd_probe(args):
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda _sig, _frm: stop.set())
-    last = pr.run(count=1 if args.once else args.count, stop=stop)
+    last = pr.run(count=1 if args.once else args.count, stop=stop, ready=lambda: sd_notify("READY=1"))
     if stop.is_set() or (not args.once and args.count is None):
         pr.stop()                          # systemd stop: nothing vouches for the proxy any more
     if not last:

@@ -114,10 +114,13 @@ class Prober:
         update_state(mut)
         self.alive = False
 
-    def run(self, count: int | None = None, stop: threading.Event | None = None) -> list[dict[str, Any]]:
+    def run(self, count: int | None = None, stop: threading.Event | None = None,
+            ready: Callable[[], Any] | None = None) -> list[dict[str, Any]]:
         """Tick *count* times (None: until *stop* is set), one tick per interval_ms; the last
         results.  *stop* ends the loop between ticks (a signal handler sets it: a tick is never
-        cut in the middle of its writes)."""
+        cut in the middle of its writes).  *ready* is called once, after the first probe has
+        written its state and heartbeat, whatever the proxy answered (a prober that cannot
+        complete a tick never reports ready)."""
         stop = stop or threading.Event()
         interval_s = self.cfg["interval_ms"] / 1000
         last: list[dict[str, Any]] = []
@@ -127,6 +130,8 @@ class Prober:
                 break
             t0 = time.monotonic()
             last = (last + [self.tick()])[-16:]
+            if i == 0 and ready is not None:
+                ready()
             if i + 1 < n and stop.wait(max(0.0, interval_s - (time.monotonic() - t0))):
                 break
         return last

@@ -7,6 +7,7 @@ import signal
 
 from .. import inputs as T
 from ..output import emit
+from ..sdnotify import sd_notify
 from .state import pin, read_state, resume
 
 DEFAULT_POLICY = "/etc/etsf/policy.yml"
@@ -66,7 +67,7 @@ def cmd_overload_auto(args):
         raise SystemExit(0)                # systemd stop: the last level stays; the fail-safe watches us
     signal.signal(signal.SIGTERM, _stop)
     try:
-        last = ctl.run(count=1 if args.once else args.count)
+        last = ctl.run(count=1 if args.once else args.count, ready=lambda: sd_notify("READY=1"))
     except SystemExit:
         ctl.stop()                         # no stale RFC 7339 advertisement (the map lock is released by now)
         raise

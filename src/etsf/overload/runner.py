@@ -122,13 +122,18 @@ class Controller:
         return out
 
     def run(self, count: int | None = None, interval_s: float | None = None,
-            sleep: Callable[[float], None] = time.sleep) -> list[dict[str, Any]]:
-        """Tick *count* times (None: until stopped), *interval_s* apart; the last results."""
+            sleep: Callable[[float], None] = time.sleep,
+            ready: Callable[[], Any] | None = None) -> list[dict[str, Any]]:
+        """Tick *count* times (None: until stopped), *interval_s* apart; the last results.
+        *ready* is called once, after the first tick has written its state and heartbeat (a
+        controller that cannot tick never reports ready)."""
         interval_s = self.cfg["interval_ms"] / 1000 if interval_s is None else interval_s
         last: list[dict[str, Any]] = []
         n = count if count is not None else MAX_TICKS
         for i in range(n):
             last = (last + [self.tick()])[-16:]
+            if i == 0 and ready is not None:
+                ready()
             if i + 1 < n:
                 sleep(interval_s)
         return last

@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from .. import inputs
 from ..paths import pin_root, write_heartbeat
+from ..sdnotify import sd_notify
 from .reader import DEFAULT_PORT, DEFAULT_WINDOW, ExporterError, open_counted
 from .collector import EtsfCollector
 from .auth import BCRYPT_PASSWORD_MAX, Authenticator, verify
@@ -312,25 +313,6 @@ def _auth_and_tls(web_config_file, basic_auth_file, tls_cert, tls_key):
     return (Authenticator(users) if users else None), ctx
 
 
-def sd_notify(state: str) -> bool:
-    """Tell systemd (Type=notify units: $NOTIFY_SOCKET) the service's state; False outside systemd.
-    A notification that cannot be sent is one line on stderr: systemd then fails the start by its
-    timeout, which names the unit."""
-    addr = os.environ.get("NOTIFY_SOCKET")
-    if not addr:
-        return False
-    if addr.startswith("@"):
-        addr = "\0" + addr[1:]                 # abstract namespace
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
-            s.connect(addr)
-            s.sendall(state.encode())
-    except OSError as e:
-        sys.stderr.write(f"etsf-exporter: cannot notify systemd ({addr!r}): {e}\n")
-        return False
-    return True
-
-
 def check_config(listen: str = "127.0.0.1", port: int | None = None, tls_cert: str | None = None,
                  tls_key: str | None = None, basic_auth_file: str | None = None,
                  web_config_file: str | None = None) -> None:
@@ -406,7 +388,7 @@ def serve(listen: str = "127.0.0.1", port: int | None = None, window: float = DE
     if ready_file:
         with open(ready_file, "w", encoding="ascii") as f:
             f.write(f"{srv.server_address[1]}\n")
-    sd_notify("READY=1")                     # Type=notify: `systemctl start` returns now, not before
+    sd_notify("READY=1", "etsf-exporter")    # Type=notify: `systemctl start` returns now, not before
     try:
         srv.serve_forever(poll_interval=0.5)
     finally:
