@@ -349,6 +349,47 @@ def test_ser_drop_with_live_failing_calls(fslab, fs_attached, etsf_env, tmp_path
     assert bypass_after_ack == 0
 
 
+def test_ack_is_refused_while_a_watched_heartbeat_is_stale(fslab, fs_attached, etsf_env, tmp_path):
+    """A heartbeat file older than its limit trips the watchdog.  An ack while it is still stale
+    would re-engage and trip again in the same tick (the host bypassed, then detached once
+    more), so the watchdog refuses it: the host stays as it was, the audit records the refusal
+    with the file's age, and the ack exits 1 with one line naming the file, its age, its limit
+    and the unit that writes it.  Once the file is fresh, the ack re-engages."""
+    from etsf import datapath
+    hb = tmp_path / "run" / "etsf-overload" / "heartbeat"
+    hb.parent.mkdir(parents=True)
+    hb.write_text("{}")
+    old = time.time() - 100
+    os.utime(hb, (old, old))
+    cfg = _cfg(heartbeat={"max_age_s": 5.0, "files": [{"path": str(hb), "max_age_s": 30}]})
+    wd = Watchdog(fslab, etsf_env, cfg, tmp_path / "fs.yml", iterations=600)
+    try:
+        trip = _wait(lambda: next((a for a in _audit(etsf_env) if a["event"] == "trip"), None), 15)
+        assert trip and trip["rule"] == "heartbeat", wd.logpath.read_text()
+        refused = etsfctl("failsafe", "ack", env=dict(etsf_env, ETSF_ACTOR="noc (dave)"), netns=fslab.srv_ns,
+                          check=False)
+        bypass_after_refusal = datapath.read_ctl().bypass
+        events_after_refusal = [a["event"] for a in _audit(etsf_env)]
+        os.utime(hb)                                   # what writes it runs again
+        ack = json.loads(etsfctl("failsafe", "ack", "--json", env=etsf_env, netns=fslab.srv_ns).stdout)
+        bypass_after_ack = datapath.read_ctl().bypass
+    finally:
+        log = wd.stop()
+    assert refused.returncode == 1, (refused.stdout, refused.stderr, log)
+    err = refused.stderr.strip()
+    assert "\n" not in err and err.startswith("etsfctl: error: ack refused, the host stays bypassed: the heartbeat "
+                                              "rule would trip again at once: "), err
+    assert f"{hb} (written by etsf-overload.service) is " in err and " s old, limit 30 s; start what writes it" in err, err
+    assert bypass_after_refusal == 1
+    assert events_after_refusal.count("trip") == 1 and "ack" not in events_after_refusal, events_after_refusal
+    rec = [a for a in _audit(etsf_env) if a["event"] == "ack_refused"]
+    assert len(rec) == 1 and rec[0]["actor"] == "noc (dave)" and rec[0]["state"] == "bypassed", rec
+    assert rec[0]["numbers"]["stale"][str(hb)] >= 100 and rec[0]["numbers"]["max_age_s"] == {str(hb): 30.0}, rec
+    assert ack["changed"] and ack["state"] == "engaged", (ack, log)
+    assert bypass_after_ack == 0
+    assert [a["event"] for a in _audit(etsf_env)].count("trip") == 1, _audit(etsf_env)
+
+
 def test_ack_ends_an_operator_bypass_with_the_watchdog_running(fslab, fs_attached, etsf_env, tmp_path):
     """A bypass the watchdog did not set (`etsfctl revert`, as playbooks/revert.yml runs it) is
     ended by `failsafe ack` with the watchdog running too, as the health gate's message says;

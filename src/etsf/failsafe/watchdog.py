@@ -36,6 +36,7 @@ class Watchdog:
         self.consecutive = 0
         self.trips_total = 0
         self.ack_actor: str | None = None     # who asked for the last ack (etsfctl failsafe ack)
+        self.last_ack: dict[str, Any] | None = None   # what the last ack this watchdog read came to
         self.cooldown_s = cfg["actions"]["cooldown_s"]
         self.clear_since: float | None = None
         self.breach_since: dict[str, float] = {}
@@ -181,6 +182,17 @@ class Watchdog:
             self.cooldown_s = self.cfg["actions"]["cooldown_s"]
         return True
 
+    def _ack_blocker(self, cur, now: float) -> dict[str, Any] | None:
+        """The heartbeat rule's verdict when it breaches now (stale files with their limits)."""
+        rule = self.cfg["rules"]["heartbeat"]
+        if not rule["enabled"]:
+            return None
+        r = rule_heartbeat(rule, cur, self.cfg["heartbeat"], running_s=now - self.started_t)
+        if not r["breach"]:
+            return None
+        limits = {f["path"]: float(f.get("max_age_s", 30)) for f in rule["files"]}
+        return {"stale": r["stale"], "max_age_s": {p: limits.get(p, rule["max_age_s"]) for p in r["stale"]}}
+
     def _ack_requested(self) -> bool:
         """True when `etsfctl failsafe ack` asked; self.ack_actor says who (the file's JSON)."""
         p = state_path(ACK_FILE)
@@ -204,7 +216,14 @@ class Watchdog:
         now = cur["t"]
         act = self.cfg["actions"]
         if self._ack_requested():
-            if self.state != ENGAGED:
+            self.last_ack = {"time": time.time(), "actor": self.ack_actor, "result": "done"}
+            blocker = self._ack_blocker(cur, now) if self.state != ENGAGED else None
+            if blocker is not None:
+                # the heartbeat rule holds regardless of any window: re-engaged now, the host would
+                # trip again in this very tick (bypass, then detach once more)
+                self.last_ack.update(result="refused", rule="heartbeat", numbers=blocker)
+                audit("ack_refused", state=self.state, actor=self.ack_actor, rule="heartbeat", numbers=blocker)
+            elif self.state != ENGAGED:
                 self.do_reengage(cur, "ack")
             elif (cur.get("ctl") or {}).get("bypass"):
                 # a bypass the watchdog did not set (`etsfctl revert`, `bypass on`): an ack
@@ -258,7 +277,7 @@ class Watchdog:
             "cooldown_s": self.cooldown_s,
             "tripped_rule": (self.trip or {}).get("rule") if self.state != ENGAGED else None,
             "last_trip": self.trip, "detached_interfaces": sorted(self.detached), "detached": self.detached,
-            "own_bypass": self.own_bypass,
+            "own_bypass": self.own_bypass, "last_ack": self.last_ack,
             "heartbeat_ns": self.heartbeat_ns, "ser_baseline_pct": self.learn.get("baseline"),
             "rules": {n: {k: v for k, v in r.items() if not k.startswith("_")} for n, r in self.last_results.items()},
             "bypass": (cur or {}).get("ctl", {}).get("bypass") if cur and cur.get("ctl") else None,
@@ -320,7 +339,8 @@ def ack(wait_s: float = 5.0) -> dict[str, Any]:
     was_bypass = _bypass_on()
     d = datapath.state_dir()
     os.makedirs(d, exist_ok=True)
-    paths.write_json(state_path(ACK_FILE), {"time": time.time(), "actor": default_actor()})
+    t_asked = time.time()
+    paths.write_json(state_path(ACK_FILE), {"time": t_asked, "actor": default_actor()})
     if running(st):
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline and os.path.exists(state_path(ACK_FILE)):
@@ -334,6 +354,12 @@ def ack(wait_s: float = 5.0) -> dict[str, Any]:
                     break
                 time.sleep(0.05)
             now_st = read_state() or {}
+            last = now_st.get("last_ack") or {}
+            if last.get("result") == "refused" and float(last.get("time", 0)) >= t_asked:
+                raise FailsafeError(f"ack refused, the host stays {now_st.get('state')}: {refusal_text(last)}")
+            if now_st.get("state") != ENGAGED:
+                raise FailsafeError(f"ack taken, but the host is {now_st.get('state')} again: the re-attach failed "
+                                    "or a rule tripped at once (etsfctl failsafe status)")
             changed = st.get("state") != ENGAGED or (was_bypass and not _bypass_on())
             released = held.release("bypass")   # an operator's bypass no longer outlives a reboot
             return {"changed": changed or released, "by": "watchdog", "state": now_st.get("state")}
@@ -347,6 +373,21 @@ def ack(wait_s: float = 5.0) -> dict[str, Any]:
           numbers={"watchdog_running": False, "bypass_cleared": changed})
     released = held.release("bypass")
     return {"changed": changed or released, "by": "etsfctl", "state": ENGAGED}
+
+
+def refusal_text(last: dict[str, Any]) -> str:
+    """Why the watchdog refused an ack: each stale heartbeat, its age and limit, who writes it."""
+    nums = last.get("numbers") or {}
+    parts = []
+    for path, age in sorted((nums.get("stale") or {}).items()):
+        limit = (nums.get("max_age_s") or {}).get(path)
+        what = "the agent heartbeat in etsf_ctl" if path == "agent" else path
+        age_s = "missing" if age == "missing" else f"{float(age):.0f} s old"
+        unit = os.path.basename(os.path.dirname(path))     # the services' RuntimeDirectory= names
+        by = f" (written by {unit}.service)" if unit.startswith("etsf-") else ""
+        parts.append(f"{what}{by} is {age_s}, limit {limit:g} s" if limit is not None else f"{what}{by} is {age_s}")
+    return ("the heartbeat rule would trip again at once: " + "; ".join(parts)
+            + "; start what writes it, then ack again")
 
 
 def running(st: dict[str, Any] | None) -> bool:
