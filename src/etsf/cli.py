@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def registrars():
     """Every command group's add_cli(sub, common), in the order etsfctl --help lists them."""
+    from .agentid import add_cli as version_cli
     from .datapath.commands import add_cli as datapath_cli
     from .failsafe.commands import add_cli as failsafe_cli
     from .fastpath.commands import add_cli as fastpath_cli
@@ -46,7 +47,7 @@ def registrars():
     from .preflight_cli import add_cli as preflight_cli
     from .telemetry.commands import add_cli as telemetry_cli
     return (datapath_cli, policy_cli, preflight_cli, health_cli, telemetry_cli, fastpath_cli, failsafe_cli,
-            keepalive_cli, firstboot_cli)
+            keepalive_cli, firstboot_cli, version_cli)
 
 
 def _user_errors():

@@ -532,3 +532,30 @@ def test_a_controller_or_prober_that_cannot_start_fails_the_rollout(rolled_out):
     cp = _playbook(*pol, "-e", '{"etsf_rollout_batches": ["100%"]}')[0]
     assert cp.returncode == 0, playbook_failures(cp.stdout) + cp.stdout[-3000:]
     assert {u: s[1:] for u, s in state().items()} == {u: ("inactive", "disabled") for u in units}, state()
+
+
+def test_a_role_run_alone_needs_the_collections_agent(rolled_out):
+    """A role run with --tags after the collection was upgraded meets the host's older agent: the
+    policy, telemetry and failsafe roles stop before they change anything, naming both agents;
+    the datapath role installs this collection's agent again (also when only the installed files
+    differ and the wheel on the host is the same), after which the role runs."""
+    host = "sbc3"
+    pol = ("playbooks/site.yml", "-l", host, "-e", '{"etsf_rollout_batches": ["100%"]}', "--tags")
+    shipped = json.loads(on_host(host, "/usr/local/bin/etsfctl version --json").stdout)
+    gen = _status(host)["ctl"]["generation"]
+    on_host(host, "echo '# edited on the host' >> $(python3 -c 'import etsf.paths; print(etsf.paths.__file__)')")
+    other = json.loads(on_host(host, "/usr/local/bin/etsfctl version --json").stdout)
+    assert other["source"] != shipped["source"]
+    cp = _playbook(*pol, "policy")[0]
+    assert cp.returncode != 0
+    assert (f"rollout stopped: policy: the agent on this host is not the one this collection ships (host: etsfctl "
+            f"{other['version']}, source {other['source']}; collection: source {shipped['source']}): install it "
+            "first with the datapath role") in cp.stdout, playbook_failures(cp.stdout) + cp.stdout[-3000:]
+    assert _status(host)["ctl"]["generation"] == gen
+    cp = _playbook(*pol, "datapath")[0]
+    assert cp.returncode == 0, playbook_failures(cp.stdout) + cp.stdout[-3000:]
+    assert re.search(r"TASK \[etsf\.sip\.datapath : Install the agent again \(the host runs another one\)\][^\n]*\n"
+                     r"changed: \[" + host, cp.stdout), cp.stdout[-3000:]
+    assert json.loads(on_host(host, "/usr/local/bin/etsfctl version --json").stdout) == shipped
+    cp = _playbook(*pol, "policy")[0]
+    assert cp.returncode == 0, playbook_failures(cp.stdout) + cp.stdout[-3000:]

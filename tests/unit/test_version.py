@@ -9,6 +9,7 @@ import zipfile
 import yaml
 
 from etsf import __version__
+from etsf.agentid import source_fingerprint
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -47,4 +48,26 @@ def test_wheel_takes_the_version(tmp_path):
     assert [w.name for w in wheels] == [f"etsf_agent-{__version__}-py3-none-any.whl"]
     with zipfile.ZipFile(wheels[0]) as z:
         meta = z.read(f"etsf_agent-{__version__}.dist-info/METADATA").decode()
+        z.extractall(tmp_path / "installed")
     assert f"\nVersion: {__version__}\n" in meta
+    # the roles compare the installed agent's fingerprint with the collection's source: the
+    # wheel must carry exactly the files the fingerprint reads (a stale __pycache__ in the tree
+    # the wheel was built from changes nothing)
+    assert source_fingerprint(str(tmp_path / "installed" / "etsf")) == source_fingerprint(str(ROOT / "src" / "etsf"))
+
+
+def test_fingerprint_follows_the_source(tmp_path):
+    pkg = tmp_path / "etsf"
+    (pkg / "sub" / "__pycache__").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("x = 1\n")
+    (pkg / "sub" / "__init__.py").write_text("")
+    first = source_fingerprint(str(pkg))
+    assert re.fullmatch(r"[0-9a-f]{16}", first)
+    (pkg / "sub" / "__pycache__" / "m.cpython-311.pyc").write_bytes(b"\0")
+    (pkg / "notes.txt").write_text("not in the wheel")
+    assert source_fingerprint(str(pkg)) == first
+    (pkg / "sub" / "__init__.py").write_text("y = 2\n")
+    assert source_fingerprint(str(pkg)) != first
+    (pkg / "sub" / "__init__.py").write_text("")
+    (pkg / "sub" / "__init__.py").rename(pkg / "sub" / "other.py")      # a rename is a change
+    assert source_fingerprint(str(pkg)) != first
