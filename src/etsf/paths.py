@@ -101,11 +101,35 @@ def update_json(path: str, lock_name: str, mutate) -> dict:
         return doc
 
 
-def write_heartbeat(path: str) -> None:
-    """Atomically replace *path*; its mtime is the heartbeat the fail-safe watches."""
+def write_heartbeat(path: str, stopped: bool = False) -> None:
+    """Atomically replace *path*; its mtime is the heartbeat the fail-safe watches.  *stopped*:
+    the service was stopped on purpose (SIGTERM: `systemctl stop`, a role turning it off), which
+    the fail-safe's heartbeat rule does not call stale; a service that dies writes nothing."""
     d = os.path.dirname(path) or "."
     os.makedirs(d, exist_ok=True)
     tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "w", encoding="ascii") as f:
-        f.write(json.dumps({"pid": os.getpid(), "time": time.time()}) + "\n")
+        f.write(json.dumps({"pid": os.getpid(), "time": time.time(), "stopped": stopped}) + "\n")
     os.replace(tmp, path)
+
+
+def mark_heartbeat_stopped(path: str | None) -> None:
+    """At a clean stop: the last heartbeat says the service was stopped on purpose.  One that
+    cannot be written leaves the last live one to go stale (the fail-safe then trips: the safe
+    side), and never fails the stop."""
+    if path:
+        with contextlib.suppress(OSError):
+            write_heartbeat(path, stopped=True)
+
+
+def heartbeat_stopped(path: str) -> bool:
+    """The heartbeat file says its service was stopped on purpose (missing or unreadable: no)."""
+    return bool((read_json(path, limit=4096) or {}).get("stopped"))
+
+
+def resume_heartbeat(path: str | None) -> None:
+    """At a service's start: a heartbeat left "stopped" by its last stop is made current, so the
+    service has the rule's whole max age for its first tick, and a start that crashes before it
+    ages from here (a crash loop never rewrites it: the rule trips)."""
+    if path and heartbeat_stopped(path):
+        write_heartbeat(path)

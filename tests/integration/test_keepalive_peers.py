@@ -370,6 +370,7 @@ def test_prober_as_a_service_follows_the_proxy(lab, node, tmp_path, etsf_env):
     assert rc == 0, (tmp_path / "prober.log").read_text()[-2000:]
     assert extra == [], extra                                   # ready is told once
     assert node.gate()[0] == 0                                  # a stopped prober vouches for nothing
+    assert json.loads(hb.read_text())["stopped"] is True        # on purpose: not stale to the fail-safe
     st = _state(etsf_env)
     assert st["stopped"] and not st["alive"]
     audit = _audit(etsf_env)

@@ -12,11 +12,13 @@ import os
 import socket
 import subprocess
 import sys
+import time
 import uuid
 
 import pytest
 
 from conftest import NS_PREFIX, etsfctl, read_pinned_ctl
+from etsf import paths
 
 PORT = 5060
 PAYLOAD = 1000
@@ -210,11 +212,23 @@ def test_ready_after_the_first_tick_only(tmp_path, etsf_env, etsf_bpf, loaded, p
     ns, _cmd = proxy_ns
     hb = tmp_path / "run" / "overload.heartbeat"
     hb.parent.mkdir()
+    env = dict(etsf_env, NOTIFY_SOCKET=str(tmp_path / "notify"))
     with _notify_socket(tmp_path) as s:
-        env = dict(etsf_env, NOTIFY_SOCKET=str(tmp_path / "notify"))
         out = _auto(env, ns, _policy(tmp_path), "--count", "3", "--heartbeat-file", str(hb))
         assert out["ticks"] == 3 and hb.exists()
         assert _datagrams(s) == [b"READY=1"]
-        r = etsfctl("overload", "auto", "--policy", str(tmp_path / "missing.yml"), env=env, netns=ns, check=False)
-        assert r.returncode == 1 and "policy: cannot read" in r.stderr
-        assert _datagrams(s) == []
+        # a restart into a broken start: the last process's clean stop left the heartbeat
+        # "stopped" (not stale to the fail-safe); the new start makes it current before it fails,
+        # and the next failing start does not renew it, so the fail-safe's heartbeat rule sees it age
+        paths.write_heartbeat(str(hb), stopped=True)
+        os.utime(hb, (time.time() - 600, time.time() - 600))
+        ages = []
+        for _start in range(2):
+            r = etsfctl("overload", "auto", "--policy", str(tmp_path / "missing.yml"), "--heartbeat-file", str(hb),
+                        env=env, netns=ns, check=False)
+            assert r.returncode == 1 and "policy: cannot read" in r.stderr
+            assert not paths.heartbeat_stopped(str(hb))
+            ages.append(time.time() - hb.stat().st_mtime)
+            os.utime(hb, (time.time() - 120, time.time() - 120))
+        assert ages[0] < 60 and ages[1] >= 120, ages
+        assert _datagrams(s) == []                      # neither failing start said ready

@@ -102,3 +102,5 @@ def test_stopped_service_clears_the_flag(tmp_path, etsf_env, etsf_bpf, loaded, p
             proc.wait()
     c = read_pinned_ctl(etsf_bpf, root)
     assert not c.flags & L.CTL_F_OC and c.overload_level > 0     # the level stays, the advert goes
+    # stopped on purpose: the fail-safe's heartbeat rule does not call the controller stale
+    assert json.loads(hb.read_text())["stopped"] is True

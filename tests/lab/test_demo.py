@@ -526,12 +526,33 @@ def test_a_controller_or_prober_that_cannot_start_fails_the_rollout(rolled_out):
                 f"rollout stopped: policy: {unit}.service did not start: {why}") in cp.stdout, \
             playbook_failures(cp.stdout) + cp.stdout[-3000:]
 
-    cp = _playbook(*pol, "-e", json.dumps(on))[0]
+    # on again, and the watchdog watches both heartbeats (3 s here)
+    ages = {"failsafe_overload_heartbeat_max_age_s": 3, "failsafe_keepalive_heartbeat_max_age_s": 3}
+    cp = _playbook(*pol[:-1], "policy,failsafe", "-e", json.dumps({**on, **ages}))[0]
     assert cp.returncode == 0, playbook_failures(cp.stdout) + cp.stdout[-3000:]
     assert state() == {u: ("notify", "active", "enabled") for u in units}, state()
-    cp = _playbook(*pol, "-e", '{"etsf_rollout_batches": ["100%"]}')[0]
+    watched = on_host(host, "grep -o '/run/etsf-[a-z]*/heartbeat' /etc/etsf/failsafe.yml").stdout.split()
+    assert {f"/run/{u}/heartbeat" for u in units} <= set(watched), watched
+
+    # turned off by a policy change alone (playbooks/policy.yml runs no failsafe role): the
+    # watchdog still lists both files, whose services stopped on purpose; that is no trip, also
+    # long after their 3 s: 110 watchdog ticks of 0.2 s from before the ~10 s policy run
+    fs0 = json.loads(on_host(host, "cat /var/lib/etsf/failsafe.json").stdout)
+    target = fs0["ticks"] + 110
+    cp = _playbook("playbooks/policy.yml", "-l", host, "-e", '{"etsf_policy_batches": ["100%"]}')[0]
     assert cp.returncode == 0, playbook_failures(cp.stdout) + cp.stdout[-3000:]
     assert {u: s[1:] for u, s in state().items()} == {u: ("inactive", "disabled") for u in units}, state()
+    fs1 = fs0
+    for _poll in range(200):
+        fs1 = json.loads(on_host(host, "cat /var/lib/etsf/failsafe.json").stdout)
+        if fs1["ticks"] >= target:
+            break
+        time.sleep(0.5)
+    assert fs1["ticks"] >= target, fs1["ticks"]
+    assert (fs1["state"], fs1["trips_total"]) == ("engaged", fs0["trips_total"]), fs1
+    assert set(fs1["rules"]["heartbeat"].get("stopped", [])) == {f"/run/{u}/heartbeat" for u in units}, fs1["rules"]
+    cp = _playbook(*pol[:-1], "failsafe", "-e", '{"etsf_rollout_batches": ["100%"]}')[0]
+    assert cp.returncode == 0, playbook_failures(cp.stdout) + cp.stdout[-3000:]
 
 
 def test_a_role_run_alone_needs_the_collections_agent(rolled_out):

@@ -270,3 +270,38 @@ def test_docs_annotated_defaults_are_the_schema_defaults():
     text = (pathlib.Path(__file__).resolve().parents[2] / "docs" / "failsafe.md").read_text()
     block = re.search(r"The defaults, annotated.*?```yaml\n(.*?)```", text, re.S).group(1)
     assert yaml.safe_load(block) == fs.DEFAULTS
+
+
+def test_heartbeat_of_a_service_stopped_on_purpose_is_not_stale(tmp_path):
+    """A service stopped on purpose (SIGTERM: `systemctl stop`, a role turning it off) writes a
+    last heartbeat that says so: the rule lists it under "stopped" and does not trip.  A service
+    that dies writes nothing, so its last live heartbeat goes stale.  The next start makes a
+    "stopped" heartbeat current once; a start that crashes before its first tick ages from there."""
+    from etsf import paths
+    hb = str(tmp_path / "etsf-overload" / "heartbeat")
+    cfg = {**fs.validate({})["rules"]["heartbeat"], "files": [{"path": hb, "max_age_s": 5}]}
+
+    def age(path, seconds):
+        t = time.time() - seconds
+        os.utime(path, (t, t))
+
+    paths.write_heartbeat(hb)
+    age(hb, 60)
+    r = fs.rule_heartbeat(cfg, snap(0), own_heartbeat=True)
+    assert r["breach"] and list(r["stale"]) == [hb] and "stopped" not in r, r
+    paths.write_heartbeat(hb, stopped=True)
+    age(hb, 600)
+    r = fs.rule_heartbeat(cfg, snap(0), own_heartbeat=True)
+    assert not r["breach"] and r["stale"] == {} and r["stopped"] == [hb], r
+    assert paths.heartbeat_stopped(hb)
+    paths.resume_heartbeat(hb)                      # the service starts again
+    assert not paths.heartbeat_stopped(hb) and time.time() - os.stat(hb).st_mtime < 5
+    age(hb, 60)                                     # ... and died before its first tick
+    paths.resume_heartbeat(hb)                      # restarted: a live heartbeat is not renewed
+    assert os.stat(hb).st_mtime < time.time() - 50
+    assert fs.rule_heartbeat(cfg, snap(0), own_heartbeat=True)["breach"]
+    paths.resume_heartbeat(None)
+    paths.resume_heartbeat(str(tmp_path / "none"))  # never written: stays missing
+    assert not os.path.exists(tmp_path / "none")
+    (tmp_path / "garbage").write_bytes(b"\xff" * 8192)
+    assert not paths.heartbeat_stopped(str(tmp_path / "garbage"))

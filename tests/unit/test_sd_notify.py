@@ -23,3 +23,22 @@ def test_ready_reaches_the_socket(tmp_path, monkeypatch, capfd):
     assert sd_notify("READY=1") is False
     err = capfd.readouterr().err
     assert err.count("\n") == 1 and "cannot notify systemd" in err, err
+
+
+def test_exporter_says_ready_and_leaves_a_stopped_heartbeat(tmp_path, monkeypatch):
+    """The exporter tells systemd READY=1 once it listens; a clean shutdown (SIGTERM,
+    --max-seconds) leaves its heartbeat saying it was stopped on purpose, which the fail-safe's
+    heartbeat rule does not call stale."""
+    import json
+
+    from etsf.telemetry.server import serve
+    hb = tmp_path / "etsf-exporter" / "heartbeat"
+    hb.parent.mkdir()                          # systemd's RuntimeDirectory=
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+        notify.bind(str(tmp_path / "notify"))
+        monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))
+        serve(port=0, max_seconds=0.5, root=str(tmp_path / "no-maps"), heartbeat_file=str(hb),
+              heartbeat_interval=0.1, sample_interval=60)
+        notify.settimeout(5)
+        assert notify.recv(64) == b"READY=1"
+    assert json.loads(hb.read_text())["stopped"] is True

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from .. import datapath
+from ..paths import heartbeat_stopped
 from .config import REASONS_NOT_SIP
 
 
@@ -171,8 +172,10 @@ def rule_fastpath_fallback(cfg, history, cur) -> dict[str, Any]:
 def rule_heartbeat(cfg, cur, own_heartbeat: bool, running_s: float = float("inf")) -> dict[str, Any]:
     """Stale agent heartbeat (when another process writes it) or heartbeat files (e.g. the
     exporter's) older than their max_age_s.  A file that does not exist yet is given
-    max_age_s from the watchdog's start (boot: the exporter may start after the watchdog)."""
-    stale = {}
+    max_age_s from the watchdog's start (boot: the exporter may start after the watchdog).  A
+    file whose service was stopped on purpose says so (paths.write_heartbeat): not stale, listed
+    under "stopped"; a service that dies leaves its last live heartbeat to go stale."""
+    stale, stopped = {}, []
     ctl = cur.get("ctl") or {}
     if not own_heartbeat and ctl.get("heartbeat_age_s") is not None and ctl["heartbeat_age_s"] > cfg["max_age_s"]:
         stale["agent"] = round(ctl["heartbeat_age_s"], 3)
@@ -185,8 +188,14 @@ def rule_heartbeat(cfg, cur, own_heartbeat: bool, running_s: float = float("inf"
                 stale[f["path"]] = "missing"
             continue
         if age > float(f.get("max_age_s", 30)):
-            stale[f["path"]] = round(age, 3)
-    return {"breach": bool(stale), "stale": stale, "max_age_s": cfg["max_age_s"]}
+            if heartbeat_stopped(f["path"]):
+                stopped.append(f["path"])      # stopped on purpose, not dead
+            else:
+                stale[f["path"]] = round(age, 3)
+    res = {"breach": bool(stale), "stale": stale, "max_age_s": cfg["max_age_s"]}
+    if stopped:
+        res["stopped"] = stopped
+    return res
 
 
 def check_attachments(ifaces: list[str]) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from typing import Any
 
 from .. import inputs as T
 from ..output import emit
+from ..paths import resume_heartbeat
 from ..sdnotify import sd_notify
 
 DEFAULT_POLICY = "/etc/etsf/policy.yml"
@@ -98,6 +99,8 @@ def _status_text(st: dict[str, Any]) -> str:
 
 def cmd_probe(args):
     import threading
+    # first of all, before anything that can fail: a start that dies lets the heartbeat age
+    resume_heartbeat(args.heartbeat_file)
     from .prober import Prober
     cfg = load_config(args.policy, args.interval)
     pr = Prober(cfg, heartbeat_file=args.heartbeat_file)

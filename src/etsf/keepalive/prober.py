@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 from .. import datapath
 from ..failsafe.audit import audit
-from ..paths import write_heartbeat
+from ..paths import mark_heartbeat_stopped, write_heartbeat
 from . import probe as P
 from .state import update_state
 
@@ -113,6 +113,7 @@ class Prober:
             doc.update(alive=False, alive_until_ns=0, stopped=time.time())
         update_state(mut)
         self.alive = False
+        mark_heartbeat_stopped(self.heartbeat_file)     # on purpose: not stale to the fail-safe
 
     def run(self, count: int | None = None, stop: threading.Event | None = None,
             ready: Callable[[], Any] | None = None) -> list[dict[str, Any]]:

@@ -7,6 +7,7 @@ import signal
 
 from .. import inputs as T
 from ..output import emit
+from ..paths import resume_heartbeat
 from ..sdnotify import sd_notify
 from .state import pin, read_state, resume
 
@@ -57,6 +58,8 @@ def cmd_overload_auto(args):
              f"level {doc.get('level')}, admission {doc.get('admit_rate') or 'off'}, "
              f"{'PINNED' if doc.get('pinned') else 'automatic'}, {doc.get('changes_total', 0)} changes")
         return
+    # first of all, before anything that can fail: a start that dies lets the heartbeat age
+    resume_heartbeat(args.heartbeat_file)
     from .runner import Controller
     from .signals import Sampler
     cfg, ports = load_config(args.policy, args.interval)
@@ -64,7 +67,7 @@ def cmd_overload_auto(args):
     ctl = Controller(cfg, sampler, heartbeat_file=args.heartbeat_file)
 
     def _stop(_sig, _frm):
-        raise SystemExit(0)                # systemd stop: the last level stays; the fail-safe watches us
+        raise SystemExit(0)                # systemd stop: the last level stays
     signal.signal(signal.SIGTERM, _stop)
     try:
         last = ctl.run(count=1 if args.once else args.count, ready=lambda: sd_notify("READY=1"))

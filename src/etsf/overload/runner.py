@@ -13,7 +13,7 @@ from typing import Any, Callable
 from .. import datapath
 from ..failsafe.audit import audit
 from .law import State, oc_advert, step
-from ..paths import write_heartbeat
+from ..paths import mark_heartbeat_stopped, write_heartbeat
 from .state import read_state, update_state
 
 #: ticks of --once / tests are bounded; a service runs until stopped
@@ -70,10 +70,12 @@ class Controller:
         return res
 
     def stop(self) -> None:
-        """The controller stops: clients are no longer told to reduce (the flag is cleared)."""
+        """The controller stops: clients are no longer told to reduce (the flag is cleared), and
+        its heartbeat says it was stopped on purpose (the fail-safe does not call it stale)."""
         if (self.cfg.get("rfc7339") or {}).get("enabled"):
             datapath.set_oc(False)
             self.oc = None
+        mark_heartbeat_stopped(self.heartbeat_file)
 
     def tick(self) -> dict[str, Any]:
         sig = self.sampler.sample(self.clock())

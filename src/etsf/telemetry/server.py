@@ -12,7 +12,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from .. import inputs
-from ..paths import pin_root, write_heartbeat
+from ..paths import mark_heartbeat_stopped, pin_root, resume_heartbeat, write_heartbeat
 from ..sdnotify import sd_notify
 from .reader import DEFAULT_PORT, DEFAULT_WINDOW, ExporterError, open_counted
 from .collector import EtsfCollector
@@ -335,6 +335,8 @@ def serve(listen: str = "127.0.0.1", port: int | None = None, window: float = DE
     heartbeat_file, a heartbeat thread reads the maps every heartbeat_interval seconds and,
     when that works, rewrites the file: the fail-safe watchdog's heartbeat rule watches its
     age ("exporter not heartbeating")."""
+    # first of all, before anything that can fail: a start that dies lets the heartbeat age
+    resume_heartbeat(heartbeat_file)
     try:
         addr = parse_listen(listen, port)
     except ValueError as e:
@@ -367,6 +369,7 @@ def serve(listen: str = "127.0.0.1", port: int | None = None, window: float = DE
                 collector.scrape_errors += 1
 
     threading.Thread(target=sampler, name="kpi-sampler", daemon=True).start()
+    hb_thread = None
     if heartbeat_file:
         def heartbeat():
             while True:
@@ -377,7 +380,8 @@ def serve(listen: str = "127.0.0.1", port: int | None = None, window: float = DE
                     sys.stderr.write(f"etsf-exporter: heartbeat skipped: {e}\n")
                 if stop.wait(heartbeat_interval):
                     return
-        threading.Thread(target=heartbeat, name="heartbeat", daemon=True).start()
+        hb_thread = threading.Thread(target=heartbeat, name="heartbeat", daemon=True)
+        hb_thread.start()
     import signal
     signal.signal(signal.SIGTERM, lambda *_args: threading.Thread(target=srv.shutdown).start())
     timer = None
@@ -396,3 +400,8 @@ def serve(listen: str = "127.0.0.1", port: int | None = None, window: float = DE
         if timer is not None:
             timer.cancel()
         srv.server_close()
+    if hb_thread is not None:
+        # a clean shutdown (SIGTERM, --max-seconds): stopped on purpose, which the fail-safe's
+        # heartbeat rule does not call stale; the last live write must not come after this one
+        hb_thread.join(timeout=10)
+        mark_heartbeat_stopped(heartbeat_file)
