@@ -101,7 +101,10 @@ def test_units_and_attached_programs(box):
         return box.sh(["systemctl", "is-active", unit]).stdout.strip()
 
     # ssh: the box makes its host keys before sshd's own config test (the image has none)
-    units = ("etsf-exporter.service", "etsf-failsafe.service", "kamailio.service", "ssh.service")
+    # the overload controller and the keep-alive prober: enabled by the policy role offline (the
+    # example policy turns both on), started after the first boot attached the programs
+    units = ("etsf-exporter.service", "etsf-failsafe.service", "etsf-overload.service", "etsf-keepalive.service",
+             "kamailio.service", "ssh.service")
     deadline = time.monotonic() + 60
     while any(active(u) != "active" for u in units):
         assert time.monotonic() < deadline, {u: active(u) for u in units}

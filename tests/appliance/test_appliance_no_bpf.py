@@ -42,7 +42,8 @@ def test_firstboot_fails_preflight_and_says_why(box_no_bpf):
 
 
 def test_etsf_units_skipped_nothing_attached(box_no_bpf):
-    for unit in ("etsf-restore.service", "etsf-exporter.service", "etsf-failsafe.service"):
+    for unit in ("etsf-restore.service", "etsf-exporter.service", "etsf-failsafe.service", "etsf-overload.service",
+                 "etsf-keepalive.service"):
         res = box_no_bpf.sh(["systemctl", "show", "-p", "ConditionResult", "-p", "ActiveState", unit]).stdout
         assert "ConditionResult=no" in res and "ActiveState=inactive" in res, (unit, res)
     assert box_no_bpf.system_state == "running", box_no_bpf.system_state      # nothing failed
