@@ -493,9 +493,10 @@ def test_a_controller_or_prober_that_cannot_start_fails_the_rollout(rolled_out):
     calls its heartbeat stale; turned off again, both stop and are disabled."""
     host = "sbc3"
     on = {"etsf_rollout_batches": ["100%"],
-          "etsf_policy_defaults": {"version": 1, "overload": {"auto": {"enabled": True}},
-                                   "keepalive": {"enabled": True, "identities": ["198.18.1.13"],
-                                                 "probe": {"address": "198.18.1.13", "port": 5060}}}}
+          # the host layer, as docs/keepalive.md shows it: merged over the lab's fleet defaults
+          "etsf_policy": {"overload": {"auto": {"enabled": True}},
+                          "keepalive": {"enabled": True, "identities": ["198.18.1.13"],
+                                        "probe": {"address": "198.18.1.13", "port": 5060}}}}
     pol = ("playbooks/site.yml", "-l", host, "--tags", "policy")
     units = ("etsf-overload", "etsf-keepalive")
 
@@ -507,6 +508,9 @@ def test_a_controller_or_prober_that_cannot_start_fails_the_rollout(rolled_out):
     cp = _playbook(*pol, "-e", json.dumps(on))[0]
     assert cp.returncode == 0, playbook_failures(cp.stdout) + cp.stdout[-3000:]
     assert state() == {u: ("notify", "active", "enabled") for u in units}, state()
+    # the host layer was added to the lab's fleet layer, not put in its place
+    assert on_host(host, "grep -q 198.18.1.202/32 /etc/etsf/policy.yml && grep -q 198.18.1.13 /etc/etsf/policy.yml",
+                   check=False).returncode == 0, on_host(host, "cat /etc/etsf/policy.yml").stdout
     assert on_host(host, "test -s /run/etsf-overload/heartbeat && test -s /run/etsf-keepalive/heartbeat",
                    check=False).returncode == 0
 

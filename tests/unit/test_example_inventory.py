@@ -1,14 +1,17 @@
 """The example carrier inventory resolves, and every host's policy -- the fleet defaults, its
 group's and its own layer merged -- is a valid policy that really carries the fleet defaults.
 
-The merge is checked twice: with the agent's merge_layers on ``ansible-inventory --list``, and
-through Ansible itself, rendering the policy role's own ``policy_document`` default (the
-``etsf.sip.policy_merge`` filter) for every host; both must agree.
+The merge is checked with the agent's merge_layers on ``ansible-inventory --list``, and through
+Ansible itself, rendering the policy role's own ``policy_document`` default and the appliance
+role's ``appliance_policy`` default (the ``etsf.sip.policy_merge`` filter) for every host; all
+must agree.
 """
 import json
 import os
 import pathlib
 import subprocess
+
+import pytest
 
 from etsf import policy
 
@@ -25,7 +28,7 @@ PLAY = """\
   tasks:
     - name: Write the rendered policy_document on the controller
       ansible.builtin.copy:
-        content: "{{{{ policy_document | to_json }}}}"
+        content: "{{{{ {var} | to_json }}}}"
         dest: "{out}/{{{{ inventory_hostname }}}}.json"
         mode: "0600"
       delegate_to: localhost
@@ -86,12 +89,15 @@ def test_every_example_host_gets_the_fleet_defaults():
     assert fra1["deny"] == [FLEET_DENY] and "keepalive" not in fra1
 
 
-def test_role_default_renders_the_same_merge(tmp_path):
-    """What the role templates is what the agent's merge computes, for every example host."""
+@pytest.mark.parametrize("role,var", [("policy", "policy_document"), ("appliance", "appliance_policy")])
+def test_role_default_renders_the_same_merge(tmp_path, role, var):
+    """What the role templates is what the agent's merge computes, for every example host: the
+    policy role for a fleet host, and the appliance builder for an image built from the same
+    inventory (it seeds the same merged policy, not the host layer alone)."""
     play = tmp_path / "render.yml"
     out = tmp_path / "out"
     out.mkdir()
-    play.write_text(PLAY.format(defaults=ROOT / "roles/policy/defaults/main.yml", out=out))
+    play.write_text(PLAY.format(defaults=ROOT / f"roles/{role}/defaults/main.yml", out=out, var=var))
     env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
                ANSIBLE_COLLECTIONS_PATH=str(ROOT / "collections"), ANSIBLE_LOCAL_TEMP=str(tmp_path / "tmp"))
     r = subprocess.run([str(BIN / "ansible-playbook"), "-i", str(INV), str(play)], capture_output=True,
