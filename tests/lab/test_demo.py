@@ -584,3 +584,32 @@ def test_a_role_run_alone_needs_the_collections_agent(rolled_out):
     assert json.loads(on_host(host, "/usr/local/bin/etsfctl version --json").stdout) == shipped
     cp = _playbook(*pol, "policy")[0]
     assert cp.returncode == 0, playbook_failures(cp.stdout) + cp.stdout[-3000:]
+
+
+def test_a_service_that_fails_its_restart_on_a_new_agent_is_named(rolled_out):
+    """The restart after a new agent is installed goes on past a service that does not come back
+    (the others still run the new agent) and stops the host's run with that service's own error
+    line, not systemctl's "Job ... failed"; the telemetry role starts it again once it can."""
+    host = "sbc2"
+    pol = ("playbooks/site.yml", "-l", host, "-e", '{"etsf_rollout_batches": ["100%"]}', "--tags")
+    dropin = "/etc/systemd/system/etsf-exporter.service.d"
+    before = _units(host)
+    assert before["etsf-exporter"][0] == before["etsf-failsafe"][0] == "active", before
+    # the running exporter keeps running; only its next start reads the broken command line
+    on_host(host, f"mkdir -p {dropin} && printf '[Service]\\nExecStart=\\nExecStart=/usr/local/bin/etsfctl "
+                  f"exporter --bogus\\n' > {dropin}/zz-broken.conf && systemctl daemon-reload")
+    on_host(host, "echo '# edited on the host' >> $(python3 -c 'import etsf.paths; print(etsf.paths.__file__)')")
+    try:
+        assert _units(host)["etsf-exporter"] == before["etsf-exporter"]
+        cp = _playbook(*pol, "datapath")[0]
+        assert cp.returncode != 0
+        assert ("rollout stopped: datapath: etsf-exporter.service did not start: unrecognized arguments: --bogus"
+                in cp.stdout), playbook_failures(cp.stdout) + cp.stdout[-3000:]
+        after = _units(host)
+        assert after["etsf-failsafe"][0] == "active" and after["etsf-failsafe"][1] != before["etsf-failsafe"][1], after
+        assert after["etsf-exporter"][0] != "active", after
+    finally:
+        on_host(host, f"rm -rf {dropin} && systemctl daemon-reload")
+    cp = _playbook(*pol, "telemetry")[0]
+    assert cp.returncode == 0, playbook_failures(cp.stdout) + cp.stdout[-3000:]
+    assert _units(host)["etsf-exporter"][0] == "active"
