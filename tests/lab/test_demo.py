@@ -613,3 +613,43 @@ def test_a_service_that_fails_its_restart_on_a_new_agent_is_named(rolled_out):
     cp = _playbook(*pol, "telemetry")[0]
     assert cp.returncode == 0, playbook_failures(cp.stdout) + cp.stdout[-3000:]
     assert _units(host)["etsf-exporter"][0] == "active"
+
+
+def test_a_watchdog_that_crashes_for_a_while_comes_back_by_itself(rolled_out):
+    """systemd's default start limit (5 starts in 10 s) would leave a watchdog that crashed for a
+    few seconds "failed" for good, and the host without its fail-safe after the cause is gone: its
+    unit has no start limit, so it is still being restarted after more crashes than that, and
+    runs again by itself once it can."""
+    host = "sbc2"
+    dropin = "/etc/systemd/system/etsf-failsafe.service.d"
+
+    def unit() -> dict:
+        out = on_host(host, "systemctl show -p ActiveState,SubState,Result,NRestarts etsf-failsafe").stdout
+        return dict(line.split("=", 1) for line in out.split())
+
+    assert unit()["ActiveState"] == "active"
+    on_host(host, f"mkdir -p {dropin} && printf '[Service]\\nExecStart=\\nExecStart=/bin/false\\n' > "
+                  f"{dropin}/zz-crash.conf && systemctl daemon-reload && (systemctl restart etsf-failsafe || true)")
+    try:
+        u = unit()
+        for _poll in range(120):            # ~1.2 s per crash and restart: 8 of them well inside this
+            u = unit()
+            if int(u["NRestarts"]) >= 8 or u["ActiveState"] == "failed":
+                break
+            time.sleep(0.5)
+        assert int(u["NRestarts"]) >= 8 and u["ActiveState"] != "failed", u
+    finally:
+        on_host(host, f"rm -rf {dropin} && systemctl daemon-reload")
+    for _poll in range(60):
+        u = unit()
+        if u["ActiveState"] == "active":
+            break
+        time.sleep(0.5)
+    assert u["ActiveState"] == "active" and u["SubState"] == "running", u
+    t0 = json.loads(on_host(host, "cat /var/lib/etsf/failsafe.json").stdout)["ticks"]
+    for _poll in range(60):
+        fs = json.loads(on_host(host, "cat /var/lib/etsf/failsafe.json").stdout)
+        if fs["ticks"] > t0:
+            break
+        time.sleep(0.5)
+    assert fs["ticks"] > t0 and fs["state"] == "engaged", fs
