@@ -176,6 +176,40 @@ def fs_attached(fslab, etsf_env, tmp_path):
 # ---------------------------------------------------------------------------
 
 
+def _watchdog_series(env, monkeypatch, tmp_path) -> dict[str, float]:
+    """The exporter's watchdog series, from the collector the exporter serves."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from etsf.telemetry.collector import EtsfCollector
+    monkeypatch.setenv("ETSF_STATE_DIR", env["ETSF_STATE_DIR"])
+    reg = CollectorRegistry()
+    reg.register(EtsfCollector(root=str(tmp_path / "no-pins")))
+    return {ln.split()[0]: float(ln.split()[1]) for ln in generate_latest(reg).decode().splitlines()
+            if ln.startswith("etsf_failsafe_watchdog_")}
+
+
+def test_exporter_tells_a_dead_watchdog_from_one_stopped_on_purpose(
+        fslab, fs_attached, etsf_env, tmp_path, monkeypatch):
+    """A watchdog that dies (SIGKILL, or systemd gave up restarting it) reverts nothing: the
+    exporter says so (etsf_failsafe_watchdog_up 0, not stopped), and EtsfWatchdogDown pages.  One
+    stopped on purpose (SIGTERM) writes that into its state file: up 0, stopped 1, no page."""
+    state = Path(etsf_env["ETSF_STATE_DIR"]) / "failsafe.json"
+    assert _watchdog_series(etsf_env, monkeypatch, tmp_path) == {}       # never ran here: nothing
+    for sig, stopped in ((signal.SIGKILL, None), (signal.SIGTERM, True)):
+        wd = Watchdog(fslab, etsf_env, _cfg(), tmp_path / "fs.yml", iterations=600)
+        try:
+            assert _wait(lambda: state.exists() and json.loads(state.read_text())["pid"] == wd.p.pid, 10)
+            assert _watchdog_series(etsf_env, monkeypatch, tmp_path) == {
+                "etsf_failsafe_watchdog_up": 1, "etsf_failsafe_watchdog_stopped": 0}
+            wd.kill(sig)
+        finally:
+            wd.stop()
+        assert json.loads(state.read_text()).get("stopped") is stopped
+        assert _watchdog_series(etsf_env, monkeypatch, tmp_path) == {
+            "etsf_failsafe_watchdog_up": 0, "etsf_failsafe_watchdog_stopped": 1 if stopped else 0}
+        if sig == signal.SIGTERM:
+            assert "watchdog stopped" in etsfctl("failsafe", "status", env=etsf_env).stdout
+
+
 def test_kill_agent_deadman_engages(fslab, fs_attached, etsf_env, tmp_path):
     """Kill the agent (the watchdog writes the heartbeat): the dead-man switch engages within
     2x the timeout, and every call still succeeds (the programs pass everything)."""

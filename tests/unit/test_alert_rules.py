@@ -21,6 +21,7 @@ SUFFIXES = {"CounterMetricFamily": ("_total",),
             "GaugeMetricFamily": ("",),
             "HistogramMetricFamily": ("_bucket", "_sum", "_count")}
 ALERTS = {"EtsfExporterDown", "EtsfMapsUnreadable", "EtsfBypassEngaged", "EtsfRevertHeld", "EtsfDeadmanTripped",
+          "EtsfWatchdogDown",
           "EtsfSheddingActive", "EtsfSessionEstablishmentRatioLow", "EtsfKeepaliveResponderStale",
           "EtsfKeepaliveProxyNotAnswering"}
 

@@ -1,13 +1,17 @@
 """`etsfctl failsafe status` says whether a watchdog runs: a live process that wrote its state file
 within the last few ticks.  The role's rollout waits on it; `failsafe ack` decides by it whether the
-watchdog or the command itself re-engages."""
+watchdog or the command itself re-engages; the exporter exports it, and whether a watchdog that does
+not run was stopped on purpose, for the EtsfWatchdogDown alert."""
 import json
 import os
 import subprocess
 import sys
 import time
 
-from etsf.failsafe.watchdog import running
+from prometheus_client import CollectorRegistry, generate_latest
+
+from etsf.failsafe import running
+from etsf.telemetry.collector import EtsfCollector
 
 
 def test_running_needs_a_live_process_that_ticks():
@@ -45,3 +49,28 @@ def test_status_require_running_is_the_exit_code(tmp_path):
     (tmp_path / "failsafe.json").write_text(json.dumps(dict(doc, updated_at=now - 60)))
     cp = _status(tmp_path, "--require-running")
     assert cp.returncode == 1 and cp.stdout.rstrip().endswith("watchdog NOT running"), cp
+    (tmp_path / "failsafe.json").write_text(json.dumps(dict(doc, updated_at=now - 60, stopped=True)))
+    cp = _status(tmp_path, "--require-running")
+    assert cp.returncode == 1 and cp.stdout.rstrip().endswith("watchdog stopped"), cp
+
+
+def _series(tmp_path, monkeypatch) -> dict[str, float]:
+    monkeypatch.setenv("ETSF_STATE_DIR", str(tmp_path))
+    reg = CollectorRegistry()
+    reg.register(EtsfCollector(root=str(tmp_path / "no-pins")))
+    return {ln.split()[0]: float(ln.split()[1]) for ln in generate_latest(reg).decode().splitlines()
+            if ln.startswith("etsf_failsafe_watchdog_")}
+
+
+def test_exporter_says_whether_the_watchdog_runs(tmp_path, monkeypatch):
+    assert _series(tmp_path, monkeypatch) == {}                       # never ran on this host
+    now = time.time()
+    doc = {"state": "engaged", "pid": os.getpid(), "updated_at": now, "interval_s": 0.2}
+    for extra, up, stopped in (({}, 1, 0),                             # ticking
+                               ({"updated_at": now - 60}, 0, 0),       # died, or systemd gave up
+                               ({"stopped": True}, 0, 1)):             # stopped on purpose
+        (tmp_path / "failsafe.json").write_text(json.dumps({**doc, **extra}))
+        assert _series(tmp_path, monkeypatch) == {"etsf_failsafe_watchdog_up": up,
+                                                  "etsf_failsafe_watchdog_stopped": stopped}, extra
+    (tmp_path / "failsafe.json").write_text("{not json")
+    assert _series(tmp_path, monkeypatch) == {}

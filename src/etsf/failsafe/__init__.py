@@ -30,7 +30,7 @@ from __future__ import annotations
 from .config import (ACK_FILE, AUDIT_FILE, BYPASSED, DEFAULT_CONFIG, DEFAULTS, DETACHED, ENGAGED, MAX_HISTORY,
                      MAX_ITERATIONS, REASONS_NOT_SIP, RULES, STATE_CODES, STATE_FILE, FailsafeError,
                      load_config, validate)
-from .audit import audit, read_audit, read_state, state_path, write_state
+from .audit import audit, read_audit, read_state, running, state_path, write_state
 from .rules import (FP_OWN_FALLBACKS, check_attachments, counters_summary, learn_ser, rule_drop_ratio,
                     rule_fastpath_fallback, rule_heartbeat, rule_map_pressure, rule_ser, take_snapshot)
 from .watchdog import ack, run, status, Watchdog
@@ -41,6 +41,6 @@ __all__ = [
     "FP_OWN_FALLBACKS", "FailsafeError", "MAX_HISTORY", "MAX_ITERATIONS", "REASONS_NOT_SIP", "RULES",
     "STATE_CODES", "STATE_FILE", "Watchdog", "ack", "add_cli", "audit", "check_attachments",
     "counters_summary", "learn_ser", "load_config", "read_audit", "read_state", "rule_drop_ratio",
-    "rule_fastpath_fallback", "rule_heartbeat", "rule_map_pressure", "rule_ser", "run", "state_path",
+    "rule_fastpath_fallback", "rule_heartbeat", "rule_map_pressure", "rule_ser", "run", "running", "state_path",
     "status", "take_snapshot", "validate", "write_state",
 ]

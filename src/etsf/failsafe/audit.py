@@ -34,6 +34,22 @@ def read_state() -> dict[str, Any] | None:
         return None
 
 
+def running(st: dict[str, Any] | None) -> bool:
+    """A watchdog process is alive and wrote its state file within the last few ticks."""
+    if not st or not st.get("pid"):
+        return False
+    try:
+        os.kill(int(st["pid"]), 0)
+    except PermissionError:
+        pass                               # alive, another user's (a status read without root)
+    except (OSError, ValueError, TypeError):
+        return False
+    try:
+        return time.time() - float(st.get("updated_at", 0)) < max(5.0, 10 * float(st.get("interval_s", 1)))
+    except (ValueError, TypeError):
+        return False
+
+
 def audit(event: str, **fields) -> dict[str, Any]:
     rec = {"time": time.time(), "event": event, **fields}
     d = datapath.state_dir()

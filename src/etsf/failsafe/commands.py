@@ -44,7 +44,8 @@ def _cmd_status(args):
         age = time.time() - float(st.get("updated_at", 0))
         text = (f"failsafe: {st['state']} since {time.strftime('%H:%M:%S', time.localtime(st['since']))}; "
                 f"trips {st['trips_total']}; last rule {(st.get('last_trip') or {}).get('rule') or '-'}; "
-                f"updated {age:.1f}s ago; watchdog {'running' if res['running'] else 'NOT running'}")
+                f"updated {age:.1f}s ago; watchdog "
+                f"{'running' if res['running'] else 'stopped' if st.get('stopped') else 'NOT running'}")
     emit(args, res, text)
     if args.require_running and not res["running"]:
         raise SystemExit(1)              # the output above says why; the rollout polls this

@@ -14,7 +14,7 @@ from ..datapath import held
 from ..policy.history import default_actor
 from .config import (ACK_FILE, BYPASSED, DETACHED, ENGAGED, FailsafeError, MAX_HISTORY, MAX_ITERATIONS,
                      STATE_CODES)
-from .audit import audit, read_audit, read_state, state_path, write_state
+from .audit import audit, read_audit, read_state, running, state_path, write_state
 from .rules import (check_attachments, counters_summary, learn_ser, rule_drop_ratio, rule_fastpath_fallback,
                     rule_heartbeat, rule_map_pressure, rule_ser, take_snapshot)
 
@@ -324,6 +324,10 @@ def run(cfg: dict[str, Any], iterations: int | None = None) -> dict[str, Any]:
     finally:
         signal.signal(signal.SIGTERM, old)
     if stop["v"]:
+        # stopped on purpose (systemctl stop, the role turning it off, remove.yml): the state file
+        # says so, and the exporter tells that from a watchdog that died
+        with contextlib.suppress(OSError):
+            write_state({**wd.state_doc(), "stopped": True})
         audit("stop", state=wd.state, numbers={"ticks": wd.ticks})
     return doc
 
@@ -388,22 +392,6 @@ def refusal_text(last: dict[str, Any]) -> str:
         parts.append(f"{what}{by} is {age_s}, limit {limit:g} s" if limit is not None else f"{what}{by} is {age_s}")
     return ("the heartbeat rule would trip again at once: " + "; ".join(parts)
             + "; start what writes it, then ack again")
-
-
-def running(st: dict[str, Any] | None) -> bool:
-    """A watchdog process is alive and wrote its state file within the last few ticks."""
-    if not st or not st.get("pid"):
-        return False
-    try:
-        os.kill(int(st["pid"]), 0)
-    except PermissionError:
-        pass                               # alive, another user's (a status read without root)
-    except (OSError, ValueError, TypeError):
-        return False
-    try:
-        return time.time() - float(st.get("updated_at", 0)) < max(5.0, 10 * float(st.get("interval_s", 1)))
-    except (ValueError, TypeError):
-        return False
 
 
 def status() -> dict[str, Any]:

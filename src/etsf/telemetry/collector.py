@@ -8,6 +8,7 @@ from typing import Any
 
 from .. import kpi as _kpi
 from ..datapath import held as _held
+from ..failsafe.audit import read_state as failsafe_state, running as failsafe_running
 from ..keepalive.state import read_state as keepalive_state
 from ..overload.state import read_state as overload_auto_state
 from ..paths import pin_root
@@ -50,6 +51,7 @@ class EtsfCollector:
                 up.add_metric([], 0)
                 yield up
                 yield from revert_held_metrics(_held.read())
+                yield from failsafe_watchdog_metrics(failsafe_state())
                 return
             k = self.window.kpis(snap["mono"], invite_codes(snap))
             self.window.add(snap["mono"], invite_codes(snap))
@@ -59,6 +61,7 @@ class EtsfCollector:
         up.add_metric([], 0 if "etsf_stats" in snap["missing"] else 1)
         yield up
         yield from revert_held_metrics(_held.read())
+        yield from failsafe_watchdog_metrics(failsafe_state())
 
         lbl = ["hook", "method", "verdict", "reason"]
         pk = CounterMetricFamily("etsf_sip_packets", "Packets seen by the eTSF programs, by "
@@ -231,6 +234,24 @@ def revert_held_metrics(rec: dict[str, Any] | None):
                               "(Unix time)", labels=["mode"])
         g.add_metric([rec["mode"]], rec["time"])
         yield g
+
+
+def failsafe_watchdog_metrics(doc: dict[str, Any] | None):
+    """Whether the fail-safe watchdog runs, from its state file ($ETSF_STATE_DIR/failsafe.json): a
+    watchdog that died (or that systemd gave up on) reverts nothing, and nothing else says so.
+    Nothing while it never ran on this host; also when the maps cannot be read."""
+    from prometheus_client.core import GaugeMetricFamily
+    if not doc:
+        return
+    stopped = bool(doc.get("stopped"))
+    g = GaugeMetricFamily("etsf_failsafe_watchdog_up", "1 while the fail-safe watchdog runs (its state "
+                          "file written within the last few ticks)")
+    g.add_metric([], 1 if not stopped and failsafe_running(doc) else 0)
+    yield g
+    g = GaugeMetricFamily("etsf_failsafe_watchdog_stopped", "1 when the watchdog was stopped on purpose "
+                          "(SIGTERM: systemctl stop, the failsafe role turning it off), not dead")
+    g.add_metric([], 1 if stopped else 0)
+    yield g
 
 
 def overload_auto_metrics(doc: dict[str, Any] | None):
