@@ -505,6 +505,20 @@ def test_a_controller_or_prober_that_cannot_start_fails_the_rollout(rolled_out):
         return {d["Id"].removesuffix(".service"): (d["Type"], d["ActiveState"], d["UnitFileState"])
                 for d in (dict(ln.split("=", 1) for ln in blk.splitlines()) for blk in out.strip().split("\n\n"))}
 
+    # --check --diff first says all a real run does: start both, and watch both heartbeats (the
+    # failsafe role takes what the policy role decided, not the units systemd has enabled so far)
+    ages = {"failsafe_overload_heartbeat_max_age_s": 3, "failsafe_keepalive_heartbeat_max_age_s": 3}
+    fs_before = on_host(host, "cat /etc/etsf/failsafe.yml").stdout
+    cp = _playbook(*pol[:-1], "policy,failsafe", "--check", "--diff", "-e", json.dumps({**on, **ages}))[0]
+    assert cp.returncode == 0, playbook_failures(cp.stdout) + cp.stdout[-3000:]
+    for u in units:
+        assert re.search(rf"(would enable and start {u}\.service|Start and enable {u}\.service\][^\n]*\nchanged)",
+                         cp.stdout), cp.stdout[-4000:]
+    assert re.search(r"^\+rules: .*/run/etsf-overload/heartbeat.*/run/etsf-keepalive/heartbeat", cp.stdout, re.M), \
+        cp.stdout[-4000:]
+    assert on_host(host, "cat /etc/etsf/failsafe.yml").stdout == fs_before
+    assert all(s[1] != "active" for s in state().values()), state()
+
     cp = _playbook(*pol, "-e", json.dumps(on))[0]
     assert cp.returncode == 0, playbook_failures(cp.stdout) + cp.stdout[-3000:]
     assert state() == {u: ("notify", "active", "enabled") for u in units}, state()
@@ -531,7 +545,6 @@ def test_a_controller_or_prober_that_cannot_start_fails_the_rollout(rolled_out):
             playbook_failures(cp.stdout) + cp.stdout[-3000:]
 
     # on again, and the watchdog watches both heartbeats (3 s here)
-    ages = {"failsafe_overload_heartbeat_max_age_s": 3, "failsafe_keepalive_heartbeat_max_age_s": 3}
     cp = _playbook(*pol[:-1], "policy,failsafe", "-e", json.dumps({**on, **ages}))[0]
     assert cp.returncode == 0, playbook_failures(cp.stdout) + cp.stdout[-3000:]
     assert state() == {u: ("notify", "active", "enabled") for u in units}, state()

@@ -158,9 +158,9 @@ def test_policy_role_installs_the_unit_only_when_enabled():
     for doc, want in (({"version": 1}, "False"), ({"version": 1, "keepalive": None}, "False"),
                       ({"version": 1, "keepalive": {"enabled": True}}, "True")):
         assert env.from_string(expr).render(policy_document=doc) == want
-    tasks = yaml.safe_load((ROLES / "policy/tasks/keepalive.yml").read_text())
-    assert tasks[0]["when"] == "__policy_keepalive | bool"
-    stop = tasks[2]["ansible.builtin.systemd_service"]
+    tasks = {t["name"]: t for t in yaml.safe_load((ROLES / "policy/tasks/keepalive.yml").read_text())}
+    assert tasks["Install etsf-keepalive.service"]["when"] == "__policy_keepalive | bool"
+    stop = tasks["Stop etsf-keepalive.service when keep-alive answers are off"]["ansible.builtin.systemd_service"]
     assert {k: v for k, v in stop.items() if k != "state"} == {"name": "etsf-keepalive.service", "enabled": False}
     # stopped on a running host; offline (an appliance tree) only disabled
     for offline, want in ((False, "stopped"), (True, "OMIT")):
