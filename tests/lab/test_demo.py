@@ -544,30 +544,41 @@ def test_a_controller_or_prober_that_cannot_start_fails_the_rollout(rolled_out):
                 f"rollout stopped: policy: {unit}.service did not start: {why}") in cp.stdout, \
             playbook_failures(cp.stdout) + cp.stdout[-3000:]
 
-    # on again, and the watchdog watches both heartbeats (3 s here)
-    cp = _playbook(*pol[:-1], "policy,failsafe", "-e", json.dumps({**on, **ages}))[0]
+    # on again by the policy-change playbook alone: it reconfigures the watchdog to watch both
+    # heartbeats (3 s here), because the set of running services changed
+    pol_only = ("playbooks/policy.yml", "-l", host, "-e")
+    cp = _playbook(*pol_only, json.dumps({"etsf_policy_batches": ["100%"], **on, **ages}))[0]
     assert cp.returncode == 0, playbook_failures(cp.stdout) + cp.stdout[-3000:]
     assert state() == {u: ("notify", "active", "enabled") for u in units}, state()
     watched = on_host(host, "grep -o '/run/etsf-[a-z]*/heartbeat' /etc/etsf/failsafe.yml").stdout.split()
     assert {f"/run/{u}/heartbeat" for u in units} <= set(watched), watched
 
-    # turned off by a policy change alone (playbooks/policy.yml runs no failsafe role): the
-    # watchdog still lists both files, whose services stopped on purpose; that is no trip, also
-    # long after their 3 s: 110 watchdog ticks of 0.2 s from before the ~10 s policy run
+    def ticks_after(fs0: dict, n: int) -> dict:
+        """The watchdog's state once it has ticked n times more (0.2 s a tick) than in fs0."""
+        fs1 = fs0
+        for _poll in range(4 * n):
+            fs1 = json.loads(on_host(host, "cat /var/lib/etsf/failsafe.json").stdout)
+            if fs1["ticks"] >= fs0["ticks"] + n:
+                break
+            time.sleep(0.5)
+        assert fs1["ticks"] >= fs0["ticks"] + n, fs1["ticks"]
+        return fs1
+
+    # stopped on purpose while still watched: no trip, also long after their 3 s (40 ticks, 8 s)
     fs0 = json.loads(on_host(host, "cat /var/lib/etsf/failsafe.json").stdout)
-    target = fs0["ticks"] + 110
-    cp = _playbook("playbooks/policy.yml", "-l", host, "-e", '{"etsf_policy_batches": ["100%"]}')[0]
-    assert cp.returncode == 0, playbook_failures(cp.stdout) + cp.stdout[-3000:]
-    assert {u: s[1:] for u, s in state().items()} == {u: ("inactive", "disabled") for u in units}, state()
-    fs1 = fs0
-    for _poll in range(200):
-        fs1 = json.loads(on_host(host, "cat /var/lib/etsf/failsafe.json").stdout)
-        if fs1["ticks"] >= target:
-            break
-        time.sleep(0.5)
-    assert fs1["ticks"] >= target, fs1["ticks"]
+    on_host(host, "systemctl stop " + " ".join(units))
+    fs1 = ticks_after(fs0, 40)
     assert (fs1["state"], fs1["trips_total"]) == ("engaged", fs0["trips_total"]), fs1
     assert set(fs1["rules"]["heartbeat"].get("stopped", [])) == {f"/run/{u}/heartbeat" for u in units}, fs1["rules"]
+
+    # off by the policy-change playbook: stopped, disabled, no longer watched, and no trip
+    cp = _playbook(*pol_only, '{"etsf_policy_batches": ["100%"]}')[0]
+    assert cp.returncode == 0, playbook_failures(cp.stdout) + cp.stdout[-3000:]
+    assert {u: s[1:] for u, s in state().items()} == {u: ("inactive", "disabled") for u in units}, state()
+    watched = on_host(host, "grep -o '/run/etsf-[a-z]*/heartbeat' /etc/etsf/failsafe.yml").stdout.split()
+    assert not {f"/run/{u}/heartbeat" for u in units} & set(watched), watched
+    fs2 = ticks_after({"ticks": 0}, 20)          # the watchdog restarted on its new configuration
+    assert (fs2["state"], fs2["trips_total"]) == ("engaged", fs0["trips_total"]), fs2
     cp = _playbook(*pol[:-1], "failsafe", "-e", '{"etsf_rollout_batches": ["100%"]}')[0]
     assert cp.returncode == 0, playbook_failures(cp.stdout) + cp.stdout[-3000:]
 
