@@ -677,3 +677,32 @@ def test_a_watchdog_that_crashes_for_a_while_comes_back_by_itself(rolled_out):
             break
         time.sleep(0.5)
     assert fs["ticks"] > t0 and fs["state"] == "engaged", fs
+
+
+def test_turning_the_failsafe_off_in_the_inventory_stops_the_watchdog(rolled_out):
+    """etsf_failsafe_enabled: false used to only skip the failsafe role, so a watchdog an earlier
+    run started went on watching (and reverting) a host its operator believed ran without it.  Now
+    site.yml stops and disables it; the watchdog marks the stop, so the exporter says stopped (and
+    EtsfWatchdogDown does not page); turned on again, it runs."""
+    host = "sbc2"
+    run = ("playbooks/site.yml", "-l", host, "--tags", "failsafe", "-e")
+
+    def unit() -> tuple[str, str]:
+        out = on_host(host, "systemctl show -p ActiveState,UnitFileState etsf-failsafe").stdout
+        d = dict(line.split("=", 1) for line in out.split())
+        return d["ActiveState"], d["UnitFileState"]
+
+    assert unit() == ("active", "enabled")
+    cp = _playbook(*run, '{"etsf_rollout_batches": ["100%"], "etsf_failsafe_enabled": false}')[0]
+    assert cp.returncode == 0, playbook_failures(cp.stdout) + cp.stdout[-3000:]
+    try:
+        assert unit() == ("inactive", "disabled")
+        assert on_host(host, "/usr/local/bin/etsfctl failsafe status").stdout.rstrip().endswith("watchdog stopped")
+        scrape = on_host(host, SCRAPE).stdout
+        assert "etsf_failsafe_watchdog_up 0.0" in scrape and "etsf_failsafe_watchdog_stopped 1.0" in scrape, scrape
+    finally:
+        cp = _playbook(*run, '{"etsf_rollout_batches": ["100%"]}')[0]
+    assert cp.returncode == 0, playbook_failures(cp.stdout) + cp.stdout[-3000:]
+    assert unit() == ("active", "enabled")
+    scrape = on_host(host, SCRAPE).stdout
+    assert "etsf_failsafe_watchdog_up 1.0" in scrape and "etsf_failsafe_watchdog_stopped 0.0" in scrape, scrape
