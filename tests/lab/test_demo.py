@@ -610,11 +610,21 @@ def test_a_role_run_alone_needs_the_collections_agent(rolled_out):
     assert cp.returncode == 0, playbook_failures(cp.stdout) + cp.stdout[-3000:]
 
 
-def test_a_service_that_fails_its_restart_on_a_new_agent_is_named(rolled_out):
+@pytest.fixture(scope="module")
+def sbc1_converged(rolled_out):
+    """sbc1 rolled out again: test_fleet_revert_bypass_then_detach leaves it detached (a held
+    revert, no reboot since), which site.yml ends."""
+    cp = _playbook("playbooks/site.yml", "-l", "sbc1", "-e", '{"etsf_rollout_batches": ["100%"]}')[0]
+    assert cp.returncode == 0, playbook_failures(cp.stdout) + cp.stdout[-3000:]
+    assert _classifiers_on_sip0("sbc1") and _status("sbc1")["revert_held"] is None
+    return "sbc1"
+
+
+def test_a_service_that_fails_its_restart_on_a_new_agent_is_named(sbc1_converged):
     """The restart after a new agent is installed goes on past a service that does not come back
     (the others still run the new agent) and stops the host's run with that service's own error
     line, not systemctl's "Job ... failed"; the telemetry role starts it again once it can."""
-    host = "sbc2"
+    host = "sbc1"
     pol = ("playbooks/site.yml", "-l", host, "-e", '{"etsf_rollout_batches": ["100%"]}', "--tags")
     dropin = "/etc/systemd/system/etsf-exporter.service.d"
     before = _units(host)
@@ -639,12 +649,12 @@ def test_a_service_that_fails_its_restart_on_a_new_agent_is_named(rolled_out):
     assert _units(host)["etsf-exporter"][0] == "active"
 
 
-def test_a_watchdog_that_crashes_for_a_while_comes_back_by_itself(rolled_out):
+def test_a_watchdog_that_crashes_for_a_while_comes_back_by_itself(sbc1_converged):
     """systemd's default start limit (5 starts in 10 s) would leave a watchdog that crashed for a
     few seconds "failed" for good, and the host without its fail-safe after the cause is gone: its
     unit has no start limit, so it is still being restarted after more crashes than that, and
     runs again by itself once it can."""
-    host = "sbc2"
+    host = "sbc1"
     dropin = "/etc/systemd/system/etsf-failsafe.service.d"
 
     def unit() -> dict:
@@ -679,12 +689,12 @@ def test_a_watchdog_that_crashes_for_a_while_comes_back_by_itself(rolled_out):
     assert fs["ticks"] > t0 and fs["state"] == "engaged", fs
 
 
-def test_turning_the_failsafe_off_in_the_inventory_stops_the_watchdog(rolled_out):
+def test_turning_the_failsafe_off_in_the_inventory_stops_the_watchdog(sbc1_converged):
     """etsf_failsafe_enabled: false used to only skip the failsafe role, so a watchdog an earlier
     run started went on watching (and reverting) a host its operator believed ran without it.  Now
     site.yml stops and disables it; the watchdog marks the stop, so the exporter says stopped (and
     EtsfWatchdogDown does not page); turned on again, it runs."""
-    host = "sbc2"
+    host = "sbc1"
     run = ("playbooks/site.yml", "-l", host, "--tags", "failsafe", "-e")
 
     def unit() -> tuple[str, str]:
